@@ -1,1 +1,8 @@
+//! tenantd: one binary serving many tenants, each in its own SQLite file.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod error;
 pub mod http;
+pub mod serve;

@@ -1,1 +1,3 @@
-fn main() {}
+fn main() {
+    std::process::exit(tenantd::cli::run(std::env::args().skip(1).collect()));
+}

@@ -1,1 +1,18 @@
+//! The HTTP/1.1 layer: accepting, limits and timeouts, parsing and framing, responses (whole,
+//! streamed, or upgraded), and the route table. It knows nothing of tenants or users.
+//!
+//! Our own, on the `httparse` parser, because no synchronous server crate we measured combined
+//! socket timeouts, strict framing, bounded header sizes, WebSocket takeover and streamed
+//! responses (see the README).
 
+mod parse;
+mod request;
+mod response;
+mod router;
+mod server;
+
+pub use parse::{HeadLimits, Reject};
+pub use request::{Header, Request, Version};
+pub use response::{reason, Body, Response, StreamFn, UpgradeFn};
+pub use router::{Match, Params, Route, Router};
+pub use server::{serve, Config, Handler, ServerHandle, Stopper};

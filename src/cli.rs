@@ -1,0 +1,200 @@
+//! The command line: argument parsing and one function per command. `main.rs` only calls [`run`].
+
+use std::fmt;
+
+use crate::config::ServeConfig;
+
+/// A command-line mistake: printed with a hint to `--help`, exit status 2.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CliError(pub String);
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+/// The arguments left to consume. Each command takes what it knows and [`Args::finish`] refuses
+/// the rest, so a typo is an error rather than silently ignored.
+pub struct Args {
+    rest: Vec<String>,
+}
+
+impl Args {
+    pub fn new(argv: Vec<String>) -> Args {
+        Args { rest: argv }
+    }
+
+    /// `--name` present (and removed).
+    pub fn flag(&mut self, name: &str) -> bool {
+        let before = self.rest.len();
+        self.rest.retain(|a| a != name);
+        self.rest.len() != before
+    }
+
+    /// `--name VALUE` or `--name=VALUE`, the last one given.
+    pub fn value(&mut self, name: &str) -> Result<Option<String>, CliError> {
+        Ok(self.values(name)?.pop())
+    }
+
+    /// Every `--name VALUE` or `--name=VALUE`, in order.
+    pub fn values(&mut self, name: &str) -> Result<Vec<String>, CliError> {
+        let mut found = Vec::new();
+        let mut i = 0;
+        let prefix = format!("{name}=");
+        while i < self.rest.len() {
+            if self.rest[i] == name {
+                if i + 1 >= self.rest.len() {
+                    return Err(CliError(format!("{name} needs a value")));
+                }
+                found.push(self.rest.remove(i + 1));
+                self.rest.remove(i);
+            } else if let Some(v) = self.rest[i].strip_prefix(&prefix) {
+                found.push(v.to_string());
+                self.rest.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        Ok(found)
+    }
+
+    /// The next argument that is not an option.
+    pub fn positional(&mut self) -> Option<String> {
+        let i = self.rest.iter().position(|a| !a.starts_with("--"))?;
+        Some(self.rest.remove(i))
+    }
+
+    pub fn finish(self) -> Result<(), CliError> {
+        match self.rest.first() {
+            None => Ok(()),
+            Some(a) => Err(CliError(format!("unexpected argument: {a}"))),
+        }
+    }
+}
+
+const HELP: &str = "\
+tenantd: a self-hosted multi-tenant server
+
+Usage: tenantd <command> [options]
+
+Commands:
+  serve      Run the HTTP server
+  help       Show this help
+
+Run `tenantd <command> --help` for the options of a command.
+";
+
+pub const SERVE_HELP: &str = "\
+tenantd serve: run the HTTP server
+
+Usage: tenantd serve [options]
+
+Options (each falls back to the environment variable named, then the default):
+  --bind ADDR              Address to listen on [TENANTD_BIND, 127.0.0.1:8080]
+                           Port 0 picks a free port; the URL is printed at start.
+  --data DIR               Data directory [TENANTD_DATA, ./data]
+  --workers N              Handler threads [TENANTD_WORKERS, 16]
+  --max-connections N      Open connections at most; over it new ones get 503
+                           [TENANTD_MAX_CONNECTIONS, 1024]
+  --head-timeout SECS      Time allowed for a whole request head, counted from when
+                           the connection is ready (idle keep-alive included)
+                           [TENANTD_HEAD_TIMEOUT, 10]
+  --io-timeout SECS        Longest wait on one socket read or write while a request is
+                           served [TENANTD_IO_TIMEOUT, 10]
+  --body-timeout SECS      Time allowed for a whole request body [TENANTD_BODY_TIMEOUT, 30]
+  --max-body BYTES         Default request body limit [TENANTD_MAX_BODY, 1048576]
+  --trusted-proxy IP       A proxy whose X-Forwarded-For is believed; repeatable
+                           [TENANTD_TRUSTED_PROXIES, comma-separated, none]
+  --shutdown-grace SECS    How long SIGINT/SIGTERM waits for requests in flight
+                           [TENANTD_SHUTDOWN_GRACE, 10]
+  -h, --help               Show this help
+
+Logging follows RUST_LOG (default: info, one line per request).
+";
+
+/// Runs one command and returns the process exit status.
+pub fn run(argv: Vec<String>) -> i32 {
+    let mut args = Args::new(argv);
+    let wants_help = args.flag("--help") | args.flag("-h");
+    let command = args.positional();
+    let result = match command.as_deref() {
+        None | Some("help") => {
+            print!("{HELP}");
+            return if wants_help || command.is_some() {
+                0
+            } else {
+                2
+            };
+        }
+        Some("serve") if wants_help => {
+            print!("{SERVE_HELP}");
+            return 0;
+        }
+        Some("serve") => ServeConfig::from_args(&mut args, &Env::process())
+            .and_then(|config| args.finish().map(|()| config))
+            .map(crate::serve::run),
+        Some(other) => Err(CliError(format!("unknown command: {other}"))),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tenantd: {e}\nRun `tenantd --help` for usage.");
+            2
+        }
+    }
+}
+
+/// Where option fallbacks come from: the process environment, or a fixed map in tests.
+pub struct Env(Vec<(String, String)>);
+
+impl Env {
+    pub fn process() -> Env {
+        Env(std::env::vars().collect())
+    }
+
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Env {
+        Env(pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
+    }
+
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Args {
+        Args::new(s.split_whitespace().map(String::from).collect())
+    }
+
+    #[test]
+    fn options_are_taken_in_both_spellings() {
+        let mut a = args("create acme --name Acme --domain a.test --domain=b.test --json");
+        assert_eq!(a.positional().as_deref(), Some("create"));
+        assert!(a.flag("--json"));
+        assert_eq!(a.value("--name").unwrap().as_deref(), Some("Acme"));
+        assert_eq!(a.values("--domain").unwrap(), vec!["a.test", "b.test"]);
+        assert_eq!(a.positional().as_deref(), Some("acme"));
+        assert!(a.finish().is_ok());
+    }
+
+    #[test]
+    fn leftovers_and_missing_values_are_errors() {
+        let mut a = args("--bind");
+        assert!(a.value("--bind").is_err());
+        let a = args("--bnid 1");
+        assert!(a.finish().is_err());
+    }
+}

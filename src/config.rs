@@ -1,0 +1,130 @@
+//! The server's configuration: one struct, filled from flags, then environment variables, then
+//! the embedded defaults.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::cli::{Args, CliError, Env};
+use crate::http;
+
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub bind: String,
+    pub data_dir: PathBuf,
+    pub http: http::Config,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            bind: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("data"),
+            http: http::Config::default(),
+        }
+    }
+}
+
+impl ServeConfig {
+    pub fn from_args(args: &mut Args, env: &Env) -> Result<ServeConfig, CliError> {
+        let mut c = ServeConfig::default();
+        let mut pick = |flag: &str, var: &str| -> Result<Option<String>, CliError> {
+            Ok(args.value(flag)?.or_else(|| env.get(var)))
+        };
+        if let Some(v) = pick("--bind", "TENANTD_BIND")? {
+            c.bind = v;
+        }
+        if let Some(v) = pick("--data", "TENANTD_DATA")? {
+            c.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = pick("--workers", "TENANTD_WORKERS")? {
+            c.http.workers = number("--workers", &v, 1, 1024)?;
+        }
+        if let Some(v) = pick("--max-connections", "TENANTD_MAX_CONNECTIONS")? {
+            c.http.max_connections = number("--max-connections", &v, 1, 1_000_000)?;
+        }
+        if let Some(v) = pick("--head-timeout", "TENANTD_HEAD_TIMEOUT")? {
+            c.http.head_timeout = seconds("--head-timeout", &v)?;
+        }
+        if let Some(v) = pick("--io-timeout", "TENANTD_IO_TIMEOUT")? {
+            c.http.io_timeout = seconds("--io-timeout", &v)?;
+        }
+        if let Some(v) = pick("--body-timeout", "TENANTD_BODY_TIMEOUT")? {
+            c.http.body_timeout = seconds("--body-timeout", &v)?;
+        }
+        if let Some(v) = pick("--max-body", "TENANTD_MAX_BODY")? {
+            c.http.max_body = number("--max-body", &v, 0, 1 << 30)?;
+        }
+        if let Some(v) = pick("--shutdown-grace", "TENANTD_SHUTDOWN_GRACE")? {
+            c.http.shutdown_grace = seconds("--shutdown-grace", &v)?;
+        }
+        let mut proxies = args.values("--trusted-proxy")?;
+        if proxies.is_empty() {
+            if let Some(v) = env.get("TENANTD_TRUSTED_PROXIES") {
+                proxies = v.split(',').map(|s| s.trim().to_string()).collect();
+            }
+        }
+        for p in proxies.iter().filter(|p| !p.is_empty()) {
+            let ip = IpAddr::from_str(p)
+                .map_err(|_| CliError(format!("--trusted-proxy: not an IP address: {p}")))?;
+            c.http.trusted_proxies.push(ip);
+        }
+        Ok(c)
+    }
+}
+
+fn number(flag: &str, v: &str, min: usize, max: usize) -> Result<usize, CliError> {
+    match v.parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(CliError(format!(
+            "{flag}: expected a whole number from {min} to {max}, got {v:?}"
+        ))),
+    }
+}
+
+fn seconds(flag: &str, v: &str) -> Result<Duration, CliError> {
+    match v.parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= 86_400.0 => Ok(Duration::from_secs_f64(s)),
+        _ => Err(CliError(format!(
+            "{flag}: expected seconds (greater than 0, at most 86400), got {v:?}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(argv: &str, env: &[(&str, &str)]) -> Result<ServeConfig, CliError> {
+        let mut args = Args::new(argv.split_whitespace().map(String::from).collect());
+        ServeConfig::from_args(&mut args, &Env::from_pairs(env))
+    }
+
+    #[test]
+    fn flags_beat_environment_beats_defaults() {
+        let c = parse("", &[]).unwrap();
+        assert_eq!(c.bind, "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("data"));
+        assert_eq!(c.http.max_connections, 1024);
+
+        let env = [("TENANTD_BIND", "0.0.0.0:9000"), ("TENANTD_DATA", "/srv/t")];
+        let c = parse("", &env).unwrap();
+        assert_eq!(c.bind, "0.0.0.0:9000");
+        assert_eq!(c.data_dir, PathBuf::from("/srv/t"));
+
+        let c = parse("--bind 127.0.0.1:1 --data=x", &env).unwrap();
+        assert_eq!(c.bind, "127.0.0.1:1");
+        assert_eq!(c.data_dir, PathBuf::from("x"));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_flag_named() {
+        let e = parse("--workers 0", &[]).unwrap_err();
+        assert!(e.0.contains("--workers"), "{e}");
+        assert!(parse("--head-timeout soon", &[]).is_err());
+        assert!(parse("--trusted-proxy nope", &[]).is_err());
+        let c = parse("", &[("TENANTD_TRUSTED_PROXIES", "10.0.0.1, ::1")]).unwrap();
+        assert_eq!(c.http.trusted_proxies.len(), 2);
+    }
+}

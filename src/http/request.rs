@@ -1,0 +1,159 @@
+//! The request a handler sees: method, decoded path, query, headers, bounded body, client address.
+
+use std::net::{IpAddr, SocketAddr};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug)]
+pub struct Request {
+    pub method: String,
+    /// The request target exactly as received.
+    pub target: String,
+    /// The percent-decoded path. Routing may rewrite it (the tenancy layer strips `/t/{slug}`).
+    pub path: String,
+    /// The raw query string, without the `?`.
+    pub query: String,
+    pub version: Version,
+    pub headers: Vec<Header>,
+    pub body: Vec<u8>,
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// The peer, or the address `X-Forwarded-For` names when the peer is a trusted proxy.
+    pub client_ip: IpAddr,
+}
+
+impl Request {
+    /// The first header of that name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str())
+    }
+
+    /// The decoded query parameters in order (`a=1&b=%20` gives `[("a","1"),("b"," ")]`).
+    pub fn query_pairs(&self) -> Vec<(String, String)> {
+        form_urlencoded::parse(self.query.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    }
+
+    /// The first value of a query parameter.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        form_urlencoded::parse(self.query.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+
+    /// The `Host` header without its port, lower-cased.
+    pub fn host(&self) -> Option<String> {
+        let host = self.header("host")?;
+        let host = if let Some(rest) = host.strip_prefix('[') {
+            // An IPv6 literal: `[::1]:8080`.
+            rest.split(']').next().unwrap_or_default()
+        } else {
+            host.rsplit_once(':').map_or(host, |(h, _)| h)
+        };
+        Some(host.to_ascii_lowercase())
+    }
+}
+
+/// Splits a request target into a decoded path and a raw query. `None` if the target is not a
+/// usable origin-form (or absolute-form) path, or decodes to something unsafe to route on.
+pub fn split_target(target: &str) -> Option<(String, String)> {
+    let origin = if target.starts_with('/') {
+        target
+    } else if let Some(rest) = target
+        .strip_prefix("http://")
+        .or_else(|| target.strip_prefix("https://"))
+    {
+        // absolute-form (RFC 9112 3.2.2): keep the path, the Host header still names the host.
+        &rest[rest.find('/')?..]
+    } else {
+        return None;
+    };
+    let (raw_path, query) = match origin.split_once('?') {
+        Some((p, q)) => (p, q),
+        None => (origin, ""),
+    };
+    let query = query.split('#').next().unwrap_or_default();
+    let path = percent_encoding::percent_decode_str(raw_path)
+        .decode_utf8()
+        .ok()?;
+    if path.contains('\0') {
+        return None;
+    }
+    Some((path.into_owned(), query.to_string()))
+}
+
+/// The client address: the peer, unless the peer is a trusted proxy, in which case the rightmost
+/// `X-Forwarded-For` entry that is not itself a trusted proxy. An untrusted peer cannot choose
+/// the address we log, throttle and audit.
+pub fn client_ip(peer: IpAddr, headers: &[Header], trusted: &[IpAddr]) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
+        .flat_map(|h| h.value.split(','))
+        .collect();
+    for hop in hops.iter().rev() {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) if trusted.contains(&ip) => continue,
+            Ok(ip) => return ip,
+            Err(_) => return peer,
+        }
+    }
+    peer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_decoded() {
+        assert_eq!(
+            split_target("/a%20b/c?x=1&y=%20"),
+            Some(("/a b/c".into(), "x=1&y=%20".into()))
+        );
+        assert_eq!(
+            split_target("http://h:1/p?q"),
+            Some(("/p".into(), "q".into()))
+        );
+        assert_eq!(split_target("/%2e%2e/x"), Some(("/../x".into(), "".into())));
+        assert_eq!(split_target("*"), None);
+        assert_eq!(split_target("/a%00b"), None);
+        assert_eq!(split_target("/%ff"), None);
+    }
+
+    #[test]
+    fn forwarded_for_is_honoured_only_from_trusted_peers() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let headers = vec![Header {
+            name: "X-Forwarded-For".into(),
+            value: "203.0.113.9, 10.0.0.1".into(),
+        }];
+        let client: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(client_ip(proxy, &headers, &[proxy]), client);
+        assert_eq!(client_ip(proxy, &headers, &[]), proxy);
+        let other: IpAddr = "198.51.100.7".parse().unwrap();
+        assert_eq!(client_ip(other, &headers, &[proxy]), other);
+        let junk = vec![Header {
+            name: "x-forwarded-for".into(),
+            value: "not-an-ip".into(),
+        }];
+        assert_eq!(client_ip(proxy, &junk, &[proxy]), proxy);
+    }
+}

@@ -1,0 +1,212 @@
+//! What a handler answers: a status, headers, and a body that is either whole, streamed as it is
+//! produced, or a takeover of the connection after `101 Switching Protocols`.
+
+use std::io::{self, Write};
+use std::net::TcpStream;
+
+/// Writes a streamed body. Each `write` goes out as one chunk at once, so server-sent events are
+/// delivered as they are produced.
+pub type StreamFn = Box<dyn FnOnce(&mut dyn Write) -> io::Result<()> + Send>;
+
+/// Takes over the raw connection after the 101 head was written: the stream (blocking mode) and
+/// any bytes the client sent after its request head. It runs on a worker thread, so a long-lived
+/// protocol should hand the stream to a thread or event loop of its own and return.
+pub type UpgradeFn = Box<dyn FnOnce(TcpStream, Vec<u8>) + Send>;
+
+pub enum Body {
+    Full(Vec<u8>),
+    Stream(StreamFn),
+    Upgrade(UpgradeFn),
+}
+
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Body,
+    /// Extra words for this request's log line (the tenant, for example).
+    pub log_note: Option<String>,
+}
+
+impl Response {
+    pub fn new(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Response {
+        Response {
+            status,
+            headers: vec![("Content-Type".into(), content_type.into())],
+            body: Body::Full(body.into()),
+            log_note: None,
+        }
+    }
+
+    pub fn json(status: u16, value: &impl serde::Serialize) -> Response {
+        // Serializing our own values cannot fail; fall back to an error body rather than panic.
+        let body = serde_json::to_vec(value).unwrap_or_else(|_| {
+            br#"{"error":{"code":"internal_error","message":"response serialization failed"}}"#
+                .to_vec()
+        });
+        Response::new(status, "application/json", body)
+    }
+
+    /// The one JSON error shape: `{"error":{"code":"...","message":"..."}}`.
+    pub fn error(status: u16, code: &str, message: &str) -> Response {
+        Response::json(
+            status,
+            &serde_json::json!({"error": {"code": code, "message": message}}),
+        )
+    }
+
+    pub fn stream(status: u16, content_type: &str, f: StreamFn) -> Response {
+        Response {
+            status,
+            headers: vec![("Content-Type".into(), content_type.into())],
+            body: Body::Stream(f),
+            log_note: None,
+        }
+    }
+
+    /// A `101 Switching Protocols` answer; `headers` carries `Upgrade`, `Connection` and any
+    /// protocol-specific header (e.g. `Sec-WebSocket-Accept`).
+    pub fn upgrade(headers: Vec<(String, String)>, f: UpgradeFn) -> Response {
+        Response {
+            status: 101,
+            headers,
+            body: Body::Upgrade(f),
+            log_note: None,
+        }
+    }
+
+    pub fn with_header(mut self, name: &str, value: &str) -> Response {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        417 => "Expectation Failed",
+        422 => "Unprocessable Content",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "",
+    }
+}
+
+/// How the body follows the head on the wire.
+pub enum Delimit {
+    Length(usize),
+    Chunked,
+    /// HTTP/1.0 streaming: the end of the body is the end of the connection.
+    Close,
+    NoBody,
+}
+
+/// Serializes a response head. Framing headers are ours alone: any the handler set are dropped,
+/// so a handler cannot desynchronize the connection.
+pub fn write_head(
+    out: &mut Vec<u8>,
+    status: u16,
+    headers: &[(String, String)],
+    delimit: &Delimit,
+    close: bool,
+) {
+    let _ = write!(out, "HTTP/1.1 {} {}\r\n", status, reason(status));
+    for (name, value) in headers {
+        let ours =
+            is_framing_header(name) || (status != 101 && name.eq_ignore_ascii_case("connection"));
+        if ours {
+            continue;
+        }
+        // CR or LF inside a value would split the head: never let one through.
+        if value.contains(['\r', '\n']) || name.contains(['\r', '\n', ':']) {
+            continue;
+        }
+        let _ = write!(out, "{name}: {value}\r\n");
+    }
+    if status != 101 {
+        let _ = write!(
+            out,
+            "Date: {}\r\n",
+            httpdate::fmt_http_date(std::time::SystemTime::now())
+        );
+    }
+    match delimit {
+        Delimit::Length(n) => {
+            let _ = write!(out, "Content-Length: {n}\r\n");
+        }
+        Delimit::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        Delimit::Close | Delimit::NoBody => {}
+    }
+    if status != 101 {
+        if close {
+            out.extend_from_slice(b"Connection: close\r\n");
+        } else {
+            out.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn is_framing_header(name: &str) -> bool {
+    ["content-length", "transfer-encoding", "date"]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// Frames each write as one chunk of `Transfer-Encoding: chunked`.
+pub struct ChunkedWriter<W: Write> {
+    pub inner: W,
+}
+
+impl<W: Write> Write for ChunkedWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let mut frame = Vec::with_capacity(buf.len() + 16);
+        let _ = write!(frame, "{:x}\r\n", buf.len());
+        frame.extend_from_slice(buf);
+        frame.extend_from_slice(b"\r\n");
+        self.inner.write_all(&frame)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W: Write> ChunkedWriter<W> {
+    pub fn finish(mut self) -> io::Result<()> {
+        self.inner.write_all(b"0\r\n\r\n")
+    }
+}

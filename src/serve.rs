@@ -1,0 +1,81 @@
+//! `tenantd serve`: bind, start the HTTP layer with the API, and stop cleanly on SIGINT/SIGTERM.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::api::App;
+use crate::config::ServeConfig;
+use crate::http;
+
+/// Runs the server until a signal stops it; returns the exit status.
+pub fn run(config: ServeConfig) -> i32 {
+    init_logging();
+    raise_fd_limit();
+    if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
+        eprintln!(
+            "tenantd: cannot create the data directory {}: {e}",
+            config.data_dir.display()
+        );
+        return 1;
+    }
+    let listener = match TcpListener::bind(&config.bind) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("tenantd: cannot listen on {}: {e}", config.bind);
+            return 1;
+        }
+    };
+    let mut signals = match Signals::new([SIGINT, SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tenantd: cannot install signal handlers: {e}");
+            return 1;
+        }
+    };
+    let app = Arc::new(App::new());
+    let server = match http::serve(listener, config.http.clone(), app) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tenantd: cannot start the server: {e}");
+            return 1;
+        }
+    };
+    println!("tenantd listening on http://{}", server.local_addr());
+    let stopper = server.stopper();
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            log::info!("signal {signal} received: shutting down");
+            stopper.stop();
+        }
+    });
+    if server.wait() {
+        log::info!("stopped");
+    } else {
+        log::warn!("stopped with requests still in flight after the grace period");
+    }
+    0
+}
+
+fn init_logging() {
+    let env = env_logger::Env::default().default_filter_or("info");
+    let _ = env_logger::Builder::from_env(env).try_init();
+}
+
+/// Lifts the soft open-file limit to the hard one: the default soft limit (often 1024) is below
+/// the connection cap plus the tenant files we keep open.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
