@@ -1,0 +1,5 @@
+//! The one integration test binary: every test starts the real server on port 0 with a fresh
+//! data directory and talks to it over loopback.
+
+mod http;
+mod support;

@@ -1,0 +1,278 @@
+//! Test helpers: starting servers on port 0, and a raw HTTP/1.1 client that shows exactly what
+//! went over the wire (status, headers, body, and whether the server closed the connection).
+
+#![allow(dead_code)]
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tenantd::http::{self, Handler, ServerHandle};
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub handle: Option<ServerHandle>,
+}
+
+impl TestServer {
+    pub fn start(config: http::Config, handler: Arc<dyn Handler>) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+        let handle = http::serve(listener, config, handler).expect("start server");
+        TestServer {
+            addr: handle.local_addr(),
+            handle: Some(handle),
+        }
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// One request on a fresh connection.
+    pub fn request(&self, raw: &str) -> Reply {
+        let mut c = self.connect();
+        c.send(raw.as_bytes());
+        c.reply()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown();
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+    }
+
+    /// The `error.code` of our JSON error shape.
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error code in {}", self.text()))
+            .to_string()
+    }
+}
+
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    /// Sends, tolerating a server that has already answered and closed.
+    pub fn try_send(&mut self, bytes: &[u8]) -> bool {
+        self.stream.write_all(bytes).is_ok()
+    }
+
+    fn fill(&mut self) -> usize {
+        let mut chunk = [0u8; 8192];
+        match self.stream.read(&mut chunk) {
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                n
+            }
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => 0,
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+
+    fn take_head(&mut self) -> Option<String> {
+        loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..i]).into_owned();
+                self.buf.drain(..i + 4);
+                return Some(head);
+            }
+            if self.fill() == 0 {
+                return None;
+            }
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Vec<u8> {
+        while self.buf.len() < n {
+            assert!(self.fill() > 0, "connection closed inside a body");
+        }
+        self.buf.drain(..n).collect()
+    }
+
+    fn take_line(&mut self) -> String {
+        loop {
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&self.buf[..i]).into_owned();
+                self.buf.drain(..i + 2);
+                return line;
+            }
+            assert!(self.fill() > 0, "connection closed inside a chunk line");
+        }
+    }
+
+    /// Reads one response head and, unless told otherwise, its body.
+    pub fn reply(&mut self) -> Reply {
+        self.reply_to("GET")
+    }
+
+    /// Reads one response to a request of this method (a HEAD answer has no body).
+    pub fn reply_to(&mut self, method: &str) -> Reply {
+        let head = self
+            .take_head()
+            .expect("the server closed the connection without answering");
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or_default();
+        let status: u16 = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+            .collect();
+        let mut reply = Reply {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        if method == "HEAD" || status < 200 || status == 204 || status == 304 {
+            return reply;
+        }
+        if let Some(n) = reply.header("content-length") {
+            let n: usize = n.parse().expect("numeric content-length");
+            reply.body = self.take(n);
+        } else if reply
+            .header("transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+        {
+            reply.body = self.chunked_body(|_| {});
+        } else {
+            while self.fill() > 0 {}
+            reply.body = std::mem::take(&mut self.buf);
+        }
+        reply
+    }
+
+    /// Reads a chunked body, calling `each` with every chunk as it arrives.
+    pub fn chunked_body(&mut self, mut each: impl FnMut(&[u8])) -> Vec<u8> {
+        let mut body = Vec::new();
+        loop {
+            let size = usize::from_str_radix(self.take_line().trim(), 16).expect("chunk size");
+            if size == 0 {
+                assert_eq!(self.take_line(), "", "no trailers expected");
+                return body;
+            }
+            let chunk = self.take(size);
+            each(&chunk);
+            body.extend_from_slice(&chunk);
+            assert_eq!(self.take(2), b"\r\n");
+        }
+    }
+
+    /// Reads only a response head (for streamed and upgraded answers).
+    pub fn head(&mut self) -> Reply {
+        let head = self.take_head().expect("no response head");
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .expect("status");
+        Reply {
+            status,
+            headers: lines
+                .filter_map(|l| l.split_once(':'))
+                .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+                .collect(),
+            body: Vec::new(),
+        }
+    }
+
+    /// Bytes already received past the last response, then whatever arrives next.
+    pub fn read_some(&mut self) -> Vec<u8> {
+        if self.buf.is_empty() {
+            self.fill();
+        }
+        std::mem::take(&mut self.buf)
+    }
+
+    /// True when the server has closed the connection (EOF or reset) within the timeout, with
+    /// nothing more sent.
+    pub fn is_closed_within(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        self.stream
+            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
+            .unwrap();
+        let mut chunk = [0u8; 1024];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return self.buf.is_empty(),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return self.buf.is_empty(),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return false
+                }
+                Err(e) => panic!("read failed: {e}"),
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+        }
+    }
+
+    pub fn is_closed(&mut self) -> bool {
+        self.is_closed_within(Duration::from_secs(5))
+    }
+}
+
+/// Polls `check` until it holds or the timeout passes.
+pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
