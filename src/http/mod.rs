@@ -13,6 +13,6 @@ mod server;
 
 pub use parse::{HeadLimits, Reject};
 pub use request::{Header, Request, Version};
-pub use response::{reason, Body, Response, StreamFn, UpgradeFn};
+pub use response::{reason, Body, ConnSlot, Response, StreamFn, UpgradeFn, Upgraded};
 pub use router::{Match, Params, Route, Router};
 pub use server::{serve, Config, Handler, ServerHandle, Stopper};

@@ -26,6 +26,8 @@ pub enum Reject {
     ExpectationFailed,
     VersionNotSupported,
     Timeout,
+    /// Our own failure while judging the request.
+    Internal,
 }
 
 impl Reject {
@@ -39,6 +41,7 @@ impl Reject {
             Reject::HeadersTooLarge(_) => 431,
             Reject::NotImplemented(_) => 501,
             Reject::VersionNotSupported => 505,
+            Reject::Internal => 500,
         }
     }
 
@@ -52,6 +55,7 @@ impl Reject {
             Reject::HeadersTooLarge(_) => "header_fields_too_large",
             Reject::NotImplemented(_) => "not_implemented",
             Reject::VersionNotSupported => "http_version_not_supported",
+            Reject::Internal => "internal_error",
         }
     }
 
@@ -65,6 +69,7 @@ impl Reject {
             Reject::HeadersTooLarge(why) => format!("request header fields too large: {why}"),
             Reject::NotImplemented(why) => format!("not implemented: {why}"),
             Reject::VersionNotSupported => "only HTTP/1.0 and HTTP/1.1 are supported".into(),
+            Reject::Internal => "the server failed to handle the request".into(),
         }
     }
 }
@@ -125,6 +130,15 @@ fn check_line(line_no: usize, len: usize, limits: &HeadLimits) -> Result<(), Rej
     Ok(())
 }
 
+/// Headers whose value decides where a message ends or where it goes.
+const FRAMING_HEADERS: [&str; 5] = [
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "expect",
+];
+
 /// A parsed request head, still undecoded.
 pub struct Head {
     pub method: String,
@@ -150,14 +164,28 @@ pub fn parse_head(buf: &[u8], limits: &HeadLimits) -> Result<Head, Reject> {
         Some(1) => Version::Http11,
         _ => return Err(Reject::VersionNotSupported),
     };
-    let headers = req
-        .headers
-        .iter()
-        .map(|h| Header {
+    let mut headers = Vec::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        // A proxy in front of us must read the framing headers exactly as we do: refuse anything
+        // but plain ASCII there rather than guess.
+        if FRAMING_HEADERS
+            .iter()
+            .any(|f| h.name.eq_ignore_ascii_case(f))
+            && !h
+                .value
+                .iter()
+                .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+        {
+            return Err(Reject::BadRequest(
+                "a framing header carries non-ASCII bytes",
+            ));
+        }
+        let value = String::from_utf8_lossy(trim_ascii_ws(h.value)).into_owned();
+        headers.push(Header {
             name: h.name.to_string(),
-            value: String::from_utf8_lossy(h.value).trim().to_string(),
-        })
-        .collect();
+            value,
+        });
+    }
     Ok(Head {
         method: req.method.unwrap_or_default().to_string(),
         target: req.path.unwrap_or_default().to_string(),
@@ -218,6 +246,12 @@ pub fn framing(version: Version, headers: &[Header]) -> Result<Framing, Reject> 
         .map(|c| c.trim().to_ascii_lowercase())
         .collect();
     let body = if !codings.is_empty() {
+        if version == Version::Http10 {
+            // RFC 9112 6.1: HTTP/1.0 has no chunked framing; a proxy may not decode it.
+            return Err(Reject::BadRequest(
+                "Transfer-Encoding in an HTTP/1.0 request",
+            ));
+        }
         if length.is_some() {
             return Err(Reject::BadRequest(
                 "Content-Length together with Transfer-Encoding",
@@ -266,10 +300,13 @@ pub fn framing(version: Version, headers: &[Header]) -> Result<Framing, Reject> 
 /// Parses a chunk-size line (without its CRLF): hex digits, optionally followed by extensions.
 pub fn chunk_size(line: &[u8]) -> Result<u64, Reject> {
     let digits = match line.iter().position(|&b| b == b';') {
-        Some(i) => &line[..i],
+        // RFC 9112 7.1.1 allows whitespace before the `;` of an extension, never before the size.
+        Some(i) => trim_ascii_ws(&line[..i]),
         None => line,
     };
-    let digits = trim_ascii_ws(digits);
+    if line.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
+        return Err(Reject::BadRequest("invalid chunk size"));
+    }
     if digits.is_empty() || digits.len() > 15 || !digits.iter().all(u8::is_ascii_hexdigit) {
         return Err(Reject::BadRequest("invalid chunk size"));
     }
@@ -285,6 +322,132 @@ fn trim_ascii_ws(mut s: &[u8]) -> &[u8] {
         s = rest;
     }
     s
+}
+
+/// The longest chunk-size line (size and extensions) we accept. Extensions carry nothing we use;
+/// a long one is only a way to make us buffer wire bytes for few body bytes.
+const MAX_CHUNK_LINE: usize = 256;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ChunkState {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailer(usize),
+    Done,
+}
+
+/// Decodes a chunked body incrementally as bytes arrive, consuming them from the front of the
+/// buffer so that only the undecoded tail is ever held twice.
+#[derive(Debug)]
+pub struct ChunkedDecoder {
+    state: ChunkState,
+    /// Wire bytes consumed so far, bounded so that tiny chunks cannot cost unbounded input.
+    wire: usize,
+}
+
+impl Default for ChunkedDecoder {
+    fn default() -> Self {
+        ChunkedDecoder {
+            state: ChunkState::Size,
+            wire: 0,
+        }
+    }
+}
+
+impl ChunkedDecoder {
+    /// Consumes what it can of `buf` into `body`. True once the last chunk and trailers are in;
+    /// whatever follows in `buf` is the next request.
+    pub fn advance(
+        &mut self,
+        buf: &mut Vec<u8>,
+        body: &mut Vec<u8>,
+        limit: usize,
+        limits: &HeadLimits,
+    ) -> Result<bool, Reject> {
+        let mut pos = 0;
+        let result = loop {
+            match self.state {
+                ChunkState::Size => match crlf_line(&buf[pos..], MAX_CHUNK_LINE)? {
+                    None => break Ok(false),
+                    Some(len) => {
+                        let size = chunk_size(&buf[pos..pos + len])?;
+                        pos += len + 2;
+                        if size == 0 {
+                            self.state = ChunkState::Trailer(0);
+                        } else if body.len() as u64 + size > limit as u64 {
+                            break Err(Reject::PayloadTooLarge);
+                        } else {
+                            self.state = ChunkState::Data(size);
+                        }
+                    }
+                },
+                ChunkState::Data(left) => {
+                    let take = left.min((buf.len() - pos) as u64) as usize;
+                    body.extend_from_slice(&buf[pos..pos + take]);
+                    pos += take;
+                    if take as u64 == left {
+                        self.state = ChunkState::DataEnd;
+                    } else {
+                        self.state = ChunkState::Data(left - take as u64);
+                        break Ok(false);
+                    }
+                }
+                ChunkState::DataEnd => {
+                    if buf.len() - pos < 2 {
+                        break Ok(false);
+                    }
+                    if &buf[pos..pos + 2] != b"\r\n" {
+                        break Err(Reject::BadRequest("chunk data not followed by CRLF"));
+                    }
+                    pos += 2;
+                    self.state = ChunkState::Size;
+                }
+                ChunkState::Trailer(count) => match crlf_line(&buf[pos..], limits.max_header_line)?
+                {
+                    None => break Ok(false),
+                    Some(0) => {
+                        pos += 2;
+                        self.state = ChunkState::Done;
+                    }
+                    Some(len) => {
+                        if count >= limits.max_headers {
+                            break Err(Reject::HeadersTooLarge("too many trailer fields"));
+                        }
+                        pos += len + 2;
+                        self.state = ChunkState::Trailer(count + 1);
+                    }
+                },
+                ChunkState::Done => break Ok(true),
+            }
+        };
+        buf.drain(..pos);
+        self.wire += pos;
+        if self.wire > limit.saturating_mul(2) + 64 * 1024 {
+            return Err(Reject::PayloadTooLarge);
+        }
+        result
+    }
+}
+
+/// The length of the CRLF-terminated line at the start of `buf`, without the CRLF; `None` if it
+/// has not all arrived. A bare CR or LF is refused: lone line feeds are how one parser is made to
+/// see a different message than another.
+fn crlf_line(buf: &[u8], max: usize) -> Result<Option<usize>, Reject> {
+    match buf.iter().position(|&b| b == b'\r' || b == b'\n') {
+        Some(i) if buf[i] == b'\n' => Err(Reject::BadRequest("bare LF in chunked framing")),
+        Some(i) if i > max => Err(Reject::BadRequest("chunk line too long")),
+        Some(i) if i + 1 < buf.len() => {
+            if buf[i + 1] == b'\n' {
+                Ok(Some(i))
+            } else {
+                Err(Reject::BadRequest("bare CR in chunked framing"))
+            }
+        }
+        Some(_) => Ok(None),
+        None if buf.len() > max => Err(Reject::BadRequest("chunk line too long")),
+        None => Ok(None),
+    }
 }
 
 #[cfg(test)]
@@ -386,6 +549,8 @@ mod tests {
             (vec![host.clone(), h("host", "y")], Err(400)),
             (vec![host.clone(), h("Expect", "something")], Err(417)),
         ];
+        let te10 = framing(Version::Http10, &[h("Transfer-Encoding", "chunked")]);
+        assert_eq!(te10.map_err(|r| r.status()).map(|f| f.body), Err(400));
         for (headers, want) in cases {
             let got = framing(v11, &headers)
                 .map(|f| f.body)
@@ -415,6 +580,57 @@ mod tests {
         );
     }
 
+    fn decode(wire: &[u8], limit: usize) -> Result<(Vec<u8>, Vec<u8>), Reject> {
+        // Feed one byte at a time: the decoder must not depend on how bytes are split.
+        let mut dec = ChunkedDecoder::default();
+        let mut buf = Vec::new();
+        let mut body = Vec::new();
+        for &b in wire {
+            buf.push(b);
+            if dec.advance(&mut buf, &mut body, limit, &limits())? {
+                return Ok((body, buf));
+            }
+        }
+        Err(Reject::BadRequest("incomplete"))
+    }
+
+    #[test]
+    fn chunked_bodies_decode_whatever_the_split() {
+        let (body, rest) = decode(b"5;x=y\r\nhello\r\n1\r\n!\r\n0\r\nT: v\r\n\r\n", 100).unwrap();
+        assert_eq!(body, b"hello!");
+        assert!(rest.is_empty());
+        assert_eq!(
+            decode(b"5\r\nhello\r\n0\r\n\r\n", 4),
+            Err(Reject::PayloadTooLarge)
+        );
+        for bad in [
+            &b"5\nhello\r\n0\r\n\r\n"[..],
+            b"5\r\nhello\n0\r\n\r\n",
+            b"5\r\nhelloXX0\r\n\r\n",
+            b" 5\r\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\r\n0\r\n\n",
+            b"5\rhello",
+        ] {
+            assert!(
+                matches!(decode(bad, 100), Err(Reject::BadRequest(_))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let long_ext = format!("1;{}\r\nX\r\n0\r\n\r\n", "a".repeat(300));
+        assert!(decode(long_ext.as_bytes(), 100).is_err());
+    }
+
+    #[test]
+    fn tiny_chunks_cannot_cost_unbounded_wire_bytes() {
+        let mut wire = Vec::new();
+        for _ in 0..30_000 {
+            wire.extend_from_slice(b"1;aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\nX\r\n");
+        }
+        wire.extend_from_slice(b"0\r\n\r\n");
+        assert_eq!(decode(&wire, 32 * 1024), Err(Reject::PayloadTooLarge));
+    }
+
     #[test]
     fn chunk_sizes() {
         assert_eq!(chunk_size(b"1a"), Ok(26));
@@ -424,5 +640,7 @@ mod tests {
         assert!(chunk_size(b"-1").is_err());
         assert!(chunk_size(b"0x5").is_err());
         assert!(chunk_size(b"ffffffffffffffffff").is_err());
+        assert!(chunk_size(b" 5").is_err());
+        assert_eq!(chunk_size(b"5 ;ext"), Ok(5));
     }
 }

@@ -8,10 +8,31 @@ use std::net::TcpStream;
 /// delivered as they are produced.
 pub type StreamFn = Box<dyn FnOnce(&mut dyn Write) -> io::Result<()> + Send>;
 
-/// Takes over the raw connection after the 101 head was written: the stream (blocking mode) and
-/// any bytes the client sent after its request head. It runs on a worker thread, so a long-lived
-/// protocol should hand the stream to a thread or event loop of its own and return.
-pub type UpgradeFn = Box<dyn FnOnce(TcpStream, Vec<u8>) + Send>;
+/// Takes over the raw connection after the 101 head was written. It runs on a worker thread, so a
+/// long-lived protocol should hand the connection to a thread or event loop of its own and return.
+pub type UpgradeFn = Box<dyn FnOnce(Upgraded) + Send>;
+
+/// A connection handed over after `101 Switching Protocols`.
+pub struct Upgraded {
+    /// The socket, in blocking mode.
+    pub stream: TcpStream,
+    /// Bytes the client sent after its request head: they belong to the new protocol.
+    pub leftover: Vec<u8>,
+    /// Keeps the connection counted against the server's connection cap until dropped: keep it
+    /// as long as the stream.
+    pub slot: ConnSlot,
+}
+
+/// Frees a place under the connection cap when dropped.
+pub struct ConnSlot(pub(super) Option<Box<dyn FnOnce() + Send>>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        if let Some(release) = self.0.take() {
+            release();
+        }
+    }
+}
 
 pub enum Body {
     Full(Vec<u8>),
@@ -146,8 +167,10 @@ pub fn write_head(
         if ours {
             continue;
         }
-        // CR or LF inside a value would split the head: never let one through.
-        if value.contains(['\r', '\n']) || name.contains(['\r', '\n', ':']) {
+        // A control character in a value, or a name that is not a token, would corrupt or split
+        // the head: such a header is dropped, never sent.
+        if !is_token(name) || value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+            log::warn!("dropped an invalid response header {name:?}");
             continue;
         }
         let _ = write!(out, "{name}: {value}\r\n");
@@ -174,6 +197,13 @@ pub fn write_head(
         }
     }
     out.extend_from_slice(b"\r\n");
+}
+
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn is_framing_header(name: &str) -> bool {

@@ -1,11 +1,11 @@
 //! The connection engine: one reactor thread and a bounded pool of workers.
 //!
 //! The reactor (mio, edge-triggered) accepts connections, enforces the connection cap, and reads
-//! request heads without blocking. Only a connection that has delivered a whole head is handed to
-//! a worker, so idle keep-alive connections and slowloris clients cost a buffer, never a thread.
-//! The worker reads the body, calls the handler, writes the answer, serves any pipelined request
-//! already received, and hands the connection back. Sockets stay non-blocking throughout; workers
-//! wait on them with poll(2) and a deadline.
+//! whole requests (head and body) without blocking. Only a connection that has delivered a whole
+//! request is handed to a worker, so idle keep-alive connections and slow clients (slowloris, slow
+//! bodies) cost a buffer, never a thread. The worker calls the handler, writes the answer and hands
+//! the connection back; the reactor then serves whatever the client pipelined behind it. Sockets
+//! stay non-blocking throughout; workers wait on them with poll(2) and a deadline.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -20,9 +20,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
-use super::parse::{self, BodyFraming, HeadLimits, HeadScan, Reject};
+use super::parse::{self, BodyFraming, ChunkedDecoder, Framing, HeadLimits, HeadScan, Reject};
 use super::request::{self, Request, Version};
-use super::response::{self, Body, ChunkedWriter, Delimit, Response};
+use super::response::{self, Body, ChunkedWriter, ConnSlot, Delimit, Response, Upgraded};
 
 /// Every limit and timeout of the HTTP layer. The defaults are the documented ones.
 #[derive(Clone, Debug)]
@@ -34,9 +34,9 @@ pub struct Config {
     /// From the moment a connection is ready for a request (accepted, or its previous answer sent)
     /// to the end of the next request head. Covers idle keep-alive and trickling clients alike.
     pub head_timeout: Duration,
-    /// The longest wait for one read or write while a worker owns the connection.
+    /// The longest wait for a write to make progress while a response is sent.
     pub io_timeout: Duration,
-    /// The whole body must arrive within this.
+    /// The whole body must arrive within this, counted from the end of the head.
     pub body_timeout: Duration,
     /// Default body limit; a route may set its own.
     pub max_body: usize,
@@ -81,16 +81,28 @@ const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 /// How often deadlines are checked; a timed-out connection is closed at most this late.
 const SWEEP: Duration = Duration::from_millis(250);
-/// How long a connection we refused may keep sending before we close it. Reading what it still
-/// sends lets our error answer arrive instead of being destroyed by a TCP reset.
+/// How long a connection we are closing may keep sending. Reading (and dropping) what it still
+/// sends lets our last answer arrive instead of being destroyed by a TCP reset.
 const DRAIN: Duration = Duration::from_secs(2);
 
 struct Conn {
     token: usize,
     stream: TcpStream,
     peer: SocketAddr,
+    /// Received bytes not yet consumed: a partial head, or body bytes of the pending request.
     buf: Vec<u8>,
+    /// When the connection became ready for its next request (accepted, or last answer sent).
     ready_at: Instant,
+    /// The request whose head is complete and whose body is still arriving.
+    pending: Option<Pending>,
+}
+
+struct Pending {
+    req: Request,
+    framing: Framing,
+    limit: usize,
+    chunked: ChunkedDecoder,
+    deadline: Instant,
 }
 
 enum Slot {
@@ -99,10 +111,12 @@ enum Slot {
     Draining(Conn, Instant),
 }
 
-/// A connection coming back from a worker.
+/// A connection, or news of one, coming back from a worker.
 enum Back {
     Idle(Conn),
+    /// Our side is shut for writing: read what the client still sends, then close.
     Drain(Conn),
+    /// The slot is free: the connection was closed, or an upgraded connection was dropped.
     Closed(usize),
 }
 
@@ -180,6 +194,11 @@ pub fn serve(
     handler: Arc<dyn Handler>,
 ) -> io::Result<ServerHandle> {
     listener.set_nonblocking(true)?;
+    // The standard library listens with a backlog of 128: a burst of new connections while the
+    // reactor is busy would overflow it and make clients wait a second to retry. Calling
+    // listen(2) again on a listening socket only raises the backlog (capped by somaxconn).
+    // SAFETY: listen on a descriptor we own.
+    unsafe { libc::listen(listener.as_raw_fd(), 4096) };
     let addr = listener.local_addr()?;
     let mut listener = mio::net::TcpListener::from_std(listener);
     let poll = Poll::new()?;
@@ -220,6 +239,7 @@ pub fn serve(
         listener,
         shared: shared.clone(),
         config: config.clone(),
+        handler,
         jobs: job_tx,
         back: back_rx,
         slots: Vec::new(),
@@ -245,6 +265,7 @@ struct Reactor {
     listener: mio::net::TcpListener,
     shared: Arc<Shared>,
     config: Arc<Config>,
+    handler: Arc<dyn Handler>,
     jobs: Sender<Conn>,
     back: Receiver<Back>,
     slots: Vec<Option<Slot>>,
@@ -253,7 +274,9 @@ struct Reactor {
     scratch: Vec<u8>,
 }
 
-enum HeadRead {
+/// Where a waiting connection stands after reading what the socket had.
+enum Progress {
+    /// A whole request is buffered.
     Ready,
     Wait,
     Closed,
@@ -264,8 +287,8 @@ impl Reactor {
     fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         let mut last_sweep = Instant::now();
-        // Set when accept failed for lack of descriptors: edge-triggered readiness will not repeat,
-        // so we retry on the sweep.
+        // Set when accept failed for lack of resources: edge-triggered readiness will not repeat
+        // for connections already in the backlog, so we retry on the sweep.
         let mut accept_pending = false;
         loop {
             if let Err(e) = self.poll.poll(&mut events, Some(SWEEP)) {
@@ -303,17 +326,20 @@ impl Reactor {
         }
     }
 
-    /// Accepts until the backlog is empty. Returns true when it had to stop early.
+    /// Accepts until the backlog is empty. True when it had to stop early for lack of resources.
     fn accept(&mut self) -> bool {
         loop {
             let (stream, peer) = match self.listener.accept() {
                 Ok(pair) => pair,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    log::warn!("accept failed: {e}");
-                    return true;
-                }
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                        log::warn!("accept failed: {e}");
+                        return true;
+                    }
+                    // A client that gave up before we accepted it, or a signal: the next one.
+                    _ => continue,
+                },
             };
             let stream = TcpStream::from(stream);
             if self.open >= self.config.max_connections {
@@ -349,6 +375,7 @@ impl Reactor {
                 peer,
                 buf: Vec::new(),
                 ready_at: Instant::now(),
+                pending: None,
             };
             self.slots[token] = Some(Slot::Waiting(conn));
             // Data may have arrived before registration; edge-triggered readiness would not say.
@@ -366,8 +393,8 @@ impl Reactor {
                         conn.buf = Vec::new();
                     }
                     self.slots[token] = Some(Slot::Waiting(conn));
-                    // The worker read until WouldBlock, but bytes that arrived since raised an
-                    // edge while the slot was busy: read now so none is left unnoticed.
+                    // Bytes that arrived while a worker held the connection raised their edge
+                    // then; reading now serves them, pipelined requests included.
                     self.service(token);
                 }
                 Back::Drain(conn) => {
@@ -381,9 +408,9 @@ impl Reactor {
     }
 
     fn service(&mut self, token: usize) {
-        let read = match self.slots.get_mut(token) {
+        let progress = match self.slots.get_mut(token) {
             Some(Some(Slot::Waiting(conn))) => {
-                read_head(conn, &mut self.scratch, &self.config.limits)
+                read_request(conn, &mut self.scratch, &self.config, &*self.handler)
             }
             Some(Some(Slot::Draining(conn, _))) => {
                 if !drain(conn, &mut self.scratch) {
@@ -393,10 +420,10 @@ impl Reactor {
             }
             _ => return,
         };
-        match read {
-            HeadRead::Wait => {}
-            HeadRead::Closed => self.close(token),
-            HeadRead::Ready => {
+        match progress {
+            Progress::Wait => {}
+            Progress::Closed => self.close(token),
+            Progress::Ready => {
                 let Some(Slot::Waiting(conn)) = self.slots[token].replace(Slot::Busy) else {
                     unreachable!("the slot was waiting")
                 };
@@ -404,24 +431,18 @@ impl Reactor {
                     self.close(token);
                 }
             }
-            HeadRead::Reject(reject) => {
-                let Some(Slot::Waiting(conn)) = &self.slots[token] else {
+            Progress::Reject(reject) => {
+                let Some(Some(Slot::Waiting(conn))) = self.slots.get_mut(token).map(Option::take)
+                else {
                     unreachable!("the slot was waiting")
                 };
-                log::info!(
-                    target: "tenantd::access",
-                    "{} - - {} {}",
-                    conn.peer.ip(),
-                    reject.status(),
-                    reject.code()
-                );
+                log_reject(conn.peer, &reject);
                 let mut out = Vec::new();
                 error_bytes(&mut out, reject.status(), reject.code(), &reject.message());
+                // Best effort: the socket is new or has just been answered, so a short error
+                // fits its send buffer.
                 let _ = (&conn.stream).write(&out);
                 let _ = conn.stream.shutdown(Shutdown::Write);
-                let Some(Slot::Waiting(conn)) = self.slots[token].take() else {
-                    unreachable!("the slot was waiting")
-                };
                 self.slots[token] = Some(Slot::Draining(conn, Instant::now() + DRAIN));
                 self.service(token);
             }
@@ -430,14 +451,20 @@ impl Reactor {
 
     fn sweep(&mut self) {
         let now = Instant::now();
+        let head_timeout = self.config.head_timeout;
         for token in 0..self.slots.len() {
             let expired = match &self.slots[token] {
                 Some(Slot::Waiting(conn)) => {
-                    let expired = now.duration_since(conn.ready_at) >= self.config.head_timeout;
-                    if expired && !conn.buf.is_empty() {
+                    let deadline = match &conn.pending {
+                        Some(p) => p.deadline,
+                        None => conn.ready_at + head_timeout,
+                    };
+                    let expired = now >= deadline;
+                    if expired && (conn.pending.is_some() || !conn.buf.is_empty()) {
                         // A client in the middle of a request is told why; an idle one is not.
-                        let mut out = Vec::new();
                         let r = Reject::Timeout;
+                        log_reject(conn.peer, &r);
+                        let mut out = Vec::new();
                         error_bytes(&mut out, r.status(), r.code(), &r.message());
                         let _ = (&conn.stream).write(&out);
                     }
@@ -468,7 +495,108 @@ impl Reactor {
     }
 }
 
-/// Reads and drops what a refused client still sends. False once the client has closed.
+/// Reads what the socket has and advances the request: head first, then its body.
+fn read_request(
+    conn: &mut Conn,
+    scratch: &mut [u8],
+    config: &Config,
+    handler: &dyn Handler,
+) -> Progress {
+    loop {
+        match advance(conn, config, handler) {
+            Ok(true) => return Progress::Ready,
+            Ok(false) => {}
+            Err(reject) => return Progress::Reject(reject),
+        }
+        match (&conn.stream).read(scratch) {
+            Ok(0) => return Progress::Closed,
+            Ok(n) => conn.buf.extend_from_slice(&scratch[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Wait,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return Progress::Closed,
+        }
+    }
+}
+
+/// Consumes buffered bytes into the pending request. True when the request is whole.
+fn advance(conn: &mut Conn, config: &Config, handler: &dyn Handler) -> Result<bool, Reject> {
+    if conn.pending.is_none() {
+        let head_len = match parse::scan_head(&conn.buf, &config.limits)? {
+            HeadScan::Incomplete => return Ok(false),
+            HeadScan::Complete(n) => n,
+        };
+        let pending = start_request(&conn.buf[..head_len], conn.peer, config, handler)?;
+        conn.buf.drain(..head_len);
+        let expects = pending.framing.expect_continue
+            && pending.framing.body != BodyFraming::None
+            && pending.req.version == Version::Http11;
+        conn.pending = Some(pending);
+        if expects && conn.buf.is_empty() {
+            // Tiny, and the first bytes we send on this request: it fits the send buffer.
+            let _ = (&conn.stream).write(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+    }
+    let pending = conn.pending.as_mut().expect("set above");
+    match pending.framing.body {
+        BodyFraming::None => Ok(true),
+        BodyFraming::Length(n) => {
+            let n = n as usize;
+            if conn.buf.len() < n {
+                return Ok(false);
+            }
+            pending.req.body = conn.buf.drain(..n).collect();
+            Ok(true)
+        }
+        BodyFraming::Chunked => pending.chunked.advance(
+            &mut conn.buf,
+            &mut pending.req.body,
+            pending.limit,
+            &config.limits,
+        ),
+    }
+}
+
+/// Parses a complete head into a request waiting for its body, refusing what breaks the rules.
+fn start_request(
+    head: &[u8],
+    peer: SocketAddr,
+    config: &Config,
+    handler: &dyn Handler,
+) -> Result<Pending, Reject> {
+    let head = parse::parse_head(head, &config.limits)?;
+    let framing = parse::framing(head.version, &head.headers)?;
+    let (path, query) =
+        request::split_target(&head.target).ok_or(Reject::BadRequest("invalid request target"))?;
+    let client_ip = request::client_ip(peer.ip(), &head.headers, &config.trusted_proxies);
+    let req = Request {
+        method: head.method,
+        target: head.target,
+        path,
+        query,
+        version: head.version,
+        headers: head.headers,
+        body: Vec::new(),
+        peer,
+        client_ip,
+    };
+    let limit = catch_unwind(AssertUnwindSafe(|| handler.body_limit(&req)))
+        .map_err(|_| Reject::Internal)?
+        .unwrap_or(config.max_body);
+    if let BodyFraming::Length(n) = framing.body {
+        if n > limit as u64 {
+            return Err(Reject::PayloadTooLarge);
+        }
+    }
+    Ok(Pending {
+        req,
+        framing,
+        limit,
+        chunked: ChunkedDecoder::default(),
+        deadline: Instant::now() + config.body_timeout,
+    })
+}
+
+/// Reads and drops what a client still sends. False once the client has closed.
 fn drain(conn: &mut Conn, scratch: &mut [u8]) -> bool {
     loop {
         match (&conn.stream).read(scratch) {
@@ -481,22 +609,14 @@ fn drain(conn: &mut Conn, scratch: &mut [u8]) -> bool {
     }
 }
 
-/// Reads what the socket has until the head is complete or the socket is drained.
-fn read_head(conn: &mut Conn, scratch: &mut [u8], limits: &HeadLimits) -> HeadRead {
-    loop {
-        match parse::scan_head(&conn.buf, limits) {
-            Ok(HeadScan::Complete(_)) => return HeadRead::Ready,
-            Ok(HeadScan::Incomplete) => {}
-            Err(reject) => return HeadRead::Reject(reject),
-        }
-        match (&conn.stream).read(scratch) {
-            Ok(0) => return HeadRead::Closed,
-            Ok(n) => conn.buf.extend_from_slice(&scratch[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return HeadRead::Wait,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return HeadRead::Closed,
-        }
-    }
+fn log_reject(peer: SocketAddr, reject: &Reject) {
+    log::info!(
+        target: "tenantd::access",
+        "{} - - {} {}",
+        peer.ip(),
+        reject.status(),
+        reject.code()
+    );
 }
 
 fn error_bytes(out: &mut Vec<u8>, status: u16, code: &str, message: &str) {
@@ -514,171 +634,59 @@ struct Worker {
     back: Sender<Back>,
 }
 
-/// What happens to a connection after one request.
+/// What happens to a connection after its answer.
 enum Next {
     KeepAlive,
-    /// Refused: the answer is sent and our side is shut; drain what the client still sends.
-    Drain,
+    /// Close gracefully: our side is shut; the reactor drains the rest.
     Close,
-    /// A handler owns the socket now.
+    /// The write failed: nothing more can be said.
+    Abort,
+    /// A handler owns the socket now; the slot is released when it drops it.
     Upgraded,
-}
-
-/// Why a request's body could not be read.
-enum BodyError {
-    Reject(Reject),
-    Io,
 }
 
 impl Worker {
     fn run(&self, mut conn: Conn) {
         let token = conn.token;
-        loop {
-            let next = match catch_unwind(AssertUnwindSafe(|| self.serve_one(&mut conn))) {
-                Ok(next) => next,
-                Err(_) => {
-                    log::error!("the HTTP layer panicked serving {}", conn.peer);
-                    Next::Close
-                }
-            };
-            let next = match next {
-                Next::KeepAlive if self.shared.stopping.load(Ordering::SeqCst) => Next::Close,
-                Next::KeepAlive => match self.fill_nonblocking(&mut conn) {
-                    Ok(true) => continue,
-                    Ok(false) => Next::KeepAlive,
-                    Err(reject) => self.refuse(&mut conn, reject),
-                },
-                other => other,
-            };
-            let back = match next {
-                Next::KeepAlive => Back::Idle(conn),
-                Next::Drain => Back::Drain(conn),
-                Next::Close => {
-                    let fd = conn.stream.as_raw_fd();
-                    let _ = self.registry.deregister(&mut SourceFd(&fd));
-                    let _ = conn.stream.shutdown(Shutdown::Both);
-                    Back::Closed(token)
-                }
-                Next::Upgraded => Back::Closed(token),
-            };
-            if self.back.send(back).is_ok() {
-                let _ = self.shared.waker.wake();
+        let next = match catch_unwind(AssertUnwindSafe(|| self.serve(&mut conn))) {
+            Ok(next) => next,
+            Err(_) => {
+                log::error!("the HTTP layer panicked serving {}", conn.peer);
+                Next::Abort
             }
-            return;
+        };
+        let back = match next {
+            Next::KeepAlive => Back::Idle(conn),
+            Next::Close => {
+                let _ = conn.stream.shutdown(Shutdown::Write);
+                Back::Drain(conn)
+            }
+            Next::Abort => {
+                let fd = conn.stream.as_raw_fd();
+                let _ = self.registry.deregister(&mut SourceFd(&fd));
+                let _ = conn.stream.shutdown(Shutdown::Both);
+                Back::Closed(token)
+            }
+            Next::Upgraded => return,
+        };
+        if self.back.send(back).is_ok() {
+            let _ = self.shared.waker.wake();
         }
     }
 
-    /// Reads what the socket holds without waiting. True when another whole head is buffered, so
-    /// pipelined requests are answered here, in order, without a trip through the reactor.
-    fn fill_nonblocking(&self, conn: &mut Conn) -> Result<bool, Reject> {
-        let mut chunk = [0u8; 4096];
-        loop {
-            if let HeadScan::Complete(_) = parse::scan_head(&conn.buf, &self.config.limits)? {
-                return Ok(true);
-            }
-            match (&conn.stream).read(&mut chunk) {
-                Ok(0) => return Ok(false),
-                Ok(n) => conn.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return Ok(false),
-            }
-        }
-    }
-
-    /// Answers a request the layer refuses, shuts our side, and lets the reactor drain the rest.
-    fn refuse(&self, conn: &mut Conn, reject: Reject) -> Next {
-        log::info!(
-            target: "tenantd::access",
-            "{} - - {} {}",
-            conn.peer.ip(),
-            reject.status(),
-            reject.code()
-        );
-        let mut out = Vec::new();
-        error_bytes(&mut out, reject.status(), reject.code(), &reject.message());
-        let deadline = Instant::now() + self.config.io_timeout;
-        if write_all(&conn.stream, &out, deadline).is_err() {
-            return Next::Close;
-        }
-        let _ = conn.stream.shutdown(Shutdown::Write);
-        conn.buf.clear();
-        Next::Drain
-    }
-
-    fn serve_one(&self, conn: &mut Conn) -> Next {
+    fn serve(&self, conn: &mut Conn) -> Next {
         let started = Instant::now();
-        let limits = &self.config.limits;
-        let head_len = match parse::scan_head(&conn.buf, limits) {
-            Ok(HeadScan::Complete(n)) => n,
-            Ok(HeadScan::Incomplete) => return Next::Close,
-            Err(reject) => return self.refuse(conn, reject),
+        let Some(Pending { req, framing, .. }) = conn.pending.take() else {
+            return Next::Abort;
         };
-        let head = match parse::parse_head(&conn.buf[..head_len], limits) {
-            Ok(head) => head,
-            Err(reject) => return self.refuse(conn, reject),
-        };
-        let framing = match parse::framing(head.version, &head.headers) {
-            Ok(f) => f,
-            Err(reject) => return self.refuse(conn, reject),
-        };
-        let Some((path, query)) = request::split_target(&head.target) else {
-            return self.refuse(conn, Reject::BadRequest("invalid request target"));
-        };
-        let client_ip =
-            request::client_ip(conn.peer.ip(), &head.headers, &self.config.trusted_proxies);
-        let mut req = Request {
-            method: head.method,
-            target: head.target,
-            path,
-            query,
-            version: head.version,
-            headers: head.headers,
-            body: Vec::new(),
-            peer: conn.peer,
-            client_ip,
-        };
-
-        let limit = self
-            .handler
-            .body_limit(&req)
-            .unwrap_or(self.config.max_body);
-        if let BodyFraming::Length(n) = framing.body {
-            if n > limit as u64 {
-                return self.refuse(conn, Reject::PayloadTooLarge);
-            }
-        }
-        if framing.expect_continue
-            && framing.body != BodyFraming::None
-            && req.version == Version::Http11
-        {
-            let deadline = Instant::now() + self.config.io_timeout;
-            if write_all(&conn.stream, b"HTTP/1.1 100 Continue\r\n\r\n", deadline).is_err() {
-                return Next::Close;
-            }
-        }
-        let mut reader = BodyReader {
-            conn,
-            pos: head_len,
-            deadline: Instant::now() + self.config.body_timeout,
-            io_timeout: self.config.io_timeout,
-        };
-        let body = match framing.body {
-            BodyFraming::None => Ok(Vec::new()),
-            BodyFraming::Length(n) => reader.exact(n as usize),
-            BodyFraming::Chunked => reader.chunked(limit, limits),
-        };
-        let consumed = reader.pos;
-        match body {
-            Ok(body) => req.body = body,
-            Err(BodyError::Reject(reject)) => return self.refuse(conn, reject),
-            Err(BodyError::Io) => return Next::Close,
-        }
-        conn.buf.drain(..consumed);
         if conn.buf.capacity() > 64 * 1024 {
             conn.buf.shrink_to(conn.buf.len().max(4096));
         }
-
         let response = match catch_unwind(AssertUnwindSafe(|| self.handler.handle(&req))) {
+            Ok(r) if r.status < 200 && !matches!(r.body, Body::Upgrade(_)) => {
+                log::error!("handler answered {} without an upgrade", r.status);
+                internal_error()
+            }
             Ok(response) => response,
             Err(panic) => {
                 let what = panic
@@ -687,11 +695,7 @@ impl Worker {
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
                 log::error!("handler panicked on {} {}: {what}", req.method, req.path);
-                Response::error(
-                    500,
-                    "internal_error",
-                    "the server failed to handle the request",
-                )
+                internal_error()
             }
         };
         let keep_alive = framing.keep_alive && !self.shared.stopping.load(Ordering::SeqCst);
@@ -713,47 +717,43 @@ impl Worker {
             log_note,
         } = response;
         let head_only = req.method == "HEAD";
-        let no_body = head_only || status == 204 || status == 304 || status < 200;
+        // RFC 9110 6.4.1: these never carry content, whatever the handler produced.
+        let bodiless = status == 204 || status == 304;
+        let timeout = self.config.io_timeout;
         let mut out = Vec::with_capacity(512);
         let mut sent = 0usize;
-        let (next, ok) = match body {
+        let next = match body {
             Body::Full(bytes) => {
-                let delimit = if status == 204 || status == 304 || status < 200 {
+                let delimit = if bodiless {
                     Delimit::NoBody
                 } else {
                     Delimit::Length(bytes.len())
                 };
                 response::write_head(&mut out, status, &headers, &delimit, !keep_alive);
-                if !no_body {
+                if !head_only && !bodiless {
                     out.extend_from_slice(&bytes);
                     sent = bytes.len();
                 }
-                let deadline = Instant::now() + self.config.io_timeout;
-                let ok = write_all(&conn.stream, &out, deadline).is_ok();
-                let next = if !ok {
-                    Next::Close
-                } else if keep_alive {
-                    Next::KeepAlive
-                } else {
-                    Next::Close
-                };
-                (next, ok)
+                match write_all(&conn.stream, &out, timeout) {
+                    Ok(()) if keep_alive => Next::KeepAlive,
+                    Ok(()) => Next::Close,
+                    Err(_) => Next::Abort,
+                }
             }
             Body::Stream(produce) => {
                 let chunked = req.version == Version::Http11;
-                let keep_alive = keep_alive && chunked;
-                let delimit = match (head_only, chunked) {
+                let keep_alive = keep_alive && (chunked || bodiless || head_only);
+                let delimit = match (bodiless, chunked) {
                     (true, _) => Delimit::NoBody,
                     (false, true) => Delimit::Chunked,
                     (false, false) => Delimit::Close,
                 };
                 response::write_head(&mut out, status, &headers, &delimit, !keep_alive);
-                let deadline = Instant::now() + self.config.io_timeout;
-                let mut ok = write_all(&conn.stream, &out, deadline).is_ok();
-                if ok && !head_only {
+                let mut ok = write_all(&conn.stream, &out, timeout).is_ok();
+                if ok && !head_only && !bodiless {
                     let mut sink = StreamSink {
                         stream: &conn.stream,
-                        io_timeout: self.config.io_timeout,
+                        timeout,
                         sent: 0,
                     };
                     let result = catch_unwind(AssertUnwindSafe(|| {
@@ -768,32 +768,19 @@ impl Worker {
                     ok = matches!(result, Ok(Ok(())));
                     sent = sink.sent;
                 }
-                let next = if ok && keep_alive {
-                    Next::KeepAlive
-                } else {
-                    Next::Close
-                };
-                (next, ok)
+                match (ok, keep_alive) {
+                    (true, true) => Next::KeepAlive,
+                    (true, false) => Next::Close,
+                    // A stream cut short cannot be ended cleanly: the client must see the close.
+                    (false, _) => Next::Abort,
+                }
             }
             Body::Upgrade(take_over) => {
                 response::write_head(&mut out, status, &headers, &Delimit::NoBody, false);
-                let deadline = Instant::now() + self.config.io_timeout;
-                let ok = write_all(&conn.stream, &out, deadline).is_ok();
-                if ok {
-                    let fd = conn.stream.as_raw_fd();
-                    let _ = self.registry.deregister(&mut SourceFd(&fd));
-                    match conn.stream.try_clone() {
-                        Ok(stream) if stream.set_nonblocking(false).is_ok() => {
-                            let leftover = std::mem::take(&mut conn.buf);
-                            // The clone shares the socket; ours is dropped by the caller
-                            // without shutting it down.
-                            let _ = catch_unwind(AssertUnwindSafe(|| take_over(stream, leftover)));
-                            (Next::Upgraded, true)
-                        }
-                        _ => (Next::Close, false),
-                    }
+                if write_all(&conn.stream, &out, timeout).is_err() {
+                    Next::Abort
                 } else {
-                    (Next::Close, false)
+                    self.hand_over(conn, take_over)
                 }
             }
         };
@@ -808,125 +795,58 @@ impl Worker {
             sent,
             started.elapsed().as_secs_f64() * 1000.0,
             note,
-            if ok { "" } else { " (write failed)" }
+            if matches!(next, Next::Abort) { " (aborted)" } else { "" }
         );
         next
     }
-}
 
-/// Reads a request body out of the connection buffer, pulling more from the socket as needed.
-struct BodyReader<'a> {
-    conn: &'a mut Conn,
-    pos: usize,
-    deadline: Instant,
-    io_timeout: Duration,
-}
-
-impl BodyReader<'_> {
-    /// Makes sure `n` bytes past `pos` are buffered.
-    fn want(&mut self, n: usize) -> Result<(), BodyError> {
-        while self.conn.buf.len() < self.pos + n {
-            self.more()?;
+    /// Gives the socket to an upgrade handler. The connection keeps its place under the cap until
+    /// the handler drops the [`ConnSlot`].
+    fn hand_over(&self, conn: &mut Conn, take_over: response::UpgradeFn) -> Next {
+        let fd = conn.stream.as_raw_fd();
+        let _ = self.registry.deregister(&mut SourceFd(&fd));
+        let stream = match conn.stream.try_clone() {
+            Ok(s) if s.set_nonblocking(false).is_ok() => s,
+            _ => return Next::Abort,
+        };
+        let token = conn.token;
+        let back = self.back.clone();
+        let shared = self.shared.clone();
+        let slot = ConnSlot(Some(Box::new(move || {
+            if back.send(Back::Closed(token)).is_ok() {
+                let _ = shared.waker.wake();
+            }
+        })));
+        let upgraded = Upgraded {
+            stream,
+            leftover: std::mem::take(&mut conn.buf),
+            slot,
+        };
+        // Our descriptor is a duplicate: dropping it with `conn` leaves the socket to the handler.
+        if catch_unwind(AssertUnwindSafe(|| take_over(upgraded))).is_err() {
+            log::error!("upgrade handler panicked");
         }
-        Ok(())
-    }
-
-    fn more(&mut self) -> Result<(), BodyError> {
-        let mut chunk = [0u8; 16 * 1024];
-        loop {
-            match (&self.conn.stream).read(&mut chunk) {
-                Ok(0) => return Err(BodyError::Io),
-                Ok(n) => {
-                    self.conn.buf.extend_from_slice(&chunk[..n]);
-                    return Ok(());
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let now = Instant::now();
-                    if now >= self.deadline {
-                        return Err(BodyError::Io);
-                    }
-                    let wait = self.io_timeout.min(self.deadline - now);
-                    if !wait_fd(&self.conn.stream, libc::POLLIN, wait).map_err(|_| BodyError::Io)? {
-                        return Err(BodyError::Io);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return Err(BodyError::Io),
-            }
-        }
-    }
-
-    fn exact(&mut self, n: usize) -> Result<Vec<u8>, BodyError> {
-        self.want(n)?;
-        let body = self.conn.buf[self.pos..self.pos + n].to_vec();
-        self.pos += n;
-        Ok(body)
-    }
-
-    /// One line without its line ending; longer than `max` is malformed.
-    fn line(&mut self, max: usize) -> Result<Vec<u8>, BodyError> {
-        let mut searched = 0;
-        loop {
-            let tail = &self.conn.buf[self.pos + searched..];
-            if let Some(i) = tail.iter().position(|&b| b == b'\n') {
-                let end = self.pos + searched + i;
-                let mut line = self.conn.buf[self.pos..end].to_vec();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                self.pos = end + 1;
-                return Ok(line);
-            }
-            searched += tail.len();
-            if searched > max {
-                return Err(BodyError::Reject(Reject::BadRequest("chunk line too long")));
-            }
-            self.more()?;
-        }
-    }
-
-    fn chunked(&mut self, limit: usize, limits: &HeadLimits) -> Result<Vec<u8>, BodyError> {
-        let mut body = Vec::new();
-        loop {
-            let size = parse::chunk_size(&self.line(1024)?).map_err(BodyError::Reject)?;
-            if size == 0 {
-                break;
-            }
-            if body.len() as u64 + size > limit as u64 {
-                return Err(BodyError::Reject(Reject::PayloadTooLarge));
-            }
-            let size = size as usize;
-            self.want(size + 2)?;
-            body.extend_from_slice(&self.conn.buf[self.pos..self.pos + size]);
-            self.pos += size;
-            if &self.conn.buf[self.pos..self.pos + 2] != b"\r\n" {
-                return Err(BodyError::Reject(Reject::BadRequest(
-                    "chunk not followed by CRLF",
-                )));
-            }
-            self.pos += 2;
-        }
-        // Trailer fields are read and dropped, under the same limits as header fields.
-        for _ in 0..=limits.max_headers {
-            if self.line(limits.max_header_line)?.is_empty() {
-                return Ok(body);
-            }
-        }
-        Err(BodyError::Reject(Reject::HeadersTooLarge(
-            "too many trailer fields",
-        )))
+        Next::Upgraded
     }
 }
 
-/// Writes to the non-blocking socket, waiting for room at most until the deadline.
-fn write_all(stream: &TcpStream, mut data: &[u8], deadline: Instant) -> io::Result<()> {
+fn internal_error() -> Response {
+    Response::error(
+        500,
+        "internal_error",
+        "the server failed to handle the request",
+    )
+}
+
+/// Writes to the non-blocking socket; each wait for room may last `timeout`, so a client that
+/// reads steadily gets any size of answer while one that stops reading is dropped.
+fn write_all(stream: &TcpStream, mut data: &[u8], timeout: Duration) -> io::Result<()> {
     while !data.is_empty() {
         match (&*stream).write(data) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => data = &data[n..],
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() || !wait_fd(stream, libc::POLLOUT, left)? {
+                if !wait_writable(stream, timeout)? {
                     return Err(io::ErrorKind::TimedOut.into());
                 }
             }
@@ -937,11 +857,11 @@ fn write_all(stream: &TcpStream, mut data: &[u8], deadline: Instant) -> io::Resu
     Ok(())
 }
 
-/// Waits until the socket is ready for `events` or the timeout passes (false).
-fn wait_fd(stream: &TcpStream, events: libc::c_short, timeout: Duration) -> io::Result<bool> {
+/// Waits until the socket can take more bytes, or the timeout passes (false).
+fn wait_writable(stream: &TcpStream, timeout: Duration) -> io::Result<bool> {
     let mut pfd = libc::pollfd {
         fd: stream.as_raw_fd(),
-        events,
+        events: libc::POLLOUT,
         revents: 0,
     };
     let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
@@ -958,16 +878,16 @@ fn wait_fd(stream: &TcpStream, events: libc::c_short, timeout: Duration) -> io::
     }
 }
 
-/// The socket side of a streamed body: every write goes out at once, each wait bounded.
+/// The socket side of a streamed body: every write goes out at once.
 struct StreamSink<'a> {
     stream: &'a TcpStream,
-    io_timeout: Duration,
+    timeout: Duration,
     sent: usize,
 }
 
 impl Write for StreamSink<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        write_all(self.stream, buf, Instant::now() + self.io_timeout)?;
+        write_all(self.stream, buf, self.timeout)?;
         self.sent += buf.len();
         Ok(buf.len())
     }

@@ -226,12 +226,21 @@ impl Client {
         }
     }
 
-    /// Bytes already received past the last response, then whatever arrives next.
+    /// Bytes already received past the last response, or else whatever arrives next. Panics if
+    /// the connection is closed instead.
     pub fn read_some(&mut self) -> Vec<u8> {
         if self.buf.is_empty() {
-            self.fill();
+            assert!(self.fill() > 0, "the connection was closed");
         }
         std::mem::take(&mut self.buf)
+    }
+
+    /// One response, or `None` if the server closed without answering.
+    pub fn try_reply(&mut self) -> Option<Reply> {
+        if self.buf.is_empty() && self.fill() == 0 {
+            return None;
+        }
+        Some(self.reply())
     }
 
     /// True when the server has closed the connection (EOF or reset) within the timeout, with
