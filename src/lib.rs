@@ -1,1 +1,4 @@
-pub mod http;
+//! tenantd's storage and tenancy core: SQLite plumbing (`db`), the central
+//! catalog of tenants (`catalog`) and per-tenant databases (`tenancy`).
+
+pub mod db;
