@@ -262,7 +262,7 @@ mod tests {
             assert!(validate_domain(bad).is_err(), "{bad:?}");
         }
         assert!(validate_domain(&format!("{}.test", "a".repeat(64))).is_err());
-        let long = vec![label.as_str(); 4].join(".") + ".test";
+        let long = [label.as_str(); 4].join(".") + ".test";
         assert!(long.len() > 253);
         assert!(validate_domain(&long).is_err());
     }
