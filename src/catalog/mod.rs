@@ -365,6 +365,19 @@ impl Catalog {
         name: &str,
         domains: &[String],
     ) -> Result<Arc<TenantRecord>, CatalogError> {
+        self.insert_tenant_row(id, slug, name, domains)?;
+        self.fetch(&id.hyphenated().to_string())
+    }
+
+    /// The insert alone: `Ok` means the row is committed, which provisioning
+    /// needs to know exactly before it decides to remove the tenant's file.
+    pub(crate) fn insert_tenant_row(
+        &self,
+        id: &uuid::Uuid,
+        slug: &str,
+        name: &str,
+        domains: &[String],
+    ) -> Result<(), CatalogError> {
         let id = id.hyphenated().to_string();
         validate_slug(slug)?;
         let name = validate_name(name)?;
@@ -389,8 +402,7 @@ impl Catalog {
                 insert_domain(tx, &id, domain, i == 0)?;
             }
             Ok(())
-        })?;
-        self.fetch(&id)
+        })
     }
 
     /// Sets the status; `deleted_at` is stamped on deletion (kept if already
