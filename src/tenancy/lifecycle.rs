@@ -3,7 +3,9 @@
 //! taking the catalog (and the registry where pools are involved); the CLI
 //! and the admin API both call these.
 
+use std::collections::HashSet;
 use std::fmt;
+use std::fs;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -462,13 +464,16 @@ pub struct SchemaStatus {
     pub central: u32,
     /// Every tenant, deleted ones included, by slug.
     pub tenants: Vec<TenantSchema>,
+    /// `.db` files in `tenants/` that no catalog row names, e.g. left by a
+    /// create that crashed between making the file and inserting the row.
+    pub orphans: Vec<String>,
 }
 
 /// Schema versions of the catalog and of every tenant database; migrates
 /// nothing.
 pub fn status(catalog: &Catalog) -> Result<SchemaStatus, LifecycleError> {
-    let tenants = catalog
-        .list()?
+    let records = catalog.list()?;
+    let tenants = records
         .iter()
         .map(|record| {
             let version = db_path(catalog, record).and_then(|path| {
@@ -484,10 +489,22 @@ pub fn status(catalog: &Catalog) -> Result<SchemaStatus, LifecycleError> {
             }
         })
         .collect();
+    let known: HashSet<String> = records.iter().map(|r| format!("{}.db", r.id)).collect();
+    let dir = catalog.tenants_dir();
+    let entries = fs::read_dir(&dir).map_err(|source| LifecycleError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    let mut orphans: Vec<String> = entries
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".db") && !known.contains(name))
+        .collect();
+    orphans.sort();
     Ok(SchemaStatus {
         central_target: db::central_migrations().last().map_or(0, |m| m.version),
         tenant_target: tenant_target_version(),
         central: catalog.schema_version()?,
         tenants,
+        orphans,
     })
 }

@@ -381,8 +381,7 @@ impl Registry {
                     inner.opened_total.fetch_add(1, Ordering::Relaxed);
                     Ok(Tenant { record, pool })
                 }
-                Err(e) => {
-                    let reason = e.to_string();
+                Err(reason) => {
                     log::error!(
                         "tenant {} ({}) unavailable: {reason}",
                         record.slug,
@@ -457,21 +456,23 @@ impl Inner {
     /// the file is this tenant's, then builds the pool. The check connection
     /// is separate so a corrupt file fails here at once, not after r2d2's
     /// connection retries time out.
-    fn open_pool(&self, record: &TenantRecord, path: &Path) -> Result<OpenPool, DbError> {
-        let mut conn = db::open(path, DbKind::Tenant, Create::Never)?;
-        db::migrate(&mut conn, db::tenant_migrations())?;
+    /// Errors are the reason given in `Unavailable`.
+    fn open_pool(&self, record: &TenantRecord, path: &Path) -> Result<OpenPool, String> {
+        let reason = |e: DbError| e.to_string();
+        let mut conn = db::open(path, DbKind::Tenant, Create::Never).map_err(reason)?;
+        db::migrate(&mut conn, db::tenant_migrations()).map_err(reason)?;
+        // A file restored or copied under the wrong name would otherwise
+        // serve one tenant's data to another.
         let owner: Option<String> = conn
             .query_row(
                 "SELECT value FROM tenant_meta WHERE key = 'id'",
                 [],
                 |row| row.get(0),
             )
-            .optional()?;
+            .optional()
+            .map_err(|e| reason(e.into()))?;
         if let Some(owner) = owner.filter(|owner| *owner != record.id) {
-            return Err(DbError::Sqlite(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
-                Some(format!("file belongs to tenant {owner}")),
-            )));
+            return Err(format!("database file belongs to tenant {owner}"));
         }
         drop(conn);
         let config = PoolConfig {
@@ -479,7 +480,7 @@ impl Inner {
             idle_timeout: None,
             connection_timeout: self.config.connection_timeout,
         };
-        let pool = db::pool(path, DbKind::Tenant, &config, &self.threads)?;
+        let pool = db::pool(path, DbKind::Tenant, &config, &self.threads).map_err(reason)?;
         let open = OpenPool {
             pool,
             epoch: self.epoch,
