@@ -455,8 +455,8 @@ impl Inner {
     /// Opens the file (never creating it), applies pending migrations, checks
     /// the file is this tenant's, then builds the pool. The check connection
     /// is separate so a corrupt file fails here at once, not after r2d2's
-    /// connection retries time out.
-    /// Errors are the reason given in `Unavailable`.
+    /// connection retries time out. An error is the reason reported in
+    /// `Unavailable`.
     fn open_pool(&self, record: &TenantRecord, path: &Path) -> Result<OpenPool, String> {
         let reason = |e: DbError| e.to_string();
         let mut conn = db::open(path, DbKind::Tenant, Create::Never).map_err(reason)?;
