@@ -1,8 +1,11 @@
 //! tenantd: one binary serving many tenants, each in its own SQLite file.
 
 pub mod api;
+pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod db;
 pub mod error;
 pub mod http;
 pub mod serve;
+pub mod tenancy;

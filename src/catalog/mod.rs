@@ -1,0 +1,678 @@
+//! The central catalog (`data/central.db`): which tenants exist, their slugs,
+//! domains and status, plus server secrets in `meta`. Lookups are answered
+//! from an in-memory snapshot that is reloaded only when the file changed.
+
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use serde::Serialize;
+
+use crate::db::{self, Create, DbError, DbKind, Pool, PoolConfig};
+
+pub use validate::{
+    validate_domain, validate_name, validate_slug, ValidationError, MAX_DOMAIN_LEN, MAX_NAME_CHARS,
+    MAX_SLUG_LEN, RESERVED_SLUGS,
+};
+
+pub const CENTRAL_DB: &str = "central.db";
+pub const TENANTS_DIR: &str = "tenants";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantStatus {
+    Active,
+    Suspended,
+    Deleted,
+}
+
+impl TenantStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantStatus::Active => "active",
+            TenantStatus::Suspended => "suspended",
+            TenantStatus::Deleted => "deleted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TenantStatus> {
+        match s {
+            "active" => Some(TenantStatus::Active),
+            "suspended" => Some(TenantStatus::Suspended),
+            "deleted" => Some(TenantStatus::Deleted),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for TenantStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DomainRecord {
+    pub domain: String,
+    pub is_primary: bool,
+}
+
+/// One catalog row with its domains. Timestamps are RFC 3339 UTC text.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TenantRecord {
+    /// Hyphenated lower-case UUID; also the tenant's file name.
+    pub id: String,
+    pub slug: String,
+    pub name: String,
+    pub status: TenantStatus,
+    pub settings: serde_json::Value,
+    pub created_at: String,
+    pub updated_at: String,
+    pub deleted_at: Option<String>,
+    /// Primary first, then by name.
+    pub domains: Vec<DomainRecord>,
+}
+
+impl TenantRecord {
+    pub fn primary_domain(&self) -> Option<&str> {
+        self.domains
+            .iter()
+            .find(|d| d.is_primary)
+            .map(|d| d.domain.as_str())
+    }
+}
+
+/// The whole catalog at one moment. Immutable: a change builds a new one.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    by_id: HashMap<String, Arc<TenantRecord>>,
+    by_slug: HashMap<String, Arc<TenantRecord>>,
+    by_domain: HashMap<String, Arc<TenantRecord>>,
+}
+
+impl Snapshot {
+    pub fn by_id(&self, id: &str) -> Option<&Arc<TenantRecord>> {
+        self.by_id.get(id)
+    }
+
+    pub fn by_slug(&self, slug: &str) -> Option<&Arc<TenantRecord>> {
+        self.by_slug.get(slug)
+    }
+
+    /// `domain` must already be lower-case (see [`normalize_host`]).
+    pub fn by_domain(&self, domain: &str) -> Option<&Arc<TenantRecord>> {
+        self.by_domain.get(domain)
+    }
+
+    /// Every tenant, deleted ones included, by slug.
+    pub fn list(&self) -> Vec<Arc<TenantRecord>> {
+        let mut all: Vec<_> = self.by_id.values().cloned().collect();
+        all.sort_by(|a, b| a.slug.cmp(&b.slug));
+        all
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
+/// A Host header value as a catalog domain: lower-cased, without a `:port`
+/// or trailing dot. The result is only a lookup key; it is not validated.
+pub fn normalize_host(host: &str) -> String {
+    let host = host.trim();
+    let host = match host.rsplit_once(':') {
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
+}
+
+#[derive(Debug)]
+pub enum CatalogError {
+    Db(DbError),
+    Validation(ValidationError),
+    SlugTaken(String),
+    DomainTaken(String),
+    /// No tenant with this id or slug.
+    NotFound(String),
+    DomainNotFound(String),
+    /// A row the schema should have prevented (unknown status, bad JSON).
+    Corrupt {
+        id: String,
+        message: String,
+    },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl fmt::Display for CatalogError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CatalogError::Db(e) => write!(f, "catalog: {e}"),
+            CatalogError::Validation(e) => e.fmt(f),
+            CatalogError::SlugTaken(slug) => write!(f, "slug {slug} is already taken"),
+            CatalogError::DomainTaken(domain) => write!(f, "domain {domain} is already taken"),
+            CatalogError::NotFound(tenant) => write!(f, "no tenant {tenant}"),
+            CatalogError::DomainNotFound(domain) => write!(f, "no domain {domain}"),
+            CatalogError::Corrupt { id, message } => {
+                write!(f, "catalog row for tenant {id} is corrupt: {message}")
+            }
+            CatalogError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for CatalogError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CatalogError::Db(e) => Some(e),
+            CatalogError::Validation(e) => Some(e),
+            CatalogError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<DbError> for CatalogError {
+    fn from(e: DbError) -> Self {
+        CatalogError::Db(e)
+    }
+}
+
+impl From<rusqlite::Error> for CatalogError {
+    fn from(e: rusqlite::Error) -> Self {
+        CatalogError::Db(DbError::Sqlite(e))
+    }
+}
+
+impl From<r2d2::Error> for CatalogError {
+    fn from(e: r2d2::Error) -> Self {
+        CatalogError::Db(DbError::Pool(e))
+    }
+}
+
+impl From<ValidationError> for CatalogError {
+    fn from(e: ValidationError) -> Self {
+        CatalogError::Validation(e)
+    }
+}
+
+/// The connection that watches `PRAGMA data_version`. It never writes: the
+/// pragma only moves for commits made by *other* connections, which is what
+/// makes it see both our pool's writes and another process's.
+struct Watcher {
+    conn: Connection,
+    seen: Option<i64>,
+}
+
+pub struct Catalog {
+    data_dir: PathBuf,
+    pool: Pool,
+    watcher: Mutex<Watcher>,
+    snapshot: RwLock<Arc<Snapshot>>,
+    reloads: AtomicU64,
+}
+
+impl fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Catalog")
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A poisoned lock only means another thread panicked while holding it; the
+/// guarded values here stay consistent, so carry on rather than panic too.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Catalog {
+    /// Opens `data_dir/central.db` and brings it to the binary's schema.
+    /// With `Create::Never` the catalog must exist; otherwise `data_dir` and
+    /// `data_dir/tenants` are created as needed.
+    pub fn open(data_dir: &Path, create: Create) -> Result<Catalog, CatalogError> {
+        let path = data_dir.join(CENTRAL_DB);
+        let mkdir = |dir: &Path| {
+            fs::create_dir_all(dir).map_err(|e| CatalogError::Io {
+                path: dir.to_path_buf(),
+                source: e,
+            })
+        };
+        if create == Create::Never {
+            db::ensure_exists(&path)?;
+        } else {
+            mkdir(data_dir)?;
+        }
+        mkdir(&data_dir.join(TENANTS_DIR))?;
+
+        let mut conn = db::open(&path, DbKind::Catalog, create)?;
+        db::migrate(&mut conn, db::central_migrations())?;
+        let config = PoolConfig {
+            max_size: 4,
+            idle_timeout: Some(Duration::from_secs(300)),
+            connection_timeout: Duration::from_secs(5),
+        };
+        // One pool for the life of the catalog: its own scheduler thread is
+        // cheap, and r2d2's idle reaper is fine for a pool that stays.
+        let pool = db::pool(&path, DbKind::Catalog, &config, &db::thread_pool(1))?;
+        let catalog = Catalog {
+            data_dir: data_dir.to_path_buf(),
+            pool,
+            watcher: Mutex::new(Watcher { conn, seen: None }),
+            snapshot: RwLock::new(Arc::new(Snapshot::default())),
+            reloads: AtomicU64::new(0),
+        };
+        catalog.snapshot()?;
+        Ok(catalog)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn tenants_dir(&self) -> PathBuf {
+        self.data_dir.join(TENANTS_DIR)
+    }
+
+    /// The current snapshot, reloaded first if the catalog changed since the
+    /// last look. Costs one `PRAGMA data_version` when nothing changed.
+    pub fn snapshot(&self) -> Result<Arc<Snapshot>, CatalogError> {
+        {
+            let mut watcher = lock(&self.watcher);
+            let version: i64 = watcher
+                .conn
+                .prepare_cached("PRAGMA data_version")?
+                .query_row([], |row| row.get(0))?;
+            if watcher.seen != Some(version) {
+                // Read after the version: a commit in between only causes
+                // one extra reload later, never a missed one.
+                let fresh = Arc::new(load_snapshot(&mut watcher.conn)?);
+                *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+                watcher.seen = Some(version);
+                self.reloads.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(Arc::clone(
+            &self.snapshot.read().unwrap_or_else(|e| e.into_inner()),
+        ))
+    }
+
+    /// How many times the snapshot was rebuilt (for tests and metrics).
+    pub fn snapshot_reloads(&self) -> u64 {
+        self.reloads.load(Ordering::Relaxed)
+    }
+
+    pub fn by_id(&self, id: &str) -> Result<Option<Arc<TenantRecord>>, CatalogError> {
+        Ok(self.snapshot()?.by_id(id).cloned())
+    }
+
+    pub fn by_slug(&self, slug: &str) -> Result<Option<Arc<TenantRecord>>, CatalogError> {
+        Ok(self.snapshot()?.by_slug(slug).cloned())
+    }
+
+    /// Looks up a Host header value (any case, with or without a port).
+    pub fn by_domain(&self, host: &str) -> Result<Option<Arc<TenantRecord>>, CatalogError> {
+        Ok(self.snapshot()?.by_domain(&normalize_host(host)).cloned())
+    }
+
+    /// Every tenant, deleted ones included, by slug.
+    pub fn list(&self) -> Result<Vec<Arc<TenantRecord>>, CatalogError> {
+        Ok(self.snapshot()?.list())
+    }
+
+    pub fn schema_version(&self) -> Result<u32, CatalogError> {
+        let conn = self.pool.get()?;
+        Ok(db::schema_version(&conn)?)
+    }
+
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, CatalogError>,
+    ) -> Result<T, CatalogError> {
+        let mut conn = self.pool.get()?;
+        db::write(&mut conn, f)
+    }
+
+    fn fetch(&self, id: &str) -> Result<Arc<TenantRecord>, CatalogError> {
+        self.by_id(id)?
+            .ok_or_else(|| CatalogError::NotFound(id.to_string()))
+    }
+
+    /// Inserts a tenant and its domains (the first one primary) in one
+    /// transaction. The caller picks the id because the tenant's file is
+    /// named after it and exists before the row does.
+    pub fn insert_tenant(
+        &self,
+        id: &uuid::Uuid,
+        slug: &str,
+        name: &str,
+        domains: &[String],
+    ) -> Result<Arc<TenantRecord>, CatalogError> {
+        self.insert_tenant_row(id, slug, name, domains)?;
+        self.fetch(&id.hyphenated().to_string())
+    }
+
+    /// The insert alone: `Ok` means the row is committed, which provisioning
+    /// needs to know exactly before it decides to remove the tenant's file.
+    pub(crate) fn insert_tenant_row(
+        &self,
+        id: &uuid::Uuid,
+        slug: &str,
+        name: &str,
+        domains: &[String],
+    ) -> Result<(), CatalogError> {
+        let id = id.hyphenated().to_string();
+        validate_slug(slug)?;
+        let name = validate_name(name)?;
+        let domains = validate_domains(domains)?;
+        self.write(|tx| {
+            if slug_owner(tx, slug)?.is_some() {
+                return Err(CatalogError::SlugTaken(slug.to_string()));
+            }
+            for domain in &domains {
+                if domain_owner(tx, domain)?.is_some() {
+                    return Err(CatalogError::DomainTaken(domain.clone()));
+                }
+            }
+            let now = db::now_rfc3339();
+            tx.execute(
+                "INSERT INTO tenants (id, slug, name, status, settings, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, 'active', '{}', ?4, ?4)",
+                params![id, slug, name, now],
+            )
+            .map_err(|e| unique_violation(e, slug, ""))?;
+            for (i, domain) in domains.iter().enumerate() {
+                insert_domain(tx, &id, domain, i == 0)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Sets the status; `deleted_at` is stamped on deletion (kept if already
+    /// deleted) and cleared otherwise.
+    pub fn set_status(
+        &self,
+        id: &str,
+        status: TenantStatus,
+    ) -> Result<Arc<TenantRecord>, CatalogError> {
+        self.write(|tx| {
+            let now = db::now_rfc3339();
+            let changed = tx.execute(
+                "UPDATE tenants
+                 SET status = ?2,
+                     updated_at = ?3,
+                     deleted_at = CASE WHEN ?2 = 'deleted' THEN COALESCE(deleted_at, ?3) END
+                 WHERE id = ?1",
+                params![id, status.as_str(), now],
+            )?;
+            if changed == 0 {
+                return Err(CatalogError::NotFound(id.to_string()));
+            }
+            Ok(())
+        })?;
+        self.fetch(id)
+    }
+
+    pub fn rename_slug(&self, id: &str, new_slug: &str) -> Result<Arc<TenantRecord>, CatalogError> {
+        validate_slug(new_slug)?;
+        self.write(|tx| {
+            match slug_owner(tx, new_slug)? {
+                Some(owner) if owner == id => return Ok(()),
+                Some(_) => return Err(CatalogError::SlugTaken(new_slug.to_string())),
+                None => {}
+            }
+            let changed = tx
+                .execute(
+                    "UPDATE tenants SET slug = ?2, updated_at = ?3 WHERE id = ?1",
+                    params![id, new_slug, db::now_rfc3339()],
+                )
+                .map_err(|e| unique_violation(e, new_slug, ""))?;
+            if changed == 0 {
+                return Err(CatalogError::NotFound(id.to_string()));
+            }
+            Ok(())
+        })?;
+        self.fetch(id)
+    }
+
+    /// Adds a domain; it becomes primary if the tenant has none. Adding a
+    /// domain the tenant already has changes nothing.
+    pub fn add_domain(&self, id: &str, domain: &str) -> Result<Arc<TenantRecord>, CatalogError> {
+        let domain = validate_domain(domain)?;
+        self.write(|tx| {
+            if !tenant_exists(tx, id)? {
+                return Err(CatalogError::NotFound(id.to_string()));
+            }
+            match domain_owner(tx, &domain)? {
+                Some(owner) if owner == id => return Ok(()),
+                Some(_) => return Err(CatalogError::DomainTaken(domain.clone())),
+                None => {}
+            }
+            let has_primary: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM domains WHERE tenant_id = ?1 AND is_primary = 1)",
+                [id],
+                |row| row.get(0),
+            )?;
+            insert_domain(tx, id, &domain, !has_primary)?;
+            touch(tx, id)
+        })?;
+        self.fetch(id)
+    }
+
+    /// Removes one of the tenant's domains. If it was the primary one, the
+    /// alphabetically first remaining domain becomes primary.
+    pub fn remove_domain(&self, id: &str, domain: &str) -> Result<Arc<TenantRecord>, CatalogError> {
+        let domain = normalize_host(domain);
+        self.write(|tx| {
+            let was_primary: Option<bool> = tx
+                .query_row(
+                    "DELETE FROM domains WHERE domain = ?1 AND tenant_id = ?2 RETURNING is_primary",
+                    params![domain, id],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            match was_primary {
+                None => return Err(CatalogError::DomainNotFound(domain.clone())),
+                Some(true) => {
+                    tx.execute(
+                        "UPDATE domains SET is_primary = 1
+                         WHERE domain = (SELECT domain FROM domains WHERE tenant_id = ?1
+                                         ORDER BY domain LIMIT 1)",
+                        [id],
+                    )?;
+                }
+                Some(false) => {}
+            }
+            touch(tx, id)
+        })?;
+        self.fetch(id)
+    }
+
+    /// Deletes the row; its domains go with it (ON DELETE CASCADE).
+    pub fn delete_row(&self, id: &str) -> Result<(), CatalogError> {
+        self.write(|tx| {
+            if tx.execute("DELETE FROM tenants WHERE id = ?1", [id])? == 0 {
+                return Err(CatalogError::NotFound(id.to_string()));
+            }
+            Ok(())
+        })
+    }
+
+    /// A server-wide value from `meta` (secrets and the like); not cached.
+    pub fn meta_get(&self, key: &str) -> Result<Option<String>, CatalogError> {
+        let conn = self.pool.get()?;
+        Ok(conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
+                row.get(0)
+            })
+            .optional()?)
+    }
+
+    pub fn meta_set(&self, key: &str, value: &str) -> Result<(), CatalogError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )?;
+            Ok(())
+        })
+    }
+}
+
+/// Validates and lower-cases every domain; a domain listed twice is refused.
+pub fn validate_domains(domains: &[String]) -> Result<Vec<String>, ValidationError> {
+    let mut out: Vec<String> = Vec::with_capacity(domains.len());
+    for domain in domains {
+        let domain = validate_domain(domain)?;
+        if out.contains(&domain) {
+            return Err(ValidationError {
+                field: "domain",
+                message: "listed more than once".to_string(),
+            });
+        }
+        out.push(domain);
+    }
+    Ok(out)
+}
+
+fn slug_owner(conn: &Connection, slug: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT id FROM tenants WHERE slug = ?1", [slug], |row| {
+        row.get(0)
+    })
+    .optional()
+}
+
+fn domain_owner(conn: &Connection, domain: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT tenant_id FROM domains WHERE domain = ?1",
+        [domain],
+        |row| row.get(0),
+    )
+    .optional()
+}
+
+fn tenant_exists(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM tenants WHERE id = ?1)",
+        [id],
+        |row| row.get(0),
+    )
+}
+
+fn touch(conn: &Connection, id: &str) -> Result<(), CatalogError> {
+    conn.execute(
+        "UPDATE tenants SET updated_at = ?2 WHERE id = ?1",
+        params![id, db::now_rfc3339()],
+    )?;
+    Ok(())
+}
+
+fn insert_domain(
+    conn: &Connection,
+    id: &str,
+    domain: &str,
+    primary: bool,
+) -> Result<(), CatalogError> {
+    conn.execute(
+        "INSERT INTO domains (domain, tenant_id, is_primary) VALUES (?1, ?2, ?3)",
+        params![domain, id, primary],
+    )
+    .map_err(|e| unique_violation(e, "", domain))?;
+    Ok(())
+}
+
+/// The in-transaction checks already catch conflicts; this maps a unique
+/// violation that still gets through to the same errors.
+fn unique_violation(e: rusqlite::Error, slug: &str, domain: &str) -> CatalogError {
+    if let rusqlite::Error::SqliteFailure(code, Some(message)) = &e {
+        if code.code == rusqlite::ErrorCode::ConstraintViolation {
+            if message.contains("tenants.slug") {
+                return CatalogError::SlugTaken(slug.to_string());
+            }
+            if message.contains("domains.domain") {
+                return CatalogError::DomainTaken(domain.to_string());
+            }
+        }
+    }
+    CatalogError::from(e)
+}
+
+fn load_snapshot(conn: &mut Connection) -> Result<Snapshot, CatalogError> {
+    // One read transaction: tenants and domains from the same commit.
+    let tx = conn.transaction()?;
+    let mut domains: HashMap<String, Vec<DomainRecord>> = HashMap::new();
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT tenant_id, domain, is_primary FROM domains
+             ORDER BY tenant_id, is_primary DESC, domain",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            domains.entry(row.get(0)?).or_default().push(DomainRecord {
+                domain: row.get(1)?,
+                is_primary: row.get(2)?,
+            });
+        }
+    }
+    let mut snapshot = Snapshot::default();
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id, slug, name, status, settings, created_at, updated_at, deleted_at
+             FROM tenants",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let id: String = row.get(0)?;
+            let status: String = row.get(3)?;
+            let settings: String = row.get(4)?;
+            let corrupt = |message: String| CatalogError::Corrupt {
+                id: id.clone(),
+                message,
+            };
+            let status = TenantStatus::parse(&status)
+                .ok_or_else(|| corrupt(format!("unknown status {status:?}")))?;
+            let settings = serde_json::from_str(&settings)
+                .map_err(|e| corrupt(format!("settings are not JSON: {e}")))?;
+            let record = Arc::new(TenantRecord {
+                domains: domains.remove(&id).unwrap_or_default(),
+                id,
+                slug: row.get(1)?,
+                name: row.get(2)?,
+                status,
+                settings,
+                created_at: row.get(5)?,
+                updated_at: row.get(6)?,
+                deleted_at: row.get(7)?,
+            });
+            for d in &record.domains {
+                snapshot
+                    .by_domain
+                    .insert(d.domain.clone(), Arc::clone(&record));
+            }
+            snapshot
+                .by_slug
+                .insert(record.slug.clone(), Arc::clone(&record));
+            snapshot.by_id.insert(record.id.clone(), record);
+        }
+    }
+    tx.finish()?;
+    Ok(snapshot)
+}

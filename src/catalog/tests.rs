@@ -1,0 +1,263 @@
+use std::path::Path;
+
+use rusqlite::Connection;
+use uuid::Uuid;
+
+use super::*;
+
+fn open_new(dir: &Path) -> Catalog {
+    Catalog::open(dir, Create::IfMissing).unwrap()
+}
+
+fn add(catalog: &Catalog, slug: &str, domains: &[&str]) -> Arc<TenantRecord> {
+    let domains: Vec<String> = domains.iter().map(|d| d.to_string()).collect();
+    catalog
+        .insert_tenant(&Uuid::new_v4(), slug, &format!("{slug} Inc"), &domains)
+        .unwrap()
+}
+
+/// What the CLI would do: its own connection, in what might as well be
+/// another process.
+fn outside_connection(dir: &Path) -> Connection {
+    Connection::open(dir.join(CENTRAL_DB)).unwrap()
+}
+
+#[test]
+fn open_creates_the_layout_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    assert!(matches!(
+        Catalog::open(&data, Create::Never),
+        Err(CatalogError::Db(DbError::Missing(_)))
+    ));
+    assert!(!data.exists());
+
+    let catalog = Catalog::open(&data, Create::IfMissing).unwrap();
+    assert!(data.join(CENTRAL_DB).is_file());
+    assert!(data.join(TENANTS_DIR).is_dir());
+    assert_eq!(
+        catalog.schema_version().unwrap(),
+        db::central_migrations().last().unwrap().version
+    );
+    drop(catalog);
+    // Existing catalogs open without the create flag.
+    let again = Catalog::open(&data, Create::Never).unwrap();
+    assert!(again.list().unwrap().is_empty());
+}
+
+#[test]
+fn insert_and_look_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = open_new(dir.path());
+    let acme = add(&catalog, "acme", &["Acme.Test", "shop.acme.test"]);
+    assert_eq!(acme.status, TenantStatus::Active);
+    assert_eq!(acme.name, "acme Inc");
+    assert_eq!(acme.primary_domain(), Some("acme.test"));
+    assert_eq!(acme.domains.len(), 2);
+    assert!(Uuid::parse_str(&acme.id).is_ok());
+    assert_eq!(acme.settings, serde_json::json!({}));
+    assert!(acme.deleted_at.is_none());
+
+    assert_eq!(catalog.by_slug("acme").unwrap().unwrap().id, acme.id);
+    assert_eq!(catalog.by_id(&acme.id).unwrap().unwrap().slug, "acme");
+    assert_eq!(
+        catalog.by_domain("ACME.test:8443").unwrap().unwrap().id,
+        acme.id
+    );
+    assert_eq!(
+        catalog.by_domain("shop.acme.test.").unwrap().unwrap().id,
+        acme.id
+    );
+    assert!(catalog.by_domain("other.test").unwrap().is_none());
+    assert!(catalog.by_slug("nope").unwrap().is_none());
+
+    let json = serde_json::to_value(&*acme).unwrap();
+    assert_eq!(json["status"], "active");
+    assert_eq!(json["domains"][0]["is_primary"], true);
+}
+
+#[test]
+fn cache_reloads_only_after_a_change_even_from_another_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = open_new(dir.path());
+    add(&catalog, "acme", &["acme.test"]);
+    catalog.by_slug("acme").unwrap();
+    let before = catalog.snapshot_reloads();
+    for _ in 0..100 {
+        assert_eq!(catalog.by_slug("acme").unwrap().unwrap().name, "acme Inc");
+        catalog.by_domain("acme.test").unwrap().unwrap();
+    }
+    assert_eq!(catalog.snapshot_reloads(), before, "nothing changed");
+
+    let cli = outside_connection(dir.path());
+    cli.execute(
+        "UPDATE tenants SET name = 'Renamed' WHERE slug = 'acme'",
+        [],
+    )
+    .unwrap();
+    assert_eq!(catalog.by_slug("acme").unwrap().unwrap().name, "Renamed");
+    assert_eq!(catalog.snapshot_reloads(), before + 1);
+    for _ in 0..100 {
+        catalog.by_slug("acme").unwrap();
+    }
+    assert_eq!(catalog.snapshot_reloads(), before + 1);
+
+    // A tenant inserted from outside appears; one deleted from outside goes.
+    cli.execute_batch(
+        "INSERT INTO tenants (id, slug, name, created_at, updated_at)
+         VALUES ('00000000-0000-4000-8000-000000000001', 'cli', 'From CLI', 'x', 'x');",
+    )
+    .unwrap();
+    assert!(catalog.by_slug("cli").unwrap().is_some());
+    cli.execute("DELETE FROM tenants WHERE slug = 'cli'", [])
+        .unwrap();
+    assert!(catalog.by_slug("cli").unwrap().is_none());
+
+    // Our own writes are seen at once.
+    add(&catalog, "beta", &[]);
+    assert!(catalog.by_slug("beta").unwrap().is_some());
+}
+
+#[test]
+fn conflicts_are_distinct_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = open_new(dir.path());
+    let acme = add(&catalog, "acme", &["acme.test"]);
+    let beta = add(&catalog, "beta", &["beta.test"]);
+    let id = Uuid::new_v4();
+    assert!(matches!(
+        catalog.insert_tenant(&id, "acme", "Other", &[]),
+        Err(CatalogError::SlugTaken(s)) if s == "acme"
+    ));
+    assert!(matches!(
+        catalog.insert_tenant(&id, "gamma", "Gamma", &["new.test".into(), "ACME.test".into()]),
+        Err(CatalogError::DomainTaken(d)) if d == "acme.test"
+    ));
+    // Nothing of the refused tenant was left behind.
+    assert!(catalog.by_slug("gamma").unwrap().is_none());
+    assert!(catalog.by_domain("new.test").unwrap().is_none());
+
+    assert!(matches!(
+        catalog.rename_slug(&beta.id, "acme"),
+        Err(CatalogError::SlugTaken(_))
+    ));
+    assert!(matches!(
+        catalog.add_domain(&beta.id, "acme.test"),
+        Err(CatalogError::DomainTaken(_))
+    ));
+    assert!(matches!(
+        catalog.insert_tenant(&id, "Bad Slug", "x", &[]),
+        Err(CatalogError::Validation(ValidationError {
+            field: "slug",
+            ..
+        }))
+    ));
+    assert!(matches!(
+        catalog.insert_tenant(&id, "dup", "x", &["a.test".into(), "A.test".into()]),
+        Err(CatalogError::Validation(ValidationError {
+            field: "domain",
+            ..
+        }))
+    ));
+    // Idempotent re-adds and renames to the same slug are fine.
+    catalog.add_domain(&acme.id, "acme.test").unwrap();
+    catalog.rename_slug(&acme.id, "acme").unwrap();
+    assert!(matches!(
+        catalog.set_status(
+            "00000000-0000-4000-8000-000000000000",
+            TenantStatus::Deleted
+        ),
+        Err(CatalogError::NotFound(_))
+    ));
+}
+
+#[test]
+fn status_rename_and_domains() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = open_new(dir.path());
+    let acme = add(&catalog, "acme", &["a.acme.test", "b.acme.test"]);
+
+    let deleted = catalog.set_status(&acme.id, TenantStatus::Deleted).unwrap();
+    assert_eq!(deleted.status, TenantStatus::Deleted);
+    let stamped = deleted.deleted_at.clone().expect("deleted_at set");
+    let again = catalog.set_status(&acme.id, TenantStatus::Deleted).unwrap();
+    assert_eq!(again.deleted_at.as_deref(), Some(stamped.as_str()));
+    let active = catalog.set_status(&acme.id, TenantStatus::Active).unwrap();
+    assert!(active.deleted_at.is_none());
+
+    let renamed = catalog.rename_slug(&acme.id, "acme-corp").unwrap();
+    assert_eq!(renamed.slug, "acme-corp");
+    assert!(catalog.by_slug("acme").unwrap().is_none());
+
+    // Removing the primary promotes the next domain.
+    let after = catalog.remove_domain(&acme.id, "a.acme.test").unwrap();
+    assert_eq!(after.primary_domain(), Some("b.acme.test"));
+    assert!(catalog.by_domain("a.acme.test").unwrap().is_none());
+    assert!(matches!(
+        catalog.remove_domain(&acme.id, "a.acme.test"),
+        Err(CatalogError::DomainNotFound(_))
+    ));
+    let after = catalog.remove_domain(&acme.id, "b.acme.test").unwrap();
+    assert!(after.domains.is_empty());
+    let after = catalog.add_domain(&acme.id, "c.acme.test").unwrap();
+    assert_eq!(after.primary_domain(), Some("c.acme.test"));
+    let after = catalog.add_domain(&acme.id, "d.acme.test").unwrap();
+    assert_eq!(after.primary_domain(), Some("c.acme.test"));
+}
+
+#[test]
+fn delete_row_cascades_to_domains() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = open_new(dir.path());
+    let acme = add(&catalog, "acme", &["acme.test", "www.acme.test"]);
+    catalog.delete_row(&acme.id).unwrap();
+    assert!(catalog.by_id(&acme.id).unwrap().is_none());
+    assert!(catalog.by_domain("acme.test").unwrap().is_none());
+    let left: i64 = outside_connection(dir.path())
+        .query_row("SELECT count(*) FROM domains", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 0);
+    assert!(matches!(
+        catalog.delete_row(&acme.id),
+        Err(CatalogError::NotFound(_))
+    ));
+}
+
+#[test]
+fn meta_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = open_new(dir.path());
+    assert_eq!(catalog.meta_get("secret").unwrap(), None);
+    catalog.meta_set("secret", "one").unwrap();
+    catalog.meta_set("secret", "two").unwrap();
+    assert_eq!(catalog.meta_get("secret").unwrap().as_deref(), Some("two"));
+}
+
+#[test]
+fn schema_keeps_rows_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let _catalog = open_new(dir.path());
+    let cli = outside_connection(dir.path());
+    for bad in [
+        // Unknown status.
+        "INSERT INTO tenants (id, slug, name, status, created_at, updated_at)
+         VALUES ('00000000-0000-4000-8000-000000000001', 'x', 'x', 'gone', 'x', 'x')",
+        // Deleted without deleted_at.
+        "INSERT INTO tenants (id, slug, name, status, created_at, updated_at)
+         VALUES ('00000000-0000-4000-8000-000000000001', 'x', 'x', 'deleted', 'x', 'x')",
+        // Settings that are not JSON.
+        "INSERT INTO tenants (id, slug, name, settings, created_at, updated_at)
+         VALUES ('00000000-0000-4000-8000-000000000001', 'x', 'x', '{', 'x', 'x')",
+    ] {
+        assert!(cli.execute(bad, []).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn host_normalization() {
+    assert_eq!(normalize_host("Acme.Test"), "acme.test");
+    assert_eq!(normalize_host("acme.test:8080"), "acme.test");
+    assert_eq!(normalize_host("acme.test."), "acme.test");
+    assert_eq!(normalize_host(" acme.test "), "acme.test");
+    assert_eq!(normalize_host("acme.test:"), "acme.test:");
+}

@@ -1,0 +1,510 @@
+//! Tenant lifecycle: create, suspend, activate, delete, restore, purge,
+//! rename, domains, listing, and migrating every tenant database. Functions
+//! taking the catalog (and the registry where pools are involved); the CLI
+//! and the admin API both call these.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{tenant_db_path, uuid_db_path, Registry, TenancyError};
+use crate::catalog::{
+    validate_domains, validate_name, validate_slug, Catalog, CatalogError, TenantRecord,
+    TenantStatus, ValidationError,
+};
+use crate::db::{self, Create, DbError, DbKind};
+
+#[derive(Debug)]
+pub enum LifecycleError {
+    Validation {
+        field: &'static str,
+        message: String,
+    },
+    SlugTaken(String),
+    DomainTaken(String),
+    /// No tenant with this slug (or id).
+    NotFound(String),
+    DomainNotFound(String),
+    /// Restore or purge of a tenant that is not deleted.
+    NotDeleted(String),
+    /// The operation does not apply in this status (suspending a deleted
+    /// tenant, say).
+    WrongStatus {
+        slug: String,
+        status: TenantStatus,
+    },
+    /// The tenant's pool is in use, so its file cannot be removed yet.
+    InUse(String),
+    Tenancy(TenancyError),
+    Catalog(CatalogError),
+    Db(DbError),
+    Io {
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for LifecycleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LifecycleError::Validation { field, message } => {
+                write!(f, "invalid {field}: {message}")
+            }
+            LifecycleError::SlugTaken(slug) => write!(f, "slug {slug} is already taken"),
+            LifecycleError::DomainTaken(domain) => {
+                write!(f, "domain {domain} is already taken")
+            }
+            LifecycleError::NotFound(tenant) => write!(f, "no tenant {tenant}"),
+            LifecycleError::DomainNotFound(domain) => write!(f, "no domain {domain}"),
+            LifecycleError::NotDeleted(slug) => write!(f, "tenant {slug} is not deleted"),
+            LifecycleError::WrongStatus { slug, status } => {
+                write!(f, "tenant {slug} is {status}")
+            }
+            LifecycleError::InUse(slug) => write!(f, "tenant {slug} is in use"),
+            LifecycleError::Tenancy(e) => e.fmt(f),
+            LifecycleError::Catalog(e) => e.fmt(f),
+            LifecycleError::Db(e) => e.fmt(f),
+            LifecycleError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for LifecycleError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LifecycleError::Tenancy(e) => Some(e),
+            LifecycleError::Catalog(e) => Some(e),
+            LifecycleError::Db(e) => Some(e),
+            LifecycleError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<ValidationError> for LifecycleError {
+    fn from(e: ValidationError) -> Self {
+        LifecycleError::Validation {
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
+
+impl From<DbError> for LifecycleError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Io { path, source } => LifecycleError::Io { path, source },
+            other => LifecycleError::Db(other),
+        }
+    }
+}
+
+impl From<CatalogError> for LifecycleError {
+    fn from(e: CatalogError) -> Self {
+        match e {
+            CatalogError::Validation(v) => v.into(),
+            CatalogError::SlugTaken(s) => LifecycleError::SlugTaken(s),
+            CatalogError::DomainTaken(d) => LifecycleError::DomainTaken(d),
+            CatalogError::NotFound(t) => LifecycleError::NotFound(t),
+            CatalogError::DomainNotFound(d) => LifecycleError::DomainNotFound(d),
+            CatalogError::Db(e) => e.into(),
+            other => LifecycleError::Catalog(other),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for LifecycleError {
+    fn from(e: rusqlite::Error) -> Self {
+        LifecycleError::Db(DbError::Sqlite(e))
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct NewTenant {
+    pub slug: String,
+    pub name: String,
+    /// The first one is the primary domain.
+    pub domains: Vec<String>,
+}
+
+fn find(catalog: &Catalog, slug: &str) -> Result<Arc<TenantRecord>, LifecycleError> {
+    catalog
+        .by_slug(slug)?
+        .ok_or_else(|| LifecycleError::NotFound(slug.to_string()))
+}
+
+fn db_path(catalog: &Catalog, record: &TenantRecord) -> Result<PathBuf, LifecycleError> {
+    tenant_db_path(catalog.data_dir(), &record.id).ok_or_else(|| {
+        LifecycleError::Catalog(CatalogError::Corrupt {
+            id: record.id.clone(),
+            message: "id is not a canonical UUID".to_string(),
+        })
+    })
+}
+
+/// Creates a tenant: its database file (migrated and seeded) and then its
+/// catalog row with domains. All or nothing: if any step fails, the file is
+/// removed and no row is left.
+pub fn create(catalog: &Catalog, new: &NewTenant) -> Result<Arc<TenantRecord>, LifecycleError> {
+    validate_slug(&new.slug)?;
+    let name = validate_name(&new.name)?;
+    let domains = validate_domains(&new.domains)?;
+    // Fail early with a clear error; the catalog insert checks again inside
+    // its transaction, since another process may take a name meanwhile.
+    let snapshot = catalog.snapshot()?;
+    if snapshot.by_slug(&new.slug).is_some() {
+        return Err(LifecycleError::SlugTaken(new.slug.clone()));
+    }
+    if let Some(taken) = domains.iter().find(|d| snapshot.by_domain(d).is_some()) {
+        return Err(LifecycleError::DomainTaken(taken.clone()));
+    }
+    provision(catalog, &new.slug, &name, &domains)
+}
+
+/// The steps after validation: file first, catalog row last, so a tenant in
+/// the catalog always has a database. Separate from `create` so tests can
+/// make the final insert fail for real.
+pub(crate) fn provision(
+    catalog: &Catalog,
+    slug: &str,
+    name: &str,
+    domains: &[String],
+) -> Result<Arc<TenantRecord>, LifecycleError> {
+    let id = Uuid::new_v4();
+    let id_text = id.hyphenated().to_string();
+    let path = uuid_db_path(catalog.data_dir(), &id);
+    let result = (|| -> Result<(), LifecycleError> {
+        let mut conn = db::open(&path, DbKind::Tenant, Create::New)?;
+        db::migrate(&mut conn, db::tenant_migrations())?;
+        db::write(&mut conn, |tx| -> Result<(), LifecycleError> {
+            let mut insert = tx.prepare("INSERT INTO tenant_meta (key, value) VALUES (?1, ?2)")?;
+            for (key, value) in [
+                ("id", id_text.as_str()),
+                ("slug", slug),
+                ("name", name),
+                ("created_at", db::now_rfc3339().as_str()),
+            ] {
+                insert.execute([key, value])?;
+            }
+            Ok(())
+        })?;
+        // Closed before the row exists: nobody can be using the file yet.
+        drop(conn);
+        catalog.insert_tenant_row(&id, slug, name, domains)?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        // A file that was already there is not ours to remove.
+        if !matches!(e, LifecycleError::Db(DbError::Exists(_))) {
+            if let Err(cleanup) = db::remove_database_files(&path) {
+                log::error!(
+                    "could not remove {} after a failed create: {cleanup}",
+                    path.display()
+                );
+            }
+        }
+        return Err(e);
+    }
+    catalog
+        .by_id(&id_text)?
+        .ok_or(LifecycleError::NotFound(id_text))
+}
+
+pub fn show(catalog: &Catalog, slug: &str) -> Result<Arc<TenantRecord>, LifecycleError> {
+    find(catalog, slug)
+}
+
+/// Every tenant, deleted ones included, ordered by slug.
+pub fn list(catalog: &Catalog) -> Result<Vec<Arc<TenantRecord>>, LifecycleError> {
+    Ok(catalog.list()?)
+}
+
+/// Active → suspended (requests are refused; data kept). Idempotent.
+pub fn suspend(catalog: &Catalog, slug: &str) -> Result<Arc<TenantRecord>, LifecycleError> {
+    let record = find(catalog, slug)?;
+    match record.status {
+        TenantStatus::Deleted => Err(LifecycleError::WrongStatus {
+            slug: slug.to_string(),
+            status: record.status,
+        }),
+        TenantStatus::Suspended => Ok(record),
+        TenantStatus::Active => Ok(catalog.set_status(&record.id, TenantStatus::Suspended)?),
+    }
+}
+
+/// Suspended → active. A deleted tenant needs `restore`. Idempotent.
+pub fn activate(catalog: &Catalog, slug: &str) -> Result<Arc<TenantRecord>, LifecycleError> {
+    let record = find(catalog, slug)?;
+    match record.status {
+        TenantStatus::Deleted => Err(LifecycleError::WrongStatus {
+            slug: slug.to_string(),
+            status: record.status,
+        }),
+        TenantStatus::Active => Ok(record),
+        TenantStatus::Suspended => Ok(catalog.set_status(&record.id, TenantStatus::Active)?),
+    }
+}
+
+/// Soft delete: status `deleted`, `deleted_at` set, file, slug and domains
+/// kept until `purge`. Idempotent.
+pub fn delete(catalog: &Catalog, slug: &str) -> Result<Arc<TenantRecord>, LifecycleError> {
+    let record = find(catalog, slug)?;
+    if record.status == TenantStatus::Deleted {
+        return Ok(record);
+    }
+    Ok(catalog.set_status(&record.id, TenantStatus::Deleted)?)
+}
+
+/// Deleted → active, if its database file is still there.
+pub fn restore(catalog: &Catalog, slug: &str) -> Result<Arc<TenantRecord>, LifecycleError> {
+    let record = find(catalog, slug)?;
+    if record.status != TenantStatus::Deleted {
+        return Err(LifecycleError::NotDeleted(slug.to_string()));
+    }
+    db::ensure_exists(&db_path(catalog, &record)?)?;
+    Ok(catalog.set_status(&record.id, TenantStatus::Active)?)
+}
+
+/// Removes a deleted tenant for good: closes its pool, removes the database
+/// file with its `-wal` and `-shm`, then the catalog row (and domains).
+/// Files go first so that a failure leaves a row to purge again, never an
+/// orphan file nobody knows about.
+pub fn purge(catalog: &Catalog, registry: &Registry, slug: &str) -> Result<(), LifecycleError> {
+    let record = find(catalog, slug)?;
+    if record.status != TenantStatus::Deleted {
+        return Err(LifecycleError::NotDeleted(slug.to_string()));
+    }
+    match registry.evict(&record.id) {
+        Ok(_) => {}
+        Err(TenancyError::InUse { .. }) => return Err(LifecycleError::InUse(slug.to_string())),
+        Err(other) => return Err(LifecycleError::Tenancy(other)),
+    }
+    db::remove_database_files(&db_path(catalog, &record)?)?;
+    catalog.delete_row(&record.id)?;
+    Ok(())
+}
+
+pub fn rename(
+    catalog: &Catalog,
+    slug: &str,
+    new_slug: &str,
+) -> Result<Arc<TenantRecord>, LifecycleError> {
+    validate_slug(new_slug)?;
+    let record = find(catalog, slug)?;
+    Ok(catalog.rename_slug(&record.id, new_slug)?)
+}
+
+pub fn add_domain(
+    catalog: &Catalog,
+    slug: &str,
+    domain: &str,
+) -> Result<Arc<TenantRecord>, LifecycleError> {
+    let record = find(catalog, slug)?;
+    Ok(catalog.add_domain(&record.id, domain)?)
+}
+
+pub fn remove_domain(
+    catalog: &Catalog,
+    slug: &str,
+    domain: &str,
+) -> Result<Arc<TenantRecord>, LifecycleError> {
+    let record = find(catalog, slug)?;
+    Ok(catalog.remove_domain(&record.id, domain)?)
+}
+
+#[derive(Clone, Debug)]
+pub struct MigrateConfig {
+    pub workers: usize,
+    /// Only this slug (deleted tenants included when named); otherwise every
+    /// active and suspended tenant.
+    pub only: Option<String>,
+}
+
+impl Default for MigrateConfig {
+    fn default() -> Self {
+        MigrateConfig {
+            workers: 4,
+            only: None,
+        }
+    }
+}
+
+/// One tenant's outcome. `from`/`to` are `None` when the database could not
+/// be read at all; after a failed migration `to` is where it stayed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TenantMigration {
+    pub slug: String,
+    pub id: String,
+    pub from: Option<u32>,
+    pub to: Option<u32>,
+    pub applied: Vec<u32>,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MigrateSummary {
+    /// The binary's latest tenant migration.
+    pub target: u32,
+    /// By slug.
+    pub results: Vec<TenantMigration>,
+}
+
+impl MigrateSummary {
+    pub fn failed(&self) -> impl Iterator<Item = &TenantMigration> {
+        self.results.iter().filter(|r| r.error.is_some())
+    }
+
+    pub fn failed_count(&self) -> usize {
+        self.failed().count()
+    }
+
+    pub fn migrated_count(&self) -> usize {
+        self.results
+            .iter()
+            .filter(|r| r.error.is_none() && !r.applied.is_empty())
+            .count()
+    }
+}
+
+/// The binary's latest tenant schema version.
+pub fn tenant_target_version() -> u32 {
+    db::tenant_migrations().last().map_or(0, |m| m.version)
+}
+
+/// Migrates tenant databases on `workers` threads, carrying on past failures.
+/// Deleted tenants are skipped (they are migrated on first access after a
+/// restore) unless named in `only`. Safe while a server runs: each migration
+/// takes the database's write lock and re-checks it is still pending.
+pub fn migrate_all(
+    catalog: &Catalog,
+    config: &MigrateConfig,
+) -> Result<MigrateSummary, LifecycleError> {
+    let records: Vec<Arc<TenantRecord>> = match &config.only {
+        Some(slug) => vec![find(catalog, slug)?],
+        None => catalog
+            .list()?
+            .into_iter()
+            .filter(|r| r.status != TenantStatus::Deleted)
+            .collect(),
+    };
+    let workers = config.workers.clamp(1, records.len().max(1));
+    let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Arc<TenantRecord>>();
+    let (results_tx, results_rx) = crossbeam_channel::unbounded();
+    for record in records {
+        // The receiver is alive in this scope; a send cannot fail.
+        let _ = jobs_tx.send(record);
+    }
+    drop(jobs_tx);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let (jobs, results) = (jobs_rx.clone(), results_tx.clone());
+            scope.spawn(move || {
+                for record in jobs {
+                    let _ = results.send(migrate_one(catalog, &record));
+                }
+            });
+        }
+    });
+    drop(results_tx);
+    let mut results: Vec<TenantMigration> = results_rx.into_iter().collect();
+    results.sort_by(|a, b| a.slug.cmp(&b.slug));
+    Ok(MigrateSummary {
+        target: tenant_target_version(),
+        results,
+    })
+}
+
+fn migrate_one(catalog: &Catalog, record: &TenantRecord) -> TenantMigration {
+    let mut out = TenantMigration {
+        slug: record.slug.clone(),
+        id: record.id.clone(),
+        from: None,
+        to: None,
+        applied: Vec::new(),
+        error: None,
+    };
+    let result = (|| -> Result<(), LifecycleError> {
+        let path = db_path(catalog, record)?;
+        let mut conn = db::open(&path, DbKind::Tenant, Create::Never)?;
+        out.from = Some(db::schema_version(&conn)?);
+        let migrated = db::migrate(&mut conn, db::tenant_migrations());
+        out.to = db::schema_version(&conn).ok();
+        let report = migrated?;
+        out.applied = report.applied;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        log::error!("migrating tenant {} ({}): {e}", record.slug, record.id);
+        out.error = Some(e.to_string());
+    }
+    out
+}
+
+/// One tenant's schema version next to the binary's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TenantSchema {
+    pub slug: String,
+    pub id: String,
+    pub status: TenantStatus,
+    pub version: Option<u32>,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SchemaStatus {
+    /// The binary's latest central and tenant migrations.
+    pub central_target: u32,
+    pub tenant_target: u32,
+    pub central: u32,
+    /// Every tenant, deleted ones included, by slug.
+    pub tenants: Vec<TenantSchema>,
+    /// `.db` files in `tenants/` that no catalog row names, e.g. left by a
+    /// create that crashed between making the file and inserting the row.
+    pub orphans: Vec<String>,
+}
+
+/// Schema versions of the catalog and of every tenant database; migrates
+/// nothing.
+pub fn status(catalog: &Catalog) -> Result<SchemaStatus, LifecycleError> {
+    let records = catalog.list()?;
+    let tenants = records
+        .iter()
+        .map(|record| {
+            let version = db_path(catalog, record).and_then(|path| {
+                let conn = db::open(&path, DbKind::Tenant, Create::Never)?;
+                Ok(db::schema_version(&conn)?)
+            });
+            TenantSchema {
+                slug: record.slug.clone(),
+                id: record.id.clone(),
+                status: record.status,
+                version: version.as_ref().ok().copied(),
+                error: version.err().map(|e| e.to_string()),
+            }
+        })
+        .collect();
+    let known: HashSet<String> = records.iter().map(|r| format!("{}.db", r.id)).collect();
+    let dir = catalog.tenants_dir();
+    let entries = fs::read_dir(&dir).map_err(|source| LifecycleError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    let mut orphans: Vec<String> = entries
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".db") && !known.contains(name))
+        .collect();
+    orphans.sort();
+    Ok(SchemaStatus {
+        central_target: db::central_migrations().last().map_or(0, |m| m.version),
+        tenant_target: tenant_target_version(),
+        central: catalog.schema_version()?,
+        tenants,
+        orphans,
+    })
+}

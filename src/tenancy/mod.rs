@@ -1,0 +1,616 @@
+//! Tenants at run time: the `Tenant` context handed to handlers, and the
+//! `Registry` that opens each tenant's pool on first use, migrates it once,
+//! and keeps the number of open pools (and so file descriptors) bounded.
+//! Creating, deleting and migrating tenants lives in [`lifecycle`].
+
+pub mod lifecycle;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak};
+use std::time::{Duration, Instant};
+
+use rusqlite::{OptionalExtension, Transaction};
+use scheduled_thread_pool::{JobHandle, ScheduledThreadPool};
+
+use crate::catalog::{Catalog, CatalogError, TenantRecord, TenantStatus, TENANTS_DIR};
+use crate::db::{self, Create, DbError, DbKind, PoolConfig, PooledConn};
+
+/// Where a tenant's database lives: `data_dir/tenants/<uuid>.db`. Only a
+/// canonical (hyphenated, lower-case) UUID is accepted, so that no catalog
+/// value can name another file or two ids the same file.
+pub fn tenant_db_path(data_dir: &Path, id: &str) -> Option<PathBuf> {
+    let uuid = uuid::Uuid::parse_str(id).ok()?;
+    if uuid.hyphenated().to_string() != id {
+        return None;
+    }
+    Some(uuid_db_path(data_dir, &uuid))
+}
+
+fn uuid_db_path(data_dir: &Path, id: &uuid::Uuid) -> PathBuf {
+    data_dir
+        .join(TENANTS_DIR)
+        .join(format!("{}.db", id.hyphenated()))
+}
+
+#[derive(Debug)]
+pub enum TenancyError {
+    NotFound,
+    Suspended {
+        tenant: String,
+    },
+    Deleted {
+        tenant: String,
+    },
+    /// The tenant's database cannot be used right now (missing, corrupt,
+    /// failed migration). Other tenants are unaffected; it is retried later.
+    Unavailable {
+        tenant: String,
+        reason: String,
+    },
+    /// The tenant's pool is held (a `Tenant` value or a connection is alive).
+    InUse {
+        tenant: String,
+    },
+    Catalog(CatalogError),
+}
+
+impl fmt::Display for TenancyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TenancyError::NotFound => f.write_str("no such tenant"),
+            TenancyError::Suspended { tenant } => write!(f, "tenant {tenant} is suspended"),
+            TenancyError::Deleted { tenant } => write!(f, "tenant {tenant} is deleted"),
+            TenancyError::Unavailable { tenant, reason } => {
+                write!(f, "tenant {tenant} is unavailable: {reason}")
+            }
+            TenancyError::InUse { tenant } => write!(f, "tenant {tenant} is in use"),
+            TenancyError::Catalog(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for TenancyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TenancyError::Catalog(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<CatalogError> for TenancyError {
+    fn from(e: CatalogError) -> Self {
+        TenancyError::Catalog(e)
+    }
+}
+
+/// One tenant for the length of a request: its catalog record and its pool.
+/// Cheap to clone. While any clone is alive the pool stays open.
+#[derive(Clone)]
+pub struct Tenant {
+    record: Arc<TenantRecord>,
+    pool: Arc<OpenPool>,
+}
+
+impl fmt::Debug for Tenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tenant")
+            .field("id", &self.record.id)
+            .field("slug", &self.record.slug)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tenant {
+    pub fn record(&self) -> &Arc<TenantRecord> {
+        &self.record
+    }
+
+    pub fn id(&self) -> &str {
+        &self.record.id
+    }
+
+    pub fn slug(&self) -> &str {
+        &self.record.slug
+    }
+
+    /// A connection to this tenant's database, and to nothing else.
+    pub fn conn(&self) -> Result<PooledConn, DbError> {
+        self.pool.touch();
+        Ok(self.pool.pool.get()?)
+    }
+
+    /// Runs `f` in a `BEGIN IMMEDIATE` transaction on this tenant's database;
+    /// commits on `Ok`, rolls back on `Err`.
+    pub fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&Transaction<'_>) -> Result<T, E>,
+        E: From<DbError> + From<rusqlite::Error>,
+    {
+        let mut conn = self.conn()?;
+        db::write(&mut conn, f)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RegistryConfig {
+    /// Pools kept open at once. Past it, the least recently used pool that
+    /// nobody holds is closed. If every pool is held, the cap is exceeded
+    /// (with a warning) rather than failing the request.
+    pub max_open_pools: usize,
+    /// Connections per tenant pool.
+    pub pool_max_size: u32,
+    /// A pool unused this long is closed as a whole; `None` keeps pools until
+    /// the cap pushes them out.
+    pub idle_timeout: Option<Duration>,
+    pub connection_timeout: Duration,
+    /// A tenant that failed to open is not retried for this long; requests
+    /// in between get the same `Unavailable` error at once.
+    pub retry_after: Duration,
+    /// Threads of the scheduler shared by every tenant pool (r2d2 opens
+    /// connections on it).
+    pub threads: usize,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            max_open_pools: 256,
+            pool_max_size: 4,
+            idle_timeout: Some(Duration::from_secs(300)),
+            connection_timeout: Duration::from_secs(5),
+            retry_after: Duration::from_secs(1),
+            threads: 2,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegistryStats {
+    pub open_pools: usize,
+    /// Pools opened since start (a first access that migrated and opened).
+    pub pools_opened: u64,
+    /// Pools closed since start (cap, idle, evict).
+    pub pools_closed: u64,
+}
+
+struct OpenPool {
+    pool: db::Pool,
+    epoch: Instant,
+    /// Nanoseconds since `epoch` of the last use, for LRU and idle closing.
+    last_used: AtomicU64,
+}
+
+impl OpenPool {
+    fn touch(&self) {
+        self.last_used
+            .store(nanos_since(self.epoch), Ordering::Relaxed);
+    }
+
+    fn last_used(&self) -> u64 {
+        self.last_used.load(Ordering::Relaxed)
+    }
+}
+
+fn nanos_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// True when closing the pool cannot pull anything from under anyone: no
+/// `Tenant` holds it (only the slot's reference) and no connection is out.
+/// Stable while the slot is locked: new `Tenant`s are only made under it,
+/// and connections only through a `Tenant`.
+fn unheld(pool: &Arc<OpenPool>) -> bool {
+    if Arc::strong_count(pool) != 1 {
+        return false;
+    }
+    let state = pool.pool.state();
+    state.connections == state.idle_connections
+}
+
+enum SlotState {
+    /// Not opened yet in this process.
+    Empty,
+    Open(Arc<OpenPool>),
+    Failed {
+        reason: String,
+        at: Instant,
+    },
+    /// Closed and removed from the map; whoever still holds this slot must
+    /// look the tenant up again.
+    Retired,
+}
+
+/// Per-tenant state. Its mutex is what makes the first access (migration,
+/// opening) happen once while concurrent callers wait, without blocking any
+/// other tenant.
+struct Slot {
+    state: Mutex<SlotState>,
+}
+
+/// A poisoned lock only means a thread panicked while holding it; slot states
+/// are replaced whole, so they are never half-written.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn try_lock<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match m.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
+}
+
+struct Inner {
+    data_dir: PathBuf,
+    config: RegistryConfig,
+    threads: Arc<ScheduledThreadPool>,
+    epoch: Instant,
+    /// Lock order: a slot's lock may be held while taking this one, never
+    /// the reverse (other slots are only `try_lock`ed under it).
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    open: AtomicUsize,
+    opened_total: AtomicU64,
+    closed_total: AtomicU64,
+}
+
+/// Tenant pools, opened lazily and closed by LRU, idleness or `evict`.
+/// Share it between threads (e.g. in an `Arc`).
+pub struct Registry {
+    inner: Arc<Inner>,
+    sweeper: Option<JobHandle>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("data_dir", &self.inner.data_dir)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        if let Some(sweeper) = &self.sweeper {
+            sweeper.cancel();
+        }
+    }
+}
+
+impl Registry {
+    pub fn new(data_dir: &Path, config: RegistryConfig) -> Registry {
+        let inner = Arc::new(Inner {
+            data_dir: data_dir.to_path_buf(),
+            threads: db::thread_pool(config.threads),
+            config,
+            epoch: Instant::now(),
+            slots: Mutex::new(HashMap::new()),
+            open: AtomicUsize::new(0),
+            opened_total: AtomicU64::new(0),
+            closed_total: AtomicU64::new(0),
+        });
+        // Idle pools are closed whole by our own sweep instead of r2d2's
+        // per-pool reaper: that reaper is a periodic job r2d2 never cancels,
+        // so pools that come and go would pile up jobs on the shared
+        // scheduler.
+        let sweeper = inner.config.idle_timeout.map(|idle| {
+            let period = (idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
+            let weak: Weak<Inner> = Arc::downgrade(&inner);
+            inner
+                .threads
+                .execute_at_fixed_rate(period, period, move || {
+                    if let Some(inner) = weak.upgrade() {
+                        inner.sweep();
+                    }
+                })
+        });
+        Registry { inner, sweeper }
+    }
+
+    /// The tenant's context, opening (and on first use migrating) its
+    /// database. Suspended and deleted tenants are refused.
+    pub fn open(&self, record: Arc<TenantRecord>) -> Result<Tenant, TenancyError> {
+        match record.status {
+            TenantStatus::Active => {}
+            TenantStatus::Suspended => {
+                return Err(TenancyError::Suspended {
+                    tenant: record.slug.clone(),
+                })
+            }
+            TenantStatus::Deleted => {
+                return Err(TenancyError::Deleted {
+                    tenant: record.slug.clone(),
+                })
+            }
+        }
+        let inner = &self.inner;
+        let Some(path) = tenant_db_path(&inner.data_dir, &record.id) else {
+            let reason = "catalog id is not a canonical UUID".to_string();
+            log::error!(
+                "tenant {} ({:?}) unavailable: {reason}",
+                record.slug,
+                record.id
+            );
+            return Err(TenancyError::Unavailable {
+                tenant: record.slug.clone(),
+                reason,
+            });
+        };
+        loop {
+            let slot = Arc::clone(lock(&inner.slots).entry(record.id.clone()).or_insert_with(
+                || {
+                    Arc::new(Slot {
+                        state: Mutex::new(SlotState::Empty),
+                    })
+                },
+            ));
+            let mut state = lock(&slot.state);
+            match &*state {
+                SlotState::Retired => continue,
+                SlotState::Open(pool) => {
+                    pool.touch();
+                    return Ok(Tenant {
+                        pool: Arc::clone(pool),
+                        record,
+                    });
+                }
+                SlotState::Failed { reason, at } if at.elapsed() < inner.config.retry_after => {
+                    return Err(TenancyError::Unavailable {
+                        tenant: record.slug.clone(),
+                        reason: reason.clone(),
+                    });
+                }
+                SlotState::Failed { .. } | SlotState::Empty => {}
+            }
+            // First use in this process, or a retry. Callers for the same
+            // tenant wait on the slot lock meanwhile; others are not held up.
+            inner.make_room();
+            return match inner.open_pool(&record, &path) {
+                Ok(pool) => {
+                    let pool = Arc::new(pool);
+                    *state = SlotState::Open(Arc::clone(&pool));
+                    inner.open.fetch_add(1, Ordering::SeqCst);
+                    inner.opened_total.fetch_add(1, Ordering::Relaxed);
+                    Ok(Tenant { record, pool })
+                }
+                Err(reason) => {
+                    log::error!(
+                        "tenant {} ({}) unavailable: {reason}",
+                        record.slug,
+                        record.id
+                    );
+                    *state = SlotState::Failed {
+                        reason: reason.clone(),
+                        at: Instant::now(),
+                    };
+                    Err(TenancyError::Unavailable {
+                        tenant: record.slug.clone(),
+                        reason,
+                    })
+                }
+            };
+        }
+    }
+
+    /// Closes the tenant's pool (before purging its file, say). Returns
+    /// whether a pool was open; `InUse` if someone still holds it.
+    pub fn evict(&self, tenant_id: &str) -> Result<bool, TenancyError> {
+        let inner = &self.inner;
+        let Some(slot) = lock(&inner.slots).get(tenant_id).cloned() else {
+            return Ok(false);
+        };
+        let mut state = lock(&slot.state);
+        let closed = match &*state {
+            SlotState::Retired => return Ok(false),
+            SlotState::Open(pool) if !unheld(pool) => {
+                return Err(TenancyError::InUse {
+                    tenant: tenant_id.to_string(),
+                })
+            }
+            SlotState::Open(_) => true,
+            SlotState::Empty | SlotState::Failed { .. } => false,
+        };
+        let old = std::mem::replace(&mut *state, SlotState::Retired);
+        {
+            let mut slots = lock(&inner.slots);
+            if slots.get(tenant_id).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+                slots.remove(tenant_id);
+            }
+        }
+        drop(state);
+        if let SlotState::Open(pool) = old {
+            inner.closed(pool);
+        }
+        Ok(closed)
+    }
+
+    /// Closes pools unused for `idle_timeout` and forgets failures older than
+    /// `retry_after`. Runs periodically on its own; returns pools closed.
+    pub fn close_idle(&self) -> usize {
+        self.inner.sweep()
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.inner.open.load(Ordering::SeqCst)
+    }
+
+    pub fn stats(&self) -> RegistryStats {
+        RegistryStats {
+            open_pools: self.open_count(),
+            pools_opened: self.inner.opened_total.load(Ordering::Relaxed),
+            pools_closed: self.inner.closed_total.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Inner {
+    /// Opens the file (never creating it), applies pending migrations, checks
+    /// the file is this tenant's, then builds the pool. The check connection
+    /// is separate so a corrupt file fails here at once, not after r2d2's
+    /// connection retries time out. An error is the reason reported in
+    /// `Unavailable`.
+    fn open_pool(&self, record: &TenantRecord, path: &Path) -> Result<OpenPool, String> {
+        let reason = |e: DbError| e.to_string();
+        let mut conn = db::open(path, DbKind::Tenant, Create::Never).map_err(reason)?;
+        db::migrate(&mut conn, db::tenant_migrations()).map_err(reason)?;
+        // A file restored or copied under the wrong name would otherwise
+        // serve one tenant's data to another.
+        let owner: Option<String> = conn
+            .query_row(
+                "SELECT value FROM tenant_meta WHERE key = 'id'",
+                [],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| reason(e.into()))?;
+        if let Some(owner) = owner.filter(|owner| *owner != record.id) {
+            return Err(format!("database file belongs to tenant {owner}"));
+        }
+        drop(conn);
+        let config = PoolConfig {
+            max_size: self.config.pool_max_size,
+            idle_timeout: None,
+            connection_timeout: self.config.connection_timeout,
+        };
+        let pool = db::pool(path, DbKind::Tenant, &config, &self.threads).map_err(reason)?;
+        let open = OpenPool {
+            pool,
+            epoch: self.epoch,
+            last_used: AtomicU64::new(0),
+        };
+        open.touch();
+        Ok(open)
+    }
+
+    /// Before opening one more pool: close LRU unheld pools until there is
+    /// room. Concurrent first opens may overshoot by a few; the next open or
+    /// sweep brings the count back down.
+    fn make_room(&self) {
+        while self.open.load(Ordering::SeqCst) >= self.config.max_open_pools.max(1) {
+            if !self.close_one(|_| true) {
+                log::warn!(
+                    "{} tenant pools open, over the cap of {}: every pool is in use",
+                    self.open.load(Ordering::SeqCst),
+                    self.config.max_open_pools
+                );
+                return;
+            }
+        }
+    }
+
+    /// Closes the least recently used unheld pool that `eligible` accepts.
+    fn close_one(&self, eligible: impl Fn(&OpenPool) -> bool) -> bool {
+        let victim = {
+            let mut slots = lock(&self.slots);
+            let mut best: Option<(u64, &String)> = None;
+            for (id, slot) in slots.iter() {
+                let Some(state) = try_lock(&slot.state) else {
+                    continue;
+                };
+                if let SlotState::Open(pool) = &*state {
+                    let used = pool.last_used();
+                    if unheld(pool) && eligible(pool) && best.is_none_or(|(b, _)| used < b) {
+                        best = Some((used, id));
+                    }
+                }
+            }
+            let Some(id) = best.map(|(_, id)| id.clone()) else {
+                return false;
+            };
+            self.retire(&mut slots, &id)
+        };
+        match victim {
+            Some(pool) => {
+                self.closed(pool);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes an unheld open pool out of the map, to be dropped by the caller
+    /// after the map lock is released.
+    fn retire(&self, slots: &mut HashMap<String, Arc<Slot>>, id: &str) -> Option<Arc<OpenPool>> {
+        let slot = slots.get(id)?;
+        let mut state = try_lock(&slot.state)?;
+        match &*state {
+            SlotState::Open(pool) if unheld(pool) => {}
+            SlotState::Failed { .. } => {}
+            _ => return None,
+        }
+        let old = std::mem::replace(&mut *state, SlotState::Retired);
+        drop(state);
+        slots.remove(id);
+        match old {
+            SlotState::Open(pool) => Some(pool),
+            _ => None,
+        }
+    }
+
+    fn closed(&self, pool: Arc<OpenPool>) {
+        self.open.fetch_sub(1, Ordering::SeqCst);
+        self.closed_total.fetch_add(1, Ordering::Relaxed);
+        // The last reference: dropping it closes the connections.
+        drop(pool);
+    }
+
+    fn sweep(&self) -> usize {
+        let mut closed = 0;
+        if let Some(idle) = self.config.idle_timeout {
+            let idle = u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX);
+            let now = nanos_since(self.epoch);
+            while self.close_one(|pool| now.saturating_sub(pool.last_used()) >= idle) {
+                closed += 1;
+            }
+        }
+        while self.open.load(Ordering::SeqCst) > self.config.max_open_pools.max(1)
+            && self.close_one(|_| true)
+        {
+            closed += 1;
+        }
+        // Forget old failures so the map only holds tenants in play.
+        let mut slots = lock(&self.slots);
+        let stale: Vec<String> = slots
+            .iter()
+            .filter(|(_, slot)| {
+                try_lock(&slot.state).is_some_and(|state| {
+                    matches!(&*state, SlotState::Failed { at, .. }
+                        if at.elapsed() >= self.config.retry_after)
+                })
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale {
+            self.retire(&mut slots, &id);
+        }
+        closed
+    }
+}
+
+/// The tenant serving `host` (a Host header value; case and port ignored).
+pub fn resolve_domain(
+    catalog: &Catalog,
+    registry: &Registry,
+    host: &str,
+) -> Result<Tenant, TenancyError> {
+    let record = catalog.by_domain(host)?.ok_or(TenancyError::NotFound)?;
+    registry.open(record)
+}
+
+/// The tenant with this slug (path-based routing, CLI).
+pub fn resolve_slug(
+    catalog: &Catalog,
+    registry: &Registry,
+    slug: &str,
+) -> Result<Tenant, TenancyError> {
+    let record = catalog.by_slug(slug)?.ok_or(TenancyError::NotFound)?;
+    registry.open(record)
+}

@@ -1,0 +1,735 @@
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+use tempfile::TempDir;
+
+use super::lifecycle::{self, LifecycleError, MigrateConfig, NewTenant};
+use super::*;
+use crate::catalog::CENTRAL_DB;
+
+struct Setup {
+    dir: TempDir,
+    catalog: Catalog,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path(), Create::IfMissing).unwrap();
+        Setup { dir, catalog }
+    }
+
+    fn registry(&self, config: RegistryConfig) -> Registry {
+        Registry::new(self.dir.path(), config)
+    }
+
+    fn create(&self, slug: &str, domains: &[&str]) -> Arc<TenantRecord> {
+        lifecycle::create(
+            &self.catalog,
+            &NewTenant {
+                slug: slug.to_string(),
+                name: format!("{slug} Ltd"),
+                domains: domains.iter().map(|d| d.to_string()).collect(),
+            },
+        )
+        .unwrap()
+    }
+
+    fn path(&self, record: &TenantRecord) -> PathBuf {
+        tenant_db_path(self.dir.path(), &record.id).unwrap()
+    }
+
+    fn tenant_files(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.dir.path().join(TENANTS_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A catalog row whose file exists but was never migrated, as if made
+    /// by an older binary.
+    fn bare_tenant(&self, slug: &str) -> Arc<TenantRecord> {
+        let id = uuid::Uuid::new_v4();
+        let path = tenant_db_path(self.dir.path(), &id.to_string()).unwrap();
+        drop(db::open(&path, DbKind::Tenant, Create::New).unwrap());
+        self.catalog.insert_tenant(&id, slug, slug, &[]).unwrap()
+    }
+}
+
+fn quiet() -> RegistryConfig {
+    RegistryConfig {
+        idle_timeout: None,
+        ..RegistryConfig::default()
+    }
+}
+
+fn count(conn: &Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |row| row.get(0)).unwrap()
+}
+
+fn meta(conn: &Connection, key: &str) -> String {
+    conn.query_row(
+        "SELECT value FROM tenant_meta WHERE key = ?1",
+        [key],
+        |row| row.get(0),
+    )
+    .unwrap()
+}
+
+#[test]
+fn tenant_paths_come_only_from_canonical_uuids() {
+    let data = Path::new("data");
+    let id = "0f8fad5b-d9cb-469f-a165-70867728950e";
+    assert_eq!(
+        tenant_db_path(data, id).unwrap(),
+        Path::new("data/tenants/0f8fad5b-d9cb-469f-a165-70867728950e.db")
+    );
+    for bad in [
+        "",
+        "../central",
+        "0F8FAD5B-D9CB-469F-A165-70867728950E",
+        "0f8fad5bd9cb469fa16570867728950e",
+        "{0f8fad5b-d9cb-469f-a165-70867728950e}",
+        "urn:uuid:0f8fad5b-d9cb-469f-a165-70867728950e",
+        "0f8fad5b-d9cb-469f-a165-70867728950e/../x",
+    ] {
+        assert!(tenant_db_path(data, bad).is_none(), "{bad:?}");
+    }
+}
+
+#[test]
+fn open_gives_a_connection_to_that_tenant_only() {
+    let setup = Setup::new();
+    let acme = setup.create("acme", &["acme.test"]);
+    let beta = setup.create("beta", &[]);
+    let registry = setup.registry(quiet());
+
+    let tenant = resolve_domain(&setup.catalog, &registry, "ACME.test:443").unwrap();
+    assert_eq!(tenant.id(), acme.id);
+    assert_eq!(meta(&tenant.conn().unwrap(), "slug"), "acme");
+    tenant
+        .write(|tx| -> Result<(), DbError> {
+            tx.execute_batch("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('hi');")?;
+            Ok(())
+        })
+        .unwrap();
+    let failed: Result<(), DbError> = tenant.write(|tx| {
+        tx.execute("INSERT INTO notes VALUES ('rolled back')", [])?;
+        Err(DbError::Missing("stop".into()))
+    });
+    assert!(failed.is_err());
+    assert_eq!(
+        count(&tenant.conn().unwrap(), "SELECT count(*) FROM notes"),
+        1
+    );
+
+    let other = resolve_slug(&setup.catalog, &registry, "beta").unwrap();
+    assert_eq!(meta(&other.conn().unwrap(), "id"), beta.id);
+    assert!(other
+        .conn()
+        .unwrap()
+        .execute_batch("SELECT * FROM notes")
+        .is_err());
+    assert!(matches!(
+        resolve_domain(&setup.catalog, &registry, "nobody.test"),
+        Err(TenancyError::NotFound)
+    ));
+    assert_eq!(registry.open_count(), 2);
+}
+
+#[test]
+fn thirty_two_threads_first_access_migrates_once() {
+    let setup = Setup::new();
+    let record = setup.bare_tenant("fresh");
+    assert_eq!(
+        db::schema_version(&Connection::open(setup.path(&record)).unwrap()).unwrap(),
+        0
+    );
+    let registry = Arc::new(setup.registry(quiet()));
+    let threads = 32;
+    let barrier = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (registry, record, barrier) = (
+                Arc::clone(&registry),
+                Arc::clone(&record),
+                Arc::clone(&barrier),
+            );
+            thread::spawn(move || {
+                barrier.wait();
+                let tenant = registry.open(record).unwrap();
+                // The schema is in place for every caller, not just the first.
+                count(&tenant.conn().unwrap(), "SELECT count(*) FROM tenant_meta")
+            })
+        })
+        .collect();
+    for handle in handles {
+        assert_eq!(handle.join().unwrap(), 0);
+    }
+    let stats = registry.stats();
+    assert_eq!(stats.pools_opened, 1, "{stats:?}");
+    assert_eq!(stats.open_pools, 1);
+    let conn = Connection::open(setup.path(&record)).unwrap();
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM schema_migrations"),
+        db::tenant_migrations().len() as i64
+    );
+}
+
+#[test]
+fn broken_tenant_is_unavailable_alone_and_retried_later() {
+    let setup = Setup::new();
+    let good = setup.create("good", &[]);
+    let broken = setup.create("broken", &[]);
+    let path = setup.path(&broken);
+    let saved = path.with_extension("saved");
+    fs::rename(&path, &saved).unwrap();
+    let registry = setup.registry(RegistryConfig {
+        retry_after: Duration::ZERO,
+        ..quiet()
+    });
+
+    // Missing: refused, and not recreated.
+    match registry.open(Arc::clone(&broken)) {
+        Err(TenancyError::Unavailable { tenant, reason }) => {
+            assert_eq!(tenant, "broken");
+            assert!(reason.contains("does not exist"), "{reason}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(!path.exists());
+    // Others are unaffected.
+    registry.open(Arc::clone(&good)).unwrap();
+
+    // Corrupt.
+    fs::write(&path, vec![0x5a; 8192]).unwrap();
+    assert!(matches!(
+        registry.open(Arc::clone(&broken)),
+        Err(TenancyError::Unavailable { .. })
+    ));
+
+    // Fixed: the next access retries and succeeds.
+    fs::remove_file(&path).unwrap();
+    fs::rename(&saved, &path).unwrap();
+    let tenant = registry.open(Arc::clone(&broken)).unwrap();
+    assert_eq!(meta(&tenant.conn().unwrap(), "slug"), "broken");
+}
+
+#[test]
+fn failed_tenant_waits_retry_after_before_trying_again() {
+    let setup = Setup::new();
+    let record = setup.create("later", &[]);
+    let path = setup.path(&record);
+    let saved = path.with_extension("saved");
+    fs::rename(&path, &saved).unwrap();
+    let registry = setup.registry(RegistryConfig {
+        retry_after: Duration::from_secs(3600),
+        ..quiet()
+    });
+    assert!(registry.open(Arc::clone(&record)).is_err());
+    fs::rename(&saved, &path).unwrap();
+    // Still within retry_after: the remembered failure, no new attempt.
+    assert!(matches!(
+        registry.open(Arc::clone(&record)),
+        Err(TenancyError::Unavailable { .. })
+    ));
+    assert_eq!(registry.stats().pools_opened, 0);
+}
+
+#[test]
+fn checksum_mismatch_makes_the_tenant_unavailable() {
+    let setup = Setup::new();
+    let record = setup.create("tampered", &[]);
+    Connection::open(setup.path(&record))
+        .unwrap()
+        .execute(
+            "UPDATE schema_migrations SET checksum = 'x' WHERE version = 1",
+            [],
+        )
+        .unwrap();
+    let registry = setup.registry(quiet());
+    match registry.open(record) {
+        Err(TenancyError::Unavailable { reason, .. }) => {
+            assert!(reason.contains("schema/tenant/0001_init.sql"), "{reason}")
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+#[test]
+fn file_of_another_tenant_is_refused() {
+    let setup = Setup::new();
+    let a = setup.create("aaa", &[]);
+    let b = setup.create("bbb", &[]);
+    fs::copy(setup.path(&a), setup.path(&b)).unwrap();
+    let registry = setup.registry(quiet());
+    match registry.open(b) {
+        Err(TenancyError::Unavailable { reason, .. }) => {
+            assert!(reason.contains(&a.id), "{reason}")
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+#[test]
+fn suspended_and_deleted_tenants_are_refused() {
+    let setup = Setup::new();
+    setup.create("acme", &["acme.test"]);
+    let registry = setup.registry(quiet());
+    lifecycle::suspend(&setup.catalog, "acme").unwrap();
+    assert!(matches!(
+        resolve_domain(&setup.catalog, &registry, "acme.test"),
+        Err(TenancyError::Suspended { tenant }) if tenant == "acme"
+    ));
+    lifecycle::activate(&setup.catalog, "acme").unwrap();
+    resolve_domain(&setup.catalog, &registry, "acme.test").unwrap();
+    lifecycle::delete(&setup.catalog, "acme").unwrap();
+    assert!(matches!(
+        resolve_slug(&setup.catalog, &registry, "acme"),
+        Err(TenancyError::Deleted { .. })
+    ));
+    assert!(matches!(
+        lifecycle::suspend(&setup.catalog, "acme"),
+        Err(LifecycleError::WrongStatus {
+            status: TenantStatus::Deleted,
+            ..
+        })
+    ));
+}
+
+/// Descriptors this process holds on files under `dir`.
+fn fds_under(dir: &Path) -> usize {
+    let dir = dir.canonicalize().unwrap();
+    fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.starts_with(&dir))
+        .count()
+}
+
+#[test]
+fn open_pools_and_descriptors_stay_under_the_cap() {
+    let setup = Setup::new();
+    let cap = 8;
+    let records: Vec<_> = (0..3 * cap)
+        .map(|i| setup.create(&format!("t{i}"), &[]))
+        .collect();
+    let registry = setup.registry(RegistryConfig {
+        max_open_pools: cap,
+        ..quiet()
+    });
+    let baseline = fds_under(setup.dir.path()); // the catalog's own
+                                                // Held the whole time: must survive every eviction.
+    let held = registry.open(Arc::clone(&records[0])).unwrap();
+    held.conn().unwrap();
+    for record in &records[1..] {
+        let tenant = registry.open(Arc::clone(record)).unwrap();
+        tenant
+            .write(|tx| -> Result<(), DbError> {
+                tx.execute_batch("CREATE TABLE IF NOT EXISTS t (x); INSERT INTO t VALUES (1);")?;
+                Ok(())
+            })
+            .unwrap();
+        drop(tenant);
+        assert!(registry.open_count() <= cap);
+        let fds = fds_under(setup.dir.path()) - baseline;
+        assert!(fds <= 3 * cap, "{fds} descriptors for {cap} pools");
+    }
+    let stats = registry.stats();
+    assert_eq!(stats.open_pools, cap);
+    assert_eq!(stats.pools_opened, 3 * cap as u64);
+    assert_eq!(stats.pools_closed, 2 * cap as u64);
+    assert!(matches!(
+        registry.evict(held.id()),
+        Err(TenancyError::InUse { .. })
+    ));
+    assert_eq!(
+        count(&held.conn().unwrap(), "SELECT count(*) FROM tenant_meta"),
+        4
+    );
+}
+
+#[test]
+fn the_least_recently_used_pool_goes_first() {
+    let setup = Setup::new();
+    let [a, b, c, d] = ["a1", "b1", "c1", "d1"].map(|s| setup.create(s, &[]));
+    let registry = setup.registry(RegistryConfig {
+        max_open_pools: 3,
+        ..quiet()
+    });
+    for record in [&a, &b, &c] {
+        registry.open(Arc::clone(record)).unwrap();
+    }
+    registry.open(Arc::clone(&a)).unwrap().conn().unwrap(); // a is now the most recent
+    registry.open(Arc::clone(&d)).unwrap(); // pushes out b
+    let opened = registry.stats().pools_opened;
+    for record in [&a, &c, &d] {
+        registry.open(Arc::clone(record)).unwrap();
+    }
+    assert_eq!(
+        registry.stats().pools_opened,
+        opened,
+        "a, c, d were still open"
+    );
+    registry.open(Arc::clone(&b)).unwrap();
+    assert_eq!(
+        registry.stats().pools_opened,
+        opened + 1,
+        "b had been closed"
+    );
+}
+
+#[test]
+fn pool_in_use_is_not_evicted() {
+    let setup = Setup::new();
+    let record = setup.create("busy", &[]);
+    let registry = setup.registry(quiet());
+    assert!(!registry.evict(&record.id).unwrap(), "nothing open yet");
+    let tenant = registry.open(Arc::clone(&record)).unwrap();
+    let conn = tenant.conn().unwrap();
+    drop(tenant);
+    // The connection outlives the Tenant value: still in use.
+    assert!(matches!(
+        registry.evict(&record.id),
+        Err(TenancyError::InUse { .. })
+    ));
+    drop(conn);
+    assert!(registry.evict(&record.id).unwrap());
+    assert_eq!(registry.open_count(), 0);
+    // And it opens again on demand.
+    registry.open(record).unwrap();
+    assert_eq!(registry.open_count(), 1);
+}
+
+#[test]
+fn idle_pools_are_closed() {
+    let setup = Setup::new();
+    let idle = setup.create("idle", &[]);
+    let busy = setup.create("busy", &[]);
+    let registry = setup.registry(RegistryConfig {
+        idle_timeout: Some(Duration::from_millis(50)),
+        ..RegistryConfig::default()
+    });
+    registry.open(Arc::clone(&idle)).unwrap().conn().unwrap();
+    let held = registry.open(Arc::clone(&busy)).unwrap();
+    // Not open_count: on a loaded machine the sweep may already have run.
+    assert_eq!(registry.stats().pools_opened, 2);
+    // The background sweep closes the idle pool, never the held one.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while registry.open_count() > 1 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(registry.open_count(), 1);
+    held.conn().unwrap();
+    assert!(matches!(
+        registry.evict(&busy.id),
+        Err(TenancyError::InUse { .. })
+    ));
+    drop(held);
+    thread::sleep(Duration::from_millis(60));
+    registry.close_idle();
+    assert_eq!(registry.open_count(), 0);
+}
+
+#[test]
+fn create_makes_a_migrated_seeded_file_and_a_row() {
+    let setup = Setup::new();
+    let record = setup.create("acme", &["acme.test", "www.acme.test"]);
+    assert_eq!(record.status, TenantStatus::Active);
+    assert_eq!(record.primary_domain(), Some("acme.test"));
+    let conn = Connection::open(setup.path(&record)).unwrap();
+    assert_eq!(
+        db::schema_version(&conn).unwrap(),
+        lifecycle::tenant_target_version()
+    );
+    assert_eq!(meta(&conn, "id"), record.id);
+    assert_eq!(meta(&conn, "slug"), "acme");
+    assert_eq!(meta(&conn, "name"), "acme Ltd");
+    assert_eq!(
+        lifecycle::show(&setup.catalog, "acme").unwrap().id,
+        record.id
+    );
+}
+
+#[test]
+fn create_refuses_bad_or_taken_names_without_leaving_files() {
+    let setup = Setup::new();
+    setup.create("acme", &["acme.test"]);
+    let files = setup.tenant_files();
+    let attempt = |slug: &str, name: &str, domains: &[&str]| {
+        lifecycle::create(
+            &setup.catalog,
+            &NewTenant {
+                slug: slug.to_string(),
+                name: name.to_string(),
+                domains: domains.iter().map(|d| d.to_string()).collect(),
+            },
+        )
+        .unwrap_err()
+    };
+    assert!(matches!(
+        attempt("../x", "X", &[]),
+        LifecycleError::Validation { field: "slug", .. }
+    ));
+    assert!(matches!(
+        attempt("ok", " ", &[]),
+        LifecycleError::Validation { field: "name", .. }
+    ));
+    assert!(matches!(
+        attempt("ok", "X", &["bad domain"]),
+        LifecycleError::Validation {
+            field: "domain",
+            ..
+        }
+    ));
+    assert!(matches!(
+        attempt("acme", "X", &[]),
+        LifecycleError::SlugTaken(_)
+    ));
+    assert!(matches!(
+        attempt("other", "X", &["ACME.test"]),
+        LifecycleError::DomainTaken(d) if d == "acme.test"
+    ));
+    assert_eq!(setup.tenant_files(), files);
+    assert_eq!(setup.catalog.list().unwrap().len(), 1);
+}
+
+#[test]
+fn create_is_all_or_nothing_when_the_final_insert_fails() {
+    let setup = Setup::new();
+    setup.create("first", &["x.test"]);
+    let files = setup.tenant_files();
+    assert_eq!(files.len(), 1);
+    // Past the pre-checks (as if another process took x.test in between):
+    // the file gets made and migrated, then the catalog insert conflicts.
+    let err =
+        lifecycle::provision(&setup.catalog, "second", "Second", &["x.test".into()]).unwrap_err();
+    assert!(matches!(err, LifecycleError::DomainTaken(d) if d == "x.test"));
+    assert_eq!(setup.tenant_files(), files, "no file, -wal or -shm left");
+    assert!(setup.catalog.by_slug("second").unwrap().is_none());
+
+    let err = lifecycle::provision(&setup.catalog, "first", "Again", &[]).unwrap_err();
+    assert!(matches!(err, LifecycleError::SlugTaken(_)));
+    assert_eq!(setup.tenant_files(), files);
+    assert_eq!(setup.catalog.list().unwrap().len(), 1);
+}
+
+#[test]
+fn purge_needs_deleted_then_removes_files_and_row() {
+    let setup = Setup::new();
+    let record = setup.create("gone", &["gone.test"]);
+    let registry = setup.registry(quiet());
+    assert!(matches!(
+        lifecycle::purge(&setup.catalog, &registry, "gone"),
+        Err(LifecycleError::NotDeleted(_))
+    ));
+
+    // An open pool keeps -wal and -shm around.
+    let tenant = registry.open(Arc::clone(&record)).unwrap();
+    tenant
+        .write(|tx| -> Result<(), DbError> {
+            tx.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")?;
+            Ok(())
+        })
+        .unwrap();
+    lifecycle::delete(&setup.catalog, "gone").unwrap();
+    let files = db::database_files(&setup.path(&record));
+    for file in &files {
+        assert!(file.exists(), "{}", file.display());
+    }
+    assert!(matches!(
+        lifecycle::purge(&setup.catalog, &registry, "gone"),
+        Err(LifecycleError::InUse(_))
+    ));
+    assert!(files[0].exists());
+    drop(tenant);
+
+    lifecycle::purge(&setup.catalog, &registry, "gone").unwrap();
+    for file in &files {
+        assert!(!file.exists(), "{}", file.display());
+    }
+    assert!(setup.catalog.by_slug("gone").unwrap().is_none());
+    assert!(setup.catalog.by_domain("gone.test").unwrap().is_none());
+    assert_eq!(registry.open_count(), 0);
+    let domains = count(
+        &Connection::open(setup.dir.path().join(CENTRAL_DB)).unwrap(),
+        "SELECT count(*) FROM domains",
+    );
+    assert_eq!(domains, 0);
+    assert!(matches!(
+        lifecycle::purge(&setup.catalog, &registry, "gone"),
+        Err(LifecycleError::NotFound(_))
+    ));
+    // The slug and domain are free again.
+    setup.create("gone", &["gone.test"]);
+}
+
+#[test]
+fn delete_and_restore() {
+    let setup = Setup::new();
+    let record = setup.create("back", &[]);
+    assert!(matches!(
+        lifecycle::restore(&setup.catalog, "back"),
+        Err(LifecycleError::NotDeleted(_))
+    ));
+    let deleted = lifecycle::delete(&setup.catalog, "back").unwrap();
+    assert_eq!(deleted.status, TenantStatus::Deleted);
+    assert!(deleted.deleted_at.is_some());
+    assert!(setup.path(&record).exists(), "soft delete keeps the file");
+    let restored = lifecycle::restore(&setup.catalog, "back").unwrap();
+    assert_eq!(restored.status, TenantStatus::Active);
+    assert!(restored.deleted_at.is_none());
+
+    // No file, no restore.
+    lifecycle::delete(&setup.catalog, "back").unwrap();
+    db::remove_database_files(&setup.path(&record)).unwrap();
+    assert!(matches!(
+        lifecycle::restore(&setup.catalog, "back"),
+        Err(LifecycleError::Db(DbError::Missing(_)))
+    ));
+}
+
+#[test]
+fn rename_and_domains() {
+    let setup = Setup::new();
+    setup.create("before", &["before.test"]);
+    setup.create("other", &[]);
+    let renamed = lifecycle::rename(&setup.catalog, "before", "after").unwrap();
+    assert_eq!(renamed.slug, "after");
+    assert!(matches!(
+        lifecycle::rename(&setup.catalog, "after", "other"),
+        Err(LifecycleError::SlugTaken(_))
+    ));
+    assert!(matches!(
+        lifecycle::rename(&setup.catalog, "after", "admin"),
+        Err(LifecycleError::Validation { .. })
+    ));
+    assert!(matches!(
+        lifecycle::rename(&setup.catalog, "before", "later"),
+        Err(LifecycleError::NotFound(_))
+    ));
+    let with = lifecycle::add_domain(&setup.catalog, "after", "after.test").unwrap();
+    assert_eq!(with.domains.len(), 2);
+    assert!(matches!(
+        lifecycle::add_domain(&setup.catalog, "other", "after.test"),
+        Err(LifecycleError::DomainTaken(_))
+    ));
+    let without = lifecycle::remove_domain(&setup.catalog, "after", "before.test").unwrap();
+    assert_eq!(without.primary_domain(), Some("after.test"));
+    assert!(matches!(
+        lifecycle::remove_domain(&setup.catalog, "other", "after.test"),
+        Err(LifecycleError::DomainNotFound(_))
+    ));
+    let slugs: Vec<String> = lifecycle::list(&setup.catalog)
+        .unwrap()
+        .iter()
+        .map(|r| r.slug.clone())
+        .collect();
+    assert_eq!(slugs, ["after", "other"]);
+}
+
+#[test]
+fn migrate_all_carries_on_past_failures() {
+    let setup = Setup::new();
+    setup.create("current", &[]);
+    let behind = setup.bare_tenant("behind");
+    let broken = setup.create("broken", &[]);
+    fs::write(setup.path(&broken), vec![0x5a; 8192]).unwrap();
+    setup.create("deleted", &[]);
+    lifecycle::delete(&setup.catalog, "deleted").unwrap();
+    let target = lifecycle::tenant_target_version();
+
+    let summary = lifecycle::migrate_all(
+        &setup.catalog,
+        &MigrateConfig {
+            workers: 3,
+            only: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(summary.target, target);
+    let slugs: Vec<&str> = summary.results.iter().map(|r| r.slug.as_str()).collect();
+    assert_eq!(slugs, ["behind", "broken", "current"], "deleted is skipped");
+    let by = |slug: &str| summary.results.iter().find(|r| r.slug == slug).unwrap();
+    assert_eq!(by("behind").id, behind.id);
+    assert_eq!(
+        (by("behind").from, by("behind").to),
+        (Some(0), Some(target))
+    );
+    assert_eq!(by("behind").applied, (1..=target).collect::<Vec<_>>());
+    assert_eq!(
+        (by("current").from, by("current").to),
+        (Some(target), Some(target))
+    );
+    assert!(by("current").applied.is_empty());
+    assert!(by("broken").error.is_some());
+    assert_eq!(summary.failed_count(), 1);
+    assert_eq!(summary.migrated_count(), 1);
+
+    let one = lifecycle::migrate_all(
+        &setup.catalog,
+        &MigrateConfig {
+            workers: 8,
+            only: Some("deleted".into()),
+        },
+    )
+    .unwrap();
+    assert_eq!(one.results.len(), 1);
+    assert!(one.results[0].error.is_none());
+    assert!(matches!(
+        lifecycle::migrate_all(
+            &setup.catalog,
+            &MigrateConfig {
+                workers: 1,
+                only: Some("nobody".into())
+            }
+        ),
+        Err(LifecycleError::NotFound(_))
+    ));
+
+    let status = lifecycle::status(&setup.catalog).unwrap();
+    assert_eq!(status.tenant_target, target);
+    assert_eq!(status.central, status.central_target);
+    let versions: Vec<(&str, Option<u32>, bool)> = status
+        .tenants
+        .iter()
+        .map(|t| (t.slug.as_str(), t.version, t.error.is_some()))
+        .collect();
+    assert_eq!(
+        versions,
+        [
+            ("behind", Some(target), false),
+            ("broken", None, true),
+            ("current", Some(target), false),
+            ("deleted", Some(target), false),
+        ]
+    );
+    assert!(status.orphans.is_empty());
+    let stray = setup
+        .dir
+        .path()
+        .join(TENANTS_DIR)
+        .join(format!("{}.db", uuid::Uuid::new_v4()));
+    fs::write(&stray, b"").unwrap();
+    let status = lifecycle::status(&setup.catalog).unwrap();
+    assert_eq!(
+        status.orphans,
+        [stray.file_name().unwrap().to_string_lossy().into_owned()]
+    );
+}
+
+#[test]
+fn shared_types_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Catalog>();
+    send_sync::<Registry>();
+    send_sync::<Tenant>();
+    send_sync::<TenancyError>();
+    send_sync::<LifecycleError>();
+}
