@@ -6,37 +6,57 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::api::AppConfig;
 use crate::cli::{Args, CliError, Env};
 use crate::http;
 
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
     pub bind: String,
-    pub data_dir: PathBuf,
     pub http: http::Config,
+    pub app: AppConfig,
 }
 
 impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
             bind: "127.0.0.1:8080".into(),
-            data_dir: PathBuf::from("data"),
             http: http::Config::default(),
+            app: AppConfig {
+                data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+                ..AppConfig::default()
+            },
         }
     }
+}
+
+pub const DEFAULT_DATA_DIR: &str = "data";
+
+/// `--data DIR`, else `TENANTD_DATA`, else `./data`: every command finds its data the same way.
+pub fn data_dir(args: &mut Args, env: &Env) -> Result<PathBuf, CliError> {
+    Ok(PathBuf::from(
+        args.value("--data")?
+            .or_else(|| env.get("TENANTD_DATA"))
+            .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+    ))
 }
 
 impl ServeConfig {
     pub fn from_args(args: &mut Args, env: &Env) -> Result<ServeConfig, CliError> {
         let mut c = ServeConfig::default();
+        c.app.data_dir = data_dir(args, env)?;
+        c.app.admin_token = env.get("TENANTD_ADMIN_TOKEN");
         let mut pick = |flag: &str, var: &str| -> Result<Option<String>, CliError> {
             Ok(args.value(flag)?.or_else(|| env.get(var)))
         };
         if let Some(v) = pick("--bind", "TENANTD_BIND")? {
             c.bind = v;
         }
-        if let Some(v) = pick("--data", "TENANTD_DATA")? {
-            c.data_dir = PathBuf::from(v);
+        if let Some(v) = pick("--base-domain", "TENANTD_BASE_DOMAIN")? {
+            c.app.identify.base_domain = v.trim().trim_end_matches('.').to_ascii_lowercase();
+        }
+        if let Some(v) = pick("--max-open-tenants", "TENANTD_MAX_OPEN_TENANTS")? {
+            c.app.registry.max_open_pools = number("--max-open-tenants", &v, 1, 1_000_000)?;
         }
         if let Some(v) = pick("--workers", "TENANTD_WORKERS")? {
             c.http.workers = number("--workers", &v, 1, 1024)?;
@@ -59,6 +79,17 @@ impl ServeConfig {
         if let Some(v) = pick("--shutdown-grace", "TENANTD_SHUTDOWN_GRACE")? {
             c.http.shutdown_grace = seconds("--shutdown-grace", &v)?;
         }
+        let mut hosts = args.values("--central-host")?;
+        if hosts.is_empty() {
+            if let Some(v) = env.get("TENANTD_CENTRAL_HOSTS") {
+                hosts = v.split(',').map(String::from).collect();
+            }
+        }
+        c.app.identify.central_hosts = hosts
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect();
         let mut proxies = args.values("--trusted-proxy")?;
         if proxies.is_empty() {
             if let Some(v) = env.get("TENANTD_TRUSTED_PROXIES") {
@@ -105,17 +136,21 @@ mod tests {
     fn flags_beat_environment_beats_defaults() {
         let c = parse("", &[]).unwrap();
         assert_eq!(c.bind, "127.0.0.1:8080");
-        assert_eq!(c.data_dir, PathBuf::from("data"));
+        assert_eq!(c.app.data_dir, PathBuf::from("data"));
+        assert_eq!(c.app.identify.base_domain, "localhost");
         assert_eq!(c.http.max_connections, 1024);
 
         let env = [("TENANTD_BIND", "0.0.0.0:9000"), ("TENANTD_DATA", "/srv/t")];
         let c = parse("", &env).unwrap();
         assert_eq!(c.bind, "0.0.0.0:9000");
-        assert_eq!(c.data_dir, PathBuf::from("/srv/t"));
+        assert_eq!(c.app.data_dir, PathBuf::from("/srv/t"));
 
         let c = parse("--bind 127.0.0.1:1 --data=x", &env).unwrap();
         assert_eq!(c.bind, "127.0.0.1:1");
-        assert_eq!(c.data_dir, PathBuf::from("x"));
+        assert_eq!(c.app.data_dir, PathBuf::from("x"));
+        let c = parse("--base-domain Example.TEST. --central-host a.test", &[]).unwrap();
+        assert_eq!(c.app.identify.base_domain, "example.test");
+        assert_eq!(c.app.identify.central_hosts, vec!["a.test"]);
     }
 
     #[test]

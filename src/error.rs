@@ -1,32 +1,89 @@
 //! The API boundary's error type and the one place that turns it into an HTTP status and a JSON
-//! body. Lower layers have their own error types; `From` conversions below decide what a client
-//! may learn from them.
+//! body. Lower layers have their own error types; the `From` conversions below decide what a
+//! client may learn from them: internal details are logged, never sent.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::catalog::CatalogError;
+use crate::db::DbError;
 use crate::http::Response;
+use crate::tenancy::lifecycle::LifecycleError;
+use crate::tenancy::TenancyError;
 
 #[derive(Debug)]
 pub enum Error {
     BadRequest(String),
+    InvalidJson(String),
+    UnsupportedMediaType(String),
+    Unauthorized,
     NotFound,
     MethodNotAllowed {
         allow: String,
+    },
+    /// A tenant route reached without a tenant.
+    NoTenant,
+    /// A central route reached on a tenant.
+    CentralOnly,
+    TenantNotFound,
+    TenantSuspended,
+    TenantConflict,
+    /// The tenant's database cannot be used now (missing, corrupt, failed migration).
+    TenantUnavailable,
+    /// The request is well formed but its values are not acceptable: field -> message.
+    Validation(BTreeMap<String, String>),
+    /// The request conflicts with the current state (a taken slug, a purge before delete...).
+    Conflict {
+        code: &'static str,
+        message: String,
     },
     /// A failure on our side: logged in full, answered with a generic message.
     Internal(String),
 }
 
 impl Error {
+    pub fn validation(field: &str, message: impl Into<String>) -> Error {
+        Error::Validation(BTreeMap::from([(field.to_string(), message.into())]))
+    }
+
     fn parts(&self) -> (u16, &'static str, String) {
         match self {
             Error::BadRequest(m) => (400, "bad_request", m.clone()),
+            Error::InvalidJson(m) => (400, "invalid_json", m.clone()),
+            Error::UnsupportedMediaType(m) => (415, "unsupported_media_type", m.clone()),
+            Error::Unauthorized => (401, "unauthorized", "missing or invalid credentials".into()),
             Error::NotFound => (404, "not_found", "no such resource".into()),
             Error::MethodNotAllowed { .. } => (
                 405,
                 "method_not_allowed",
                 "the resource does not support this method".into(),
             ),
+            Error::NoTenant => (
+                404,
+                "tenant_required",
+                "this route belongs to a tenant: use /t/{slug}/..., an X-Tenant-Slug or \
+                 X-Tenant-ID header, or the tenant's host"
+                    .into(),
+            ),
+            Error::CentralOnly => (
+                404,
+                "not_found",
+                "this route is only served on the central host".into(),
+            ),
+            Error::TenantNotFound => (404, "tenant_not_found", "no such tenant".into()),
+            Error::TenantSuspended => (403, "tenant_suspended", "the tenant is suspended".into()),
+            Error::TenantConflict => (
+                400,
+                "tenant_conflict",
+                "the request names two different tenants".into(),
+            ),
+            Error::TenantUnavailable => (
+                503,
+                "tenant_unavailable",
+                "the tenant's data cannot be reached right now".into(),
+            ),
+            Error::Validation(_) => (422, "validation_failed", "some fields are not valid".into()),
+            Error::Conflict { code, message } => (409, code, message.clone()),
             Error::Internal(_) => (
                 500,
                 "internal_error",
@@ -41,9 +98,15 @@ impl Error {
             log::error!("internal error: {detail}");
         }
         let (status, code, message) = self.parts();
-        let response = Response::error(status, code, &message);
+        let mut body = serde_json::json!({"error": {"code": code, "message": message}});
+        if let Error::Validation(fields) = &self {
+            body["error"]["fields"] = serde_json::json!(fields);
+        }
+        let response = Response::json(status, &body);
         match self {
             Error::MethodNotAllowed { allow } => response.with_header("Allow", &allow),
+            Error::Unauthorized => response.with_header("WWW-Authenticate", "Bearer"),
+            Error::TenantUnavailable => response.with_header("Retry-After", "1"),
             _ => response,
         }
     }
@@ -57,3 +120,65 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+impl From<TenancyError> for Error {
+    fn from(e: TenancyError) -> Self {
+        match e {
+            TenancyError::NotFound | TenancyError::Deleted { .. } => Error::TenantNotFound,
+            TenancyError::Suspended { .. } => Error::TenantSuspended,
+            TenancyError::Conflict => Error::TenantConflict,
+            TenancyError::Unavailable { tenant, reason } => {
+                log::error!("tenant {tenant} unavailable: {reason}");
+                Error::TenantUnavailable
+            }
+            TenancyError::InUse { tenant } => Error::Conflict {
+                code: "tenant_in_use",
+                message: format!("tenant {tenant} is in use; try again"),
+            },
+            TenancyError::Catalog(e) => Error::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<LifecycleError> for Error {
+    fn from(e: LifecycleError) -> Self {
+        let conflict = |code, e: &LifecycleError| Error::Conflict {
+            code,
+            message: e.to_string(),
+        };
+        match &e {
+            LifecycleError::Validation { field, message } => Error::validation(field, message),
+            LifecycleError::SlugTaken(_) => conflict("slug_taken", &e),
+            LifecycleError::DomainTaken(_) => conflict("domain_taken", &e),
+            LifecycleError::NotFound(_) => Error::TenantNotFound,
+            LifecycleError::DomainNotFound(_) => Error::NotFound,
+            LifecycleError::NotDeleted(_) => conflict("tenant_not_deleted", &e),
+            LifecycleError::WrongStatus { .. } => conflict("wrong_status", &e),
+            LifecycleError::InUse(_) => conflict("tenant_in_use", &e),
+            LifecycleError::Tenancy(_)
+            | LifecycleError::Catalog(_)
+            | LifecycleError::Db(_)
+            | LifecycleError::Io { .. } => Error::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<CatalogError> for Error {
+    fn from(e: CatalogError) -> Self {
+        Error::Internal(e.to_string())
+    }
+}
+
+/// A tenant database error inside a handler: that tenant's file is at fault, not the request.
+impl From<DbError> for Error {
+    fn from(e: DbError) -> Self {
+        log::error!("tenant database error: {e}");
+        Error::TenantUnavailable
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Internal(format!("sqlite: {e}"))
+    }
+}

@@ -14,13 +14,6 @@ use crate::http;
 pub fn run(config: ServeConfig) -> i32 {
     init_logging();
     raise_fd_limit();
-    if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
-        eprintln!(
-            "tenantd: cannot create the data directory {}: {e}",
-            config.data_dir.display()
-        );
-        return 1;
-    }
     let listener = match TcpListener::bind(&config.bind) {
         Ok(l) => l,
         Err(e) => {
@@ -35,7 +28,18 @@ pub fn run(config: ServeConfig) -> i32 {
             return 1;
         }
     };
-    let app = Arc::new(App::new());
+    let data_dir = config.app.data_dir.clone();
+    let (app, new_token) = match App::open(config.app.clone()) {
+        Ok(opened) => opened,
+        Err(e) => {
+            eprintln!(
+                "tenantd: cannot open the catalog in {}: {e}",
+                data_dir.display()
+            );
+            return 1;
+        }
+    };
+    let app = Arc::new(app);
     let server = match http::serve(listener, config.http.clone(), app) {
         Ok(s) => s,
         Err(e) => {
@@ -44,6 +48,11 @@ pub fn run(config: ServeConfig) -> i32 {
         }
     };
     println!("tenantd listening on http://{}", server.local_addr());
+    println!("data directory: {}", data_dir.display());
+    if let Some(token) = new_token {
+        println!("admin token (shown once, stored hashed): {token}");
+        println!("  use it as `Authorization: Bearer <token>` on /api/admin/...");
+    }
     let stopper = server.stopper();
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {

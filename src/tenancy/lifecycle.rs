@@ -297,7 +297,23 @@ pub fn rename(
 ) -> Result<Arc<TenantRecord>, LifecycleError> {
     validate_slug(new_slug)?;
     let record = find(catalog, slug)?;
-    Ok(catalog.rename_slug(&record.id, new_slug)?)
+    let renamed = catalog.rename_slug(&record.id, new_slug)?;
+    // The file keeps saying whose it is. The catalog is the authority, so a file that cannot be
+    // updated now is logged, not a failed rename.
+    let update = db_path(catalog, &renamed).and_then(|path| {
+        let mut conn = db::open(&path, DbKind::Tenant, Create::Never)?;
+        db::write(&mut conn, |tx| -> Result<(), LifecycleError> {
+            tx.execute(
+                "UPDATE tenant_meta SET value = ?1 WHERE key = 'slug'",
+                [new_slug],
+            )?;
+            Ok(())
+        })
+    });
+    if let Err(e) = update {
+        log::warn!("tenant {new_slug} renamed in the catalog, but not in its file: {e}");
+    }
+    Ok(renamed)
 }
 
 pub fn add_domain(

@@ -3,6 +3,7 @@
 //! and keeps the number of open pools (and so file descriptors) bounded.
 //! Creating, deleting and migrating tenants lives in [`lifecycle`].
 
+pub mod identify;
 pub mod lifecycle;
 
 #[cfg(test)]
@@ -57,6 +58,8 @@ pub enum TenancyError {
     InUse {
         tenant: String,
     },
+    /// Two identification methods of one request name different tenants.
+    Conflict,
     Catalog(CatalogError),
 }
 
@@ -70,6 +73,7 @@ impl fmt::Display for TenancyError {
                 write!(f, "tenant {tenant} is unavailable: {reason}")
             }
             TenancyError::InUse { tenant } => write!(f, "tenant {tenant} is in use"),
+            TenancyError::Conflict => f.write_str("the request names two different tenants"),
             TenancyError::Catalog(e) => e.fmt(f),
         }
     }

@@ -1,5 +1,7 @@
 //! The command line: argument parsing and one function per command. `main.rs` only calls [`run`].
 
+mod tenants;
+
 use std::fmt;
 
 use crate::config::ServeConfig;
@@ -68,6 +70,11 @@ impl Args {
     }
 
     pub fn finish(self) -> Result<(), CliError> {
+        self.finish_ref()
+    }
+
+    /// Refuses whatever no one took.
+    pub fn finish_ref(&self) -> Result<(), CliError> {
         match self.rest.first() {
             None => Ok(()),
             Some(a) => Err(CliError(format!("unexpected argument: {a}"))),
@@ -82,6 +89,8 @@ Usage: tenantd <command> [options]
 
 Commands:
   serve      Run the HTTP server
+  tenants    Create, list, suspend, delete, restore, purge, rename tenants; manage domains
+  migrate    Migrate the catalog and every tenant database (or show their versions)
   help       Show this help
 
 Run `tenantd <command> --help` for the options of a command.
@@ -96,6 +105,12 @@ Options (each falls back to the environment variable named, then the default):
   --bind ADDR              Address to listen on [TENANTD_BIND, 127.0.0.1:8080]
                            Port 0 picks a free port; the URL is printed at start.
   --data DIR               Data directory [TENANTD_DATA, ./data]
+  --base-domain DOMAIN     Hosts <slug>.DOMAIN name tenants; DOMAIN itself is central
+                           [TENANTD_BASE_DOMAIN, localhost]
+  --central-host HOST      Another host that reaches the central routes; repeatable
+                           [TENANTD_CENTRAL_HOSTS, comma-separated, none]
+  --max-open-tenants N     Tenant databases kept open at once; the least recently used
+                           idle one is closed past it [TENANTD_MAX_OPEN_TENANTS, 256]
   --workers N              Handler threads [TENANTD_WORKERS, 16]
   --max-connections N      Open connections at most; over it new ones get 503
                            [TENANTD_MAX_CONNECTIONS, 1024]
@@ -112,6 +127,8 @@ Options (each falls back to the environment variable named, then the default):
                            [TENANTD_SHUTDOWN_GRACE, 10]
   -h, --help               Show this help
 
+The admin token for /api/admin/... is made on first run and printed once; set
+TENANTD_ADMIN_TOKEN to choose it instead (its hash replaces the stored one).
 Logging follows RUST_LOG (default: info, one line per request).
 ";
 
@@ -136,6 +153,30 @@ pub fn run(argv: Vec<String>) -> i32 {
         Some("serve") => ServeConfig::from_args(&mut args, &Env::process())
             .and_then(|config| args.finish().map(|()| config))
             .map(crate::serve::run),
+        Some("tenants") if wants_help => {
+            print!("{}", tenants::TENANTS_HELP);
+            return 0;
+        }
+        Some("migrate") if wants_help => {
+            print!("{}", tenants::MIGRATE_HELP);
+            return 0;
+        }
+        Some(command @ ("tenants" | "migrate")) => {
+            let env = Env::process();
+            let result = if command == "tenants" {
+                tenants::tenants(&mut args, &env)
+            } else {
+                tenants::migrate(&mut args, &env)
+            };
+            match result {
+                Ok(()) => Ok(0),
+                Err(tenants::Failure::Usage(e)) => Err(e),
+                Err(tenants::Failure::Operation(message)) => {
+                    eprintln!("tenantd: {message}");
+                    Ok(1)
+                }
+            }
+        }
         Some(other) => Err(CliError(format!("unknown command: {other}"))),
     };
     match result {

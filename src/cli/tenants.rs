@@ -1,0 +1,275 @@
+//! `tenantd tenants ...` and `tenantd migrate`: the tenant lifecycle from the shell, on the same
+//! functions as the admin API. Safe beside a running server on the same data directory: the
+//! server notices catalog changes on its next request.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::catalog::{Catalog, TenantRecord};
+use crate::db::Create;
+use crate::tenancy::lifecycle::{self, LifecycleError, MigrateConfig, NewTenant};
+use crate::tenancy::{Registry, RegistryConfig};
+
+use super::{Args, CliError, Env};
+
+pub const TENANTS_HELP: &str = "\
+tenantd tenants: manage tenants
+
+Usage:
+  tenantd tenants create <slug> --name <name> [--domain <domain>]...
+  tenantd tenants list
+  tenantd tenants show <slug>
+  tenantd tenants suspend|activate|delete|restore|purge <slug>
+  tenantd tenants rename <slug> <new-slug>
+  tenantd tenants domains add|remove <slug> <domain>
+
+Options:
+  --data DIR   Data directory [TENANTD_DATA, ./data]
+  --json       Print JSON instead of text
+  -h, --help   Show this help
+
+delete is soft (status deleted, file kept); restore undoes it; purge removes a deleted
+tenant's file (with its -wal and -shm) and then its catalog row.
+";
+
+pub const MIGRATE_HELP: &str = "\
+tenantd migrate: bring the catalog and every tenant database to this binary's schema
+
+Usage: tenantd migrate [--tenant SLUG] [--workers N] [--status] [--data DIR] [--json]
+
+Options:
+  --tenant SLUG  Migrate only this tenant
+  --workers N    Tenants migrated in parallel [4]
+  --status       Show each database's version next to the binary's; migrate nothing
+  --data DIR     Data directory [TENANTD_DATA, ./data]
+  --json         Print JSON instead of text
+
+Failures are reported one line per tenant and do not stop the others; the exit status
+is 1 if any tenant failed. Safe while a server runs on the same data directory.
+";
+
+/// What a command failed on: an error of the operation (exit 1) or of the command line (exit 2).
+pub enum Failure {
+    Usage(CliError),
+    Operation(String),
+}
+
+impl From<CliError> for Failure {
+    fn from(e: CliError) -> Self {
+        Failure::Usage(e)
+    }
+}
+
+impl From<LifecycleError> for Failure {
+    fn from(e: LifecycleError) -> Self {
+        Failure::Operation(e.to_string())
+    }
+}
+
+fn open_catalog(data: &Path) -> Result<Catalog, Failure> {
+    Catalog::open(data, Create::IfMissing).map_err(|e| {
+        Failure::Operation(format!(
+            "cannot open the catalog in {}: {e}",
+            data.display()
+        ))
+    })
+}
+
+fn required(args: &mut Args, what: &str) -> Result<String, CliError> {
+    args.positional()
+        .ok_or_else(|| CliError(format!("missing <{what}>")))
+}
+
+pub fn tenants(args: &mut Args, env: &Env) -> Result<(), Failure> {
+    let data = crate::config::data_dir(args, env)?;
+    let json = args.flag("--json");
+    let sub = args
+        .positional()
+        .ok_or_else(|| CliError("missing a tenants command".into()))?;
+    let catalog = || open_catalog(&data);
+    match sub.as_str() {
+        "create" => {
+            let slug = required(args, "slug")?;
+            let name = args
+                .value("--name")?
+                .ok_or_else(|| CliError("--name is required".into()))?;
+            let domains = args.values("--domain")?;
+            args.finish_ref()?;
+            let record = lifecycle::create(
+                &catalog()?,
+                &NewTenant {
+                    slug,
+                    name,
+                    domains,
+                },
+            )?;
+            print_record(&record, json);
+        }
+        "list" => {
+            args.finish_ref()?;
+            let tenants = lifecycle::list(&catalog()?)?;
+            if json {
+                println!("{}", serde_json::json!({ "tenants": tenants }));
+            } else if tenants.is_empty() {
+                println!("no tenants");
+            } else {
+                for t in &tenants {
+                    println!("{}", line(t));
+                }
+            }
+        }
+        "show" | "suspend" | "activate" | "delete" | "restore" => {
+            let slug = required(args, "slug")?;
+            args.finish_ref()?;
+            let catalog = catalog()?;
+            let record = match sub.as_str() {
+                "show" => lifecycle::show(&catalog, &slug)?,
+                "suspend" => lifecycle::suspend(&catalog, &slug)?,
+                "activate" => lifecycle::activate(&catalog, &slug)?,
+                "delete" => lifecycle::delete(&catalog, &slug)?,
+                _ => lifecycle::restore(&catalog, &slug)?,
+            };
+            print_record(&record, json);
+        }
+        "purge" => {
+            let slug = required(args, "slug")?;
+            args.finish_ref()?;
+            let catalog = catalog()?;
+            // This process has no pools open; a server holding one keeps its descriptor to the
+            // removed file until it closes the pool, and answers the tenant 404 meanwhile.
+            let registry = Registry::new(&data, RegistryConfig::default());
+            lifecycle::purge(&catalog, &registry, &slug)?;
+            if json {
+                println!("{}", serde_json::json!({ "purged": slug }));
+            } else {
+                println!("purged {slug}");
+            }
+        }
+        "rename" => {
+            let slug = required(args, "slug")?;
+            let new_slug = required(args, "new-slug")?;
+            args.finish_ref()?;
+            let record = lifecycle::rename(&catalog()?, &slug, &new_slug)?;
+            print_record(&record, json);
+        }
+        "domains" => {
+            let action = required(args, "add|remove")?;
+            let slug = required(args, "slug")?;
+            let domain = required(args, "domain")?;
+            args.finish_ref()?;
+            let catalog = catalog()?;
+            let record = match action.as_str() {
+                "add" => lifecycle::add_domain(&catalog, &slug, &domain)?,
+                "remove" => lifecycle::remove_domain(&catalog, &slug, &domain)?,
+                other => return Err(CliError(format!("unknown domains command: {other}")).into()),
+            };
+            print_record(&record, json);
+        }
+        other => return Err(CliError(format!("unknown tenants command: {other}")).into()),
+    }
+    Ok(())
+}
+
+fn line(t: &TenantRecord) -> String {
+    let domains: Vec<&str> = t.domains.iter().map(|d| d.domain.as_str()).collect();
+    format!(
+        "{:<24} {:<10} {}  {}{}",
+        t.slug,
+        t.status.as_str(),
+        t.id,
+        t.name,
+        if domains.is_empty() {
+            String::new()
+        } else {
+            format!("  [{}]", domains.join(", "))
+        }
+    )
+}
+
+fn print_record(record: &Arc<TenantRecord>, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(record).unwrap_or_default());
+    } else {
+        println!("{}", line(record));
+    }
+}
+
+pub fn migrate(args: &mut Args, env: &Env) -> Result<(), Failure> {
+    let data = crate::config::data_dir(args, env)?;
+    let json = args.flag("--json");
+    let status_only = args.flag("--status");
+    let only = args.value("--tenant")?;
+    let workers = match args.value("--workers")? {
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=256).contains(n))
+            .ok_or_else(|| CliError(format!("--workers: expected 1 to 256, got {v:?}")))?,
+        None => MigrateConfig::default().workers,
+    };
+    args.finish_ref()?;
+    // Opening the catalog migrates it.
+    let catalog = open_catalog(&data)?;
+    if status_only {
+        let status = lifecycle::status(&catalog)?;
+        if json {
+            println!("{}", serde_json::to_string(&status).unwrap_or_default());
+            return Ok(());
+        }
+        println!(
+            "catalog: version {} (binary {})",
+            status.central, status.central_target
+        );
+        for t in &status.tenants {
+            let version = t.version.map_or_else(|| "?".to_string(), |v| v.to_string());
+            let note = t
+                .error
+                .as_deref()
+                .map(|e| format!("  {e}"))
+                .unwrap_or_default();
+            println!(
+                "{:<24} {:<10} version {} (binary {}){}",
+                t.slug,
+                t.status.as_str(),
+                version,
+                status.tenant_target,
+                note
+            );
+        }
+        for orphan in &status.orphans {
+            println!("orphan file (no catalog row): {orphan}");
+        }
+        return Ok(());
+    }
+    if let Some(slug) = &only {
+        lifecycle::show(&catalog, slug)?;
+    }
+    let summary = lifecycle::migrate_all(&catalog, &MigrateConfig { workers, only })?;
+    if json {
+        println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+    } else {
+        for failed in summary.failed() {
+            println!(
+                "FAILED {} ({}): {}",
+                failed.slug,
+                failed.id,
+                failed.error.as_deref().unwrap_or_default()
+            );
+        }
+        println!(
+            "{} tenants at target version {}: {} migrated, {} already current, {} failed",
+            summary.results.len(),
+            summary.target,
+            summary.migrated_count(),
+            summary.results.len() - summary.migrated_count() - summary.failed_count(),
+            summary.failed_count()
+        );
+    }
+    if summary.failed_count() > 0 {
+        return Err(Failure::Operation(format!(
+            "{} tenants failed to migrate",
+            summary.failed_count()
+        )));
+    }
+    Ok(())
+}

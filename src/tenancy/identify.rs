@@ -1,0 +1,156 @@
+//! Which tenant a request is for: from its path prefix, its `X-Tenant-*` headers, or its host.
+//!
+//! Works on plain strings, not HTTP types, so the rule set can be read and tested on its own. Every
+//! method that names a tenant must name the same one; the catalog lookups are served from the
+//! in-memory snapshot.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::catalog::{normalize_host, Catalog, TenantRecord, TenantStatus};
+
+use super::TenancyError;
+
+/// Where identification looks.
+#[derive(Clone, Debug)]
+pub struct IdentifyConfig {
+    /// Hosts `<slug>.<base_domain>` name tenants; the base domain itself is central.
+    pub base_domain: String,
+    /// Further hosts that reach the central routes.
+    pub central_hosts: Vec<String>,
+}
+
+impl Default for IdentifyConfig {
+    fn default() -> Self {
+        IdentifyConfig {
+            base_domain: "localhost".into(),
+            central_hosts: Vec::new(),
+        }
+    }
+}
+
+/// What a request carries that may name a tenant.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Hints<'a> {
+    pub path: &'a str,
+    pub tenant_id: Option<&'a str>,
+    pub tenant_slug: Option<&'a str>,
+    pub host: Option<&'a str>,
+}
+
+/// How the tenant was named (for logs and tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    Path,
+    Header,
+    Domain,
+    Subdomain,
+}
+
+#[derive(Debug)]
+pub struct Identified {
+    /// The tenant, or `None` for the central routes.
+    pub tenant: Option<(Arc<TenantRecord>, Via)>,
+    /// The path to route on: without the `/t/{slug}` prefix when there was one.
+    pub path: String,
+}
+
+/// The path without a `/t/{slug}` prefix, and the slug. Cheap: no lookup.
+pub fn strip_path_prefix(path: &str) -> (Option<&str>, &str) {
+    let Some(after) = path.strip_prefix("/t/") else {
+        return (None, path);
+    };
+    match after.find('/') {
+        Some(i) => (Some(&after[..i]), &after[i..]),
+        None => (Some(after), "/"),
+    }
+}
+
+/// Identifies the tenant of a request. Errors: a method names an unknown or deleted tenant
+/// (`NotFound`), two methods name different tenants (`Conflict`), the tenant is suspended.
+pub fn identify(
+    catalog: &Catalog,
+    config: &IdentifyConfig,
+    hints: Hints<'_>,
+) -> Result<Identified, TenancyError> {
+    let snapshot = catalog.snapshot()?;
+    let mut named: Option<(Arc<TenantRecord>, Via)> = None;
+    let mut name = |record: Option<&Arc<TenantRecord>>, via: Via| -> Result<(), TenancyError> {
+        let record = record.ok_or(TenancyError::NotFound)?;
+        match &named {
+            Some((first, _)) if first.id != record.id => Err(TenancyError::Conflict),
+            Some(_) => Ok(()),
+            None => {
+                named = Some((record.clone(), via));
+                Ok(())
+            }
+        }
+    };
+
+    let (slug, path) = strip_path_prefix(hints.path);
+    if let Some(slug) = slug {
+        name(snapshot.by_slug(slug), Via::Path)?;
+    }
+    if let Some(id) = hints.tenant_id {
+        // Accept any spelling of the UUID; the catalog keeps the canonical one.
+        let canonical = uuid::Uuid::parse_str(id.trim())
+            .map(|u| u.hyphenated().to_string())
+            .unwrap_or_default();
+        name(snapshot.by_id(&canonical), Via::Header)?;
+    }
+    if let Some(slug) = hints.tenant_slug {
+        name(snapshot.by_slug(slug.trim()), Via::Header)?;
+    }
+    if let Some(host) = hints.host.map(normalize_host) {
+        let central = host.is_empty()
+            || host == config.base_domain
+            || config.central_hosts.contains(&host)
+            || host.parse::<IpAddr>().is_ok();
+        if !central {
+            if let Some(record) = snapshot.by_domain(&host) {
+                name(Some(record), Via::Domain)?;
+            } else if let Some(label) = host
+                .strip_suffix(config.base_domain.as_str())
+                .and_then(|h| h.strip_suffix('.'))
+            {
+                // Only one label: `a.b.localhost` names nothing.
+                let record = if label.contains('.') {
+                    None
+                } else {
+                    snapshot.by_slug(label)
+                };
+                name(record, Via::Subdomain)?;
+            }
+            // Any other host is not ours to interpret: the central routes answer it.
+        }
+    }
+
+    if let Some((record, _)) = &named {
+        match record.status {
+            TenantStatus::Active => {}
+            TenantStatus::Suspended => {
+                return Err(TenancyError::Suspended {
+                    tenant: record.slug.clone(),
+                })
+            }
+            TenantStatus::Deleted => return Err(TenancyError::NotFound),
+        }
+    }
+    Ok(Identified {
+        tenant: named,
+        path: path.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_path_prefix_is_stripped() {
+        assert_eq!(strip_path_prefix("/t/acme/api/x"), (Some("acme"), "/api/x"));
+        assert_eq!(strip_path_prefix("/t/acme"), (Some("acme"), "/"));
+        assert_eq!(strip_path_prefix("/t/"), (Some(""), "/"));
+        assert_eq!(strip_path_prefix("/api/t/x"), (None, "/api/t/x"));
+    }
+}
