@@ -285,3 +285,112 @@ pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// The real application on port 0 with a fresh data directory (zero2prod's `spawn_app`).
+pub struct TestApp {
+    pub server: TestServer,
+    pub app: Arc<tenantd::api::App>,
+    pub data: tempfile::TempDir,
+}
+
+pub fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {})
+}
+
+pub fn spawn_app_with(configure: impl FnOnce(&mut tenantd::api::AppConfig)) -> TestApp {
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut config = tenantd::api::AppConfig {
+        data_dir: data.path().to_path_buf(),
+        admin_token: Some(ADMIN_TOKEN.into()),
+        ..Default::default()
+    };
+    configure(&mut config);
+    let (app, _) = tenantd::api::App::open(config).expect("open app");
+    let app = Arc::new(app);
+    let http = http::Config {
+        workers: 4,
+        ..http::Config::default()
+    };
+    let server = TestServer::start(http, app.clone());
+    TestApp { server, app, data }
+}
+
+impl TestApp {
+    /// One request; `headers` may override Host (default `localhost`).
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Reply {
+        let mut raw = format!("{method} {path} HTTP/1.1\r\n");
+        if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+            raw.push_str("Host: localhost\r\n");
+        }
+        for (name, value) in headers {
+            raw.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if let Some(body) = body {
+            if !headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+            {
+                raw.push_str("Content-Type: application/json\r\n");
+            }
+            raw.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        raw.push_str("Connection: close\r\n\r\n");
+        if let Some(body) = body {
+            raw.push_str(body);
+        }
+        self.server.request(&raw)
+    }
+
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        self.call("GET", path, headers, None)
+    }
+
+    /// An admin API call with the admin token.
+    pub fn admin(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> Reply {
+        let auth = format!("Bearer {ADMIN_TOKEN}");
+        let body = body.map(|b| b.to_string());
+        self.call(method, path, &[("Authorization", &auth)], body.as_deref())
+    }
+
+    /// Creates a tenant through the admin API and returns its record.
+    pub fn create_tenant(&self, slug: &str, domains: &[&str]) -> serde_json::Value {
+        let reply = self.admin(
+            "POST",
+            "/api/admin/tenants",
+            Some(serde_json::json!({"slug": slug, "name": format!("{slug} Inc"), "domains": domains})),
+        );
+        assert_eq!(reply.status, 201, "create {slug}: {}", reply.text());
+        reply.json()
+    }
+
+    pub fn tenant_file(&self, id: &str) -> std::path::PathBuf {
+        self.data.path().join("tenants").join(format!("{id}.db"))
+    }
+
+    /// Runs the real binary against this app's data directory.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tenantd"))
+            .args(args)
+            .arg("--data")
+            .arg(self.data.path())
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run tenantd")
+    }
+}
+
+/// The tenant id `GET /api/tenant` answers, or the status when it fails.
+pub fn tenant_id_of(reply: &Reply) -> Result<String, u16> {
+    if reply.status != 200 {
+        return Err(reply.status);
+    }
+    Ok(reply.json()["id"].as_str().unwrap_or_default().to_string())
+}

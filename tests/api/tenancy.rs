@@ -1,0 +1,837 @@
+//! The tenancy core through the real server: identification and its conflicts, lifecycle states,
+//! first access and migrations, broken tenant files, the pool cap, and hostile slugs.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::{eventually, spawn_app, spawn_app_with, tenant_id_of, TestApp};
+
+/// Request headers in a table of cases.
+type Headers<'a> = Vec<(&'a str, &'a str)>;
+
+fn id(record: &serde_json::Value) -> String {
+    record["id"].as_str().expect("record id").to_string()
+}
+
+/// Opens a tenant's file directly, as an operator (or an accident) would.
+fn sqlite(app: &TestApp, tenant_id: &str) -> rusqlite::Connection {
+    rusqlite::Connection::open(app.tenant_file(tenant_id)).expect("open tenant file")
+}
+
+#[test]
+fn every_identification_method_reaches_the_tenant() {
+    let app = spawn_app();
+    let acme = id(&app.create_tenant("acme", &["acme.test"]));
+    let globex = id(&app.create_tenant("globex", &[]));
+    let upper_id = acme.to_uppercase();
+    let cases: Vec<(&str, &str, Headers, &str)> = vec![
+        ("path prefix", "/t/acme/api/tenant", vec![], &acme),
+        (
+            "X-Tenant-ID",
+            "/api/tenant",
+            vec![("X-Tenant-ID", &acme)],
+            &acme,
+        ),
+        (
+            "X-Tenant-ID in upper case",
+            "/api/tenant",
+            vec![("X-Tenant-ID", &upper_id)],
+            &acme,
+        ),
+        (
+            "X-Tenant-Slug",
+            "/api/tenant",
+            vec![("X-Tenant-Slug", "globex")],
+            &globex,
+        ),
+        (
+            "custom domain",
+            "/api/tenant",
+            vec![("Host", "acme.test")],
+            &acme,
+        ),
+        (
+            "custom domain with port",
+            "/api/tenant",
+            vec![("Host", "ACME.test:8080")],
+            &acme,
+        ),
+        (
+            "subdomain",
+            "/api/tenant",
+            vec![("Host", "globex.localhost")],
+            &globex,
+        ),
+        (
+            "subdomain with port",
+            "/api/tenant",
+            vec![("Host", "globex.localhost:8080")],
+            &globex,
+        ),
+        (
+            "path and host agreeing",
+            "/t/acme/api/tenant",
+            vec![("Host", "acme.localhost")],
+            &acme,
+        ),
+    ];
+    for (name, path, headers, want) in cases {
+        let reply = app.get(path, &headers);
+        assert_eq!(
+            tenant_id_of(&reply),
+            Ok(want.to_string()),
+            "{name}: {}",
+            reply.text()
+        );
+    }
+    let reply = app.get("/t/acme/api/tenant", &[]);
+    let json = reply.json();
+    assert_eq!(json["slug"], "acme");
+    assert_eq!(json["name"], "acme Inc");
+    assert_eq!(json["status"], "active");
+    assert_eq!(json["schema_version"], 1);
+}
+
+#[test]
+fn conflicting_unknown_and_misplaced_requests_are_refused() {
+    let app = spawn_app();
+    let acme = id(&app.create_tenant("acme", &["acme.test"]));
+    app.create_tenant("globex", &["globex.test"]);
+    let cases: Vec<(&str, &str, Headers, u16, &str)> = vec![
+        (
+            "path and header differ",
+            "/t/acme/api/tenant",
+            vec![("X-Tenant-Slug", "globex")],
+            400,
+            "tenant_conflict",
+        ),
+        (
+            "subdomain and id differ",
+            "/api/tenant",
+            vec![("Host", "globex.localhost"), ("X-Tenant-ID", &acme)],
+            400,
+            "tenant_conflict",
+        ),
+        (
+            "domain and path differ",
+            "/t/acme/api/tenant",
+            vec![("Host", "globex.test")],
+            400,
+            "tenant_conflict",
+        ),
+        (
+            "unknown slug in path",
+            "/t/nope/api/tenant",
+            vec![],
+            404,
+            "tenant_not_found",
+        ),
+        (
+            "unknown slug header",
+            "/api/tenant",
+            vec![("X-Tenant-Slug", "nope")],
+            404,
+            "tenant_not_found",
+        ),
+        (
+            "malformed id header",
+            "/api/tenant",
+            vec![("X-Tenant-ID", "not-a-uuid")],
+            404,
+            "tenant_not_found",
+        ),
+        (
+            "unknown subdomain",
+            "/api/tenant",
+            vec![("Host", "nope.localhost")],
+            404,
+            "tenant_not_found",
+        ),
+        (
+            "two-label subdomain",
+            "/api/tenant",
+            vec![("Host", "a.acme.localhost")],
+            404,
+            "tenant_not_found",
+        ),
+        (
+            "tenant route on the central host",
+            "/api/tenant",
+            vec![],
+            404,
+            "tenant_required",
+        ),
+        (
+            "admin route on a tenant",
+            "/t/acme/api/admin/tenants",
+            vec![("Authorization", "Bearer test-admin-token")],
+            404,
+            "not_found",
+        ),
+        (
+            "unknown route on a tenant",
+            "/t/acme/api/nothing",
+            vec![],
+            404,
+            "not_found",
+        ),
+        (
+            "traversal in the path prefix",
+            "/t/..%2F..%2Fcentral/api/tenant",
+            vec![],
+            404,
+            "tenant_not_found",
+        ),
+    ];
+    for (name, path, headers, status, code) in cases {
+        let reply = app.get(path, &headers);
+        assert_eq!(
+            (reply.status, reply.error_code()),
+            (status, code.to_string()),
+            "{name}"
+        );
+    }
+    // The central host is the base domain, an IP address, or any host that names no tenant.
+    for host in ["localhost", "127.0.0.1:9", "example.org"] {
+        assert_eq!(app.get("/healthz", &[("Host", host)]).status, 200, "{host}");
+    }
+}
+
+#[test]
+fn suspended_deleted_and_restored_tenants() {
+    let app = spawn_app();
+    let acme = id(&app.create_tenant("acme", &["acme.test"]));
+    let by_every_method = |app: &TestApp| -> Vec<u16> {
+        [
+            app.get("/t/acme/api/tenant", &[]),
+            app.get("/api/tenant", &[("X-Tenant-ID", &acme)]),
+            app.get("/api/tenant", &[("X-Tenant-Slug", "acme")]),
+            app.get("/api/tenant", &[("Host", "acme.test")]),
+            app.get("/api/tenant", &[("Host", "acme.localhost")]),
+        ]
+        .iter()
+        .map(|r| r.status)
+        .collect()
+    };
+    assert_eq!(by_every_method(&app), vec![200; 5]);
+
+    let suspended = app.admin("POST", "/api/admin/tenants/acme/suspend", None);
+    assert_eq!(suspended.json()["status"], "suspended");
+    assert_eq!(by_every_method(&app), vec![403; 5]);
+    assert_eq!(
+        app.get("/t/acme/api/tenant", &[]).error_code(),
+        "tenant_suspended"
+    );
+
+    app.admin("POST", "/api/admin/tenants/acme/activate", None);
+    assert_eq!(by_every_method(&app), vec![200; 5]);
+
+    let deleted = app.admin("DELETE", "/api/admin/tenants/acme", None);
+    assert_eq!(deleted.json()["status"], "deleted");
+    assert_eq!(by_every_method(&app), vec![404; 5]);
+    assert!(
+        app.tenant_file(&acme).exists(),
+        "a soft delete keeps the file"
+    );
+
+    // Suspending a deleted tenant makes no sense; restoring does.
+    assert_eq!(
+        app.admin("POST", "/api/admin/tenants/acme/suspend", None)
+            .status,
+        409
+    );
+    let restored = app.admin("POST", &format!("/api/admin/tenants/{acme}/restore"), None);
+    assert_eq!(restored.json()["status"], "active");
+    assert_eq!(by_every_method(&app), vec![200; 5]);
+    assert_eq!(
+        app.admin("POST", "/api/admin/tenants/acme/restore", None)
+            .error_code(),
+        "tenant_not_deleted"
+    );
+}
+
+#[test]
+fn purge_removes_the_file_with_its_wal_and_shm_then_the_row() {
+    let app = spawn_app();
+    let acme = id(&app.create_tenant("acme", &["acme.test"]));
+    // Opened and used, so the -wal and -shm files exist.
+    assert_eq!(app.get("/t/acme/api/tenant", &[]).status, 200);
+    let files: Vec<_> = ["", "-wal", "-shm"]
+        .iter()
+        .map(|suffix| {
+            let mut p = app.tenant_file(&acme).into_os_string();
+            p.push(suffix);
+            std::path::PathBuf::from(p)
+        })
+        .collect();
+    assert!(files.iter().all(|f| f.exists()), "{files:?}");
+
+    let early = app.admin("POST", "/api/admin/tenants/acme/purge", None);
+    assert_eq!(
+        (early.status, early.error_code().as_str()),
+        (409, "tenant_not_deleted")
+    );
+    assert!(files[0].exists());
+
+    app.admin("DELETE", "/api/admin/tenants/acme", None);
+    let purged = app.admin("POST", "/api/admin/tenants/acme/purge", None);
+    assert_eq!(purged.status, 200, "{}", purged.text());
+    for f in &files {
+        assert!(!f.exists(), "{} still exists", f.display());
+    }
+    assert_eq!(
+        app.admin("GET", "/api/admin/tenants/acme", None).status,
+        404
+    );
+    // The slug and the domain are free again.
+    let again = id(&app.create_tenant("acme", &["acme.test"]));
+    assert_ne!(again, acme);
+}
+
+#[test]
+fn rename_and_domains_take_effect_at_once() {
+    let app = spawn_app();
+    let acme = id(&app.create_tenant("acme", &[]));
+    assert_eq!(app.get("/t/acme/api/tenant", &[]).status, 200);
+
+    let renamed = app.admin(
+        "PATCH",
+        "/api/admin/tenants/acme",
+        Some(json!({"slug": "acme2"})),
+    );
+    assert_eq!(renamed.json()["slug"], "acme2");
+    assert_eq!(app.get("/t/acme/api/tenant", &[]).status, 404);
+    let reply = app.get("/t/acme2/api/tenant", &[]);
+    assert_eq!(tenant_id_of(&reply), Ok(acme.clone()));
+    assert_eq!(
+        reply.json()["slug"],
+        "acme2",
+        "the file records the new slug"
+    );
+
+    let added = app.admin(
+        "POST",
+        "/api/admin/tenants/acme2/domains",
+        Some(json!({"domain": "shop.acme.test"})),
+    );
+    assert_eq!(added.status, 200, "{}", added.text());
+    assert_eq!(
+        tenant_id_of(&app.get("/api/tenant", &[("Host", "shop.acme.test")])),
+        Ok(acme.clone())
+    );
+    let removed = app.admin(
+        "DELETE",
+        "/api/admin/tenants/acme2/domains/shop.acme.test",
+        None,
+    );
+    assert_eq!(removed.status, 200);
+    // The host names no tenant any more: it is central, where /api/tenant does not exist.
+    let reply = app.get("/api/tenant", &[("Host", "shop.acme.test")]);
+    assert_eq!(reply.error_code(), "tenant_required");
+}
+
+#[test]
+fn changes_made_by_the_cli_reach_the_running_server() {
+    let app = spawn_app();
+    app.create_tenant("acme", &[]);
+    assert_eq!(app.get("/t/acme/api/tenant", &[]).status, 200);
+
+    let out = app.cli(&["tenants", "suspend", "acme"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The very next request: no polling, no delay.
+    assert_eq!(app.get("/t/acme/api/tenant", &[]).status, 403);
+
+    let out = app.cli(&["tenants", "activate", "acme"]);
+    assert!(out.status.success());
+    assert_eq!(app.get("/t/acme/api/tenant", &[]).status, 200);
+
+    let out = app.cli(&[
+        "tenants", "create", "initech", "--name", "Initech", "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        tenant_id_of(&app.get("/t/initech/api/tenant", &[])),
+        Ok(id(&created))
+    );
+
+    let out = app.cli(&["tenants", "list", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let slugs: Vec<&str> = listed["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["slug"].as_str().unwrap())
+        .collect();
+    assert_eq!(slugs, vec!["acme", "initech"]);
+}
+
+/// Makes a tenant's file look as if it predates every migration: no tables, nothing applied.
+fn reset_to_version_0(app: &TestApp, tenant_id: &str) {
+    sqlite(app, tenant_id)
+        .execute_batch("DROP TABLE tenant_meta; DELETE FROM schema_migrations;")
+        .unwrap();
+}
+
+fn applied_versions(app: &TestApp, tenant_id: &str) -> Vec<u32> {
+    let conn = sqlite(app, tenant_id);
+    let mut stmt = conn
+        .prepare("SELECT version FROM schema_migrations ORDER BY version")
+        .unwrap();
+    stmt.query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[test]
+fn many_first_requests_at_once_migrate_a_tenant_exactly_once() {
+    let app = spawn_app();
+    let acme = id(&app.create_tenant("acme", &[]));
+    reset_to_version_0(&app, &acme);
+
+    // A second run of a migration would fail ("table tenant_meta already exists") and answer 503.
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..32)
+            .map(|_| s.spawn(|| app.get("/t/acme/api/tenant", &[]).status))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(statuses, vec![200; 32]);
+    assert_eq!(applied_versions(&app, &acme), vec![1]);
+}
+
+#[test]
+fn migrate_beside_a_live_server_applies_each_migration_once() {
+    let app = spawn_app();
+    let tenants: Vec<String> = (0..6)
+        .map(|i| id(&app.create_tenant(&format!("t{i}"), &[])))
+        .collect();
+    for t in &tenants {
+        reset_to_version_0(&app, t);
+    }
+    let (cli, statuses) = std::thread::scope(|s| {
+        let cli = s.spawn(|| app.cli(&["migrate", "--workers", "3"]));
+        let requests: Vec<_> = (0..6)
+            .flat_map(|i| [i, i])
+            .map(|i| {
+                let app = &app;
+                s.spawn(move || app.get(&format!("/t/t{i}/api/tenant"), &[]).status)
+            })
+            .collect();
+        (
+            cli.join().unwrap(),
+            requests
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<_>>(),
+        )
+    });
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stdout)
+    );
+    assert_eq!(statuses, vec![200; 12]);
+    for t in &tenants {
+        assert_eq!(applied_versions(&app, t), vec![1]);
+    }
+}
+
+#[test]
+fn a_broken_tenant_answers_503_while_the_others_work() {
+    let app = spawn_app();
+    let healthy = id(&app.create_tenant("healthy", &[]));
+    let failing = id(&app.create_tenant("failing", &[]));
+    let corrupt = id(&app.create_tenant("corrupt", &[]));
+    let altered = id(&app.create_tenant("altered", &[]));
+    let missing = id(&app.create_tenant("missing", &[]));
+
+    // A migration that fails: the record of it is gone but its table is still there.
+    sqlite(&app, &failing)
+        .execute_batch("DELETE FROM schema_migrations;")
+        .unwrap();
+    // A file that is not a database at all.
+    std::fs::write(
+        app.tenant_file(&corrupt),
+        b"this is not a SQLite database, not at all",
+    )
+    .unwrap();
+    // An applied migration that no longer matches the binary's.
+    sqlite(&app, &altered)
+        .execute_batch("UPDATE schema_migrations SET checksum = 'edited';")
+        .unwrap();
+    // No file.
+    std::fs::remove_file(app.tenant_file(&missing)).unwrap();
+
+    for slug in ["failing", "corrupt", "altered", "missing"] {
+        let reply = app.get(&format!("/t/{slug}/api/tenant"), &[]);
+        assert_eq!(
+            (reply.status, reply.error_code().as_str()),
+            (503, "tenant_unavailable"),
+            "{slug}"
+        );
+        assert_eq!(
+            tenant_id_of(&app.get("/t/healthy/api/tenant", &[])),
+            Ok(healthy.clone())
+        );
+    }
+    // The failed migration left the tenant where it was; the missing file was not recreated.
+    assert_eq!(applied_versions(&app, &failing), Vec::<u32>::new());
+    assert!(!app.tenant_file(&missing).exists());
+
+    // `tenantd migrate` reports the broken tenants one line each, carries on, and exits 1.
+    let out = app.cli(&["migrate"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for slug in ["failing", "corrupt", "altered", "missing"] {
+        assert!(
+            stdout.contains(&format!("FAILED {slug}")),
+            "{slug}: {stdout}"
+        );
+    }
+    assert!(!stdout.contains("FAILED healthy"), "{stdout}");
+    assert!(stdout.contains("4 failed"), "{stdout}");
+    assert!(app
+        .cli(&["migrate", "--tenant", "healthy"])
+        .status
+        .success());
+    let status = app.cli(&["migrate", "--status"]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains("healthy") && status.contains("version 1 (binary 1)"),
+        "{status}"
+    );
+}
+
+#[test]
+fn create_is_all_or_nothing() {
+    let app = spawn_app();
+    app.create_tenant("acme", &["acme.test"]);
+    let files = || {
+        std::fs::read_dir(app.data.path().join("tenants"))
+            .unwrap()
+            .count()
+    };
+    assert_eq!(files(), 1);
+
+    // The second domain is taken: no row, no file.
+    let reply = app.admin(
+        "POST",
+        "/api/admin/tenants",
+        Some(json!({"slug": "globex", "name": "Globex", "domains": ["globex.test", "acme.test"]})),
+    );
+    assert_eq!(
+        (reply.status, reply.error_code().as_str()),
+        (409, "domain_taken")
+    );
+    assert_eq!(
+        app.admin("GET", "/api/admin/tenants/globex", None).status,
+        404
+    );
+    assert_eq!(files(), 1);
+
+    // Racing creates of one slug: one wins; the losers fail early or at the final catalog
+    // insert, after their file was made, and leave nothing behind either way.
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    app.admin(
+                        "POST",
+                        "/api/admin/tenants",
+                        Some(json!({"slug": "race", "name": "Race"})),
+                    )
+                    .status
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|&s| s == 201 || s == 409),
+        "{statuses:?}"
+    );
+    assert_eq!(files(), 2);
+}
+
+#[test]
+fn hostile_slugs_and_names_are_refused_and_write_nothing() {
+    let app = spawn_app();
+    let before = std::fs::read_dir(app.data.path()).unwrap().count();
+    let long = "a".repeat(64);
+    let slugs = [
+        "../x",
+        "..",
+        "%2e%2e",
+        "a/b",
+        "a\u{0}b",
+        long.as_str(),
+        "Acme",
+        "café",
+        "ñ",
+        "",
+        "-acme",
+        "acme-",
+        "ac me",
+        "admin",
+        "api",
+        "www",
+    ];
+    for slug in slugs {
+        let reply = app.admin(
+            "POST",
+            "/api/admin/tenants",
+            Some(json!({"slug": slug, "name": "X"})),
+        );
+        assert_eq!(reply.status, 422, "{slug:?}: {}", reply.text());
+        assert!(
+            reply.json()["error"]["fields"]["slug"].is_string(),
+            "{slug:?}: {}",
+            reply.text()
+        );
+    }
+    for name in ["", "   ", "a\u{0}b", &"n".repeat(101)] {
+        let reply = app.admin(
+            "POST",
+            "/api/admin/tenants",
+            Some(json!({"slug": "fine", "name": name})),
+        );
+        assert_eq!(reply.status, 422, "{name:?}");
+        assert!(reply.json()["error"]["fields"]["name"].is_string());
+    }
+    // Nothing was created anywhere: not in tenants/, not beside it.
+    assert_eq!(
+        std::fs::read_dir(app.data.path().join("tenants"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert_eq!(std::fs::read_dir(app.data.path()).unwrap().count(), before);
+    assert!(!app.data.path().join("x.db").exists());
+    // The CLI refuses the same way.
+    let out = app.cli(&["tenants", "create", "../x", "--name", "X"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        std::fs::read_dir(app.data.path().join("tenants"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn the_admin_api_needs_its_token_and_well_formed_json() {
+    let app = spawn_app();
+    let cases: Vec<(&str, Headers, Option<&str>, u16, &str)> = vec![
+        ("no token", vec![], None, 401, "unauthorized"),
+        (
+            "wrong token",
+            vec![("Authorization", "Bearer wrong")],
+            None,
+            401,
+            "unauthorized",
+        ),
+        (
+            "not JSON",
+            vec![("Authorization", "Bearer test-admin-token")],
+            Some("{slug"),
+            400,
+            "invalid_json",
+        ),
+        (
+            "not an object",
+            vec![("Authorization", "Bearer test-admin-token")],
+            Some("[1]"),
+            400,
+            "invalid_json",
+        ),
+        (
+            "a form, not JSON",
+            vec![
+                ("Authorization", "Bearer test-admin-token"),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            Some("slug=a"),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "no name",
+            vec![("Authorization", "Bearer test-admin-token")],
+            Some(r#"{"slug":"ok"}"#),
+            422,
+            "validation_failed",
+        ),
+        (
+            "domains not a list",
+            vec![("Authorization", "Bearer test-admin-token")],
+            Some(r#"{"slug":"ok","name":"Ok","domains":"a.test"}"#),
+            422,
+            "validation_failed",
+        ),
+    ];
+    for (name, headers, body, status, code) in cases {
+        let method = if body.is_some() { "POST" } else { "GET" };
+        let reply = app.call(method, "/api/admin/tenants", &headers, body);
+        assert_eq!(
+            (reply.status, reply.error_code()),
+            (status, code.to_string()),
+            "{name}"
+        );
+    }
+    let listed = app.admin("GET", "/api/admin/tenants", None);
+    assert_eq!(listed.json(), json!({"tenants": []}));
+}
+
+#[test]
+fn open_descriptors_stay_bounded_by_the_pool_cap() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    // A server of its own, so that only its descriptors are counted.
+    let data = tempfile::tempdir().unwrap();
+    let cap = 8;
+    for i in 0..(cap * 4) {
+        let out = Command::new(env!("CARGO_BIN_EXE_tenantd"))
+            .args([
+                "tenants",
+                "create",
+                &format!("t{i}"),
+                "--name",
+                "T",
+                "--data",
+            ])
+            .arg(data.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tenantd"))
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--max-open-tenants",
+            &cap.to_string(),
+            "--data",
+        ])
+        .arg(data.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .strip_prefix("tenantd listening on http://")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", child.id()))
+            .unwrap()
+            .count()
+    };
+    let mut max_seen = 0;
+    for round in 0..2 {
+        for i in 0..(cap * 4) {
+            let mut c = crate::support::Client::connect(addr);
+            c.send(format!("GET /t/t{i}/api/tenant HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes());
+            assert_eq!(c.reply().status, 200, "round {round}, tenant {i}");
+            drop(c);
+            max_seen = max_seen.max(fds());
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    // Each open tenant pool holds about three descriptors (db, -wal, -shm) per connection.
+    assert!(
+        max_seen < 3 * cap + 64,
+        "{max_seen} descriptors open with a cap of {cap} pools"
+    );
+}
+
+#[test]
+fn serve_on_an_empty_directory_creates_what_it_needs() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("fresh");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tenantd"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--data"])
+        .arg(&dir)
+        .env("RUST_LOG", "warn")
+        .env_remove("TENANTD_ADMIN_TOKEN")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    for _ in 0..3 {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        lines.push(line);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        lines[0].starts_with("tenantd listening on http://127.0.0.1:"),
+        "{lines:?}"
+    );
+    let token = lines[2]
+        .trim()
+        .strip_prefix("admin token (shown once, stored hashed): ")
+        .unwrap_or_else(|| panic!("no admin token line: {lines:?}"));
+    assert_eq!(token.len(), 64);
+    assert!(dir.join("central.db").exists());
+    assert!(dir.join("tenants").is_dir());
+    // The token is kept only as a hash.
+    let conn = rusqlite::Connection::open(dir.join("central.db")).unwrap();
+    let stored: String = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'admin_token_sha256'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_ne!(stored, token);
+    assert_eq!(stored.len(), 64);
+}
+
+#[test]
+fn idle_pools_are_reopened_after_the_cap_pushed_them_out() {
+    let app = spawn_app_with(|c| c.registry.max_open_pools = 2);
+    let ids: Vec<String> = (0..5)
+        .map(|i| id(&app.create_tenant(&format!("t{i}"), &[])))
+        .collect();
+    for round in 0..3 {
+        for (i, want) in ids.iter().enumerate() {
+            let reply = app.get(&format!("/t/t{i}/api/tenant"), &[]);
+            assert_eq!(tenant_id_of(&reply), Ok(want.clone()), "round {round}");
+        }
+    }
+    assert!(eventually(Duration::from_secs(5), || app
+        .app
+        .registry
+        .open_count()
+        <= 2));
+}
