@@ -1,5 +1,6 @@
 //! `tenantd serve`: bind, start the HTTP layer with the API, and stop cleanly on SIGINT/SIGTERM.
 
+use std::io::Write;
 use std::net::TcpListener;
 use std::sync::Arc;
 
@@ -47,12 +48,22 @@ pub fn run(config: ServeConfig) -> i32 {
             return 1;
         }
     };
-    println!("tenantd listening on http://{}", server.local_addr());
-    println!("data directory: {}", data_dir.display());
+    let mut banner = format!(
+        "tenantd listening on http://{}\ndata directory: {}\n",
+        server.local_addr(),
+        data_dir.display()
+    );
     if let Some(token) = new_token {
-        println!("admin token (shown once, stored hashed): {token}");
-        println!("  use it as `Authorization: Bearer <token>` on /api/admin/...");
+        banner.push_str(&format!(
+            "admin token (shown once, stored hashed): {token}\n  \
+             use it as `Authorization: Bearer <token>` on /api/admin/...\n"
+        ));
     }
+    // Whoever started us may have stopped reading (a closed pipe): that is no reason to die.
+    let mut stdout = std::io::stdout();
+    let _ = stdout
+        .write_all(banner.as_bytes())
+        .and_then(|()| stdout.flush());
     let stopper = server.stopper();
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {

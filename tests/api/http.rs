@@ -8,7 +8,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use tenantd::http::{self, Match, Request, Response, Router};
 
-use crate::support::{eventually, Client, TestServer};
+use crate::support::{eventually, spawn_serve, Client, TestServer};
 
 type Route = Box<dyn Fn(&Request) -> Response + Send + Sync>;
 
@@ -789,41 +789,21 @@ fn shutdown_lets_requests_in_flight_finish() {
 
 #[test]
 fn the_binary_serves_healthz_and_exits_0_on_sigterm() {
-    use std::io::BufRead;
-    use std::process::{Command, Stdio};
-
     let data = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tenantd"))
-        .args(["serve", "--bind", "127.0.0.1:0", "--data"])
-        .arg(data.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("tenantd listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    let mut c = Client::connect(url.parse().unwrap());
+    let mut server = spawn_serve(data.path(), &[], 1);
+    let mut c = Client::connect(server.addr);
     c.send(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n");
     let reply = c.reply();
     assert_eq!(reply.json(), serde_json::json!({"status": "ok"}));
 
     // SAFETY: sending a signal to our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
     let mut status = None;
     let exited = eventually(Duration::from_secs(15), || {
-        status = child.try_wait().unwrap();
+        status = server.child.try_wait().unwrap();
         status.is_some()
     });
-    if !exited {
-        let _ = child.kill();
-        panic!("the server did not exit after SIGTERM");
-    }
+    assert!(exited, "the server did not exit after SIGTERM");
     assert_eq!(status.and_then(|s| s.code()), Some(0));
 }
 

@@ -394,3 +394,51 @@ pub fn tenant_id_of(reply: &Reply) -> Result<String, u16> {
     }
     Ok(reply.json()["id"].as_str().unwrap_or_default().to_string())
 }
+
+/// A `tenantd serve` process on port 0 over a data directory; killed when dropped.
+pub struct ServeProcess {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    /// The first lines it printed, the `listening` line first.
+    pub lines: Vec<String>,
+}
+
+/// Starts the binary and reads its first `lines` lines of output (at least the URL line).
+pub fn spawn_serve(data: &std::path::Path, extra: &[&str], lines: usize) -> ServeProcess {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tenantd"))
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .args(extra)
+        .arg("--data")
+        .arg(data)
+        .env("RUST_LOG", "warn")
+        .env_remove("TENANTD_ADMIN_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start tenantd serve");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut read = Vec::new();
+    for _ in 0..lines.max(1) {
+        let mut line = String::new();
+        out.read_line(&mut line).expect("read server output");
+        read.push(line.trim_end().to_string());
+    }
+    let addr = read[0]
+        .strip_prefix("tenantd listening on http://")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line {:?}", read[0]));
+    ServeProcess {
+        child,
+        addr,
+        lines: read,
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{eventually, spawn_app, spawn_app_with, tenant_id_of, TestApp};
+use crate::support::{eventually, spawn_app, spawn_app_with, spawn_serve, tenant_id_of, TestApp};
 
 /// Request headers in a table of cases.
 type Headers<'a> = Vec<(&'a str, &'a str)>;
@@ -700,8 +700,7 @@ fn the_admin_api_needs_its_token_and_well_formed_json() {
 
 #[test]
 fn open_descriptors_stay_bounded_by_the_pool_cap() {
-    use std::io::BufRead;
-    use std::process::{Command, Stdio};
+    use std::process::Command;
 
     // A server of its own, so that only its descriptors are counted.
     let data = tempfile::tempdir().unwrap();
@@ -721,32 +720,10 @@ fn open_descriptors_stay_bounded_by_the_pool_cap() {
             .unwrap();
         assert!(out.status.success());
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tenantd"))
-        .args([
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--max-open-tenants",
-            &cap.to_string(),
-            "--data",
-        ])
-        .arg(data.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr: std::net::SocketAddr = line
-        .trim()
-        .strip_prefix("tenantd listening on http://")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let server = spawn_serve(data.path(), &["--max-open-tenants", &cap.to_string()], 1);
+    let addr = server.addr;
     let fds = || {
-        std::fs::read_dir(format!("/proc/{}/fd", child.id()))
+        std::fs::read_dir(format!("/proc/{}/fd", server.child.id()))
             .unwrap()
             .count()
     };
@@ -760,8 +737,7 @@ fn open_descriptors_stay_bounded_by_the_pool_cap() {
             max_seen = max_seen.max(fds());
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
     // Each open tenant pool holds about three descriptors (db, -wal, -shm) per connection.
     assert!(
         max_seen < 3 * cap + 64,
@@ -771,28 +747,11 @@ fn open_descriptors_stay_bounded_by_the_pool_cap() {
 
 #[test]
 fn serve_on_an_empty_directory_creates_what_it_needs() {
-    use std::io::BufRead;
-    use std::process::{Command, Stdio};
-
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().join("fresh");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tenantd"))
-        .args(["serve", "--bind", "127.0.0.1:0", "--data"])
-        .arg(&dir)
-        .env("RUST_LOG", "warn")
-        .env_remove("TENANTD_ADMIN_TOKEN")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut lines = Vec::new();
-    for _ in 0..3 {
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        lines.push(line);
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    let server = spawn_serve(&dir, &[], 3);
+    let lines = server.lines.clone();
+    drop(server);
     assert!(
         lines[0].starts_with("tenantd listening on http://127.0.0.1:"),
         "{lines:?}"
