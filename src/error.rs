@@ -155,6 +155,10 @@ impl From<LifecycleError> for Error {
             LifecycleError::NotDeleted(_) => conflict("tenant_not_deleted", &e),
             LifecycleError::WrongStatus { .. } => conflict("wrong_status", &e),
             LifecycleError::InUse(_) => conflict("tenant_in_use", &e),
+            LifecycleError::Db(DbError::Missing(_)) => Error::Conflict {
+                code: "tenant_file_missing",
+                message: "the tenant's database file is gone; it cannot be restored".into(),
+            },
             LifecycleError::Tenancy(_)
             | LifecycleError::Catalog(_)
             | LifecycleError::Db(_)
@@ -177,8 +181,20 @@ impl From<DbError> for Error {
     }
 }
 
+/// SQLite errors inside a handler: the database's state (busy past the timeout, corrupt, full,
+/// unreadable) makes the tenant unavailable for now; anything else is our bug.
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
-        Error::Internal(format!("sqlite: {e}"))
+        use rusqlite::ErrorCode::*;
+        match e.sqlite_error_code() {
+            Some(
+                DatabaseBusy | DatabaseLocked | DatabaseCorrupt | NotADatabase | DiskFull
+                | SystemIoFailure | CannotOpen | ReadOnly | OutOfMemory,
+            ) => {
+                log::error!("tenant database error: {e}");
+                Error::TenantUnavailable
+            }
+            _ => Error::Internal(format!("sqlite: {e}")),
+        }
     }
 }

@@ -51,14 +51,15 @@ pub(super) fn routes(r: &mut Router<Route>) {
     );
 }
 
-/// The slug of the tenant a path names, by slug or by id.
+/// The slug of the tenant a path names, by id (a UUID) or by slug. Slugs never look like UUIDs,
+/// so the two cannot be confused.
 fn slug_of(app: &App, params: &Params) -> Result<String, Error> {
     let key = params.get("tenant").unwrap_or_default();
-    let record = match app.catalog.by_slug(key)? {
-        Some(record) => record,
-        None => app.catalog.by_id(key)?.ok_or(Error::TenantNotFound)?,
+    let record = match uuid::Uuid::parse_str(key) {
+        Ok(id) => app.catalog.by_id(&id.hyphenated().to_string())?,
+        Err(_) => app.catalog.by_slug(key)?,
     };
-    Ok(record.slug.clone())
+    Ok(record.ok_or(Error::TenantNotFound)?.slug.clone())
 }
 
 /// A required string field of a JSON object.

@@ -154,6 +154,24 @@ impl http::Handler for App {
     }
 
     fn handle(&self, req: &Request) -> Response {
+        // Health checks answer whatever the catalog's state.
+        if req.path == "/healthz" {
+            return self
+                .dispatch(req, &req.path, None)
+                .unwrap_or_else(Error::into_response);
+        }
+        // A proxy that adds its own X-Tenant-* header behind the client's must not lose to it.
+        for name in ["x-tenant-id", "x-tenant-slug"] {
+            if req
+                .headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case(name))
+                .count()
+                > 1
+            {
+                return Error::TenantConflict.into_response();
+            }
+        }
         let hints = Hints {
             path: &req.path,
             tenant_id: req.header("x-tenant-id"),

@@ -302,11 +302,19 @@ impl Catalog {
                 .query_row([], |row| row.get(0))?;
             if watcher.seen != Some(version) {
                 // Read after the version: a commit in between only causes
-                // one extra reload later, never a missed one.
-                let fresh = Arc::new(load_snapshot(&mut watcher.conn)?);
-                *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = fresh;
-                watcher.seen = Some(version);
-                self.reloads.fetch_add(1, Ordering::Relaxed);
+                // one extra reload later, never a missed one. A reload that
+                // fails keeps the last good snapshot serving (if there is one).
+                match load_snapshot(&mut watcher.conn) {
+                    Ok(fresh) => {
+                        *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+                        watcher.seen = Some(version);
+                        self.reloads.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) if watcher.seen.is_some() => {
+                        log::error!("catalog reload failed, serving the previous copy: {e}");
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(Arc::clone(
@@ -505,6 +513,48 @@ impl Catalog {
         self.fetch(id)
     }
 
+    /// Moves a tenant to `to` only if its status is still one of `from`, in one
+    /// transaction, so two lifecycle changes racing each other cannot both act
+    /// on a status that one of them already changed. `None`: the status was
+    /// not one of `from` (the caller re-reads and decides what to say).
+    pub fn transition(
+        &self,
+        id: &str,
+        from: &[TenantStatus],
+        to: TenantStatus,
+    ) -> Result<Option<Arc<TenantRecord>>, CatalogError> {
+        let changed = self.write(|tx| {
+            let now = db::now_rfc3339();
+            let mut changed = 0;
+            for status in from {
+                changed += tx.execute(
+                    "UPDATE tenants
+                     SET status = ?2,
+                         updated_at = ?3,
+                         deleted_at = CASE WHEN ?2 = 'deleted' THEN COALESCE(deleted_at, ?3) END
+                     WHERE id = ?1 AND status = ?4",
+                    params![id, to.as_str(), now, status.as_str()],
+                )?;
+            }
+            Ok::<_, CatalogError>(changed)
+        })?;
+        if changed == 0 {
+            return Ok(None);
+        }
+        self.fetch(id).map(Some)
+    }
+
+    /// Deletes the row only if the tenant is (still) deleted, in one
+    /// transaction: a restore that got there first wins. Domains go with it.
+    pub fn delete_row_if_deleted(&self, id: &str) -> Result<bool, CatalogError> {
+        self.write(|tx| {
+            Ok(tx.execute(
+                "DELETE FROM tenants WHERE id = ?1 AND status = 'deleted'",
+                [id],
+            )? == 1)
+        })
+    }
+
     /// Deletes the row; its domains go with it (ON DELETE CASCADE).
     pub fn delete_row(&self, id: &str) -> Result<(), CatalogError> {
         self.write(|tx| {
@@ -649,8 +699,12 @@ fn load_snapshot(conn: &mut Connection) -> Result<Snapshot, CatalogError> {
             };
             let status = TenantStatus::parse(&status)
                 .ok_or_else(|| corrupt(format!("unknown status {status:?}")))?;
-            let settings = serde_json::from_str(&settings)
-                .map_err(|e| corrupt(format!("settings are not JSON: {e}")))?;
+            // Settings do not route requests: one that does not parse (valid for SQLite's
+            // json_valid, too deep for serde) must not take every tenant down with it.
+            let settings = serde_json::from_str(&settings).unwrap_or_else(|e| {
+                log::error!("tenant {id}: settings ignored, they do not parse: {e}");
+                serde_json::Value::Object(Default::default())
+            });
             let record = Arc::new(TenantRecord {
                 domains: domains.remove(&id).unwrap_or_default(),
                 id,

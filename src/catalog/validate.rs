@@ -104,6 +104,11 @@ pub fn validate_slug(slug: &str) -> Result<(), ValidationError> {
     if RESERVED_SLUGS.contains(&slug) {
         return err("is reserved");
     }
+    // Tenants are named by slug or by id in the same places (X-Tenant-*, the admin API): a
+    // slug that reads as a UUID could pass for another tenant's id.
+    if uuid::Uuid::parse_str(slug).is_ok() {
+        return err("must not look like a UUID");
+    }
     Ok(())
 }
 

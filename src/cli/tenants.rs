@@ -66,8 +66,17 @@ impl From<LifecycleError> for Failure {
     }
 }
 
-fn open_catalog(data: &Path) -> Result<Catalog, Failure> {
-    Catalog::open(data, Create::IfMissing).map_err(|e| {
+/// Opens the catalog. Only `create` may start a new data directory: any other command on a
+/// directory without a catalog is a mistyped `--data`, not an empty installation.
+fn open_catalog(data: &Path, create: Create) -> Result<Catalog, Failure> {
+    if create == Create::Never && !data.join("central.db").exists() {
+        return Err(Failure::Operation(format!(
+            "no catalog in {} (run `tenantd serve` or `tenantd tenants create` there first, \
+             or pass the right --data)",
+            data.display()
+        )));
+    }
+    Catalog::open(data, create).map_err(|e| {
         Failure::Operation(format!(
             "cannot open the catalog in {}: {e}",
             data.display()
@@ -86,17 +95,18 @@ pub fn tenants(args: &mut Args, env: &Env) -> Result<(), Failure> {
     let sub = args
         .positional()
         .ok_or_else(|| CliError("missing a tenants command".into()))?;
-    let catalog = || open_catalog(&data);
+    let catalog = || open_catalog(&data, Create::Never);
     match sub.as_str() {
         "create" => {
-            let slug = required(args, "slug")?;
+            // Options first, so that `--name shop acme` cannot take `shop` for the slug.
             let name = args
                 .value("--name")?
                 .ok_or_else(|| CliError("--name is required".into()))?;
             let domains = args.values("--domain")?;
+            let slug = required(args, "slug")?;
             args.finish_ref()?;
             let record = lifecycle::create(
-                &catalog()?,
+                &open_catalog(&data, Create::IfMissing)?,
                 &NewTenant {
                     slug,
                     name,
@@ -209,7 +219,7 @@ pub fn migrate(args: &mut Args, env: &Env) -> Result<(), Failure> {
     };
     args.finish_ref()?;
     // Opening the catalog migrates it.
-    let catalog = open_catalog(&data)?;
+    let catalog = open_catalog(&data, Create::Never)?;
     if status_only {
         let status = lifecycle::status(&catalog)?;
         if json {
@@ -244,7 +254,12 @@ pub fn migrate(args: &mut Args, env: &Env) -> Result<(), Failure> {
     if let Some(slug) = &only {
         lifecycle::show(&catalog, slug)?;
     }
-    let summary = lifecycle::migrate_all(&catalog, &MigrateConfig { workers, only })?;
+    let config = MigrateConfig {
+        workers,
+        only,
+        ..MigrateConfig::default()
+    };
+    let summary = lifecycle::migrate_all(&catalog, &config)?;
     if json {
         println!("{}", serde_json::to_string(&summary).unwrap_or_default());
     } else {

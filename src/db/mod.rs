@@ -89,6 +89,8 @@ pub enum DbError {
     Missing(PathBuf),
     /// Provisioning found a file where a new database was to be created.
     Exists(PathBuf),
+    /// The file exists but is empty: truncated, or never provisioned.
+    Empty(PathBuf),
     /// An applied migration differs from the one embedded in this binary.
     ChecksumMismatch {
         file: String,
@@ -119,6 +121,7 @@ impl fmt::Display for DbError {
             DbError::Io { path, source } => write!(f, "{}: {source}", path.display()),
             DbError::Missing(path) => write!(f, "database file {} does not exist", path.display()),
             DbError::Exists(path) => write!(f, "database file {} already exists", path.display()),
+            DbError::Empty(path) => write!(f, "database file {} is empty", path.display()),
             DbError::ChecksumMismatch { file } => write!(
                 f,
                 "migration {file} was changed after it was applied (checksum mismatch)"
@@ -176,6 +179,11 @@ pub fn open(path: &Path, kind: DbKind, create: Create) -> Result<Connection, DbE
     let flags = match create {
         Create::Never => {
             ensure_exists(path)?;
+            // SQLite takes an empty file for an empty database and would write a header into
+            // it; a file that must already exist and is empty is damage, left as found.
+            if fs::metadata(path).map(|m| m.len() == 0).unwrap_or(false) {
+                return Err(DbError::Empty(path.to_path_buf()));
+            }
             base_flags()
         }
         Create::IfMissing => base_flags() | OpenFlags::SQLITE_OPEN_CREATE,

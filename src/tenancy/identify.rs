@@ -106,23 +106,23 @@ pub fn identify(
             || host == config.base_domain
             || config.central_hosts.contains(&host)
             || host.parse::<IpAddr>().is_ok();
-        if !central {
-            if let Some(record) = snapshot.by_domain(&host) {
-                name(Some(record), Via::Domain)?;
-            } else if let Some(label) = host
-                .strip_suffix(config.base_domain.as_str())
-                .and_then(|h| h.strip_suffix('.'))
-            {
-                // Only one label: `a.b.localhost` names nothing.
-                let record = if label.contains('.') {
-                    None
-                } else {
-                    snapshot.by_slug(label)
-                };
-                name(record, Via::Subdomain)?;
+        let label = host
+            .strip_suffix(config.base_domain.as_str())
+            .and_then(|h| h.strip_suffix('.'));
+        match label {
+            _ if central => {}
+            // Under the base domain only the subdomain rule applies, so no custom domain can
+            // capture another tenant's `<slug>.<base>`. One label only: `a.b.localhost` names
+            // nothing.
+            Some(label) if label.contains('.') => name(None, Via::Subdomain)?,
+            Some(label) => name(snapshot.by_slug(label), Via::Subdomain)?,
+            None => {
+                if let Some(record) = snapshot.by_domain(&host) {
+                    name(Some(record), Via::Domain)?;
+                }
             }
-            // Any other host is not ours to interpret: the central routes answer it.
         }
+        // Any other host is not ours to interpret: the central routes answer it.
     }
 
     if let Some((record, _)) = &named {

@@ -225,40 +225,58 @@ pub fn list(catalog: &Catalog) -> Result<Vec<Arc<TenantRecord>>, LifecycleError>
     Ok(catalog.list()?)
 }
 
+/// Moves a tenant between statuses with the check and the change in one
+/// transaction. When the status was not one of `from`: `Ok(record)` if it is
+/// already `to` (the operations are idempotent), else `wrong` decides.
+fn transition(
+    catalog: &Catalog,
+    slug: &str,
+    from: &[TenantStatus],
+    to: TenantStatus,
+    wrong: fn(&str, TenantStatus) -> LifecycleError,
+) -> Result<Arc<TenantRecord>, LifecycleError> {
+    let record = find(catalog, slug)?;
+    if let Some(changed) = catalog.transition(&record.id, from, to)? {
+        return Ok(changed);
+    }
+    let now = catalog
+        .by_id(&record.id)?
+        .ok_or_else(|| LifecycleError::NotFound(slug.to_string()))?;
+    if now.status == to {
+        Ok(now)
+    } else {
+        Err(wrong(slug, now.status))
+    }
+}
+
+fn wrong_status(slug: &str, status: TenantStatus) -> LifecycleError {
+    LifecycleError::WrongStatus {
+        slug: slug.to_string(),
+        status,
+    }
+}
+
+fn not_deleted(slug: &str, _status: TenantStatus) -> LifecycleError {
+    LifecycleError::NotDeleted(slug.to_string())
+}
+
 /// Active → suspended (requests are refused; data kept). Idempotent.
 pub fn suspend(catalog: &Catalog, slug: &str) -> Result<Arc<TenantRecord>, LifecycleError> {
-    let record = find(catalog, slug)?;
-    match record.status {
-        TenantStatus::Deleted => Err(LifecycleError::WrongStatus {
-            slug: slug.to_string(),
-            status: record.status,
-        }),
-        TenantStatus::Suspended => Ok(record),
-        TenantStatus::Active => Ok(catalog.set_status(&record.id, TenantStatus::Suspended)?),
-    }
+    use TenantStatus::*;
+    transition(catalog, slug, &[Active], Suspended, wrong_status)
 }
 
 /// Suspended → active. A deleted tenant needs `restore`. Idempotent.
 pub fn activate(catalog: &Catalog, slug: &str) -> Result<Arc<TenantRecord>, LifecycleError> {
-    let record = find(catalog, slug)?;
-    match record.status {
-        TenantStatus::Deleted => Err(LifecycleError::WrongStatus {
-            slug: slug.to_string(),
-            status: record.status,
-        }),
-        TenantStatus::Active => Ok(record),
-        TenantStatus::Suspended => Ok(catalog.set_status(&record.id, TenantStatus::Active)?),
-    }
+    use TenantStatus::*;
+    transition(catalog, slug, &[Suspended], Active, wrong_status)
 }
 
 /// Soft delete: status `deleted`, `deleted_at` set, file, slug and domains
 /// kept until `purge`. Idempotent.
 pub fn delete(catalog: &Catalog, slug: &str) -> Result<Arc<TenantRecord>, LifecycleError> {
-    let record = find(catalog, slug)?;
-    if record.status == TenantStatus::Deleted {
-        return Ok(record);
-    }
-    Ok(catalog.set_status(&record.id, TenantStatus::Deleted)?)
+    use TenantStatus::*;
+    transition(catalog, slug, &[Active, Suspended], Deleted, wrong_status)
 }
 
 /// Deleted → active, if its database file is still there.
@@ -268,25 +286,53 @@ pub fn restore(catalog: &Catalog, slug: &str) -> Result<Arc<TenantRecord>, Lifec
         return Err(LifecycleError::NotDeleted(slug.to_string()));
     }
     db::ensure_exists(&db_path(catalog, &record)?)?;
-    Ok(catalog.set_status(&record.id, TenantStatus::Active)?)
+    let restored = transition(
+        catalog,
+        slug,
+        &[TenantStatus::Deleted],
+        TenantStatus::Active,
+        not_deleted,
+    );
+    // A purge that got there first took the row: the tenant is gone.
+    match restored {
+        Err(LifecycleError::NotFound(_))
+        | Err(LifecycleError::Catalog(CatalogError::NotFound(_))) => {
+            Err(LifecycleError::NotFound(slug.to_string()))
+        }
+        other => other,
+    }
 }
 
-/// Removes a deleted tenant for good: closes its pool, removes the database
-/// file with its `-wal` and `-shm`, then the catalog row (and domains).
-/// Files go first so that a failure leaves a row to purge again, never an
-/// orphan file nobody knows about.
+/// Removes a deleted tenant for good: its catalog row (and domains), then its
+/// pool, then the database file with its `-wal` and `-shm`. The row goes
+/// first, in one transaction that re-checks the status, so a restore racing
+/// the purge either wins (nothing is removed) or finds no tenant; never a
+/// restored tenant whose file then disappears. Should removing the files fail
+/// after that, `tenantd migrate --status` lists them as orphans.
 pub fn purge(catalog: &Catalog, registry: &Registry, slug: &str) -> Result<(), LifecycleError> {
     let record = find(catalog, slug)?;
-    if record.status != TenantStatus::Deleted {
+    let path = db_path(catalog, &record)?;
+    if !catalog.delete_row_if_deleted(&record.id)? {
         return Err(LifecycleError::NotDeleted(slug.to_string()));
     }
-    match registry.evict(&record.id) {
-        Ok(_) => {}
-        Err(TenancyError::InUse { .. }) => return Err(LifecycleError::InUse(slug.to_string())),
-        Err(other) => return Err(LifecycleError::Tenancy(other)),
+    // A request that identified the tenant before it was deleted may still
+    // hold its pool: give it a moment to finish before the files go.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match registry.evict(&record.id) {
+            Ok(_) => break,
+            Err(TenancyError::InUse { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => {
+                log::warn!(
+                    "purging {slug}: its pool is still in use ({e}); removing the files anyway"
+                );
+                break;
+            }
+        }
     }
-    db::remove_database_files(&db_path(catalog, &record)?)?;
-    catalog.delete_row(&record.id)?;
+    db::remove_database_files(&path)?;
     Ok(())
 }
 
@@ -340,6 +386,8 @@ pub struct MigrateConfig {
     /// Only this slug (deleted tenants included when named); otherwise every
     /// active and suspended tenant.
     pub only: Option<String>,
+    /// The binary's tenant migrations, or (in tests of the runner) more.
+    pub migrations: &'static [db::Migration],
 }
 
 impl Default for MigrateConfig {
@@ -347,6 +395,7 @@ impl Default for MigrateConfig {
         MigrateConfig {
             workers: 4,
             only: None,
+            migrations: db::tenant_migrations(),
         }
     }
 }
@@ -422,7 +471,7 @@ pub fn migrate_all(
             let (jobs, results) = (jobs_rx.clone(), results_tx.clone());
             scope.spawn(move || {
                 for record in jobs {
-                    let _ = results.send(migrate_one(catalog, &record));
+                    let _ = results.send(migrate_one(catalog, &record, config.migrations));
                 }
             });
         }
@@ -431,12 +480,16 @@ pub fn migrate_all(
     let mut results: Vec<TenantMigration> = results_rx.into_iter().collect();
     results.sort_by(|a, b| a.slug.cmp(&b.slug));
     Ok(MigrateSummary {
-        target: tenant_target_version(),
+        target: config.migrations.last().map_or(0, |m| m.version),
         results,
     })
 }
 
-fn migrate_one(catalog: &Catalog, record: &TenantRecord) -> TenantMigration {
+fn migrate_one(
+    catalog: &Catalog,
+    record: &TenantRecord,
+    migrations: &[db::Migration],
+) -> TenantMigration {
     let mut out = TenantMigration {
         slug: record.slug.clone(),
         id: record.id.clone(),
@@ -449,7 +502,13 @@ fn migrate_one(catalog: &Catalog, record: &TenantRecord) -> TenantMigration {
         let path = db_path(catalog, record)?;
         let mut conn = db::open(&path, DbKind::Tenant, Create::Never)?;
         out.from = Some(db::schema_version(&conn)?);
-        let migrated = db::migrate(&mut conn, db::tenant_migrations());
+        super::check_tenant_file(&conn, record).map_err(|reason| {
+            LifecycleError::Tenancy(TenancyError::Unavailable {
+                tenant: record.slug.clone(),
+                reason,
+            })
+        })?;
+        let migrated = db::migrate(&mut conn, migrations);
         out.to = db::schema_version(&conn).ok();
         let report = migrated?;
         out.applied = report.applied;

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError, Weak};
 use std::time::{Duration, Instant};
 
 use rusqlite::{OptionalExtension, Transaction};
@@ -37,6 +37,33 @@ fn uuid_db_path(data_dir: &Path, id: &uuid::Uuid) -> PathBuf {
     data_dir
         .join(TENANTS_DIR)
         .join(format!("{}.db", id.hyphenated()))
+}
+
+/// Whether an existing tenant file may be migrated and served for `record`.
+/// Only provisioning starts a tenant database from nothing: an empty or
+/// truncated file is damage, not a tenant to set up again. And the file must
+/// say it is this tenant's, checked before anything is written to it, so a
+/// file restored or copied under the wrong name is never served to another.
+pub(crate) fn check_tenant_file(
+    conn: &rusqlite::Connection,
+    record: &TenantRecord,
+) -> Result<(), String> {
+    if db::schema_version(conn).map_err(|e| e.to_string())? == 0 {
+        return Err("the database file is empty (never provisioned, or truncated)".into());
+    }
+    let owner: Option<String> = conn
+        .query_row(
+            "SELECT value FROM tenant_meta WHERE key = 'id'",
+            [],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(|e| e.to_string())?;
+    match owner {
+        Some(owner) if owner == record.id => Ok(()),
+        Some(owner) => Err(format!("database file belongs to tenant {owner}")),
+        None => Err("database file does not say whose it is".into()),
+    }
 }
 
 #[derive(Debug)]
@@ -160,6 +187,13 @@ pub struct RegistryConfig {
     /// Threads of the scheduler shared by every tenant pool (r2d2 opens
     /// connections on it).
     pub threads: usize,
+    /// How long a request waits for another request that is opening (and
+    /// migrating) the same tenant before it gives up with `Unavailable`. A
+    /// long migration then costs waiting workers a bounded time, not forever.
+    pub open_wait: Duration,
+    /// The migrations tenant databases are brought to: the binary's own, or
+    /// (in tests of the runner) a set with more.
+    pub migrations: &'static [db::Migration],
 }
 
 impl Default for RegistryConfig {
@@ -171,6 +205,8 @@ impl Default for RegistryConfig {
             connection_timeout: Duration::from_secs(5),
             retry_after: Duration::from_secs(1),
             threads: 2,
+            open_wait: Duration::from_secs(10),
+            migrations: db::tenant_migrations(),
         }
     }
 }
@@ -221,6 +257,9 @@ fn unheld(pool: &Arc<OpenPool>) -> bool {
 enum SlotState {
     /// Not opened yet in this process.
     Empty,
+    /// A request is opening it (and migrating): others wait on the slot's
+    /// condition variable, for at most `open_wait`.
+    Opening,
     Open(Arc<OpenPool>),
     Failed {
         reason: String,
@@ -236,6 +275,8 @@ enum SlotState {
 /// other tenant.
 struct Slot {
     state: Mutex<SlotState>,
+    /// Signalled when an `Opening` slot becomes `Open` or `Failed`.
+    settled: Condvar,
 }
 
 /// A poisoned lock only means a thread panicked while holding it; slot states
@@ -353,11 +394,28 @@ impl Registry {
                 || {
                     Arc::new(Slot {
                         state: Mutex::new(SlotState::Empty),
+                        settled: Condvar::new(),
                     })
                 },
             ));
             let mut state = lock(&slot.state);
+            let deadline = Instant::now() + inner.config.open_wait;
+            while matches!(*state, SlotState::Opening) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(TenancyError::Unavailable {
+                        tenant: record.slug.clone(),
+                        reason: "still being opened (a long migration?)".into(),
+                    });
+                }
+                state = slot
+                    .settled
+                    .wait_timeout(state, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
             match &*state {
+                SlotState::Opening => unreachable!("waited above"),
                 SlotState::Retired => continue,
                 SlotState::Open(pool) => {
                     pool.touch();
@@ -374,10 +432,16 @@ impl Registry {
                 }
                 SlotState::Failed { .. } | SlotState::Empty => {}
             }
-            // First use in this process, or a retry. Callers for the same
-            // tenant wait on the slot lock meanwhile; others are not held up.
+            // First use in this process, or a retry. The slot says so and is
+            // unlocked while we work: callers for the same tenant wait on its
+            // condition variable (bounded), others are not held up.
+            *state = SlotState::Opening;
+            drop(state);
             inner.make_room();
-            return match inner.open_pool(&record, &path) {
+            let opened = inner.open_pool(&record, &path);
+            let mut state = lock(&slot.state);
+            slot.settled.notify_all();
+            return match opened {
                 Ok(pool) => {
                     let pool = Arc::new(pool);
                     *state = SlotState::Open(Arc::clone(&pool));
@@ -414,6 +478,11 @@ impl Registry {
         let mut state = lock(&slot.state);
         let closed = match &*state {
             SlotState::Retired => return Ok(false),
+            SlotState::Opening => {
+                return Err(TenancyError::InUse {
+                    tenant: tenant_id.to_string(),
+                })
+            }
             SlotState::Open(pool) if !unheld(pool) => {
                 return Err(TenancyError::InUse {
                     tenant: tenant_id.to_string(),
@@ -464,20 +533,8 @@ impl Inner {
     fn open_pool(&self, record: &TenantRecord, path: &Path) -> Result<OpenPool, String> {
         let reason = |e: DbError| e.to_string();
         let mut conn = db::open(path, DbKind::Tenant, Create::Never).map_err(reason)?;
-        db::migrate(&mut conn, db::tenant_migrations()).map_err(reason)?;
-        // A file restored or copied under the wrong name would otherwise
-        // serve one tenant's data to another.
-        let owner: Option<String> = conn
-            .query_row(
-                "SELECT value FROM tenant_meta WHERE key = 'id'",
-                [],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(|e| reason(e.into()))?;
-        if let Some(owner) = owner.filter(|owner| *owner != record.id) {
-            return Err(format!("database file belongs to tenant {owner}"));
-        }
+        check_tenant_file(&conn, record)?;
+        db::migrate(&mut conn, self.config.migrations).map_err(reason)?;
         drop(conn);
         let config = PoolConfig {
             max_size: self.config.pool_max_size,

@@ -1,9 +1,12 @@
 //! The tenancy core through the real server: identification and its conflicts, lifecycle states,
 //! first access and migrations, broken tenant files, the pool cap, and hostile slugs.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::json;
+use tenantd::db::Migration;
+use tenantd::tenancy::lifecycle::{self, MigrateConfig};
 
 use crate::support::{eventually, spawn_app, spawn_app_with, spawn_serve, tenant_id_of, TestApp};
 
@@ -375,11 +378,27 @@ fn changes_made_by_the_cli_reach_the_running_server() {
     assert_eq!(slugs, vec!["acme", "initech"]);
 }
 
-/// Makes a tenant's file look as if it predates every migration: no tables, nothing applied.
-fn reset_to_version_0(app: &TestApp, tenant_id: &str) {
-    sqlite(app, tenant_id)
-        .execute_batch("DROP TABLE tenant_meta; DELETE FROM schema_migrations;")
-        .unwrap();
+/// The binary's tenant migrations plus one more, so that tenants provisioned at the binary's
+/// version have a real migration pending on their first access.
+fn with_pending_migration() -> &'static [Migration] {
+    static SET: OnceLock<Vec<Migration>> = OnceLock::new();
+    SET.get_or_init(|| {
+        let mut set = tenantd::db::tenant_migrations().to_vec();
+        let next = set.last().map_or(1, |m| m.version + 1);
+        let file = format!("schema/tenant/{next:04}_probe.sql");
+        set.push(
+            Migration::new(
+                &file,
+                "CREATE TABLE probe (id INTEGER PRIMARY KEY, note TEXT);",
+            )
+            .unwrap(),
+        );
+        set
+    })
+}
+
+fn latest() -> u32 {
+    with_pending_migration().last().unwrap().version
 }
 
 fn applied_versions(app: &TestApp, tenant_id: &str) -> Vec<u32> {
@@ -393,13 +412,17 @@ fn applied_versions(app: &TestApp, tenant_id: &str) -> Vec<u32> {
         .unwrap()
 }
 
+fn all_versions() -> Vec<u32> {
+    with_pending_migration().iter().map(|m| m.version).collect()
+}
+
 #[test]
 fn many_first_requests_at_once_migrate_a_tenant_exactly_once() {
-    let app = spawn_app();
+    let app = spawn_app_with(|c| c.registry.migrations = with_pending_migration());
     let acme = id(&app.create_tenant("acme", &[]));
-    reset_to_version_0(&app, &acme);
+    assert_eq!(applied_versions(&app, &acme), vec![latest() - 1]);
 
-    // A second run of a migration would fail ("table tenant_meta already exists") and answer 503.
+    // A second run of the migration would fail ("table probe already exists") and answer 503.
     let statuses: Vec<u16> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..32)
             .map(|_| s.spawn(|| app.get("/t/acme/api/tenant", &[]).status))
@@ -407,20 +430,27 @@ fn many_first_requests_at_once_migrate_a_tenant_exactly_once() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert_eq!(statuses, vec![200; 32]);
-    assert_eq!(applied_versions(&app, &acme), vec![1]);
+    assert_eq!(applied_versions(&app, &acme), all_versions());
+    let reply = app.get("/t/acme/api/tenant", &[]);
+    assert_eq!(reply.json()["schema_version"], latest());
 }
 
 #[test]
 fn migrate_beside_a_live_server_applies_each_migration_once() {
-    let app = spawn_app();
+    let app = spawn_app_with(|c| c.registry.migrations = with_pending_migration());
     let tenants: Vec<String> = (0..6)
         .map(|i| id(&app.create_tenant(&format!("t{i}"), &[])))
         .collect();
-    for t in &tenants {
-        reset_to_version_0(&app, t);
-    }
-    let (cli, statuses) = std::thread::scope(|s| {
-        let cli = s.spawn(|| app.cli(&["migrate", "--workers", "3"]));
+    // What `tenantd migrate` runs, on its own connections, while requests open the same tenants.
+    let (summary, statuses) = std::thread::scope(|s| {
+        let migrate = s.spawn(|| {
+            let config = MigrateConfig {
+                workers: 3,
+                migrations: with_pending_migration(),
+                ..MigrateConfig::default()
+            };
+            lifecycle::migrate_all(&app.app.catalog, &config).unwrap()
+        });
         let requests: Vec<_> = (0..6)
             .flat_map(|i| [i, i])
             .map(|i| {
@@ -429,36 +459,34 @@ fn migrate_beside_a_live_server_applies_each_migration_once() {
             })
             .collect();
         (
-            cli.join().unwrap(),
+            migrate.join().unwrap(),
             requests
                 .into_iter()
                 .map(|h| h.join().unwrap())
                 .collect::<Vec<_>>(),
         )
     });
-    assert!(
-        cli.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cli.stdout)
-    );
+    assert_eq!(summary.failed_count(), 0, "{summary:?}");
     assert_eq!(statuses, vec![200; 12]);
     for t in &tenants {
-        assert_eq!(applied_versions(&app, t), vec![1]);
+        assert_eq!(applied_versions(&app, t), all_versions());
     }
 }
 
 #[test]
 fn a_broken_tenant_answers_503_while_the_others_work() {
-    let app = spawn_app();
+    let app = spawn_app_with(|c| c.registry.migrations = with_pending_migration());
     let healthy = id(&app.create_tenant("healthy", &[]));
     let failing = id(&app.create_tenant("failing", &[]));
     let corrupt = id(&app.create_tenant("corrupt", &[]));
     let altered = id(&app.create_tenant("altered", &[]));
     let missing = id(&app.create_tenant("missing", &[]));
+    let empty = id(&app.create_tenant("empty", &[]));
+    let foreign = id(&app.create_tenant("foreign", &[]));
 
-    // A migration that fails: the record of it is gone but its table is still there.
+    // The pending migration fails here: its table is already there.
     sqlite(&app, &failing)
-        .execute_batch("DELETE FROM schema_migrations;")
+        .execute_batch("CREATE TABLE probe (x);")
         .unwrap();
     // A file that is not a database at all.
     std::fs::write(
@@ -472,8 +500,15 @@ fn a_broken_tenant_answers_503_while_the_others_work() {
         .unwrap();
     // No file.
     std::fs::remove_file(app.tenant_file(&missing)).unwrap();
+    // A truncated file: it must not come back as a fresh, empty tenant.
+    std::fs::write(app.tenant_file(&empty), b"").unwrap();
+    // Another tenant's file restored under this one's name.
+    std::fs::copy(app.tenant_file(&healthy), app.tenant_file(&foreign)).unwrap();
 
-    for slug in ["failing", "corrupt", "altered", "missing"] {
+    let broken = [
+        "failing", "corrupt", "altered", "missing", "empty", "foreign",
+    ];
+    for slug in broken {
         let reply = app.get(&format!("/t/{slug}/api/tenant"), &[]);
         assert_eq!(
             (reply.status, reply.error_code().as_str()),
@@ -485,22 +520,45 @@ fn a_broken_tenant_answers_503_while_the_others_work() {
             Ok(healthy.clone())
         );
     }
-    // The failed migration left the tenant where it was; the missing file was not recreated.
-    assert_eq!(applied_versions(&app, &failing), Vec::<u32>::new());
+    // The failed migration left the tenant where it was; nothing was recreated or written.
+    assert_eq!(applied_versions(&app, &failing), vec![latest() - 1]);
     assert!(!app.tenant_file(&missing).exists());
+    assert_eq!(std::fs::metadata(app.tenant_file(&empty)).unwrap().len(), 0);
+    assert_eq!(applied_versions(&app, &foreign), vec![latest() - 1]);
+}
 
-    // `tenantd migrate` reports the broken tenants one line each, carries on, and exits 1.
+#[test]
+fn migrate_reports_each_broken_tenant_and_exits_1() {
+    let app = spawn_app();
+    let healthy = id(&app.create_tenant("healthy", &[]));
+    let corrupt = id(&app.create_tenant("corrupt", &[]));
+    let altered = id(&app.create_tenant("altered", &[]));
+    let missing = id(&app.create_tenant("missing", &[]));
+    let empty = id(&app.create_tenant("empty", &[]));
+    let foreign = id(&app.create_tenant("foreign", &[]));
+    std::fs::write(app.tenant_file(&corrupt), b"not a database").unwrap();
+    sqlite(&app, &altered)
+        .execute_batch("UPDATE schema_migrations SET checksum = 'edited';")
+        .unwrap();
+    std::fs::remove_file(app.tenant_file(&missing)).unwrap();
+    std::fs::write(app.tenant_file(&empty), b"").unwrap();
+    std::fs::copy(app.tenant_file(&healthy), app.tenant_file(&foreign)).unwrap();
+
     let out = app.cli(&["migrate"]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    for slug in ["failing", "corrupt", "altered", "missing"] {
+    for slug in ["corrupt", "altered", "missing", "empty", "foreign"] {
         assert!(
             stdout.contains(&format!("FAILED {slug}")),
             "{slug}: {stdout}"
         );
     }
     assert!(!stdout.contains("FAILED healthy"), "{stdout}");
-    assert!(stdout.contains("4 failed"), "{stdout}");
+    assert!(stdout.contains("5 failed"), "{stdout}");
+    assert!(
+        stdout.contains("schema/tenant/0001_init.sql"),
+        "the altered file is named: {stdout}"
+    );
     assert!(app
         .cli(&["migrate", "--tenant", "healthy"])
         .status
@@ -591,6 +649,7 @@ fn hostile_slugs_and_names_are_refused_and_write_nothing() {
         "admin",
         "api",
         "www",
+        "6f1c2a7e-0b3d-4c5e-8f9a-1b2c3d4e5f60",
     ];
     for slug in slugs {
         let reply = app.admin(
@@ -793,4 +852,79 @@ fn idle_pools_are_reopened_after_the_cap_pushed_them_out() {
         .registry
         .open_count()
         <= 2));
+}
+
+#[test]
+fn a_custom_domain_cannot_capture_another_tenants_subdomain() {
+    let app = spawn_app();
+    let globex = id(&app.create_tenant("globex", &[]));
+    let acme = id(&app.create_tenant("acme", &["globex.localhost", "acme.test"]));
+    assert_eq!(
+        tenant_id_of(&app.get("/api/tenant", &[("Host", "globex.localhost")])),
+        Ok(globex)
+    );
+    assert_eq!(
+        tenant_id_of(&app.get("/api/tenant", &[("Host", "acme.test")])),
+        Ok(acme)
+    );
+}
+
+#[test]
+fn a_repeated_tenant_header_is_a_conflict() {
+    let app = spawn_app();
+    app.create_tenant("acme", &[]);
+    app.create_tenant("globex", &[]);
+    for headers in [
+        vec![("X-Tenant-Slug", "acme"), ("X-Tenant-Slug", "globex")],
+        vec![("X-Tenant-Slug", "acme"), ("X-Tenant-Slug", "acme")],
+    ] {
+        let reply = app.get("/api/tenant", &headers);
+        assert_eq!(
+            (reply.status, reply.error_code().as_str()),
+            (400, "tenant_conflict")
+        );
+    }
+}
+
+#[test]
+fn purge_then_restore_finds_no_tenant() {
+    let app = spawn_app();
+    app.create_tenant("acme", &[]);
+    app.admin("DELETE", "/api/admin/tenants/acme", None);
+    assert_eq!(
+        app.admin("POST", "/api/admin/tenants/acme/purge", None)
+            .status,
+        200
+    );
+    let reply = app.admin("POST", "/api/admin/tenants/acme/restore", None);
+    assert_eq!(
+        (reply.status, reply.error_code().as_str()),
+        (404, "tenant_not_found")
+    );
+}
+
+#[test]
+fn the_cli_reads_options_anywhere_and_never_invents_a_data_directory() {
+    let app = spawn_app();
+    let out = app.cli(&["tenants", "create", "--name", "shop", "acme"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = app.cli(&["tenants", "show", "acme", "--json"]);
+    let record: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(
+        (record["slug"].as_str(), record["name"].as_str()),
+        (Some("acme"), Some("shop"))
+    );
+
+    let nowhere = app.data.path().join("typo");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenantd"))
+        .args(["tenants", "list", "--data"])
+        .arg(&nowhere)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!nowhere.exists());
 }
