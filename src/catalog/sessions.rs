@@ -167,9 +167,9 @@ pub struct PersonalToken {
     pub expires_at: Option<i64>,
 }
 
-const SESSION_COLUMNS: &str = "s.id, s.kind, s.user_id, s.admin_id, s.tenant_id, s.name,
-    s.csrf_token, s.impersonated_by, s.created_at, s.last_used_at, s.expires_at,
-    s.idle_timeout_secs, s.revoked_at";
+/// Unqualified: RETURNING does not accept a table alias.
+const SESSION_COLUMNS: &str = "id, kind, user_id, admin_id, tenant_id, name, csrf_token,
+    impersonated_by, created_at, last_used_at, expires_at, idle_timeout_secs, revoked_at";
 
 /// Not revoked, not past its absolute or idle deadline at `?2`, and not a disabled user's.
 const LIVE: &str = "s.revoked_at IS NULL
