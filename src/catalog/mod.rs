@@ -1,9 +1,18 @@
 //! The central catalog (`data/central.db`): which tenants exist, their slugs,
 //! domains and status, plus server secrets in `meta`. Lookups are answered
 //! from an in-memory snapshot that is reloaded only when the file changed.
+//! Identity (users, roles, memberships, admins, sessions, audit) lives in the
+//! same file but is never cached: see `identity`, `roles`, `sessions`, `audit`.
 
+mod audit;
+mod identity;
+pub mod permissions;
+mod roles;
+mod sessions;
 mod validate;
 
+#[cfg(test)]
+mod identity_tests;
 #[cfg(test)]
 mod tests;
 
@@ -20,6 +29,18 @@ use serde::Serialize;
 
 use crate::db::{self, Create, DbError, DbKind, Pool, PoolConfig};
 
+pub use audit::{
+    ActorType, AuditActor, AuditEntry, AuditFilter, AuditRecord, DEFAULT_AUDIT_LIMIT,
+    MAX_AUDIT_LIMIT,
+};
+pub use identity::{
+    normalize_email, normalize_photo_url, IdentityError, NewUser, ProfileUpdate, SystemAdmin, User,
+};
+pub use permissions::{BuiltinRole, ADMIN_ROLE, BUILTIN_ROLES, PERMISSIONS};
+pub use roles::{Member, MemberUser, Membership, Role, RoleUpdate, TenantMembership};
+pub use sessions::{
+    unix_now, NewSession, PersonalToken, Session, SessionKind, TOUCH_INTERVAL_SECS,
+};
 pub use validate::{
     validate_domain, validate_name, validate_slug, ValidationError, MAX_DOMAIN_LEN, MAX_NAME_CHARS,
     MAX_SLUG_LEN, RESERVED_SLUGS,
@@ -363,8 +384,8 @@ impl Catalog {
             .ok_or_else(|| CatalogError::NotFound(id.to_string()))
     }
 
-    /// Inserts a tenant and its domains (the first one primary) in one
-    /// transaction. The caller picks the id because the tenant's file is
+    /// Inserts a tenant, its domains (the first one primary) and its built-in
+    /// roles in one transaction. The caller picks the id because the tenant's file is
     /// named after it and exists before the row does.
     pub fn insert_tenant(
         &self,
@@ -409,6 +430,8 @@ impl Catalog {
             for (i, domain) in domains.iter().enumerate() {
                 insert_domain(tx, &id, domain, i == 0)?;
             }
+            // Same transaction: no tenant is ever seen without its built-in roles.
+            permissions::seed_builtin_roles(tx, &id, &now)?;
             Ok(())
         })
     }
@@ -545,7 +568,8 @@ impl Catalog {
     }
 
     /// Deletes the row only if the tenant is (still) deleted, in one
-    /// transaction: a restore that got there first wins. Domains go with it.
+    /// transaction: a restore that got there first wins. Its domains, roles,
+    /// memberships and tenant-bound sessions go with it; audit rows stay.
     pub fn delete_row_if_deleted(&self, id: &str) -> Result<bool, CatalogError> {
         self.write(|tx| {
             Ok(tx.execute(
@@ -555,7 +579,8 @@ impl Catalog {
         })
     }
 
-    /// Deletes the row; its domains go with it (ON DELETE CASCADE).
+    /// Deletes the row; its domains, roles, memberships and tenant-bound
+    /// sessions go with it (ON DELETE CASCADE). Audit rows stay.
     pub fn delete_row(&self, id: &str) -> Result<(), CatalogError> {
         self.write(|tx| {
             if tx.execute("DELETE FROM tenants WHERE id = ?1", [id])? == 0 {

@@ -1,0 +1,594 @@
+//! Who may sign in: users and system admins in the catalog, the rules for their fields, and
+//! `IdentityError`, the error of every identity function (roles, memberships, sessions and the
+//! audit log included). Password hashes are made and checked by the auth module; this module
+//! only stores them, and never serialises them.
+
+use std::fmt;
+
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+use serde::Serialize;
+
+use super::{Catalog, ValidationError};
+use crate::db::{self, DbError};
+
+pub const MAX_EMAIL_LEN: usize = 254;
+pub const MAX_PERSON_NAME_CHARS: usize = 100;
+pub const MAX_PHOTO_URL_LEN: usize = 2048;
+pub const MAX_PASSWORD_HASH_LEN: usize = 512;
+
+#[derive(Debug)]
+pub enum IdentityError {
+    Db(DbError),
+    /// Input refused; the message never echoes the input.
+    Validation {
+        field: &'static str,
+        message: String,
+    },
+    EmailTaken,
+    UserNotFound,
+    AdminNotFound,
+    TenantNotFound(String),
+    RoleNotFound(String),
+    RoleTaken(String),
+    /// Built-in roles cannot be renamed, edited or deleted.
+    RoleBuiltin(String),
+    /// A role with members cannot be deleted.
+    RoleInUse(String),
+    NotAMember,
+    AlreadyAMember,
+    /// The change would leave the tenant without a member holding the built-in admin role.
+    LastAdmin,
+    InvalidPermission(String),
+    /// A row the schema should have prevented (an unknown kind, bad JSON).
+    Corrupt {
+        table: &'static str,
+        id: String,
+        message: String,
+    },
+}
+
+impl IdentityError {
+    pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> IdentityError {
+        IdentityError::Validation {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for IdentityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdentityError::Db(e) => write!(f, "catalog: {e}"),
+            IdentityError::Validation { field, message } => write!(f, "invalid {field}: {message}"),
+            IdentityError::EmailTaken => f.write_str("this email is already registered"),
+            IdentityError::UserNotFound => f.write_str("no such user"),
+            IdentityError::AdminNotFound => f.write_str("no such system admin"),
+            IdentityError::TenantNotFound(t) => write!(f, "no tenant {t}"),
+            IdentityError::RoleNotFound(r) => write!(f, "no role {r}"),
+            IdentityError::RoleTaken(r) => write!(f, "role {r} already exists"),
+            IdentityError::RoleBuiltin(r) => write!(f, "role {r} is built in and cannot change"),
+            IdentityError::RoleInUse(r) => write!(f, "role {r} still has members"),
+            IdentityError::NotAMember => f.write_str("the user is not a member of this tenant"),
+            IdentityError::AlreadyAMember => {
+                f.write_str("the user is already a member of this tenant")
+            }
+            IdentityError::LastAdmin => f.write_str("the tenant would be left without an admin"),
+            IdentityError::InvalidPermission(p) => write!(f, "unknown permission {p:?}"),
+            IdentityError::Corrupt { table, id, message } => {
+                write!(f, "catalog row {table} {id} is corrupt: {message}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for IdentityError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            IdentityError::Db(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<DbError> for IdentityError {
+    fn from(e: DbError) -> Self {
+        IdentityError::Db(e)
+    }
+}
+
+impl From<rusqlite::Error> for IdentityError {
+    fn from(e: rusqlite::Error) -> Self {
+        IdentityError::Db(DbError::Sqlite(e))
+    }
+}
+
+impl From<r2d2::Error> for IdentityError {
+    fn from(e: r2d2::Error) -> Self {
+        IdentityError::Db(DbError::Pool(e))
+    }
+}
+
+impl From<ValidationError> for IdentityError {
+    fn from(e: ValidationError) -> Self {
+        IdentityError::Validation {
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
+
+/// Trimmed and lower-cased: one `@` with something on both sides, no whitespace or control
+/// characters, at most 254 bytes. Deliberately light: the real check is a mail that arrives.
+pub fn normalize_email(email: &str) -> Result<String, IdentityError> {
+    let err = |m: &str| Err(IdentityError::invalid("email", m));
+    let email = email.trim().to_lowercase();
+    if email.is_empty() || email.len() > MAX_EMAIL_LEN {
+        return err("must be 1 to 254 characters");
+    }
+    if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return err("must not contain spaces or control characters");
+    }
+    match email.split_once('@') {
+        Some((local, domain)) if !local.is_empty() && !domain.is_empty() => {
+            if domain.contains('@') {
+                return err("must contain exactly one @");
+            }
+        }
+        _ => return err("must look like name@example.com"),
+    }
+    Ok(email)
+}
+
+/// A trimmed person's name: `min_chars` to 100 characters, no control characters.
+fn person_name(
+    field: &'static str,
+    value: &str,
+    min_chars: usize,
+) -> Result<String, IdentityError> {
+    let value = value.trim();
+    let chars = value.chars().count();
+    if chars < min_chars || chars > MAX_PERSON_NAME_CHARS {
+        return Err(IdentityError::invalid(
+            field,
+            format!("must be {min_chars} to {MAX_PERSON_NAME_CHARS} characters"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(IdentityError::invalid(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(value.to_string())
+}
+
+/// `None` for empty input (no photo); otherwise an absolute http(s) URL of at most 2048 bytes
+/// with no whitespace, control characters, quotes or angle brackets.
+pub fn normalize_photo_url(url: Option<&str>) -> Result<Option<String>, IdentityError> {
+    let err = |m: &str| Err(IdentityError::invalid("photo_url", m));
+    let url = match url.map(str::trim) {
+        None | Some("") => return Ok(None),
+        Some(url) => url,
+    };
+    if url.len() > MAX_PHOTO_URL_LEN {
+        return err("must be at most 2048 characters");
+    }
+    let lower = url.to_ascii_lowercase();
+    let rest = match lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"))
+    {
+        Some(rest) => rest,
+        None => return err("must be an http or https URL"),
+    };
+    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    if host_end == 0 {
+        return err("must name a host");
+    }
+    if url
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '<' | '>' | '\\'))
+    {
+        return err("must not contain spaces, quotes, angle brackets or backslashes");
+    }
+    Ok(Some(url.to_string()))
+}
+
+/// A guard, not a parser: the auth module makes the PHC string. Refusing anything that does not
+/// start with `$` keeps a plain password from ever being stored by mistake.
+fn password_hash(hash: &str) -> Result<&str, IdentityError> {
+    let ok = hash.starts_with('$')
+        && hash.len() <= MAX_PASSWORD_HASH_LEN
+        && hash.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(hash)
+    } else {
+        Err(IdentityError::invalid(
+            "password_hash",
+            "must be a PHC string ($alg$...)",
+        ))
+    }
+}
+
+/// The unique index is the final word on emails; this maps its violation to `EmailTaken`.
+fn email_violation(e: rusqlite::Error) -> IdentityError {
+    if let rusqlite::Error::SqliteFailure(code, Some(message)) = &e {
+        if code.code == rusqlite::ErrorCode::ConstraintViolation && message.contains(".email") {
+            return IdentityError::EmailTaken;
+        }
+    }
+    IdentityError::from(e)
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    pub id: i64,
+    /// Lower-cased.
+    pub email: String,
+    pub name: String,
+    pub surname: String,
+    pub photo_url: Option<String>,
+    #[serde(skip_serializing)]
+    pub password_hash: String,
+    pub disabled: bool,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// Leaves the hash out, so that logging a user never logs it.
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("email", &self.email)
+            .field("disabled", &self.disabled)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct NewUser {
+    pub email: String,
+    pub name: String,
+    /// May be empty.
+    pub surname: String,
+    pub photo_url: Option<String>,
+    pub password_hash: String,
+}
+
+/// Fields left `None` keep their value. `photo_url: Some("")` removes the photo.
+#[derive(Clone, Debug, Default)]
+pub struct ProfileUpdate {
+    pub name: Option<String>,
+    pub surname: Option<String>,
+    pub photo_url: Option<String>,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct SystemAdmin {
+    pub id: i64,
+    pub email: String,
+    #[serde(skip_serializing)]
+    pub password_hash: String,
+    /// The shared TOTP secret as the auth module stored it.
+    #[serde(skip_serializing)]
+    pub totp_secret: Option<String>,
+    pub totp_enabled: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl fmt::Debug for SystemAdmin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SystemAdmin")
+            .field("id", &self.id)
+            .field("email", &self.email)
+            .field("totp_enabled", &self.totp_enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+const USER_COLUMNS: &str =
+    "id, email, name, surname, photo_url, password_hash, disabled, created_at, updated_at";
+
+fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: row.get(0)?,
+        email: row.get(1)?,
+        name: row.get(2)?,
+        surname: row.get(3)?,
+        photo_url: row.get(4)?,
+        password_hash: row.get(5)?,
+        disabled: row.get(6)?,
+        created_at: row.get(7)?,
+        updated_at: row.get(8)?,
+    })
+}
+
+const ADMIN_COLUMNS: &str =
+    "id, email, password_hash, totp_secret, totp_enabled, created_at, updated_at";
+
+fn admin_from_row(row: &Row<'_>) -> rusqlite::Result<SystemAdmin> {
+    Ok(SystemAdmin {
+        id: row.get(0)?,
+        email: row.get(1)?,
+        password_hash: row.get(2)?,
+        totp_secret: row.get(3)?,
+        totp_enabled: row.get(4)?,
+        created_at: row.get(5)?,
+        updated_at: row.get(6)?,
+    })
+}
+
+pub(crate) fn user_exists(conn: &Connection, id: i64) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM users WHERE id = ?1)",
+        [id],
+        |row| row.get(0),
+    )
+}
+
+pub(crate) fn admin_exists(conn: &Connection, id: i64) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM system_admins WHERE id = ?1)",
+        [id],
+        |row| row.get(0),
+    )
+}
+
+fn load_user(conn: &Connection, id: i64) -> Result<Option<User>, IdentityError> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))?
+        .query_row([id], user_from_row)
+        .optional()?)
+}
+
+fn load_admin(conn: &Connection, id: i64) -> Result<Option<SystemAdmin>, IdentityError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {ADMIN_COLUMNS} FROM system_admins WHERE id = ?1"
+        ))?
+        .query_row([id], admin_from_row)
+        .optional()?)
+}
+
+impl Catalog {
+    /// A `BEGIN IMMEDIATE` transaction on a pooled connection, for identity writes.
+    pub(crate) fn identity_write<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, IdentityError>,
+    ) -> Result<T, IdentityError> {
+        let mut conn = self.pool.get()?;
+        db::write(&mut conn, f)
+    }
+
+    /// A pooled connection for reads. Identity reads are never cached: a change is seen by the
+    /// very next call.
+    pub(crate) fn identity_read(&self) -> Result<db::PooledConn, IdentityError> {
+        Ok(self.pool.get()?)
+    }
+
+    pub fn create_user(&self, new: &NewUser) -> Result<User, IdentityError> {
+        let email = normalize_email(&new.email)?;
+        let name = person_name("name", &new.name, 1)?;
+        let surname = person_name("surname", &new.surname, 0)?;
+        let photo_url = normalize_photo_url(new.photo_url.as_deref())?;
+        let hash = password_hash(&new.password_hash)?;
+        self.identity_write(|tx| {
+            let taken: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM users WHERE email = ?1)",
+                [&email],
+                |row| row.get(0),
+            )?;
+            if taken {
+                return Err(IdentityError::EmailTaken);
+            }
+            let now = db::now_rfc3339();
+            tx.execute(
+                "INSERT INTO users (email, name, surname, photo_url, password_hash, disabled,
+                                    created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6)",
+                params![email, name, surname, photo_url, hash, now],
+            )
+            .map_err(email_violation)?;
+            load_user(tx, tx.last_insert_rowid())?.ok_or(IdentityError::UserNotFound)
+        })
+    }
+
+    pub fn user_by_id(&self, id: i64) -> Result<Option<User>, IdentityError> {
+        let conn = self.identity_read()?;
+        load_user(&conn, id)
+    }
+
+    /// Any case and surrounding spaces; an input that is not an email finds nobody.
+    pub fn user_by_email(&self, email: &str) -> Result<Option<User>, IdentityError> {
+        let Ok(email) = normalize_email(email) else {
+            return Ok(None);
+        };
+        let conn = self.identity_read()?;
+        let user = conn
+            .prepare_cached(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE email = ?1"
+            ))?
+            .query_row([email], user_from_row)
+            .optional()?;
+        Ok(user)
+    }
+
+    pub fn update_profile(&self, id: i64, update: &ProfileUpdate) -> Result<User, IdentityError> {
+        let name = match &update.name {
+            Some(name) => Some(person_name("name", name, 1)?),
+            None => None,
+        };
+        let surname = match &update.surname {
+            Some(surname) => Some(person_name("surname", surname, 0)?),
+            None => None,
+        };
+        let photo = match &update.photo_url {
+            Some(url) => Some(normalize_photo_url(Some(url))?),
+            None => None,
+        };
+        self.identity_write(|tx| {
+            let changed = tx.execute(
+                "UPDATE users SET
+                     name = COALESCE(?2, name),
+                     surname = COALESCE(?3, surname),
+                     photo_url = CASE WHEN ?4 THEN ?5 ELSE photo_url END,
+                     updated_at = ?6
+                 WHERE id = ?1",
+                params![
+                    id,
+                    name,
+                    surname,
+                    photo.is_some(),
+                    photo.flatten(),
+                    db::now_rfc3339()
+                ],
+            )?;
+            if changed == 0 {
+                return Err(IdentityError::UserNotFound);
+            }
+            load_user(tx, id)?.ok_or(IdentityError::UserNotFound)
+        })
+    }
+
+    /// Stores a new hash. Other sessions are the caller's business (`revoke_user_sessions`).
+    pub fn set_password_hash(&self, id: i64, hash: &str) -> Result<(), IdentityError> {
+        let hash = password_hash(hash)?;
+        self.identity_write(|tx| {
+            let changed = tx.execute(
+                "UPDATE users SET password_hash = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, hash, db::now_rfc3339()],
+            )?;
+            if changed == 0 {
+                return Err(IdentityError::UserNotFound);
+            }
+            Ok(())
+        })
+    }
+
+    /// Disabling also revokes every session and token of the user in the same transaction, so
+    /// enabling again does not bring old credentials back. (Session lookups ignore disabled
+    /// users' sessions anyway.)
+    pub fn set_disabled(&self, id: i64, disabled: bool) -> Result<(), IdentityError> {
+        self.identity_write(|tx| {
+            let changed = tx.execute(
+                "UPDATE users SET disabled = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, disabled, db::now_rfc3339()],
+            )?;
+            if changed == 0 {
+                return Err(IdentityError::UserNotFound);
+            }
+            if disabled {
+                tx.execute(
+                    "UPDATE sessions SET revoked_at = ?2
+                     WHERE user_id = ?1 AND revoked_at IS NULL",
+                    params![id, super::sessions::unix_now()],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn create_admin(&self, email: &str, hash: &str) -> Result<SystemAdmin, IdentityError> {
+        let email = normalize_email(email)?;
+        let hash = password_hash(hash)?;
+        self.identity_write(|tx| {
+            let taken: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM system_admins WHERE email = ?1)",
+                [&email],
+                |row| row.get(0),
+            )?;
+            if taken {
+                return Err(IdentityError::EmailTaken);
+            }
+            let now = db::now_rfc3339();
+            tx.execute(
+                "INSERT INTO system_admins (email, password_hash, totp_enabled,
+                                            created_at, updated_at)
+                 VALUES (?1, ?2, 0, ?3, ?3)",
+                params![email, hash, now],
+            )
+            .map_err(email_violation)?;
+            load_admin(tx, tx.last_insert_rowid())?.ok_or(IdentityError::AdminNotFound)
+        })
+    }
+
+    pub fn admin_by_id(&self, id: i64) -> Result<Option<SystemAdmin>, IdentityError> {
+        let conn = self.identity_read()?;
+        load_admin(&conn, id)
+    }
+
+    pub fn admin_by_email(&self, email: &str) -> Result<Option<SystemAdmin>, IdentityError> {
+        let Ok(email) = normalize_email(email) else {
+            return Ok(None);
+        };
+        let conn = self.identity_read()?;
+        let admin = conn
+            .prepare_cached(&format!(
+                "SELECT {ADMIN_COLUMNS} FROM system_admins WHERE email = ?1"
+            ))?
+            .query_row([email], admin_from_row)
+            .optional()?;
+        Ok(admin)
+    }
+
+    pub fn set_admin_password_hash(&self, id: i64, hash: &str) -> Result<(), IdentityError> {
+        let hash = password_hash(hash)?;
+        self.identity_write(|tx| {
+            let changed = tx.execute(
+                "UPDATE system_admins SET password_hash = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, hash, db::now_rfc3339()],
+            )?;
+            if changed == 0 {
+                return Err(IdentityError::AdminNotFound);
+            }
+            Ok(())
+        })
+    }
+
+    /// Sets or clears the TOTP secret (stored as given) and whether it is required. Enabling
+    /// without a secret is refused.
+    pub fn set_admin_totp(
+        &self,
+        id: i64,
+        secret: Option<&str>,
+        enabled: bool,
+    ) -> Result<(), IdentityError> {
+        if let Some(secret) = secret {
+            if secret.is_empty()
+                || secret.len() > 256
+                || !secret.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return Err(IdentityError::invalid(
+                    "totp_secret",
+                    "must be 1 to 256 printable ASCII characters",
+                ));
+            }
+        } else if enabled {
+            return Err(IdentityError::invalid(
+                "totp_secret",
+                "is required to enable TOTP",
+            ));
+        }
+        self.identity_write(|tx| {
+            let changed = tx.execute(
+                "UPDATE system_admins SET totp_secret = ?2, totp_enabled = ?3, updated_at = ?4
+                 WHERE id = ?1",
+                params![id, secret, enabled, db::now_rfc3339()],
+            )?;
+            if changed == 0 {
+                return Err(IdentityError::AdminNotFound);
+            }
+            Ok(())
+        })
+    }
+
+    pub fn admin_count(&self) -> Result<u64, IdentityError> {
+        let conn = self.identity_read()?;
+        let n: i64 = conn.query_row("SELECT count(*) FROM system_admins", [], |row| row.get(0))?;
+        Ok(n.max(0) as u64)
+    }
+}

@@ -1,0 +1,483 @@
+//! Roles and memberships: each tenant's roles (four built-in, read-only; custom ones the
+//! tenant manages) and which users belong to which tenant with which role. Reads go to the
+//! database every time, so a change is in effect for the very next request.
+
+use std::collections::BTreeSet;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+
+use super::identity::{user_exists, IdentityError};
+use super::permissions::{
+    parse_stored, permissions_json, validate_permissions, validate_role_name, PermissionError,
+    ADMIN_ROLE,
+};
+use super::{tenant_exists, Catalog, TenantStatus};
+use crate::db;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Role {
+    pub id: i64,
+    pub tenant_id: String,
+    pub name: String,
+    pub builtin: bool,
+    /// Stored as `*` (the built-in admin): every permission, including ones added later.
+    pub all_permissions: bool,
+    /// Expanded: for an all-permissions role, the whole current list.
+    pub permissions: BTreeSet<String>,
+    pub member_count: u64,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// Fields left `None` keep their value.
+#[derive(Clone, Debug, Default)]
+pub struct RoleUpdate {
+    pub name: Option<String>,
+    pub permissions: Option<Vec<String>>,
+}
+
+/// A user's standing in one tenant, as checked on every request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Membership {
+    pub user_id: i64,
+    pub tenant_id: String,
+    pub role_id: i64,
+    pub role: String,
+    pub all_permissions: bool,
+    /// Expanded (see [`Role::permissions`]).
+    pub permissions: BTreeSet<String>,
+    pub joined_at: String,
+}
+
+impl Membership {
+    pub fn can(&self, permission: &str) -> bool {
+        self.permissions.contains(permission)
+    }
+}
+
+/// One of a user's tenants, for a tenant picker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TenantMembership {
+    pub tenant_id: String,
+    pub slug: String,
+    pub name: String,
+    /// Active or suspended; deleted tenants are left out.
+    pub status: TenantStatus,
+    pub role: String,
+    pub all_permissions: bool,
+    pub permissions: BTreeSet<String>,
+    pub joined_at: String,
+}
+
+/// The public part of a user, as other members see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MemberUser {
+    pub id: i64,
+    pub email: String,
+    pub name: String,
+    pub surname: String,
+    pub photo_url: Option<String>,
+    pub disabled: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Member {
+    pub user: MemberUser,
+    pub role: String,
+    pub joined_at: String,
+}
+
+impl From<PermissionError> for IdentityError {
+    fn from(e: PermissionError) -> Self {
+        match e {
+            PermissionError::BadRoleName => IdentityError::invalid(
+                "name",
+                "must be 1 to 50 characters of a-z, 0-9, '_' and '-'",
+            ),
+            PermissionError::Unknown(p) => IdentityError::InvalidPermission(p),
+        }
+    }
+}
+
+fn corrupt_role(id: i64, message: String) -> IdentityError {
+    IdentityError::Corrupt {
+        table: "roles",
+        id: id.to_string(),
+        message,
+    }
+}
+
+/// (all, expanded) from a stored list, or `Corrupt` naming the role.
+fn stored(role_id: i64, json: &str) -> Result<(bool, BTreeSet<String>), IdentityError> {
+    parse_stored(json).map_err(|m| corrupt_role(role_id, m))
+}
+
+const ROLE_SELECT: &str = "SELECT r.id, r.tenant_id, r.name, r.builtin, r.permissions,
+        (SELECT count(*) FROM memberships m WHERE m.role_id = r.id),
+        r.created_at, r.updated_at
+     FROM roles r";
+
+fn role_from_row(row: &Row<'_>) -> Result<Role, IdentityError> {
+    let id: i64 = row.get(0)?;
+    let json: String = row.get(4)?;
+    let (all_permissions, permissions) = stored(id, &json)?;
+    let members: i64 = row.get(5)?;
+    Ok(Role {
+        id,
+        tenant_id: row.get(1)?,
+        name: row.get(2)?,
+        builtin: row.get(3)?,
+        all_permissions,
+        permissions,
+        member_count: members.max(0) as u64,
+        created_at: row.get(6)?,
+        updated_at: row.get(7)?,
+    })
+}
+
+fn load_role(
+    conn: &Connection,
+    tenant_id: &str,
+    name: &str,
+) -> Result<Option<Role>, IdentityError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "{ROLE_SELECT} WHERE r.tenant_id = ?1 AND r.name = ?2"
+    ))?;
+    let mut rows = stmt.query(params![tenant_id, name])?;
+    match rows.next()? {
+        Some(row) => Ok(Some(role_from_row(row)?)),
+        None => Ok(None),
+    }
+}
+
+/// (id, builtin) of a tenant's role by name.
+fn role_ref(conn: &Connection, tenant_id: &str, name: &str) -> Result<(i64, bool), IdentityError> {
+    conn.prepare_cached("SELECT id, builtin FROM roles WHERE tenant_id = ?1 AND name = ?2")?
+        .query_row(params![tenant_id, name], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .optional()?
+        .ok_or_else(|| IdentityError::RoleNotFound(name.to_string()))
+}
+
+fn role_name_taken(conn: &Connection, tenant_id: &str, name: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM roles WHERE tenant_id = ?1 AND name = ?2)",
+        params![tenant_id, name],
+        |row| row.get(0),
+    )
+}
+
+fn require_tenant(conn: &Connection, tenant_id: &str) -> Result<(), IdentityError> {
+    if tenant_exists(conn, tenant_id)? {
+        Ok(())
+    } else {
+        Err(IdentityError::TenantNotFound(tenant_id.to_string()))
+    }
+}
+
+const MEMBERSHIP_SELECT: &str = "SELECT m.user_id, m.tenant_id, m.role_id, r.name, r.permissions,
+        m.created_at
+     FROM memberships m JOIN roles r ON r.id = m.role_id";
+
+fn load_membership(
+    conn: &Connection,
+    user_id: i64,
+    tenant_id: &str,
+) -> Result<Option<Membership>, IdentityError> {
+    // The primary key finds the row, the role's primary key its permissions: two index
+    // lookups, no cache to go stale.
+    let mut stmt = conn.prepare_cached(&format!(
+        "{MEMBERSHIP_SELECT} WHERE m.user_id = ?1 AND m.tenant_id = ?2"
+    ))?;
+    let mut rows = stmt.query(params![user_id, tenant_id])?;
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    let role_id: i64 = row.get(2)?;
+    let json: String = row.get(4)?;
+    let (all_permissions, permissions) = stored(role_id, &json)?;
+    Ok(Some(Membership {
+        user_id: row.get(0)?,
+        tenant_id: row.get(1)?,
+        role_id,
+        role: row.get(3)?,
+        all_permissions,
+        permissions,
+        joined_at: row.get(5)?,
+    }))
+}
+
+/// The role id of a user's membership, if any.
+fn member_role(conn: &Connection, tenant_id: &str, user_id: i64) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(
+        "SELECT role_id FROM memberships WHERE user_id = ?1 AND tenant_id = ?2",
+        params![user_id, tenant_id],
+        |row| row.get(0),
+    )
+    .optional()
+}
+
+/// Refuses to take the built-in admin role away from the tenant's only admin: nobody inside the
+/// tenant could manage it afterwards. Checked in the writing transaction, so two admins
+/// demoting each other at once cannot both succeed.
+fn keep_an_admin(
+    conn: &Connection,
+    tenant_id: &str,
+    leaving_role: i64,
+) -> Result<(), IdentityError> {
+    let (admin_id, _) = role_ref(conn, tenant_id, ADMIN_ROLE)?;
+    if leaving_role != admin_id {
+        return Ok(());
+    }
+    let admins: i64 = conn.query_row(
+        "SELECT count(*) FROM memberships WHERE role_id = ?1",
+        [admin_id],
+        |row| row.get(0),
+    )?;
+    if admins <= 1 {
+        return Err(IdentityError::LastAdmin);
+    }
+    Ok(())
+}
+
+impl Catalog {
+    /// A tenant's roles in creation order (the built-ins first).
+    pub fn roles(&self, tenant_id: &str) -> Result<Vec<Role>, IdentityError> {
+        let conn = self.identity_read()?;
+        require_tenant(&conn, tenant_id)?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "{ROLE_SELECT} WHERE r.tenant_id = ?1 ORDER BY r.id"
+        ))?;
+        let mut rows = stmt.query([tenant_id])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push(role_from_row(row)?);
+        }
+        Ok(out)
+    }
+
+    pub fn role(&self, tenant_id: &str, name: &str) -> Result<Option<Role>, IdentityError> {
+        let conn = self.identity_read()?;
+        load_role(&conn, tenant_id, name)
+    }
+
+    /// A custom role. `*` is not a permission a custom role can have.
+    pub fn create_role<S: AsRef<str>>(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        permissions: &[S],
+    ) -> Result<Role, IdentityError> {
+        validate_role_name(name)?;
+        let permissions = validate_permissions(permissions)?;
+        self.identity_write(|tx| {
+            require_tenant(tx, tenant_id)?;
+            if role_name_taken(tx, tenant_id, name)? {
+                return Err(IdentityError::RoleTaken(name.to_string()));
+            }
+            tx.execute(
+                "INSERT INTO roles (tenant_id, name, permissions, builtin, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, 0, ?4, ?4)",
+                params![
+                    tenant_id,
+                    name,
+                    permissions_json(&permissions),
+                    db::now_rfc3339()
+                ],
+            )?;
+            load_role(tx, tenant_id, name)?.ok_or_else(|| IdentityError::RoleNotFound(name.into()))
+        })
+    }
+
+    /// Renames a custom role and/or replaces its permissions. Built-ins are read-only.
+    pub fn update_role(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        update: &RoleUpdate,
+    ) -> Result<Role, IdentityError> {
+        if let Some(new_name) = &update.name {
+            validate_role_name(new_name)?;
+        }
+        let permissions = match &update.permissions {
+            Some(list) => Some(permissions_json(&validate_permissions(list)?)),
+            None => None,
+        };
+        self.identity_write(|tx| {
+            let (id, builtin) = role_ref(tx, tenant_id, name)?;
+            if builtin {
+                return Err(IdentityError::RoleBuiltin(name.to_string()));
+            }
+            let new_name = update.name.as_deref().unwrap_or(name);
+            if new_name != name && role_name_taken(tx, tenant_id, new_name)? {
+                return Err(IdentityError::RoleTaken(new_name.to_string()));
+            }
+            tx.execute(
+                "UPDATE roles SET name = ?2, permissions = COALESCE(?3, permissions),
+                                  updated_at = ?4
+                 WHERE id = ?1",
+                params![id, new_name, permissions, db::now_rfc3339()],
+            )?;
+            load_role(tx, tenant_id, new_name)?
+                .ok_or_else(|| IdentityError::RoleNotFound(new_name.into()))
+        })
+    }
+
+    /// Deletes a custom role nobody holds.
+    pub fn delete_role(&self, tenant_id: &str, name: &str) -> Result<(), IdentityError> {
+        self.identity_write(|tx| {
+            let (id, builtin) = role_ref(tx, tenant_id, name)?;
+            if builtin {
+                return Err(IdentityError::RoleBuiltin(name.to_string()));
+            }
+            let in_use: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM memberships WHERE role_id = ?1)",
+                [id],
+                |row| row.get(0),
+            )?;
+            if in_use {
+                return Err(IdentityError::RoleInUse(name.to_string()));
+            }
+            tx.execute("DELETE FROM roles WHERE id = ?1", [id])?;
+            Ok(())
+        })
+    }
+
+    /// The user's role and permissions in the tenant, read now (one indexed query).
+    pub fn membership(
+        &self,
+        user_id: i64,
+        tenant_id: &str,
+    ) -> Result<Option<Membership>, IdentityError> {
+        let conn = self.identity_read()?;
+        load_membership(&conn, user_id, tenant_id)
+    }
+
+    /// Every tenant the user belongs to, deleted tenants left out, by tenant name.
+    pub fn memberships_of(&self, user_id: i64) -> Result<Vec<TenantMembership>, IdentityError> {
+        let conn = self.identity_read()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT t.id, t.slug, t.name, t.status, r.id, r.name, r.permissions, m.created_at
+             FROM memberships m
+             JOIN tenants t ON t.id = m.tenant_id
+             JOIN roles r ON r.id = m.role_id
+             WHERE m.user_id = ?1 AND t.status <> 'deleted'
+             ORDER BY t.name, t.slug",
+        )?;
+        let mut rows = stmt.query([user_id])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let tenant_id: String = row.get(0)?;
+            let status: String = row.get(3)?;
+            let status = TenantStatus::parse(&status).ok_or_else(|| IdentityError::Corrupt {
+                table: "tenants",
+                id: tenant_id.clone(),
+                message: format!("unknown status {status:?}"),
+            })?;
+            let json: String = row.get(6)?;
+            let (all_permissions, permissions) = stored(row.get(4)?, &json)?;
+            out.push(TenantMembership {
+                tenant_id,
+                slug: row.get(1)?,
+                name: row.get(2)?,
+                status,
+                role: row.get(5)?,
+                all_permissions,
+                permissions,
+                joined_at: row.get(7)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The tenant's members by email.
+    pub fn members(&self, tenant_id: &str) -> Result<Vec<Member>, IdentityError> {
+        let conn = self.identity_read()?;
+        require_tenant(&conn, tenant_id)?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT u.id, u.email, u.name, u.surname, u.photo_url, u.disabled, r.name,
+                    m.created_at
+             FROM memberships m
+             JOIN users u ON u.id = m.user_id
+             JOIN roles r ON r.id = m.role_id
+             WHERE m.tenant_id = ?1
+             ORDER BY u.email",
+        )?;
+        let rows = stmt.query_map([tenant_id], |row| {
+            Ok(Member {
+                user: MemberUser {
+                    id: row.get(0)?,
+                    email: row.get(1)?,
+                    name: row.get(2)?,
+                    surname: row.get(3)?,
+                    photo_url: row.get(4)?,
+                    disabled: row.get(5)?,
+                },
+                role: row.get(6)?,
+                joined_at: row.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn add_member(
+        &self,
+        tenant_id: &str,
+        user_id: i64,
+        role_name: &str,
+    ) -> Result<Membership, IdentityError> {
+        self.identity_write(|tx| {
+            require_tenant(tx, tenant_id)?;
+            if !user_exists(tx, user_id)? {
+                return Err(IdentityError::UserNotFound);
+            }
+            let (role_id, _) = role_ref(tx, tenant_id, role_name)?;
+            if member_role(tx, tenant_id, user_id)?.is_some() {
+                return Err(IdentityError::AlreadyAMember);
+            }
+            tx.execute(
+                "INSERT INTO memberships (user_id, tenant_id, role_id, created_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![user_id, tenant_id, role_id, db::now_rfc3339()],
+            )?;
+            load_membership(tx, user_id, tenant_id)?.ok_or(IdentityError::NotAMember)
+        })
+    }
+
+    /// Gives a member another role; refused if it would leave the tenant without an admin.
+    pub fn set_member_role(
+        &self,
+        tenant_id: &str,
+        user_id: i64,
+        role_name: &str,
+    ) -> Result<Membership, IdentityError> {
+        self.identity_write(|tx| {
+            let current = member_role(tx, tenant_id, user_id)?.ok_or(IdentityError::NotAMember)?;
+            let (role_id, _) = role_ref(tx, tenant_id, role_name)?;
+            if role_id != current {
+                keep_an_admin(tx, tenant_id, current)?;
+                tx.execute(
+                    "UPDATE memberships SET role_id = ?3 WHERE user_id = ?1 AND tenant_id = ?2",
+                    params![user_id, tenant_id, role_id],
+                )?;
+            }
+            load_membership(tx, user_id, tenant_id)?.ok_or(IdentityError::NotAMember)
+        })
+    }
+
+    /// Removes a member; refused for the tenant's last admin.
+    pub fn remove_member(&self, tenant_id: &str, user_id: i64) -> Result<(), IdentityError> {
+        self.identity_write(|tx| {
+            let current = member_role(tx, tenant_id, user_id)?.ok_or(IdentityError::NotAMember)?;
+            keep_an_admin(tx, tenant_id, current)?;
+            tx.execute(
+                "DELETE FROM memberships WHERE user_id = ?1 AND tenant_id = ?2",
+                params![user_id, tenant_id],
+            )?;
+            Ok(())
+        })
+    }
+}
