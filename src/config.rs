@@ -45,12 +45,21 @@ impl ServeConfig {
     pub fn from_args(args: &mut Args, env: &Env) -> Result<ServeConfig, CliError> {
         let mut c = ServeConfig::default();
         c.app.data_dir = data_dir(args, env)?;
-        c.app.admin_token = env.get("TENANTD_ADMIN_TOKEN");
+        c.app.sessions.secure_cookie = args.flag("--secure-cookies")
+            || env
+                .get("TENANTD_SECURE_COOKIES")
+                .is_some_and(|v| v == "1" || v == "true");
         let mut pick = |flag: &str, var: &str| -> Result<Option<String>, CliError> {
             Ok(args.value(flag)?.or_else(|| env.get(var)))
         };
         if let Some(v) = pick("--bind", "TENANTD_BIND")? {
             c.bind = v;
+        }
+        if let Some(v) = pick("--session-idle", "TENANTD_SESSION_IDLE")? {
+            c.app.sessions.idle_secs = seconds("--session-idle", &v)?.as_secs() as i64;
+        }
+        if let Some(v) = pick("--session-lifetime", "TENANTD_SESSION_LIFETIME")? {
+            c.app.sessions.lifetime_secs = seconds_long("--session-lifetime", &v)?;
         }
         if let Some(v) = pick("--base-domain", "TENANTD_BASE_DOMAIN")? {
             c.app.identify.base_domain = v.trim().trim_end_matches('.').to_ascii_lowercase();
@@ -110,6 +119,16 @@ fn number(flag: &str, v: &str, min: usize, max: usize) -> Result<usize, CliError
         Ok(n) if (min..=max).contains(&n) => Ok(n),
         _ => Err(CliError(format!(
             "{flag}: expected a whole number from {min} to {max}, got {v:?}"
+        ))),
+    }
+}
+
+/// Seconds up to a year, for session lifetimes.
+fn seconds_long(flag: &str, v: &str) -> Result<i64, CliError> {
+    match v.parse::<i64>() {
+        Ok(s) if (60..=366 * 86_400).contains(&s) => Ok(s),
+        _ => Err(CliError(format!(
+            "{flag}: expected whole seconds from 60 to a year, got {v:?}"
         ))),
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::catalog::CatalogError;
+use crate::catalog::{CatalogError, IdentityError};
 use crate::db::DbError;
 use crate::http::Response;
 use crate::tenancy::lifecycle::LifecycleError;
@@ -17,6 +17,20 @@ pub enum Error {
     InvalidJson(String),
     UnsupportedMediaType(String),
     Unauthorized,
+    /// A login with a wrong email or password: one answer for both.
+    InvalidCredentials,
+    /// A system admin with two-factor authentication logged in without a code.
+    TotpRequired,
+    /// Cookie-authenticated, state-changing, without the session's X-CSRF-Token.
+    CsrfFailed,
+    /// Authenticated, but not a member of the tenant the request is for.
+    NotAMember,
+    /// A member without the permission the route needs.
+    Forbidden(String),
+    /// Throttled, or the password hashing pool is full.
+    TooManyRequests {
+        retry_after_secs: u64,
+    },
     NotFound,
     MethodNotAllowed {
         allow: String,
@@ -52,6 +66,38 @@ impl Error {
             Error::InvalidJson(m) => (400, "invalid_json", m.clone()),
             Error::UnsupportedMediaType(m) => (415, "unsupported_media_type", m.clone()),
             Error::Unauthorized => (401, "unauthorized", "missing or invalid credentials".into()),
+            Error::InvalidCredentials => (
+                401,
+                "invalid_credentials",
+                "the email or password is wrong".into(),
+            ),
+            Error::TotpRequired => (
+                401,
+                "totp_required",
+                "a code from the authenticator app is required".into(),
+            ),
+            Error::CsrfFailed => (
+                403,
+                "csrf_failed",
+                "a cookie-authenticated request that changes state needs the session's \
+                 X-CSRF-Token header"
+                    .into(),
+            ),
+            Error::NotAMember => (
+                403,
+                "not_a_member",
+                "you are not a member of this tenant".into(),
+            ),
+            Error::Forbidden(permission) => (
+                403,
+                "forbidden",
+                format!("this needs the {permission} permission"),
+            ),
+            Error::TooManyRequests { .. } => (
+                429,
+                "too_many_requests",
+                "too many attempts; try again later".into(),
+            ),
             Error::NotFound => (404, "not_found", "no such resource".into()),
             Error::MethodNotAllowed { .. } => (
                 405,
@@ -106,6 +152,9 @@ impl Error {
         match self {
             Error::MethodNotAllowed { allow } => response.with_header("Allow", &allow),
             Error::Unauthorized => response.with_header("WWW-Authenticate", "Bearer"),
+            Error::TooManyRequests { retry_after_secs } => {
+                response.with_header("Retry-After", &retry_after_secs.max(1).to_string())
+            }
             Error::TenantUnavailable => response.with_header("Retry-After", "1"),
             _ => response,
         }
@@ -195,6 +244,30 @@ impl From<rusqlite::Error> for Error {
                 Error::TenantUnavailable
             }
             _ => Error::Internal(format!("sqlite: {e}")),
+        }
+    }
+}
+
+impl From<IdentityError> for Error {
+    fn from(e: IdentityError) -> Self {
+        let conflict = |code, e: &IdentityError| Error::Conflict {
+            code,
+            message: e.to_string(),
+        };
+        match &e {
+            IdentityError::Validation { field, message } => Error::validation(field, message),
+            IdentityError::InvalidPermission(_) => Error::validation("permissions", e.to_string()),
+            IdentityError::EmailTaken => conflict("email_taken", &e),
+            IdentityError::RoleTaken(_) => conflict("role_taken", &e),
+            IdentityError::RoleBuiltin(_) => conflict("role_builtin", &e),
+            IdentityError::RoleInUse(_) => conflict("role_in_use", &e),
+            IdentityError::AlreadyAMember => conflict("already_a_member", &e),
+            IdentityError::LastAdmin => conflict("last_admin", &e),
+            IdentityError::RoleNotFound(_) => Error::validation("role", "no such role"),
+            IdentityError::UserNotFound | IdentityError::NotAMember => Error::NotFound,
+            IdentityError::AdminNotFound => Error::NotFound,
+            IdentityError::TenantNotFound(_) => Error::TenantNotFound,
+            IdentityError::Db(_) | IdentityError::Corrupt { .. } => Error::Internal(e.to_string()),
         }
     }
 }

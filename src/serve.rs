@@ -30,7 +30,7 @@ pub fn run(config: ServeConfig) -> i32 {
         }
     };
     let data_dir = config.app.data_dir.clone();
-    let (app, new_token) = match App::open(config.app.clone()) {
+    let (app, first_admin) = match App::open(config.app.clone()) {
         Ok(opened) => opened,
         Err(e) => {
             eprintln!(
@@ -53,10 +53,11 @@ pub fn run(config: ServeConfig) -> i32 {
         server.local_addr(),
         data_dir.display()
     );
-    if let Some(token) = new_token {
+    if let Some(first) = first_admin {
         banner.push_str(&format!(
-            "admin token (shown once, stored hashed): {token}\n  \
-             use it as `Authorization: Bearer <token>` on /api/admin/...\n"
+            "first system admin (shown once): {} / password {}\n  \
+             log in with POST /api/admin/auth/login; change it with `tenantd admin reset-password`\n",
+            first.email, first.password
         ));
     }
     // Whoever started us may have stopped reading (a closed pipe): that is no reason to die.

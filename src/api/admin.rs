@@ -1,15 +1,36 @@
-//! `/api/admin/tenants`: the tenant lifecycle over HTTP, on the central host, for the holder of
-//! the admin token. The same operations as `tenantd tenants ...` (both call `tenancy::lifecycle`).
+//! The system admin's API, on the central host: login (with TOTP), the tenant lifecycle (the same
+//! operations as `tenantd tenants ...`, both on `tenancy::lifecycle`), impersonation, the audit log.
 
-use serde_json::Value;
+use std::sync::Arc;
+use std::time::Instant;
 
+use serde_json::{json, Value};
+
+use crate::auth::{token, totp};
+use crate::catalog::{
+    unix_now, ActorType, AuditActor, Catalog, NewSession, SessionKind, TenantRecord,
+};
 use crate::error::Error;
-use crate::http::{Params, Request, Response, Router};
-use crate::tenancy::lifecycle::{self, NewTenant};
+use crate::http::{Params, Response, Router};
+use crate::tenancy::lifecycle::{self, LifecycleError, NewTenant};
 
-use super::{json_body, App, Route};
+use super::account::{check_throttle, throttle_keys};
+use super::members::audit_filter;
+use super::{object, opt_text, text, App, Call, Operator, Route};
+
+/// How long an impersonation ticket may wait to be exchanged.
+const TICKET_SECS: i64 = 60;
 
 pub(super) fn routes(r: &mut Router<Route>) {
+    r.add("POST", "/api/admin/auth/login", Route::Public(login));
+    r.add("GET", "/api/admin/me", Route::Admin(me));
+    r.add("POST", "/api/admin/totp/enrol", Route::Admin(totp_enrol));
+    r.add(
+        "POST",
+        "/api/admin/totp/confirm",
+        Route::Admin(totp_confirm),
+    );
+    r.add("GET", "/api/admin/audit", Route::Admin(audit));
     r.add("GET", "/api/admin/tenants", Route::Admin(list));
     r.add("POST", "/api/admin/tenants", Route::Admin(create));
     r.add("GET", "/api/admin/tenants/{tenant}", Route::Admin(show));
@@ -49,45 +70,193 @@ pub(super) fn routes(r: &mut Router<Route>) {
         "/api/admin/tenants/{tenant}/domains/{domain}",
         Route::Admin(remove_domain),
     );
+    r.add(
+        "POST",
+        "/api/admin/tenants/{tenant}/impersonate",
+        Route::Admin(impersonate),
+    );
 }
 
-/// The slug of the tenant a path names, by id (a UUID) or by slug. Slugs never look like UUIDs,
-/// so the two cannot be confused.
-fn slug_of(app: &App, params: &Params) -> Result<String, Error> {
-    let key = params.get("tenant").unwrap_or_default();
-    let record = match uuid::Uuid::parse_str(key) {
-        Ok(id) => app.catalog.by_id(&id.hyphenated().to_string())?,
-        Err(_) => app.catalog.by_slug(key)?,
+fn login(app: &App, call: &Call) -> Result<Response, Error> {
+    if call.tenant.is_some() {
+        return Err(Error::CentralOnly);
+    }
+    let body = object(call.req)?;
+    let email = text(&body, "email")?;
+    let password = text(&body, "password")?;
+    let code = opt_text(&body, "code")?;
+    let keys = throttle_keys(call, &format!("admin:{email}"));
+    check_throttle(app, &keys)?;
+    let admin = app.catalog.admin_by_email(&email).ok().flatten();
+    let verified =
+        app.verify_password(&password, admin.as_ref().map(|a| a.password_hash.as_str()))?;
+    let fail = |admin_id: Option<i64>| {
+        let now = Instant::now();
+        for key in &keys {
+            app.throttle.failure(key, now);
+        }
+        let mut entry = app.entry(call, ActorType::Anonymous, "admin.login_failed");
+        entry.actor_email = Some(email.trim().to_ascii_lowercase());
+        entry.actor_id = admin_id;
+        app.audit(entry);
+        Error::InvalidCredentials
     };
-    Ok(record.ok_or(Error::TenantNotFound)?.slug.clone())
-}
-
-/// A required string field of a JSON object.
-fn text(body: &Value, field: &str) -> Result<String, Error> {
-    match body.get(field) {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(_) => Err(Error::validation(field, "must be a string")),
-        None => Err(Error::validation(field, "is required")),
+    let admin = match admin {
+        Some(admin) if verified.ok => admin,
+        found => return Err(fail(found.map(|a| a.id))),
+    };
+    if admin.totp_enabled {
+        let secret = admin.totp_secret.as_deref().unwrap_or_default();
+        match code {
+            // The password was right: say what is missing, without counting a failure.
+            None => return Err(Error::TotpRequired),
+            Some(code) if totp::verify(secret, code.trim(), unix_now() as u64) => {}
+            Some(_) => return Err(fail(Some(admin.id))),
+        }
     }
-}
-
-fn object(req: &Request) -> Result<Value, Error> {
-    match json_body::<Value>(req)? {
-        v @ Value::Object(_) => Ok(v),
-        _ => Err(Error::InvalidJson("expected a JSON object".into())),
+    app.throttle.success(&keys[0]);
+    if let Some(stronger) = verified.rehash {
+        app.catalog.set_admin_password_hash(admin.id, &stronger)?;
     }
+    let mut entry = app.entry(call, ActorType::Admin, "admin.login");
+    entry.actor_id = Some(admin.id);
+    entry.actor_email = Some(admin.email.clone());
+    app.audit(entry);
+    app.start_session(
+        NewSession {
+            kind: SessionKind::Admin,
+            admin_id: Some(admin.id),
+            ..NewSession::default()
+        },
+        json!({ "admin": { "id": admin.id, "email": admin.email, "totp_enabled": admin.totp_enabled } }),
+    )
 }
 
-fn list(app: &App, _req: &Request, _params: &Params) -> Result<Response, Error> {
-    let tenants = lifecycle::list(&app.catalog)?;
+fn me(_app: &App, _call: &Call, op: &Operator) -> Result<Response, Error> {
     Ok(Response::json(
         200,
-        &serde_json::json!({"tenants": tenants}),
+        &json!({ "admin": { "id": op.admin.id, "email": op.admin.email, "totp_enabled": op.admin.totp_enabled } }),
     ))
 }
 
-fn create(app: &App, req: &Request, _params: &Params) -> Result<Response, Error> {
-    let body = object(req)?;
+/// Starts (or restarts) two-factor enrolment: the secret is shown once and enforced only after a
+/// code from it is confirmed, so a half-finished enrolment cannot lock the admin out.
+fn totp_enrol(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
+    if op.admin.totp_enabled {
+        return Err(Error::Conflict {
+            code: "totp_enabled",
+            message: "two-factor authentication is already on".into(),
+        });
+    }
+    let secret = totp::new_secret();
+    app.catalog
+        .set_admin_totp(op.admin.id, Some(&secret), false)?;
+    let mut entry = app.entry(call, ActorType::Admin, "admin.totp_enrolment_started");
+    entry.actor_id = Some(op.admin.id);
+    app.audit(entry);
+    Ok(Response::json(
+        200,
+        &json!({
+            "secret": secret,
+            "otpauth_uri": totp::otpauth_uri(&secret, &op.admin.email, "tenantd"),
+        }),
+    ))
+}
+
+fn totp_confirm(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
+    let code = text(&object(call.req)?, "code")?;
+    let Some(secret) = op
+        .admin
+        .totp_secret
+        .as_deref()
+        .filter(|_| !op.admin.totp_enabled)
+    else {
+        return Err(Error::Conflict {
+            code: "totp_not_enrolling",
+            message: "start with POST /api/admin/totp/enrol".into(),
+        });
+    };
+    if !totp::verify(secret, code.trim(), unix_now() as u64) {
+        return Err(Error::validation("code", "does not match"));
+    }
+    app.catalog
+        .set_admin_totp(op.admin.id, Some(secret), true)?;
+    let mut entry = app.entry(call, ActorType::Admin, "admin.totp_enabled");
+    entry.actor_id = Some(op.admin.id);
+    app.audit(entry);
+    Ok(Response::json(200, &json!({ "totp_enabled": true })))
+}
+
+fn audit(app: &App, call: &Call, _op: &Operator) -> Result<Response, Error> {
+    let mut filter = audit_filter(call)?;
+    if let Some(tenant) = call.req.query_param("tenant") {
+        filter.tenant_id = Some(tenant_by_key(&app.catalog, &tenant)?.id.clone());
+    }
+    if let Some(actor) = call.req.query_param("actor") {
+        filter.actor =
+            Some(match actor.split_once(':') {
+                Some(("user", id)) => AuditActor::User(id.parse().map_err(|_| {
+                    Error::validation("actor", "user:<id>, admin:<id> or an email")
+                })?),
+                Some(("admin", id)) => AuditActor::Admin(id.parse().map_err(|_| {
+                    Error::validation("actor", "user:<id>, admin:<id> or an email")
+                })?),
+                _ => AuditActor::Email(actor),
+            });
+    }
+    let entries = app.catalog.audit_query(&filter)?;
+    let next = (entries.len() == filter.limit)
+        .then(|| entries.last().map(|e| e.id))
+        .flatten();
+    Ok(Response::json(
+        200,
+        &json!({ "entries": entries, "next": next }),
+    ))
+}
+
+/// A tenant by id (a UUID) or by slug. Slugs never look like UUIDs, so the two cannot be confused.
+fn tenant_by_key(catalog: &Catalog, key: &str) -> Result<Arc<TenantRecord>, Error> {
+    let record = match uuid::Uuid::parse_str(key) {
+        Ok(id) => catalog.by_id(&id.hyphenated().to_string())?,
+        Err(_) => catalog.by_slug(key)?,
+    };
+    record.ok_or(Error::TenantNotFound)
+}
+
+fn slug_of(app: &App, params: &Params) -> Result<String, Error> {
+    Ok(
+        tenant_by_key(&app.catalog, params.get("tenant").unwrap_or_default())?
+            .slug
+            .clone(),
+    )
+}
+
+/// Records a lifecycle change by this admin.
+fn lifecycle_entry(
+    app: &App,
+    call: &Call,
+    op: &Operator,
+    action: &str,
+    record: &TenantRecord,
+    details: Value,
+) {
+    let mut entry = app.entry(call, ActorType::Admin, action);
+    entry.actor_id = Some(op.admin.id);
+    entry.actor_email = Some(op.admin.email.clone());
+    entry.tenant_id = Some(record.id.clone());
+    entry.target_type = Some("tenant".into());
+    entry.target_id = Some(record.id.clone());
+    entry.details = details;
+    app.audit(entry);
+}
+
+fn list(app: &App, _call: &Call, _op: &Operator) -> Result<Response, Error> {
+    let tenants = lifecycle::list(&app.catalog)?;
+    Ok(Response::json(200, &json!({ "tenants": tenants })))
+}
+
+fn create(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
+    let body = object(call.req)?;
     let domains = match body.get("domains") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => items
@@ -106,71 +275,163 @@ fn create(app: &App, req: &Request, _params: &Params) -> Result<Response, Error>
     };
     let record = lifecycle::create(&app.catalog, &new)?;
     log::info!("tenant {} created ({})", record.slug, record.id);
+    lifecycle_entry(
+        app,
+        call,
+        op,
+        "tenant.created",
+        &record,
+        json!({ "slug": record.slug }),
+    );
     Ok(Response::json(201, &record))
 }
 
-fn show(app: &App, _req: &Request, params: &Params) -> Result<Response, Error> {
-    let record = lifecycle::show(&app.catalog, &slug_of(app, params)?)?;
+fn show(app: &App, call: &Call, _op: &Operator) -> Result<Response, Error> {
+    let record = lifecycle::show(&app.catalog, &slug_of(app, call.params)?)?;
     Ok(Response::json(200, &record))
 }
 
-fn rename(app: &App, req: &Request, params: &Params) -> Result<Response, Error> {
-    let slug = slug_of(app, params)?;
-    let new_slug = text(&object(req)?, "slug")?;
+fn rename(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
+    let slug = slug_of(app, call.params)?;
+    let new_slug = text(&object(call.req)?, "slug")?;
     let record = lifecycle::rename(&app.catalog, &slug, &new_slug)?;
-    log::info!("tenant {slug} renamed to {}", record.slug);
+    lifecycle_entry(
+        app,
+        call,
+        op,
+        "tenant.renamed",
+        &record,
+        json!({ "from": slug, "to": record.slug }),
+    );
     Ok(Response::json(200, &record))
 }
 
 /// Runs one status change and answers the tenant as it now is.
 fn transition(
     app: &App,
-    params: &Params,
-    what: &str,
-    op: fn(
-        &crate::catalog::Catalog,
-        &str,
-    ) -> Result<std::sync::Arc<crate::catalog::TenantRecord>, lifecycle::LifecycleError>,
+    call: &Call,
+    op: &Operator,
+    action: &str,
+    change: fn(&Catalog, &str) -> Result<Arc<TenantRecord>, LifecycleError>,
 ) -> Result<Response, Error> {
-    let slug = slug_of(app, params)?;
-    let record = op(&app.catalog, &slug)?;
-    log::info!("tenant {slug} {what}");
+    let slug = slug_of(app, call.params)?;
+    let record = change(&app.catalog, &slug)?;
+    log::info!("tenant {slug}: {action}");
+    lifecycle_entry(
+        app,
+        call,
+        op,
+        action,
+        &record,
+        json!({ "status": record.status }),
+    );
     Ok(Response::json(200, &record))
 }
 
-fn delete(app: &App, _req: &Request, params: &Params) -> Result<Response, Error> {
-    transition(app, params, "deleted", lifecycle::delete)
+fn delete(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
+    transition(app, call, op, "tenant.deleted", lifecycle::delete)
 }
 
-fn suspend(app: &App, _req: &Request, params: &Params) -> Result<Response, Error> {
-    transition(app, params, "suspended", lifecycle::suspend)
+fn suspend(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
+    transition(app, call, op, "tenant.suspended", lifecycle::suspend)
 }
 
-fn activate(app: &App, _req: &Request, params: &Params) -> Result<Response, Error> {
-    transition(app, params, "activated", lifecycle::activate)
+fn activate(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
+    transition(app, call, op, "tenant.activated", lifecycle::activate)
 }
 
-fn restore(app: &App, _req: &Request, params: &Params) -> Result<Response, Error> {
-    transition(app, params, "restored", lifecycle::restore)
+fn restore(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
+    transition(app, call, op, "tenant.restored", lifecycle::restore)
 }
 
-fn purge(app: &App, _req: &Request, params: &Params) -> Result<Response, Error> {
-    let slug = slug_of(app, params)?;
-    lifecycle::purge(&app.catalog, &app.registry, &slug)?;
-    log::info!("tenant {slug} purged");
-    Ok(Response::json(200, &serde_json::json!({"purged": slug})))
+fn purge(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
+    let record = tenant_by_key(&app.catalog, call.params.get("tenant").unwrap_or_default())?;
+    lifecycle::purge(&app.catalog, &app.registry, &record.slug)?;
+    log::info!("tenant {} purged", record.slug);
+    lifecycle_entry(
+        app,
+        call,
+        op,
+        "tenant.purged",
+        &record,
+        json!({ "slug": record.slug }),
+    );
+    Ok(Response::json(200, &json!({ "purged": record.slug })))
 }
 
-fn add_domain(app: &App, req: &Request, params: &Params) -> Result<Response, Error> {
-    let slug = slug_of(app, params)?;
-    let domain = text(&object(req)?, "domain")?;
+fn add_domain(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
+    let slug = slug_of(app, call.params)?;
+    let domain = text(&object(call.req)?, "domain")?;
     let record = lifecycle::add_domain(&app.catalog, &slug, &domain)?;
+    lifecycle_entry(
+        app,
+        call,
+        op,
+        "tenant.domain_added",
+        &record,
+        json!({ "domain": domain }),
+    );
     Ok(Response::json(200, &record))
 }
 
-fn remove_domain(app: &App, _req: &Request, params: &Params) -> Result<Response, Error> {
-    let slug = slug_of(app, params)?;
-    let domain = params.get("domain").unwrap_or_default();
+fn remove_domain(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
+    let slug = slug_of(app, call.params)?;
+    let domain = call.params.get("domain").unwrap_or_default();
     let record = lifecycle::remove_domain(&app.catalog, &slug, domain)?;
+    lifecycle_entry(
+        app,
+        call,
+        op,
+        "tenant.domain_removed",
+        &record,
+        json!({ "domain": domain }),
+    );
     Ok(Response::json(200, &record))
+}
+
+/// A one-time ticket to act as a member of one tenant, exchanged on that tenant within a minute.
+fn impersonate(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
+    let record = tenant_by_key(&app.catalog, call.params.get("tenant").unwrap_or_default())?;
+    let body = object(call.req)?;
+    let user_id = body
+        .get("user_id")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| Error::validation("user_id", "must be a user id"))?;
+    if app.catalog.membership(user_id, &record.id)?.is_none() {
+        return Err(Error::validation(
+            "user_id",
+            "is not a member of this tenant",
+        ));
+    }
+    let ticket = token::generate();
+    let now = unix_now();
+    app.catalog.create_session(
+        &NewSession {
+            token_hash: token::digest(&ticket),
+            kind: SessionKind::ImpersonationTicket,
+            user_id: Some(user_id),
+            tenant_id: Some(record.id.clone()),
+            impersonated_by: Some(op.admin.id),
+            expires_at: Some(now + TICKET_SECS),
+            ..NewSession::default()
+        },
+        now,
+    )?;
+    let mut entry = app.entry(call, ActorType::Admin, "impersonation.started");
+    entry.actor_id = Some(op.admin.id);
+    entry.actor_email = Some(op.admin.email.clone());
+    entry.tenant_id = Some(record.id.clone());
+    entry.target_type = Some("user".into());
+    entry.target_id = Some(user_id.to_string());
+    app.audit(entry);
+    Ok(Response::json(
+        201,
+        &json!({
+            "ticket": ticket,
+            "expires_at": now + TICKET_SECS,
+            "tenant_id": record.id,
+            "user_id": user_id,
+            "exchange": "POST /api/auth/impersonate {\"ticket\": ...} on the tenant",
+        }),
+    ))
 }

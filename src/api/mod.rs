@@ -1,35 +1,118 @@
-//! The route table and the request pipeline: identify the tenant, find the route, check what the
-//! route needs (a tenant, the central host, an admin), call the handler. One file per resource.
+//! The route table and the request pipeline: identify the tenant, authenticate, find the route,
+//! check what the route needs (a tenant and a membership, a system admin, the central host, the
+//! CSRF header), call the handler. One file per resource.
 
+mod account;
 mod admin;
+mod members;
 mod tenant;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
+use serde_json::Value;
 
-use crate::catalog::{Catalog, CatalogError, TenantRecord};
+use crate::auth::hasher::{Hasher, HasherConfig};
+use crate::auth::principal::{self, Principal, Via};
+use crate::auth::throttle::{Throttle, ThrottleConfig};
+use crate::auth::{password, token};
+use crate::catalog::{
+    unix_now, ActorType, AuditEntry, Catalog, CatalogError, IdentityError, Membership, Session,
+    SystemAdmin, TenantRecord, User,
+};
 use crate::db::Create;
 use crate::error::Error;
 use crate::http::{self, Match, Params, Request, Response, Router};
 use crate::tenancy::identify::{self, Hints, IdentifyConfig};
 use crate::tenancy::{Registry, RegistryConfig, Tenant};
 
-type AnyFn = fn(&App, &Request, &Params) -> Result<Response, Error>;
-type TenantFn = fn(&App, &Tenant, &Request, &Params) -> Result<Response, Error>;
+/// One request as a handler sees it, whatever the route needs.
+pub struct Call<'a> {
+    pub req: &'a Request,
+    pub params: &'a Params,
+    /// The tenant the request named, if any (before any membership check).
+    pub tenant: Option<Arc<TenantRecord>>,
+}
+
+/// A member of the request's tenant: what tenant routes receive. The membership is read from the
+/// catalog on this request, so a changed role counts at once.
+pub struct Member {
+    pub tenant: Tenant,
+    pub user: User,
+    pub session: Session,
+    pub membership: Membership,
+}
+
+impl Member {
+    /// Refuses unless the member's role grants `permission` (`admin` grants all).
+    pub fn require(&self, permission: &str) -> Result<(), Error> {
+        if self.membership.can(permission) {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(permission.to_string()))
+        }
+    }
+
+    pub fn can(&self, permission: &str) -> bool {
+        self.membership.can(permission)
+    }
+}
+
+/// A signed-in user anywhere (their own account, their tokens).
+pub struct Account {
+    pub user: User,
+    pub session: Session,
+    pub via: Via,
+}
+
+/// A signed-in system admin, on the central host.
+pub struct Operator {
+    pub admin: SystemAdmin,
+    pub session: Session,
+}
+
+type PublicFn = fn(&App, &Call) -> Result<Response, Error>;
+type AccountFn = fn(&App, &Call, &Account) -> Result<Response, Error>;
+type AdminFn = fn(&App, &Call, &Operator) -> Result<Response, Error>;
+type TenantFn = fn(&App, &Call, &Member) -> Result<Response, Error>;
+type AnyPrincipalFn = fn(&App, &Call, &Principal) -> Result<Response, Error>;
 
 /// What a route needs before its handler runs. The handler's signature says what it may touch:
-/// only tenant routes receive a [`Tenant`].
+/// only tenant routes receive a [`Tenant`], and only with a membership.
 #[derive(Clone, Copy)]
 enum Route {
-    /// Anywhere (health checks).
-    Any(AnyFn),
-    /// Central host only, with the admin token.
-    Admin(AnyFn),
-    /// A resolved, active tenant; its pool is opened (and migrated) on demand.
+    /// No credentials needed (health, login).
+    Public(PublicFn),
+    /// Any signed-in principal (logout).
+    Signed(AnyPrincipalFn),
+    /// A signed-in user, on any host.
+    Account(AccountFn),
+    /// A system admin, on the central host only.
+    Admin(AdminFn),
+    /// A member of the identified, active tenant; its pool opened (and migrated) on demand.
     Tenant(TenantFn),
+}
+
+/// Session lifetimes and cookie flags.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// A session unused this long ends.
+    pub idle_secs: i64,
+    /// A session ends this long after login, used or not.
+    pub lifetime_secs: i64,
+    /// Mark the cookie `Secure` (the server is reached over HTTPS).
+    pub secure_cookie: bool,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            idle_secs: 12 * 3600,
+            lifetime_secs: 7 * 24 * 3600,
+            secure_cookie: false,
+        }
+    }
 }
 
 /// Configuration of the application behind the HTTP layer.
@@ -38,52 +121,60 @@ pub struct AppConfig {
     pub data_dir: PathBuf,
     pub identify: IdentifyConfig,
     pub registry: RegistryConfig,
-    /// Use this admin token instead of the stored one (its hash replaces the stored hash).
-    pub admin_token: Option<String>,
+    pub sessions: SessionConfig,
+    pub hasher: HasherConfig,
+    pub throttle: ThrottleConfig,
+}
+
+/// The first system admin, made on a first run: shown once.
+pub struct FirstAdmin {
+    pub email: String,
+    pub password: String,
 }
 
 /// Everything a handler may reach, shared by every worker thread.
 pub struct App {
     pub catalog: Catalog,
     pub registry: Registry,
+    pub hasher: Hasher,
+    pub throttle: Throttle,
+    pub sessions: SessionConfig,
     identify: IdentifyConfig,
-    admin_token_sha256: String,
     router: Router<Route>,
 }
 
-/// Where the admin token's hash is kept in the catalog.
-const ADMIN_TOKEN_KEY: &str = "admin_token_sha256";
+pub const FIRST_ADMIN_EMAIL: &str = "admin@localhost";
 
 impl App {
-    /// Opens (or creates) the catalog under the data directory. On first run it makes an admin
-    /// token, stores its hash, and returns the token so the caller can show it once.
-    pub fn open(config: AppConfig) -> Result<(App, Option<String>), CatalogError> {
+    /// Opens (or creates) the catalog under the data directory. With no system admin yet, it makes
+    /// `admin@localhost` with a random password and returns it so the caller can show it once.
+    pub fn open(config: AppConfig) -> Result<(App, Option<FirstAdmin>), CatalogError> {
         let catalog = Catalog::open(&config.data_dir, Create::IfMissing)?;
-        let mut new_token = None;
-        let hash = match (&config.admin_token, catalog.meta_get(ADMIN_TOKEN_KEY)?) {
-            (Some(token), _) => {
-                let hash = sha256_hex(token);
-                catalog.meta_set(ADMIN_TOKEN_KEY, &hash)?;
-                hash
-            }
-            (None, Some(hash)) => hash,
-            (None, None) => {
-                let token = random_token();
-                let hash = sha256_hex(&token);
-                catalog.meta_set(ADMIN_TOKEN_KEY, &hash)?;
-                new_token = Some(token);
-                hash
-            }
-        };
-        let registry = Registry::new(&config.data_dir, config.registry.clone());
+        let first = first_admin(&catalog).map_err(|e| CatalogError::Corrupt {
+            id: "system_admins".into(),
+            message: e.to_string(),
+        })?;
         let app = App {
+            registry: Registry::new(&config.data_dir, config.registry.clone()),
             catalog,
-            registry,
+            hasher: Hasher::new(config.hasher.clone()),
+            throttle: Throttle::new(config.throttle.clone()),
+            sessions: config.sessions.clone(),
             identify: config.identify,
-            admin_token_sha256: hash,
             router: routes(),
         };
-        Ok((app, new_token))
+        Ok((app, first))
+    }
+
+    /// Every route as (method, pattern, needs a tenant): for listings and the cross-tenant tests.
+    pub fn route_table(&self) -> Vec<(String, String, bool)> {
+        self.router
+            .routes()
+            .map(|r| {
+                let tenant = matches!(r.handler, Route::Tenant(_));
+                (r.method().to_string(), r.path().to_string(), tenant)
+            })
+            .collect()
     }
 
     fn dispatch(
@@ -97,48 +188,194 @@ impl App {
             Match::MethodNotAllowed(allow) => return Err(Error::MethodNotAllowed { allow }),
             Match::NotFound => return Err(Error::NotFound),
         };
-        match route {
-            Route::Any(f) => f(self, req, &params),
-            Route::Admin(f) => {
-                if tenant.is_some() {
+        let call = Call {
+            req,
+            params: &params,
+            tenant,
+        };
+        if let Route::Public(f) = route {
+            return f(self, &call);
+        }
+        let principal = self.authenticate(req)?.ok_or(Error::Unauthorized)?;
+        check_csrf(req, &principal)?;
+        match (route, principal) {
+            (Route::Public(_), _) => unreachable!("answered above"),
+            (Route::Signed(f), principal) => f(self, &call, &principal),
+            (Route::Account(f), Principal::User { user, session, via }) => {
+                f(self, &call, &Account { user, session, via })
+            }
+            (Route::Admin(f), Principal::Admin { admin, session, .. }) => {
+                if call.tenant.is_some() {
                     return Err(Error::CentralOnly);
                 }
-                self.check_admin(req)?;
-                f(self, req, &params)
+                f(self, &call, &Operator { admin, session })
             }
-            Route::Tenant(f) => {
-                let record = tenant.ok_or(Error::NoTenant)?;
+            (Route::Tenant(f), Principal::User { user, session, .. }) => {
+                let record = call.tenant.clone().ok_or(Error::NoTenant)?;
+                // A token bound to one tenant (a personal token, an impersonation) is no key to
+                // any other, whatever the user's memberships.
+                if session.tenant_id.as_ref().is_some_and(|t| *t != record.id) {
+                    return Err(Error::NotAMember);
+                }
+                let membership = self
+                    .catalog
+                    .membership(user.id, &record.id)?
+                    .ok_or(Error::NotAMember)?;
                 let tenant = self.registry.open(record)?;
-                f(self, &tenant, req, &params)
+                let member = Member {
+                    tenant,
+                    user,
+                    session,
+                    membership,
+                };
+                f(self, &call, &member)
+            }
+            // A user on an admin route, an admin on a user or tenant route.
+            (Route::Admin(_), _) => Err(Error::Forbidden("system admin".into())),
+            (Route::Account(_) | Route::Tenant(_), Principal::Admin { .. }) => {
+                Err(Error::Forbidden("a user account".into()))
             }
         }
     }
 
-    fn check_admin(&self, req: &Request) -> Result<(), Error> {
-        let token = req
-            .header("authorization")
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(Error::Unauthorized)?;
-        let given = sha256_hex(token.trim());
-        // Both are hex digests of equal length: compare every byte, whatever differs first.
-        let same = given.len() == self.admin_token_sha256.len()
-            && given
-                .bytes()
-                .zip(self.admin_token_sha256.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        if same {
-            Ok(())
-        } else {
-            Err(Error::Unauthorized)
+    fn authenticate(&self, req: &Request) -> Result<Option<Principal>, Error> {
+        let Some((token, via)) =
+            principal::credentials(req.header("authorization"), req.header("cookie"))
+        else {
+            return Ok(None);
+        };
+        Ok(principal::authenticate(
+            &self.catalog,
+            &token,
+            via,
+            unix_now(),
+        )?)
+    }
+
+    /// Records an audit entry; a failure to record is logged, never fatal to the request.
+    pub fn audit(&self, entry: AuditEntry) {
+        if let Err(e) = self.catalog.record_audit(&entry) {
+            log::error!("audit entry {} not recorded: {e}", entry.action);
         }
+    }
+
+    /// An audit entry with the request's client address and user agent filled in.
+    pub fn entry(&self, call: &Call, actor: ActorType, action: &str) -> AuditEntry {
+        let mut e = AuditEntry::new(actor, action);
+        e.ip = Some(call.req.client_ip.to_string());
+        e.user_agent = call.req.header("user-agent").map(String::from);
+        e.tenant_id = call.tenant.as_ref().map(|t| t.id.clone());
+        e
+    }
+
+    /// Starts a session: stores the token's digest, and answers the token once with a cookie.
+    pub fn start_session(
+        &self,
+        mut new: crate::catalog::NewSession,
+        body: Value,
+    ) -> Result<Response, Error> {
+        let token = token::generate();
+        let csrf = token::generate();
+        let now = unix_now();
+        let expires_at = now + self.sessions.lifetime_secs;
+        new.token_hash = token::digest(&token);
+        new.csrf_token = Some(csrf.clone());
+        new.expires_at = Some(expires_at);
+        new.idle_timeout_secs = Some(self.sessions.idle_secs);
+        self.catalog.create_session(&new, now)?;
+        let mut body = body;
+        body["token"] = Value::String(token.clone());
+        body["csrf_token"] = Value::String(csrf);
+        body["expires_at"] = Value::from(expires_at);
+        let cookie = format!(
+            "{}={token}; HttpOnly; SameSite=Lax; Path=/; Max-Age={}{}",
+            principal::COOKIE,
+            self.sessions.lifetime_secs,
+            if self.sessions.secure_cookie {
+                "; Secure"
+            } else {
+                ""
+            }
+        );
+        Ok(Response::json(200, &body).with_header("Set-Cookie", &cookie))
+    }
+
+    /// Runs a password check on the hashing pool; a full pool is 429, not a stall.
+    pub fn verify_password(
+        &self,
+        password: &str,
+        stored: Option<&str>,
+    ) -> Result<crate::auth::hasher::Verified, Error> {
+        self.hasher
+            .verify(password.to_string(), stored.map(String::from))
+            .map_err(|_| Error::TooManyRequests {
+                retry_after_secs: 1,
+            })
+    }
+
+    pub fn hash_password(&self, password: &str) -> Result<String, Error> {
+        self.hasher.hash(password.to_string()).map_err(|e| match e {
+            crate::auth::hasher::HashError::Busy => Error::TooManyRequests {
+                retry_after_secs: 1,
+            },
+            other => Error::Internal(other.to_string()),
+        })
+    }
+}
+
+/// Creates the first system admin when there is none.
+fn first_admin(catalog: &Catalog) -> Result<Option<FirstAdmin>, IdentityError> {
+    if catalog.admin_count()? > 0 {
+        return Ok(None);
+    }
+    let password = random_password();
+    let hash = password::hash(&password).map_err(|e| IdentityError::Validation {
+        field: "password",
+        message: e.to_string(),
+    })?;
+    catalog.create_admin(FIRST_ADMIN_EMAIL, &hash)?;
+    Ok(Some(FirstAdmin {
+        email: FIRST_ADMIN_EMAIL.into(),
+        password,
+    }))
+}
+
+/// A password to show once: 20 characters from a 32-letter alphabet (100 bits).
+pub fn random_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789AB";
+    let bytes: [u8; 20] = rand::random();
+    bytes
+        .iter()
+        .map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char)
+        .collect()
+}
+
+/// A cookie-authenticated request that changes state must echo the session's CSRF token: a page on
+/// another site can make the browser send the cookie, but cannot read the token.
+fn check_csrf(req: &Request, principal: &Principal) -> Result<(), Error> {
+    let safe = matches!(req.method.as_str(), "GET" | "HEAD" | "OPTIONS");
+    if safe || principal.via() == Via::Bearer {
+        return Ok(());
+    }
+    let expected = principal
+        .session()
+        .csrf_token
+        .as_deref()
+        .unwrap_or_default();
+    let given = req.header("x-csrf-token").unwrap_or_default();
+    if !expected.is_empty() && token::constant_time_eq(expected.as_bytes(), given.as_bytes()) {
+        Ok(())
+    } else {
+        Err(Error::CsrfFailed)
     }
 }
 
 fn routes() -> Router<Route> {
     let mut r = Router::new();
-    r.add("GET", "/healthz", Route::Any(healthz));
+    r.add("GET", "/healthz", Route::Public(healthz));
     r.add("GET", "/api/tenant", Route::Tenant(tenant::show));
+    account::routes(&mut r);
+    members::routes(&mut r);
     admin::routes(&mut r);
     r
 }
@@ -192,7 +429,7 @@ impl http::Handler for App {
     }
 }
 
-fn healthz(_app: &App, _req: &Request, _params: &Params) -> Result<Response, Error> {
+fn healthz(_app: &App, _call: &Call) -> Result<Response, Error> {
     Ok(Response::json(200, &serde_json::json!({"status": "ok"})))
 }
 
@@ -209,11 +446,36 @@ fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, Error> {
     serde_json::from_slice(&req.body).map_err(|e| Error::InvalidJson(e.to_string()))
 }
 
-fn sha256_hex(text: &str) -> String {
-    hex::encode(Sha256::digest(text.as_bytes()))
+/// The body as a JSON object.
+fn object(req: &Request) -> Result<Value, Error> {
+    match json_body::<Value>(req)? {
+        v @ Value::Object(_) => Ok(v),
+        _ => Err(Error::InvalidJson("expected a JSON object".into())),
+    }
 }
 
-fn random_token() -> String {
-    let bytes: [u8; 32] = rand::random();
-    hex::encode(bytes)
+/// A required string field of a JSON object.
+fn text(body: &Value, field: &str) -> Result<String, Error> {
+    match body.get(field) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(Error::validation(field, "must be a string")),
+        None => Err(Error::validation(field, "is required")),
+    }
+}
+
+/// An optional string field (absent or null: `None`).
+fn opt_text(body: &Value, field: &str) -> Result<Option<String>, Error> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(Error::validation(field, "must be a string")),
+    }
+}
+
+/// A numeric path parameter; anything else names nothing.
+fn id_param(params: &Params, name: &str) -> Result<i64, Error> {
+    params
+        .get(name)
+        .and_then(|v| v.parse().ok())
+        .ok_or(Error::NotFound)
 }

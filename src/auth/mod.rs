@@ -6,6 +6,7 @@
 
 pub mod hasher;
 pub mod password;
+pub mod principal;
 pub mod throttle;
 pub mod token;
 pub mod totp;

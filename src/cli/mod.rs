@@ -1,5 +1,6 @@
 //! The command line: argument parsing and one function per command. `main.rs` only calls [`run`].
 
+mod identity;
 mod tenants;
 
 use std::fmt;
@@ -91,6 +92,9 @@ Commands:
   serve      Run the HTTP server
   tenants    Create, list, suspend, delete, restore, purge, rename tenants; manage domains
   migrate    Migrate the catalog and every tenant database (or show their versions)
+  users      Create user accounts
+  members    Add users to tenants with a role
+  admin      Create system admins, reset their passwords
   help       Show this help
 
 Run `tenantd <command> --help` for the options of a command.
@@ -127,8 +131,13 @@ Options (each falls back to the environment variable named, then the default):
                            [TENANTD_SHUTDOWN_GRACE, 10]
   -h, --help               Show this help
 
-The admin token for /api/admin/... is made on first run and printed once; set
-TENANTD_ADMIN_TOKEN to choose it instead (its hash replaces the stored one).
+  --session-idle SECS      A session unused this long ends [TENANTD_SESSION_IDLE, 43200]
+  --session-lifetime SECS  A session ends this long after login [TENANTD_SESSION_LIFETIME, 604800]
+  --secure-cookies         Mark the session cookie Secure (served over HTTPS)
+                           [TENANTD_SECURE_COOKIES=1]
+
+On the first run with no system admin, admin@localhost is created with a random password,
+printed once.
 Logging follows RUST_LOG (default: info, one line per request).
 ";
 
@@ -161,12 +170,26 @@ pub fn run(argv: Vec<String>) -> i32 {
             print!("{}", tenants::MIGRATE_HELP);
             return 0;
         }
-        Some(command @ ("tenants" | "migrate")) => {
+        Some("users") if wants_help => {
+            print!("{}", identity::USERS_HELP);
+            return 0;
+        }
+        Some("members") if wants_help => {
+            print!("{}", identity::MEMBERS_HELP);
+            return 0;
+        }
+        Some("admin") if wants_help => {
+            print!("{}", identity::ADMIN_HELP);
+            return 0;
+        }
+        Some(command @ ("tenants" | "migrate" | "users" | "members" | "admin")) => {
             let env = Env::process();
-            let result = if command == "tenants" {
-                tenants::tenants(&mut args, &env)
-            } else {
-                tenants::migrate(&mut args, &env)
+            let result = match command {
+                "tenants" => tenants::tenants(&mut args, &env),
+                "migrate" => tenants::migrate(&mut args, &env),
+                "users" => identity::users(&mut args, &env),
+                "members" => identity::members(&mut args, &env),
+                _ => identity::admin(&mut args, &env),
             };
             match result {
                 Ok(()) => Ok(0),

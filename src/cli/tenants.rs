@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::catalog::{Catalog, TenantRecord};
+use crate::catalog::{ActorType, AuditEntry, Catalog, TenantRecord};
 use crate::db::Create;
 use crate::tenancy::lifecycle::{self, LifecycleError, MigrateConfig, NewTenant};
 use crate::tenancy::{Registry, RegistryConfig};
@@ -113,6 +113,9 @@ pub fn tenants(args: &mut Args, env: &Env) -> Result<(), Failure> {
                     domains,
                 },
             )?;
+            if let Ok(catalog) = open_catalog(&data, Create::Never) {
+                audit(&catalog, "tenant.created", &record);
+            }
             print_record(&record, json);
         }
         "list" => {
@@ -132,13 +135,25 @@ pub fn tenants(args: &mut Args, env: &Env) -> Result<(), Failure> {
             let slug = required(args, "slug")?;
             args.finish_ref()?;
             let catalog = catalog()?;
-            let record = match sub.as_str() {
-                "show" => lifecycle::show(&catalog, &slug)?,
-                "suspend" => lifecycle::suspend(&catalog, &slug)?,
-                "activate" => lifecycle::activate(&catalog, &slug)?,
-                "delete" => lifecycle::delete(&catalog, &slug)?,
-                _ => lifecycle::restore(&catalog, &slug)?,
+            let (record, action) = match sub.as_str() {
+                "show" => (lifecycle::show(&catalog, &slug)?, None),
+                "suspend" => (
+                    lifecycle::suspend(&catalog, &slug)?,
+                    Some("tenant.suspended"),
+                ),
+                "activate" => (
+                    lifecycle::activate(&catalog, &slug)?,
+                    Some("tenant.activated"),
+                ),
+                "delete" => (lifecycle::delete(&catalog, &slug)?, Some("tenant.deleted")),
+                _ => (
+                    lifecycle::restore(&catalog, &slug)?,
+                    Some("tenant.restored"),
+                ),
             };
+            if let Some(action) = action {
+                audit(&catalog, action, &record);
+            }
             print_record(&record, json);
         }
         "purge" => {
@@ -148,7 +163,9 @@ pub fn tenants(args: &mut Args, env: &Env) -> Result<(), Failure> {
             // This process has no pools open; a server holding one keeps its descriptor to the
             // removed file until it closes the pool, and answers the tenant 404 meanwhile.
             let registry = Registry::new(&data, RegistryConfig::default());
+            let record = lifecycle::show(&catalog, &slug)?;
             lifecycle::purge(&catalog, &registry, &slug)?;
+            audit(&catalog, "tenant.purged", &record);
             if json {
                 println!("{}", serde_json::json!({ "purged": slug }));
             } else {
@@ -159,7 +176,9 @@ pub fn tenants(args: &mut Args, env: &Env) -> Result<(), Failure> {
             let slug = required(args, "slug")?;
             let new_slug = required(args, "new-slug")?;
             args.finish_ref()?;
-            let record = lifecycle::rename(&catalog()?, &slug, &new_slug)?;
+            let catalog = catalog()?;
+            let record = lifecycle::rename(&catalog, &slug, &new_slug)?;
+            audit(&catalog, "tenant.renamed", &record);
             print_record(&record, json);
         }
         "domains" => {
@@ -173,11 +192,24 @@ pub fn tenants(args: &mut Args, env: &Env) -> Result<(), Failure> {
                 "remove" => lifecycle::remove_domain(&catalog, &slug, &domain)?,
                 other => return Err(CliError(format!("unknown domains command: {other}")).into()),
             };
+            audit(&catalog, &format!("tenant.domain_{action}"), &record);
             print_record(&record, json);
         }
         other => return Err(CliError(format!("unknown tenants command: {other}")).into()),
     }
     Ok(())
+}
+
+/// Every lifecycle change is audited, from the shell too (the actor is `system`).
+fn audit(catalog: &Catalog, action: &str, record: &TenantRecord) {
+    let mut entry = AuditEntry::new(ActorType::System, action);
+    entry.tenant_id = Some(record.id.clone());
+    entry.target_type = Some("tenant".into());
+    entry.target_id = Some(record.id.clone());
+    entry.details = serde_json::json!({ "via": "cli", "slug": record.slug });
+    if let Err(e) = catalog.record_audit(&entry) {
+        log::error!("audit entry {action} not recorded: {e}");
+    }
 }
 
 fn line(t: &TenantRecord) -> String {

@@ -26,6 +26,8 @@ enum Segment {
 
 pub struct Route<H> {
     method: String,
+    /// As written, for listings (`/api/orders/{id}`).
+    path: String,
     pattern: Vec<Segment>,
     pub handler: H,
     /// The largest body this route accepts, when it differs from the server default.
@@ -55,6 +57,7 @@ impl<H> Router<H> {
     }
 
     pub fn add(&mut self, method: &str, pattern: &str, handler: H) -> &mut Route<H> {
+        let pattern_text = pattern;
         let pattern = split(pattern)
             .map(
                 |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
@@ -65,6 +68,7 @@ impl<H> Router<H> {
             .collect();
         self.routes.push(Route {
             method: method.to_ascii_uppercase(),
+            path: pattern_text.to_string(),
             pattern,
             handler,
             body_limit: None,
@@ -103,7 +107,22 @@ impl<H> Router<H> {
     }
 }
 
+impl<H> Router<H> {
+    /// Every route, in the order added.
+    pub fn routes(&self) -> impl Iterator<Item = &Route<H>> {
+        self.routes.iter()
+    }
+}
+
 impl<H> Route<H> {
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
     pub fn body_limit(&mut self, bytes: usize) -> &mut Self {
         self.body_limit = Some(bytes);
         self

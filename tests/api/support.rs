@@ -286,14 +286,25 @@ pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
 }
 
-pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const ADMIN_EMAIL: &str = "root@example.test";
+pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
 
-/// The real application on port 0 with a fresh data directory (zero2prod's `spawn_app`).
+/// The real application on port 0 with a fresh data directory (zero2prod's `spawn_app`), with a
+/// system admin signed in.
 pub struct TestApp {
     pub server: TestServer,
     pub app: Arc<tenantd::api::App>,
     pub data: tempfile::TempDir,
+    /// The system admin's bearer token.
+    pub admin_token: String,
+    /// A user made admin of every tenant `create_tenant` makes; `get` uses their token unless
+    /// told otherwise.
+    pub owner_id: i64,
+    pub owner_token: String,
 }
+
+pub const OWNER_EMAIL: &str = "owner@example.test";
+pub const OWNER_PASSWORD: &str = "owner-password-1";
 
 pub fn spawn_app() -> TestApp {
     spawn_app_with(|_| {})
@@ -303,18 +314,39 @@ pub fn spawn_app_with(configure: impl FnOnce(&mut tenantd::api::AppConfig)) -> T
     let data = tempfile::tempdir().expect("temp dir");
     let mut config = tenantd::api::AppConfig {
         data_dir: data.path().to_path_buf(),
-        admin_token: Some(ADMIN_TOKEN.into()),
         ..Default::default()
     };
     configure(&mut config);
     let (app, _) = tenantd::api::App::open(config).expect("open app");
+    let hash = tenantd::auth::password::hash(ADMIN_PASSWORD).unwrap();
+    app.catalog
+        .create_admin(ADMIN_EMAIL, &hash)
+        .expect("create admin");
     let app = Arc::new(app);
     let http = http::Config {
         workers: 4,
         ..http::Config::default()
     };
     let server = TestServer::start(http, app.clone());
-    TestApp { server, app, data }
+    let mut test = TestApp {
+        server,
+        app,
+        data,
+        admin_token: String::new(),
+        owner_id: 0,
+        owner_token: String::new(),
+    };
+    let login = test.call(
+        "POST",
+        "/api/admin/auth/login",
+        &[],
+        Some(&serde_json::json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}).to_string()),
+    );
+    assert_eq!(login.status, 200, "admin login: {}", login.text());
+    test.admin_token = login.json()["token"].as_str().unwrap().to_string();
+    test.owner_id = test.user(OWNER_EMAIL, OWNER_PASSWORD);
+    test.owner_token = test.token(OWNER_EMAIL, OWNER_PASSWORD);
+    test
 }
 
 impl TestApp {
@@ -349,15 +381,87 @@ impl TestApp {
         self.server.request(&raw)
     }
 
+    /// A GET as the owner (see `owner_token`), unless `headers` carry their own Authorization.
     pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
-        self.call("GET", path, headers, None)
+        let auth = format!("Bearer {}", self.owner_token);
+        let mut all = headers.to_vec();
+        if !headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("authorization"))
+        {
+            all.push(("Authorization", &auth));
+        }
+        self.call("GET", path, &all, None)
     }
 
-    /// An admin API call with the admin token.
+    /// An admin API call with the system admin's token.
     pub fn admin(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> Reply {
-        let auth = format!("Bearer {ADMIN_TOKEN}");
+        self.as_bearer(&self.admin_token.clone(), method, path, &[], body)
+    }
+
+    /// A call with a bearer token and extra headers.
+    pub fn as_bearer(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<serde_json::Value>,
+    ) -> Reply {
+        let auth = format!("Bearer {token}");
+        let mut all = vec![("Authorization", auth.as_str())];
+        all.extend_from_slice(headers);
         let body = body.map(|b| b.to_string());
-        self.call(method, path, &[("Authorization", &auth)], body.as_deref())
+        self.call(method, path, &all, body.as_deref())
+    }
+
+    /// A user with a password, straight into the catalog.
+    pub fn user(&self, email: &str, password: &str) -> i64 {
+        let hash = tenantd::auth::password::hash(password).unwrap();
+        self.app
+            .catalog
+            .create_user(&tenantd::catalog::NewUser {
+                email: email.into(),
+                name: email.split('@').next().unwrap().into(),
+                surname: String::new(),
+                photo_url: None,
+                password_hash: hash,
+            })
+            .expect("create user")
+            .id
+    }
+
+    /// Makes a user a member of a tenant (by slug) with a role.
+    pub fn join(&self, user_id: i64, slug: &str, role: &str) {
+        let tenant = self.app.catalog.by_slug(slug).unwrap().expect("tenant");
+        self.app
+            .catalog
+            .add_member(&tenant.id, user_id, role)
+            .expect("add member");
+    }
+
+    /// Logs in and returns the whole answer.
+    pub fn login(&self, email: &str, password: &str) -> Reply {
+        self.call(
+            "POST",
+            "/api/auth/login",
+            &[],
+            Some(&serde_json::json!({"email": email, "password": password}).to_string()),
+        )
+    }
+
+    /// Logs in and returns the bearer token.
+    pub fn token(&self, email: &str, password: &str) -> String {
+        let reply = self.login(email, password);
+        assert_eq!(reply.status, 200, "login {email}: {}", reply.text());
+        reply.json()["token"].as_str().unwrap().to_string()
+    }
+
+    /// A user who is `role` of the tenant, logged in: their bearer token.
+    pub fn member_token(&self, email: &str, slug: &str, role: &str) -> String {
+        let id = self.user(email, "member-password-1");
+        self.join(id, slug, role);
+        self.token(email, "member-password-1")
     }
 
     /// Creates a tenant through the admin API and returns its record.
@@ -368,6 +472,7 @@ impl TestApp {
             Some(serde_json::json!({"slug": slug, "name": format!("{slug} Inc"), "domains": domains})),
         );
         assert_eq!(reply.status, 201, "create {slug}: {}", reply.text());
+        self.join(self.owner_id, slug, "admin");
         reply.json()
     }
 
@@ -412,7 +517,6 @@ pub fn spawn_serve(data: &std::path::Path, extra: &[&str], lines: usize) -> Serv
         .arg("--data")
         .arg(data)
         .env("RUST_LOG", "warn")
-        .env_remove("TENANTD_ADMIN_TOKEN")
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("start tenantd serve");

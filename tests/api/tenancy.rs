@@ -101,6 +101,7 @@ fn conflicting_unknown_and_misplaced_requests_are_refused() {
     let app = spawn_app();
     let acme = id(&app.create_tenant("acme", &["acme.test"]));
     app.create_tenant("globex", &["globex.test"]);
+    let admin_auth = format!("Bearer {}", app.admin_token);
     let cases: Vec<(&str, &str, Headers, u16, &str)> = vec![
         (
             "path and header differ",
@@ -168,7 +169,7 @@ fn conflicting_unknown_and_misplaced_requests_are_refused() {
         (
             "admin route on a tenant",
             "/t/acme/api/admin/tenants",
-            vec![("Authorization", "Bearer test-admin-token")],
+            vec![("Authorization", admin_auth.as_str())],
             404,
             "not_found",
         ),
@@ -362,6 +363,7 @@ fn changes_made_by_the_cli_reach_the_running_server() {
         String::from_utf8_lossy(&out.stderr)
     );
     let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    app.join(app.owner_id, "initech", "admin");
     assert_eq!(
         tenant_id_of(&app.get("/t/initech/api/tenant", &[])),
         Ok(id(&created))
@@ -696,6 +698,7 @@ fn hostile_slugs_and_names_are_refused_and_write_nothing() {
 #[test]
 fn the_admin_api_needs_its_token_and_well_formed_json() {
     let app = spawn_app();
+    let admin_auth = format!("Bearer {}", app.admin_token);
     let cases: Vec<(&str, Headers, Option<&str>, u16, &str)> = vec![
         ("no token", vec![], None, 401, "unauthorized"),
         (
@@ -707,14 +710,14 @@ fn the_admin_api_needs_its_token_and_well_formed_json() {
         ),
         (
             "not JSON",
-            vec![("Authorization", "Bearer test-admin-token")],
+            vec![("Authorization", admin_auth.as_str())],
             Some("{slug"),
             400,
             "invalid_json",
         ),
         (
             "not an object",
-            vec![("Authorization", "Bearer test-admin-token")],
+            vec![("Authorization", admin_auth.as_str())],
             Some("[1]"),
             400,
             "invalid_json",
@@ -722,7 +725,7 @@ fn the_admin_api_needs_its_token_and_well_formed_json() {
         (
             "a form, not JSON",
             vec![
-                ("Authorization", "Bearer test-admin-token"),
+                ("Authorization", admin_auth.as_str()),
                 ("Content-Type", "application/x-www-form-urlencoded"),
             ],
             Some("slug=a"),
@@ -731,14 +734,14 @@ fn the_admin_api_needs_its_token_and_well_formed_json() {
         ),
         (
             "no name",
-            vec![("Authorization", "Bearer test-admin-token")],
+            vec![("Authorization", admin_auth.as_str())],
             Some(r#"{"slug":"ok"}"#),
             422,
             "validation_failed",
         ),
         (
             "domains not a list",
-            vec![("Authorization", "Bearer test-admin-token")],
+            vec![("Authorization", admin_auth.as_str())],
             Some(r#"{"slug":"ok","name":"Ok","domains":"a.test"}"#),
             422,
             "validation_failed",
@@ -779,8 +782,54 @@ fn open_descriptors_stay_bounded_by_the_pool_cap() {
             .unwrap();
         assert!(out.status.success());
     }
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tenantd"))
+            .args(args)
+            .arg("--data")
+            .arg(data.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    cli(&[
+        "users",
+        "create",
+        "--email",
+        "fd@example.test",
+        "--name",
+        "Fd",
+        "--password",
+        "fd-password-1",
+    ]);
+    for i in 0..(cap * 4) {
+        cli(&[
+            "members",
+            "add",
+            "--tenant",
+            &format!("t{i}"),
+            "--email",
+            "fd@example.test",
+            "--role",
+            "viewer",
+        ]);
+    }
     let server = spawn_serve(data.path(), &["--max-open-tenants", &cap.to_string()], 1);
     let addr = server.addr;
+    let mut login = crate::support::Client::connect(addr);
+    let body = r#"{"email":"fd@example.test","password":"fd-password-1"}"#;
+    login.send(
+        format!(
+            "POST /api/auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    let token = login.reply().json()["token"].as_str().unwrap().to_string();
+    drop(login);
     let fds = || {
         std::fs::read_dir(format!("/proc/{}/fd", server.child.id()))
             .unwrap()
@@ -790,7 +839,7 @@ fn open_descriptors_stay_bounded_by_the_pool_cap() {
     for round in 0..2 {
         for i in 0..(cap * 4) {
             let mut c = crate::support::Client::connect(addr);
-            c.send(format!("GET /t/t{i}/api/tenant HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes());
+            c.send(format!("GET /t/t{i}/api/tenant HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n").as_bytes());
             assert_eq!(c.reply().status, 200, "round {round}, tenant {i}");
             drop(c);
             max_seen = max_seen.max(fds());
@@ -810,29 +859,47 @@ fn serve_on_an_empty_directory_creates_what_it_needs() {
     let dir = data.path().join("fresh");
     let server = spawn_serve(&dir, &[], 3);
     let lines = server.lines.clone();
-    drop(server);
     assert!(
         lines[0].starts_with("tenantd listening on http://127.0.0.1:"),
         "{lines:?}"
     );
-    let token = lines[2]
+    let password = lines[2]
         .trim()
-        .strip_prefix("admin token (shown once, stored hashed): ")
-        .unwrap_or_else(|| panic!("no admin token line: {lines:?}"));
-    assert_eq!(token.len(), 64);
+        .strip_prefix("first system admin (shown once): admin@localhost / password ")
+        .unwrap_or_else(|| panic!("no first admin line: {lines:?}"));
+    assert_eq!(password.len(), 20);
     assert!(dir.join("central.db").exists());
     assert!(dir.join("tenants").is_dir());
-    // The token is kept only as a hash.
+    // The printed password works, and only its hash is kept.
+    let mut c = crate::support::Client::connect(server.addr);
+    let body = json!({"email": "admin@localhost", "password": password}).to_string();
+    c.send(
+        format!(
+            "POST /api/admin/auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(c.reply().status, 200);
+    drop(server);
     let conn = rusqlite::Connection::open(dir.join("central.db")).unwrap();
     let stored: String = conn
         .query_row(
-            "SELECT value FROM meta WHERE key = 'admin_token_sha256'",
+            "SELECT password_hash FROM system_admins WHERE email = 'admin@localhost'",
             [],
             |r| r.get(0),
         )
         .unwrap();
-    assert_ne!(stored, token);
-    assert_eq!(stored.len(), 64);
+    assert!(
+        stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{stored}"
+    );
+    // A second start makes no second admin.
+    drop(spawn_serve(&dir, &[], 2));
+    let admins: i64 = conn
+        .query_row("SELECT count(*) FROM system_admins", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(admins, 1);
 }
 
 #[test]

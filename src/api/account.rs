@@ -1,0 +1,333 @@
+//! A user's own account: login and logout, `/api/me`, password changes, personal API tokens, and
+//! exchanging an impersonation ticket.
+
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use crate::auth::principal::{Principal, Via};
+use crate::auth::token;
+use crate::catalog::{unix_now, ActorType, NewSession, ProfileUpdate, SessionKind};
+use crate::error::Error;
+use crate::http::{Response, Router};
+
+use super::{id_param, object, opt_text, text, Account, App, Call, Route};
+
+pub(super) fn routes(r: &mut Router<Route>) {
+    r.add("POST", "/api/auth/login", Route::Public(login));
+    r.add("POST", "/api/auth/logout", Route::Signed(logout));
+    r.add(
+        "POST",
+        "/api/auth/impersonate",
+        Route::Public(exchange_ticket),
+    );
+    r.add("GET", "/api/me", Route::Account(me));
+    r.add("PATCH", "/api/me", Route::Account(update_me));
+    r.add("POST", "/api/me/password", Route::Account(change_password));
+    r.add("GET", "/api/tokens", Route::Account(list_tokens));
+    r.add("POST", "/api/tokens", Route::Account(create_token));
+    r.add("DELETE", "/api/tokens/{id}", Route::Account(revoke_token));
+}
+
+/// Both throttle keys of a login attempt: the account and the client address.
+pub(super) fn throttle_keys(call: &Call, email: &str) -> [String; 2] {
+    [
+        format!("account:{}", email.trim().to_ascii_lowercase()),
+        format!("ip:{}", call.req.client_ip),
+    ]
+}
+
+pub(super) fn check_throttle(app: &App, keys: &[String; 2]) -> Result<(), Error> {
+    let now = Instant::now();
+    for key in keys {
+        if let Err(wait) = app.throttle.check(key, now) {
+            return Err(Error::TooManyRequests {
+                retry_after_secs: wait.as_secs_f64().ceil() as u64,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn login(app: &App, call: &Call) -> Result<Response, Error> {
+    let body = object(call.req)?;
+    let email = text(&body, "email")?;
+    let password = text(&body, "password")?;
+    let keys = throttle_keys(call, &email);
+    check_throttle(app, &keys)?;
+    // A malformed email is just an unknown one: the same answer, the same work.
+    let user = app.catalog.user_by_email(&email).ok().flatten();
+    let verified =
+        app.verify_password(&password, user.as_ref().map(|u| u.password_hash.as_str()))?;
+    let user = match user {
+        Some(user) if verified.ok && !user.disabled => user,
+        found => {
+            let now = Instant::now();
+            for key in &keys {
+                app.throttle.failure(key, now);
+            }
+            let mut entry = app.entry(call, ActorType::Anonymous, "auth.login_failed");
+            entry.actor_email = Some(email.trim().to_ascii_lowercase());
+            entry.actor_id = found.map(|u| u.id);
+            app.audit(entry);
+            return Err(Error::InvalidCredentials);
+        }
+    };
+    app.throttle.success(&keys[0]);
+    if let Some(stronger) = verified.rehash {
+        // The stored hash predates our parameters: replace it now that we know the password.
+        app.catalog.set_password_hash(user.id, &stronger)?;
+    }
+    let mut entry = app.entry(call, ActorType::User, "auth.login");
+    entry.actor_id = Some(user.id);
+    entry.actor_email = Some(user.email.clone());
+    app.audit(entry);
+    app.start_session(
+        NewSession {
+            kind: SessionKind::Session,
+            user_id: Some(user.id),
+            ..NewSession::default()
+        },
+        json!({ "user": user }),
+    )
+}
+
+fn logout(app: &App, call: &Call, principal: &Principal) -> Result<Response, Error> {
+    let session = principal.session();
+    app.catalog.revoke_session(session.id)?;
+    let (actor, id) = match principal {
+        Principal::User { user, .. } => (ActorType::User, user.id),
+        Principal::Admin { admin, .. } => (ActorType::Admin, admin.id),
+    };
+    let mut entry = app.entry(call, actor, "auth.logout");
+    entry.actor_id = Some(id);
+    app.audit(entry);
+    let clear = format!(
+        "{}=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0",
+        crate::auth::principal::COOKIE
+    );
+    Ok(Response::json(200, &json!({ "logged_out": true })).with_header("Set-Cookie", &clear))
+}
+
+fn me(app: &App, _call: &Call, account: &Account) -> Result<Response, Error> {
+    let memberships = app.catalog.memberships_of(account.user.id)?;
+    let memberships: Vec<Value> = memberships
+        .iter()
+        .filter(|m| {
+            // A session bound to one tenant sees only that tenant.
+            account
+                .session
+                .tenant_id
+                .as_ref()
+                .is_none_or(|t| *t == m.tenant_id)
+        })
+        .map(|m| {
+            json!({
+                "tenant_id": m.tenant_id,
+                "slug": m.slug,
+                "name": m.name,
+                "role": m.role,
+                "permissions": m.permissions,
+            })
+        })
+        .collect();
+    let impersonated_by = match account.session.impersonated_by {
+        Some(admin_id) => {
+            let admin = app.catalog.admin_by_id(admin_id)?;
+            json!({ "admin_id": admin_id, "email": admin.map(|a| a.email) })
+        }
+        None => Value::Null,
+    };
+    let mut body = json!({
+        "user": account.user,
+        "memberships": memberships,
+        "impersonated": account.session.impersonated_by.is_some(),
+        "impersonated_by": impersonated_by,
+    });
+    if account.via == Via::Cookie {
+        // The page needs it for the X-CSRF-Token header and cannot read the HttpOnly cookie.
+        body["csrf_token"] = json!(account.session.csrf_token);
+    }
+    Ok(Response::json(200, &body))
+}
+
+fn update_me(app: &App, call: &Call, account: &Account) -> Result<Response, Error> {
+    let body = object(call.req)?;
+    let update = ProfileUpdate {
+        name: opt_text(&body, "name")?,
+        surname: opt_text(&body, "surname")?,
+        photo_url: match body.get("photo_url").or_else(|| body.get("photo")) {
+            None => None,
+            Some(Value::Null) => Some(String::new()),
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err(Error::validation("photo_url", "must be a string or null")),
+        },
+    };
+    let user = app.catalog.update_profile(account.user.id, &update)?;
+    Ok(Response::json(200, &json!({ "user": user })))
+}
+
+/// Passwords we accept: long enough to mean something, short enough to hash.
+pub(super) fn check_new_password(password: &str) -> Result<(), Error> {
+    let len = password.chars().count();
+    if len < 8 {
+        return Err(Error::validation(
+            "new_password",
+            "must be at least 8 characters",
+        ));
+    }
+    if len > 256 {
+        return Err(Error::validation(
+            "new_password",
+            "must be at most 256 characters",
+        ));
+    }
+    Ok(())
+}
+
+fn change_password(app: &App, call: &Call, account: &Account) -> Result<Response, Error> {
+    if account.session.impersonated_by.is_some() {
+        return Err(Error::Forbidden(
+            "the user's own session (not an impersonation)".into(),
+        ));
+    }
+    let body = object(call.req)?;
+    let current = text(&body, "current_password")?;
+    let new = text(&body, "new_password")?;
+    check_new_password(&new)?;
+    if !app
+        .verify_password(&current, Some(&account.user.password_hash))?
+        .ok
+    {
+        return Err(Error::validation("current_password", "is wrong"));
+    }
+    let hash = app.hash_password(&new)?;
+    app.catalog.set_password_hash(account.user.id, &hash)?;
+    // Whoever else holds a session of this user (a stolen cookie, say) is out now.
+    let revoked = app
+        .catalog
+        .revoke_user_sessions(account.user.id, Some(account.session.id))?;
+    let mut entry = app.entry(call, ActorType::User, "auth.password_changed");
+    entry.actor_id = Some(account.user.id);
+    entry.details = json!({ "sessions_revoked": revoked });
+    app.audit(entry);
+    Ok(Response::json(
+        200,
+        &json!({ "changed": true, "sessions_revoked": revoked }),
+    ))
+}
+
+fn list_tokens(app: &App, _call: &Call, account: &Account) -> Result<Response, Error> {
+    let tokens = app.catalog.personal_tokens(account.user.id)?;
+    Ok(Response::json(200, &json!({ "tokens": tokens })))
+}
+
+fn create_token(app: &App, call: &Call, account: &Account) -> Result<Response, Error> {
+    let body = object(call.req)?;
+    let name = text(&body, "name")?;
+    let tenant_key = text(&body, "tenant")?;
+    let record = match uuid::Uuid::parse_str(&tenant_key) {
+        Ok(id) => app.catalog.by_id(&id.hyphenated().to_string())?,
+        Err(_) => app.catalog.by_slug(&tenant_key)?,
+    }
+    .ok_or_else(|| Error::validation("tenant", "no such tenant"))?;
+    if app
+        .catalog
+        .membership(account.user.id, &record.id)?
+        .is_none()
+    {
+        return Err(Error::validation(
+            "tenant",
+            "you are not a member of this tenant",
+        ));
+    }
+    let now = unix_now();
+    let expires_at = match body.get("expires_in_days") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_i64() {
+            Some(days) if (1..=3650).contains(&days) => Some(now + days * 86_400),
+            _ => return Err(Error::validation("expires_in_days", "must be 1 to 3650")),
+        },
+    };
+    let token = token::generate();
+    let id = app.catalog.create_session(
+        &NewSession {
+            token_hash: token::digest(&token),
+            kind: SessionKind::Personal,
+            user_id: Some(account.user.id),
+            tenant_id: Some(record.id.clone()),
+            name: Some(name.clone()),
+            expires_at,
+            ..NewSession::default()
+        },
+        now,
+    )?;
+    let mut entry = app.entry(call, ActorType::User, "token.created");
+    entry.actor_id = Some(account.user.id);
+    entry.tenant_id = Some(record.id.clone());
+    entry.target_type = Some("token".into());
+    entry.target_id = Some(id.to_string());
+    app.audit(entry);
+    Ok(Response::json(
+        201,
+        &json!({
+            "id": id,
+            "name": name,
+            "tenant_id": record.id,
+            "expires_at": expires_at,
+            "token": token,
+        }),
+    ))
+}
+
+fn revoke_token(app: &App, call: &Call, account: &Account) -> Result<Response, Error> {
+    let id = id_param(call.params, "id")?;
+    if !app.catalog.revoke_personal_token(account.user.id, id)? {
+        return Err(Error::NotFound);
+    }
+    let mut entry = app.entry(call, ActorType::User, "token.revoked");
+    entry.actor_id = Some(account.user.id);
+    entry.target_type = Some("token".into());
+    entry.target_id = Some(id.to_string());
+    app.audit(entry);
+    Ok(Response::json(200, &json!({ "revoked": id })))
+}
+
+/// Trades a one-time impersonation ticket for a session, on the ticket's tenant only.
+fn exchange_ticket(app: &App, call: &Call) -> Result<Response, Error> {
+    let body = object(call.req)?;
+    let ticket = text(&body, "ticket")?;
+    let tenant = call.tenant.as_ref().ok_or(Error::NoTenant)?;
+    if ticket.len() != 64 || !ticket.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::Unauthorized);
+    }
+    // Consumed whatever happens next: a ticket presented on the wrong tenant is spent.
+    let session = app
+        .catalog
+        .consume_ticket(&token::digest(&ticket), unix_now())?
+        .ok_or(Error::Unauthorized)?;
+    if session.tenant_id.as_deref() != Some(tenant.id.as_str()) {
+        return Err(Error::NotAMember);
+    }
+    let (Some(user_id), Some(admin_id)) = (session.user_id, session.impersonated_by) else {
+        return Err(Error::Unauthorized);
+    };
+    if app.catalog.membership(user_id, &tenant.id)?.is_none() {
+        return Err(Error::NotAMember);
+    }
+    let mut entry = app.entry(call, ActorType::Admin, "impersonation.exchanged");
+    entry.actor_id = Some(admin_id);
+    entry.target_type = Some("user".into());
+    entry.target_id = Some(user_id.to_string());
+    app.audit(entry);
+    app.start_session(
+        NewSession {
+            kind: SessionKind::Session,
+            user_id: Some(user_id),
+            tenant_id: Some(tenant.id.clone()),
+            impersonated_by: Some(admin_id),
+            ..NewSession::default()
+        },
+        json!({ "user_id": user_id, "impersonated_by": admin_id }),
+    )
+}

@@ -1,0 +1,258 @@
+//! A tenant's people and roles, and its audit log: `/api/members`, `/api/roles`, `/api/audit`.
+
+use serde_json::{json, Value};
+
+use crate::catalog::{ActorType, AuditFilter, NewUser, Role, RoleUpdate, DEFAULT_AUDIT_LIMIT};
+use crate::error::Error;
+use crate::http::{Response, Router};
+
+use super::{id_param, object, opt_text, random_password, text, App, Call, Member, Route};
+
+pub(super) fn routes(r: &mut Router<Route>) {
+    r.add("GET", "/api/members", Route::Tenant(list_members));
+    r.add("POST", "/api/members", Route::Tenant(add_member));
+    r.add(
+        "PATCH",
+        "/api/members/{user_id}",
+        Route::Tenant(change_member),
+    );
+    r.add(
+        "DELETE",
+        "/api/members/{user_id}",
+        Route::Tenant(remove_member),
+    );
+    r.add("GET", "/api/roles", Route::Tenant(list_roles));
+    r.add("POST", "/api/roles", Route::Tenant(create_role));
+    r.add("PATCH", "/api/roles/{id}", Route::Tenant(update_role));
+    r.add("DELETE", "/api/roles/{id}", Route::Tenant(delete_role));
+    r.add("GET", "/api/audit", Route::Tenant(tenant_audit));
+}
+
+/// An audit entry by this member, on this tenant.
+fn member_entry(
+    app: &App,
+    call: &Call,
+    member: &Member,
+    action: &str,
+) -> crate::catalog::AuditEntry {
+    let mut entry = app.entry(call, ActorType::User, action);
+    entry.actor_id = Some(member.user.id);
+    entry.actor_email = Some(member.user.email.clone());
+    entry.tenant_id = Some(member.tenant.id().to_string());
+    entry
+}
+
+fn list_members(app: &App, _call: &Call, member: &Member) -> Result<Response, Error> {
+    member.require("members_view")?;
+    let members = app.catalog.members(member.tenant.id())?;
+    Ok(Response::json(200, &json!({ "members": members })))
+}
+
+fn add_member(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+    member.require("members_manage")?;
+    let body = object(call.req)?;
+    let email = text(&body, "email")?;
+    let role = text(&body, "role")?;
+    let tenant_id = member.tenant.id();
+    if app.catalog.role(tenant_id, &role)?.is_none() {
+        return Err(Error::validation("role", "no such role"));
+    }
+    let mut temporary_password = None;
+    let user = match app.catalog.user_by_email(&email)? {
+        Some(user) => user,
+        None => {
+            let password = random_password();
+            let name = opt_text(&body, "name")?
+                .unwrap_or_else(|| email.split('@').next().unwrap_or_default().to_string());
+            let user = app.catalog.create_user(&NewUser {
+                email: email.clone(),
+                name,
+                surname: opt_text(&body, "surname")?.unwrap_or_default(),
+                photo_url: None,
+                password_hash: app.hash_password(&password)?,
+            })?;
+            temporary_password = Some(password);
+            user
+        }
+    };
+    let membership = app.catalog.add_member(tenant_id, user.id, &role)?;
+    let mut entry = member_entry(app, call, member, "member.added");
+    entry.target_type = Some("user".into());
+    entry.target_id = Some(user.id.to_string());
+    entry.details = json!({ "role": membership.role, "new_user": temporary_password.is_some() });
+    app.audit(entry);
+    let mut answer = json!({ "user": user, "role": membership.role });
+    if let Some(password) = temporary_password {
+        // Shown once: only its hash is kept.
+        answer["temporary_password"] = Value::String(password);
+    }
+    Ok(Response::json(201, &answer))
+}
+
+fn change_member(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+    member.require("members_manage")?;
+    let user_id = id_param(call.params, "user_id")?;
+    let role = text(&object(call.req)?, "role")?;
+    let membership = app
+        .catalog
+        .set_member_role(member.tenant.id(), user_id, &role)?;
+    let mut entry = member_entry(app, call, member, "member.role_changed");
+    entry.target_type = Some("user".into());
+    entry.target_id = Some(user_id.to_string());
+    entry.details = json!({ "role": membership.role });
+    app.audit(entry);
+    Ok(Response::json(
+        200,
+        &json!({ "user_id": user_id, "role": membership.role }),
+    ))
+}
+
+fn remove_member(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+    member.require("members_manage")?;
+    let user_id = id_param(call.params, "user_id")?;
+    app.catalog.remove_member(member.tenant.id(), user_id)?;
+    let mut entry = member_entry(app, call, member, "member.removed");
+    entry.target_type = Some("user".into());
+    entry.target_id = Some(user_id.to_string());
+    app.audit(entry);
+    Ok(Response::json(200, &json!({ "removed": user_id })))
+}
+
+fn role_json(role: &Role) -> Value {
+    json!({
+        "id": role.id,
+        "name": role.name,
+        "builtin": role.builtin,
+        "permissions": role.permissions,
+        "member_count": role.member_count,
+    })
+}
+
+/// The role with this id on the member's tenant: an id of another tenant's role names nothing.
+fn role_by_id(app: &App, call: &Call, member: &Member) -> Result<Role, Error> {
+    let id = id_param(call.params, "id")?;
+    app.catalog
+        .roles(member.tenant.id())?
+        .into_iter()
+        .find(|r| r.id == id)
+        .ok_or(Error::NotFound)
+}
+
+fn permissions_field(body: &Value) -> Result<Option<Vec<String>>, Error> {
+    match body.get("permissions") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|p| {
+                p.as_str()
+                    .map(String::from)
+                    .ok_or_else(|| Error::validation("permissions", "must be a list of strings"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(Error::validation(
+            "permissions",
+            "must be a list of strings",
+        )),
+    }
+}
+
+fn list_roles(app: &App, _call: &Call, member: &Member) -> Result<Response, Error> {
+    member.require("roles_manage")?;
+    let roles: Vec<Value> = app
+        .catalog
+        .roles(member.tenant.id())?
+        .iter()
+        .map(role_json)
+        .collect();
+    Ok(Response::json(200, &json!({ "roles": roles })))
+}
+
+fn create_role(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+    member.require("roles_manage")?;
+    let body = object(call.req)?;
+    let name = text(&body, "name")?;
+    let permissions = permissions_field(&body)?.unwrap_or_default();
+    let role = app
+        .catalog
+        .create_role(member.tenant.id(), &name, &permissions)?;
+    let mut entry = member_entry(app, call, member, "role.created");
+    entry.target_type = Some("role".into());
+    entry.target_id = Some(role.id.to_string());
+    entry.details = json!({ "name": role.name, "permissions": role.permissions });
+    app.audit(entry);
+    Ok(Response::json(201, &role_json(&role)))
+}
+
+fn update_role(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+    member.require("roles_manage")?;
+    let role = role_by_id(app, call, member)?;
+    let body = object(call.req)?;
+    let update = RoleUpdate {
+        name: opt_text(&body, "name")?,
+        permissions: permissions_field(&body)?,
+    };
+    let updated = app
+        .catalog
+        .update_role(member.tenant.id(), &role.name, &update)?;
+    let mut entry = member_entry(app, call, member, "role.updated");
+    entry.target_type = Some("role".into());
+    entry.target_id = Some(role.id.to_string());
+    entry.details = json!({ "name": updated.name, "permissions": updated.permissions });
+    app.audit(entry);
+    Ok(Response::json(200, &role_json(&updated)))
+}
+
+fn delete_role(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+    member.require("roles_manage")?;
+    let role = role_by_id(app, call, member)?;
+    app.catalog.delete_role(member.tenant.id(), &role.name)?;
+    let mut entry = member_entry(app, call, member, "role.deleted");
+    entry.target_type = Some("role".into());
+    entry.target_id = Some(role.id.to_string());
+    entry.details = json!({ "name": role.name });
+    app.audit(entry);
+    Ok(Response::json(200, &json!({ "deleted": role.id })))
+}
+
+/// Reads the audit query parameters shared by the tenant and admin listings.
+pub(super) fn audit_filter(call: &Call) -> Result<AuditFilter, Error> {
+    let number = |name: &str| -> Result<Option<i64>, Error> {
+        match call.req.query_param(name) {
+            None => Ok(None),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| Error::validation(name, "must be a whole number")),
+        }
+    };
+    let limit = match number("limit")? {
+        None => DEFAULT_AUDIT_LIMIT,
+        Some(n) if (1..=200).contains(&n) => n as usize,
+        Some(_) => return Err(Error::validation("limit", "must be 1 to 200")),
+    };
+    Ok(AuditFilter {
+        action: call.req.query_param("action"),
+        since: number("since")?,
+        before_id: number("before")?,
+        limit,
+        ..AuditFilter::default()
+    })
+}
+
+fn tenant_audit(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+    member.require("audit_view")?;
+    let mut filter = audit_filter(call)?;
+    filter.tenant_id = Some(member.tenant.id().to_string());
+    if let Some(actor) = call.req.query_param("actor") {
+        filter.actor = Some(crate::catalog::AuditActor::Email(actor));
+    }
+    let entries = app.catalog.audit_query(&filter)?;
+    let next = (entries.len() == filter.limit)
+        .then(|| entries.last().map(|e| e.id))
+        .flatten();
+    Ok(Response::json(
+        200,
+        &json!({ "entries": entries, "next": next }),
+    ))
+}

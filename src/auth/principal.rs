@@ -1,0 +1,133 @@
+//! The principal of a request: who its credentials say it is. A bearer token or the session
+//! cookie is looked up by its digest in the catalog on every request (no cache: a revoked
+//! session, a disabled user or an expired token stops working on the very next request).
+
+use crate::catalog::{Catalog, IdentityError, Session, SessionKind, SystemAdmin, User};
+
+use super::token;
+
+/// The session cookie's name.
+pub const COOKIE: &str = "tenantd_session";
+
+/// How the credentials came: a cookie needs the CSRF header on state-changing requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    Bearer,
+    Cookie,
+}
+
+#[derive(Clone, Debug)]
+pub enum Principal {
+    User {
+        user: User,
+        session: Session,
+        via: Via,
+    },
+    Admin {
+        admin: SystemAdmin,
+        session: Session,
+        via: Via,
+    },
+}
+
+impl Principal {
+    pub fn session(&self) -> &Session {
+        match self {
+            Principal::User { session, .. } | Principal::Admin { session, .. } => session,
+        }
+    }
+
+    pub fn via(&self) -> Via {
+        match self {
+            Principal::User { via, .. } | Principal::Admin { via, .. } => *via,
+        }
+    }
+}
+
+/// The token a request carries: `Authorization: Bearer` first, else the session cookie.
+pub fn credentials(authorization: Option<&str>, cookie: Option<&str>) -> Option<(String, Via)> {
+    if let Some(value) = authorization {
+        let (scheme, token) = value.trim().split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| (token.trim().to_string(), Via::Bearer));
+    }
+    cookie?
+        .split(';')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| (value.trim().to_string(), Via::Cookie))
+}
+
+/// Looks a token up. `None` for anything that does not authenticate: unknown, revoked, expired,
+/// a disabled user, or a kind that is not a credential (impersonation tickets are exchanged,
+/// never presented).
+pub fn authenticate(
+    catalog: &Catalog,
+    token: &str,
+    via: Via,
+    now: i64,
+) -> Result<Option<Principal>, IdentityError> {
+    // Our tokens are 64 hex characters; anything else cannot match and costs no query.
+    if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(None);
+    }
+    let Some(session) = catalog.session_by_token_hash(&token::digest(token), now)? else {
+        return Ok(None);
+    };
+    let principal = match session.kind {
+        SessionKind::Admin => {
+            let Some(admin) = session
+                .admin_id
+                .map(|id| catalog.admin_by_id(id))
+                .transpose()?
+                .flatten()
+            else {
+                return Ok(None);
+            };
+            Principal::Admin {
+                admin,
+                session,
+                via,
+            }
+        }
+        SessionKind::Session | SessionKind::Personal => {
+            let Some(user) = session
+                .user_id
+                .map(|id| catalog.user_by_id(id))
+                .transpose()?
+                .flatten()
+            else {
+                return Ok(None);
+            };
+            if user.disabled {
+                return Ok(None);
+            }
+            Principal::User { user, session, via }
+        }
+        SessionKind::ImpersonationTicket => return Ok(None),
+    };
+    catalog.touch_session(principal.session(), now)?;
+    Ok(Some(principal))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_wins_over_the_cookie() {
+        let cookie = Some("a=b; tenantd_session=c0ffee ; x=y");
+        assert_eq!(
+            credentials(Some("Bearer abc"), cookie),
+            Some(("abc".into(), Via::Bearer))
+        );
+        assert_eq!(
+            credentials(None, cookie),
+            Some(("c0ffee".into(), Via::Cookie))
+        );
+        assert_eq!(credentials(Some("Basic abc"), cookie), None);
+        assert_eq!(credentials(None, Some("other=1")), None);
+        assert_eq!(credentials(None, None), None);
+    }
+}

@@ -1,0 +1,222 @@
+//! `tenantd users ...`, `tenantd members ...` and `tenantd admin ...`: people from the shell, for
+//! the first setup and for recovery (a forgotten admin password).
+
+use serde_json::json;
+
+use crate::api::random_password;
+use crate::auth::password;
+use crate::catalog::{ActorType, AuditEntry, Catalog, NewUser};
+use crate::db::Create;
+
+use super::tenants::Failure;
+use super::{Args, CliError, Env};
+
+pub const USERS_HELP: &str = "\
+tenantd users: manage user accounts
+
+Usage:
+  tenantd users create --email E --name N [--surname S] [--password P]
+
+A random password is made and printed when none is given.
+Options: --data DIR [TENANTD_DATA, ./data], --json
+";
+
+pub const MEMBERS_HELP: &str = "\
+tenantd members: put users in tenants
+
+Usage:
+  tenantd members add --tenant SLUG --email E --role ROLE
+
+ROLE is a role of that tenant: admin, manager, agent, viewer, or one of its own.
+Options: --data DIR [TENANTD_DATA, ./data], --json
+";
+
+pub const ADMIN_HELP: &str = "\
+tenantd admin: manage system admins
+
+Usage:
+  tenantd admin create --email E [--password P]
+  tenantd admin reset-password --email E
+
+A random password is made and printed when none is given. reset-password also ends the
+admin's sessions and turns two-factor authentication off (re-enrol after logging in).
+Options: --data DIR [TENANTD_DATA, ./data], --json
+";
+
+fn open(args: &mut Args, env: &Env) -> Result<Catalog, Failure> {
+    let data = crate::config::data_dir(args, env)?;
+    if !data.join("central.db").exists() {
+        return Err(Failure::Operation(format!(
+            "no catalog in {} (run `tenantd serve` there first, or pass the right --data)",
+            data.display()
+        )));
+    }
+    Catalog::open(&data, Create::Never).map_err(|e| Failure::Operation(e.to_string()))
+}
+
+fn op<E: std::fmt::Display>(e: E) -> Failure {
+    Failure::Operation(e.to_string())
+}
+
+fn need(args: &mut Args, flag: &str) -> Result<String, CliError> {
+    args.value(flag)?
+        .ok_or_else(|| CliError(format!("{flag} is required")))
+}
+
+/// The password given, or a random one to print.
+fn password_or_random(given: Option<String>) -> Result<(String, bool), Failure> {
+    match given {
+        Some(p) if p.chars().count() >= 8 => Ok((p, false)),
+        Some(_) => Err(Failure::Usage(CliError(
+            "--password must be at least 8 characters".into(),
+        ))),
+        None => Ok((random_password(), true)),
+    }
+}
+
+fn audit(catalog: &Catalog, action: &str, target: (&str, String), tenant: Option<String>) {
+    let mut entry = AuditEntry::new(ActorType::System, action);
+    entry.target_type = Some(target.0.into());
+    entry.target_id = Some(target.1);
+    entry.tenant_id = tenant;
+    entry.details = json!({ "via": "cli" });
+    if let Err(e) = catalog.record_audit(&entry) {
+        log::error!("audit entry {action} not recorded: {e}");
+    }
+}
+
+pub fn users(args: &mut Args, env: &Env) -> Result<(), Failure> {
+    let json = args.flag("--json");
+    let sub = args
+        .positional()
+        .ok_or_else(|| CliError("missing a users command".into()))?;
+    if sub != "create" {
+        return Err(CliError(format!("unknown users command: {sub}")).into());
+    }
+    let email = need(args, "--email")?;
+    let name = need(args, "--name")?;
+    let surname = args.value("--surname")?.unwrap_or_default();
+    let (password, generated) = password_or_random(args.value("--password")?)?;
+    let catalog = open(args, env)?;
+    args.finish_ref()?;
+    let user = catalog
+        .create_user(&NewUser {
+            email,
+            name,
+            surname,
+            photo_url: None,
+            password_hash: password::hash(&password).map_err(op)?,
+        })
+        .map_err(op)?;
+    audit(
+        &catalog,
+        "user.created",
+        ("user", user.id.to_string()),
+        None,
+    );
+    if json {
+        let mut out = json!({ "user": user });
+        if generated {
+            out["password"] = json!(password);
+        }
+        println!("{out}");
+    } else {
+        println!("user {} created (id {})", user.email, user.id);
+        if generated {
+            println!("password (shown once): {password}");
+        }
+    }
+    Ok(())
+}
+
+pub fn members(args: &mut Args, env: &Env) -> Result<(), Failure> {
+    let json = args.flag("--json");
+    let sub = args
+        .positional()
+        .ok_or_else(|| CliError("missing a members command".into()))?;
+    if sub != "add" {
+        return Err(CliError(format!("unknown members command: {sub}")).into());
+    }
+    let slug = need(args, "--tenant")?;
+    let email = need(args, "--email")?;
+    let role = need(args, "--role")?;
+    let catalog = open(args, env)?;
+    args.finish_ref()?;
+    let tenant = catalog
+        .by_slug(&slug)
+        .map_err(op)?
+        .ok_or_else(|| Failure::Operation(format!("no tenant {slug}")))?;
+    let user = catalog
+        .user_by_email(&email)
+        .map_err(op)?
+        .ok_or_else(|| Failure::Operation(format!("no user {email} (tenantd users create)")))?;
+    let membership = catalog.add_member(&tenant.id, user.id, &role).map_err(op)?;
+    audit(
+        &catalog,
+        "member.added",
+        ("user", user.id.to_string()),
+        Some(tenant.id.clone()),
+    );
+    if json {
+        println!(
+            "{}",
+            json!({ "tenant": slug, "user_id": user.id, "role": membership.role })
+        );
+    } else {
+        println!("{} is now {} of {slug}", user.email, membership.role);
+    }
+    Ok(())
+}
+
+pub fn admin(args: &mut Args, env: &Env) -> Result<(), Failure> {
+    let json = args.flag("--json");
+    let sub = args
+        .positional()
+        .ok_or_else(|| CliError("missing an admin command".into()))?;
+    let email = need(args, "--email")?;
+    let given = if sub == "create" {
+        args.value("--password")?
+    } else {
+        None
+    };
+    let catalog = open(args, env)?;
+    args.finish_ref()?;
+    let (password, generated) = password_or_random(given)?;
+    let hash = password::hash(&password).map_err(op)?;
+    let admin = match sub.as_str() {
+        "create" => catalog.create_admin(&email, &hash).map_err(op)?,
+        "reset-password" => {
+            let admin = catalog
+                .admin_by_email(&email)
+                .map_err(op)?
+                .ok_or_else(|| Failure::Operation(format!("no system admin {email}")))?;
+            catalog
+                .set_admin_password_hash(admin.id, &hash)
+                .map_err(op)?;
+            // Whoever lost the password may have lost the authenticator too.
+            catalog.set_admin_totp(admin.id, None, false).map_err(op)?;
+            catalog.revoke_admin_sessions(admin.id, None).map_err(op)?;
+            admin
+        }
+        other => return Err(CliError(format!("unknown admin command: {other}")).into()),
+    };
+    let action = if sub == "create" {
+        "admin.created"
+    } else {
+        "admin.password_reset"
+    };
+    audit(&catalog, action, ("admin", admin.id.to_string()), None);
+    if json {
+        let mut out = json!({ "admin": { "id": admin.id, "email": admin.email } });
+        if generated {
+            out["password"] = json!(password);
+        }
+        println!("{out}");
+    } else {
+        println!("system admin {} ({})", admin.email, sub);
+        if generated {
+            println!("password (shown once): {password}");
+        }
+    }
+    Ok(())
+}
