@@ -71,12 +71,18 @@ class Server:
 
     Use as a context manager: the process gets SIGTERM (SIGKILL if it lingers) and the temporary
     directory is removed on the way out, whatever happened in between.
+
+    `env`: variables added to its environment after the `TENANTD_*` ones were removed (e.g.
+    `TENANTD_ADMIN_TOKEN`). `data`: an existing data directory to serve instead of a fresh one;
+    it belongs to the caller and is left in place (the temporary directory only holds the logs).
     """
 
     STOP_WAIT = 5.0
 
-    def __init__(self, binary, rust_log="info", args=(), name="server"):
+    def __init__(self, binary, rust_log="info", args=(), name="server", env=None, data=None):
         self.binary = binary
+        self.extra_env = dict(env or {})
+        self.data = data
         self.rust_log = rust_log
         self.args = list(args)
         self.name = name
@@ -102,15 +108,20 @@ class Server:
         return f"{self.host}:{self.port}"
 
     @property
+    def data_dir(self):
+        return self.data or os.path.join(self.dir, "data")
+
+    @property
     def stderr_path(self):
         return os.path.join(self.dir, "stderr.log")
 
     def start(self, timeout=10.0):
         self.dir = tempfile.mkdtemp(prefix="tenantd-bench-")
         env = {k: v for k, v in os.environ.items() if not k.startswith("TENANTD_")}
+        env.update(self.extra_env)
         env["RUST_LOG"] = self.rust_log
         cmd = [self.binary, "serve", "--bind", f"{LOOPBACK}:0",
-               "--data", os.path.join(self.dir, "data")] + self.args
+               "--data", self.data_dir] + self.args
         out = open(os.path.join(self.dir, "stdout.log"), "wb")
         err = open(self.stderr_path, "wb")
         try:
@@ -238,11 +249,14 @@ def _ms(text):
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def run_wrk(url, threads, connections, duration, timeout_pad=15):
-    """Runs wrk with --latency and returns its figures (latencies in ms) and raw output."""
+def run_wrk(url, threads, connections, duration, timeout_pad=15, script=None):
+    """Runs wrk with --latency (and `-s script` if given) and returns its figures (latencies in
+    ms) and raw output."""
     host = re.match(r"http://([^:/]+)", url).group(1)
     check_loopback(host)
-    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", url]
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency"]
+    cmd += ["-s", script] if script else []
+    cmd.append(url)
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + timeout_pad)
     except subprocess.TimeoutExpired:
