@@ -18,8 +18,8 @@ use crate::auth::principal::{self, Principal, Via};
 use crate::auth::throttle::{Throttle, ThrottleConfig};
 use crate::auth::{password, token};
 use crate::catalog::{
-    unix_now, ActorType, AuditEntry, Catalog, CatalogError, IdentityError, Membership, Session,
-    SystemAdmin, TenantRecord, User,
+    unix_now, ActorType, AuditEntry, Catalog, CatalogError, Fresh, IdentityError, Membership,
+    Session, SystemAdmin, TenantRecord, User,
 };
 use crate::db::Create;
 use crate::error::Error;
@@ -179,6 +179,7 @@ impl App {
 
     fn dispatch(
         &self,
+        fresh: &Fresh,
         req: &Request,
         path: &str,
         tenant: Option<Arc<TenantRecord>>,
@@ -196,7 +197,7 @@ impl App {
         if let Route::Public(f) = route {
             return f(self, &call);
         }
-        let principal = self.authenticate(req)?.ok_or(Error::Unauthorized)?;
+        let principal = authenticate(fresh, req)?.ok_or(Error::Unauthorized)?;
         check_csrf(req, &principal)?;
         match (route, principal) {
             (Route::Public(_), _) => unreachable!("answered above"),
@@ -217,8 +218,7 @@ impl App {
                 if session.tenant_id.as_ref().is_some_and(|t| *t != record.id) {
                     return Err(Error::NotAMember);
                 }
-                let membership = self
-                    .catalog
+                let membership = fresh
                     .membership(user.id, &record.id)?
                     .ok_or(Error::NotAMember)?;
                 let tenant = self.registry.open(record)?;
@@ -236,20 +236,6 @@ impl App {
                 Err(Error::Forbidden("a user account".into()))
             }
         }
-    }
-
-    fn authenticate(&self, req: &Request) -> Result<Option<Principal>, Error> {
-        let Some((token, via)) =
-            principal::credentials(req.header("authorization"), req.header("cookie"))
-        else {
-            return Ok(None);
-        };
-        Ok(principal::authenticate(
-            &self.catalog,
-            &token,
-            via,
-            unix_now(),
-        )?)
     }
 
     /// Records an audit entry; a failure to record is logged, never fatal to the request.
@@ -323,6 +309,16 @@ impl App {
     }
 }
 
+/// The principal a request's credentials name, if any, read as of the request's start.
+fn authenticate(fresh: &Fresh, req: &Request) -> Result<Option<Principal>, Error> {
+    let Some((token, via)) =
+        principal::credentials(req.header("authorization"), req.header("cookie"))
+    else {
+        return Ok(None);
+    };
+    Ok(principal::authenticate(fresh, &token, via, unix_now())?)
+}
+
 /// Creates the first system admin when there is none.
 fn first_admin(catalog: &Catalog) -> Result<Option<FirstAdmin>, IdentityError> {
     if catalog.admin_count()? > 0 {
@@ -393,9 +389,15 @@ impl http::Handler for App {
     fn handle(&self, req: &Request) -> Response {
         // Health checks answer whatever the catalog's state.
         if req.path == "/healthz" {
-            return self
-                .dispatch(req, &req.path, None)
-                .unwrap_or_else(Error::into_response);
+            return healthz(
+                self,
+                &Call {
+                    req,
+                    params: &Params::default(),
+                    tenant: None,
+                },
+            )
+            .unwrap_or_else(Error::into_response);
         }
         // A proxy that adds its own X-Tenant-* header behind the client's must not lose to it.
         for name in ["x-tenant-id", "x-tenant-slug"] {
@@ -415,14 +417,19 @@ impl http::Handler for App {
             tenant_slug: req.header("x-tenant-slug"),
             host: req.header("host"),
         };
-        let identified = match identify::identify(&self.catalog, &self.identify, hints) {
+        // One look at whether the catalog changed, for the whole request.
+        let fresh = match self.catalog.fresh() {
+            Ok(fresh) => fresh,
+            Err(e) => return Error::from(e).into_response(),
+        };
+        let identified = match identify::identify(&fresh.snapshot, &self.identify, hints) {
             Ok(identified) => identified,
             Err(e) => return Error::from(e).into_response(),
         };
         let tenant = identified.tenant.map(|(record, _)| record);
         let note = tenant.as_ref().map(|t| format!("tenant={}", t.slug));
         let mut response = self
-            .dispatch(req, &identified.path, tenant)
+            .dispatch(&fresh, req, &identified.path, tenant)
             .unwrap_or_else(Error::into_response);
         response.log_note = note;
         response

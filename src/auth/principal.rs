@@ -2,7 +2,7 @@
 //! cookie is looked up by its digest in the catalog on every request (no cache: a revoked
 //! session, a disabled user or an expired token stops working on the very next request).
 
-use crate::catalog::{Catalog, IdentityError, Session, SessionKind, SystemAdmin, User};
+use crate::catalog::{Fresh, IdentityError, Session, SessionKind, SystemAdmin, User};
 
 use super::token;
 
@@ -63,7 +63,7 @@ pub fn credentials(authorization: Option<&str>, cookie: Option<&str>) -> Option<
 /// a disabled user, or a kind that is not a credential (impersonation tickets are exchanged,
 /// never presented).
 pub fn authenticate(
-    catalog: &Catalog,
+    catalog: &Fresh,
     token: &str,
     via: Via,
     now: i64,
@@ -79,7 +79,7 @@ pub fn authenticate(
         SessionKind::Admin => {
             let Some(admin) = session
                 .admin_id
-                .map(|id| catalog.admin_by_id(id))
+                .map(|id| catalog.catalog.admin_by_id(id))
                 .transpose()?
                 .flatten()
             else {
@@ -107,7 +107,7 @@ pub fn authenticate(
         }
         SessionKind::ImpersonationTicket => return Ok(None),
     };
-    catalog.touch_session(principal.session(), now)?;
+    catalog.catalog.touch_session(principal.session(), now)?;
     Ok(Some(principal))
 }
 

@@ -91,6 +91,19 @@ impl std::error::Error for IdentityError {
     }
 }
 
+impl From<super::CatalogError> for IdentityError {
+    fn from(e: super::CatalogError) -> Self {
+        match e {
+            super::CatalogError::Db(db) => IdentityError::Db(db),
+            other => IdentityError::Corrupt {
+                table: "tenants",
+                id: String::new(),
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
 impl From<DbError> for IdentityError {
     fn from(e: DbError) -> Self {
         IdentityError::Db(e)
@@ -361,7 +374,9 @@ impl Catalog {
         f: impl FnOnce(&Transaction<'_>) -> Result<T, IdentityError>,
     ) -> Result<T, IdentityError> {
         let mut conn = self.pool.get()?;
-        db::write(&mut conn, f)
+        let result = db::write(&mut conn, f);
+        self.changed();
+        result
     }
 
     /// A pooled connection for reads. Identity reads are never cached: a change is seen by the
@@ -398,8 +413,16 @@ impl Catalog {
     }
 
     pub fn user_by_id(&self, id: i64) -> Result<Option<User>, IdentityError> {
-        let conn = self.identity_read()?;
-        load_user(&conn, id)
+        self.snapshot()?;
+        self.cached_user(id)
+    }
+
+    pub(crate) fn cached_user(&self, id: i64) -> Result<Option<User>, IdentityError> {
+        self.cached(
+            |c| &mut c.users,
+            id,
+            || load_user(&*self.identity_read()?, id),
+        )
     }
 
     /// Any case and surrounding spaces; an input that is not an email finds nobody.

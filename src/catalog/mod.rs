@@ -248,6 +248,52 @@ pub struct Catalog {
     watcher: Mutex<Watcher>,
     snapshot: RwLock<Arc<Snapshot>>,
     reloads: AtomicU64,
+    /// Moves on every change to the catalog: a commit through this `Catalog`, or one that
+    /// `PRAGMA data_version` reveals (another process, the CLI).
+    generation: AtomicU64,
+    reads: Mutex<ReadCache>,
+}
+
+/// The identity reads every authenticated request makes (its session, its user, its
+/// membership), kept until the catalog changes in any way. Any commit clears it, so a revoked
+/// session or a changed role counts on the very next request, as if read from the table.
+#[derive(Default)]
+pub(crate) struct ReadCache {
+    generation: u64,
+    pub(crate) sessions: HashMap<String, Option<Session>>,
+    pub(crate) users: HashMap<i64, Option<User>>,
+    pub(crate) memberships: HashMap<(i64, String), Option<Membership>>,
+}
+
+/// Entries per map before it is emptied: a bound on what unknown tokens can make us hold.
+const READ_CACHE_CAP: usize = 10_000;
+
+/// The catalog checked for changes once, at the start of a request (see [`Catalog::fresh`]).
+pub struct Fresh<'a> {
+    pub catalog: &'a Catalog,
+    pub snapshot: Arc<Snapshot>,
+}
+
+impl Fresh<'_> {
+    pub fn session_by_token_hash(
+        &self,
+        hash: &str,
+        now: i64,
+    ) -> Result<Option<Session>, IdentityError> {
+        self.catalog.cached_session(hash, now)
+    }
+
+    pub fn user_by_id(&self, id: i64) -> Result<Option<User>, IdentityError> {
+        self.catalog.cached_user(id)
+    }
+
+    pub fn membership(
+        &self,
+        user_id: i64,
+        tenant_id: &str,
+    ) -> Result<Option<Membership>, IdentityError> {
+        self.catalog.cached_membership(user_id, tenant_id)
+    }
 }
 
 impl fmt::Debug for Catalog {
@@ -286,7 +332,7 @@ impl Catalog {
         let mut conn = db::open(&path, DbKind::Catalog, create)?;
         db::migrate(&mut conn, db::central_migrations())?;
         let config = PoolConfig {
-            max_size: 4,
+            max_size: 8,
             idle_timeout: Some(Duration::from_secs(300)),
             connection_timeout: Duration::from_secs(5),
         };
@@ -299,6 +345,8 @@ impl Catalog {
             watcher: Mutex::new(Watcher { conn, seen: None }),
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             reloads: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+            reads: Mutex::new(ReadCache::default()),
         };
         catalog.snapshot()?;
         Ok(catalog)
@@ -322,6 +370,7 @@ impl Catalog {
                 .prepare_cached("PRAGMA data_version")?
                 .query_row([], |row| row.get(0))?;
             if watcher.seen != Some(version) {
+                self.generation.fetch_add(1, Ordering::SeqCst);
                 // Read after the version: a commit in between only causes
                 // one extra reload later, never a missed one. A reload that
                 // fails keeps the last good snapshot serving (if there is one).
@@ -341,6 +390,63 @@ impl Catalog {
         Ok(Arc::clone(
             &self.snapshot.read().unwrap_or_else(|e| e.into_inner()),
         ))
+    }
+
+    /// The catalog as of now: checks `PRAGMA data_version` once and hands out reads that
+    /// trust that check. A request takes one at its start, so its identity reads (session,
+    /// user, membership) cost no query while nothing changed, and see every change committed
+    /// before the request began, by this process or another.
+    pub fn fresh(&self) -> Result<Fresh<'_>, CatalogError> {
+        let snapshot = self.snapshot()?;
+        Ok(Fresh {
+            catalog: self,
+            snapshot,
+        })
+    }
+
+    /// Serves an identity read from memory, loading it on a miss, unless the catalog changed
+    /// since it was cached. Commits through this catalog count at once; another process's
+    /// are seen by the `PRAGMA data_version` check of `snapshot()`, which the caller ran (the
+    /// plain methods run it on every call; `Fresh` ran it once for the request).
+    pub(crate) fn cached<K, V, E>(
+        &self,
+        map: fn(&mut ReadCache) -> &mut HashMap<K, Option<V>>,
+        key: K,
+        load: impl FnOnce() -> Result<Option<V>, E>,
+    ) -> Result<Option<V>, E>
+    where
+        K: std::hash::Hash + Eq,
+        V: Clone,
+    {
+        let generation = self.generation.load(Ordering::SeqCst);
+        {
+            let mut reads = lock(&self.reads);
+            if reads.generation != generation {
+                *reads = ReadCache {
+                    generation,
+                    ..ReadCache::default()
+                };
+            }
+            if let Some(hit) = map(&mut reads).get(&key) {
+                return Ok(hit.clone());
+            }
+        }
+        let value = load()?;
+        let mut reads = lock(&self.reads);
+        // A commit while we read may have made the value stale: then it is not kept.
+        if reads.generation == generation && self.generation.load(Ordering::SeqCst) == generation {
+            let entries = map(&mut reads);
+            if entries.len() >= READ_CACHE_CAP {
+                entries.clear();
+            }
+            entries.insert(key, value.clone());
+        }
+        Ok(value)
+    }
+
+    /// After a commit through this catalog: whatever was cached may be stale.
+    pub(crate) fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// How many times the snapshot was rebuilt (for tests and metrics).
@@ -376,7 +482,9 @@ impl Catalog {
         f: impl FnOnce(&Transaction<'_>) -> Result<T, CatalogError>,
     ) -> Result<T, CatalogError> {
         let mut conn = self.pool.get()?;
-        db::write(&mut conn, f)
+        let result = db::write(&mut conn, f);
+        self.changed();
+        result
     }
 
     fn fetch(&self, id: &str) -> Result<Arc<TenantRecord>, CatalogError> {

@@ -352,8 +352,20 @@ impl Catalog {
         user_id: i64,
         tenant_id: &str,
     ) -> Result<Option<Membership>, IdentityError> {
-        let conn = self.identity_read()?;
-        load_membership(&conn, user_id, tenant_id)
+        self.snapshot()?;
+        self.cached_membership(user_id, tenant_id)
+    }
+
+    pub(crate) fn cached_membership(
+        &self,
+        user_id: i64,
+        tenant_id: &str,
+    ) -> Result<Option<Membership>, IdentityError> {
+        self.cached(
+            |c| &mut c.memberships,
+            (user_id, tenant_id.to_string()),
+            || load_membership(&*self.identity_read()?, user_id, tenant_id),
+        )
     }
 
     /// Every tenant the user belongs to, deleted tenants left out, by tenant name.

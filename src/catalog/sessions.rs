@@ -370,19 +370,36 @@ impl Catalog {
         hash: &str,
         now: i64,
     ) -> Result<Option<Session>, IdentityError> {
+        self.snapshot()?;
+        self.cached_session(hash, now)
+    }
+
+    pub(crate) fn cached_session(
+        &self,
+        hash: &str,
+        now: i64,
+    ) -> Result<Option<Session>, IdentityError> {
         if !is_token_hash(hash) {
             return Ok(None);
         }
-        let conn = self.identity_read()?;
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions s
-             WHERE s.token_hash = ?1 AND s.kind <> 'impersonation_ticket' AND {LIVE}"
-        ))?;
-        let mut rows = stmt.query(params![hash, now])?;
-        match rows.next()? {
-            Some(row) => Ok(Some(session_from_row(row)?)),
-            None => Ok(None),
-        }
+        let found = self.cached(
+            |c| &mut c.sessions,
+            hash.to_string(),
+            || -> Result<_, IdentityError> {
+                let conn = self.identity_read()?;
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions s
+                 WHERE s.token_hash = ?1 AND s.kind <> 'impersonation_ticket' AND {LIVE}"
+                ))?;
+                let mut rows = stmt.query(params![hash, now])?;
+                match rows.next()? {
+                    Some(row) => Ok(Some(session_from_row(row)?)),
+                    None => Ok(None),
+                }
+            },
+        )?;
+        // Cached a while ago, perhaps: time may have ended it since.
+        Ok(found.filter(|s| s.is_live(now)))
     }
 
     /// Records use at `now`, but only when the stored `last_used_at` is older than

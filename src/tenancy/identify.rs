@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::catalog::{normalize_host, Catalog, TenantRecord, TenantStatus};
+use crate::catalog::{normalize_host, Snapshot, TenantRecord, TenantStatus};
 
 use super::TenancyError;
 
@@ -69,11 +69,10 @@ pub fn strip_path_prefix(path: &str) -> (Option<&str>, &str) {
 /// Identifies the tenant of a request. Errors: a method names an unknown or deleted tenant
 /// (`NotFound`), two methods name different tenants (`Conflict`), the tenant is suspended.
 pub fn identify(
-    catalog: &Catalog,
+    snapshot: &Snapshot,
     config: &IdentifyConfig,
     hints: Hints<'_>,
 ) -> Result<Identified, TenancyError> {
-    let snapshot = catalog.snapshot()?;
     let mut named: Option<(Arc<TenantRecord>, Via)> = None;
     let mut name = |record: Option<&Arc<TenantRecord>>, via: Via| -> Result<(), TenancyError> {
         let record = record.ok_or(TenancyError::NotFound)?;
