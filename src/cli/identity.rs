@@ -43,15 +43,18 @@ admin's sessions and turns two-factor authentication off (re-enrol after logging
 Options: --data DIR [TENANTD_DATA, ./data], --json
 ";
 
-fn open(args: &mut Args, env: &Env) -> Result<Catalog, Failure> {
+/// Opens the catalog. Creating the first accounts (`users create`, `admin create`) may start a
+/// new data directory, as `tenants create` may; anything else on a directory without a catalog
+/// is a mistyped `--data`.
+fn open(args: &mut Args, env: &Env, create: Create) -> Result<Catalog, Failure> {
     let data = crate::config::data_dir(args, env)?;
-    if !data.join("central.db").exists() {
+    if create == Create::Never && !data.join("central.db").exists() {
         return Err(Failure::Operation(format!(
             "no catalog in {} (run `tenantd serve` there first, or pass the right --data)",
             data.display()
         )));
     }
-    Catalog::open(&data, Create::Never).map_err(|e| Failure::Operation(e.to_string()))
+    Catalog::open(&data, create).map_err(|e| Failure::Operation(e.to_string()))
 }
 
 fn op<E: std::fmt::Display>(e: E) -> Failure {
@@ -97,7 +100,7 @@ pub fn users(args: &mut Args, env: &Env) -> Result<(), Failure> {
     let name = need(args, "--name")?;
     let surname = args.value("--surname")?.unwrap_or_default();
     let (password, generated) = password_or_random(args.value("--password")?)?;
-    let catalog = open(args, env)?;
+    let catalog = open(args, env, Create::IfMissing)?;
     args.finish_ref()?;
     let user = catalog
         .create_user(&NewUser {
@@ -140,7 +143,7 @@ pub fn members(args: &mut Args, env: &Env) -> Result<(), Failure> {
     let slug = need(args, "--tenant")?;
     let email = need(args, "--email")?;
     let role = need(args, "--role")?;
-    let catalog = open(args, env)?;
+    let catalog = open(args, env, Create::Never)?;
     args.finish_ref()?;
     let tenant = catalog
         .by_slug(&slug)
@@ -179,7 +182,12 @@ pub fn admin(args: &mut Args, env: &Env) -> Result<(), Failure> {
     } else {
         None
     };
-    let catalog = open(args, env)?;
+    let create = if sub == "create" {
+        Create::IfMissing
+    } else {
+        Create::Never
+    };
+    let catalog = open(args, env, create)?;
     args.finish_ref()?;
     let (password, generated) = password_or_random(given)?;
     let hash = password::hash(&password).map_err(op)?;
