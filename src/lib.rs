@@ -10,3 +10,4 @@ pub mod error;
 pub mod http;
 pub mod serve;
 pub mod tenancy;
+pub mod workspace;

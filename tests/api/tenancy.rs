@@ -93,7 +93,7 @@ fn every_identification_method_reaches_the_tenant() {
     assert_eq!(json["slug"], "acme");
     assert_eq!(json["name"], "acme Inc");
     assert_eq!(json["status"], "active");
-    assert_eq!(json["schema_version"], 1);
+    assert_eq!(json["schema_version"], 2);
 }
 
 #[test]
@@ -422,7 +422,10 @@ fn all_versions() -> Vec<u32> {
 fn many_first_requests_at_once_migrate_a_tenant_exactly_once() {
     let app = spawn_app_with(|c| c.registry.migrations = with_pending_migration());
     let acme = id(&app.create_tenant("acme", &[]));
-    assert_eq!(applied_versions(&app, &acme), vec![latest() - 1]);
+    assert_eq!(
+        applied_versions(&app, &acme),
+        (1..latest()).collect::<Vec<u32>>()
+    );
 
     // A second run of the migration would fail ("table probe already exists") and answer 503.
     let statuses: Vec<u16> = std::thread::scope(|s| {
@@ -523,10 +526,16 @@ fn a_broken_tenant_answers_503_while_the_others_work() {
         );
     }
     // The failed migration left the tenant where it was; nothing was recreated or written.
-    assert_eq!(applied_versions(&app, &failing), vec![latest() - 1]);
+    assert_eq!(
+        applied_versions(&app, &failing),
+        (1..latest()).collect::<Vec<u32>>()
+    );
     assert!(!app.tenant_file(&missing).exists());
     assert_eq!(std::fs::metadata(app.tenant_file(&empty)).unwrap().len(), 0);
-    assert_eq!(applied_versions(&app, &foreign), vec![latest() - 1]);
+    assert_eq!(
+        applied_versions(&app, &foreign),
+        (1..latest()).collect::<Vec<u32>>()
+    );
 }
 
 #[test]
@@ -568,7 +577,7 @@ fn migrate_reports_each_broken_tenant_and_exits_1() {
     let status = app.cli(&["migrate", "--status"]);
     let status = String::from_utf8_lossy(&status.stdout);
     assert!(
-        status.contains("healthy") && status.contains("version 1 (binary 1)"),
+        status.contains("healthy") && status.contains("version 2 (binary 2)"),
         "{status}"
     );
 }

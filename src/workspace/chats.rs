@@ -1,0 +1,696 @@
+//! Chats of a tenant: the chats themselves, who takes part in them, their
+//! messages, and how far each participant has read.
+//!
+//! Who may do what:
+//! - See a chat (its summary, participants and messages): its participants;
+//!   `admin` and `chats_view_all` see every chat. Other chats are `NotFound`.
+//! - Create a chat: `chats_create`; the creator becomes a participant.
+//! - Manage a chat (rename, archive, add or remove participants): a
+//!   participant holding `chats_create`, or an admin (who need not take part,
+//!   and so can add themselves). `chats_view_all` alone only reads: seeing
+//!   every chat is an oversight role, not a say in other people's
+//!   conversations. Anyone may remove themselves.
+//! - Post: participants only ([`PARTICIPANTS_ONLY`] otherwise); edit and
+//!   delete: the author only ([`OWN_MESSAGES_ONLY`]). An archived chat is
+//!   read-only for messages until it is unarchived.
+//! - A direct chat has exactly two participants when created and takes no
+//!   one else later.
+
+use std::collections::BTreeSet;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::{Deserialize, Serialize};
+
+use super::{now, Page, Problems, Reader, WorkspaceError};
+use crate::tenancy::Tenant;
+
+pub const MAX_TITLE_CHARS: usize = 200;
+pub const MAX_BODY_CHARS: usize = 10_000;
+/// Participants a new chat may name at once.
+pub const MAX_INITIAL_PARTICIPANTS: usize = 1000;
+
+/// `Forbidden` reason: posting and reading marks are for participants.
+pub const PARTICIPANTS_ONLY: &str = "chat participants only";
+/// `Forbidden` reason: a message is edited or deleted by its author only.
+pub const OWN_MESSAGES_ONLY: &str = "own messages only";
+/// The permission named when managing a chat is refused.
+const MANAGE_PERMISSION: &str = "chats_create";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChatKind {
+    Direct,
+    Group,
+}
+
+impl ChatKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChatKind::Direct => "direct",
+            ChatKind::Group => "group",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ChatKind> {
+        match s {
+            "direct" => Some(ChatKind::Direct),
+            "group" => Some(ChatKind::Group),
+            _ => None,
+        }
+    }
+}
+
+/// A chat row.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Chat {
+    pub id: i64,
+    pub title: String,
+    pub kind: ChatKind,
+    pub created_by: i64,
+    pub created_at: String,
+    pub updated_at: String,
+    pub archived_at: Option<String>,
+}
+
+/// A chat as one reader sees it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ChatSummary {
+    #[serde(flatten)]
+    pub chat: Chat,
+    /// Whether the reader takes part (may post); false for chats seen only
+    /// through `chats_view_all` or admin.
+    pub participant: bool,
+    pub participant_count: i64,
+    /// Messages after the reader's last read one, by others, not deleted;
+    /// always 0 for a non-participant.
+    pub unread_count: i64,
+    /// The newest message that is not deleted.
+    pub last_message: Option<Message>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Participant {
+    pub user_id: i64,
+    pub joined_at: String,
+    pub last_read_message_id: Option<i64>,
+}
+
+/// A message as read: a deleted message keeps its place with an empty body.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Message {
+    pub id: i64,
+    pub chat_id: i64,
+    pub user_id: i64,
+    pub body: String,
+    pub created_at: String,
+    pub edited_at: Option<String>,
+    pub deleted_at: Option<String>,
+}
+
+/// Input of [`create_chat`]. `kind` is text so that a bad value is reported
+/// with the other fields.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct NewChat {
+    pub title: String,
+    pub kind: String,
+    /// Others to add; the creator is added anyway (listing them is harmless).
+    #[serde(default)]
+    pub participant_ids: Vec<i64>,
+}
+
+/// Input of [`update_chat`]; absent fields are left alone.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ChatUpdate {
+    pub title: Option<String>,
+    pub archived: Option<bool>,
+}
+
+const CHAT_COLUMNS: &str = "id, title, kind, created_by, created_at, updated_at, archived_at";
+const MESSAGE_COLUMNS: &str = "id, chat_id, user_id, body, created_at, edited_at, deleted_at";
+
+fn chat_from_row(row: &Row<'_>) -> rusqlite::Result<Chat> {
+    let kind: String = row.get(2)?;
+    Ok(Chat {
+        id: row.get(0)?,
+        title: row.get(1)?,
+        // The CHECK constraint allows only these two.
+        kind: ChatKind::parse(&kind).unwrap_or(ChatKind::Group),
+        created_by: row.get(3)?,
+        created_at: row.get(4)?,
+        updated_at: row.get(5)?,
+        archived_at: row.get(6)?,
+    })
+}
+
+fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
+    let deleted_at: Option<String> = row.get(6)?;
+    Ok(Message {
+        id: row.get(0)?,
+        chat_id: row.get(1)?,
+        user_id: row.get(2)?,
+        // The text stays in the file (soft delete) but never leaves it.
+        body: if deleted_at.is_some() {
+            String::new()
+        } else {
+            row.get(3)?
+        },
+        created_at: row.get(4)?,
+        edited_at: row.get(5)?,
+        deleted_at,
+    })
+}
+
+/// A chat the reader may see, and whether they take part in it.
+struct Access {
+    chat: Chat,
+    /// `Some(last_read)` when the reader is a participant.
+    membership: Option<Option<i64>>,
+}
+
+impl Access {
+    fn participant(&self) -> bool {
+        self.membership.is_some()
+    }
+
+    fn can_manage(&self, reader: &Reader) -> bool {
+        reader.admin || (self.participant() && reader.can(MANAGE_PERMISSION))
+    }
+
+    fn require_manage(&self, reader: &Reader) -> Result<(), WorkspaceError> {
+        if self.can_manage(reader) {
+            Ok(())
+        } else {
+            Err(WorkspaceError::forbidden(MANAGE_PERMISSION))
+        }
+    }
+
+    fn require_participant(&self) -> Result<(), WorkspaceError> {
+        if self.participant() {
+            Ok(())
+        } else {
+            Err(WorkspaceError::forbidden(PARTICIPANTS_ONLY))
+        }
+    }
+}
+
+fn sees_all(reader: &Reader) -> bool {
+    reader.can("chats_view_all")
+}
+
+/// The chat if the reader may see it; `NotFound` whether it is missing or
+/// hidden.
+fn access(conn: &Connection, reader: &Reader, chat_id: i64) -> Result<Access, WorkspaceError> {
+    let found = conn
+        .query_row(
+            &format!("SELECT {CHAT_COLUMNS} FROM chats WHERE id = ?1"),
+            [chat_id],
+            chat_from_row,
+        )
+        .optional()?;
+    let Some(chat) = found else {
+        return Err(WorkspaceError::NotFound);
+    };
+    let membership: Option<Option<i64>> = conn
+        .query_row(
+            "SELECT last_read_message_id FROM chat_participants
+             WHERE chat_id = ?1 AND user_id = ?2",
+            params![chat_id, reader.user_id],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if membership.is_none() && !sees_all(reader) {
+        return Err(WorkspaceError::NotFound);
+    }
+    Ok(Access { chat, membership })
+}
+
+fn summary(conn: &Connection, reader: &Reader, access: Access) -> rusqlite::Result<ChatSummary> {
+    let chat_id = access.chat.id;
+    let participant_count: i64 = conn.query_row(
+        "SELECT count(*) FROM chat_participants WHERE chat_id = ?1",
+        [chat_id],
+        |row| row.get(0),
+    )?;
+    let unread_count = match access.membership {
+        None => 0,
+        Some(last_read) => conn.query_row(
+            "SELECT count(*) FROM messages
+             WHERE chat_id = ?1 AND id > ?2 AND user_id <> ?3 AND deleted_at IS NULL",
+            params![chat_id, last_read.unwrap_or(0), reader.user_id],
+            |row| row.get(0),
+        )?,
+    };
+    let last_message = conn
+        .query_row(
+            &format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages
+                 WHERE chat_id = ?1 AND deleted_at IS NULL ORDER BY id DESC LIMIT 1"
+            ),
+            [chat_id],
+            message_from_row,
+        )
+        .optional()?;
+    Ok(ChatSummary {
+        participant: access.membership.is_some(),
+        chat: access.chat,
+        participant_count,
+        unread_count,
+        last_message,
+    })
+}
+
+/// The chats the reader sees (archived ones included, marked by
+/// `archived_at`), most recently active first: by the last message, or the
+/// creation of a chat without messages.
+pub fn list_chats(tenant: &Tenant, reader: &Reader) -> Result<Vec<ChatSummary>, WorkspaceError> {
+    let conn = tenant.conn()?;
+    // Overseers scan every chat; others start from their own participations
+    // (the by-user index) rather than filtering a scan.
+    let join = if sees_all(reader) {
+        "LEFT JOIN"
+    } else {
+        "JOIN"
+    };
+    let mut stmt = conn.prepare(&format!(
+        "SELECT c.id, c.title, c.kind, c.created_by, c.created_at, c.updated_at, c.archived_at,
+                p.user_id IS NOT NULL, p.last_read_message_id
+         FROM chats c
+         {join} chat_participants p ON p.chat_id = c.id AND p.user_id = ?1"
+    ))?;
+    let rows = stmt.query_map([reader.user_id], |row| {
+        let chat = chat_from_row(row)?;
+        let participant: bool = row.get(7)?;
+        let last_read: Option<i64> = row.get(8)?;
+        Ok(Access {
+            chat,
+            membership: participant.then_some(last_read),
+        })
+    })?;
+    let mut out = Vec::new();
+    for access in rows {
+        out.push(summary(&conn, reader, access?)?);
+    }
+    out.sort_by(|a, b| {
+        let active = |s: &ChatSummary| {
+            s.last_message
+                .as_ref()
+                .map_or(&s.chat.created_at, |m| &m.created_at)
+                .clone()
+        };
+        (active(b), b.chat.id).cmp(&(active(a), a.chat.id))
+    });
+    Ok(out)
+}
+
+pub fn get_chat(
+    tenant: &Tenant,
+    reader: &Reader,
+    chat_id: i64,
+) -> Result<ChatSummary, WorkspaceError> {
+    let conn = tenant.conn()?;
+    let access = access(&conn, reader, chat_id)?;
+    Ok(summary(&conn, reader, access)?)
+}
+
+/// Creates a chat with the reader and `participant_ids` as participants.
+/// Needs `chats_create`; every named user must be a member of the tenant.
+pub fn create_chat(
+    tenant: &Tenant,
+    reader: &Reader,
+    new: &NewChat,
+    is_member: &dyn Fn(i64) -> bool,
+) -> Result<ChatSummary, WorkspaceError> {
+    if !reader.can("chats_create") {
+        return Err(WorkspaceError::forbidden("chats_create"));
+    }
+    let mut problems = Problems::default();
+    let title = problems.text("title", &new.title, MAX_TITLE_CHARS);
+    let kind = ChatKind::parse(&new.kind);
+    if kind.is_none() {
+        problems.add("kind", "must be direct or group");
+    }
+    let others: BTreeSet<i64> = new
+        .participant_ids
+        .iter()
+        .copied()
+        .filter(|&id| id != reader.user_id)
+        .collect();
+    if new.participant_ids.len() > MAX_INITIAL_PARTICIPANTS {
+        problems.add(
+            "participant_ids",
+            format!("at most {MAX_INITIAL_PARTICIPANTS} participants"),
+        );
+    } else {
+        let strangers: Vec<String> = others
+            .iter()
+            .filter(|&&id| !is_member(id))
+            .map(i64::to_string)
+            .collect();
+        if !strangers.is_empty() {
+            problems.add(
+                "participant_ids",
+                format!("not members of this tenant: {}", strangers.join(", ")),
+            );
+        } else if kind == Some(ChatKind::Direct) && others.len() != 1 {
+            problems.add(
+                "participant_ids",
+                "a direct chat has exactly one other participant",
+            );
+        }
+    }
+    problems.check()?;
+    let kind = kind.unwrap_or(ChatKind::Group);
+
+    tenant.write(|tx| {
+        let now = now();
+        let chat_id: i64 = tx.query_row(
+            "INSERT INTO chats (title, kind, created_by, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?4) RETURNING id",
+            params![title, kind.as_str(), reader.user_id, now],
+            |row| row.get(0),
+        )?;
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO chat_participants (chat_id, user_id, joined_at) VALUES (?1, ?2, ?3)",
+        )?;
+        for user_id in std::iter::once(reader.user_id).chain(others.iter().copied()) {
+            insert.execute(params![chat_id, user_id, now])?;
+        }
+        let access = access(tx, reader, chat_id)?;
+        Ok(summary(tx, reader, access)?)
+    })
+}
+
+/// Renames and/or (un)archives a chat; see the module notes for who may.
+pub fn update_chat(
+    tenant: &Tenant,
+    reader: &Reader,
+    chat_id: i64,
+    update: &ChatUpdate,
+) -> Result<ChatSummary, WorkspaceError> {
+    tenant.write(|tx| {
+        let found = access(tx, reader, chat_id)?;
+        found.require_manage(reader)?;
+        let mut problems = Problems::default();
+        let title = update
+            .title
+            .as_deref()
+            .map(|t| problems.text("title", t, MAX_TITLE_CHARS));
+        problems.check()?;
+
+        let mut chat = found.chat.clone();
+        let mut changed = false;
+        if let Some(title) = title.filter(|t| *t != chat.title) {
+            chat.title = title;
+            changed = true;
+        }
+        let now = now();
+        match update.archived {
+            Some(true) if chat.archived_at.is_none() => {
+                chat.archived_at = Some(now.clone());
+                changed = true;
+            }
+            Some(false) if chat.archived_at.is_some() => {
+                chat.archived_at = None;
+                changed = true;
+            }
+            _ => {}
+        }
+        if changed {
+            tx.execute(
+                "UPDATE chats SET title = ?2, archived_at = ?3, updated_at = ?4 WHERE id = ?1",
+                params![chat_id, chat.title, chat.archived_at, now],
+            )?;
+        }
+        let access = access(tx, reader, chat_id)?;
+        Ok(summary(tx, reader, access)?)
+    })
+}
+
+/// Adds a member of the tenant to a group chat; adding a participant again
+/// changes nothing. Managers only (an admin may add themselves).
+pub fn add_participant(
+    tenant: &Tenant,
+    reader: &Reader,
+    chat_id: i64,
+    user_id: i64,
+    is_member: &dyn Fn(i64) -> bool,
+) -> Result<Participant, WorkspaceError> {
+    // Asked before the write lock is taken; reported only once the reader is
+    // known to see and manage the chat.
+    let member = is_member(user_id);
+    tenant.write(|tx| {
+        let found = access(tx, reader, chat_id)?;
+        found.require_manage(reader)?;
+        let mut problems = Problems::default();
+        if !member {
+            problems.add("user_id", "not a member of this tenant");
+        }
+        let present = participant(tx, chat_id, user_id)?;
+        if found.chat.kind == ChatKind::Direct && present.is_none() {
+            problems.add("chat_id", "a direct chat takes no further participants");
+        }
+        problems.check()?;
+        if let Some(p) = present {
+            return Ok(p);
+        }
+        tx.execute(
+            "INSERT INTO chat_participants (chat_id, user_id, joined_at) VALUES (?1, ?2, ?3)",
+            params![chat_id, user_id, now()],
+        )?;
+        participant(tx, chat_id, user_id)?.ok_or(WorkspaceError::NotFound)
+    })
+}
+
+/// Removes a participant: managers remove anyone, everyone removes
+/// themselves. Someone who does not take part is `NotFound`.
+pub fn remove_participant(
+    tenant: &Tenant,
+    reader: &Reader,
+    chat_id: i64,
+    user_id: i64,
+) -> Result<(), WorkspaceError> {
+    tenant.write(|tx| {
+        let found = access(tx, reader, chat_id)?;
+        if user_id != reader.user_id {
+            found.require_manage(reader)?;
+        }
+        let removed = tx.execute(
+            "DELETE FROM chat_participants WHERE chat_id = ?1 AND user_id = ?2",
+            params![chat_id, user_id],
+        )?;
+        if removed == 0 {
+            return Err(WorkspaceError::NotFound);
+        }
+        Ok(())
+    })
+}
+
+/// The participants of a chat the reader sees, in order of joining.
+pub fn participants(
+    tenant: &Tenant,
+    reader: &Reader,
+    chat_id: i64,
+) -> Result<Vec<Participant>, WorkspaceError> {
+    let conn = tenant.conn()?;
+    access(&conn, reader, chat_id)?;
+    let mut stmt = conn.prepare(
+        "SELECT user_id, joined_at, last_read_message_id FROM chat_participants
+         WHERE chat_id = ?1 ORDER BY joined_at, user_id",
+    )?;
+    let rows = stmt.query_map([chat_id], participant_from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+fn participant_from_row(row: &Row<'_>) -> rusqlite::Result<Participant> {
+    Ok(Participant {
+        user_id: row.get(0)?,
+        joined_at: row.get(1)?,
+        last_read_message_id: row.get(2)?,
+    })
+}
+
+fn participant(
+    conn: &Connection,
+    chat_id: i64,
+    user_id: i64,
+) -> rusqlite::Result<Option<Participant>> {
+    conn.query_row(
+        "SELECT user_id, joined_at, last_read_message_id FROM chat_participants
+         WHERE chat_id = ?1 AND user_id = ?2",
+        params![chat_id, user_id],
+        participant_from_row,
+    )
+    .optional()
+}
+
+/// Messages of a chat the reader sees, newest first: `before` is the `next`
+/// of the previous page (a message id, exclusive). Ids only grow, so a page
+/// never repeats or skips a message, whatever is posted meanwhile.
+pub fn list_messages(
+    tenant: &Tenant,
+    reader: &Reader,
+    chat_id: i64,
+    before: Option<i64>,
+    limit: Option<u32>,
+) -> Result<Page<Message, i64>, WorkspaceError> {
+    let mut problems = Problems::default();
+    let limit = problems.limit(limit);
+    problems.check()?;
+    let conn = tenant.conn()?;
+    access(&conn, reader, chat_id)?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages
+         WHERE chat_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
+    ))?;
+    let rows = stmt.query_map(
+        params![chat_id, before.unwrap_or(i64::MAX), i64::from(limit) + 1],
+        message_from_row,
+    )?;
+    let mut items = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    let next = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|m| m.id)
+    } else {
+        None
+    };
+    Ok(Page { items, next })
+}
+
+fn body_problems(problems: &mut Problems, body: &str) {
+    if body.trim().is_empty() {
+        problems.add("body", "must not be empty");
+    } else if body.chars().count() > MAX_BODY_CHARS {
+        problems.add(
+            "body",
+            format!("must be at most {MAX_BODY_CHARS} characters"),
+        );
+    }
+}
+
+fn archived_problem(problems: &mut Problems, chat: &Chat) {
+    if chat.archived_at.is_some() {
+        problems.add("chat_id", "the chat is archived");
+    }
+}
+
+fn message(conn: &Connection, chat_id: i64, message_id: i64) -> rusqlite::Result<Option<Message>> {
+    conn.query_row(
+        &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1 AND chat_id = ?2"),
+        params![message_id, chat_id],
+        message_from_row,
+    )
+    .optional()
+}
+
+/// Posts a message (1..=10,000 characters, not blank) as the reader, who must
+/// take part in the chat.
+pub fn post_message(
+    tenant: &Tenant,
+    reader: &Reader,
+    chat_id: i64,
+    body: &str,
+) -> Result<Message, WorkspaceError> {
+    tenant.write(|tx| {
+        let found = access(tx, reader, chat_id)?;
+        found.require_participant()?;
+        let mut problems = Problems::default();
+        archived_problem(&mut problems, &found.chat);
+        body_problems(&mut problems, body);
+        problems.check()?;
+        let id: i64 = tx.query_row(
+            "INSERT INTO messages (chat_id, user_id, body, created_at)
+             VALUES (?1, ?2, ?3, ?4) RETURNING id",
+            params![chat_id, reader.user_id, body, now()],
+            |row| row.get(0),
+        )?;
+        message(tx, chat_id, id)?.ok_or(WorkspaceError::NotFound)
+    })
+}
+
+/// The reader's own, not deleted message in a chat they see.
+fn own_message(
+    conn: &Connection,
+    reader: &Reader,
+    chat_id: i64,
+    message_id: i64,
+) -> Result<(Access, Message), WorkspaceError> {
+    let found = access(conn, reader, chat_id)?;
+    let msg = message(conn, chat_id, message_id)?
+        .filter(|m| m.deleted_at.is_none())
+        .ok_or(WorkspaceError::NotFound)?;
+    if msg.user_id != reader.user_id {
+        return Err(WorkspaceError::forbidden(OWN_MESSAGES_ONLY));
+    }
+    Ok((found, msg))
+}
+
+/// Replaces the body of the reader's own message.
+pub fn edit_message(
+    tenant: &Tenant,
+    reader: &Reader,
+    chat_id: i64,
+    message_id: i64,
+    body: &str,
+) -> Result<Message, WorkspaceError> {
+    tenant.write(|tx| {
+        let (found, msg) = own_message(tx, reader, chat_id, message_id)?;
+        let mut problems = Problems::default();
+        archived_problem(&mut problems, &found.chat);
+        body_problems(&mut problems, body);
+        problems.check()?;
+        if msg.body != body {
+            tx.execute(
+                "UPDATE messages SET body = ?2, edited_at = ?3 WHERE id = ?1",
+                params![message_id, body, now()],
+            )?;
+        }
+        message(tx, chat_id, message_id)?.ok_or(WorkspaceError::NotFound)
+    })
+}
+
+/// Soft-deletes the reader's own message: it keeps its place in the chat
+/// with an empty body. A deleted message is `NotFound` to edit or delete.
+pub fn delete_message(
+    tenant: &Tenant,
+    reader: &Reader,
+    chat_id: i64,
+    message_id: i64,
+) -> Result<(), WorkspaceError> {
+    tenant.write(|tx| {
+        let (found, _) = own_message(tx, reader, chat_id, message_id)?;
+        let mut problems = Problems::default();
+        archived_problem(&mut problems, &found.chat);
+        problems.check()?;
+        tx.execute(
+            "UPDATE messages SET deleted_at = ?2 WHERE id = ?1",
+            params![message_id, now()],
+        )?;
+        Ok(())
+    })
+}
+
+/// Marks everything up to `message_id` (a message of this chat) as read by
+/// the reader. Never moves backwards: returns the resulting mark.
+pub fn mark_read(
+    tenant: &Tenant,
+    reader: &Reader,
+    chat_id: i64,
+    message_id: i64,
+) -> Result<i64, WorkspaceError> {
+    tenant.write(|tx| {
+        let found = access(tx, reader, chat_id)?;
+        found.require_participant()?;
+        if message(tx, chat_id, message_id)?.is_none() {
+            return Err(WorkspaceError::NotFound);
+        }
+        let mark: i64 = tx.query_row(
+            "UPDATE chat_participants
+             SET last_read_message_id = max(coalesce(last_read_message_id, 0), ?3)
+             WHERE chat_id = ?1 AND user_id = ?2
+             RETURNING last_read_message_id",
+            params![chat_id, reader.user_id, message_id],
+            |row| row.get(0),
+        )?;
+        Ok(mark)
+    })
+}
