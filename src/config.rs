@@ -13,6 +13,8 @@ use crate::http;
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
     pub bind: String,
+    /// Create the demo companies, people, chats and orders (what is missing of them).
+    pub demo: bool,
     pub http: http::Config,
     pub app: AppConfig,
 }
@@ -21,6 +23,7 @@ impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
             bind: "127.0.0.1:8080".into(),
+            demo: false,
             http: http::Config::default(),
             app: AppConfig {
                 data_dir: PathBuf::from(DEFAULT_DATA_DIR),
@@ -45,6 +48,7 @@ impl ServeConfig {
     pub fn from_args(args: &mut Args, env: &Env) -> Result<ServeConfig, CliError> {
         let mut c = ServeConfig::default();
         c.app.data_dir = data_dir(args, env)?;
+        c.demo = args.flag("--demo");
         c.app.sessions.secure_cookie = args.flag("--secure-cookies")
             || env
                 .get("TENANTD_SECURE_COOKIES")

@@ -40,6 +40,17 @@ pub fn run(config: ServeConfig) -> i32 {
             return 1;
         }
     };
+    let demo = if config.demo {
+        match crate::demo::ensure(&app) {
+            Ok(text) => Some(text),
+            Err(e) => {
+                eprintln!("tenantd: cannot set up the demo: {e}");
+                return 1;
+            }
+        }
+    } else {
+        None
+    };
     let app = Arc::new(app);
     let server = match http::serve(listener, config.http.clone(), app) {
         Ok(s) => s,
@@ -58,6 +69,17 @@ pub fn run(config: ServeConfig) -> i32 {
             "first system admin (shown once): {} / password {}\n  \
              log in with POST /api/admin/auth/login; change it with `tenantd admin reset-password`\n",
             first.email, first.password
+        ));
+    }
+    if let Some(demo) = demo {
+        let port = server.local_addr().port();
+        banner.push_str(&demo);
+        banner.push_str(&format!(
+            "  try: curl -s -H 'Content-Type: application/json' \\\n    \
+             -d '{{\"email\":\"alice@acme.test\",\"password\":\"{}\"}}' \\\n    \
+             http://127.0.0.1:{port}/api/auth/login\n  \
+             then: curl -H 'Authorization: Bearer <token>' http://acme.localhost:{port}/api/orders\n",
+            crate::demo::PASSWORD
         ));
     }
     // Whoever started us may have stopped reading (a closed pipe): that is no reason to die.

@@ -6,6 +6,7 @@ mod account;
 mod admin;
 mod members;
 mod tenant;
+mod workspace;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -372,6 +373,7 @@ fn routes() -> Router<Route> {
     r.add("GET", "/api/tenant", Route::Tenant(tenant::show));
     account::routes(&mut r);
     members::routes(&mut r);
+    workspace::routes(&mut r);
     admin::routes(&mut r);
     r
 }

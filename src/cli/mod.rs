@@ -109,6 +109,8 @@ Options (each falls back to the environment variable named, then the default):
   --bind ADDR              Address to listen on [TENANTD_BIND, 127.0.0.1:8080]
                            Port 0 picks a free port; the URL is printed at start.
   --data DIR               Data directory [TENANTD_DATA, ./data]
+  --demo                   Create two demo companies (acme, globex) with people in every
+                           role, chats and orders, and print how to log in (safe to repeat)
   --base-domain DOMAIN     Hosts <slug>.DOMAIN name tenants; DOMAIN itself is central
                            [TENANTD_BASE_DOMAIN, localhost]
   --central-host HOST      Another host that reaches the central routes; repeatable

@@ -1,0 +1,302 @@
+//! The company workspace over HTTP: chats, participants, messages (`/api/chats...`) and orders
+//! (`/api/orders...`). Handlers turn requests into calls on `workspace`, which shapes every read
+//! by the member's permissions; nothing here decides who sees what.
+
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use crate::error::Error;
+use crate::http::{Request, Response, Router};
+use crate::workspace::{
+    self, ChatUpdate, NewChat, NewOrder, OrderPatch, OrderQuery, Reader, WorkspaceError,
+};
+
+use super::{id_param, object, App, Call, Member, Route};
+
+pub(super) fn routes(r: &mut Router<Route>) {
+    r.add("GET", "/api/chats", Route::Tenant(list_chats));
+    r.add("POST", "/api/chats", Route::Tenant(create_chat));
+    r.add("GET", "/api/chats/{id}", Route::Tenant(get_chat));
+    r.add("PATCH", "/api/chats/{id}", Route::Tenant(update_chat));
+    r.add(
+        "GET",
+        "/api/chats/{id}/participants",
+        Route::Tenant(participants),
+    );
+    r.add(
+        "POST",
+        "/api/chats/{id}/participants",
+        Route::Tenant(add_participant),
+    );
+    r.add(
+        "DELETE",
+        "/api/chats/{id}/participants/{user_id}",
+        Route::Tenant(remove_participant),
+    );
+    r.add(
+        "GET",
+        "/api/chats/{id}/messages",
+        Route::Tenant(list_messages),
+    );
+    r.add(
+        "POST",
+        "/api/chats/{id}/messages",
+        Route::Tenant(post_message),
+    );
+    r.add(
+        "PATCH",
+        "/api/chats/{id}/messages/{mid}",
+        Route::Tenant(edit_message),
+    );
+    r.add(
+        "DELETE",
+        "/api/chats/{id}/messages/{mid}",
+        Route::Tenant(delete_message),
+    );
+    r.add("POST", "/api/chats/{id}/read", Route::Tenant(mark_read));
+    r.add("GET", "/api/orders", Route::Tenant(list_orders));
+    r.add("POST", "/api/orders", Route::Tenant(create_order));
+    r.add("GET", "/api/orders/{id}", Route::Tenant(get_order));
+    r.add("PATCH", "/api/orders/{id}", Route::Tenant(update_order));
+    r.add("DELETE", "/api/orders/{id}", Route::Tenant(delete_order));
+    r.add(
+        "GET",
+        "/api/orders/{id}/history",
+        Route::Tenant(order_history),
+    );
+}
+
+impl From<WorkspaceError> for Error {
+    fn from(e: WorkspaceError) -> Self {
+        match e {
+            WorkspaceError::Validation(fields) => Error::Validation(fields),
+            WorkspaceError::NotFound => Error::NotFound,
+            WorkspaceError::Forbidden(what) => Error::Forbidden(what),
+            WorkspaceError::Db(db) => db.into(),
+        }
+    }
+}
+
+fn reader(member: &Member) -> Reader {
+    Reader {
+        user_id: member.user.id,
+        permissions: member.membership.permissions.clone(),
+        admin: member.membership.all_permissions,
+    }
+}
+
+/// Whether a user belongs to the member's tenant: writes that name a user check it.
+fn is_member<'a>(app: &'a App, member: &'a Member) -> impl Fn(i64) -> bool + 'a {
+    move |user_id| {
+        app.catalog
+            .membership(user_id, member.tenant.id())
+            .ok()
+            .flatten()
+            .is_some()
+    }
+}
+
+/// A JSON body of the expected shape. A missing field is a 422 naming it, like any other invalid
+/// field; a body that is not a JSON object is a 400.
+fn input<T: DeserializeOwned>(req: &Request) -> Result<T, Error> {
+    let body = object(req)?;
+    serde_json::from_value(body).map_err(|e| {
+        let text = e.to_string();
+        match text
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+        {
+            Some(field) => Error::validation(field, "is required"),
+            None => Error::validation("body", text),
+        }
+    })
+}
+
+/// An optional numeric query parameter.
+fn query_number<T: std::str::FromStr>(req: &Request, name: &str) -> Result<Option<T>, Error> {
+    match req.query_param(name).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| Error::validation(name, "must be a whole number")),
+    }
+}
+
+fn list_chats(_app: &App, _call: &Call, member: &Member) -> Result<Response, Error> {
+    let chats = workspace::list_chats(&member.tenant, &reader(member))?;
+    Ok(Response::json(200, &json!({ "chats": chats })))
+}
+
+fn create_chat(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+    let new: NewChat = input(call.req)?;
+    let chat = workspace::create_chat(
+        &member.tenant,
+        &reader(member),
+        &new,
+        &is_member(app, member),
+    )?;
+    Ok(Response::json(201, &chat))
+}
+
+fn get_chat(_app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+    let id = id_param(call.params, "id")?;
+    let chat = workspace::get_chat(&member.tenant, &reader(member), id)?;
+    Ok(Response::json(200, &chat))
+}
+
+fn update_chat(_app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+    let id = id_param(call.params, "id")?;
+    let update: ChatUpdate = input(call.req)?;
+    let chat = workspace::update_chat(&member.tenant, &reader(member), id, &update)?;
+    Ok(Response::json(200, &chat))
+}
+
+fn participants(_app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+    let id = id_param(call.params, "id")?;
+    let list = workspace::participants(&member.tenant, &reader(member), id)?;
+    Ok(Response::json(200, &json!({ "participants": list })))
+}
+
+fn add_participant(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+    let id = id_param(call.params, "id")?;
+    let user_id = object(call.req)?
+        .get("user_id")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| Error::validation("user_id", "must be a user id"))?;
+    let added = workspace::add_participant(
+        &member.tenant,
+        &reader(member),
+        id,
+        user_id,
+        &is_member(app, member),
+    )?;
+    Ok(Response::json(201, &added))
+}
+
+fn remove_participant(_app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+    let id = id_param(call.params, "id")?;
+    let user_id = id_param(call.params, "user_id")?;
+    workspace::remove_participant(&member.tenant, &reader(member), id, user_id)?;
+    Ok(Response::json(200, &json!({ "removed": user_id })))
+}
+
+fn list_messages(_app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+    let id = id_param(call.params, "id")?;
+    let before = query_number(call.req, "before")?;
+    let limit = query_number(call.req, "limit")?;
+    let page = workspace::list_messages(&member.tenant, &reader(member), id, before, limit)?;
+    Ok(Response::json(
+        200,
+        &json!({ "messages": page.items, "next": page.next }),
+    ))
+}
+
+fn body_field(req: &Request) -> Result<String, Error> {
+    match object(req)?.get("body") {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(Error::validation("body", "must be a string")),
+        None => Err(Error::validation("body", "is required")),
+    }
+}
+
+fn post_message(_app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+    let id = id_param(call.params, "id")?;
+    let message =
+        workspace::post_message(&member.tenant, &reader(member), id, &body_field(call.req)?)?;
+    Ok(Response::json(201, &message))
+}
+
+fn edit_message(_app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+    let id = id_param(call.params, "id")?;
+    let mid = id_param(call.params, "mid")?;
+    let message = workspace::edit_message(
+        &member.tenant,
+        &reader(member),
+        id,
+        mid,
+        &body_field(call.req)?,
+    )?;
+    Ok(Response::json(200, &message))
+}
+
+fn delete_message(_app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+    let id = id_param(call.params, "id")?;
+    let mid = id_param(call.params, "mid")?;
+    workspace::delete_message(&member.tenant, &reader(member), id, mid)?;
+    Ok(Response::json(200, &json!({ "deleted": mid })))
+}
+
+fn mark_read(_app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+    let id = id_param(call.params, "id")?;
+    let message_id = object(call.req)?
+        .get("message_id")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| Error::validation("message_id", "must be a message id"))?;
+    let mark = workspace::mark_read(&member.tenant, &reader(member), id, message_id)?;
+    Ok(Response::json(
+        200,
+        &json!({ "last_read_message_id": mark }),
+    ))
+}
+
+fn list_orders(_app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+    let req = call.req;
+    let query = OrderQuery {
+        status: req.query_param("status").filter(|s| !s.is_empty()),
+        assigned_to: query_number(req, "assigned_to")?,
+        q: req.query_param("q").filter(|s| !s.is_empty()),
+        sort: req.query_param("sort").filter(|s| !s.is_empty()),
+        limit: query_number(req, "limit")?,
+        cursor: req.query_param("cursor").filter(|s| !s.is_empty()),
+    };
+    let page = workspace::list_orders(&member.tenant, &reader(member), &query)?;
+    Ok(Response::json(
+        200,
+        &json!({ "orders": page.items, "next": page.next }),
+    ))
+}
+
+fn create_order(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+    let new: NewOrder = input(call.req)?;
+    let order = workspace::create_order(
+        &member.tenant,
+        &reader(member),
+        &new,
+        &is_member(app, member),
+    )?;
+    Ok(Response::json(201, &order))
+}
+
+fn get_order(_app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+    let id = id_param(call.params, "id")?;
+    Ok(Response::json(
+        200,
+        &workspace::get_order(&member.tenant, &reader(member), id)?,
+    ))
+}
+
+fn update_order(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+    let id = id_param(call.params, "id")?;
+    let patch: OrderPatch = input(call.req)?;
+    let order = workspace::update_order(
+        &member.tenant,
+        &reader(member),
+        id,
+        &patch,
+        &is_member(app, member),
+    )?;
+    Ok(Response::json(200, &order))
+}
+
+fn delete_order(_app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+    let id = id_param(call.params, "id")?;
+    workspace::delete_order(&member.tenant, &reader(member), id)?;
+    Ok(Response::json(200, &json!({ "deleted": id })))
+}
+
+fn order_history(_app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+    let id = id_param(call.params, "id")?;
+    let events = workspace::order_history(&member.tenant, &reader(member), id)?;
+    Ok(Response::json(200, &json!({ "history": events })))
+}
