@@ -15,8 +15,11 @@ const COMPANIES: [(&str, &str, &str); 2] = [
     ("globex", "Globex Corporation", "globex.test"),
 ];
 
-/// (email, name, surname, [(tenant, role)])
-const PEOPLE: [(&str, &str, &str, &[(&str, &str)]); 8] = [
+/// (tenant, role)
+type Roles = &'static [(&'static str, &'static str)];
+
+/// (email, name, surname, roles)
+const PEOPLE: [(&str, &str, &str, Roles); 8] = [
     ("alice@acme.test", "Alice", "Admin", &[("acme", "admin")]),
     ("mike@acme.test", "Mike", "Manager", &[("acme", "manager")]),
     ("ada@acme.test", "Ada", "Agent", &[("acme", "agent")]),
