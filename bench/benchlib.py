@@ -73,7 +73,7 @@ class Server:
     directory is removed on the way out, whatever happened in between.
 
     `env`: variables added to its environment after the `TENANTD_*` ones were removed (e.g.
-    `TENANTD_ADMIN_TOKEN`). `data`: an existing data directory to serve instead of a fresh one;
+    `TENANTD_MAX_OPEN_TENANTS`). `data`: an existing data directory to serve instead of a fresh one;
     it belongs to the caller and is left in place (the temporary directory only holds the logs).
     """
 

@@ -25,6 +25,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -44,13 +45,22 @@ TARGET_RSS_BYTES = 150_000_000
 DEFAULT_CAP = 256            # tenantd's --max-open-tenants default
 TARGET_FDS = 3 * DEFAULT_CAP + 64
 
+# The accounts the suite makes in every data directory it creates (passwords are random per run):
+# a system admin for the admin API, and one user, a `viewer` member of every tenant, whose
+# session every tenant request carries.
+ADMIN_EMAIL = "bench@example.test"
+USER_EMAIL = "u@example.test"
+MEMBER_ROLE = "viewer"
+
 # Requests are prebuilt in init(): wrk.format at the top level runs before wrk knows the host,
 # and its requests would carry no Host header (400 for every one).
-LUA = """-- bench/tenancy.py: cycles the request path over {n} tenants
+LUA = """-- bench/tenancy.py: cycles the request path over {n} tenants, as one signed-in member
 local reqs, n, i = {{}}, {n}, 0
 init = function(args)
   for k = 0, n - 1 do
-    reqs[k] = wrk.format("GET", "/t/{prefix}" .. k .. "/api/tenant")
+    -- wrk.format adds the Host header to a headers table that has none.
+    reqs[k] = wrk.format("GET", "/t/{prefix}" .. k .. "/api/tenant",
+                         {{["Authorization"] = "Bearer {token}"}})
   end
 end
 request = function()
@@ -184,6 +194,87 @@ def parallel(srv, items, clients, one):
             "secs": time.monotonic() - started, "clients": clients, "count": len(items)}
 
 
+# ---------------------------------------------------------------------------------------------
+# Accounts: the bench admin (admin API) and the bench user (tenant routes)
+
+
+def tenantd_cli(binary, data, *args):
+    """Runs a `tenantd` CLI command on a data directory (a running server sees its writes on its
+    next request): its stdout."""
+    cmd = [binary, *args, "--data", data]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, env=clean_env(), timeout=120)
+    except subprocess.TimeoutExpired:
+        raise bl.BenchError(f"`tenantd {' '.join(args[:2])}` took over 2 minutes")
+    if p.returncode != 0:
+        raise bl.BenchError(f"`tenantd {' '.join(args[:2])}` failed ({p.returncode}): "
+                            f"{(p.stderr or p.stdout).strip()[:300]}")
+    return p.stdout
+
+
+def login(srv, path, email, password):
+    """POST PATH {email, password} on a fresh connection: the session token of the answer."""
+    conn = Conn(srv.host, srv.port)
+    try:
+        body = json.dumps({"email": email, "password": password}).encode()
+        status, rbody, _ = conn.request("POST", path, body,
+                                        [("Content-Type", "application/json")])
+    finally:
+        conn.close()
+    if status != 200:
+        raise bl.BenchError(f"{srv.name}: POST {path} as {email} answered {status}: "
+                            f"{rbody[:200].decode(errors='replace')}")
+    try:
+        return json.loads(rbody)["token"]
+    except (ValueError, KeyError, TypeError):
+        raise bl.BenchError(f"{srv.name}: POST {path}: no token in the answer")
+
+
+def admin_session(binary, srv, creds):
+    """Creates the bench system admin in the server's catalog (`tenantd admin create`, which
+    needs the catalog a first `serve` made) and logs it in: an admin session token."""
+    tenantd_cli(binary, srv.data_dir, "admin", "create", "--email", ADMIN_EMAIL,
+                "--password", creds["admin"])
+    return login(srv, "/api/admin/auth/login", ADMIN_EMAIL, creds["admin"])
+
+
+def add_bench_user(binary, data, creds):
+    """Creates the bench user (`tenantd users create`) and makes it a member of every tenant of
+    the catalog, in one INSERT (setup, not measured; `tenantd members add` would be a process per
+    tenant). Only while no server writes to the catalog: a server started before, or running but
+    idle, sees the change through PRAGMA data_version on its next request. Returns the number of
+    memberships."""
+    tenantd_cli(binary, data, "users", "create", "--email", USER_EMAIL, "--name", "Bench",
+                "--password", creds["user"])
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    db = sqlite3.connect(os.path.join(data, "central.db"), timeout=30)
+    try:
+        db.execute("PRAGMA foreign_keys = ON")
+        with db:
+            (user_id,) = db.execute("SELECT id FROM users WHERE email = ?",
+                                    (USER_EMAIL,)).fetchone()
+            db.execute(
+                "INSERT INTO memberships (user_id, tenant_id, role_id, created_at) "
+                "SELECT ?, t.id, r.id, ? FROM tenants t "
+                "JOIN roles r ON r.tenant_id = t.id AND r.name = ? "
+                "WHERE NOT EXISTS (SELECT 1 FROM memberships m "
+                "                  WHERE m.user_id = ? AND m.tenant_id = t.id)",
+                (user_id, now, MEMBER_ROLE, user_id))
+        (members,) = db.execute("SELECT count(*) FROM memberships WHERE user_id = ?",
+                                (user_id,)).fetchone()
+        (tenants,) = db.execute("SELECT count(*) FROM tenants").fetchone()
+    finally:
+        db.close()
+    if members != tenants:
+        raise bl.BenchError(f"the bench user is a member of {members} of {tenants} tenants "
+                            f"(no '{MEMBER_ROLE}' role in some?)")
+    return members
+
+
+def user_session(srv, creds):
+    return login(srv, "/api/auth/login", USER_EMAIL, creds["user"])
+
+
 def provision(srv, token, slugs, clients):
     def one(conn, slug):
         status, body, ms = create_tenant(conn, token, slug)
@@ -193,9 +284,11 @@ def provision(srv, token, slugs, clients):
     return parallel(srv, slugs, clients, one)
 
 
-def get_tenant(conn, slug):
-    """GET /t/SLUG/api/tenant: (ok, ms, failure) with the answer checked to be that tenant's."""
-    status, body, ms = conn.request("GET", f"/t/{slug}/api/tenant")
+def get_tenant(conn, token, slug):
+    """GET /t/SLUG/api/tenant as the bench user (session token `token`): (ok, ms, failure) with
+    the answer checked to be that tenant's."""
+    status, body, ms = conn.request("GET", f"/t/{slug}/api/tenant",
+                                    headers=[("Authorization", f"Bearer {token}")])
     if status != 200:
         return False, ms, f"status {status}: {body[:120].decode(errors='replace')}"
     try:
@@ -242,21 +335,30 @@ def clean_env(rust_log="warn"):
 # 1. Throughput
 
 
-def throughput(binary, token, level, tenants, runs, duration, warmup, clients):
+def throughput(binary, creds, level, tenants, runs, duration, warmup, clients):
     name = f"throughput server RUST_LOG={level}"
-    with bl.Server(binary, rust_log=level, name=name,
-                   env={"TENANTD_ADMIN_TOKEN": token}) as srv:
-        prov = provision(srv, token, [f"t{i}" for i in range(tenants)], clients)
+    with bl.Server(binary, rust_log=level, name=name) as srv:
+        admin = admin_session(binary, srv, creds)
+        prov = provision(srv, admin, [f"t{i}" for i in range(tenants)], clients)
         if prov["failures"]:
             raise bl.BenchError(f"{name}: creating the tenants failed: {prov['failures']}")
+        # The server is idle here: nothing else writes to the catalog.
+        add_bench_user(binary, srv.data_dir, creds)
+        token = user_session(srv, creds)
         probe = Conn(srv.host, srv.port)
-        ok, _, failure = get_tenant(probe, "t0")
-        probe.close()
+        try:
+            ok, _, failure = get_tenant(probe, token, "t0")
+            if ok:  # and without credentials it must be refused
+                status, _, _ = probe.request("GET", "/t/t0/api/tenant")
+                if status != 401:
+                    ok, failure = False, f"without credentials: {status}, not 401"
+        finally:
+            probe.close()
         if not ok:
             raise bl.BenchError(f"{name}: GET /t/t0/api/tenant: {failure}")
         script = os.path.join(srv.dir, "tenants.lua")
         with open(script, "w") as f:
-            f.write(LUA.format(n=tenants, prefix="t"))
+            f.write(LUA.format(n=tenants, prefix="t", token=token))
         h_url = f"http://{srv.addr}/healthz"
         t_url = f"http://{srv.addr}/t/t0/api/tenant"
         if warmup > 0:
@@ -277,10 +379,10 @@ def throughput(binary, token, level, tenants, runs, duration, warmup, clients):
 # 2 and 3. Provisioning, then first requests on a fresh server over those tenants
 
 
-def provisioning(binary, token, data, count_, clients):
+def provisioning(binary, creds, data, count_, clients):
     name = "provisioning server"
-    with bl.Server(binary, rust_log="warn", name=name, data=data,
-                   env={"TENANTD_ADMIN_TOKEN": token}) as srv:
+    with bl.Server(binary, rust_log="warn", name=name, data=data) as srv:
+        token = admin_session(binary, srv, creds)
         seq = provision(srv, token, [f"s{i}" for i in range(count_)], 1)
         conc = provision(srv, token, [f"c{i}" for i in range(count_)], clients) \
             if clients > 1 else None
@@ -288,9 +390,10 @@ def provisioning(binary, token, data, count_, clients):
     return {"seq": seq, "conc": conc, "problems": problems, "exit": srv.exit_note, "name": name}
 
 
-def first_requests(binary, data, slugs):
+def first_requests(binary, creds, data, slugs):
     name = "first-request server"
     with bl.Server(binary, rust_log="warn", name=name, data=data) as srv:
+        token = user_session(srv, creds)  # on its own connection, before the measurement
         before = snapshot(srv)
         conn = Conn(srv.host, srv.port)
         # Connect and send one request first, so no tenant's figure includes the connect.
@@ -301,7 +404,7 @@ def first_requests(binary, data, slugs):
         for slug in slugs:
             for into in (first, second):
                 try:
-                    ok, ms, failure = get_tenant(conn, slug)
+                    ok, ms, failure = get_tenant(conn, token, slug)
                 except (OSError, ValueError, IndexError) as e:
                     ok, ms, failure = False, None, f"{type(e).__name__}: {e}"
                 if ok:
@@ -411,9 +514,10 @@ def run_migrate(probe, version, data, workers):
 # 5. Footprint after touching every tenant
 
 
-def footprint(binary, data, slugs, clients):
+def footprint(binary, creds, data, slugs, clients):
     name = "footprint server"
     with bl.Server(binary, rust_log="warn", name=name, data=data) as srv:
+        token = user_session(srv, creds)
         before = snapshot(srv)
         peak = dict(before)
         stop = threading.Event()
@@ -430,7 +534,8 @@ def footprint(binary, data, slugs, clients):
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         try:
-            touched = parallel(srv, slugs, clients, get_tenant)
+            touched = parallel(srv, slugs, clients,
+                               lambda conn, slug: get_tenant(conn, token, slug))
         finally:
             stop.set()
             sampler.join()
@@ -483,7 +588,15 @@ def report(root, ctx):
                 f"runs with a Lua script cycling the path over `/t/t0/api/tenant` ... "
                 f"`/t/t{k['tenants'] - 1}/api/tenant` (each wrk thread on its own). One fresh "
                 f"server per RUST_LOG level, default flags; its {k['tenants']} tenants created "
-                f"through the admin API first. {k['warmup']}s warm-up of each (which opens the "
+                f"through the admin API first (as a system admin signed in with `POST "
+                f"/api/admin/auth/login`). Every tenant request carries `Authorization: Bearer` "
+                f"with the session of one user, a `{MEMBER_ROLE}` member of all "
+                f"{k['tenants']} tenants (`POST /api/auth/login`); `/healthz` needs no "
+                "credentials. Since the identity layer, a tenant request is authenticated "
+                "(session lookup, user, membership in that tenant), so the ratio is the cost "
+                "of identifying the tenant, authenticating, checking the membership and "
+                "reading the tenant file, against `/healthz`. "
+                f"{k['warmup']}s warm-up of each (which opens the "
                 f"tenant pools), then {k['runs']} runs of each, alternating /healthz and tenant; "
                 "figures are medians of the runs.", ""]
         rows = []
@@ -535,7 +648,8 @@ def report(root, ctx):
                 "connection, opened and used for one `GET /healthz` before; then for each "
                 f"of {n} tenants in turn: `GET /t/SLUG/api/tenant` (the first: opens its file, "
                 "checks its migrations, builds its pool) and at once the same request again "
-                "(the second). Time from sending the request to having read the whole answer, "
+                "(the second), each as the bench user, a member of every tenant (signed in "
+                "before, on its own connection). Time from sending the request to having read the whole answer, "
                 "client included; every answer checked to be 200 and that tenant's.", ""]
         rows = []
 
@@ -559,7 +673,7 @@ def report(root, ctx):
     if pv:
         out += ["## 3. Tenants provisioned per second (admin API)", "",
                 "`POST /api/admin/tenants` with `{\"slug\":...,\"name\":...}` on the central "
-                "host, each client on its own keep-alive connection taking the next slug; "
+                "host as a signed-in system admin (Bearer token), each client on its own keep-alive connection taking the next slug; "
                 "every answer must be 201. A fresh server, RUST_LOG=warn. The concurrent run "
                 "follows the sequential one on the same server (so its catalog starts "
                 f"{k['provision']:,} tenants bigger). Latency: per create, client side.", ""]
@@ -631,7 +745,8 @@ def report(root, ctx):
         out += [f"## 5. Server footprint after touching {t['count']:,} tenants", "",
                 f"A fresh server (RUST_LOG=warn, default flags: at most {DEFAULT_CAP} open "
                 f"tenant pools) over part 4's {t['count']:,} tenants (the data directory "
-                f"the migrate runs copied, itself never migrated). One `GET /t/SLUG/api/tenant` for each tenant, {t['clients']} "
+                f"the migrate runs copied, itself never migrated). One `GET /t/SLUG/api/tenant` for "
+                f"each tenant as the bench user (a member of all of them), {t['clients']} "
                 f"keep-alive clients, in {t['secs']:.1f} s ({len(t['lat']) / t['secs']:,.0f} "
                 "first requests/s). /proc/PID/status and /proc/PID/fd read before, every "
                 "0.1 s during (peak) and after. Open pools = distinct tenant files among the "
@@ -691,7 +806,8 @@ def main():
         "scale": env_int("BENCH_SCALE", 10000),
         "workers": [int(w) for w in os.environ.get("BENCH_MIGRATE_WORKERS", "2 4").split()],
     }
-    token = secrets.token_hex(16)
+    # Random per run; they only ever travel to 127.0.0.1.
+    creds = {"admin": secrets.token_urlsafe(18), "user": secrets.token_urlsafe(18)}
     started = time.monotonic()
     ctx = {"knobs": knobs, "load_start": loadavg(), "tp": [], "first": None, "prov": None,
            "migrate": [], "footprint": None, "probe": None, "scale_prov": None, "prov_total": 0}
@@ -709,14 +825,14 @@ def main():
             progress(f"1. throughput, RUST_LOG={level}: {knobs['warmup']}s warm-up + "
                      f"{knobs['runs']} x ({knobs['duration']}s /healthz + {knobs['duration']}s "
                      f"tenants) ...")
-            ctx["tp"].append(throughput(a.bin, token, level, knobs["tenants"], knobs["runs"],
+            ctx["tp"].append(throughput(a.bin, creds, level, knobs["tenants"], knobs["runs"],
                                         knobs["duration"], knobs["warmup"], knobs["clients"]))
 
         if knobs["provision"] > 0:
             progress(f"3. provisioning {knobs['provision']} tenants sequentially, then "
                      f"{knobs['provision']} with {knobs['clients']} clients ...")
             prov_data = os.path.join(work, "provisioned")
-            ctx["prov"] = provisioning(a.bin, token, prov_data, knobs["provision"],
+            ctx["prov"] = provisioning(a.bin, creds, prov_data, knobs["provision"],
                                        knobs["clients"])
             slugs = [f"s{i}" for i in range(knobs["provision"])]
             if knobs["clients"] > 1:
@@ -725,7 +841,8 @@ def main():
             if knobs["first"] > 0:
                 n = min(knobs["first"], len(slugs))
                 progress(f"2. first request of {n} tenants on a fresh server ...")
-                ctx["first"] = first_requests(a.bin, prov_data, slugs[:n])
+                add_bench_user(a.bin, prov_data, creds)  # no server runs here
+                ctx["first"] = first_requests(a.bin, creds, prov_data, slugs[:n])
             shutil.rmtree(prov_data, ignore_errors=True)
 
         if knobs["scale"] > 0:
@@ -734,14 +851,16 @@ def main():
             progress(f"4. provisioning {knobs['scale']} tenants with {knobs['clients']} "
                      "clients ...")
             with bl.Server(a.bin, rust_log="warn", name="scale provisioning server",
-                           data=scale_data, env={"TENANTD_ADMIN_TOKEN": token}) as srv:
-                sc = provision(srv, token, slugs, knobs["clients"])
+                           data=scale_data) as srv:
+                admin = admin_session(a.bin, srv, creds)
+                sc = provision(srv, admin, slugs, knobs["clients"])
                 problems = srv.log_problems()
             ctx["scale_srv"] = {"name": srv.name, "problems": problems, "exit": srv.exit_note}
             if sc["failures"]:
                 raise bl.BenchError(f"provisioning {knobs['scale']} tenants failed: "
                                     f"{sc['failures']}")
             ctx["scale_prov"] = sc
+            add_bench_user(a.bin, scale_data, creds)  # no server runs here
             progress(f"   {knobs['scale']} tenants in {sc['secs']:.1f}s")
             if ctx["probe"]:
                 for w in knobs["workers"]:
@@ -753,7 +872,7 @@ def main():
                     ctx["migrate"].append(m)
                     shutil.rmtree(copy, ignore_errors=True)
             progress(f"5. touching {knobs['scale']} tenants once each ...")
-            ctx["footprint"] = footprint(a.bin, scale_data, slugs, knobs["clients"])
+            ctx["footprint"] = footprint(a.bin, creds, scale_data, slugs, knobs["clients"])
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
