@@ -7,7 +7,9 @@ use serde_json::{json, Value};
 
 use crate::auth::principal::{Principal, Via};
 use crate::auth::token;
-use crate::catalog::{unix_now, ActorType, NewSession, ProfileUpdate, SessionKind};
+use crate::catalog::{
+    normalize_email, unix_now, ActorType, NewSession, ProfileUpdate, SessionKind,
+};
 use crate::error::Error;
 use crate::http::{Response, Router};
 
@@ -29,10 +31,13 @@ pub(super) fn routes(r: &mut Router<Route>) {
     r.add("DELETE", "/api/tokens/{id}", Route::Account(revoke_token));
 }
 
-/// Both throttle keys of a login attempt: the account and the client address.
-pub(super) fn throttle_keys(call: &Call, email: &str) -> [String; 2] {
+/// Both throttle keys of a login attempt: the account and the client address. The account key
+/// is the email as the lookup normalises it, so that no other spelling of the same account
+/// (case, surrounding spaces) starts a fresh streak. `realm` keeps users and admins apart.
+pub(super) fn throttle_keys(call: &Call, realm: &str, email: &str) -> [String; 2] {
+    let account = normalize_email(email).unwrap_or_else(|_| email.trim().to_lowercase());
     [
-        format!("account:{}", email.trim().to_ascii_lowercase()),
+        format!("{realm}:{account}"),
         format!("ip:{}", call.req.client_ip),
     ]
 }
@@ -53,7 +58,7 @@ fn login(app: &App, call: &Call) -> Result<Response, Error> {
     let body = object(call.req)?;
     let email = text(&body, "email")?;
     let password = text(&body, "password")?;
-    let keys = throttle_keys(call, &email);
+    let keys = throttle_keys(call, "account", &email);
     check_throttle(app, &keys)?;
     // A malformed email is just an unknown one: the same answer, the same work.
     let user = app.catalog.user_by_email(&email).ok().flatten();

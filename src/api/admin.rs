@@ -85,7 +85,7 @@ fn login(app: &App, call: &Call) -> Result<Response, Error> {
     let email = text(&body, "email")?;
     let password = text(&body, "password")?;
     let code = opt_text(&body, "code")?;
-    let keys = throttle_keys(call, &format!("admin:{email}"));
+    let keys = throttle_keys(call, "admin", &email);
     check_throttle(app, &keys)?;
     let admin = app.catalog.admin_by_email(&email).ok().flatten();
     let verified =
