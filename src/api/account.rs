@@ -236,6 +236,16 @@ fn create_token(app: &App, call: &Call, account: &Account) -> Result<Response, E
         Err(_) => app.catalog.by_slug(&tenant_key)?,
     }
     .ok_or_else(|| Error::validation("tenant", "no such tenant"))?;
+    // A credential bound to one tenant (a personal token, an impersonation) mints keys to that
+    // tenant only, or it would be a key to all of the user's tenants after all.
+    if account
+        .session
+        .tenant_id
+        .as_ref()
+        .is_some_and(|t| *t != record.id)
+    {
+        return Err(Error::NotAMember);
+    }
     if app
         .catalog
         .membership(account.user.id, &record.id)?
