@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use crate::auth::principal::{Principal, Via};
 use crate::auth::token;
 use crate::catalog::{
-    normalize_email, unix_now, ActorType, NewSession, ProfileUpdate, SessionKind,
+    normalize_email, unix_now, ActorType, NewSession, PersonalToken, ProfileUpdate, SessionKind,
 };
 use crate::error::Error;
 use crate::http::{Response, Router};
@@ -222,8 +222,18 @@ fn change_password(app: &App, call: &Call, account: &Account) -> Result<Response
     ))
 }
 
+/// The user's personal tokens that this credential may see: a credential bound to one tenant
+/// sees that tenant's only.
+fn visible_tokens(app: &App, account: &Account) -> Result<Vec<PersonalToken>, Error> {
+    let mut tokens = app.catalog.personal_tokens(account.user.id)?;
+    if let Some(tenant) = &account.session.tenant_id {
+        tokens.retain(|t| t.tenant_id == *tenant);
+    }
+    Ok(tokens)
+}
+
 fn list_tokens(app: &App, _call: &Call, account: &Account) -> Result<Response, Error> {
-    let tokens = app.catalog.personal_tokens(account.user.id)?;
+    let tokens = visible_tokens(app, account)?;
     Ok(Response::json(200, &json!({ "tokens": tokens })))
 }
 
@@ -297,7 +307,9 @@ fn create_token(app: &App, call: &Call, account: &Account) -> Result<Response, E
 
 fn revoke_token(app: &App, call: &Call, account: &Account) -> Result<Response, Error> {
     let id = id_param(call.params, "id")?;
-    if !app.catalog.revoke_personal_token(account.user.id, id)? {
+    if !visible_tokens(app, account)?.iter().any(|t| t.id == id)
+        || !app.catalog.revoke_personal_token(account.user.id, id)?
+    {
         return Err(Error::NotFound);
     }
     let mut entry = app.entry(call, ActorType::User, "token.revoked");
