@@ -1286,6 +1286,33 @@ fn personal_tokens_open_their_own_tenant_only() {
         !listed.text().contains(&acme_token)
             && !listed.text().contains(&token::digest(&acme_token))
     );
+    // A credential bound to acme sees and revokes acme's tokens only.
+    let seen = app.as_bearer(&acme_token, "GET", "/api/tokens", &[], None);
+    expect(&seen, 200, "list with the acme token");
+    let seen: Vec<Value> = seen.json()["tokens"].as_array().unwrap().clone();
+    assert!(
+        seen.len() == 2 && seen.iter().all(|t| t["tenant_id"] == acme),
+        "{seen:?}"
+    );
+    let globex_token_id = tokens.iter().find(|t| t["tenant_id"] == globex).unwrap()["id"].clone();
+    let reply = app.as_bearer(
+        &acme_token,
+        "DELETE",
+        &format!("/api/tokens/{globex_token_id}"),
+        &[],
+        None,
+    );
+    expect_error(
+        &reply,
+        404,
+        "not_found",
+        "revoke globex's token with acme's",
+    );
+    expect(
+        &app.as_bearer(&globex_token, "GET", "/t/globex/api/tenant", &[], None),
+        200,
+        "globex token kept",
+    );
 
     // Not a member, no such tenant: no token.
     let (_, outsider) = member(&app, "outsider@example.test", "initech", "viewer");
@@ -1607,6 +1634,13 @@ fn role_and_membership_changes_count_on_the_very_next_request() {
     expect(&audit(), 200, "audit_view back");
     expect_error(&members(), 403, "forbidden", "members_view gone");
 
+    let (_, carols_key) = personal_token(&app, &carol, "carol's key", "acme");
+    expect(
+        &app.as_bearer(&carols_key, "GET", "/t/acme/api/tenant", &[], None),
+        200,
+        "her key",
+    );
+
     // A role change and a removal, likewise.
     let member_path = format!("/t/acme/api/members/{carol_id}");
     let reply = app.as_bearer(
@@ -1628,6 +1662,33 @@ fn role_and_membership_changes_count_on_the_very_next_request() {
         &app.as_bearer(&carol, "GET", "/api/me", &[], None),
         200,
         "still a user",
+    );
+    // Her keys to acme went with her: taken back in, she starts afresh.
+    expect_error(
+        &app.as_bearer(&carols_key, "GET", "/t/acme/api/tenant", &[], None),
+        401,
+        "unauthorized",
+        "key after removal",
+    );
+    let back = app.as_bearer(
+        &app.owner_token,
+        "POST",
+        "/t/acme/api/members",
+        &[],
+        Some(json!({"email": "carol@example.test", "role": "viewer"})),
+    );
+    expect(&back, 201, "add carol again");
+    assert!(back.json().get("temporary_password").is_none());
+    expect(
+        &app.as_bearer(&carol, "GET", "/t/acme/api/tenant", &[], None),
+        200,
+        "her session, back in",
+    );
+    expect_error(
+        &app.as_bearer(&carols_key, "GET", "/t/acme/api/tenant", &[], None),
+        401,
+        "unauthorized",
+        "the old key, back in",
     );
 
     // The tenant keeps an admin.
