@@ -2510,6 +2510,25 @@ fn every_action_is_audited_and_a_tenant_sees_only_its_own_entries() {
     assert!(!by_tenant.is_empty() && by_tenant.iter().all(|e| e["tenant_id"] == globex));
     let by_id = admin_audit(&app, &format!("tenant={globex}&limit=200"));
     assert_eq!(by_tenant, by_id);
+    // The log outlives the tenants it names: a purged tenant's history is still there by id.
+    let purged: Vec<String> = admin_audit(&app, &format!("tenant={doomed}&limit=200"))
+        .iter()
+        .map(|e| text(&e["action"]))
+        .collect();
+    assert_eq!(
+        purged,
+        [
+            "tenant.purged",
+            "tenant.deleted",
+            "tenant.restored",
+            "tenant.deleted",
+            "tenant.activated",
+            "tenant.suspended",
+            "tenant.created"
+        ]
+    );
+    let unknown = app.admin("GET", "/api/admin/audit?tenant=nope", None);
+    expect_error(&unknown, 404, "tenant_not_found", "an unknown slug");
     let by_user = admin_audit(&app, &format!("actor=user:{carol}&limit=200"));
     let carol_actions: BTreeSet<String> = by_user.iter().map(|e| text(&e["action"])).collect();
     let carol_want = [
