@@ -1856,10 +1856,13 @@ fn totp_enrolment_then_every_admin_login_needs_the_code() {
         "wrong code",
     );
     let now = || totp::code_at(&secret, unix_now() as u64).unwrap();
+    // The code of the next step: valid now (one step of skew), and later than any used yet.
+    let next = || totp::code_at(&secret, unix_now() as u64 + totp::PERIOD).unwrap();
+    let confirm_code = now();
     let confirmed = call(
         "POST",
         "/api/admin/totp/confirm",
-        Some(json!({"code": now()})),
+        Some(json!({"code": confirm_code})),
     );
     expect(&confirmed, 200, "confirm");
     assert_eq!(confirmed.json()["totp_enabled"], true);
@@ -1908,8 +1911,16 @@ fn totp_enrolment_then_every_admin_login_needs_the_code() {
         ),
         (
             "wrong password, right code",
-            Some(now()),
+            Some(next()),
             "wrong-password",
+            401,
+            "invalid_credentials",
+        ),
+        // A code is good once: the one that confirmed the enrolment is spent.
+        (
+            "the confirmation's code again",
+            Some(confirm_code.clone()),
+            "ops-password-1",
             401,
             "invalid_credentials",
         ),
@@ -1917,10 +1928,11 @@ fn totp_enrolment_then_every_admin_login_needs_the_code() {
     for (name, code, password, status, error) in cases {
         expect_error(&login(code.as_deref(), password), status, error, name);
     }
-    let ok = login(Some(&now()), "ops-password-1");
-    expect(&ok, 200, "right code");
-    let spaced = login(Some(&format!(" {} ", now())), "ops-password-1");
-    expect(&spaced, 200, "code with spaces");
+    let code = next();
+    let ok = login(Some(&format!(" {code} ")), "ops-password-1");
+    expect(&ok, 200, "right code, with spaces");
+    let replayed = login(Some(&code), "ops-password-1");
+    expect_error(&replayed, 401, "invalid_credentials", "the same code again");
     let token = text(&ok.json()["token"]);
     expect(
         &app.as_bearer(&token, "GET", "/api/admin/me", &[], None),
@@ -2807,7 +2819,7 @@ fn the_identity_cli_makes_users_members_and_admins_that_can_sign_in() {
     };
     let exchange =
         |ticket: &str| app.call("POST", "/t/acme/api/auth/impersonate", &[], Some(ticket));
-    let code = totp::code_at(&secret, unix_now() as u64).unwrap();
+    let code = totp::code_at(&secret, unix_now() as u64 + totp::PERIOD).unwrap();
     let second = admin_login_with_code(&app, "ops@example.test", &old, &code);
     let acting = exchange(&ticket(&session));
     expect(&acting, 200, "exchange");
@@ -2838,6 +2850,20 @@ fn the_identity_cli_makes_users_members_and_admins_that_can_sign_in() {
     let after = admin_login(&app, "ops@example.test", &new);
     expect(&after, 200, "the new password, no code");
     assert_eq!(after.json()["admin"]["totp_enabled"], false);
+    // Enrolling again starts afresh: the current code of the new secret confirms it, though a
+    // later step of the old secret was used above.
+    let after = text(&after.json()["token"]);
+    let enrol = app.as_bearer(&after, "POST", "/api/admin/totp/enrol", &[], None);
+    let secret = text(&enrol.json()["secret"]);
+    let code = totp::code_at(&secret, unix_now() as u64).unwrap();
+    let confirm = app.as_bearer(
+        &after,
+        "POST",
+        "/api/admin/totp/confirm",
+        &[],
+        Some(json!({"code": code})),
+    );
+    expect(&confirm, 200, "re-enrolment");
     for (name, token) in [
         ("the old session", &session),
         ("another old session", &second),
