@@ -7,7 +7,9 @@ use serde_json::{json, Value};
 
 use crate::auth::principal::{Principal, Via};
 use crate::auth::token;
-use crate::catalog::{unix_now, ActorType, NewSession, ProfileUpdate, SessionKind};
+use crate::catalog::{
+    normalize_email, unix_now, ActorType, NewSession, PersonalToken, ProfileUpdate, SessionKind,
+};
 use crate::error::Error;
 use crate::http::{Response, Router};
 
@@ -29,10 +31,13 @@ pub(super) fn routes(r: &mut Router<Route>) {
     r.add("DELETE", "/api/tokens/{id}", Route::Account(revoke_token));
 }
 
-/// Both throttle keys of a login attempt: the account and the client address.
-pub(super) fn throttle_keys(call: &Call, email: &str) -> [String; 2] {
+/// Both throttle keys of a login attempt: the account and the client address. The account key
+/// is the email as the lookup normalises it, so that no other spelling of the same account
+/// (case, surrounding spaces) starts a fresh streak. `realm` keeps users and admins apart.
+pub(super) fn throttle_keys(call: &Call, realm: &str, email: &str) -> [String; 2] {
+    let account = normalize_email(email).unwrap_or_else(|_| email.trim().to_lowercase());
     [
-        format!("account:{}", email.trim().to_ascii_lowercase()),
+        format!("{realm}:{account}"),
         format!("ip:{}", call.req.client_ip),
     ]
 }
@@ -53,7 +58,7 @@ fn login(app: &App, call: &Call) -> Result<Response, Error> {
     let body = object(call.req)?;
     let email = text(&body, "email")?;
     let password = text(&body, "password")?;
-    let keys = throttle_keys(call, &email);
+    let keys = throttle_keys(call, "account", &email);
     check_throttle(app, &keys)?;
     // A malformed email is just an unknown one: the same answer, the same work.
     let user = app.catalog.user_by_email(&email).ok().flatten();
@@ -217,8 +222,18 @@ fn change_password(app: &App, call: &Call, account: &Account) -> Result<Response
     ))
 }
 
+/// The user's personal tokens that this credential may see: a credential bound to one tenant
+/// sees that tenant's only.
+fn visible_tokens(app: &App, account: &Account) -> Result<Vec<PersonalToken>, Error> {
+    let mut tokens = app.catalog.personal_tokens(account.user.id)?;
+    if let Some(tenant) = &account.session.tenant_id {
+        tokens.retain(|t| t.tenant_id == *tenant);
+    }
+    Ok(tokens)
+}
+
 fn list_tokens(app: &App, _call: &Call, account: &Account) -> Result<Response, Error> {
-    let tokens = app.catalog.personal_tokens(account.user.id)?;
+    let tokens = visible_tokens(app, account)?;
     Ok(Response::json(200, &json!({ "tokens": tokens })))
 }
 
@@ -231,6 +246,16 @@ fn create_token(app: &App, call: &Call, account: &Account) -> Result<Response, E
         Err(_) => app.catalog.by_slug(&tenant_key)?,
     }
     .ok_or_else(|| Error::validation("tenant", "no such tenant"))?;
+    // A credential bound to one tenant (a personal token, an impersonation) mints keys to that
+    // tenant only, or it would be a key to all of the user's tenants after all.
+    if account
+        .session
+        .tenant_id
+        .as_ref()
+        .is_some_and(|t| *t != record.id)
+    {
+        return Err(Error::NotAMember);
+    }
     if app
         .catalog
         .membership(account.user.id, &record.id)?
@@ -282,7 +307,9 @@ fn create_token(app: &App, call: &Call, account: &Account) -> Result<Response, E
 
 fn revoke_token(app: &App, call: &Call, account: &Account) -> Result<Response, Error> {
     let id = id_param(call.params, "id")?;
-    if !app.catalog.revoke_personal_token(account.user.id, id)? {
+    if !visible_tokens(app, account)?.iter().any(|t| t.id == id)
+        || !app.catalog.revoke_personal_token(account.user.id, id)?
+    {
         return Err(Error::NotFound);
     }
     let mut entry = app.entry(call, ActorType::User, "token.revoked");

@@ -2,7 +2,9 @@
 
 use serde_json::{json, Value};
 
-use crate::catalog::{ActorType, AuditFilter, NewUser, Role, RoleUpdate, DEFAULT_AUDIT_LIMIT};
+use crate::catalog::{
+    ActorType, AuditFilter, NewUser, Role, RoleUpdate, DEFAULT_AUDIT_LIMIT, PERMISSIONS,
+};
 use crate::error::Error;
 use crate::http::{Response, Router};
 
@@ -42,6 +44,32 @@ fn member_entry(
     entry
 }
 
+/// A member hands out only what they hold: granting a role, changing or removing a member who
+/// holds it, or writing it into a role, is refused for any permission the member lacks (or a
+/// `members_manage` member could make themselves admin). Names that are no permission are left
+/// for the catalog to refuse as invalid.
+fn within_reach<'a>(
+    member: &Member,
+    permissions: impl IntoIterator<Item = &'a String>,
+) -> Result<(), Error> {
+    match permissions
+        .into_iter()
+        .find(|p| PERMISSIONS.contains(&p.as_str()) && !member.can(p))
+    {
+        Some(missing) => Err(Error::Forbidden(missing.clone())),
+        None => Ok(()),
+    }
+}
+
+/// The permissions the user now holds on the member's tenant, if they are a member.
+fn held_by(app: &App, member: &Member, user_id: i64) -> Result<Vec<String>, Error> {
+    Ok(app
+        .catalog
+        .membership(user_id, member.tenant.id())?
+        .map(|m| m.permissions.into_iter().collect())
+        .unwrap_or_default())
+}
+
 fn list_members(app: &App, _call: &Call, member: &Member) -> Result<Response, Error> {
     member.require("members_view")?;
     let members = app.catalog.members(member.tenant.id())?;
@@ -54,9 +82,10 @@ fn add_member(app: &App, call: &Call, member: &Member) -> Result<Response, Error
     let email = text(&body, "email")?;
     let role = text(&body, "role")?;
     let tenant_id = member.tenant.id();
-    if app.catalog.role(tenant_id, &role)?.is_none() {
+    let Some(granted) = app.catalog.role(tenant_id, &role)? else {
         return Err(Error::validation("role", "no such role"));
-    }
+    };
+    within_reach(member, &granted.permissions)?;
     let mut temporary_password = None;
     let user = match app.catalog.user_by_email(&email)? {
         Some(user) => user,
@@ -93,6 +122,10 @@ fn change_member(app: &App, call: &Call, member: &Member) -> Result<Response, Er
     member.require("members_manage")?;
     let user_id = id_param(call.params, "user_id")?;
     let role = text(&object(call.req)?, "role")?;
+    within_reach(member, &held_by(app, member, user_id)?)?;
+    if let Some(granted) = app.catalog.role(member.tenant.id(), &role)? {
+        within_reach(member, &granted.permissions)?;
+    }
     let membership = app
         .catalog
         .set_member_role(member.tenant.id(), user_id, &role)?;
@@ -110,6 +143,7 @@ fn change_member(app: &App, call: &Call, member: &Member) -> Result<Response, Er
 fn remove_member(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
     member.require("members_manage")?;
     let user_id = id_param(call.params, "user_id")?;
+    within_reach(member, &held_by(app, member, user_id)?)?;
     app.catalog.remove_member(member.tenant.id(), user_id)?;
     let mut entry = member_entry(app, call, member, "member.removed");
     entry.target_type = Some("user".into());
@@ -173,6 +207,7 @@ fn create_role(app: &App, call: &Call, member: &Member) -> Result<Response, Erro
     let body = object(call.req)?;
     let name = text(&body, "name")?;
     let permissions = permissions_field(&body)?.unwrap_or_default();
+    within_reach(member, &permissions)?;
     let role = app
         .catalog
         .create_role(member.tenant.id(), &name, &permissions)?;
@@ -192,6 +227,8 @@ fn update_role(app: &App, call: &Call, member: &Member) -> Result<Response, Erro
         name: opt_text(&body, "name")?,
         permissions: permissions_field(&body)?,
     };
+    within_reach(member, &role.permissions)?;
+    within_reach(member, update.permissions.iter().flatten())?;
     let updated = app
         .catalog
         .update_role(member.tenant.id(), &role.name, &update)?;

@@ -8,8 +8,9 @@ mod members;
 mod tenant;
 mod workspace;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -142,6 +143,9 @@ pub struct App {
     pub sessions: SessionConfig,
     identify: IdentifyConfig,
     router: Router<Route>,
+    /// Per system admin, the last TOTP step a code was accepted for: a code is good once.
+    /// In memory, so a restart forgets it; a code stays valid for 90 s at most.
+    totp_steps: Mutex<HashMap<i64, u64>>,
 }
 
 pub const FIRST_ADMIN_EMAIL: &str = "admin@localhost";
@@ -163,6 +167,7 @@ impl App {
             sessions: config.sessions.clone(),
             identify: config.identify,
             router: routes(),
+            totp_steps: Mutex::new(HashMap::new()),
         };
         Ok((app, first))
     }
@@ -285,6 +290,30 @@ impl App {
             }
         );
         Ok(Response::json(200, &body).with_header("Set-Cookie", &cookie))
+    }
+
+    /// Takes the TOTP step an admin's code matched; false when that step or a later one was
+    /// taken already (a replayed code, RFC 6238 section 5.2).
+    fn claim_totp_step(&self, admin_id: i64, step: u64) -> bool {
+        let mut steps = self
+            .totp_steps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match steps.get(&admin_id) {
+            Some(last) if *last >= step => false,
+            _ => {
+                steps.insert(admin_id, step);
+                true
+            }
+        }
+    }
+
+    /// Forgets the steps taken with an admin's previous secret (a new enrolment).
+    fn forget_totp_steps(&self, admin_id: i64) {
+        self.totp_steps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&admin_id);
     }
 
     /// Runs a password check on the hashing pool; a full pool is 429, not a stall.

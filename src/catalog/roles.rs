@@ -480,7 +480,9 @@ impl Catalog {
         })
     }
 
-    /// Removes a member; refused for the tenant's last admin.
+    /// Removes a member; refused for the tenant's last admin. The user's credentials bound to
+    /// the tenant (personal tokens, impersonation sessions and tickets) are revoked with it, so
+    /// that taking the user back in does not bring old keys back.
     pub fn remove_member(&self, tenant_id: &str, user_id: i64) -> Result<(), IdentityError> {
         self.identity_write(|tx| {
             let current = member_role(tx, tenant_id, user_id)?.ok_or(IdentityError::NotAMember)?;
@@ -488,6 +490,11 @@ impl Catalog {
             tx.execute(
                 "DELETE FROM memberships WHERE user_id = ?1 AND tenant_id = ?2",
                 params![user_id, tenant_id],
+            )?;
+            tx.execute(
+                "UPDATE sessions SET revoked_at = ?3
+                 WHERE user_id = ?1 AND tenant_id = ?2 AND revoked_at IS NULL",
+                params![user_id, tenant_id, super::sessions::unix_now()],
             )?;
             Ok(())
         })

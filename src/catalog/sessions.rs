@@ -458,7 +458,9 @@ impl Catalog {
         })
     }
 
-    /// Signs a system admin out everywhere but `except`.
+    /// Signs a system admin out everywhere but `except`: their own sessions, and whatever they
+    /// started as someone else (impersonation sessions and pending tickets), which would
+    /// otherwise outlive a reset of a compromised admin.
     pub fn revoke_admin_sessions(
         &self,
         admin_id: i64,
@@ -467,7 +469,7 @@ impl Catalog {
         self.identity_write(|tx| {
             Ok(tx.execute(
                 "UPDATE sessions SET revoked_at = ?3
-                 WHERE admin_id = ?1 AND kind = 'admin'
+                 WHERE ((admin_id = ?1 AND kind = 'admin') OR impersonated_by = ?1)
                    AND revoked_at IS NULL AND (?2 IS NULL OR id <> ?2)",
                 params![admin_id, except, unix_now()],
             )?)

@@ -2,5 +2,6 @@
 //! data directory and talks to it over loopback.
 
 mod http;
+mod identity;
 mod support;
 mod tenancy;

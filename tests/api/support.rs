@@ -311,6 +311,15 @@ pub fn spawn_app() -> TestApp {
 }
 
 pub fn spawn_app_with(configure: impl FnOnce(&mut tenantd::api::AppConfig)) -> TestApp {
+    spawn_app_full(configure, |_| {})
+}
+
+/// Like `spawn_app_with`, and the HTTP layer's configuration too (e.g. trusted proxies, so that
+/// a test can speak from several client addresses through `X-Forwarded-For`).
+pub fn spawn_app_full(
+    configure: impl FnOnce(&mut tenantd::api::AppConfig),
+    configure_http: impl FnOnce(&mut http::Config),
+) -> TestApp {
     let data = tempfile::tempdir().expect("temp dir");
     let mut config = tenantd::api::AppConfig {
         data_dir: data.path().to_path_buf(),
@@ -323,10 +332,11 @@ pub fn spawn_app_with(configure: impl FnOnce(&mut tenantd::api::AppConfig)) -> T
         .create_admin(ADMIN_EMAIL, &hash)
         .expect("create admin");
     let app = Arc::new(app);
-    let http = http::Config {
+    let mut http = http::Config {
         workers: 4,
         ..http::Config::default()
     };
+    configure_http(&mut http);
     let server = TestServer::start(http, app.clone());
     let mut test = TestApp {
         server,
@@ -474,6 +484,14 @@ impl TestApp {
         assert_eq!(reply.status, 201, "create {slug}: {}", reply.text());
         self.join(self.owner_id, slug, "admin");
         reply.json()
+    }
+
+    /// The catalog's file, opened beside the running server (as an operator would).
+    pub fn central_db(&self) -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open(self.data.path().join("central.db"))
+            .expect("open central.db");
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        conn
     }
 
     pub fn tenant_file(&self, id: &str) -> std::path::PathBuf {
