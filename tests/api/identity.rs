@@ -160,7 +160,10 @@ fn valid_body(method: &str, pattern: &str) -> Option<Value> {
 fn fill(pattern: &str, user_id: i64, role_id: i64) -> String {
     let path = pattern
         .replace("{user_id}", &user_id.to_string())
-        .replace("{id}", &role_id.to_string());
+        .replace("{id}", &role_id.to_string())
+        // Message ids: the workspace tests aim real ones at other tenants; here any id will do,
+        // since the answer must be a refusal before the id is ever looked at.
+        .replace("{mid}", "1");
     assert!(!path.contains('{'), "unknown parameter in {pattern}");
     path
 }
@@ -304,7 +307,9 @@ fn a_member_of_one_tenant_never_reaches_another_by_any_route_or_method() {
                     &borrow(&headers),
                     valid_body(method, pattern),
                 );
-                let ok = if method == "GET" {
+                // A GET of a collection must succeed; one of an object may name an id that
+                // only means something to another route's table (a role id as a chat id).
+                let ok = if method == "GET" && !pattern.contains('{') {
                     reply.status == 200
                 } else {
                     !matches!(reply.status, 401 | 403) && reply.status < 500
