@@ -72,6 +72,9 @@ impl From<WorkspaceError> for Error {
             WorkspaceError::Validation(fields) => Error::Validation(fields),
             WorkspaceError::NotFound => Error::NotFound,
             WorkspaceError::Forbidden(what) => Error::Forbidden(what),
+            // SQLite's own errors are told apart (busy or corrupt: 503; a
+            // failed constraint, our bug: 500); pool and file errors are 503.
+            WorkspaceError::Db(crate::db::DbError::Sqlite(e)) => e.into(),
             WorkspaceError::Db(db) => db.into(),
         }
     }

@@ -278,7 +278,15 @@ fn message_bodies_are_checked_in_characters() {
     let t = &t.tenant;
     let (a, _) = two_chats(t);
     let me = creator(1);
-    for bad in ["", "   \n", &"x".repeat(10_001), &"é".repeat(10_001)] {
+    for bad in [
+        "",
+        "   \n",
+        &"x".repeat(10_001),
+        &"é".repeat(10_001),
+        "\0",
+        "\0leading NUL",
+        "inner\0NUL",
+    ] {
         assert_eq!(
             fields(post_message(t, &me, a, bad)),
             ["body"],

@@ -5,3 +5,4 @@ mod http;
 mod identity;
 mod support;
 mod tenancy;
+mod workspace;

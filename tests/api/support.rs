@@ -564,3 +564,71 @@ impl Drop for ServeProcess {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Workspace helpers (chats and orders, `workspace.rs`).
+// ---------------------------------------------------------------------------------------------
+
+impl TestApp {
+    /// A user who is `role` of the tenant, logged in: their id and bearer token.
+    pub fn member(&self, email: &str, slug: &str, role: &str) -> (i64, String) {
+        let id = self.user(email, "member-password-1");
+        self.join(id, slug, role);
+        (id, self.token(email, "member-password-1"))
+    }
+
+    /// A custom role on a tenant, made by the owner through `POST /api/roles`.
+    pub fn create_role(&self, slug: &str, name: &str, permissions: &[&str]) {
+        let reply = self.on(
+            &self.owner_token.clone(),
+            slug,
+            "POST",
+            "/api/roles",
+            Some(serde_json::json!({"name": name, "permissions": permissions})),
+        );
+        assert_eq!(reply.status, 201, "create role {name}: {}", reply.text());
+    }
+
+    /// A call with a bearer token on a tenant named by the `/t/{slug}` path prefix.
+    pub fn on(
+        &self,
+        token: &str,
+        slug: &str,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Reply {
+        self.as_bearer(token, method, &format!("/t/{slug}{path}"), &[], body)
+    }
+}
+
+/// One request on a fresh connection to any server (a `spawn_serve` process, say).
+pub fn request_to(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&serde_json::Value>,
+) -> Reply {
+    let body = body.map(|b| b.to_string());
+    let mut raw = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        raw.push_str("Host: localhost\r\n");
+    }
+    for (name, value) in headers {
+        raw.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(body) = &body {
+        raw.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    raw.push_str("Connection: close\r\n\r\n");
+    if let Some(body) = &body {
+        raw.push_str(body);
+    }
+    let mut client = Client::connect(addr);
+    client.send(raw.as_bytes());
+    client.reply()
+}
