@@ -22,6 +22,7 @@ mod tests;
 
 use std::fmt;
 use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -189,9 +190,17 @@ impl Hub {
         let connections = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
         let (engine, waker) = engine::Engine::new(config.clone(), rx, connections.clone())?;
+        let count = connections.clone();
         let thread = std::thread::Builder::new()
             .name("realtime".into())
-            .spawn(move || engine.run())?;
+            .spawn(move || {
+                // A bug must not take the process down; unwinding drops (closes) every socket,
+                // and the handle then reports `HubError::Stopped`.
+                if catch_unwind(AssertUnwindSafe(|| engine.run())).is_err() {
+                    log::error!("realtime: the event loop panicked; every WebSocket was closed");
+                    count.store(0, Ordering::Relaxed);
+                }
+            })?;
         Ok(Hub {
             inner: Arc::new(Inner {
                 config,
