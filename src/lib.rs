@@ -9,6 +9,7 @@ pub mod db;
 pub mod demo;
 pub mod error;
 pub mod http;
+pub mod realtime;
 pub mod serve;
 pub mod tenancy;
 pub mod workspace;
