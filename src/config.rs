@@ -103,6 +103,13 @@ impl ServeConfig {
             .map(|h| h.trim().to_ascii_lowercase())
             .filter(|h| !h.is_empty())
             .collect();
+        let mut origins = args.values("--allowed-origin")?;
+        if origins.is_empty() {
+            if let Some(v) = env.get("TENANTD_ALLOWED_ORIGINS") {
+                origins = v.split(',').map(|o| o.trim().to_string()).collect();
+            }
+        }
+        c.app.realtime.allowed_origins = origins.into_iter().filter(|o| !o.is_empty()).collect();
         let mut proxies = args.values("--trusted-proxy")?;
         if proxies.is_empty() {
             if let Some(v) = env.get("TENANTD_TRUSTED_PROXIES") {

@@ -52,6 +52,7 @@ pub fn run(config: ServeConfig) -> i32 {
         None
     };
     let app = Arc::new(app);
+    crate::api::broadcasting::spawn_watcher(&app);
     let server = match http::serve(listener, config.http.clone(), app) {
         Ok(s) => s,
         Err(e) => {

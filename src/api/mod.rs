@@ -4,6 +4,7 @@
 
 mod account;
 mod admin;
+pub mod broadcasting;
 mod members;
 mod tenant;
 mod workspace;
@@ -26,6 +27,7 @@ use crate::catalog::{
 use crate::db::Create;
 use crate::error::Error;
 use crate::http::{self, Match, Params, Request, Response, Router};
+use crate::realtime::{Hub, HubConfig};
 use crate::tenancy::identify::{self, Hints, IdentifyConfig};
 use crate::tenancy::{Registry, RegistryConfig, Tenant};
 
@@ -117,6 +119,26 @@ impl Default for SessionConfig {
     }
 }
 
+/// The real-time channels' settings that are not credentials.
+#[derive(Clone, Debug)]
+pub struct RealtimeConfig {
+    /// Browser origins allowed besides the server's own hosts (exact, e.g.
+    /// `https://app.example.com`).
+    pub allowed_origins: Vec<String>,
+    pub activity_timeout: std::time::Duration,
+    pub pong_timeout: std::time::Duration,
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        RealtimeConfig {
+            allowed_origins: Vec::new(),
+            activity_timeout: std::time::Duration::from_secs(120),
+            pong_timeout: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
 /// Configuration of the application behind the HTTP layer.
 #[derive(Clone, Debug, Default)]
 pub struct AppConfig {
@@ -126,6 +148,45 @@ pub struct AppConfig {
     pub sessions: SessionConfig,
     pub hasher: HasherConfig,
     pub throttle: ThrottleConfig,
+    pub realtime: RealtimeConfig,
+}
+
+/// The Pusher app the real-time channels speak for: made on first run, kept in the catalog.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Credentials {
+    pub app_id: String,
+    pub key: String,
+    #[serde(skip_serializing)]
+    pub secret: String,
+}
+
+impl Credentials {
+    /// The stored credentials, made and stored first if there are none.
+    pub fn load_or_create(catalog: &Catalog) -> Result<Credentials, CatalogError> {
+        let get = |k: &str| catalog.meta_get(k);
+        if let (Some(app_id), Some(key), Some(secret)) = (
+            get("realtime_app_id")?,
+            get("realtime_key")?,
+            get("realtime_secret")?,
+        ) {
+            return Ok(Credentials {
+                app_id,
+                key,
+                secret,
+            });
+        }
+        let app_id = (100_000 + rand::random::<u32>() % 900_000).to_string();
+        let key = hex::encode(rand::random::<[u8; 10]>());
+        let secret = hex::encode(rand::random::<[u8; 20]>());
+        catalog.meta_set("realtime_app_id", &app_id)?;
+        catalog.meta_set("realtime_key", &key)?;
+        catalog.meta_set("realtime_secret", &secret)?;
+        Ok(Credentials {
+            app_id,
+            key,
+            secret,
+        })
+    }
 }
 
 /// The first system admin, made on a first run: shown once.
@@ -141,6 +202,9 @@ pub struct App {
     pub hasher: Hasher,
     pub throttle: Throttle,
     pub sessions: SessionConfig,
+    pub hub: Hub,
+    realtime: RealtimeConfig,
+    credentials: Credentials,
     identify: IdentifyConfig,
     router: Router<Route>,
     /// Per system admin, the last TOTP step a code was accepted for: a code is good once.
@@ -159,17 +223,67 @@ impl App {
             id: "system_admins".into(),
             message: e.to_string(),
         })?;
+        let credentials = Credentials::load_or_create(&catalog)?;
+        let mut hub_config = HubConfig::new(
+            credentials.app_id.clone(),
+            credentials.key.clone(),
+            credentials.secret.clone(),
+        );
+        hub_config.activity_timeout = config.realtime.activity_timeout;
+        hub_config.pong_timeout = config.realtime.pong_timeout;
+        // Origins are checked by the API (which knows the tenants' domains) before upgrading.
+        hub_config.allowed_origins = None;
+        let hub = Hub::start(hub_config).map_err(|e| CatalogError::Io {
+            path: config.data_dir.clone(),
+            source: e,
+        })?;
         let app = App {
             registry: Registry::new(&config.data_dir, config.registry.clone()),
             catalog,
             hasher: Hasher::new(config.hasher.clone()),
             throttle: Throttle::new(config.throttle.clone()),
             sessions: config.sessions.clone(),
+            hub,
+            realtime: config.realtime.clone(),
+            credentials,
             identify: config.identify,
             router: routes(),
             totp_steps: Mutex::new(HashMap::new()),
         };
         Ok((app, first))
+    }
+
+    /// The Pusher app id, key and secret of the real-time channels.
+    pub fn realtime_credentials(&self) -> (String, String, String) {
+        let c = &self.credentials;
+        (c.app_id.clone(), c.key.clone(), c.secret.clone())
+    }
+
+    /// Whether a browser page from `origin` may open a WebSocket: the server's own hosts (the
+    /// base domain and its subdomains, central hosts, a tenant's domain, loopback) and the
+    /// configured extra origins.
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        if self.realtime.allowed_origins.iter().any(|o| o == origin) {
+            return true;
+        }
+        let Some(host) = origin
+            .split_once("://")
+            .map(|(_, rest)| rest.split('/').next().unwrap_or_default())
+        else {
+            return false;
+        };
+        let host = crate::catalog::normalize_host(host);
+        let base = &self.identify.base_domain;
+        host == *base
+            || host.ends_with(&format!(".{base}"))
+            || host == "localhost"
+            || host.parse::<std::net::IpAddr>().is_ok()
+            || host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .is_some_and(|h| h.parse::<std::net::IpAddr>().is_ok())
+            || self.identify.central_hosts.contains(&host)
+            || self.catalog.by_domain(&host).ok().flatten().is_some()
     }
 
     /// Every route as (method, pattern, needs a tenant): for listings and the cross-tenant tests.
@@ -403,6 +517,7 @@ fn routes() -> Router<Route> {
     account::routes(&mut r);
     members::routes(&mut r);
     workspace::routes(&mut r);
+    broadcasting::routes(&mut r);
     admin::routes(&mut r);
     r
 }

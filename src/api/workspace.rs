@@ -11,7 +11,41 @@ use crate::workspace::{
     self, ChatUpdate, NewChat, NewOrder, OrderPatch, OrderQuery, Reader, WorkspaceError,
 };
 
+use super::broadcasting::{chat_channel, except_socket, orders_channel, publish, user_channel};
 use super::{id_param, object, App, Call, Member, Route};
+
+/// The orders channel is shared by every permission level: its events carry only what all of
+/// them may see, and clients fetch the rest through the API, which applies their own scope.
+fn order_event(app: &App, call: &Call, member: &Member, event: &str, order: &Value) {
+    let pick = |k: &str| order.get(k).cloned().unwrap_or(Value::Null);
+    publish(
+        app,
+        vec![orders_channel(member.tenant.id())],
+        event,
+        json!({
+            "id": pick("id"),
+            "number": pick("number"),
+            "status": pick("status"),
+            "updated_at": pick("updated_at"),
+        }),
+        except_socket(call.req),
+    );
+}
+
+fn notify_assigned(app: &App, call: &Call, member: &Member, user_id: i64, order: &Value) {
+    publish(
+        app,
+        vec![user_channel(user_id)],
+        "notification",
+        json!({
+            "type": "order.assigned",
+            "tenant_id": member.tenant.id(),
+            "order_id": order.get("id"),
+            "number": order.get("number"),
+        }),
+        except_socket(call.req),
+    );
+}
 
 pub(super) fn routes(r: &mut Router<Route>) {
     r.add("GET", "/api/chats", Route::Tenant(list_chats));
@@ -174,13 +208,36 @@ fn add_participant(app: &App, call: &Call, member: &Member) -> Result<Response, 
         user_id,
         &is_member(app, member),
     )?;
+    let except = except_socket(call.req);
+    let tenant_id = member.tenant.id();
+    publish(
+        app,
+        vec![chat_channel(tenant_id, id)],
+        "participant.added",
+        json!({ "chat_id": id, "user_id": user_id }),
+        except.clone(),
+    );
+    publish(
+        app,
+        vec![user_channel(user_id)],
+        "notification",
+        json!({ "type": "chat.added", "tenant_id": tenant_id, "chat_id": id }),
+        except,
+    );
     Ok(Response::json(201, &added))
 }
 
-fn remove_participant(_app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+fn remove_participant(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
     let id = id_param(call.params, "id")?;
     let user_id = id_param(call.params, "user_id")?;
     workspace::remove_participant(&member.tenant, &reader(member), id, user_id)?;
+    publish(
+        app,
+        vec![chat_channel(member.tenant.id(), id)],
+        "participant.removed",
+        json!({ "chat_id": id, "user_id": user_id }),
+        except_socket(call.req),
+    );
     Ok(Response::json(200, &json!({ "removed": user_id })))
 }
 
@@ -203,14 +260,21 @@ fn body_field(req: &Request) -> Result<String, Error> {
     }
 }
 
-fn post_message(_app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+fn post_message(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
     let id = id_param(call.params, "id")?;
     let message =
         workspace::post_message(&member.tenant, &reader(member), id, &body_field(call.req)?)?;
+    publish(
+        app,
+        vec![chat_channel(member.tenant.id(), id)],
+        "message.created",
+        json!({ "message": message }),
+        except_socket(call.req),
+    );
     Ok(Response::json(201, &message))
 }
 
-fn edit_message(_app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+fn edit_message(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
     let id = id_param(call.params, "id")?;
     let mid = id_param(call.params, "mid")?;
     let message = workspace::edit_message(
@@ -220,13 +284,27 @@ fn edit_message(_app: &App, call: &Call, member: &Member) -> Result<Response, Er
         mid,
         &body_field(call.req)?,
     )?;
+    publish(
+        app,
+        vec![chat_channel(member.tenant.id(), id)],
+        "message.updated",
+        json!({ "message": message }),
+        except_socket(call.req),
+    );
     Ok(Response::json(200, &message))
 }
 
-fn delete_message(_app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+fn delete_message(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
     let id = id_param(call.params, "id")?;
     let mid = id_param(call.params, "mid")?;
     workspace::delete_message(&member.tenant, &reader(member), id, mid)?;
+    publish(
+        app,
+        vec![chat_channel(member.tenant.id(), id)],
+        "message.deleted",
+        json!({ "id": mid, "chat_id": id }),
+        except_socket(call.req),
+    );
     Ok(Response::json(200, &json!({ "deleted": mid })))
 }
 
@@ -268,6 +346,10 @@ fn create_order(app: &App, call: &Call, member: &Member) -> Result<Response, Err
         &new,
         &is_member(app, member),
     )?;
+    order_event(app, call, member, "order.created", &order);
+    if let Some(user_id) = new.assigned_to {
+        notify_assigned(app, call, member, user_id, &order);
+    }
     Ok(Response::json(201, &order))
 }
 
@@ -289,12 +371,23 @@ fn update_order(app: &App, call: &Call, member: &Member) -> Result<Response, Err
         &patch,
         &is_member(app, member),
     )?;
+    order_event(app, call, member, "order.updated", &order);
+    if let Some(Some(user_id)) = patch.assigned_to {
+        notify_assigned(app, call, member, user_id, &order);
+    }
     Ok(Response::json(200, &order))
 }
 
-fn delete_order(_app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+fn delete_order(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
     let id = id_param(call.params, "id")?;
     workspace::delete_order(&member.tenant, &reader(member), id)?;
+    publish(
+        app,
+        vec![orders_channel(member.tenant.id())],
+        "order.deleted",
+        json!({ "id": id }),
+        except_socket(call.req),
+    );
     Ok(Response::json(200, &json!({ "deleted": id })))
 }
 

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
 use super::identity::{admin_exists, user_exists, IdentityError};
@@ -400,6 +400,19 @@ impl Catalog {
         )?;
         // Cached a while ago, perhaps: time may have ended it since.
         Ok(found.filter(|s| s.is_live(now)))
+    }
+
+    /// Whether the session with this id is still live at `now` (for checks made long after the
+    /// request that authenticated, such as re-authorizing real-time subscriptions).
+    pub fn session_is_live(&self, id: i64, now: i64) -> Result<bool, IdentityError> {
+        let conn = self.identity_read()?;
+        let live: Option<i64> = conn
+            .prepare_cached(&format!(
+                "SELECT s.id FROM sessions s WHERE s.id = ?1 AND {LIVE}"
+            ))?
+            .query_row(params![id, now], |row| row.get(0))
+            .optional()?;
+        Ok(live.is_some())
     }
 
     /// Records use at `now`, but only when the stored `last_used_at` is older than

@@ -95,6 +95,7 @@ Commands:
   users      Create user accounts
   members    Add users to tenants with a role
   admin      Create system admins, reset their passwords
+  realtime   Show the real-time channels' app id, key and secret
   help       Show this help
 
 Run `tenantd <command> --help` for the options of a command.
@@ -127,6 +128,9 @@ Options (each falls back to the environment variable named, then the default):
                            served [TENANTD_IO_TIMEOUT, 10]
   --body-timeout SECS      Time allowed for a whole request body [TENANTD_BODY_TIMEOUT, 30]
   --max-body BYTES         Default request body limit [TENANTD_MAX_BODY, 1048576]
+  --allowed-origin ORIGIN  A browser origin (https://app.example.com) allowed to open
+                           real-time WebSockets besides the server's own hosts; repeatable
+                           [TENANTD_ALLOWED_ORIGINS, comma-separated]
   --trusted-proxy IP       A proxy whose X-Forwarded-For is believed; repeatable
                            [TENANTD_TRUSTED_PROXIES, comma-separated, none]
   --shutdown-grace SECS    How long SIGINT/SIGTERM waits for requests in flight
@@ -184,6 +188,16 @@ pub fn run(argv: Vec<String>) -> i32 {
             print!("{}", identity::ADMIN_HELP);
             return 0;
         }
+        Some("realtime") => {
+            let env = Env::process();
+            return match realtime_command(&mut args, &env, wants_help) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("tenantd: {e}\nRun `tenantd realtime --help` for usage.");
+                    2
+                }
+            };
+        }
         Some(command @ ("tenants" | "migrate" | "users" | "members" | "admin")) => {
             let env = Env::process();
             let result = match command {
@@ -211,6 +225,67 @@ pub fn run(argv: Vec<String>) -> i32 {
             2
         }
     }
+}
+
+const REALTIME_HELP: &str = "\
+tenantd realtime: the real-time channels (Pusher protocol)
+
+Usage: tenantd realtime credentials [--json] [--data DIR]
+
+Prints the app id, key and secret that Pusher clients and publishers use: the key in
+pusher-js or Laravel Echo, all three in a Pusher server SDK. Made on the first run.
+";
+
+fn realtime_command(args: &mut Args, env: &Env, help: bool) -> Result<i32, CliError> {
+    if help {
+        print!("{REALTIME_HELP}");
+        return Ok(0);
+    }
+    let data = crate::config::data_dir(args, env)?;
+    let json = args.flag("--json");
+    match args.positional().as_deref() {
+        Some("credentials") => {}
+        other => {
+            return Err(CliError(format!(
+                "unknown realtime command: {}",
+                other.unwrap_or("(none)")
+            )))
+        }
+    }
+    args.finish_ref()?;
+    if !data.join("central.db").exists() {
+        eprintln!(
+            "tenantd: no catalog in {} (run `tenantd serve` there first)",
+            data.display()
+        );
+        return Ok(1);
+    }
+    let catalog = match crate::catalog::Catalog::open(&data, crate::db::Create::Never) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tenantd: {e}");
+            return Ok(1);
+        }
+    };
+    let c = match crate::api::Credentials::load_or_create(&catalog) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tenantd: {e}");
+            return Ok(1);
+        }
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "app_id": c.app_id, "key": c.key, "secret": c.secret })
+        );
+    } else {
+        println!(
+            "app_id: {}\nkey:    {}\nsecret: {}",
+            c.app_id, c.key, c.secret
+        );
+    }
+    Ok(0)
 }
 
 /// Where option fallbacks come from: the process environment, or a fixed map in tests.

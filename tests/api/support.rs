@@ -332,6 +332,7 @@ pub fn spawn_app_full(
         .create_admin(ADMIN_EMAIL, &hash)
         .expect("create admin");
     let app = Arc::new(app);
+    tenantd::api::broadcasting::spawn_watcher(&app);
     let mut http = http::Config {
         workers: 4,
         ..http::Config::default()

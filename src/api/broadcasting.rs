@@ -1,0 +1,433 @@
+//! Real-time channels as the API sees them: the WebSocket endpoint (`/app/{key}`), channel
+//! authorization (`POST /broadcasting/auth`, as Laravel Echo calls it), the Pusher HTTP API
+//! (`POST /apps/{app_id}/events`), the events the workspace publishes after its writes, and the
+//! watcher that ends subscriptions their owner may no longer hold.
+//!
+//! Who may join which channel is decided here, in one function used both when a socket subscribes
+//! and when the watcher re-checks it: a rule cannot drift between the two.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::catalog::{unix_now, Catalog, TenantStatus, User};
+use crate::error::Error;
+use crate::http::{Request, Response, Router};
+use crate::realtime::{self, Publish};
+use crate::workspace::{self, Reader};
+
+use super::{Account, App, Call, Route};
+
+pub(super) fn routes(r: &mut Router<Route>) {
+    r.add("GET", "/app/{key}", Route::Public(upgrade));
+    r.add(
+        "POST",
+        "/broadcasting/auth",
+        Route::Account(authorize_channel),
+    );
+    r.add("POST", "/apps/{app_id}/events", Route::Public(http_events));
+}
+
+/// What a channel name says, once parsed. Anything else is refused.
+#[derive(Debug, PartialEq, Eq)]
+enum Channel {
+    User(i64),
+    Chat { company: String, chat: i64 },
+    Orders { company: String },
+    Presence { company: String },
+}
+
+fn parse_channel(name: &str) -> Option<Channel> {
+    if let Some(id) = name.strip_prefix("private-App.Models.User.") {
+        return digits(id).map(Channel::User);
+    }
+    if let Some(rest) = name.strip_prefix("presence-company.") {
+        let company = rest.strip_suffix(".presence")?;
+        return uuid(company).map(|company| Channel::Presence { company });
+    }
+    let rest = name.strip_prefix("private-company.")?;
+    if let Some(company) = rest.strip_suffix(".orders") {
+        return uuid(company).map(|company| Channel::Orders { company });
+    }
+    let (company, chat) = rest.split_once(".chat.")?;
+    Some(Channel::Chat {
+        company: uuid(company)?,
+        chat: digits(chat)?,
+    })
+}
+
+fn digits(s: &str) -> Option<i64> {
+    if s.is_empty() || s.len() > 18 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Only the canonical spelling: a channel name is compared as text by the hub.
+fn uuid(s: &str) -> Option<String> {
+    let id = uuid::Uuid::parse_str(s).ok()?.hyphenated().to_string();
+    (id == s).then_some(id)
+}
+
+/// Why a subscription is refused: always a 403 to the client, the reason only in the log.
+struct Refused(String);
+
+/// Whether `user` may hold `channel`; for presence, the member data to announce.
+fn may_join(
+    app: &App,
+    user: &User,
+    channel: &Channel,
+    request_tenant: Option<&str>,
+) -> Result<Option<Value>, Refused> {
+    let company = match channel {
+        Channel::User(id) => {
+            return if *id == user.id {
+                Ok(None)
+            } else {
+                Err(Refused("another user's channel".into()))
+            };
+        }
+        Channel::Chat { company, .. }
+        | Channel::Orders { company }
+        | Channel::Presence { company } => company,
+    };
+    if request_tenant.is_some_and(|t| t != company) {
+        return Err(Refused(
+            "a channel of another company than the request's".into(),
+        ));
+    }
+    let catalog = &app.catalog;
+    let record = catalog
+        .by_id(company)
+        .map_err(|e| Refused(e.to_string()))?
+        .ok_or_else(|| Refused("unknown company".into()))?;
+    if record.status != TenantStatus::Active {
+        return Err(Refused(format!("company is {}", record.status)));
+    }
+    let membership = catalog
+        .membership(user.id, company)
+        .map_err(|e| Refused(e.to_string()))?
+        .ok_or_else(|| Refused("not a member".into()))?;
+    match channel {
+        Channel::Orders { .. } => {
+            let sees = [
+                "orders_view",
+                "orders_view_all",
+                "orders_simple_view",
+                "orders_simple_view_all",
+            ]
+            .iter()
+            .any(|p| membership.can(p));
+            if sees {
+                Ok(None)
+            } else {
+                Err(Refused("no order permission".into()))
+            }
+        }
+        Channel::Chat { chat, .. } => {
+            // The chat must exist in that company's own file and be visible to the user:
+            // a participant, or admin / chats_view_all. The workspace answers exactly that.
+            let tenant = app
+                .registry
+                .open(record)
+                .map_err(|e| Refused(e.to_string()))?;
+            let reader = Reader {
+                user_id: user.id,
+                permissions: membership.permissions.clone(),
+                admin: membership.all_permissions,
+            };
+            workspace::get_chat(&tenant, &reader, *chat)
+                .map(|_| None)
+                .map_err(|e| Refused(format!("chat: {e}")))
+        }
+        Channel::Presence { .. } => Ok(Some(json!({
+            "user_id": user.id.to_string(),
+            "user_info": {
+                "id": user.id,
+                "name": user.name,
+                "surname": user.surname,
+                "email": user.email,
+                "photo": user.photo_url,
+            },
+        }))),
+        Channel::User(_) => unreachable!("answered above"),
+    }
+}
+
+fn upgrade(app: &App, call: &Call) -> Result<Response, Error> {
+    if let Some(origin) = call.req.header("origin") {
+        if !app.origin_allowed(origin) {
+            log::warn!("websocket from origin {origin} refused");
+            return Err(Error::Forbidden("an allowed Origin".into()));
+        }
+    }
+    Ok(app.hub.upgrade_response(call.req))
+}
+
+/// The form Echo and pusher-js post: `socket_id=...&channel_name=...` (or the same as JSON).
+fn auth_fields(req: &Request) -> Option<(String, String)> {
+    let json = req
+        .header("content-type")
+        .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("application/json"));
+    let (socket, channel) = if json {
+        let v: Value = serde_json::from_slice(&req.body).ok()?;
+        (
+            v.get("socket_id")?.as_str()?.to_string(),
+            v.get("channel_name")?.as_str()?.to_string(),
+        )
+    } else {
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(&req.body)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let get = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        (get("socket_id")?, get("channel_name")?)
+    };
+    let (a, b) = socket.split_once('.')?;
+    let well_formed = [a, b]
+        .iter()
+        .all(|p| !p.is_empty() && p.len() <= 20 && p.bytes().all(|c| c.is_ascii_digit()));
+    (well_formed && channel.len() <= 200).then_some((socket, channel))
+}
+
+/// `POST /broadcasting/auth`: `{"auth": ...}` (and `channel_data` on presence channels) or 403.
+/// Any failure while checking is a refusal, logged: never a 500, never an open door.
+fn authorize_channel(app: &App, call: &Call, account: &Account) -> Result<Response, Error> {
+    let refuse = |why: &str| {
+        log::info!(
+            "channel authorization refused for user {}: {why}",
+            account.user.id
+        );
+        Ok(Response::error(
+            403,
+            "forbidden",
+            "you may not subscribe to this channel",
+        ))
+    };
+    let Some((socket_id, channel_name)) = auth_fields(call.req) else {
+        return refuse("malformed socket_id or channel_name");
+    };
+    let Some(channel) = parse_channel(&channel_name) else {
+        return refuse(&format!("unknown channel {channel_name}"));
+    };
+    let request_tenant = call.tenant.as_ref().map(|t| t.id.as_str());
+    // A token bound to one tenant authorizes nothing of another.
+    let bound = account.session.tenant_id.as_deref();
+    let company = match &channel {
+        Channel::User(_) => None,
+        Channel::Chat { company, .. }
+        | Channel::Orders { company }
+        | Channel::Presence { company } => Some(company.as_str()),
+    };
+    if let (Some(bound), Some(company)) = (bound, company) {
+        if bound != company {
+            return refuse("a token bound to another company");
+        }
+    }
+    let presence = match may_join(app, &account.user, &channel, request_tenant) {
+        Ok(presence) => presence,
+        Err(Refused(why)) => return refuse(&why),
+    };
+    let owner = format!("{}:{}", account.user.id, account.session.id);
+    if app
+        .hub
+        .record_authorization(&socket_id, &channel_name, &owner)
+        .is_err()
+    {
+        return refuse("the real-time hub is unavailable");
+    }
+    let body = match presence {
+        Some(member) => {
+            let channel_data = member.to_string();
+            let auth = app.hub.sign(&socket_id, &channel_name, Some(&channel_data));
+            json!({ "auth": auth, "channel_data": channel_data })
+        }
+        None => json!({ "auth": app.hub.sign(&socket_id, &channel_name, None) }),
+    };
+    Ok(Response::json(200, &body))
+}
+
+/// `POST /apps/{app_id}/events`, signed as Pusher signs it, for existing publishers.
+fn http_events(app: &App, call: &Call) -> Result<Response, Error> {
+    let (app_id, key, secret) = app.realtime_credentials();
+    if call.params.get("app_id") != Some(app_id.as_str()) {
+        return Err(Error::NotFound);
+    }
+    let path = call.req.path.clone();
+    let verified = realtime::verify_http_signature(
+        &call.req.method,
+        &path,
+        &call.req.query_pairs(),
+        &call.req.body,
+        &key,
+        &secret,
+        unix_now() as u64,
+    );
+    if let Err(e) = verified {
+        log::info!("events API request refused: {e}");
+        return Err(Error::Unauthorized);
+    }
+    let publish = realtime::parse_events_body(&call.req.body, 10 * 1024)
+        .map_err(|e| Error::validation("body", e.to_string()))?;
+    app.hub
+        .publish(publish)
+        .map_err(|e| Error::Internal(format!("hub: {e:?}")))?;
+    Ok(Response::json(200, &json!({})))
+}
+
+/// The socket that caused a write (Laravel's `toOthers()`), so it is not sent its own event.
+pub(super) fn except_socket(req: &Request) -> Option<String> {
+    req.header("x-socket-id").map(String::from)
+}
+
+/// Publishes after a write has committed. A hub that cannot take it is logged: the write stands.
+pub(super) fn publish(
+    app: &App,
+    channels: Vec<String>,
+    event: &str,
+    data: Value,
+    except: Option<String>,
+) {
+    let publish = Publish {
+        channels,
+        event: event.to_string(),
+        data: data.to_string(),
+        except_socket: except,
+    };
+    if let Err(e) = app.hub.publish(publish) {
+        log::warn!("event {event} not published: {e:?}");
+    }
+}
+
+pub(super) fn chat_channel(tenant_id: &str, chat_id: i64) -> String {
+    format!("private-company.{tenant_id}.chat.{chat_id}")
+}
+
+pub(super) fn orders_channel(tenant_id: &str) -> String {
+    format!("private-company.{tenant_id}.orders")
+}
+
+pub(super) fn user_channel(user_id: i64) -> String {
+    format!("private-App.Models.User.{user_id}")
+}
+
+/// How often subscriptions are re-authorized: revocations take effect within this (plus the
+/// time one pass takes).
+const WATCH_EVERY: Duration = Duration::from_secs(2);
+
+/// Starts the thread that re-checks every authorized subscription against the catalog and the
+/// tenant files, and ends those whose owner was removed from the company, lost the permission,
+/// logged out or had the session revoked. Stops when the app is dropped.
+pub fn spawn_watcher(app: &Arc<App>) {
+    let weak: Weak<App> = Arc::downgrade(app);
+    let started = std::thread::Builder::new()
+        .name("realtime-watch".into())
+        .spawn(move || loop {
+            std::thread::sleep(WATCH_EVERY);
+            let Some(app) = weak.upgrade() else {
+                return;
+            };
+            if let Err(e) = recheck(&app) {
+                log::warn!("real-time re-authorization pass failed: {e}");
+            }
+        });
+    if let Err(e) = started {
+        log::error!("cannot start the real-time watcher: {e}");
+    }
+}
+
+fn recheck(app: &App) -> Result<(), String> {
+    let subscriptions = app.hub.subscriptions().map_err(|e| format!("{e:?}"))?;
+    let now = unix_now();
+    let mut ended = Vec::new();
+    for s in subscriptions {
+        // Only subscriptions we authorized carry an owner `user:session`; public ones none.
+        let Some((user_id, session_id)) = s
+            .user_id
+            .as_deref()
+            .and_then(|o| o.split_once(':'))
+            .and_then(|(u, s)| Some((u.parse::<i64>().ok()?, s.parse::<i64>().ok()?)))
+        else {
+            continue;
+        };
+        if !still_allowed(app, &app.catalog, user_id, session_id, &s.channel, now) {
+            ended.push((s.socket_id, s.channel));
+        }
+    }
+    if !ended.is_empty() {
+        log::info!(
+            "ending {} real-time subscriptions no longer authorized",
+            ended.len()
+        );
+        app.hub.revoke(ended).map_err(|e| format!("{e:?}"))?;
+    }
+    Ok(())
+}
+
+fn still_allowed(
+    app: &App,
+    catalog: &Catalog,
+    user_id: i64,
+    session_id: i64,
+    channel: &str,
+    now: i64,
+) -> bool {
+    let Ok(true) = catalog.session_is_live(session_id, now) else {
+        return false;
+    };
+    let Ok(Some(user)) = catalog.user_by_id(user_id) else {
+        return false;
+    };
+    let Some(channel) = parse_channel(channel) else {
+        return false;
+    };
+    may_join(app, &user, &channel, None).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_names() {
+        let id = "6f1c2a7e-0b3d-4c5e-8f9a-1b2c3d4e5f60";
+        assert_eq!(
+            parse_channel("private-App.Models.User.17"),
+            Some(Channel::User(17))
+        );
+        assert_eq!(
+            parse_channel(&format!("private-company.{id}.chat.9")),
+            Some(Channel::Chat {
+                company: id.into(),
+                chat: 9
+            })
+        );
+        assert_eq!(
+            parse_channel(&format!("private-company.{id}.orders")),
+            Some(Channel::Orders { company: id.into() })
+        );
+        assert_eq!(
+            parse_channel(&format!("presence-company.{id}.presence")),
+            Some(Channel::Presence { company: id.into() })
+        );
+        for bad in [
+            "private-App.Models.User.",
+            "private-App.Models.User.1x",
+            "private-company.nope.orders",
+            &format!("private-company.{}.orders", id.to_uppercase()),
+            &format!("private-company.{id}.chat."),
+            &format!("private-company.{id}.chat.-1"),
+            &format!("private-company.{id}.secrets"),
+            &format!("presence-company.{id}.orders"),
+            "public",
+            "",
+        ] {
+            assert_eq!(parse_channel(bad), None, "{bad}");
+        }
+    }
+}
