@@ -238,12 +238,12 @@ def admin_session(binary, srv, creds):
     return login(srv, "/api/admin/auth/login", ADMIN_EMAIL, creds["admin"])
 
 
-def add_bench_user(binary, data, creds):
+def add_bench_user(binary, data, creds, role=MEMBER_ROLE):
     """Creates the bench user (`tenantd users create`) and makes it a member of every tenant of
-    the catalog, in one INSERT (setup, not measured; `tenantd members add` would be a process per
-    tenant). Only while no server writes to the catalog: a server started before, or running but
-    idle, sees the change through PRAGMA data_version on its next request. Returns the number of
-    memberships."""
+    the catalog with the built-in `role`, in one INSERT (setup, not measured; `tenantd members
+    add` would be a process per tenant). Only while no server writes to the catalog: a server
+    started before, or running but idle, sees the change through PRAGMA data_version on its next
+    request. Returns the number of memberships."""
     tenantd_cli(binary, data, "users", "create", "--email", USER_EMAIL, "--name", "Bench",
                 "--password", creds["user"])
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -259,7 +259,7 @@ def add_bench_user(binary, data, creds):
                 "JOIN roles r ON r.tenant_id = t.id AND r.name = ? "
                 "WHERE NOT EXISTS (SELECT 1 FROM memberships m "
                 "                  WHERE m.user_id = ? AND m.tenant_id = t.id)",
-                (user_id, now, MEMBER_ROLE, user_id))
+                (user_id, now, role, user_id))
         (members,) = db.execute("SELECT count(*) FROM memberships WHERE user_id = ?",
                                 (user_id,)).fetchone()
         (tenants,) = db.execute("SELECT count(*) FROM tenants").fetchone()
@@ -267,7 +267,7 @@ def add_bench_user(binary, data, creds):
         db.close()
     if members != tenants:
         raise bl.BenchError(f"the bench user is a member of {members} of {tenants} tenants "
-                            f"(no '{MEMBER_ROLE}' role in some?)")
+                            f"(no '{role}' role in some?)")
     return members
 
 
