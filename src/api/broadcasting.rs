@@ -57,8 +57,11 @@ fn parse_channel(name: &str) -> Option<Channel> {
     })
 }
 
+/// Only the canonical spelling, as for [`uuid`]: ids start at 1, so no leading zero. Otherwise
+/// `User.07` would be a second, authorizable name for `User.7` (one the events never reach).
 fn digits(s: &str) -> Option<i64> {
-    if s.is_empty() || s.len() > 18 || !s.bytes().all(|b| b.is_ascii_digit()) {
+    if s.is_empty() || s.len() > 18 || s.starts_with('0') || !s.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     s.parse().ok()
@@ -272,8 +275,15 @@ fn http_events(app: &App, call: &Call) -> Result<Response, Error> {
         log::info!("events API request refused: {e}");
         return Err(Error::Unauthorized);
     }
-    let publish = realtime::parse_events_body(&call.req.body, 10 * 1024)
-        .map_err(|e| Error::validation("body", e.to_string()))?;
+    // Pusher's answers, which its publishers expect: 400 for a body it cannot use, 413 for data
+    // over the limit.
+    let publish = match realtime::parse_events_body(&call.req.body, 10 * 1024) {
+        Ok(publish) => publish,
+        Err(e @ realtime::EventsBodyError::DataTooLarge { .. }) => {
+            return Ok(Response::error(413, "payload_too_large", &e.to_string()))
+        }
+        Err(e) => return Err(Error::BadRequest(e.to_string())),
+    };
     app.hub
         .publish(publish)
         .map_err(|e| Error::Internal(format!("hub: {e:?}")))?;
@@ -346,16 +356,23 @@ fn recheck(app: &App) -> Result<(), String> {
     let now = unix_now();
     let mut ended = Vec::new();
     for s in subscriptions {
-        // Only subscriptions we authorized carry an owner `user:session`; public ones none.
-        let Some((user_id, session_id)) = s
+        // Subscriptions we authorized carry an owner `user:session`; public ones none.
+        let owner = s
             .user_id
             .as_deref()
             .and_then(|o| o.split_once(':'))
-            .and_then(|(u, s)| Some((u.parse::<i64>().ok()?, s.parse::<i64>().ok()?)))
-        else {
-            continue;
+            .and_then(|(u, s)| Some((u.parse::<i64>().ok()?, s.parse::<i64>().ok()?)));
+        let allowed = match owner {
+            Some((user_id, session_id)) => {
+                still_allowed(app, &app.catalog, user_id, session_id, &s.channel, now)
+            }
+            // A private or presence subscription with no owner cannot be re-checked: its
+            // signature was replayed (subscribe, unsubscribe, subscribe again) or its recorded
+            // authorization was pushed out by later ones. The signature never expires, so
+            // keeping it would let it outlive any revocation.
+            None => !(s.channel.starts_with("private-") || s.channel.starts_with("presence-")),
         };
-        if !still_allowed(app, &app.catalog, user_id, session_id, &s.channel, now) {
+        if !allowed {
             ended.push((s.socket_id, s.channel));
         }
     }
@@ -418,6 +435,8 @@ mod tests {
         for bad in [
             "private-App.Models.User.",
             "private-App.Models.User.1x",
+            "private-App.Models.User.017",
+            &format!("private-company.{id}.chat.09"),
             "private-company.nope.orders",
             &format!("private-company.{}.orders", id.to_uppercase()),
             &format!("private-company.{id}.chat."),

@@ -633,3 +633,185 @@ pub fn request_to(
     client.send(raw.as_bytes());
     client.reply()
 }
+
+// ---------------------------------------------------------------------------------------------
+// Real-time helpers (`realtime.rs`): a WebSocket client of `/app/{key}` speaking the Pusher
+// protocol (tungstenite over a blocking socket with read timeouts), and channel authorization.
+// ---------------------------------------------------------------------------------------------
+
+/// How long a WebSocket read waits before the test fails.
+pub const WS_WAIT: Duration = Duration::from_secs(5);
+
+/// A Pusher client: one WebSocket, its socket id once `pusher:connection_established` came.
+pub struct Ws {
+    pub ws: tungstenite::WebSocket<TcpStream>,
+    pub socket_id: String,
+}
+
+/// The `data` string of a Pusher frame, parsed.
+pub fn frame_data(frame: &serde_json::Value) -> serde_json::Value {
+    let text = frame["data"]
+        .as_str()
+        .unwrap_or_else(|| panic!("data is not a string in {frame}"));
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("data is not JSON ({e}) in {frame}"))
+}
+
+impl Ws {
+    pub fn send(&mut self, frame: serde_json::Value) {
+        self.ws
+            .send(tungstenite::Message::text(frame.to_string()))
+            .expect("send a WebSocket message");
+    }
+
+    /// The next text message, or `None` after `wait` without one. Panics on a close.
+    pub fn recv_within(&mut self, wait: Duration) -> Option<serde_json::Value> {
+        self.ws
+            .get_ref()
+            .set_read_timeout(Some(wait.max(Duration::from_millis(1))))
+            .unwrap();
+        loop {
+            match self.ws.read() {
+                Ok(tungstenite::Message::Text(text)) => {
+                    return Some(
+                        serde_json::from_str(text.as_str())
+                            .unwrap_or_else(|e| panic!("not JSON ({e}): {text}")),
+                    )
+                }
+                Ok(tungstenite::Message::Close(frame)) => panic!("closed by the server: {frame:?}"),
+                Ok(_) => continue,
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+                {
+                    return None
+                }
+                Err(e) => panic!("WebSocket read failed: {e}"),
+            }
+        }
+    }
+
+    /// The next text message; fails after [`WS_WAIT`].
+    pub fn recv(&mut self) -> serde_json::Value {
+        self.recv_within(WS_WAIT)
+            .unwrap_or_else(|| panic!("socket {}: no message within {WS_WAIT:?}", self.socket_id))
+    }
+
+    /// The next message, which must be `event` (on `channel`, when given).
+    pub fn recv_event(&mut self, event: &str, channel: Option<&str>) -> serde_json::Value {
+        let frame = self.recv();
+        assert_eq!(frame["event"], event, "unexpected frame {frame}");
+        if let Some(channel) = channel {
+            assert_eq!(frame["channel"], channel, "unexpected frame {frame}");
+        }
+        frame
+    }
+
+    /// A round trip: whatever the server sent this socket before the pong arrives first, so
+    /// this asserts that nothing did (events published before this call included).
+    pub fn assert_nothing_pending(&mut self) {
+        self.send(serde_json::json!({"event": "pusher:ping", "data": {}}));
+        let next = self.recv();
+        assert_eq!(next["event"], "pusher:pong", "unexpected frame {next}");
+    }
+
+    /// Sends `pusher:subscribe` and returns the answer.
+    pub fn subscribe(
+        &mut self,
+        channel: &str,
+        auth: Option<&str>,
+        channel_data: Option<&str>,
+    ) -> serde_json::Value {
+        let mut data = serde_json::json!({ "channel": channel });
+        if let Some(auth) = auth {
+            data["auth"] = auth.into();
+        }
+        if let Some(cd) = channel_data {
+            data["channel_data"] = cd.into();
+        }
+        self.send(serde_json::json!({"event": "pusher:subscribe", "data": data}));
+        self.recv()
+    }
+
+    /// Subscribes with an answer of `/broadcasting/auth` and expects success; returns the
+    /// parsed `data` of `pusher_internal:subscription_succeeded`.
+    pub fn subscribe_with(
+        &mut self,
+        channel: &str,
+        answer: &serde_json::Value,
+    ) -> serde_json::Value {
+        let auth = answer["auth"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no auth in {answer}"));
+        let reply = self.subscribe(channel, Some(auth), answer["channel_data"].as_str());
+        assert_eq!(
+            (reply["event"].as_str(), reply["channel"].as_str()),
+            (
+                Some("pusher_internal:subscription_succeeded"),
+                Some(channel)
+            ),
+            "subscribe to {channel}: {reply}"
+        );
+        frame_data(&reply)
+    }
+}
+
+/// `socket_id=..&channel_name=..`, form-encoded as pusher-js posts it.
+pub fn auth_form(socket_id: &str, channel: &str) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .append_pair("socket_id", socket_id)
+        .append_pair("channel_name", channel)
+        .finish()
+}
+
+impl TestApp {
+    /// A WebSocket on `/app/{key}` after `pusher:connection_established`.
+    pub fn ws(&self) -> Ws {
+        let (_, key, _) = self.app.realtime_credentials();
+        let addr = self.server.addr;
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(WS_WAIT)).unwrap();
+        let url = format!("ws://{addr}/app/{key}?protocol=7&client=js&version=8.4.0");
+        let (ws, _) = tungstenite::client::client(url.as_str(), stream).expect("upgrade");
+        let mut ws = Ws {
+            ws,
+            socket_id: String::new(),
+        };
+        let hello = ws.recv_event("pusher:connection_established", None);
+        ws.socket_id = frame_data(&hello)["socket_id"]
+            .as_str()
+            .expect("a socket_id")
+            .to_string();
+        ws
+    }
+
+    /// `POST {path}` (`/broadcasting/auth`, maybe with a tenant prefix) with a form body and
+    /// `headers` (credentials included, if any).
+    pub fn auth_request(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        socket_id: &str,
+        channel: &str,
+    ) -> Reply {
+        let mut all = vec![("Content-Type", "application/x-www-form-urlencoded")];
+        all.extend_from_slice(headers);
+        self.call("POST", path, &all, Some(&auth_form(socket_id, channel)))
+    }
+
+    /// `POST /broadcasting/auth` with a bearer token, as Echo posts it.
+    pub fn channel_auth(&self, token: &str, socket_id: &str, channel: &str) -> Reply {
+        let bearer = format!("Bearer {token}");
+        self.auth_request(
+            "/broadcasting/auth",
+            &[("Authorization", &bearer)],
+            socket_id,
+            channel,
+        )
+    }
+
+    /// Authorizes `channel` for the socket with `token` and subscribes; panics unless both work.
+    pub fn join_channel(&self, ws: &mut Ws, token: &str, channel: &str) -> serde_json::Value {
+        let reply = self.channel_auth(token, &ws.socket_id, channel);
+        assert_eq!(reply.status, 200, "auth {channel}: {}", reply.text());
+        ws.subscribe_with(channel, &reply.json())
+    }
+}
