@@ -227,10 +227,13 @@ fn authorize_channel(app: &App, call: &Call, account: &Account) -> Result<Respon
         | Channel::Orders { company }
         | Channel::Presence { company } => Some(company.as_str()),
     };
-    if let (Some(bound), Some(company)) = (bound, company) {
-        if bound != company {
+    match (bound, company) {
+        (Some(bound), Some(company)) if bound != company => {
             return refuse("a token bound to another company");
         }
+        // The user's own channel carries notifications from all their companies.
+        (Some(_), None) => return refuse("a token bound to one company, on the user's channel"),
+        _ => {}
     }
     let presence = match may_join(app, &account.user, &channel, request_tenant) {
         Ok(presence) => presence,

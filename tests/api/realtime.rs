@@ -454,6 +454,14 @@ fn broadcasting_auth_applies_every_channel_rule() {
         case("bound token, acme orders", &bound, orders(&acme), false),
         case("bound token, acme chat", &bound, chat(&acme, owners), false),
         case("bound token, acme presence", &bound, presence(&acme), false),
+        // The user's own channel carries notifications from every company: not for a token
+        // bound to one of them.
+        case(
+            "bound token, own user channel",
+            &bound,
+            user(app.owner_id),
+            false,
+        ),
     ];
     for (permission, token) in &by_permission {
         cases.push(case(
