@@ -22,7 +22,7 @@ use scheduled_thread_pool::{OnPoolDropBehavior, ScheduledThreadPool};
 pub use migrations::{
     central_migrations, migrate, schema_version, tenant_migrations, MigrateReport, Migration,
 };
-pub use time::now_rfc3339;
+pub use time::{format_unix_ms, now_rfc3339};
 
 pub type Pool = r2d2::Pool<SqliteConnectionManager>;
 pub type PooledConn = r2d2::PooledConnection<SqliteConnectionManager>;

@@ -24,6 +24,23 @@ pub(crate) fn format_unix(secs: u64) -> String {
     )
 }
 
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ`; fixed width, so text order is time order
+/// (for years 0..=9999, which is all a clock will give).
+pub fn format_unix_ms(ms: i64) -> String {
+    let ms = ms.max(0);
+    let secs = ms / 1000;
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
 /// `civil_from_days`).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
