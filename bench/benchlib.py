@@ -12,6 +12,7 @@ import signal
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -325,3 +326,25 @@ def table(headers, rows):
 
 def mib(kb):
     return f"{kb / 1024:.1f} MiB"
+
+
+def write_report(path, text):
+    """Writes a suite's report to `path` (its folder made if needed) and prints it."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+    print(text)
+
+
+def run_suite(name, main):
+    """Runs a suite's main: SIGTERM unwinds through the context managers (servers stopped, temp
+    dirs removed); a BenchError is one line on stderr and exit status 1."""
+    def terminate(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        main()
+    except BenchError as e:
+        print(f"{name}: {e}", file=sys.stderr)
+        sys.exit(1)

@@ -427,21 +427,8 @@ def main():
     meta["load_end"] = tn.loadavg()
     meta["secs"] = time.monotonic() - started
     text = report(a.root, res, knobs, meta)
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    with open(a.out, "w") as f:
-        f.write(text)
-    print(text)
-
-
-def _terminate(signum, _frame):
-    # Unwind through the context managers so servers are stopped and temp dirs removed.
-    raise SystemExit(128 + signum)
+    bl.write_report(a.out, text)
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        main()
-    except bl.BenchError as e:
-        print(f"workspace: {e}", file=sys.stderr)
-        sys.exit(1)
+    bl.run_suite("workspace", main)
