@@ -27,6 +27,8 @@ pub enum Error {
     NotAMember,
     /// A member without the permission the route needs.
     Forbidden(String),
+    /// Refused for a reason other than a missing permission: the message says which.
+    Refused(&'static str),
     /// Throttled, or the password hashing pool is full.
     TooManyRequests {
         retry_after_secs: u64,
@@ -93,6 +95,7 @@ impl Error {
                 "forbidden",
                 format!("this needs the {permission} permission"),
             ),
+            Error::Refused(why) => (403, "forbidden", (*why).to_string()),
             Error::TooManyRequests { .. } => (
                 429,
                 "too_many_requests",

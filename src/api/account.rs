@@ -192,8 +192,8 @@ pub(super) fn check_new_password(password: &str) -> Result<(), Error> {
 
 fn change_password(app: &App, call: &Call, account: &Account) -> Result<Response, Error> {
     if account.session.impersonated_by.is_some() {
-        return Err(Error::Forbidden(
-            "the user's own session (not an impersonation)".into(),
+        return Err(Error::Refused(
+            "an impersonation cannot do this: it needs the user's own session",
         ));
     }
     let body = object(call.req)?;
@@ -238,6 +238,12 @@ fn list_tokens(app: &App, _call: &Call, account: &Account) -> Result<Response, E
 }
 
 fn create_token(app: &App, call: &Call, account: &Account) -> Result<Response, Error> {
+    // A token minted during an impersonation would outlive it and the admin's revocation.
+    if account.session.impersonated_by.is_some() {
+        return Err(Error::Refused(
+            "an impersonation cannot do this: it needs the user's own session",
+        ));
+    }
     let body = object(call.req)?;
     let name = text(&body, "name")?;
     let tenant_key = text(&body, "tenant")?;

@@ -162,7 +162,9 @@ fn upgrade(app: &App, call: &Call) -> Result<Response, Error> {
     if let Some(origin) = call.req.header("origin") {
         if !app.origin_allowed(origin) {
             log::warn!("websocket from origin {origin} refused");
-            return Err(Error::Forbidden("an allowed Origin".into()));
+            return Err(Error::Refused(
+                "this page's origin may not open a WebSocket here",
+            ));
         }
     }
     Ok(app.hub.upgrade_response(call.req))

@@ -233,6 +233,9 @@ impl App {
         hub_config.pong_timeout = config.realtime.pong_timeout;
         // Origins are checked by the API (which knows the tenants' domains) before upgrading.
         hub_config.allowed_origins = None;
+        // Every private or presence subscription goes through /broadcasting/auth, which records
+        // it: a replayed signature (after a revocation, say) finds no grant and is refused.
+        hub_config.require_recorded_grant = true;
         let hub = Hub::start(hub_config).map_err(|e| CatalogError::Io {
             path: config.data_dir.clone(),
             source: e,
@@ -351,10 +354,10 @@ impl App {
                 f(self, &call, &member)
             }
             // A user on an admin route, an admin on a user or tenant route.
-            (Route::Admin(_), _) => Err(Error::Forbidden("system admin".into())),
-            (Route::Account(_) | Route::Tenant(_), Principal::Admin { .. }) => {
-                Err(Error::Forbidden("a user account".into()))
-            }
+            (Route::Admin(_), _) => Err(Error::Refused("this needs a system admin")),
+            (Route::Account(_) | Route::Tenant(_), Principal::Admin { .. }) => Err(Error::Refused(
+                "this needs a user account, not a system admin",
+            )),
         }
     }
 

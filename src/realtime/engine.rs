@@ -819,6 +819,18 @@ impl Engine {
                 .position(|(c, _)| *c == channel)
                 .and_then(|i| conn.grants.remove(i))
                 .map(|(_, owner)| owner);
+            if grant.is_none() && self.config.require_recorded_grant && kind != ChannelKind::Public
+            {
+                self.send_to(
+                    t,
+                    protocol::subscription_error(
+                        &channel,
+                        "No current authorization: ask the auth endpoint again",
+                        403,
+                    ),
+                );
+                return;
+            }
             let owner = grant.or_else(|| presence_user.as_ref().map(|u| u.id.clone()));
             conn.subs.insert(
                 channel.clone(),

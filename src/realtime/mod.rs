@@ -66,6 +66,10 @@ pub struct HubConfig {
     pub allowed_origins: Option<Vec<String>>,
     /// How long a closing socket is kept for our close frame to reach the client.
     pub close_linger: Duration,
+    /// Accept a private or presence subscription only against an authorization recorded with
+    /// [`Hub::record_authorization`], each usable once. A signature never expires and a socket
+    /// keeps its id, so without this a client could replay a saved `auth` after revocation.
+    pub require_recorded_grant: bool,
 }
 
 impl HubConfig {
@@ -85,6 +89,7 @@ impl HubConfig {
             outbound_queue_cap: 1024 * 1024,
             allowed_origins: None,
             close_linger: Duration::from_secs(5),
+            require_recorded_grant: false,
         }
     }
 }

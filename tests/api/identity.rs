@@ -2064,6 +2064,19 @@ fn an_impersonation_ticket_works_once_within_a_minute_on_its_tenant_only() {
         .map(|m| text(&m["slug"]))
         .collect();
     assert_eq!(slugs, ["acme"]);
+    // An impersonation mints no lasting credentials: they would outlive it and its revocation.
+    expect_error(
+        &app.as_bearer(
+            &token,
+            "POST",
+            "/api/tokens",
+            &[],
+            Some(json!({"name": "kept", "tenant": "acme"})),
+        ),
+        403,
+        "forbidden",
+        "a personal token made while impersonating",
+    );
     let own = app
         .as_bearer(&bob_token, "GET", "/api/me", &[], None)
         .json();
@@ -2099,7 +2112,8 @@ fn an_impersonation_ticket_works_once_within_a_minute_on_its_tenant_only() {
         &[],
         Some(json!({"name": "keep", "tenant": "globex"})),
     );
-    expect_error(&minted, 403, "not_a_member", "a token for another tenant");
+    // Refused before the tenant is even looked at: an impersonation mints no tokens at all.
+    expect_error(&minted, 403, "forbidden", "a token for another tenant");
     let password = app.as_bearer(
         &token,
         "POST",
