@@ -122,6 +122,7 @@ impl Hasher {
                             // Pay for the dummy hash now, not in the first
                             // login for an unknown account.
                             let _ = password::dummy_hash();
+                            release_freed_memory();
                         }
                         work(queue)
                     })
@@ -215,16 +216,20 @@ fn work(queue: Receiver<Job>) {
         if panic::catch_unwind(AssertUnwindSafe(job)).is_err() {
             log::error!("a password hashing job panicked");
         }
-        // Each hash takes 19 MiB of working memory. glibc keeps freed blocks of a thread's arena
-        // for reuse, so every hashing thread would hold that much for good; give it back once the
-        // queue is empty. Cheap next to the hash itself.
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
         if queue.is_empty() {
-            // SAFETY: malloc_trim only releases free memory; it touches no live allocation.
-            unsafe {
-                libc::malloc_trim(0);
-            }
+            release_freed_memory();
         }
+    }
+}
+
+/// Each hash takes 19 MiB of working memory. glibc keeps freed blocks of a thread's arena for
+/// reuse, so every hashing thread would hold that much for good; give it back after a burst.
+/// Cheap next to the hash itself.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

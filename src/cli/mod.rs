@@ -124,8 +124,8 @@ Options (each falls back to the environment variable named, then the default):
   --head-timeout SECS      Time allowed for a whole request head, counted from when
                            the connection is ready (idle keep-alive included)
                            [TENANTD_HEAD_TIMEOUT, 10]
-  --io-timeout SECS        Longest wait on one socket read or write while a request is
-                           served [TENANTD_IO_TIMEOUT, 10]
+  --io-timeout SECS        Longest wait for a response write to make progress
+                           [TENANTD_IO_TIMEOUT, 10]
   --body-timeout SECS      Time allowed for a whole request body [TENANTD_BODY_TIMEOUT, 30]
   --max-body BYTES         Default request body limit [TENANTD_MAX_BODY, 1048576]
   --allowed-origin ORIGIN  A browser origin (https://app.example.com) allowed to open
