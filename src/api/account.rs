@@ -13,7 +13,7 @@ use crate::catalog::{
 use crate::error::Error;
 use crate::http::{Response, Router};
 
-use super::{id_param, object, opt_text, text, Account, App, Call, Route};
+use super::{id_param, object, opt_text, tenant_by_key, text, Account, App, Call, Route};
 
 pub(super) fn routes(r: &mut Router<Route>) {
     r.add("POST", "/api/auth/login", Route::Public(login));
@@ -247,11 +247,8 @@ fn create_token(app: &App, call: &Call, account: &Account) -> Result<Response, E
     let body = object(call.req)?;
     let name = text(&body, "name")?;
     let tenant_key = text(&body, "tenant")?;
-    let record = match uuid::Uuid::parse_str(&tenant_key) {
-        Ok(id) => app.catalog.by_id(&id.hyphenated().to_string())?,
-        Err(_) => app.catalog.by_slug(&tenant_key)?,
-    }
-    .ok_or_else(|| Error::validation("tenant", "no such tenant"))?;
+    let record = tenant_by_key(&app.catalog, &tenant_key)?
+        .ok_or_else(|| Error::validation("tenant", "no such tenant"))?;
     // A credential bound to one tenant (a personal token, an impersonation) mints keys to that
     // tenant only, or it would be a key to all of the user's tenants after all.
     if account

@@ -15,7 +15,7 @@ use crate::http::{Params, Response, Router};
 use crate::tenancy::lifecycle::{self, LifecycleError, NewTenant};
 
 use super::account::{check_throttle, throttle_keys};
-use super::members::audit_filter;
+use super::members::{audit_filter, audit_page};
 use super::{object, opt_text, text, App, Call, Operator, Route};
 
 /// How long an impersonation ticket may wait to be exchanged.
@@ -213,23 +213,12 @@ fn audit(app: &App, call: &Call, _op: &Operator) -> Result<Response, Error> {
                 _ => AuditActor::Email(actor),
             });
     }
-    let entries = app.catalog.audit_query(&filter)?;
-    let next = (entries.len() == filter.limit)
-        .then(|| entries.last().map(|e| e.id))
-        .flatten();
-    Ok(Response::json(
-        200,
-        &json!({ "entries": entries, "next": next }),
-    ))
+    audit_page(app, &filter)
 }
 
 /// A tenant by id (a UUID) or by slug. Slugs never look like UUIDs, so the two cannot be confused.
 fn tenant_by_key(catalog: &Catalog, key: &str) -> Result<Arc<TenantRecord>, Error> {
-    let record = match uuid::Uuid::parse_str(key) {
-        Ok(id) => catalog.by_id(&id.hyphenated().to_string())?,
-        Err(_) => catalog.by_slug(key)?,
-    };
-    record.ok_or(Error::TenantNotFound)
+    super::tenant_by_key(catalog, key)?.ok_or(Error::TenantNotFound)
 }
 
 fn slug_of(app: &App, params: &Params) -> Result<String, Error> {

@@ -6,6 +6,7 @@
 //! Who may join which channel is decided here, in one function used both when a socket subscribes
 //! and when the watcher re-checks it: a rule cannot drift between the two.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -360,6 +361,9 @@ fn recheck(app: &App) -> Result<(), String> {
     let subscriptions = app.hub.subscriptions().map_err(|e| format!("{e:?}"))?;
     let now = unix_now();
     let mut ended = Vec::new();
+    // Many sockets of one session often hold the same channel (tabs, a fan-out): judge each
+    // (user, session, channel) once per pass.
+    let mut verdicts: HashMap<(i64, i64, String), bool> = HashMap::new();
     for s in subscriptions {
         // Subscriptions we authorized carry an owner `user:session`; public ones none.
         let owner = s
@@ -368,9 +372,11 @@ fn recheck(app: &App) -> Result<(), String> {
             .and_then(|o| o.split_once(':'))
             .and_then(|(u, s)| Some((u.parse::<i64>().ok()?, s.parse::<i64>().ok()?)));
         let allowed = match owner {
-            Some((user_id, session_id)) => {
-                still_allowed(app, &app.catalog, user_id, session_id, &s.channel, now)
-            }
+            Some((user_id, session_id)) => *verdicts
+                .entry((user_id, session_id, s.channel.clone()))
+                .or_insert_with(|| {
+                    still_allowed(app, &app.catalog, user_id, session_id, &s.channel, now)
+                }),
             // A private or presence subscription with no owner cannot be re-checked: its
             // signature was replayed (subscribe, unsubscribe, subscribe again) or its recorded
             // authorization was pushed out by later ones. The signature never expires, so

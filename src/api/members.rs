@@ -277,14 +277,9 @@ pub(super) fn audit_filter(call: &Call) -> Result<AuditFilter, Error> {
     })
 }
 
-fn tenant_audit(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
-    member.require("audit_view")?;
-    let mut filter = audit_filter(call)?;
-    filter.tenant_id = Some(member.tenant.id().to_string());
-    if let Some(actor) = call.req.query_param("actor") {
-        filter.actor = Some(crate::catalog::AuditActor::Email(actor));
-    }
-    let entries = app.catalog.audit_query(&filter)?;
+/// One page of the audit log; `next` is the `before` of the following page, if there may be one.
+pub(super) fn audit_page(app: &App, filter: &AuditFilter) -> Result<Response, Error> {
+    let entries = app.catalog.audit_query(filter)?;
     let next = (entries.len() == filter.limit)
         .then(|| entries.last().map(|e| e.id))
         .flatten();
@@ -292,4 +287,14 @@ fn tenant_audit(app: &App, call: &Call, member: &Member) -> Result<Response, Err
         200,
         &json!({ "entries": entries, "next": next }),
     ))
+}
+
+fn tenant_audit(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+    member.require("audit_view")?;
+    let mut filter = audit_filter(call)?;
+    filter.tenant_id = Some(member.tenant.id().to_string());
+    if let Some(actor) = call.req.query_param("actor") {
+        filter.actor = Some(crate::catalog::AuditActor::Email(actor));
+    }
+    audit_page(app, &filter)
 }

@@ -628,6 +628,15 @@ fn opt_text(body: &Value, field: &str) -> Result<Option<String>, Error> {
     }
 }
 
+/// A tenant named by its id (a UUID, any spelling) or its slug. Slugs never look like UUIDs, so
+/// the two cannot be confused.
+fn tenant_by_key(catalog: &Catalog, key: &str) -> Result<Option<Arc<TenantRecord>>, Error> {
+    Ok(match uuid::Uuid::parse_str(key) {
+        Ok(id) => catalog.by_id(&id.hyphenated().to_string())?,
+        Err(_) => catalog.by_slug(key)?,
+    })
+}
+
 /// A numeric path parameter; anything else names nothing.
 fn id_param(params: &Params, name: &str) -> Result<i64, Error> {
     params

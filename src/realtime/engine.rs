@@ -438,14 +438,9 @@ impl Engine {
             Some(conn) if conn.closing.is_none() => {}
             _ => return,
         }
-        self.unsubscribe_all(t);
-        let linger = self.config.close_linger;
-        let Some(conn) = self.conns.get_mut(t).and_then(Option::as_mut) else {
+        let Some(conn) = self.start_closing(t) else {
             return;
         };
-        conn.queue.clear();
-        conn.queued_bytes = 0;
-        conn.closing = Some(Instant::now() + linger);
         let frame = CloseFrame {
             code: CloseCode::from(code),
             reason: reason.into(),
@@ -454,16 +449,23 @@ impl Engine {
         self.close_written(t, result);
     }
 
-    /// The client sent a close frame: leave every channel, answer it, then wait for its EOF.
-    fn closed_by_peer(&mut self, t: usize) {
+    /// Leaves every channel, drops what was still queued, and gives the socket `close_linger`
+    /// to finish the closing handshake.
+    fn start_closing(&mut self, t: usize) -> Option<&mut Conn> {
         self.unsubscribe_all(t);
         let linger = self.config.close_linger;
-        let Some(conn) = self.conns.get_mut(t).and_then(Option::as_mut) else {
-            return;
-        };
+        let conn = self.conns.get_mut(t).and_then(Option::as_mut)?;
         conn.queue.clear();
         conn.queued_bytes = 0;
         conn.closing = Some(Instant::now() + linger);
+        Some(conn)
+    }
+
+    /// The client sent a close frame: leave every channel, answer it, then wait for its EOF.
+    fn closed_by_peer(&mut self, t: usize) {
+        let Some(conn) = self.start_closing(t) else {
+            return;
+        };
         // tungstenite queued the reply; flushing a server socket whose peer closed ends with
         // `ConnectionClosed` once it is written.
         let result = conn.ws.flush();
