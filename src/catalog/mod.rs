@@ -27,6 +27,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 
+use crate::db::probe::{self, WalProbe};
 use crate::db::{self, Create, DbError, DbKind, Pool, PoolConfig};
 
 pub use audit::{
@@ -246,6 +247,10 @@ pub struct Catalog {
     data_dir: PathBuf,
     pool: Pool,
     watcher: Mutex<Watcher>,
+    /// Skips the watcher's `PRAGMA data_version` while the WAL-index header is unchanged.
+    probe: Option<WalProbe>,
+    /// The header as read just before the last check that found the snapshot current.
+    probe_seen: RwLock<Option<probe::Header>>,
     snapshot: RwLock<Arc<Snapshot>>,
     reloads: AtomicU64,
     /// Moves on every change to the catalog: a commit through this `Catalog`, or one that
@@ -339,10 +344,21 @@ impl Catalog {
         // One pool for the life of the catalog: its own scheduler thread is
         // cheap, and r2d2's idle reaper is fine for a pool that stays.
         let pool = db::pool(&path, DbKind::Catalog, &config, &db::thread_pool(1))?;
+        // After the migration above, which made SQLite create the `-shm` file; the watcher's
+        // connection, open for the catalog's whole life, keeps that file in place.
+        let probe = WalProbe::open(&path);
+        if probe.is_none() {
+            log::warn!(
+                "no WAL index beside {}: checking for catalog changes the slow way",
+                path.display()
+            );
+        }
         let catalog = Catalog {
             data_dir: data_dir.to_path_buf(),
             pool,
             watcher: Mutex::new(Watcher { conn, seen: None }),
+            probe,
+            probe_seen: RwLock::new(None),
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             reloads: AtomicU64::new(0),
             generation: AtomicU64::new(0),
@@ -361,15 +377,21 @@ impl Catalog {
     }
 
     /// The current snapshot, reloaded first if the catalog changed since the
-    /// last look. Costs one `PRAGMA data_version` when nothing changed.
+    /// last look. Costs one `pread` of the WAL-index header when nothing
+    /// changed, and a `PRAGMA data_version` when the header moved.
     pub fn snapshot(&self) -> Result<Arc<Snapshot>, CatalogError> {
-        {
+        // Read before the real check, never after: see `db::probe`.
+        let header = self.probe.as_ref().and_then(WalProbe::read);
+        let unchanged = header.is_some()
+            && *self.probe_seen.read().unwrap_or_else(|e| e.into_inner()) == header;
+        if !unchanged {
             let mut watcher = lock(&self.watcher);
             let version: i64 = watcher
                 .conn
                 .prepare_cached("PRAGMA data_version")?
                 .query_row([], |row| row.get(0))?;
-            if watcher.seen != Some(version) {
+            let mut current = watcher.seen == Some(version);
+            if !current {
                 self.generation.fetch_add(1, Ordering::SeqCst);
                 // Read after the version: a commit in between only causes
                 // one extra reload later, never a missed one. A reload that
@@ -379,12 +401,16 @@ impl Catalog {
                         *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
                         watcher.seen = Some(version);
                         self.reloads.fetch_add(1, Ordering::Relaxed);
+                        current = true;
                     }
                     Err(e) if watcher.seen.is_some() => {
                         log::error!("catalog reload failed, serving the previous copy: {e}");
                     }
                     Err(e) => return Err(e),
                 }
+            }
+            if current {
+                *self.probe_seen.write().unwrap_or_else(|e| e.into_inner()) = header;
             }
         }
         Ok(Arc::clone(

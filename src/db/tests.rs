@@ -366,3 +366,39 @@ fn remove_database_files_takes_all_three() {
     // Already gone is fine.
     remove_database_files(&path).unwrap();
 }
+
+#[test]
+fn the_wal_probe_moves_with_every_commit_and_only_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    let writer = open(&path, DbKind::Tenant, Create::IfMissing).unwrap();
+    writer.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+    let probe = probe::WalProbe::open(&path).expect("a WAL database has its -shm file");
+    // A second process would see the same file; a second connection is the same test.
+    let reader = open(&path, DbKind::Tenant, Create::Never).unwrap();
+
+    let before = probe.read().unwrap();
+    let _: i64 = reader
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        probe.read().unwrap(),
+        before,
+        "reads leave the header alone"
+    );
+
+    for i in 0..3 {
+        let seen = probe.read().unwrap();
+        writer.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
+        assert_ne!(probe.read().unwrap(), seen, "commit {i} moved the header");
+    }
+    // A checkpoint that restarts the log, then one more commit: still seen.
+    writer
+        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+        .unwrap();
+    let seen = probe.read().unwrap();
+    writer.execute("INSERT INTO t VALUES (9)", []).unwrap();
+    assert_ne!(probe.read().unwrap(), seen);
+
+    assert!(probe::WalProbe::open(&dir.path().join("absent.db")).is_none());
+}
