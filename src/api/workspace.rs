@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 use crate::error::Error;
 use crate::http::{Request, Response, Router};
 use crate::workspace::{
-    self, ChatUpdate, NewChat, NewOrder, OrderPatch, OrderQuery, Reader, WorkspaceError,
+    self, ChatUpdate, NewChat, NewOrder, OrderPatch, OrderQuery, Reader, ShapedOrder,
+    WorkspaceError,
 };
 
 use super::broadcasting::{chat_channel, except_socket, orders_channel, publish, user_channel};
@@ -332,9 +333,17 @@ fn list_orders(_app: &App, call: &Call, member: &Member) -> Result<Response, Err
         cursor: req.query_param("cursor").filter(|s| !s.is_empty()),
     };
     let page = workspace::list_orders(&member.tenant, &reader(member), &query)?;
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        orders: &'a [ShapedOrder],
+        next: &'a Option<String>,
+    }
     Ok(Response::json(
         200,
-        &json!({ "orders": page.items, "next": page.next }),
+        &Body {
+            orders: &page.items,
+            next: &page.next,
+        },
     ))
 }
 

@@ -255,6 +255,11 @@ pub fn init(conn: &Connection, kind: DbKind) -> rusqlite::Result<()> {
     conn.pragma_update(None, "trusted_schema", "OFF")?;
     if kind == DbKind::Tenant {
         conn.pragma_update(None, "cache_size", -TENANT_CACHE_KIB)?;
+        // SQLite would checkpoint inside the commit that crosses 1,000 pages, and that commit
+        // holds the tenant's write turn (see `Tenant::write`) through the checkpoint's fsync.
+        // `Tenant::write` checkpoints after giving the turn up instead; closing the last
+        // connection to a file checkpoints it as well.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     }
     Ok(())
 }

@@ -744,3 +744,70 @@ fn shared_types_cross_threads() {
     send_sync::<TenancyError>();
     send_sync::<LifecycleError>();
 }
+
+/// SQLite's own checkpoint is off on tenant connections (it would run inside a writer's turn);
+/// `Tenant::write` must do it instead, or the log would only ever grow while the server runs.
+#[test]
+fn writes_checkpoint_the_log_outside_the_write_turn() {
+    let setup = Setup::new();
+    let acme = setup.create("acme", &[]);
+    let registry = setup.registry(quiet());
+    let tenant = resolve_slug(&setup.catalog, &registry, "acme").unwrap();
+    let autocheckpoint: i64 = tenant
+        .conn()
+        .unwrap()
+        .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(autocheckpoint, 0);
+    tenant
+        .write(|tx| -> Result<(), DbError> {
+            tx.execute_batch("CREATE TABLE notes (n INTEGER)")?;
+            Ok(())
+        })
+        .unwrap();
+    for n in 1..CHECKPOINT_EVERY {
+        tenant
+            .write(|tx| -> Result<(), DbError> {
+                tx.execute("INSERT INTO notes VALUES (?1)", [n as i64])?;
+                Ok(())
+            })
+            .unwrap();
+    }
+    // The database file alone (no -wal beside it) holds what was checkpointed.
+    let copy = setup.dir.path().join("copy.db");
+    let notes_in_file_alone = || {
+        fs::copy(setup.path(&acme), &copy).unwrap();
+        let _ = fs::remove_file(setup.dir.path().join("copy.db-wal"));
+        let conn = Connection::open(&copy).unwrap();
+        let n = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name = 'notes'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap();
+        let rows = if n == 0 {
+            0
+        } else {
+            count(&conn, "SELECT count(*) FROM notes")
+        };
+        drop(conn);
+        for f in db::database_files(&copy) {
+            let _ = fs::remove_file(f);
+        }
+        rows
+    };
+    // CHECKPOINT_EVERY writes so far (the table, then the rows): the last one checkpointed.
+    assert_eq!(notes_in_file_alone(), (CHECKPOINT_EVERY - 1) as i64);
+    tenant
+        .write(|tx| -> Result<(), DbError> {
+            tx.execute("INSERT INTO notes VALUES (0)", [])?;
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(
+        notes_in_file_alone(),
+        (CHECKPOINT_EVERY - 1) as i64,
+        "the next write is in the log only"
+    );
+}

@@ -44,7 +44,7 @@ pub use chats::{
 pub use demo::{seed_demo, DemoSummary};
 pub use orders::{
     create_order, delete_order, get_order, list_orders, order_history, update_order, NewOrder,
-    OrderEvent, OrderPatch, OrderQuery, OrderSort, OrderStatus,
+    OrderEvent, OrderPatch, OrderQuery, OrderSort, OrderStatus, ShapedOrder,
 };
 
 /// Who is reading or writing: built by the API layer from the membership read

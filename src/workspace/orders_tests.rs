@@ -65,7 +65,7 @@ fn all_orders(t: &Tenant, r: &Reader, query: &OrderQuery) -> Vec<Value> {
             },
         )
         .unwrap();
-        out.extend(page.items);
+        out.extend(page.items.iter().map(|o| serde_json::to_value(o).unwrap()));
         match page.next {
             Some(next) => cursor = Some(next),
             None => return out,
@@ -777,7 +777,8 @@ fn pagination_returns_every_row_once_under_concurrent_inserts() {
                 },
             )
             .unwrap();
-            for v in &page.items {
+            for o in &page.items {
+                let v = &serde_json::to_value(o).unwrap();
                 seen.push(id_of(v));
                 let column = sort.trim_start_matches('-');
                 keys.push((v[column].as_str().unwrap().to_string(), id_of(v)));
