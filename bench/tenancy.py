@@ -59,7 +59,7 @@ local reqs, n, i = {{}}, {n}, 0
 init = function(args)
   for k = 0, n - 1 do
     -- wrk.format adds the Host header to a headers table that has none.
-    reqs[k] = wrk.format("GET", "/t/{prefix}" .. k .. "/api/tenant",
+    reqs[k] = wrk.format("GET", {path},
                          {{["Authorization"] = "Bearer {token}"}})
   end
 end
@@ -358,20 +358,29 @@ def throughput(binary, creds, level, tenants, runs, duration, warmup, clients):
             raise bl.BenchError(f"{name}: GET /t/t0/api/tenant: {failure}")
         script = os.path.join(srv.dir, "tenants.lua")
         with open(script, "w") as f:
-            f.write(LUA.format(n=tenants, prefix="t", token=token))
+            f.write(LUA.format(n=tenants, path='"/t/t" .. k .. "/api/tenant"', token=token))
+        # The same script asking for /healthz: the ceiling as this very client reaches it.
+        # wrk runs Lua for every request of a scripted run, on the cores the server uses too
+        # (about 5% of /healthz throughput on the 2-core development machine).
+        h_script = os.path.join(srv.dir, "healthz.lua")
+        with open(h_script, "w") as f:
+            f.write(LUA.format(n=tenants, path='"/healthz"', token=token))
         h_url = f"http://{srv.addr}/healthz"
         t_url = f"http://{srv.addr}/t/t0/api/tenant"
         if warmup > 0:
             bl.run_wrk(h_url, WRK_THREADS, WRK_CONNS, warmup)
             bl.run_wrk(t_url, WRK_THREADS, WRK_CONNS, warmup, script=script)
-        health, tenant = [], []
-        # Interleaved, so the machine's noise falls on both alike.
+        health, health_lua, tenant = [], [], []
+        # Interleaved, so the machine's noise falls on all alike.
         for _ in range(runs):
             health.append(bl.run_wrk(h_url, WRK_THREADS, WRK_CONNS, duration))
+            health_lua.append(bl.run_wrk(h_url, WRK_THREADS, WRK_CONNS, duration,
+                                         script=h_script))
             tenant.append(bl.run_wrk(t_url, WRK_THREADS, WRK_CONNS, duration, script=script))
         after = snapshot(srv)
         problems = srv.log_problems()
-    return {"level": level, "health": health, "tenant": tenant, "after": after,
+    return {"level": level, "health": health, "health_lua": health_lua, "tenant": tenant,
+            "after": after,
             "problems": problems, "exit": srv.exit_note, "name": name}
 
 
@@ -595,21 +604,27 @@ def report(root, ctx):
                 "credentials. Since the identity layer, a tenant request is authenticated "
                 "(session lookup, user, membership in that tenant), so the ratio is the cost "
                 "of identifying the tenant, authenticating, checking the membership and "
-                "reading the tenant file, against `/healthz`. "
+                "reading the tenant file, against `/healthz`. The ceiling is `/healthz` "
+                "asked for by the same Lua script (same prebuilt requests, same header), since wrk "
+                "runs Lua for every request of a scripted run on the cores it shares with the "
+                "server; plain wrk on `/healthz` is shown too. "
                 f"{k['warmup']}s warm-up of each (which opens the "
-                f"tenant pools), then {k['runs']} runs of each, alternating /healthz and tenant; "
-                "figures are medians of the runs.", ""]
+                f"tenant pools), then {k['runs']} runs of each, alternating plain /healthz, "
+                "scripted /healthz and tenant; figures are medians of the runs.", ""]
         rows = []
         for t in tp:
             h_rps = bl.median([r["rps"] for r in t["health"]])
+            hl_rps = bl.median([r["rps"] for r in t["health_lua"]])
             t_rps = bl.median([r["rps"] for r in t["tenant"]])
-            ratio = t_rps / h_rps if h_rps else 0
-            t["ratio"] = ratio
+            ratio = t_rps / hl_rps if hl_rps else 0
+            plain = t_rps / h_rps if h_rps else 0
+            t["ratio"], t["plain_ratio"] = ratio, plain
             for label, rs, tgt in (
-                    ("`GET /healthz` (ceiling)", t["health"], ""),
+                    ("`GET /healthz`, plain wrk", t["health"], ""),
+                    ("`GET /healthz`, the same Lua script (ceiling)", t["health_lua"], ""),
                     (f"`GET /t/tN/api/tenant`, {k['tenants']} tenants", t["tenant"],
-                     f"{ratio:.0%} of the ceiling; ≥ {TARGET_RATIO:.0%}: "
-                     f"{verdict(ratio >= TARGET_RATIO)}")):
+                     f"{ratio:.0%} of the ceiling ({plain:.0%} of plain wrk); "
+                     f"≥ {TARGET_RATIO:.0%}: {verdict(ratio >= TARGET_RATIO)}")):
                 rows.append([t["level"], label,
                              f"{bl.median([r['rps'] for r in rs]):,.0f}",
                              fmt_ms(bl.median([r["p50_ms"] for r in rs])),
@@ -622,11 +637,11 @@ def report(root, ctx):
                          "each run: req/s", "each run: p50, p99"], rows)
         out.append("")
         for t in tp:
-            pairs = [tr["rps"] / hr["rps"] for hr, tr in zip(t["health"], t["tenant"])
+            pairs = [tr["rps"] / hr["rps"] for hr, tr in zip(t["health_lua"], t["tenant"])
                      if hr["rps"]]
-            errs = [f"{kk} {v}" for r in t["health"] + t["tenant"]
-                    for kk, v in r["socket_errors"].items() if v]
-            non2xx = sum(r["non_2xx"] for r in t["health"] + t["tenant"])
+            every = t["health"] + t["health_lua"] + t["tenant"]
+            errs = [f"{kk} {v}" for r in every for kk, v in r["socket_errors"].items() if v]
+            non2xx = sum(r["non_2xx"] for r in every)
             out.append(f"- RUST_LOG={t['level']}: ratio of each back-to-back pair: "
                        f"{' / '.join(f'{x:.0%}' for x in pairs)}; wrk socket errors: "
                        f"{', '.join(errs) or 'none'}; non-2xx: {non2xx}; server afterwards: "

@@ -197,8 +197,13 @@ def workloads(ctx):
     create_one = f"/t/{ONE}/api/orders"
     message = f"/t/{CHAT}/api/chats/{chat}/messages"
     return [
-        Workload("health", "`GET /healthz` (ceiling)", "GET", ["/healthz"], None, "/healthz",
+        Workload("health", "`GET /healthz`, plain wrk", "GET", ["/healthz"], None, "/healthz",
                  plain=True),
+        # The ceiling: the same scripted client as every other workload. wrk runs Lua for each
+        # request of a scripted run, on the cores it shares with the server (about 5% of
+        # /healthz throughput on the 2-core development machine).
+        Workload("health_lua", "`GET /healthz`, the same Lua script (ceiling)", "GET",
+                 ["/healthz"], None, "/healthz"),
         Workload("get", f"`GET /api/orders/{{id}}`, {len(ids):,} ids of one tenant", "GET",
                  [f"/t/{READS}/api/orders/{i}" for i in ids], None,
                  f"/t/{READS}/api/orders/{ids[0]}", "ratio"),
@@ -314,14 +319,16 @@ def report(root, res, knobs, meta):
             f"{knobs['clients']} clients); the creates go to other tenants, so the read "
             "figures do not drift as orders pile up.", "",
             f"`wrk -t{WRK_THREADS} -c{WRK_CONNS} -d{knobs['duration']}s --latency`; every "
-            "workload but `/healthz` through a Lua script that prebuilds its requests in "
-            "`init()` (Bearer header, JSON body) and cycles over them: the "
+            "workload but the plain `/healthz` through a Lua script that prebuilds its "
+            "requests in `init()` (Bearer header, JSON body) and cycles over them: the "
             f"{len(ctx['ids']):,} order ids, or the {n_spread} tenants' paths. "
             f"{knobs['warmup']}s warm-up of each, then {knobs['runs']} runs of each, the "
             "workloads alternating within every run; figures are medians of the runs, the "
-            "ratio is a median over the `/healthz` median. non-2xx: the measured runs' sum "
+            "ratio is a median over the median of `/healthz` through the same script (the "
+            "ceiling as this client reaches it). non-2xx: the measured runs' sum "
             "(wrk counts statuses ≥ 400).", ""]
-    h_rps = bl.median([r["rps"] for r in ws["health"].runs])
+    h_rps = bl.median([r["rps"] for r in ws["health_lua"].runs])
+    plain_rps = bl.median([r["rps"] for r in ws["health"].runs])
     c1_rps = bl.median([r["rps"] for r in ws["create1"].runs])
     rows, verdicts = [], {}
     for w in res["ws"]:
@@ -329,7 +336,9 @@ def report(root, res, knobs, meta):
         ratio = rps / h_rps if h_rps else 0
         if w.target == "ratio":
             ok = ratio >= TARGET_READ_RATIO
-            tgt = f"≥ {TARGET_READ_RATIO:.0%} of the ceiling: {tn.verdict(ok)}"
+            plain = rps / plain_rps if plain_rps else 0
+            tgt = (f"≥ {TARGET_READ_RATIO:.0%} of the ceiling: {tn.verdict(ok)} "
+                   f"({plain:.0%} of plain wrk)")
         elif w.target == "create":
             ok = rps >= TARGET_CREATE_RPS
             tgt = f"≥ {TARGET_CREATE_RPS:,}/s: {tn.verdict(ok)}"
@@ -345,7 +354,7 @@ def report(root, res, knobs, meta):
         rows.append([w.label, f"{rps:,.0f}", tn.fmt_ms(bl.median([r["p50_ms"] for r in w.runs])),
                      tn.fmt_ms(bl.median([r["p99_ms"] for r in w.runs])),
                      f"{non2xx:,}" if not non2xx else f"**{non2xx:,}**",
-                     "" if w.key == "health" else f"{ratio:.0%}", tgt,
+                     "" if w.key.startswith("health") else f"{ratio:.0%}", tgt,
                      " / ".join(f"{r['rps']:,.0f}" for r in w.runs),
                      " / ".join(f"{tn.fmt_ms(r['p50_ms'])}, {tn.fmt_ms(r['p99_ms'])}"
                                 for r in w.runs)])

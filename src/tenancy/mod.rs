@@ -401,27 +401,20 @@ impl Registry {
             }
         }
         let inner = &self.inner;
-        let Some(path) = tenant_db_path(&inner.data_dir, &record.id) else {
-            let reason = "catalog id is not a canonical UUID".to_string();
-            log::error!(
-                "tenant {} ({:?}) unavailable: {reason}",
-                record.slug,
-                record.id
-            );
-            return Err(TenancyError::Unavailable {
-                tenant: record.slug.clone(),
-                reason,
-            });
-        };
         loop {
-            let slot = Arc::clone(lock(&inner.slots).entry(record.id.clone()).or_insert_with(
-                || {
-                    Arc::new(Slot {
-                        state: Mutex::new(SlotState::Empty),
-                        settled: Condvar::new(),
-                    })
-                },
-            ));
+            let slot = {
+                let mut slots = lock(&inner.slots);
+                // Looked up before inserting: the hot path allocates no key.
+                match slots.get(&record.id) {
+                    Some(slot) => Arc::clone(slot),
+                    None => Arc::clone(slots.entry(record.id.clone()).or_insert_with(|| {
+                        Arc::new(Slot {
+                            state: Mutex::new(SlotState::Empty),
+                            settled: Condvar::new(),
+                        })
+                    })),
+                }
+            };
             let mut state = lock(&slot.state);
             let deadline = Instant::now() + inner.config.open_wait;
             while matches!(*state, SlotState::Opening) {
@@ -456,6 +449,18 @@ impl Registry {
                 }
                 SlotState::Failed { .. } | SlotState::Empty => {}
             }
+            let Some(path) = tenant_db_path(&inner.data_dir, &record.id) else {
+                let reason = "catalog id is not a canonical UUID".to_string();
+                log::error!(
+                    "tenant {} ({:?}) unavailable: {reason}",
+                    record.slug,
+                    record.id
+                );
+                return Err(TenancyError::Unavailable {
+                    tenant: record.slug.clone(),
+                    reason,
+                });
+            };
             // First use in this process, or a retry. The slot says so and is
             // unlocked while we work: callers for the same tenant wait on its
             // condition variable (bounded), others are not held up.
