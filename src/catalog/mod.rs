@@ -115,7 +115,7 @@ impl TenantRecord {
 }
 
 /// The whole catalog at one moment. Immutable: a change builds a new one.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
     by_id: HashMap<String, Arc<TenantRecord>>,
     by_slug: HashMap<String, Arc<TenantRecord>>,
@@ -149,6 +149,31 @@ impl Snapshot {
 
     pub fn is_empty(&self) -> bool {
         self.by_id.is_empty()
+    }
+
+    fn insert(&mut self, record: Arc<TenantRecord>) {
+        for d in &record.domains {
+            self.by_domain.insert(d.domain.clone(), Arc::clone(&record));
+        }
+        self.by_slug
+            .insert(record.slug.clone(), Arc::clone(&record));
+        self.by_id.insert(record.id.clone(), record);
+    }
+
+    /// Takes the tenant out, with the slug and domains that still lead to it (another tenant
+    /// may hold them by now).
+    fn remove(&mut self, id: &str) {
+        let Some(old) = self.by_id.remove(id) else {
+            return;
+        };
+        if self.by_slug.get(&old.slug).is_some_and(|r| r.id == id) {
+            self.by_slug.remove(&old.slug);
+        }
+        for d in &old.domains {
+            if self.by_domain.get(&d.domain).is_some_and(|r| r.id == id) {
+                self.by_domain.remove(&d.domain);
+            }
+        }
     }
 }
 
@@ -241,6 +266,8 @@ impl From<ValidationError> for CatalogError {
 struct Watcher {
     conn: Connection,
     seen: Option<i64>,
+    /// The last `tenant_changes.seq` the snapshot includes; `None` before the first load.
+    log_seq: Option<i64>,
 }
 
 pub struct Catalog {
@@ -356,7 +383,11 @@ impl Catalog {
         let catalog = Catalog {
             data_dir: data_dir.to_path_buf(),
             pool,
-            watcher: Mutex::new(Watcher { conn, seen: None }),
+            watcher: Mutex::new(Watcher {
+                conn,
+                seen: None,
+                log_seq: None,
+            }),
             probe,
             probe_seen: RwLock::new(None),
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
@@ -394,13 +425,17 @@ impl Catalog {
             if !current {
                 self.generation.fetch_add(1, Ordering::SeqCst);
                 // Read after the version: a commit in between only causes
-                // one extra reload later, never a missed one. A reload that
+                // one extra refresh later, never a missed one. A refresh that
                 // fails keeps the last good snapshot serving (if there is one).
-                match load_snapshot(&mut watcher.conn) {
-                    Ok(fresh) => {
-                        *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+                let base = Arc::clone(&self.snapshot.read().unwrap_or_else(|e| e.into_inner()));
+                match refresh(&mut watcher, &base) {
+                    Ok(refreshed) => {
+                        if let Some(fresh) = refreshed {
+                            *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) =
+                                Arc::new(fresh);
+                            self.reloads.fetch_add(1, Ordering::Relaxed);
+                        }
                         watcher.seen = Some(version);
-                        self.reloads.fetch_add(1, Ordering::Relaxed);
                         current = true;
                     }
                     Err(e) if watcher.seen.is_some() => {
@@ -824,68 +859,126 @@ fn unique_violation(e: rusqlite::Error, slug: &str, domain: &str) -> CatalogErro
     CatalogError::from(e)
 }
 
-fn load_snapshot(conn: &mut Connection) -> Result<Snapshot, CatalogError> {
-    // One read transaction: tenants and domains from the same commit.
-    let tx = conn.transaction()?;
+/// Brings `base` up to the catalog as of now, in one read transaction: `None` if no tenant or
+/// domain changed since the last look (a session, an audit entry), the changed tenants alone
+/// re-read if `tenant_changes` covers the gap, or everything.
+fn refresh(watcher: &mut Watcher, base: &Snapshot) -> Result<Option<Snapshot>, CatalogError> {
+    let tx = watcher.conn.transaction()?;
+    let (first, last): (Option<i64>, Option<i64>) = tx
+        .prepare_cached("SELECT min(seq), max(seq) FROM tenant_changes")?
+        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    let last = last.unwrap_or(0);
+    let snapshot = match watcher.log_seq {
+        Some(seen) if seen == last => None,
+        // The log is complete after `seen`: it was never pruned past it, nor went back (a
+        // catalog restored from a backup).
+        Some(seen) if seen < last && first.is_some_and(|first| first <= seen + 1) => {
+            let mut changed: Vec<String> = tx
+                .prepare_cached("SELECT DISTINCT tenant_id FROM tenant_changes WHERE seq > ?1")?
+                .query_map([seen], |row| row.get(0))?
+                .collect::<Result<_, _>>()?;
+            changed.sort();
+            let mut next = base.clone();
+            // Out first, all of them, then in: a slug or domain may have passed from one
+            // changed tenant to another.
+            for id in &changed {
+                next.remove(id);
+            }
+            for id in &changed {
+                if let Some(record) = load_tenant(&tx, id)? {
+                    next.insert(Arc::new(record));
+                }
+            }
+            Some(next)
+        }
+        _ => Some(load_all(&tx)?),
+    };
+    tx.finish()?;
+    watcher.log_seq = Some(last);
+    Ok(snapshot)
+}
+
+const TENANT_COLUMNS: &str = "id, slug, name, status, settings, created_at, updated_at, deleted_at";
+
+fn tenant_from_row(
+    row: &rusqlite::Row<'_>,
+    domains: Vec<DomainRecord>,
+) -> Result<TenantRecord, CatalogError> {
+    let id: String = row.get(0)?;
+    let status: String = row.get(3)?;
+    let settings: String = row.get(4)?;
+    let status = TenantStatus::parse(&status).ok_or_else(|| CatalogError::Corrupt {
+        id: id.clone(),
+        message: format!("unknown status {status:?}"),
+    })?;
+    // Settings do not route requests: one that does not parse (valid for SQLite's
+    // json_valid, too deep for serde) must not take every tenant down with it.
+    let settings = serde_json::from_str(&settings).unwrap_or_else(|e| {
+        log::error!("tenant {id}: settings ignored, they do not parse: {e}");
+        serde_json::Value::Object(Default::default())
+    });
+    Ok(TenantRecord {
+        domains,
+        id,
+        slug: row.get(1)?,
+        name: row.get(2)?,
+        status,
+        settings,
+        created_at: row.get(5)?,
+        updated_at: row.get(6)?,
+        deleted_at: row.get(7)?,
+    })
+}
+
+fn domain_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DomainRecord> {
+    Ok(DomainRecord {
+        domain: row.get(0)?,
+        is_primary: row.get(1)?,
+    })
+}
+
+/// One tenant with its domains, as of the caller's transaction; `None` if it is gone.
+fn load_tenant(tx: &Transaction<'_>, id: &str) -> Result<Option<TenantRecord>, CatalogError> {
+    let domains = tx
+        .prepare_cached(
+            "SELECT domain, is_primary FROM domains WHERE tenant_id = ?1
+             ORDER BY is_primary DESC, domain",
+        )?
+        .query_map([id], domain_from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut stmt = tx.prepare_cached(&format!(
+        "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"
+    ))?;
+    let mut rows = stmt.query([id])?;
+    match rows.next()? {
+        Some(row) => Ok(Some(tenant_from_row(row, domains)?)),
+        None => Ok(None),
+    }
+}
+
+/// Every tenant with its domains, as of the caller's transaction.
+fn load_all(tx: &Transaction<'_>) -> Result<Snapshot, CatalogError> {
     let mut domains: HashMap<String, Vec<DomainRecord>> = HashMap::new();
     {
         let mut stmt = tx.prepare_cached(
-            "SELECT tenant_id, domain, is_primary FROM domains
+            "SELECT domain, is_primary, tenant_id FROM domains
              ORDER BY tenant_id, is_primary DESC, domain",
         )?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
-            domains.entry(row.get(0)?).or_default().push(DomainRecord {
-                domain: row.get(1)?,
-                is_primary: row.get(2)?,
-            });
+            domains
+                .entry(row.get(2)?)
+                .or_default()
+                .push(domain_from_row(row)?);
         }
     }
     let mut snapshot = Snapshot::default();
-    {
-        let mut stmt = tx.prepare_cached(
-            "SELECT id, slug, name, status, settings, created_at, updated_at, deleted_at
-             FROM tenants",
-        )?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let id: String = row.get(0)?;
-            let status: String = row.get(3)?;
-            let settings: String = row.get(4)?;
-            let corrupt = |message: String| CatalogError::Corrupt {
-                id: id.clone(),
-                message,
-            };
-            let status = TenantStatus::parse(&status)
-                .ok_or_else(|| corrupt(format!("unknown status {status:?}")))?;
-            // Settings do not route requests: one that does not parse (valid for SQLite's
-            // json_valid, too deep for serde) must not take every tenant down with it.
-            let settings = serde_json::from_str(&settings).unwrap_or_else(|e| {
-                log::error!("tenant {id}: settings ignored, they do not parse: {e}");
-                serde_json::Value::Object(Default::default())
-            });
-            let record = Arc::new(TenantRecord {
-                domains: domains.remove(&id).unwrap_or_default(),
-                id,
-                slug: row.get(1)?,
-                name: row.get(2)?,
-                status,
-                settings,
-                created_at: row.get(5)?,
-                updated_at: row.get(6)?,
-                deleted_at: row.get(7)?,
-            });
-            for d in &record.domains {
-                snapshot
-                    .by_domain
-                    .insert(d.domain.clone(), Arc::clone(&record));
-            }
-            snapshot
-                .by_slug
-                .insert(record.slug.clone(), Arc::clone(&record));
-            snapshot.by_id.insert(record.id.clone(), record);
-        }
+    let mut stmt = tx.prepare_cached(&format!("SELECT {TENANT_COLUMNS} FROM tenants"))?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let id: String = row.get(0)?;
+        let own = domains.remove(&id).unwrap_or_default();
+        snapshot.insert(Arc::new(tenant_from_row(row, own)?));
     }
-    tx.finish()?;
     Ok(snapshot)
 }

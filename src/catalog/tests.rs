@@ -261,3 +261,123 @@ fn host_normalization() {
     assert_eq!(normalize_host(" acme.test "), "acme.test");
     assert_eq!(normalize_host("acme.test:"), "acme.test:");
 }
+
+/// What a server holds against what a fresh open reads: the incremental refresh must never
+/// drift from a full load.
+fn assert_same_as_a_fresh_load(catalog: &Catalog, dir: &Path) {
+    let held = catalog.snapshot().unwrap();
+    let fresh = Catalog::open(dir, Create::Never)
+        .unwrap()
+        .snapshot()
+        .unwrap();
+    assert_eq!(*held, *fresh);
+}
+
+#[test]
+fn tenant_changes_are_read_one_tenant_at_a_time_and_others_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = open_new(dir.path());
+    let acme = add(&catalog, "acme", &["acme.test", "shop.acme.test"]);
+    let beta = add(&catalog, "beta", &["beta.test"]);
+    add(&catalog, "gamma", &[]);
+    assert_same_as_a_fresh_load(&catalog, dir.path());
+
+    // A commit that touches neither tenants nor domains: nothing is rebuilt.
+    let before = catalog.snapshot_reloads();
+    let cli = outside_connection(dir.path());
+    cli.execute(
+        "INSERT INTO meta (key, value) VALUES ('unrelated', 'x')",
+        [],
+    )
+    .unwrap();
+    let kept = catalog.snapshot().unwrap();
+    assert_eq!(catalog.snapshot_reloads(), before);
+    assert!(kept.by_slug("acme").is_some());
+
+    // A slug and a domain pass from one tenant to another in one commit, from outside.
+    cli.execute_batch(&format!(
+        "BEGIN;
+         UPDATE tenants SET slug = 'acme-old' WHERE id = '{a}';
+         UPDATE tenants SET slug = 'acme' WHERE id = '{b}';
+         UPDATE domains SET tenant_id = '{b}', is_primary = 0 WHERE domain = 'shop.acme.test';
+         COMMIT;",
+        a = acme.id,
+        b = beta.id
+    ))
+    .unwrap();
+    let now = catalog.snapshot().unwrap();
+    assert_eq!(catalog.snapshot_reloads(), before + 1);
+    assert_eq!(now.by_slug("acme").unwrap().id, beta.id);
+    assert_eq!(now.by_slug("acme-old").unwrap().id, acme.id);
+    assert!(now.by_slug("beta").is_none());
+    assert_eq!(now.by_domain("shop.acme.test").unwrap().id, beta.id);
+    assert_eq!(now.by_domain("acme.test").unwrap().id, acme.id);
+    assert_same_as_a_fresh_load(&catalog, dir.path());
+
+    // Deleted from outside (its domains go with it), then changes made here.
+    cli.execute("DELETE FROM tenants WHERE slug = 'gamma'", [])
+        .unwrap();
+    catalog
+        .set_status(&acme.id, TenantStatus::Suspended)
+        .unwrap();
+    add(&catalog, "delta", &["delta.test"]);
+    let now = catalog.snapshot().unwrap();
+    assert!(now.by_slug("gamma").is_none());
+    assert_eq!(
+        now.by_slug("acme-old").unwrap().status,
+        TenantStatus::Suspended
+    );
+    assert_same_as_a_fresh_load(&catalog, dir.path());
+}
+
+#[test]
+fn a_pruned_or_rewound_change_log_means_a_full_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = open_new(dir.path());
+    add(&catalog, "acme", &[]);
+    catalog.snapshot().unwrap();
+    let cli = outside_connection(dir.path());
+    // Entries this server has not read are gone (pruned): it must not trust the rest.
+    cli.execute_batch(
+        "INSERT INTO tenants (id, slug, name, created_at, updated_at)
+         VALUES ('00000000-0000-4000-8000-000000000001', 'lost', 'Lost', 'x', 'x');
+         INSERT INTO tenants (id, slug, name, created_at, updated_at)
+         VALUES ('00000000-0000-4000-8000-000000000002', 'kept', 'Kept', 'x', 'x');
+         DELETE FROM tenant_changes
+          WHERE seq < (SELECT max(seq) FROM tenant_changes);",
+    )
+    .unwrap();
+    let now = catalog.snapshot().unwrap();
+    assert!(now.by_slug("lost").is_some(), "found by a full reload");
+    assert_same_as_a_fresh_load(&catalog, dir.path());
+
+    // The log went back (a catalog restored from an older copy would do this).
+    cli.execute_batch(
+        "DELETE FROM tenant_changes;
+         UPDATE sqlite_sequence SET seq = 0 WHERE name = 'tenant_changes';
+         UPDATE tenants SET name = 'Renamed' WHERE slug = 'acme';",
+    )
+    .unwrap();
+    assert_eq!(catalog.by_slug("acme").unwrap().unwrap().name, "Renamed");
+    assert_same_as_a_fresh_load(&catalog, dir.path());
+}
+
+#[test]
+fn the_change_log_prunes_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = open_new(dir.path());
+    add(&catalog, "acme", &[]);
+    let cli = outside_connection(dir.path());
+    cli.execute_batch(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 12000)
+         INSERT INTO tenant_changes (tenant_id) SELECT 'x' FROM n;",
+    )
+    .unwrap();
+    let (rows, last): (i64, i64) = cli
+        .query_row("SELECT count(*), max(seq) FROM tenant_changes", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert!(last > 12000);
+    assert!((10_000..=11_000).contains(&rows), "{rows} entries kept");
+}
