@@ -250,18 +250,30 @@ def _ms(text):
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def run_wrk(url, threads, connections, duration, timeout_pad=15, script=None):
+def process_cpu_seconds(pid):
+    """User plus system CPU time a process has used so far, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        # The command name (field 2) may hold spaces; the fields after it are fixed.
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(url, threads, connections, duration, timeout_pad=15, script=None, pid=None):
     """Runs wrk with --latency (and `-s script` if given) and returns its figures (latencies in
-    ms) and raw output."""
+    ms) and raw output. With the server's `pid`, also the server's CPU time per answered
+    request (`cpu_us`): what a request costs the server, which the noise of a shared machine
+    moves far less than requests/s."""
     host = re.match(r"http://([^:/]+)", url).group(1)
     check_loopback(host)
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency"]
     cmd += ["-s", script] if script else []
     cmd.append(url)
+    cpu_before = process_cpu_seconds(pid) if pid else None
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + timeout_pad)
     except subprocess.TimeoutExpired:
         raise BenchError(f"wrk did not finish within {duration + timeout_pad}s")
+    cpu = process_cpu_seconds(pid) - cpu_before if pid else None
     out = p.stdout
     if p.returncode != 0:
         raise BenchError(f"wrk failed ({p.returncode}): {p.stderr.strip() or out.strip()}")
@@ -275,6 +287,7 @@ def run_wrk(url, threads, connections, duration, timeout_pad=15, script=None):
         res[f"p{pct}_ms"] = _ms(m.group(1)) if m else None
     m = re.search(r"(\d+) requests in", out)
     res["requests"] = int(m.group(1)) if m else None
+    res["cpu_us"] = (cpu / res["requests"] * 1e6) if cpu is not None and res["requests"] else None
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     res["socket_errors"] = dict(zip(("connect", "read", "write", "timeout"),
                                     map(int, m.groups()))) if m else {}

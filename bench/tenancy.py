@@ -97,6 +97,11 @@ def fmt_ms(ms):
     return "n/a" if ms is None else (f"{ms * 1000:.0f} µs" if ms < 1 else f"{ms:.2f} ms")
 
 
+def fmt_cpu(us):
+    """Server CPU time per answered request (`bl.run_wrk`'s `cpu_us`)."""
+    return "" if us is None else f"{us:.1f} µs"
+
+
 def verdict(ok):
     return "PASS" if ok else "**FAIL**"
 
@@ -373,10 +378,11 @@ def throughput(binary, creds, level, tenants, runs, duration, warmup, clients):
         health, health_lua, tenant = [], [], []
         # Interleaved, so the machine's noise falls on all alike.
         for _ in range(runs):
-            health.append(bl.run_wrk(h_url, WRK_THREADS, WRK_CONNS, duration))
+            health.append(bl.run_wrk(h_url, WRK_THREADS, WRK_CONNS, duration, pid=srv.pid))
             health_lua.append(bl.run_wrk(h_url, WRK_THREADS, WRK_CONNS, duration,
-                                         script=h_script))
-            tenant.append(bl.run_wrk(t_url, WRK_THREADS, WRK_CONNS, duration, script=script))
+                                         script=h_script, pid=srv.pid))
+            tenant.append(bl.run_wrk(t_url, WRK_THREADS, WRK_CONNS, duration, script=script,
+                                     pid=srv.pid))
         after = snapshot(srv)
         problems = srv.log_problems()
     return {"level": level, "health": health, "health_lua": health_lua, "tenant": tenant,
@@ -629,11 +635,13 @@ def report(root, ctx):
                              f"{bl.median([r['rps'] for r in rs]):,.0f}",
                              fmt_ms(bl.median([r["p50_ms"] for r in rs])),
                              fmt_ms(bl.median([r["p99_ms"] for r in rs])),
+                             fmt_cpu(bl.median([r["cpu_us"] for r in rs])),
                              tgt,
                              " / ".join(f"{r['rps']:,.0f}" for r in rs),
                              " / ".join(f"{fmt_ms(r['p50_ms'])}, {fmt_ms(r['p99_ms'])}"
                                         for r in rs)])
-        out += bl.table(["RUST_LOG", "request", "requests/s", "p50", "p99", "ratio / target",
+        out += bl.table(["RUST_LOG", "request", "requests/s", "p50", "p99",
+                         "server CPU per request", "ratio / target",
                          "each run: req/s", "each run: p50, p99"], rows)
         out.append("")
         for t in tp:

@@ -227,7 +227,7 @@ def workloads(ctx):
 def wrk(srv, w, duration, script=None):
     url = f"http://{srv.addr}{w.url_path}"
     return bl.run_wrk(url, WRK_THREADS, WRK_CONNS, duration,
-                      script=None if w.plain else (script or w.script))
+                      script=None if w.plain else (script or w.script), pid=srv.pid)
 
 
 def diagnose(srv, w, token):
@@ -353,12 +353,14 @@ def report(root, res, knobs, meta):
         non2xx = sum(r["non_2xx"] for r in w.runs)
         rows.append([w.label, f"{rps:,.0f}", tn.fmt_ms(bl.median([r["p50_ms"] for r in w.runs])),
                      tn.fmt_ms(bl.median([r["p99_ms"] for r in w.runs])),
+                     tn.fmt_cpu(bl.median([r["cpu_us"] for r in w.runs])),
                      f"{non2xx:,}" if not non2xx else f"**{non2xx:,}**",
                      "" if w.key.startswith("health") else f"{ratio:.0%}", tgt,
                      " / ".join(f"{r['rps']:,.0f}" for r in w.runs),
                      " / ".join(f"{tn.fmt_ms(r['p50_ms'])}, {tn.fmt_ms(r['p99_ms'])}"
                                 for r in w.runs)])
-    out += bl.table(["request", "requests/s", "p50", "p99", "non-2xx", "of ceiling", "target",
+    out += bl.table(["request", "requests/s", "p50", "p99", "server CPU per request", "non-2xx",
+                     "of ceiling", "target",
                      "each run: req/s", "each run: p50, p99"], rows)
     out.append("")
 

@@ -35,6 +35,9 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// SQLite's default (2 MiB per connection) would add up.
 const TENANT_CACHE_KIB: i64 = 1024;
 
+/// Prepared statements kept per tenant connection.
+const TENANT_STATEMENT_CACHE: usize = 48;
+
 /// Which kind of database a connection is for; it decides durability and
 /// memory settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -257,9 +260,12 @@ pub fn init(conn: &Connection, kind: DbKind) -> rusqlite::Result<()> {
         conn.pragma_update(None, "cache_size", -TENANT_CACHE_KIB)?;
         // SQLite would checkpoint inside the commit that crosses 1,000 pages, and that commit
         // holds the tenant's write turn (see `Tenant::write`) through the checkpoint's fsync.
-        // `Tenant::write` checkpoints after giving the turn up instead; closing the last
+        // `Tenant::write` has the registry's checkpoint thread do it instead; closing the last
         // connection to a file checkpoints it as well.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // The workspace routes run a few dozen distinct statements, all cached; rusqlite's
+        // default of 16 would evict and re-prepare them as requests alternate.
+        conn.set_prepared_statement_cache_capacity(TENANT_STATEMENT_CACHE);
     }
     Ok(())
 }

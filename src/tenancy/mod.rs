@@ -12,10 +12,11 @@ mod tests;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError, Weak};
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{Receiver, Sender};
 use rusqlite::{OptionalExtension, Transaction};
 use scheduled_thread_pool::{JobHandle, ScheduledThreadPool};
 
@@ -157,6 +158,11 @@ impl Tenant {
         Ok(self.pool.pool.get()?)
     }
 
+    /// Checkpoints the checkpoint thread finished on this pool (for tests and metrics).
+    pub fn checkpoints_done(&self) -> u64 {
+        self.pool.checkpoints_done.load(Ordering::Relaxed)
+    }
+
     /// Runs `f` in a `BEGIN IMMEDIATE` transaction on this tenant's database;
     /// commits on `Ok`, rolls back on `Err`.
     pub fn write<T, E, F>(&self, f: F) -> Result<T, E>
@@ -169,12 +175,10 @@ impl Tenant {
         let mut conn = self.conn()?;
         let result = db::write(&mut conn, f);
         drop(turn);
-        // Passive: it copies what no reader still needs while the next writers go on.
+        drop(conn);
         let commits = self.pool.commits.fetch_add(1, Ordering::Relaxed) + 1;
         if commits.is_multiple_of(CHECKPOINT_EVERY) {
-            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                log::warn!("tenant {}: checkpoint failed: {e}", self.record.slug);
-            }
+            self.pool.queue_checkpoint();
         }
         result
     }
@@ -246,12 +250,28 @@ struct OpenPool {
     writer: Mutex<()>,
     /// Writes through this pool, for the checkpoint every `CHECKPOINT_EVERY` of them.
     commits: AtomicU64,
+    /// Where checkpoints are asked for, and whether one is already waiting there.
+    checkpoints: Sender<Weak<OpenPool>>,
+    checkpoint_queued: AtomicBool,
+    checkpoints_done: AtomicU64,
+    /// For the checkpoint thread's log lines.
+    path: PathBuf,
     epoch: Instant,
     /// Nanoseconds since `epoch` of the last use, for LRU and idle closing.
     last_used: AtomicU64,
 }
 
 impl OpenPool {
+    /// Hands a checkpoint of this file to the registry's checkpoint thread, once: a writer
+    /// never waits for one (it fsyncs the file), and one file's checkpoints never queue up.
+    fn queue_checkpoint(self: &Arc<Self>) {
+        if !self.checkpoint_queued.swap(true, Ordering::AcqRel) {
+            // The thread lives as long as any pool can send; a failed send means the registry
+            // is going away, and closing the last connection checkpoints anyway.
+            let _ = self.checkpoints.send(Arc::downgrade(self));
+        }
+    }
+
     fn touch(&self) {
         self.last_used
             .store(nanos_since(self.epoch), Ordering::Relaxed);
@@ -328,6 +348,41 @@ struct Inner {
     open: AtomicUsize,
     opened_total: AtomicU64,
     closed_total: AtomicU64,
+    checkpoints: Sender<Weak<OpenPool>>,
+}
+
+/// The thread that checkpoints tenant files for their writers, one file at a time (they all
+/// fsync, and a disk does those best one after another). It ends when every sender is gone:
+/// the registry and all its pools.
+fn spawn_checkpointer(queue: Receiver<Weak<OpenPool>>) {
+    let spawned = std::thread::Builder::new()
+        .name("tenantd-checkpoint".into())
+        .spawn(move || {
+            for pool in queue {
+                // A pool closed meanwhile was checkpointed by closing its last connection.
+                let Some(pool) = pool.upgrade() else {
+                    continue;
+                };
+                // Cleared first: a write landing during this checkpoint may ask for another.
+                pool.checkpoint_queued.store(false, Ordering::Release);
+                let done = pool.pool.get().map_err(|e| e.to_string()).and_then(|conn| {
+                    // PASSIVE: copies what no reader still needs, never waits for writers.
+                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                        .map_err(|e| e.to_string())
+                });
+                match done {
+                    Ok(()) => {
+                        pool.checkpoints_done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => log::warn!("checkpoint of {} failed: {e}", pool.path.display()),
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        // Without the thread, logs grow until a pool closes (which checkpoints): degraded,
+        // not broken.
+        log::error!("could not start the checkpoint thread: {e}");
+    }
 }
 
 /// Tenant pools, opened lazily and closed by LRU, idleness or `evict`.
@@ -356,6 +411,8 @@ impl Drop for Registry {
 
 impl Registry {
     pub fn new(data_dir: &Path, config: RegistryConfig) -> Registry {
+        let (checkpoints, queue) = crossbeam_channel::unbounded();
+        spawn_checkpointer(queue);
         let inner = Arc::new(Inner {
             data_dir: data_dir.to_path_buf(),
             threads: db::thread_pool(config.threads),
@@ -365,6 +422,7 @@ impl Registry {
             open: AtomicUsize::new(0),
             opened_total: AtomicU64::new(0),
             closed_total: AtomicU64::new(0),
+            checkpoints,
         });
         // Idle pools are closed whole by our own sweep instead of r2d2's
         // per-pool reaper: that reaper is a periodic job r2d2 never cancels,
@@ -575,6 +633,10 @@ impl Inner {
             pool,
             writer: Mutex::new(()),
             commits: AtomicU64::new(0),
+            checkpoints: self.checkpoints.clone(),
+            checkpoint_queued: AtomicBool::new(false),
+            checkpoints_done: AtomicU64::new(0),
+            path: path.to_path_buf(),
             epoch: self.epoch,
             last_used: AtomicU64::new(0),
         };

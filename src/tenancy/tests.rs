@@ -746,7 +746,8 @@ fn shared_types_cross_threads() {
 }
 
 /// SQLite's own checkpoint is off on tenant connections (it would run inside a writer's turn);
-/// `Tenant::write` must do it instead, or the log would only ever grow while the server runs.
+/// `Tenant::write` must have the checkpoint thread do it, or the log would only ever grow while
+/// the server runs.
 #[test]
 fn writes_checkpoint_the_log_outside_the_write_turn() {
     let setup = Setup::new();
@@ -797,7 +798,16 @@ fn writes_checkpoint_the_log_outside_the_write_turn() {
         }
         rows
     };
-    // CHECKPOINT_EVERY writes so far (the table, then the rows): the last one checkpointed.
+    // CHECKPOINT_EVERY writes so far (the table, then the rows): the last one asked the
+    // checkpoint thread for one, which runs after the write returned.
+    let asked = Instant::now();
+    while tenant.checkpoints_done() == 0 {
+        assert!(
+            asked.elapsed() < Duration::from_secs(30),
+            "no checkpoint after {CHECKPOINT_EVERY} writes"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
     assert_eq!(notes_in_file_alone(), (CHECKPOINT_EVERY - 1) as i64);
     tenant
         .write(|tx| -> Result<(), DbError> {

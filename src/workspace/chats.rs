@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 
-use super::{now, Page, Problems, Reader, WorkspaceError};
+use super::{now, row_cached, Page, Problems, Reader, WorkspaceError};
 use crate::tenancy::Tenant;
 
 pub const MAX_TITLE_CHARS: usize = 200;
@@ -200,24 +200,24 @@ fn sees_all(reader: &Reader) -> bool {
 /// The chat if the reader may see it; `NotFound` whether it is missing or
 /// hidden.
 fn access(conn: &Connection, reader: &Reader, chat_id: i64) -> Result<Access, WorkspaceError> {
-    let found = conn
-        .query_row(
-            &format!("SELECT {CHAT_COLUMNS} FROM chats WHERE id = ?1"),
-            [chat_id],
-            chat_from_row,
-        )
-        .optional()?;
+    let found = row_cached(
+        conn,
+        &format!("SELECT {CHAT_COLUMNS} FROM chats WHERE id = ?1"),
+        [chat_id],
+        chat_from_row,
+    )
+    .optional()?;
     let Some(chat) = found else {
         return Err(WorkspaceError::NotFound);
     };
-    let membership: Option<Option<i64>> = conn
-        .query_row(
-            "SELECT last_read_message_id FROM chat_participants
+    let membership: Option<Option<i64>> = row_cached(
+        conn,
+        "SELECT last_read_message_id FROM chat_participants
              WHERE chat_id = ?1 AND user_id = ?2",
-            params![chat_id, reader.user_id],
-            |row| row.get(0),
-        )
-        .optional()?;
+        params![chat_id, reader.user_id],
+        |row| row.get(0),
+    )
+    .optional()?;
     if membership.is_none() && !sees_all(reader) {
         return Err(WorkspaceError::NotFound);
     }
@@ -226,30 +226,32 @@ fn access(conn: &Connection, reader: &Reader, chat_id: i64) -> Result<Access, Wo
 
 fn summary(conn: &Connection, reader: &Reader, access: Access) -> rusqlite::Result<ChatSummary> {
     let chat_id = access.chat.id;
-    let participant_count: i64 = conn.query_row(
+    let participant_count: i64 = row_cached(
+        conn,
         "SELECT count(*) FROM chat_participants WHERE chat_id = ?1",
         [chat_id],
         |row| row.get(0),
     )?;
     let unread_count = match access.membership {
         None => 0,
-        Some(last_read) => conn.query_row(
+        Some(last_read) => row_cached(
+            conn,
             "SELECT count(*) FROM messages
              WHERE chat_id = ?1 AND id > ?2 AND user_id <> ?3 AND deleted_at IS NULL",
             params![chat_id, last_read.unwrap_or(0), reader.user_id],
             |row| row.get(0),
         )?,
     };
-    let last_message = conn
-        .query_row(
-            &format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages
+    let last_message = row_cached(
+        conn,
+        &format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages
                  WHERE chat_id = ?1 AND deleted_at IS NULL ORDER BY id DESC LIMIT 1"
-            ),
-            [chat_id],
-            message_from_row,
-        )
-        .optional()?;
+        ),
+        [chat_id],
+        message_from_row,
+    )
+    .optional()?;
     Ok(ChatSummary {
         participant: access.membership.is_some(),
         chat: access.chat,
@@ -271,7 +273,7 @@ pub fn list_chats(tenant: &Tenant, reader: &Reader) -> Result<Vec<ChatSummary>, 
     } else {
         "JOIN"
     };
-    let mut stmt = conn.prepare(&format!(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT c.id, c.title, c.kind, c.created_by, c.created_at, c.updated_at, c.archived_at,
                 p.user_id IS NOT NULL, p.last_read_message_id
          FROM chats c
@@ -363,7 +365,8 @@ pub fn create_chat(
 
     tenant.write(|tx| {
         let now = now();
-        let chat_id: i64 = tx.query_row(
+        let chat_id: i64 = row_cached(
+            tx,
             "INSERT INTO chats (title, kind, created_by, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?4) RETURNING id",
             params![title, kind.as_str(), reader.user_id, now],
@@ -493,7 +496,7 @@ pub fn participants(
 ) -> Result<Vec<Participant>, WorkspaceError> {
     let conn = tenant.conn()?;
     access(&conn, reader, chat_id)?;
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT user_id, joined_at, last_read_message_id FROM chat_participants
          WHERE chat_id = ?1 ORDER BY joined_at, user_id",
     )?;
@@ -514,7 +517,8 @@ fn participant(
     chat_id: i64,
     user_id: i64,
 ) -> rusqlite::Result<Option<Participant>> {
-    conn.query_row(
+    row_cached(
+        conn,
         "SELECT user_id, joined_at, last_read_message_id FROM chat_participants
          WHERE chat_id = ?1 AND user_id = ?2",
         params![chat_id, user_id],
@@ -538,7 +542,7 @@ pub fn list_messages(
     problems.check()?;
     let conn = tenant.conn()?;
     access(&conn, reader, chat_id)?;
-    let mut stmt = conn.prepare(&format!(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages
          WHERE chat_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
     ))?;
@@ -579,7 +583,8 @@ fn archived_problem(problems: &mut Problems, chat: &Chat) {
 }
 
 fn message(conn: &Connection, chat_id: i64, message_id: i64) -> rusqlite::Result<Option<Message>> {
-    conn.query_row(
+    row_cached(
+        conn,
         &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1 AND chat_id = ?2"),
         params![message_id, chat_id],
         message_from_row,
@@ -602,7 +607,8 @@ pub fn post_message(
         archived_problem(&mut problems, &found.chat);
         body_problems(&mut problems, body);
         problems.check()?;
-        let id: i64 = tx.query_row(
+        let id: i64 = row_cached(
+            tx,
             "INSERT INTO messages (chat_id, user_id, body, created_at)
              VALUES (?1, ?2, ?3, ?4) RETURNING id",
             params![chat_id, reader.user_id, body, now()],
@@ -688,7 +694,8 @@ pub fn mark_read(
         if message(tx, chat_id, message_id)?.is_none() {
             return Err(WorkspaceError::NotFound);
         }
-        let mark: i64 = tx.query_row(
+        let mark: i64 = row_cached(
+            tx,
             "UPDATE chat_participants
              SET last_read_message_id = max(coalesce(last_read_message_id, 0), ?3)
              WHERE chat_id = ?1 AND user_id = ?2
