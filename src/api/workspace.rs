@@ -335,14 +335,14 @@ fn list_orders(_app: &App, call: &Call, member: &Member) -> Result<Response, Err
     let page = workspace::list_orders(&member.tenant, &reader(member), &query)?;
     #[derive(serde::Serialize)]
     struct Body<'a> {
-        orders: &'a [ShapedOrder],
         next: &'a Option<String>,
+        orders: &'a [ShapedOrder],
     }
     Ok(Response::json(
         200,
         &Body {
-            orders: &page.items,
             next: &page.next,
+            orders: &page.items,
         },
     ))
 }

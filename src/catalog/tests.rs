@@ -279,12 +279,14 @@ fn tenant_changes_are_read_one_tenant_at_a_time_and_others_not_at_all() {
     let catalog = open_new(dir.path());
     let acme = add(&catalog, "acme", &["acme.test", "shop.acme.test"]);
     let beta = add(&catalog, "beta", &["beta.test"]);
-    add(&catalog, "gamma", &[]);
+    add(&catalog, "gamma", &["gamma.test"]);
     assert_same_as_a_fresh_load(&catalog, dir.path());
 
     // A commit that touches neither tenants nor domains: nothing is rebuilt.
     let before = catalog.snapshot_reloads();
     let cli = outside_connection(dir.path());
+    // As the CLI's connections have it: deleting a tenant takes its domains.
+    cli.pragma_update(None, "foreign_keys", "ON").unwrap();
     cli.execute(
         "INSERT INTO meta (key, value) VALUES ('unrelated', 'x')",
         [],
@@ -323,6 +325,7 @@ fn tenant_changes_are_read_one_tenant_at_a_time_and_others_not_at_all() {
     add(&catalog, "delta", &["delta.test"]);
     let now = catalog.snapshot().unwrap();
     assert!(now.by_slug("gamma").is_none());
+    assert!(now.by_domain("gamma.test").is_none());
     assert_eq!(
         now.by_slug("acme-old").unwrap().status,
         TenantStatus::Suspended

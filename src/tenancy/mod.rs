@@ -170,8 +170,18 @@ impl Tenant {
         F: FnOnce(&Transaction<'_>) -> Result<T, E>,
         E: From<DbError> + From<rusqlite::Error>,
     {
-        // The turn first, then a connection: a queued writer holds none of the few.
-        let turn = lock(&self.pool.writer);
+        // The turn first, then a connection: a queued writer holds none of the few. Waiting
+        // is bounded as it was at SQLite's lock, and ends the same way: busy.
+        let Some(turn) = self.pool.writer.take(db::BUSY_TIMEOUT) else {
+            return Err(E::from(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                Some(format!(
+                    "tenant {}: no write turn within {:?}",
+                    self.record.slug,
+                    db::BUSY_TIMEOUT
+                )),
+            )));
+        };
         let mut conn = self.conn()?;
         let result = db::write(&mut conn, f);
         drop(turn);
@@ -235,6 +245,48 @@ pub struct RegistryStats {
     pub pools_closed: u64,
 }
 
+/// This process's writers to one tenant file take turns here instead of at SQLite's write
+/// lock, where a writer that finds the lock taken sleeps in the busy handler (1 ms, then 2, 5,
+/// 10, ... however soon the lock frees): that put hundreds of milliseconds into the tail of
+/// busy tenants. A condition variable wakes the next writer as soon as the last one commits.
+/// Other processes (`tenantd migrate`, the CLI) still meet the busy timeout.
+#[derive(Default)]
+struct WriteTurn {
+    taken: Mutex<bool>,
+    freed: Condvar,
+}
+
+struct Turn<'a>(&'a WriteTurn);
+
+impl WriteTurn {
+    /// The turn, or `None` after `wait`.
+    fn take(&self, wait: Duration) -> Option<Turn<'_>> {
+        let deadline = Instant::now() + wait;
+        let mut taken = lock(&self.taken);
+        while *taken {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            taken = self
+                .freed
+                .wait_timeout(taken, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        *taken = true;
+        Some(Turn(self))
+    }
+}
+
+/// Also on a panic in the writer's closure: the turn is never lost.
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        *lock(&self.0.taken) = false;
+        self.0.freed.notify_one();
+    }
+}
+
 /// Writes between two checkpoints of a tenant file, in place of SQLite's automatic one (see
 /// `db::init`). A created order puts about 13 pages into the log, so this is close to SQLite's
 /// default of 1,000 pages for the busiest writes, and more often for smaller ones.
@@ -242,18 +294,19 @@ const CHECKPOINT_EVERY: u64 = 64;
 
 struct OpenPool {
     pool: db::Pool,
-    /// This process's writers to the file take turns here, not at SQLite's write lock: a
-    /// writer that finds the lock taken sleeps in SQLite's busy handler (1 ms, then 2, 5, 10,
-    /// ... however soon the lock frees), which put hundreds of milliseconds into the tail of
-    /// busy tenants. The mutex wakes the next writer as soon as the last one commits. Other
-    /// processes (`tenantd migrate`, the CLI) still meet the busy timeout.
-    writer: Mutex<()>,
+    /// See [`WriteTurn`].
+    writer: WriteTurn,
     /// Writes through this pool, for the checkpoint every `CHECKPOINT_EVERY` of them.
     commits: AtomicU64,
     /// Where checkpoints are asked for, and whether one is already waiting there.
     checkpoints: Sender<Weak<OpenPool>>,
     checkpoint_queued: AtomicBool,
     checkpoints_done: AtomicU64,
+    /// Set, under this lock, when the registry closes the pool: the checkpoint thread may
+    /// still upgrade a queued `Weak` afterwards, and must then leave the pool alone (its file
+    /// may be on its way out, by purge). The thread holds the lock while it checkpoints, so a
+    /// close waits for a running checkpoint.
+    retired: Mutex<bool>,
     /// For the checkpoint thread's log lines.
     path: PathBuf,
     epoch: Instant,
@@ -289,7 +342,8 @@ fn nanos_since(epoch: Instant) -> u64 {
 /// True when closing the pool cannot pull anything from under anyone: no
 /// `Tenant` holds it (only the slot's reference) and no connection is out.
 /// Stable while the slot is locked: new `Tenant`s are only made under it,
-/// and connections only through a `Tenant`.
+/// and connections only through a `Tenant`; the one exception, the checkpoint
+/// thread, backs off once the pool is marked retired (see `OpenPool::retired`).
 fn unheld(pool: &Arc<OpenPool>) -> bool {
     if Arc::strong_count(pool) != 1 {
         return false;
@@ -363,6 +417,10 @@ fn spawn_checkpointer(queue: Receiver<Weak<OpenPool>>) {
                 let Some(pool) = pool.upgrade() else {
                     continue;
                 };
+                let retired = lock(&pool.retired);
+                if *retired {
+                    continue;
+                }
                 // Cleared first: a write landing during this checkpoint may ask for another.
                 pool.checkpoint_queued.store(false, Ordering::Release);
                 let done = pool.pool.get().map_err(|e| e.to_string()).and_then(|conn| {
@@ -376,6 +434,7 @@ fn spawn_checkpointer(queue: Receiver<Weak<OpenPool>>) {
                     }
                     Err(e) => log::warn!("checkpoint of {} failed: {e}", pool.path.display()),
                 }
+                drop(retired);
             }
         });
     if let Err(e) = spawned {
@@ -514,6 +573,11 @@ impl Registry {
                     record.slug,
                     record.id
                 );
+                // Failed, like any tenant that cannot open: retried later, swept when stale.
+                *state = SlotState::Failed {
+                    reason: reason.clone(),
+                    at: Instant::now(),
+                };
                 return Err(TenancyError::Unavailable {
                     tenant: record.slug.clone(),
                     reason,
@@ -575,7 +639,10 @@ impl Registry {
                     tenant: tenant_id.to_string(),
                 })
             }
-            SlotState::Open(_) => true,
+            SlotState::Open(pool) => {
+                *lock(&pool.retired) = true;
+                true
+            }
             SlotState::Empty | SlotState::Failed { .. } => false,
         };
         let old = std::mem::replace(&mut *state, SlotState::Retired);
@@ -631,11 +698,12 @@ impl Inner {
         let pool = db::pool(path, DbKind::Tenant, &config, &self.threads).map_err(reason)?;
         let open = OpenPool {
             pool,
-            writer: Mutex::new(()),
+            writer: WriteTurn::default(),
             commits: AtomicU64::new(0),
             checkpoints: self.checkpoints.clone(),
             checkpoint_queued: AtomicBool::new(false),
             checkpoints_done: AtomicU64::new(0),
+            retired: Mutex::new(false),
             path: path.to_path_buf(),
             epoch: self.epoch,
             last_used: AtomicU64::new(0),
@@ -696,7 +764,8 @@ impl Inner {
         let slot = slots.get(id)?;
         let mut state = try_lock(&slot.state)?;
         match &*state {
-            SlotState::Open(pool) if unheld(pool) => {}
+            // Never waits for a running checkpoint while the map is locked: that pool is in use.
+            SlotState::Open(pool) if unheld(pool) => *try_lock(&pool.retired)? = true,
             SlotState::Failed { .. } => {}
             _ => return None,
         }

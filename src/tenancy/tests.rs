@@ -821,3 +821,28 @@ fn writes_checkpoint_the_log_outside_the_write_turn() {
         "the next write is in the log only"
     );
 }
+
+/// The write turn is released however a writer ends: a lost turn would leave every later
+/// writer of the tenant waiting out the busy timeout and failing.
+#[test]
+fn a_writer_that_panics_gives_the_turn_back() {
+    let setup = Setup::new();
+    setup.create("acme", &[]);
+    let registry = setup.registry(quiet());
+    let tenant = resolve_slug(&setup.catalog, &registry, "acme").unwrap();
+    let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        tenant.write(|_tx| -> Result<(), DbError> { panic!("a bug in a handler") })
+    }));
+    assert!(crashed.is_err());
+    let started = Instant::now();
+    tenant
+        .write(|tx| -> Result<(), DbError> {
+            tx.execute_batch("CREATE TABLE after_the_panic (x INTEGER)")?;
+            Ok(())
+        })
+        .unwrap();
+    assert!(
+        started.elapsed() < db::BUSY_TIMEOUT,
+        "waited for a lost turn"
+    );
+}

@@ -648,7 +648,7 @@ pub fn list_orders(
     sql += &format!(" ORDER BY {column} {dir}, id {dir} LIMIT {fetch}");
 
     let conn = tenant.conn()?;
-    // The text varies with the filters only, so a handful of shapes cover every page.
+    // The text varies with the scope, filters and sort only: the common pages reuse theirs.
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt
         .query_map(params_from_iter(args.iter()), order_from_row)?
