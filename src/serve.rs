@@ -14,7 +14,14 @@ use crate::http;
 /// Runs the server until a signal stops it; returns the exit status.
 pub fn run(config: ServeConfig) -> i32 {
     init_logging();
-    raise_fd_limit();
+    let limit = raise_fd_limit();
+    if let Some(warning) = fd_shortfall(
+        limit,
+        config.http.max_connections,
+        config.app.registry.max_open_pools,
+    ) {
+        log::warn!("{warning}");
+    }
     let listener = match TcpListener::bind(&config.bind) {
         Ok(l) => l,
         Err(e) => {
@@ -109,17 +116,72 @@ fn init_logging() {
 }
 
 /// Lifts the soft open-file limit to the hard one: the default soft limit (often 1024) is below
-/// the connection cap plus the tenant files we keep open.
-fn raise_fd_limit() {
+/// the connection cap plus the tenant files we keep open. Returns the limit now in force, if it
+/// could be read.
+fn raise_fd_limit() -> Option<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return None;
         }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    // rlim_t is u64 on Linux but not on every platform.
+    #[allow(clippy::unnecessary_cast)]
+    Some(lim.rlim_cur as u64)
+}
+
+/// Descriptors an open tenant pool holds at rest: the database file, its `-wal` and its `-shm`.
+const FDS_PER_OPEN_TENANT: u64 = 3;
+/// The rest: the catalog's pool, the listener, the reactor's and the hub's pollers, logs.
+const FDS_BESIDE: u64 = 64;
+
+/// A warning when the open-file limit is below what the configured caps can use: past it,
+/// accepts and tenant opens fail with EMFILE under load instead of answering 503 by design.
+fn fd_shortfall(
+    limit: Option<u64>,
+    max_connections: usize,
+    max_open_tenants: usize,
+) -> Option<String> {
+    let limit = limit?;
+    let need = max_connections as u64 + FDS_PER_OPEN_TENANT * max_open_tenants as u64 + FDS_BESIDE;
+    (limit < need).then(|| {
+        format!(
+            "the open-file limit is {limit}, below the {need} descriptors this configuration can \
+             use (--max-connections {max_connections}, plus {FDS_PER_OPEN_TENANT} for each of \
+             --max-open-tenants {max_open_tenants}, plus {FDS_BESIDE}): raise it (ulimit -n, \
+             LimitNOFILE= in a systemd unit) or lower those caps"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_low_open_file_limit_is_reported_with_the_caps_that_need_more() {
+        // The defaults: 1,024 connections and 256 open tenants need 1,856.
+        let warning = fd_shortfall(Some(1024), 1024, 256).expect("1,024 is too low");
+        assert!(warning.contains("1024"), "{warning}");
+        assert!(warning.contains("1856"), "{warning}");
+        assert!(warning.contains("--max-open-tenants 256"), "{warning}");
+        assert_eq!(fd_shortfall(Some(1856), 1024, 256), None);
+        assert_eq!(fd_shortfall(Some(524_288), 1024, 256), None);
+        assert!(fd_shortfall(Some(1855), 1024, 256).is_some());
+        // A limit we could not read is not a reason to warn.
+        assert_eq!(fd_shortfall(None, 1024, 256), None);
     }
 }
