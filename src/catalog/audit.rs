@@ -279,8 +279,8 @@ impl Catalog {
             conditions.push("id < ?");
             values.push(Value::Integer(before));
         }
+        // A literal, not a parameter: SQLite re-prepares a statement whose bound LIMIT changed.
         let limit = filter.limit.clamp(1, MAX_AUDIT_LIMIT);
-        values.push(Value::Integer(limit as i64));
         let filter_sql = if conditions.is_empty() {
             String::new()
         } else {
@@ -289,7 +289,7 @@ impl Catalog {
         let sql = format!(
             "SELECT id, at, actor_type, actor_id, actor_email, tenant_id, action, target_type,
                     target_id, ip, user_agent, details
-             FROM audit_log {filter_sql} ORDER BY id DESC LIMIT ?"
+             FROM audit_log {filter_sql} ORDER BY id DESC LIMIT {limit}"
         );
         let conn = self.identity_read()?;
         let mut stmt = conn.prepare_cached(&sql)?;

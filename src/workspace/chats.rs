@@ -542,12 +542,15 @@ pub fn list_messages(
     problems.check()?;
     let conn = tenant.conn()?;
     access(&conn, reader, chat_id)?;
+    // The checked limit as a literal: a bound LIMIT makes SQLite re-prepare the statement at
+    // every new binding (see `orders::list_orders`).
+    let fetch = i64::from(limit) + 1;
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages
-         WHERE chat_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
+         WHERE chat_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT {fetch}"
     ))?;
     let rows = stmt.query_map(
-        params![chat_id, before.unwrap_or(i64::MAX), i64::from(limit) + 1],
+        params![chat_id, before.unwrap_or(i64::MAX)],
         message_from_row,
     )?;
     let mut items = rows.collect::<rusqlite::Result<Vec<_>>>()?;

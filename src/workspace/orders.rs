@@ -644,14 +644,20 @@ pub fn list_orders(
         let id = arg(SqlValue::Integer(id));
         sql += &format!(" AND ({column}, id) {cmp} ({key}, {id})");
     }
-    let fetch = arg(SqlValue::Integer(i64::from(limit) + 1));
+    // A literal, not a parameter: SQLite plans a LIMIT from its bound value and then
+    // re-prepares the statement whenever that parameter is bound again, which here was on
+    // every page. `limit` is a checked 1..=100.
+    let fetch = i64::from(limit) + 1;
     sql += &format!(" ORDER BY {column} {dir}, id {dir} LIMIT {fetch}");
 
     let conn = tenant.conn()?;
     // The text varies with the scope, filters and sort only: the common pages reuse theirs.
     let mut stmt = conn.prepare_cached(&sql)?;
+    // ?1, the reader, goes unused when the scope is everything; with no other parameter
+    // after it the statement has none to bind.
+    let used = stmt.parameter_count().min(args.len());
     let mut rows = stmt
-        .query_map(params_from_iter(args.iter()), order_from_row)?
+        .query_map(params_from_iter(args[..used].iter()), order_from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let next = if rows.len() > limit as usize {
         rows.truncate(limit as usize);
