@@ -651,7 +651,7 @@ pub fn list_orders(
     sql += &format!(" ORDER BY {column} {dir}, id {dir} LIMIT {fetch}");
 
     let conn = tenant.conn()?;
-    // The text varies with the scope, filters and sort only: the common pages reuse theirs.
+    // The text varies with the scope, filters, sort and page size: common pages reuse theirs.
     let mut stmt = conn.prepare_cached(&sql)?;
     // ?1, the reader, goes unused when the scope is everything; with no other parameter
     // after it the statement has none to bind.

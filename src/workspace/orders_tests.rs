@@ -912,3 +912,69 @@ fn currency_list_is_sorted_for_binary_search() {
         .iter()
         .all(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase())));
 }
+
+/// Re-preparations of every statement prepared on `conn` (the cached ones stay prepared).
+fn reprepares(conn: &rusqlite::Connection) -> i64 {
+    use rusqlite::ffi;
+    let mut total = 0;
+    // SAFETY: the handle is valid while `conn` is borrowed; sqlite3_next_stmt walks the
+    // connection's own list of statements and sqlite3_stmt_status only reads a counter.
+    unsafe {
+        let db = conn.handle();
+        let mut stmt = ffi::sqlite3_next_stmt(db, std::ptr::null_mut());
+        while !stmt.is_null() {
+            total += i64::from(ffi::sqlite3_stmt_status(
+                stmt,
+                ffi::SQLITE_STMTSTATUS_REPREPARE,
+                0,
+            ));
+            stmt = ffi::sqlite3_next_stmt(db, stmt);
+        }
+    }
+    total
+}
+
+/// A page's statement is prepared once and reused: SQLite re-prepares a statement whose plan
+/// depends on a bound value (a bound LIMIT, since 3.45) each time that value is bound again,
+/// which cost more than reading the page.
+#[test]
+fn pages_reuse_their_prepared_statements() {
+    let tt = tenant();
+    let t = &tt.tenant;
+    for i in 0..5 {
+        create(t, 1, &format!("order {i}"), None);
+    }
+    let boss = admin(1);
+    let mine = writer(1);
+    for limit in [2, 2, 3, 2, 3] {
+        for (who, status) in [(&boss, None), (&mine, Some("new".to_string()))] {
+            let page = list_orders(
+                t,
+                who,
+                &OrderQuery {
+                    limit: Some(limit),
+                    status,
+                    ..OrderQuery::default()
+                },
+            )
+            .unwrap();
+            assert_eq!(page.items.len(), limit as usize);
+        }
+    }
+    // Sequential calls on one thread: the pool served them all from one connection.
+    let conn = t.conn().unwrap();
+    assert_eq!(reprepares(&conn), 0);
+
+    // The counter does see it when it happens: the same kind of page with its LIMIT bound.
+    let mut bound = conn
+        .prepare_cached("SELECT id FROM orders ORDER BY id DESC LIMIT ?1")
+        .unwrap();
+    for limit in [2, 3, 2] {
+        bound
+            .query_map([limit], |r| r.get::<_, i64>(0))
+            .unwrap()
+            .count();
+    }
+    drop(bound);
+    assert!(reprepares(&conn) > 0);
+}
