@@ -50,7 +50,6 @@ OPEN_BATCH = 250                     # handshakes in flight at once while openin
 DELIVERY_WAIT = 2.0                  # seconds to wait for one message at every subscriber
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; Python does not name it
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def env_int(name, default):
@@ -373,13 +372,6 @@ class Client:
 # /proc readings
 
 
-def cpu_ticks(pid):
-    """utime + stime of a process (all its threads), in clock ticks."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
-
-
 def ctx_switches(pid):
     """Context switches summed over a process's threads (each is a wake-up or a preemption)."""
     total = 0
@@ -396,15 +388,15 @@ def ctx_switches(pid):
 
 def cpu_window(srv, seconds):
     """Server CPU time over `seconds`, with RSS sampled every second (peak), and our own CPU."""
-    t0, c0, x0 = time.monotonic(), cpu_ticks(srv.pid), ctx_switches(srv.pid)
+    t0, c0, x0 = time.monotonic(), bl.process_cpu_seconds(srv.pid), ctx_switches(srv.pid)
     me0 = os.times()
     peak = srv.stats()["rss_kb"]
     while time.monotonic() - t0 < seconds:
         time.sleep(min(1.0, seconds - (time.monotonic() - t0)))
         peak = max(peak, srv.stats()["rss_kb"])
     secs = time.monotonic() - t0
-    c1, x1, me1 = cpu_ticks(srv.pid), ctx_switches(srv.pid), os.times()
-    cpu = (c1 - c0) / CLK_TCK
+    c1, x1, me1 = bl.process_cpu_seconds(srv.pid), ctx_switches(srv.pid), os.times()
+    cpu = c1 - c0
     return {"secs": secs, "cpu_s": cpu, "pct": 100 * cpu / secs, "switches": x1 - x0,
             "peak_kb": peak, "client_cpu_s": (me1.user + me1.system) - (me0.user + me0.system)}
 
@@ -657,7 +649,7 @@ def fanout(srv, ctx, knobs):
     poster = Poster(srv.host, srv.port, ctx["token"],
                     f"/t/{SLUG}/api/chats/{ctx['chat_id']}/messages")
     cl.sel.register(poster.sock, selectors.EVENT_READ, poster)
-    c0, t_start = cpu_ticks(srv.pid), time.monotonic()
+    c0, t_start = bl.process_cpu_seconds(srv.pid), time.monotonic()
     for k in range(count + 1):  # message 0 is a warm-up, not counted
         t_real = poster.post(f"bench message {k}")
         sent[k] = t_real
@@ -672,7 +664,7 @@ def fanout(srv, ctx, knobs):
             left = t_mono + spacing - time.monotonic()
     cl.wait(lambda: all(delivered[k] >= len(subs) for k in range(count + 1)), 2)
     res["run_secs"] = time.monotonic() - t_start
-    res["cpu_s"] = (cpu_ticks(srv.pid) - c0) / CLK_TCK
+    res["cpu_s"] = bl.process_cpu_seconds(srv.pid) - c0
     res["after"] = srv.stats()
 
     arrive, read, spread_k, spread_r, missing, no_ts = [], [], [], [], 0, 0
