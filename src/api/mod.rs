@@ -29,7 +29,7 @@ use crate::error::Error;
 use crate::http::{self, Match, Params, Request, Response, Router};
 use crate::realtime::{Hub, HubConfig};
 use crate::tenancy::identify::{self, Hints, IdentifyConfig};
-use crate::tenancy::{Registry, RegistryConfig, Tenant};
+use crate::tenancy::{Lookup, Registry, RegistryConfig, Tenant};
 
 /// One request as a handler sees it, whatever the route needs.
 pub struct Call<'a> {
@@ -96,6 +96,10 @@ enum Route {
     Admin(AdminFn),
     /// A member of the identified, active tenant; its pool opened (and migrated) on demand.
     Tenant(TenantFn),
+    /// A tenant route whose answer is a function of the tenant's file, the URL and the reader
+    /// (user id and permissions) alone: no catalog data in it, nothing written. Its answers are
+    /// kept while the file is unchanged (see `tenancy::reads`).
+    TenantRead(TenantFn),
 }
 
 /// Session lifetimes and cookie flags.
@@ -294,7 +298,7 @@ impl App {
         self.router
             .routes()
             .map(|r| {
-                let tenant = matches!(r.handler, Route::Tenant(_));
+                let tenant = matches!(r.handler, Route::Tenant(_) | Route::TenantRead(_));
                 (r.method().to_string(), r.path().to_string(), tenant)
             })
             .collect()
@@ -335,30 +339,51 @@ impl App {
                 f(self, &call, &Operator { admin, session })
             }
             (Route::Tenant(f), Principal::User { user, session, .. }) => {
-                let record = call.tenant.clone().ok_or(Error::NoTenant)?;
-                // A token bound to one tenant (a personal token, an impersonation) is no key to
-                // any other, whatever the user's memberships.
-                if session.tenant_id.as_ref().is_some_and(|t| *t != record.id) {
-                    return Err(Error::NotAMember);
-                }
-                let membership = fresh
-                    .membership(user.id, &record.id)?
-                    .ok_or(Error::NotAMember)?;
-                let tenant = self.registry.open(record)?;
-                let member = Member {
-                    tenant,
-                    user,
-                    session,
-                    membership,
-                };
+                let member = self.member(fresh, &call, user, session)?;
                 f(self, &call, &member)
+            }
+            (Route::TenantRead(f), Principal::User { user, session, .. }) => {
+                let member = self.member(fresh, &call, user, session)?;
+                if req.method != "GET" {
+                    return f(self, &call, &member);
+                }
+                read_through(self, &call, &member, path, f)
             }
             // A user on an admin route, an admin on a user or tenant route.
             (Route::Admin(_), _) => Err(Error::Refused("this needs a system admin")),
-            (Route::Account(_) | Route::Tenant(_), Principal::Admin { .. }) => Err(Error::Refused(
+            (
+                Route::Account(_) | Route::Tenant(_) | Route::TenantRead(_),
+                Principal::Admin { .. },
+            ) => Err(Error::Refused(
                 "this needs a user account, not a system admin",
             )),
         }
+    }
+
+    /// The request's user as a member of its tenant, whose pool is opened here.
+    fn member(
+        &self,
+        fresh: &Fresh,
+        call: &Call,
+        user: User,
+        session: Session,
+    ) -> Result<Member, Error> {
+        let record = call.tenant.clone().ok_or(Error::NoTenant)?;
+        // A token bound to one tenant (a personal token, an impersonation) is no key to
+        // any other, whatever the user's memberships.
+        if session.tenant_id.as_ref().is_some_and(|t| *t != record.id) {
+            return Err(Error::NotAMember);
+        }
+        let membership = fresh
+            .membership(user.id, &record.id)?
+            .ok_or(Error::NotAMember)?;
+        let tenant = self.registry.open(record)?;
+        Ok(Member {
+            tenant,
+            user,
+            session,
+            membership,
+        })
     }
 
     /// Records an audit entry; a failure to record is logged, never fatal to the request.
@@ -516,7 +541,7 @@ fn check_csrf(req: &Request, principal: &Principal) -> Result<(), Error> {
 fn routes() -> Router<Route> {
     let mut r = Router::new();
     r.add("GET", "/healthz", Route::Public(healthz));
-    r.add("GET", "/api/tenant", Route::Tenant(tenant::show));
+    r.add("GET", "/api/tenant", Route::TenantRead(tenant::show));
     account::routes(&mut r);
     members::routes(&mut r);
     workspace::routes(&mut r);
@@ -583,6 +608,38 @@ impl http::Handler for App {
         response.log_note = note;
         response
     }
+}
+
+/// Answers a `TenantRead` route from the tenant's answers cache, or computes and keeps it.
+/// Only whole `200` JSON answers are kept; errors are computed every time.
+fn read_through(
+    app: &App,
+    call: &Call,
+    member: &Member,
+    path: &str,
+    f: TenantFn,
+) -> Result<Response, Error> {
+    use std::fmt::Write;
+    // Everything the answer depends on besides the file: the reader, then the URL. The
+    // permission names contain no ',' or newline, the path no newline.
+    let m = &member.membership;
+    let mut key = format!("{}\n{}\n", member.user.id, m.all_permissions);
+    for p in &m.permissions {
+        key.push_str(p);
+        key.push(',');
+    }
+    let _ = write!(key, "\n{path}?{}", call.req.query);
+    let ticket = match member.tenant.cached_read(key) {
+        Lookup::Hit(body) => return Ok(Response::new(200, "application/json", &body[..])),
+        Lookup::Miss(ticket) => ticket,
+    };
+    let response = f(app, call, member)?;
+    if response.status == 200 && response.header("content-type") == Some("application/json") {
+        if let http::Body::Full(body) = &response.body {
+            member.tenant.keep_read(ticket, body);
+        }
+    }
+    Ok(response)
 }
 
 fn healthz(_app: &App, _call: &Call) -> Result<Response, Error> {

@@ -49,14 +49,14 @@ fn notify_assigned(app: &App, call: &Call, member: &Member, user_id: i64, order:
 }
 
 pub(super) fn routes(r: &mut Router<Route>) {
-    r.add("GET", "/api/chats", Route::Tenant(list_chats));
+    r.add("GET", "/api/chats", Route::TenantRead(list_chats));
     r.add("POST", "/api/chats", Route::Tenant(create_chat));
-    r.add("GET", "/api/chats/{id}", Route::Tenant(get_chat));
+    r.add("GET", "/api/chats/{id}", Route::TenantRead(get_chat));
     r.add("PATCH", "/api/chats/{id}", Route::Tenant(update_chat));
     r.add(
         "GET",
         "/api/chats/{id}/participants",
-        Route::Tenant(participants),
+        Route::TenantRead(participants),
     );
     r.add(
         "POST",
@@ -71,7 +71,7 @@ pub(super) fn routes(r: &mut Router<Route>) {
     r.add(
         "GET",
         "/api/chats/{id}/messages",
-        Route::Tenant(list_messages),
+        Route::TenantRead(list_messages),
     );
     r.add(
         "POST",
@@ -89,15 +89,15 @@ pub(super) fn routes(r: &mut Router<Route>) {
         Route::Tenant(delete_message),
     );
     r.add("POST", "/api/chats/{id}/read", Route::Tenant(mark_read));
-    r.add("GET", "/api/orders", Route::Tenant(list_orders));
+    r.add("GET", "/api/orders", Route::TenantRead(list_orders));
     r.add("POST", "/api/orders", Route::Tenant(create_order));
-    r.add("GET", "/api/orders/{id}", Route::Tenant(get_order));
+    r.add("GET", "/api/orders/{id}", Route::TenantRead(get_order));
     r.add("PATCH", "/api/orders/{id}", Route::Tenant(update_order));
     r.add("DELETE", "/api/orders/{id}", Route::Tenant(delete_order));
     r.add(
         "GET",
         "/api/orders/{id}/history",
-        Route::Tenant(order_history),
+        Route::TenantRead(order_history),
     );
 }
 

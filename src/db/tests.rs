@@ -377,28 +377,24 @@ fn the_wal_probe_moves_with_every_commit_and_only_then() {
     // A second process would see the same file; a second connection is the same test.
     let reader = open(&path, DbKind::Tenant, Create::Never).unwrap();
 
-    let before = probe.read().unwrap();
+    let before = probe.read();
     let _: i64 = reader
         .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(
-        probe.read().unwrap(),
-        before,
-        "reads leave the header alone"
-    );
+    assert_eq!(probe.read(), before, "reads leave the header alone");
 
     for i in 0..3 {
-        let seen = probe.read().unwrap();
+        let seen = probe.read();
         writer.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
-        assert_ne!(probe.read().unwrap(), seen, "commit {i} moved the header");
+        assert_ne!(probe.read(), seen, "commit {i} moved the header");
     }
     // A checkpoint that restarts the log, then one more commit: still seen.
     writer
         .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
         .unwrap();
-    let seen = probe.read().unwrap();
+    let seen = probe.read();
     writer.execute("INSERT INTO t VALUES (9)", []).unwrap();
-    assert_ne!(probe.read().unwrap(), seen);
+    assert_ne!(probe.read(), seen);
 
     assert!(probe::WalProbe::open(&dir.path().join("absent.db")).is_none());
 }

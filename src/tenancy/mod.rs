@@ -5,6 +5,7 @@
 
 pub mod identify;
 pub mod lifecycle;
+mod reads;
 
 #[cfg(test)]
 mod tests;
@@ -22,6 +23,8 @@ use scheduled_thread_pool::{JobHandle, ScheduledThreadPool};
 
 use crate::catalog::{Catalog, CatalogError, TenantRecord, TenantStatus, TENANTS_DIR};
 use crate::db::{self, Create, DbError, DbKind, PoolConfig, PooledConn};
+
+pub use reads::{Lookup, Ticket};
 
 /// Where a tenant's database lives: `data_dir/tenants/<uuid>.db`. Only a
 /// canonical (hyphenated, lower-case) UUID is accepted, so that no catalog
@@ -158,6 +161,20 @@ impl Tenant {
         Ok(self.pool.pool.get()?)
     }
 
+    /// The answer kept under `key` if this tenant's file has not changed since it was
+    /// computed; on a miss, compute it and hand it to [`Tenant::keep_read`] with the ticket.
+    /// `key` must hold everything besides the file that the answer depends on (see [`reads`]).
+    pub fn cached_read(&self, key: String) -> Lookup {
+        self.pool.reads.lookup(key)
+    }
+
+    pub fn keep_read(&self, ticket: Ticket, body: &[u8]) {
+        let connected = self.pool.pool.state().connections > 0;
+        self.pool
+            .reads
+            .keep(ticket, body, &self.pool.path, connected);
+    }
+
     /// Checkpoints the checkpoint thread finished on this pool (for tests and metrics).
     pub fn checkpoints_done(&self) -> u64 {
         self.pool.checkpoints_done.load(Ordering::Relaxed)
@@ -219,6 +236,9 @@ pub struct RegistryConfig {
     /// The migrations tenant databases are brought to: the binary's own, or
     /// (in tests of the runner) a set with more.
     pub migrations: &'static [db::Migration],
+    /// Bytes of answers each open pool keeps while its file is unchanged (see [`reads`]);
+    /// 0 turns the cache off.
+    pub read_cache_bytes: usize,
 }
 
 impl Default for RegistryConfig {
@@ -232,9 +252,14 @@ impl Default for RegistryConfig {
             threads: 2,
             open_wait: Duration::from_secs(10),
             migrations: db::tenant_migrations(),
+            read_cache_bytes: DEFAULT_READ_CACHE_KIB * 1024,
         }
     }
 }
+
+/// Per open pool: a few pages of orders or messages. At the default cap of 256 pools that is
+/// at most 32 MiB, and only tenants whose answers are asked for again fill theirs.
+pub const DEFAULT_READ_CACHE_KIB: usize = 128;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RegistryStats {
@@ -293,7 +318,11 @@ impl Drop for Turn<'_> {
 const CHECKPOINT_EVERY: u64 = 64;
 
 struct OpenPool {
+    /// Its connections stay open until the pool is dropped: no idle timeout, no lifetime, no
+    /// check on checkout, and r2d2_sqlite never reports one broken. `reads` relies on it (its
+    /// probe of the file's `-shm` is only safe while a connection is open).
     pool: db::Pool,
+    reads: reads::ReadCache,
     /// See [`WriteTurn`].
     writer: WriteTurn,
     /// Writes through this pool, for the checkpoint every `CHECKPOINT_EVERY` of them.
@@ -698,6 +727,7 @@ impl Inner {
         let pool = db::pool(path, DbKind::Tenant, &config, &self.threads).map_err(reason)?;
         let open = OpenPool {
             pool,
+            reads: reads::ReadCache::new(self.config.read_cache_bytes),
             writer: WriteTurn::default(),
             commits: AtomicU64::new(0),
             checkpoints: self.checkpoints.clone(),

@@ -846,3 +846,133 @@ fn a_writer_that_panics_gives_the_turn_back() {
         "waited for a lost turn"
     );
 }
+
+/// Reads the tenant's name the way a cached route would: from the cache, or from the file and
+/// then kept. Returns the answer and whether it came from the cache.
+fn cached_name(tenant: &Tenant, key: &str) -> (String, bool) {
+    match tenant.cached_read(key.to_string()) {
+        Lookup::Hit(body) => (String::from_utf8(body.to_vec()).unwrap(), true),
+        Lookup::Miss(ticket) => {
+            let name = meta(&tenant.conn().unwrap(), "name");
+            tenant.keep_read(ticket, name.as_bytes());
+            (name, false)
+        }
+    }
+}
+
+#[test]
+fn kept_answers_last_exactly_as_long_as_the_file_is_unchanged() {
+    let setup = Setup::new();
+    let record = setup.create("acme", &[]);
+    let registry = setup.registry(quiet());
+    let tenant = registry.open(Arc::clone(&record)).unwrap();
+
+    // The first read maps the file's header; the second keeps its answer; the third is served.
+    assert_eq!(cached_name(&tenant, "k"), ("acme Ltd".into(), false));
+    assert_eq!(cached_name(&tenant, "k"), ("acme Ltd".into(), false));
+    assert_eq!(cached_name(&tenant, "k"), ("acme Ltd".into(), true));
+    assert!(!cached_name(&tenant, "other key").1);
+
+    // A commit through the tenant's own pool.
+    tenant
+        .write(|tx| -> Result<(), DbError> {
+            tx.execute(
+                "UPDATE tenant_meta SET value = 'Acme One' WHERE key = 'name'",
+                [],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(cached_name(&tenant, "k"), ("Acme One".into(), false));
+    assert_eq!(cached_name(&tenant, "k"), ("Acme One".into(), true));
+
+    // A commit by another connection to the file (another process: the CLI, `sqlite3`),
+    // which this process hears nothing of.
+    let other = Connection::open(setup.path(&record)).unwrap();
+    other
+        .execute(
+            "UPDATE tenant_meta SET value = 'Acme Two' WHERE key = 'name'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(cached_name(&tenant, "k"), ("Acme Two".into(), false));
+
+    // A checkpoint that empties the log (it may move the header: one more miss, no harm),
+    // then a commit into the restarted log: the header moves again.
+    other
+        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+        .unwrap();
+    cached_name(&tenant, "k");
+    assert_eq!(cached_name(&tenant, "k"), ("Acme Two".into(), true));
+    other
+        .execute(
+            "UPDATE tenant_meta SET value = 'Acme Three' WHERE key = 'name'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(cached_name(&tenant, "k"), ("Acme Three".into(), false));
+}
+
+#[test]
+fn an_answer_computed_across_a_commit_is_never_served() {
+    let setup = Setup::new();
+    let record = setup.create("acme", &[]);
+    let registry = setup.registry(quiet());
+    let tenant = registry.open(Arc::clone(&record)).unwrap();
+    cached_name(&tenant, "k"); // maps the header
+    let Lookup::Miss(ticket) = tenant.cached_read("k".into()) else {
+        panic!("nothing was kept yet");
+    };
+    let stale = meta(&tenant.conn().unwrap(), "name");
+    // The file changes after the answer was read, before it is kept.
+    Connection::open(setup.path(&record))
+        .unwrap()
+        .execute(
+            "UPDATE tenant_meta SET value = 'Renamed' WHERE key = 'name'",
+            [],
+        )
+        .unwrap();
+    tenant.keep_read(ticket, stale.as_bytes());
+    assert_eq!(cached_name(&tenant, "k"), ("Renamed".into(), false));
+}
+
+#[test]
+fn the_read_cache_keeps_to_its_budget_and_can_be_off() {
+    let setup = Setup::new();
+    let record = setup.create("acme", &[]);
+    let registry = setup.registry(RegistryConfig {
+        read_cache_bytes: 4096,
+        ..quiet()
+    });
+    let tenant = registry.open(Arc::clone(&record)).unwrap();
+    cached_name(&tenant, "warm"); // maps the header
+    let keep = |key: &str, len: usize| {
+        let Lookup::Miss(ticket) = tenant.cached_read(key.to_string()) else {
+            panic!("{key} was not kept before");
+        };
+        tenant.keep_read(ticket, &vec![b'x'; len]);
+    };
+    for i in 0..20 {
+        keep(&format!("k{i}"), 500);
+    }
+    let (entries, bytes) = tenant.pool.reads.len();
+    assert!(bytes <= 4096, "{bytes} bytes kept");
+    assert!((4..20).contains(&entries), "{entries} entries");
+    // The most recent stay, the oldest went.
+    assert!(matches!(tenant.cached_read("k19".into()), Lookup::Hit(_)));
+    assert!(matches!(tenant.cached_read("k0".into()), Lookup::Miss(_)));
+    // One answer may not take more than a quarter.
+    keep("big", 1500);
+    assert!(matches!(tenant.cached_read("big".into()), Lookup::Miss(_)));
+    drop(tenant);
+
+    let off = setup.registry(RegistryConfig {
+        read_cache_bytes: 0,
+        ..quiet()
+    });
+    let tenant = off.open(record).unwrap();
+    for _ in 0..3 {
+        assert!(!cached_name(&tenant, "k").1);
+    }
+    assert_eq!(tenant.pool.reads.len(), (0, 0));
+}

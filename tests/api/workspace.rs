@@ -1455,3 +1455,82 @@ fn a_failing_workspace_statement_is_a_500_not_an_unavailable_tenant() {
     );
     assert_eq!(app.on(&owner, "acme", "GET", &path, None).status, 200);
 }
+
+/// Reads are answered from memory while the tenant's file is unchanged (`tenancy::reads`): every
+/// way the answer can change must show on the very next read, and one reader's kept answer must
+/// never reach another.
+#[test]
+fn kept_answers_follow_every_change_and_never_cross_readers() {
+    let app = spawn_app();
+    let tenant = app.create_tenant("acme", &[]);
+    app.create_role(
+        "acme",
+        "own",
+        &["orders_view", "orders_create", "orders_edit"],
+    );
+    app.create_role("acme", "simple_all", &["orders_simple_view_all"]);
+    let (_, alice) = app.member("alice@example.com", "acme", "own");
+    let (bob_id, bob) = app.member("bob@example.com", "acme", "simple_all");
+    let (_, carol) = app.member("carol@example.com", "acme", "own");
+    let order = create_order(&app, &alice, "acme", new_order("First"));
+    let id = id_of(&order);
+    let path = format!("/api/orders/{id}");
+    let get = |token: &str| app.on(token, "acme", "GET", &path, None);
+    let title = |token: &str| {
+        let reply = get(token);
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        reply.json()["title"].as_str().unwrap().to_string()
+    };
+
+    for _ in 0..3 {
+        assert_eq!(title(&alice), "First");
+    }
+    // A write through the API.
+    let reply = app.on(
+        &alice,
+        "acme",
+        "PATCH",
+        &path,
+        Some(json!({"title": "Second"})),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(title(&alice), "Second");
+    assert_eq!(title(&alice), "Second");
+
+    // A write to the file from outside the server (an operator's `sqlite3`).
+    let file = rusqlite::Connection::open(app.tenant_file(tenant["id"].as_str().unwrap())).unwrap();
+    file.busy_timeout(Duration::from_secs(5)).unwrap();
+    file.execute("UPDATE orders SET title = 'Third' WHERE id = ?1", [id])
+        .unwrap();
+    assert_eq!(title(&alice), "Third");
+
+    // Others: their own scope and fields, whatever alice's answers were.
+    assert_eq!(get(&carol).status, 404);
+    assert_eq!(get(&carol).status, 404);
+    for _ in 0..2 {
+        let reply = get(&bob);
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(keys(&reply.json()), View::Simple.keys());
+    }
+    // A role change lives in the catalog, not the file: it still counts at once.
+    let owner = app.owner_token.clone();
+    let reply = app.on(
+        &owner,
+        "acme",
+        "PATCH",
+        &format!("/api/members/{bob_id}"),
+        Some(json!({"role": "own"})),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(get(&bob).status, 404);
+
+    // Pages too: a new order shows in the next page read.
+    let list = |token: &str| ids(&orders_of(&app, token, "acme", ""));
+    assert_eq!(list(&alice), vec![id]);
+    assert_eq!(list(&alice), vec![id]);
+    let second = id_of(&create_order(&app, &alice, "acme", new_order("Another")));
+    let mut both = list(&alice);
+    both.sort();
+    assert_eq!(both, vec![id, second]);
+    assert!(list(&carol).is_empty());
+}
