@@ -148,6 +148,7 @@ class Conn:
         except OSError:
             self.close()
             raise
+        self.last_head = head  # the answer's headers, for callers that check one
         if head.get("connection", "").lower() == "close":
             self.close()
         return status, rbody, ms

@@ -39,6 +39,7 @@ TARGET_SPREAD_FACTOR = 1.5   # creates spread over several tenants against one t
 DIAG_SECONDS = 3             # a status-counting wrk run, only after non-2xx answers
 ROLE = "admin"               # the bench user's built-in role in every tenant: every route allowed
 
+NO_CACHE = ("Cache-Control", "no-cache")  # past tenantd's answers cache (tenancy::reads)
 READS, ONE, CHAT = "reads", "one", "chat"  # tenant slugs; the spread ones are w0 ... w{N-1}
 
 ORDER = {"title": "Bench order", "customer_name": "Bench Customer", "amount_minor": 1234,
@@ -54,7 +55,7 @@ init = function(args)
   for k = 1, n do
     -- wrk.format adds Host (and Content-Length for a body) to the headers table.
     local headers = {{["Authorization"] = "Bearer {token}"}}
-    if body then headers["Content-Type"] = "application/json" end
+    if body then headers["Content-Type"] = "application/json" end{extra}
     reqs[k - 1] = wrk.format(method, paths[k], headers, body)
   end
 end
@@ -123,10 +124,12 @@ def expect(conn, method, path, status, token=None, body=None, what=""):
 
 
 class Workload:
-    def __init__(self, key, label, method, paths, body, url_path, target=None, plain=False):
+    def __init__(self, key, label, method, paths, body, url_path, target=None, plain=False,
+                 headers=()):
         self.key, self.label, self.method, self.paths = key, label, method, paths
         self.body, self.url_path, self.target = body, url_path, target
         self.plain = plain  # plain wrk, no script (GET /healthz, as in the http suite)
+        self.headers = list(headers)  # beside Authorization (and Content-Type with a body)
         self.script = None
         self.warm = None
         self.runs = []
@@ -134,7 +137,8 @@ class Workload:
 
     def lua(self, token, what, status_counter=False):
         body = "nil" if self.body is None else lua_str(json.dumps(self.body))
-        text = LUA.format(what=what, method=self.method, body=body, token=token,
+        extra = "".join(f"\n    headers[{lua_str(k)}] = {lua_str(v)}" for k, v in self.headers)
+        text = LUA.format(what=what, method=self.method, body=body, token=token, extra=extra,
                           paths=", ".join(lua_str(p) for p in self.paths))
         return text + (LUA_STATUS if status_counter else "")
 
@@ -210,6 +214,14 @@ def workloads(ctx):
         Workload("list", "`GET /api/orders?limit=50`, one tenant", "GET",
                  [f"/t/{READS}/api/orders?limit=50"], None, f"/t/{READS}/api/orders?limit=50",
                  "ratio"),
+        # The same two reads past the server's answers cache: every request reads the file.
+        Workload("get_fresh", f"`GET /api/orders/{{id}}`, {len(ids):,} ids, "
+                 "`Cache-Control: no-cache`", "GET",
+                 [f"/t/{READS}/api/orders/{i}" for i in ids], None,
+                 f"/t/{READS}/api/orders/{ids[0]}", headers=[NO_CACHE]),
+        Workload("list_fresh", "`GET /api/orders?limit=50`, `Cache-Control: no-cache`", "GET",
+                 [f"/t/{READS}/api/orders?limit=50"], None, f"/t/{READS}/api/orders?limit=50",
+                 headers=[NO_CACHE]),
         Workload("create1", "`POST /api/orders`, one tenant", "POST", [create_one], ORDER,
                  create_one, "create"),
         Workload("createN", f"`POST /api/orders`, {len(spread)} tenants", "POST",
@@ -261,6 +273,24 @@ def count_rows(data_dir, slugs):
     return out
 
 
+def cache_statuses(srv, ws, token):
+    """The `Cache-Status` each read workload's first request answers once warmed up: whether
+    wrk is about to measure kept answers (`tenantd; hit`) or reads of the file."""
+    out = {}
+    conn = tn.Conn(srv.host, srv.port)
+    try:
+        for w in ws:
+            if w.method != "GET" or w.url_path == "/healthz":
+                continue
+            status, _, _ = conn.request("GET", w.paths[0], headers=auth(token) + w.headers)
+            if status != 200:
+                raise bl.BenchError(f"{w.label}: GET {w.paths[0]} answered {status}")
+            out[w.key] = conn.last_head.get("cache-status", "none")
+    finally:
+        conn.close()
+    return out
+
+
 def measure(binary, creds, knobs):
     name = f"workspace server RUST_LOG={knobs['level']}"
     with bl.Server(binary, rust_log=knobs["level"], name=name) as srv:
@@ -277,6 +307,7 @@ def measure(binary, creds, knobs):
             progress(f"warm-up: {knobs['warmup']}s of each ...")
             for w in ws:
                 w.warm = wrk(srv, w, knobs["warmup"])
+        cache = cache_statuses(srv, ws, ctx["token"])
         # Interleaved, so the machine's noise falls on every workload alike.
         for run in range(knobs["runs"]):
             progress(f"run {run + 1} of {knobs['runs']}: {knobs['duration']}s of each of "
@@ -291,6 +322,7 @@ def measure(binary, creds, knobs):
         rows = count_rows(srv.data_dir, [READS, ONE, CHAT] + ctx["spread"])
         problems = srv.log_problems()
     return {"ctx": ctx, "ws": ws, "before": before, "after": after, "rows": rows,
+            "cache": cache,
             "problems": problems, "exit": srv.exit_note, "name": name}
 
 
@@ -374,6 +406,11 @@ def report(root, res, knobs, meta):
             note += (f"; a {DIAG_SECONDS}s run counting statuses afterwards saw "
                      f"`{w.diag['statuses']}` ({w.diag['rps']:,.0f} req/s)")
         out.append(note + ".")
+    out.append("- `Cache-Status` of each read's first request after the warm-up: "
+               + "; ".join(f"{ws[k].label}: `{v}`" for k, v in res["cache"].items())
+               + ". `tenantd; hit` is an answer kept while the tenant's file is unchanged "
+               "(`tenancy::reads`); `fwd=request` reads the file because the request says "
+               "`no-cache`.")
     c = res["rows"]
     writes = {k: sum(r["requests"] or 0 for r in ws[k].runs + ([ws[k].warm] if ws[k].warm
                                                                 else []))

@@ -71,9 +71,9 @@ impl ServeConfig {
         if let Some(v) = pick("--max-open-tenants", "TENANTD_MAX_OPEN_TENANTS")? {
             c.app.registry.max_open_pools = number("--max-open-tenants", &v, 1, 1_000_000)?;
         }
-        if let Some(v) = pick("--read-cache-kib", "TENANTD_READ_CACHE_KIB")? {
-            let kib: usize = number("--read-cache-kib", &v, 0, 1 << 20)?;
-            c.app.registry.read_cache_bytes = kib * 1024;
+        if let Some(v) = pick("--read-cache-mib", "TENANTD_READ_CACHE_MIB")? {
+            let mib: usize = number("--read-cache-mib", &v, 0, 1 << 20)?;
+            c.app.registry.read_cache_bytes = mib << 20;
         }
         if let Some(v) = pick("--workers", "TENANTD_WORKERS")? {
             c.http.workers = number("--workers", &v, 1, 1024)?;

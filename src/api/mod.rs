@@ -610,8 +610,13 @@ impl http::Handler for App {
     }
 }
 
+/// Says how a `TenantRead` answer was made, in the shape of RFC 9211: `tenantd; hit` (kept),
+/// `tenantd; fwd=miss` (read from the file), `tenantd; fwd=request` (the client asked for that).
+const CACHE_STATUS: &str = "Cache-Status";
+
 /// Answers a `TenantRead` route from the tenant's answers cache, or computes and keeps it.
 /// Only whole `200` JSON answers are kept; errors are computed every time.
+/// `Cache-Control: no-cache` on the request skips the kept answer.
 fn read_through(
     app: &App,
     call: &Call,
@@ -629,8 +634,16 @@ fn read_through(
         key.push(',');
     }
     let _ = write!(key, "\n{path}?{}", call.req.query);
-    let ticket = match member.tenant.cached_read(key) {
-        Lookup::Hit(body) => return Ok(Response::new(200, "application/json", &body[..])),
+    // A client may insist on a fresh read (RFC 9111 5.2.1.4): it is kept for the next one.
+    let fresh = call
+        .req
+        .header("cache-control")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("no-cache"));
+    let ticket = match member.tenant.cached_read(key, fresh) {
+        Lookup::Hit(body) => {
+            return Ok(Response::shared(200, "application/json", body)
+                .with_header(CACHE_STATUS, "tenantd; hit"))
+        }
         Lookup::Miss(ticket) => ticket,
     };
     let response = f(app, call, member)?;
@@ -639,7 +652,12 @@ fn read_through(
             member.tenant.keep_read(ticket, body);
         }
     }
-    Ok(response)
+    let how = if fresh {
+        "tenantd; fwd=request"
+    } else {
+        "tenantd; fwd=miss"
+    };
+    Ok(response.with_header(CACHE_STATUS, how))
 }
 
 fn healthz(_app: &App, _call: &Call) -> Result<Response, Error> {

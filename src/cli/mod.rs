@@ -118,8 +118,9 @@ Options (each falls back to the environment variable named, then the default):
                            [TENANTD_CENTRAL_HOSTS, comma-separated, none]
   --max-open-tenants N     Tenant databases kept open at once; the least recently used
                            idle one is closed past it [TENANTD_MAX_OPEN_TENANTS, 256]
-  --read-cache-kib N       Per open tenant, KiB of read answers kept while its database
-                           file is unchanged; 0 turns this off [TENANTD_READ_CACHE_KIB, 128]
+  --read-cache-mib N       MiB of read answers kept, for all tenants together, while
+                           their database files are unchanged; 0 turns this off
+                           [TENANTD_READ_CACHE_MIB, 32]
   --workers N              Handler threads [TENANTD_WORKERS, 16]
   --max-connections N      Open connections at most; over it new ones get 503
                            [TENANTD_MAX_CONNECTIONS, 1024]

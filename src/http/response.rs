@@ -36,6 +36,8 @@ impl Drop for ConnSlot {
 
 pub enum Body {
     Full(Vec<u8>),
+    /// A whole body shared with whoever keeps it (a cache): sent without a copy.
+    Shared(std::sync::Arc<[u8]>),
     Stream(StreamFn),
     Upgrade(UpgradeFn),
 }
@@ -73,6 +75,15 @@ impl Response {
             status,
             &serde_json::json!({"error": {"code": code, "message": message}}),
         )
+    }
+
+    pub fn shared(status: u16, content_type: &str, body: std::sync::Arc<[u8]>) -> Response {
+        Response {
+            status,
+            headers: vec![("Content-Type".into(), content_type.into())],
+            body: Body::Shared(body),
+            log_note: None,
+        }
     }
 
     pub fn stream(status: u16, content_type: &str, f: StreamFn) -> Response {

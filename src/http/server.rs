@@ -722,24 +722,26 @@ impl Worker {
         let timeout = self.config.io_timeout;
         let mut out = Vec::with_capacity(512);
         let mut sent = 0usize;
-        let next = match body {
-            Body::Full(bytes) => {
-                let delimit = if bodiless {
-                    Delimit::NoBody
-                } else {
-                    Delimit::Length(bytes.len())
-                };
-                response::write_head(&mut out, status, &headers, &delimit, !keep_alive);
-                if !head_only && !bodiless {
-                    out.extend_from_slice(&bytes);
-                    sent = bytes.len();
-                }
-                match write_all(&conn.stream, &out, timeout) {
-                    Ok(()) if keep_alive => Next::KeepAlive,
-                    Ok(()) => Next::Close,
-                    Err(_) => Next::Abort,
-                }
+        let mut write_whole = |bytes: &[u8]| {
+            let delimit = if bodiless {
+                Delimit::NoBody
+            } else {
+                Delimit::Length(bytes.len())
+            };
+            response::write_head(&mut out, status, &headers, &delimit, !keep_alive);
+            if !head_only && !bodiless {
+                out.extend_from_slice(bytes);
+                sent = bytes.len();
             }
+            match write_all(&conn.stream, &out, timeout) {
+                Ok(()) if keep_alive => Next::KeepAlive,
+                Ok(()) => Next::Close,
+                Err(_) => Next::Abort,
+            }
+        };
+        let next = match body {
+            Body::Full(bytes) => write_whole(&bytes),
+            Body::Shared(bytes) => write_whole(&bytes),
             Body::Stream(produce) => {
                 let chunked = req.version == Version::Http11;
                 let keep_alive = keep_alive && (chunked || bodiless || head_only);

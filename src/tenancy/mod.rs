@@ -164,8 +164,9 @@ impl Tenant {
     /// The answer kept under `key` if this tenant's file has not changed since it was
     /// computed; on a miss, compute it and hand it to [`Tenant::keep_read`] with the ticket.
     /// `key` must hold everything besides the file that the answer depends on (see [`reads`]).
-    pub fn cached_read(&self, key: String) -> Lookup {
-        self.pool.reads.lookup(key)
+    /// `fresh`: skip what is kept (the new answer is kept all the same).
+    pub fn cached_read(&self, key: String, fresh: bool) -> Lookup {
+        self.pool.reads.lookup(key, fresh)
     }
 
     pub fn keep_read(&self, ticket: Ticket, body: &[u8]) {
@@ -236,8 +237,8 @@ pub struct RegistryConfig {
     /// The migrations tenant databases are brought to: the binary's own, or
     /// (in tests of the runner) a set with more.
     pub migrations: &'static [db::Migration],
-    /// Bytes of answers each open pool keeps while its file is unchanged (see [`reads`]);
-    /// 0 turns the cache off.
+    /// Bytes of answers all open pools together keep while their files are unchanged (see
+    /// [`reads`]); 0 turns the cache off.
     pub read_cache_bytes: usize,
 }
 
@@ -252,14 +253,14 @@ impl Default for RegistryConfig {
             threads: 2,
             open_wait: Duration::from_secs(10),
             migrations: db::tenant_migrations(),
-            read_cache_bytes: DEFAULT_READ_CACHE_KIB * 1024,
+            read_cache_bytes: DEFAULT_READ_CACHE_MIB << 20,
         }
     }
 }
 
-/// Per open pool: a few pages of orders or messages. At the default cap of 256 pools that is
-/// at most 32 MiB, and only tenants whose answers are asked for again fill theirs.
-pub const DEFAULT_READ_CACHE_KIB: usize = 128;
+/// For all tenants together: about 50,000 single orders, or 1,000 pages of 50. Only answers
+/// asked for again are worth keeping, and only until their tenant's next write.
+pub const DEFAULT_READ_CACHE_MIB: usize = 32;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RegistryStats {
@@ -432,6 +433,7 @@ struct Inner {
     opened_total: AtomicU64,
     closed_total: AtomicU64,
     checkpoints: Sender<Weak<OpenPool>>,
+    reads: reads::Budget,
 }
 
 /// The thread that checkpoints tenant files for their writers, one file at a time (they all
@@ -501,6 +503,7 @@ impl Registry {
     pub fn new(data_dir: &Path, config: RegistryConfig) -> Registry {
         let (checkpoints, queue) = crossbeam_channel::unbounded();
         spawn_checkpointer(queue);
+        let reads = reads::Budget::new(config.read_cache_bytes);
         let inner = Arc::new(Inner {
             data_dir: data_dir.to_path_buf(),
             threads: db::thread_pool(config.threads),
@@ -511,6 +514,7 @@ impl Registry {
             opened_total: AtomicU64::new(0),
             closed_total: AtomicU64::new(0),
             checkpoints,
+            reads,
         });
         // Idle pools are closed whole by our own sweep instead of r2d2's
         // per-pool reaper: that reaper is a periodic job r2d2 never cancels,
@@ -727,7 +731,7 @@ impl Inner {
         let pool = db::pool(path, DbKind::Tenant, &config, &self.threads).map_err(reason)?;
         let open = OpenPool {
             pool,
-            reads: reads::ReadCache::new(self.config.read_cache_bytes),
+            reads: reads::ReadCache::new(self.reads.clone()),
             writer: WriteTurn::default(),
             commits: AtomicU64::new(0),
             checkpoints: self.checkpoints.clone(),

@@ -850,7 +850,7 @@ fn a_writer_that_panics_gives_the_turn_back() {
 /// Reads the tenant's name the way a cached route would: from the cache, or from the file and
 /// then kept. Returns the answer and whether it came from the cache.
 fn cached_name(tenant: &Tenant, key: &str) -> (String, bool) {
-    match tenant.cached_read(key.to_string()) {
+    match tenant.cached_read(key.to_string(), false) {
         Lookup::Hit(body) => (String::from_utf8(body.to_vec()).unwrap(), true),
         Lookup::Miss(ticket) => {
             let name = meta(&tenant.conn().unwrap(), "name");
@@ -920,7 +920,7 @@ fn an_answer_computed_across_a_commit_is_never_served() {
     let registry = setup.registry(quiet());
     let tenant = registry.open(Arc::clone(&record)).unwrap();
     cached_name(&tenant, "k"); // maps the header
-    let Lookup::Miss(ticket) = tenant.cached_read("k".into()) else {
+    let Lookup::Miss(ticket) = tenant.cached_read("k".into(), false) else {
         panic!("nothing was kept yet");
     };
     let stale = meta(&tenant.conn().unwrap(), "name");
@@ -941,30 +941,63 @@ fn the_read_cache_keeps_to_its_budget_and_can_be_off() {
     let setup = Setup::new();
     let record = setup.create("acme", &[]);
     let registry = setup.registry(RegistryConfig {
-        read_cache_bytes: 4096,
+        read_cache_bytes: 16 * 1024,
         ..quiet()
     });
     let tenant = registry.open(Arc::clone(&record)).unwrap();
     cached_name(&tenant, "warm"); // maps the header
     let keep = |key: &str, len: usize| {
-        let Lookup::Miss(ticket) = tenant.cached_read(key.to_string()) else {
+        let Lookup::Miss(ticket) = tenant.cached_read(key.to_string(), false) else {
             panic!("{key} was not kept before");
         };
         tenant.keep_read(ticket, &vec![b'x'; len]);
     };
-    for i in 0..20 {
+    for i in 0..40 {
         keep(&format!("k{i}"), 500);
+        if i == 20 {
+            // Read since it was kept: the clock passes over it once.
+            assert!(matches!(
+                tenant.cached_read("k1".into(), false),
+                Lookup::Hit(_)
+            ));
+        }
     }
     let (entries, bytes) = tenant.pool.reads.len();
-    assert!(bytes <= 4096, "{bytes} bytes kept");
-    assert!((4..20).contains(&entries), "{entries} entries");
-    // The most recent stay, the oldest went.
-    assert!(matches!(tenant.cached_read("k19".into()), Lookup::Hit(_)));
-    assert!(matches!(tenant.cached_read("k0".into()), Lookup::Miss(_)));
-    // One answer may not take more than a quarter.
+    assert!(bytes <= 16 * 1024, "{bytes} bytes kept");
+    assert_eq!(registry.inner.reads.used(), bytes);
+    assert!((16..40).contains(&entries), "{entries} entries");
+    // The most recent stay, the oldest went, but for the one read.
+    assert!(matches!(
+        tenant.cached_read("k39".into(), false),
+        Lookup::Hit(_)
+    ));
+    assert!(matches!(
+        tenant.cached_read("k1".into(), false),
+        Lookup::Hit(_)
+    ));
+    assert!(matches!(
+        tenant.cached_read("k0".into(), false),
+        Lookup::Miss(_)
+    ));
+    // One answer may not take more than a sixteenth.
     keep("big", 1500);
-    assert!(matches!(tenant.cached_read("big".into()), Lookup::Miss(_)));
+    assert!(matches!(
+        tenant.cached_read("big".into(), false),
+        Lookup::Miss(_)
+    ));
+    // A commit: the next answer kept drops every other, and their bytes.
+    tenant
+        .write(|tx| -> Result<(), DbError> {
+            tx.execute("UPDATE tenant_meta SET value = 'x' WHERE key = 'name'", [])?;
+            Ok(())
+        })
+        .unwrap();
+    keep("after", 10);
+    assert_eq!(tenant.pool.reads.len().0, 1);
+    // Closing the pool gives the budget back.
     drop(tenant);
+    registry.evict(&record.id).unwrap();
+    assert_eq!(registry.inner.reads.used(), 0);
 
     let off = setup.registry(RegistryConfig {
         read_cache_bytes: 0,

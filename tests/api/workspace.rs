@@ -1485,6 +1485,18 @@ fn kept_answers_follow_every_change_and_never_cross_readers() {
     for _ in 0..3 {
         assert_eq!(title(&alice), "First");
     }
+    let status = |reply: &Reply| reply.header("cache-status").unwrap_or_default().to_string();
+    assert_eq!(status(&get(&alice)), "tenantd; hit");
+    // A client may insist on a fresh read.
+    let forced = app.as_bearer(
+        &alice,
+        "GET",
+        &format!("/t/acme{path}"),
+        &[("Cache-Control", "no-cache")],
+        None,
+    );
+    assert_eq!(status(&forced), "tenantd; fwd=request");
+    assert_eq!(forced.json()["title"], "First");
     // A write through the API.
     let reply = app.on(
         &alice,
@@ -1494,8 +1506,9 @@ fn kept_answers_follow_every_change_and_never_cross_readers() {
         Some(json!({"title": "Second"})),
     );
     assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(status(&get(&alice)), "tenantd; fwd=miss");
     assert_eq!(title(&alice), "Second");
-    assert_eq!(title(&alice), "Second");
+    assert_eq!(status(&get(&alice)), "tenantd; hit");
 
     // A write to the file from outside the server (an operator's `sqlite3`).
     let file = rusqlite::Connection::open(app.tenant_file(tenant["id"].as_str().unwrap())).unwrap();
