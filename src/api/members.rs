@@ -66,7 +66,7 @@ fn held_by(app: &App, member: &Member, user_id: i64) -> Result<Vec<String>, Erro
     Ok(app
         .catalog
         .membership(user_id, member.tenant.id())?
-        .map(|m| m.permissions.into_iter().collect())
+        .map(|m| m.permissions.iter().cloned().collect())
         .unwrap_or_default())
 }
 

@@ -45,7 +45,7 @@ pub struct Member {
     pub tenant: Tenant,
     pub user: User,
     pub session: Session,
-    pub membership: Membership,
+    pub membership: Arc<Membership>,
 }
 
 impl Member {
@@ -601,7 +601,11 @@ impl http::Handler for App {
             Err(e) => return Error::from(e).into_response(),
         };
         let tenant = identified.tenant.map(|(record, _)| record);
-        let note = tenant.as_ref().map(|t| format!("tenant={}", t.slug));
+        // Only for the access log: not made when it is off.
+        let note = tenant
+            .as_ref()
+            .filter(|_| log::log_enabled!(target: http::ACCESS_LOG, log::Level::Info))
+            .map(|t| format!("tenant={}", t.slug));
         let mut response = self
             .dispatch(&fresh, req, &identified.path, tenant)
             .unwrap_or_else(Error::into_response);
@@ -628,7 +632,8 @@ fn read_through(
     // Everything the answer depends on besides the file: the reader, then the URL. The
     // permission names contain no ',' or newline, the path no newline.
     let m = &member.membership;
-    let mut key = format!("{}\n{}\n", member.user.id, m.all_permissions);
+    let mut key = String::with_capacity(160 + path.len() + call.req.query.len());
+    let _ = write!(key, "{}\n{}\n", member.user.id, m.all_permissions);
     for p in &m.permissions {
         key.push_str(p);
         key.push(',');

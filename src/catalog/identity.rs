@@ -420,7 +420,7 @@ impl Catalog {
     pub(crate) fn cached_user(&self, id: i64) -> Result<Option<User>, IdentityError> {
         self.cached(
             |c| &mut c.users,
-            id,
+            &id,
             || load_user(&*self.identity_read()?, id),
         )
     }

@@ -294,7 +294,7 @@ pub(crate) struct ReadCache {
     generation: u64,
     pub(crate) sessions: HashMap<String, Option<Session>>,
     pub(crate) users: HashMap<i64, Option<User>>,
-    pub(crate) memberships: HashMap<(i64, String), Option<Membership>>,
+    pub(crate) memberships: HashMap<(i64, String), Option<Arc<Membership>>>,
 }
 
 /// Entries per map before it is emptied: a bound on what unknown tokens can make us hold.
@@ -323,7 +323,7 @@ impl Fresh<'_> {
         &self,
         user_id: i64,
         tenant_id: &str,
-    ) -> Result<Option<Membership>, IdentityError> {
+    ) -> Result<Option<Arc<Membership>>, IdentityError> {
         self.catalog.cached_membership(user_id, tenant_id)
     }
 }
@@ -469,14 +469,15 @@ impl Catalog {
     /// since it was cached. Commits through this catalog count at once; another process's
     /// are seen by the `PRAGMA data_version` check of `snapshot()`, which the caller ran (the
     /// plain methods run it on every call; `Fresh` ran it once for the request).
-    pub(crate) fn cached<K, V, E>(
+    pub(crate) fn cached<K, Q, V, E>(
         &self,
         map: fn(&mut ReadCache) -> &mut HashMap<K, Option<V>>,
-        key: K,
+        key: &Q,
         load: impl FnOnce() -> Result<Option<V>, E>,
     ) -> Result<Option<V>, E>
     where
-        K: std::hash::Hash + Eq,
+        K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+        Q: ToOwned<Owned = K> + std::hash::Hash + Eq + ?Sized,
         V: Clone,
     {
         let generation = self.generation.load(Ordering::SeqCst);
@@ -488,7 +489,7 @@ impl Catalog {
                     ..ReadCache::default()
                 };
             }
-            if let Some(hit) = map(&mut reads).get(&key) {
+            if let Some(hit) = map(&mut reads).get(key) {
                 return Ok(hit.clone());
             }
         }
@@ -500,7 +501,7 @@ impl Catalog {
             if entries.len() >= READ_CACHE_CAP {
                 entries.clear();
             }
-            entries.insert(key, value.clone());
+            entries.insert(key.to_owned(), value.clone());
         }
         Ok(value)
     }

@@ -3,6 +3,7 @@
 //! database every time, so a change is in effect for the very next request.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
@@ -351,20 +352,21 @@ impl Catalog {
         &self,
         user_id: i64,
         tenant_id: &str,
-    ) -> Result<Option<Membership>, IdentityError> {
+    ) -> Result<Option<Arc<Membership>>, IdentityError> {
         self.snapshot()?;
         self.cached_membership(user_id, tenant_id)
     }
 
+    /// Shared, not copied: a role's permission set is read on every tenant request.
     pub(crate) fn cached_membership(
         &self,
         user_id: i64,
         tenant_id: &str,
-    ) -> Result<Option<Membership>, IdentityError> {
+    ) -> Result<Option<Arc<Membership>>, IdentityError> {
         self.cached(
             |c| &mut c.memberships,
-            (user_id, tenant_id.to_string()),
-            || load_membership(&*self.identity_read()?, user_id, tenant_id),
+            &(user_id, tenant_id.to_string()),
+            || Ok(load_membership(&*self.identity_read()?, user_id, tenant_id)?.map(Arc::new)),
         )
     }
 

@@ -384,7 +384,7 @@ impl Catalog {
         }
         let found = self.cached(
             |c| &mut c.sessions,
-            hash.to_string(),
+            hash,
             || -> Result<_, IdentityError> {
                 let conn = self.identity_read()?;
                 let mut stmt = conn.prepare_cached(&format!(

@@ -15,4 +15,4 @@ pub use parse::{HeadLimits, Reject};
 pub use request::{Header, Request, Version};
 pub use response::{reason, Body, ConnSlot, Response, StreamFn, UpgradeFn, Upgraded};
 pub use router::{Match, Params, Route, Router};
-pub use server::{serve, Config, Handler, ServerHandle, Stopper};
+pub use server::{serve, Config, Handler, ServerHandle, Stopper, ACCESS_LOG};

@@ -147,9 +147,21 @@ pub struct Head {
     pub headers: Vec<Header>,
 }
 
+/// Header slots `parse_head` keeps on the stack (the server's default limit is 100).
+const STACK_HEADERS: usize = 128;
+
 pub fn parse_head(buf: &[u8], limits: &HeadLimits) -> Result<Head, Reject> {
-    let mut storage = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut req = httparse::Request::new(&mut storage);
+    // On the stack for the usual limit: a heap block of this size on every request made the
+    // allocator consolidate its free lists on the reactor thread.
+    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut heap = Vec::new();
+    let storage = if limits.max_headers <= STACK_HEADERS {
+        &mut stack[..limits.max_headers]
+    } else {
+        heap.resize(limits.max_headers, httparse::EMPTY_HEADER);
+        &mut heap[..]
+    };
+    let mut req = httparse::Request::new(storage);
     match req.parse(buf) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(Reject::BadRequest("incomplete head")),

@@ -77,6 +77,10 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, req: &Request) -> Response;
 }
 
+/// The log target of the one line per request; a response's `log_note` is only worth making
+/// while it is on.
+pub const ACCESS_LOG: &str = "tenantd::access";
+
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 /// How often deadlines are checked; a timed-out connection is closed at most this late.
@@ -611,7 +615,7 @@ fn drain(conn: &mut Conn, scratch: &mut [u8]) -> bool {
 
 fn log_reject(peer: SocketAddr, reject: &Reject) {
     log::info!(
-        target: "tenantd::access",
+        target: ACCESS_LOG,
         "{} - - {} {}",
         peer.ip(),
         reject.status(),
@@ -786,19 +790,21 @@ impl Worker {
                 }
             }
         };
-        let note = log_note.map(|n| format!(" {n}")).unwrap_or_default();
-        log::info!(
-            target: "tenantd::access",
-            "{} {} {} {} {} {:.2}ms{}{}",
-            req.client_ip,
-            req.method,
-            req.target,
-            status,
-            sent,
-            started.elapsed().as_secs_f64() * 1000.0,
-            note,
-            if matches!(next, Next::Abort) { " (aborted)" } else { "" }
-        );
+        if log::log_enabled!(target: ACCESS_LOG, log::Level::Info) {
+            log::info!(
+                target: ACCESS_LOG,
+                "{} {} {} {} {} {:.2}ms{}{}{}",
+                req.client_ip,
+                req.method,
+                req.target,
+                status,
+                sent,
+                started.elapsed().as_secs_f64() * 1000.0,
+                if log_note.is_some() { " " } else { "" },
+                log_note.as_deref().unwrap_or_default(),
+                if matches!(next, Next::Abort) { " (aborted)" } else { "" }
+            );
+        }
         next
     }
 
