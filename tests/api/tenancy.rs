@@ -1004,3 +1004,58 @@ fn the_cli_reads_options_anywhere_and_never_invents_a_data_directory() {
     assert_eq!(out.status.code(), Some(1));
     assert!(!nowhere.exists());
 }
+
+/// Each request's access-log line names the tenant it reached (and only that one).
+#[test]
+fn the_access_log_names_each_requests_tenant() {
+    use std::io::{BufRead, BufReader};
+    let data = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_tenantd");
+    for slug in ["acme", "globex"] {
+        let out = std::process::Command::new(bin)
+            .args(["tenants", "create", slug, "--name", slug, "--data"])
+            .arg(data.path())
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut child = std::process::Command::new(bin)
+        .args(["serve", "--bind", "127.0.0.1:0", "--data"])
+        .arg(data.path())
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr = first
+        .trim()
+        .strip_prefix("tenantd listening on http://")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+    for path in ["/t/acme/api/tenant", "/t/globex/api/orders", "/healthz"] {
+        crate::support::request_to(addr, "GET", path, &[], None);
+    }
+    let _ = child.kill();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let lines: Vec<String> = stderr.lines().map_while(Result::ok).collect();
+    let _ = child.wait();
+    let line = |target: &str| {
+        lines
+            .iter()
+            .find(|l| l.contains(&format!(" GET {target} ")))
+            .unwrap_or_else(|| panic!("no access line for {target} in {lines:#?}"))
+            .clone()
+    };
+    assert!(line("/t/acme/api/tenant").contains("tenant=acme"));
+    assert!(line("/t/globex/api/orders").contains("tenant=globex"));
+    assert!(!line("/healthz").contains("tenant="));
+}
