@@ -185,6 +185,15 @@ mod tests {
         let c = parse("--base-domain Example.TEST. --central-host a.test", &[]).unwrap();
         assert_eq!(c.app.identify.base_domain, "example.test");
         assert_eq!(c.app.identify.central_hosts, vec!["a.test"]);
+
+        assert_eq!(
+            parse("", &[]).unwrap().app.registry.read_cache_bytes,
+            32 << 20
+        );
+        let env = [("TENANTD_READ_CACHE_MIB", "0")];
+        assert_eq!(parse("", &env).unwrap().app.registry.read_cache_bytes, 0);
+        let c = parse("--read-cache-mib 8", &env).unwrap();
+        assert_eq!(c.app.registry.read_cache_bytes, 8 << 20);
     }
 
     #[test]
@@ -193,6 +202,8 @@ mod tests {
         assert!(e.0.contains("--workers"), "{e}");
         assert!(parse("--head-timeout soon", &[]).is_err());
         assert!(parse("--trusted-proxy nope", &[]).is_err());
+        let e = parse("--read-cache-mib lots", &[]).unwrap_err();
+        assert!(e.0.contains("--read-cache-mib"), "{e}");
         let c = parse("", &[("TENANTD_TRUSTED_PROXIES", "10.0.0.1, ::1")]).unwrap();
         assert_eq!(c.http.trusted_proxies.len(), 2);
     }
