@@ -170,10 +170,9 @@ impl Tenant {
     }
 
     pub fn keep_read(&self, ticket: Ticket, body: &[u8]) {
-        let connected = self.pool.pool.state().connections > 0;
-        self.pool
-            .reads
-            .keep(ticket, body, &self.pool.path, connected);
+        let pool = &self.pool;
+        let connected = || pool.pool.state().connections > 0;
+        pool.reads.keep(ticket, body, &pool.path, connected);
     }
 
     /// Checkpoints the checkpoint thread finished on this pool (for tests and metrics).

@@ -121,13 +121,19 @@ impl ReadCache {
 
     /// Keeps `body` for the ticket's key if the file is still as it was when the ticket was
     /// made. `connected`: whether the pool holds an open connection to `path` (the condition
-    /// for mapping its header, which is done here on first use).
-    pub(super) fn keep(&self, ticket: Ticket, body: &[u8], path: &Path, connected: bool) {
+    /// for mapping its header, which is done here on first use; only asked until then).
+    pub(super) fn keep(
+        &self,
+        ticket: Ticket,
+        body: &[u8],
+        path: &Path,
+        connected: impl FnOnce() -> bool,
+    ) {
         if self.budget.limit == 0 {
             return;
         }
         let Some(probe) = self.probe.get() else {
-            if connected {
+            if connected() {
                 if let Some(probe) = WalProbe::open(path) {
                     // A racing thread may have set one first: either maps the same file.
                     let _ = self.probe.set(probe);
