@@ -43,18 +43,8 @@ admin's sessions and turns two-factor authentication off (re-enrol after logging
 Options: --data DIR [TENANTD_DATA, ./data], --json
 ";
 
-/// Opens the catalog. Creating the first accounts (`users create`, `admin create`) may start a
-/// new data directory, as `tenants create` may; anything else on a directory without a catalog
-/// is a mistyped `--data`.
 fn open(args: &mut Args, env: &Env, create: Create) -> Result<Catalog, Failure> {
-    let data = crate::config::data_dir(args, env)?;
-    if create == Create::Never && !data.join("central.db").exists() {
-        return Err(Failure::Operation(format!(
-            "no catalog in {} (run `tenantd serve` there first, or pass the right --data)",
-            data.display()
-        )));
-    }
-    Catalog::open(&data, create).map_err(|e| Failure::Operation(e.to_string()))
+    super::tenants::open_catalog(&crate::config::data_dir(args, env)?, create)
 }
 
 fn op<E: std::fmt::Display>(e: E) -> Failure {

@@ -256,17 +256,11 @@ fn realtime_command(args: &mut Args, env: &Env, help: bool) -> Result<i32, CliEr
         }
     }
     args.finish_ref()?;
-    if !data.join("central.db").exists() {
-        eprintln!(
-            "tenantd: no catalog in {} (run `tenantd serve` there first)",
-            data.display()
-        );
-        return Ok(1);
-    }
-    let catalog = match crate::catalog::Catalog::open(&data, crate::db::Create::Never) {
+    let catalog = match tenants::open_catalog(&data, crate::db::Create::Never) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("tenantd: {e}");
+        Err(tenants::Failure::Usage(e)) => return Err(e),
+        Err(tenants::Failure::Operation(message)) => {
+            eprintln!("tenantd: {message}");
             return Ok(1);
         }
     };

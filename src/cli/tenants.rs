@@ -66,13 +66,13 @@ impl From<LifecycleError> for Failure {
     }
 }
 
-/// Opens the catalog. Only `create` may start a new data directory: any other command on a
-/// directory without a catalog is a mistyped `--data`, not an empty installation.
-fn open_catalog(data: &Path, create: Create) -> Result<Catalog, Failure> {
+/// Opens the catalog for a command. Only commands that make the first records (`tenants
+/// create`, `users create`, `admin create`) may start a new data directory: any other command
+/// on a directory without a catalog is a mistyped `--data`, not an empty installation.
+pub(super) fn open_catalog(data: &Path, create: Create) -> Result<Catalog, Failure> {
     if create == Create::Never && !data.join("central.db").exists() {
         return Err(Failure::Operation(format!(
-            "no catalog in {} (run `tenantd serve` or `tenantd tenants create` there first, \
-             or pass the right --data)",
+            "no catalog in {} (run `tenantd serve` there first, or pass the right --data)",
             data.display()
         )));
     }
@@ -105,17 +105,16 @@ pub fn tenants(args: &mut Args, env: &Env) -> Result<(), Failure> {
             let domains = args.values("--domain")?;
             let slug = required(args, "slug")?;
             args.finish_ref()?;
+            let catalog = open_catalog(&data, Create::IfMissing)?;
             let record = lifecycle::create(
-                &open_catalog(&data, Create::IfMissing)?,
+                &catalog,
                 &NewTenant {
                     slug,
                     name,
                     domains,
                 },
             )?;
-            if let Ok(catalog) = open_catalog(&data, Create::Never) {
-                audit(&catalog, "tenant.created", &record);
-            }
+            audit(&catalog, "tenant.created", &record);
             print_record(&record, json);
         }
         "list" => {
