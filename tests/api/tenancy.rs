@@ -1044,9 +1044,29 @@ fn the_access_log_names_each_requests_tenant() {
     for path in ["/t/acme/api/tenant", "/t/globex/api/orders", "/healthz"] {
         crate::support::request_to(addr, "GET", path, &[], None);
     }
-    let _ = child.kill();
+    // A line is written once its answer went out: read until all three are there.
+    let (tx, rx) = std::sync::mpsc::channel();
     let stderr = BufReader::new(child.stderr.take().unwrap());
-    let lines: Vec<String> = stderr.lines().map_while(Result::ok).collect();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    while lines
+        .iter()
+        .filter(|l: &&String| l.contains(" GET "))
+        .count()
+        < 3
+    {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) => lines.push(line),
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
     let _ = child.wait();
     let line = |target: &str| {
         lines
