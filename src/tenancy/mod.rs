@@ -170,9 +170,7 @@ impl Tenant {
     }
 
     pub fn keep_read(&self, ticket: Ticket, body: &[u8]) {
-        let pool = &self.pool;
-        let connected = || pool.pool.state().connections > 0;
-        pool.reads.keep(ticket, body, &pool.path, connected);
+        self.pool.reads.keep(ticket, body);
     }
 
     /// Checkpoints the checkpoint thread finished on this pool (for tests and metrics).
@@ -728,9 +726,12 @@ impl Inner {
             connection_timeout: self.config.connection_timeout,
         };
         let pool = db::pool(path, DbKind::Tenant, &config, &self.threads).map_err(reason)?;
+        // One connection now, which stays for the pool's life (see `OpenPool::pool`): the
+        // answers cache maps the file's WAL index, which is only safe while one is open.
+        drop(pool.get().map_err(|e| reason(e.into()))?);
         let open = OpenPool {
+            reads: reads::ReadCache::new(self.reads.clone(), path),
             pool,
-            reads: reads::ReadCache::new(self.reads.clone()),
             writer: WriteTurn::default(),
             commits: AtomicU64::new(0),
             checkpoints: self.checkpoints.clone(),

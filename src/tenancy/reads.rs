@@ -21,7 +21,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use crate::db::probe::{Header, WalProbe};
 
@@ -88,25 +88,29 @@ impl Budget {
 
 pub(super) struct ReadCache {
     budget: Budget,
-    /// Made once a connection to the file is open (see `db::probe` for why it must be).
-    probe: OnceLock<WalProbe>,
+    /// `None` when the cache is off, or the file has no WAL index to map: then nothing is kept.
+    probe: Option<WalProbe>,
     entries: Mutex<Entries>,
 }
 
 impl ReadCache {
-    pub(super) fn new(budget: Budget) -> ReadCache {
+    /// For the database at `path`, to which the pool must hold a connection open for as long
+    /// as this cache lives (see `db::probe`).
+    pub(super) fn new(budget: Budget, path: &Path) -> ReadCache {
+        let probe = if budget.limit == 0 {
+            None
+        } else {
+            WalProbe::open(path)
+        };
         ReadCache {
             budget,
-            probe: OnceLock::new(),
+            probe,
             entries: Mutex::new(Entries::default()),
         }
     }
 
     pub(super) fn lookup(&self, key: String, fresh: bool) -> Lookup {
-        if self.budget.limit == 0 {
-            return Lookup::Miss(Ticket { key, header: None });
-        }
-        let header = self.probe.get().map(WalProbe::read);
+        let header = self.probe.as_ref().map(WalProbe::read);
         if header.is_some() && !fresh {
             let mut entries = super::lock(&self.entries);
             if entries.header == header {
@@ -120,25 +124,9 @@ impl ReadCache {
     }
 
     /// Keeps `body` for the ticket's key if the file is still as it was when the ticket was
-    /// made. `connected`: whether the pool holds an open connection to `path` (the condition
-    /// for mapping its header, which is done here on first use; only asked until then).
-    pub(super) fn keep(
-        &self,
-        ticket: Ticket,
-        body: &[u8],
-        path: &Path,
-        connected: impl FnOnce() -> bool,
-    ) {
-        if self.budget.limit == 0 {
-            return;
-        }
-        let Some(probe) = self.probe.get() else {
-            if connected() {
-                if let Some(probe) = WalProbe::open(path) {
-                    // A racing thread may have set one first: either maps the same file.
-                    let _ = self.probe.set(probe);
-                }
-            }
+    /// made.
+    pub(super) fn keep(&self, ticket: Ticket, body: &[u8]) {
+        let Some(probe) = &self.probe else {
             return;
         };
         let now = probe.read();
