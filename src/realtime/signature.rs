@@ -182,21 +182,27 @@ pub fn verify_http_signature(
     let signature = hex::decode(signature).map_err(|_| SigError::BadSignature)?;
 
     params.retain(|(k, _)| k != "auth_signature");
+    let to_sign = http_string_to_sign(method, path, &mut params);
+    mac(secret, &to_sign)
+        .verify_slice(&signature)
+        .map_err(|_| SigError::BadSignature)
+}
+
+/// What an HTTP API request's signature covers: `METHOD\npath\nk=v&...`, the parameters
+/// (lower-case keys, `auth_signature` left out) sorted by key.
+fn http_string_to_sign(method: &str, path: &str, params: &mut [(String, &str)]) -> String {
     params.sort_by(|a, b| a.0.cmp(&b.0));
     let query_string = params
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join("&");
-    let to_sign = format!(
+    format!(
         "{}\n{}\n{}",
         method.to_ascii_uppercase(),
         path,
         query_string
-    );
-    mac(secret, &to_sign)
-        .verify_slice(&signature)
-        .map_err(|_| SigError::BadSignature)
+    )
 }
 
 /// The query parameters a client adds to sign a request (what the Pusher server libraries do);
@@ -221,18 +227,7 @@ pub fn sign_http_request(
         .iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str()))
         .collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    let query_string = sorted
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&");
-    let to_sign = format!(
-        "{}\n{}\n{}",
-        method.to_ascii_uppercase(),
-        path,
-        query_string
-    );
+    let to_sign = http_string_to_sign(method, path, &mut sorted);
     params.push(("auth_signature".into(), hmac_sha256_hex(secret, &to_sign)));
     params
 }
