@@ -32,7 +32,7 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 
-use super::{now, Page, Problems, Reader, WorkspaceError};
+use super::{now, row_cached, Page, Problems, Reader, WorkspaceError};
 use crate::tenancy::Tenant;
 
 pub const MAX_TITLE_CHARS: usize = 200;
@@ -464,11 +464,13 @@ fn shape_after_write(scope: &Scope, order: &OrderRow) -> Value {
 }
 
 fn load(conn: &Connection, id: i64) -> rusqlite::Result<Option<OrderRow>> {
-    // Cached, like every statement on a request's path: preparing one costs more than
-    // running it.
-    conn.prepare_cached(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?1"))?
-        .query_row([id], order_from_row)
-        .optional()
+    row_cached(
+        conn,
+        &format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?1"),
+        [id],
+        order_from_row,
+    )
+    .optional()
 }
 
 /// The order and the reader's view of it; `NotFound` if missing or hidden.
@@ -782,10 +784,12 @@ fn check_assignee(problems: &mut Problems, assignee: Option<i64>, member: bool) 
 /// the write lock makes it unique and gap-free among committed orders, and a
 /// rolled-back create gives its number back.
 fn next_number(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.prepare_cached(
+    row_cached(
+        conn,
         "UPDATE counters SET value = value + 1 WHERE name = 'order_number' RETURNING value",
-    )?
-    .query_row([], |row| row.get(0))
+        [],
+        |row| row.get(0),
+    )
 }
 
 fn record_event(
@@ -809,31 +813,29 @@ fn record_event(
 /// transaction; the demo seeder shares it.
 fn insert_order(conn: &Connection, order: &OrderRow, user_id: i64) -> rusqlite::Result<OrderRow> {
     let number = next_number(conn)?;
-    let id: i64 = conn
-        .prepare_cached(
-            "INSERT INTO orders (number, title, customer_name, customer_email, customer_phone,
+    let id: i64 = row_cached(
+        conn,
+        "INSERT INTO orders (number, title, customer_name, customer_email, customer_phone,
                              amount_minor, currency, status, assigned_to, created_by, notes,
                              created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) RETURNING id",
-        )?
-        .query_row(
-            params![
-                number,
-                order.title,
-                order.customer_name,
-                order.customer_email,
-                order.customer_phone,
-                order.amount_minor,
-                order.currency,
-                order.status.as_str(),
-                order.assigned_to,
-                order.created_by,
-                order.notes,
-                order.created_at,
-                order.updated_at,
-            ],
-            |row| row.get(0),
-        )?;
+        params![
+            number,
+            order.title,
+            order.customer_name,
+            order.customer_email,
+            order.customer_phone,
+            order.amount_minor,
+            order.currency,
+            order.status.as_str(),
+            order.assigned_to,
+            order.created_by,
+            order.notes,
+            order.created_at,
+            order.updated_at,
+        ],
+        |row| row.get(0),
+    )?;
     let number_text = format_order_number(number);
     record_event(
         conn,
