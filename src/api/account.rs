@@ -328,7 +328,7 @@ fn exchange_ticket(app: &App, call: &Call) -> Result<Response, Error> {
     let body = object(call.req)?;
     let ticket = text(&body, "ticket")?;
     let tenant = call.tenant.as_ref().ok_or(Error::NoTenant)?;
-    if ticket.len() != 64 || !ticket.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !token::well_formed(&ticket) {
         return Err(Error::Unauthorized);
     }
     // Consumed whatever happens next: a ticket presented on the wrong tenant is spent.

@@ -13,7 +13,7 @@ use crate::workspace::{
 };
 
 use super::broadcasting::{chat_channel, except_socket, orders_channel, publish, user_channel};
-use super::{id_param, object, App, Call, Member, Route};
+use super::{id_param, object, text, App, Call, Member, Route};
 
 /// The orders channel is shared by every permission level: its events carry only what all of
 /// them may see, and clients fetch the rest through the API, which applies their own scope.
@@ -254,11 +254,7 @@ fn list_messages(_app: &App, call: &Call, member: &Member) -> Result<Response, E
 }
 
 fn body_field(req: &Request) -> Result<String, Error> {
-    match object(req)?.get("body") {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(_) => Err(Error::validation("body", "must be a string")),
-        None => Err(Error::validation("body", "is required")),
-    }
+    text(&object(req)?, "body")
 }
 
 fn post_message(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {

@@ -69,7 +69,7 @@ pub fn authenticate(
     now: i64,
 ) -> Result<Option<Principal>, IdentityError> {
     // Our tokens are 64 hex characters; anything else cannot match and costs no query.
-    if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !token::well_formed(token) {
         return Ok(None);
     }
     let Some(session) = catalog.session_by_token_hash(&token::digest(token), now)? else {

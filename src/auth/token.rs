@@ -23,6 +23,12 @@ pub fn generate() -> String {
     hex::encode(bytes)
 }
 
+/// Whether `text` has the form `generate` gives: anything else cannot match a stored digest
+/// and is refused without a lookup.
+pub fn well_formed(text: &str) -> bool {
+    text.len() == 2 * TOKEN_BYTES && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// The form a token is stored and looked up in: SHA-256 of its text, as 64
 /// lower-case hex characters.
 pub fn digest(token: &str) -> String {
