@@ -822,6 +822,58 @@ fn writes_checkpoint_the_log_outside_the_write_turn() {
     );
 }
 
+/// The log starts over from its beginning only once a checkpoint has copied all of it with no
+/// writer in between. Writers queued back to back leave no such gap for the checkpoint thread,
+/// so without a writer finishing the checkpoint in its own turn the log grows as long as the
+/// writes go on (gigabytes in a minute of order creates).
+#[test]
+fn the_log_starts_over_under_back_to_back_writers() {
+    const WRITERS: usize = 4;
+    const WRITES_EACH: usize = 1_500;
+    const BLOB: usize = 4_000;
+    let setup = Setup::new();
+    let acme = setup.create("acme", &[]);
+    let registry = setup.registry(quiet());
+    let tenant = resolve_slug(&setup.catalog, &registry, "acme").unwrap();
+    tenant
+        .write(|tx| -> Result<(), DbError> {
+            tx.execute_batch("CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB)")?;
+            Ok(())
+        })
+        .unwrap();
+    thread::scope(|s| {
+        for _ in 0..WRITERS {
+            s.spawn(|| {
+                for _ in 0..WRITES_EACH {
+                    tenant
+                        .write(|tx| -> Result<(), DbError> {
+                            // A row of a page and more, the oldest rows deleted: the file
+                            // stays small, every write puts several pages into the log.
+                            tx.execute(
+                                "INSERT INTO blobs (data) VALUES (zeroblob(?1))",
+                                [BLOB as i64],
+                            )?;
+                            tx.execute(
+                                "DELETE FROM blobs WHERE id < (SELECT max(id) FROM blobs) - 16",
+                                [],
+                            )?;
+                            Ok(())
+                        })
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let wal = db::database_files(&setup.path(&acme))[1].clone();
+    // The log file keeps its longest length when it starts over, so this is its high-water
+    // mark. The writes put more than 50 MB into it in all.
+    let longest = fs::metadata(&wal).unwrap().len();
+    assert!(
+        longest < 16 << 20,
+        "the log grew to {longest} bytes over {} writes",
+        WRITERS * WRITES_EACH
+    );
+}
 /// The write turn is released however a writer ends: a lost turn would leave every later
 /// writer of the tenant waiting out the busy timeout and failing.
 #[test]
