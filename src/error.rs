@@ -153,10 +153,10 @@ impl Error {
         }
         let response = Response::json(status, &body);
         match self {
-            Error::MethodNotAllowed { allow } => response.with_header("Allow", &allow),
+            Error::MethodNotAllowed { allow } => response.with_header("Allow", allow),
             Error::Unauthorized => response.with_header("WWW-Authenticate", "Bearer"),
             Error::TooManyRequests { retry_after_secs } => {
-                response.with_header("Retry-After", &retry_after_secs.max(1).to_string())
+                response.with_header("Retry-After", retry_after_secs.max(1).to_string())
             }
             Error::TenantUnavailable => response.with_header("Retry-After", "1"),
             _ => response,

@@ -111,7 +111,7 @@ fn logout(app: &App, call: &Call, principal: &Principal) -> Result<Response, Err
         "{}=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0",
         crate::auth::principal::COOKIE
     );
-    Ok(Response::json(200, &json!({ "logged_out": true })).with_header("Set-Cookie", &clear))
+    Ok(Response::json(200, &json!({ "logged_out": true })).with_header("Set-Cookie", clear))
 }
 
 fn me(app: &App, _call: &Call, account: &Account) -> Result<Response, Error> {
@@ -280,7 +280,7 @@ fn create_token(app: &App, call: &Call, account: &Account) -> Result<Response, E
     let token = token::generate();
     let id = app.catalog.create_session(
         &NewSession {
-            token_hash: token::digest(&token),
+            token_hash: token::digest(&token).to_string(),
             kind: SessionKind::Personal,
             user_id: Some(account.user.id),
             tenant_id: Some(record.id.clone()),
@@ -334,7 +334,7 @@ fn exchange_ticket(app: &App, call: &Call) -> Result<Response, Error> {
     // Consumed whatever happens next: a ticket presented on the wrong tenant is spent.
     let session = app
         .catalog
-        .consume_ticket(&token::digest(&ticket), unix_now())?
+        .consume_ticket(token::digest(&ticket).as_str(), unix_now())?
         .ok_or(Error::Unauthorized)?;
     if session.tenant_id.as_deref() != Some(tenant.id.as_str()) {
         return Err(Error::NotAMember);

@@ -405,7 +405,7 @@ fn impersonate(app: &App, call: &Call, op: &Operator) -> Result<Response, Error>
     let now = unix_now();
     app.catalog.create_session(
         &NewSession {
-            token_hash: token::digest(&ticket),
+            token_hash: token::digest(&ticket).to_string(),
             kind: SessionKind::ImpersonationTicket,
             user_id: Some(user_id),
             tenant_id: Some(record.id.clone()),

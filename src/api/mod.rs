@@ -43,8 +43,8 @@ pub struct Call<'a> {
 /// catalog on this request, so a changed role counts at once.
 pub struct Member {
     pub tenant: Tenant,
-    pub user: User,
-    pub session: Session,
+    pub user: Arc<User>,
+    pub session: Arc<Session>,
     pub membership: Arc<Membership>,
 }
 
@@ -65,15 +65,15 @@ impl Member {
 
 /// A signed-in user anywhere (their own account, their tokens).
 pub struct Account {
-    pub user: User,
-    pub session: Session,
+    pub user: Arc<User>,
+    pub session: Arc<Session>,
     pub via: Via,
 }
 
 /// A signed-in system admin, on the central host.
 pub struct Operator {
     pub admin: SystemAdmin,
-    pub session: Session,
+    pub session: Arc<Session>,
 }
 
 type PublicFn = fn(&App, &Call) -> Result<Response, Error>;
@@ -289,7 +289,7 @@ impl App {
                 .strip_prefix('[')
                 .and_then(|h| h.strip_suffix(']'))
                 .is_some_and(|h| h.parse::<std::net::IpAddr>().is_ok())
-            || self.identify.central_hosts.contains(&host)
+            || self.identify.central_hosts.iter().any(|h| *h == host)
             || self.catalog.by_domain(&host).ok().flatten().is_some()
     }
 
@@ -365,8 +365,8 @@ impl App {
         &self,
         fresh: &Fresh,
         call: &Call,
-        user: User,
-        session: Session,
+        user: Arc<User>,
+        session: Arc<Session>,
     ) -> Result<Member, Error> {
         let record = call.tenant.clone().ok_or(Error::NoTenant)?;
         // A token bound to one tenant (a personal token, an impersonation) is no key to
@@ -412,7 +412,7 @@ impl App {
         let csrf = token::generate();
         let now = unix_now();
         let expires_at = now + self.sessions.lifetime_secs;
-        new.token_hash = token::digest(&token);
+        new.token_hash = token::digest(&token).to_string();
         new.csrf_token = Some(csrf.clone());
         new.expires_at = Some(expires_at);
         new.idle_timeout_secs = Some(self.sessions.idle_secs);
@@ -431,7 +431,7 @@ impl App {
                 ""
             }
         );
-        Ok(Response::json(200, &body).with_header("Set-Cookie", &cookie))
+        Ok(Response::json(200, &body).with_header("Set-Cookie", cookie))
     }
 
     /// Takes the TOTP step an admin's code matched; false when that step or a later one was
@@ -607,7 +607,7 @@ impl http::Handler for App {
             .filter(|_| log::log_enabled!(target: http::ACCESS_LOG, log::Level::Info))
             .map(|t| format!("tenant={}", t.slug));
         let mut response = self
-            .dispatch(&fresh, req, &identified.path, tenant)
+            .dispatch(&fresh, req, identified.path, tenant)
             .unwrap_or_else(Error::into_response);
         response.log_note = note;
         response
@@ -628,17 +628,24 @@ fn read_through(
     path: &str,
     f: TenantFn,
 ) -> Result<Response, Error> {
-    use std::fmt::Write;
     // Everything the answer depends on besides the file: the reader, then the URL. The
     // permission names contain no ',' or newline, the path no newline.
     let m = &member.membership;
     let mut key = String::with_capacity(160 + path.len() + call.req.query.len());
-    let _ = write!(key, "{}\n{}\n", member.user.id, m.all_permissions);
+    key.push_str(itoa::Buffer::new().format(member.user.id));
+    key.push_str(if m.all_permissions {
+        "\nall\n"
+    } else {
+        "\nsome\n"
+    });
     for p in &m.permissions {
         key.push_str(p);
         key.push(',');
     }
-    let _ = write!(key, "\n{path}?{}", call.req.query);
+    key.push('\n');
+    key.push_str(path);
+    key.push('?');
+    key.push_str(&call.req.query);
     // A client may insist on a fresh read (RFC 9111 5.2.1.4): it is kept for the next one.
     let fresh = call
         .req

@@ -2,6 +2,8 @@
 //! cookie is looked up by its digest in the catalog on every request (no cache: a revoked
 //! session, a disabled user or an expired token stops working on the very next request).
 
+use std::sync::Arc;
+
 use crate::catalog::{Fresh, IdentityError, Session, SessionKind, SystemAdmin, User};
 
 use super::token;
@@ -18,14 +20,15 @@ pub enum Via {
 
 #[derive(Clone, Debug)]
 pub enum Principal {
+    // Shared with the catalog's cache: a request copies no user or session.
     User {
-        user: User,
-        session: Session,
+        user: Arc<User>,
+        session: Arc<Session>,
         via: Via,
     },
     Admin {
         admin: SystemAdmin,
-        session: Session,
+        session: Arc<Session>,
         via: Via,
     },
 }
@@ -72,7 +75,7 @@ pub fn authenticate(
     if !token::well_formed(token) {
         return Ok(None);
     }
-    let Some(session) = catalog.session_by_token_hash(&token::digest(token), now)? else {
+    let Some(session) = catalog.session_by_token_hash(token::digest(token).as_str(), now)? else {
         return Ok(None);
     };
     let principal = match session.kind {

@@ -31,13 +31,30 @@ pub fn well_formed(text: &str) -> bool {
 
 /// The form a token is stored and looked up in: SHA-256 of its text, as 64
 /// lower-case hex characters.
-pub fn digest(token: &str) -> String {
-    // Through a buffer: `hex::encode` builds the string a char at a time, and this runs on
-    // every authenticated request.
+pub fn digest(token: &str) -> TokenDigest {
+    // Into a buffer: `hex::encode` builds a string a char at a time, and this runs on every
+    // authenticated request.
     let mut hex = [0u8; 64];
     let encoded = hex::encode_to_slice(Sha256::digest(token.as_bytes()), &mut hex);
     debug_assert!(encoded.is_ok());
-    String::from_utf8_lossy(&hex).into_owned()
+    TokenDigest(hex)
+}
+
+/// A [`digest`], kept on the stack: a lookup needs no allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenDigest([u8; 64]);
+
+impl TokenDigest {
+    pub fn as_str(&self) -> &str {
+        // Hex digits only, always ASCII.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for TokenDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Equality whose time depends only on the lengths, not on where the inputs
@@ -74,12 +91,12 @@ mod tests {
     fn digest_is_sha256_hex() {
         // FIPS 180-2 test vector for "abc".
         assert_eq!(
-            digest("abc"),
+            digest("abc").as_str(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         let t = generate();
         assert_eq!(digest(&t), digest(&t));
-        assert_ne!(digest(&t), t);
+        assert_ne!(digest(&t).as_str(), t);
     }
 
     #[test]

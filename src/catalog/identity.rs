@@ -3,6 +3,8 @@
 //! audit log included). Password hashes are made and checked by the auth module; this module
 //! only stores them, and never serialises them.
 
+use std::sync::Arc;
+
 use std::fmt;
 
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
@@ -412,16 +414,17 @@ impl Catalog {
         })
     }
 
-    pub fn user_by_id(&self, id: i64) -> Result<Option<User>, IdentityError> {
+    pub fn user_by_id(&self, id: i64) -> Result<Option<Arc<User>>, IdentityError> {
         self.snapshot()?;
         self.cached_user(id)
     }
 
-    pub(crate) fn cached_user(&self, id: i64) -> Result<Option<User>, IdentityError> {
+    /// Shared with the cache, not copied: this runs on every authenticated request.
+    pub(crate) fn cached_user(&self, id: i64) -> Result<Option<Arc<User>>, IdentityError> {
         self.cached(
             |c| &mut c.users,
             &id,
-            || load_user(&*self.identity_read()?, id),
+            || Ok(load_user(&*self.identity_read()?, id)?.map(Arc::new)),
         )
     }
 

@@ -16,6 +16,7 @@ mod identity_tests;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::fs;
@@ -179,13 +180,19 @@ impl Snapshot {
 
 /// A Host header value as a catalog domain: lower-cased, without a `:port`
 /// or trailing dot. The result is only a lookup key; it is not validated.
-pub fn normalize_host(host: &str) -> String {
+pub fn normalize_host(host: &str) -> Cow<'_, str> {
     let host = host.trim();
     let host = match host.rsplit_once(':') {
         Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
         _ => host,
     };
-    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
+    let host = host.strip_suffix('.').unwrap_or(host);
+    // Every request's Host passes here, and is almost always lower-case already.
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
 }
 
 #[derive(Debug)]
@@ -292,9 +299,10 @@ pub struct Catalog {
 #[derive(Default)]
 pub(crate) struct ReadCache {
     generation: u64,
-    pub(crate) sessions: HashMap<String, Option<Session>>,
-    pub(crate) users: HashMap<i64, Option<User>>,
-    pub(crate) memberships: HashMap<(i64, String), Option<Arc<Membership>>>,
+    pub(crate) sessions: HashMap<String, Option<Arc<Session>>>,
+    pub(crate) users: HashMap<i64, Option<Arc<User>>>,
+    /// By user and the tenant id's 128 bits, so that a lookup allocates nothing.
+    pub(crate) memberships: HashMap<(i64, uuid::Uuid), Option<Arc<Membership>>>,
 }
 
 /// Entries per map before it is emptied: a bound on what unknown tokens can make us hold.
@@ -311,11 +319,11 @@ impl Fresh<'_> {
         &self,
         hash: &str,
         now: i64,
-    ) -> Result<Option<Session>, IdentityError> {
+    ) -> Result<Option<Arc<Session>>, IdentityError> {
         self.catalog.cached_session(hash, now)
     }
 
-    pub fn user_by_id(&self, id: i64) -> Result<Option<User>, IdentityError> {
+    pub fn user_by_id(&self, id: i64) -> Result<Option<Arc<User>>, IdentityError> {
         self.catalog.cached_user(id)
     }
 
@@ -680,7 +688,7 @@ impl Catalog {
     /// Removes one of the tenant's domains. If it was the primary one, the
     /// alphabetically first remaining domain becomes primary.
     pub fn remove_domain(&self, id: &str, domain: &str) -> Result<Arc<TenantRecord>, CatalogError> {
-        let domain = normalize_host(domain);
+        let domain = normalize_host(domain).into_owned();
         self.write(|tx| {
             let was_primary: Option<bool> = tx
                 .query_row(

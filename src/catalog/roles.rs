@@ -363,11 +363,13 @@ impl Catalog {
         user_id: i64,
         tenant_id: &str,
     ) -> Result<Option<Arc<Membership>>, IdentityError> {
-        self.cached(
-            |c| &mut c.memberships,
-            &(user_id, tenant_id.to_string()),
-            || Ok(load_membership(&*self.identity_read()?, user_id, tenant_id)?.map(Arc::new)),
-        )
+        let load =
+            || Ok(load_membership(&*self.identity_read()?, user_id, tenant_id)?.map(Arc::new));
+        // The catalog's ids always parse; anything else is looked up, not kept.
+        match uuid::Uuid::try_parse(tenant_id) {
+            Ok(id) => self.cached(|c| &mut c.memberships, &(user_id, id), load),
+            Err(_) => load(),
+        }
     }
 
     /// Every tenant the user belongs to, deleted tenants left out, by tenant name.

@@ -3,6 +3,8 @@
 //! caller hashes); times are unix seconds, since they are compared on every request. Functions
 //! that decide liveness take `now` so that callers and tests share one clock.
 
+use std::sync::Arc;
+
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -369,7 +371,7 @@ impl Catalog {
         &self,
         hash: &str,
         now: i64,
-    ) -> Result<Option<Session>, IdentityError> {
+    ) -> Result<Option<Arc<Session>>, IdentityError> {
         self.snapshot()?;
         self.cached_session(hash, now)
     }
@@ -378,7 +380,7 @@ impl Catalog {
         &self,
         hash: &str,
         now: i64,
-    ) -> Result<Option<Session>, IdentityError> {
+    ) -> Result<Option<Arc<Session>>, IdentityError> {
         if !is_token_hash(hash) {
             return Ok(None);
         }
@@ -393,7 +395,7 @@ impl Catalog {
                 ))?;
                 let mut rows = stmt.query(params![hash, now])?;
                 match rows.next()? {
-                    Some(row) => Ok(Some(session_from_row(row)?)),
+                    Some(row) => Ok(Some(Arc::new(session_from_row(row)?))),
                     None => Ok(None),
                 }
             },

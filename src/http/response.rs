@@ -1,6 +1,7 @@
 //! What a handler answers: a status, headers, and a body that is either whole, streamed as it is
 //! produced, or a takeover of the connection after `101 Switching Protocols`.
 
+use std::borrow::Cow;
 use std::io::{self, Write};
 use std::net::TcpStream;
 
@@ -42,19 +43,22 @@ pub enum Body {
     Upgrade(UpgradeFn),
 }
 
+/// A header's name or value: most are fixed text, which costs no allocation.
+pub type HeaderText = Cow<'static, str>;
+
 pub struct Response {
     pub status: u16,
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<(HeaderText, HeaderText)>,
     pub body: Body,
     /// Extra words for this request's log line (the tenant, for example).
     pub log_note: Option<String>,
 }
 
 impl Response {
-    pub fn new(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Response {
+    pub fn new(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> Response {
         Response {
             status,
-            headers: vec![("Content-Type".into(), content_type.into())],
+            headers: vec![(CONTENT_TYPE, content_type.into())],
             body: Body::Full(body.into()),
             log_note: None,
         }
@@ -77,19 +81,19 @@ impl Response {
         )
     }
 
-    pub fn shared(status: u16, content_type: &str, body: std::sync::Arc<[u8]>) -> Response {
+    pub fn shared(status: u16, content_type: &'static str, body: std::sync::Arc<[u8]>) -> Response {
         Response {
             status,
-            headers: vec![("Content-Type".into(), content_type.into())],
+            headers: vec![(CONTENT_TYPE, content_type.into())],
             body: Body::Shared(body),
             log_note: None,
         }
     }
 
-    pub fn stream(status: u16, content_type: &str, f: StreamFn) -> Response {
+    pub fn stream(status: u16, content_type: &'static str, f: StreamFn) -> Response {
         Response {
             status,
-            headers: vec![("Content-Type".into(), content_type.into())],
+            headers: vec![(CONTENT_TYPE, content_type.into())],
             body: Body::Stream(f),
             log_note: None,
         }
@@ -97,7 +101,7 @@ impl Response {
 
     /// A `101 Switching Protocols` answer; `headers` carries `Upgrade`, `Connection` and any
     /// protocol-specific header (e.g. `Sec-WebSocket-Accept`).
-    pub fn upgrade(headers: Vec<(String, String)>, f: UpgradeFn) -> Response {
+    pub fn upgrade(headers: Vec<(HeaderText, HeaderText)>, f: UpgradeFn) -> Response {
         Response {
             status: 101,
             headers,
@@ -106,7 +110,11 @@ impl Response {
         }
     }
 
-    pub fn with_header(mut self, name: &str, value: &str) -> Response {
+    pub fn with_header(
+        mut self,
+        name: impl Into<HeaderText>,
+        value: impl Into<HeaderText>,
+    ) -> Response {
         self.headers.push((name.into(), value.into()));
         self
     }
@@ -115,9 +123,11 @@ impl Response {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
     }
 }
+
+const CONTENT_TYPE: HeaderText = Cow::Borrowed("Content-Type");
 
 pub fn reason(status: u16) -> &'static str {
     match status {
@@ -167,7 +177,7 @@ pub enum Delimit {
 pub fn write_head(
     out: &mut Vec<u8>,
     status: u16,
-    headers: &[(String, String)],
+    headers: &[(HeaderText, HeaderText)],
     delimit: &Delimit,
     close: bool,
 ) {

@@ -78,11 +78,21 @@ impl<H> Router<H> {
 
     /// Finds the route for a request. `HEAD` falls back to the `GET` route of the same path.
     pub fn find(&self, method: &str, path: &str) -> Match<'_, H> {
-        let segments: Vec<&str> = split(path).collect();
+        // On the stack: this runs for every request. No route has this many segments.
+        let mut buf = [""; MAX_SEGMENTS];
+        let mut n = 0;
+        for segment in split(path) {
+            if n == MAX_SEGMENTS {
+                return Match::NotFound;
+            }
+            buf[n] = segment;
+            n += 1;
+        }
+        let segments = &buf[..n];
         let mut allowed = BTreeSet::new();
         let mut head_fallback = None;
         for route in &self.routes {
-            let Some(params) = match_pattern(&route.pattern, &segments) else {
+            let Some(params) = match_pattern(&route.pattern, segments) else {
                 continue;
             };
             if route.method == method {
@@ -128,6 +138,8 @@ impl<H> Route<H> {
         self
     }
 }
+
+const MAX_SEGMENTS: usize = 16;
 
 fn split(path: &str) -> impl Iterator<Item = &str> {
     path.split('/').filter(|s| !s.is_empty())

@@ -72,7 +72,7 @@ pub(super) fn upgrade_response(hub: &Hub, req: &Request) -> Response {
         vec![
             ("Upgrade".into(), "websocket".into()),
             ("Connection".into(), "Upgrade".into()),
-            ("Sec-WebSocket-Accept".into(), accept),
+            ("Sec-WebSocket-Accept".into(), accept.into()),
         ],
         Box::new(move |upgraded: Upgraded| {
             let Upgraded {

@@ -48,11 +48,11 @@ pub enum Via {
 }
 
 #[derive(Debug)]
-pub struct Identified {
+pub struct Identified<'a> {
     /// The tenant, or `None` for the central routes.
     pub tenant: Option<(Arc<TenantRecord>, Via)>,
     /// The path to route on: without the `/t/{slug}` prefix when there was one.
-    pub path: String,
+    pub path: &'a str,
 }
 
 /// The path without a `/t/{slug}` prefix, and the slug. Cheap: no lookup.
@@ -68,11 +68,11 @@ pub fn strip_path_prefix(path: &str) -> (Option<&str>, &str) {
 
 /// Identifies the tenant of a request. Errors: a method names an unknown or deleted tenant
 /// (`NotFound`), two methods name different tenants (`Conflict`), the tenant is suspended.
-pub fn identify(
+pub fn identify<'a>(
     snapshot: &Snapshot,
     config: &IdentifyConfig,
-    hints: Hints<'_>,
-) -> Result<Identified, TenancyError> {
+    hints: Hints<'a>,
+) -> Result<Identified<'a>, TenancyError> {
     let mut named: Option<(Arc<TenantRecord>, Via)> = None;
     let mut name = |record: Option<&Arc<TenantRecord>>, via: Via| -> Result<(), TenancyError> {
         let record = record.ok_or(TenancyError::NotFound)?;
@@ -103,7 +103,7 @@ pub fn identify(
     if let Some(host) = hints.host.map(normalize_host) {
         let central = host.is_empty()
             || host == config.base_domain
-            || config.central_hosts.contains(&host)
+            || config.central_hosts.iter().any(|h| *h == host)
             || host.parse::<IpAddr>().is_ok();
         let label = host
             .strip_suffix(config.base_domain.as_str())
@@ -137,7 +137,7 @@ pub fn identify(
     }
     Ok(Identified {
         tenant: named,
-        path: path.to_string(),
+        path,
     })
 }
 

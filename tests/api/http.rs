@@ -32,7 +32,7 @@ impl http::Handler for TestApp {
         match self.router.find(&req.method, &req.path) {
             Match::Found(route, _) => (route.handler)(req),
             Match::MethodNotAllowed(allow) => {
-                Response::error(405, "method_not_allowed", "no").with_header("Allow", &allow)
+                Response::error(405, "method_not_allowed", "no").with_header("Allow", allow)
             }
             Match::NotFound => Response::error(404, "not_found", "no such resource"),
         }
