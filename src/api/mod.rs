@@ -488,7 +488,7 @@ fn authenticate(fresh: &Fresh, req: &Request) -> Result<Option<Principal>, Error
     else {
         return Ok(None);
     };
-    Ok(principal::authenticate(fresh, &token, via, unix_now())?)
+    Ok(principal::authenticate(fresh, token, via, unix_now())?)
 }
 
 /// Creates the first system admin when there is none.
@@ -628,20 +628,13 @@ fn read_through(
     path: &str,
     f: TenantFn,
 ) -> Result<Response, Error> {
-    // Everything the answer depends on besides the file: the reader, then the URL. The
-    // permission names contain no ',' or newline, the path no newline.
-    let m = &member.membership;
-    let mut key = String::with_capacity(160 + path.len() + call.req.query.len());
+    // Everything the answer depends on besides the file: the reader, then the URL. Neither
+    // the scope nor the path holds a newline.
+    let scope = member.membership.scope();
+    let mut key = String::with_capacity(24 + scope.len() + path.len() + call.req.query.len());
     key.push_str(itoa::Buffer::new().format(member.user.id));
-    key.push_str(if m.all_permissions {
-        "\nall\n"
-    } else {
-        "\nsome\n"
-    });
-    for p in &m.permissions {
-        key.push_str(p);
-        key.push(',');
-    }
+    key.push('\n');
+    key.push_str(scope);
     key.push('\n');
     key.push_str(path);
     key.push('?');

@@ -48,18 +48,21 @@ impl Principal {
 }
 
 /// The token a request carries: `Authorization: Bearer` first, else the session cookie.
-pub fn credentials(authorization: Option<&str>, cookie: Option<&str>) -> Option<(String, Via)> {
+pub fn credentials<'a>(
+    authorization: Option<&'a str>,
+    cookie: Option<&'a str>,
+) -> Option<(&'a str, Via)> {
     if let Some(value) = authorization {
         let (scheme, token) = value.trim().split_once(' ')?;
         return scheme
             .eq_ignore_ascii_case("bearer")
-            .then(|| (token.trim().to_string(), Via::Bearer));
+            .then(|| (token.trim(), Via::Bearer));
     }
     cookie?
         .split(';')
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| (value.trim().to_string(), Via::Cookie))
+        .map(|(_, value)| (value.trim(), Via::Cookie))
 }
 
 /// Looks a token up. `None` for anything that does not authenticate: unknown, revoked, expired,
@@ -123,12 +126,9 @@ mod tests {
         let cookie = Some("a=b; tenantd_session=c0ffee ; x=y");
         assert_eq!(
             credentials(Some("Bearer abc"), cookie),
-            Some(("abc".into(), Via::Bearer))
+            Some(("abc", Via::Bearer))
         );
-        assert_eq!(
-            credentials(None, cookie),
-            Some(("c0ffee".into(), Via::Cookie))
-        );
+        assert_eq!(credentials(None, cookie), Some(("c0ffee", Via::Cookie)));
         assert_eq!(credentials(Some("Basic abc"), cookie), None);
         assert_eq!(credentials(None, Some("other=1")), None);
         assert_eq!(credentials(None, None), None);

@@ -277,15 +277,20 @@ struct Watcher {
     log_seq: Option<i64>,
 }
 
+struct Seen {
+    header: Option<probe::Header>,
+    snapshot: Arc<Snapshot>,
+}
+
 pub struct Catalog {
     data_dir: PathBuf,
     pool: Pool,
     watcher: Mutex<Watcher>,
     /// Skips the watcher's `PRAGMA data_version` while the WAL-index header is unchanged.
     probe: Option<WalProbe>,
-    /// The header as read just before the last check that found the snapshot current.
-    probe_seen: RwLock<Option<probe::Header>>,
-    snapshot: RwLock<Arc<Snapshot>>,
+    /// The snapshot, and the header as read just before the last check that found it
+    /// current. One lock for both: every request reads them together.
+    seen: RwLock<Seen>,
     reloads: AtomicU64,
     /// Moves on every change to the catalog: a commit through this `Catalog`, or one that
     /// `PRAGMA data_version` reveals (another process, the CLI).
@@ -397,8 +402,10 @@ impl Catalog {
                 log_seq: None,
             }),
             probe,
-            probe_seen: RwLock::new(None),
-            snapshot: RwLock::new(Arc::new(Snapshot::default())),
+            seen: RwLock::new(Seen {
+                header: None,
+                snapshot: Arc::new(Snapshot::default()),
+            }),
             reloads: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             reads: Mutex::new(ReadCache::default()),
@@ -421,9 +428,13 @@ impl Catalog {
     pub fn snapshot(&self) -> Result<Arc<Snapshot>, CatalogError> {
         // Read before the real check, never after: see `db::probe`.
         let header = self.probe.as_ref().map(WalProbe::read);
-        let unchanged = header.is_some()
-            && *self.probe_seen.read().unwrap_or_else(|e| e.into_inner()) == header;
-        if !unchanged {
+        if header.is_some() {
+            let seen = self.seen.read().unwrap_or_else(|e| e.into_inner());
+            if seen.header == header {
+                return Ok(Arc::clone(&seen.snapshot));
+            }
+        }
+        {
             let mut watcher = lock(&self.watcher);
             let version: i64 = watcher
                 .conn
@@ -435,12 +446,15 @@ impl Catalog {
                 // Read after the version: a commit in between only causes
                 // one extra refresh later, never a missed one. A refresh that
                 // fails keeps the last good snapshot serving (if there is one).
-                let base = Arc::clone(&self.snapshot.read().unwrap_or_else(|e| e.into_inner()));
+                let base =
+                    Arc::clone(&self.seen.read().unwrap_or_else(|e| e.into_inner()).snapshot);
                 match refresh(&mut watcher, &base) {
                     Ok(refreshed) => {
                         if let Some(fresh) = refreshed {
-                            *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) =
-                                Arc::new(fresh);
+                            self.seen
+                                .write()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .snapshot = Arc::new(fresh);
                             self.reloads.fetch_add(1, Ordering::Relaxed);
                         }
                         watcher.seen = Some(version);
@@ -453,11 +467,11 @@ impl Catalog {
                 }
             }
             if current {
-                *self.probe_seen.write().unwrap_or_else(|e| e.into_inner()) = header;
+                self.seen.write().unwrap_or_else(|e| e.into_inner()).header = header;
             }
         }
         Ok(Arc::clone(
-            &self.snapshot.read().unwrap_or_else(|e| e.into_inner()),
+            &self.seen.read().unwrap_or_else(|e| e.into_inner()).snapshot,
         ))
     }
 

@@ -50,12 +50,31 @@ pub struct Membership {
     /// Expanded (see [`Role::permissions`]).
     pub permissions: BTreeSet<String>,
     pub joined_at: String,
+    /// `all_permissions` and `permissions` as one text, made once: see [`Membership::scope`].
+    #[serde(skip)]
+    scope: String,
 }
 
 impl Membership {
     pub fn can(&self, permission: &str) -> bool {
         self.permissions.contains(permission)
     }
+
+    /// Everything of the membership that shapes what the member may see, as text: two members
+    /// with the same scope see the same. A cache keys answers by it on every read.
+    pub fn scope(&self) -> &str {
+        &self.scope
+    }
+}
+
+fn scope_text(all_permissions: bool, permissions: &BTreeSet<String>) -> String {
+    // Permission names contain no ',' or newline.
+    let mut text = String::from(if all_permissions { "all\n" } else { "some\n" });
+    for p in permissions {
+        text.push_str(p);
+        text.push(',');
+    }
+    text
 }
 
 /// One of a user's tenants, for a tenant picker.
@@ -205,6 +224,7 @@ fn load_membership(
         tenant_id: row.get(1)?,
         role_id,
         role: row.get(3)?,
+        scope: scope_text(all_permissions, &permissions),
         all_permissions,
         permissions,
         joined_at: row.get(5)?,

@@ -85,7 +85,13 @@ impl WalProbe {
     pub fn read(&self) -> Header {
         // SAFETY: the mapping is MAP_LEN >= HEADER_LEN bytes, and stays valid while a
         // connection to the database is open (the holder's duty, see the module notes).
-        let header = unsafe { std::ptr::read_volatile(self.map.as_ptr().cast::<Header>()) };
+        // In words: a volatile read of a byte array is done a byte at a time.
+        let words =
+            unsafe { std::ptr::read_volatile(self.map.as_ptr().cast::<[u64; HEADER_LEN / 8]>()) };
+        let mut header = [0u8; HEADER_LEN];
+        for (bytes, word) in header.chunks_exact_mut(8).zip(words) {
+            bytes.copy_from_slice(&word.to_ne_bytes());
+        }
         // What the caller reads next (the database) must not be read before the header.
         fence(Ordering::Acquire);
         header

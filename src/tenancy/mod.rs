@@ -394,14 +394,20 @@ impl OpenPool {
     }
 
     fn touch(&self) {
-        self.last_used
-            .store(nanos_since(self.epoch), Ordering::Relaxed);
+        // Every request of the tenant touches: a store each time would pass the cache line
+        // between cores on every one. Idle closing and LRU need no finer time than this.
+        let now = nanos_since(self.epoch);
+        if now.saturating_sub(self.last_used.load(Ordering::Relaxed)) >= TOUCH_GRAIN_NANOS {
+            self.last_used.store(now, Ordering::Relaxed);
+        }
     }
 
     fn last_used(&self) -> u64 {
         self.last_used.load(Ordering::Relaxed)
     }
 }
+
+const TOUCH_GRAIN_NANOS: u64 = 1_000_000;
 
 fn nanos_since(epoch: Instant) -> u64 {
     u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
@@ -633,8 +639,11 @@ impl Registry {
                 }
             };
             let mut state = lock(&slot.state);
-            let deadline = Instant::now() + inner.config.open_wait;
+            // The clock only when there is a wait: this runs on every tenant request.
+            let mut deadline = None;
             while matches!(*state, SlotState::Opening) {
+                let deadline =
+                    *deadline.get_or_insert_with(|| Instant::now() + inner.config.open_wait);
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     return Err(TenancyError::Unavailable {

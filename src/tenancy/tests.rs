@@ -382,6 +382,8 @@ fn the_least_recently_used_pool_goes_first() {
     for record in [&a, &b, &c] {
         registry.open(Arc::clone(record)).unwrap();
     }
+    // Touches count to a grain; pools used within one of each other are equally recent.
+    thread::sleep(Duration::from_nanos(2 * TOUCH_GRAIN_NANOS));
     registry.open(Arc::clone(&a)).unwrap().conn().unwrap(); // a is now the most recent
     registry.open(Arc::clone(&d)).unwrap(); // pushes out b
     let opened = registry.stats().pools_opened;
