@@ -138,7 +138,7 @@ fn may_join(
                 .map_err(|e| Refused(e.to_string()))?;
             let reader = Reader {
                 user_id: user.id,
-                permissions: membership.permissions.clone(),
+                permissions: Arc::clone(&membership.permissions),
                 admin: membership.all_permissions,
             };
             workspace::get_chat(&tenant, &reader, *chat)

@@ -118,7 +118,7 @@ impl From<WorkspaceError> for Error {
 fn reader(member: &Member) -> Reader {
     Reader {
         user_id: member.user.id,
-        permissions: member.membership.permissions.clone(),
+        permissions: std::sync::Arc::clone(&member.membership.permissions),
         admin: member.membership.all_permissions,
     }
 }

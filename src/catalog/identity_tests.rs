@@ -441,9 +441,9 @@ fn a_user_can_hold_different_roles_in_different_tenants() {
 
     let in_acme = s.catalog.membership(ann.id, &acme).unwrap().unwrap();
     let in_beta = s.catalog.membership(ann.id, &beta).unwrap().unwrap();
-    assert_eq!(in_acme.permissions, set(&PERMISSIONS));
+    assert_eq!(*in_acme.permissions, set(&PERMISSIONS));
     assert_eq!(in_beta.role, "viewer");
-    assert_eq!(in_beta.permissions, set(&["orders_simple_view_all"]));
+    assert_eq!(*in_beta.permissions, set(&["orders_simple_view_all"]));
     assert!(!in_beta.can("orders_view"));
     assert!(s.catalog.membership(bob.id, &beta).unwrap().is_none());
 
@@ -705,7 +705,7 @@ fn a_permission_change_is_seen_by_the_next_membership_read() {
         .unwrap();
     let now = s.catalog.membership(ann.id, &acme).unwrap().unwrap();
     assert!(!now.can("orders_edit"));
-    assert_eq!(now.permissions, set(&["chats_create", "orders_view"]));
+    assert_eq!(*now.permissions, set(&["chats_create", "orders_view"]));
 
     // Also when another process makes the change.
     s.outside()
@@ -715,7 +715,7 @@ fn a_permission_change_is_seen_by_the_next_membership_read() {
         )
         .unwrap();
     let now = s.catalog.membership(ann.id, &acme).unwrap().unwrap();
-    assert_eq!(now.permissions, set(&["orders_view"]));
+    assert_eq!(*now.permissions, set(&["orders_view"]));
 
     s.catalog.set_member_role(&acme, ann.id, "viewer").unwrap();
     assert_eq!(

@@ -47,8 +47,8 @@ pub struct Membership {
     pub role_id: i64,
     pub role: String,
     pub all_permissions: bool,
-    /// Expanded (see [`Role::permissions`]).
-    pub permissions: BTreeSet<String>,
+    /// Expanded (see [`Role::permissions`]). Shared: every workspace read hands it on.
+    pub permissions: Arc<BTreeSet<String>>,
     pub joined_at: String,
     /// `all_permissions` and `permissions` as one text, made once: see [`Membership::scope`].
     #[serde(skip)]
@@ -226,7 +226,7 @@ fn load_membership(
         role: row.get(3)?,
         scope: scope_text(all_permissions, &permissions),
         all_permissions,
-        permissions,
+        permissions: Arc::new(permissions),
         joined_at: row.get(5)?,
     }))
 }

@@ -58,6 +58,28 @@ fn connection_init_pragmas_are_in_effect() {
     assert_attach_refused(&conn, dir.path());
 }
 
+/// `.cargo/config.toml` builds the bundled SQLite without two process-wide mutexes (see
+/// there); a build that lost those settings is slower on every query, in every thread.
+#[test]
+fn sqlite_is_built_without_process_wide_mutexes() {
+    let conn = Connection::open_in_memory().unwrap();
+    let options: Vec<String> = conn
+        .prepare("PRAGMA compile_options")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+        "{options:?}"
+    );
+    assert!(
+        options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+        "{options:?}"
+    );
+}
+
 #[test]
 fn missing_file_is_an_error_and_is_not_created() {
     let dir = tempfile::tempdir().unwrap();

@@ -30,6 +30,7 @@ mod test_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -52,8 +53,8 @@ pub use orders::{
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Reader {
     pub user_id: i64,
-    /// Permission names of `catalog::permissions::PERMISSIONS`.
-    pub permissions: BTreeSet<String>,
+    /// Permission names of `catalog::permissions::PERMISSIONS`; shared with the membership.
+    pub permissions: Arc<BTreeSet<String>>,
     /// The tenant's admin role: every permission, and every chat.
     pub admin: bool,
 }
@@ -66,7 +67,7 @@ impl Reader {
     {
         Reader {
             user_id,
-            permissions: permissions.into_iter().map(Into::into).collect(),
+            permissions: Arc::new(permissions.into_iter().map(Into::into).collect()),
             admin,
         }
     }
