@@ -574,16 +574,19 @@ impl http::Handler for App {
             .unwrap_or_else(Error::into_response);
         }
         // A proxy that adds its own X-Tenant-* header behind the client's must not lose to it.
-        for name in ["x-tenant-id", "x-tenant-slug"] {
-            if req
-                .headers
-                .iter()
-                .filter(|h| h.name.eq_ignore_ascii_case(name))
-                .count()
-                > 1
-            {
-                return Error::TenantConflict.into_response();
+        let (mut ids, mut slugs) = (0, 0);
+        for h in &req.headers {
+            let name = h.name.as_bytes();
+            if name.len() > 9 && name[..9].eq_ignore_ascii_case(b"x-tenant-") {
+                if name[9..].eq_ignore_ascii_case(b"id") {
+                    ids += 1;
+                } else if name[9..].eq_ignore_ascii_case(b"slug") {
+                    slugs += 1;
+                }
             }
+        }
+        if ids > 1 || slugs > 1 {
+            return Error::TenantConflict.into_response();
         }
         let hints = Hints {
             path: &req.path,

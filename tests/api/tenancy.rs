@@ -953,6 +953,11 @@ fn a_repeated_tenant_header_is_a_conflict() {
     for headers in [
         vec![("X-Tenant-Slug", "acme"), ("X-Tenant-Slug", "globex")],
         vec![("X-Tenant-Slug", "acme"), ("X-Tenant-Slug", "acme")],
+        // Refused before any lookup, in any spelling of the name.
+        vec![
+            ("X-Tenant-ID", "00000000-0000-4000-8000-000000000001"),
+            ("x-TENANT-id", "00000000-0000-4000-8000-000000000001"),
+        ],
     ] {
         let reply = app.get("/api/tenant", &headers);
         assert_eq!(
