@@ -65,7 +65,12 @@ impl<H> Router<H> {
                     None => Segment::Literal(s.to_string()),
                 },
             )
-            .collect();
+            .collect::<Vec<_>>();
+        // `find` looks at no more segments than this; a longer route could never match.
+        assert!(
+            pattern.len() <= MAX_SEGMENTS,
+            "route {pattern_text} has more than {MAX_SEGMENTS} segments"
+        );
         self.routes.push(Route {
             method: method.to_ascii_uppercase(),
             path: pattern_text.to_string(),
@@ -163,6 +168,24 @@ fn match_pattern(pattern: &[Segment], segments: &[&str]) -> Option<Params> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_longer_than_any_route_is_not_found() {
+        let mut r = Router::new();
+        let longest = "/a".repeat(MAX_SEGMENTS);
+        r.add("GET", &longest, 1);
+        assert!(matches!(r.find("GET", &longest), Match::Found(..)));
+        assert!(matches!(
+            r.find("GET", &format!("{longest}/a")),
+            Match::NotFound
+        ));
+    }
+
+    #[test]
+    #[should_panic(expected = "segments")]
+    fn a_route_longer_than_find_looks_is_refused() {
+        Router::new().add("GET", &"/a".repeat(MAX_SEGMENTS + 1), 1);
+    }
 
     #[test]
     fn routes_match_by_method_and_pattern() {
