@@ -608,7 +608,7 @@ impl http::Handler for App {
         let note = tenant
             .as_ref()
             .filter(|_| log::log_enabled!(target: http::ACCESS_LOG, log::Level::Info))
-            .map(|t| format!("tenant={}", t.slug));
+            .map(|t| ["tenant=", t.slug.as_str()].concat());
         let mut response = self
             .dispatch(&fresh, req, identified.path, tenant)
             .unwrap_or_else(Error::into_response);
