@@ -259,8 +259,9 @@ pub fn init(conn: &Connection, kind: DbKind) -> rusqlite::Result<()> {
     if kind == DbKind::Tenant {
         conn.pragma_update(None, "cache_size", -TENANT_CACHE_KIB)?;
         // SQLite would checkpoint inside the commit that crosses 1,000 pages, and that commit
-        // holds the tenant's write turn (see `Tenant::write`) through the checkpoint's fsync.
-        // `Tenant::write` has the registry's checkpoint thread do it instead; closing the last
+        // holds the tenant's write turn (see `Tenant::write`) through the whole copy and its
+        // fsyncs. `Tenant::write` has the registry's checkpoint thread do it instead, which
+        // holds the turn only for the rest (`tenancy::checkpoint`); closing the last
         // connection to a file checkpoints it as well.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         // The workspace routes run a few dozen distinct statements, all cached; rusqlite's

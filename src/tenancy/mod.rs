@@ -383,8 +383,9 @@ struct OpenPool {
 }
 
 impl OpenPool {
-    /// Hands a checkpoint of this file to the registry's checkpoint thread, once: a writer
-    /// never waits for one (it fsyncs the file), and one file's checkpoints never queue up.
+    /// Hands a checkpoint of this file to the registry's checkpoint thread, once: no writer
+    /// copies the log in its own commit, writers wait only for the short rest of one (see
+    /// [`checkpoint`]), and one file's checkpoints never queue up.
     fn queue_checkpoint(self: &Arc<Self>) {
         if !self.checkpoint_queued.swap(true, Ordering::AcqRel) {
             // The thread lives as long as any pool can send; a failed send means the registry
@@ -519,34 +520,60 @@ fn spawn_checkpointer(queue: Receiver<Weak<OpenPool>>) {
 
 /// Copies the log of a pool's file into the file, so that the log can start over.
 ///
-/// SQLite starts the log over from its beginning only when a writer begins after a checkpoint
-/// copied all of it, and no checkpoint runs just then. Writers queued back to back leave no such
-/// gap: a checkpoint beside them never reaches the end, and the log grows for as long as the
-/// writes go on (gigabytes in a minute of order creates). So the bulk is copied beside the
-/// writers, with its fsyncs, and what they added meanwhile in a turn of the writers' own, ahead
-/// of them; that drops any request for another checkpoint, so none runs when the next writer
-/// begins and starts the log over.
+/// SQLite starts the log over from its beginning only after a checkpoint that copied all of it,
+/// and only when no reader still reads the old log. Writers queued back to back leave a
+/// checkpoint beside them no moment at which it has copied everything, and readers keep
+/// slots of the old log: the log grows for as long as the writes go on (gigabytes in a minute
+/// of order creates). So the bulk is copied beside the writers, with its fsyncs; then, in a
+/// write turn taken ahead of them, a RESTART checkpoint copies what they added meanwhile,
+/// waits a moment for the readers of the old log, and starts it over itself. Writers wait for
+/// that rest: a few writes' pages, two fsyncs and the readers' last microseconds, once every
+/// `CHECKPOINT_EVERY` writes.
 fn checkpoint(pool: &OpenPool) -> Result<(), String> {
-    let conn = pool.pool.get().map_err(|e| e.to_string())?;
-    // PASSIVE: copies what no reader still needs, never waits for writers. Answers the frames
-    // the log had when it began (not those added since).
-    let passive = || {
-        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-            row.get::<_, i64>(1)
-        })
-        .map_err(|e| e.to_string())
+    // PASSIVE: copies what no reader still needs, never waits for anyone. Answers the frames
+    // the log had when it began (not those added since). The connection goes back before the
+    // turn is taken: writers take the turn first, then a connection.
+    let logged: i64 = {
+        let conn = pool.pool.get().map_err(|e| e.to_string())?;
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))
+            .map_err(|e| e.to_string())?
     };
-    if passive()? == 0 {
+    if logged == 0 {
         return Ok(());
     }
     let Some(turn) = pool.writer.take_first(db::BUSY_TIMEOUT) else {
         return Err(format!("no write turn within {:?}", db::BUSY_TIMEOUT));
     };
-    let rest = passive();
+    let restarted = pool.pool.get().map_err(|e| e.to_string()).and_then(|conn| {
+        // Every writer waits meanwhile: a reader that holds on is waited for this long, and
+        // the log starts over at a later checkpoint instead.
+        conn.busy_timeout(RESTART_WAIT).map_err(|e| e.to_string())?;
+        let busy = conn
+            .query_row("PRAGMA wal_checkpoint(RESTART)", [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .map_err(|e| e.to_string());
+        conn.busy_timeout(db::BUSY_TIMEOUT)
+            .map_err(|e| e.to_string())?;
+        busy
+    });
+    // Whatever was asked for meanwhile, this checkpoint did.
     pool.checkpoint_queued.store(false, Ordering::Release);
     drop(turn);
-    rest.map(|_| ())
+    match restarted? {
+        0 => Ok(()),
+        _ => {
+            log::debug!(
+                "{}: readers kept the log from starting over",
+                pool.path.display()
+            );
+            Ok(())
+        }
+    }
 }
+
+/// How long a checkpoint that would start a log over waits for its last readers.
+const RESTART_WAIT: Duration = Duration::from_millis(20);
 
 /// Tenant pools, opened lazily and closed by LRU, idleness or `evict`.
 /// Share it between threads (e.g. in an `Arc`).
