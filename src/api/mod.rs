@@ -631,14 +631,17 @@ fn read_through(
     path: &str,
     f: TenantFn,
 ) -> Result<Response, Error> {
-    // Everything the answer depends on besides the file: the reader, then the URL. Neither
-    // the scope nor the path holds a newline.
+    // Everything the answer depends on besides the file: the reader, then the URL. Each part
+    // ends where the next begins: the id at its newline, the scope at its second (permission
+    // names hold none), the decoded path (which may hold a '?' or a newline) after its length.
     let scope = member.membership.scope();
-    let mut key = String::with_capacity(24 + scope.len() + path.len() + call.req.query.len());
+    let mut key = String::with_capacity(48 + scope.len() + path.len() + call.req.query.len());
     key.push_str(itoa::Buffer::new().format(member.user.id));
     key.push('\n');
     key.push_str(scope);
     key.push('\n');
+    key.push_str(itoa::Buffer::new().format(path.len()));
+    key.push(':');
     key.push_str(path);
     key.push('?');
     key.push_str(&call.req.query);

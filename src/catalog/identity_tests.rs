@@ -439,6 +439,12 @@ fn a_user_can_hold_different_roles_in_different_tenants() {
     s.catalog.add_member(&gone, ann.id, "agent").unwrap();
     s.catalog.add_member(&acme, bob.id, "agent").unwrap();
 
+    // Another spelling of the id names no tenant, and leaves nothing behind for the real one.
+    assert!(s
+        .catalog
+        .membership(ann.id, &acme.to_uppercase())
+        .unwrap()
+        .is_none());
     let in_acme = s.catalog.membership(ann.id, &acme).unwrap().unwrap();
     let in_beta = s.catalog.membership(ann.id, &beta).unwrap().unwrap();
     assert_eq!(*in_acme.permissions, set(&PERMISSIONS));

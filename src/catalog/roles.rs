@@ -385,10 +385,14 @@ impl Catalog {
     ) -> Result<Option<Arc<Membership>>, IdentityError> {
         let load =
             || Ok(load_membership(&*self.identity_read()?, user_id, tenant_id)?.map(Arc::new));
-        // The catalog's ids always parse; anything else is looked up, not kept.
+        // Kept by the id's bits only for the catalog's own spelling of it: another spelling
+        // of the same UUID finds no row, and must not keep that answer for the real one.
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
         match uuid::Uuid::try_parse(tenant_id) {
-            Ok(id) => self.cached(|c| &mut c.memberships, &(user_id, id), load),
-            Err(_) => load(),
+            Ok(id) if *id.hyphenated().encode_lower(&mut text) == *tenant_id => {
+                self.cached(|c| &mut c.memberships, &(user_id, id), load)
+            }
+            _ => load(),
         }
     }
 
