@@ -385,13 +385,13 @@ impl Catalog {
     ) -> Result<Option<Arc<Membership>>, IdentityError> {
         let load =
             || Ok(load_membership(&*self.identity_read()?, user_id, tenant_id)?.map(Arc::new));
-        // Kept by the id's bits only for the catalog's own spelling of it: another spelling
-        // of the same UUID finds no row, and must not keep that answer for the real one.
-        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        // Kept by the id's bits only for the catalog's own spelling of it (hyphenated, lower
+        // case): another spelling of the same UUID finds no row, and must not keep that answer
+        // for the real one.
+        let canonical = tenant_id.len() == uuid::fmt::Hyphenated::LENGTH
+            && !tenant_id.bytes().any(|b| b.is_ascii_uppercase());
         match uuid::Uuid::try_parse(tenant_id) {
-            Ok(id) if *id.hyphenated().encode_lower(&mut text) == *tenant_id => {
-                self.cached(|c| &mut c.memberships, &(user_id, id), load)
-            }
+            Ok(id) if canonical => self.cached(|c| &mut c.memberships, &(user_id, id), load),
             _ => load(),
         }
     }

@@ -381,13 +381,15 @@ impl Catalog {
         hash: &str,
         now: i64,
     ) -> Result<Option<Arc<Session>>, IdentityError> {
-        if !is_token_hash(hash) {
-            return Ok(None);
-        }
         let found = self.cached(
             |c| &mut c.sessions,
             hash,
             || -> Result<_, IdentityError> {
+                // On a miss only: a hit was checked when it was kept, and every authenticated
+                // request looks its session up.
+                if !is_token_hash(hash) {
+                    return Ok(None);
+                }
                 let conn = self.identity_read()?;
                 let mut stmt = conn.prepare_cached(&format!(
                     "SELECT {SESSION_COLUMNS} FROM sessions s
