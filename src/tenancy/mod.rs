@@ -294,18 +294,12 @@ struct Turn<'a>(&'a WriteTurn);
 impl WriteTurn {
     /// The turn, or `None` after `wait`.
     fn take(&self, wait: Duration) -> Option<Turn<'_>> {
-        let deadline = Instant::now() + wait;
-        let mut state = lock(&self.state);
-        while state.taken || state.first_waiting {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            state = self
-                .freed
-                .wait_timeout(state, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+        let (mut state, _) = self
+            .freed
+            .wait_timeout_while(lock(&self.state), wait, |s| s.taken || s.first_waiting)
+            .unwrap_or_else(|e| e.into_inner());
+        if state.taken || state.first_waiting {
+            return None;
         }
         state.taken = true;
         Some(Turn(self))
@@ -315,24 +309,18 @@ impl WriteTurn {
     /// the turn back is often first to take it again, so a plain `take` among busy writers
     /// can wait out its whole `wait`. For one caller at a time (the checkpoint thread).
     fn take_first(&self, wait: Duration) -> Option<Turn<'_>> {
-        let deadline = Instant::now() + wait;
         let mut state = lock(&self.state);
         state.first_waiting = true;
-        while state.taken {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                state.first_waiting = false;
-                // Writers may sleep only because of the flag.
-                self.freed.notify_all();
-                return None;
-            }
-            state = self
-                .freed_first
-                .wait_timeout(state, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        let (mut state, _) = self
+            .freed_first
+            .wait_timeout_while(state, wait, |s| s.taken)
+            .unwrap_or_else(|e| e.into_inner());
         state.first_waiting = false;
+        if state.taken {
+            // Writers may sleep only because of the flag.
+            self.freed.notify_all();
+            return None;
+        }
         state.taken = true;
         Some(Turn(self))
     }
