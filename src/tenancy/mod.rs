@@ -532,7 +532,7 @@ fn checkpoint(pool: &OpenPool) -> Result<(), String> {
     let Some(turn) = pool.writer.take_first(db::BUSY_TIMEOUT) else {
         return Err(format!("no write turn within {:?}", db::BUSY_TIMEOUT));
     };
-    let restarted = pool.pool.get().map_err(|e| e.to_string()).and_then(|conn| {
+    let busy = pool.pool.get().map_err(|e| e.to_string()).and_then(|conn| {
         // Every writer waits meanwhile: a reader that holds on is waited for this long, and
         // the log starts over at a later checkpoint instead.
         conn.busy_timeout(RESTART_WAIT).map_err(|e| e.to_string())?;
@@ -545,19 +545,17 @@ fn checkpoint(pool: &OpenPool) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         busy
     });
-    // Whatever was asked for meanwhile, this checkpoint did.
+    // Whatever was asked for meanwhile, this checkpoint did; a busy one is asked for again
+    // after the next `CHECKPOINT_EVERY` writes.
     pool.checkpoint_queued.store(false, Ordering::Release);
     drop(turn);
-    match restarted? {
-        0 => Ok(()),
-        _ => {
-            log::debug!(
-                "{}: readers kept the log from starting over",
-                pool.path.display()
-            );
-            Ok(())
-        }
+    if busy? != 0 {
+        log::debug!(
+            "{}: readers kept the log from starting over",
+            pool.path.display()
+        );
     }
+    Ok(())
 }
 
 /// How long a checkpoint that would start a log over waits for its last readers.
