@@ -6,9 +6,11 @@ mod account;
 mod admin;
 pub mod broadcasting;
 mod members;
+mod memo;
 mod tenant;
 mod workspace;
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -31,6 +33,8 @@ use crate::realtime::{Hub, HubConfig};
 use crate::tenancy::identify::{self, Hints, IdentifyConfig};
 use crate::tenancy::{Lookup, Registry, RegistryConfig, Tenant};
 
+use memo::{Known, Memo};
+
 /// One request as a handler sees it, whatever the route needs.
 pub struct Call<'a> {
     pub req: &'a Request,
@@ -39,16 +43,17 @@ pub struct Call<'a> {
     pub tenant: Option<Arc<TenantRecord>>,
 }
 
-/// A member of the request's tenant: what tenant routes receive. The membership is read from the
-/// catalog on this request, so a changed role counts at once.
-pub struct Member {
+/// A member of the request's tenant: what tenant routes receive. The membership is as the
+/// catalog has it when the request begins, so a changed role counts at once. Borrowed from
+/// the worker's memo or from this request's own lookups.
+pub struct Member<'a> {
     pub tenant: Tenant,
-    pub user: Arc<User>,
-    pub session: Arc<Session>,
-    pub membership: Arc<Membership>,
+    pub user: &'a User,
+    pub session: &'a Session,
+    pub membership: &'a Membership,
 }
 
-impl Member {
+impl Member<'_> {
     /// Refuses unless the member's role grants `permission` (`admin` grants all).
     pub fn require(&self, permission: &str) -> Result<(), Error> {
         if self.membership.can(permission) {
@@ -79,7 +84,7 @@ pub struct Operator {
 type PublicFn = fn(&App, &Call) -> Result<Response, Error>;
 type AccountFn = fn(&App, &Call, &Account) -> Result<Response, Error>;
 type AdminFn = fn(&App, &Call, &Operator) -> Result<Response, Error>;
-type TenantFn = fn(&App, &Call, &Member) -> Result<Response, Error>;
+type TenantFn = fn(&App, &Call, &Member<'_>) -> Result<Response, Error>;
 type AnyPrincipalFn = fn(&App, &Call, &Principal) -> Result<Response, Error>;
 
 /// What a route needs before its handler runs. The handler's signature says what it may touch:
@@ -310,6 +315,7 @@ impl App {
         req: &Request,
         path: &str,
         tenant: Option<Arc<TenantRecord>>,
+        memo: &mut Memo,
     ) -> Result<Response, Error> {
         let (route, params) = match self.router.find(&req.method, path) {
             Match::Found(route, params) => (route.handler, params),
@@ -324,8 +330,36 @@ impl App {
         if let Route::Public(f) = route {
             return f(self, &call);
         }
-        let principal = authenticate(fresh, req)?.ok_or(Error::Unauthorized)?;
-        check_csrf(req, &principal)?;
+        let Some((token, via)) =
+            principal::credentials(req.header("authorization"), req.header("cookie"))
+        else {
+            return Err(Error::Unauthorized);
+        };
+        // Our tokens are 64 hex characters; anything else cannot match and costs no lookup.
+        if !token::well_formed(token) {
+            return Err(Error::Unauthorized);
+        }
+        let digest = token::digest(token);
+        let now = unix_now();
+        let in_tenant = match route {
+            Route::Tenant(f) => Some((f, false)),
+            Route::TenantRead(f) => Some((f, req.method == "GET")),
+            _ => None,
+        };
+        // Let in before under the same catalog generation: only what time alone can end is
+        // looked at again.
+        if let (Some((f, cached)), Some(record)) = (in_tenant, &call.tenant) {
+            if let Some(known) = memo.get(fresh.generation, &digest, &record.id) {
+                if known.session.is_live(now) {
+                    self.catalog.touch_session(&known.session, now)?;
+                    check_csrf(req, via, &known.session)?;
+                    return self.in_tenant(&call, path, known, f, cached);
+                }
+            }
+        }
+        let principal =
+            principal::authenticate_digest(fresh, &digest, via, now)?.ok_or(Error::Unauthorized)?;
+        check_csrf(req, via, principal.session())?;
         match (route, principal) {
             (Route::Public(_), _) => unreachable!("answered above"),
             (Route::Signed(f), principal) => f(self, &call, &principal),
@@ -338,16 +372,14 @@ impl App {
                 }
                 f(self, &call, &Operator { admin, session })
             }
-            (Route::Tenant(f), Principal::User { user, session, .. }) => {
-                let member = self.member(fresh, &call, user, session)?;
-                f(self, &call, &member)
-            }
-            (Route::TenantRead(f), Principal::User { user, session, .. }) => {
-                let member = self.member(fresh, &call, user, session)?;
-                if req.method != "GET" {
-                    return f(self, &call, &member);
+            (Route::Tenant(_) | Route::TenantRead(_), Principal::User { user, session, .. }) => {
+                let known = self.membership(fresh, &call, user, session)?;
+                let (f, cached) = in_tenant.expect("a tenant route");
+                let response = self.in_tenant(&call, path, &known, f, cached);
+                if let Some(record) = &call.tenant {
+                    memo.keep(fresh.generation, digest, &record.id, known);
                 }
-                read_through(self, &call, &member, path, f)
+                response
             }
             // A user on an admin route, an admin on a user or tenant route.
             (Route::Admin(_), _) => Err(Error::Refused("this needs a system admin")),
@@ -360,15 +392,15 @@ impl App {
         }
     }
 
-    /// The request's user as a member of its tenant, whose pool is opened here.
-    fn member(
+    /// The request's user as a member of its tenant, as the catalog has it now.
+    fn membership(
         &self,
         fresh: &Fresh,
         call: &Call,
         user: Arc<User>,
         session: Arc<Session>,
-    ) -> Result<Member, Error> {
-        let record = call.tenant.clone().ok_or(Error::NoTenant)?;
+    ) -> Result<Known, Error> {
+        let record = call.tenant.as_ref().ok_or(Error::NoTenant)?;
         // A token bound to one tenant (a personal token, an impersonation) is no key to
         // any other, whatever the user's memberships.
         if session.tenant_id.as_ref().is_some_and(|t| *t != record.id) {
@@ -377,13 +409,35 @@ impl App {
         let membership = fresh
             .membership(user.id, &record.id)?
             .ok_or(Error::NotAMember)?;
-        let tenant = self.registry.open(record)?;
-        Ok(Member {
-            tenant,
+        Ok(Known {
             user,
             session,
             membership,
         })
+    }
+
+    /// Runs a tenant route for a member: opens the tenant's pool, then calls the handler,
+    /// through the answers cache if `cached`.
+    fn in_tenant(
+        &self,
+        call: &Call,
+        path: &str,
+        known: &Known,
+        f: TenantFn,
+        cached: bool,
+    ) -> Result<Response, Error> {
+        let record = call.tenant.clone().ok_or(Error::NoTenant)?;
+        let member = Member {
+            tenant: self.registry.open(record)?,
+            user: &known.user,
+            session: &known.session,
+            membership: &known.membership,
+        };
+        if cached {
+            read_through(self, call, &member, path, f)
+        } else {
+            f(self, call, &member)
+        }
     }
 
     /// Records an audit entry; a failure to record is logged, never fatal to the request.
@@ -481,16 +535,6 @@ impl App {
     }
 }
 
-/// The principal a request's credentials name, if any, read as of the request's start.
-fn authenticate(fresh: &Fresh, req: &Request) -> Result<Option<Principal>, Error> {
-    let Some((token, via)) =
-        principal::credentials(req.header("authorization"), req.header("cookie"))
-    else {
-        return Ok(None);
-    };
-    Ok(principal::authenticate(fresh, token, via, unix_now())?)
-}
-
 /// Creates the first system admin when there is none.
 fn first_admin(catalog: &Catalog) -> Result<Option<FirstAdmin>, IdentityError> {
     if catalog.admin_count()? > 0 {
@@ -520,16 +564,12 @@ pub fn random_password() -> String {
 
 /// A cookie-authenticated request that changes state must echo the session's CSRF token: a page on
 /// another site can make the browser send the cookie, but cannot read the token.
-fn check_csrf(req: &Request, principal: &Principal) -> Result<(), Error> {
+fn check_csrf(req: &Request, via: Via, session: &Session) -> Result<(), Error> {
     let safe = matches!(req.method.as_str(), "GET" | "HEAD" | "OPTIONS");
-    if safe || principal.via() == Via::Bearer {
+    if safe || via == Via::Bearer {
         return Ok(());
     }
-    let expected = principal
-        .session()
-        .csrf_token
-        .as_deref()
-        .unwrap_or_default();
+    let expected = session.csrf_token.as_deref().unwrap_or_default();
     let given = req.header("x-csrf-token").unwrap_or_default();
     if !expected.is_empty() && token::constant_time_eq(expected.as_bytes(), given.as_bytes()) {
         Ok(())
@@ -560,7 +600,11 @@ impl http::Handler for App {
         }
     }
 
-    fn handle(&self, req: &Request) -> Response {
+    fn worker_state(&self) -> Box<dyn Any + Send> {
+        Box::new(Memo::<Known>::default())
+    }
+
+    fn handle(&self, req: &Request, state: &mut dyn Any) -> Response {
         // Health checks answer whatever the catalog's state.
         if req.path == "/healthz" {
             return healthz(
@@ -609,8 +653,15 @@ impl http::Handler for App {
             .as_ref()
             .filter(|_| log::log_enabled!(target: http::ACCESS_LOG, log::Level::Info))
             .map(|t| ["tenant=", t.slug.as_str()].concat());
+        // Our worker always passes the state it had us make; anything else gets a memo for
+        // this one request.
+        let mut own = None;
+        let memo = match state.downcast_mut::<Memo<Known>>() {
+            Some(memo) => memo,
+            None => own.insert(Memo::default()),
+        };
         let mut response = self
-            .dispatch(&fresh, req, identified.path, tenant)
+            .dispatch(&fresh, req, identified.path, tenant, memo)
             .unwrap_or_else(Error::into_response);
         response.log_note = note;
         response

@@ -1,6 +1,7 @@
 //! The principal of a request: who its credentials say it is. A bearer token or the session
-//! cookie is looked up by its digest in the catalog on every request (no cache: a revoked
-//! session, a disabled user or an expired token stops working on the very next request).
+//! cookie is looked up by its digest in the catalog on every request, through caches that hold
+//! only while the catalog is unchanged: a revoked session, a disabled user or an expired token
+//! stops working on the very next request.
 
 use std::sync::Arc;
 
@@ -78,7 +79,17 @@ pub fn authenticate(
     if !token::well_formed(token) {
         return Ok(None);
     }
-    let Some(session) = catalog.session_by_token_hash(token::digest(token).as_str(), now)? else {
+    authenticate_digest(catalog, &token::digest(token), via, now)
+}
+
+/// [`authenticate`] for a well-formed token already digested.
+pub fn authenticate_digest(
+    catalog: &Fresh,
+    digest: &token::TokenDigest,
+    via: Via,
+    now: i64,
+) -> Result<Option<Principal>, IdentityError> {
+    let Some(session) = catalog.session_by_token_hash(digest.as_str(), now)? else {
         return Ok(None);
     };
     let principal = match session.kind {

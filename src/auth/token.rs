@@ -41,7 +41,7 @@ pub fn digest(token: &str) -> TokenDigest {
 }
 
 /// A [`digest`], kept on the stack: a lookup needs no allocation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TokenDigest([u8; 64]);
 
 impl TokenDigest {

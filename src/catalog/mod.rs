@@ -317,6 +317,10 @@ const READ_CACHE_CAP: usize = 10_000;
 pub struct Fresh<'a> {
     pub catalog: &'a Catalog,
     pub snapshot: Arc<Snapshot>,
+    /// Changes with every commit to the catalog seen so far (by this process or, through the
+    /// check that made this `Fresh`, another): what was read under one value may be kept and
+    /// trusted for as long as a later `Fresh` has the same.
+    pub generation: u64,
 }
 
 impl Fresh<'_> {
@@ -484,6 +488,9 @@ impl Catalog {
         Ok(Fresh {
             catalog: self,
             snapshot,
+            // Read after the check, before any read it vouches for: a commit in between only
+            // makes what is kept under it useless sooner.
+            generation: self.generation.load(Ordering::SeqCst),
         })
     }
 

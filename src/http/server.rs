@@ -7,6 +7,7 @@
 //! the connection back; the reactor then serves whatever the client pipelined behind it. Sockets
 //! stay non-blocking throughout; workers wait on them with poll(2) and a deadline.
 
+use std::any::Any;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -74,7 +75,16 @@ pub trait Handler: Send + Sync + 'static {
     fn body_limit(&self, _req: &Request) -> Option<usize> {
         None
     }
-    fn handle(&self, req: &Request) -> Response;
+
+    /// What one worker thread keeps from a request to the next: made when the worker starts,
+    /// passed to each of its `handle` calls, never seen by another thread (so it needs no
+    /// lock, and its cache lines stay on one core). A handler keeps there only what a later
+    /// request could have looked up itself, checked on every use.
+    fn worker_state(&self) -> Box<dyn Any + Send> {
+        Box::new(())
+    }
+
+    fn handle(&self, req: &Request, state: &mut dyn Any) -> Response;
 }
 
 /// The log target of the one line per request; a response's `log_note` is only worth making
@@ -230,8 +240,9 @@ pub fn serve(
         std::thread::Builder::new()
             .name(format!("http-worker-{i}"))
             .spawn(move || {
+                let mut state = worker.handler.worker_state();
                 while let Ok(conn) = jobs.recv() {
-                    worker.run(conn);
+                    worker.run(conn, &mut *state);
                 }
                 drop(done);
             })?;
@@ -655,9 +666,9 @@ enum Next {
 }
 
 impl Worker {
-    fn run(&self, mut conn: Conn) {
+    fn run(&self, mut conn: Conn, state: &mut dyn Any) {
         let token = conn.token;
-        let next = match catch_unwind(AssertUnwindSafe(|| self.serve(&mut conn))) {
+        let next = match catch_unwind(AssertUnwindSafe(|| self.serve(&mut conn, state))) {
             Ok(next) => next,
             Err(_) => {
                 log::error!("the HTTP layer panicked serving {}", conn.peer);
@@ -683,7 +694,7 @@ impl Worker {
         }
     }
 
-    fn serve(&self, conn: &mut Conn) -> Next {
+    fn serve(&self, conn: &mut Conn, state: &mut dyn Any) -> Next {
         let started = Instant::now();
         let Some(Pending { req, framing, .. }) = conn.pending.take() else {
             return Next::Abort;
@@ -691,7 +702,7 @@ impl Worker {
         if conn.buf.capacity() > 64 * 1024 {
             conn.buf.shrink_to(conn.buf.len().max(4096));
         }
-        let response = match catch_unwind(AssertUnwindSafe(|| self.handler.handle(&req))) {
+        let response = match catch_unwind(AssertUnwindSafe(|| self.handler.handle(&req, state))) {
             Ok(r) if r.status < 200 && !matches!(r.body, Body::Upgrade(_)) => {
                 log::error!("handler answered {} without an upgrade", r.status);
                 internal_error()

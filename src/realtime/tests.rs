@@ -26,7 +26,7 @@ struct App {
 }
 
 impl http::Handler for App {
-    fn handle(&self, req: &Request) -> Response {
+    fn handle(&self, req: &Request, _: &mut dyn std::any::Any) -> Response {
         match self.router.find(&req.method, &req.path) {
             Match::Found(..) => self.hub.upgrade_response(req),
             _ => Response::error(404, "not_found", "no such resource"),

@@ -28,7 +28,7 @@ impl http::Handler for TestApp {
         }
     }
 
-    fn handle(&self, req: &Request) -> Response {
+    fn handle(&self, req: &Request, _: &mut dyn std::any::Any) -> Response {
         match self.router.find(&req.method, &req.path) {
             Match::Found(route, _) => (route.handler)(req),
             Match::MethodNotAllowed(allow) => {

@@ -1601,7 +1601,27 @@ fn a_member_can_hand_out_no_more_than_they_hold() {
 
 #[test]
 fn role_and_membership_changes_count_on_the_very_next_request() {
-    let app = spawn_app();
+    // With one HTTP worker every request after a token's first in a tenant is let in by that
+    // worker's memo of members; with four, by whichever worker has seen it, or the catalog.
+    for workers in [1, 4] {
+        role_and_membership_changes(spawn_app_full(|_| {}, |h| h.workers = workers));
+    }
+}
+
+#[test]
+fn a_remembered_member_whose_session_timed_out_is_refused() {
+    let app = spawn_app_full(|c| c.sessions.idle_secs = 2, |h| h.workers = 1);
+    app.create_tenant("acme", &[]);
+    let token = app.member_token("eve@example.test", "acme", "viewer");
+    let get = || app.as_bearer(&token, "GET", "/t/acme/api/tenant", &[], None);
+    // The second is answered from the worker's memo: nothing in the catalog changes after.
+    expect(&get(), 200, "first");
+    expect(&get(), 200, "remembered");
+    std::thread::sleep(Duration::from_millis(3100));
+    expect_error(&get(), 401, "unauthorized", "idle past the timeout");
+}
+
+fn role_and_membership_changes(app: TestApp) {
     app.create_tenant("acme", &[]);
     let auditors = custom_role(&app, "acme", "auditors", &["audit_view", "members_view"]);
     // A new user added by email gets a one-time password that works.
