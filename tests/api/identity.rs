@@ -1621,6 +1621,26 @@ fn a_remembered_member_whose_session_timed_out_is_refused() {
     expect_error(&get(), 401, "unauthorized", "idle past the timeout");
 }
 
+#[test]
+fn a_remembered_member_removed_by_another_process_is_refused() {
+    let app = spawn_app_full(|_| {}, |h| h.workers = 1);
+    app.create_tenant("acme", &[]);
+    let token = app.member_token("eve@example.test", "acme", "viewer");
+    let get = || app.as_bearer(&token, "GET", "/t/acme/api/tenant", &[], None);
+    expect(&get(), 200, "first");
+    expect(&get(), 200, "remembered");
+    // Another connection to the catalog, as the CLI would have.
+    let removed = app
+        .central_db()
+        .execute(
+            "DELETE FROM memberships WHERE user_id = (SELECT id FROM users WHERE email = ?1)",
+            ["eve@example.test"],
+        )
+        .unwrap();
+    assert_eq!(removed, 1);
+    expect_error(&get(), 403, "not_a_member", "removed elsewhere");
+}
+
 fn role_and_membership_changes(app: TestApp) {
     app.create_tenant("acme", &[]);
     let auditors = custom_role(&app, "acme", "auditors", &["audit_view", "members_view"]);
