@@ -341,14 +341,15 @@ impl App {
         }
         let digest = token::digest(token);
         let now = unix_now();
-        let in_tenant = match route {
+        // A tenant route's handler, and whether its answer may come from the answers cache.
+        let tenant_route = match route {
             Route::Tenant(f) => Some((f, false)),
             Route::TenantRead(f) => Some((f, req.method == "GET")),
             _ => None,
         };
         // Let in before under the same catalog generation: only what time alone can end is
         // looked at again.
-        if let (Some((f, cached)), Some(record)) = (in_tenant, &call.tenant) {
+        if let (Some((f, cached)), Some(record)) = (tenant_route, &call.tenant) {
             if let Some(known) = memo.get(fresh.generation, &digest, &record.id) {
                 if known.session.is_live(now) {
                     self.catalog.touch_session(&known.session, now)?;
@@ -358,7 +359,7 @@ impl App {
             }
         }
         let principal =
-            principal::authenticate_digest(fresh, &digest, via, now)?.ok_or(Error::Unauthorized)?;
+            principal::authenticate(fresh, &digest, via, now)?.ok_or(Error::Unauthorized)?;
         check_csrf(req, via, principal.session())?;
         match (route, principal) {
             (Route::Public(_), _) => unreachable!("answered above"),
@@ -374,7 +375,7 @@ impl App {
             }
             (Route::Tenant(_) | Route::TenantRead(_), Principal::User { user, session, .. }) => {
                 let known = self.membership(fresh, &call, user, session)?;
-                let (f, cached) = in_tenant.expect("a tenant route");
+                let (f, cached) = tenant_route.expect("matched a tenant route");
                 let response = self.in_tenant(&call, path, &known, f, cached);
                 if let Some(record) = &call.tenant {
                     memo.keep(fresh.generation, digest, &record.id, known);

@@ -66,24 +66,10 @@ pub fn credentials<'a>(
         .map(|(_, value)| (value.trim(), Via::Cookie))
 }
 
-/// Looks a token up. `None` for anything that does not authenticate: unknown, revoked, expired,
-/// a disabled user, or a kind that is not a credential (impersonation tickets are exchanged,
-/// never presented).
+/// Looks a token up by its digest (of a well-formed token: see [`token::well_formed`]). `None`
+/// for anything that does not authenticate: unknown, revoked, expired, a disabled user, or a
+/// kind that is not a credential (impersonation tickets are exchanged, never presented).
 pub fn authenticate(
-    catalog: &Fresh,
-    token: &str,
-    via: Via,
-    now: i64,
-) -> Result<Option<Principal>, IdentityError> {
-    // Our tokens are 64 hex characters; anything else cannot match and costs no query.
-    if !token::well_formed(token) {
-        return Ok(None);
-    }
-    authenticate_digest(catalog, &token::digest(token), via, now)
-}
-
-/// [`authenticate`] for a well-formed token already digested.
-pub fn authenticate_digest(
     catalog: &Fresh,
     digest: &token::TokenDigest,
     via: Via,
