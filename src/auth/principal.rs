@@ -40,12 +40,6 @@ impl Principal {
             Principal::User { session, .. } | Principal::Admin { session, .. } => session,
         }
     }
-
-    pub fn via(&self) -> Via {
-        match self {
-            Principal::User { via, .. } | Principal::Admin { via, .. } => *via,
-        }
-    }
 }
 
 /// The token a request carries: `Authorization: Bearer` first, else the session cookie.

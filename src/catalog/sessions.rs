@@ -3,9 +3,8 @@
 //! caller hashes); times are unix seconds, since they are compared on every request. Functions
 //! that decide liveness take `now` so that callers and tests share one clock.
 
-use std::sync::Arc;
-
 use std::fmt;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
