@@ -16,7 +16,7 @@ use crate::catalog::{unix_now, Catalog, TenantStatus, User};
 use crate::error::Error;
 use crate::http::{Request, Response, Router};
 use crate::realtime::{self, Publish};
-use crate::workspace::{self, Reader};
+use crate::workspace;
 
 use super::{Account, App, Call, Route};
 
@@ -136,11 +136,7 @@ fn may_join(
                 .registry
                 .open(record)
                 .map_err(|e| Refused(e.to_string()))?;
-            let reader = Reader {
-                user_id: user.id,
-                permissions: Arc::clone(&membership.permissions),
-                admin: membership.all_permissions,
-            };
+            let reader = super::workspace::reader_of(user.id, &membership);
             workspace::get_chat(&tenant, &reader, *chat)
                 .map(|_| None)
                 .map_err(|e| Refused(format!("chat: {e}")))

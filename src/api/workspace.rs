@@ -5,6 +5,7 @@
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
+use crate::catalog::Membership;
 use crate::error::Error;
 use crate::http::{Request, Response, Router};
 use crate::workspace::{
@@ -116,10 +117,15 @@ impl From<WorkspaceError> for Error {
 }
 
 fn reader(member: &Member) -> Reader {
+    reader_of(member.user.id, member.membership)
+}
+
+/// What the workspace lets a user with this membership see (also for channel authorization).
+pub(super) fn reader_of(user_id: i64, membership: &Membership) -> Reader {
     Reader {
-        user_id: member.user.id,
-        permissions: std::sync::Arc::clone(&member.membership.permissions),
-        admin: member.membership.all_permissions,
+        user_id,
+        permissions: std::sync::Arc::clone(&membership.permissions),
+        admin: membership.all_permissions,
     }
 }
 
