@@ -388,9 +388,9 @@ impl Catalog {
         // One pool for the life of the catalog: its own scheduler thread is
         // cheap, and r2d2's idle reaper is fine for a pool that stays.
         let pool = db::pool(&path, DbKind::Catalog, &config, &db::thread_pool(1))?;
-        // After the migration above, which made SQLite create the `-shm` file; the watcher's
-        // connection, open for the catalog's whole life, keeps that file in place.
-        let probe = WalProbe::open(&path);
+        // Through the watcher's connection, which stays open for the catalog's whole life, as
+        // the probe needs (see `db::probe`).
+        let probe = WalProbe::attach(&conn);
         if probe.is_none() {
             log::warn!(
                 "no WAL index beside {}: checking for catalog changes the slow way",

@@ -394,7 +394,7 @@ fn the_wal_probe_moves_with_every_commit_and_only_then() {
     let path = dir.path().join("w.db");
     let writer = open(&path, DbKind::Tenant, Create::IfMissing).unwrap();
     writer.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
-    let probe = probe::WalProbe::open(&path).expect("a WAL database has its -shm file");
+    let probe = probe::WalProbe::attach(&writer).expect("a WAL database has a wal-index");
     // A second process would see the same file; a second connection is the same test.
     let reader = open(&path, DbKind::Tenant, Create::Never).unwrap();
 
@@ -416,6 +416,55 @@ fn the_wal_probe_moves_with_every_commit_and_only_then() {
     let seen = probe.read();
     writer.execute("INSERT INTO t VALUES (9)", []).unwrap();
     assert_ne!(probe.read(), seen);
+    // Commits by a connection that opens and closes around them, as another process's would.
+    for i in 0..3 {
+        let seen = probe.read();
+        let other = open(&path, DbKind::Tenant, Create::Never).unwrap();
+        other.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
+        drop(other);
+        assert_ne!(probe.read(), seen, "commit {i} of a passing connection");
+    }
 
-    assert!(probe::WalProbe::open(&dir.path().join("absent.db")).is_none());
+    let memory = rusqlite::Connection::open_in_memory().unwrap();
+    assert!(
+        probe::WalProbe::attach(&memory).is_none(),
+        "no WAL, no probe"
+    );
+}
+
+/// The process's POSIX locks on `file` as `/proc/locks` lists them.
+fn locks_held_on(file: &Path) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(file).unwrap();
+    // /proc/locks names a file as MAJOR:MINOR:INODE in hex:dec:dec form, e.g. "fd:01:1234".
+    let inode = format!(":{} ", meta.ino());
+    let pid = format!(" {} ", std::process::id());
+    std::fs::read_to_string("/proc/locks")
+        .unwrap()
+        .lines()
+        .filter(|line| line.contains("POSIX") && line.contains(&pid))
+        .filter(|line| format!("{line} ").contains(&inode))
+        .count()
+}
+
+/// The cause of a crash found in an audit: a probe that opened and closed a descriptor of the
+/// `-shm` file dropped the lock SQLite's connections hold on it, so the next process to open
+/// the database rebuilt the index under the server.
+#[test]
+fn attaching_a_probe_leaves_sqlites_locks_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.db");
+    let conn = open(&path, DbKind::Tenant, Create::IfMissing).unwrap();
+    conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+    let mut shm = path.as_os_str().to_os_string();
+    shm.push("-shm");
+    let shm = std::path::PathBuf::from(shm);
+    let before = locks_held_on(&shm);
+    assert!(
+        before > 0,
+        "SQLite holds a read lock on the -shm while connected"
+    );
+    let probe = probe::WalProbe::attach(&conn).expect("a probe");
+    let _ = probe.read();
+    assert_eq!(locks_held_on(&shm), before);
 }

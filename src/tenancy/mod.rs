@@ -819,10 +819,13 @@ impl Inner {
         };
         let pool = db::pool(path, DbKind::Tenant, &config, &self.threads).map_err(reason)?;
         // One connection now, which stays for the pool's life (see `OpenPool::pool`): the
-        // answers cache maps the file's WAL index, which is only safe while one is open.
-        drop(pool.get().map_err(|e| reason(e.into()))?);
+        // answers cache reads the file's WAL index where this connection's SQLite maps it,
+        // which is only safe while it is open.
+        let first = pool.get().map_err(|e| reason(e.into()))?;
+        let reads = reads::ReadCache::new(self.reads.clone(), &first);
+        drop(first);
         let open = OpenPool {
-            reads: reads::ReadCache::new(self.reads.clone(), path),
+            reads,
             pool,
             writer: WriteTurn::default(),
             commits: AtomicU64::new(0),

@@ -19,9 +19,10 @@
 //! a closed pool gives all of its back.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+use rusqlite::Connection;
 
 use crate::db::probe::{Header, WalProbe};
 
@@ -94,13 +95,13 @@ pub(super) struct ReadCache {
 }
 
 impl ReadCache {
-    /// For the database at `path`, to which the pool must hold a connection open for as long
-    /// as this cache lives (see `db::probe`).
-    pub(super) fn new(budget: Budget, path: &Path) -> ReadCache {
+    /// For the database `conn` is open to, which must stay open for as long as this cache
+    /// lives (see `db::probe`).
+    pub(super) fn new(budget: Budget, conn: &Connection) -> ReadCache {
         let probe = if budget.limit == 0 {
             None
         } else {
-            WalProbe::open(path)
+            WalProbe::attach(conn)
         };
         ReadCache {
             budget,
