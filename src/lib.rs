@@ -5,6 +5,7 @@ pub mod auth;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod data_dir;
 pub mod db;
 pub mod demo;
 pub mod error;

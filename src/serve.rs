@@ -37,6 +37,15 @@ pub fn run(config: ServeConfig) -> i32 {
         }
     };
     let data_dir = config.app.data_dir.clone();
+    // Before the catalog is opened: a second server, or a directory we cannot write, would
+    // otherwise start and fail on every write.
+    let _claim = match crate::data_dir::claim(&data_dir) {
+        Ok(claim) => claim,
+        Err(e) => {
+            eprintln!("tenantd: {e}");
+            return 1;
+        }
+    };
     let (app, first_admin) = match App::open(config.app.clone()) {
         Ok(opened) => opened,
         Err(e) => {

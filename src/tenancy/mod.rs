@@ -623,6 +623,16 @@ impl Registry {
     /// The tenant's context, opening (and on first use migrating) its
     /// database. Suspended and deleted tenants are refused.
     pub fn open(&self, record: Arc<TenantRecord>) -> Result<Tenant, TenancyError> {
+        self.open_with(record, Inner::open_pool)
+    }
+
+    /// [`Registry::open`] with the step that opens the pool given: tests pass one that fails
+    /// in ways the real one rarely does.
+    fn open_with(
+        &self,
+        record: Arc<TenantRecord>,
+        open_pool: impl FnOnce(&Inner, &TenantRecord, &Path) -> Result<OpenPool, String>,
+    ) -> Result<Tenant, TenancyError> {
         match record.status {
             TenantStatus::Active => {}
             TenantStatus::Suspended => {
@@ -711,7 +721,19 @@ impl Registry {
             *state = SlotState::Opening;
             drop(state);
             inner.make_room();
-            let opened = inner.open_pool(&record, &path);
+            // A panic while opening must not leave the slot `Opening`, where every later
+            // request for the tenant would wait out `open_wait` and fail, forever.
+            let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                open_pool(inner, &record, &path)
+            }))
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(format!("opening panicked: {what}"))
+            });
             let mut state = lock(&slot.state);
             slot.settled.notify_all();
             return match opened {

@@ -259,6 +259,29 @@ fn failed_tenant_waits_retry_after_before_trying_again() {
 }
 
 #[test]
+fn a_panic_while_opening_leaves_the_tenant_to_be_tried_again() {
+    let setup = Setup::new();
+    let record = setup.create("shaky", &[]);
+    let registry = setup.registry(RegistryConfig {
+        retry_after: Duration::ZERO,
+        // A slot left `Opening` would make the next open wait this long, then fail.
+        open_wait: Duration::from_millis(100),
+        ..quiet()
+    });
+    let panicking = |_: &Inner, _: &TenantRecord, _: &Path| -> Result<OpenPool, String> {
+        panic!("a bug while opening")
+    };
+    match registry.open_with(Arc::clone(&record), panicking) {
+        Err(TenancyError::Unavailable { reason, .. }) => {
+            assert!(reason.contains("a bug while opening"), "{reason}")
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    let tenant = registry.open(record).expect("opened on the next try");
+    assert_eq!(tenant.record.slug, "shaky");
+}
+
+#[test]
 fn checksum_mismatch_makes_the_tenant_unavailable() {
     let setup = Setup::new();
     let record = setup.create("tampered", &[]);

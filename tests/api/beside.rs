@@ -293,3 +293,94 @@ fn other_processes_on_the_data_directory_never_take_the_server_down() {
         .unwrap();
     assert_eq!(members, 100);
 }
+
+/// `tenantd serve` on `data` that is expected to refuse to start: its exit code and stderr.
+fn serve_refused(data: &Path) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tenantd"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A server that did start would never exit: bound the wait, then fail with what it said.
+    let waited = crate::support::eventually(Duration::from_secs(20), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !waited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_second_server_on_the_same_data_directory_refuses_to_start() {
+    let data = tempfile::tempdir().unwrap();
+    let first = spawn_serve(data.path(), &[], 1);
+    let (code, stderr) = serve_refused(data.path());
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("another tenantd server is running on the data directory"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&first.child.id().to_string()),
+        "names the running server's process: {stderr}"
+    );
+    let reply = request_to(first.addr, "GET", "/healthz", &[], None);
+    assert_eq!(reply.status, 200, "the first server serves on");
+    drop(first);
+    // Once it is gone, the directory is free again.
+    let again = spawn_serve(data.path(), &[], 1);
+    assert_eq!(
+        request_to(again.addr, "GET", "/healthz", &[], None).status,
+        200
+    );
+}
+
+/// Makes `dir` refuse new files, also to root (whom permission bits do not stop).
+struct ReadOnlyDir<'a>(&'a Path);
+
+impl<'a> ReadOnlyDir<'a> {
+    fn new(dir: &'a Path) -> ReadOnlyDir<'a> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let status = Command::new("chattr").arg("+i").arg(dir).status();
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "as root, this test needs chattr +i to make a directory read-only"
+            );
+        }
+        ReadOnlyDir(dir)
+    }
+}
+
+impl Drop for ReadOnlyDir<'_> {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let _ = Command::new("chattr").arg("-i").arg(self.0).status();
+        }
+        let _ = std::fs::set_permissions(self.0, std::fs::Permissions::from_mode(0o755));
+    }
+}
+
+#[test]
+fn a_data_directory_the_server_cannot_write_is_refused_at_start() {
+    let data = tempfile::tempdir().unwrap();
+    // A complete installation first, then the directory made read-only.
+    drop(spawn_serve(data.path(), &[], 1));
+    let _read_only = ReadOnlyDir::new(data.path());
+    let (code, stderr) = serve_refused(data.path());
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("cannot write to"), "{stderr}");
+    assert!(stderr.contains("--data"), "{stderr}");
+}
