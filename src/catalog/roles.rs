@@ -173,7 +173,11 @@ fn load_role(
 }
 
 /// (id, builtin) of a tenant's role by name.
-fn role_ref(conn: &Connection, tenant_id: &str, name: &str) -> Result<(i64, bool), IdentityError> {
+pub(super) fn role_ref(
+    conn: &Connection,
+    tenant_id: &str,
+    name: &str,
+) -> Result<(i64, bool), IdentityError> {
     conn.prepare_cached("SELECT id, builtin FROM roles WHERE tenant_id = ?1 AND name = ?2")?
         .query_row(params![tenant_id, name], |row| {
             Ok((row.get(0)?, row.get(1)?))
@@ -190,7 +194,7 @@ fn role_name_taken(conn: &Connection, tenant_id: &str, name: &str) -> rusqlite::
     )
 }
 
-fn require_tenant(conn: &Connection, tenant_id: &str) -> Result<(), IdentityError> {
+pub(super) fn require_tenant(conn: &Connection, tenant_id: &str) -> Result<(), IdentityError> {
     if tenant_exists(conn, tenant_id)? {
         Ok(())
     } else {
@@ -262,6 +266,27 @@ fn keep_an_admin(
         return Err(IdentityError::LastAdmin);
     }
     Ok(())
+}
+
+/// Makes a user a member with a role of the tenant (by id), in the caller's transaction.
+pub(super) fn insert_membership(
+    conn: &Connection,
+    tenant_id: &str,
+    user_id: i64,
+    role_id: i64,
+) -> Result<Membership, IdentityError> {
+    if !user_exists(conn, user_id)? {
+        return Err(IdentityError::UserNotFound);
+    }
+    if member_role(conn, tenant_id, user_id)?.is_some() {
+        return Err(IdentityError::AlreadyAMember);
+    }
+    conn.execute(
+        "INSERT INTO memberships (user_id, tenant_id, role_id, created_at)
+         VALUES (?1, ?2, ?3, ?4)",
+        params![user_id, tenant_id, role_id, db::now_rfc3339()],
+    )?;
+    load_membership(conn, user_id, tenant_id)?.ok_or(IdentityError::NotAMember)
 }
 
 impl Catalog {
@@ -471,19 +496,8 @@ impl Catalog {
     ) -> Result<Membership, IdentityError> {
         self.identity_write(|tx| {
             require_tenant(tx, tenant_id)?;
-            if !user_exists(tx, user_id)? {
-                return Err(IdentityError::UserNotFound);
-            }
             let (role_id, _) = role_ref(tx, tenant_id, role_name)?;
-            if member_role(tx, tenant_id, user_id)?.is_some() {
-                return Err(IdentityError::AlreadyAMember);
-            }
-            tx.execute(
-                "INSERT INTO memberships (user_id, tenant_id, role_id, created_at)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![user_id, tenant_id, role_id, db::now_rfc3339()],
-            )?;
-            load_membership(tx, user_id, tenant_id)?.ok_or(IdentityError::NotAMember)
+            insert_membership(tx, tenant_id, user_id, role_id)
         })
     }
 
