@@ -43,7 +43,9 @@ pub use invitations::{
     Accepted, Acceptor, Invitation, InvitationStatus, NewInvitation, INVITATION_TTL_SECS,
 };
 pub use permissions::{BuiltinRole, ADMIN_ROLE, BUILTIN_ROLES, PERMISSIONS};
-pub use roles::{Member, MemberUser, Membership, Role, RoleUpdate, TenantMembership};
+pub use roles::{
+    Member, MemberUser, Membership, MembershipPage, Role, RoleUpdate, TenantMembership,
+};
 pub use sessions::{
     unix_now, NewSession, PersonalToken, Session, SessionKind, TOUCH_INTERVAL_SECS,
 };

@@ -91,6 +91,17 @@ pub struct TenantMembership {
     pub joined_at: String,
 }
 
+/// Which of a user's memberships to read: see [`Catalog::memberships_page`].
+#[derive(Clone, Debug, Default)]
+pub struct MembershipPage {
+    /// Only this tenant's (a session bound to one tenant sees no other).
+    pub tenant_id: Option<String>,
+    /// The (name, slug) of the last tenant of the previous page.
+    pub after: Option<(String, String)>,
+    /// `None`: all of them.
+    pub limit: Option<usize>,
+}
+
 /// The public part of a user, as other members see it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct MemberUser {
@@ -423,6 +434,17 @@ impl Catalog {
 
     /// Every tenant the user belongs to, deleted tenants left out, by tenant name.
     pub fn memberships_of(&self, user_id: i64) -> Result<Vec<TenantMembership>, IdentityError> {
+        self.memberships_page(user_id, &MembershipPage::default())
+    }
+
+    /// One page of [`Catalog::memberships_of`]: by tenant name then slug (unique), after the
+    /// page's `after` key, at most `limit` of them. The sort keeps at most `limit` rows, so a
+    /// page costs its own size whatever the user's count of memberships.
+    pub fn memberships_page(
+        &self,
+        user_id: i64,
+        page: &MembershipPage,
+    ) -> Result<Vec<TenantMembership>, IdentityError> {
         let conn = self.identity_read()?;
         let mut stmt = conn.prepare_cached(
             "SELECT t.id, t.slug, t.name, t.status, r.id, r.name, r.permissions, m.created_at
@@ -430,9 +452,22 @@ impl Catalog {
              JOIN tenants t ON t.id = m.tenant_id
              JOIN roles r ON r.id = m.role_id
              WHERE m.user_id = ?1 AND t.status <> 'deleted'
-             ORDER BY t.name, t.slug",
+               AND (?2 IS NULL OR m.tenant_id = ?2)
+               AND (?3 IS NULL OR (t.name, t.slug) > (?3, ?4))
+             ORDER BY t.name, t.slug
+             LIMIT ?5",
         )?;
-        let mut rows = stmt.query([user_id])?;
+        let (after_name, after_slug) = page.after.clone().unzip();
+        let limit = page
+            .limit
+            .map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        let mut rows = stmt.query(params![
+            user_id,
+            page.tenant_id,
+            after_name,
+            after_slug,
+            limit
+        ])?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
             let tenant_id: String = row.get(0)?;
