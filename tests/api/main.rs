@@ -3,6 +3,7 @@
 
 mod http;
 mod identity;
+mod invitations;
 mod realtime;
 mod support;
 mod tenancy;
