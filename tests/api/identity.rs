@@ -2637,8 +2637,10 @@ fn every_action_is_audited_and_a_tenant_sees_only_its_own_entries() {
         "auth.login",
         "auth.logout",
         "auth.password_changed",
+        "invitation.accepted",
         "token.created",
         "token.revoked",
+        "user.created",
     ];
     assert_eq!(
         carol_actions,
