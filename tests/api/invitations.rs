@@ -735,6 +735,54 @@ fn an_invitation_gives_no_role_beyond_the_inviters_own() {
     invite(&app, &manager, "acme", "peer@example.test", "people");
 }
 
+#[test]
+fn the_cli_invites_and_prints_the_token_once() {
+    let app = spawn_app();
+    app.create_tenant("acme", &[]);
+    let invite = |email: &str, json: bool| {
+        let mut args = vec!["members", "invite", "--tenant", "acme", "--email", email];
+        args.extend(["--role", "agent"]);
+        if json {
+            args.push("--json");
+        }
+        let out = app.cli(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let printed = invite("eve@example.test", false);
+    let token = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("token (shown once): "))
+        .unwrap_or_else(|| panic!("no token in {printed}"));
+    assert_eq!(token.len(), 64);
+    // A second invitation to the same email replaces the first.
+    let out: Value = serde_json::from_str(&invite("eve@example.test", true)).unwrap();
+    assert_eq!(out["replaced"], 1);
+    assert_eq!(out["invitation"]["email"], "eve@example.test");
+    assert!(app
+        .app
+        .catalog
+        .user_by_email("eve@example.test")
+        .unwrap()
+        .is_none());
+    let stale = json!({"token": token});
+    expect_error(
+        &accept(&app, &stale, Some("eve-password-1"), None),
+        410,
+        "invitation_revoked",
+        "the replaced token",
+    );
+    let joined = accept(&app, &out, Some("eve-password-1"), None);
+    expect(&joined, 200, "the printed token");
+    assert_eq!(joined.json()["role"], "agent");
+    let listed = app.on(&app.owner_token, "acme", "GET", "/api/members", None);
+    assert!(listed.text().contains("eve@example.test"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // /api/me pages its memberships
 
