@@ -2305,7 +2305,7 @@ fn every_action_is_audited_and_a_tenant_sees_only_its_own_entries() {
         "role.deleted",
     );
     // Carol's own account: password, token, logout; then she leaves.
-    let carol_token = app.token("carol@example.test", &temporary);
+    let carol_token = app.token("carol@example.test", temporary);
     let as_carol = |method: &str, path: &str, body: Option<Value>| {
         app.as_bearer(&carol_token, method, path, &[], body)
     };
