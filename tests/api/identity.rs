@@ -31,7 +31,7 @@ fn int(value: &Value) -> i64 {
         .unwrap_or_else(|| panic!("not an integer: {value}"))
 }
 
-fn text(value: &Value) -> String {
+pub(crate) fn text(value: &Value) -> String {
     value
         .as_str()
         .unwrap_or_else(|| panic!("not a string: {value}"))
@@ -40,13 +40,13 @@ fn text(value: &Value) -> String {
 
 /// Asserts the status, showing the body when it differs.
 #[track_caller]
-fn expect(reply: &Reply, status: u16, what: &str) {
+pub(crate) fn expect(reply: &Reply, status: u16, what: &str) {
     assert_eq!(reply.status, status, "{what}: {}", reply.text());
 }
 
 /// Asserts the status and the error code.
 #[track_caller]
-fn expect_error(reply: &Reply, status: u16, code: &str, what: &str) {
+pub(crate) fn expect_error(reply: &Reply, status: u16, code: &str, what: &str) {
     let got = serde_json::from_slice::<Value>(&reply.body)
         .ok()
         .and_then(|v| v["error"]["code"].as_str().map(String::from));

@@ -7,32 +7,8 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
 
+use crate::identity::{expect, expect_error, text};
 use crate::support::{spawn_app, spawn_app_with, Reply, TestApp};
-
-#[track_caller]
-fn expect(reply: &Reply, status: u16, what: &str) {
-    assert_eq!(reply.status, status, "{what}: {}", reply.text());
-}
-
-#[track_caller]
-fn expect_error(reply: &Reply, status: u16, code: &str, what: &str) {
-    let got = serde_json::from_slice::<Value>(&reply.body)
-        .ok()
-        .and_then(|v| v["error"]["code"].as_str().map(String::from));
-    assert_eq!(
-        (reply.status, got.as_deref()),
-        (status, Some(code)),
-        "{what}: {}",
-        reply.text()
-    );
-}
-
-fn text(value: &Value) -> String {
-    value
-        .as_str()
-        .unwrap_or_else(|| panic!("not a string: {value}"))
-        .to_string()
-}
 
 /// `POST /t/{slug}/api/members {email, role}` as `bearer`: the invitation it answers.
 pub fn invite(app: &TestApp, bearer: &str, slug: &str, email: &str, role: &str) -> Value {
