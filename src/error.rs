@@ -53,6 +53,13 @@ pub enum Error {
         code: &'static str,
         message: String,
     },
+    /// An invitation token or id that names no invitation (404), or one that can no longer be
+    /// used (410): the code says which.
+    Invitation {
+        status: u16,
+        code: &'static str,
+        message: String,
+    },
     /// A failure on our side: logged in full, answered with a generic message.
     Internal(String),
 }
@@ -133,6 +140,11 @@ impl Error {
             ),
             Error::Validation(_) => (422, "validation_failed", "some fields are not valid".into()),
             Error::Conflict { code, message } => (409, code, message.clone()),
+            Error::Invitation {
+                status,
+                code,
+                message,
+            } => (*status, code, message.clone()),
             Error::Internal(_) => (
                 500,
                 "internal_error",
@@ -257,6 +269,11 @@ impl From<IdentityError> for Error {
             code,
             message: e.to_string(),
         };
+        let invitation = |status, code, e: &IdentityError| Error::Invitation {
+            status,
+            code,
+            message: e.to_string(),
+        };
         match &e {
             IdentityError::Validation { field, message } => Error::validation(field, message),
             IdentityError::InvalidPermission(_) => Error::validation("permissions", e.to_string()),
@@ -269,6 +286,13 @@ impl From<IdentityError> for Error {
             IdentityError::RoleNotFound(_) => Error::validation("role", "no such role"),
             IdentityError::UserNotFound | IdentityError::NotAMember => Error::NotFound,
             IdentityError::AdminNotFound => Error::NotFound,
+            IdentityError::InvitationNotFound => invitation(404, "invitation_invalid", &e),
+            IdentityError::InvitationExpired => invitation(410, "invitation_expired", &e),
+            IdentityError::InvitationAccepted => invitation(410, "invitation_accepted", &e),
+            IdentityError::InvitationRevoked => invitation(410, "invitation_revoked", &e),
+            IdentityError::InvitationForAnotherEmail => {
+                Error::Refused("the invitation is for another email address")
+            }
             IdentityError::TenantNotFound(_) => Error::TenantNotFound,
             IdentityError::Db(_) | IdentityError::Corrupt { .. } => Error::Internal(e.to_string()),
         }

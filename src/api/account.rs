@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 use crate::auth::principal::{Principal, Via};
 use crate::auth::token;
 use crate::catalog::{
-    normalize_email, unix_now, ActorType, NewSession, PersonalToken, ProfileUpdate, SessionKind,
+    normalize_email, unix_now, ActorType, MembershipPage, NewSession, PersonalToken, ProfileUpdate,
+    SessionKind,
 };
 use crate::error::Error;
 use crate::http::{Response, Router};
@@ -114,18 +115,50 @@ fn logout(app: &App, call: &Call, principal: &Principal) -> Result<Response, Err
     Ok(Response::json(200, &json!({ "logged_out": true })).with_header("Set-Cookie", clear))
 }
 
-fn me(app: &App, _call: &Call, account: &Account) -> Result<Response, Error> {
-    let memberships = app.catalog.memberships_of(account.user.id)?;
+/// Memberships in one answer of `/api/me` at most, and by default.
+const MAX_MEMBERSHIPS_PAGE: usize = 200;
+const DEFAULT_MEMBERSHIPS_PAGE: usize = 100;
+
+/// The `after` of the next page: the last tenant's (name, slug) as hex of a JSON pair, opaque
+/// to clients and safe in a URL.
+fn memberships_cursor(name: &str, slug: &str) -> String {
+    hex::encode(json!([name, slug]).to_string())
+}
+
+fn memberships_after(cursor: &str) -> Result<(String, String), Error> {
+    let invalid = || Error::validation("after", "not a cursor of this list");
+    let bytes = hex::decode(cursor).map_err(|_| invalid())?;
+    serde_json::from_slice(&bytes).map_err(|_| invalid())
+}
+
+fn me(app: &App, call: &Call, account: &Account) -> Result<Response, Error> {
+    let limit = match call.req.query_param("limit") {
+        None => DEFAULT_MEMBERSHIPS_PAGE,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=MAX_MEMBERSHIPS_PAGE).contains(&n) => n,
+            _ => return Err(Error::validation("limit", "must be 1 to 200")),
+        },
+    };
+    let page = MembershipPage {
+        // A session bound to one tenant sees only that tenant.
+        tenant_id: account.session.tenant_id.clone(),
+        after: call
+            .req
+            .query_param("after")
+            .map(|c| memberships_after(&c))
+            .transpose()?,
+        // One more than the page, to know whether there is a next one.
+        limit: Some(limit + 1),
+    };
+    let mut memberships = app.catalog.memberships_page(account.user.id, &page)?;
+    let next = (memberships.len() > limit).then(|| {
+        memberships.truncate(limit);
+        memberships
+            .last()
+            .map(|m| memberships_cursor(&m.name, &m.slug))
+    });
     let memberships: Vec<Value> = memberships
         .iter()
-        .filter(|m| {
-            // A session bound to one tenant sees only that tenant.
-            account
-                .session
-                .tenant_id
-                .as_ref()
-                .is_none_or(|t| *t == m.tenant_id)
-        })
         .map(|m| {
             json!({
                 "tenant_id": m.tenant_id,
@@ -146,6 +179,7 @@ fn me(app: &App, _call: &Call, account: &Account) -> Result<Response, Error> {
     let mut body = json!({
         "user": account.user,
         "memberships": memberships,
+        "next": next.flatten(),
         "impersonated": account.session.impersonated_by.is_some(),
         "impersonated_by": impersonated_by,
     });
@@ -173,19 +207,13 @@ fn update_me(app: &App, call: &Call, account: &Account) -> Result<Response, Erro
 }
 
 /// Passwords we accept: long enough to mean something, short enough to hash.
-pub(super) fn check_new_password(password: &str) -> Result<(), Error> {
+pub(super) fn check_new_password(field: &str, password: &str) -> Result<(), Error> {
     let len = password.chars().count();
     if len < 8 {
-        return Err(Error::validation(
-            "new_password",
-            "must be at least 8 characters",
-        ));
+        return Err(Error::validation(field, "must be at least 8 characters"));
     }
     if len > 256 {
-        return Err(Error::validation(
-            "new_password",
-            "must be at most 256 characters",
-        ));
+        return Err(Error::validation(field, "must be at most 256 characters"));
     }
     Ok(())
 }
@@ -199,7 +227,7 @@ fn change_password(app: &App, call: &Call, account: &Account) -> Result<Response
     let body = object(call.req)?;
     let current = text(&body, "current_password")?;
     let new = text(&body, "new_password")?;
-    check_new_password(&new)?;
+    check_new_password("new_password", &new)?;
     if !app
         .verify_password(&current, Some(&account.user.password_hash))?
         .ok

@@ -1,18 +1,17 @@
 //! A tenant's people and roles, and its audit log: `/api/members`, `/api/roles`, `/api/audit`.
+//! Adding a person is an invitation (see `invitations`).
 
 use serde_json::{json, Value};
 
-use crate::catalog::{
-    ActorType, AuditFilter, NewUser, Role, RoleUpdate, DEFAULT_AUDIT_LIMIT, PERMISSIONS,
-};
+use crate::catalog::{ActorType, AuditFilter, Role, RoleUpdate, DEFAULT_AUDIT_LIMIT, PERMISSIONS};
 use crate::error::Error;
 use crate::http::{Response, Router};
 
-use super::{id_param, object, opt_text, random_password, text, App, Call, Member, Route};
+use super::{id_param, invitations, object, opt_text, text, App, Call, Member, Route};
 
 pub(super) fn routes(r: &mut Router<Route>) {
     r.add("GET", "/api/members", Route::Tenant(list_members));
-    r.add("POST", "/api/members", Route::Tenant(add_member));
+    r.add("POST", "/api/members", Route::Tenant(invitations::invite));
     r.add(
         "PATCH",
         "/api/members/{user_id}",
@@ -31,7 +30,7 @@ pub(super) fn routes(r: &mut Router<Route>) {
 }
 
 /// An audit entry by this member, on this tenant.
-fn member_entry(
+pub(super) fn member_entry(
     app: &App,
     call: &Call,
     member: &Member,
@@ -48,7 +47,7 @@ fn member_entry(
 /// holds it, or writing it into a role, is refused for any permission the member lacks (or a
 /// `members_manage` member could make themselves admin). Names that are no permission are left
 /// for the catalog to refuse as invalid.
-fn within_reach<'a>(
+pub(super) fn within_reach<'a>(
     member: &Member,
     permissions: impl IntoIterator<Item = &'a String>,
 ) -> Result<(), Error> {
@@ -73,49 +72,12 @@ fn held_by(app: &App, member: &Member, user_id: i64) -> Result<Vec<String>, Erro
 fn list_members(app: &App, _call: &Call, member: &Member) -> Result<Response, Error> {
     member.require("members_view")?;
     let members = app.catalog.members(member.tenant.id())?;
-    Ok(Response::json(200, &json!({ "members": members })))
-}
-
-fn add_member(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
-    member.require("members_manage")?;
-    let body = object(call.req)?;
-    let email = text(&body, "email")?;
-    let role = text(&body, "role")?;
-    let tenant_id = member.tenant.id();
-    let Some(granted) = app.catalog.role(tenant_id, &role)? else {
-        return Err(Error::validation("role", "no such role"));
-    };
-    within_reach(member, &granted.permissions)?;
-    let mut temporary_password = None;
-    let user = match app.catalog.user_by_email(&email)? {
-        Some(user) => user,
-        None => {
-            let password = random_password();
-            let name = opt_text(&body, "name")?
-                .unwrap_or_else(|| email.split('@').next().unwrap_or_default().to_string());
-            let user = app.catalog.create_user(&NewUser {
-                email: email.clone(),
-                name,
-                surname: opt_text(&body, "surname")?.unwrap_or_default(),
-                photo_url: None,
-                password_hash: app.hash_password(&password)?,
-            })?;
-            temporary_password = Some(password);
-            user
-        }
-    };
-    let membership = app.catalog.add_member(tenant_id, user.id, &role)?;
-    let mut entry = member_entry(app, call, member, "member.added");
-    entry.target_type = Some("user".into());
-    entry.target_id = Some(user.id.to_string());
-    entry.details = json!({ "role": membership.role, "new_user": temporary_password.is_some() });
-    app.audit(entry);
-    let mut answer = json!({ "user": user, "role": membership.role });
-    if let Some(password) = temporary_password {
-        // Shown once: only its hash is kept.
-        answer["temporary_password"] = Value::String(password);
-    }
-    Ok(Response::json(201, &answer))
+    // Invited people are not members until they accept; shown beside them, never the token.
+    let invitations = invitations::open_invitations(app, member)?;
+    Ok(Response::json(
+        200,
+        &json!({ "members": members, "invitations": invitations }),
+    ))
 }
 
 fn change_member(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {

@@ -5,6 +5,7 @@
 mod account;
 mod admin;
 pub mod broadcasting;
+mod invitations;
 mod members;
 mod memo;
 mod tenant;
@@ -585,6 +586,7 @@ fn routes() -> Router<Route> {
     r.add("GET", "/api/tenant", Route::TenantRead(tenant::show));
     account::routes(&mut r);
     members::routes(&mut r);
+    invitations::routes(&mut r);
     workspace::routes(&mut r);
     broadcasting::routes(&mut r);
     admin::routes(&mut r);

@@ -41,6 +41,13 @@ pub enum IdentityError {
     /// The change would leave the tenant without a member holding the built-in admin role.
     LastAdmin,
     InvalidPermission(String),
+    /// No invitation has this token (or this id, in this tenant).
+    InvitationNotFound,
+    InvitationExpired,
+    InvitationAccepted,
+    InvitationRevoked,
+    /// An existing account may accept only an invitation to its own email.
+    InvitationForAnotherEmail,
     /// A row the schema should have prevented (an unknown kind, bad JSON).
     Corrupt {
         table: &'static str,
@@ -77,6 +84,15 @@ impl fmt::Display for IdentityError {
             }
             IdentityError::LastAdmin => f.write_str("the tenant would be left without an admin"),
             IdentityError::InvalidPermission(p) => write!(f, "unknown permission {p:?}"),
+            IdentityError::InvitationNotFound => f.write_str("no such invitation"),
+            IdentityError::InvitationExpired => f.write_str("the invitation has expired"),
+            IdentityError::InvitationAccepted => {
+                f.write_str("the invitation has already been accepted")
+            }
+            IdentityError::InvitationRevoked => f.write_str("the invitation was revoked"),
+            IdentityError::InvitationForAnotherEmail => {
+                f.write_str("the invitation is for another email address")
+            }
             IdentityError::Corrupt { table, id, message } => {
                 write!(f, "catalog row {table} {id} is corrupt: {message}")
             }
@@ -353,7 +369,7 @@ pub(crate) fn admin_exists(conn: &Connection, id: i64) -> rusqlite::Result<bool>
     )
 }
 
-fn load_user(conn: &Connection, id: i64) -> Result<Option<User>, IdentityError> {
+pub(super) fn load_user(conn: &Connection, id: i64) -> Result<Option<User>, IdentityError> {
     Ok(conn
         .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))?
         .query_row([id], user_from_row)
@@ -367,6 +383,44 @@ fn load_admin(conn: &Connection, id: i64) -> Result<Option<SystemAdmin>, Identit
         ))?
         .query_row([id], admin_from_row)
         .optional()?)
+}
+
+/// A new user's fields, validated and normalised (outside any transaction).
+pub(super) fn checked_user(new: &NewUser) -> Result<NewUser, IdentityError> {
+    Ok(NewUser {
+        email: normalize_email(&new.email)?,
+        name: person_name("name", &new.name, 1)?,
+        surname: person_name("surname", &new.surname, 0)?,
+        photo_url: normalize_photo_url(new.photo_url.as_deref())?,
+        password_hash: password_hash(&new.password_hash)?.to_string(),
+    })
+}
+
+/// Inserts a user [`checked_user`] made, in the caller's transaction.
+pub(super) fn insert_user(tx: &Transaction<'_>, new: &NewUser) -> Result<User, IdentityError> {
+    let taken: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM users WHERE email = ?1)",
+        [&new.email],
+        |row| row.get(0),
+    )?;
+    if taken {
+        return Err(IdentityError::EmailTaken);
+    }
+    tx.execute(
+        "INSERT INTO users (email, name, surname, photo_url, password_hash, disabled,
+                            created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6)",
+        params![
+            new.email,
+            new.name,
+            new.surname,
+            new.photo_url,
+            new.password_hash,
+            db::now_rfc3339()
+        ],
+    )
+    .map_err(email_violation)?;
+    load_user(tx, tx.last_insert_rowid())?.ok_or(IdentityError::UserNotFound)
 }
 
 impl Catalog {
@@ -388,30 +442,8 @@ impl Catalog {
     }
 
     pub fn create_user(&self, new: &NewUser) -> Result<User, IdentityError> {
-        let email = normalize_email(&new.email)?;
-        let name = person_name("name", &new.name, 1)?;
-        let surname = person_name("surname", &new.surname, 0)?;
-        let photo_url = normalize_photo_url(new.photo_url.as_deref())?;
-        let hash = password_hash(&new.password_hash)?;
-        self.identity_write(|tx| {
-            let taken: bool = tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM users WHERE email = ?1)",
-                [&email],
-                |row| row.get(0),
-            )?;
-            if taken {
-                return Err(IdentityError::EmailTaken);
-            }
-            let now = db::now_rfc3339();
-            tx.execute(
-                "INSERT INTO users (email, name, surname, photo_url, password_hash, disabled,
-                                    created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6)",
-                params![email, name, surname, photo_url, hash, now],
-            )
-            .map_err(email_violation)?;
-            load_user(tx, tx.last_insert_rowid())?.ok_or(IdentityError::UserNotFound)
-        })
+        let new = checked_user(new)?;
+        self.identity_write(|tx| insert_user(tx, &new))
     }
 
     pub fn user_by_id(&self, id: i64) -> Result<Option<Arc<User>>, IdentityError> {

@@ -6,6 +6,7 @@
 
 mod audit;
 mod identity;
+mod invitations;
 pub mod permissions;
 mod roles;
 mod sessions;
@@ -38,8 +39,13 @@ pub use audit::{
 pub use identity::{
     normalize_email, normalize_photo_url, IdentityError, NewUser, ProfileUpdate, SystemAdmin, User,
 };
+pub use invitations::{
+    Accepted, Acceptor, Invitation, InvitationStatus, NewInvitation, INVITATION_TTL_SECS,
+};
 pub use permissions::{BuiltinRole, ADMIN_ROLE, BUILTIN_ROLES, PERMISSIONS};
-pub use roles::{Member, MemberUser, Membership, Role, RoleUpdate, TenantMembership};
+pub use roles::{
+    Member, MemberUser, Membership, MembershipPage, Role, RoleUpdate, TenantMembership,
+};
 pub use sessions::{
     unix_now, NewSession, PersonalToken, Session, SessionKind, TOUCH_INTERVAL_SECS,
 };

@@ -91,6 +91,17 @@ pub struct TenantMembership {
     pub joined_at: String,
 }
 
+/// Which of a user's memberships to read: see [`Catalog::memberships_page`].
+#[derive(Clone, Debug, Default)]
+pub struct MembershipPage {
+    /// Only this tenant's (a session bound to one tenant sees no other).
+    pub tenant_id: Option<String>,
+    /// The (name, slug) of the last tenant of the previous page.
+    pub after: Option<(String, String)>,
+    /// `None`: all of them.
+    pub limit: Option<usize>,
+}
+
 /// The public part of a user, as other members see it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct MemberUser {
@@ -173,7 +184,11 @@ fn load_role(
 }
 
 /// (id, builtin) of a tenant's role by name.
-fn role_ref(conn: &Connection, tenant_id: &str, name: &str) -> Result<(i64, bool), IdentityError> {
+pub(super) fn role_ref(
+    conn: &Connection,
+    tenant_id: &str,
+    name: &str,
+) -> Result<(i64, bool), IdentityError> {
     conn.prepare_cached("SELECT id, builtin FROM roles WHERE tenant_id = ?1 AND name = ?2")?
         .query_row(params![tenant_id, name], |row| {
             Ok((row.get(0)?, row.get(1)?))
@@ -190,7 +205,7 @@ fn role_name_taken(conn: &Connection, tenant_id: &str, name: &str) -> rusqlite::
     )
 }
 
-fn require_tenant(conn: &Connection, tenant_id: &str) -> Result<(), IdentityError> {
+pub(super) fn require_tenant(conn: &Connection, tenant_id: &str) -> Result<(), IdentityError> {
     if tenant_exists(conn, tenant_id)? {
         Ok(())
     } else {
@@ -262,6 +277,27 @@ fn keep_an_admin(
         return Err(IdentityError::LastAdmin);
     }
     Ok(())
+}
+
+/// Makes a user a member with a role of the tenant (by id), in the caller's transaction.
+pub(super) fn insert_membership(
+    conn: &Connection,
+    tenant_id: &str,
+    user_id: i64,
+    role_id: i64,
+) -> Result<Membership, IdentityError> {
+    if !user_exists(conn, user_id)? {
+        return Err(IdentityError::UserNotFound);
+    }
+    if member_role(conn, tenant_id, user_id)?.is_some() {
+        return Err(IdentityError::AlreadyAMember);
+    }
+    conn.execute(
+        "INSERT INTO memberships (user_id, tenant_id, role_id, created_at)
+         VALUES (?1, ?2, ?3, ?4)",
+        params![user_id, tenant_id, role_id, db::now_rfc3339()],
+    )?;
+    load_membership(conn, user_id, tenant_id)?.ok_or(IdentityError::NotAMember)
 }
 
 impl Catalog {
@@ -398,6 +434,17 @@ impl Catalog {
 
     /// Every tenant the user belongs to, deleted tenants left out, by tenant name.
     pub fn memberships_of(&self, user_id: i64) -> Result<Vec<TenantMembership>, IdentityError> {
+        self.memberships_page(user_id, &MembershipPage::default())
+    }
+
+    /// One page of [`Catalog::memberships_of`]: by tenant name then slug (unique), after the
+    /// page's `after` key, at most `limit` of them. The sort keeps at most `limit` rows, so a
+    /// page costs its own size whatever the user's count of memberships.
+    pub fn memberships_page(
+        &self,
+        user_id: i64,
+        page: &MembershipPage,
+    ) -> Result<Vec<TenantMembership>, IdentityError> {
         let conn = self.identity_read()?;
         let mut stmt = conn.prepare_cached(
             "SELECT t.id, t.slug, t.name, t.status, r.id, r.name, r.permissions, m.created_at
@@ -405,9 +452,22 @@ impl Catalog {
              JOIN tenants t ON t.id = m.tenant_id
              JOIN roles r ON r.id = m.role_id
              WHERE m.user_id = ?1 AND t.status <> 'deleted'
-             ORDER BY t.name, t.slug",
+               AND (?2 IS NULL OR m.tenant_id = ?2)
+               AND (?3 IS NULL OR (t.name, t.slug) > (?3, ?4))
+             ORDER BY t.name, t.slug
+             LIMIT ?5",
         )?;
-        let mut rows = stmt.query([user_id])?;
+        let (after_name, after_slug) = page.after.clone().unzip();
+        let limit = page
+            .limit
+            .map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        let mut rows = stmt.query(params![
+            user_id,
+            page.tenant_id,
+            after_name,
+            after_slug,
+            limit
+        ])?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
             let tenant_id: String = row.get(0)?;
@@ -471,19 +531,8 @@ impl Catalog {
     ) -> Result<Membership, IdentityError> {
         self.identity_write(|tx| {
             require_tenant(tx, tenant_id)?;
-            if !user_exists(tx, user_id)? {
-                return Err(IdentityError::UserNotFound);
-            }
             let (role_id, _) = role_ref(tx, tenant_id, role_name)?;
-            if member_role(tx, tenant_id, user_id)?.is_some() {
-                return Err(IdentityError::AlreadyAMember);
-            }
-            tx.execute(
-                "INSERT INTO memberships (user_id, tenant_id, role_id, created_at)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![user_id, tenant_id, role_id, db::now_rfc3339()],
-            )?;
-            load_membership(tx, user_id, tenant_id)?.ok_or(IdentityError::NotAMember)
+            insert_membership(tx, tenant_id, user_id, role_id)
         })
     }
 

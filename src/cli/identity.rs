@@ -4,8 +4,10 @@
 use serde_json::json;
 
 use crate::api::random_password;
-use crate::auth::password;
-use crate::catalog::{ActorType, AuditEntry, Catalog, NewUser};
+use crate::auth::{password, token};
+use crate::catalog::{
+    unix_now, ActorType, AuditEntry, Catalog, NewInvitation, NewUser, INVITATION_TTL_SECS,
+};
 use crate::db::Create;
 
 use super::tenants::Failure;
@@ -26,8 +28,12 @@ tenantd members: put users in tenants
 
 Usage:
   tenantd members add --tenant SLUG --email E --role ROLE
+  tenantd members invite --tenant SLUG --email E --role ROLE
 
 ROLE is a role of that tenant: admin, manager, agent, viewer, or one of its own.
+add puts an existing user in at once. invite makes an invitation for anyone, with or without
+an account, and prints its token once: the invitee sends it to POST /api/invitations/accept
+with a new password (or their own, or their session) within 7 days.
 Options: --data DIR [TENANTD_DATA, ./data], --json
 ";
 
@@ -127,7 +133,7 @@ pub fn members(args: &mut Args, env: &Env) -> Result<(), Failure> {
     let sub = args
         .positional()
         .ok_or_else(|| CliError("missing a members command".into()))?;
-    if sub != "add" {
+    if sub != "add" && sub != "invite" {
         return Err(CliError(format!("unknown members command: {sub}")).into());
     }
     let slug = need(args, "--tenant")?;
@@ -139,6 +145,9 @@ pub fn members(args: &mut Args, env: &Env) -> Result<(), Failure> {
         .by_slug(&slug)
         .map_err(op)?
         .ok_or_else(|| Failure::Operation(format!("no tenant {slug}")))?;
+    if sub == "invite" {
+        return invite(&catalog, &tenant.id, &slug, &email, &role, json);
+    }
     let user = catalog
         .user_by_email(&email)
         .map_err(op)?
@@ -157,6 +166,58 @@ pub fn members(args: &mut Args, env: &Env) -> Result<(), Failure> {
         );
     } else {
         println!("{} is now {} of {slug}", user.email, membership.role);
+    }
+    Ok(())
+}
+
+/// `members invite`: an invitation like `POST /api/members` makes, its token printed once.
+fn invite(
+    catalog: &Catalog,
+    tenant_id: &str,
+    slug: &str,
+    email: &str,
+    role: &str,
+    json: bool,
+) -> Result<(), Failure> {
+    let token = token::generate();
+    let (invitation, replaced) = catalog
+        .create_invitation(
+            &NewInvitation {
+                tenant_id,
+                email,
+                role,
+                token_hash: token::digest(&token).as_str(),
+                invited_by: None,
+                ttl_secs: INVITATION_TTL_SECS,
+            },
+            unix_now(),
+        )
+        .map_err(op)?;
+    audit(
+        catalog,
+        "invitation.created",
+        ("invitation", invitation.id.to_string()),
+        Some(tenant_id.to_string()),
+    );
+    if json {
+        println!(
+            "{}",
+            json!({
+                "tenant": slug,
+                "invitation": invitation,
+                "replaced": replaced,
+                "token": token,
+            })
+        );
+    } else {
+        println!(
+            "{} is invited to {slug} as {} (invitation {}, until {})",
+            invitation.email,
+            invitation.role,
+            invitation.id,
+            crate::db::format_unix_ms(invitation.expires_at.saturating_mul(1000))
+        );
+        println!("token (shown once): {token}");
     }
     Ok(())
 }

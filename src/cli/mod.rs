@@ -93,7 +93,7 @@ Commands:
   tenants    Create, list, suspend, delete, restore, purge, rename tenants; manage domains
   migrate    Migrate the catalog and every tenant database (or show their versions)
   users      Create user accounts
-  members    Add users to tenants with a role
+  members    Add users to tenants with a role, or invite them
   admin      Create system admins, reset their passwords
   realtime   Show the real-time channels' app id, key and secret
   help       Show this help

@@ -13,6 +13,7 @@ use tenantd::auth::throttle::ThrottleConfig;
 use tenantd::auth::{token, totp};
 use tenantd::catalog::unix_now;
 
+use crate::invitations::{accept, invite};
 use crate::support::{
     eventually, spawn_app, spawn_app_full, spawn_app_with, Reply, TestApp, ADMIN_EMAIL,
     ADMIN_PASSWORD, OWNER_EMAIL, OWNER_PASSWORD,
@@ -30,7 +31,7 @@ fn int(value: &Value) -> i64 {
         .unwrap_or_else(|| panic!("not an integer: {value}"))
 }
 
-fn text(value: &Value) -> String {
+pub(crate) fn text(value: &Value) -> String {
     value
         .as_str()
         .unwrap_or_else(|| panic!("not a string: {value}"))
@@ -39,13 +40,13 @@ fn text(value: &Value) -> String {
 
 /// Asserts the status, showing the body when it differs.
 #[track_caller]
-fn expect(reply: &Reply, status: u16, what: &str) {
+pub(crate) fn expect(reply: &Reply, status: u16, what: &str) {
     assert_eq!(reply.status, status, "{what}: {}", reply.text());
 }
 
 /// Asserts the status and the error code.
 #[track_caller]
-fn expect_error(reply: &Reply, status: u16, code: &str, what: &str) {
+pub(crate) fn expect_error(reply: &Reply, status: u16, code: &str, what: &str) {
     let got = serde_json::from_slice::<Value>(&reply.body)
         .ok()
         .and_then(|v| v["error"]["code"].as_str().map(String::from));
@@ -143,7 +144,7 @@ fn aims(slug: &str, id: &str, domain: &str) -> Vec<Aim> {
 /// A body that the route would accept from a member allowed to use it.
 fn valid_body(method: &str, pattern: &str) -> Option<Value> {
     match (method, pattern) {
-        ("POST", "/api/members") => {
+        ("POST", "/api/members" | "/api/invitations") => {
             Some(json!({"email": "intruder@example.test", "role": "viewer"}))
         }
         ("PATCH", "/api/members/{user_id}") => Some(json!({"role": "manager"})),
@@ -202,6 +203,7 @@ fn a_member_of_one_tenant_never_reaches_another_by_any_route_or_method() {
         ("GET", "/api/tenant"),
         ("POST", "/api/members"),
         ("DELETE", "/api/members/{user_id}"),
+        ("DELETE", "/api/invitations/{id}"),
         ("PATCH", "/api/roles/{id}"),
         ("GET", "/api/audit"),
     ] {
@@ -1644,19 +1646,20 @@ fn a_remembered_member_removed_by_another_process_is_refused() {
 fn role_and_membership_changes(app: TestApp) {
     app.create_tenant("acme", &[]);
     let auditors = custom_role(&app, "acme", "auditors", &["audit_view", "members_view"]);
-    // A new user added by email gets a one-time password that works.
-    let added = app.as_bearer(
+    // A new user is invited by email and sets her own password.
+    let invitation = invite(
+        &app,
         &app.owner_token,
-        "POST",
-        "/t/acme/api/members",
-        &[],
-        Some(json!({"email": "Carol@Example.test", "role": "auditors", "name": "Carol"})),
+        "acme",
+        "Carol@Example.test",
+        "auditors",
     );
-    expect(&added, 201, "add carol");
-    let added = added.json();
-    assert_eq!(added["role"], "auditors");
-    let carol_id = int(&added["user"]["id"]);
-    let carol = app.token("carol@example.test", &text(&added["temporary_password"]));
+    assert_eq!(invitation["role"], "auditors");
+    let joined = accept(&app, &invitation, Some("carol-password-1"), None);
+    expect(&joined, 200, "carol accepts");
+    let joined = joined.json();
+    let carol_id = int(&joined["user"]["id"]);
+    let carol = text(&joined["token"]);
     let audit = || app.as_bearer(&carol, "GET", "/t/acme/api/audit", &[], None);
     let members = || app.as_bearer(&carol, "GET", "/t/acme/api/members", &[], None);
     expect(&audit(), 200, "audit with audit_view");
@@ -1715,15 +1718,24 @@ fn role_and_membership_changes(app: TestApp) {
         "unauthorized",
         "key after removal",
     );
-    let back = app.as_bearer(
+    let again = invite(
+        &app,
         &app.owner_token,
-        "POST",
-        "/t/acme/api/members",
-        &[],
-        Some(json!({"email": "carol@example.test", "role": "viewer"})),
+        "acme",
+        "carol@example.test",
+        "viewer",
     );
-    expect(&back, 201, "add carol again");
-    assert!(back.json().get("temporary_password").is_none());
+    expect_error(
+        &app.as_bearer(&carol, "GET", "/t/acme/api/tenant", &[], None),
+        403,
+        "not_a_member",
+        "invited, not yet accepted",
+    );
+    expect(
+        &accept(&app, &again, None, Some(&carol)),
+        200,
+        "carol accepts with her session",
+    );
     expect(
         &app.as_bearer(&carol, "GET", "/t/acme/api/tenant", &[], None),
         200,
@@ -2250,14 +2262,18 @@ fn every_action_is_audited_and_a_tenant_sees_only_its_own_entries() {
     let call = |method: &str, path: &str, body: Option<Value>| {
         app.as_bearer(&app.owner_token, method, path, &ua, body)
     };
-    let added = call(
+    let invited = call(
         "POST",
         "/t/acme/api/members",
         Some(json!({"email": "carol@example.test", "role": "agent"})),
     );
-    expect(&added, 201, "member.added");
-    let carol = int(&added.json()["user"]["id"]);
-    let temporary = text(&added.json()["temporary_password"]);
+    expect(&invited, 201, "invitation.created");
+    let invitation = invited.json()["invitation"].clone();
+    let invitation_s = int(&invitation["id"]).to_string();
+    let temporary = "carol-password-1";
+    let joined = accept(&app, &invitation, Some(temporary), None);
+    expect(&joined, 200, "invitation.accepted");
+    let carol = int(&joined.json()["user"]["id"]);
     expect(
         &call(
             "PATCH",
@@ -2289,7 +2305,7 @@ fn every_action_is_audited_and_a_tenant_sees_only_its_own_entries() {
         "role.deleted",
     );
     // Carol's own account: password, token, logout; then she leaves.
-    let carol_token = app.token("carol@example.test", &temporary);
+    let carol_token = app.token("carol@example.test", temporary);
     let as_carol = |method: &str, path: &str, body: Option<Value>| {
         app.as_bearer(&carol_token, method, path, &[], body)
     };
@@ -2397,10 +2413,24 @@ fn every_action_is_audited_and_a_tenant_sees_only_its_own_entries() {
             Some(token_s.as_str()),
         ),
         (
-            "member.added",
+            "invitation.created",
             "user",
             Some(owner),
             Some(acme.as_str()),
+            Some(invitation_s.as_str()),
+        ),
+        (
+            "invitation.accepted",
+            "user",
+            Some(carol),
+            Some(acme.as_str()),
+            Some(invitation_s.as_str()),
+        ),
+        (
+            "user.created",
+            "user",
+            Some(carol),
+            None,
             Some(carol_s.as_str()),
         ),
         (
@@ -2525,9 +2555,10 @@ fn every_action_is_audited_and_a_tenant_sees_only_its_own_entries() {
             "no {action} by {actor_type} {actor_id:?} on {tenant:?} for {target:?}: {entries:#?}"
         );
     }
-    let member_added = &admin_audit(&app, "action=member.added")[0];
-    assert_eq!(member_added["user_agent"], "audit-test/1.0");
-    assert_eq!(member_added["actor_email"], OWNER_EMAIL);
+    let invited = &admin_audit(&app, "action=invitation.created")[0];
+    assert_eq!(invited["user_agent"], "audit-test/1.0");
+    assert_eq!(invited["actor_email"], OWNER_EMAIL);
+    assert_eq!(invited["details"]["email"], "carol@example.test");
     let failed = &admin_audit(&app, "action=auth.login_failed")[0];
     assert_eq!(failed["actor_email"], OWNER_EMAIL);
     assert!(
@@ -2606,8 +2637,10 @@ fn every_action_is_audited_and_a_tenant_sees_only_its_own_entries() {
         "auth.login",
         "auth.logout",
         "auth.password_changed",
+        "invitation.accepted",
         "token.created",
         "token.revoked",
+        "user.created",
     ];
     assert_eq!(
         carol_actions,

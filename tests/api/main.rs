@@ -4,6 +4,7 @@
 mod beside;
 mod http;
 mod identity;
+mod invitations;
 mod realtime;
 mod support;
 mod tenancy;
