@@ -6,4 +6,5 @@ mod identity;
 mod realtime;
 mod support;
 mod tenancy;
+mod throttle;
 mod workspace;
