@@ -369,7 +369,7 @@ fn forged_altered_or_foreign_device_cookies_count_as_unknown() {
 #[test]
 fn a_device_that_fails_too_often_is_locked_alone() {
     let app = app();
-    let mut device = |ip| {
+    let device = |ip| {
         device_cookie(
             &login(&app, USER_LOGIN, ip, None, OWNER_EMAIL, OWNER_PASSWORD),
             USER_DEVICE,
