@@ -47,9 +47,8 @@ fn expect(reply: &Reply, status: u16, what: &str) {
     assert_eq!(reply.status, status, "{what}: {}", reply.text());
 }
 
-/// The device cookie `name` that a successful login sets, its attributes checked.
-fn device_cookie(reply: &Reply, name: &str) -> String {
-    expect(reply, 200, "login");
+/// The `Set-Cookie` header of the cookie `name`, if the reply sets it (and only once).
+fn set_cookie<'a>(reply: &'a Reply, name: &str) -> Option<&'a str> {
     let prefix = format!("{name}=");
     let set: Vec<&str> = reply
         .headers
@@ -57,20 +56,27 @@ fn device_cookie(reply: &Reply, name: &str) -> String {
         .filter(|(n, v)| n.eq_ignore_ascii_case("set-cookie") && v.starts_with(&prefix))
         .map(|(_, v)| v.as_str())
         .collect();
-    assert_eq!(set.len(), 1, "one {name} cookie: {:?}", reply.headers);
-    let parts: Vec<&str> = set[0].split(';').map(str::trim).collect();
+    assert!(set.len() <= 1, "{name} set twice: {:?}", reply.headers);
+    set.first().copied()
+}
+
+/// The device cookie `name` that a successful login sets, its attributes checked.
+fn device_cookie(reply: &Reply, name: &str) -> String {
+    expect(reply, 200, "login");
+    let set =
+        set_cookie(reply, name).unwrap_or_else(|| panic!("no {name} cookie: {:?}", reply.headers));
+    let parts: Vec<&str> = set.split(';').map(str::trim).collect();
     for attribute in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=31536000"] {
-        assert!(
-            parts.contains(&attribute),
-            "{attribute} missing: {}",
-            set[0]
-        );
+        assert!(parts.contains(&attribute), "{attribute} missing: {set}");
     }
     assert!(
         !parts.contains(&"Secure"),
         "Secure without --secure-cookies"
     );
-    let value = parts[0].strip_prefix(&prefix).unwrap().to_string();
+    let value = parts[0]
+        .strip_prefix(&format!("{name}="))
+        .unwrap()
+        .to_string();
     assert!(!value.is_empty());
     value
 }
@@ -438,6 +444,21 @@ fn a_device_that_fails_too_often_is_locked_alone() {
         200,
         "the laptop after its lock",
     );
+}
+
+#[test]
+fn device_cookies_are_secure_with_secure_cookies() {
+    let app = crate::support::spawn_app_with(|c| c.sessions.secure_cookie = true);
+    for (path, email, password, name) in [
+        (USER_LOGIN, OWNER_EMAIL, OWNER_PASSWORD, USER_DEVICE),
+        (ADMIN_LOGIN, ADMIN_EMAIL, ADMIN_PASSWORD, ADMIN_DEVICE),
+    ] {
+        let reply = login(&app, path, "203.0.113.1", None, email, password);
+        expect(&reply, 200, path);
+        let cookie = set_cookie(&reply, name)
+            .unwrap_or_else(|| panic!("no {name} cookie: {:?}", reply.headers));
+        assert!(cookie.split(';').any(|p| p.trim() == "Secure"), "{cookie}");
+    }
 }
 
 /// Known devices stay known across a restart: the key that signs their cookies is kept in
