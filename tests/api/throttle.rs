@@ -60,6 +60,12 @@ fn set_cookie<'a>(reply: &'a Reply, name: &str) -> Option<&'a str> {
     set.first().copied()
 }
 
+/// The owner's login with the right password from `ip`, with a (user) device cookie if given.
+fn owner(app: &TestApp, ip: &str, device: Option<&str>) -> Reply {
+    let device = device.map(|value| (USER_DEVICE, value));
+    login(app, USER_LOGIN, ip, device, OWNER_EMAIL, OWNER_PASSWORD)
+}
+
 /// The device cookie `name` that a successful login sets, its attributes checked.
 fn device_cookie(reply: &Reply, name: &str) -> String {
     expect(reply, 200, "login");
@@ -91,14 +97,7 @@ fn guesses(app: &TestApp, path: &str, email: &str, count: u32, net: &str) -> Vec
 #[test]
 fn the_owner_logs_in_from_a_known_device_while_guessers_from_many_addresses_lock_out_the_rest() {
     let app = app();
-    let first = login(
-        &app,
-        USER_LOGIN,
-        "203.0.113.1",
-        None,
-        OWNER_EMAIL,
-        OWNER_PASSWORD,
-    );
+    let first = owner(&app, "203.0.113.1", None);
     let laptop = device_cookie(&first, USER_DEVICE);
 
     // Six guesses lock out the account's unknown clients, from whatever address.
@@ -122,26 +121,12 @@ fn the_owner_logs_in_from_a_known_device_while_guessers_from_many_addresses_lock
         "eve-password-1",
     );
     expect(&eve, 429, "another account from the locked address");
-    let fresh = login(
-        &app,
-        USER_LOGIN,
-        "203.0.113.2",
-        None,
-        OWNER_EMAIL,
-        OWNER_PASSWORD,
-    );
+    let fresh = owner(&app, "203.0.113.2", None);
     expect(&fresh, 429, "the owner from an unknown client");
     assert!(fresh.header("retry-after").is_some());
 
     // The owner's known device gets in, and is given a new cookie each time.
-    let known = login(
-        &app,
-        USER_LOGIN,
-        "203.0.113.1",
-        Some((USER_DEVICE, &laptop)),
-        OWNER_EMAIL,
-        OWNER_PASSWORD,
-    );
+    let known = owner(&app, "203.0.113.1", Some(&laptop));
     let renewed = device_cookie(&known, USER_DEVICE);
     assert_ne!(renewed, laptop);
     let token = known.json()["token"].as_str().unwrap().to_string();
@@ -151,14 +136,7 @@ fn the_owner_logs_in_from_a_known_device_while_guessers_from_many_addresses_lock
         "the session works",
     );
     // Even from a guesser's locked address (the same network, say).
-    let shared = login(
-        &app,
-        USER_LOGIN,
-        "198.18.0.1",
-        Some((USER_DEVICE, &renewed)),
-        OWNER_EMAIL,
-        OWNER_PASSWORD,
-    );
+    let shared = owner(&app, "198.18.0.1", Some(&renewed));
     expect(&shared, 200, "the known device from a locked address");
     // A typo on the known device costs its own budget, not a 429.
     let typo = login(
@@ -214,17 +192,7 @@ fn guesses_from_many_addresses_stay_bounded() {
     const HOUR: u64 = 3600;
     const OWNER_EVERY: u64 = 1800;
     let app = app();
-    let mut device = device_cookie(
-        &login(
-            &app,
-            USER_LOGIN,
-            "203.0.113.1",
-            None,
-            OWNER_EMAIL,
-            OWNER_PASSWORD,
-        ),
-        USER_DEVICE,
-    );
+    let mut device = device_cookie(&owner(&app, "203.0.113.1", None), USER_DEVICE);
     // Seconds of the throttle's clock since the attack began, moved only by this test.
     let mut clock = 0u64;
     let mut next_owner_login = 0u64;
@@ -232,14 +200,7 @@ fn guesses_from_many_addresses_stay_bounded() {
     let mut address = 0u32;
     while clock < 24 * HOUR {
         if clock >= next_owner_login {
-            let reply = login(
-                &app,
-                USER_LOGIN,
-                "203.0.113.1",
-                Some((USER_DEVICE, &device)),
-                OWNER_EMAIL,
-                OWNER_PASSWORD,
-            );
+            let reply = owner(&app, "203.0.113.1", Some(&device));
             device = device_cookie(&reply, USER_DEVICE);
             next_owner_login += OWNER_EVERY;
         }
@@ -278,17 +239,7 @@ fn guesses_from_many_addresses_stay_bounded() {
 #[test]
 fn forged_altered_or_foreign_device_cookies_count_as_unknown() {
     let app = app();
-    let owner = device_cookie(
-        &login(
-            &app,
-            USER_LOGIN,
-            "203.0.113.1",
-            None,
-            OWNER_EMAIL,
-            OWNER_PASSWORD,
-        ),
-        USER_DEVICE,
-    );
+    let own = device_cookie(&owner(&app, "203.0.113.1", None), USER_DEVICE);
     app.user("eve@example.test", "eve-password-1");
     let eve = device_cookie(
         &login(
@@ -317,10 +268,10 @@ fn forged_altered_or_foreign_device_cookies_count_as_unknown() {
         [401, 401, 401, 401, 401, 401, 429]
     );
 
-    let (nonce, signature) = owner.split_once('.').expect("nonce.signature");
-    let mut altered = owner.clone();
-    let last = if owner.ends_with('0') { "1" } else { "0" };
-    altered.replace_range(owner.len() - 1.., last);
+    let (nonce, signature) = own.split_once('.').expect("nonce.signature");
+    let mut altered = own.clone();
+    let last = if own.ends_with('0') { "1" } else { "0" };
+    altered.replace_range(own.len() - 1.., last);
     let other_nonce = format!("{}.{signature}", "0".repeat(nonce.len()));
     let zeros = format!("{nonce}.{}", "0".repeat(signature.len()));
     let cases = [
@@ -337,7 +288,7 @@ fn forged_altered_or_foreign_device_cookies_count_as_unknown() {
         (
             "the owner's, under the admin cookie's name",
             ADMIN_DEVICE,
-            owner.as_str(),
+            own.as_str(),
         ),
     ];
     for (name, cookie, value) in cases {
@@ -351,14 +302,7 @@ fn forged_altered_or_foreign_device_cookies_count_as_unknown() {
         );
         expect(&reply, 429, name);
     }
-    let reply = login(
-        &app,
-        USER_LOGIN,
-        "203.0.113.1",
-        Some((USER_DEVICE, &owner)),
-        OWNER_EMAIL,
-        OWNER_PASSWORD,
-    );
+    let reply = owner(&app, "203.0.113.1", Some(&own));
     expect(&reply, 200, "the owner's own cookie");
     // Eve's cookie is still good for Eve.
     let reply = login(
@@ -467,17 +411,7 @@ fn device_cookies_are_secure_with_secure_cookies() {
 #[test]
 fn the_device_key_survives_a_restart() {
     let app = app();
-    let laptop = device_cookie(
-        &login(
-            &app,
-            USER_LOGIN,
-            "203.0.113.1",
-            None,
-            OWNER_EMAIL,
-            OWNER_PASSWORD,
-        ),
-        USER_DEVICE,
-    );
+    let laptop = device_cookie(&owner(&app, "203.0.113.1", None), USER_DEVICE);
     let server = spawn_serve(app.data.path(), &[], 1);
     let call = |cookie: Option<&str>, password: &str| {
         let cookie = cookie.map(|c| format!("{USER_DEVICE}={c}"));
@@ -529,14 +463,7 @@ fn a_catalog_fault_during_login_is_a_server_error_and_no_failed_attempt() {
              ALTER TABLE system_admins_away RENAME TO system_admins;",
         )
         .unwrap();
-    let reply = login(
-        &app,
-        USER_LOGIN,
-        "203.0.113.1",
-        None,
-        OWNER_EMAIL,
-        OWNER_PASSWORD,
-    );
+    let reply = owner(&app, "203.0.113.1", None);
     expect(&reply, 200, "the owner once the catalog is back");
     let reply = login(
         &app,
