@@ -107,7 +107,8 @@ fn login(app: &App, call: &Call) -> Result<Response, Error> {
     let email = text(&body, "email")?;
     let password = text(&body, "password")?;
     let gate = admit(app, call, "account", &email)?;
-    // A catalog that cannot answer is our fault: a 5xx, and no failure counted against anyone.
+    // A malformed email is just an unknown one: the same answer, the same work. A catalog that
+    // cannot answer is our fault: a 5xx, and no failure counted against anyone.
     let user = app.catalog.user_by_email(&email)?;
     let verified =
         app.verify_password(&password, user.as_ref().map(|u| u.password_hash.as_str()))?;
