@@ -1,11 +1,10 @@
 //! A user's own account: login and logout, `/api/me`, password changes, personal API tokens, and
 //! exchanging an impersonation ticket.
 
-use std::time::Instant;
-
 use serde_json::{json, Value};
 
-use crate::auth::principal::{Principal, Via};
+use crate::auth::principal::{self, Principal, Via};
+use crate::auth::throttle::Attempt;
 use crate::auth::token;
 use crate::catalog::{
     normalize_email, unix_now, ActorType, MembershipPage, NewSession, PersonalToken, ProfileUpdate,
@@ -32,46 +31,92 @@ pub(super) fn routes(r: &mut Router<Route>) {
     r.add("DELETE", "/api/tokens/{id}", Route::Account(revoke_token));
 }
 
-/// Both throttle keys of a login attempt: the account and the client address. The account key
-/// is the email as the lookup normalises it, so that no other spelling of the same account
-/// (case, surrounding spaces) starts a fresh streak. `realm` keeps users and admins apart.
-pub(super) fn throttle_keys(call: &Call, realm: &str, email: &str) -> [String; 2] {
-    let account = normalize_email(email).unwrap_or_else(|_| email.trim().to_lowercase());
-    [
-        format!("{realm}:{account}"),
-        format!("ip:{}", call.req.client_ip),
-    ]
+/// How long a device cookie is kept: a device stays known for a year after its last login.
+const DEVICE_COOKIE_SECS: u64 = 365 * 24 * 3600;
+
+/// A login attempt the throttle let through, as it counts: against the client's known device,
+/// or against the budgets the account's unknown clients share (see `auth::throttle`).
+pub(super) struct Gate {
+    realm: &'static str,
+    account: String,
+    attempt: Attempt,
 }
 
-pub(super) fn check_throttle(app: &App, keys: &[String; 2]) -> Result<(), Error> {
-    let now = Instant::now();
-    for key in keys {
-        if let Err(wait) = app.throttle.check(key, now) {
-            return Err(Error::TooManyRequests {
-                retry_after_secs: wait.as_secs_f64().ceil() as u64,
-            });
-        }
+/// The device cookie of each realm (`account` for users, `admin`): a browser keeps one of each.
+fn device_cookie(realm: &str) -> &'static str {
+    match realm {
+        "admin" => "tenantd_admin_device",
+        _ => "tenantd_device",
     }
-    Ok(())
+}
+
+/// Lets a login attempt on `email` in `realm` go on, or refuses it with `429`. The account is
+/// the email as the lookup normalises it, so that no other spelling of the same account (case,
+/// surrounding spaces) starts a fresh streak; a device cookie counts only if it was issued for
+/// this account in this realm.
+pub(super) fn admit(
+    app: &App,
+    call: &Call,
+    realm: &'static str,
+    email: &str,
+) -> Result<Gate, Error> {
+    let account = normalize_email(email).unwrap_or_else(|_| email.trim().to_lowercase());
+    let device = principal::cookie_value(call.req.header("cookie"), device_cookie(realm))
+        .and_then(|cookie| app.device_key.verify(realm, &account, cookie));
+    let now = app.throttle.now();
+    match app
+        .throttle
+        .admit(realm, &account, call.req.client_ip, device, now)
+    {
+        Ok(attempt) => Ok(Gate {
+            realm,
+            account,
+            attempt,
+        }),
+        Err(wait) => Err(Error::TooManyRequests {
+            retry_after_secs: wait.as_secs_f64().ceil() as u64,
+        }),
+    }
+}
+
+impl Gate {
+    /// A wrong password (or code): counted against the attempt's budgets.
+    pub(super) fn failed(&self, app: &App) {
+        app.throttle.failure(&self.attempt, app.throttle.now());
+    }
+
+    /// A login that succeeded: the device's streak ends, and the client gets a new device
+    /// cookie for the account (a new one each time, as OWASP advises).
+    pub(super) fn passed(&self, app: &App, response: Response) -> Response {
+        app.throttle.success(&self.attempt);
+        let cookie = format!(
+            "{}={}; HttpOnly; SameSite=Lax; Path=/; Max-Age={DEVICE_COOKIE_SECS}{}",
+            device_cookie(self.realm),
+            app.device_key.issue(self.realm, &self.account),
+            if app.sessions.secure_cookie {
+                "; Secure"
+            } else {
+                ""
+            }
+        );
+        response.with_header("Set-Cookie", cookie)
+    }
 }
 
 fn login(app: &App, call: &Call) -> Result<Response, Error> {
     let body = object(call.req)?;
     let email = text(&body, "email")?;
     let password = text(&body, "password")?;
-    let keys = throttle_keys(call, "account", &email);
-    check_throttle(app, &keys)?;
-    // A malformed email is just an unknown one: the same answer, the same work.
-    let user = app.catalog.user_by_email(&email).ok().flatten();
+    let gate = admit(app, call, "account", &email)?;
+    // A malformed email is just an unknown one: the same answer, the same work. A catalog that
+    // cannot answer is our fault: a 5xx, and no failure counted against anyone.
+    let user = app.catalog.user_by_email(&email)?;
     let verified =
         app.verify_password(&password, user.as_ref().map(|u| u.password_hash.as_str()))?;
     let user = match user {
         Some(user) if verified.ok && !user.disabled => user,
         found => {
-            let now = Instant::now();
-            for key in &keys {
-                app.throttle.failure(key, now);
-            }
+            gate.failed(app);
             let mut entry = app.entry(call, ActorType::Anonymous, "auth.login_failed");
             entry.actor_email = Some(email.trim().to_ascii_lowercase());
             entry.actor_id = found.map(|u| u.id);
@@ -79,7 +124,6 @@ fn login(app: &App, call: &Call) -> Result<Response, Error> {
             return Err(Error::InvalidCredentials);
         }
     };
-    app.throttle.success(&keys[0]);
     if let Some(stronger) = verified.rehash {
         // The stored hash predates our parameters: replace it now that we know the password.
         app.catalog.set_password_hash(user.id, &stronger)?;
@@ -88,14 +132,15 @@ fn login(app: &App, call: &Call) -> Result<Response, Error> {
     entry.actor_id = Some(user.id);
     entry.actor_email = Some(user.email.clone());
     app.audit(entry);
-    app.start_session(
+    let response = app.start_session(
         NewSession {
             kind: SessionKind::Session,
             user_id: Some(user.id),
             ..NewSession::default()
         },
         json!({ "user": user }),
-    )
+    )?;
+    Ok(gate.passed(app, response))
 }
 
 fn logout(app: &App, call: &Call, principal: &Principal) -> Result<Response, Error> {

@@ -2,7 +2,6 @@
 //! operations as `tenantd tenants ...`, both on `tenancy::lifecycle`), impersonation, the audit log.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use serde_json::{json, Value};
 
@@ -14,7 +13,7 @@ use crate::error::Error;
 use crate::http::{Params, Response, Router};
 use crate::tenancy::lifecycle::{self, LifecycleError, NewTenant};
 
-use super::account::{check_throttle, throttle_keys};
+use super::account::admit;
 use super::members::{audit_filter, audit_page};
 use super::{object, opt_text, text, App, Call, Operator, Route};
 
@@ -85,16 +84,13 @@ fn login(app: &App, call: &Call) -> Result<Response, Error> {
     let email = text(&body, "email")?;
     let password = text(&body, "password")?;
     let code = opt_text(&body, "code")?;
-    let keys = throttle_keys(call, "admin", &email);
-    check_throttle(app, &keys)?;
-    let admin = app.catalog.admin_by_email(&email).ok().flatten();
+    let gate = admit(app, call, "admin", &email)?;
+    // A catalog that cannot answer is our fault: a 5xx, and no failure counted against anyone.
+    let admin = app.catalog.admin_by_email(&email)?;
     let verified =
         app.verify_password(&password, admin.as_ref().map(|a| a.password_hash.as_str()))?;
     let fail = |admin_id: Option<i64>| {
-        let now = Instant::now();
-        for key in &keys {
-            app.throttle.failure(key, now);
-        }
+        gate.failed(app);
         let mut entry = app.entry(call, ActorType::Anonymous, "admin.login_failed");
         entry.actor_email = Some(email.trim().to_ascii_lowercase());
         entry.actor_id = admin_id;
@@ -116,7 +112,6 @@ fn login(app: &App, call: &Call) -> Result<Response, Error> {
             },
         }
     }
-    app.throttle.success(&keys[0]);
     if let Some(stronger) = verified.rehash {
         app.catalog.set_admin_password_hash(admin.id, &stronger)?;
     }
@@ -124,14 +119,15 @@ fn login(app: &App, call: &Call) -> Result<Response, Error> {
     entry.actor_id = Some(admin.id);
     entry.actor_email = Some(admin.email.clone());
     app.audit(entry);
-    app.start_session(
+    let response = app.start_session(
         NewSession {
             kind: SessionKind::Admin,
             admin_id: Some(admin.id),
             ..NewSession::default()
         },
         json!({ "admin": { "id": admin.id, "email": admin.email, "totp_enabled": admin.totp_enabled } }),
-    )
+    )?;
+    Ok(gate.passed(app, response))
 }
 
 fn me(_app: &App, _call: &Call, op: &Operator) -> Result<Response, Error> {

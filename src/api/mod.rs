@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::auth::device::DeviceKey;
 use crate::auth::hasher::{Hasher, HasherConfig};
 use crate::auth::principal::{self, Principal, Via};
 use crate::auth::throttle::{Throttle, ThrottleConfig};
@@ -199,6 +200,22 @@ impl Credentials {
     }
 }
 
+/// The key that signs device cookies, made on the first run and kept in the catalog: known
+/// devices stay known across restarts.
+fn device_key(catalog: &Catalog) -> Result<DeviceKey, CatalogError> {
+    const NAME: &str = "device_cookie_key";
+    if let Some(key) = catalog
+        .meta_get(NAME)?
+        .as_deref()
+        .and_then(DeviceKey::from_hex)
+    {
+        return Ok(key);
+    }
+    let key = DeviceKey::generate();
+    catalog.meta_set(NAME, &key.to_hex())?;
+    Ok(key)
+}
+
 /// The first system admin, made on a first run: shown once.
 pub struct FirstAdmin {
     pub email: String,
@@ -211,6 +228,7 @@ pub struct App {
     pub registry: Registry,
     pub hasher: Hasher,
     pub throttle: Throttle,
+    device_key: DeviceKey,
     pub sessions: SessionConfig,
     pub hub: Hub,
     realtime: RealtimeConfig,
@@ -234,6 +252,7 @@ impl App {
             message: e.to_string(),
         })?;
         let credentials = Credentials::load_or_create(&catalog)?;
+        let device_key = device_key(&catalog)?;
         let mut hub_config = HubConfig::new(
             credentials.app_id.clone(),
             credentials.key.clone(),
@@ -255,6 +274,7 @@ impl App {
             catalog,
             hasher: Hasher::new(config.hasher.clone()),
             throttle: Throttle::new(config.throttle.clone()),
+            device_key,
             sessions: config.sessions.clone(),
             hub,
             realtime: config.realtime.clone(),

@@ -2,10 +2,12 @@
 //! (`/api/orders...`). Handlers turn requests into calls on `workspace`, which shapes every read
 //! by the member's permissions; nothing here decides who sees what.
 
+use std::cell::Cell;
+
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use crate::catalog::Membership;
+use crate::catalog::{IdentityError, Membership};
 use crate::error::Error;
 use crate::http::{Request, Response, Router};
 use crate::workspace::{
@@ -129,14 +131,39 @@ pub(super) fn reader_of(user_id: i64, membership: &Membership) -> Reader {
     }
 }
 
-/// Whether a user belongs to the member's tenant: writes that name a user check it.
-fn is_member<'a>(app: &'a App, member: &'a Member) -> impl Fn(i64) -> bool + 'a {
-    move |user_id| {
-        app.catalog
-            .membership(user_id, member.tenant.id())
-            .ok()
-            .flatten()
-            .is_some()
+/// Whether users belong to the member's tenant: writes that name a user ask it. A catalog
+/// failure answers "no", so that nothing is written, and is kept: `settle` then answers it in
+/// place of the refusal it caused, as a server fault is never the client's error.
+struct MemberCheck<'a> {
+    app: &'a App,
+    tenant_id: &'a str,
+    fault: Cell<Option<IdentityError>>,
+}
+
+impl<'a> MemberCheck<'a> {
+    fn new(app: &'a App, member: &'a Member) -> MemberCheck<'a> {
+        MemberCheck {
+            app,
+            tenant_id: member.tenant.id(),
+            fault: Cell::new(None),
+        }
+    }
+
+    fn is_member(&self, user_id: i64) -> bool {
+        match self.app.catalog.membership(user_id, self.tenant_id) {
+            Ok(found) => found.is_some(),
+            Err(e) => {
+                self.fault.set(Some(e));
+                false
+            }
+        }
+    }
+
+    fn settle<T>(&self, result: Result<T, WorkspaceError>) -> Result<T, Error> {
+        match (result, self.fault.take()) {
+            (Err(WorkspaceError::Validation(_)), Some(fault)) => Err(fault.into()),
+            (result, _) => result.map_err(Error::from),
+        }
     }
 }
 
@@ -174,12 +201,13 @@ fn list_chats(_app: &App, _call: &Call, member: &Member) -> Result<Response, Err
 
 fn create_chat(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
     let new: NewChat = input(call.req)?;
-    let chat = workspace::create_chat(
+    let members = MemberCheck::new(app, member);
+    let chat = members.settle(workspace::create_chat(
         &member.tenant,
         &reader(member),
         &new,
-        &is_member(app, member),
-    )?;
+        &|user| members.is_member(user),
+    ))?;
     Ok(Response::json(201, &chat))
 }
 
@@ -208,13 +236,14 @@ fn add_participant(app: &App, call: &Call, member: &Member) -> Result<Response, 
         .get("user_id")
         .and_then(Value::as_i64)
         .ok_or_else(|| Error::validation("user_id", "must be a user id"))?;
-    let added = workspace::add_participant(
+    let members = MemberCheck::new(app, member);
+    let added = members.settle(workspace::add_participant(
         &member.tenant,
         &reader(member),
         id,
         user_id,
-        &is_member(app, member),
-    )?;
+        &|user| members.is_member(user),
+    ))?;
     let except = except_socket(call.req);
     let tenant_id = member.tenant.id();
     publish(
@@ -351,12 +380,13 @@ fn list_orders(_app: &App, call: &Call, member: &Member) -> Result<Response, Err
 
 fn create_order(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
     let new: NewOrder = input(call.req)?;
-    let order = workspace::create_order(
+    let members = MemberCheck::new(app, member);
+    let order = members.settle(workspace::create_order(
         &member.tenant,
         &reader(member),
         &new,
-        &is_member(app, member),
-    )?;
+        &|user| members.is_member(user),
+    ))?;
     order_event(app, call, member, "order.created", &order);
     if let Some(user_id) = new.assigned_to {
         notify_assigned(app, call, member, user_id, &order);
@@ -375,13 +405,14 @@ fn get_order(_app: &App, call: &Call, member: &Member) -> Result<Response, Error
 fn update_order(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
     let id = id_param(call.params, "id")?;
     let patch: OrderPatch = input(call.req)?;
-    let order = workspace::update_order(
+    let members = MemberCheck::new(app, member);
+    let order = members.settle(workspace::update_order(
         &member.tenant,
         &reader(member),
         id,
         &patch,
-        &is_member(app, member),
-    )?;
+        &|user| members.is_member(user),
+    ))?;
     order_event(app, call, member, "order.updated", &order);
     if let Some(Some(user_id)) = patch.assigned_to {
         notify_assigned(app, call, member, user_id, &order);

@@ -1,9 +1,11 @@
 //! Authentication mechanisms, free of HTTP and of storage: password hashing
 //! ([`password`]) and the bounded pool that runs it ([`hasher`]), opaque
-//! session/API tokens ([`token`]), TOTP second factors ([`totp`]) and login
-//! throttling ([`throttle`]). Callers own the policy of when to use which,
-//! and where the resulting hashes, digests and secrets are stored.
+//! session/API tokens ([`token`]), TOTP second factors ([`totp`]), login
+//! throttling ([`throttle`]) and the device cookies it trusts ([`device`]).
+//! Callers own the policy of when to use which, and where the resulting hashes,
+//! digests and secrets are stored.
 
+pub mod device;
 pub mod hasher;
 pub mod password;
 pub mod principal;

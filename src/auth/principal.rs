@@ -53,11 +53,16 @@ pub fn credentials<'a>(
             .eq_ignore_ascii_case("bearer")
             .then(|| (token.trim(), Via::Bearer));
     }
-    cookie?
+    cookie_value(cookie, COOKIE).map(|value| (value, Via::Cookie))
+}
+
+/// The value of the cookie `name` in a `Cookie` header, the first if there are several.
+pub fn cookie_value<'a>(header: Option<&'a str>, name: &str) -> Option<&'a str> {
+    header?
         .split(';')
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| (value.trim(), Via::Cookie))
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value.trim())
 }
 
 /// Looks a token up by its digest (of a well-formed token: see [`token::well_formed`]). `None`

@@ -8,4 +8,5 @@ mod invitations;
 mod realtime;
 mod support;
 mod tenancy;
+mod throttle;
 mod workspace;
