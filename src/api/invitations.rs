@@ -6,8 +6,6 @@
 //! of a new account, or with the existing account's own password or session. Inviting answers
 //! alike whether the email has an account or not, so it tells an admin nothing about accounts.
 
-use std::time::Instant;
-
 use serde_json::{json, Value};
 
 use crate::auth::principal::{self, Principal};
@@ -19,7 +17,7 @@ use crate::catalog::{
 use crate::error::Error;
 use crate::http::{Response, Router};
 
-use super::account::{check_new_password, check_throttle, throttle_keys};
+use super::account::{admit, check_new_password};
 use super::members::{member_entry, within_reach};
 use super::{check_csrf, id_param, object, opt_text, text, App, Call, Member, Route};
 
@@ -170,16 +168,13 @@ fn accept(app: &App, call: &Call) -> Result<Response, Error> {
         audit_accepted(app, call, &accepted);
         return Ok(Response::json(200, &accepted_json(&accepted, tenant, now)));
     };
-    let keys = throttle_keys(call, "account", &invitation.email);
-    check_throttle(app, &keys)?;
+    // The password of an existing account is a login: the same throttle, the same budgets.
+    let gate = admit(app, call, "account", &invitation.email)?;
     let acceptor = match app.catalog.user_by_email(&invitation.email)? {
         Some(user) => {
             let verified = app.verify_password(&password, Some(&user.password_hash))?;
             if !verified.ok || user.disabled {
-                let now = Instant::now();
-                for key in &keys {
-                    app.throttle.failure(key, now);
-                }
+                gate.failed(app);
                 let mut entry = app.entry(call, ActorType::Anonymous, "auth.login_failed");
                 entry.actor_email = Some(user.email.clone());
                 entry.actor_id = Some(user.id);
@@ -188,7 +183,6 @@ fn accept(app: &App, call: &Call) -> Result<Response, Error> {
                 app.audit(entry);
                 return Err(Error::InvalidCredentials);
             }
-            app.throttle.success(&keys[0]);
             if let Some(stronger) = verified.rehash {
                 app.catalog.set_password_hash(user.id, &stronger)?;
             }
@@ -213,14 +207,15 @@ fn accept(app: &App, call: &Call) -> Result<Response, Error> {
         .catalog
         .accept_invitation(digest.as_str(), &acceptor, now)?;
     audit_accepted(app, call, &accepted);
-    app.start_session(
+    let response = app.start_session(
         crate::catalog::NewSession {
             kind: SessionKind::Session,
             user_id: Some(accepted.user.id),
             ..Default::default()
         },
         accepted_json(&accepted, tenant, now),
-    )
+    )?;
+    Ok(gate.passed(app, response))
 }
 
 /// The user of the request's own session (not a personal token, not an impersonation: those
