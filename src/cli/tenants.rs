@@ -66,14 +66,19 @@ impl From<LifecycleError> for Failure {
     }
 }
 
-/// Opens the catalog for a command. Only commands that make the first records (`tenants
-/// create`, `users create`, `admin create`) may start a new data directory: any other command
-/// on a directory without a catalog is a mistyped `--data`, not an empty installation.
+/// Opens the catalog for a command. Only `tenantd serve` starts a new data directory: a
+/// command run on a directory without a catalog has most likely been given the wrong one
+/// (a mistyped `--data`, another working directory), and an empty installation made there
+/// would only hide that.
 pub(super) fn open_catalog(data: &Path, create: Create) -> Result<Catalog, Failure> {
     if create == Create::Never && !data.join("central.db").exists() {
+        let shown = std::path::absolute(data).unwrap_or_else(|_| data.to_path_buf());
         return Err(Failure::Operation(format!(
-            "no catalog in {} (run `tenantd serve` there first, or pass the right --data)",
-            data.display()
+            "no tenantd catalog in {dir} (looked for {dir}/central.db). `tenantd serve --data {given}` \
+             makes one on its first start; if your data is elsewhere, pass --data DIR or set \
+             TENANTD_DATA",
+            dir = shown.display(),
+            given = data.display(),
         )));
     }
     Catalog::open(data, create).map_err(|e| {
@@ -86,7 +91,7 @@ pub(super) fn open_catalog(data: &Path, create: Create) -> Result<Catalog, Failu
 
 fn required(args: &mut Args, what: &str) -> Result<String, CliError> {
     args.positional()
-        .ok_or_else(|| CliError(format!("missing <{what}>")))
+        .ok_or_else(|| CliError(format!("missing the <{what}> argument")))
 }
 
 pub fn tenants(args: &mut Args, env: &Env) -> Result<(), Failure> {
@@ -99,13 +104,12 @@ pub fn tenants(args: &mut Args, env: &Env) -> Result<(), Failure> {
     match sub.as_str() {
         "create" => {
             // Options first, so that `--name shop acme` cannot take `shop` for the slug.
-            let name = args
-                .value("--name")?
-                .ok_or_else(|| CliError("--name is required".into()))?;
+            let name = args.value("--name")?;
             let domains = args.values("--domain")?;
             let slug = required(args, "slug")?;
+            let name = name.ok_or_else(|| CliError("--name is required".into()))?;
             args.finish_ref()?;
-            let catalog = open_catalog(&data, Create::IfMissing)?;
+            let catalog = catalog()?;
             let record = lifecycle::create(
                 &catalog,
                 &NewTenant {
