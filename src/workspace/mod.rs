@@ -42,7 +42,7 @@ pub use chats::{
     list_messages, mark_read, participants, post_message, remove_participant, update_chat, Chat,
     ChatKind, ChatSummary, ChatUpdate, Message, NewChat, Participant,
 };
-pub use demo::{seed_demo, DemoSummary};
+pub use demo::{is_demo, mark_demo, seed_demo, DemoSummary};
 pub use orders::{
     create_order, delete_order, get_order, list_orders, order_history, update_order, NewOrder,
     OrderEvent, OrderPatch, OrderQuery, OrderSort, OrderStatus, ShapedOrder,
