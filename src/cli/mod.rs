@@ -128,7 +128,8 @@ Options (each falls back to the environment variable named, then the default):
                            Port 0 picks a free port; the URL is printed at start.
   --data DIR               Data directory [TENANTD_DATA, ./data]
   --demo                   Create two demo companies (acme, globex) with people in every
-                           role, chats and orders, and print how to log in (safe to repeat)
+                           role, chats and orders, and print how to log in (safe to repeat;
+                           an acme or globex the demo did not create is skipped)
   --base-domain DOMAIN     Hosts <slug>.DOMAIN name tenants; DOMAIN itself is central
                            [TENANTD_BASE_DOMAIN, localhost]
   --central-host HOST      Another host that reaches the central routes; repeatable
@@ -163,7 +164,9 @@ Options (each falls back to the environment variable named, then the default):
                            [TENANTD_SECURE_COOKIES=1]
 
 On the first run with no system admin, admin@localhost is created with a random password,
-printed once.
+printed once; `tenantd admin reset-password --email admin@localhost` makes a new one.
+Only serve starts a new data directory. At start it removes tenant files that no catalog
+row names and that have not changed for 10 minutes (see `tenantd tenants --help`, gc).
 Logging follows RUST_LOG (default: info, one line per request).
 ";
 
