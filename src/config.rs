@@ -57,7 +57,7 @@ impl ServeConfig {
             Ok(args.value(flag)?.or_else(|| env.get(var)))
         };
         if let Some(v) = pick("--bind", "TENANTD_BIND")? {
-            c.bind = v;
+            c.bind = bind_address(&v)?;
         }
         if let Some(v) = pick("--session-idle", "TENANTD_SESSION_IDLE")? {
             c.app.sessions.idle_secs = seconds("--session-idle", &v)?.as_secs() as i64;
@@ -126,6 +126,22 @@ impl ServeConfig {
             c.http.trusted_proxies.push(ip);
         }
         Ok(c)
+    }
+}
+
+/// `HOST:PORT` (`127.0.0.1:8080`, `[::1]:8080`, `localhost:8080`). Checked here, so that a
+/// bare port gets a message that says what is missing rather than "invalid socket address".
+fn bind_address(v: &str) -> Result<String, CliError> {
+    let well_formed = v
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if well_formed {
+        Ok(v.to_string())
+    } else {
+        Err(CliError(format!(
+            "--bind takes an address with a port, such as 127.0.0.1:8080 or 0.0.0.0:8080 \
+             (got {v:?})"
+        )))
     }
 }
 
@@ -202,6 +218,10 @@ mod tests {
         assert!(e.0.contains("--workers"), "{e}");
         assert!(parse("--head-timeout soon", &[]).is_err());
         assert!(parse("--trusted-proxy nope", &[]).is_err());
+        let e = parse("--bind 8080", &[]).unwrap_err();
+        assert!(e.0.contains("127.0.0.1:8080"), "{e}");
+        assert!(parse("--bind :8080", &[]).is_err());
+        assert!(parse("--bind [::1]:0", &[]).is_ok());
         let e = parse("--read-cache-mib lots", &[]).unwrap_err();
         assert!(e.0.contains("--read-cache-mib"), "{e}");
         let c = parse("", &[("TENANTD_TRUSTED_PROXIES", "10.0.0.1, ::1")]).unwrap();

@@ -36,28 +36,66 @@ const PEOPLE: [(&str, &str, &str, Roles); 8] = [
     ),
 ];
 
-/// Creates whatever of the demo is missing and returns how to log in.
-pub fn ensure(app: &App) -> Result<String, String> {
+/// What the demo did: the text to print, and whom to suggest logging in as.
+pub struct Demo {
+    pub summary: String,
+    /// (email, slug) of a demo admin, if acme is the demo's.
+    pub try_as: Option<(&'static str, &'static str)>,
+}
+
+/// Creates whatever of the demo is missing and returns how to log in. Only companies the demo
+/// created itself (marked so in their own file) get its people, chats and orders: a tenant
+/// with a demo slug that someone else made is skipped, and said so.
+pub fn ensure(app: &App) -> Result<Demo, String> {
     let catalog = &app.catalog;
+    let mut owned = Vec::new();
+    let mut out = String::new();
     for (slug, name, domain) in COMPANIES {
-        match catalog.by_slug(slug).map_err(|e| e.to_string())? {
-            Some(t) if t.status == TenantStatus::Active => {}
-            Some(t) => return Err(format!("demo tenant {slug} exists but is {}", t.status)),
-            None => {
-                lifecycle::create(
-                    catalog,
-                    &NewTenant {
-                        slug: slug.into(),
-                        name: name.into(),
-                        domains: vec![domain.into()],
-                    },
-                )
-                .map_err(|e| e.to_string())?;
+        let existing = catalog.by_slug(slug).map_err(|e| e.to_string())?;
+        let skip = match existing {
+            Some(t) if t.status != TenantStatus::Active => Some(format!("it is {}", t.status)),
+            Some(t) => {
+                let tenant = app.registry.open(t).map_err(|e| e.to_string())?;
+                if workspace::is_demo(&tenant).map_err(|e| e.to_string())? {
+                    owned.push(tenant);
+                    None
+                } else {
+                    Some("a tenant with this slug exists that the demo did not create".into())
+                }
             }
+            None => {
+                let new = NewTenant {
+                    slug: slug.into(),
+                    name: name.into(),
+                    domains: vec![domain.into()],
+                };
+                match lifecycle::create(catalog, &new) {
+                    Ok(record) => {
+                        let tenant = app.registry.open(record).map_err(|e| e.to_string())?;
+                        workspace::mark_demo(&tenant).map_err(|e| e.to_string())?;
+                        owned.push(tenant);
+                        None
+                    }
+                    // A domain someone else uses, say: the rest of the demo can still go on.
+                    Err(e) => Some(e.to_string()),
+                }
+            }
+        };
+        if let Some(reason) = skip {
+            out.push_str(&format!(
+                "demo: skipped {slug} ({reason}); nothing of the demo was added to it\n"
+            ));
         }
     }
+    let is_owned = |slug: &str| owned.iter().any(|t| t.slug() == slug);
     let hash = password::hash(PASSWORD).map_err(|e| e.to_string())?;
+    let mut accounts = String::new();
     for (email, name, surname, memberships) in PEOPLE {
+        let memberships: Vec<&(&str, &str)> =
+            memberships.iter().filter(|(t, _)| is_owned(t)).collect();
+        if memberships.is_empty() {
+            continue;
+        }
         let user = match catalog.user_by_email(email).map_err(|e| e.to_string())? {
             Some(user) => user,
             None => catalog
@@ -70,45 +108,57 @@ pub fn ensure(app: &App) -> Result<String, String> {
                 })
                 .map_err(|e| e.to_string())?,
         };
-        for (slug, role) in memberships.iter() {
-            let tenant = catalog
-                .by_slug(slug)
-                .map_err(|e| e.to_string())?
+        for (slug, role) in &memberships {
+            let tenant = owned
+                .iter()
+                .find(|t| t.slug() == *slug)
                 .ok_or_else(|| format!("demo tenant {slug} is missing"))?;
             if catalog
-                .membership(user.id, &tenant.id)
+                .membership(user.id, tenant.id())
                 .map_err(|e| e.to_string())?
                 .is_none()
             {
                 catalog
-                    .add_member(&tenant.id, user.id, role)
+                    .add_member(tenant.id(), user.id, role)
                     .map_err(|e| e.to_string())?;
             }
         }
-    }
-    let mut rng = rand::thread_rng();
-    for (slug, _, _) in COMPANIES {
-        let record = catalog
-            .by_slug(slug)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("demo tenant {slug} is missing"))?;
-        let members: Vec<i64> = catalog
-            .members(&record.id)
-            .map_err(|e| e.to_string())?
-            .iter()
-            .map(|m| m.user.id)
-            .collect();
-        let tenant = app.registry.open(record).map_err(|e| e.to_string())?;
-        workspace::seed_demo(&tenant, &members, &mut rng).map_err(|e| e.to_string())?;
-    }
-    let mut out = String::from("demo: companies acme (acme.test) and globex (globex.test)\n");
-    out.push_str(&format!("  every demo account's password: {PASSWORD}\n"));
-    for (email, _, _, memberships) in PEOPLE {
         let roles: Vec<String> = memberships
             .iter()
             .map(|(t, r)| format!("{r} of {t}"))
             .collect();
-        out.push_str(&format!("  {email:<20} {}\n", roles.join(", ")));
+        accounts.push_str(&format!("  {email:<20} {}\n", roles.join(", ")));
     }
-    Ok(out)
+    let mut rng = rand::thread_rng();
+    for tenant in &owned {
+        let members: Vec<i64> = catalog
+            .members(tenant.id())
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|m| m.user.id)
+            .collect();
+        if members.is_empty() {
+            continue;
+        }
+        workspace::seed_demo(tenant, &members, &mut rng).map_err(|e| e.to_string())?;
+    }
+    if !owned.is_empty() {
+        let companies: Vec<String> = owned
+            .iter()
+            .map(|t| {
+                let domain = COMPANIES
+                    .iter()
+                    .find(|(s, _, _)| *s == t.slug())
+                    .map_or("", |(_, _, d)| d);
+                format!("{} ({domain})", t.slug())
+            })
+            .collect();
+        out.push_str(&format!("demo: companies {}\n", companies.join(" and ")));
+        out.push_str(&format!("  every demo account's password: {PASSWORD}\n"));
+        out.push_str(&accounts);
+    }
+    Ok(Demo {
+        summary: out,
+        try_as: is_owned("acme").then_some(("alice@acme.test", "acme")),
+    })
 }

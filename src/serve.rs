@@ -56,6 +56,23 @@ pub fn run(config: ServeConfig) -> i32 {
             return 1;
         }
     };
+    // Before anything opens a tenant: no connection to an orphan can be open in this process.
+    match crate::tenancy::lifecycle::remove_orphans(
+        &app.catalog,
+        crate::tenancy::lifecycle::ORPHAN_MIN_AGE,
+        std::time::SystemTime::now(),
+    ) {
+        Ok(removed) => {
+            for orphan in removed {
+                log::warn!(
+                    "removed {} and its -wal and -shm: no catalog row names it (a create \
+                     that did not finish)",
+                    orphan.file
+                );
+            }
+        }
+        Err(e) => log::warn!("could not look for orphan tenant files: {e}"),
+    }
     let demo = if config.demo {
         match crate::demo::ensure(&app) {
             Ok(text) => Some(text),
@@ -67,6 +84,7 @@ pub fn run(config: ServeConfig) -> i32 {
     } else {
         None
     };
+    let admin_note = admin_note(&app, first_admin.as_ref(), &data_dir);
     let app = Arc::new(app);
     crate::api::broadcasting::spawn_watcher(&app);
     let server = match http::serve(listener, config.http.clone(), app) {
@@ -81,23 +99,20 @@ pub fn run(config: ServeConfig) -> i32 {
         server.local_addr(),
         data_dir.display()
     );
-    if let Some(first) = first_admin {
-        banner.push_str(&format!(
-            "first system admin (shown once): {} / password {}\n  \
-             log in with POST /api/admin/auth/login; change it with `tenantd admin reset-password`\n",
-            first.email, first.password
-        ));
-    }
+    banner.push_str(&admin_note);
     if let Some(demo) = demo {
         let port = server.local_addr().port();
-        banner.push_str(&demo);
-        banner.push_str(&format!(
-            "  try: curl -s -H 'Content-Type: application/json' \\\n    \
-             -d '{{\"email\":\"alice@acme.test\",\"password\":\"{}\"}}' \\\n    \
-             http://127.0.0.1:{port}/api/auth/login\n  \
-             then: curl -H 'Authorization: Bearer <token>' http://acme.localhost:{port}/api/orders\n",
-            crate::demo::PASSWORD
-        ));
+        banner.push_str(&demo.summary);
+        if let Some((email, slug)) = demo.try_as {
+            banner.push_str(&format!(
+                "  try: curl -s -H 'Content-Type: application/json' \\\n    \
+                 -d '{{\"email\":\"{email}\",\"password\":\"{}\"}}' \\\n    \
+                 http://127.0.0.1:{port}/api/auth/login\n  \
+                 then: curl -H 'Authorization: Bearer <token>' \
+                 http://{slug}.localhost:{port}/api/orders\n",
+                crate::demo::PASSWORD
+            ));
+        }
     }
     // Whoever started us may have stopped reading (a closed pipe): that is no reason to die.
     let mut stdout = std::io::stdout();
@@ -117,6 +132,52 @@ pub fn run(config: ServeConfig) -> i32 {
         log::warn!("stopped with requests still in flight after the grace period");
     }
     0
+}
+
+/// How to get in as a system admin: the first admin's password in a block of its own on the
+/// first start (it is shown only this once), and on later starts, while no admin has ever
+/// logged in, the command that makes a new password.
+fn admin_note(
+    app: &crate::api::App,
+    first: Option<&crate::api::FirstAdmin>,
+    data_dir: &std::path::Path,
+) -> String {
+    let reset = |email: &str| {
+        format!(
+            "`tenantd admin reset-password --email {email} --data {}` makes a new password",
+            data_dir.display()
+        )
+    };
+    if let Some(first) = first {
+        let rule = "=".repeat(72);
+        return format!(
+            "{rule}\n\
+             first system admin, shown this once (only its hash is stored):\n  \
+             email:    {}\n  \
+             password: {}\n\
+             log in with POST /api/admin/auth/login; {}\n\
+             {rule}\n",
+            first.email,
+            first.password,
+            reset(&first.email)
+        );
+    }
+    let never_logged_in = app
+        .catalog
+        .audit_query(&crate::catalog::AuditFilter {
+            action: Some("admin.login".into()),
+            limit: 1,
+            ..Default::default()
+        })
+        .is_ok_and(|found| found.is_empty());
+    if never_logged_in {
+        format!(
+            "no system admin has logged in yet: {}\n",
+            reset(crate::api::FIRST_ADMIN_EMAIL)
+        )
+    } else {
+        String::new()
+    }
 }
 
 fn init_logging() {

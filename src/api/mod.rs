@@ -351,6 +351,10 @@ impl App {
         if let Route::Public(f) = route {
             return f(self, &call);
         }
+        // A tenant host has no admin routes, whoever asks.
+        if matches!(route, Route::Admin(_)) && call.tenant.is_some() {
+            return Err(Error::CentralOnly);
+        }
         let Some((token, via)) =
             principal::credentials(req.header("authorization"), req.header("cookie"))
         else {
@@ -389,9 +393,6 @@ impl App {
                 f(self, &call, &Account { user, session, via })
             }
             (Route::Admin(f), Principal::Admin { admin, session, .. }) => {
-                if call.tenant.is_some() {
-                    return Err(Error::CentralOnly);
-                }
                 f(self, &call, &Operator { admin, session })
             }
             (Route::Tenant(_) | Route::TenantRead(_), Principal::User { user, session, .. }) => {
@@ -628,8 +629,9 @@ impl http::Handler for App {
     }
 
     fn handle(&self, req: &Request, state: &mut dyn Any) -> Response {
-        // Health checks answer whatever the catalog's state.
-        if req.path == "/healthz" {
+        // Health checks answer whatever the catalog's state. Other methods go the usual way,
+        // to 405 with `Allow`.
+        if req.path == "/healthz" && matches!(req.method.as_str(), "GET" | "HEAD") {
             return healthz(
                 self,
                 &Call {
@@ -749,17 +751,38 @@ fn healthz(_app: &App, _call: &Call) -> Result<Response, Error> {
     Ok(Response::json(200, &serde_json::json!({"status": "ok"})))
 }
 
-/// The request body as JSON of the expected shape.
+/// The request body as JSON of the expected shape. It must say it is JSON: a body sent
+/// without `Content-Type` is refused like any other type, not guessed at.
 fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, Error> {
-    if let Some(ct) = req.header("content-type") {
-        let essence = ct.split(';').next().unwrap_or_default().trim();
-        if !essence.eq_ignore_ascii_case("application/json") {
-            return Err(Error::UnsupportedMediaType(format!(
-                "expected an application/json body, got {essence}"
-            )));
-        }
+    let Some(ct) = req.header("content-type") else {
+        return Err(Error::UnsupportedMediaType(
+            "send the body as Content-Type: application/json".into(),
+        ));
+    };
+    if !is_json_media_type(ct) {
+        return Err(Error::UnsupportedMediaType(format!(
+            "expected Content-Type: application/json, got {ct}"
+        )));
     }
     serde_json::from_slice(&req.body).map_err(|e| Error::InvalidJson(e.to_string()))
+}
+
+/// `application/json`, any case, with optional parameters (RFC 9110 8.3.1); a `charset`, if
+/// given, must be UTF-8, the only encoding JSON has (RFC 8259 8.1).
+fn is_json_media_type(value: &str) -> bool {
+    let mut parts = value.split(';');
+    let essence = parts.next().unwrap_or_default().trim();
+    if !essence.eq_ignore_ascii_case("application/json") {
+        return false;
+    }
+    parts.all(|param| match param.split_once('=') {
+        Some((name, v)) if name.trim().eq_ignore_ascii_case("charset") => {
+            v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+        }
+        Some((name, _)) => !name.trim().is_empty(),
+        // `application/json;` is tolerated; a bare word is not a parameter.
+        None => param.trim().is_empty(),
+    })
 }
 
 /// The body as a JSON object.

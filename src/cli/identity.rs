@@ -96,7 +96,7 @@ pub fn users(args: &mut Args, env: &Env) -> Result<(), Failure> {
     let name = need(args, "--name")?;
     let surname = args.value("--surname")?.unwrap_or_default();
     let (password, generated) = password_or_random(args.value("--password")?)?;
-    let catalog = open(args, env, Create::IfMissing)?;
+    let catalog = open(args, env, Create::Never)?;
     args.finish_ref()?;
     let user = catalog
         .create_user(&NewUser {
@@ -227,18 +227,16 @@ pub fn admin(args: &mut Args, env: &Env) -> Result<(), Failure> {
     let sub = args
         .positional()
         .ok_or_else(|| CliError("missing an admin command".into()))?;
+    if !matches!(sub.as_str(), "create" | "reset-password") {
+        return Err(CliError(format!("unknown admin command: {sub}")).into());
+    }
     let email = need(args, "--email")?;
     let given = if sub == "create" {
         args.value("--password")?
     } else {
         None
     };
-    let create = if sub == "create" {
-        Create::IfMissing
-    } else {
-        Create::Never
-    };
-    let catalog = open(args, env, create)?;
+    let catalog = open(args, env, Create::Never)?;
     args.finish_ref()?;
     let (password, generated) = password_or_random(given)?;
     let hash = password::hash(&password).map_err(op)?;

@@ -19,6 +19,9 @@ impl fmt::Display for CliError {
 
 impl std::error::Error for CliError {}
 
+/// Options every command takes that have a value (`--json` is a flag, so it needs no entry).
+const GLOBAL_VALUE_OPTIONS: [&str; 1] = ["--data"];
+
 /// The arguments left to consume. Each command takes what it knows and [`Args::finish`] refuses
 /// the rest, so a typo is an error rather than silently ignored.
 pub struct Args {
@@ -64,10 +67,21 @@ impl Args {
         Ok(found)
     }
 
-    /// The next argument that is not an option.
+    /// The next argument that is neither an option nor the value of a global option, so that
+    /// `tenantd --data DIR members add` finds `members`, then `add`.
     pub fn positional(&mut self) -> Option<String> {
-        let i = self.rest.iter().position(|a| !a.starts_with("--"))?;
-        Some(self.rest.remove(i))
+        let mut i = 0;
+        while i < self.rest.len() {
+            let a = &self.rest[i];
+            if GLOBAL_VALUE_OPTIONS.contains(&a.as_str()) {
+                i += 2;
+            } else if a.starts_with("--") {
+                i += 1;
+            } else {
+                return Some(self.rest.remove(i));
+            }
+        }
+        None
     }
 
     pub fn finish(self) -> Result<(), CliError> {
@@ -86,7 +100,8 @@ impl Args {
 const HELP: &str = "\
 tenantd: a self-hosted multi-tenant server
 
-Usage: tenantd <command> [options]
+Usage: tenantd [--data DIR] <command> [options]
+       tenantd --version
 
 Commands:
   serve      Run the HTTP server
@@ -96,8 +111,10 @@ Commands:
   members    Add users to tenants with a role, or invite them
   admin      Create system admins, reset their passwords
   realtime   Show the real-time channels' app id, key and secret
-  help       Show this help
+  help       Show this help (`tenantd help <command>`: that command's)
 
+Every command works on a data directory: --data DIR, else TENANTD_DATA, else ./data.
+Only `serve` makes a new one; the other commands need one that `serve` has started in.
 Run `tenantd <command> --help` for the options of a command.
 ";
 
@@ -111,7 +128,8 @@ Options (each falls back to the environment variable named, then the default):
                            Port 0 picks a free port; the URL is printed at start.
   --data DIR               Data directory [TENANTD_DATA, ./data]
   --demo                   Create two demo companies (acme, globex) with people in every
-                           role, chats and orders, and print how to log in (safe to repeat)
+                           role, chats and orders, and print how to log in (safe to repeat;
+                           an acme or globex the demo did not create is skipped)
   --base-domain DOMAIN     Hosts <slug>.DOMAIN name tenants; DOMAIN itself is central
                            [TENANTD_BASE_DOMAIN, localhost]
   --central-host HOST      Another host that reaches the central routes; repeatable
@@ -146,85 +164,127 @@ Options (each falls back to the environment variable named, then the default):
                            [TENANTD_SECURE_COOKIES=1]
 
 On the first run with no system admin, admin@localhost is created with a random password,
-printed once.
+printed once; `tenantd admin reset-password --email admin@localhost` makes a new one.
+Only serve starts a new data directory. At start it removes tenant files that no catalog
+row names and that have not changed for 10 minutes (see `tenantd tenants --help`, gc).
 Logging follows RUST_LOG (default: info, one line per request).
 ";
+
+/// One command: its name, its line in `tenantd --help`, its own help and what runs it. Adding a
+/// command is one entry here; adding a subcommand is local to the command's own function and
+/// help text.
+struct Command {
+    name: &'static str,
+    help: &'static str,
+    run: fn(&mut Args, &Env) -> Result<i32, tenants::Failure>,
+}
+
+const COMMANDS: &[Command] = &[
+    Command {
+        name: "serve",
+        help: SERVE_HELP,
+        run: |args, env| {
+            let config = ServeConfig::from_args(args, env)?;
+            args.finish_ref()?;
+            Ok(crate::serve::run(config))
+        },
+    },
+    Command {
+        name: "tenants",
+        help: tenants::TENANTS_HELP,
+        run: |args, env| tenants::tenants(args, env).map(|()| 0),
+    },
+    Command {
+        name: "migrate",
+        help: tenants::MIGRATE_HELP,
+        run: |args, env| tenants::migrate(args, env).map(|()| 0),
+    },
+    Command {
+        name: "users",
+        help: identity::USERS_HELP,
+        run: |args, env| identity::users(args, env).map(|()| 0),
+    },
+    Command {
+        name: "members",
+        help: identity::MEMBERS_HELP,
+        run: |args, env| identity::members(args, env).map(|()| 0),
+    },
+    Command {
+        name: "admin",
+        help: identity::ADMIN_HELP,
+        run: |args, env| identity::admin(args, env).map(|()| 0),
+    },
+    Command {
+        name: "realtime",
+        help: REALTIME_HELP,
+        run: realtime_command,
+    },
+];
+
+/// The `Usage:` lines of a help text (up to its first blank line after them).
+fn usage_of(help: &str) -> String {
+    let mut out = String::new();
+    for line in help.lines().skip_while(|l| !l.starts_with("Usage:")) {
+        if line.trim().is_empty() {
+            break;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
 
 /// Runs one command and returns the process exit status.
 pub fn run(argv: Vec<String>) -> i32 {
     let mut args = Args::new(argv);
     let wants_help = args.flag("--help") | args.flag("-h");
-    let command = args.positional();
-    let result = match command.as_deref() {
-        None | Some("help") => {
+    if args.flag("--version") | args.flag("-V") {
+        println!("tenantd {}", env!("CARGO_PKG_VERSION"));
+        return 0;
+    }
+    let name = args.positional();
+    let name = match name.as_deref() {
+        None => {
             print!("{HELP}");
-            return if wants_help || command.is_some() {
-                0
-            } else {
-                2
+            return if wants_help { 0 } else { 2 };
+        }
+        // `tenantd help` and `tenantd help <command>`.
+        Some("help") => match args.positional() {
+            None => {
+                print!("{HELP}");
+                return 0;
+            }
+            Some(topic) => topic,
+        },
+        Some(name) if wants_help => name.to_string(),
+        Some(name) => {
+            let Some(command) = COMMANDS.iter().find(|c| c.name == name) else {
+                eprintln!("tenantd: unknown command: {name}\n\n{HELP}");
+                return 2;
             };
-        }
-        Some("serve") if wants_help => {
-            print!("{SERVE_HELP}");
-            return 0;
-        }
-        Some("serve") => ServeConfig::from_args(&mut args, &Env::process())
-            .and_then(|config| args.finish().map(|()| config))
-            .map(crate::serve::run),
-        Some("tenants") if wants_help => {
-            print!("{}", tenants::TENANTS_HELP);
-            return 0;
-        }
-        Some("migrate") if wants_help => {
-            print!("{}", tenants::MIGRATE_HELP);
-            return 0;
-        }
-        Some("users") if wants_help => {
-            print!("{}", identity::USERS_HELP);
-            return 0;
-        }
-        Some("members") if wants_help => {
-            print!("{}", identity::MEMBERS_HELP);
-            return 0;
-        }
-        Some("admin") if wants_help => {
-            print!("{}", identity::ADMIN_HELP);
-            return 0;
-        }
-        Some("realtime") => {
-            let env = Env::process();
-            return match realtime_command(&mut args, &env, wants_help) {
+            return match (command.run)(&mut args, &Env::process()) {
                 Ok(code) => code,
-                Err(e) => {
-                    eprintln!("tenantd: {e}\nRun `tenantd realtime --help` for usage.");
+                Err(tenants::Failure::Usage(e)) => {
+                    eprintln!(
+                        "tenantd: {e}\n\n{}\nRun `tenantd {name} --help` for its options.",
+                        usage_of(command.help)
+                    );
                     2
                 }
-            };
-        }
-        Some(command @ ("tenants" | "migrate" | "users" | "members" | "admin")) => {
-            let env = Env::process();
-            let result = match command {
-                "tenants" => tenants::tenants(&mut args, &env),
-                "migrate" => tenants::migrate(&mut args, &env),
-                "users" => identity::users(&mut args, &env),
-                "members" => identity::members(&mut args, &env),
-                _ => identity::admin(&mut args, &env),
-            };
-            match result {
-                Ok(()) => Ok(0),
-                Err(tenants::Failure::Usage(e)) => Err(e),
                 Err(tenants::Failure::Operation(message)) => {
                     eprintln!("tenantd: {message}");
-                    Ok(1)
+                    1
                 }
-            }
+            };
         }
-        Some(other) => Err(CliError(format!("unknown command: {other}"))),
     };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("tenantd: {e}\nRun `tenantd --help` for usage.");
+    match COMMANDS.iter().find(|c| c.name == name) {
+        Some(command) => {
+            print!("{}", command.help);
+            0
+        }
+        None => {
+            eprintln!("tenantd: unknown command: {name}\n\n{HELP}");
             2
         }
     }
@@ -235,15 +295,15 @@ tenantd realtime: the real-time channels (Pusher protocol)
 
 Usage: tenantd realtime credentials [--json] [--data DIR]
 
+Options:
+  --data DIR   Data directory [TENANTD_DATA, ./data]
+  --json       Print JSON instead of text
+
 Prints the app id, key and secret that Pusher clients and publishers use: the key in
 pusher-js or Laravel Echo, all three in a Pusher server SDK. Made on the first run.
 ";
 
-fn realtime_command(args: &mut Args, env: &Env, help: bool) -> Result<i32, CliError> {
-    if help {
-        print!("{REALTIME_HELP}");
-        return Ok(0);
-    }
+fn realtime_command(args: &mut Args, env: &Env) -> Result<i32, tenants::Failure> {
     let data = crate::config::data_dir(args, env)?;
     let json = args.flag("--json");
     match args.positional().as_deref() {
@@ -252,25 +312,14 @@ fn realtime_command(args: &mut Args, env: &Env, help: bool) -> Result<i32, CliEr
             return Err(CliError(format!(
                 "unknown realtime command: {}",
                 other.unwrap_or("(none)")
-            )))
+            ))
+            .into())
         }
     }
     args.finish_ref()?;
-    let catalog = match tenants::open_catalog(&data, crate::db::Create::Never) {
-        Ok(c) => c,
-        Err(tenants::Failure::Usage(e)) => return Err(e),
-        Err(tenants::Failure::Operation(message)) => {
-            eprintln!("tenantd: {message}");
-            return Ok(1);
-        }
-    };
-    let c = match crate::api::Credentials::load_or_create(&catalog) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("tenantd: {e}");
-            return Ok(1);
-        }
-    };
+    let catalog = tenants::open_catalog(&data, crate::db::Create::Never)?;
+    let c = crate::api::Credentials::load_or_create(&catalog)
+        .map_err(|e| tenants::Failure::Operation(e.to_string()))?;
     if json {
         println!(
             "{}",

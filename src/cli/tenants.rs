@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use crate::catalog::{ActorType, AuditEntry, Catalog, TenantRecord};
 use crate::db::Create;
@@ -22,14 +23,19 @@ Usage:
   tenantd tenants suspend|activate|delete|restore|purge <slug>
   tenantd tenants rename <slug> <new-slug>
   tenantd tenants domains add|remove <slug> <domain>
+  tenantd tenants gc [--older-than MINUTES]
 
 Options:
-  --data DIR   Data directory [TENANTD_DATA, ./data]
-  --json       Print JSON instead of text
-  -h, --help   Show this help
+  --data DIR             Data directory [TENANTD_DATA, ./data]
+  --json                 Print JSON instead of text
+  --older-than MINUTES   gc: remove only files unchanged this long [10]
+  -h, --help             Show this help
 
 delete is soft (status deleted, file kept); restore undoes it; purge removes a deleted
 tenant's file (with its -wal and -shm) and then its catalog row.
+gc removes tenant files that no catalog row names (left by a create that was killed
+before it inserted the row), with their -wal and -shm; `serve` does the same at start.
+Files changed in the last 10 minutes are left alone: they may be a create in progress.
 ";
 
 pub const MIGRATE_HELP: &str = "\
@@ -66,14 +72,19 @@ impl From<LifecycleError> for Failure {
     }
 }
 
-/// Opens the catalog for a command. Only commands that make the first records (`tenants
-/// create`, `users create`, `admin create`) may start a new data directory: any other command
-/// on a directory without a catalog is a mistyped `--data`, not an empty installation.
+/// Opens the catalog for a command. Only `tenantd serve` starts a new data directory: a
+/// command run on a directory without a catalog has most likely been given the wrong one
+/// (a mistyped `--data`, another working directory), and an empty installation made there
+/// would only hide that.
 pub(super) fn open_catalog(data: &Path, create: Create) -> Result<Catalog, Failure> {
     if create == Create::Never && !data.join("central.db").exists() {
+        let shown = std::path::absolute(data).unwrap_or_else(|_| data.to_path_buf());
         return Err(Failure::Operation(format!(
-            "no catalog in {} (run `tenantd serve` there first, or pass the right --data)",
-            data.display()
+            "no tenantd catalog in {dir} (looked for {dir}/central.db). `tenantd serve --data {given}` \
+             makes one on its first start; if your data is elsewhere, pass --data DIR or set \
+             TENANTD_DATA",
+            dir = shown.display(),
+            given = data.display(),
         )));
     }
     Catalog::open(data, create).map_err(|e| {
@@ -86,7 +97,7 @@ pub(super) fn open_catalog(data: &Path, create: Create) -> Result<Catalog, Failu
 
 fn required(args: &mut Args, what: &str) -> Result<String, CliError> {
     args.positional()
-        .ok_or_else(|| CliError(format!("missing <{what}>")))
+        .ok_or_else(|| CliError(format!("missing the <{what}> argument")))
 }
 
 pub fn tenants(args: &mut Args, env: &Env) -> Result<(), Failure> {
@@ -99,13 +110,12 @@ pub fn tenants(args: &mut Args, env: &Env) -> Result<(), Failure> {
     match sub.as_str() {
         "create" => {
             // Options first, so that `--name shop acme` cannot take `shop` for the slug.
-            let name = args
-                .value("--name")?
-                .ok_or_else(|| CliError("--name is required".into()))?;
+            let name = args.value("--name")?;
             let domains = args.values("--domain")?;
             let slug = required(args, "slug")?;
+            let name = name.ok_or_else(|| CliError("--name is required".into()))?;
             args.finish_ref()?;
-            let catalog = open_catalog(&data, Create::IfMissing)?;
+            let catalog = catalog()?;
             let record = lifecycle::create(
                 &catalog,
                 &NewTenant {
@@ -194,6 +204,40 @@ pub fn tenants(args: &mut Args, env: &Env) -> Result<(), Failure> {
             audit(&catalog, &format!("tenant.domain_{action}"), &record);
             print_record(&record, json);
         }
+        "gc" => {
+            let min_age = match args.value("--older-than")? {
+                Some(v) => v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|m| *m <= 366 * 24 * 60)
+                    .map(|m| Duration::from_secs(m * 60))
+                    .ok_or_else(|| {
+                        CliError(format!("--older-than: expected whole minutes, got {v:?}"))
+                    })?,
+                None => lifecycle::ORPHAN_MIN_AGE,
+            };
+            args.finish_ref()?;
+            let catalog = catalog()?;
+            let now = SystemTime::now();
+            let removed = lifecycle::remove_orphans(&catalog, min_age, now)?;
+            let left = lifecycle::orphans(&catalog, min_age, now)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "removed": removed, "left": left })
+                );
+            } else {
+                for orphan in &removed {
+                    println!("removed {} (no catalog row)", orphan.file);
+                }
+                for orphan in &left {
+                    println!("{}", orphan_line(orphan));
+                }
+                if removed.is_empty() && left.is_empty() {
+                    println!("no orphan tenant files");
+                }
+            }
+        }
         other => return Err(CliError(format!("unknown tenants command: {other}")).into()),
     }
     Ok(())
@@ -209,6 +253,19 @@ fn audit(catalog: &Catalog, action: &str, record: &TenantRecord) {
     if let Err(e) = catalog.record_audit(&entry) {
         log::error!("audit entry {action} not recorded: {e}");
     }
+}
+
+fn orphan_line(orphan: &lifecycle::Orphan) -> String {
+    let minutes = orphan.age_secs / 60;
+    let note = if orphan.removable {
+        "`tenantd tenants gc` removes it"
+    } else {
+        "left alone: it may be a create still in progress"
+    };
+    format!(
+        "orphan file (no catalog row): {}, unchanged for {minutes} min; {note}",
+        orphan.file
+    )
 }
 
 fn line(t: &TenantRecord) -> String {
@@ -278,7 +335,7 @@ pub fn migrate(args: &mut Args, env: &Env) -> Result<(), Failure> {
             );
         }
         for orphan in &status.orphans {
-            println!("orphan file (no catalog row): {orphan}");
+            println!("{}", orphan_line(orphan));
         }
         return Ok(());
     }

@@ -3,12 +3,13 @@
 //! taking the catalog (and the registry where pools are involved); the CLI
 //! and the admin API both call these.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::fs;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use uuid::Uuid;
@@ -539,9 +540,8 @@ pub struct SchemaStatus {
     pub central: u32,
     /// Every tenant, deleted ones included, by slug.
     pub tenants: Vec<TenantSchema>,
-    /// `.db` files in `tenants/` that no catalog row names, e.g. left by a
-    /// create that crashed between making the file and inserting the row.
-    pub orphans: Vec<String>,
+    /// Tenant files that no catalog row names (see [`orphans`]).
+    pub orphans: Vec<Orphan>,
 }
 
 /// Schema versions of the catalog and of every tenant database; migrates
@@ -564,22 +564,106 @@ pub fn status(catalog: &Catalog) -> Result<SchemaStatus, LifecycleError> {
             }
         })
         .collect();
-    let known: HashSet<String> = records.iter().map(|r| format!("{}.db", r.id)).collect();
-    let dir = catalog.tenants_dir();
-    let entries = fs::read_dir(&dir).map_err(|source| LifecycleError::Io {
-        path: dir.clone(),
-        source,
-    })?;
-    let mut orphans: Vec<String> = entries
-        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-        .filter(|name| name.ends_with(".db") && !known.contains(name))
-        .collect();
-    orphans.sort();
     Ok(SchemaStatus {
         central_target: db::central_migrations().last().map_or(0, |m| m.version),
         tenant_target: tenant_target_version(),
         central: catalog.schema_version()?,
         tenants,
-        orphans,
+        orphans: orphans(catalog, ORPHAN_MIN_AGE, SystemTime::now())?,
     })
+}
+
+/// How long a tenant file with no catalog row is left alone. A `tenants create` in another
+/// process makes its file first and inserts the row last, a few milliseconds later; a file
+/// that has not changed for this long is no create in progress but one that crashed (or was
+/// killed) between the two.
+pub const ORPHAN_MIN_AGE: Duration = Duration::from_secs(10 * 60);
+
+/// A tenant file (with its `-wal` and `-shm`) that no catalog row names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Orphan {
+    /// `<uuid>.db`, in `tenants/`.
+    pub file: String,
+    /// Seconds since any of its files last changed.
+    pub age_secs: u64,
+    /// Old enough for [`remove_orphans`] to remove.
+    pub removable: bool,
+}
+
+/// Files in `tenants/` named as provisioning names them (`<uuid>.db`, `-wal`, `-shm`) whose
+/// UUID no catalog row has, deleted tenants' rows included. Anything else in the directory is
+/// not ours to judge and is left out.
+pub fn orphans(
+    catalog: &Catalog,
+    min_age: Duration,
+    now: SystemTime,
+) -> Result<Vec<Orphan>, LifecycleError> {
+    let dir = catalog.tenants_dir();
+    let entries = fs::read_dir(&dir).map_err(|source| LifecycleError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    // The directory before the catalog: a create that finishes in between then shows as
+    // named, never the other way round.
+    let mut newest: BTreeMap<Uuid, Option<SystemTime>> = BTreeMap::new();
+    for entry in entries.flatten() {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let Some(stem) = ["", "-wal", "-shm"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(&format!(".db{suffix}")))
+        else {
+            continue;
+        };
+        let Some(id) = Uuid::parse_str(stem)
+            .ok()
+            .filter(|id| id.hyphenated().to_string() == stem)
+        else {
+            continue;
+        };
+        // A file whose time cannot be read counts as changed just now.
+        let modified = entry.metadata().and_then(|m| m.modified()).ok();
+        let slot = newest.entry(id).or_insert(Some(SystemTime::UNIX_EPOCH));
+        *slot = match (*slot, modified) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
+    }
+    let known: HashSet<String> = catalog.list()?.iter().map(|r| r.id.clone()).collect();
+    Ok(newest
+        .into_iter()
+        .filter(|(id, _)| !known.contains(&id.hyphenated().to_string()))
+        .map(|(id, modified)| {
+            let age = modified.map_or(Duration::ZERO, |m| {
+                now.duration_since(m).unwrap_or_default()
+            });
+            Orphan {
+                file: format!("{}.db", id.hyphenated()),
+                age_secs: age.as_secs(),
+                removable: age >= min_age,
+            }
+        })
+        .collect())
+}
+
+/// Removes the orphans at least `min_age` old: each file with its `-wal` and `-shm`, after
+/// asking the catalog once more whether a row names it. Returns those removed. Call it only
+/// where no connection to them can be open in this process: the CLI opens no tenant, and the
+/// server calls it at start, before it opens any.
+pub fn remove_orphans(
+    catalog: &Catalog,
+    min_age: Duration,
+    now: SystemTime,
+) -> Result<Vec<Orphan>, LifecycleError> {
+    let mut removed = Vec::new();
+    for orphan in orphans(catalog, min_age, now)? {
+        let id = orphan.file.trim_end_matches(".db");
+        if !orphan.removable || catalog.by_id(id)?.is_some() {
+            continue;
+        }
+        db::remove_database_files(&catalog.tenants_dir().join(&orphan.file))?;
+        removed.push(orphan);
+    }
+    Ok(removed)
 }

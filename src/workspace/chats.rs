@@ -566,11 +566,10 @@ pub fn list_messages(
 fn body_problems(problems: &mut Problems, body: &str) {
     if body.trim().is_empty() {
         problems.add("body", "must not be empty");
-    } else if body.contains('\0') {
-        // SQLite's length() stops at a NUL, so the table's CHECK would refuse
-        // a body starting with one (a database error, not a 422) and misjudge
-        // the length of others.
-        problems.add("body", "must not contain NUL characters");
+    } else if !problems.control_characters("body", body, true) {
+        // Reported. A NUL in particular: SQLite's length() stops at one, so the
+        // table's CHECK would refuse a body starting with one (a database
+        // error, not a 422) and misjudge the length of others.
     } else if body.chars().count() > MAX_BODY_CHARS {
         problems.add(
             "body",

@@ -1,5 +1,5 @@
-//! Demo data for `tenantd serve --demo`: a few chats with messages and about
-//! 200 orders over every status, spread over the last 60 days, with their
+//! Demo data for `tenantd serve --demo`: a few chats with messages and 200
+//! orders (every status among them) over the last 60 days, with their
 //! history. Written directly (no reader, no permission checks) in one
 //! transaction, and only into a workspace that is still empty, so starting
 //! the demo twice does not double it.
@@ -68,6 +68,32 @@ const LINES: [&str; 12] = [
 ];
 
 const CURRENCIES: [&str; 3] = ["EUR", "USD", "GBP"];
+
+/// The `tenant_meta` key that says the demo made this tenant. Kept in the tenant's own file,
+/// beside its id and slug, so the mark goes wherever the file goes.
+const DEMO_MARK: &str = "demo_created_at";
+
+/// Marks a tenant the demo has just created as the demo's own.
+pub fn mark_demo(tenant: &Tenant) -> Result<(), WorkspaceError> {
+    tenant.write(|tx| {
+        tx.execute(
+            "INSERT OR IGNORE INTO tenant_meta (key, value) VALUES (?1, ?2)",
+            params![DEMO_MARK, format_unix_ms(unix_ms_now())],
+        )?;
+        Ok(())
+    })
+}
+
+/// Whether the demo made this tenant. A tenant someone made with the same slug is not the
+/// demo's to fill with people, chats and orders.
+pub fn is_demo(tenant: &Tenant) -> Result<bool, WorkspaceError> {
+    let conn = tenant.conn()?;
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM tenant_meta WHERE key = ?1)",
+        [DEMO_MARK],
+        |row| row.get(0),
+    )?)
+}
 
 /// Seeds the demo workspace for `users` (member ids; at least one). Does
 /// nothing if the tenant already has chats or orders.

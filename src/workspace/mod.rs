@@ -42,7 +42,7 @@ pub use chats::{
     list_messages, mark_read, participants, post_message, remove_participant, update_chat, Chat,
     ChatKind, ChatSummary, ChatUpdate, Message, NewChat, Participant,
 };
-pub use demo::{seed_demo, DemoSummary};
+pub use demo::{is_demo, mark_demo, seed_demo, DemoSummary};
 pub use orders::{
     create_order, delete_order, get_order, list_orders, order_history, update_order, NewOrder,
     OrderEvent, OrderPatch, OrderQuery, OrderSort, OrderStatus, ShapedOrder,
@@ -192,10 +192,29 @@ impl Problems {
             self.add(field, "must not be empty");
         } else if value.chars().count() > max {
             self.add(field, format!("must be at most {max} characters"));
-        } else if value.chars().any(char::is_control) {
-            self.add(field, "must not contain control characters");
+        } else {
+            self.control_characters(field, value, false);
         }
         value.to_string()
+    }
+
+    /// The one rule for text a client sends: no control characters (NUL among them, which
+    /// SQLite's `length()` stops at), except tab and newline in text that may run over several
+    /// lines (message bodies, notes). Returns whether the text passed.
+    pub(crate) fn control_characters(&mut self, field: &str, value: &str, multiline: bool) -> bool {
+        let allowed = |c: char| multiline && matches!(c, '\t' | '\n');
+        if value.chars().any(|c| c.is_control() && !allowed(c)) {
+            self.add(
+                field,
+                if multiline {
+                    "must not contain control characters other than tab and newline"
+                } else {
+                    "must not contain control characters"
+                },
+            );
+            return false;
+        }
+        true
     }
 }
 

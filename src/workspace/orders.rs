@@ -766,7 +766,9 @@ fn check_currency(problems: &mut Problems, currency: &str) {
 }
 
 fn check_notes(problems: &mut Problems, notes: &str) {
-    if notes.chars().count() > MAX_NOTES_CHARS {
+    if !problems.control_characters("notes", notes, true) {
+        // Reported.
+    } else if notes.chars().count() > MAX_NOTES_CHARS {
         problems.add(
             "notes",
             format!("must be at most {MAX_NOTES_CHARS} characters"),

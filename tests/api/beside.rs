@@ -89,6 +89,7 @@ fn at_once(data: &Path, a: Vec<String>, b: Vec<String>) {
 fn other_processes_on_the_data_directory_never_take_the_server_down() {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path();
+    crate::cli::init_data_dir(dir);
     cli_ok(
         dir,
         &[

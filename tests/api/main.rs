@@ -2,6 +2,7 @@
 //! data directory and talks to it over loopback.
 
 mod beside;
+mod cli;
 mod http;
 mod identity;
 mod invitations;

@@ -106,13 +106,17 @@ impl Client {
 
     fn fill(&mut self) -> usize {
         let mut chunk = [0u8; 8192];
-        match self.stream.read(&mut chunk) {
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                n
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return n;
+                }
+                // A signal to the test process (a child's exit, say) is no answer: read again.
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return 0,
+                Err(e) => panic!("read failed: {e}"),
             }
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => 0,
-            Err(e) => panic!("read failed: {e}"),
         }
     }
 

@@ -775,6 +775,7 @@ fn open_descriptors_stay_bounded_by_the_pool_cap() {
 
     // A server of its own, so that only its descriptors are counted.
     let data = tempfile::tempdir().unwrap();
+    crate::cli::init_data_dir(data.path());
     let cap = 8;
     for i in 0..(cap * 4) {
         let out = Command::new(env!("CARGO_BIN_EXE_tenantd"))
@@ -866,16 +867,16 @@ fn open_descriptors_stay_bounded_by_the_pool_cap() {
 fn serve_on_an_empty_directory_creates_what_it_needs() {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().join("fresh");
-    let server = spawn_serve(&dir, &[], 3);
+    let server = spawn_serve(&dir, &[], 6);
     let lines = server.lines.clone();
     assert!(
         lines[0].starts_with("tenantd listening on http://127.0.0.1:"),
         "{lines:?}"
     );
-    let password = lines[2]
-        .trim()
-        .strip_prefix("first system admin (shown once): admin@localhost / password ")
-        .unwrap_or_else(|| panic!("no first admin line: {lines:?}"));
+    assert_eq!(lines[4], "  email:    admin@localhost", "{lines:?}");
+    let password = lines[5]
+        .strip_prefix("  password: ")
+        .unwrap_or_else(|| panic!("no first admin password line: {lines:?}"));
     assert_eq!(password.len(), 20);
     assert!(dir.join("central.db").exists());
     assert!(dir.join("tenants").is_dir());
@@ -1015,6 +1016,7 @@ fn the_cli_reads_options_anywhere_and_never_invents_a_data_directory() {
 fn the_access_log_names_each_requests_tenant() {
     use std::io::{BufRead, BufReader};
     let data = tempfile::tempdir().unwrap();
+    crate::cli::init_data_dir(data.path());
     let bin = env!("CARGO_BIN_EXE_tenantd");
     for slug in ["acme", "globex"] {
         let out = std::process::Command::new(bin)

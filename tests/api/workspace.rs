@@ -1397,8 +1397,9 @@ fn demo_view(addr: std::net::SocketAddr, email: &str) -> (Vec<Value>, Vec<Value>
 #[test]
 fn serve_demo_seeds_once() {
     let data = tempfile::tempdir().unwrap();
-    // Listening, data directory, the first admin (two lines), then the demo's accounts.
-    let server = spawn_serve(data.path(), &["--demo"], 7);
+    // Listening, data directory, the first admin's block (six lines), then the demo's two
+    // lines and its accounts.
+    let server = spawn_serve(data.path(), &["--demo"], 11);
     assert!(
         server.lines.iter().any(|l| l.contains("alice@acme.test")),
         "{:?}",
@@ -1420,8 +1421,9 @@ fn serve_demo_seeds_once() {
     assert!(seen.iter().all(|o| keys(o) == Simple.keys()));
     drop(server);
 
-    // Again on the same directory: nothing is added.
-    let server = spawn_serve(data.path(), &["--demo"], 5);
+    // Again on the same directory: nothing is added. (Listening, data directory, how to get
+    // in as an admin, the demo's two lines, alice.)
+    let server = spawn_serve(data.path(), &["--demo"], 6);
     assert!(
         server.lines.iter().any(|l| l.contains("alice@acme.test")),
         "{:?}",
