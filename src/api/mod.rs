@@ -136,6 +136,11 @@ pub struct RealtimeConfig {
     pub allowed_origins: Vec<String>,
     pub activity_timeout: std::time::Duration,
     pub pong_timeout: std::time::Duration,
+    /// A WebSocket with no subscription this long is closed (4202).
+    pub subscribe_timeout: std::time::Duration,
+    /// WebSockets open at most, and per client address.
+    pub max_websockets: usize,
+    pub max_websockets_per_client: usize,
 }
 
 impl Default for RealtimeConfig {
@@ -144,6 +149,9 @@ impl Default for RealtimeConfig {
             allowed_origins: Vec::new(),
             activity_timeout: std::time::Duration::from_secs(120),
             pong_timeout: std::time::Duration::from_secs(30),
+            subscribe_timeout: std::time::Duration::from_secs(30),
+            max_websockets: 512,
+            max_websockets_per_client: 64,
         }
     }
 }
@@ -240,6 +248,10 @@ impl App {
         );
         hub_config.activity_timeout = config.realtime.activity_timeout;
         hub_config.pong_timeout = config.realtime.pong_timeout;
+        hub_config.subscribe_timeout = config.realtime.subscribe_timeout;
+        hub_config.max_connections = config.realtime.max_websockets;
+        hub_config.max_per_client = config.realtime.max_websockets_per_client;
+        hub_config.reserved_public = broadcasting::reserved_public_name;
         // Origins are checked by the API (which knows the tenants' domains) before upgrading.
         hub_config.allowed_origins = None;
         // Every private or presence subscription goes through /broadcasting/auth, which records
@@ -665,6 +677,12 @@ impl http::Handler for App {
             .dispatch(&fresh, req, identified.path, tenant, memo)
             .unwrap_or_else(Error::into_response);
         response.log_note = note;
+        if response.header("cache-control").is_none() {
+            // Answers are per user, and some carry a token, a password or a secret (logins,
+            // token creation, new members, TOTP enrolment, channel signatures): no cache may
+            // keep any of them, whichever handler forgets to say so.
+            response = response.with_header("Cache-Control", "no-store");
+        }
         response
     }
 }
@@ -729,13 +747,10 @@ fn healthz(_app: &App, _call: &Call) -> Result<Response, Error> {
 
 /// The request body as JSON of the expected shape.
 fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, Error> {
-    if let Some(ct) = req.header("content-type") {
-        let essence = ct.split(';').next().unwrap_or_default().trim();
-        if !essence.eq_ignore_ascii_case("application/json") {
-            return Err(Error::UnsupportedMediaType(format!(
-                "expected an application/json body, got {essence}"
-            )));
-        }
+    if req.content_type_is("application/json") == Some(false) {
+        return Err(Error::UnsupportedMediaType(
+            "expected an application/json body".into(),
+        ));
     }
     serde_json::from_slice(&req.body).map_err(|e| Error::InvalidJson(e.to_string()))
 }

@@ -23,7 +23,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use super::parse::{self, BodyFraming, ChunkedDecoder, Framing, HeadLimits, HeadScan, Reject};
-use super::request::{self, Request, Version};
+use super::request::{self, log_safe, Request, Version};
 use super::response::{self, Body, ChunkedWriter, ConnSlot, Delimit, Response, Upgraded};
 
 /// Every limit and timeout of the HTTP layer. The defaults are the documented ones.
@@ -818,7 +818,12 @@ impl Worker {
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
-                log::error!("handler panicked on {} {}: {what}", req.method, req.path);
+                log::error!(
+                    "handler panicked on {} {}: {}",
+                    req.method,
+                    log_safe(&req.path),
+                    log_safe(&what)
+                );
                 internal_error()
             }
         };
@@ -915,8 +920,8 @@ impl Worker {
                 target: ACCESS_LOG,
                 "{} {} {} {} {} {:.2}ms{}{}{}",
                 req.client_ip,
-                req.method,
-                req.target,
+                log_safe(&req.method),
+                log_safe(&req.target),
                 status,
                 sent,
                 started.elapsed().as_secs_f64() * 1000.0,
