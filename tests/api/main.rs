@@ -1,6 +1,7 @@
 //! The one integration test binary: every test starts the real server on port 0 with a fresh
 //! data directory and talks to it over loopback.
 
+mod fairness;
 mod http;
 mod identity;
 mod realtime;
