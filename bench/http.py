@@ -84,7 +84,10 @@ def idle_phase(binary, count, mode):
     mode "request": each connection first does one keep-alive GET /healthz, then stays idle.
     mode "silent": each connection never sends a byte.
     """
-    args = ["--head-timeout", "60", "--max-connections", str(max(2000, count * 2))]
+    cap = max(2000, count * 2)
+    # All of them come from 127.0.0.1: the per-address share must not refuse them.
+    args = ["--head-timeout", "60", "--max-connections", str(cap),
+            "--max-client-connections", str(cap)]
     bl.raise_fd_limit(count + 64)
     with bl.Server(binary, rust_log="info", args=args, name=f"idle server ({mode})") as srv:
         time.sleep(0.2)

@@ -908,7 +908,11 @@ def main():
     bl.raise_fd_limit(max(knobs["idle"], knobs["subs"]) + 256)
     name = f"realtime server RUST_LOG={knobs['level']}"
     with bl.Server(a.bin, rust_log=knobs["level"], name=name,
-                   args=["--max-connections", str(MAX_CONNECTIONS)]) as srv:
+                   # Every socket comes from 127.0.0.1: no per-address share, and every
+                   # connection may be a WebSocket.
+                   args=["--max-connections", str(MAX_CONNECTIONS),
+                         "--max-client-connections", str(MAX_CONNECTIONS),
+                         "--max-websockets", str(MAX_CONNECTIONS)]) as srv:
         progress("setup: credentials, a tenant, the bench user, a chat ...")
         ctx = setup(a.bin, srv, creds)
         idle_res = idle(srv, ctx, knobs) if knobs["idle"] > 0 else None

@@ -17,6 +17,10 @@ pub struct ServeConfig {
     pub demo: bool,
     pub http: http::Config,
     pub app: AppConfig,
+    /// `--max-connections` and `--max-websockets` as given; the defaults follow the open-file
+    /// limit, known only once the server has raised it (see [`ServeConfig::resolve_limits`]).
+    pub max_connections: Option<usize>,
+    pub max_websockets: Option<usize>,
 }
 
 impl Default for ServeConfig {
@@ -24,6 +28,8 @@ impl Default for ServeConfig {
         ServeConfig {
             bind: "127.0.0.1:8080".into(),
             demo: false,
+            max_connections: None,
+            max_websockets: None,
             http: http::Config::default(),
             app: AppConfig {
                 data_dir: PathBuf::from(DEFAULT_DATA_DIR),
@@ -79,7 +85,16 @@ impl ServeConfig {
             c.http.workers = number("--workers", &v, 1, 1024)?;
         }
         if let Some(v) = pick("--max-connections", "TENANTD_MAX_CONNECTIONS")? {
-            c.http.max_connections = number("--max-connections", &v, 1, 1_000_000)?;
+            c.max_connections = Some(number("--max-connections", &v, 1, 1_000_000)?);
+        }
+        if let Some(v) = pick("--max-client-connections", "TENANTD_MAX_CLIENT_CONNECTIONS")? {
+            c.http.max_per_client = Some(number("--max-client-connections", &v, 1, 1_000_000)?);
+        }
+        if let Some(v) = pick("--max-websockets", "TENANTD_MAX_WEBSOCKETS")? {
+            c.max_websockets = Some(number("--max-websockets", &v, 0, 1_000_000)?);
+        }
+        if let Some(v) = pick("--subscribe-timeout", "TENANTD_SUBSCRIBE_TIMEOUT")? {
+            c.app.realtime.subscribe_timeout = seconds("--subscribe-timeout", &v)?;
         }
         if let Some(v) = pick("--head-timeout", "TENANTD_HEAD_TIMEOUT")? {
             c.http.head_timeout = seconds("--head-timeout", &v)?;
@@ -125,7 +140,27 @@ impl ServeConfig {
                 .map_err(|_| CliError(format!("--trusted-proxy: not an IP address: {p}")))?;
             c.http.trusted_proxies.push(ip);
         }
+        c.resolve_limits(None);
         Ok(c)
+    }
+
+    /// Fills in the connection caps not given, from the open-file limit now in force (`None`:
+    /// unknown, as before the server raised it): `--max-connections` is what the limit leaves
+    /// after 3 descriptors per open tenant and 64 more, from 64 to 65,536; `--max-websockets`
+    /// half of it; each client address a share of either (see [`http::Config::client_share`]).
+    pub fn resolve_limits(&mut self, fd_limit: Option<u64>) {
+        let reserve = crate::serve::FDS_PER_OPEN_TENANT * self.app.registry.max_open_pools as u64
+            + crate::serve::FDS_BESIDE;
+        self.http.max_connections = self.max_connections.unwrap_or(match fd_limit {
+            Some(limit) => limit.saturating_sub(reserve).clamp(64, 65_536) as usize,
+            None => 1024,
+        });
+        let websockets = self.max_websockets.unwrap_or(self.http.max_connections / 2);
+        self.app.realtime.max_websockets = websockets;
+        self.app.realtime.max_websockets_per_client = self
+            .http
+            .max_per_client
+            .unwrap_or_else(|| http::Config::client_share(websockets));
     }
 }
 
@@ -210,6 +245,41 @@ mod tests {
         assert_eq!(parse("", &env).unwrap().app.registry.read_cache_bytes, 0);
         let c = parse("--read-cache-mib 8", &env).unwrap();
         assert_eq!(c.app.registry.read_cache_bytes, 8 << 20);
+    }
+
+    #[test]
+    fn the_connection_caps_follow_the_open_file_limit_unless_given() {
+        let mut c = parse("", &[]).unwrap();
+        // 20,000 descriptors, less 3 for each of 256 open tenants and 64.
+        c.resolve_limits(Some(20_000));
+        assert_eq!(c.http.max_connections, 20_000 - 832);
+        assert_eq!(c.app.realtime.max_websockets, (20_000 - 832) / 2);
+        assert_eq!(
+            c.app.realtime.max_websockets_per_client,
+            (20_000 - 832) / 16
+        );
+        c.resolve_limits(Some(1024));
+        assert_eq!(c.http.max_connections, 192);
+        c.resolve_limits(Some(100));
+        assert_eq!(c.http.max_connections, 64);
+        c.resolve_limits(Some(1 << 20));
+        assert_eq!(c.http.max_connections, 65_536);
+
+        let mut c = parse(
+            "--max-connections 5000 --max-websockets 100 --max-client-connections 10 \
+             --subscribe-timeout 2.5",
+            &[],
+        )
+        .unwrap();
+        c.resolve_limits(Some(20_000));
+        assert_eq!(c.http.max_connections, 5000);
+        assert_eq!(c.http.max_per_client, Some(10));
+        assert_eq!(c.app.realtime.max_websockets, 100);
+        assert_eq!(c.app.realtime.max_websockets_per_client, 10);
+        assert_eq!(
+            c.app.realtime.subscribe_timeout,
+            Duration::from_millis(2500)
+        );
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub enum Error {
     TenantConflict,
     /// The tenant's database cannot be used now (missing, corrupt, failed migration).
     TenantUnavailable,
+    /// The real-time hub did not take the command in time: a passing overload.
+    RealtimeBusy,
     /// The request is well formed but its values are not acceptable: field -> message.
     Validation(BTreeMap<String, String>),
     /// The request conflicts with the current state (a taken slug, a purge before delete...).
@@ -138,6 +140,11 @@ impl Error {
                 "tenant_unavailable",
                 "the tenant's data cannot be reached right now".into(),
             ),
+            Error::RealtimeBusy => (
+                503,
+                "realtime_busy",
+                "the real-time hub is overloaded; try again".into(),
+            ),
             Error::Validation(_) => (422, "validation_failed", "some fields are not valid".into()),
             Error::Conflict { code, message } => (409, code, message.clone()),
             Error::Invitation {
@@ -170,7 +177,9 @@ impl Error {
             Error::TooManyRequests { retry_after_secs } => {
                 response.with_header("Retry-After", retry_after_secs.max(1).to_string())
             }
-            Error::TenantUnavailable => response.with_header("Retry-After", "1"),
+            Error::TenantUnavailable | Error::RealtimeBusy => {
+                response.with_header("Retry-After", "1")
+            }
             _ => response,
         }
     }
@@ -184,6 +193,15 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+impl From<crate::realtime::HubError> for Error {
+    fn from(e: crate::realtime::HubError) -> Self {
+        match e {
+            crate::realtime::HubError::Busy => Error::RealtimeBusy,
+            stopped @ crate::realtime::HubError::Stopped => Error::Internal(stopped.to_string()),
+        }
+    }
+}
 
 impl From<TenancyError> for Error {
     fn from(e: TenancyError) -> Self {
@@ -296,5 +314,19 @@ impl From<IdentityError> for Error {
             IdentityError::TenantNotFound(_) => Error::TenantNotFound,
             IdentityError::Db(_) | IdentityError::Corrupt { .. } => Error::Internal(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::realtime::HubError;
+
+    #[test]
+    fn a_busy_hub_is_503_with_retry_after_not_500() {
+        let response = Error::from(HubError::Busy).into_response();
+        assert_eq!(response.status, 503);
+        assert_eq!(response.header("retry-after"), Some("1"));
+        assert_eq!(Error::from(HubError::Stopped).into_response().status, 500);
     }
 }

@@ -12,9 +12,10 @@ use crate::config::ServeConfig;
 use crate::http;
 
 /// Runs the server until a signal stops it; returns the exit status.
-pub fn run(config: ServeConfig) -> i32 {
+pub fn run(mut config: ServeConfig) -> i32 {
     init_logging();
     let limit = raise_fd_limit();
+    config.resolve_limits(limit);
     if let Some(warning) = fd_shortfall(
         limit,
         config.http.max_connections,
@@ -214,9 +215,9 @@ fn raise_fd_limit() -> Option<u64> {
 }
 
 /// Descriptors an open tenant pool holds at rest: the database file, its `-wal` and its `-shm`.
-const FDS_PER_OPEN_TENANT: u64 = 3;
+pub(crate) const FDS_PER_OPEN_TENANT: u64 = 3;
 /// The rest: the catalog's pool, the listener, the reactor's and the hub's pollers, logs.
-const FDS_BESIDE: u64 = 64;
+pub(crate) const FDS_BESIDE: u64 = 64;
 
 /// A warning when the open-file limit is below what the configured caps can use: past it,
 /// accepts and tenant opens fail with EMFILE under load instead of answering 503 by design.

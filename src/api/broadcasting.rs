@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::catalog::{unix_now, Catalog, TenantStatus, User};
 use crate::error::Error;
-use crate::http::{Request, Response, Router};
+use crate::http::{log_safe, Request, Response, Router};
 use crate::realtime::{self, Publish};
 use crate::workspace;
 
@@ -28,6 +28,16 @@ pub(super) fn routes(r: &mut Router<Route>) {
         Route::Account(authorize_channel),
     );
     r.add("POST", "/apps/{app_id}/events", Route::Public(http_events));
+}
+
+/// Public channels whose names look like ours (`company.<id>.orders`, `App.Models.User.7`, in
+/// any case) are refused by the hub: nothing is published there, and a client that subscribes to
+/// one by mistake (a missing `private-`) should learn it, not wait for events that never come.
+pub(super) fn reserved_public_name(name: &str) -> bool {
+    ["company.", "app.models.user."].iter().any(|prefix| {
+        name.get(..prefix.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
+    })
 }
 
 /// What a channel name says, once parsed. Anything else is refused.
@@ -158,7 +168,7 @@ fn may_join(
 fn upgrade(app: &App, call: &Call) -> Result<Response, Error> {
     if let Some(origin) = call.req.header("origin") {
         if !app.origin_allowed(origin) {
-            log::warn!("websocket from origin {origin} refused");
+            log::warn!("websocket from origin {} refused", log_safe(origin));
             return Err(Error::Refused(
                 "this page's origin may not open a WebSocket here",
             ));
@@ -168,10 +178,25 @@ fn upgrade(app: &App, call: &Call) -> Result<Response, Error> {
 }
 
 /// The form Echo and pusher-js post: `socket_id=...&channel_name=...` (or the same as JSON).
-fn auth_fields(req: &Request) -> Option<(String, String)> {
-    let json = req
-        .header("content-type")
-        .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("application/json"));
+/// `None` when a field is missing or malformed; `Err` for a body of another media type.
+fn auth_fields(req: &Request) -> Result<Option<(String, String)>, Error> {
+    let json = match req.content_type_is("application/json") {
+        Some(true) => true,
+        // Without a Content-Type the form is assumed, as before.
+        None => false,
+        Some(false) if req.content_type_is("application/x-www-form-urlencoded") == Some(true) => {
+            false
+        }
+        Some(false) => {
+            return Err(Error::UnsupportedMediaType(
+                "expected application/x-www-form-urlencoded or application/json".into(),
+            ))
+        }
+    };
+    Ok(auth_fields_of(req, json))
+}
+
+fn auth_fields_of(req: &Request, json: bool) -> Option<(String, String)> {
     let (socket, channel) = if json {
         let v: Value = serde_json::from_slice(&req.body).ok()?;
         (
@@ -202,8 +227,9 @@ fn auth_fields(req: &Request) -> Option<(String, String)> {
 fn authorize_channel(app: &App, call: &Call, account: &Account) -> Result<Response, Error> {
     let refuse = |why: &str| {
         log::info!(
-            "channel authorization refused for user {}: {why}",
-            account.user.id
+            "channel authorization refused for user {}: {}",
+            account.user.id,
+            log_safe(why)
         );
         Ok(Response::error(
             403,
@@ -211,7 +237,7 @@ fn authorize_channel(app: &App, call: &Call, account: &Account) -> Result<Respon
             "you may not subscribe to this channel",
         ))
     };
-    let Some((socket_id, channel_name)) = auth_fields(call.req) else {
+    let Some((socket_id, channel_name)) = auth_fields(call.req)? else {
         return refuse("malformed socket_id or channel_name");
     };
     let Some(channel) = parse_channel(&channel_name) else {
@@ -274,7 +300,7 @@ fn http_events(app: &App, call: &Call) -> Result<Response, Error> {
         unix_now() as u64,
     );
     if let Err(e) = verified {
-        log::info!("events API request refused: {e}");
+        log::info!("events API request refused: {}", log_safe(&e.to_string()));
         return Err(Error::Unauthorized);
     }
     // Pusher's answers, which its publishers expect: 400 for a body it cannot use, 413 for data
@@ -286,9 +312,7 @@ fn http_events(app: &App, call: &Call) -> Result<Response, Error> {
         }
         Err(e) => return Err(Error::BadRequest(e.to_string())),
     };
-    app.hub
-        .publish(publish)
-        .map_err(|e| Error::Internal(format!("hub: {e:?}")))?;
+    app.hub.publish(publish)?;
     Ok(Response::json(200, &json!({})))
 }
 
@@ -312,7 +336,7 @@ pub(super) fn publish(
         except_socket: except,
     };
     if let Err(e) = app.hub.publish(publish) {
-        log::warn!("event {event} not published: {e:?}");
+        log::warn!("event {} not published: {e:?}", log_safe(event));
     }
 }
 
@@ -454,6 +478,23 @@ mod tests {
             "",
         ] {
             assert_eq!(parse_channel(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn public_names_that_look_like_ours_are_reserved() {
+        let id = "6f1c2a7e-0b3d-4c5e-8f9a-1b2c3d4e5f60";
+        for ours in [
+            format!("company.{id}.orders"),
+            format!("company.{id}.chat.1"),
+            format!("COMPANY.{id}.presence"),
+            "App.Models.User.7".to_string(),
+            "company.".to_string(),
+        ] {
+            assert!(reserved_public_name(&ours), "{ours}");
+        }
+        for free in ["news", "companyx", "my-company.orders", "App.Models", "é"] {
+            assert!(!reserved_public_name(free), "{free}");
         }
     }
 }

@@ -138,6 +138,11 @@ pub struct RealtimeConfig {
     pub allowed_origins: Vec<String>,
     pub activity_timeout: std::time::Duration,
     pub pong_timeout: std::time::Duration,
+    /// A WebSocket with no subscription this long is closed (4202).
+    pub subscribe_timeout: std::time::Duration,
+    /// WebSockets open at most, and per client address.
+    pub max_websockets: usize,
+    pub max_websockets_per_client: usize,
 }
 
 impl Default for RealtimeConfig {
@@ -146,6 +151,9 @@ impl Default for RealtimeConfig {
             allowed_origins: Vec::new(),
             activity_timeout: std::time::Duration::from_secs(120),
             pong_timeout: std::time::Duration::from_secs(30),
+            subscribe_timeout: std::time::Duration::from_secs(30),
+            max_websockets: 512,
+            max_websockets_per_client: 64,
         }
     }
 }
@@ -260,6 +268,10 @@ impl App {
         );
         hub_config.activity_timeout = config.realtime.activity_timeout;
         hub_config.pong_timeout = config.realtime.pong_timeout;
+        hub_config.subscribe_timeout = config.realtime.subscribe_timeout;
+        hub_config.max_connections = config.realtime.max_websockets;
+        hub_config.max_per_client = config.realtime.max_websockets_per_client;
+        hub_config.reserved_public = broadcasting::reserved_public_name;
         // Origins are checked by the API (which knows the tenants' domains) before upgrading.
         hub_config.allowed_origins = None;
         // Every private or presence subscription goes through /broadcasting/auth, which records
@@ -689,6 +701,12 @@ impl http::Handler for App {
             .dispatch(&fresh, req, identified.path, tenant, memo)
             .unwrap_or_else(Error::into_response);
         response.log_note = note;
+        if response.header("cache-control").is_none() {
+            // Answers are per user, and some carry a token, a password or a secret (logins,
+            // token creation, new members, TOTP enrolment, channel signatures): no cache may
+            // keep any of them, whichever handler forgets to say so.
+            response = response.with_header("Cache-Control", "no-store");
+        }
         response
     }
 }
@@ -770,19 +788,22 @@ fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, Error> {
 /// `application/json`, any case, with optional parameters (RFC 9110 8.3.1); a `charset`, if
 /// given, must be UTF-8, the only encoding JSON has (RFC 8259 8.1).
 fn is_json_media_type(value: &str) -> bool {
-    let mut parts = value.split(';');
-    let essence = parts.next().unwrap_or_default().trim();
-    if !essence.eq_ignore_ascii_case("application/json") {
+    let is_json = crate::http::media_type(value)
+        .is_some_and(|essence| essence.eq_ignore_ascii_case("application/json"));
+    if !is_json {
         return false;
     }
-    parts.all(|param| match param.split_once('=') {
-        Some((name, v)) if name.trim().eq_ignore_ascii_case("charset") => {
-            v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
-        }
-        Some((name, _)) => !name.trim().is_empty(),
-        // `application/json;` is tolerated; a bare word is not a parameter.
-        None => param.trim().is_empty(),
-    })
+    value
+        .split(';')
+        .skip(1)
+        .all(|param| match param.split_once('=') {
+            Some((name, v)) if name.trim().eq_ignore_ascii_case("charset") => {
+                v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+            }
+            Some((name, _)) => !name.trim().is_empty(),
+            // `application/json;` is tolerated; a bare word is not a parameter.
+            None => param.trim().is_empty(),
+        })
 }
 
 /// The body as a JSON object.

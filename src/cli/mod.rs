@@ -140,8 +140,16 @@ Options (each falls back to the environment variable named, then the default):
                            their database files are unchanged; 0 turns this off
                            [TENANTD_READ_CACHE_MIB, 32]
   --workers N              Handler threads [TENANTD_WORKERS, 16]
-  --max-connections N      Open connections at most; over it new ones get 503
-                           [TENANTD_MAX_CONNECTIONS, 1024]
+  --max-connections N      Open connections at most; at it, idle and unfinished ones are
+                           closed to make room, else new ones get 503 [TENANTD_MAX_CONNECTIONS,
+                           the open-file limit less 3 per --max-open-tenants and 64]
+  --max-client-connections N
+                           Connections (and WebSockets) one client address may hold; not
+                           applied to --trusted-proxy peers [TENANTD_MAX_CLIENT_CONNECTIONS,
+                           an eighth of the cap, at least 64]
+  --max-websockets N       WebSockets open at most [TENANTD_MAX_WEBSOCKETS, half the cap]
+  --subscribe-timeout SECS A WebSocket with no subscription this long is closed (4202)
+                           [TENANTD_SUBSCRIBE_TIMEOUT, 30]
   --head-timeout SECS      Time allowed for a whole request head, counted from when
                            the connection is ready (idle keep-alive included)
                            [TENANTD_HEAD_TIMEOUT, 10]

@@ -55,6 +55,13 @@ impl Request {
             .map(|(_, v)| v.into_owned())
     }
 
+    /// Whether the `Content-Type` names exactly this media type (`type/subtype`, compared
+    /// without regard to case; parameters such as `charset` allowed). `None` without the header.
+    pub fn content_type_is(&self, essence: &str) -> Option<bool> {
+        self.header("content-type")
+            .map(|ct| media_type(ct).is_some_and(|m| m.eq_ignore_ascii_case(essence)))
+    }
+
     /// The `Host` header without its port, lower-cased.
     pub fn host(&self) -> Option<String> {
         let host = self.header("host")?;
@@ -118,6 +125,47 @@ pub fn client_ip(peer: IpAddr, headers: &[Header], trusted: &[IpAddr]) -> IpAddr
     peer
 }
 
+/// The `type/subtype` of a media type (RFC 9110 8.3.1), trimmed, if it has that shape: the
+/// part before any `;` must be two non-empty tokens around one `/`, so `application/jsonx`,
+/// `application/json x` or `application/json/x` never pass for `application/json`.
+pub fn media_type(value: &str) -> Option<&str> {
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let (kind, subtype) = essence.split_once('/')?;
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    (token(kind) && token(subtype)).then_some(essence)
+}
+
+/// A value a client chose, made safe for one log line: control characters (a newline that
+/// would forge a second line, an escape sequence for the terminal) and backslashes are written
+/// as Rust escapes. Every value from a request that goes into the log goes through this.
+pub fn log_safe(value: &str) -> LogSafe<'_> {
+    LogSafe(value)
+}
+
+pub struct LogSafe<'a>(&'a str);
+
+impl std::fmt::Display for LogSafe<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        let clean = |c: char| !c.is_control() && c != '\\' && c != '\u{2028}' && c != '\u{2029}';
+        if self.0.chars().all(clean) {
+            return f.write_str(self.0);
+        }
+        for c in self.0.chars() {
+            if clean(c) {
+                f.write_char(c)?;
+            } else {
+                write!(f, "{}", c.escape_default())?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +184,64 @@ mod tests {
         assert_eq!(split_target("*"), None);
         assert_eq!(split_target("/a%00b"), None);
         assert_eq!(split_target("/%ff"), None);
+    }
+
+    #[test]
+    fn media_types_match_exactly_with_parameters_allowed() {
+        assert_eq!(media_type("application/json"), Some("application/json"));
+        assert_eq!(
+            media_type(" Application/JSON ; charset=utf-8"),
+            Some("Application/JSON")
+        );
+        for bad in [
+            "application",
+            "/json",
+            "application/",
+            "application/json/x",
+            "a b/c",
+            "",
+        ] {
+            assert_eq!(media_type(bad), None, "{bad}");
+        }
+        let req = |ct: &str| Request {
+            method: "POST".into(),
+            target: "/".into(),
+            path: "/".into(),
+            query: String::new(),
+            version: Version::Http11,
+            headers: vec![Header {
+                name: "Content-Type".into(),
+                value: ct.into(),
+            }],
+            body: Vec::new(),
+            peer: "127.0.0.1:1".parse().unwrap(),
+            client_ip: "127.0.0.1".parse().unwrap(),
+        };
+        assert_eq!(
+            req("application/json; charset=utf-8").content_type_is("application/json"),
+            Some(true)
+        );
+        for other in [
+            "application/jsonx",
+            "application/json-seq",
+            "text/json",
+            "application/json x",
+        ] {
+            assert_eq!(
+                req(other).content_type_is("application/json"),
+                Some(false),
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn log_safe_escapes_control_characters() {
+        assert_eq!(log_safe("plain ünïcode").to_string(), "plain ünïcode");
+        assert_eq!(
+            log_safe("a\nFAKE 200\r\u{1b}[31m\\x\u{85}").to_string(),
+            "a\\nFAKE 200\\r\\u{1b}[31m\\\\x\\u{85}"
+        );
     }
 
     #[test]

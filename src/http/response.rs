@@ -202,6 +202,7 @@ pub fn write_head(
             "Date: {}\r\n",
             httpdate::fmt_http_date(std::time::SystemTime::now())
         );
+        out.extend_from_slice(SECURITY_HEADERS);
     }
     match delimit {
         Delimit::Length(n) => {
@@ -227,10 +228,22 @@ fn is_token(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// On every answer, errors of the HTTP layer included: no content sniffing (a JSON answer is
+/// never run as a script or page), no referrer leaks from our URLs, no framing by other sites.
+const SECURITY_HEADERS: &[u8] = b"X-Content-Type-Options: nosniff\r\n\
+Referrer-Policy: no-referrer\r\nX-Frame-Options: DENY\r\n";
+
 fn is_framing_header(name: &str) -> bool {
-    ["content-length", "transfer-encoding", "date"]
-        .iter()
-        .any(|h| name.eq_ignore_ascii_case(h))
+    [
+        "content-length",
+        "transfer-encoding",
+        "date",
+        "x-content-type-options",
+        "referrer-policy",
+        "x-frame-options",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
 }
 
 /// Frames each write as one chunk of `Transfer-Encoding: chunked`.

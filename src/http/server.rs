@@ -8,11 +8,12 @@
 //! stay non-blocking throughout; workers wait on them with poll(2) and a deadline.
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -22,7 +23,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use super::parse::{self, BodyFraming, ChunkedDecoder, Framing, HeadLimits, HeadScan, Reject};
-use super::request::{self, Request, Version};
+use super::request::{self, log_safe, Request, Version};
 use super::response::{self, Body, ChunkedWriter, ConnSlot, Delimit, Response, Upgraded};
 
 /// Every limit and timeout of the HTTP layer. The defaults are the documented ones.
@@ -30,8 +31,13 @@ use super::response::{self, Body, ChunkedWriter, ConnSlot, Delimit, Response, Up
 pub struct Config {
     /// Threads that run handlers.
     pub workers: usize,
-    /// Open connections at most; one more is answered `503` and closed.
+    /// Open connections at most. At the cap an idle keep-alive connection, or else one still
+    /// sending its head, is closed to make room; only when there is none is a new one
+    /// answered `503` and closed.
     pub max_connections: usize,
+    /// Connections one peer address may hold; `None`: [`Config::client_share`]. Trusted
+    /// proxies are held to the cap alone (they carry many clients).
+    pub max_per_client: Option<usize>,
     /// From the moment a connection is ready for a request (accepted, or its previous answer sent)
     /// to the end of the next request head. Covers idle keep-alive and trickling clients alike.
     pub head_timeout: Duration,
@@ -53,6 +59,7 @@ impl Default for Config {
         Config {
             workers: 16,
             max_connections: 1024,
+            max_per_client: None,
             head_timeout: Duration::from_secs(10),
             io_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
@@ -66,6 +73,19 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             shutdown_grace: Duration::from_secs(10),
         }
+    }
+}
+
+impl Config {
+    /// The default share of one address: an eighth of the cap, and at least 64 (a browser opens
+    /// 6 connections a host; an office behind one NAT address has many browsers).
+    pub fn client_share(max_connections: usize) -> usize {
+        (max_connections / 8).max(64)
+    }
+
+    fn per_client(&self) -> usize {
+        self.max_per_client
+            .unwrap_or_else(|| Config::client_share(self.max_connections))
     }
 }
 
@@ -109,6 +129,8 @@ struct Conn {
     ready_at: Instant,
     /// The request whose head is complete and whose body is still arriving.
     pending: Option<Pending>,
+    /// It has been answered at least once: with nothing buffered it is an idle keep-alive.
+    served: bool,
 }
 
 struct Pending {
@@ -137,6 +159,9 @@ enum Back {
 struct Shared {
     stopping: AtomicBool,
     waker: Waker,
+    /// Mirrors of the reactor's own counts, for [`ServerHandle::counts`].
+    open: AtomicUsize,
+    handed_back: AtomicU64,
 }
 
 /// Stops the server from any thread (a signal handler thread, a test).
@@ -161,6 +186,16 @@ pub struct ServerHandle {
 impl ServerHandle {
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Connections open now, and how many times a connection has come back from a worker to
+    /// wait for its next request, as the reactor last saw them. Tests wait on these where the
+    /// reactor's order of events is the subject (which connection is idle, which has closed).
+    pub fn counts(&self) -> (usize, u64) {
+        (
+            self.shared.open.load(Ordering::SeqCst),
+            self.shared.handed_back.load(Ordering::SeqCst),
+        )
     }
 
     pub fn stopper(&self) -> Stopper {
@@ -221,6 +256,8 @@ pub fn serve(
     let shared = Arc::new(Shared {
         stopping: AtomicBool::new(false),
         waker: Waker::new(poll.registry(), WAKER)?,
+        open: AtomicUsize::new(0),
+        handed_back: AtomicU64::new(0),
     });
     let config = Arc::new(config);
     let (job_tx, job_rx) = crossbeam_channel::unbounded::<Conn>();
@@ -258,6 +295,8 @@ pub fn serve(
         jobs: job_tx,
         back: back_rx,
         slots: Vec::new(),
+        peers: Vec::new(),
+        per_ip: HashMap::new(),
         free: Vec::new(),
         open: 0,
         scratch: vec![0; 16 * 1024],
@@ -284,6 +323,10 @@ struct Reactor {
     jobs: Sender<Conn>,
     back: Receiver<Back>,
     slots: Vec<Option<Slot>>,
+    /// The peer address of each occupied slot (busy and upgraded ones included).
+    peers: Vec<IpAddr>,
+    /// Open connections per peer address.
+    per_ip: HashMap<IpAddr, usize>,
     free: Vec<usize>,
     open: usize,
     scratch: Vec<u8>,
@@ -357,11 +400,19 @@ impl Reactor {
                 },
             };
             let stream = TcpStream::from(stream);
-            if self.open >= self.config.max_connections {
-                let mut out = Vec::new();
-                error_bytes(&mut out, 503, "over_capacity", "too many open connections");
-                let _ = (&stream).write(&out);
-                let _ = stream.shutdown(Shutdown::Both);
+            let ip = peer.ip();
+            let held = self.per_ip.get(&ip).copied().unwrap_or(0);
+            if held >= self.config.per_client() && !self.config.trusted_proxies.contains(&ip) {
+                refuse(
+                    &stream,
+                    "too_many_connections",
+                    "too many open connections from your address",
+                );
+                log::debug!("{peer} refused: {held} connections open from that address");
+                continue;
+            }
+            if self.open >= self.config.max_connections && !self.make_room() {
+                refuse(&stream, "over_capacity", "too many open connections");
                 log::warn!("{peer} refused: {} connections open", self.open);
                 continue;
             }
@@ -370,6 +421,7 @@ impl Reactor {
                 Some(t) => t,
                 None => {
                     self.slots.push(None);
+                    self.peers.push(ip);
                     self.slots.len() - 1
                 }
             };
@@ -384,6 +436,9 @@ impl Reactor {
                 continue;
             }
             self.open += 1;
+            self.shared.open.store(self.open, Ordering::SeqCst);
+            self.peers[token] = ip;
+            *self.per_ip.entry(ip).or_insert(0) += 1;
             let conn = Conn {
                 token,
                 stream,
@@ -391,6 +446,7 @@ impl Reactor {
                 buf: Vec::new(),
                 ready_at: Instant::now(),
                 pending: None,
+                served: false,
             };
             self.slots[token] = Some(Slot::Waiting(conn));
             // Data may have arrived before registration; edge-triggered readiness would not say.
@@ -404,10 +460,12 @@ impl Reactor {
                 Back::Idle(mut conn) => {
                     let token = conn.token;
                     conn.ready_at = Instant::now();
+                    conn.served = true;
                     if conn.buf.is_empty() {
                         conn.buf = Vec::new();
                     }
                     self.slots[token] = Some(Slot::Waiting(conn));
+                    self.shared.handed_back.fetch_add(1, Ordering::SeqCst);
                     // Bytes that arrived while a worker held the connection raised their edge
                     // then; reading now serves them, pipelined requests included.
                     self.service(token);
@@ -507,7 +565,71 @@ impl Reactor {
         }
         self.free.push(token);
         self.open -= 1;
+        self.shared.open.store(self.open, Ordering::SeqCst);
+        let ip = self.peers[token];
+        if let Some(n) = self.per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
     }
+
+    /// At the cap: closes connections that cost their owner little to lose, so a new client
+    /// gets in. First those we are closing anyway (draining after an answer), then idle
+    /// keep-alive ones (idle longest first), then ones whose request head is unfinished, from
+    /// the address holding the most first, oldest first. Never a request in progress (a body
+    /// arriving, a handler running) nor an upgraded connection. A scan costs one pass over
+    /// the slots, so it takes a batch (1/256 of the cap) at a time. False if none was found.
+    fn make_room(&mut self) -> bool {
+        let now = Instant::now();
+        // (class, -share of its address, age), smallest first.
+        let mut candidates: Vec<((u8, isize, Duration), usize)> = Vec::new();
+        for (token, slot) in self.slots.iter().enumerate() {
+            let rank = match slot {
+                Some(Slot::Draining(..)) => (0, 0, Duration::ZERO),
+                Some(Slot::Waiting(conn)) if conn.pending.is_none() => {
+                    let idle = now.saturating_duration_since(conn.ready_at);
+                    if conn.served && conn.buf.is_empty() {
+                        (1, 0, Duration::MAX - idle)
+                    } else {
+                        let held = self.per_ip.get(&self.peers[token]).copied().unwrap_or(0);
+                        (2, -(held as isize), Duration::MAX - idle)
+                    }
+                }
+                _ => continue,
+            };
+            candidates.push((rank, token));
+        }
+        if candidates.is_empty() {
+            return false;
+        }
+        let batch = (self.config.max_connections / 256).clamp(1, candidates.len());
+        if batch < candidates.len() {
+            candidates.select_nth_unstable(batch - 1);
+        }
+        for &(_, token) in &candidates[..batch] {
+            if let Some(Slot::Waiting(conn)) = &self.slots[token] {
+                if !conn.buf.is_empty() {
+                    // A client in the middle of a head is told why it goes.
+                    let mut out = Vec::new();
+                    error_bytes(&mut out, 503, "over_capacity", "closed to make room");
+                    let _ = (&conn.stream).write(&out);
+                }
+            }
+            self.close(token);
+        }
+        log::debug!("closed {batch} connections to make room");
+        true
+    }
+}
+
+/// Answers a connection we will not serve, and closes it.
+fn refuse(stream: &TcpStream, code: &str, message: &str) {
+    let mut out = Vec::new();
+    error_bytes(&mut out, 503, code, message);
+    let _ = (&*stream).write(&out);
+    let _ = stream.shutdown(Shutdown::Both);
 }
 
 /// Reads what the socket has and advances the request: head first, then its body.
@@ -714,7 +836,12 @@ impl Worker {
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
-                log::error!("handler panicked on {} {}: {what}", req.method, req.path);
+                log::error!(
+                    "handler panicked on {} {}: {}",
+                    req.method,
+                    log_safe(&req.path),
+                    log_safe(&what)
+                );
                 internal_error()
             }
         };
@@ -811,8 +938,8 @@ impl Worker {
                 target: ACCESS_LOG,
                 "{} {} {} {} {} {:.2}ms{}{}{}",
                 req.client_ip,
-                req.method,
-                req.target,
+                log_safe(&req.method),
+                log_safe(&req.target),
                 status,
                 sent,
                 started.elapsed().as_secs_f64() * 1000.0,

@@ -38,7 +38,7 @@ use crate::http::ConnSlot;
 
 use super::protocol::{self, codes, ChannelKind, Inbound};
 use super::signature::verify_channel_auth;
-use super::{HubConfig, Publish, Subscription};
+use super::{HubConfig, Publish, Subscription, Ticket};
 
 const WAKER: Token = Token(usize::MAX);
 /// tungstenite's read buffer per socket. Client messages are small; bigger ones grow it
@@ -61,6 +61,7 @@ pub(super) enum Command {
         stream: std::net::TcpStream,
         leftover: Vec<u8>,
         slot: ConnSlot,
+        ticket: Ticket,
         refusal: Option<Refusal>,
     },
     Publish(Publish),
@@ -106,6 +107,10 @@ struct Conn {
     ws: WebSocket<TcpStream>,
     /// Holds the connection's place under the HTTP server's connection cap.
     _slot: ConnSlot,
+    /// Holds its place under the hub's own caps.
+    _ticket: Ticket,
+    /// Since when it has held no subscription (from its connection on).
+    lonely_since: Option<Instant>,
     subs: HashMap<String, Sub>,
     /// Authorizations recorded for channels not subscribed yet: (channel, owner).
     grants: VecDeque<(String, String)>,
@@ -260,7 +265,8 @@ impl Engine {
     /// shortest timeout at most.
     fn tick(&self) -> Duration {
         let c = &self.config;
-        (c.activity_timeout.min(c.pong_timeout).min(c.close_linger) / 4)
+        let shortest = c.activity_timeout.min(c.pong_timeout).min(c.close_linger);
+        (shortest.min(c.subscribe_timeout) / 4)
             .clamp(Duration::from_millis(10), Duration::from_secs(1))
     }
 
@@ -333,8 +339,9 @@ impl Engine {
                     stream,
                     leftover,
                     slot,
+                    ticket,
                     refusal,
-                } => self.connect(stream, leftover, slot, refusal),
+                } => self.connect(stream, leftover, slot, ticket, refusal),
                 Command::Publish(p) => self.publish(&p),
                 Command::Authorized {
                     socket_id,
@@ -361,6 +368,7 @@ impl Engine {
         stream: std::net::TcpStream,
         leftover: Vec<u8>,
         slot: ConnSlot,
+        ticket: Ticket,
         refusal: Option<Refusal>,
     ) {
         let mut stream = TcpStream::from_std(stream);
@@ -386,6 +394,8 @@ impl Engine {
             socket_id: socket_id.clone(),
             ws,
             _slot: slot,
+            _ticket: ticket,
+            lonely_since: Some(now),
             subs: HashMap::new(),
             grants: VecDeque::new(),
             queue: VecDeque::new(),
@@ -700,13 +710,22 @@ impl Engine {
         let activity = self.config.activity_timeout;
         let pong = self.config.pong_timeout;
         let cap = self.config.outbound_queue_cap;
+        let lonely = self.config.subscribe_timeout;
         let mut silent = Vec::new();
+        let mut inactive = Vec::new();
         for (t, slot) in self.conns.iter_mut().enumerate() {
             let Some(conn) = slot else { continue };
             if let Some(deadline) = conn.closing {
                 if now >= deadline {
                     self.troubles.push((t, Trouble::Dead));
                 }
+                continue;
+            }
+            if conn
+                .lonely_since
+                .is_some_and(|at| now.duration_since(at) >= lonely)
+            {
+                inactive.push(t);
                 continue;
             }
             match conn.ping_sent {
@@ -725,6 +744,13 @@ impl Engine {
         }
         for t in silent {
             self.close(t, codes::PONG_NOT_RECEIVED, "Pong reply not received");
+        }
+        for t in inactive {
+            self.close(
+                t,
+                codes::INACTIVE,
+                "Closed after inactivity: no channel subscribed",
+            );
         }
     }
 
@@ -780,6 +806,11 @@ impl Engine {
             return;
         };
         let kind = ChannelKind::of(&channel);
+        if kind == ChannelKind::Public && (self.config.reserved_public)(&channel) {
+            let message = "Reserved channel name: subscribe with its private- or presence- prefix";
+            self.send_to(t, protocol::subscription_error(&channel, message, 403));
+            return;
+        }
         let mut presence_user = None;
         if kind.needs_auth() {
             let data = if kind == ChannelKind::Presence {
@@ -834,6 +865,7 @@ impl Engine {
                 return;
             }
             let owner = grant.or_else(|| presence_user.as_ref().map(|u| u.id.clone()));
+            conn.lonely_since = None;
             conn.subs.insert(
                 channel.clone(),
                 Sub {
@@ -881,6 +913,9 @@ impl Engine {
         let Some(sub) = conn.subs.remove(channel) else {
             return false;
         };
+        if conn.subs.is_empty() {
+            conn.lonely_since = Some(Instant::now());
+        }
         let Some(ch) = self.channels.get_mut(channel) else {
             return true;
         };

@@ -44,11 +44,22 @@ pub(super) fn upgrade_response(hub: &Hub, req: &Request) -> Response {
             .iter()
             .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin));
         if !ok {
-            log::warn!("realtime: refused a WebSocket from origin {origin:?}");
+            log::warn!(
+                "realtime: refused a WebSocket from origin {}",
+                crate::http::log_safe(origin)
+            );
             return Response::error(403, "forbidden", "this origin may not connect");
         }
     }
 
+    let Some(ticket) = hub.admit(req.client_ip) else {
+        log::warn!(
+            "realtime: refused a WebSocket from {}: at the limit",
+            req.client_ip
+        );
+        return Response::error(503, "over_capacity", "too many WebSockets open")
+            .with_header("Retry-After", "5");
+    };
     let key = req.path.rsplit_once("/app/").map_or("", |(_, k)| k);
     let refusal = if key != config.key {
         Some(Refusal {
@@ -90,6 +101,7 @@ pub(super) fn upgrade_response(hub: &Hub, req: &Request) -> Response {
                 stream,
                 leftover,
                 slot,
+                ticket,
                 refusal,
             }) {
                 log::warn!("realtime: dropped an upgraded socket: {e}");

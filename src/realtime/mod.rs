@@ -20,11 +20,13 @@ pub mod signature;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
+use std::net::IpAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -53,6 +55,16 @@ pub struct HubConfig {
     pub activity_timeout: Duration,
     /// How long a pinged client has to answer before we close with 4201. Pusher: 30 s.
     pub pong_timeout: Duration,
+    /// A socket holding no subscription this long (from its connection, or from when its last
+    /// subscription ended) is closed with 4202.
+    pub subscribe_timeout: Duration,
+    /// WebSockets open at most; the handshake of one more is answered `503`.
+    pub max_connections: usize,
+    /// WebSockets one client address (the forwarded one behind a trusted proxy) may hold.
+    pub max_per_client: usize,
+    /// Public channel names that may not be subscribed to (names that look like the
+    /// application's private ones without their prefix): refused with status 403.
+    pub reserved_public: fn(&str) -> bool,
     /// The largest message a client may send, in bytes. Pusher: 10 KB.
     pub max_message: usize,
     /// Client events a socket may send per second; the rest are dropped.
@@ -84,6 +96,10 @@ impl HubConfig {
             secret: secret.into(),
             activity_timeout: Duration::from_secs(120),
             pong_timeout: Duration::from_secs(30),
+            subscribe_timeout: Duration::from_secs(30),
+            max_connections: usize::MAX,
+            max_per_client: usize::MAX,
+            reserved_public: |_| false,
             max_message: 10 * 1024,
             client_events_per_sec: 10,
             outbound_queue_cap: 1024 * 1024,
@@ -102,6 +118,9 @@ impl fmt::Debug for HubConfig {
             .field("secret", &"<redacted>")
             .field("activity_timeout", &self.activity_timeout)
             .field("pong_timeout", &self.pong_timeout)
+            .field("subscribe_timeout", &self.subscribe_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("max_per_client", &self.max_per_client)
             .field("max_message", &self.max_message)
             .field("client_events_per_sec", &self.client_events_per_sec)
             .field("outbound_queue_cap", &self.outbound_queue_cap)
@@ -153,6 +172,32 @@ impl fmt::Display for HubError {
 
 impl std::error::Error for HubError {}
 
+/// WebSockets admitted and not yet dropped: in all, and per client address.
+#[derive(Default)]
+struct Admitted {
+    total: usize,
+    per_client: HashMap<IpAddr, usize>,
+}
+
+/// One admitted WebSocket's place (see [`Hub::admit`]); given back when dropped.
+pub(crate) struct Ticket {
+    admitted: Arc<Mutex<Admitted>>,
+    client: IpAddr,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut admitted = self.admitted.lock().unwrap_or_else(PoisonError::into_inner);
+        admitted.total -= 1;
+        if let Some(n) = admitted.per_client.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                admitted.per_client.remove(&self.client);
+            }
+        }
+    }
+}
+
 /// Commands the loop has not taken yet, at most. A full queue makes callers wait up to
 /// [`SEND_WAIT`], then fail with [`HubError::Busy`], rather than grow without bound.
 const COMMAND_QUEUE: usize = 64 * 1024;
@@ -169,6 +214,7 @@ pub struct Hub {
 
 struct Inner {
     config: Arc<HubConfig>,
+    admitted: Arc<Mutex<Admitted>>,
     tx: Sender<Command>,
     waker: Waker,
     connections: Arc<AtomicUsize>,
@@ -209,6 +255,7 @@ impl Hub {
         Ok(Hub {
             inner: Arc::new(Inner {
                 config,
+                admitted: Arc::default(),
                 tx,
                 waker,
                 connections,
@@ -301,6 +348,27 @@ impl Hub {
     /// Open WebSocket connections (including ones being closed).
     pub fn connection_count(&self) -> usize {
         self.inner.connections.load(Ordering::Relaxed)
+    }
+
+    /// A place for one more WebSocket from `client`, or `None` when the hub or that client is
+    /// at its limit. The place is held until the ticket is dropped (with the socket).
+    pub(crate) fn admit(&self, client: IpAddr) -> Option<Ticket> {
+        let c = &self.inner.config;
+        let mut admitted = self
+            .inner
+            .admitted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let held = admitted.per_client.get(&client).copied().unwrap_or(0);
+        if admitted.total >= c.max_connections || held >= c.max_per_client {
+            return None;
+        }
+        admitted.total += 1;
+        *admitted.per_client.entry(client).or_insert(0) += 1;
+        Some(Ticket {
+            admitted: self.inner.admitted.clone(),
+            client,
+        })
     }
 
     fn send(&self, command: Command) -> Result<(), HubError> {

@@ -28,6 +28,9 @@ pub mod codes {
     pub const GOING_AWAY: u16 = 4200;
     /// Close: we pinged and no pong came back in time (documented).
     pub const PONG_NOT_RECEIVED: u16 = 4201;
+    /// Close: the socket held no subscription for the subscribe timeout (Pusher's "closed
+    /// after inactivity"). An idle socket holds a place under the connection cap for nothing.
+    pub const INACTIVE: u16 = 4202;
     /// Error, connection stays open: a message we cannot read (not JSON, no event, a binary
     /// frame, an unsupported `pusher:` event, an invalid channel name). Ours, in the "other" range.
     pub const INVALID_MESSAGE: u16 = 4300;

@@ -648,10 +648,12 @@ fn the_connection_cap_answers_503_and_frees_up() {
         ..small_config()
     });
     let mut held: Vec<Client> = (0..5).map(|_| server.connect()).collect();
-    // Make sure all five are registered before the sixth arrives.
+    // Make sure all five are registered before the sixth arrives, and each is in the middle of
+    // a request body: not a connection the server may close to make room.
     for c in held.iter_mut() {
         c.send(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(c.reply().status, 200);
+        c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc");
     }
     let mut sixth = server.connect();
     let reply = sixth.reply();
@@ -675,6 +677,8 @@ fn slowloris_clients_are_closed_while_others_are_served() {
     let (server, _) = start_with(http::Config {
         workers: 2,
         head_timeout,
+        // All of them come from one address: this test is about the deadline, not the share.
+        max_per_client: Some(1000),
         ..http::Config::default()
     });
     // 300 clients that trickle a head one byte at a time and never finish it.

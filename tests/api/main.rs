@@ -3,6 +3,7 @@
 
 mod beside;
 mod cli;
+mod fairness;
 mod http;
 mod identity;
 mod invitations;

@@ -95,6 +95,14 @@ impl Client {
         }
     }
 
+    /// A client over a socket connected some other way (from another source address, say).
+    pub fn from_stream(stream: TcpStream) -> Client {
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     pub fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("send");
     }
