@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
 
-use crate::identity::{expect, expect_error, text};
+use crate::sessions::{expect, expect_error, text};
 use crate::support::{spawn_app, spawn_app_with, Reply, TestApp};
 
 /// `POST /t/{slug}/api/members {email, role}` as `bearer`: the invitation it answers.
