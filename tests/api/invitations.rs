@@ -7,8 +7,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
 
-use crate::sessions::{expect, expect_error, text};
-use crate::support::{spawn_app, spawn_app_with, Reply, TestApp};
+use crate::support::{expect, expect_error, spawn_app, spawn_app_with, text, Reply, TestApp};
 
 /// `POST /t/{slug}/api/members {email, role}` as `bearer`: the invitation it answers.
 pub fn invite(app: &TestApp, bearer: &str, slug: &str, email: &str, role: &str) -> Value {
@@ -431,14 +430,7 @@ fn an_existing_account_accepts_with_its_own_password_or_session_only() {
         "neither password nor session",
     );
     // A personal token acts within one tenant; joining another is not among its powers.
-    let personal = app.as_bearer(
-        &bob,
-        "POST",
-        "/api/tokens",
-        &[],
-        Some(json!({"name": "ci", "tenant": "globex"})),
-    );
-    let personal = text(&personal.json()["token"]);
+    let (_, personal) = app.personal_token(&bob, "ci", "globex");
     expect_error(
         &accept(&app, &by_password, None, Some(&personal)),
         403,

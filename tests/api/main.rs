@@ -1,12 +1,19 @@
 //! The one integration test binary: every test starts the real server on port 0 with a fresh
 //! data directory and talks to it over loopback.
 
+mod account;
+mod admin;
+mod audit;
+mod bad_input;
 mod beside;
 mod cli;
 mod fairness;
 mod http;
+mod identity_cli;
 mod invitations;
+mod isolation;
 mod realtime;
+mod roles;
 mod sessions;
 mod support;
 mod tenancy;

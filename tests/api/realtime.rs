@@ -245,15 +245,7 @@ fn broadcasting_auth_applies_every_channel_rule() {
     assert_eq!(suspended.status, 200, "suspend: {}", suspended.text());
 
     // A personal token of the owner bound to globex.
-    let minted = app.as_bearer(
-        &owner,
-        "POST",
-        "/api/tokens",
-        &[],
-        Some(json!({"name": "globex only", "tenant": "globex"})),
-    );
-    assert_eq!(minted.status, 201, "personal token: {}", minted.text());
-    let bound = minted.json()["token"].as_str().unwrap().to_string();
+    let (_, bound) = app.personal_token(&owner, "globex only", "globex");
     let unknown = uuid::Uuid::new_v4().to_string();
 
     let mut cases = vec![
@@ -1078,15 +1070,7 @@ fn a_member_of_one_company_gets_no_channel_of_another_however_it_is_named() {
     let b_chat = create_chat(&app, &bart, "b", "b's secrets", &[]);
     let a_chat = create_chat(&app, &alice, "a", "a's chat", &[]);
     assert_eq!(a_chat, b_chat, "the same id in both files");
-    let minted = app.as_bearer(
-        &alice,
-        "POST",
-        "/api/tokens",
-        &[],
-        Some(json!({"name": "a only", "tenant": "a"})),
-    );
-    assert_eq!(minted.status, 201, "{}", minted.text());
-    let personal = minted.json()["token"].as_str().unwrap().to_string();
+    let (_, personal) = app.personal_token(&alice, "a only", "a");
 
     let vias = [
         Via::Plain,

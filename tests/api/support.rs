@@ -8,6 +8,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use tenantd::http::{self, Handler, ServerHandle};
 
 pub struct TestServer {
@@ -169,22 +170,8 @@ impl Client {
         let head = self
             .take_head()
             .expect("the server closed the connection without answering");
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap_or_default();
-        let status: u16 = status_line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
-            .collect();
-        let mut reply = Reply {
-            status,
-            headers,
-            body: Vec::new(),
-        };
+        let mut reply = parse_head(&head);
+        let status = reply.status;
         if method == "HEAD" || status < 200 || status == 204 || status == 304 {
             return reply;
         }
@@ -221,21 +208,7 @@ impl Client {
 
     /// Reads only a response head (for streamed and upgraded answers).
     pub fn head(&mut self) -> Reply {
-        let head = self.take_head().expect("no response head");
-        let mut lines = head.split("\r\n");
-        let status = lines
-            .next()
-            .and_then(|l| l.split(' ').nth(1))
-            .and_then(|s| s.parse().ok())
-            .expect("status");
-        Reply {
-            status,
-            headers: lines
-                .filter_map(|l| l.split_once(':'))
-                .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
-                .collect(),
-            body: Vec::new(),
-        }
+        parse_head(&self.take_head().expect("no response head"))
     }
 
     /// Bytes already received past the last response, or else whatever arrives next. Panics if
@@ -281,6 +254,25 @@ impl Client {
 
     pub fn is_closed(&mut self) -> bool {
         self.is_closed_within(Duration::from_secs(5))
+    }
+}
+
+/// A response head (status line and headers, without the blank line) as a body-less reply.
+fn parse_head(head: &str) -> Reply {
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    Reply {
+        status,
+        headers: lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+            .collect(),
+        body: Vec::new(),
     }
 }
 
@@ -381,27 +373,8 @@ impl TestApp {
         headers: &[(&str, &str)],
         body: Option<&str>,
     ) -> Reply {
-        let mut raw = format!("{method} {path} HTTP/1.1\r\n");
-        if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
-            raw.push_str("Host: localhost\r\n");
-        }
-        for (name, value) in headers {
-            raw.push_str(&format!("{name}: {value}\r\n"));
-        }
-        if let Some(body) = body {
-            if !headers
-                .iter()
-                .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
-            {
-                raw.push_str("Content-Type: application/json\r\n");
-            }
-            raw.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        raw.push_str("Connection: close\r\n\r\n");
-        if let Some(body) = body {
-            raw.push_str(body);
-        }
-        self.server.request(&raw)
+        self.server
+            .request(&raw_request(method, path, headers, body))
     }
 
     /// A GET as the owner (see `owner_token`), unless `headers` carry their own Authorization.
@@ -539,7 +512,12 @@ pub struct ServeProcess {
     pub lines: Vec<String>,
 }
 
-/// Starts the binary and reads its first `lines` lines of output (at least the URL line).
+/// How long `spawn_serve` waits for each line before it kills the process and fails.
+pub const SERVE_WAIT: Duration = Duration::from_secs(30);
+
+/// Starts the binary and reads its first `lines` lines of output (at least the URL line). A
+/// process that prints nothing for [`SERVE_WAIT`] is killed and fails the test rather than
+/// hanging it: the lines are read on a thread that hands them over a channel.
 pub fn spawn_serve(data: &std::path::Path, extra: &[&str], lines: usize) -> ServeProcess {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tenantd"))
@@ -552,11 +530,30 @@ pub fn spawn_serve(data: &std::path::Path, extra: &[&str], lines: usize) -> Serv
         .spawn()
         .expect("start tenantd serve");
     let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let wanted = lines.max(1);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for _ in 0..wanted {
+            let mut line = String::new();
+            out.read_line(&mut line).expect("read server output");
+            if tx.send(line.trim_end().to_string()).is_err() {
+                return;
+            }
+        }
+    });
     let mut read = Vec::new();
-    for _ in 0..lines.max(1) {
-        let mut line = String::new();
-        out.read_line(&mut line).expect("read server output");
-        read.push(line.trim_end().to_string());
+    for _ in 0..wanted {
+        match rx.recv_timeout(SERVE_WAIT) {
+            Ok(line) => read.push(line),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "tenantd serve: no line {} within {SERVE_WAIT:?} ({e}); read {read:?}",
+                    read.len() + 1
+                );
+            }
+        }
     }
     let addr = read[0]
         .strip_prefix("tenantd listening on http://")
@@ -590,8 +587,8 @@ impl TestApp {
         (id, self.token(email, "member-password-1"))
     }
 
-    /// A custom role on a tenant, made by the owner through `POST /api/roles`.
-    pub fn create_role(&self, slug: &str, name: &str, permissions: &[&str]) {
+    /// A custom role on a tenant, made by the owner through `POST /api/roles`: its id.
+    pub fn create_role(&self, slug: &str, name: &str, permissions: &[&str]) -> i64 {
         let reply = self.on(
             &self.owner_token.clone(),
             slug,
@@ -600,6 +597,21 @@ impl TestApp {
             Some(serde_json::json!({"name": name, "permissions": permissions})),
         );
         assert_eq!(reply.status, 201, "create role {name}: {}", reply.text());
+        int(&reply.json()["id"])
+    }
+
+    /// A personal token of the bearer's user for a tenant (slug or id): (id, token).
+    pub fn personal_token(&self, bearer: &str, name: &str, tenant: &str) -> (i64, String) {
+        let reply = self.as_bearer(
+            bearer,
+            "POST",
+            "/api/tokens",
+            &[],
+            Some(serde_json::json!({"name": name, "tenant": tenant})),
+        );
+        expect(&reply, 201, "create a personal token");
+        let body = reply.json();
+        (int(&body["id"]), text(&body["token"]))
     }
 
     /// A call with a bearer token on a tenant named by the `/t/{slug}` path prefix.
@@ -624,6 +636,19 @@ pub fn request_to(
     body: Option<&serde_json::Value>,
 ) -> Reply {
     let body = body.map(|b| b.to_string());
+    let mut client = Client::connect(addr);
+    client.send(raw_request(method, path, headers, body.as_deref()).as_bytes());
+    client.reply()
+}
+
+/// A whole request that closes its connection: Host is `localhost` unless `headers` name one,
+/// and a body is JSON unless they give its Content-Type.
+pub fn raw_request(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> String {
     let mut raw = format!("{method} {path} HTTP/1.1\r\n");
     if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
         raw.push_str("Host: localhost\r\n");
@@ -631,19 +656,20 @@ pub fn request_to(
     for (name, value) in headers {
         raw.push_str(&format!("{name}: {value}\r\n"));
     }
-    if let Some(body) = &body {
-        raw.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
+    if let Some(body) = body {
+        if !headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+        {
+            raw.push_str("Content-Type: application/json\r\n");
+        }
+        raw.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     raw.push_str("Connection: close\r\n\r\n");
-    if let Some(body) = &body {
+    if let Some(body) = body {
         raw.push_str(body);
     }
-    let mut client = Client::connect(addr);
-    client.send(raw.as_bytes());
-    client.reply()
+    raw
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -826,4 +852,76 @@ impl TestApp {
         assert_eq!(reply.status, 200, "auth {channel}: {}", reply.text());
         ws.subscribe_with(channel, &reply.json())
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Assertions and small readers shared by the identity tests.
+// ---------------------------------------------------------------------------------------------
+
+pub fn id(record: &Value) -> String {
+    record["id"].as_str().expect("record id").to_string()
+}
+
+pub fn int(value: &Value) -> i64 {
+    value
+        .as_i64()
+        .unwrap_or_else(|| panic!("not an integer: {value}"))
+}
+
+pub fn text(value: &Value) -> String {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a string: {value}"))
+        .to_string()
+}
+
+/// Asserts the status, showing the body when it differs.
+#[track_caller]
+pub fn expect(reply: &Reply, status: u16, what: &str) {
+    assert_eq!(reply.status, status, "{what}: {}", reply.text());
+}
+
+/// Asserts the status and the error code.
+#[track_caller]
+pub fn expect_error(reply: &Reply, status: u16, code: &str, what: &str) {
+    let got = serde_json::from_slice::<Value>(&reply.body)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(String::from));
+    assert_eq!(
+        (reply.status, got.as_deref()),
+        (status, Some(code)),
+        "{what}: {}",
+        reply.text()
+    );
+}
+
+/// Owned headers, for tables built at run time.
+pub fn borrow(headers: &[(String, String)]) -> Vec<(&str, &str)> {
+    headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect()
+}
+
+/// One way of naming a tenant: its name, a path prefix, and headers.
+pub type Aim = (&'static str, String, Vec<(String, String)>);
+
+/// Every way of naming a tenant.
+pub fn aims(slug: &str, id: &str, domain: &str) -> Vec<Aim> {
+    let header = |n: &str, v: &str| vec![(n.to_string(), v.to_string())];
+    vec![
+        ("path prefix", format!("/t/{slug}"), vec![]),
+        ("X-Tenant-ID", String::new(), header("X-Tenant-ID", id)),
+        (
+            "X-Tenant-Slug",
+            String::new(),
+            header("X-Tenant-Slug", slug),
+        ),
+        ("custom domain", String::new(), header("Host", domain)),
+        (
+            "subdomain",
+            String::new(),
+            header("Host", &format!("{slug}.localhost")),
+        ),
+    ]
 }

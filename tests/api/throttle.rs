@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::{
-    request_to, spawn_app_full, spawn_serve, Reply, TestApp, ADMIN_EMAIL, ADMIN_PASSWORD,
+    expect, request_to, spawn_app_full, spawn_serve, Reply, TestApp, ADMIN_EMAIL, ADMIN_PASSWORD,
     OWNER_EMAIL, OWNER_PASSWORD,
 };
 
@@ -41,10 +41,6 @@ fn login(
     }
     let body = json!({"email": email, "password": password}).to_string();
     app.call("POST", path, &headers, Some(&body))
-}
-
-fn expect(reply: &Reply, status: u16, what: &str) {
-    assert_eq!(reply.status, status, "{what}: {}", reply.text());
 }
 
 /// The `Set-Cookie` header of the cookie `name`, if the reply sets it (and only once).

@@ -699,15 +699,7 @@ fn ids_of_one_tenant_name_nothing_in_another() {
     // A member of acme only, aiming at globex (at its real ids) with every way of naming it; and
     // the owner, admin of both, with a personal token made for acme only.
     let (_, outsider) = app.member("outsider@acme.test", "acme", "admin");
-    let made = app.as_bearer(
-        &owner,
-        "POST",
-        "/api/tokens",
-        &[],
-        Some(json!({"name": "acme only", "tenant": "acme"})),
-    );
-    assert_eq!(made.status, 201, "{}", made.text());
-    let acme_token = made.json()["token"].as_str().unwrap().to_string();
+    let (_, acme_token) = app.personal_token(&owner, "acme only", "acme");
     let globex_id = globex["id"].as_str().unwrap().to_string();
     let (g_chat, g_message, g_order) = last["globex"];
     #[rustfmt::skip]
