@@ -25,8 +25,8 @@ use crate::auth::principal::{self, Principal, Via};
 use crate::auth::throttle::{Throttle, ThrottleConfig};
 use crate::auth::{password, token};
 use crate::catalog::{
-    unix_now, ActorType, AuditEntry, Catalog, CatalogError, Fresh, IdentityError, Membership,
-    Session, SystemAdmin, TenantRecord, User,
+    ActorType, AuditEntry, Catalog, CatalogError, Fresh, IdentityError, Membership, Session,
+    SystemAdmin, TenantRecord, User,
 };
 use crate::db::Create;
 use crate::error::Error;
@@ -118,6 +118,8 @@ pub struct SessionConfig {
     pub lifetime_secs: i64,
     /// Mark the cookie `Secure` (the server is reached over HTTPS).
     pub secure_cookie: bool,
+    /// What sessions' expiry and idle time are judged by.
+    pub clock: crate::auth::clock::Clock,
 }
 
 impl Default for SessionConfig {
@@ -126,6 +128,7 @@ impl Default for SessionConfig {
             idle_secs: 12 * 3600,
             lifetime_secs: 7 * 24 * 3600,
             secure_cookie: false,
+            clock: Default::default(),
         }
     }
 }
@@ -377,7 +380,7 @@ impl App {
             return Err(Error::Unauthorized);
         }
         let digest = token::digest(token);
-        let now = unix_now();
+        let now = self.sessions.clock.now();
         // A tenant route's handler, and whether its answer may come from the answers cache.
         let tenant_route = match route {
             Route::Tenant(f) => Some((f, false)),
@@ -499,7 +502,7 @@ impl App {
     ) -> Result<Response, Error> {
         let token = token::generate();
         let csrf = token::generate();
-        let now = unix_now();
+        let now = self.sessions.clock.now();
         let expires_at = now + self.sessions.lifetime_secs;
         new.token_hash = token::digest(&token).to_string();
         new.csrf_token = Some(csrf.clone());

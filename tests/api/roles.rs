@@ -1,8 +1,6 @@
 //! Roles and permissions through the real server: the built-in roles, handing out no more than
 //! one holds, changes counting on the very next request, roles that cannot be deleted.
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
 
 use crate::invitations::{accept, invite};
@@ -238,7 +236,7 @@ fn a_remembered_member_whose_session_timed_out_is_refused() {
     // The second is answered from the worker's memo: nothing in the catalog changes after.
     expect(&get(), 200, "first");
     expect(&get(), 200, "remembered");
-    std::thread::sleep(Duration::from_millis(3100));
+    app.app.sessions.clock.advance(3);
     expect_error(&get(), 401, "unauthorized", "idle past the timeout");
 }
 
