@@ -252,6 +252,11 @@ impl Client {
         }
     }
 
+    /// True when nothing has been received that was not read yet.
+    pub fn received_nothing(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     pub fn is_closed(&mut self) -> bool {
         self.is_closed_within(Duration::from_secs(5))
     }
