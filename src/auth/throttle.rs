@@ -28,6 +28,10 @@ pub struct ThrottleConfig {
     pub max_backoff: Duration,
     /// Known devices with a streak kept at most; past it, the least failed are forgotten first.
     pub max_devices: usize,
+    /// Tests only: the throttle's clock stands still from its creation and moves only by
+    /// [`Throttle::advance`], so a lock cannot run out while a slow machine works through a
+    /// test's attempts.
+    pub frozen_clock: bool,
 }
 
 impl Default for ThrottleConfig {
@@ -39,6 +43,7 @@ impl Default for ThrottleConfig {
             window: Duration::from_secs(15 * 60),
             max_backoff: Duration::from_secs(15 * 60),
             max_devices: 65_536,
+            frozen_clock: false,
         }
     }
 }
@@ -75,21 +80,27 @@ pub struct Throttle {
     devices: Streaks,
     /// Added to the system clock by [`Throttle::advance`], in nanoseconds.
     skipped: AtomicU64,
+    /// With `frozen_clock`, the instant the clock stands at (before what `advance` added).
+    frozen_at: Option<Instant>,
 }
 
 impl Throttle {
     pub fn new(config: ThrottleConfig) -> Throttle {
         let devices = config.max_devices.max(1);
+        let frozen_at = config.frozen_clock.then(Instant::now);
         Throttle {
             shared: Streaks::new(config.clone(), usize::MAX),
             devices: Streaks::new(config, devices),
             skipped: AtomicU64::new(0),
+            frozen_at,
         }
     }
 
-    /// The throttle's clock: the system's monotonic clock, plus what `advance` added.
+    /// The throttle's clock: the system's monotonic clock (or, with `frozen_clock`, the moment
+    /// the throttle was made), plus what `advance` added.
     pub fn now(&self) -> Instant {
-        Instant::now() + Duration::from_nanos(self.skipped.load(Ordering::Relaxed))
+        self.frozen_at.unwrap_or_else(Instant::now)
+            + Duration::from_nanos(self.skipped.load(Ordering::Relaxed))
     }
 
     /// Moves the throttle's clock forward. Only tests call it: they let locks run out

@@ -88,6 +88,7 @@ fn throttled_app(free_failures: u32, max_backoff_secs: u64) -> TestApp {
             c.throttle = ThrottleConfig {
                 free_failures,
                 max_backoff: Duration::from_secs(max_backoff_secs),
+                frozen_clock: true,
                 ..ThrottleConfig::default()
             }
         },

@@ -20,7 +20,7 @@ const ADMIN_DEVICE: &str = "tenantd_admin_device";
 /// The default throttle, with client addresses taken from `X-Forwarded-For` (a trusted proxy).
 fn app() -> TestApp {
     spawn_app_full(
-        |_| {},
+        |c| c.throttle.frozen_clock = true,
         |h| h.trusted_proxies = vec!["127.0.0.1".parse().unwrap()],
     )
 }
@@ -429,7 +429,10 @@ fn the_device_key_survives_a_restart() {
 #[test]
 fn a_catalog_fault_during_login_is_a_server_error_and_no_failed_attempt() {
     let app = spawn_app_full(
-        |c| c.throttle.free_failures = 0,
+        |c| {
+            c.throttle.free_failures = 0;
+            c.throttle.frozen_clock = true;
+        },
         |h| h.trusted_proxies = vec!["127.0.0.1".parse().unwrap()],
     );
     let central = app.central_db();
