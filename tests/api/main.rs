@@ -7,6 +7,7 @@ mod fairness;
 mod http;
 mod identity;
 mod invitations;
+mod layers;
 mod realtime;
 mod support;
 mod tenancy;
