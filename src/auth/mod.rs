@@ -5,7 +5,7 @@
 //! Callers own the policy of when to use which, and where the resulting hashes,
 //! digests and secrets are stored.
 
-pub mod device;
+pub(crate) mod device;
 pub mod hasher;
 pub mod password;
 pub mod principal;

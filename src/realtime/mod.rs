@@ -15,8 +15,8 @@
 mod credentials;
 mod engine;
 mod handshake;
-pub mod protocol;
-pub mod signature;
+pub(crate) mod protocol;
+pub(crate) mod signature;
 
 #[cfg(test)]
 mod tests;
