@@ -7,8 +7,36 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::api::AppConfig;
-use crate::cli::{Args, CliError, Env};
 use crate::http;
+
+/// A setting given wrongly: the message names the flag.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where settings come from: flags, then environment variables. The command line (`cli`)
+/// provides it, so that this module decides what each setting means and which source wins
+/// without knowing the argument syntax.
+pub trait Source {
+    /// `--name` given (and taken).
+    fn flag(&mut self, name: &str) -> bool;
+    /// Every value given for `--name`, in order (and taken).
+    fn values(&mut self, name: &str) -> Result<Vec<String>, ConfigError>;
+    /// An environment variable; empty counts as unset.
+    fn var(&self, name: &str) -> Option<String>;
+
+    /// The last value given for `--name`.
+    fn value(&mut self, name: &str) -> Result<Option<String>, ConfigError> {
+        Ok(self.values(name)?.pop())
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
@@ -39,28 +67,34 @@ impl Default for ServeConfig {
     }
 }
 
+/// Descriptors an open tenant pool holds at rest: the database file, its `-wal` and its `-shm`.
+pub(crate) const FDS_PER_OPEN_TENANT: u64 = 3;
+/// The rest: the catalog's pool, the listener, the reactor's and the hub's pollers, logs.
+pub(crate) const FDS_BESIDE: u64 = 64;
+
 pub const DEFAULT_DATA_DIR: &str = "data";
 
 /// `--data DIR`, else `TENANTD_DATA`, else `./data`: every command finds its data the same way.
-pub fn data_dir(args: &mut Args, env: &Env) -> Result<PathBuf, CliError> {
+pub fn data_dir(given: &mut impl Source) -> Result<PathBuf, ConfigError> {
     Ok(PathBuf::from(
-        args.value("--data")?
-            .or_else(|| env.get("TENANTD_DATA"))
+        given
+            .value("--data")?
+            .or_else(|| given.var("TENANTD_DATA"))
             .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
     ))
 }
 
 impl ServeConfig {
-    pub fn from_args(args: &mut Args, env: &Env) -> Result<ServeConfig, CliError> {
+    pub fn from_args(given: &mut impl Source) -> Result<ServeConfig, ConfigError> {
         let mut c = ServeConfig::default();
-        c.app.data_dir = data_dir(args, env)?;
-        c.demo = args.flag("--demo");
-        c.app.sessions.secure_cookie = args.flag("--secure-cookies")
-            || env
-                .get("TENANTD_SECURE_COOKIES")
+        c.app.data_dir = data_dir(given)?;
+        c.demo = given.flag("--demo");
+        c.app.sessions.secure_cookie = given.flag("--secure-cookies")
+            || given
+                .var("TENANTD_SECURE_COOKIES")
                 .is_some_and(|v| v == "1" || v == "true");
-        let mut pick = |flag: &str, var: &str| -> Result<Option<String>, CliError> {
-            Ok(args.value(flag)?.or_else(|| env.get(var)))
+        let mut pick = |flag: &str, var: &str| -> Result<Option<String>, ConfigError> {
+            Ok(given.value(flag)?.or_else(|| given.var(var)))
         };
         if let Some(v) = pick("--bind", "TENANTD_BIND")? {
             c.bind = bind_address(&v)?;
@@ -111,9 +145,9 @@ impl ServeConfig {
         if let Some(v) = pick("--shutdown-grace", "TENANTD_SHUTDOWN_GRACE")? {
             c.http.shutdown_grace = seconds("--shutdown-grace", &v)?;
         }
-        let mut hosts = args.values("--central-host")?;
+        let mut hosts = given.values("--central-host")?;
         if hosts.is_empty() {
-            if let Some(v) = env.get("TENANTD_CENTRAL_HOSTS") {
+            if let Some(v) = given.var("TENANTD_CENTRAL_HOSTS") {
                 hosts = v.split(',').map(String::from).collect();
             }
         }
@@ -122,22 +156,22 @@ impl ServeConfig {
             .map(|h| h.trim().to_ascii_lowercase())
             .filter(|h| !h.is_empty())
             .collect();
-        let mut origins = args.values("--allowed-origin")?;
+        let mut origins = given.values("--allowed-origin")?;
         if origins.is_empty() {
-            if let Some(v) = env.get("TENANTD_ALLOWED_ORIGINS") {
+            if let Some(v) = given.var("TENANTD_ALLOWED_ORIGINS") {
                 origins = v.split(',').map(|o| o.trim().to_string()).collect();
             }
         }
         c.app.realtime.allowed_origins = origins.into_iter().filter(|o| !o.is_empty()).collect();
-        let mut proxies = args.values("--trusted-proxy")?;
+        let mut proxies = given.values("--trusted-proxy")?;
         if proxies.is_empty() {
-            if let Some(v) = env.get("TENANTD_TRUSTED_PROXIES") {
+            if let Some(v) = given.var("TENANTD_TRUSTED_PROXIES") {
                 proxies = v.split(',').map(|s| s.trim().to_string()).collect();
             }
         }
         for p in proxies.iter().filter(|p| !p.is_empty()) {
             let ip = IpAddr::from_str(p)
-                .map_err(|_| CliError(format!("--trusted-proxy: not an IP address: {p}")))?;
+                .map_err(|_| ConfigError(format!("--trusted-proxy: not an IP address: {p}")))?;
             c.http.trusted_proxies.push(ip);
         }
         c.resolve_limits(None);
@@ -149,8 +183,7 @@ impl ServeConfig {
     /// after 3 descriptors per open tenant and 64 more, from 64 to 65,536; `--max-websockets`
     /// half of it; each client address a share of either (see [`http::Config::client_share`]).
     pub fn resolve_limits(&mut self, fd_limit: Option<u64>) {
-        let reserve = crate::serve::FDS_PER_OPEN_TENANT * self.app.registry.max_open_pools as u64
-            + crate::serve::FDS_BESIDE;
+        let reserve = FDS_PER_OPEN_TENANT * self.app.registry.max_open_pools as u64 + FDS_BESIDE;
         self.http.max_connections = self.max_connections.unwrap_or(match fd_limit {
             Some(limit) => limit.saturating_sub(reserve).clamp(64, 65_536) as usize,
             None => 1024,
@@ -166,135 +199,44 @@ impl ServeConfig {
 
 /// `HOST:PORT` (`127.0.0.1:8080`, `[::1]:8080`, `localhost:8080`). Checked here, so that a
 /// bare port gets a message that says what is missing rather than "invalid socket address".
-fn bind_address(v: &str) -> Result<String, CliError> {
+fn bind_address(v: &str) -> Result<String, ConfigError> {
     let well_formed = v
         .rsplit_once(':')
         .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
     if well_formed {
         Ok(v.to_string())
     } else {
-        Err(CliError(format!(
+        Err(ConfigError(format!(
             "--bind takes an address with a port, such as 127.0.0.1:8080 or 0.0.0.0:8080 \
              (got {v:?})"
         )))
     }
 }
 
-fn number(flag: &str, v: &str, min: usize, max: usize) -> Result<usize, CliError> {
+fn number(flag: &str, v: &str, min: usize, max: usize) -> Result<usize, ConfigError> {
     match v.parse::<usize>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(CliError(format!(
+        _ => Err(ConfigError(format!(
             "{flag}: expected a whole number from {min} to {max}, got {v:?}"
         ))),
     }
 }
 
 /// Seconds up to a year, for session lifetimes.
-fn seconds_long(flag: &str, v: &str) -> Result<i64, CliError> {
+fn seconds_long(flag: &str, v: &str) -> Result<i64, ConfigError> {
     match v.parse::<i64>() {
         Ok(s) if (60..=366 * 86_400).contains(&s) => Ok(s),
-        _ => Err(CliError(format!(
+        _ => Err(ConfigError(format!(
             "{flag}: expected whole seconds from 60 to a year, got {v:?}"
         ))),
     }
 }
 
-fn seconds(flag: &str, v: &str) -> Result<Duration, CliError> {
+fn seconds(flag: &str, v: &str) -> Result<Duration, ConfigError> {
     match v.parse::<f64>() {
         Ok(s) if s > 0.0 && s <= 86_400.0 => Ok(Duration::from_secs_f64(s)),
-        _ => Err(CliError(format!(
+        _ => Err(ConfigError(format!(
             "{flag}: expected seconds (greater than 0, at most 86400), got {v:?}"
         ))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(argv: &str, env: &[(&str, &str)]) -> Result<ServeConfig, CliError> {
-        let mut args = Args::new(argv.split_whitespace().map(String::from).collect());
-        ServeConfig::from_args(&mut args, &Env::from_pairs(env))
-    }
-
-    #[test]
-    fn flags_beat_environment_beats_defaults() {
-        let c = parse("", &[]).unwrap();
-        assert_eq!(c.bind, "127.0.0.1:8080");
-        assert_eq!(c.app.data_dir, PathBuf::from("data"));
-        assert_eq!(c.app.identify.base_domain, "localhost");
-        assert_eq!(c.http.max_connections, 1024);
-
-        let env = [("TENANTD_BIND", "0.0.0.0:9000"), ("TENANTD_DATA", "/srv/t")];
-        let c = parse("", &env).unwrap();
-        assert_eq!(c.bind, "0.0.0.0:9000");
-        assert_eq!(c.app.data_dir, PathBuf::from("/srv/t"));
-
-        let c = parse("--bind 127.0.0.1:1 --data=x", &env).unwrap();
-        assert_eq!(c.bind, "127.0.0.1:1");
-        assert_eq!(c.app.data_dir, PathBuf::from("x"));
-        let c = parse("--base-domain Example.TEST. --central-host a.test", &[]).unwrap();
-        assert_eq!(c.app.identify.base_domain, "example.test");
-        assert_eq!(c.app.identify.central_hosts, vec!["a.test"]);
-
-        assert_eq!(
-            parse("", &[]).unwrap().app.registry.read_cache_bytes,
-            32 << 20
-        );
-        let env = [("TENANTD_READ_CACHE_MIB", "0")];
-        assert_eq!(parse("", &env).unwrap().app.registry.read_cache_bytes, 0);
-        let c = parse("--read-cache-mib 8", &env).unwrap();
-        assert_eq!(c.app.registry.read_cache_bytes, 8 << 20);
-    }
-
-    #[test]
-    fn the_connection_caps_follow_the_open_file_limit_unless_given() {
-        let mut c = parse("", &[]).unwrap();
-        // 20,000 descriptors, less 3 for each of 256 open tenants and 64.
-        c.resolve_limits(Some(20_000));
-        assert_eq!(c.http.max_connections, 20_000 - 832);
-        assert_eq!(c.app.realtime.max_websockets, (20_000 - 832) / 2);
-        assert_eq!(
-            c.app.realtime.max_websockets_per_client,
-            (20_000 - 832) / 16
-        );
-        c.resolve_limits(Some(1024));
-        assert_eq!(c.http.max_connections, 192);
-        c.resolve_limits(Some(100));
-        assert_eq!(c.http.max_connections, 64);
-        c.resolve_limits(Some(1 << 20));
-        assert_eq!(c.http.max_connections, 65_536);
-
-        let mut c = parse(
-            "--max-connections 5000 --max-websockets 100 --max-client-connections 10 \
-             --subscribe-timeout 2.5",
-            &[],
-        )
-        .unwrap();
-        c.resolve_limits(Some(20_000));
-        assert_eq!(c.http.max_connections, 5000);
-        assert_eq!(c.http.max_per_client, Some(10));
-        assert_eq!(c.app.realtime.max_websockets, 100);
-        assert_eq!(c.app.realtime.max_websockets_per_client, 10);
-        assert_eq!(
-            c.app.realtime.subscribe_timeout,
-            Duration::from_millis(2500)
-        );
-    }
-
-    #[test]
-    fn bad_values_are_refused_with_the_flag_named() {
-        let e = parse("--workers 0", &[]).unwrap_err();
-        assert!(e.0.contains("--workers"), "{e}");
-        assert!(parse("--head-timeout soon", &[]).is_err());
-        assert!(parse("--trusted-proxy nope", &[]).is_err());
-        let e = parse("--bind 8080", &[]).unwrap_err();
-        assert!(e.0.contains("127.0.0.1:8080"), "{e}");
-        assert!(parse("--bind :8080", &[]).is_err());
-        assert!(parse("--bind [::1]:0", &[]).is_ok());
-        let e = parse("--read-cache-mib lots", &[]).unwrap_err();
-        assert!(e.0.contains("--read-cache-mib"), "{e}");
-        let c = parse("", &[("TENANTD_TRUSTED_PROXIES", "10.0.0.1, ::1")]).unwrap();
-        assert_eq!(c.http.trusted_proxies.len(), 2);
     }
 }

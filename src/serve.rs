@@ -8,7 +8,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::api::App;
-use crate::config::ServeConfig;
+use crate::config::{ServeConfig, FDS_BESIDE, FDS_PER_OPEN_TENANT};
 use crate::http;
 
 /// Runs the server until a signal stops it; returns the exit status.
@@ -213,11 +213,6 @@ fn raise_fd_limit() -> Option<u64> {
     #[allow(clippy::unnecessary_cast)]
     Some(lim.rlim_cur as u64)
 }
-
-/// Descriptors an open tenant pool holds at rest: the database file, its `-wal` and its `-shm`.
-pub(crate) const FDS_PER_OPEN_TENANT: u64 = 3;
-/// The rest: the catalog's pool, the listener, the reactor's and the hub's pollers, logs.
-pub(crate) const FDS_BESIDE: u64 = 64;
 
 /// A warning when the open-file limit is below what the configured caps can use: past it,
 /// accepts and tenant opens fail with EMFILE under load instead of answering 503 by design.

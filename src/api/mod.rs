@@ -31,7 +31,7 @@ use crate::catalog::{
 use crate::db::Create;
 use crate::error::Error;
 use crate::http::{self, Match, Params, Request, Response, Router};
-use crate::realtime::{Hub, HubConfig};
+use crate::realtime::{Credentials, Hub, HubConfig};
 use crate::tenancy::identify::{self, Hints, IdentifyConfig};
 use crate::tenancy::{Lookup, Registry, RegistryConfig, Tenant};
 
@@ -171,44 +171,6 @@ pub struct AppConfig {
     pub hasher: HasherConfig,
     pub throttle: ThrottleConfig,
     pub realtime: RealtimeConfig,
-}
-
-/// The Pusher app the real-time channels speak for: made on first run, kept in the catalog.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct Credentials {
-    pub app_id: String,
-    pub key: String,
-    #[serde(skip_serializing)]
-    pub secret: String,
-}
-
-impl Credentials {
-    /// The stored credentials, made and stored first if there are none.
-    pub fn load_or_create(catalog: &Catalog) -> Result<Credentials, CatalogError> {
-        let get = |k: &str| catalog.meta_get(k);
-        if let (Some(app_id), Some(key), Some(secret)) = (
-            get("realtime_app_id")?,
-            get("realtime_key")?,
-            get("realtime_secret")?,
-        ) {
-            return Ok(Credentials {
-                app_id,
-                key,
-                secret,
-            });
-        }
-        let app_id = (100_000 + rand::random::<u32>() % 900_000).to_string();
-        let key = hex::encode(rand::random::<[u8; 10]>());
-        let secret = hex::encode(rand::random::<[u8; 20]>());
-        catalog.meta_set("realtime_app_id", &app_id)?;
-        catalog.meta_set("realtime_key", &key)?;
-        catalog.meta_set("realtime_secret", &secret)?;
-        Ok(Credentials {
-            app_id,
-            key,
-            secret,
-        })
-    }
 }
 
 /// The key that signs device cookies, made on the first run and kept in the catalog: known
@@ -578,7 +540,7 @@ fn first_admin(catalog: &Catalog) -> Result<Option<FirstAdmin>, IdentityError> {
     if catalog.admin_count()? > 0 {
         return Ok(None);
     }
-    let password = random_password();
+    let password = password::random();
     let hash = password::hash(&password).map_err(|e| IdentityError::Validation {
         field: "password",
         message: e.to_string(),
@@ -588,16 +550,6 @@ fn first_admin(catalog: &Catalog) -> Result<Option<FirstAdmin>, IdentityError> {
         email: FIRST_ADMIN_EMAIL.into(),
         password,
     }))
-}
-
-/// A password to show once: 20 characters from a 32-letter alphabet (100 bits).
-pub fn random_password() -> String {
-    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789AB";
-    let bytes: [u8; 20] = rand::random();
-    bytes
-        .iter()
-        .map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char)
-        .collect()
 }
 
 /// A cookie-authenticated request that changes state must echo the session's CSRF token: a page on

@@ -6,7 +6,7 @@
 //! digests and secrets are stored.
 
 pub mod clock;
-pub mod device;
+pub(crate) mod device;
 pub mod hasher;
 pub mod password;
 pub mod principal;

@@ -135,6 +135,16 @@ pub(crate) fn dummy_hash() -> Option<&'static str> {
         .as_deref()
 }
 
+/// A password to show once: 20 characters from a 32-letter alphabet (100 bits).
+pub fn random() -> String {
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789AB";
+    let bytes: [u8; 20] = rand::random();
+    bytes
+        .iter()
+        .map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

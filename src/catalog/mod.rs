@@ -7,7 +7,7 @@
 mod audit;
 mod identity;
 mod invitations;
-pub mod permissions;
+pub(crate) mod permissions;
 mod roles;
 mod sessions;
 mod validate;

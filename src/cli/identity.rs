@@ -3,7 +3,6 @@
 
 use serde_json::json;
 
-use crate::api::random_password;
 use crate::auth::{password, token};
 use crate::catalog::{
     unix_now, ActorType, AuditEntry, Catalog, NewInvitation, NewUser, INVITATION_TTL_SECS,
@@ -50,7 +49,7 @@ Options: --data DIR [TENANTD_DATA, ./data], --json
 ";
 
 fn open(args: &mut Args, env: &Env, create: Create) -> Result<Catalog, Failure> {
-    super::tenants::open_catalog(&crate::config::data_dir(args, env)?, create)
+    super::tenants::open_catalog(&super::data_dir(args, env)?, create)
 }
 
 fn op<E: std::fmt::Display>(e: E) -> Failure {
@@ -69,7 +68,7 @@ fn password_or_random(given: Option<String>) -> Result<(String, bool), Failure> 
         Some(_) => Err(Failure::Usage(CliError(
             "--password must be at least 8 characters".into(),
         ))),
-        None => Ok((random_password(), true)),
+        None => Ok((password::random(), true)),
     }
 }
 

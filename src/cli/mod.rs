@@ -1,11 +1,14 @@
 //! The command line: argument parsing and one function per command. `main.rs` only calls [`run`].
 
+#[cfg(test)]
+mod config_tests;
 mod identity;
 mod tenants;
 
 use std::fmt;
+use std::path::PathBuf;
 
-use crate::config::ServeConfig;
+use crate::config::{self, ConfigError, ServeConfig};
 
 /// A command-line mistake: printed with a hint to `--help`, exit status 2.
 #[derive(Debug, PartialEq, Eq)]
@@ -18,6 +21,12 @@ impl fmt::Display for CliError {
 }
 
 impl std::error::Error for CliError {}
+
+impl From<ConfigError> for CliError {
+    fn from(e: ConfigError) -> Self {
+        CliError(e.0)
+    }
+}
 
 /// Options every command takes that have a value (`--json` is a flag, so it needs no entry).
 const GLOBAL_VALUE_OPTIONS: [&str; 1] = ["--data"];
@@ -192,7 +201,7 @@ const COMMANDS: &[Command] = &[
         name: "serve",
         help: SERVE_HELP,
         run: |args, env| {
-            let config = ServeConfig::from_args(args, env)?;
+            let config = ServeConfig::from_args(&mut Given(args, env)).map_err(CliError::from)?;
             args.finish_ref()?;
             Ok(crate::serve::run(config))
         },
@@ -312,7 +321,7 @@ pusher-js or Laravel Echo, all three in a Pusher server SDK. Made on the first r
 ";
 
 fn realtime_command(args: &mut Args, env: &Env) -> Result<i32, tenants::Failure> {
-    let data = crate::config::data_dir(args, env)?;
+    let data = data_dir(args, env)?;
     let json = args.flag("--json");
     match args.positional().as_deref() {
         Some("credentials") => {}
@@ -326,7 +335,7 @@ fn realtime_command(args: &mut Args, env: &Env) -> Result<i32, tenants::Failure>
     }
     args.finish_ref()?;
     let catalog = tenants::open_catalog(&data, crate::db::Create::Never)?;
-    let c = crate::api::Credentials::load_or_create(&catalog)
+    let c = crate::realtime::Credentials::load_or_create(&catalog)
         .map_err(|e| tenants::Failure::Operation(e.to_string()))?;
     if json {
         println!(
@@ -340,6 +349,28 @@ fn realtime_command(args: &mut Args, env: &Env) -> Result<i32, tenants::Failure>
         );
     }
     Ok(0)
+}
+
+/// The command line, then the environment: what [`config`] reads settings from.
+struct Given<'a>(&'a mut Args, &'a Env);
+
+impl config::Source for Given<'_> {
+    fn flag(&mut self, name: &str) -> bool {
+        self.0.flag(name)
+    }
+
+    fn values(&mut self, name: &str) -> Result<Vec<String>, ConfigError> {
+        self.0.values(name).map_err(|e| ConfigError(e.0))
+    }
+
+    fn var(&self, name: &str) -> Option<String> {
+        self.1.get(name)
+    }
+}
+
+/// `--data DIR`, else `TENANTD_DATA`, else `./data` (see [`config::data_dir`]).
+fn data_dir(args: &mut Args, env: &Env) -> Result<PathBuf, CliError> {
+    Ok(config::data_dir(&mut Given(args, env))?)
 }
 
 /// Where option fallbacks come from: the process environment, or a fixed map in tests.

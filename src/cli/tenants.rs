@@ -101,7 +101,7 @@ fn required(args: &mut Args, what: &str) -> Result<String, CliError> {
 }
 
 pub fn tenants(args: &mut Args, env: &Env) -> Result<(), Failure> {
-    let data = crate::config::data_dir(args, env)?;
+    let data = super::data_dir(args, env)?;
     let json = args.flag("--json");
     let sub = args
         .positional()
@@ -293,7 +293,7 @@ fn print_record(record: &Arc<TenantRecord>, json: bool) {
 }
 
 pub fn migrate(args: &mut Args, env: &Env) -> Result<(), Failure> {
-    let data = crate::config::data_dir(args, env)?;
+    let data = super::data_dir(args, env)?;
     let json = args.flag("--json");
     let status_only = args.flag("--status");
     let only = args.value("--tenant")?;

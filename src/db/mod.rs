@@ -3,7 +3,7 @@
 //! IMMEDIATE` writes, and the embedded schema migrations.
 
 mod migrations;
-pub mod probe;
+pub(crate) mod probe;
 mod time;
 
 #[cfg(test)]

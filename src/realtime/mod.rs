@@ -12,10 +12,11 @@
 //! for it, and this one reaches `channel.bind('pusher:subscription_error')` and Echo's
 //! `.error()`. The socket stays open for its other channels.
 
+mod credentials;
 mod engine;
 mod handshake;
-pub mod protocol;
-pub mod signature;
+pub(crate) mod protocol;
+pub(crate) mod signature;
 
 #[cfg(test)]
 mod tests;
@@ -35,6 +36,7 @@ use mio::Waker;
 
 use crate::http::{Request, Response};
 
+pub use credentials::Credentials;
 use engine::Command;
 pub use protocol::codes;
 pub use signature::{

@@ -17,7 +17,7 @@
 //!   catalog query runs while the tenant's write lock is held.
 //! - Validation errors name every offending field at once.
 
-pub mod chats;
+pub(crate) mod chats;
 pub mod demo;
 pub mod orders;
 

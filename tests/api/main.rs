@@ -12,6 +12,7 @@ mod http;
 mod identity_cli;
 mod invitations;
 mod isolation;
+mod layers;
 mod realtime;
 mod roles;
 mod sessions;

@@ -1,0 +1,96 @@
+//! `serve`'s settings as the command line and the environment give them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{Args, CliError, Env, Given};
+use crate::config::ServeConfig;
+
+fn parse(argv: &str, env: &[(&str, &str)]) -> Result<ServeConfig, CliError> {
+    let mut args = Args::new(argv.split_whitespace().map(String::from).collect());
+    Ok(ServeConfig::from_args(&mut Given(
+        &mut args,
+        &Env::from_pairs(env),
+    ))?)
+}
+
+#[test]
+fn flags_beat_environment_beats_defaults() {
+    let c = parse("", &[]).unwrap();
+    assert_eq!(c.bind, "127.0.0.1:8080");
+    assert_eq!(c.app.data_dir, PathBuf::from("data"));
+    assert_eq!(c.app.identify.base_domain, "localhost");
+    assert_eq!(c.http.max_connections, 1024);
+
+    let env = [("TENANTD_BIND", "0.0.0.0:9000"), ("TENANTD_DATA", "/srv/t")];
+    let c = parse("", &env).unwrap();
+    assert_eq!(c.bind, "0.0.0.0:9000");
+    assert_eq!(c.app.data_dir, PathBuf::from("/srv/t"));
+
+    let c = parse("--bind 127.0.0.1:1 --data=x", &env).unwrap();
+    assert_eq!(c.bind, "127.0.0.1:1");
+    assert_eq!(c.app.data_dir, PathBuf::from("x"));
+    let c = parse("--base-domain Example.TEST. --central-host a.test", &[]).unwrap();
+    assert_eq!(c.app.identify.base_domain, "example.test");
+    assert_eq!(c.app.identify.central_hosts, vec!["a.test"]);
+
+    assert_eq!(
+        parse("", &[]).unwrap().app.registry.read_cache_bytes,
+        32 << 20
+    );
+    let env = [("TENANTD_READ_CACHE_MIB", "0")];
+    assert_eq!(parse("", &env).unwrap().app.registry.read_cache_bytes, 0);
+    let c = parse("--read-cache-mib 8", &env).unwrap();
+    assert_eq!(c.app.registry.read_cache_bytes, 8 << 20);
+}
+
+#[test]
+fn the_connection_caps_follow_the_open_file_limit_unless_given() {
+    let mut c = parse("", &[]).unwrap();
+    // 20,000 descriptors, less 3 for each of 256 open tenants and 64.
+    c.resolve_limits(Some(20_000));
+    assert_eq!(c.http.max_connections, 20_000 - 832);
+    assert_eq!(c.app.realtime.max_websockets, (20_000 - 832) / 2);
+    assert_eq!(
+        c.app.realtime.max_websockets_per_client,
+        (20_000 - 832) / 16
+    );
+    c.resolve_limits(Some(1024));
+    assert_eq!(c.http.max_connections, 192);
+    c.resolve_limits(Some(100));
+    assert_eq!(c.http.max_connections, 64);
+    c.resolve_limits(Some(1 << 20));
+    assert_eq!(c.http.max_connections, 65_536);
+
+    let mut c = parse(
+        "--max-connections 5000 --max-websockets 100 --max-client-connections 10 \
+         --subscribe-timeout 2.5",
+        &[],
+    )
+    .unwrap();
+    c.resolve_limits(Some(20_000));
+    assert_eq!(c.http.max_connections, 5000);
+    assert_eq!(c.http.max_per_client, Some(10));
+    assert_eq!(c.app.realtime.max_websockets, 100);
+    assert_eq!(c.app.realtime.max_websockets_per_client, 10);
+    assert_eq!(
+        c.app.realtime.subscribe_timeout,
+        Duration::from_millis(2500)
+    );
+}
+
+#[test]
+fn bad_values_are_refused_with_the_flag_named() {
+    let e = parse("--workers 0", &[]).unwrap_err();
+    assert!(e.0.contains("--workers"), "{e}");
+    assert!(parse("--head-timeout soon", &[]).is_err());
+    assert!(parse("--trusted-proxy nope", &[]).is_err());
+    let e = parse("--bind 8080", &[]).unwrap_err();
+    assert!(e.0.contains("127.0.0.1:8080"), "{e}");
+    assert!(parse("--bind :8080", &[]).is_err());
+    assert!(parse("--bind [::1]:0", &[]).is_ok());
+    let e = parse("--read-cache-mib lots", &[]).unwrap_err();
+    assert!(e.0.contains("--read-cache-mib"), "{e}");
+    let c = parse("", &[("TENANTD_TRUSTED_PROXIES", "10.0.0.1, ::1")]).unwrap();
+    assert_eq!(c.http.trusted_proxies.len(), 2);
+}
