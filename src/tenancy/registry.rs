@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -262,38 +262,8 @@ impl Registry {
         }
         let inner = &self.inner;
         loop {
-            let slot = {
-                let mut slots = lock(&inner.slots);
-                // Looked up before inserting: the hot path allocates no key.
-                match slots.get(&record.id) {
-                    Some(slot) => Arc::clone(slot),
-                    None => Arc::clone(slots.entry(record.id.clone()).or_insert_with(|| {
-                        Arc::new(Slot {
-                            state: Mutex::new(SlotState::Empty),
-                            settled: Condvar::new(),
-                        })
-                    })),
-                }
-            };
-            let mut state = lock(&slot.state);
-            // The clock only when there is a wait: this runs on every tenant request.
-            let mut deadline = None;
-            while matches!(*state, SlotState::Opening) {
-                let deadline =
-                    *deadline.get_or_insert_with(|| Instant::now() + inner.config.open_wait);
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(TenancyError::Unavailable {
-                        tenant: record.slug.clone(),
-                        reason: "still being opened (a long migration?)".into(),
-                    });
-                }
-                state = slot
-                    .settled
-                    .wait_timeout(state, left)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-            }
+            let slot = inner.slot(&record.id);
+            let state = inner.wait_while_opening(&slot, &record)?;
             match &*state {
                 SlotState::Opening => unreachable!("waited above"),
                 SlotState::Retired => continue,
@@ -312,68 +282,7 @@ impl Registry {
                 }
                 SlotState::Failed { .. } | SlotState::Empty => {}
             }
-            let Some(path) = tenant_db_path(&inner.data_dir, &record.id) else {
-                let reason = "catalog id is not a canonical UUID".to_string();
-                log::error!(
-                    "tenant {} ({:?}) unavailable: {reason}",
-                    record.slug,
-                    record.id
-                );
-                // Failed, like any tenant that cannot open: retried later, swept when stale.
-                *state = SlotState::Failed {
-                    reason: reason.clone(),
-                    at: Instant::now(),
-                };
-                return Err(TenancyError::Unavailable {
-                    tenant: record.slug.clone(),
-                    reason,
-                });
-            };
-            // First use in this process, or a retry. The slot says so and is
-            // unlocked while we work: callers for the same tenant wait on its
-            // condition variable (bounded), others are not held up.
-            *state = SlotState::Opening;
-            drop(state);
-            inner.make_room();
-            // A panic while opening must not leave the slot `Opening`, where every later
-            // request for the tenant would wait out `open_wait` and fail, forever.
-            let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                open_pool(inner, &record, &path)
-            }))
-            .unwrap_or_else(|panic| {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                Err(format!("opening panicked: {what}"))
-            });
-            let mut state = lock(&slot.state);
-            slot.settled.notify_all();
-            return match opened {
-                Ok(pool) => {
-                    let pool = Arc::new(pool);
-                    *state = SlotState::Open(Arc::clone(&pool));
-                    inner.open.fetch_add(1, Ordering::SeqCst);
-                    inner.opened_total.fetch_add(1, Ordering::Relaxed);
-                    Ok(Tenant { record, pool })
-                }
-                Err(reason) => {
-                    log::error!(
-                        "tenant {} ({}) unavailable: {reason}",
-                        record.slug,
-                        record.id
-                    );
-                    *state = SlotState::Failed {
-                        reason: reason.clone(),
-                        at: Instant::now(),
-                    };
-                    Err(TenancyError::Unavailable {
-                        tenant: record.slug.clone(),
-                        reason,
-                    })
-                }
-            };
+            return inner.open_slot(&slot, state, record, open_pool);
         }
     }
 
@@ -437,6 +346,98 @@ impl Registry {
 }
 
 impl Inner {
+    /// The tenant's slot, made `Empty` on first sight.
+    fn slot(&self, id: &str) -> Arc<Slot> {
+        let mut slots = lock(&self.slots);
+        // Looked up before inserting: the hot path allocates no key.
+        match slots.get(id) {
+            Some(slot) => Arc::clone(slot),
+            None => Arc::clone(slots.entry(id.to_string()).or_insert_with(|| {
+                Arc::new(Slot {
+                    state: Mutex::new(SlotState::Empty),
+                    settled: Condvar::new(),
+                })
+            })),
+        }
+    }
+
+    /// The slot's state once nobody is opening it, or `Unavailable` after `open_wait`.
+    fn wait_while_opening<'s>(
+        &self,
+        slot: &'s Slot,
+        record: &TenantRecord,
+    ) -> Result<MutexGuard<'s, SlotState>, TenancyError> {
+        let mut state = lock(&slot.state);
+        // The clock only when there is a wait: this runs on every tenant request.
+        let mut deadline = None;
+        while matches!(*state, SlotState::Opening) {
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + self.config.open_wait);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(TenancyError::Unavailable {
+                    tenant: record.slug.clone(),
+                    reason: "still being opened (a long migration?)".into(),
+                });
+            }
+            state = slot
+                .settled
+                .wait_timeout(state, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        Ok(state)
+    }
+
+    /// First use in this process, or a retry: opens the pool of an `Empty` or `Failed` slot,
+    /// whose lock `state` is, and settles the slot `Open` or `Failed`.
+    fn open_slot(
+        &self,
+        slot: &Slot,
+        mut state: MutexGuard<'_, SlotState>,
+        record: Arc<TenantRecord>,
+        open_pool: impl FnOnce(&Inner, &TenantRecord, &Path) -> Result<OpenPool, String>,
+    ) -> Result<Tenant, TenancyError> {
+        let Some(path) = tenant_db_path(&self.data_dir, &record.id) else {
+            let reason = "catalog id is not a canonical UUID".to_string();
+            log::error!(
+                "tenant {} ({:?}) unavailable: {reason}",
+                record.slug,
+                record.id
+            );
+            // Failed, like any tenant that cannot open: retried later, swept when stale.
+            return Err(failed(&mut state, &record, reason));
+        };
+        // The slot says so and is unlocked while we work: callers for the same tenant wait on
+        // its condition variable (bounded), others are not held up.
+        *state = SlotState::Opening;
+        drop(state);
+        // A panic while opening must not leave the slot `Opening`, where every later request
+        // for the tenant would wait out `open_wait` and fail, forever.
+        let opened = catch_panic(|| {
+            self.make_room();
+            open_pool(self, &record, &path)
+        });
+        let mut state = lock(&slot.state);
+        slot.settled.notify_all();
+        match opened {
+            Ok(pool) => {
+                let pool = Arc::new(pool);
+                *state = SlotState::Open(Arc::clone(&pool));
+                self.open.fetch_add(1, Ordering::SeqCst);
+                self.opened_total.fetch_add(1, Ordering::Relaxed);
+                Ok(Tenant { record, pool })
+            }
+            Err(reason) => {
+                log::error!(
+                    "tenant {} ({}) unavailable: {reason}",
+                    record.slug,
+                    record.id
+                );
+                Err(failed(&mut state, &record, reason))
+            }
+        }
+    }
+
     /// Opens the file (never creating it), applies pending migrations, checks
     /// the file is this tenant's, then builds the pool. The check connection
     /// is separate so a corrupt file fails here at once, not after r2d2's
@@ -580,5 +581,29 @@ impl Inner {
             self.retire(&mut slots, &id);
         }
         closed
+    }
+}
+
+/// `open()`'s result, or the panic's message as the reason the tenant is unavailable.
+fn catch_panic(open: impl FnOnce() -> Result<OpenPool, String>) -> Result<OpenPool, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(format!("opening panicked: {what}"))
+    })
+}
+
+/// Marks the slot `Failed` (retried after `retry_after`) and says so.
+fn failed(state: &mut SlotState, record: &TenantRecord, reason: String) -> TenancyError {
+    *state = SlotState::Failed {
+        reason: reason.clone(),
+        at: Instant::now(),
+    };
+    TenancyError::Unavailable {
+        tenant: record.slug.clone(),
+        reason,
     }
 }
