@@ -33,12 +33,12 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 
 use super::{now, row_cached, Page, Problems, Reader, WorkspaceError};
+use crate::catalog::{check_email, EmailRule};
 use crate::tenancy::Tenant;
 
 pub const MAX_TITLE_CHARS: usize = 200;
 pub const MAX_NAME_CHARS: usize = 200;
 pub const MAX_NOTES_CHARS: usize = 10_000;
-pub const MAX_EMAIL_CHARS: usize = 254;
 pub const MAX_PHONE_CHARS: usize = 32;
 /// Below 2^53, so an amount survives JSON clients that read numbers as
 /// doubles.
@@ -689,38 +689,13 @@ fn optional_text(value: Option<&str>) -> Option<String> {
         .map(str::to_string)
 }
 
-fn check_email(problems: &mut Problems, email: Option<&str>) -> Option<String> {
+/// A customer is written to: the stricter rule, which refuses a domain without a dot.
+fn check_customer_email(problems: &mut Problems, email: Option<&str>) -> Option<String> {
     let email = optional_text(email)?;
-    if !valid_email(&email) {
+    if check_email(&email, EmailRule::Mailbox).is_err() {
         problems.add("customer_email", "not an email address");
     }
     Some(email)
-}
-
-/// The shape of an address, not its deliverability: one `@`, a local part
-/// without spaces, a domain of dot-separated labels with at least one dot.
-pub fn valid_email(email: &str) -> bool {
-    if email.chars().count() > MAX_EMAIL_CHARS {
-        return false;
-    }
-    let Some((local, domain)) = email.split_once('@') else {
-        return false;
-    };
-    let local_ok = !local.is_empty()
-        && local.chars().count() <= 64
-        && !local
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '@');
-    let labels: Vec<&str> = domain.split('.').collect();
-    let domain_ok = labels.len() >= 2
-        && labels.iter().all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.chars().all(|c| c.is_alphanumeric() || c == '-')
-        });
-    local_ok && domain_ok
 }
 
 fn check_phone(problems: &mut Problems, phone: Option<&str>) -> Option<String> {
@@ -870,7 +845,7 @@ pub fn create_order(
     let mut problems = Problems::default();
     let title = problems.text("title", &new.title, MAX_TITLE_CHARS);
     let customer_name = problems.text("customer_name", &new.customer_name, MAX_NAME_CHARS);
-    let customer_email = check_email(&mut problems, new.customer_email.as_deref());
+    let customer_email = check_customer_email(&mut problems, new.customer_email.as_deref());
     let customer_phone = check_phone(&mut problems, new.customer_phone.as_deref());
     check_amount(&mut problems, new.amount_minor);
     check_currency(&mut problems, &new.currency);
@@ -946,7 +921,7 @@ pub fn update_order(
             new.customer_name = problems.text("customer_name", name, MAX_NAME_CHARS);
         }
         if let Some(email) = &patch.customer_email {
-            new.customer_email = check_email(&mut problems, email.as_deref());
+            new.customer_email = check_customer_email(&mut problems, email.as_deref());
         }
         if let Some(phone) = &patch.customer_phone {
             new.customer_phone = check_phone(&mut problems, phone.as_deref());
