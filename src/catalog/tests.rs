@@ -442,5 +442,8 @@ fn account_emails_may_be_local_and_mailboxes_may_not() {
         assert!(check_email(email, EmailRule::Account).is_err(), "{email}");
         assert!(check_email(email, EmailRule::Mailbox).is_err(), "{email}");
     }
-    assert_eq!(normalize_email(" Admin@LocalHost ").unwrap(), "admin@localhost");
+    assert_eq!(
+        normalize_email(" Admin@LocalHost ").unwrap(),
+        "admin@localhost"
+    );
 }
