@@ -8,7 +8,6 @@ use crate::auth::throttle::Attempt;
 use crate::auth::token;
 use crate::catalog::{
     normalize_email, unix_now, ActorType, MembershipPage, NewSession, PersonalToken, ProfileUpdate,
-    SessionKind,
 };
 use crate::error::Error;
 use crate::http::{Response, Router};
@@ -133,10 +132,9 @@ fn login(app: &App, call: &Call) -> Result<Response, Error> {
     entry.actor_email = Some(user.email.clone());
     app.audit(entry);
     let response = app.start_session(
-        NewSession {
-            kind: SessionKind::Session,
-            user_id: Some(user.id),
-            ..NewSession::default()
+        |browser| NewSession::Session {
+            user_id: user.id,
+            browser,
         },
         json!({ "user": user }),
     )?;
@@ -352,14 +350,12 @@ fn create_token(app: &App, call: &Call, account: &Account) -> Result<Response, E
     };
     let token = token::generate();
     let id = app.catalog.create_session(
-        &NewSession {
+        &NewSession::Personal {
             token_hash: token::digest(&token).to_string(),
-            kind: SessionKind::Personal,
-            user_id: Some(account.user.id),
-            tenant_id: Some(record.id.clone()),
-            name: Some(name.clone()),
+            user_id: account.user.id,
+            tenant_id: record.id.clone(),
+            name: name.clone(),
             expires_at,
-            ..NewSession::default()
         },
         now,
     )?;
@@ -424,12 +420,11 @@ fn exchange_ticket(app: &App, call: &Call) -> Result<Response, Error> {
     entry.target_id = Some(user_id.to_string());
     app.audit(entry);
     app.start_session(
-        NewSession {
-            kind: SessionKind::Session,
-            user_id: Some(user_id),
-            tenant_id: Some(tenant.id.clone()),
-            impersonated_by: Some(admin_id),
-            ..NewSession::default()
+        |browser| NewSession::ImpersonatedSession {
+            user_id,
+            tenant_id: tenant.id.clone(),
+            impersonated_by: admin_id,
+            browser,
         },
         json!({ "user_id": user_id, "impersonated_by": admin_id }),
     )

@@ -6,9 +6,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use crate::auth::{token, totp};
-use crate::catalog::{
-    unix_now, ActorType, AuditActor, Catalog, NewSession, SessionKind, TenantRecord,
-};
+use crate::catalog::{unix_now, ActorType, AuditActor, Catalog, NewSession, TenantRecord};
 use crate::error::Error;
 use crate::http::{Params, Response, Router};
 use crate::tenancy::lifecycle::{self, LifecycleError, NewTenant};
@@ -120,10 +118,9 @@ fn login(app: &App, call: &Call) -> Result<Response, Error> {
     entry.actor_email = Some(admin.email.clone());
     app.audit(entry);
     let response = app.start_session(
-        NewSession {
-            kind: SessionKind::Admin,
-            admin_id: Some(admin.id),
-            ..NewSession::default()
+        |browser| NewSession::Admin {
+            admin_id: admin.id,
+            browser,
         },
         json!({ "admin": { "id": admin.id, "email": admin.email, "totp_enabled": admin.totp_enabled } }),
     )?;
@@ -400,14 +397,12 @@ fn impersonate(app: &App, call: &Call, op: &Operator) -> Result<Response, Error>
     let ticket = token::generate();
     let now = unix_now();
     app.catalog.create_session(
-        &NewSession {
+        &NewSession::ImpersonationTicket {
             token_hash: token::digest(&ticket).to_string(),
-            kind: SessionKind::ImpersonationTicket,
-            user_id: Some(user_id),
-            tenant_id: Some(record.id.clone()),
-            impersonated_by: Some(op.admin.id),
-            expires_at: Some(now + TICKET_SECS),
-            ..NewSession::default()
+            user_id,
+            tenant_id: record.id.clone(),
+            impersonated_by: op.admin.id,
+            expires_at: now + TICKET_SECS,
         },
         now,
     )?;

@@ -208,10 +208,9 @@ fn accept(app: &App, call: &Call) -> Result<Response, Error> {
         .accept_invitation(digest.as_str(), &acceptor, now)?;
     audit_accepted(app, call, &accepted);
     let response = app.start_session(
-        crate::catalog::NewSession {
-            kind: SessionKind::Session,
-            user_id: Some(accepted.user.id),
-            ..Default::default()
+        |browser| crate::catalog::NewSession::Session {
+            user_id: accepted.user.id,
+            browser,
         },
         accepted_json(&accepted, tenant, now),
     )?;

@@ -457,19 +457,22 @@ impl App {
     }
 
     /// Starts a session: stores the token's digest, and answers the token once with a cookie.
+    /// `new` makes the session of the given kind from the browser's part.
     pub fn start_session(
         &self,
-        mut new: crate::catalog::NewSession,
+        new: impl FnOnce(crate::catalog::Browser) -> crate::catalog::NewSession,
         body: Value,
     ) -> Result<Response, Error> {
         let token = token::generate();
         let csrf = token::generate();
         let now = self.sessions.clock.now();
         let expires_at = now + self.sessions.lifetime_secs;
-        new.token_hash = token::digest(&token).to_string();
-        new.csrf_token = Some(csrf.clone());
-        new.expires_at = Some(expires_at);
-        new.idle_timeout_secs = Some(self.sessions.idle_secs);
+        let new = new(crate::catalog::Browser {
+            token_hash: token::digest(&token).to_string(),
+            csrf_token: Some(csrf.clone()),
+            expires_at,
+            idle_timeout_secs: Some(self.sessions.idle_secs),
+        });
         self.catalog.create_session(&new, now)?;
         let mut body = body;
         body["token"] = Value::String(token.clone());

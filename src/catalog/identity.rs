@@ -10,10 +10,9 @@ use std::fmt;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use serde::Serialize;
 
-use super::{Catalog, ValidationError};
+use super::{check_email, Catalog, EmailRule, ValidationError};
 use crate::db::{self, DbError};
 
-pub const MAX_EMAIL_LEN: usize = 254;
 pub const MAX_PERSON_NAME_CHARS: usize = 100;
 pub const MAX_PHOTO_URL_LEN: usize = 2048;
 pub const MAX_PASSWORD_HASH_LEN: usize = 512;
@@ -149,25 +148,10 @@ impl From<ValidationError> for IdentityError {
     }
 }
 
-/// Trimmed and lower-cased: one `@` with something on both sides, no whitespace or control
-/// characters, at most 254 bytes. Deliberately light: the real check is a mail that arrives.
+/// Trimmed and lower-cased, and of the shape [`EmailRule::Account`] asks for.
 pub fn normalize_email(email: &str) -> Result<String, IdentityError> {
-    let err = |m: &str| Err(IdentityError::invalid("email", m));
     let email = email.trim().to_lowercase();
-    if email.is_empty() || email.len() > MAX_EMAIL_LEN {
-        return err("must be 1 to 254 characters");
-    }
-    if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return err("must not contain spaces or control characters");
-    }
-    match email.split_once('@') {
-        Some((local, domain)) if !local.is_empty() && !domain.is_empty() => {
-            if domain.contains('@') {
-                return err("must contain exactly one @");
-            }
-        }
-        _ => return err("must look like name@example.com"),
-    }
+    check_email(&email, EmailRule::Account).map_err(|m| IdentityError::invalid("email", m))?;
     Ok(email)
 }
 

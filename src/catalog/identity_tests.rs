@@ -747,27 +747,23 @@ fn purging_a_tenant_takes_its_roles_memberships_and_tokens() {
     s.catalog.add_member(&beta, ann.id, "agent").unwrap();
     s.catalog
         .create_session(
-            &NewSession {
+            &NewSession::Personal {
                 token_hash: token_hash("pat"),
-                kind: SessionKind::Personal,
-                user_id: Some(ann.id),
-                tenant_id: Some(acme.clone()),
-                name: Some("ci".into()),
-                ..NewSession::default()
+                user_id: ann.id,
+                tenant_id: acme.clone(),
+                name: "ci".into(),
+                expires_at: None,
             },
             NOW,
         )
         .unwrap();
     s.catalog
         .create_session(
-            &NewSession {
-                token_hash: token_hash("impersonating"),
-                kind: SessionKind::Session,
-                user_id: Some(ann.id),
-                tenant_id: Some(acme.clone()),
-                impersonated_by: Some(root.id),
-                expires_at: Some(NOW + 3600),
-                ..NewSession::default()
+            &NewSession::ImpersonatedSession {
+                user_id: ann.id,
+                tenant_id: acme.clone(),
+                impersonated_by: root.id,
+                browser: browser(token_hash("impersonating"), NOW + 3600),
             },
             NOW,
         )
@@ -775,11 +771,9 @@ fn purging_a_tenant_takes_its_roles_memberships_and_tokens() {
     let browser = s
         .catalog
         .create_session(
-            &NewSession {
-                token_hash: token_hash("browser"),
-                user_id: Some(ann.id),
-                expires_at: Some(NOW + 3600),
-                ..NewSession::default()
+            &NewSession::Session {
+                user_id: ann.id,
+                browser: browser(token_hash("browser"), NOW + 3600),
             },
             NOW,
         )
@@ -815,13 +809,12 @@ fn purging_a_tenant_takes_its_roles_memberships_and_tokens() {
 fn browser_session(s: &Setup, user: i64, token: &str, expires_at: i64) -> i64 {
     s.catalog
         .create_session(
-            &NewSession {
-                token_hash: token_hash(token),
-                kind: SessionKind::Session,
-                user_id: Some(user),
-                csrf_token: Some(format!("csrf-{token}")),
-                expires_at: Some(expires_at),
-                ..NewSession::default()
+            &NewSession::Session {
+                user_id: user,
+                browser: Browser {
+                    csrf_token: Some(format!("csrf-{token}")),
+                    ..browser(token_hash(token), expires_at)
+                },
             },
             NOW,
         )
@@ -870,12 +863,12 @@ fn only_live_sessions_are_returned() {
     // Idle expiry, and touching that keeps it alive without a write per request.
     s.catalog
         .create_session(
-            &NewSession {
-                token_hash: token_hash("idle"),
-                user_id: Some(ann.id),
-                expires_at: Some(NOW + 10_000),
-                idle_timeout_secs: Some(600),
-                ..NewSession::default()
+            &NewSession::Session {
+                user_id: ann.id,
+                browser: Browser {
+                    idle_timeout_secs: Some(600),
+                    ..browser(token_hash("idle"), NOW + 10_000)
+                },
             },
             NOW,
         )
@@ -922,13 +915,12 @@ fn sign_out_everywhere_but_here() {
     let pat = s
         .catalog
         .create_session(
-            &NewSession {
+            &NewSession::Personal {
                 token_hash: token_hash("pat"),
-                kind: SessionKind::Personal,
-                user_id: Some(ann.id),
-                tenant_id: Some(acme.clone()),
-                name: Some(" deploy bot ".into()),
-                ..NewSession::default()
+                user_id: ann.id,
+                tenant_id: acme.clone(),
+                name: " deploy bot ".into(),
+                expires_at: None,
             },
             NOW,
         )
@@ -978,12 +970,9 @@ fn sign_out_everywhere_but_here() {
     let admin_session = |token: &str| {
         s.catalog
             .create_session(
-                &NewSession {
-                    token_hash: token_hash(token),
-                    kind: SessionKind::Admin,
-                    admin_id: Some(root.id),
-                    expires_at: Some(NOW + 100),
-                    ..NewSession::default()
+                &NewSession::Admin {
+                    admin_id: root.id,
+                    browser: browser(token_hash(token), NOW + 100),
                 },
                 NOW,
             )
@@ -1011,119 +1000,77 @@ fn sign_out_everywhere_but_here() {
 
 #[test]
 fn sessions_are_checked_before_they_are_stored() {
+    // Shapes (a session without its user, a token naming a user and an admin, a personal
+    // token without a name...) are the variants of `NewSession`: the compiler refuses the
+    // wrong ones. Values and references are checked here.
     let s = Setup::new();
     let acme = s.tenant("acme");
     let ann = s.user("ann@example.com");
-    let root = s.admin("root@example.com");
-    let ok = NewSession {
-        token_hash: token_hash("t"),
-        kind: SessionKind::Session,
-        user_id: Some(ann.id),
-        expires_at: Some(NOW + 60),
-        ..NewSession::default()
+    let ok = browser(token_hash("t"), NOW + 60);
+    let session = |browser: Browser| NewSession::Session {
+        user_id: ann.id,
+        browser,
     };
     let refused = |new: NewSession| s.catalog.create_session(&new, NOW).unwrap_err();
     let field = |new: NewSession| field_of(refused(new));
     assert_eq!(
-        field(NewSession {
+        field(session(Browser {
             token_hash: "raw-token".into(),
             ..ok.clone()
-        }),
+        })),
         "token_hash"
     );
     assert_eq!(
-        field(NewSession {
-            expires_at: None,
+        field(session(Browser {
+            expires_at: NOW,
             ..ok.clone()
-        }),
+        })),
         "expires_at"
     );
     assert_eq!(
-        field(NewSession {
-            expires_at: Some(NOW),
-            ..ok.clone()
-        }),
-        "expires_at"
-    );
-    assert_eq!(
-        field(NewSession {
-            user_id: None,
-            ..ok.clone()
-        }),
-        "user_id"
-    );
-    assert_eq!(
-        field(NewSession {
-            admin_id: Some(root.id),
-            ..ok.clone()
-        }),
-        "admin_id"
-    );
-    assert_eq!(
-        field(NewSession {
-            tenant_id: Some(acme.clone()),
-            ..ok.clone()
-        }),
-        "tenant_id"
-    );
-    assert_eq!(
-        field(NewSession {
-            name: Some("x".into()),
-            ..ok.clone()
-        }),
-        "name"
-    );
-    assert_eq!(
-        field(NewSession {
+        field(session(Browser {
             idle_timeout_secs: Some(0),
             ..ok.clone()
-        }),
+        })),
         "idle_timeout_secs"
     );
-    assert_eq!(
-        field(NewSession {
-            kind: SessionKind::Personal,
-            tenant_id: Some(acme.clone()),
-            ..ok.clone()
-        }),
-        "name"
-    );
-    assert_eq!(
-        field(NewSession {
-            kind: SessionKind::ImpersonationTicket,
-            tenant_id: Some(acme.clone()),
-            ..ok.clone()
-        }),
-        "impersonated_by"
-    );
     assert!(matches!(
-        refused(NewSession {
-            user_id: Some(9999),
-            ..ok.clone()
+        refused(NewSession::Session {
+            user_id: 9999,
+            browser: ok.clone(),
         }),
         IdentityError::UserNotFound
     ));
     // Tenant-bound user credentials need a membership.
     assert!(matches!(
-        refused(NewSession {
-            kind: SessionKind::Personal,
-            tenant_id: Some(acme.clone()),
-            name: Some("ci".into()),
-            ..ok.clone()
+        refused(NewSession::Personal {
+            token_hash: ok.token_hash.clone(),
+            user_id: ann.id,
+            tenant_id: acme.clone(),
+            name: "ci".into(),
+            expires_at: None,
         }),
         IdentityError::NotAMember
     ));
     assert!(matches!(
-        refused(NewSession {
-            kind: SessionKind::Admin,
-            user_id: None,
-            admin_id: Some(999),
-            ..ok.clone()
+        refused(NewSession::Admin {
+            admin_id: 999,
+            browser: ok.clone(),
         }),
         IdentityError::AdminNotFound
     ));
-    s.catalog.create_session(&ok, NOW).unwrap();
+    s.catalog.create_session(&session(ok), NOW).unwrap();
     assert_eq!(s.count("SELECT count(*) FROM sessions"), 1);
+}
+
+/// A browser's part of a session, with no CSRF token and no idle timeout.
+fn browser(token_hash: String, expires_at: i64) -> Browser {
+    Browser {
+        token_hash,
+        csrf_token: None,
+        expires_at,
+        idle_timeout_secs: None,
+    }
 }
 
 #[test]
@@ -1136,14 +1083,12 @@ fn a_ticket_is_exchanged_once_even_when_eight_threads_race() {
     let ticket = |token: &str, expires_at: i64| {
         s.catalog
             .create_session(
-                &NewSession {
+                &NewSession::ImpersonationTicket {
                     token_hash: token_hash(token),
-                    kind: SessionKind::ImpersonationTicket,
-                    user_id: Some(ann.id),
-                    tenant_id: Some(acme.clone()),
-                    impersonated_by: Some(root.id),
-                    expires_at: Some(expires_at),
-                    ..NewSession::default()
+                    user_id: ann.id,
+                    tenant_id: acme.clone(),
+                    impersonated_by: root.id,
+                    expires_at,
                 },
                 NOW,
             )

@@ -47,11 +47,11 @@ pub use roles::{
     Member, MemberUser, Membership, MembershipPage, Role, RoleUpdate, TenantMembership,
 };
 pub use sessions::{
-    unix_now, NewSession, PersonalToken, Session, SessionKind, TOUCH_INTERVAL_SECS,
+    unix_now, Browser, NewSession, PersonalToken, Session, SessionKind, TOUCH_INTERVAL_SECS,
 };
 pub use validate::{
-    validate_domain, validate_name, validate_slug, ValidationError, MAX_DOMAIN_LEN, MAX_NAME_CHARS,
-    MAX_SLUG_LEN, RESERVED_SLUGS,
+    check_email, validate_domain, validate_name, validate_slug, EmailRule, ValidationError,
+    MAX_DOMAIN_LEN, MAX_EMAIL_LEN, MAX_NAME_CHARS, MAX_SLUG_LEN, RESERVED_SLUGS,
 };
 
 pub const CENTRAL_DB: &str = "central.db";

@@ -71,35 +71,154 @@ impl fmt::Display for SessionKind {
     }
 }
 
-/// What to store. Which fields a kind needs:
-/// - `Session`: `user_id`, `expires_at`; `tenant_id` only with `impersonated_by`.
-/// - `Personal`: `user_id`, `tenant_id` (the user must be a member), `name`; `expires_at` optional.
-/// - `Admin`: `admin_id`, `expires_at`; no user or tenant.
-/// - `ImpersonationTicket`: `user_id`, `tenant_id`, `impersonated_by`, `expires_at`.
-#[derive(Clone, Default)]
-pub struct NewSession {
+/// What to store: one variant per kind, holding exactly what that kind needs, so a session
+/// without its user or a token naming both a user and an admin cannot be built.
+#[derive(Clone)]
+pub enum NewSession {
+    /// A user signed in.
+    Session { user_id: i64, browser: Browser },
+    /// A system admin acting as `user_id` within one tenant (an exchanged impersonation ticket).
+    ImpersonatedSession {
+        user_id: i64,
+        tenant_id: String,
+        impersonated_by: i64,
+        browser: Browser,
+    },
+    /// A system admin signed in.
+    Admin { admin_id: i64, browser: Browser },
+    /// A named API token limited to one tenant (the user must be a member); `expires_at`
+    /// (absolute, unix seconds) `None` never expires.
+    Personal {
+        token_hash: String,
+        user_id: i64,
+        tenant_id: String,
+        name: String,
+        expires_at: Option<i64>,
+    },
+    /// Short-lived, single use: exchanged through [`Catalog::consume_ticket`] for an
+    /// `ImpersonatedSession`.
+    ImpersonationTicket {
+        token_hash: String,
+        user_id: i64,
+        tenant_id: String,
+        impersonated_by: i64,
+        /// Absolute, unix seconds.
+        expires_at: i64,
+    },
+}
+
+/// What a signed-in session holds besides whose it is.
+#[derive(Clone)]
+pub struct Browser {
     /// SHA-256 of the token, 64 lower-case hex digits.
     pub token_hash: String,
-    pub kind: SessionKind,
-    pub user_id: Option<i64>,
-    pub admin_id: Option<i64>,
-    pub tenant_id: Option<String>,
-    pub name: Option<String>,
     pub csrf_token: Option<String>,
-    /// The admin acting as `user_id`.
-    pub impersonated_by: Option<i64>,
     /// Absolute, unix seconds.
-    pub expires_at: Option<i64>,
+    pub expires_at: i64,
     pub idle_timeout_secs: Option<i64>,
+}
+
+impl Browser {
+    fn columns(&self, kind: SessionKind) -> Columns<'_> {
+        Columns {
+            kind,
+            token_hash: &self.token_hash,
+            user_id: None,
+            admin_id: None,
+            tenant_id: None,
+            name: None,
+            csrf_token: self.csrf_token.as_deref(),
+            impersonated_by: None,
+            expires_at: Some(self.expires_at),
+            idle_timeout_secs: self.idle_timeout_secs,
+        }
+    }
+}
+
+/// A `NewSession` as the columns of its row.
+struct Columns<'a> {
+    kind: SessionKind,
+    token_hash: &'a str,
+    user_id: Option<i64>,
+    admin_id: Option<i64>,
+    tenant_id: Option<&'a str>,
+    name: Option<&'a str>,
+    csrf_token: Option<&'a str>,
+    impersonated_by: Option<i64>,
+    expires_at: Option<i64>,
+    idle_timeout_secs: Option<i64>,
+}
+
+impl NewSession {
+    fn columns(&self) -> Columns<'_> {
+        match self {
+            NewSession::Session { user_id, browser } => Columns {
+                user_id: Some(*user_id),
+                ..browser.columns(SessionKind::Session)
+            },
+            NewSession::ImpersonatedSession {
+                user_id,
+                tenant_id,
+                impersonated_by,
+                browser,
+            } => Columns {
+                user_id: Some(*user_id),
+                tenant_id: Some(tenant_id),
+                impersonated_by: Some(*impersonated_by),
+                ..browser.columns(SessionKind::Session)
+            },
+            NewSession::Admin { admin_id, browser } => Columns {
+                admin_id: Some(*admin_id),
+                ..browser.columns(SessionKind::Admin)
+            },
+            NewSession::Personal {
+                token_hash,
+                user_id,
+                tenant_id,
+                name,
+                expires_at,
+            } => Columns {
+                kind: SessionKind::Personal,
+                token_hash,
+                user_id: Some(*user_id),
+                admin_id: None,
+                tenant_id: Some(tenant_id),
+                name: Some(name),
+                csrf_token: None,
+                impersonated_by: None,
+                expires_at: *expires_at,
+                idle_timeout_secs: None,
+            },
+            NewSession::ImpersonationTicket {
+                token_hash,
+                user_id,
+                tenant_id,
+                impersonated_by,
+                expires_at,
+            } => Columns {
+                kind: SessionKind::ImpersonationTicket,
+                token_hash,
+                user_id: Some(*user_id),
+                admin_id: None,
+                tenant_id: Some(tenant_id),
+                name: None,
+                csrf_token: None,
+                impersonated_by: Some(*impersonated_by),
+                expires_at: Some(*expires_at),
+                idle_timeout_secs: None,
+            },
+        }
+    }
 }
 
 impl fmt::Debug for NewSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = self.columns();
         f.debug_struct("NewSession")
-            .field("kind", &self.kind)
-            .field("user_id", &self.user_id)
-            .field("admin_id", &self.admin_id)
-            .field("tenant_id", &self.tenant_id)
+            .field("kind", &c.kind)
+            .field("user_id", &c.user_id)
+            .field("admin_id", &c.admin_id)
+            .field("tenant_id", &c.tenant_id)
             .finish_non_exhaustive()
     }
 }
@@ -208,72 +327,23 @@ fn is_token_hash(hash: &str) -> bool {
     hash.len() == 64 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// Checks the fields a kind needs (see [`NewSession`]) and returns the trimmed name.
-fn check_shape(new: &NewSession, now: i64) -> Result<Option<String>, IdentityError> {
+/// Checks the values of a new session's columns (its variant gave their shape) and returns
+/// the trimmed name.
+fn check_values(new: &Columns<'_>, now: i64) -> Result<Option<String>, IdentityError> {
     let invalid = |field: &'static str, message: &str| IdentityError::invalid(field, message);
-    if !is_token_hash(&new.token_hash) {
+    if !is_token_hash(new.token_hash) {
         return Err(invalid(
             "token_hash",
             "must be a SHA-256 in lower-case hex (64 digits)",
         ));
     }
-    let has = |present: bool, field: &'static str, wanted: bool| {
-        if present == wanted {
-            Ok(())
-        } else if wanted {
-            Err(IdentityError::invalid(
-                field,
-                format!("is required for a {} token", new.kind),
-            ))
-        } else {
-            Err(IdentityError::invalid(
-                field,
-                format!("is not allowed for a {} token", new.kind),
-            ))
-        }
-    };
-    let (user, admin, tenant) = (
-        new.user_id.is_some(),
-        new.admin_id.is_some(),
-        new.tenant_id.is_some(),
-    );
-    let impersonation = new.impersonated_by.is_some();
-    match new.kind {
-        SessionKind::Session => {
-            has(user, "user_id", true)?;
-            has(admin, "admin_id", false)?;
-            has(tenant, "tenant_id", impersonation)?;
-        }
-        SessionKind::Personal => {
-            has(user, "user_id", true)?;
-            has(admin, "admin_id", false)?;
-            has(tenant, "tenant_id", true)?;
-            has(impersonation, "impersonated_by", false)?;
-        }
-        SessionKind::Admin => {
-            has(admin, "admin_id", true)?;
-            has(user, "user_id", false)?;
-            has(tenant, "tenant_id", false)?;
-            has(impersonation, "impersonated_by", false)?;
-        }
-        SessionKind::ImpersonationTicket => {
-            has(user, "user_id", true)?;
-            has(admin, "admin_id", false)?;
-            has(tenant, "tenant_id", true)?;
-            has(impersonation, "impersonated_by", true)?;
-        }
-    }
-    match new.expires_at {
-        None if new.kind != SessionKind::Personal => {
-            return Err(invalid("expires_at", "is required"))
-        }
-        Some(at) if at <= now => return Err(invalid("expires_at", "must be in the future")),
-        _ => {}
+    if new.expires_at.is_some_and(|at| at <= now) {
+        return Err(invalid("expires_at", "must be in the future"));
     }
     if new.idle_timeout_secs.is_some_and(|s| s <= 0) {
         return Err(invalid("idle_timeout_secs", "must be positive"));
     }
-    if let Some(csrf) = &new.csrf_token {
+    if let Some(csrf) = new.csrf_token {
         if csrf.is_empty()
             || csrf.len() > MAX_CSRF_LEN
             || !csrf.bytes().all(|b| b.is_ascii_graphic())
@@ -284,27 +354,22 @@ fn check_shape(new: &NewSession, now: i64) -> Result<Option<String>, IdentityErr
             ));
         }
     }
-    let name = match (&new.name, new.kind) {
-        (Some(name), SessionKind::Personal) => {
-            let name = name.trim();
-            let chars = name.chars().count();
-            if chars == 0 || chars > MAX_TOKEN_NAME_CHARS || name.chars().any(char::is_control) {
-                return Err(invalid(
-                    "name",
-                    "must be 1 to 100 characters without control characters",
-                ));
-            }
-            Some(name.to_string())
-        }
-        (None, SessionKind::Personal) => return Err(invalid("name", "is required")),
-        (Some(_), _) => return Err(invalid("name", "is only for personal tokens")),
-        (None, _) => None,
+    let Some(name) = new.name else {
+        return Ok(None);
     };
-    Ok(name)
+    let name = name.trim();
+    let chars = name.chars().count();
+    if chars == 0 || chars > MAX_TOKEN_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(invalid(
+            "name",
+            "must be 1 to 100 characters without control characters",
+        ));
+    }
+    Ok(Some(name.to_string()))
 }
 
 /// Whoever a new session names must exist; tenant-bound user tokens need a membership.
-fn check_references(conn: &Connection, new: &NewSession) -> Result<(), IdentityError> {
+fn check_references(conn: &Connection, new: &Columns<'_>) -> Result<(), IdentityError> {
     if let Some(user) = new.user_id {
         if !user_exists(conn, user)? {
             return Err(IdentityError::UserNotFound);
@@ -315,9 +380,9 @@ fn check_references(conn: &Connection, new: &NewSession) -> Result<(), IdentityE
             return Err(IdentityError::AdminNotFound);
         }
     }
-    if let Some(tenant) = &new.tenant_id {
+    if let Some(tenant) = new.tenant_id {
         if !tenant_exists(conn, tenant)? {
-            return Err(IdentityError::TenantNotFound(tenant.clone()));
+            return Err(IdentityError::TenantNotFound(tenant.to_string()));
         }
         if let Some(user) = new.user_id {
             let member: bool = conn.query_row(
@@ -336,9 +401,10 @@ fn check_references(conn: &Connection, new: &NewSession) -> Result<(), IdentityE
 impl Catalog {
     /// Stores a session or token created at `now`; returns its id.
     pub fn create_session(&self, new: &NewSession, now: i64) -> Result<i64, IdentityError> {
-        let name = check_shape(new, now)?;
+        let new = new.columns();
+        let name = check_values(&new, now)?;
         self.identity_write(|tx| {
-            check_references(tx, new)?;
+            check_references(tx, &new)?;
             tx.execute(
                 "INSERT INTO sessions (token_hash, kind, user_id, admin_id, tenant_id, name,
                      csrf_token, impersonated_by, created_at, last_used_at, expires_at,

@@ -425,3 +425,25 @@ fn the_catalogs_log_starts_over_under_back_to_back_writers() {
         WRITERS * WRITES_EACH
     );
 }
+
+/// One validator, two strictnesses: an account may be on a local host (the first admin is
+/// `admin@localhost`); an address to write to needs a dotted domain.
+#[test]
+fn account_emails_may_be_local_and_mailboxes_may_not() {
+    for email in ["admin@localhost", "a@b", "a@-b.co", "a@b..co"] {
+        assert_eq!(check_email(email, EmailRule::Account), Ok(()), "{email}");
+        assert!(check_email(email, EmailRule::Mailbox).is_err(), "{email}");
+    }
+    for email in ["a@b.co", "first.last+tag@sub.example.org"] {
+        assert_eq!(check_email(email, EmailRule::Account), Ok(()), "{email}");
+        assert_eq!(check_email(email, EmailRule::Mailbox), Ok(()), "{email}");
+    }
+    for email in ["", "@b.co", "a b@c.de", "a@@b.co", "a@"] {
+        assert!(check_email(email, EmailRule::Account).is_err(), "{email}");
+        assert!(check_email(email, EmailRule::Mailbox).is_err(), "{email}");
+    }
+    assert_eq!(
+        normalize_email(" Admin@LocalHost ").unwrap(),
+        "admin@localhost"
+    );
+}

@@ -1,4 +1,4 @@
-//! Rules for the names people choose: slugs, display names and domains.
+//! Rules for the names people choose: slugs, display names, domains and email addresses.
 //! Everything that reaches a file name, a URL or a Host lookup passes here.
 
 use std::fmt;
@@ -271,4 +271,64 @@ mod tests {
         assert!(long.len() > 253);
         assert!(validate_domain(&long).is_err());
     }
+}
+
+/// Longest email address accepted (RFC 5321's limit on a path).
+pub const MAX_EMAIL_LEN: usize = 254;
+
+/// How much of an email address's shape [`check_email`] asks for. Both are about shape, not
+/// deliverability: the real check is a mail that arrives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmailRule {
+    /// Sign-in names (users, admins, invitations): one `@` with something on both sides, no
+    /// whitespace or control characters, at most 254 bytes. Local hosts pass: the first
+    /// system admin is `admin@localhost`.
+    Account,
+    /// Addresses kept to write to (an order's customer): as for `Account`, at most 254
+    /// characters, and also a local part of at most 64 characters and a domain of at least
+    /// two dot-separated labels of letters, digits and inner hyphens (1 to 63 bytes each),
+    /// so `a@b` or `a@-b.co` is refused as a likely typo.
+    Mailbox,
+}
+
+/// Whether `email` (trimmed by the caller) has the shape `rule` asks for; the error says what
+/// is wrong with it.
+pub fn check_email(email: &str, rule: EmailRule) -> Result<(), &'static str> {
+    // Each rule keeps the unit its callers have always measured in.
+    let len = match rule {
+        EmailRule::Account => email.len(),
+        EmailRule::Mailbox => email.chars().count(),
+    };
+    if email.is_empty() || len > MAX_EMAIL_LEN {
+        return Err("must be 1 to 254 characters");
+    }
+    if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain spaces or control characters");
+    }
+    let (local, domain) = match email.split_once('@') {
+        Some((local, domain)) if !local.is_empty() && !domain.is_empty() => (local, domain),
+        _ => return Err("must look like name@example.com"),
+    };
+    if domain.contains('@') {
+        return Err("must contain exactly one @");
+    }
+    if rule == EmailRule::Account {
+        return Ok(());
+    }
+    if local.chars().count() > 64 {
+        return Err("must have a name of at most 64 characters before the @");
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_alphanumeric() || c == '-')
+        });
+    if !domain_ok {
+        return Err("must have a domain like example.com after the @");
+    }
+    Ok(())
 }

@@ -8,8 +8,10 @@ use rusqlite::Connection;
 use tempfile::TempDir;
 
 use super::lifecycle::{self, LifecycleError, MigrateConfig, NewTenant};
+use super::registry::{Inner, OpenPool, TOUCH_GRAIN_NANOS};
 use super::*;
-use crate::catalog::CENTRAL_DB;
+use crate::catalog::{TenantStatus, CENTRAL_DB};
+use crate::db::{Create, DbKind};
 
 struct Setup {
     dir: TempDir,

@@ -20,6 +20,9 @@
 pub(crate) mod chats;
 pub mod demo;
 pub mod orders;
+mod orders_cursor;
+mod orders_history;
+mod orders_validate;
 
 #[cfg(test)]
 mod chats_tests;

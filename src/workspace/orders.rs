@@ -26,19 +26,29 @@
 //! history follow the same per-order rule: a customer name only matches where
 //! the reader sees customer names, and a simple view's history holds only
 //! events of simple fields.
+//!
+//! Beside this file: the field checks and currencies (`orders_validate`), list
+//! cursors (`orders_cursor`) and the history (`orders_history`).
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 
+use super::orders_cursor::{decode_cursor, encode_cursor};
+use super::orders_history::{changes, record_event};
+use super::orders_validate::{
+    check_amount, check_assignee, check_currency, check_customer_email, check_notes, check_phone,
+};
 use super::{now, row_cached, Page, Problems, Reader, WorkspaceError};
 use crate::tenancy::Tenant;
+
+pub use super::orders_history::{order_history, OrderEvent};
+pub use super::orders_validate::{valid_phone, CURRENCIES};
 
 pub const MAX_TITLE_CHARS: usize = 200;
 pub const MAX_NAME_CHARS: usize = 200;
 pub const MAX_NOTES_CHARS: usize = 10_000;
-pub const MAX_EMAIL_CHARS: usize = 254;
 pub const MAX_PHONE_CHARS: usize = 32;
 /// Below 2^53, so an amount survives JSON clients that read numbers as
 /// doubles.
@@ -63,10 +73,6 @@ pub const FULL_ONLY_FIELDS: [&str; 7] = [
     "notes",
     "created_by",
 ];
-
-/// History event field names a simple view may see. `created` is the event
-/// recorded when the order is made.
-const SIMPLE_EVENT_FIELDS: [&str; 4] = ["created", "title", "status", "assigned_to"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -231,7 +237,7 @@ impl OrderSort {
         }
     }
 
-    fn column(self) -> &'static str {
+    pub(super) fn column(self) -> &'static str {
         match self {
             OrderSort::CreatedAt | OrderSort::CreatedAtDesc => "created_at",
             OrderSort::UpdatedAt | OrderSort::UpdatedAtDesc => "updated_at",
@@ -265,35 +271,22 @@ pub struct OrderQuery {
     pub cursor: Option<String>,
 }
 
-/// One change of an order: who, when, which field, from what to what (text;
-/// `None` for an empty nullable field).
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct OrderEvent {
-    pub id: i64,
-    pub order_id: i64,
-    pub user_id: i64,
-    pub at: String,
-    pub field: String,
-    pub from_value: Option<String>,
-    pub to_value: Option<String>,
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct OrderRow {
-    id: i64,
-    number: i64,
-    title: String,
-    customer_name: String,
-    customer_email: Option<String>,
-    customer_phone: Option<String>,
-    amount_minor: i64,
-    currency: String,
-    status: OrderStatus,
-    assigned_to: Option<i64>,
-    created_by: i64,
-    notes: String,
-    created_at: String,
-    updated_at: String,
+pub(super) struct OrderRow {
+    pub(super) id: i64,
+    pub(super) number: i64,
+    pub(super) title: String,
+    pub(super) customer_name: String,
+    pub(super) customer_email: Option<String>,
+    pub(super) customer_phone: Option<String>,
+    pub(super) amount_minor: i64,
+    pub(super) currency: String,
+    pub(super) status: OrderStatus,
+    pub(super) assigned_to: Option<i64>,
+    pub(super) created_by: i64,
+    pub(super) notes: String,
+    pub(super) created_at: String,
+    pub(super) updated_at: String,
 }
 
 const ORDER_COLUMNS: &str = "id, number, title, customer_name, customer_email, customer_phone, \
@@ -321,14 +314,14 @@ fn order_from_row(row: &Row<'_>) -> rusqlite::Result<OrderRow> {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum View {
+pub(super) enum View {
     Simple,
     Full,
 }
 
 /// What the reader's permissions grant over orders.
 #[derive(Clone, Copy, Debug)]
-struct Scope {
+pub(super) struct Scope {
     user_id: i64,
     full_all: bool,
     full_own: bool,
@@ -337,7 +330,7 @@ struct Scope {
 }
 
 impl Scope {
-    fn of(reader: &Reader) -> Scope {
+    pub(super) fn of(reader: &Reader) -> Scope {
         Scope {
             user_id: reader.user_id,
             full_all: reader.can("orders_view_all"),
@@ -474,76 +467,14 @@ fn load(conn: &Connection, id: i64) -> rusqlite::Result<Option<OrderRow>> {
 }
 
 /// The order and the reader's view of it; `NotFound` if missing or hidden.
-fn visible(conn: &Connection, scope: &Scope, id: i64) -> Result<(OrderRow, View), WorkspaceError> {
+pub(super) fn visible(
+    conn: &Connection,
+    scope: &Scope,
+    id: i64,
+) -> Result<(OrderRow, View), WorkspaceError> {
     let order = load(conn, id)?.ok_or(WorkspaceError::NotFound)?;
     let view = scope.view(&order).ok_or(WorkspaceError::NotFound)?;
     Ok((order, view))
-}
-
-/// The keyset position after the last row of a page. Hex of a small JSON
-/// object: opaque to clients, checked on the way back in.
-#[derive(Debug, Serialize, Deserialize)]
-struct Cursor {
-    /// The sort it was made for.
-    s: String,
-    /// The sort key of the last row (text for timestamps, integer for numbers).
-    k: Value,
-    /// Its id, the tie-break.
-    i: i64,
-}
-
-fn encode_cursor(sort: OrderSort, order: &OrderRow) -> String {
-    let k = match sort.column() {
-        "created_at" => json!(order.created_at),
-        "updated_at" => json!(order.updated_at),
-        _ => json!(order.number),
-    };
-    let cursor = Cursor {
-        s: sort.as_str().to_string(),
-        k,
-        i: order.id,
-    };
-    // Serialising a struct of strings and numbers cannot fail.
-    let text = serde_json::to_string(&cursor).unwrap_or_default();
-    text.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The key and id a cursor carries, as SQL values.
-fn decode_cursor(
-    problems: &mut Problems,
-    sort: OrderSort,
-    cursor: &str,
-) -> Option<(SqlValue, i64)> {
-    let parsed = (|| {
-        if !cursor.len().is_multiple_of(2) || cursor.len() > 2048 {
-            return None;
-        }
-        let bytes = (0..cursor.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(cursor.get(i..i + 2)?, 16).ok())
-            .collect::<Option<Vec<u8>>>()?;
-        serde_json::from_slice::<Cursor>(&bytes).ok()
-    })();
-    let Some(c) = parsed else {
-        problems.add("cursor", "not a cursor of this list");
-        return None;
-    };
-    if c.s != sort.as_str() {
-        problems.add("cursor", "made for another sort order");
-        return None;
-    }
-    let key = match (&c.k, sort.column()) {
-        (Value::Number(n), "number") => n.as_i64().map(SqlValue::Integer),
-        (Value::String(s), "created_at" | "updated_at") => Some(SqlValue::Text(s.clone())),
-        _ => None,
-    };
-    match key {
-        Some(key) => Some((key, c.i)),
-        None => {
-            problems.add("cursor", "not a cursor of this list");
-            None
-        }
-    }
 }
 
 /// `%`, `_` and the escape itself taken literally in a LIKE pattern.
@@ -681,107 +612,6 @@ pub fn get_order(tenant: &Tenant, reader: &Reader, id: i64) -> Result<Value, Wor
     Ok(shape(&order, view))
 }
 
-/// Checked values of the full-view fields.
-fn optional_text(value: Option<&str>) -> Option<String> {
-    value
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .map(str::to_string)
-}
-
-fn check_email(problems: &mut Problems, email: Option<&str>) -> Option<String> {
-    let email = optional_text(email)?;
-    if !valid_email(&email) {
-        problems.add("customer_email", "not an email address");
-    }
-    Some(email)
-}
-
-/// The shape of an address, not its deliverability: one `@`, a local part
-/// without spaces, a domain of dot-separated labels with at least one dot.
-pub fn valid_email(email: &str) -> bool {
-    if email.chars().count() > MAX_EMAIL_CHARS {
-        return false;
-    }
-    let Some((local, domain)) = email.split_once('@') else {
-        return false;
-    };
-    let local_ok = !local.is_empty()
-        && local.chars().count() <= 64
-        && !local
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '@');
-    let labels: Vec<&str> = domain.split('.').collect();
-    let domain_ok = labels.len() >= 2
-        && labels.iter().all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.chars().all(|c| c.is_alphanumeric() || c == '-')
-        });
-    local_ok && domain_ok
-}
-
-fn check_phone(problems: &mut Problems, phone: Option<&str>) -> Option<String> {
-    let phone = optional_text(phone)?;
-    if !valid_phone(&phone) {
-        problems.add(
-            "customer_phone",
-            "4 to 20 digits, with optional leading +, spaces, dots, dashes and parentheses",
-        );
-    }
-    Some(phone)
-}
-
-pub fn valid_phone(phone: &str) -> bool {
-    let digits = phone.chars().filter(char::is_ascii_digit).count();
-    phone.len() <= MAX_PHONE_CHARS
-        && (4..=20).contains(&digits)
-        && phone.char_indices().all(|(i, c)| {
-            c.is_ascii_digit() || matches!(c, ' ' | '-' | '.' | '(' | ')') || (c == '+' && i == 0)
-        })
-}
-
-fn check_amount(problems: &mut Problems, amount: i64) {
-    if amount < 0 {
-        problems.add("amount_minor", "must not be negative");
-    } else if amount > MAX_AMOUNT_MINOR {
-        problems.add(
-            "amount_minor",
-            format!("must be at most {MAX_AMOUNT_MINOR}"),
-        );
-    }
-}
-
-fn check_currency(problems: &mut Problems, currency: &str) {
-    if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
-        problems.add(
-            "currency",
-            "must be three upper-case letters (ISO 4217, e.g. EUR)",
-        );
-    } else if CURRENCIES.binary_search(&currency).is_err() {
-        problems.add("currency", "unknown ISO 4217 currency code");
-    }
-}
-
-fn check_notes(problems: &mut Problems, notes: &str) {
-    if !problems.control_characters("notes", notes, true) {
-        // Reported.
-    } else if notes.chars().count() > MAX_NOTES_CHARS {
-        problems.add(
-            "notes",
-            format!("must be at most {MAX_NOTES_CHARS} characters"),
-        );
-    }
-}
-
-fn check_assignee(problems: &mut Problems, assignee: Option<i64>, member: bool) {
-    if assignee.is_some() && !member {
-        problems.add("assigned_to", "not a member of this tenant");
-    }
-}
-
 /// Takes the next order number inside the caller's IMMEDIATE transaction:
 /// the write lock makes it unique and gap-free among committed orders, and a
 /// rolled-back create gives its number back.
@@ -792,23 +622,6 @@ fn next_number(conn: &Connection) -> rusqlite::Result<i64> {
         [],
         |row| row.get(0),
     )
-}
-
-fn record_event(
-    conn: &Connection,
-    order_id: i64,
-    user_id: i64,
-    at: &str,
-    field: &str,
-    from: Option<&str>,
-    to: Option<&str>,
-) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO order_events (order_id, user_id, at, field, from_value, to_value)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![order_id, user_id, at, field, from, to])?;
-    Ok(())
 }
 
 /// Inserts a checked order with its `created` event, inside the caller's
@@ -870,7 +683,7 @@ pub fn create_order(
     let mut problems = Problems::default();
     let title = problems.text("title", &new.title, MAX_TITLE_CHARS);
     let customer_name = problems.text("customer_name", &new.customer_name, MAX_NAME_CHARS);
-    let customer_email = check_email(&mut problems, new.customer_email.as_deref());
+    let customer_email = check_customer_email(&mut problems, new.customer_email.as_deref());
     let customer_phone = check_phone(&mut problems, new.customer_phone.as_deref());
     check_amount(&mut problems, new.amount_minor);
     check_currency(&mut problems, &new.currency);
@@ -906,9 +719,6 @@ pub fn create_order(
         Ok(shape_after_write(&scope, &order))
     })
 }
-
-/// One changed field: name, old and new value as history text.
-type Change = (&'static str, Option<String>, Option<String>);
 
 /// Applies a patch to an order the reader sees: `orders_edit`, and full-field
 /// visibility of this order for customer, amount, currency and notes. Every
@@ -946,7 +756,7 @@ pub fn update_order(
             new.customer_name = problems.text("customer_name", name, MAX_NAME_CHARS);
         }
         if let Some(email) = &patch.customer_email {
-            new.customer_email = check_email(&mut problems, email.as_deref());
+            new.customer_email = check_customer_email(&mut problems, email.as_deref());
         }
         if let Some(phone) = &patch.customer_phone {
             new.customer_phone = check_phone(&mut problems, phone.as_deref());
@@ -1023,46 +833,6 @@ pub fn update_order(
     })
 }
 
-fn changes(old: &OrderRow, new: &OrderRow) -> Vec<Change> {
-    let mut out: Vec<Change> = Vec::new();
-    let mut text = |field, a: &str, b: &str| {
-        if a != b {
-            out.push((field, Some(a.to_string()), Some(b.to_string())));
-        }
-    };
-    text("title", &old.title, &new.title);
-    text("customer_name", &old.customer_name, &new.customer_name);
-    text("currency", &old.currency, &new.currency);
-    text("status", old.status.as_str(), new.status.as_str());
-    text("notes", &old.notes, &new.notes);
-    let mut opt = |field, a: Option<String>, b: Option<String>| {
-        if a != b {
-            out.push((field, a, b));
-        }
-    };
-    opt(
-        "customer_email",
-        old.customer_email.clone(),
-        new.customer_email.clone(),
-    );
-    opt(
-        "customer_phone",
-        old.customer_phone.clone(),
-        new.customer_phone.clone(),
-    );
-    opt(
-        "amount_minor",
-        Some(old.amount_minor.to_string()),
-        Some(new.amount_minor.to_string()),
-    );
-    opt(
-        "assigned_to",
-        old.assigned_to.map(|u| u.to_string()),
-        new.assigned_to.map(|u| u.to_string()),
-    );
-    out
-}
-
 /// Deletes an order the reader sees (needs `orders_delete`; a simple view is
 /// enough, as deleting reveals nothing). Its history goes with it; its number
 /// is never given out again.
@@ -1076,40 +846,6 @@ pub fn delete_order(tenant: &Tenant, reader: &Reader, id: i64) -> Result<(), Wor
         tx.execute("DELETE FROM orders WHERE id = ?1", [id])?;
         Ok(())
     })
-}
-
-/// The history of an order the reader sees, oldest first; a simple view
-/// gets only the events of simple fields.
-pub fn order_history(
-    tenant: &Tenant,
-    reader: &Reader,
-    id: i64,
-) -> Result<Vec<OrderEvent>, WorkspaceError> {
-    let conn = tenant.conn()?;
-    let (_, view) = visible(&conn, &Scope::of(reader), id)?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, order_id, user_id, at, field, from_value, to_value
-         FROM order_events WHERE order_id = ?1 ORDER BY id",
-    )?;
-    let rows = stmt.query_map([id], |row| {
-        Ok(OrderEvent {
-            id: row.get(0)?,
-            order_id: row.get(1)?,
-            user_id: row.get(2)?,
-            at: row.get(3)?,
-            field: row.get(4)?,
-            from_value: row.get(5)?,
-            to_value: row.get(6)?,
-        })
-    })?;
-    let mut out = Vec::new();
-    for event in rows {
-        let event = event?;
-        if view == View::Full || SIMPLE_EVENT_FIELDS.contains(&event.field.as_str()) {
-            out.push(event);
-        }
-    }
-    Ok(out)
 }
 
 /// Field → value of an order for the demo seeder, which writes rows that no
@@ -1178,22 +914,3 @@ pub(crate) fn insert_demo_order(conn: &Connection, demo: DemoOrder) -> rusqlite:
     }
     Ok(order.id)
 }
-
-/// Active ISO 4217 codes of money one can invoice in (no precious metals,
-/// bond units, SDR, or the test and "no currency" codes), sorted for binary
-/// search.
-pub const CURRENCIES: [&str; 169] = [
-    "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT",
-    "BGN", "BHD", "BIF", "BMD", "BND", "BOB", "BOV", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD",
-    "CAD", "CDF", "CHE", "CHF", "CHW", "CLF", "CLP", "CNY", "COP", "COU", "CRC", "CUC", "CUP",
-    "CVE", "CZK", "DJF", "DKK", "DOP", "DZD", "EGP", "ERN", "ETB", "EUR", "FJD", "FKP", "GBP",
-    "GEL", "GHS", "GIP", "GMD", "GNF", "GTQ", "GYD", "HKD", "HNL", "HTG", "HUF", "IDR", "ILS",
-    "INR", "IQD", "IRR", "ISK", "JMD", "JOD", "JPY", "KES", "KGS", "KHR", "KMF", "KPW", "KRW",
-    "KWD", "KYD", "KZT", "LAK", "LBP", "LKR", "LRD", "LSL", "LYD", "MAD", "MDL", "MGA", "MKD",
-    "MMK", "MNT", "MOP", "MRU", "MUR", "MVR", "MWK", "MXN", "MXV", "MYR", "MZN", "NAD", "NGN",
-    "NIO", "NOK", "NPR", "NZD", "OMR", "PAB", "PEN", "PGK", "PHP", "PKR", "PLN", "PYG", "QAR",
-    "RON", "RSD", "RUB", "RWF", "SAR", "SBD", "SCR", "SDG", "SEK", "SGD", "SHP", "SLE", "SLL",
-    "SOS", "SRD", "SSP", "STN", "SVC", "SYP", "SZL", "THB", "TJS", "TMT", "TND", "TOP", "TRY",
-    "TTD", "TWD", "TZS", "UAH", "UGX", "USD", "USN", "UYI", "UYU", "UYW", "UZS", "VED", "VES",
-    "VND", "VUV", "WST", "XAF", "XCD", "XCG", "XOF", "XPF", "YER", "ZAR", "ZMW", "ZWG", "ZWL",
-];

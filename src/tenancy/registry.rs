@@ -1,0 +1,609 @@
+//! The `Registry` of open tenant pools: one slot per tenant, opened on first use (and
+//! migrated once) while other callers for it wait, closed by LRU, idleness or `evict`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use scheduled_thread_pool::{JobHandle, ScheduledThreadPool};
+
+use super::checkpoint::spawn_checkpointer;
+use super::write_turn::WriteTurn;
+use super::{check_tenant_file, lock, reads, tenant_db_path, try_lock, TenancyError, Tenant};
+use crate::catalog::{TenantRecord, TenantStatus};
+use crate::db::{self, Create, DbError, DbKind, PoolConfig};
+
+#[derive(Clone, Debug)]
+pub struct RegistryConfig {
+    /// Pools kept open at once. Past it, the least recently used pool that
+    /// nobody holds is closed. If every pool is held, the cap is exceeded
+    /// (with a warning) rather than failing the request.
+    pub max_open_pools: usize,
+    /// Connections per tenant pool.
+    pub pool_max_size: u32,
+    /// A pool unused this long is closed as a whole; `None` keeps pools until
+    /// the cap pushes them out.
+    pub idle_timeout: Option<Duration>,
+    pub connection_timeout: Duration,
+    /// A tenant that failed to open is not retried for this long; requests
+    /// in between get the same `Unavailable` error at once.
+    pub retry_after: Duration,
+    /// Threads of the scheduler shared by every tenant pool (r2d2 opens
+    /// connections on it).
+    pub threads: usize,
+    /// How long a request waits for another request that is opening (and
+    /// migrating) the same tenant before it gives up with `Unavailable`. A
+    /// long migration then costs waiting workers a bounded time, not forever.
+    pub open_wait: Duration,
+    /// The migrations tenant databases are brought to: the binary's own, or
+    /// (in tests of the runner) a set with more.
+    pub migrations: &'static [db::Migration],
+    /// Bytes of answers all open pools together keep while their files are unchanged (see
+    /// [`reads`]); 0 turns the cache off.
+    pub read_cache_bytes: usize,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            max_open_pools: 256,
+            pool_max_size: 4,
+            idle_timeout: Some(Duration::from_secs(300)),
+            connection_timeout: Duration::from_secs(5),
+            retry_after: Duration::from_secs(1),
+            threads: 2,
+            open_wait: Duration::from_secs(10),
+            migrations: db::tenant_migrations(),
+            read_cache_bytes: DEFAULT_READ_CACHE_MIB << 20,
+        }
+    }
+}
+
+/// For all tenants together: about 50,000 single orders, or 1,000 pages of 50. Only answers
+/// asked for again are worth keeping, and only until their tenant's next write.
+pub const DEFAULT_READ_CACHE_MIB: usize = 32;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegistryStats {
+    pub open_pools: usize,
+    /// Pools opened since start (a first access that migrated and opened).
+    pub pools_opened: u64,
+    /// Pools closed since start (cap, idle, evict).
+    pub pools_closed: u64,
+}
+
+pub(super) struct OpenPool {
+    /// Its connections stay open until the pool is dropped: no idle timeout, no lifetime, no
+    /// check on checkout, and r2d2_sqlite never reports one broken. `reads` relies on it (its
+    /// probe of the file's `-shm` is only safe while a connection is open).
+    pub(super) pool: db::Pool,
+    pub(super) reads: reads::ReadCache,
+    /// See [`WriteTurn`].
+    pub(super) writer: WriteTurn,
+    /// Writes through this pool, for the checkpoint every `CHECKPOINT_EVERY` of them.
+    pub(super) commits: AtomicU64,
+    /// Where checkpoints are asked for, and whether one is already waiting there.
+    pub(super) checkpoints: Sender<Weak<OpenPool>>,
+    pub(super) checkpoint_queued: AtomicBool,
+    pub(super) checkpoints_done: AtomicU64,
+    /// Set, under this lock, when the registry closes the pool: the checkpoint thread may
+    /// still upgrade a queued `Weak` afterwards, and must then leave the pool alone (its file
+    /// may be on its way out, by purge). The thread holds the lock while it checkpoints, so a
+    /// close waits for a running checkpoint.
+    pub(super) retired: Mutex<bool>,
+    /// For the checkpoint thread's log lines.
+    pub(super) path: PathBuf,
+    pub(super) epoch: Instant,
+    /// Nanoseconds since `epoch` of the last use, for LRU and idle closing.
+    pub(super) last_used: AtomicU64,
+}
+
+impl OpenPool {
+    pub(super) fn touch(&self) {
+        // Every request of the tenant touches: a store each time would pass the cache line
+        // between cores on every one. Idle closing and LRU need no finer time than this.
+        let now = nanos_since(self.epoch);
+        if now.saturating_sub(self.last_used.load(Ordering::Relaxed)) >= TOUCH_GRAIN_NANOS {
+            self.last_used.store(now, Ordering::Relaxed);
+        }
+    }
+
+    fn last_used(&self) -> u64 {
+        self.last_used.load(Ordering::Relaxed)
+    }
+}
+
+pub(super) const TOUCH_GRAIN_NANOS: u64 = 1_000_000;
+
+fn nanos_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// True when closing the pool cannot pull anything from under anyone: no
+/// `Tenant` holds it (only the slot's reference) and no connection is out.
+/// Stable while the slot is locked: new `Tenant`s are only made under it,
+/// and connections only through a `Tenant`; the one exception, the checkpoint
+/// thread, backs off once the pool is marked retired (see `OpenPool::retired`).
+fn unheld(pool: &Arc<OpenPool>) -> bool {
+    if Arc::strong_count(pool) != 1 {
+        return false;
+    }
+    let state = pool.pool.state();
+    state.connections == state.idle_connections
+}
+
+enum SlotState {
+    /// Not opened yet in this process.
+    Empty,
+    /// A request is opening it (and migrating): others wait on the slot's
+    /// condition variable, for at most `open_wait`.
+    Opening,
+    Open(Arc<OpenPool>),
+    Failed {
+        reason: String,
+        at: Instant,
+    },
+    /// Closed and removed from the map; whoever still holds this slot must
+    /// look the tenant up again.
+    Retired,
+}
+
+/// Per-tenant state. Its mutex is what makes the first access (migration,
+/// opening) happen once while concurrent callers wait, without blocking any
+/// other tenant.
+struct Slot {
+    state: Mutex<SlotState>,
+    /// Signalled when an `Opening` slot becomes `Open` or `Failed`.
+    settled: Condvar,
+}
+
+pub(super) struct Inner {
+    data_dir: PathBuf,
+    config: RegistryConfig,
+    threads: Arc<ScheduledThreadPool>,
+    epoch: Instant,
+    /// Lock order: a slot's lock may be held while taking this one, never
+    /// the reverse (other slots are only `try_lock`ed under it).
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    open: AtomicUsize,
+    opened_total: AtomicU64,
+    closed_total: AtomicU64,
+    checkpoints: Sender<Weak<OpenPool>>,
+    pub(super) reads: reads::Budget,
+}
+/// Tenant pools, opened lazily and closed by LRU, idleness or `evict`.
+/// Share it between threads (e.g. in an `Arc`).
+pub struct Registry {
+    pub(super) inner: Arc<Inner>,
+    sweeper: Option<JobHandle>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("data_dir", &self.inner.data_dir)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        if let Some(sweeper) = &self.sweeper {
+            sweeper.cancel();
+        }
+    }
+}
+
+impl Registry {
+    pub fn new(data_dir: &Path, config: RegistryConfig) -> Registry {
+        let (checkpoints, queue) = crossbeam_channel::unbounded();
+        spawn_checkpointer(queue);
+        let reads = reads::Budget::new(config.read_cache_bytes);
+        let inner = Arc::new(Inner {
+            data_dir: data_dir.to_path_buf(),
+            threads: db::thread_pool(config.threads),
+            config,
+            epoch: Instant::now(),
+            slots: Mutex::new(HashMap::new()),
+            open: AtomicUsize::new(0),
+            opened_total: AtomicU64::new(0),
+            closed_total: AtomicU64::new(0),
+            checkpoints,
+            reads,
+        });
+        // Idle pools are closed whole by our own sweep instead of r2d2's
+        // per-pool reaper: that reaper is a periodic job r2d2 never cancels,
+        // so pools that come and go would pile up jobs on the shared
+        // scheduler.
+        let sweeper = inner.config.idle_timeout.map(|idle| {
+            let period = (idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
+            let weak: Weak<Inner> = Arc::downgrade(&inner);
+            inner
+                .threads
+                .execute_at_fixed_rate(period, period, move || {
+                    if let Some(inner) = weak.upgrade() {
+                        inner.sweep();
+                    }
+                })
+        });
+        Registry { inner, sweeper }
+    }
+
+    /// The tenant's context, opening (and on first use migrating) its
+    /// database. Suspended and deleted tenants are refused.
+    pub fn open(&self, record: Arc<TenantRecord>) -> Result<Tenant, TenancyError> {
+        self.open_with(record, Inner::open_pool)
+    }
+
+    /// [`Registry::open`] with the step that opens the pool given: tests pass one that fails
+    /// in ways the real one rarely does.
+    pub(super) fn open_with(
+        &self,
+        record: Arc<TenantRecord>,
+        open_pool: impl FnOnce(&Inner, &TenantRecord, &Path) -> Result<OpenPool, String>,
+    ) -> Result<Tenant, TenancyError> {
+        match record.status {
+            TenantStatus::Active => {}
+            TenantStatus::Suspended => {
+                return Err(TenancyError::Suspended {
+                    tenant: record.slug.clone(),
+                })
+            }
+            TenantStatus::Deleted => {
+                return Err(TenancyError::Deleted {
+                    tenant: record.slug.clone(),
+                })
+            }
+        }
+        let inner = &self.inner;
+        loop {
+            let slot = inner.slot(&record.id);
+            let state = inner.wait_while_opening(&slot, &record)?;
+            match &*state {
+                SlotState::Opening => unreachable!("waited above"),
+                SlotState::Retired => continue,
+                SlotState::Open(pool) => {
+                    pool.touch();
+                    return Ok(Tenant {
+                        pool: Arc::clone(pool),
+                        record,
+                    });
+                }
+                SlotState::Failed { reason, at } if at.elapsed() < inner.config.retry_after => {
+                    return Err(TenancyError::Unavailable {
+                        tenant: record.slug.clone(),
+                        reason: reason.clone(),
+                    });
+                }
+                SlotState::Failed { .. } | SlotState::Empty => {}
+            }
+            return inner.open_slot(&slot, state, record, open_pool);
+        }
+    }
+
+    /// Closes the tenant's pool (before purging its file, say). Returns
+    /// whether a pool was open; `InUse` if someone still holds it.
+    pub fn evict(&self, tenant_id: &str) -> Result<bool, TenancyError> {
+        let inner = &self.inner;
+        let Some(slot) = lock(&inner.slots).get(tenant_id).cloned() else {
+            return Ok(false);
+        };
+        let mut state = lock(&slot.state);
+        let closed = match &*state {
+            SlotState::Retired => return Ok(false),
+            SlotState::Opening => {
+                return Err(TenancyError::InUse {
+                    tenant: tenant_id.to_string(),
+                })
+            }
+            SlotState::Open(pool) if !unheld(pool) => {
+                return Err(TenancyError::InUse {
+                    tenant: tenant_id.to_string(),
+                })
+            }
+            SlotState::Open(pool) => {
+                *lock(&pool.retired) = true;
+                true
+            }
+            SlotState::Empty | SlotState::Failed { .. } => false,
+        };
+        let old = std::mem::replace(&mut *state, SlotState::Retired);
+        {
+            let mut slots = lock(&inner.slots);
+            if slots.get(tenant_id).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+                slots.remove(tenant_id);
+            }
+        }
+        drop(state);
+        if let SlotState::Open(pool) = old {
+            inner.closed(pool);
+        }
+        Ok(closed)
+    }
+
+    /// Closes pools unused for `idle_timeout` and forgets failures older than
+    /// `retry_after`. Runs periodically on its own; returns pools closed.
+    pub fn close_idle(&self) -> usize {
+        self.inner.sweep()
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.inner.open.load(Ordering::SeqCst)
+    }
+
+    pub fn stats(&self) -> RegistryStats {
+        RegistryStats {
+            open_pools: self.open_count(),
+            pools_opened: self.inner.opened_total.load(Ordering::Relaxed),
+            pools_closed: self.inner.closed_total.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Inner {
+    /// The tenant's slot, made `Empty` on first sight.
+    fn slot(&self, id: &str) -> Arc<Slot> {
+        let mut slots = lock(&self.slots);
+        // Looked up before inserting: the hot path allocates no key.
+        match slots.get(id) {
+            Some(slot) => Arc::clone(slot),
+            None => Arc::clone(slots.entry(id.to_string()).or_insert_with(|| {
+                Arc::new(Slot {
+                    state: Mutex::new(SlotState::Empty),
+                    settled: Condvar::new(),
+                })
+            })),
+        }
+    }
+
+    /// The slot's state once nobody is opening it, or `Unavailable` after `open_wait`.
+    fn wait_while_opening<'s>(
+        &self,
+        slot: &'s Slot,
+        record: &TenantRecord,
+    ) -> Result<MutexGuard<'s, SlotState>, TenancyError> {
+        let mut state = lock(&slot.state);
+        // The clock only when there is a wait: this runs on every tenant request.
+        let mut deadline = None;
+        while matches!(*state, SlotState::Opening) {
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + self.config.open_wait);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(TenancyError::Unavailable {
+                    tenant: record.slug.clone(),
+                    reason: "still being opened (a long migration?)".into(),
+                });
+            }
+            state = slot
+                .settled
+                .wait_timeout(state, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        Ok(state)
+    }
+
+    /// First use in this process, or a retry: opens the pool of an `Empty` or `Failed` slot,
+    /// whose lock `state` is, and settles the slot `Open` or `Failed`.
+    fn open_slot(
+        &self,
+        slot: &Slot,
+        mut state: MutexGuard<'_, SlotState>,
+        record: Arc<TenantRecord>,
+        open_pool: impl FnOnce(&Inner, &TenantRecord, &Path) -> Result<OpenPool, String>,
+    ) -> Result<Tenant, TenancyError> {
+        let Some(path) = tenant_db_path(&self.data_dir, &record.id) else {
+            let reason = "catalog id is not a canonical UUID".to_string();
+            log::error!(
+                "tenant {} ({:?}) unavailable: {reason}",
+                record.slug,
+                record.id
+            );
+            // Failed, like any tenant that cannot open: retried later, swept when stale.
+            return Err(failed(&mut state, &record, reason));
+        };
+        // The slot says so and is unlocked while we work: callers for the same tenant wait on
+        // its condition variable (bounded), others are not held up.
+        *state = SlotState::Opening;
+        drop(state);
+        // A panic while opening must not leave the slot `Opening`, where every later request
+        // for the tenant would wait out `open_wait` and fail, forever.
+        let opened = catch_panic(|| {
+            self.make_room();
+            open_pool(self, &record, &path)
+        });
+        let mut state = lock(&slot.state);
+        slot.settled.notify_all();
+        match opened {
+            Ok(pool) => {
+                let pool = Arc::new(pool);
+                *state = SlotState::Open(Arc::clone(&pool));
+                self.open.fetch_add(1, Ordering::SeqCst);
+                self.opened_total.fetch_add(1, Ordering::Relaxed);
+                Ok(Tenant { record, pool })
+            }
+            Err(reason) => {
+                log::error!(
+                    "tenant {} ({}) unavailable: {reason}",
+                    record.slug,
+                    record.id
+                );
+                Err(failed(&mut state, &record, reason))
+            }
+        }
+    }
+
+    /// Opens the file (never creating it), applies pending migrations, checks
+    /// the file is this tenant's, then builds the pool. The check connection
+    /// is separate so a corrupt file fails here at once, not after r2d2's
+    /// connection retries time out. An error is the reason reported in
+    /// `Unavailable`.
+    fn open_pool(&self, record: &TenantRecord, path: &Path) -> Result<OpenPool, String> {
+        let reason = |e: DbError| e.to_string();
+        let mut conn = db::open(path, DbKind::Tenant, Create::Never).map_err(reason)?;
+        check_tenant_file(&conn, record)?;
+        db::migrate(&mut conn, self.config.migrations).map_err(reason)?;
+        drop(conn);
+        let config = PoolConfig {
+            max_size: self.config.pool_max_size,
+            idle_timeout: None,
+            connection_timeout: self.config.connection_timeout,
+        };
+        let pool = db::pool(path, DbKind::Tenant, &config, &self.threads).map_err(reason)?;
+        // One connection now, which stays for the pool's life (see `OpenPool::pool`): the
+        // answers cache reads the file's WAL index where this connection's SQLite maps it,
+        // which is only safe while it is open.
+        let first = pool.get().map_err(|e| reason(e.into()))?;
+        let reads = reads::ReadCache::new(self.reads.clone(), &first);
+        drop(first);
+        let open = OpenPool {
+            reads,
+            pool,
+            writer: WriteTurn::default(),
+            commits: AtomicU64::new(0),
+            checkpoints: self.checkpoints.clone(),
+            checkpoint_queued: AtomicBool::new(false),
+            checkpoints_done: AtomicU64::new(0),
+            retired: Mutex::new(false),
+            path: path.to_path_buf(),
+            epoch: self.epoch,
+            last_used: AtomicU64::new(0),
+        };
+        open.touch();
+        Ok(open)
+    }
+
+    /// Before opening one more pool: close LRU unheld pools until there is
+    /// room. Concurrent first opens may overshoot by a few; the next open or
+    /// sweep brings the count back down.
+    fn make_room(&self) {
+        while self.open.load(Ordering::SeqCst) >= self.config.max_open_pools.max(1) {
+            if !self.close_one(|_| true) {
+                log::warn!(
+                    "{} tenant pools open, over the cap of {}: every pool is in use",
+                    self.open.load(Ordering::SeqCst),
+                    self.config.max_open_pools
+                );
+                return;
+            }
+        }
+    }
+
+    /// Closes the least recently used unheld pool that `eligible` accepts.
+    fn close_one(&self, eligible: impl Fn(&OpenPool) -> bool) -> bool {
+        let victim = {
+            let mut slots = lock(&self.slots);
+            let mut best: Option<(u64, &String)> = None;
+            for (id, slot) in slots.iter() {
+                let Some(state) = try_lock(&slot.state) else {
+                    continue;
+                };
+                if let SlotState::Open(pool) = &*state {
+                    let used = pool.last_used();
+                    if unheld(pool) && eligible(pool) && best.is_none_or(|(b, _)| used < b) {
+                        best = Some((used, id));
+                    }
+                }
+            }
+            let Some(id) = best.map(|(_, id)| id.clone()) else {
+                return false;
+            };
+            self.retire(&mut slots, &id)
+        };
+        match victim {
+            Some(pool) => {
+                self.closed(pool);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes an unheld open pool out of the map, to be dropped by the caller
+    /// after the map lock is released.
+    fn retire(&self, slots: &mut HashMap<String, Arc<Slot>>, id: &str) -> Option<Arc<OpenPool>> {
+        let slot = slots.get(id)?;
+        let mut state = try_lock(&slot.state)?;
+        match &*state {
+            // Never waits for a running checkpoint while the map is locked: that pool is in use.
+            SlotState::Open(pool) if unheld(pool) => *try_lock(&pool.retired)? = true,
+            SlotState::Failed { .. } => {}
+            _ => return None,
+        }
+        let old = std::mem::replace(&mut *state, SlotState::Retired);
+        drop(state);
+        slots.remove(id);
+        match old {
+            SlotState::Open(pool) => Some(pool),
+            _ => None,
+        }
+    }
+
+    fn closed(&self, pool: Arc<OpenPool>) {
+        self.open.fetch_sub(1, Ordering::SeqCst);
+        self.closed_total.fetch_add(1, Ordering::Relaxed);
+        // The last reference: dropping it closes the connections.
+        drop(pool);
+    }
+
+    fn sweep(&self) -> usize {
+        let mut closed = 0;
+        if let Some(idle) = self.config.idle_timeout {
+            let idle = u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX);
+            let now = nanos_since(self.epoch);
+            while self.close_one(|pool| now.saturating_sub(pool.last_used()) >= idle) {
+                closed += 1;
+            }
+        }
+        while self.open.load(Ordering::SeqCst) > self.config.max_open_pools.max(1)
+            && self.close_one(|_| true)
+        {
+            closed += 1;
+        }
+        // Forget old failures so the map only holds tenants in play.
+        let mut slots = lock(&self.slots);
+        let stale: Vec<String> = slots
+            .iter()
+            .filter(|(_, slot)| {
+                try_lock(&slot.state).is_some_and(|state| {
+                    matches!(&*state, SlotState::Failed { at, .. }
+                        if at.elapsed() >= self.config.retry_after)
+                })
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale {
+            self.retire(&mut slots, &id);
+        }
+        closed
+    }
+}
+
+/// `open()`'s result, or the panic's message as the reason the tenant is unavailable.
+fn catch_panic(open: impl FnOnce() -> Result<OpenPool, String>) -> Result<OpenPool, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(format!("opening panicked: {what}"))
+    })
+}
+
+/// Marks the slot `Failed` (retried after `retry_after`) and says so.
+fn failed(state: &mut SlotState, record: &TenantRecord, reason: String) -> TenancyError {
+    *state = SlotState::Failed {
+        reason: reason.clone(),
+        at: Instant::now(),
+    };
+    TenancyError::Unavailable {
+        tenant: record.slug.clone(),
+        reason,
+    }
+}
