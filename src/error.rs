@@ -283,6 +283,10 @@ impl From<rusqlite::Error> for Error {
 
 impl From<IdentityError> for Error {
     fn from(e: IdentityError) -> Self {
+        let e = match e {
+            IdentityError::Catalog(catalog) => return Error::from(catalog),
+            e => e,
+        };
         let conflict = |code, e: &IdentityError| Error::Conflict {
             code,
             message: e.to_string(),
@@ -312,7 +316,9 @@ impl From<IdentityError> for Error {
                 Error::Refused("the invitation is for another email address")
             }
             IdentityError::TenantNotFound(_) => Error::TenantNotFound,
-            IdentityError::Db(_) | IdentityError::Corrupt { .. } => Error::Internal(e.to_string()),
+            IdentityError::Db(_) | IdentityError::Corrupt { .. } | IdentityError::Catalog(_) => {
+                Error::Internal(e.to_string())
+            }
         }
     }
 }

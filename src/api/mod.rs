@@ -230,6 +230,46 @@ pub struct FirstAdmin {
     pub password: String,
 }
 
+/// Why [`App::open`] failed: the catalog, the first system admin, or the real-time hub.
+#[derive(Debug)]
+pub enum OpenError {
+    Catalog(CatalogError),
+    /// Reading or creating the first system admin.
+    FirstAdmin(IdentityError),
+    /// Hashing the first system admin's password.
+    Hash(password::PasswordError),
+    /// The real-time hub's thread did not start.
+    Hub(std::io::Error),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Catalog(e) => e.fmt(f),
+            OpenError::FirstAdmin(e) => write!(f, "cannot create the first system admin: {e}"),
+            OpenError::Hash(e) => write!(f, "cannot create the first system admin: {e}"),
+            OpenError::Hub(e) => write!(f, "cannot start the real-time hub: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OpenError::Catalog(e) => Some(e),
+            OpenError::FirstAdmin(e) => Some(e),
+            OpenError::Hash(e) => Some(e),
+            OpenError::Hub(e) => Some(e),
+        }
+    }
+}
+
+impl From<CatalogError> for OpenError {
+    fn from(e: CatalogError) -> Self {
+        OpenError::Catalog(e)
+    }
+}
+
 /// Everything a handler may reach, shared by every worker thread.
 pub struct App {
     pub catalog: Catalog,
@@ -253,12 +293,9 @@ pub const FIRST_ADMIN_EMAIL: &str = "admin@localhost";
 impl App {
     /// Opens (or creates) the catalog under the data directory. With no system admin yet, it makes
     /// `admin@localhost` with a random password and returns it so the caller can show it once.
-    pub fn open(config: AppConfig) -> Result<(App, Option<FirstAdmin>), CatalogError> {
+    pub fn open(config: AppConfig) -> Result<(App, Option<FirstAdmin>), OpenError> {
         let catalog = Catalog::open(&config.data_dir, Create::IfMissing)?;
-        let first = first_admin(&catalog).map_err(|e| CatalogError::Corrupt {
-            id: "system_admins".into(),
-            message: e.to_string(),
-        })?;
+        let first = first_admin(&catalog)?;
         let credentials = Credentials::load_or_create(&catalog)?;
         let device_key = device_key(&catalog)?;
         let mut hub_config = HubConfig::new(
@@ -277,10 +314,7 @@ impl App {
         // Every private or presence subscription goes through /broadcasting/auth, which records
         // it: a replayed signature (after a revocation, say) finds no grant and is refused.
         hub_config.require_recorded_grant = true;
-        let hub = Hub::start(hub_config).map_err(|e| CatalogError::Io {
-            path: config.data_dir.clone(),
-            source: e,
-        })?;
+        let hub = Hub::start(hub_config).map_err(OpenError::Hub)?;
         let app = App {
             registry: Registry::new(&config.data_dir, config.registry.clone()),
             catalog,
@@ -571,16 +605,15 @@ impl App {
 }
 
 /// Creates the first system admin when there is none.
-fn first_admin(catalog: &Catalog) -> Result<Option<FirstAdmin>, IdentityError> {
-    if catalog.admin_count()? > 0 {
+fn first_admin(catalog: &Catalog) -> Result<Option<FirstAdmin>, OpenError> {
+    if catalog.admin_count().map_err(OpenError::FirstAdmin)? > 0 {
         return Ok(None);
     }
     let password = random_password();
-    let hash = password::hash(&password).map_err(|e| IdentityError::Validation {
-        field: "password",
-        message: e.to_string(),
-    })?;
-    catalog.create_admin(FIRST_ADMIN_EMAIL, &hash)?;
+    let hash = password::hash(&password).map_err(OpenError::Hash)?;
+    catalog
+        .create_admin(FIRST_ADMIN_EMAIL, &hash)
+        .map_err(OpenError::FirstAdmin)?;
     Ok(Some(FirstAdmin {
         email: FIRST_ADMIN_EMAIL.into(),
         password,
