@@ -10,6 +10,7 @@ use crate::db::DbError;
 use crate::http::Response;
 use crate::tenancy::lifecycle::LifecycleError;
 use crate::tenancy::TenancyError;
+use crate::workspace::WorkspaceError;
 
 #[derive(Debug)]
 pub enum Error {
@@ -29,6 +30,8 @@ pub enum Error {
     Forbidden(String),
     /// Refused for a reason other than a missing permission: the message says which.
     Refused(&'static str),
+    /// A body over a limit of the route's own (the events API's data size).
+    PayloadTooLarge(String),
     /// Throttled, or the password hashing pool is full.
     TooManyRequests {
         retry_after_secs: u64,
@@ -105,6 +108,7 @@ impl Error {
                 format!("this needs the {permission} permission"),
             ),
             Error::Refused(why) => (403, "forbidden", (*why).to_string()),
+            Error::PayloadTooLarge(m) => (413, "payload_too_large", m.clone()),
             Error::TooManyRequests { .. } => (
                 429,
                 "too_many_requests",
@@ -252,6 +256,20 @@ impl From<LifecycleError> for Error {
 impl From<CatalogError> for Error {
     fn from(e: CatalogError) -> Self {
         Error::Internal(e.to_string())
+    }
+}
+
+impl From<WorkspaceError> for Error {
+    fn from(e: WorkspaceError) -> Self {
+        match e {
+            WorkspaceError::Validation(fields) => Error::Validation(fields),
+            WorkspaceError::NotFound => Error::NotFound,
+            WorkspaceError::Forbidden(what) => Error::Forbidden(what),
+            // SQLite's own errors are told apart (busy or corrupt: 503; a
+            // failed constraint, our bug: 500); pool and file errors are 503.
+            WorkspaceError::Db(DbError::Sqlite(e)) => e.into(),
+            WorkspaceError::Db(db) => db.into(),
+        }
     }
 }
 

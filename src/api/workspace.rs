@@ -104,20 +104,6 @@ pub(super) fn routes(r: &mut Router<Route>) {
     );
 }
 
-impl From<WorkspaceError> for Error {
-    fn from(e: WorkspaceError) -> Self {
-        match e {
-            WorkspaceError::Validation(fields) => Error::Validation(fields),
-            WorkspaceError::NotFound => Error::NotFound,
-            WorkspaceError::Forbidden(what) => Error::Forbidden(what),
-            // SQLite's own errors are told apart (busy or corrupt: 503; a
-            // failed constraint, our bug: 500); pool and file errors are 503.
-            WorkspaceError::Db(crate::db::DbError::Sqlite(e)) => e.into(),
-            WorkspaceError::Db(db) => db.into(),
-        }
-    }
-}
-
 fn reader(member: &Member) -> Reader {
     reader_of(member.user.id, member.membership)
 }
