@@ -7,7 +7,7 @@ use std::fmt;
 
 use crate::catalog::{CatalogError, IdentityError};
 use crate::db::DbError;
-use crate::http::Response;
+use crate::http::{self, Response};
 use crate::tenancy::lifecycle::LifecycleError;
 use crate::tenancy::TenancyError;
 use crate::workspace::WorkspaceError;
@@ -170,11 +170,15 @@ impl Error {
             log::error!("internal error: {detail}");
         }
         let (status, code, message) = self.parts();
-        let mut body = serde_json::json!({"error": {"code": code, "message": message}});
-        if let Error::Validation(fields) = &self {
-            body["error"]["fields"] = serde_json::json!(fields);
-        }
-        let response = Response::json(status, &body);
+        let fields = match &self {
+            Error::Validation(fields) => Some(fields),
+            _ => None,
+        };
+        let response = Response::new(
+            status,
+            "application/json",
+            http::error_body(code, &message, fields),
+        );
         match self {
             Error::MethodNotAllowed { allow } => response.with_header("Allow", allow),
             Error::Unauthorized => response.with_header("WWW-Authenticate", "Bearer"),
@@ -352,5 +356,33 @@ mod tests {
         assert_eq!(response.status, 503);
         assert_eq!(response.header("retry-after"), Some("1"));
         assert_eq!(Error::from(HubError::Stopped).into_response().status, 500);
+    }
+
+    fn body(response: &Response) -> &[u8] {
+        match &response.body {
+            http::Body::Full(bytes) => bytes,
+            _ => panic!("an error body is whole"),
+        }
+    }
+
+    #[test]
+    fn error_bodies_have_the_one_shape() {
+        let too_large = Error::PayloadTooLarge("data over 10240 bytes".into()).into_response();
+        assert_eq!(too_large.status, 413);
+        assert_eq!(too_large.header("content-type"), Some("application/json"));
+        assert_eq!(
+            body(&too_large),
+            br#"{"error":{"code":"payload_too_large","message":"data over 10240 bytes"}}"#
+        );
+        let invalid = Error::validation("email", "must be text").into_response();
+        assert_eq!(invalid.status, 422);
+        assert_eq!(
+            body(&invalid),
+            br#"{"error":{"code":"validation_failed","fields":{"email":"must be text"},"message":"some fields are not valid"}}"#
+        );
+        assert_eq!(
+            body(&Response::error(403, "forbidden", "no")),
+            br#"{"error":{"code":"forbidden","message":"no"}}"#
+        );
     }
 }
