@@ -803,7 +803,8 @@ fn healthz(_app: &App, _call: &Call) -> Result<Response, Error> {
 }
 
 /// The request body as JSON of the expected shape. It must say it is JSON: a body sent
-/// without `Content-Type` is refused like any other type, not guessed at.
+/// without `Content-Type` is refused like any other type, not guessed at. Malformed JSON, or
+/// JSON that is not an object, is a 400; a missing or wrongly typed field is a 422 naming it.
 fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, Error> {
     let Some(ct) = req.header("content-type") else {
         return Err(Error::UnsupportedMediaType(
@@ -815,7 +816,39 @@ fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, Error> {
             "expected Content-Type: application/json, got {ct}"
         )));
     }
-    serde_json::from_slice(&req.body).map_err(|e| Error::InvalidJson(e.to_string()))
+    let body = match serde_json::from_slice::<Value>(&req.body) {
+        Ok(body @ Value::Object(_)) => body,
+        Ok(_) => return Err(Error::InvalidJson("expected a JSON object".into())),
+        Err(e) => return Err(Error::InvalidJson(e.to_string())),
+    };
+    serde_path_to_error::deserialize(body).map_err(|e| {
+        let top = e.path().iter().next().and_then(|segment| match segment {
+            serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+            _ => None,
+        });
+        let (field, message) = field_error(e.inner());
+        Error::validation(&top.or(field).unwrap_or_else(|| "body".into()), message)
+    })
+}
+
+/// The field a serde error names itself (only a missing one does: its path ends at the object
+/// holding it), and what to tell the client, without echoing the value it sent.
+fn field_error(e: &serde_json::Error) -> (Option<String>, String) {
+    let text = e.to_string();
+    if let Some(rest) = text.strip_prefix("missing field `") {
+        let field = rest.split('`').next().map(String::from);
+        return (field, "is required".into());
+    }
+    let Some((_, expected)) = text.split_once(", expected ") else {
+        return (None, text);
+    };
+    let expected = match expected {
+        "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number",
+        "f32" | "f64" => "a number",
+        "a sequence" => "a list",
+        other => other,
+    };
+    (None, format!("must be {expected}"))
 }
 
 /// `application/json`, any case, with optional parameters (RFC 9110 8.3.1); a `charset`, if
@@ -837,32 +870,6 @@ fn is_json_media_type(value: &str) -> bool {
             // `application/json;` is tolerated; a bare word is not a parameter.
             None => param.trim().is_empty(),
         })
-}
-
-/// The body as a JSON object.
-fn object(req: &Request) -> Result<Value, Error> {
-    match json_body::<Value>(req)? {
-        v @ Value::Object(_) => Ok(v),
-        _ => Err(Error::InvalidJson("expected a JSON object".into())),
-    }
-}
-
-/// A required string field of a JSON object.
-fn text(body: &Value, field: &str) -> Result<String, Error> {
-    match body.get(field) {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(_) => Err(Error::validation(field, "must be a string")),
-        None => Err(Error::validation(field, "is required")),
-    }
-}
-
-/// An optional string field (absent or null: `None`).
-fn opt_text(body: &Value, field: &str) -> Result<Option<String>, Error> {
-    match body.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(Error::validation(field, "must be a string")),
-    }
 }
 
 /// A tenant named by its id (a UUID, any spelling) or its slug. Slugs never look like UUIDs, so

@@ -2,6 +2,7 @@
 //! data directory and talks to it over loopback.
 
 mod beside;
+mod bodies;
 mod cli;
 mod fairness;
 mod http;
