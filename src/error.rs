@@ -7,9 +7,10 @@ use std::fmt;
 
 use crate::catalog::{CatalogError, IdentityError};
 use crate::db::DbError;
-use crate::http::Response;
+use crate::http::{self, Response};
 use crate::tenancy::lifecycle::LifecycleError;
 use crate::tenancy::TenancyError;
+use crate::workspace::WorkspaceError;
 
 #[derive(Debug)]
 pub enum Error {
@@ -29,6 +30,8 @@ pub enum Error {
     Forbidden(String),
     /// Refused for a reason other than a missing permission: the message says which.
     Refused(&'static str),
+    /// A body over a limit of the route's own (the events API's data size).
+    PayloadTooLarge(String),
     /// Throttled, or the password hashing pool is full.
     TooManyRequests {
         retry_after_secs: u64,
@@ -105,6 +108,7 @@ impl Error {
                 format!("this needs the {permission} permission"),
             ),
             Error::Refused(why) => (403, "forbidden", (*why).to_string()),
+            Error::PayloadTooLarge(m) => (413, "payload_too_large", m.clone()),
             Error::TooManyRequests { .. } => (
                 429,
                 "too_many_requests",
@@ -166,11 +170,15 @@ impl Error {
             log::error!("internal error: {detail}");
         }
         let (status, code, message) = self.parts();
-        let mut body = serde_json::json!({"error": {"code": code, "message": message}});
-        if let Error::Validation(fields) = &self {
-            body["error"]["fields"] = serde_json::json!(fields);
-        }
-        let response = Response::json(status, &body);
+        let fields = match &self {
+            Error::Validation(fields) => Some(fields),
+            _ => None,
+        };
+        let response = Response::new(
+            status,
+            "application/json",
+            http::error_body(code, &message, fields),
+        );
         match self {
             Error::MethodNotAllowed { allow } => response.with_header("Allow", allow),
             Error::Unauthorized => response.with_header("WWW-Authenticate", "Bearer"),
@@ -255,6 +263,20 @@ impl From<CatalogError> for Error {
     }
 }
 
+impl From<WorkspaceError> for Error {
+    fn from(e: WorkspaceError) -> Self {
+        match e {
+            WorkspaceError::Validation(fields) => Error::Validation(fields),
+            WorkspaceError::NotFound => Error::NotFound,
+            WorkspaceError::Forbidden(what) => Error::Forbidden(what),
+            // SQLite's own errors are told apart (busy or corrupt: 503; a
+            // failed constraint, our bug: 500); pool and file errors are 503.
+            WorkspaceError::Db(DbError::Sqlite(e)) => e.into(),
+            WorkspaceError::Db(db) => db.into(),
+        }
+    }
+}
+
 /// A tenant database error inside a handler: that tenant's file is at fault, not the request.
 impl From<DbError> for Error {
     fn from(e: DbError) -> Self {
@@ -283,6 +305,10 @@ impl From<rusqlite::Error> for Error {
 
 impl From<IdentityError> for Error {
     fn from(e: IdentityError) -> Self {
+        let e = match e {
+            IdentityError::Catalog(catalog) => return Error::from(catalog),
+            e => e,
+        };
         let conflict = |code, e: &IdentityError| Error::Conflict {
             code,
             message: e.to_string(),
@@ -312,7 +338,9 @@ impl From<IdentityError> for Error {
                 Error::Refused("the invitation is for another email address")
             }
             IdentityError::TenantNotFound(_) => Error::TenantNotFound,
-            IdentityError::Db(_) | IdentityError::Corrupt { .. } => Error::Internal(e.to_string()),
+            IdentityError::Db(_) | IdentityError::Corrupt { .. } | IdentityError::Catalog(_) => {
+                Error::Internal(e.to_string())
+            }
         }
     }
 }
@@ -328,5 +356,33 @@ mod tests {
         assert_eq!(response.status, 503);
         assert_eq!(response.header("retry-after"), Some("1"));
         assert_eq!(Error::from(HubError::Stopped).into_response().status, 500);
+    }
+
+    fn body(response: &Response) -> &[u8] {
+        match &response.body {
+            http::Body::Full(bytes) => bytes,
+            _ => panic!("an error body is whole"),
+        }
+    }
+
+    #[test]
+    fn error_bodies_have_the_one_shape() {
+        let too_large = Error::PayloadTooLarge("data over 10240 bytes".into()).into_response();
+        assert_eq!(too_large.status, 413);
+        assert_eq!(too_large.header("content-type"), Some("application/json"));
+        assert_eq!(
+            body(&too_large),
+            br#"{"error":{"code":"payload_too_large","message":"data over 10240 bytes"}}"#
+        );
+        let invalid = Error::validation("email", "must be text").into_response();
+        assert_eq!(invalid.status, 422);
+        assert_eq!(
+            body(&invalid),
+            br#"{"error":{"code":"validation_failed","fields":{"email":"must be text"},"message":"some fields are not valid"}}"#
+        );
+        assert_eq!(
+            body(&Response::error(403, "forbidden", "no")),
+            br#"{"error":{"code":"forbidden","message":"no"}}"#
+        );
     }
 }

@@ -49,11 +49,15 @@ pub fn run(mut config: ServeConfig) -> i32 {
     };
     let (app, first_admin) = match App::open(config.app.clone()) {
         Ok(opened) => opened,
-        Err(e) => {
+        Err(crate::api::OpenError::Catalog(e)) => {
             eprintln!(
                 "tenantd: cannot open the catalog in {}: {e}",
                 data_dir.display()
             );
+            return 1;
+        }
+        Err(e) => {
+            eprintln!("tenantd: {e}");
             return 1;
         }
     };

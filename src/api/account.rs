@@ -1,6 +1,7 @@
 //! A user's own account: login and logout, `/api/me`, password changes, personal API tokens, and
 //! exchanging an impersonation ticket.
 
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::auth::principal::{self, Principal, Via};
@@ -12,7 +13,7 @@ use crate::catalog::{
 use crate::error::Error;
 use crate::http::{Response, Router};
 
-use super::{id_param, object, opt_text, tenant_by_key, text, Account, App, Call, Route};
+use super::{id_param, json_body, tenant_by_key, Account, App, Call, Route};
 
 pub(super) fn routes(r: &mut Router<Route>) {
     r.add("POST", "/api/auth/login", Route::Public(login));
@@ -102,10 +103,14 @@ impl Gate {
     }
 }
 
+#[derive(Deserialize)]
+struct LoginBody {
+    email: String,
+    password: String,
+}
+
 fn login(app: &App, call: &Call) -> Result<Response, Error> {
-    let body = object(call.req)?;
-    let email = text(&body, "email")?;
-    let password = text(&body, "password")?;
+    let LoginBody { email, password } = json_body(call.req)?;
     let gate = admit(app, call, "account", &email)?;
     // A malformed email is just an unknown one: the same answer, the same work. A catalog that
     // cannot answer is our fault: a 5xx, and no failure counted against anyone.
@@ -233,17 +238,30 @@ fn me(app: &App, call: &Call, account: &Account) -> Result<Response, Error> {
     Ok(Response::json(200, &body))
 }
 
+#[derive(Deserialize)]
+struct ProfileBody {
+    name: Option<String>,
+    surname: Option<String>,
+    /// Absent: unchanged; null: removed.
+    #[serde(default, deserialize_with = "present")]
+    photo_url: Option<Option<String>>,
+    /// The older name of `photo_url`, which wins when both are sent.
+    #[serde(default, deserialize_with = "present")]
+    photo: Option<Option<String>>,
+}
+
+/// A field that is present, null or not: told apart from an absent one (`None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
 fn update_me(app: &App, call: &Call, account: &Account) -> Result<Response, Error> {
-    let body = object(call.req)?;
+    let body: ProfileBody = json_body(call.req)?;
     let update = ProfileUpdate {
-        name: opt_text(&body, "name")?,
-        surname: opt_text(&body, "surname")?,
-        photo_url: match body.get("photo_url").or_else(|| body.get("photo")) {
-            None => None,
-            Some(Value::Null) => Some(String::new()),
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(_) => return Err(Error::validation("photo_url", "must be a string or null")),
-        },
+        name: body.name,
+        surname: body.surname,
+        // Null removes the photo.
+        photo_url: body.photo_url.or(body.photo).map(Option::unwrap_or_default),
     };
     let user = app.catalog.update_profile(account.user.id, &update)?;
     Ok(Response::json(200, &json!({ "user": user })))
@@ -267,9 +285,15 @@ fn change_password(app: &App, call: &Call, account: &Account) -> Result<Response
             "an impersonation cannot do this: it needs the user's own session",
         ));
     }
-    let body = object(call.req)?;
-    let current = text(&body, "current_password")?;
-    let new = text(&body, "new_password")?;
+    #[derive(Deserialize)]
+    struct PasswordChange {
+        current_password: String,
+        new_password: String,
+    }
+    let PasswordChange {
+        current_password: current,
+        new_password: new,
+    } = json_body(call.req)?;
     check_new_password("new_password", &new)?;
     if !app
         .verify_password(&current, Some(&account.user.password_hash))?
@@ -315,9 +339,17 @@ fn create_token(app: &App, call: &Call, account: &Account) -> Result<Response, E
             "an impersonation cannot do this: it needs the user's own session",
         ));
     }
-    let body = object(call.req)?;
-    let name = text(&body, "name")?;
-    let tenant_key = text(&body, "tenant")?;
+    #[derive(Deserialize)]
+    struct NewKey {
+        name: String,
+        tenant: String,
+        expires_in_days: Option<i64>,
+    }
+    let NewKey {
+        name,
+        tenant: tenant_key,
+        expires_in_days,
+    } = json_body(call.req)?;
     let record = tenant_by_key(&app.catalog, &tenant_key)?
         .ok_or_else(|| Error::validation("tenant", "no such tenant"))?;
     // A credential bound to one tenant (a personal token, an impersonation) mints keys to that
@@ -341,12 +373,10 @@ fn create_token(app: &App, call: &Call, account: &Account) -> Result<Response, E
         ));
     }
     let now = unix_now();
-    let expires_at = match body.get("expires_in_days") {
-        None | Some(Value::Null) => None,
-        Some(v) => match v.as_i64() {
-            Some(days) if (1..=3650).contains(&days) => Some(now + days * 86_400),
-            _ => return Err(Error::validation("expires_in_days", "must be 1 to 3650")),
-        },
+    let expires_at = match expires_in_days {
+        None => None,
+        Some(days) if (1..=3650).contains(&days) => Some(now + days * 86_400),
+        Some(_) => return Err(Error::validation("expires_in_days", "must be 1 to 3650")),
     };
     let token = token::generate();
     let id = app.catalog.create_session(
@@ -394,8 +424,11 @@ fn revoke_token(app: &App, call: &Call, account: &Account) -> Result<Response, E
 
 /// Trades a one-time impersonation ticket for a session, on the ticket's tenant only.
 fn exchange_ticket(app: &App, call: &Call) -> Result<Response, Error> {
-    let body = object(call.req)?;
-    let ticket = text(&body, "ticket")?;
+    #[derive(Deserialize)]
+    struct Ticket {
+        ticket: String,
+    }
+    let Ticket { ticket } = json_body(call.req)?;
     let tenant = call.tenant.as_ref().ok_or(Error::NoTenant)?;
     if !token::well_formed(&ticket) {
         return Err(Error::Unauthorized);

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::auth::{token, totp};
@@ -13,7 +14,7 @@ use crate::tenancy::lifecycle::{self, LifecycleError, NewTenant};
 
 use super::account::admit;
 use super::members::{audit_filter, audit_page};
-use super::{object, opt_text, text, App, Call, Operator, Route};
+use super::{json_body, App, Call, Operator, Route};
 
 /// How long an impersonation ticket may wait to be exchanged.
 const TICKET_SECS: i64 = 60;
@@ -78,10 +79,18 @@ fn login(app: &App, call: &Call) -> Result<Response, Error> {
     if call.tenant.is_some() {
         return Err(Error::CentralOnly);
     }
-    let body = object(call.req)?;
-    let email = text(&body, "email")?;
-    let password = text(&body, "password")?;
-    let code = opt_text(&body, "code")?;
+    #[derive(Deserialize)]
+    struct AdminLogin {
+        email: String,
+        password: String,
+        /// From the authenticator app, once two-factor authentication is on.
+        code: Option<String>,
+    }
+    let AdminLogin {
+        email,
+        password,
+        code,
+    } = json_body(call.req)?;
     let gate = admit(app, call, "admin", &email)?;
     // A catalog that cannot answer is our fault: a 5xx, and no failure counted against anyone.
     let admin = app.catalog.admin_by_email(&email)?;
@@ -160,7 +169,11 @@ fn totp_enrol(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> 
 }
 
 fn totp_confirm(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
-    let code = text(&object(call.req)?, "code")?;
+    #[derive(Deserialize)]
+    struct Code {
+        code: String,
+    }
+    let Code { code } = json_body(call.req)?;
     let Some(secret) = op
         .admin
         .totp_secret
@@ -247,22 +260,17 @@ fn list(app: &App, _call: &Call, _op: &Operator) -> Result<Response, Error> {
 }
 
 fn create(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
-    let body = object(call.req)?;
-    let domains = match body.get("domains") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|d| match d {
-                Value::String(s) => Ok(s.clone()),
-                _ => Err(Error::validation("domains", "must be a list of strings")),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(Error::validation("domains", "must be a list of strings")),
-    };
+    #[derive(Deserialize)]
+    struct Body {
+        slug: String,
+        name: String,
+        domains: Option<Vec<String>>,
+    }
+    let body: Body = json_body(call.req)?;
     let new = NewTenant {
-        slug: text(&body, "slug")?,
-        name: text(&body, "name")?,
-        domains,
+        slug: body.slug,
+        name: body.name,
+        domains: body.domains.unwrap_or_default(),
     };
     let record = lifecycle::create(&app.catalog, &new)?;
     log::info!("tenant {} created ({})", record.slug, record.id);
@@ -284,7 +292,11 @@ fn show(app: &App, call: &Call, _op: &Operator) -> Result<Response, Error> {
 
 fn rename(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
     let slug = slug_of(app, call.params)?;
-    let new_slug = text(&object(call.req)?, "slug")?;
+    #[derive(Deserialize)]
+    struct Rename {
+        slug: String,
+    }
+    let Rename { slug: new_slug } = json_body(call.req)?;
     let record = lifecycle::rename(&app.catalog, &slug, &new_slug)?;
     lifecycle_entry(
         app,
@@ -352,7 +364,11 @@ fn purge(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
 
 fn add_domain(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
     let slug = slug_of(app, call.params)?;
-    let domain = text(&object(call.req)?, "domain")?;
+    #[derive(Deserialize)]
+    struct Domain {
+        domain: String,
+    }
+    let Domain { domain } = json_body(call.req)?;
     let record = lifecycle::add_domain(&app.catalog, &slug, &domain)?;
     lifecycle_entry(
         app,
@@ -383,11 +399,11 @@ fn remove_domain(app: &App, call: &Call, op: &Operator) -> Result<Response, Erro
 /// A one-time ticket to act as a member of one tenant, exchanged on that tenant within a minute.
 fn impersonate(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
     let record = tenant_by_key(&app.catalog, call.params.get("tenant").unwrap_or_default())?;
-    let body = object(call.req)?;
-    let user_id = body
-        .get("user_id")
-        .and_then(Value::as_i64)
-        .ok_or_else(|| Error::validation("user_id", "must be a user id"))?;
+    #[derive(Deserialize)]
+    struct Impersonate {
+        user_id: i64,
+    }
+    let Impersonate { user_id } = json_body(call.req)?;
     if app.catalog.membership(user_id, &record.id)?.is_none() {
         return Err(Error::validation(
             "user_id",

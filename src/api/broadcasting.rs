@@ -231,11 +231,7 @@ fn authorize_channel(app: &App, call: &Call, account: &Account) -> Result<Respon
             account.user.id,
             log_safe(why)
         );
-        Ok(Response::error(
-            403,
-            "forbidden",
-            "you may not subscribe to this channel",
-        ))
+        Err(Error::Refused("you may not subscribe to this channel"))
     };
     let Some((socket_id, channel_name)) = auth_fields(call.req)? else {
         return refuse("malformed socket_id or channel_name");
@@ -308,7 +304,7 @@ fn http_events(app: &App, call: &Call) -> Result<Response, Error> {
     let publish = match realtime::parse_events_body(&call.req.body, 10 * 1024) {
         Ok(publish) => publish,
         Err(e @ realtime::EventsBodyError::DataTooLarge { .. }) => {
-            return Ok(Response::error(413, "payload_too_large", &e.to_string()))
+            return Err(Error::PayloadTooLarge(e.to_string()))
         }
         Err(e) => return Err(Error::BadRequest(e.to_string())),
     };

@@ -6,6 +6,7 @@
 //! of a new account, or with the existing account's own password or session. Inviting answers
 //! alike whether the email has an account or not, so it tells an admin nothing about accounts.
 
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::auth::principal::{self, Principal};
@@ -19,7 +20,7 @@ use crate::http::{Response, Router};
 
 use super::account::{admit, check_new_password};
 use super::members::{member_entry, within_reach};
-use super::{check_csrf, id_param, object, opt_text, text, App, Call, Member, Route};
+use super::{check_csrf, id_param, json_body, App, Call, Member, Route};
 
 /// Where the invitee sends the token (the inviter passes it on with this path).
 pub const ACCEPT_PATH: &str = "/api/invitations/accept";
@@ -67,9 +68,12 @@ fn list(app: &App, _call: &Call, member: &Member) -> Result<Response, Error> {
 /// and shape, whether the email has an account or not; nothing is created but the invitation.
 pub(super) fn invite(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
     member.require("members_manage")?;
-    let body = object(call.req)?;
-    let email = text(&body, "email")?;
-    let role = text(&body, "role")?;
+    #[derive(Deserialize)]
+    struct Invite {
+        email: String,
+        role: String,
+    }
+    let Invite { email, role } = json_body(call.req)?;
     let Some(granted) = app.catalog.role(member.tenant.id(), &role)? else {
         return Err(Error::validation("role", "no such role"));
     };
@@ -142,7 +146,11 @@ fn usable(app: &App, token: &str, now: i64) -> Result<(Invitation, Value), Error
 /// What the token holder may know before accepting: which tenant, which email, which role.
 /// Not whether the email has an account: the inviter has held the token too.
 fn lookup(app: &App, call: &Call) -> Result<Response, Error> {
-    let token = text(&object(call.req)?, "token")?;
+    #[derive(Deserialize)]
+    struct Lookup {
+        token: String,
+    }
+    let Lookup { token } = json_body(call.req)?;
     let now = unix_now();
     let (invitation, tenant) = usable(app, &token, now)?;
     Ok(Response::json(
@@ -155,12 +163,23 @@ fn lookup(app: &App, call: &Call) -> Result<Response, Error> {
 /// email if there is one, else the new account's; answers a session like a login.
 /// `{token}` alone: the signed-in user's own session, whose email must be the invitation's.
 fn accept(app: &App, call: &Call) -> Result<Response, Error> {
-    let body = object(call.req)?;
-    let token = text(&body, "token")?;
+    #[derive(Deserialize)]
+    struct Accept {
+        token: String,
+        password: Option<String>,
+        name: Option<String>,
+        surname: Option<String>,
+    }
+    let Accept {
+        token,
+        password,
+        name,
+        surname,
+    } = json_body(call.req)?;
     let now = unix_now();
     let (invitation, tenant) = usable(app, &token, now)?;
     let digest = token::digest(&token.to_ascii_lowercase());
-    let Some(password) = opt_text(&body, "password")? else {
+    let Some(password) = password else {
         let user_id = signed_in_user(app, call, now)?;
         let accepted =
             app.catalog
@@ -190,14 +209,14 @@ fn accept(app: &App, call: &Call) -> Result<Response, Error> {
         }
         None => {
             check_new_password("password", &password)?;
-            let name = opt_text(&body, "name")?.unwrap_or_else(|| {
+            let name = name.unwrap_or_else(|| {
                 let local = invitation.email.split('@').next().unwrap_or_default();
                 local.to_string()
             });
             Acceptor::New(NewUser {
                 email: invitation.email.clone(),
                 name,
-                surname: opt_text(&body, "surname")?.unwrap_or_default(),
+                surname: surname.unwrap_or_default(),
                 photo_url: None,
                 password_hash: app.hash_password(&password)?,
             })

@@ -1,13 +1,14 @@
 //! A tenant's people and roles, and its audit log: `/api/members`, `/api/roles`, `/api/audit`.
 //! Adding a person is an invitation (see `invitations`).
 
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::catalog::{ActorType, AuditFilter, Role, RoleUpdate, DEFAULT_AUDIT_LIMIT, PERMISSIONS};
 use crate::error::Error;
 use crate::http::{Response, Router};
 
-use super::{id_param, invitations, object, opt_text, text, App, Call, Member, Route};
+use super::{id_param, invitations, json_body, App, Call, Member, Route};
 
 pub(super) fn routes(r: &mut Router<Route>) {
     r.add("GET", "/api/members", Route::Tenant(list_members));
@@ -83,7 +84,11 @@ fn list_members(app: &App, _call: &Call, member: &Member) -> Result<Response, Er
 fn change_member(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
     member.require("members_manage")?;
     let user_id = id_param(call.params, "user_id")?;
-    let role = text(&object(call.req)?, "role")?;
+    #[derive(Deserialize)]
+    struct Change {
+        role: String,
+    }
+    let Change { role } = json_body(call.req)?;
     within_reach(member, &held_by(app, member, user_id)?)?;
     if let Some(granted) = app.catalog.role(member.tenant.id(), &role)? {
         within_reach(member, &granted.permissions)?;
@@ -134,25 +139,6 @@ fn role_by_id(app: &App, call: &Call, member: &Member) -> Result<Role, Error> {
         .ok_or(Error::NotFound)
 }
 
-fn permissions_field(body: &Value) -> Result<Option<Vec<String>>, Error> {
-    match body.get("permissions") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|p| {
-                p.as_str()
-                    .map(String::from)
-                    .ok_or_else(|| Error::validation("permissions", "must be a list of strings"))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some),
-        Some(_) => Err(Error::validation(
-            "permissions",
-            "must be a list of strings",
-        )),
-    }
-}
-
 fn list_roles(app: &App, _call: &Call, member: &Member) -> Result<Response, Error> {
     member.require("roles_manage")?;
     let roles: Vec<Value> = app
@@ -166,9 +152,13 @@ fn list_roles(app: &App, _call: &Call, member: &Member) -> Result<Response, Erro
 
 fn create_role(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
     member.require("roles_manage")?;
-    let body = object(call.req)?;
-    let name = text(&body, "name")?;
-    let permissions = permissions_field(&body)?.unwrap_or_default();
+    #[derive(Deserialize)]
+    struct NewRole {
+        name: String,
+        permissions: Option<Vec<String>>,
+    }
+    let NewRole { name, permissions } = json_body(call.req)?;
+    let permissions = permissions.unwrap_or_default();
     within_reach(member, &permissions)?;
     let role = app
         .catalog
@@ -184,11 +174,13 @@ fn create_role(app: &App, call: &Call, member: &Member) -> Result<Response, Erro
 fn update_role(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
     member.require("roles_manage")?;
     let role = role_by_id(app, call, member)?;
-    let body = object(call.req)?;
-    let update = RoleUpdate {
-        name: opt_text(&body, "name")?,
-        permissions: permissions_field(&body)?,
-    };
+    #[derive(Deserialize)]
+    struct Update {
+        name: Option<String>,
+        permissions: Option<Vec<String>>,
+    }
+    let Update { name, permissions } = json_body(call.req)?;
+    let update = RoleUpdate { name, permissions };
     within_reach(member, &role.permissions)?;
     within_reach(member, update.permissions.iter().flatten())?;
     let updated = app

@@ -195,6 +195,46 @@ pub struct FirstAdmin {
     pub password: String,
 }
 
+/// Why [`App::open`] failed: the catalog, the first system admin, or the real-time hub.
+#[derive(Debug)]
+pub enum OpenError {
+    Catalog(CatalogError),
+    /// Reading or creating the first system admin.
+    FirstAdmin(IdentityError),
+    /// Hashing the first system admin's password.
+    Hash(password::PasswordError),
+    /// The real-time hub's thread did not start.
+    Hub(std::io::Error),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Catalog(e) => e.fmt(f),
+            OpenError::FirstAdmin(e) => write!(f, "cannot create the first system admin: {e}"),
+            OpenError::Hash(e) => write!(f, "cannot create the first system admin: {e}"),
+            OpenError::Hub(e) => write!(f, "cannot start the real-time hub: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OpenError::Catalog(e) => Some(e),
+            OpenError::FirstAdmin(e) => Some(e),
+            OpenError::Hash(e) => Some(e),
+            OpenError::Hub(e) => Some(e),
+        }
+    }
+}
+
+impl From<CatalogError> for OpenError {
+    fn from(e: CatalogError) -> Self {
+        OpenError::Catalog(e)
+    }
+}
+
 /// Everything a handler may reach, shared by every worker thread.
 pub struct App {
     pub catalog: Catalog,
@@ -218,12 +258,9 @@ pub const FIRST_ADMIN_EMAIL: &str = "admin@localhost";
 impl App {
     /// Opens (or creates) the catalog under the data directory. With no system admin yet, it makes
     /// `admin@localhost` with a random password and returns it so the caller can show it once.
-    pub fn open(config: AppConfig) -> Result<(App, Option<FirstAdmin>), CatalogError> {
+    pub fn open(config: AppConfig) -> Result<(App, Option<FirstAdmin>), OpenError> {
         let catalog = Catalog::open(&config.data_dir, Create::IfMissing)?;
-        let first = first_admin(&catalog).map_err(|e| CatalogError::Corrupt {
-            id: "system_admins".into(),
-            message: e.to_string(),
-        })?;
+        let first = first_admin(&catalog)?;
         let credentials = Credentials::load_or_create(&catalog)?;
         let device_key = device_key(&catalog)?;
         let mut hub_config = HubConfig::new(
@@ -242,10 +279,7 @@ impl App {
         // Every private or presence subscription goes through /broadcasting/auth, which records
         // it: a replayed signature (after a revocation, say) finds no grant and is refused.
         hub_config.require_recorded_grant = true;
-        let hub = Hub::start(hub_config).map_err(|e| CatalogError::Io {
-            path: config.data_dir.clone(),
-            source: e,
-        })?;
+        let hub = Hub::start(hub_config).map_err(OpenError::Hub)?;
         let app = App {
             registry: Registry::new(&config.data_dir, config.registry.clone()),
             catalog,
@@ -539,16 +573,15 @@ impl App {
 }
 
 /// Creates the first system admin when there is none.
-fn first_admin(catalog: &Catalog) -> Result<Option<FirstAdmin>, IdentityError> {
-    if catalog.admin_count()? > 0 {
+fn first_admin(catalog: &Catalog) -> Result<Option<FirstAdmin>, OpenError> {
+    if catalog.admin_count().map_err(OpenError::FirstAdmin)? > 0 {
         return Ok(None);
     }
     let password = password::random();
-    let hash = password::hash(&password).map_err(|e| IdentityError::Validation {
-        field: "password",
-        message: e.to_string(),
-    })?;
-    catalog.create_admin(FIRST_ADMIN_EMAIL, &hash)?;
+    let hash = password::hash(&password).map_err(OpenError::Hash)?;
+    catalog
+        .create_admin(FIRST_ADMIN_EMAIL, &hash)
+        .map_err(OpenError::FirstAdmin)?;
     Ok(Some(FirstAdmin {
         email: FIRST_ADMIN_EMAIL.into(),
         password,
@@ -728,7 +761,8 @@ fn healthz(_app: &App, _call: &Call) -> Result<Response, Error> {
 }
 
 /// The request body as JSON of the expected shape. It must say it is JSON: a body sent
-/// without `Content-Type` is refused like any other type, not guessed at.
+/// without `Content-Type` is refused like any other type, not guessed at. Malformed JSON, or
+/// JSON that is not an object, is a 400; a missing or wrongly typed field is a 422 naming it.
 fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, Error> {
     let Some(ct) = req.header("content-type") else {
         return Err(Error::UnsupportedMediaType(
@@ -740,7 +774,39 @@ fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, Error> {
             "expected Content-Type: application/json, got {ct}"
         )));
     }
-    serde_json::from_slice(&req.body).map_err(|e| Error::InvalidJson(e.to_string()))
+    let body = match serde_json::from_slice::<Value>(&req.body) {
+        Ok(body @ Value::Object(_)) => body,
+        Ok(_) => return Err(Error::InvalidJson("expected a JSON object".into())),
+        Err(e) => return Err(Error::InvalidJson(e.to_string())),
+    };
+    serde_path_to_error::deserialize(body).map_err(|e| {
+        let top = e.path().iter().next().and_then(|segment| match segment {
+            serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+            _ => None,
+        });
+        let (field, message) = field_error(e.inner());
+        Error::validation(&top.or(field).unwrap_or_else(|| "body".into()), message)
+    })
+}
+
+/// The field a serde error names itself (only a missing one does: its path ends at the object
+/// holding it), and what to tell the client, without echoing the value it sent.
+fn field_error(e: &serde_json::Error) -> (Option<String>, String) {
+    let text = e.to_string();
+    if let Some(rest) = text.strip_prefix("missing field `") {
+        let field = rest.split('`').next().map(String::from);
+        return (field, "is required".into());
+    }
+    let Some((_, expected)) = text.split_once(", expected ") else {
+        return (None, text);
+    };
+    let expected = match expected {
+        "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number",
+        "f32" | "f64" => "a number",
+        "a sequence" => "a list",
+        other => other,
+    };
+    (None, format!("must be {expected}"))
 }
 
 /// `application/json`, any case, with optional parameters (RFC 9110 8.3.1); a `charset`, if
@@ -762,32 +828,6 @@ fn is_json_media_type(value: &str) -> bool {
             // `application/json;` is tolerated; a bare word is not a parameter.
             None => param.trim().is_empty(),
         })
-}
-
-/// The body as a JSON object.
-fn object(req: &Request) -> Result<Value, Error> {
-    match json_body::<Value>(req)? {
-        v @ Value::Object(_) => Ok(v),
-        _ => Err(Error::InvalidJson("expected a JSON object".into())),
-    }
-}
-
-/// A required string field of a JSON object.
-fn text(body: &Value, field: &str) -> Result<String, Error> {
-    match body.get(field) {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(_) => Err(Error::validation(field, "must be a string")),
-        None => Err(Error::validation(field, "is required")),
-    }
-}
-
-/// An optional string field (absent or null: `None`).
-fn opt_text(body: &Value, field: &str) -> Result<Option<String>, Error> {
-    match body.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(Error::validation(field, "must be a string")),
-    }
 }
 
 /// A tenant named by its id (a UUID, any spelling) or its slug. Slugs never look like UUIDs, so

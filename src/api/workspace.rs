@@ -4,7 +4,7 @@
 
 use std::cell::Cell;
 
-use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::catalog::{IdentityError, Membership};
@@ -16,7 +16,7 @@ use crate::workspace::{
 };
 
 use super::broadcasting::{chat_channel, except_socket, orders_channel, publish, user_channel};
-use super::{id_param, object, text, App, Call, Member, Route};
+use super::{id_param, json_body, App, Call, Member, Route};
 
 /// The orders channel is shared by every permission level: its events carry only what all of
 /// them may see, and clients fetch the rest through the API, which applies their own scope.
@@ -104,20 +104,6 @@ pub(super) fn routes(r: &mut Router<Route>) {
     );
 }
 
-impl From<WorkspaceError> for Error {
-    fn from(e: WorkspaceError) -> Self {
-        match e {
-            WorkspaceError::Validation(fields) => Error::Validation(fields),
-            WorkspaceError::NotFound => Error::NotFound,
-            WorkspaceError::Forbidden(what) => Error::Forbidden(what),
-            // SQLite's own errors are told apart (busy or corrupt: 503; a
-            // failed constraint, our bug: 500); pool and file errors are 503.
-            WorkspaceError::Db(crate::db::DbError::Sqlite(e)) => e.into(),
-            WorkspaceError::Db(db) => db.into(),
-        }
-    }
-}
-
 fn reader(member: &Member) -> Reader {
     reader_of(member.user.id, member.membership)
 }
@@ -167,22 +153,6 @@ impl<'a> MemberCheck<'a> {
     }
 }
 
-/// A JSON body of the expected shape. A missing field is a 422 naming it, like any other invalid
-/// field; a body that is not a JSON object is a 400.
-fn input<T: DeserializeOwned>(req: &Request) -> Result<T, Error> {
-    let body = object(req)?;
-    serde_json::from_value(body).map_err(|e| {
-        let text = e.to_string();
-        match text
-            .strip_prefix("missing field `")
-            .and_then(|rest| rest.split('`').next())
-        {
-            Some(field) => Error::validation(field, "is required"),
-            None => Error::validation("body", text),
-        }
-    })
-}
-
 /// An optional numeric query parameter.
 fn query_number<T: std::str::FromStr>(req: &Request, name: &str) -> Result<Option<T>, Error> {
     match req.query_param(name).filter(|v| !v.is_empty()) {
@@ -200,7 +170,7 @@ fn list_chats(_app: &App, _call: &Call, member: &Member) -> Result<Response, Err
 }
 
 fn create_chat(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
-    let new: NewChat = input(call.req)?;
+    let new: NewChat = json_body(call.req)?;
     let members = MemberCheck::new(app, member);
     let chat = members.settle(workspace::create_chat(
         &member.tenant,
@@ -219,7 +189,7 @@ fn get_chat(_app: &App, call: &Call, member: &Member) -> Result<Response, Error>
 
 fn update_chat(_app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
     let id = id_param(call.params, "id")?;
-    let update: ChatUpdate = input(call.req)?;
+    let update: ChatUpdate = json_body(call.req)?;
     let chat = workspace::update_chat(&member.tenant, &reader(member), id, &update)?;
     Ok(Response::json(200, &chat))
 }
@@ -232,10 +202,11 @@ fn participants(_app: &App, call: &Call, member: &Member) -> Result<Response, Er
 
 fn add_participant(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
     let id = id_param(call.params, "id")?;
-    let user_id = object(call.req)?
-        .get("user_id")
-        .and_then(Value::as_i64)
-        .ok_or_else(|| Error::validation("user_id", "must be a user id"))?;
+    #[derive(Deserialize)]
+    struct Participant {
+        user_id: i64,
+    }
+    let Participant { user_id } = json_body(call.req)?;
     let members = MemberCheck::new(app, member);
     let added = members.settle(workspace::add_participant(
         &member.tenant,
@@ -289,7 +260,11 @@ fn list_messages(_app: &App, call: &Call, member: &Member) -> Result<Response, E
 }
 
 fn body_field(req: &Request) -> Result<String, Error> {
-    text(&object(req)?, "body")
+    #[derive(Deserialize)]
+    struct Message {
+        body: String,
+    }
+    json_body(req).map(|m: Message| m.body)
 }
 
 fn post_message(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
@@ -342,10 +317,11 @@ fn delete_message(app: &App, call: &Call, member: &Member) -> Result<Response, E
 
 fn mark_read(_app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
     let id = id_param(call.params, "id")?;
-    let message_id = object(call.req)?
-        .get("message_id")
-        .and_then(Value::as_i64)
-        .ok_or_else(|| Error::validation("message_id", "must be a message id"))?;
+    #[derive(Deserialize)]
+    struct Read {
+        message_id: i64,
+    }
+    let Read { message_id } = json_body(call.req)?;
     let mark = workspace::mark_read(&member.tenant, &reader(member), id, message_id)?;
     Ok(Response::json(
         200,
@@ -379,7 +355,7 @@ fn list_orders(_app: &App, call: &Call, member: &Member) -> Result<Response, Err
 }
 
 fn create_order(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
-    let new: NewOrder = input(call.req)?;
+    let new: NewOrder = json_body(call.req)?;
     let members = MemberCheck::new(app, member);
     let order = members.settle(workspace::create_order(
         &member.tenant,
@@ -404,7 +380,7 @@ fn get_order(_app: &App, call: &Call, member: &Member) -> Result<Response, Error
 
 fn update_order(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
     let id = id_param(call.params, "id")?;
-    let patch: OrderPatch = input(call.req)?;
+    let patch: OrderPatch = json_body(call.req)?;
     let members = MemberCheck::new(app, member);
     let order = members.settle(workspace::update_order(
         &member.tenant,

@@ -47,6 +47,8 @@ pub enum IdentityError {
     InvitationRevoked,
     /// An existing account may accept only an invitation to its own email.
     InvitationForAnotherEmail,
+    /// A tenant-catalog error met on the way (reading the snapshot), kept whole.
+    Catalog(super::CatalogError),
     /// A row the schema should have prevented (an unknown kind, bad JSON).
     Corrupt {
         table: &'static str,
@@ -92,6 +94,7 @@ impl fmt::Display for IdentityError {
             IdentityError::InvitationForAnotherEmail => {
                 f.write_str("the invitation is for another email address")
             }
+            IdentityError::Catalog(e) => e.fmt(f),
             IdentityError::Corrupt { table, id, message } => {
                 write!(f, "catalog row {table} {id} is corrupt: {message}")
             }
@@ -103,6 +106,7 @@ impl std::error::Error for IdentityError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             IdentityError::Db(e) => Some(e),
+            IdentityError::Catalog(e) => Some(e),
             _ => None,
         }
     }
@@ -112,11 +116,7 @@ impl From<super::CatalogError> for IdentityError {
     fn from(e: super::CatalogError) -> Self {
         match e {
             super::CatalogError::Db(db) => IdentityError::Db(db),
-            other => IdentityError::Corrupt {
-                table: "tenants",
-                id: String::new(),
-                message: other.to_string(),
-            },
+            other => IdentityError::Catalog(other),
         }
     }
 }
@@ -632,5 +632,26 @@ impl Catalog {
         let conn = self.identity_read()?;
         let n: i64 = conn.query_row("SELECT count(*) FROM system_admins", [], |row| row.get(0))?;
         Ok(n.max(0) as u64)
+    }
+}
+
+#[cfg(test)]
+mod conversion_tests {
+    use super::super::CatalogError;
+    use super::IdentityError;
+
+    #[test]
+    fn a_tenant_catalog_error_keeps_its_kind_as_an_identity_error() {
+        let not_found = IdentityError::from(CatalogError::NotFound("acme".into()));
+        assert!(
+            matches!(&not_found, IdentityError::Catalog(CatalogError::NotFound(t)) if t == "acme"),
+            "{not_found:?}"
+        );
+        let taken = IdentityError::from(CatalogError::SlugTaken("acme".into()));
+        assert!(
+            matches!(&taken, IdentityError::Catalog(CatalogError::SlugTaken(s)) if s == "acme"),
+            "{taken:?}"
+        );
+        assert_eq!(taken.to_string(), "slug acme is already taken");
     }
 }

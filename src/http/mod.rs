@@ -13,6 +13,6 @@ mod server;
 
 pub use parse::{HeadLimits, Reject};
 pub use request::{log_safe, media_type, Header, Request, Version};
-pub use response::{reason, Body, ConnSlot, Response, StreamFn, UpgradeFn, Upgraded};
+pub use response::{error_body, reason, Body, ConnSlot, Response, StreamFn, UpgradeFn, Upgraded};
 pub use router::{Match, Params, Route, Router};
 pub use server::{serve, Config, Handler, ServerHandle, Stopper, ACCESS_LOG};

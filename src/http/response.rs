@@ -67,18 +67,14 @@ impl Response {
     pub fn json(status: u16, value: &impl serde::Serialize) -> Response {
         // Serializing our own values cannot fail; fall back to an error body rather than panic.
         let body = serde_json::to_vec(value).unwrap_or_else(|_| {
-            br#"{"error":{"code":"internal_error","message":"response serialization failed"}}"#
-                .to_vec()
+            error_body("internal_error", "response serialization failed", None)
         });
         Response::new(status, "application/json", body)
     }
 
-    /// The one JSON error shape: `{"error":{"code":"...","message":"..."}}`.
+    /// An error answer, its body written by [`error_body`].
     pub fn error(status: u16, code: &str, message: &str) -> Response {
-        Response::json(
-            status,
-            &serde_json::json!({"error": {"code": code, "message": message}}),
-        )
+        Response::new(status, "application/json", error_body(code, message, None))
     }
 
     pub fn shared(status: u16, content_type: &'static str, body: std::sync::Arc<[u8]>) -> Response {
@@ -125,6 +121,20 @@ impl Response {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_ref())
     }
+}
+
+/// The one JSON error body: `{"error":{"code":"...","message":"..."}}`, with `fields` (field ->
+/// message) when a request's values were refused.
+pub fn error_body(
+    code: &str,
+    message: &str,
+    fields: Option<&std::collections::BTreeMap<String, String>>,
+) -> Vec<u8> {
+    let mut body = serde_json::json!({"error": {"code": code, "message": message}});
+    if let Some(fields) = fields {
+        body["error"]["fields"] = serde_json::json!(fields);
+    }
+    body.to_string().into_bytes()
 }
 
 const CONTENT_TYPE: HeaderText = Cow::Borrowed("Content-Type");

@@ -762,10 +762,10 @@ fn log_reject(peer: SocketAddr, reject: &Reject) {
 }
 
 fn error_bytes(out: &mut Vec<u8>, status: u16, code: &str, message: &str) {
-    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+    let body = response::error_body(code, message, None);
     let headers = [("Content-Type".into(), "application/json".into())];
     response::write_head(out, status, &headers, &Delimit::Length(body.len()), true);
-    out.extend_from_slice(body.as_bytes());
+    out.extend_from_slice(&body);
 }
 
 struct Worker {

@@ -2,7 +2,7 @@
 //! participants and messages ([`chats`]), orders with their history
 //! ([`orders`]), and the demo data ([`demo`]). Every function takes the
 //! `&Tenant` it works on and the `&Reader` it works for, and shapes what it
-//! returns by the reader's permissions. No HTTP here: the API handlers map
+//! returns by the reader's permissions. No HTTP here: `error.rs` maps
 //! [`WorkspaceError`] to statuses.
 //!
 //! Rules shared by the whole module:

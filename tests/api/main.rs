@@ -6,6 +6,7 @@ mod admin;
 mod audit;
 mod bad_input;
 mod beside;
+mod bodies;
 mod cli;
 mod fairness;
 mod http;
