@@ -148,7 +148,7 @@ enum Slot {
 }
 
 /// A connection, or news of one, coming back from a worker.
-enum Back {
+enum FromWorker {
     Idle(Conn),
     /// Our side is shut for writing: read what the client still sends, then close.
     Drain(Conn),
@@ -261,7 +261,7 @@ pub fn serve(
     });
     let config = Arc::new(config);
     let (job_tx, job_rx) = crossbeam_channel::unbounded::<Conn>();
-    let (back_tx, back_rx) = crossbeam_channel::unbounded::<Back>();
+    let (back_tx, back_rx) = crossbeam_channel::unbounded::<FromWorker>();
     let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
 
     for i in 0..config.workers.max(1) {
@@ -321,7 +321,7 @@ struct Reactor {
     config: Arc<Config>,
     handler: Arc<dyn Handler>,
     jobs: Sender<Conn>,
-    back: Receiver<Back>,
+    back: Receiver<FromWorker>,
     slots: Vec<Option<Slot>>,
     /// The peer address of each occupied slot (busy and upgraded ones included).
     peers: Vec<IpAddr>,
@@ -333,7 +333,7 @@ struct Reactor {
 }
 
 /// Where a waiting connection stands after reading what the socket had.
-enum Progress {
+enum ReadOutcome {
     /// A whole request is buffered.
     Ready,
     Wait,
@@ -457,7 +457,7 @@ impl Reactor {
     fn take_back(&mut self) {
         while let Ok(back) = self.back.try_recv() {
             match back {
-                Back::Idle(mut conn) => {
+                FromWorker::Idle(mut conn) => {
                     let token = conn.token;
                     conn.ready_at = Instant::now();
                     conn.served = true;
@@ -470,12 +470,12 @@ impl Reactor {
                     // then; reading now serves them, pipelined requests included.
                     self.service(token);
                 }
-                Back::Drain(conn) => {
+                FromWorker::Drain(conn) => {
                     let token = conn.token;
                     self.slots[token] = Some(Slot::Draining(conn, Instant::now() + DRAIN));
                     self.service(token);
                 }
-                Back::Closed(token) => self.close(token),
+                FromWorker::Closed(token) => self.close(token),
             }
         }
     }
@@ -494,9 +494,9 @@ impl Reactor {
             _ => return,
         };
         match progress {
-            Progress::Wait => {}
-            Progress::Closed => self.close(token),
-            Progress::Ready => {
+            ReadOutcome::Wait => {}
+            ReadOutcome::Closed => self.close(token),
+            ReadOutcome::Ready => {
                 let Some(Slot::Waiting(conn)) = self.slots[token].replace(Slot::Busy) else {
                     unreachable!("the slot was waiting")
                 };
@@ -504,7 +504,7 @@ impl Reactor {
                     self.close(token);
                 }
             }
-            Progress::Reject(reject) => {
+            ReadOutcome::Reject(reject) => {
                 let Some(Some(Slot::Waiting(conn))) = self.slots.get_mut(token).map(Option::take)
                 else {
                     unreachable!("the slot was waiting")
@@ -638,19 +638,19 @@ fn read_request(
     scratch: &mut [u8],
     config: &Config,
     handler: &dyn Handler,
-) -> Progress {
+) -> ReadOutcome {
     loop {
         match advance(conn, config, handler) {
-            Ok(true) => return Progress::Ready,
+            Ok(true) => return ReadOutcome::Ready,
             Ok(false) => {}
-            Err(reject) => return Progress::Reject(reject),
+            Err(reject) => return ReadOutcome::Reject(reject),
         }
         match (&conn.stream).read(scratch) {
-            Ok(0) => return Progress::Closed,
+            Ok(0) => return ReadOutcome::Closed,
             Ok(n) => conn.buf.extend_from_slice(&scratch[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Wait,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Wait,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return Progress::Closed,
+            Err(_) => return ReadOutcome::Closed,
         }
     }
 }
@@ -773,11 +773,11 @@ struct Worker {
     handler: Arc<dyn Handler>,
     shared: Arc<Shared>,
     registry: Registry,
-    back: Sender<Back>,
+    back: Sender<FromWorker>,
 }
 
 /// What happens to a connection after its answer.
-enum Next {
+enum AfterAnswer {
     KeepAlive,
     /// Close gracefully: our side is shut; the reactor drains the rest.
     Close,
@@ -794,32 +794,32 @@ impl Worker {
             Ok(next) => next,
             Err(_) => {
                 log::error!("the HTTP layer panicked serving {}", conn.peer);
-                Next::Abort
+                AfterAnswer::Abort
             }
         };
         let back = match next {
-            Next::KeepAlive => Back::Idle(conn),
-            Next::Close => {
+            AfterAnswer::KeepAlive => FromWorker::Idle(conn),
+            AfterAnswer::Close => {
                 let _ = conn.stream.shutdown(Shutdown::Write);
-                Back::Drain(conn)
+                FromWorker::Drain(conn)
             }
-            Next::Abort => {
+            AfterAnswer::Abort => {
                 let fd = conn.stream.as_raw_fd();
                 let _ = self.registry.deregister(&mut SourceFd(&fd));
                 let _ = conn.stream.shutdown(Shutdown::Both);
-                Back::Closed(token)
+                FromWorker::Closed(token)
             }
-            Next::Upgraded => return,
+            AfterAnswer::Upgraded => return,
         };
         if self.back.send(back).is_ok() {
             let _ = self.shared.waker.wake();
         }
     }
 
-    fn serve(&self, conn: &mut Conn, state: &mut dyn Any) -> Next {
+    fn serve(&self, conn: &mut Conn, state: &mut dyn Any) -> AfterAnswer {
         let started = Instant::now();
         let Some(Pending { req, framing, .. }) = conn.pending.take() else {
-            return Next::Abort;
+            return AfterAnswer::Abort;
         };
         if conn.buf.capacity() > 64 * 1024 {
             conn.buf.shrink_to(conn.buf.len().max(4096));
@@ -856,7 +856,7 @@ impl Worker {
         response: Response,
         keep_alive: bool,
         started: Instant,
-    ) -> Next {
+    ) -> AfterAnswer {
         let Response {
             status,
             headers,
@@ -881,9 +881,9 @@ impl Worker {
                 sent = bytes.len();
             }
             match write_all(&conn.stream, &out, timeout) {
-                Ok(()) if keep_alive => Next::KeepAlive,
-                Ok(()) => Next::Close,
-                Err(_) => Next::Abort,
+                Ok(()) if keep_alive => AfterAnswer::KeepAlive,
+                Ok(()) => AfterAnswer::Close,
+                Err(_) => AfterAnswer::Abort,
             }
         };
         let next = match body {
@@ -918,16 +918,16 @@ impl Worker {
                     sent = sink.sent;
                 }
                 match (ok, keep_alive) {
-                    (true, true) => Next::KeepAlive,
-                    (true, false) => Next::Close,
+                    (true, true) => AfterAnswer::KeepAlive,
+                    (true, false) => AfterAnswer::Close,
                     // A stream cut short cannot be ended cleanly: the client must see the close.
-                    (false, _) => Next::Abort,
+                    (false, _) => AfterAnswer::Abort,
                 }
             }
             Body::Upgrade(take_over) => {
                 response::write_head(&mut out, status, &headers, &Delimit::NoBody, false);
                 if write_all(&conn.stream, &out, timeout).is_err() {
-                    Next::Abort
+                    AfterAnswer::Abort
                 } else {
                     self.hand_over(conn, take_over)
                 }
@@ -945,7 +945,7 @@ impl Worker {
                 started.elapsed().as_secs_f64() * 1000.0,
                 if log_note.is_some() { " " } else { "" },
                 log_note.as_deref().unwrap_or_default(),
-                if matches!(next, Next::Abort) { " (aborted)" } else { "" }
+                if matches!(next, AfterAnswer::Abort) { " (aborted)" } else { "" }
             );
         }
         next
@@ -953,18 +953,18 @@ impl Worker {
 
     /// Gives the socket to an upgrade handler. The connection keeps its place under the cap until
     /// the handler drops the [`ConnSlot`].
-    fn hand_over(&self, conn: &mut Conn, take_over: response::UpgradeFn) -> Next {
+    fn hand_over(&self, conn: &mut Conn, take_over: response::UpgradeFn) -> AfterAnswer {
         let fd = conn.stream.as_raw_fd();
         let _ = self.registry.deregister(&mut SourceFd(&fd));
         let stream = match conn.stream.try_clone() {
             Ok(s) if s.set_nonblocking(false).is_ok() => s,
-            _ => return Next::Abort,
+            _ => return AfterAnswer::Abort,
         };
         let token = conn.token;
         let back = self.back.clone();
         let shared = self.shared.clone();
         let slot = ConnSlot(Some(Box::new(move || {
-            if back.send(Back::Closed(token)).is_ok() {
+            if back.send(FromWorker::Closed(token)).is_ok() {
                 let _ = shared.waker.wake();
             }
         })));
@@ -977,7 +977,7 @@ impl Worker {
         if catch_unwind(AssertUnwindSafe(|| take_over(upgraded))).is_err() {
             log::error!("upgrade handler panicked");
         }
-        Next::Upgraded
+        AfterAnswer::Upgraded
     }
 }
 
