@@ -3,7 +3,7 @@
 
 use crate::catalog::{ActorType, AuditEntry};
 
-use super::{App, Call};
+use super::{App, RequestCtx};
 
 impl App {
     /// Records an audit entry; a failure to record is logged, never fatal to the request.
@@ -14,11 +14,11 @@ impl App {
     }
 
     /// An audit entry with the request's client address and user agent filled in.
-    pub fn entry(&self, call: &Call, actor: ActorType, action: &str) -> AuditEntry {
+    pub fn audit_entry(&self, ctx: &RequestCtx, actor: ActorType, action: &str) -> AuditEntry {
         let mut e = AuditEntry::new(actor, action);
-        e.ip = Some(call.req.client_ip.to_string());
-        e.user_agent = call.req.header("user-agent").map(String::from);
-        e.tenant_id = call.tenant.as_ref().map(|t| t.id.clone());
+        e.ip = Some(ctx.req.client_ip.to_string());
+        e.user_agent = ctx.req.header("user-agent").map(String::from);
+        e.tenant_id = ctx.tenant.as_ref().map(|t| t.id.clone());
         e
     }
 }

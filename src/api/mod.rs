@@ -29,13 +29,13 @@ use body::json_body;
 pub use config::{AppConfig, RealtimeConfig, SessionConfig};
 use cookies::check_csrf;
 use params::{id_param, tenant_by_key};
-pub use pipeline::{Account, Call, Member, Operator};
+pub use pipeline::{Account, Member, RequestCtx, SignedInAdmin};
 
-type PublicFn = fn(&App, &Call) -> Result<Response, Error>;
-type AccountFn = fn(&App, &Call, &Account) -> Result<Response, Error>;
-type AdminFn = fn(&App, &Call, &Operator) -> Result<Response, Error>;
-type TenantFn = fn(&App, &Call, &Member<'_>) -> Result<Response, Error>;
-type AnyPrincipalFn = fn(&App, &Call, &Principal) -> Result<Response, Error>;
+type PublicFn = fn(&App, &RequestCtx) -> Result<Response, Error>;
+type AccountFn = fn(&App, &RequestCtx, &Account) -> Result<Response, Error>;
+type AdminFn = fn(&App, &RequestCtx, &SignedInAdmin) -> Result<Response, Error>;
+type TenantFn = fn(&App, &RequestCtx, &Member<'_>) -> Result<Response, Error>;
+type AnyPrincipalFn = fn(&App, &RequestCtx, &Principal) -> Result<Response, Error>;
 
 /// What a route needs before its handler runs. The handler's signature says what it may touch:
 /// only tenant routes receive a [`Tenant`], and only with a membership.
@@ -70,6 +70,6 @@ fn routes() -> Router<Route> {
     r
 }
 
-fn healthz(_app: &App, _call: &Call) -> Result<Response, Error> {
+fn healthz(_app: &App, _ctx: &RequestCtx) -> Result<Response, Error> {
     Ok(Response::json(200, &serde_json::json!({"status": "ok"})))
 }

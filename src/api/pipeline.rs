@@ -1,8 +1,8 @@
 //! The request pipeline: identify the tenant, authenticate, find the route, check what the
 //! route needs (a tenant and a membership, a system admin, the central host, the CSRF header),
 //! call the handler, through the tenant's answers cache for `TenantRead` routes. Also the
-//! values a handler receives: the request (`Call`) and who makes it (`Member`, `Account`,
-//! `Operator`).
+//! values a handler receives: the request (`RequestCtx`) and who makes it (`Member`, `Account`,
+//! `SignedInAdmin`).
 
 use std::any::Any;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use super::memo::{Known, Memo};
 use super::{healthz, App, Route, TenantFn};
 
 /// One request as a handler sees it, whatever the route needs.
-pub struct Call<'a> {
+pub struct RequestCtx<'a> {
     pub req: &'a Request,
     pub params: &'a Params,
     /// The tenant the request named, if any (before any membership check).
@@ -60,7 +60,7 @@ pub struct Account {
 }
 
 /// A signed-in system admin, on the central host.
-pub struct Operator {
+pub struct SignedInAdmin {
     pub admin: SystemAdmin,
     pub session: Arc<Session>,
 }
@@ -79,16 +79,16 @@ impl App {
             Match::MethodNotAllowed(allow) => return Err(Error::MethodNotAllowed { allow }),
             Match::NotFound => return Err(Error::NotFound),
         };
-        let call = Call {
+        let ctx = RequestCtx {
             req,
             params: &params,
             tenant,
         };
         if let Route::Public(f) = route {
-            return f(self, &call);
+            return f(self, &ctx);
         }
         // A tenant host has no admin routes, whoever asks.
-        if matches!(route, Route::Admin(_)) && call.tenant.is_some() {
+        if matches!(route, Route::Admin(_)) && ctx.tenant.is_some() {
             return Err(Error::CentralOnly);
         }
         let Some((token, via)) =
@@ -110,12 +110,12 @@ impl App {
         };
         // Let in before under the same catalog generation: only what time alone can end is
         // looked at again.
-        if let (Some((f, cached)), Some(record)) = (tenant_route, &call.tenant) {
+        if let (Some((f, cached)), Some(record)) = (tenant_route, &ctx.tenant) {
             if let Some(known) = memo.get(fresh.generation, &digest, &record.id) {
                 if known.session.is_live(now) {
                     self.catalog.touch_session(&known.session, now)?;
                     check_csrf(req, via, &known.session)?;
-                    return self.in_tenant(&call, path, known, f, cached);
+                    return self.in_tenant(&ctx, path, known, f, cached);
                 }
             }
         }
@@ -124,18 +124,18 @@ impl App {
         check_csrf(req, via, principal.session())?;
         match (route, principal) {
             (Route::Public(_), _) => unreachable!("answered above"),
-            (Route::Signed(f), principal) => f(self, &call, &principal),
+            (Route::Signed(f), principal) => f(self, &ctx, &principal),
             (Route::Account(f), Principal::User { user, session, via }) => {
-                f(self, &call, &Account { user, session, via })
+                f(self, &ctx, &Account { user, session, via })
             }
             (Route::Admin(f), Principal::Admin { admin, session, .. }) => {
-                f(self, &call, &Operator { admin, session })
+                f(self, &ctx, &SignedInAdmin { admin, session })
             }
             (Route::Tenant(_) | Route::TenantRead(_), Principal::User { user, session, .. }) => {
-                let known = self.membership(fresh, &call, user, session)?;
+                let known = self.membership(fresh, &ctx, user, session)?;
                 let (f, cached) = tenant_route.expect("matched a tenant route");
-                let response = self.in_tenant(&call, path, &known, f, cached);
-                if let Some(record) = &call.tenant {
+                let response = self.in_tenant(&ctx, path, &known, f, cached);
+                if let Some(record) = &ctx.tenant {
                     memo.keep(fresh.generation, digest, &record.id, known);
                 }
                 response
@@ -155,11 +155,11 @@ impl App {
     fn membership(
         &self,
         fresh: &Fresh,
-        call: &Call,
+        ctx: &RequestCtx,
         user: Arc<User>,
         session: Arc<Session>,
     ) -> Result<Known, Error> {
-        let record = call.tenant.as_ref().ok_or(Error::NoTenant)?;
+        let record = ctx.tenant.as_ref().ok_or(Error::NoTenant)?;
         // A token bound to one tenant (a personal token, an impersonation) is no key to
         // any other, whatever the user's memberships.
         if session.tenant_id.as_ref().is_some_and(|t| *t != record.id) {
@@ -179,13 +179,13 @@ impl App {
     /// through the answers cache if `cached`.
     fn in_tenant(
         &self,
-        call: &Call,
+        ctx: &RequestCtx,
         path: &str,
         known: &Known,
         f: TenantFn,
         cached: bool,
     ) -> Result<Response, Error> {
-        let record = call.tenant.clone().ok_or(Error::NoTenant)?;
+        let record = ctx.tenant.clone().ok_or(Error::NoTenant)?;
         let member = Member {
             tenant: self.registry.open(record)?,
             user: &known.user,
@@ -193,9 +193,9 @@ impl App {
             membership: &known.membership,
         };
         if cached {
-            read_through(self, call, &member, path, f)
+            read_through(self, ctx, &member, path, f)
         } else {
-            f(self, call, &member)
+            f(self, ctx, &member)
         }
     }
 }
@@ -220,7 +220,7 @@ impl http::Handler for App {
         if req.path == "/healthz" && matches!(req.method.as_str(), "GET" | "HEAD") {
             return healthz(
                 self,
-                &Call {
+                &RequestCtx {
                     req,
                     params: &Params::default(),
                     tenant: None,
@@ -294,7 +294,7 @@ const CACHE_STATUS: &str = "Cache-Status";
 /// `Cache-Control: no-cache` on the request skips the kept answer.
 fn read_through(
     app: &App,
-    call: &Call,
+    ctx: &RequestCtx,
     member: &Member,
     path: &str,
     f: TenantFn,
@@ -303,7 +303,7 @@ fn read_through(
     // ends where the next begins: the id at its newline, the scope at its second (permission
     // names hold none), the decoded path (which may hold a '?' or a newline) after its length.
     let scope = member.membership.scope();
-    let mut key = String::with_capacity(48 + scope.len() + path.len() + call.req.query.len());
+    let mut key = String::with_capacity(48 + scope.len() + path.len() + ctx.req.query.len());
     key.push_str(itoa::Buffer::new().format(member.user.id));
     key.push('\n');
     key.push_str(scope);
@@ -312,9 +312,9 @@ fn read_through(
     key.push(':');
     key.push_str(path);
     key.push('?');
-    key.push_str(&call.req.query);
+    key.push_str(&ctx.req.query);
     // A client may insist on a fresh read (RFC 9111 5.2.1.4): it is kept for the next one.
-    let fresh = call
+    let fresh = ctx
         .req
         .header("cache-control")
         .is_some_and(|v| v.to_ascii_lowercase().contains("no-cache"));
@@ -325,7 +325,7 @@ fn read_through(
         }
         Lookup::Miss(ticket) => ticket,
     };
-    let response = f(app, call, member)?;
+    let response = f(app, ctx, member)?;
     if response.status == 200 && response.header("content-type") == Some("application/json") {
         if let http::Body::Full(body) = &response.body {
             member.tenant.keep_read(ticket, body);
