@@ -12,6 +12,7 @@ use crate::catalog::{
 };
 use crate::error::Error;
 use crate::http::{Response, Router};
+use crate::workspace::orders::present;
 
 use super::{id_param, json_body, tenant_by_key, Account, App, RequestCtx, Route};
 
@@ -248,11 +249,6 @@ struct ProfileBody {
     /// The older name of `photo_url`, which wins when both are sent.
     #[serde(default, deserialize_with = "present")]
     photo: Option<Option<String>>,
-}
-
-/// A field that is present, null or not: told apart from an absent one (`None`).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
 }
 
 fn update_me(app: &App, ctx: &RequestCtx, account: &Account) -> Result<Response, Error> {
