@@ -38,7 +38,7 @@ type TenantFn = fn(&App, &RequestCtx, &Member<'_>) -> Result<Response, Error>;
 type AnyPrincipalFn = fn(&App, &RequestCtx, &Principal) -> Result<Response, Error>;
 
 /// What a route needs before its handler runs. The handler's signature says what it may touch:
-/// only tenant routes receive a [`Tenant`], and only with a membership.
+/// only tenant routes receive a [`Tenant`](crate::tenancy::Tenant), and only with a membership.
 #[derive(Clone, Copy)]
 enum Route {
     /// No credentials needed (health, login).
