@@ -74,7 +74,7 @@ impl Error {
         Error::Validation(BTreeMap::from([(field.to_string(), message.into())]))
     }
 
-    fn parts(&self) -> (u16, &'static str, String) {
+    fn status_code_message(&self) -> (u16, &'static str, String) {
         match self {
             Error::BadRequest(m) => (400, "bad_request", m.clone()),
             Error::InvalidJson(m) => (400, "invalid_json", m.clone()),
@@ -169,7 +169,7 @@ impl Error {
         if let Error::Internal(detail) = &self {
             log::error!("internal error: {detail}");
         }
-        let (status, code, message) = self.parts();
+        let (status, code, message) = self.status_code_message();
         let fields = match &self {
             Error::Validation(fields) => Some(fields),
             _ => None,
@@ -195,7 +195,7 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (status, code, message) = self.parts();
+        let (status, code, message) = self.status_code_message();
         write!(f, "{status} {code}: {message}")
     }
 }

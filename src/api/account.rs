@@ -12,8 +12,9 @@ use crate::catalog::{
 };
 use crate::error::Error;
 use crate::http::{Response, Router};
+use crate::workspace::orders::present;
 
-use super::{id_param, json_body, tenant_by_key, Account, App, Call, Route};
+use super::{id_param, json_body, tenant_by_key, Account, App, RequestCtx, Route};
 
 pub(super) fn routes(r: &mut Router<Route>) {
     r.add("POST", "/api/auth/login", Route::Public(login));
@@ -56,17 +57,17 @@ fn device_cookie(realm: &str) -> &'static str {
 /// this account in this realm.
 pub(super) fn admit(
     app: &App,
-    call: &Call,
+    ctx: &RequestCtx,
     realm: &'static str,
     email: &str,
 ) -> Result<Gate, Error> {
     let account = normalize_email(email).unwrap_or_else(|_| email.trim().to_lowercase());
-    let device = principal::cookie_value(call.req.header("cookie"), device_cookie(realm))
+    let device = principal::cookie_value(ctx.req.header("cookie"), device_cookie(realm))
         .and_then(|cookie| app.device_key.verify(realm, &account, cookie));
     let now = app.throttle.now();
     match app
         .throttle
-        .admit(realm, &account, call.req.client_ip, device, now)
+        .admit(realm, &account, ctx.req.client_ip, device, now)
     {
         Ok(attempt) => Ok(Gate {
             realm,
@@ -109,9 +110,9 @@ struct LoginBody {
     password: String,
 }
 
-fn login(app: &App, call: &Call) -> Result<Response, Error> {
-    let LoginBody { email, password } = json_body(call.req)?;
-    let gate = admit(app, call, "account", &email)?;
+fn login(app: &App, ctx: &RequestCtx) -> Result<Response, Error> {
+    let LoginBody { email, password } = json_body(ctx.req)?;
+    let gate = admit(app, ctx, "account", &email)?;
     // A malformed email is just an unknown one: the same answer, the same work. A catalog that
     // cannot answer is our fault: a 5xx, and no failure counted against anyone.
     let user = app.catalog.user_by_email(&email)?;
@@ -121,7 +122,7 @@ fn login(app: &App, call: &Call) -> Result<Response, Error> {
         Some(user) if verified.ok && !user.disabled => user,
         found => {
             gate.failed(app);
-            let mut entry = app.entry(call, ActorType::Anonymous, "auth.login_failed");
+            let mut entry = app.audit_entry(ctx, ActorType::Anonymous, "auth.login_failed");
             entry.actor_email = Some(email.trim().to_ascii_lowercase());
             entry.actor_id = found.map(|u| u.id);
             app.audit(entry);
@@ -132,7 +133,7 @@ fn login(app: &App, call: &Call) -> Result<Response, Error> {
         // The stored hash predates our parameters: replace it now that we know the password.
         app.catalog.set_password_hash(user.id, &stronger)?;
     }
-    let mut entry = app.entry(call, ActorType::User, "auth.login");
+    let mut entry = app.audit_entry(ctx, ActorType::User, "auth.login");
     entry.actor_id = Some(user.id);
     entry.actor_email = Some(user.email.clone());
     app.audit(entry);
@@ -146,14 +147,14 @@ fn login(app: &App, call: &Call) -> Result<Response, Error> {
     Ok(gate.passed(app, response))
 }
 
-fn logout(app: &App, call: &Call, principal: &Principal) -> Result<Response, Error> {
+fn logout(app: &App, ctx: &RequestCtx, principal: &Principal) -> Result<Response, Error> {
     let session = principal.session();
     app.catalog.revoke_session(session.id)?;
     let (actor, id) = match principal {
         Principal::User { user, .. } => (ActorType::User, user.id),
         Principal::Admin { admin, .. } => (ActorType::Admin, admin.id),
     };
-    let mut entry = app.entry(call, actor, "auth.logout");
+    let mut entry = app.audit_entry(ctx, actor, "auth.logout");
     entry.actor_id = Some(id);
     app.audit(entry);
     let clear = format!(
@@ -179,8 +180,8 @@ fn memberships_after(cursor: &str) -> Result<(String, String), Error> {
     serde_json::from_slice(&bytes).map_err(|_| invalid())
 }
 
-fn me(app: &App, call: &Call, account: &Account) -> Result<Response, Error> {
-    let limit = match call.req.query_param("limit") {
+fn me(app: &App, ctx: &RequestCtx, account: &Account) -> Result<Response, Error> {
+    let limit = match ctx.req.query_param("limit") {
         None => DEFAULT_MEMBERSHIPS_PAGE,
         Some(v) => match v.parse::<usize>() {
             Ok(n) if (1..=MAX_MEMBERSHIPS_PAGE).contains(&n) => n,
@@ -190,7 +191,7 @@ fn me(app: &App, call: &Call, account: &Account) -> Result<Response, Error> {
     let page = MembershipPage {
         // A session bound to one tenant sees only that tenant.
         tenant_id: account.session.tenant_id.clone(),
-        after: call
+        after: ctx
             .req
             .query_param("after")
             .map(|c| memberships_after(&c))
@@ -250,13 +251,8 @@ struct ProfileBody {
     photo: Option<Option<String>>,
 }
 
-/// A field that is present, null or not: told apart from an absent one (`None`).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
-}
-
-fn update_me(app: &App, call: &Call, account: &Account) -> Result<Response, Error> {
-    let body: ProfileBody = json_body(call.req)?;
+fn update_me(app: &App, ctx: &RequestCtx, account: &Account) -> Result<Response, Error> {
+    let body: ProfileBody = json_body(ctx.req)?;
     let update = ProfileUpdate {
         name: body.name,
         surname: body.surname,
@@ -279,7 +275,7 @@ pub(super) fn check_new_password(field: &str, password: &str) -> Result<(), Erro
     Ok(())
 }
 
-fn change_password(app: &App, call: &Call, account: &Account) -> Result<Response, Error> {
+fn change_password(app: &App, ctx: &RequestCtx, account: &Account) -> Result<Response, Error> {
     if account.session.impersonated_by.is_some() {
         return Err(Error::Refused(
             "an impersonation cannot do this: it needs the user's own session",
@@ -293,7 +289,7 @@ fn change_password(app: &App, call: &Call, account: &Account) -> Result<Response
     let PasswordChange {
         current_password: current,
         new_password: new,
-    } = json_body(call.req)?;
+    } = json_body(ctx.req)?;
     check_new_password("new_password", &new)?;
     if !app
         .verify_password(&current, Some(&account.user.password_hash))?
@@ -307,7 +303,7 @@ fn change_password(app: &App, call: &Call, account: &Account) -> Result<Response
     let revoked = app
         .catalog
         .revoke_user_sessions(account.user.id, Some(account.session.id))?;
-    let mut entry = app.entry(call, ActorType::User, "auth.password_changed");
+    let mut entry = app.audit_entry(ctx, ActorType::User, "auth.password_changed");
     entry.actor_id = Some(account.user.id);
     entry.details = json!({ "sessions_revoked": revoked });
     app.audit(entry);
@@ -327,12 +323,12 @@ fn visible_tokens(app: &App, account: &Account) -> Result<Vec<PersonalToken>, Er
     Ok(tokens)
 }
 
-fn list_tokens(app: &App, _call: &Call, account: &Account) -> Result<Response, Error> {
+fn list_tokens(app: &App, _ctx: &RequestCtx, account: &Account) -> Result<Response, Error> {
     let tokens = visible_tokens(app, account)?;
     Ok(Response::json(200, &json!({ "tokens": tokens })))
 }
 
-fn create_token(app: &App, call: &Call, account: &Account) -> Result<Response, Error> {
+fn create_token(app: &App, ctx: &RequestCtx, account: &Account) -> Result<Response, Error> {
     // A token minted during an impersonation would outlive it and the admin's revocation.
     if account.session.impersonated_by.is_some() {
         return Err(Error::Refused(
@@ -349,7 +345,7 @@ fn create_token(app: &App, call: &Call, account: &Account) -> Result<Response, E
         name,
         tenant: tenant_key,
         expires_in_days,
-    } = json_body(call.req)?;
+    } = json_body(ctx.req)?;
     let record = tenant_by_key(&app.catalog, &tenant_key)?
         .ok_or_else(|| Error::validation("tenant", "no such tenant"))?;
     // A credential bound to one tenant (a personal token, an impersonation) mints keys to that
@@ -389,7 +385,7 @@ fn create_token(app: &App, call: &Call, account: &Account) -> Result<Response, E
         },
         now,
     )?;
-    let mut entry = app.entry(call, ActorType::User, "token.created");
+    let mut entry = app.audit_entry(ctx, ActorType::User, "token.created");
     entry.actor_id = Some(account.user.id);
     entry.tenant_id = Some(record.id.clone());
     entry.target_type = Some("token".into());
@@ -407,14 +403,14 @@ fn create_token(app: &App, call: &Call, account: &Account) -> Result<Response, E
     ))
 }
 
-fn revoke_token(app: &App, call: &Call, account: &Account) -> Result<Response, Error> {
-    let id = id_param(call.params, "id")?;
+fn revoke_token(app: &App, ctx: &RequestCtx, account: &Account) -> Result<Response, Error> {
+    let id = id_param(ctx.params, "id")?;
     if !visible_tokens(app, account)?.iter().any(|t| t.id == id)
         || !app.catalog.revoke_personal_token(account.user.id, id)?
     {
         return Err(Error::NotFound);
     }
-    let mut entry = app.entry(call, ActorType::User, "token.revoked");
+    let mut entry = app.audit_entry(ctx, ActorType::User, "token.revoked");
     entry.actor_id = Some(account.user.id);
     entry.target_type = Some("token".into());
     entry.target_id = Some(id.to_string());
@@ -423,13 +419,13 @@ fn revoke_token(app: &App, call: &Call, account: &Account) -> Result<Response, E
 }
 
 /// Trades a one-time impersonation ticket for a session, on the ticket's tenant only.
-fn exchange_ticket(app: &App, call: &Call) -> Result<Response, Error> {
+fn exchange_ticket(app: &App, ctx: &RequestCtx) -> Result<Response, Error> {
     #[derive(Deserialize)]
     struct Ticket {
         ticket: String,
     }
-    let Ticket { ticket } = json_body(call.req)?;
-    let tenant = call.tenant.as_ref().ok_or(Error::NoTenant)?;
+    let Ticket { ticket } = json_body(ctx.req)?;
+    let tenant = ctx.tenant.as_ref().ok_or(Error::NoTenant)?;
     if !token::well_formed(&ticket) {
         return Err(Error::Unauthorized);
     }
@@ -447,7 +443,7 @@ fn exchange_ticket(app: &App, call: &Call) -> Result<Response, Error> {
     if app.catalog.membership(user_id, &tenant.id)?.is_none() {
         return Err(Error::NotAMember);
     }
-    let mut entry = app.entry(call, ActorType::Admin, "impersonation.exchanged");
+    let mut entry = app.audit_entry(ctx, ActorType::Admin, "impersonation.exchanged");
     entry.actor_id = Some(admin_id);
     entry.target_type = Some("user".into());
     entry.target_id = Some(user_id.to_string());

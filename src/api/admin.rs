@@ -14,7 +14,7 @@ use crate::tenancy::lifecycle::{self, LifecycleError, NewTenant};
 
 use super::account::admit;
 use super::members::{audit_filter, audit_page};
-use super::{json_body, App, Call, Operator, Route};
+use super::{json_body, App, RequestCtx, Route, SignedInAdmin};
 
 /// How long an impersonation ticket may wait to be exchanged.
 const TICKET_SECS: i64 = 60;
@@ -75,8 +75,8 @@ pub(super) fn routes(r: &mut Router<Route>) {
     );
 }
 
-fn login(app: &App, call: &Call) -> Result<Response, Error> {
-    if call.tenant.is_some() {
+fn login(app: &App, ctx: &RequestCtx) -> Result<Response, Error> {
+    if ctx.tenant.is_some() {
         return Err(Error::CentralOnly);
     }
     #[derive(Deserialize)]
@@ -90,15 +90,15 @@ fn login(app: &App, call: &Call) -> Result<Response, Error> {
         email,
         password,
         code,
-    } = json_body(call.req)?;
-    let gate = admit(app, call, "admin", &email)?;
+    } = json_body(ctx.req)?;
+    let gate = admit(app, ctx, "admin", &email)?;
     // A catalog that cannot answer is our fault: a 5xx, and no failure counted against anyone.
     let admin = app.catalog.admin_by_email(&email)?;
     let verified =
         app.verify_password(&password, admin.as_ref().map(|a| a.password_hash.as_str()))?;
     let fail = |admin_id: Option<i64>| {
         gate.failed(app);
-        let mut entry = app.entry(call, ActorType::Anonymous, "admin.login_failed");
+        let mut entry = app.audit_entry(ctx, ActorType::Anonymous, "admin.login_failed");
         entry.actor_email = Some(email.trim().to_ascii_lowercase());
         entry.actor_id = admin_id;
         app.audit(entry);
@@ -122,7 +122,7 @@ fn login(app: &App, call: &Call) -> Result<Response, Error> {
     if let Some(stronger) = verified.rehash {
         app.catalog.set_admin_password_hash(admin.id, &stronger)?;
     }
-    let mut entry = app.entry(call, ActorType::Admin, "admin.login");
+    let mut entry = app.audit_entry(ctx, ActorType::Admin, "admin.login");
     entry.actor_id = Some(admin.id);
     entry.actor_email = Some(admin.email.clone());
     app.audit(entry);
@@ -136,17 +136,17 @@ fn login(app: &App, call: &Call) -> Result<Response, Error> {
     Ok(gate.passed(app, response))
 }
 
-fn me(_app: &App, _call: &Call, op: &Operator) -> Result<Response, Error> {
+fn me(_app: &App, _ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Response, Error> {
     Ok(Response::json(
         200,
-        &json!({ "admin": { "id": op.admin.id, "email": op.admin.email, "totp_enabled": op.admin.totp_enabled } }),
+        &json!({ "admin": { "id": signed_in.admin.id, "email": signed_in.admin.email, "totp_enabled": signed_in.admin.totp_enabled } }),
     ))
 }
 
 /// Starts (or restarts) two-factor enrolment: the secret is shown once and enforced only after a
 /// code from it is confirmed, so a half-finished enrolment cannot lock the admin out.
-fn totp_enrol(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
-    if op.admin.totp_enabled {
+fn totp_enrol(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Response, Error> {
+    if signed_in.admin.totp_enabled {
         return Err(Error::Conflict {
             code: "totp_enabled",
             message: "two-factor authentication is already on".into(),
@@ -154,31 +154,31 @@ fn totp_enrol(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> 
     }
     let secret = totp::new_secret();
     app.catalog
-        .set_admin_totp(op.admin.id, Some(&secret), false)?;
-    app.forget_totp_steps(op.admin.id);
-    let mut entry = app.entry(call, ActorType::Admin, "admin.totp_enrolment_started");
-    entry.actor_id = Some(op.admin.id);
+        .set_admin_totp(signed_in.admin.id, Some(&secret), false)?;
+    app.forget_totp_steps(signed_in.admin.id);
+    let mut entry = app.audit_entry(ctx, ActorType::Admin, "admin.totp_enrolment_started");
+    entry.actor_id = Some(signed_in.admin.id);
     app.audit(entry);
     Ok(Response::json(
         200,
         &json!({
             "secret": secret,
-            "otpauth_uri": totp::otpauth_uri(&secret, &op.admin.email, "tenantd"),
+            "otpauth_uri": totp::otpauth_uri(&secret, &signed_in.admin.email, "tenantd"),
         }),
     ))
 }
 
-fn totp_confirm(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
+fn totp_confirm(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Response, Error> {
     #[derive(Deserialize)]
     struct Code {
         code: String,
     }
-    let Code { code } = json_body(call.req)?;
-    let Some(secret) = op
+    let Code { code } = json_body(ctx.req)?;
+    let Some(secret) = signed_in
         .admin
         .totp_secret
         .as_deref()
-        .filter(|_| !op.admin.totp_enabled)
+        .filter(|_| !signed_in.admin.totp_enabled)
     else {
         return Err(Error::Conflict {
             code: "totp_not_enrolling",
@@ -186,20 +186,20 @@ fn totp_confirm(app: &App, call: &Call, op: &Operator) -> Result<Response, Error
         });
     };
     match totp::verify_step(secret, code.trim(), unix_now() as u64) {
-        Some(step) if app.claim_totp_step(op.admin.id, step) => {}
+        Some(step) if app.claim_totp_step(signed_in.admin.id, step) => {}
         _ => return Err(Error::validation("code", "does not match")),
     }
     app.catalog
-        .set_admin_totp(op.admin.id, Some(secret), true)?;
-    let mut entry = app.entry(call, ActorType::Admin, "admin.totp_enabled");
-    entry.actor_id = Some(op.admin.id);
+        .set_admin_totp(signed_in.admin.id, Some(secret), true)?;
+    let mut entry = app.audit_entry(ctx, ActorType::Admin, "admin.totp_enabled");
+    entry.actor_id = Some(signed_in.admin.id);
     app.audit(entry);
     Ok(Response::json(200, &json!({ "totp_enabled": true })))
 }
 
-fn audit(app: &App, call: &Call, _op: &Operator) -> Result<Response, Error> {
-    let mut filter = audit_filter(call)?;
-    if let Some(tenant) = call.req.query_param("tenant") {
+fn audit(app: &App, ctx: &RequestCtx, _signed_in: &SignedInAdmin) -> Result<Response, Error> {
+    let mut filter = audit_filter(ctx)?;
+    if let Some(tenant) = ctx.req.query_param("tenant") {
         // The log outlives the tenants it names: an id is taken as it is, so that a purged
         // tenant's history can still be read. A slug must name a tenant that exists.
         filter.tenant_id = Some(match uuid::Uuid::parse_str(&tenant) {
@@ -207,7 +207,7 @@ fn audit(app: &App, call: &Call, _op: &Operator) -> Result<Response, Error> {
             Err(_) => tenant_by_key(&app.catalog, &tenant)?.id.clone(),
         });
     }
-    if let Some(actor) = call.req.query_param("actor") {
+    if let Some(actor) = ctx.req.query_param("actor") {
         filter.actor =
             Some(match actor.split_once(':') {
                 Some(("user", id)) => AuditActor::User(id.parse().map_err(|_| {
@@ -238,15 +238,15 @@ fn slug_of(app: &App, params: &Params) -> Result<String, Error> {
 /// Records a lifecycle change by this admin.
 fn lifecycle_entry(
     app: &App,
-    call: &Call,
-    op: &Operator,
+    ctx: &RequestCtx,
+    signed_in: &SignedInAdmin,
     action: &str,
     record: &TenantRecord,
     details: Value,
 ) {
-    let mut entry = app.entry(call, ActorType::Admin, action);
-    entry.actor_id = Some(op.admin.id);
-    entry.actor_email = Some(op.admin.email.clone());
+    let mut entry = app.audit_entry(ctx, ActorType::Admin, action);
+    entry.actor_id = Some(signed_in.admin.id);
+    entry.actor_email = Some(signed_in.admin.email.clone());
     entry.tenant_id = Some(record.id.clone());
     entry.target_type = Some("tenant".into());
     entry.target_id = Some(record.id.clone());
@@ -254,19 +254,19 @@ fn lifecycle_entry(
     app.audit(entry);
 }
 
-fn list(app: &App, _call: &Call, _op: &Operator) -> Result<Response, Error> {
+fn list(app: &App, _ctx: &RequestCtx, _signed_in: &SignedInAdmin) -> Result<Response, Error> {
     let tenants = lifecycle::list(&app.catalog)?;
     Ok(Response::json(200, &json!({ "tenants": tenants })))
 }
 
-fn create(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
+fn create(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Response, Error> {
     #[derive(Deserialize)]
     struct Body {
         slug: String,
         name: String,
         domains: Option<Vec<String>>,
     }
-    let body: Body = json_body(call.req)?;
+    let body: Body = json_body(ctx.req)?;
     let new = NewTenant {
         slug: body.slug,
         name: body.name,
@@ -276,8 +276,8 @@ fn create(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
     log::info!("tenant {} created ({})", record.slug, record.id);
     lifecycle_entry(
         app,
-        call,
-        op,
+        ctx,
+        signed_in,
         "tenant.created",
         &record,
         json!({ "slug": record.slug }),
@@ -285,23 +285,23 @@ fn create(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
     Ok(Response::json(201, &record))
 }
 
-fn show(app: &App, call: &Call, _op: &Operator) -> Result<Response, Error> {
-    let record = lifecycle::show(&app.catalog, &slug_of(app, call.params)?)?;
+fn show(app: &App, ctx: &RequestCtx, _signed_in: &SignedInAdmin) -> Result<Response, Error> {
+    let record = lifecycle::show(&app.catalog, &slug_of(app, ctx.params)?)?;
     Ok(Response::json(200, &record))
 }
 
-fn rename(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
-    let slug = slug_of(app, call.params)?;
+fn rename(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Response, Error> {
+    let slug = slug_of(app, ctx.params)?;
     #[derive(Deserialize)]
     struct Rename {
         slug: String,
     }
-    let Rename { slug: new_slug } = json_body(call.req)?;
+    let Rename { slug: new_slug } = json_body(ctx.req)?;
     let record = lifecycle::rename(&app.catalog, &slug, &new_slug)?;
     lifecycle_entry(
         app,
-        call,
-        op,
+        ctx,
+        signed_in,
         "tenant.renamed",
         &record,
         json!({ "from": slug, "to": record.slug }),
@@ -312,18 +312,18 @@ fn rename(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
 /// Runs one status change and answers the tenant as it now is.
 fn transition(
     app: &App,
-    call: &Call,
-    op: &Operator,
+    ctx: &RequestCtx,
+    signed_in: &SignedInAdmin,
     action: &str,
     change: fn(&Catalog, &str) -> Result<Arc<TenantRecord>, LifecycleError>,
 ) -> Result<Response, Error> {
-    let slug = slug_of(app, call.params)?;
+    let slug = slug_of(app, ctx.params)?;
     let record = change(&app.catalog, &slug)?;
     log::info!("tenant {slug}: {action}");
     lifecycle_entry(
         app,
-        call,
-        op,
+        ctx,
+        signed_in,
         action,
         &record,
         json!({ "status": record.status }),
@@ -331,30 +331,30 @@ fn transition(
     Ok(Response::json(200, &record))
 }
 
-fn delete(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
-    transition(app, call, op, "tenant.deleted", lifecycle::delete)
+fn delete(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Response, Error> {
+    transition(app, ctx, signed_in, "tenant.deleted", lifecycle::delete)
 }
 
-fn suspend(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
-    transition(app, call, op, "tenant.suspended", lifecycle::suspend)
+fn suspend(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Response, Error> {
+    transition(app, ctx, signed_in, "tenant.suspended", lifecycle::suspend)
 }
 
-fn activate(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
-    transition(app, call, op, "tenant.activated", lifecycle::activate)
+fn activate(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Response, Error> {
+    transition(app, ctx, signed_in, "tenant.activated", lifecycle::activate)
 }
 
-fn restore(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
-    transition(app, call, op, "tenant.restored", lifecycle::restore)
+fn restore(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Response, Error> {
+    transition(app, ctx, signed_in, "tenant.restored", lifecycle::restore)
 }
 
-fn purge(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
-    let record = tenant_by_key(&app.catalog, call.params.get("tenant").unwrap_or_default())?;
+fn purge(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Response, Error> {
+    let record = tenant_by_key(&app.catalog, ctx.params.get("tenant").unwrap_or_default())?;
     lifecycle::purge(&app.catalog, &app.registry, &record.slug)?;
     log::info!("tenant {} purged", record.slug);
     lifecycle_entry(
         app,
-        call,
-        op,
+        ctx,
+        signed_in,
         "tenant.purged",
         &record,
         json!({ "slug": record.slug }),
@@ -362,18 +362,18 @@ fn purge(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
     Ok(Response::json(200, &json!({ "purged": record.slug })))
 }
 
-fn add_domain(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
-    let slug = slug_of(app, call.params)?;
+fn add_domain(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Response, Error> {
+    let slug = slug_of(app, ctx.params)?;
     #[derive(Deserialize)]
     struct Domain {
         domain: String,
     }
-    let Domain { domain } = json_body(call.req)?;
+    let Domain { domain } = json_body(ctx.req)?;
     let record = lifecycle::add_domain(&app.catalog, &slug, &domain)?;
     lifecycle_entry(
         app,
-        call,
-        op,
+        ctx,
+        signed_in,
         "tenant.domain_added",
         &record,
         json!({ "domain": domain }),
@@ -381,14 +381,18 @@ fn add_domain(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> 
     Ok(Response::json(200, &record))
 }
 
-fn remove_domain(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
-    let slug = slug_of(app, call.params)?;
-    let domain = call.params.get("domain").unwrap_or_default();
+fn remove_domain(
+    app: &App,
+    ctx: &RequestCtx,
+    signed_in: &SignedInAdmin,
+) -> Result<Response, Error> {
+    let slug = slug_of(app, ctx.params)?;
+    let domain = ctx.params.get("domain").unwrap_or_default();
     let record = lifecycle::remove_domain(&app.catalog, &slug, domain)?;
     lifecycle_entry(
         app,
-        call,
-        op,
+        ctx,
+        signed_in,
         "tenant.domain_removed",
         &record,
         json!({ "domain": domain }),
@@ -397,13 +401,13 @@ fn remove_domain(app: &App, call: &Call, op: &Operator) -> Result<Response, Erro
 }
 
 /// A one-time ticket to act as a member of one tenant, exchanged on that tenant within a minute.
-fn impersonate(app: &App, call: &Call, op: &Operator) -> Result<Response, Error> {
-    let record = tenant_by_key(&app.catalog, call.params.get("tenant").unwrap_or_default())?;
+fn impersonate(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Response, Error> {
+    let record = tenant_by_key(&app.catalog, ctx.params.get("tenant").unwrap_or_default())?;
     #[derive(Deserialize)]
     struct Impersonate {
         user_id: i64,
     }
-    let Impersonate { user_id } = json_body(call.req)?;
+    let Impersonate { user_id } = json_body(ctx.req)?;
     if app.catalog.membership(user_id, &record.id)?.is_none() {
         return Err(Error::validation(
             "user_id",
@@ -417,14 +421,14 @@ fn impersonate(app: &App, call: &Call, op: &Operator) -> Result<Response, Error>
             token_hash: token::digest(&ticket).to_string(),
             user_id,
             tenant_id: record.id.clone(),
-            impersonated_by: op.admin.id,
+            impersonated_by: signed_in.admin.id,
             expires_at: now + TICKET_SECS,
         },
         now,
     )?;
-    let mut entry = app.entry(call, ActorType::Admin, "impersonation.started");
-    entry.actor_id = Some(op.admin.id);
-    entry.actor_email = Some(op.admin.email.clone());
+    let mut entry = app.audit_entry(ctx, ActorType::Admin, "impersonation.started");
+    entry.actor_id = Some(signed_in.admin.id);
+    entry.actor_email = Some(signed_in.admin.email.clone());
     entry.tenant_id = Some(record.id.clone());
     entry.target_type = Some("user".into());
     entry.target_id = Some(user_id.to_string());

@@ -18,7 +18,7 @@ use crate::http::{log_safe, Request, Response, Router};
 use crate::realtime::{self, Publish};
 use crate::workspace;
 
-use super::{Account, App, Call, Route};
+use super::{Account, App, RequestCtx, Route};
 
 pub(super) fn routes(r: &mut Router<Route>) {
     r.add("GET", "/app/{key}", Route::Public(upgrade));
@@ -165,8 +165,8 @@ fn may_join(
     }
 }
 
-fn upgrade(app: &App, call: &Call) -> Result<Response, Error> {
-    if let Some(origin) = call.req.header("origin") {
+fn upgrade(app: &App, ctx: &RequestCtx) -> Result<Response, Error> {
+    if let Some(origin) = ctx.req.header("origin") {
         if !app.origin_allowed(origin) {
             log::warn!("websocket from origin {} refused", log_safe(origin));
             return Err(Error::Refused(
@@ -174,7 +174,7 @@ fn upgrade(app: &App, call: &Call) -> Result<Response, Error> {
             ));
         }
     }
-    Ok(app.hub.upgrade_response(call.req))
+    Ok(app.hub.upgrade_response(ctx.req))
 }
 
 /// The form Echo and pusher-js post: `socket_id=...&channel_name=...` (or the same as JSON).
@@ -224,7 +224,7 @@ fn auth_fields_of(req: &Request, json: bool) -> Option<(String, String)> {
 
 /// `POST /broadcasting/auth`: `{"auth": ...}` (and `channel_data` on presence channels) or 403.
 /// Any failure while checking is a refusal, logged: never a 500, never an open door.
-fn authorize_channel(app: &App, call: &Call, account: &Account) -> Result<Response, Error> {
+fn authorize_channel(app: &App, ctx: &RequestCtx, account: &Account) -> Result<Response, Error> {
     let refuse = |why: &str| {
         log::info!(
             "channel authorization refused for user {}: {}",
@@ -233,13 +233,13 @@ fn authorize_channel(app: &App, call: &Call, account: &Account) -> Result<Respon
         );
         Err(Error::Refused("you may not subscribe to this channel"))
     };
-    let Some((socket_id, channel_name)) = auth_fields(call.req)? else {
+    let Some((socket_id, channel_name)) = auth_fields(ctx.req)? else {
         return refuse("malformed socket_id or channel_name");
     };
     let Some(channel) = parse_channel(&channel_name) else {
         return refuse(&format!("unknown channel {channel_name}"));
     };
-    let request_tenant = call.tenant.as_ref().map(|t| t.id.as_str());
+    let request_tenant = ctx.tenant.as_ref().map(|t| t.id.as_str());
     // A token bound to one tenant authorizes nothing of another.
     let bound = account.session.tenant_id.as_deref();
     let company = match &channel {
@@ -280,17 +280,17 @@ fn authorize_channel(app: &App, call: &Call, account: &Account) -> Result<Respon
 }
 
 /// `POST /apps/{app_id}/events`, signed as Pusher signs it, for existing publishers.
-fn http_events(app: &App, call: &Call) -> Result<Response, Error> {
+fn http_events(app: &App, ctx: &RequestCtx) -> Result<Response, Error> {
     let (app_id, key, secret) = app.realtime_credentials();
-    if call.params.get("app_id") != Some(app_id.as_str()) {
+    if ctx.params.get("app_id") != Some(app_id.as_str()) {
         return Err(Error::NotFound);
     }
-    let path = call.req.path.clone();
+    let path = ctx.req.path.clone();
     let verified = realtime::verify_http_signature(
-        &call.req.method,
+        &ctx.req.method,
         &path,
-        &call.req.query_pairs(),
-        &call.req.body,
+        &ctx.req.query_pairs(),
+        &ctx.req.body,
         &key,
         &secret,
         unix_now() as u64,
@@ -301,7 +301,7 @@ fn http_events(app: &App, call: &Call) -> Result<Response, Error> {
     }
     // Pusher's answers, which its publishers expect: 400 for a body it cannot use, 413 for data
     // over the limit.
-    let publish = match realtime::parse_events_body(&call.req.body, 10 * 1024) {
+    let publish = match realtime::parse_events_body(&ctx.req.body, 10 * 1024) {
         Ok(publish) => publish,
         Err(e @ realtime::EventsBodyError::DataTooLarge { .. }) => {
             return Err(Error::PayloadTooLarge(e.to_string()))

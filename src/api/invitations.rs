@@ -20,7 +20,7 @@ use crate::http::{Response, Router};
 
 use super::account::{admit, check_new_password};
 use super::members::{member_entry, within_reach};
-use super::{check_csrf, id_param, json_body, App, Call, Member, Route};
+use super::{check_csrf, id_param, json_body, App, Member, RequestCtx, Route};
 
 /// Where the invitee sends the token (the inviter passes it on with this path).
 pub const ACCEPT_PATH: &str = "/api/invitations/accept";
@@ -58,7 +58,7 @@ pub(super) fn open_invitations(app: &App, member: &Member) -> Result<Vec<Value>,
         .collect())
 }
 
-fn list(app: &App, _call: &Call, member: &Member) -> Result<Response, Error> {
+fn list(app: &App, _ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
     member.require("members_manage")?;
     let invitations = open_invitations(app, member)?;
     Ok(Response::json(200, &json!({ "invitations": invitations })))
@@ -66,14 +66,14 @@ fn list(app: &App, _call: &Call, member: &Member) -> Result<Response, Error> {
 
 /// `POST /api/members` and `POST /api/invitations` `{email, role}`: the same answer, in status
 /// and shape, whether the email has an account or not; nothing is created but the invitation.
-pub(super) fn invite(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+pub(super) fn invite(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
     member.require("members_manage")?;
     #[derive(Deserialize)]
     struct Invite {
         email: String,
         role: String,
     }
-    let Invite { email, role } = json_body(call.req)?;
+    let Invite { email, role } = json_body(ctx.req)?;
     let Some(granted) = app.catalog.role(member.tenant.id(), &role)? else {
         return Err(Error::validation("role", "no such role"));
     };
@@ -91,7 +91,7 @@ pub(super) fn invite(app: &App, call: &Call, member: &Member) -> Result<Response
         },
         now,
     )?;
-    let mut entry = member_entry(app, call, member, "invitation.created");
+    let mut entry = member_entry(app, ctx, member, "invitation.created");
     entry.target_type = Some("invitation".into());
     entry.target_id = Some(invitation.id.to_string());
     entry.details = json!({
@@ -107,12 +107,12 @@ pub(super) fn invite(app: &App, call: &Call, member: &Member) -> Result<Response
     Ok(Response::json(201, &json!({ "invitation": answer })))
 }
 
-fn revoke(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+fn revoke(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
     member.require("members_manage")?;
-    let id = id_param(call.params, "id")?;
+    let id = id_param(ctx.params, "id")?;
     let now = unix_now();
     let invitation = app.catalog.revoke_invitation(member.tenant.id(), id, now)?;
-    let mut entry = member_entry(app, call, member, "invitation.revoked");
+    let mut entry = member_entry(app, ctx, member, "invitation.revoked");
     entry.target_type = Some("invitation".into());
     entry.target_id = Some(id.to_string());
     entry.details = json!({ "email": invitation.email });
@@ -145,12 +145,12 @@ fn usable(app: &App, token: &str, now: i64) -> Result<(Invitation, Value), Error
 
 /// What the token holder may know before accepting: which tenant, which email, which role.
 /// Not whether the email has an account: the inviter has held the token too.
-fn lookup(app: &App, call: &Call) -> Result<Response, Error> {
+fn lookup(app: &App, ctx: &RequestCtx) -> Result<Response, Error> {
     #[derive(Deserialize)]
     struct Lookup {
         token: String,
     }
-    let Lookup { token } = json_body(call.req)?;
+    let Lookup { token } = json_body(ctx.req)?;
     let now = unix_now();
     let (invitation, tenant) = usable(app, &token, now)?;
     Ok(Response::json(
@@ -162,7 +162,7 @@ fn lookup(app: &App, call: &Call) -> Result<Response, Error> {
 /// `{token, password, name?, surname?}`: the password of the account with the invitation's
 /// email if there is one, else the new account's; answers a session like a login.
 /// `{token}` alone: the signed-in user's own session, whose email must be the invitation's.
-fn accept(app: &App, call: &Call) -> Result<Response, Error> {
+fn accept(app: &App, ctx: &RequestCtx) -> Result<Response, Error> {
     #[derive(Deserialize)]
     struct Accept {
         token: String,
@@ -175,26 +175,26 @@ fn accept(app: &App, call: &Call) -> Result<Response, Error> {
         password,
         name,
         surname,
-    } = json_body(call.req)?;
+    } = json_body(ctx.req)?;
     let now = unix_now();
     let (invitation, tenant) = usable(app, &token, now)?;
     let digest = token::digest(&token.to_ascii_lowercase());
     let Some(password) = password else {
-        let user_id = signed_in_user(app, call, now)?;
+        let user_id = signed_in_user(app, ctx, now)?;
         let accepted =
             app.catalog
                 .accept_invitation(digest.as_str(), &Acceptor::Existing(user_id), now)?;
-        audit_accepted(app, call, &accepted);
+        audit_accepted(app, ctx, &accepted);
         return Ok(Response::json(200, &accepted_json(&accepted, tenant, now)));
     };
     // The password of an existing account is a login: the same throttle, the same budgets.
-    let gate = admit(app, call, "account", &invitation.email)?;
+    let gate = admit(app, ctx, "account", &invitation.email)?;
     let acceptor = match app.catalog.user_by_email(&invitation.email)? {
         Some(user) => {
             let verified = app.verify_password(&password, Some(&user.password_hash))?;
             if !verified.ok || user.disabled {
                 gate.failed(app);
-                let mut entry = app.entry(call, ActorType::Anonymous, "auth.login_failed");
+                let mut entry = app.audit_entry(ctx, ActorType::Anonymous, "auth.login_failed");
                 entry.actor_email = Some(user.email.clone());
                 entry.actor_id = Some(user.id);
                 entry.tenant_id = None;
@@ -225,7 +225,7 @@ fn accept(app: &App, call: &Call) -> Result<Response, Error> {
     let accepted = app
         .catalog
         .accept_invitation(digest.as_str(), &acceptor, now)?;
-    audit_accepted(app, call, &accepted);
+    audit_accepted(app, ctx, &accepted);
     let response = app.start_session(
         |browser| crate::catalog::NewSession::Session {
             user_id: accepted.user.id,
@@ -238,15 +238,15 @@ fn accept(app: &App, call: &Call) -> Result<Response, Error> {
 
 /// The user of the request's own session (not a personal token, not an impersonation: those
 /// act for a user within limits, and joining a tenant is not among them).
-fn signed_in_user(app: &App, call: &Call, now: i64) -> Result<i64, Error> {
+fn signed_in_user(app: &App, ctx: &RequestCtx, now: i64) -> Result<i64, Error> {
     let (token, via) =
-        principal::credentials(call.req.header("authorization"), call.req.header("cookie"))
+        principal::credentials(ctx.req.header("authorization"), ctx.req.header("cookie"))
             .filter(|(t, _)| token::well_formed(t))
             .ok_or_else(|| Error::validation("password", "is required unless signed in"))?;
     let fresh = app.catalog.fresh()?;
     let principal = principal::authenticate(&fresh, &token::digest(token), via, now)?
         .ok_or(Error::Unauthorized)?;
-    check_csrf(call.req, via, principal.session())?;
+    check_csrf(ctx.req, via, principal.session())?;
     match principal {
         Principal::User { user, session, .. }
             if session.kind == SessionKind::Session && session.impersonated_by.is_none() =>
@@ -268,11 +268,11 @@ fn accepted_json(accepted: &Accepted, tenant: Value, now: i64) -> Value {
     })
 }
 
-fn audit_accepted(app: &App, call: &Call, accepted: &Accepted) {
+fn audit_accepted(app: &App, ctx: &RequestCtx, accepted: &Accepted) {
     let user = &accepted.user;
     if accepted.new_user {
         // Not under the tenant: whether the email had an account is no tenant's business.
-        let mut entry = app.entry(call, ActorType::User, "user.created");
+        let mut entry = app.audit_entry(ctx, ActorType::User, "user.created");
         entry.actor_id = Some(user.id);
         entry.actor_email = Some(user.email.clone());
         entry.tenant_id = None;
@@ -281,7 +281,7 @@ fn audit_accepted(app: &App, call: &Call, accepted: &Accepted) {
         entry.details = json!({ "via": "invitation" });
         app.audit(entry);
     }
-    let mut entry = app.entry(call, ActorType::User, "invitation.accepted");
+    let mut entry = app.audit_entry(ctx, ActorType::User, "invitation.accepted");
     entry.actor_id = Some(user.id);
     entry.actor_email = Some(user.email.clone());
     entry.tenant_id = Some(accepted.invitation.tenant_id.clone());

@@ -8,7 +8,7 @@ use crate::catalog::{ActorType, AuditFilter, Role, RoleUpdate, DEFAULT_AUDIT_LIM
 use crate::error::Error;
 use crate::http::{Response, Router};
 
-use super::{id_param, invitations, json_body, App, Call, Member, Route};
+use super::{id_param, invitations, json_body, App, Member, RequestCtx, Route};
 
 pub(super) fn routes(r: &mut Router<Route>) {
     r.add("GET", "/api/members", Route::Tenant(list_members));
@@ -33,11 +33,11 @@ pub(super) fn routes(r: &mut Router<Route>) {
 /// An audit entry by this member, on this tenant.
 pub(super) fn member_entry(
     app: &App,
-    call: &Call,
+    ctx: &RequestCtx,
     member: &Member,
     action: &str,
 ) -> crate::catalog::AuditEntry {
-    let mut entry = app.entry(call, ActorType::User, action);
+    let mut entry = app.audit_entry(ctx, ActorType::User, action);
     entry.actor_id = Some(member.user.id);
     entry.actor_email = Some(member.user.email.clone());
     entry.tenant_id = Some(member.tenant.id().to_string());
@@ -70,7 +70,7 @@ fn held_by(app: &App, member: &Member, user_id: i64) -> Result<Vec<String>, Erro
         .unwrap_or_default())
 }
 
-fn list_members(app: &App, _call: &Call, member: &Member) -> Result<Response, Error> {
+fn list_members(app: &App, _ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
     member.require("members_view")?;
     let members = app.catalog.members(member.tenant.id())?;
     // Invited people are not members until they accept; shown beside them, never the token.
@@ -81,14 +81,14 @@ fn list_members(app: &App, _call: &Call, member: &Member) -> Result<Response, Er
     ))
 }
 
-fn change_member(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+fn change_member(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
     member.require("members_manage")?;
-    let user_id = id_param(call.params, "user_id")?;
+    let user_id = id_param(ctx.params, "user_id")?;
     #[derive(Deserialize)]
     struct Change {
         role: String,
     }
-    let Change { role } = json_body(call.req)?;
+    let Change { role } = json_body(ctx.req)?;
     within_reach(member, &held_by(app, member, user_id)?)?;
     if let Some(granted) = app.catalog.role(member.tenant.id(), &role)? {
         within_reach(member, &granted.permissions)?;
@@ -96,7 +96,7 @@ fn change_member(app: &App, call: &Call, member: &Member) -> Result<Response, Er
     let membership = app
         .catalog
         .set_member_role(member.tenant.id(), user_id, &role)?;
-    let mut entry = member_entry(app, call, member, "member.role_changed");
+    let mut entry = member_entry(app, ctx, member, "member.role_changed");
     entry.target_type = Some("user".into());
     entry.target_id = Some(user_id.to_string());
     entry.details = json!({ "role": membership.role });
@@ -107,12 +107,12 @@ fn change_member(app: &App, call: &Call, member: &Member) -> Result<Response, Er
     ))
 }
 
-fn remove_member(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+fn remove_member(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
     member.require("members_manage")?;
-    let user_id = id_param(call.params, "user_id")?;
+    let user_id = id_param(ctx.params, "user_id")?;
     within_reach(member, &held_by(app, member, user_id)?)?;
     app.catalog.remove_member(member.tenant.id(), user_id)?;
-    let mut entry = member_entry(app, call, member, "member.removed");
+    let mut entry = member_entry(app, ctx, member, "member.removed");
     entry.target_type = Some("user".into());
     entry.target_id = Some(user_id.to_string());
     app.audit(entry);
@@ -130,8 +130,8 @@ fn role_json(role: &Role) -> Value {
 }
 
 /// The role with this id on the member's tenant: an id of another tenant's role names nothing.
-fn role_by_id(app: &App, call: &Call, member: &Member) -> Result<Role, Error> {
-    let id = id_param(call.params, "id")?;
+fn role_by_id(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Role, Error> {
+    let id = id_param(ctx.params, "id")?;
     app.catalog
         .roles(member.tenant.id())?
         .into_iter()
@@ -139,7 +139,7 @@ fn role_by_id(app: &App, call: &Call, member: &Member) -> Result<Role, Error> {
         .ok_or(Error::NotFound)
 }
 
-fn list_roles(app: &App, _call: &Call, member: &Member) -> Result<Response, Error> {
+fn list_roles(app: &App, _ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
     member.require("roles_manage")?;
     let roles: Vec<Value> = app
         .catalog
@@ -150,20 +150,20 @@ fn list_roles(app: &App, _call: &Call, member: &Member) -> Result<Response, Erro
     Ok(Response::json(200, &json!({ "roles": roles })))
 }
 
-fn create_role(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+fn create_role(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
     member.require("roles_manage")?;
     #[derive(Deserialize)]
     struct NewRole {
         name: String,
         permissions: Option<Vec<String>>,
     }
-    let NewRole { name, permissions } = json_body(call.req)?;
+    let NewRole { name, permissions } = json_body(ctx.req)?;
     let permissions = permissions.unwrap_or_default();
     within_reach(member, &permissions)?;
     let role = app
         .catalog
         .create_role(member.tenant.id(), &name, &permissions)?;
-    let mut entry = member_entry(app, call, member, "role.created");
+    let mut entry = member_entry(app, ctx, member, "role.created");
     entry.target_type = Some("role".into());
     entry.target_id = Some(role.id.to_string());
     entry.details = json!({ "name": role.name, "permissions": role.permissions });
@@ -171,22 +171,22 @@ fn create_role(app: &App, call: &Call, member: &Member) -> Result<Response, Erro
     Ok(Response::json(201, &role_json(&role)))
 }
 
-fn update_role(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+fn update_role(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
     member.require("roles_manage")?;
-    let role = role_by_id(app, call, member)?;
+    let role = role_by_id(app, ctx, member)?;
     #[derive(Deserialize)]
     struct Update {
         name: Option<String>,
         permissions: Option<Vec<String>>,
     }
-    let Update { name, permissions } = json_body(call.req)?;
+    let Update { name, permissions } = json_body(ctx.req)?;
     let update = RoleUpdate { name, permissions };
     within_reach(member, &role.permissions)?;
     within_reach(member, update.permissions.iter().flatten())?;
     let updated = app
         .catalog
         .update_role(member.tenant.id(), &role.name, &update)?;
-    let mut entry = member_entry(app, call, member, "role.updated");
+    let mut entry = member_entry(app, ctx, member, "role.updated");
     entry.target_type = Some("role".into());
     entry.target_id = Some(role.id.to_string());
     entry.details = json!({ "name": updated.name, "permissions": updated.permissions });
@@ -194,11 +194,11 @@ fn update_role(app: &App, call: &Call, member: &Member) -> Result<Response, Erro
     Ok(Response::json(200, &role_json(&updated)))
 }
 
-fn delete_role(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+fn delete_role(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
     member.require("roles_manage")?;
-    let role = role_by_id(app, call, member)?;
+    let role = role_by_id(app, ctx, member)?;
     app.catalog.delete_role(member.tenant.id(), &role.name)?;
-    let mut entry = member_entry(app, call, member, "role.deleted");
+    let mut entry = member_entry(app, ctx, member, "role.deleted");
     entry.target_type = Some("role".into());
     entry.target_id = Some(role.id.to_string());
     entry.details = json!({ "name": role.name });
@@ -207,9 +207,9 @@ fn delete_role(app: &App, call: &Call, member: &Member) -> Result<Response, Erro
 }
 
 /// Reads the audit query parameters shared by the tenant and admin listings.
-pub(super) fn audit_filter(call: &Call) -> Result<AuditFilter, Error> {
+pub(super) fn audit_filter(ctx: &RequestCtx) -> Result<AuditFilter, Error> {
     let number = |name: &str| -> Result<Option<i64>, Error> {
-        match call.req.query_param(name) {
+        match ctx.req.query_param(name) {
             None => Ok(None),
             Some(v) => v
                 .parse()
@@ -223,7 +223,7 @@ pub(super) fn audit_filter(call: &Call) -> Result<AuditFilter, Error> {
         Some(_) => return Err(Error::validation("limit", "must be 1 to 200")),
     };
     Ok(AuditFilter {
-        action: call.req.query_param("action"),
+        action: ctx.req.query_param("action"),
         since: number("since")?,
         before_id: number("before")?,
         limit,
@@ -243,11 +243,11 @@ pub(super) fn audit_page(app: &App, filter: &AuditFilter) -> Result<Response, Er
     ))
 }
 
-fn tenant_audit(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
+fn tenant_audit(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
     member.require("audit_view")?;
-    let mut filter = audit_filter(call)?;
+    let mut filter = audit_filter(ctx)?;
     filter.tenant_id = Some(member.tenant.id().to_string());
-    if let Some(actor) = call.req.query_param("actor") {
+    if let Some(actor) = ctx.req.query_param("actor") {
         filter.actor = Some(crate::catalog::AuditActor::Email(actor));
     }
     audit_page(app, &filter)

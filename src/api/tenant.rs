@@ -3,9 +3,9 @@
 use crate::error::Error;
 use crate::http::Response;
 
-use super::{App, Call, Member};
+use super::{App, Member, RequestCtx};
 
-pub(super) fn show(_app: &App, _call: &Call, member: &Member) -> Result<Response, Error> {
+pub(super) fn show(_app: &App, _ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
     let conn = member.tenant.conn()?;
     // One cached statement, one read transaction: this is the cheapest tenant route there is,
     // and the benchmark's measure of what identification and the pool cost.

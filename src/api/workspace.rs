@@ -16,11 +16,11 @@ use crate::workspace::{
 };
 
 use super::broadcasting::{chat_channel, except_socket, orders_channel, publish, user_channel};
-use super::{id_param, json_body, App, Call, Member, Route};
+use super::{id_param, json_body, App, Member, RequestCtx, Route};
 
 /// The orders channel is shared by every permission level: its events carry only what all of
 /// them may see, and clients fetch the rest through the API, which applies their own scope.
-fn order_event(app: &App, call: &Call, member: &Member, event: &str, order: &Value) {
+fn order_event(app: &App, ctx: &RequestCtx, member: &Member, event: &str, order: &Value) {
     let pick = |k: &str| order.get(k).cloned().unwrap_or(Value::Null);
     publish(
         app,
@@ -32,11 +32,11 @@ fn order_event(app: &App, call: &Call, member: &Member, event: &str, order: &Val
             "status": pick("status"),
             "updated_at": pick("updated_at"),
         }),
-        except_socket(call.req),
+        except_socket(ctx.req),
     );
 }
 
-fn notify_assigned(app: &App, call: &Call, member: &Member, user_id: i64, order: &Value) {
+fn notify_assigned(app: &App, ctx: &RequestCtx, member: &Member, user_id: i64, order: &Value) {
     publish(
         app,
         vec![user_channel(user_id)],
@@ -47,7 +47,7 @@ fn notify_assigned(app: &App, call: &Call, member: &Member, user_id: i64, order:
             "order_id": order.get("id"),
             "number": order.get("number"),
         }),
-        except_socket(call.req),
+        except_socket(ctx.req),
     );
 }
 
@@ -164,13 +164,13 @@ fn query_number<T: std::str::FromStr>(req: &Request, name: &str) -> Result<Optio
     }
 }
 
-fn list_chats(_app: &App, _call: &Call, member: &Member) -> Result<Response, Error> {
+fn list_chats(_app: &App, _ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
     let chats = workspace::list_chats(&member.tenant, &reader(member))?;
     Ok(Response::json(200, &json!({ "chats": chats })))
 }
 
-fn create_chat(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
-    let new: NewChat = json_body(call.req)?;
+fn create_chat(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
+    let new: NewChat = json_body(ctx.req)?;
     let members = MemberCheck::new(app, member);
     let chat = members.settle(workspace::create_chat(
         &member.tenant,
@@ -181,32 +181,32 @@ fn create_chat(app: &App, call: &Call, member: &Member) -> Result<Response, Erro
     Ok(Response::json(201, &chat))
 }
 
-fn get_chat(_app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
-    let id = id_param(call.params, "id")?;
+fn get_chat(_app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
+    let id = id_param(ctx.params, "id")?;
     let chat = workspace::get_chat(&member.tenant, &reader(member), id)?;
     Ok(Response::json(200, &chat))
 }
 
-fn update_chat(_app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
-    let id = id_param(call.params, "id")?;
-    let update: ChatUpdate = json_body(call.req)?;
+fn update_chat(_app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
+    let id = id_param(ctx.params, "id")?;
+    let update: ChatUpdate = json_body(ctx.req)?;
     let chat = workspace::update_chat(&member.tenant, &reader(member), id, &update)?;
     Ok(Response::json(200, &chat))
 }
 
-fn participants(_app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
-    let id = id_param(call.params, "id")?;
+fn participants(_app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
+    let id = id_param(ctx.params, "id")?;
     let list = workspace::participants(&member.tenant, &reader(member), id)?;
     Ok(Response::json(200, &json!({ "participants": list })))
 }
 
-fn add_participant(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
-    let id = id_param(call.params, "id")?;
+fn add_participant(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
+    let id = id_param(ctx.params, "id")?;
     #[derive(Deserialize)]
     struct Participant {
         user_id: i64,
     }
-    let Participant { user_id } = json_body(call.req)?;
+    let Participant { user_id } = json_body(ctx.req)?;
     let members = MemberCheck::new(app, member);
     let added = members.settle(workspace::add_participant(
         &member.tenant,
@@ -215,7 +215,7 @@ fn add_participant(app: &App, call: &Call, member: &Member) -> Result<Response, 
         user_id,
         &|user| members.is_member(user),
     ))?;
-    let except = except_socket(call.req);
+    let except = except_socket(ctx.req);
     let tenant_id = member.tenant.id();
     publish(
         app,
@@ -234,24 +234,24 @@ fn add_participant(app: &App, call: &Call, member: &Member) -> Result<Response, 
     Ok(Response::json(201, &added))
 }
 
-fn remove_participant(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
-    let id = id_param(call.params, "id")?;
-    let user_id = id_param(call.params, "user_id")?;
+fn remove_participant(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
+    let id = id_param(ctx.params, "id")?;
+    let user_id = id_param(ctx.params, "user_id")?;
     workspace::remove_participant(&member.tenant, &reader(member), id, user_id)?;
     publish(
         app,
         vec![chat_channel(member.tenant.id(), id)],
         "participant.removed",
         json!({ "chat_id": id, "user_id": user_id }),
-        except_socket(call.req),
+        except_socket(ctx.req),
     );
     Ok(Response::json(200, &json!({ "removed": user_id })))
 }
 
-fn list_messages(_app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
-    let id = id_param(call.params, "id")?;
-    let before = query_number(call.req, "before")?;
-    let limit = query_number(call.req, "limit")?;
+fn list_messages(_app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
+    let id = id_param(ctx.params, "id")?;
+    let before = query_number(ctx.req, "before")?;
+    let limit = query_number(ctx.req, "limit")?;
     let page = workspace::list_messages(&member.tenant, &reader(member), id, before, limit)?;
     Ok(Response::json(
         200,
@@ -267,61 +267,61 @@ fn body_field(req: &Request) -> Result<String, Error> {
     json_body(req).map(|m: Message| m.body)
 }
 
-fn post_message(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
-    let id = id_param(call.params, "id")?;
+fn post_message(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
+    let id = id_param(ctx.params, "id")?;
     let message =
-        workspace::post_message(&member.tenant, &reader(member), id, &body_field(call.req)?)?;
+        workspace::post_message(&member.tenant, &reader(member), id, &body_field(ctx.req)?)?;
     publish(
         app,
         vec![chat_channel(member.tenant.id(), id)],
         "message.created",
         json!({ "message": message }),
-        except_socket(call.req),
+        except_socket(ctx.req),
     );
     Ok(Response::json(201, &message))
 }
 
-fn edit_message(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
-    let id = id_param(call.params, "id")?;
-    let mid = id_param(call.params, "mid")?;
+fn edit_message(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
+    let id = id_param(ctx.params, "id")?;
+    let mid = id_param(ctx.params, "mid")?;
     let message = workspace::edit_message(
         &member.tenant,
         &reader(member),
         id,
         mid,
-        &body_field(call.req)?,
+        &body_field(ctx.req)?,
     )?;
     publish(
         app,
         vec![chat_channel(member.tenant.id(), id)],
         "message.updated",
         json!({ "message": message }),
-        except_socket(call.req),
+        except_socket(ctx.req),
     );
     Ok(Response::json(200, &message))
 }
 
-fn delete_message(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
-    let id = id_param(call.params, "id")?;
-    let mid = id_param(call.params, "mid")?;
+fn delete_message(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
+    let id = id_param(ctx.params, "id")?;
+    let mid = id_param(ctx.params, "mid")?;
     workspace::delete_message(&member.tenant, &reader(member), id, mid)?;
     publish(
         app,
         vec![chat_channel(member.tenant.id(), id)],
         "message.deleted",
         json!({ "id": mid, "chat_id": id }),
-        except_socket(call.req),
+        except_socket(ctx.req),
     );
     Ok(Response::json(200, &json!({ "deleted": mid })))
 }
 
-fn mark_read(_app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
-    let id = id_param(call.params, "id")?;
+fn mark_read(_app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
+    let id = id_param(ctx.params, "id")?;
     #[derive(Deserialize)]
     struct Read {
         message_id: i64,
     }
-    let Read { message_id } = json_body(call.req)?;
+    let Read { message_id } = json_body(ctx.req)?;
     let mark = workspace::mark_read(&member.tenant, &reader(member), id, message_id)?;
     Ok(Response::json(
         200,
@@ -329,8 +329,8 @@ fn mark_read(_app: &App, call: &Call, member: &Member) -> Result<Response, Error
     ))
 }
 
-fn list_orders(_app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
-    let req = call.req;
+fn list_orders(_app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
+    let req = ctx.req;
     let query = OrderQuery {
         status: req.query_param("status").filter(|s| !s.is_empty()),
         assigned_to: query_number(req, "assigned_to")?,
@@ -354,8 +354,8 @@ fn list_orders(_app: &App, call: &Call, member: &Member) -> Result<Response, Err
     ))
 }
 
-fn create_order(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
-    let new: NewOrder = json_body(call.req)?;
+fn create_order(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
+    let new: NewOrder = json_body(ctx.req)?;
     let members = MemberCheck::new(app, member);
     let order = members.settle(workspace::create_order(
         &member.tenant,
@@ -363,24 +363,24 @@ fn create_order(app: &App, call: &Call, member: &Member) -> Result<Response, Err
         &new,
         &|user| members.is_member(user),
     ))?;
-    order_event(app, call, member, "order.created", &order);
+    order_event(app, ctx, member, "order.created", &order);
     if let Some(user_id) = new.assigned_to {
-        notify_assigned(app, call, member, user_id, &order);
+        notify_assigned(app, ctx, member, user_id, &order);
     }
     Ok(Response::json(201, &order))
 }
 
-fn get_order(_app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
-    let id = id_param(call.params, "id")?;
+fn get_order(_app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
+    let id = id_param(ctx.params, "id")?;
     Ok(Response::json(
         200,
         &workspace::get_order(&member.tenant, &reader(member), id)?,
     ))
 }
 
-fn update_order(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
-    let id = id_param(call.params, "id")?;
-    let patch: OrderPatch = json_body(call.req)?;
+fn update_order(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
+    let id = id_param(ctx.params, "id")?;
+    let patch: OrderPatch = json_body(ctx.req)?;
     let members = MemberCheck::new(app, member);
     let order = members.settle(workspace::update_order(
         &member.tenant,
@@ -389,28 +389,28 @@ fn update_order(app: &App, call: &Call, member: &Member) -> Result<Response, Err
         &patch,
         &|user| members.is_member(user),
     ))?;
-    order_event(app, call, member, "order.updated", &order);
+    order_event(app, ctx, member, "order.updated", &order);
     if let Some(Some(user_id)) = patch.assigned_to {
-        notify_assigned(app, call, member, user_id, &order);
+        notify_assigned(app, ctx, member, user_id, &order);
     }
     Ok(Response::json(200, &order))
 }
 
-fn delete_order(app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
-    let id = id_param(call.params, "id")?;
+fn delete_order(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
+    let id = id_param(ctx.params, "id")?;
     workspace::delete_order(&member.tenant, &reader(member), id)?;
     publish(
         app,
         vec![orders_channel(member.tenant.id())],
         "order.deleted",
         json!({ "id": id }),
-        except_socket(call.req),
+        except_socket(ctx.req),
     );
     Ok(Response::json(200, &json!({ "deleted": id })))
 }
 
-fn order_history(_app: &App, call: &Call, member: &Member) -> Result<Response, Error> {
-    let id = id_param(call.params, "id")?;
+fn order_history(_app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
+    let id = id_param(ctx.params, "id")?;
     let events = workspace::order_history(&member.tenant, &reader(member), id)?;
     Ok(Response::json(200, &json!({ "history": events })))
 }

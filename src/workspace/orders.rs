@@ -180,7 +180,7 @@ pub struct OrderPatch {
 }
 
 /// A key that is present, `null` included, is `Some`; `default` covers absent.
-fn present<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
+pub(crate) fn present<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
 where
     T: Deserialize<'de>,
     D: Deserializer<'de>,

@@ -14,6 +14,7 @@ mod identity_cli;
 mod invitations;
 mod isolation;
 mod layers;
+mod profile;
 mod realtime;
 mod roles;
 mod sessions;

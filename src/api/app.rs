@@ -1,0 +1,227 @@
+//! `App`, everything a handler may reach, and its construction: `App::open` (the catalog, the
+//! first system admin, the device key, the real-time hub), `OpenError` when that fails, and
+//! the password helpers that run on the hashing pool.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::auth::device::DeviceKey;
+use crate::auth::hasher::Hasher;
+use crate::auth::password;
+use crate::auth::throttle::Throttle;
+use crate::catalog::{Catalog, CatalogError, IdentityError};
+use crate::db::Create;
+use crate::error::Error;
+use crate::http::Router;
+use crate::realtime::{Credentials, Hub, HubConfig};
+use crate::tenancy::identify::IdentifyConfig;
+use crate::tenancy::Registry;
+
+use super::{broadcasting, routes, AppConfig, RealtimeConfig, Route, SessionConfig};
+
+/// The key that signs device cookies, made on the first run and kept in the catalog: known
+/// devices stay known across restarts.
+fn device_key(catalog: &Catalog) -> Result<DeviceKey, CatalogError> {
+    const NAME: &str = "device_cookie_key";
+    if let Some(key) = catalog
+        .meta_get(NAME)?
+        .as_deref()
+        .and_then(DeviceKey::from_hex)
+    {
+        return Ok(key);
+    }
+    let key = DeviceKey::generate();
+    catalog.meta_set(NAME, &key.to_hex())?;
+    Ok(key)
+}
+
+/// The first system admin, made on a first run: shown once.
+pub struct FirstAdmin {
+    pub email: String,
+    pub password: String,
+}
+
+/// Why [`App::open`] failed: the catalog, the first system admin, or the real-time hub.
+#[derive(Debug)]
+pub enum OpenError {
+    Catalog(CatalogError),
+    /// Reading or creating the first system admin.
+    FirstAdmin(IdentityError),
+    /// Hashing the first system admin's password.
+    Hash(password::PasswordError),
+    /// The real-time hub's thread did not start.
+    Hub(std::io::Error),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Catalog(e) => e.fmt(f),
+            OpenError::FirstAdmin(e) => write!(f, "cannot create the first system admin: {e}"),
+            OpenError::Hash(e) => write!(f, "cannot create the first system admin: {e}"),
+            OpenError::Hub(e) => write!(f, "cannot start the real-time hub: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OpenError::Catalog(e) => Some(e),
+            OpenError::FirstAdmin(e) => Some(e),
+            OpenError::Hash(e) => Some(e),
+            OpenError::Hub(e) => Some(e),
+        }
+    }
+}
+
+impl From<CatalogError> for OpenError {
+    fn from(e: CatalogError) -> Self {
+        OpenError::Catalog(e)
+    }
+}
+
+/// Everything a handler may reach, shared by every worker thread.
+pub struct App {
+    pub catalog: Catalog,
+    pub registry: Registry,
+    pub hasher: Hasher,
+    pub throttle: Throttle,
+    pub(super) device_key: DeviceKey,
+    pub sessions: SessionConfig,
+    pub hub: Hub,
+    pub(super) realtime: RealtimeConfig,
+    pub(super) credentials: Credentials,
+    pub(super) identify: IdentifyConfig,
+    pub(super) router: Router<Route>,
+    /// Per system admin, the last TOTP step a code was accepted for: a code is good once.
+    /// In memory, so a restart forgets it; a code stays valid for 90 s at most.
+    pub(super) totp_steps: Mutex<HashMap<i64, u64>>,
+}
+
+pub const FIRST_ADMIN_EMAIL: &str = "admin@localhost";
+
+impl App {
+    /// Opens (or creates) the catalog under the data directory. With no system admin yet, it makes
+    /// `admin@localhost` with a random password and returns it so the caller can show it once.
+    pub fn open(config: AppConfig) -> Result<(App, Option<FirstAdmin>), OpenError> {
+        let catalog = Catalog::open(&config.data_dir, Create::IfMissing)?;
+        let first = first_admin(&catalog)?;
+        let credentials = Credentials::load_or_create(&catalog)?;
+        let device_key = device_key(&catalog)?;
+        let mut hub_config = HubConfig::new(
+            credentials.app_id.clone(),
+            credentials.key.clone(),
+            credentials.secret.clone(),
+        );
+        hub_config.activity_timeout = config.realtime.activity_timeout;
+        hub_config.pong_timeout = config.realtime.pong_timeout;
+        hub_config.subscribe_timeout = config.realtime.subscribe_timeout;
+        hub_config.max_connections = config.realtime.max_websockets;
+        hub_config.max_per_client = config.realtime.max_websockets_per_client;
+        hub_config.reserved_public = broadcasting::reserved_public_name;
+        // Origins are checked by the API (which knows the tenants' domains) before upgrading.
+        hub_config.allowed_origins = None;
+        // Every private or presence subscription goes through /broadcasting/auth, which records
+        // it: a replayed signature (after a revocation, say) finds no grant and is refused.
+        hub_config.require_recorded_grant = true;
+        let hub = Hub::start(hub_config).map_err(OpenError::Hub)?;
+        let app = App {
+            registry: Registry::new(&config.data_dir, config.registry.clone()),
+            catalog,
+            hasher: Hasher::new(config.hasher.clone()),
+            throttle: Throttle::new(config.throttle.clone()),
+            device_key,
+            sessions: config.sessions.clone(),
+            hub,
+            realtime: config.realtime.clone(),
+            credentials,
+            identify: config.identify,
+            router: routes(),
+            totp_steps: Mutex::new(HashMap::new()),
+        };
+        Ok((app, first))
+    }
+
+    /// The Pusher app id, key and secret of the real-time channels.
+    pub fn realtime_credentials(&self) -> (String, String, String) {
+        let c = &self.credentials;
+        (c.app_id.clone(), c.key.clone(), c.secret.clone())
+    }
+
+    /// Whether a browser page from `origin` may open a WebSocket: the server's own hosts (the
+    /// base domain and its subdomains, central hosts, a tenant's domain, loopback) and the
+    /// configured extra origins.
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        if self.realtime.allowed_origins.iter().any(|o| o == origin) {
+            return true;
+        }
+        let Some(host) = origin
+            .split_once("://")
+            .map(|(_, rest)| rest.split('/').next().unwrap_or_default())
+        else {
+            return false;
+        };
+        let host = crate::catalog::normalize_host(host);
+        let base = &self.identify.base_domain;
+        host == *base
+            || host.ends_with(&format!(".{base}"))
+            || host == "localhost"
+            || host.parse::<std::net::IpAddr>().is_ok()
+            || host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .is_some_and(|h| h.parse::<std::net::IpAddr>().is_ok())
+            || self.identify.central_hosts.iter().any(|h| *h == host)
+            || self.catalog.by_domain(&host).ok().flatten().is_some()
+    }
+
+    /// Every route as (method, pattern, needs a tenant): for listings and the cross-tenant tests.
+    pub fn route_table(&self) -> Vec<(String, String, bool)> {
+        self.router
+            .routes()
+            .map(|r| {
+                let tenant = matches!(r.handler, Route::Tenant(_) | Route::TenantRead(_));
+                (r.method().to_string(), r.path().to_string(), tenant)
+            })
+            .collect()
+    }
+
+    /// Runs a password check on the hashing pool; a full pool is 429, not a stall.
+    pub fn verify_password(
+        &self,
+        password: &str,
+        stored: Option<&str>,
+    ) -> Result<crate::auth::hasher::Verified, Error> {
+        self.hasher
+            .verify(password.to_string(), stored.map(String::from))
+            .map_err(|_| Error::TooManyRequests {
+                retry_after_secs: 1,
+            })
+    }
+
+    pub fn hash_password(&self, password: &str) -> Result<String, Error> {
+        self.hasher.hash(password.to_string()).map_err(|e| match e {
+            crate::auth::hasher::HashError::Busy => Error::TooManyRequests {
+                retry_after_secs: 1,
+            },
+            other => Error::Internal(other.to_string()),
+        })
+    }
+}
+
+/// Creates the first system admin when there is none.
+fn first_admin(catalog: &Catalog) -> Result<Option<FirstAdmin>, OpenError> {
+    if catalog.admin_count().map_err(OpenError::FirstAdmin)? > 0 {
+        return Ok(None);
+    }
+    let password = password::random();
+    let hash = password::hash(&password).map_err(OpenError::Hash)?;
+    catalog
+        .create_admin(FIRST_ADMIN_EMAIL, &hash)
+        .map_err(OpenError::FirstAdmin)?;
+    Ok(Some(FirstAdmin {
+        email: FIRST_ADMIN_EMAIL.into(),
+        password,
+    }))
+}

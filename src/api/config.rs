@@ -1,0 +1,72 @@
+//! The application's configuration: `AppConfig` and the session and real-time settings in it.
+
+use std::path::PathBuf;
+
+use crate::auth::hasher::HasherConfig;
+use crate::auth::throttle::ThrottleConfig;
+use crate::tenancy::identify::IdentifyConfig;
+use crate::tenancy::RegistryConfig;
+
+/// Session lifetimes and cookie flags.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// A session unused this long ends.
+    pub idle_secs: i64,
+    /// A session ends this long after login, used or not.
+    pub lifetime_secs: i64,
+    /// Mark the cookie `Secure` (the server is reached over HTTPS).
+    pub secure_cookie: bool,
+    /// What sessions' expiry and idle time are judged by.
+    pub clock: crate::auth::clock::Clock,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            idle_secs: 12 * 3600,
+            lifetime_secs: 7 * 24 * 3600,
+            secure_cookie: false,
+            clock: Default::default(),
+        }
+    }
+}
+
+/// The real-time channels' settings that are not credentials.
+#[derive(Clone, Debug)]
+pub struct RealtimeConfig {
+    /// Browser origins allowed besides the server's own hosts (exact, e.g.
+    /// `https://app.example.com`).
+    pub allowed_origins: Vec<String>,
+    pub activity_timeout: std::time::Duration,
+    pub pong_timeout: std::time::Duration,
+    /// A WebSocket with no subscription this long is closed (4202).
+    pub subscribe_timeout: std::time::Duration,
+    /// WebSockets open at most, and per client address.
+    pub max_websockets: usize,
+    pub max_websockets_per_client: usize,
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        RealtimeConfig {
+            allowed_origins: Vec::new(),
+            activity_timeout: std::time::Duration::from_secs(120),
+            pong_timeout: std::time::Duration::from_secs(30),
+            subscribe_timeout: std::time::Duration::from_secs(30),
+            max_websockets: 512,
+            max_websockets_per_client: 64,
+        }
+    }
+}
+
+/// Configuration of the application behind the HTTP layer.
+#[derive(Clone, Debug, Default)]
+pub struct AppConfig {
+    pub data_dir: PathBuf,
+    pub identify: IdentifyConfig,
+    pub registry: RegistryConfig,
+    pub sessions: SessionConfig,
+    pub hasher: HasherConfig,
+    pub throttle: ThrottleConfig,
+    pub realtime: RealtimeConfig,
+}
