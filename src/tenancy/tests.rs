@@ -1,5 +1,6 @@
 use std::fs;
 use std::path::Path;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -7,7 +8,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 
 use super::lifecycle::{self, LifecycleError, MigrateConfig, NewTenant};
-use super::registry::{Inner, OpenPool, TOUCH_GRAIN_NANOS};
+use super::registry::{Clock, Inner, OpenPool, TOUCH_GRAIN_NANOS};
 use super::*;
 use crate::catalog::{TenantStatus, CENTRAL_DB};
 use crate::db::{Create, DbKind};
@@ -36,6 +37,22 @@ impl TenancySetup for Setup {
         let path = tenant_db_path(self.data(), &id.to_string()).unwrap();
         drop(db::open(&path, DbKind::Tenant, Create::New).unwrap());
         self.catalog.insert_tenant(&id, slug, slug, &[]).unwrap()
+    }
+}
+
+/// A registry whose LRU and idle closing go by a clock the test moves, by hand.
+fn registry_at(setup: &Setup, config: RegistryConfig) -> (Registry, ManualClock) {
+    let nanos = Arc::new(AtomicU64::new(0));
+    let registry = Registry::with_clock(setup.data(), config, Clock::Manual(Arc::clone(&nanos)));
+    (registry, ManualClock(nanos))
+}
+
+struct ManualClock(Arc<AtomicU64>);
+
+impl ManualClock {
+    fn advance(&self, by: Duration) {
+        let by = u64::try_from(by.as_nanos()).unwrap();
+        self.0.fetch_add(by, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -364,15 +381,19 @@ fn open_pools_and_descriptors_stay_under_the_cap() {
 fn the_least_recently_used_pool_goes_first() {
     let setup = Setup::new();
     let [a, b, c, d] = ["a1", "b1", "c1", "d1"].map(|s| setup.provision(s, &[]));
-    let registry = setup.registry(RegistryConfig {
-        max_open_pools: 3,
-        ..quiet()
-    });
+    let (registry, clock) = registry_at(
+        &setup,
+        RegistryConfig {
+            max_open_pools: 3,
+            ..quiet()
+        },
+    );
+    // Touches count to a grain; pools used within one of each other are equally recent.
+    let grain = Duration::from_nanos(2 * TOUCH_GRAIN_NANOS);
     for record in [&a, &b, &c] {
         registry.open(Arc::clone(record)).unwrap();
+        clock.advance(grain);
     }
-    // Touches count to a grain; pools used within one of each other are equally recent.
-    thread::sleep(Duration::from_nanos(2 * TOUCH_GRAIN_NANOS));
     registry.open(Arc::clone(&a)).unwrap().conn().unwrap(); // a is now the most recent
     registry.open(Arc::clone(&d)).unwrap(); // pushes out b
     let opened = registry.stats().pools_opened;
@@ -419,16 +440,22 @@ fn idle_pools_are_closed() {
     let setup = Setup::new();
     let idle = setup.provision("idle", &[]);
     let busy = setup.provision("busy", &[]);
-    let registry = setup.registry(RegistryConfig {
-        idle_timeout: Some(Duration::from_millis(50)),
-        ..RegistryConfig::default()
-    });
+    let idle_timeout = Duration::from_millis(50);
+    let (registry, clock) = registry_at(
+        &setup,
+        RegistryConfig {
+            idle_timeout: Some(idle_timeout),
+            ..RegistryConfig::default()
+        },
+    );
     registry.open(Arc::clone(&idle)).unwrap().conn().unwrap();
     let held = registry.open(Arc::clone(&busy)).unwrap();
-    // Not open_count: on a loaded machine the sweep may already have run.
-    assert_eq!(registry.stats().pools_opened, 2);
+    // Nothing is idle until the clock says so, however long the sweep has had.
+    assert_eq!(registry.close_idle(), 0);
+    assert_eq!(registry.open_count(), 2);
+    clock.advance(idle_timeout);
     // The background sweep closes the idle pool, never the held one.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while registry.open_count() > 1 && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(20));
     }
@@ -439,7 +466,7 @@ fn idle_pools_are_closed() {
         Err(TenancyError::InUse { .. })
     ));
     drop(held);
-    thread::sleep(Duration::from_millis(60));
+    clock.advance(idle_timeout);
     registry.close_idle();
     assert_eq!(registry.open_count(), 0);
 }
@@ -550,13 +577,19 @@ fn purge_needs_deleted_then_removes_files_and_row() {
     for file in &files {
         assert!(file.exists(), "{}", file.display());
     }
-    // A request still holding the pool gets a moment to finish before the files go.
-    let holder = thread::spawn(move || {
-        thread::sleep(Duration::from_millis(300));
-        drop(tenant);
+    // A request still holding the pool gets a moment to finish before the files go: the
+    // holder lets go only once the purge has begun (the row is gone).
+    thread::scope(|s| {
+        s.spawn(|| {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while setup.catalog.by_slug("gone").unwrap().is_some() {
+                assert!(Instant::now() < deadline, "the purge never began");
+                thread::sleep(Duration::from_millis(1));
+            }
+            drop(tenant);
+        });
+        lifecycle::purge(&setup.catalog, &registry, "gone").unwrap();
     });
-    lifecycle::purge(&setup.catalog, &registry, "gone").unwrap();
-    holder.join().unwrap();
     for file in &files {
         assert!(!file.exists(), "{}", file.display());
     }
