@@ -3,10 +3,12 @@
 Standard library only (Python 3.9+). Everything here talks to 127.0.0.1 and nothing else.
 """
 
+import argparse
 import datetime
 import os
 import re
 import resource
+import secrets
 import shutil
 import signal
 import socket
@@ -347,6 +349,64 @@ def write_report(path, text):
     with open(path, "w") as f:
         f.write(text)
     print(text)
+
+
+def verdict(ok):
+    return "PASS" if ok else "**FAIL**"
+
+
+def fmt_ms(ms):
+    return "n/a" if ms is None else (f"{ms * 1000:.0f} µs" if ms < 1 else f"{ms:.2f} ms")
+
+
+def pct(xs, p):
+    """The p-th percentile (nearest rank) of a list of numbers."""
+    if not xs:
+        return None
+    xs = sorted(xs)
+    k = max(0, min(len(xs) - 1, int(round(p / 100 * len(xs) + 0.5)) - 1))
+    return xs[k]
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def server_log_section(servers):
+    """The report's "Server log and shutdown" section: for each (name, problems, exit note) of
+    a server, how it stopped and the first of its stderr lines above INFO."""
+    out = ["## Server log and shutdown", ""]
+    for name, (n, first), exit_note in servers:
+        out.append(f"- {name}: {exit_note}; stderr lines above INFO: {n}"
+                   + ("" if not first else ":"))
+        out += [f"    - `{x}`" for x in first]
+    out.append("")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# A suite's main
+
+
+def env_int(name, default):
+    return int(os.environ.get(name, default))
+
+
+def suite_args(description):
+    """A suite's command line: the binary under test, where its report goes, the checkout."""
+    ap = argparse.ArgumentParser(description=description,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", required=True, help="the tenantd binary")
+    ap.add_argument("--out", required=True, help="where to write the markdown report")
+    ap.add_argument("--root", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return ap.parse_args()
+
+
+def bench_credentials():
+    """Passwords for the bench admin and user, random per run; they only ever travel to
+    127.0.0.1."""
+    return {"admin": secrets.token_urlsafe(18), "user": secrets.token_urlsafe(18)}
 
 
 def run_suite(name, main):

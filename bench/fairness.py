@@ -18,7 +18,6 @@ BENCH_FAIR_MAX (--max-connections given to the server, 1024: the old default, lo
 16 addresses to reach it; "default" lets the server derive it from its open-file limit).
 """
 
-import argparse
 import base64
 import multiprocessing
 import os
@@ -31,6 +30,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as bl  # noqa: E402
+from benchlib import env_int  # noqa: E402
 
 NORMAL_SOURCE = "127.0.0.1"
 ONE = ["127.0.0.2"]
@@ -38,10 +38,6 @@ SIXTEEN = [f"127.0.0.{i}" for i in range(2, 18)]
 KINDS = ["slow-header", "idle keep-alive", "idle WebSocket"]
 TARGET_SHARE, TARGET_P99_MS = 0.99, 50.0
 REOPEN_PER_SEC = 500
-
-
-def env_int(name, default):
-    return int(os.environ.get(name, default))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,11 +192,7 @@ def one_case(binary, kind, sources, count, seconds, max_conns):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bin", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--root", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    a = ap.parse_args()
+    a = bl.suite_args(__doc__.splitlines()[0])
     count = env_int("BENCH_FAIR_CONNS", 2000)
     seconds = env_int("BENCH_FAIR_SECONDS", 10)
     max_conns = os.environ.get("BENCH_FAIR_MAX", "1024")

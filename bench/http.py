@@ -8,7 +8,6 @@ Knobs (environment): BENCH_DURATION (seconds per wrk run, 10), BENCH_RUNS (3), B
 BENCH_LOG_LEVELS (RUST_LOG levels to measure throughput with, "info warn"), BENCH_IDLE (1000).
 """
 
-import argparse
 import os
 import signal
 import socket
@@ -18,6 +17,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as bl  # noqa: E402
+from benchlib import env_int, fmt_ms, verdict  # noqa: E402
 
 TARGET_RPS = 30_000
 TARGET_RSS_KB = 64 * 1024
@@ -29,10 +29,6 @@ LEVEL_LABELS = {
     "info": "info (default: one access-log line per request, stderr to a file)",
     "warn": "warn (access log off)",
 }
-
-
-def env_int(name, default):
-    return int(os.environ.get(name, default))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,14 +143,6 @@ def idle_phase(binary, count, mode):
 # Report
 
 
-def fmt_ms(ms):
-    return "n/a" if ms is None else (f"{ms * 1000:.0f} µs" if ms < 1 else f"{ms:.2f} ms")
-
-
-def verdict(ok):
-    return "PASS" if ok else "**FAIL**"
-
-
 def report(root, tp, idle, duration, runs, warmup, count):
     out = bl.header(root, "tenantd benchmark: HTTP layer")
     out += [f"## Throughput: `wrk -t{WRK_THREADS} -c{WRK_CONNS} -d{duration}s --latency "
@@ -225,25 +213,14 @@ def report(root, tp, idle, duration, runs, warmup, count):
                 f"fds back to baseline after close: {'yes' if p['released'] else 'NO'}.")
         out.append("")
 
-    out += ["## Server log and shutdown", ""]
     servers = [(f"throughput RUST_LOG={t['level']}", t) for t in tp]
     servers += [(f"idle {p['mode'] == 'request' and '(a)' or '(b)'}", p) for p in idle]
-    for name, s in servers:
-        n, first = s["problems"]
-        line = f"- {name}: {s['exit']}; stderr lines above INFO: {n}"
-        out.append(line + ("" if not first else ":"))
-        out += [f"    - `{x}`" for x in first]
-    out.append("")
+    out += bl.server_log_section((name, s["problems"], s["exit"]) for name, s in servers)
     return "\n".join(out)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bin", required=True, help="the tenantd binary")
-    ap.add_argument("--out", required=True, help="where to write the markdown report")
-    ap.add_argument("--root", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    a = ap.parse_args()
+    a = bl.suite_args(__doc__)
 
     duration = env_int("BENCH_DURATION", 10)
     runs = env_int("BENCH_RUNS", 3)

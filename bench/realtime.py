@@ -21,13 +21,11 @@ BENCH_CPU_WINDOW (20), BENCH_SUBSCRIBERS (1000), BENCH_MESSAGES (50), BENCH_SPAC
 BENCH_LOG_LEVEL ("warn").
 """
 
-import argparse
 import base64
 import collections
 import hashlib
 import json
 import os
-import secrets
 import selectors
 import signal
 import socket
@@ -38,6 +36,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as bl  # noqa: E402
+from benchlib import env_int  # noqa: E402
 import tenancy as tn  # noqa: E402  (accounts, the keep-alive client, report helpers)
 
 TARGET_IDLE_RSS_BYTES = 100_000_000  # with 5,000 idle WebSockets
@@ -50,10 +49,6 @@ OPEN_BATCH = 250                     # handshakes in flight at once while openin
 DELIVERY_WAIT = 2.0                  # seconds to wait for one message at every subscriber
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; Python does not name it
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-
-def env_int(name, default):
-    return int(os.environ.get(name, default))
 
 
 def progress(msg):
@@ -709,7 +704,7 @@ def fanout(srv, ctx, knobs):
 
 
 def pctl(xs, p):
-    return tn.pct(xs, p)
+    return bl.pct(xs, p)
 
 
 def kb_per_conn(a, b, n):
@@ -775,12 +770,12 @@ def report(root, ctx, idle_res, fan, srv_note, knobs, meta):
                 f"{r['start']['rss_kb'] * 1024 / 1e6:.1f} MB, {per:.1f} kB per connection over "
                 f"the baseline ({bl.mib(r['start']['rss_kb'] - r['base']['rss_kb'])} for all "
                 f"of them); target under {TARGET_IDLE_RSS_BYTES / 1e6:.0f} MB (the whole "
-                f"process): {tn.verdict(rss_ok)}. After they closed, RSS stayed at "
+                f"process): {bl.verdict(rss_ok)}. After they closed, RSS stayed at "
                 f"{bl.mib(r['after']['rss_kb'])} (freed memory the allocator keeps) while the "
                 f"descriptors went back to {r['after']['fds']}.",
                 f"- server CPU while they sat idle: {r['cpu']['pct']:.2f}% of one core "
                 f"(baseline {r['base_cpu']['pct']:.2f}%); target under "
-                f"{TARGET_IDLE_CPU_PCT:g}%: {tn.verdict(cpu_ok)}. This process used "
+                f"{TARGET_IDLE_CPU_PCT:g}%: {bl.verdict(cpu_ok)}. This process used "
                 f"{r['cpu']['client_cpu_s']:.2f} s of CPU in the window (it only slept).",
                 f"- opening: {r['opened']:,} of {n:,} open in {r['open_secs']:.1f} s "
                 f"({r['opened'] / r['open_secs']:,.0f}/s, up to {OPEN_BATCH} handshakes in "
@@ -827,8 +822,8 @@ def report(root, ctx, idle_res, fan, srv_note, knobs, meta):
             if not xs:
                 rows.append([label, 0, "n/a", "n/a", "n/a", "n/a", "n/a"])
                 continue
-            rows.append([label, f"{len(xs):,}", tn.fmt_ms(min(xs)), tn.fmt_ms(pctl(xs, 50)),
-                         tn.fmt_ms(pctl(xs, 90)), tn.fmt_ms(pctl(xs, 99)), tn.fmt_ms(max(xs))])
+            rows.append([label, f"{len(xs):,}", bl.fmt_ms(min(xs)), bl.fmt_ms(pctl(xs, 50)),
+                         bl.fmt_ms(pctl(xs, 90)), bl.fmt_ms(pctl(xs, 99)), bl.fmt_ms(max(xs))])
         out += bl.table(["POST → subscriber", "deliveries", "min", "p50", "p90", "p99", "max"],
                         rows)
         primary = f["arrive"] if has_ts else f["read"]
@@ -836,25 +831,25 @@ def report(root, ctx, idle_res, fan, srv_note, knobs, meta):
         lat_ok = p99 is not None and p99 < TARGET_P99_MS and f["every"]
         ans = [a[2] for a in f["answers"]]
         out += ["",
-                f"- p99 POST → {'arrival' if has_ts else 'read'}: {tn.fmt_ms(p99)}; target "
+                f"- p99 POST → {'arrival' if has_ts else 'read'}: {bl.fmt_ms(p99)}; target "
                 f"under {TARGET_P99_MS:g} ms with every subscriber getting every message: "
-                f"{tn.verdict(lat_ok)}.",
+                f"{bl.verdict(lat_ok)}.",
                 f"- every subscriber got every message: "
                 f"{'yes' if f['every'] else '**no**'} ({f['all_every']:,} of {n:,} got all "
                 f"{count}; deliveries missing: {f['missing']:,}; duplicates: {f['dupes']}; "
                 f"deliveries without a kernel timestamp: {f['no_ts']}).",
                 f"- spread within one message, first to last subscriber (median over the "
-                f"messages): arrival {tn.fmt_ms(pctl(f['spread_k'], 50))}, read "
-                f"{tn.fmt_ms(pctl(f['spread_r'], 50))}. The arrival spread is the server "
+                f"messages): arrival {bl.fmt_ms(pctl(f['spread_k'], 50))}, read "
+                f"{bl.fmt_ms(pctl(f['spread_r'], 50))}. The arrival spread is the server "
                 "writing the event to every socket; the read spread is mostly this client.",
                 f"- the POSTs themselves: {f['posted_ok']} of {count} answered 201; send to "
-                f"whole answer p50 {tn.fmt_ms(pctl(ans, 50))}, max "
-                f"{tn.fmt_ms(max(ans) if ans else None)}. Warm-up message: "
+                f"whole answer p50 {bl.fmt_ms(pctl(ans, 50))}, max "
+                f"{bl.fmt_ms(max(ans) if ans else None)}. Warm-up message: "
                 f"{f['warm_got']:,} deliveries, slowest read "
-                f"{tn.fmt_ms(f['warm_max'])}.",
+                f"{bl.fmt_ms(f['warm_max'])}.",
                 f"- setup: {f['opened']:,} of {f['n']:,} sockets open, {n:,} subscribed; "
-                f"`/broadcasting/auth` p50 {tn.fmt_ms(pctl(f['auth_ms'], 50))}, p99 "
-                f"{tn.fmt_ms(pctl(f['auth_ms'], 99))}, non-200: {counts(f['auth_bad'])}; "
+                f"`/broadcasting/auth` p50 {bl.fmt_ms(pctl(f['auth_ms'], 50))}, p99 "
+                f"{bl.fmt_ms(pctl(f['auth_ms'], 99))}, non-200: {counts(f['auth_bad'])}; "
                 f"a chat that does not exist is refused with {f['refusal_status']}"
                 + (f"; subscription errors: {f['sub_errors']}" if f["sub_errors"] else "")
                 + ".",
@@ -868,13 +863,9 @@ def report(root, ctx, idle_res, fan, srv_note, knobs, meta):
         verdicts.append((f"p99 POST → subscriber under {TARGET_P99_MS:g} ms, all delivered",
                          lat_ok))
 
-    out += ["## Server log and shutdown", ""]
-    n_, first = srv_note["problems"]
-    out.append(f"- {srv_note['name']}: {srv_note['exit']}; stderr lines above INFO: {n_}"
-               + ("" if not first else ":"))
-    out += [f"    - `{x}`" for x in first]
-    out += ["", "## Verdicts", ""]
-    out += [f"- {label}: {tn.verdict(ok)}" for label, ok in verdicts]
+    out += bl.server_log_section([(srv_note["name"], srv_note["problems"], srv_note["exit"])])
+    out += ["## Verdicts", ""]
+    out += [f"- {label}: {bl.verdict(ok)}" for label, ok in verdicts]
     out.append("")
     return "\n".join(out)
 
@@ -883,12 +874,7 @@ def report(root, ctx, idle_res, fan, srv_note, knobs, meta):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bin", required=True, help="the tenantd binary")
-    ap.add_argument("--out", required=True, help="where to write the markdown report")
-    ap.add_argument("--root", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    a = ap.parse_args()
+    a = bl.suite_args(__doc__)
 
     knobs = {
         "idle": env_int("BENCH_IDLE_CONNS", 5000),
@@ -901,9 +887,9 @@ def main():
     }
     if knobs["idle"] + 100 > MAX_CONNECTIONS or knobs["subs"] + 100 > MAX_CONNECTIONS:
         raise bl.BenchError(f"at most {MAX_CONNECTIONS - 100} sockets per part")
-    creds = {"admin": secrets.token_urlsafe(18), "user": secrets.token_urlsafe(18)}
+    creds = bl.bench_credentials()
     started = time.monotonic()
-    meta = {"load_start": tn.loadavg()}
+    meta = {"load_start": bl.loadavg()}
     # Our sockets, plus slack; the server raises its own limit to the hard one.
     bl.raise_fd_limit(max(knobs["idle"], knobs["subs"]) + 256)
     name = f"realtime server RUST_LOG={knobs['level']}"
@@ -919,7 +905,7 @@ def main():
         fan = fanout(srv, ctx, knobs) if knobs["subs"] > 0 else None
         problems = srv.log_problems()
     srv_note = {"name": name, "exit": srv.exit_note, "problems": problems}
-    meta["load_end"] = tn.loadavg()
+    meta["load_end"] = bl.loadavg()
     meta["secs"] = time.monotonic() - started
     text = report(a.root, ctx, idle_res, fan, srv_note, knobs, meta)
     bl.write_report(a.out, text)

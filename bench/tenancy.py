@@ -17,11 +17,9 @@ BENCH_CLIENTS (4), BENCH_SCALE (10000; 0 skips parts 4 and 5), BENCH_MIGRATE_WOR
 BENCH_PROBE_TARGET (cargo target directory of the probe build).
 """
 
-import argparse
 import json
 import os
 import re
-import secrets
 import shutil
 import signal
 import socket
@@ -35,6 +33,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as bl  # noqa: E402
+from benchlib import env_int, fmt_ms, loadavg, pct, verdict  # noqa: E402
 
 WRK_THREADS, WRK_CONNS = 2, 32
 TARGET_RATIO = 0.80          # tenant requests/s against the /healthz ceiling
@@ -71,39 +70,13 @@ end
 """
 
 
-def env_int(name, default):
-    return int(os.environ.get(name, default))
-
-
 def progress(msg):
     print(f"tenancy: {msg}", file=sys.stderr, flush=True)
-
-
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
-
-
-def pct(xs, p):
-    """The p-th percentile (nearest rank) of a list of numbers."""
-    if not xs:
-        return None
-    xs = sorted(xs)
-    k = max(0, min(len(xs) - 1, int(round(p / 100 * len(xs) + 0.5)) - 1))
-    return xs[k]
-
-
-def fmt_ms(ms):
-    return "n/a" if ms is None else (f"{ms * 1000:.0f} µs" if ms < 1 else f"{ms:.2f} ms")
 
 
 def fmt_cpu(us):
     """Server CPU time per answered request (`bl.run_wrk`'s `cpu_us`)."""
     return "" if us is None else f"{us:.1f} µs"
-
-
-def verdict(ok):
-    return "PASS" if ok else "**FAIL**"
 
 
 def count(failures, key):
@@ -795,15 +768,8 @@ def report(root, ctx):
                 f" p99 {fmt_ms(pct(t['lat'], 99))}.", ""]
 
     # log --------------------------------------------------------------------------------------
-    out += ["## Server log and shutdown", ""]
-    servers = [(t["name"], t) for t in tp]
-    servers += [(x["name"], x) for x in (pv, fr, ctx.get("scale_srv"), fp) if x]
-    for name, s in servers:
-        n, first = s["problems"]
-        out.append(f"- {name}: {s['exit']}; stderr lines above INFO: {n}"
-                   + ("" if not first else ":"))
-        out += [f"    - `{x}`" for x in first]
-    out.append("")
+    servers = [t for t in tp] + [x for x in (pv, fr, ctx.get("scale_srv"), fp) if x]
+    out += bl.server_log_section((s["name"], s["problems"], s["exit"]) for s in servers)
     return "\n".join(out)
 
 
@@ -811,12 +777,7 @@ def report(root, ctx):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bin", required=True, help="the tenantd binary")
-    ap.add_argument("--out", required=True, help="where to write the markdown report")
-    ap.add_argument("--root", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    a = ap.parse_args()
+    a = bl.suite_args(__doc__)
 
     knobs = {
         "duration": env_int("BENCH_DURATION", 10),
@@ -830,8 +791,7 @@ def main():
         "scale": env_int("BENCH_SCALE", 10000),
         "workers": [int(w) for w in os.environ.get("BENCH_MIGRATE_WORKERS", "2 4").split()],
     }
-    # Random per run; they only ever travel to 127.0.0.1.
-    creds = {"admin": secrets.token_urlsafe(18), "user": secrets.token_urlsafe(18)}
+    creds = bl.bench_credentials()
     started = time.monotonic()
     ctx = {"knobs": knobs, "load_start": loadavg(), "tp": [], "first": None, "prov": None,
            "migrate": [], "footprint": None, "probe": None, "scale_prov": None, "prov_total": 0}

@@ -18,10 +18,8 @@ Knobs (environment), see bench/README.md: BENCH_DURATION (10), BENCH_RUNS (3), B
 BENCH_LOG_LEVEL ("warn"), BENCH_ORDERS (1000), BENCH_SPREAD (8), BENCH_CLIENTS (4).
 """
 
-import argparse
 import json
 import os
-import secrets
 import signal
 import sqlite3
 import sys
@@ -30,6 +28,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as bl  # noqa: E402
+from benchlib import env_int  # noqa: E402
 import tenancy as tn  # noqa: E402  (accounts, the keep-alive client, report helpers)
 
 WRK_THREADS, WRK_CONNS = 2, 32
@@ -91,10 +90,6 @@ end
 
 def lua_str(s):
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-
-def env_int(name, default):
-    return int(os.environ.get(name, default))
 
 
 def progress(msg):
@@ -369,27 +364,27 @@ def report(root, res, knobs, meta):
         if w.target == "ratio":
             ok = ratio >= TARGET_READ_RATIO
             plain = rps / plain_rps if plain_rps else 0
-            tgt = (f"≥ {TARGET_READ_RATIO:.0%} of the ceiling: {tn.verdict(ok)} "
+            tgt = (f"≥ {TARGET_READ_RATIO:.0%} of the ceiling: {bl.verdict(ok)} "
                    f"({plain:.0%} of plain wrk)")
         elif w.target == "create":
             ok = rps >= TARGET_CREATE_RPS
-            tgt = f"≥ {TARGET_CREATE_RPS:,}/s: {tn.verdict(ok)}"
+            tgt = f"≥ {TARGET_CREATE_RPS:,}/s: {bl.verdict(ok)}"
         elif w.target == "spread":
             factor = rps / c1_rps if c1_rps else 0
             ok = factor >= TARGET_SPREAD_FACTOR
             tgt = (f"{factor:.2f} × one tenant; ≥ {TARGET_SPREAD_FACTOR:g} ×: "
-                   f"{tn.verdict(ok)}")
+                   f"{bl.verdict(ok)}")
         else:
             ok, tgt = None, ""
         verdicts[w.key] = ok
         non2xx = sum(r["non_2xx"] for r in w.runs)
-        rows.append([w.label, f"{rps:,.0f}", tn.fmt_ms(bl.median([r["p50_ms"] for r in w.runs])),
-                     tn.fmt_ms(bl.median([r["p99_ms"] for r in w.runs])),
+        rows.append([w.label, f"{rps:,.0f}", bl.fmt_ms(bl.median([r["p50_ms"] for r in w.runs])),
+                     bl.fmt_ms(bl.median([r["p99_ms"] for r in w.runs])),
                      tn.fmt_cpu(bl.median([r["cpu_us"] for r in w.runs])),
                      f"{non2xx:,}" if not non2xx else f"**{non2xx:,}**",
                      "" if w.key.startswith("health") else f"{ratio:.0%}", tgt,
                      " / ".join(f"{r['rps']:,.0f}" for r in w.runs),
-                     " / ".join(f"{tn.fmt_ms(r['p50_ms'])}, {tn.fmt_ms(r['p99_ms'])}"
+                     " / ".join(f"{bl.fmt_ms(r['p50_ms'])}, {bl.fmt_ms(r['p99_ms'])}"
                                 for r in w.runs)])
     out += bl.table(["request", "requests/s", "p50", "p99", "server CPU per request", "non-2xx",
                      "of ceiling", "target",
@@ -429,17 +424,12 @@ def report(root, res, knobs, meta):
             f"{tn.fd_note(res['after'])}.",
             ""]
 
-    out += ["## Server log and shutdown", ""]
-    n, first = res["problems"]
-    out.append(f"- {res['name']}: {res['exit']}; stderr lines above INFO: {n}"
-               + ("" if not first else ":"))
-    out += [f"    - `{x}`" for x in first]
-    out.append("")
+    out += bl.server_log_section([(res["name"], res["problems"], res["exit"])])
 
     out += ["## Verdicts", ""]
     for w in res["ws"]:
         if verdicts[w.key] is not None:
-            out.append(f"- {w.label}: {tn.verdict(verdicts[w.key])}")
+            out.append(f"- {w.label}: {bl.verdict(verdicts[w.key])}")
     out.append("")
     return "\n".join(out)
 
@@ -448,12 +438,7 @@ def report(root, res, knobs, meta):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bin", required=True, help="the tenantd binary")
-    ap.add_argument("--out", required=True, help="where to write the markdown report")
-    ap.add_argument("--root", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    a = ap.parse_args()
+    a = bl.suite_args(__doc__)
 
     knobs = {
         "duration": env_int("BENCH_DURATION", 10),
@@ -466,13 +451,12 @@ def main():
     }
     if knobs["runs"] < 1 or knobs["orders"] < 1 or knobs["spread"] < 1:
         raise bl.BenchError("BENCH_RUNS, BENCH_ORDERS and BENCH_SPREAD must be at least 1")
-    # Random per run; they only ever travel to 127.0.0.1.
-    creds = {"admin": secrets.token_urlsafe(18), "user": secrets.token_urlsafe(18)}
+    creds = bl.bench_credentials()
     started = time.monotonic()
-    meta = {"load_start": tn.loadavg()}
+    meta = {"load_start": bl.loadavg()}
     bl.raise_fd_limit(1024)
     res = measure(a.bin, creds, knobs)
-    meta["load_end"] = tn.loadavg()
+    meta["load_end"] = bl.loadavg()
     meta["secs"] = time.monotonic() - started
     text = report(a.root, res, knobs, meta)
     bl.write_report(a.out, text)

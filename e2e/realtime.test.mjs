@@ -83,6 +83,8 @@ function connected(client) {
   return waitFor(() => client.socketId(), 'the socket id');
 }
 
+const LISTEN_TIMEOUT_MS = 30_000;
+
 before(async () => {
   data = mkdtempSync(join(tmpdir(), 'tenantd-e2e-'));
   server = spawn(binary, ['serve', '--demo', '--bind', '127.0.0.1:0', '--data', data], {
@@ -91,11 +93,22 @@ before(async () => {
   });
   const lines = createInterface({ input: server.stdout });
   base = await new Promise((resolve, reject) => {
+    // A binary that hangs before listening fails the run instead of hanging it.
+    const timer = setTimeout(() => {
+      server.kill('SIGKILL');
+      reject(new Error(`tenantd did not say it was listening within ${LISTEN_TIMEOUT_MS} ms`));
+    }, LISTEN_TIMEOUT_MS);
     lines.on('line', (line) => {
       const m = line.match(/^tenantd listening on (http:\/\/127\.0\.0\.1:(\d+))$/);
-      if (m) resolve(m[1]);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
     });
-    server.on('exit', (code) => reject(new Error(`tenantd exited with ${code}`)));
+    server.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`tenantd exited with ${code}`));
+    });
   });
   port = Number(new URL(base).port);
   credentials = JSON.parse(

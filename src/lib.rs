@@ -13,4 +13,6 @@ pub mod http;
 pub mod realtime;
 pub(crate) mod serve;
 pub mod tenancy;
+#[cfg(test)]
+pub(crate) mod test_kit;
 pub mod workspace;

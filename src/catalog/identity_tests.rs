@@ -6,32 +6,21 @@ use std::thread;
 
 use rusqlite::Connection;
 use sha2::{Digest, Sha256};
-use tempfile::TempDir;
 use uuid::Uuid;
 
 use super::*;
+use crate::test_kit::{Setup, HASH, NOW};
 
-const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo";
-const NOW: i64 = 1_700_000_000;
-
-struct Setup {
-    dir: TempDir,
-    catalog: Catalog,
+/// The identity tests' own fixtures on a [`Setup`].
+trait IdentitySetup {
+    fn tenant(&self, slug: &str) -> String;
+    fn user(&self, email: &str) -> User;
+    fn admin(&self, email: &str) -> SystemAdmin;
 }
 
-impl Setup {
-    fn new() -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let catalog = Catalog::open(dir.path(), Create::IfMissing).unwrap();
-        Setup { dir, catalog }
-    }
-
+impl IdentitySetup for Setup {
     fn tenant(&self, slug: &str) -> String {
-        self.catalog
-            .insert_tenant(&Uuid::new_v4(), slug, slug, &[])
-            .unwrap()
-            .id
-            .clone()
+        self.add_tenant(slug, &[]).id.clone()
     }
 
     fn user(&self, email: &str) -> User {
@@ -48,15 +37,6 @@ impl Setup {
 
     fn admin(&self, email: &str) -> SystemAdmin {
         self.catalog.create_admin(email, HASH).unwrap()
-    }
-
-    /// What the CLI or a later binary would see.
-    fn outside(&self) -> Connection {
-        Connection::open(self.dir.path().join(CENTRAL_DB)).unwrap()
-    }
-
-    fn count(&self, sql: &str) -> i64 {
-        self.outside().query_row(sql, [], |row| row.get(0)).unwrap()
     }
 }
 

@@ -286,7 +286,7 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::Create;
+    use crate::test_kit::{add_tenant, Setup, HASH, NOW};
 
     /// What `auth::token::digest` gives, for the catalog's purposes: 64 hex digits, unique.
     fn made_up_digest() -> String {
@@ -297,17 +297,9 @@ mod tests {
         )
     }
 
-    const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo";
-    const NOW: i64 = 1_700_000_000;
-
     fn setup() -> (tempfile::TempDir, Catalog, String) {
-        let dir = tempfile::tempdir().unwrap();
-        let catalog = Catalog::open(dir.path(), Create::IfMissing).unwrap();
-        let tenant = catalog
-            .insert_tenant(&uuid::Uuid::new_v4(), "acme", "Acme", &[])
-            .unwrap()
-            .id
-            .clone();
+        let Setup { dir, catalog } = Setup::new();
+        let tenant = add_tenant(&catalog, "acme", &[]).id.clone();
         (dir, catalog, tenant)
     }
 

@@ -1,26 +1,10 @@
 use std::path::Path;
 
-use rusqlite::Connection;
 use uuid::Uuid;
 
 use super::*;
 
-fn open_new(dir: &Path) -> Catalog {
-    Catalog::open(dir, Create::IfMissing).unwrap()
-}
-
-fn add(catalog: &Catalog, slug: &str, domains: &[&str]) -> Arc<TenantRecord> {
-    let domains: Vec<String> = domains.iter().map(|d| d.to_string()).collect();
-    catalog
-        .insert_tenant(&Uuid::new_v4(), slug, &format!("{slug} Inc"), &domains)
-        .unwrap()
-}
-
-/// What the CLI would do: its own connection, in what might as well be
-/// another process.
-fn outside_connection(dir: &Path) -> Connection {
-    Connection::open(dir.join(CENTRAL_DB)).unwrap()
-}
+use crate::test_kit::{add_tenant, assert_log_stayed_small, outside, Setup};
 
 #[test]
 fn open_creates_the_layout_only_when_asked() {
@@ -47,9 +31,8 @@ fn open_creates_the_layout_only_when_asked() {
 
 #[test]
 fn insert_and_look_up() {
-    let dir = tempfile::tempdir().unwrap();
-    let catalog = open_new(dir.path());
-    let acme = add(&catalog, "acme", &["Acme.Test", "shop.acme.test"]);
+    let Setup { dir: _dir, catalog } = Setup::new();
+    let acme = add_tenant(&catalog, "acme", &["Acme.Test", "shop.acme.test"]);
     assert_eq!(acme.status, TenantStatus::Active);
     assert_eq!(acme.name, "acme Inc");
     assert_eq!(acme.primary_domain(), Some("acme.test"));
@@ -78,9 +61,8 @@ fn insert_and_look_up() {
 
 #[test]
 fn cache_reloads_only_after_a_change_even_from_another_connection() {
-    let dir = tempfile::tempdir().unwrap();
-    let catalog = open_new(dir.path());
-    add(&catalog, "acme", &["acme.test"]);
+    let Setup { dir, catalog } = Setup::new();
+    add_tenant(&catalog, "acme", &["acme.test"]);
     catalog.by_slug("acme").unwrap();
     let before = catalog.snapshot_reloads();
     for _ in 0..100 {
@@ -89,7 +71,7 @@ fn cache_reloads_only_after_a_change_even_from_another_connection() {
     }
     assert_eq!(catalog.snapshot_reloads(), before, "nothing changed");
 
-    let cli = outside_connection(dir.path());
+    let cli = outside(dir.path());
     cli.execute(
         "UPDATE tenants SET name = 'Renamed' WHERE slug = 'acme'",
         [],
@@ -114,16 +96,15 @@ fn cache_reloads_only_after_a_change_even_from_another_connection() {
     assert!(catalog.by_slug("cli").unwrap().is_none());
 
     // Our own writes are seen at once.
-    add(&catalog, "beta", &[]);
+    add_tenant(&catalog, "beta", &[]);
     assert!(catalog.by_slug("beta").unwrap().is_some());
 }
 
 #[test]
 fn conflicts_are_distinct_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let catalog = open_new(dir.path());
-    let acme = add(&catalog, "acme", &["acme.test"]);
-    let beta = add(&catalog, "beta", &["beta.test"]);
+    let Setup { dir: _dir, catalog } = Setup::new();
+    let acme = add_tenant(&catalog, "acme", &["acme.test"]);
+    let beta = add_tenant(&catalog, "beta", &["beta.test"]);
     let id = Uuid::new_v4();
     assert!(matches!(
         catalog.insert_tenant(&id, "acme", "Other", &[]),
@@ -173,9 +154,8 @@ fn conflicts_are_distinct_errors() {
 
 #[test]
 fn status_rename_and_domains() {
-    let dir = tempfile::tempdir().unwrap();
-    let catalog = open_new(dir.path());
-    let acme = add(&catalog, "acme", &["a.acme.test", "b.acme.test"]);
+    let Setup { dir: _dir, catalog } = Setup::new();
+    let acme = add_tenant(&catalog, "acme", &["a.acme.test", "b.acme.test"]);
 
     let deleted = catalog.set_status(&acme.id, TenantStatus::Deleted).unwrap();
     assert_eq!(deleted.status, TenantStatus::Deleted);
@@ -207,13 +187,12 @@ fn status_rename_and_domains() {
 
 #[test]
 fn delete_row_cascades_to_domains() {
-    let dir = tempfile::tempdir().unwrap();
-    let catalog = open_new(dir.path());
-    let acme = add(&catalog, "acme", &["acme.test", "www.acme.test"]);
+    let Setup { dir, catalog } = Setup::new();
+    let acme = add_tenant(&catalog, "acme", &["acme.test", "www.acme.test"]);
     catalog.delete_row(&acme.id).unwrap();
     assert!(catalog.by_id(&acme.id).unwrap().is_none());
     assert!(catalog.by_domain("acme.test").unwrap().is_none());
-    let left: i64 = outside_connection(dir.path())
+    let left: i64 = outside(dir.path())
         .query_row("SELECT count(*) FROM domains", [], |r| r.get(0))
         .unwrap();
     assert_eq!(left, 0);
@@ -225,8 +204,7 @@ fn delete_row_cascades_to_domains() {
 
 #[test]
 fn meta_values() {
-    let dir = tempfile::tempdir().unwrap();
-    let catalog = open_new(dir.path());
+    let Setup { dir: _dir, catalog } = Setup::new();
     assert_eq!(catalog.meta_get("secret").unwrap(), None);
     catalog.meta_set("secret", "one").unwrap();
     catalog.meta_set("secret", "two").unwrap();
@@ -235,9 +213,11 @@ fn meta_values() {
 
 #[test]
 fn schema_keeps_rows_consistent() {
-    let dir = tempfile::tempdir().unwrap();
-    let _catalog = open_new(dir.path());
-    let cli = outside_connection(dir.path());
+    let Setup {
+        dir,
+        catalog: _catalog,
+    } = Setup::new();
+    let cli = outside(dir.path());
     for bad in [
         // Unknown status.
         "INSERT INTO tenants (id, slug, name, status, created_at, updated_at)
@@ -275,16 +255,15 @@ fn assert_same_as_a_fresh_load(catalog: &Catalog, dir: &Path) {
 
 #[test]
 fn tenant_changes_are_read_one_tenant_at_a_time_and_others_not_at_all() {
-    let dir = tempfile::tempdir().unwrap();
-    let catalog = open_new(dir.path());
-    let acme = add(&catalog, "acme", &["acme.test", "shop.acme.test"]);
-    let beta = add(&catalog, "beta", &["beta.test"]);
-    add(&catalog, "gamma", &["gamma.test"]);
+    let Setup { dir, catalog } = Setup::new();
+    let acme = add_tenant(&catalog, "acme", &["acme.test", "shop.acme.test"]);
+    let beta = add_tenant(&catalog, "beta", &["beta.test"]);
+    add_tenant(&catalog, "gamma", &["gamma.test"]);
     assert_same_as_a_fresh_load(&catalog, dir.path());
 
     // A commit that touches neither tenants nor domains: nothing is rebuilt.
     let before = catalog.snapshot_reloads();
-    let cli = outside_connection(dir.path());
+    let cli = outside(dir.path());
     // As the CLI's connections have it: deleting a tenant takes its domains.
     cli.pragma_update(None, "foreign_keys", "ON").unwrap();
     cli.execute(
@@ -322,7 +301,7 @@ fn tenant_changes_are_read_one_tenant_at_a_time_and_others_not_at_all() {
     catalog
         .set_status(&acme.id, TenantStatus::Suspended)
         .unwrap();
-    add(&catalog, "delta", &["delta.test"]);
+    add_tenant(&catalog, "delta", &["delta.test"]);
     let now = catalog.snapshot().unwrap();
     assert!(now.by_slug("gamma").is_none());
     assert!(now.by_domain("gamma.test").is_none());
@@ -335,11 +314,10 @@ fn tenant_changes_are_read_one_tenant_at_a_time_and_others_not_at_all() {
 
 #[test]
 fn a_pruned_or_rewound_change_log_means_a_full_reload() {
-    let dir = tempfile::tempdir().unwrap();
-    let catalog = open_new(dir.path());
-    add(&catalog, "acme", &[]);
+    let Setup { dir, catalog } = Setup::new();
+    add_tenant(&catalog, "acme", &[]);
     catalog.snapshot().unwrap();
-    let cli = outside_connection(dir.path());
+    let cli = outside(dir.path());
     // Entries this server has not read are gone (pruned): it must not trust the rest.
     cli.execute_batch(
         "INSERT INTO tenants (id, slug, name, created_at, updated_at)
@@ -367,10 +345,9 @@ fn a_pruned_or_rewound_change_log_means_a_full_reload() {
 
 #[test]
 fn the_change_log_prunes_itself() {
-    let dir = tempfile::tempdir().unwrap();
-    let catalog = open_new(dir.path());
-    add(&catalog, "acme", &[]);
-    let cli = outside_connection(dir.path());
+    let Setup { dir, catalog } = Setup::new();
+    add_tenant(&catalog, "acme", &[]);
+    let cli = outside(dir.path());
     cli.execute_batch(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 12000)
          INSERT INTO tenant_changes (tenant_id) SELECT 'x' FROM n;",
@@ -393,8 +370,7 @@ fn the_change_log_prunes_itself() {
 fn the_catalogs_log_starts_over_under_back_to_back_writers() {
     const WRITERS: usize = 4;
     const WRITES_EACH: usize = 1_000;
-    let dir = tempfile::tempdir().unwrap();
-    let catalog = open_new(dir.path());
+    let Setup { dir, catalog } = Setup::new();
     let writing = std::sync::atomic::AtomicUsize::new(WRITERS);
     // A page and more per entry, as a burst of audited actions with large details would write.
     let details = serde_json::json!({ "note": "x".repeat(5_000) });
@@ -418,12 +394,7 @@ fn the_catalogs_log_starts_over_under_back_to_back_writers() {
         }
     });
     let wal = db::database_files(&dir.path().join(CENTRAL_DB))[1].clone();
-    let longest = fs::metadata(&wal).unwrap().len();
-    assert!(
-        longest < 16 << 20,
-        "the log grew to {longest} bytes over {} writes",
-        WRITERS * WRITES_EACH
-    );
+    assert_log_stayed_small(&wal, WRITERS * WRITES_EACH);
 }
 
 /// One validator, two strictnesses: an account may be on a local host (the first admin is

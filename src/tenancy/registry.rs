@@ -97,8 +97,8 @@ pub(super) struct OpenPool {
     pub(super) retired: Mutex<bool>,
     /// For the checkpoint thread's log lines.
     pub(super) path: PathBuf,
-    pub(super) epoch: Instant,
-    /// Nanoseconds since `epoch` of the last use, for LRU and idle closing.
+    pub(super) clock: Clock,
+    /// The `clock`'s nanoseconds at the last use, for LRU and idle closing.
     pub(super) last_used: AtomicU64,
 }
 
@@ -106,7 +106,7 @@ impl OpenPool {
     pub(super) fn touch(&self) {
         // Every request of the tenant touches: a store each time would pass the cache line
         // between cores on every one. Idle closing and LRU need no finer time than this.
-        let now = nanos_since(self.epoch);
+        let now = self.clock.nanos();
         if now.saturating_sub(self.last_used.load(Ordering::Relaxed)) >= TOUCH_GRAIN_NANOS {
             self.last_used.store(now, Ordering::Relaxed);
         }
@@ -119,8 +119,26 @@ impl OpenPool {
 
 pub(super) const TOUCH_GRAIN_NANOS: u64 = 1_000_000;
 
-fn nanos_since(epoch: Instant) -> u64 {
-    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+/// The time LRU and idle closing go by, in nanoseconds from the registry's start: the
+/// machine's monotonic clock, or in tests one they move by hand, so that idleness is a value
+/// a test sets rather than a wait on the machine's speed.
+#[derive(Clone)]
+pub(crate) enum Clock {
+    Monotonic(Instant),
+    #[cfg(test)]
+    Manual(Arc<AtomicU64>),
+}
+
+impl Clock {
+    fn nanos(&self) -> u64 {
+        match self {
+            Clock::Monotonic(epoch) => {
+                u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+            }
+            #[cfg(test)]
+            Clock::Manual(nanos) => nanos.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// True when closing the pool cannot pull anything from under anyone: no
@@ -165,7 +183,7 @@ pub(super) struct Inner {
     data_dir: PathBuf,
     config: RegistryConfig,
     threads: Arc<ScheduledThreadPool>,
-    epoch: Instant,
+    clock: Clock,
     /// Lock order: a slot's lock may be held while taking this one, never
     /// the reverse (other slots are only `try_lock`ed under it).
     slots: Mutex<HashMap<String, Arc<Slot>>>,
@@ -201,6 +219,10 @@ impl Drop for Registry {
 
 impl Registry {
     pub fn new(data_dir: &Path, config: RegistryConfig) -> Registry {
+        Registry::with_clock(data_dir, config, Clock::Monotonic(Instant::now()))
+    }
+
+    pub(crate) fn with_clock(data_dir: &Path, config: RegistryConfig, clock: Clock) -> Registry {
         let (checkpoints, queue) = crossbeam_channel::unbounded();
         spawn_checkpointer(queue);
         let reads = reads::Budget::new(config.read_cache_bytes);
@@ -208,7 +230,7 @@ impl Registry {
             data_dir: data_dir.to_path_buf(),
             threads: db::thread_pool(config.threads),
             config,
-            epoch: Instant::now(),
+            clock,
             slots: Mutex::new(HashMap::new()),
             open: AtomicUsize::new(0),
             opened_total: AtomicU64::new(0),
@@ -471,7 +493,7 @@ impl Inner {
             checkpoints_done: AtomicU64::new(0),
             retired: Mutex::new(false),
             path: path.to_path_buf(),
-            epoch: self.epoch,
+            clock: self.clock.clone(),
             last_used: AtomicU64::new(0),
         };
         open.touch();
@@ -555,7 +577,7 @@ impl Inner {
         let mut closed = 0;
         if let Some(idle) = self.config.idle_timeout {
             let idle = u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX);
-            let now = nanos_since(self.epoch);
+            let now = self.clock.nanos();
             while self.close_one(|pool| now.saturating_sub(pool.last_used()) >= idle) {
                 closed += 1;
             }

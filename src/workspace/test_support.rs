@@ -3,48 +3,27 @@
 
 use std::collections::BTreeMap;
 
-use tempfile::TempDir;
-
 use super::{Reader, WorkspaceError};
-use crate::catalog::Catalog;
-use crate::db::Create;
-use crate::tenancy::lifecycle::{self, NewTenant};
-use crate::tenancy::{Registry, RegistryConfig, Tenant};
+use crate::tenancy::{Registry, Tenant};
+use crate::test_kit::{quiet, Setup};
 
 /// Fields are dropped in order: the tenant before its registry, the
-/// directory last.
+/// catalog and its directory last.
 pub(crate) struct TestTenant {
     pub tenant: Tenant,
     _registry: Registry,
-    _catalog: Catalog,
-    _dir: TempDir,
+    _setup: Setup,
 }
 
 pub(crate) fn tenant() -> TestTenant {
-    let dir = tempfile::tempdir().unwrap();
-    let catalog = Catalog::open(dir.path(), Create::IfMissing).unwrap();
-    let record = lifecycle::create(
-        &catalog,
-        &NewTenant {
-            slug: "acme".into(),
-            name: "Acme".into(),
-            domains: vec![],
-        },
-    )
-    .unwrap();
-    let registry = Registry::new(
-        dir.path(),
-        RegistryConfig {
-            idle_timeout: None,
-            ..RegistryConfig::default()
-        },
-    );
+    let setup = Setup::new();
+    let record = setup.provision("acme", &[]);
+    let registry = setup.registry(quiet());
     let tenant = registry.open(record).unwrap();
     TestTenant {
         tenant,
         _registry: registry,
-        _catalog: catalog,
-        _dir: dir,
+        _setup: setup,
     }
 }
 
