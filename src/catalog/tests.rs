@@ -1,9 +1,12 @@
 use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use rusqlite::Connection;
 use uuid::Uuid;
 
 use super::*;
+use crate::db::DbError;
 
 fn open_new(dir: &Path) -> Catalog {
     Catalog::open(dir, Create::IfMissing).unwrap()
