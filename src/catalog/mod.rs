@@ -38,7 +38,7 @@ use crate::db::probe::WalProbe;
 use crate::db::{self, Create, DbKind, Pool, PoolConfig};
 
 use read_cache::ReadCache;
-use snapshot::{Seen, Watcher};
+use snapshot::{LastCheck, Watcher};
 use tenants::tenant_exists;
 
 pub use audit::{
@@ -76,9 +76,8 @@ pub struct Catalog {
     watcher: Mutex<Watcher>,
     /// Skips the watcher's `PRAGMA data_version` while the WAL-index header is unchanged.
     probe: Option<WalProbe>,
-    /// The snapshot, and the header as read just before the last check that found it
-    /// current. One lock for both: every request reads them together.
-    seen: RwLock<Seen>,
+    /// One lock for the snapshot and its header: every request reads them together.
+    last_check: RwLock<LastCheck>,
     reloads: AtomicU64,
     /// Moves on every change to the catalog: a commit through this `Catalog`, or one that
     /// `PRAGMA data_version` reveals (another process, the CLI).
@@ -143,7 +142,7 @@ impl Catalog {
             pool,
             watcher: Mutex::new(Watcher::new(conn)),
             probe,
-            seen: RwLock::new(Seen::empty()),
+            last_check: RwLock::new(LastCheck::empty()),
             reloads: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             reads: Mutex::new(ReadCache::default()),

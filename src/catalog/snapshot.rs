@@ -100,7 +100,8 @@ pub fn normalize_host(host: &str) -> Cow<'_, str> {
 /// makes it see both our pool's writes and another process's.
 pub(super) struct Watcher {
     conn: Connection,
-    seen: Option<i64>,
+    /// The `PRAGMA data_version` the snapshot was last brought up to.
+    data_version: Option<i64>,
     /// The last `tenant_changes.seq` the snapshot includes; `None` before the first load.
     log_seq: Option<i64>,
 }
@@ -110,27 +111,32 @@ impl Watcher {
     pub(super) fn new(conn: Connection) -> Watcher {
         Watcher {
             conn,
-            seen: None,
+            data_version: None,
             log_seq: None,
         }
     }
 }
 
-pub(super) struct Seen {
+/// The snapshot, and the WAL-index header as read just before the last check that found it
+/// current: while the header reads the same, the snapshot is still current.
+pub(super) struct LastCheck {
     header: Option<probe::Header>,
     snapshot: Arc<Snapshot>,
 }
 
-impl Seen {
-    pub(super) fn empty() -> Seen {
-        Seen {
+impl LastCheck {
+    pub(super) fn empty() -> LastCheck {
+        LastCheck {
             header: None,
             snapshot: Arc::new(Snapshot::default()),
         }
     }
 }
 
-/// The catalog checked for changes once, at the start of a request (see [`Catalog::fresh`]).
+/// A request's view of the catalog: checked for changes once, when the request began (see
+/// [`Catalog::fresh`]), then trusted for the request's whole life. `snapshot` answers tenant
+/// lookups and the methods answer identity reads through the read cache, so while the catalog
+/// is unchanged they cost no query.
 pub struct Fresh<'a> {
     pub catalog: &'a Catalog,
     pub snapshot: Arc<Snapshot>,
@@ -170,9 +176,9 @@ impl Catalog {
         // Read before the real check, never after: see `db::probe`.
         let header = self.probe.as_ref().map(WalProbe::read);
         if header.is_some() {
-            let seen = self.seen.read().unwrap_or_else(|e| e.into_inner());
-            if seen.header == header {
-                return Ok(Arc::clone(&seen.snapshot));
+            let last = self.last_check.read().unwrap_or_else(|e| e.into_inner());
+            if last.header == header {
+                return Ok(Arc::clone(&last.snapshot));
             }
         }
         {
@@ -181,38 +187,50 @@ impl Catalog {
                 .conn
                 .prepare_cached("PRAGMA data_version")?
                 .query_row([], |row| row.get(0))?;
-            let mut current = watcher.seen == Some(version);
+            let mut current = watcher.data_version == Some(version);
             if !current {
                 self.generation.fetch_add(1, Ordering::SeqCst);
                 // Read after the version: a commit in between only causes
                 // one extra refresh later, never a missed one. A refresh that
                 // fails keeps the last good snapshot serving (if there is one).
-                let base =
-                    Arc::clone(&self.seen.read().unwrap_or_else(|e| e.into_inner()).snapshot);
+                let base = Arc::clone(
+                    &self
+                        .last_check
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .snapshot,
+                );
                 match refresh(&mut watcher, &base) {
                     Ok(refreshed) => {
                         if let Some(fresh) = refreshed {
-                            self.seen
+                            self.last_check
                                 .write()
                                 .unwrap_or_else(|e| e.into_inner())
                                 .snapshot = Arc::new(fresh);
                             self.reloads.fetch_add(1, Ordering::Relaxed);
                         }
-                        watcher.seen = Some(version);
+                        watcher.data_version = Some(version);
                         current = true;
                     }
-                    Err(e) if watcher.seen.is_some() => {
+                    Err(e) if watcher.data_version.is_some() => {
                         log::error!("catalog reload failed, serving the previous copy: {e}");
                     }
                     Err(e) => return Err(e),
                 }
             }
             if current {
-                self.seen.write().unwrap_or_else(|e| e.into_inner()).header = header;
+                self.last_check
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .header = header;
             }
         }
         Ok(Arc::clone(
-            &self.seen.read().unwrap_or_else(|e| e.into_inner()).snapshot,
+            &self
+                .last_check
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .snapshot,
         ))
     }
 

@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use tempfile::TempDir;
 
 use super::lifecycle::{self, LifecycleError, MigrateConfig, NewTenant};
-use super::registry::{Inner, OpenPool, TOUCH_GRAIN_NANOS};
+use super::registry::{OpenPool, Shared, TOUCH_GRAIN_NANOS};
 use super::*;
 use crate::catalog::{TenantStatus, CENTRAL_DB};
 use crate::db::{Create, DbKind};
@@ -270,7 +270,7 @@ fn a_panic_while_opening_leaves_the_tenant_to_be_tried_again() {
         open_wait: Duration::from_millis(100),
         ..quiet()
     });
-    let panicking = |_: &Inner, _: &TenantRecord, _: &Path| -> Result<OpenPool, String> {
+    let panicking = |_: &Shared, _: &TenantRecord, _: &Path| -> Result<OpenPool, String> {
         panic!("a bug while opening")
     };
     match registry.open_with(Arc::clone(&record), panicking) {
@@ -1063,7 +1063,7 @@ fn the_read_cache_keeps_to_its_budget_and_can_be_off() {
     }
     let (entries, bytes) = tenant.pool.reads.len();
     assert!(bytes <= 16 * 1024, "{bytes} bytes kept");
-    assert_eq!(registry.inner.reads.used(), bytes);
+    assert_eq!(registry.shared.reads.used(), bytes);
     assert!((16..40).contains(&entries), "{entries} entries");
     // The most recent stay, the oldest went, but for the one read.
     assert!(matches!(
@@ -1096,7 +1096,7 @@ fn the_read_cache_keeps_to_its_budget_and_can_be_off() {
     // Closing the pool gives the budget back.
     drop(tenant);
     registry.evict(&record.id).unwrap();
-    assert_eq!(registry.inner.reads.used(), 0);
+    assert_eq!(registry.shared.reads.used(), 0);
 
     let off = setup.registry(RegistryConfig {
         read_cache_bytes: 0,
