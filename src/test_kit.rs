@@ -113,3 +113,13 @@ pub(crate) fn assert_log_stayed_small(wal: &Path, writes: usize) {
         "the log grew to {longest} bytes over {writes} writes"
     );
 }
+
+/// Counts a writer thread down when it ends, also by a panic: readers that run while writers
+/// are left must not spin on forever after a writer failed.
+pub(crate) struct Done<'a>(pub(crate) &'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -243,7 +243,7 @@ fn signed_in_user(app: &App, ctx: &RequestCtx, now: i64) -> Result<i64, Error> {
         principal::credentials(ctx.req.header("authorization"), ctx.req.header("cookie"))
             .filter(|(t, _)| token::well_formed(t))
             .ok_or_else(|| Error::validation("password", "is required unless signed in"))?;
-    let fresh = app.catalog.fresh()?;
+    let fresh = app.catalog.view()?;
     let principal = principal::authenticate(&fresh, &token::digest(token), via, now)?
         .ok_or(Error::Unauthorized)?;
     check_csrf(ctx.req, via, principal.session())?;

@@ -27,14 +27,14 @@ use crate::catalog::{Membership, Session, User};
 const CAP: usize = 1024;
 
 /// Who a token is in one tenant, as the catalog said.
-pub struct Known {
+pub struct RememberedMember {
     pub user: Arc<User>,
     pub session: Arc<Session>,
     pub membership: Arc<Membership>,
 }
 
 /// Generic over what is kept so that its rules can be tested without a catalog.
-pub struct Memo<V = Known> {
+pub struct Memo<V = RememberedMember> {
     /// The catalog generation every entry was read under.
     generation: u64,
     entries: HashMap<TokenDigest, HashMap<String, V>>,

@@ -9,14 +9,14 @@ use std::sync::Arc;
 
 use crate::auth::principal::{self, Principal, Via};
 use crate::auth::token;
-use crate::catalog::{Fresh, Membership, Session, SystemAdmin, TenantRecord, User};
+use crate::catalog::{CatalogView, Membership, Session, SystemAdmin, TenantRecord, User};
 use crate::error::Error;
 use crate::http::{self, Match, Params, Request, Response};
 use crate::tenancy::identify::{self, Hints};
 use crate::tenancy::{Lookup, Tenant};
 
 use super::cookies::check_csrf;
-use super::memo::{Known, Memo};
+use super::memo::{Memo, RememberedMember};
 use super::{healthz, App, Route, TenantFn};
 
 /// One request as a handler sees it, whatever the route needs.
@@ -68,7 +68,7 @@ pub struct SignedInAdmin {
 impl App {
     fn dispatch(
         &self,
-        fresh: &Fresh,
+        fresh: &CatalogView,
         req: &Request,
         path: &str,
         tenant: Option<Arc<TenantRecord>>,
@@ -154,11 +154,11 @@ impl App {
     /// The request's user as a member of its tenant, as the catalog has it now.
     fn membership(
         &self,
-        fresh: &Fresh,
+        fresh: &CatalogView,
         ctx: &RequestCtx,
         user: Arc<User>,
         session: Arc<Session>,
-    ) -> Result<Known, Error> {
+    ) -> Result<RememberedMember, Error> {
         let record = ctx.tenant.as_ref().ok_or(Error::NoTenant)?;
         // A token bound to one tenant (a personal token, an impersonation) is no key to
         // any other, whatever the user's memberships.
@@ -168,7 +168,7 @@ impl App {
         let membership = fresh
             .membership(user.id, &record.id)?
             .ok_or(Error::NotAMember)?;
-        Ok(Known {
+        Ok(RememberedMember {
             user,
             session,
             membership,
@@ -181,7 +181,7 @@ impl App {
         &self,
         ctx: &RequestCtx,
         path: &str,
-        known: &Known,
+        known: &RememberedMember,
         f: TenantFn,
         cached: bool,
     ) -> Result<Response, Error> {
@@ -211,7 +211,7 @@ impl http::Handler for App {
     }
 
     fn worker_state(&self) -> Box<dyn Any + Send> {
-        Box::new(Memo::<Known>::default())
+        Box::new(Memo::<RememberedMember>::default())
     }
 
     fn handle(&self, req: &Request, state: &mut dyn Any) -> Response {
@@ -250,7 +250,7 @@ impl http::Handler for App {
             host: req.header("host"),
         };
         // One look at whether the catalog changed, for the whole request.
-        let fresh = match self.catalog.fresh() {
+        let fresh = match self.catalog.view() {
             Ok(fresh) => fresh,
             Err(e) => return Error::from(e).into_response(),
         };
@@ -267,7 +267,7 @@ impl http::Handler for App {
         // Our worker always passes the state it had us make; anything else gets a memo for
         // this one request.
         let mut own = None;
-        let memo = match state.downcast_mut::<Memo<Known>>() {
+        let memo = match state.downcast_mut::<Memo<RememberedMember>>() {
             Some(memo) => memo,
             None => own.insert(Memo::default()),
         };

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::catalog::{Fresh, IdentityError, Session, SessionKind, SystemAdmin, User};
+use crate::catalog::{CatalogView, IdentityError, Session, SessionKind, SystemAdmin, User};
 
 use super::token;
 
@@ -69,7 +69,7 @@ pub fn cookie_value<'a>(header: Option<&'a str>, name: &str) -> Option<&'a str> 
 /// for anything that does not authenticate: unknown, revoked, expired, a disabled user, or a
 /// kind that is not a credential (impersonation tickets are exchanged, never presented).
 pub fn authenticate(
-    catalog: &Fresh,
+    catalog: &CatalogView,
     digest: &token::TokenDigest,
     via: Via,
     now: i64,

@@ -1,10 +1,12 @@
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use uuid::Uuid;
 
 use super::*;
+use crate::db::DbError;
 
-use crate::test_kit::{add_tenant, assert_log_stayed_small, outside, Setup};
+use crate::test_kit::{add_tenant, assert_log_stayed_small, outside, Done, Setup};
 
 #[test]
 fn open_creates_the_layout_only_when_asked() {
@@ -384,12 +386,12 @@ fn the_catalogs_log_starts_over_under_back_to_back_writers() {
         }
         for _ in 0..WRITERS {
             s.spawn(|| {
+                let _done = Done(&writing);
                 for _ in 0..WRITES_EACH {
                     let mut entry = AuditEntry::new(ActorType::System, "test.burst");
                     entry.details = details.clone();
                     catalog.record_audit(&entry).unwrap();
                 }
-                writing.fetch_sub(1, Ordering::Relaxed);
             });
         }
     });

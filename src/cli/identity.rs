@@ -9,7 +9,7 @@ use crate::catalog::{
 };
 use crate::db::Create;
 
-use super::tenants::Failure;
+use super::tenants::CommandError;
 use super::{Args, CliError, Env};
 
 pub const USERS_HELP: &str = "\
@@ -48,12 +48,12 @@ admin's sessions and turns two-factor authentication off (re-enrol after logging
 Options: --data DIR [TENANTD_DATA, ./data], --json
 ";
 
-fn open(args: &mut Args, env: &Env, create: Create) -> Result<Catalog, Failure> {
+fn open(args: &mut Args, env: &Env, create: Create) -> Result<Catalog, CommandError> {
     super::tenants::open_catalog(&super::data_dir(args, env)?, create)
 }
 
-fn op<E: std::fmt::Display>(e: E) -> Failure {
-    Failure::Operation(e.to_string())
+fn op<E: std::fmt::Display>(e: E) -> CommandError {
+    CommandError::Operation(e.to_string())
 }
 
 fn need(args: &mut Args, flag: &str) -> Result<String, CliError> {
@@ -62,10 +62,10 @@ fn need(args: &mut Args, flag: &str) -> Result<String, CliError> {
 }
 
 /// The password given, or a random one to print.
-fn password_or_random(given: Option<String>) -> Result<(String, bool), Failure> {
+fn password_or_random(given: Option<String>) -> Result<(String, bool), CommandError> {
     match given {
         Some(p) if p.chars().count() >= 8 => Ok((p, false)),
-        Some(_) => Err(Failure::Usage(CliError(
+        Some(_) => Err(CommandError::Usage(CliError(
             "--password must be at least 8 characters".into(),
         ))),
         None => Ok((password::random(), true)),
@@ -83,7 +83,7 @@ fn audit(catalog: &Catalog, action: &str, target: (&str, String), tenant: Option
     }
 }
 
-pub fn users(args: &mut Args, env: &Env) -> Result<(), Failure> {
+pub fn users(args: &mut Args, env: &Env) -> Result<(), CommandError> {
     let json = args.flag("--json");
     let sub = args
         .positional()
@@ -127,7 +127,7 @@ pub fn users(args: &mut Args, env: &Env) -> Result<(), Failure> {
     Ok(())
 }
 
-pub fn members(args: &mut Args, env: &Env) -> Result<(), Failure> {
+pub fn members(args: &mut Args, env: &Env) -> Result<(), CommandError> {
     let json = args.flag("--json");
     let sub = args
         .positional()
@@ -143,14 +143,13 @@ pub fn members(args: &mut Args, env: &Env) -> Result<(), Failure> {
     let tenant = catalog
         .by_slug(&slug)
         .map_err(op)?
-        .ok_or_else(|| Failure::Operation(format!("no tenant {slug}")))?;
+        .ok_or_else(|| CommandError::Operation(format!("no tenant {slug}")))?;
     if sub == "invite" {
         return invite(&catalog, &tenant.id, &slug, &email, &role, json);
     }
-    let user = catalog
-        .user_by_email(&email)
-        .map_err(op)?
-        .ok_or_else(|| Failure::Operation(format!("no user {email} (tenantd users create)")))?;
+    let user = catalog.user_by_email(&email).map_err(op)?.ok_or_else(|| {
+        CommandError::Operation(format!("no user {email} (tenantd users create)"))
+    })?;
     let membership = catalog.add_member(&tenant.id, user.id, &role).map_err(op)?;
     audit(
         &catalog,
@@ -177,7 +176,7 @@ fn invite(
     email: &str,
     role: &str,
     json: bool,
-) -> Result<(), Failure> {
+) -> Result<(), CommandError> {
     let token = token::generate();
     let (invitation, replaced) = catalog
         .create_invitation(
@@ -221,7 +220,7 @@ fn invite(
     Ok(())
 }
 
-pub fn admin(args: &mut Args, env: &Env) -> Result<(), Failure> {
+pub fn admin(args: &mut Args, env: &Env) -> Result<(), CommandError> {
     let json = args.flag("--json");
     let sub = args
         .positional()
@@ -245,7 +244,7 @@ pub fn admin(args: &mut Args, env: &Env) -> Result<(), Failure> {
             let admin = catalog
                 .admin_by_email(&email)
                 .map_err(op)?
-                .ok_or_else(|| Failure::Operation(format!("no system admin {email}")))?;
+                .ok_or_else(|| CommandError::Operation(format!("no system admin {email}")))?;
             catalog
                 .set_admin_password_hash(admin.id, &hash)
                 .map_err(op)?;

@@ -193,7 +193,7 @@ Logging follows RUST_LOG (default: info, one line per request).
 struct Command {
     name: &'static str,
     help: &'static str,
-    run: fn(&mut Args, &Env) -> Result<i32, tenants::Failure>,
+    run: fn(&mut Args, &Env) -> Result<i32, tenants::CommandError>,
 }
 
 const COMMANDS: &[Command] = &[
@@ -281,14 +281,14 @@ pub fn run(argv: Vec<String>) -> i32 {
             };
             return match (command.run)(&mut args, &Env::process()) {
                 Ok(code) => code,
-                Err(tenants::Failure::Usage(e)) => {
+                Err(tenants::CommandError::Usage(e)) => {
                     eprintln!(
                         "tenantd: {e}\n\n{}\nRun `tenantd {name} --help` for its options.",
                         usage_of(command.help)
                     );
                     2
                 }
-                Err(tenants::Failure::Operation(message)) => {
+                Err(tenants::CommandError::Operation(message)) => {
                     eprintln!("tenantd: {message}");
                     1
                 }
@@ -320,7 +320,7 @@ Prints the app id, key and secret that Pusher clients and publishers use: the ke
 pusher-js or Laravel Echo, all three in a Pusher server SDK. Made on the first run.
 ";
 
-fn realtime_command(args: &mut Args, env: &Env) -> Result<i32, tenants::Failure> {
+fn realtime_command(args: &mut Args, env: &Env) -> Result<i32, tenants::CommandError> {
     let data = data_dir(args, env)?;
     let json = args.flag("--json");
     match args.positional().as_deref() {
@@ -336,7 +336,7 @@ fn realtime_command(args: &mut Args, env: &Env) -> Result<i32, tenants::Failure>
     args.finish_ref()?;
     let catalog = tenants::open_catalog(&data, crate::db::Create::Never)?;
     let c = crate::realtime::Credentials::load_or_create(&catalog)
-        .map_err(|e| tenants::Failure::Operation(e.to_string()))?;
+        .map_err(|e| tenants::CommandError::Operation(e.to_string()))?;
     if json {
         println!(
             "{}",

@@ -55,20 +55,20 @@ is 1 if any tenant failed. Safe while a server runs on the same data directory.
 ";
 
 /// What a command failed on: an error of the operation (exit 1) or of the command line (exit 2).
-pub enum Failure {
+pub enum CommandError {
     Usage(CliError),
     Operation(String),
 }
 
-impl From<CliError> for Failure {
+impl From<CliError> for CommandError {
     fn from(e: CliError) -> Self {
-        Failure::Usage(e)
+        CommandError::Usage(e)
     }
 }
 
-impl From<LifecycleError> for Failure {
+impl From<LifecycleError> for CommandError {
     fn from(e: LifecycleError) -> Self {
-        Failure::Operation(e.to_string())
+        CommandError::Operation(e.to_string())
     }
 }
 
@@ -76,10 +76,10 @@ impl From<LifecycleError> for Failure {
 /// command run on a directory without a catalog has most likely been given the wrong one
 /// (a mistyped `--data`, another working directory), and an empty installation made there
 /// would only hide that.
-pub(super) fn open_catalog(data: &Path, create: Create) -> Result<Catalog, Failure> {
+pub(super) fn open_catalog(data: &Path, create: Create) -> Result<Catalog, CommandError> {
     if create == Create::Never && !data.join("central.db").exists() {
         let shown = std::path::absolute(data).unwrap_or_else(|_| data.to_path_buf());
-        return Err(Failure::Operation(format!(
+        return Err(CommandError::Operation(format!(
             "no tenantd catalog in {dir} (looked for {dir}/central.db). `tenantd serve --data {given}` \
              makes one on its first start; if your data is elsewhere, pass --data DIR or set \
              TENANTD_DATA",
@@ -88,7 +88,7 @@ pub(super) fn open_catalog(data: &Path, create: Create) -> Result<Catalog, Failu
         )));
     }
     Catalog::open(data, create).map_err(|e| {
-        Failure::Operation(format!(
+        CommandError::Operation(format!(
             "cannot open the catalog in {}: {e}",
             data.display()
         ))
@@ -100,7 +100,7 @@ fn required(args: &mut Args, what: &str) -> Result<String, CliError> {
         .ok_or_else(|| CliError(format!("missing the <{what}> argument")))
 }
 
-pub fn tenants(args: &mut Args, env: &Env) -> Result<(), Failure> {
+pub fn tenants(args: &mut Args, env: &Env) -> Result<(), CommandError> {
     let data = super::data_dir(args, env)?;
     let json = args.flag("--json");
     let sub = args
@@ -292,7 +292,7 @@ fn print_record(record: &Arc<TenantRecord>, json: bool) {
     }
 }
 
-pub fn migrate(args: &mut Args, env: &Env) -> Result<(), Failure> {
+pub fn migrate(args: &mut Args, env: &Env) -> Result<(), CommandError> {
     let data = super::data_dir(args, env)?;
     let json = args.flag("--json");
     let status_only = args.flag("--status");
@@ -369,7 +369,7 @@ pub fn migrate(args: &mut Args, env: &Env) -> Result<(), Failure> {
         );
     }
     if summary.failed_count() > 0 {
-        return Err(Failure::Operation(format!(
+        return Err(CommandError::Operation(format!(
             "{} tenants failed to migrate",
             summary.failed_count()
         )));

@@ -179,7 +179,9 @@ struct Slot {
     settled: Condvar,
 }
 
-pub(super) struct Inner {
+/// What the `Registry` handle and its sweeper job share: the slots, the counters and the
+/// checkpoint queue. The sweeper holds it weakly and is cancelled when the `Registry` drops.
+pub(super) struct Shared {
     data_dir: PathBuf,
     config: RegistryConfig,
     threads: Arc<ScheduledThreadPool>,
@@ -196,14 +198,14 @@ pub(super) struct Inner {
 /// Tenant pools, opened lazily and closed by LRU, idleness or `evict`.
 /// Share it between threads (e.g. in an `Arc`).
 pub struct Registry {
-    pub(super) inner: Arc<Inner>,
+    pub(super) shared: Arc<Shared>,
     sweeper: Option<JobHandle>,
 }
 
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registry")
-            .field("data_dir", &self.inner.data_dir)
+            .field("data_dir", &self.shared.data_dir)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
@@ -226,7 +228,7 @@ impl Registry {
         let (checkpoints, queue) = crossbeam_channel::unbounded();
         spawn_checkpointer(queue);
         let reads = reads::Budget::new(config.read_cache_bytes);
-        let inner = Arc::new(Inner {
+        let shared = Arc::new(Shared {
             data_dir: data_dir.to_path_buf(),
             threads: db::thread_pool(config.threads),
             config,
@@ -242,24 +244,24 @@ impl Registry {
         // per-pool reaper: that reaper is a periodic job r2d2 never cancels,
         // so pools that come and go would pile up jobs on the shared
         // scheduler.
-        let sweeper = inner.config.idle_timeout.map(|idle| {
+        let sweeper = shared.config.idle_timeout.map(|idle| {
             let period = (idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
-            let weak: Weak<Inner> = Arc::downgrade(&inner);
-            inner
+            let weak: Weak<Shared> = Arc::downgrade(&shared);
+            shared
                 .threads
                 .execute_at_fixed_rate(period, period, move || {
-                    if let Some(inner) = weak.upgrade() {
-                        inner.sweep();
+                    if let Some(shared) = weak.upgrade() {
+                        shared.sweep();
                     }
                 })
         });
-        Registry { inner, sweeper }
+        Registry { shared, sweeper }
     }
 
     /// The tenant's context, opening (and on first use migrating) its
     /// database. Suspended and deleted tenants are refused.
     pub fn open(&self, record: Arc<TenantRecord>) -> Result<Tenant, TenancyError> {
-        self.open_with(record, Inner::open_pool)
+        self.open_with(record, Shared::open_pool)
     }
 
     /// [`Registry::open`] with the step that opens the pool given: tests pass one that fails
@@ -267,7 +269,7 @@ impl Registry {
     pub(super) fn open_with(
         &self,
         record: Arc<TenantRecord>,
-        open_pool: impl FnOnce(&Inner, &TenantRecord, &Path) -> Result<OpenPool, String>,
+        open_pool: impl FnOnce(&Shared, &TenantRecord, &Path) -> Result<OpenPool, String>,
     ) -> Result<Tenant, TenancyError> {
         match record.status {
             TenantStatus::Active => {}
@@ -282,10 +284,10 @@ impl Registry {
                 })
             }
         }
-        let inner = &self.inner;
+        let shared = &self.shared;
         loop {
-            let slot = inner.slot(&record.id);
-            let state = inner.wait_while_opening(&slot, &record)?;
+            let slot = shared.slot(&record.id);
+            let state = shared.wait_while_opening(&slot, &record)?;
             match &*state {
                 SlotState::Opening => unreachable!("waited above"),
                 SlotState::Retired => continue,
@@ -296,7 +298,7 @@ impl Registry {
                         record,
                     });
                 }
-                SlotState::Failed { reason, at } if at.elapsed() < inner.config.retry_after => {
+                SlotState::Failed { reason, at } if at.elapsed() < shared.config.retry_after => {
                     return Err(TenancyError::Unavailable {
                         tenant: record.slug.clone(),
                         reason: reason.clone(),
@@ -304,15 +306,15 @@ impl Registry {
                 }
                 SlotState::Failed { .. } | SlotState::Empty => {}
             }
-            return inner.open_slot(&slot, state, record, open_pool);
+            return shared.open_slot(&slot, state, record, open_pool);
         }
     }
 
     /// Closes the tenant's pool (before purging its file, say). Returns
     /// whether a pool was open; `InUse` if someone still holds it.
     pub fn evict(&self, tenant_id: &str) -> Result<bool, TenancyError> {
-        let inner = &self.inner;
-        let Some(slot) = lock(&inner.slots).get(tenant_id).cloned() else {
+        let shared = &self.shared;
+        let Some(slot) = lock(&shared.slots).get(tenant_id).cloned() else {
             return Ok(false);
         };
         let mut state = lock(&slot.state);
@@ -336,14 +338,14 @@ impl Registry {
         };
         let old = std::mem::replace(&mut *state, SlotState::Retired);
         {
-            let mut slots = lock(&inner.slots);
+            let mut slots = lock(&shared.slots);
             if slots.get(tenant_id).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
                 slots.remove(tenant_id);
             }
         }
         drop(state);
         if let SlotState::Open(pool) = old {
-            inner.closed(pool);
+            shared.closed(pool);
         }
         Ok(closed)
     }
@@ -351,23 +353,23 @@ impl Registry {
     /// Closes pools unused for `idle_timeout` and forgets failures older than
     /// `retry_after`. Runs periodically on its own; returns pools closed.
     pub fn close_idle(&self) -> usize {
-        self.inner.sweep()
+        self.shared.sweep()
     }
 
     pub fn open_count(&self) -> usize {
-        self.inner.open.load(Ordering::SeqCst)
+        self.shared.open.load(Ordering::SeqCst)
     }
 
     pub fn stats(&self) -> RegistryStats {
         RegistryStats {
             open_pools: self.open_count(),
-            pools_opened: self.inner.opened_total.load(Ordering::Relaxed),
-            pools_closed: self.inner.closed_total.load(Ordering::Relaxed),
+            pools_opened: self.shared.opened_total.load(Ordering::Relaxed),
+            pools_closed: self.shared.closed_total.load(Ordering::Relaxed),
         }
     }
 }
 
-impl Inner {
+impl Shared {
     /// The tenant's slot, made `Empty` on first sight.
     fn slot(&self, id: &str) -> Arc<Slot> {
         let mut slots = lock(&self.slots);
@@ -417,7 +419,7 @@ impl Inner {
         slot: &Slot,
         mut state: MutexGuard<'_, SlotState>,
         record: Arc<TenantRecord>,
-        open_pool: impl FnOnce(&Inner, &TenantRecord, &Path) -> Result<OpenPool, String>,
+        open_pool: impl FnOnce(&Shared, &TenantRecord, &Path) -> Result<OpenPool, String>,
     ) -> Result<Tenant, TenancyError> {
         let Some(path) = tenant_db_path(&self.data_dir, &record.id) else {
             let reason = "catalog id is not a canonical UUID".to_string();

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 
 use super::lifecycle::{self, LifecycleError, MigrateConfig, NewTenant};
-use super::registry::{Clock, Inner, OpenPool, TOUCH_GRAIN_NANOS};
+use super::registry::{Clock, OpenPool, Shared, TOUCH_GRAIN_NANOS};
 use super::*;
 use crate::catalog::{TenantStatus, CENTRAL_DB};
 use crate::db::{Create, DbKind};
-use crate::test_kit::{assert_log_stayed_small, count, quiet, Setup};
+use crate::test_kit::{assert_log_stayed_small, count, quiet, Done, Setup};
 
 /// The tenancy tests' own readings of a [`Setup`].
 trait TenancySetup {
@@ -251,7 +251,7 @@ fn a_panic_while_opening_leaves_the_tenant_to_be_tried_again() {
         open_wait: Duration::from_millis(100),
         ..quiet()
     });
-    let panicking = |_: &Inner, _: &TenantRecord, _: &Path| -> Result<OpenPool, String> {
+    let panicking = |_: &Shared, _: &TenantRecord, _: &Path| -> Result<OpenPool, String> {
         panic!("a bug while opening")
     };
     match registry.open_with(Arc::clone(&record), panicking) {
@@ -844,14 +844,6 @@ fn writes_checkpoint_the_log_outside_the_write_turn() {
 }
 
 /// Counts a writer out however its thread ends, so the readers stop.
-struct Done<'a>(&'a std::sync::atomic::AtomicUsize);
-
-impl Drop for Done<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
 /// The log starts over from its beginning only once a checkpoint has copied all of it with no
 /// writer in between. Writers queued back to back leave no such gap for the checkpoint thread,
 /// so without a writer finishing the checkpoint in its own turn the log grows as long as the
@@ -1053,7 +1045,7 @@ fn the_read_cache_keeps_to_its_budget_and_can_be_off() {
     }
     let (entries, bytes) = tenant.pool.reads.len();
     assert!(bytes <= 16 * 1024, "{bytes} bytes kept");
-    assert_eq!(registry.inner.reads.used(), bytes);
+    assert_eq!(registry.shared.reads.used(), bytes);
     assert!((16..40).contains(&entries), "{entries} entries");
     // The most recent stay, the oldest went, but for the one read.
     assert!(matches!(
@@ -1086,7 +1078,7 @@ fn the_read_cache_keeps_to_its_budget_and_can_be_off() {
     // Closing the pool gives the budget back.
     drop(tenant);
     registry.evict(&record.id).unwrap();
-    assert_eq!(registry.inner.reads.used(), 0);
+    assert_eq!(registry.shared.reads.used(), 0);
 
     let off = setup.registry(RegistryConfig {
         read_cache_bytes: 0,

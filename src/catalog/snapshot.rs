@@ -1,0 +1,398 @@
+//! The in-memory snapshot of every tenant record, the watcher that reloads it when the catalog
+//! file changed (by this process or another), and `CatalogView`, the per-request view that checks
+//! for changes once.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use rusqlite::{Connection, Transaction};
+
+use super::{
+    lock, Catalog, CatalogError, DomainRecord, IdentityError, Membership, Session, TenantRecord,
+    TenantStatus, User,
+};
+use crate::db::probe::{self, WalProbe};
+
+/// The whole catalog at one moment. Immutable: a change builds a new one.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    by_id: HashMap<String, Arc<TenantRecord>>,
+    by_slug: HashMap<String, Arc<TenantRecord>>,
+    by_domain: HashMap<String, Arc<TenantRecord>>,
+}
+
+impl Snapshot {
+    pub fn by_id(&self, id: &str) -> Option<&Arc<TenantRecord>> {
+        self.by_id.get(id)
+    }
+
+    pub fn by_slug(&self, slug: &str) -> Option<&Arc<TenantRecord>> {
+        self.by_slug.get(slug)
+    }
+
+    /// `domain` must already be lower-case (see [`normalize_host`]).
+    pub fn by_domain(&self, domain: &str) -> Option<&Arc<TenantRecord>> {
+        self.by_domain.get(domain)
+    }
+
+    /// Every tenant, deleted ones included, by slug.
+    pub fn list(&self) -> Vec<Arc<TenantRecord>> {
+        let mut all: Vec<_> = self.by_id.values().cloned().collect();
+        all.sort_by(|a, b| a.slug.cmp(&b.slug));
+        all
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    fn insert(&mut self, record: Arc<TenantRecord>) {
+        for d in &record.domains {
+            self.by_domain.insert(d.domain.clone(), Arc::clone(&record));
+        }
+        self.by_slug
+            .insert(record.slug.clone(), Arc::clone(&record));
+        self.by_id.insert(record.id.clone(), record);
+    }
+
+    /// Takes the tenant out, with the slug and domains that still lead to it (another tenant
+    /// may hold them by now).
+    fn remove(&mut self, id: &str) {
+        let Some(old) = self.by_id.remove(id) else {
+            return;
+        };
+        if self.by_slug.get(&old.slug).is_some_and(|r| r.id == id) {
+            self.by_slug.remove(&old.slug);
+        }
+        for d in &old.domains {
+            if self.by_domain.get(&d.domain).is_some_and(|r| r.id == id) {
+                self.by_domain.remove(&d.domain);
+            }
+        }
+    }
+}
+
+/// A Host header value as a catalog domain: lower-cased, without a `:port`
+/// or trailing dot. The result is only a lookup key; it is not validated.
+pub fn normalize_host(host: &str) -> Cow<'_, str> {
+    let host = host.trim();
+    let host = match host.rsplit_once(':') {
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    // Every request's Host passes here, and is almost always lower-case already.
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
+/// The connection that watches `PRAGMA data_version`. It never writes: the
+/// pragma only moves for commits made by *other* connections, which is what
+/// makes it see both our pool's writes and another process's.
+pub(super) struct Watcher {
+    conn: Connection,
+    /// The `PRAGMA data_version` the snapshot was last brought up to.
+    data_version: Option<i64>,
+    /// The last `tenant_changes.seq` the snapshot includes; `None` before the first load.
+    log_seq: Option<i64>,
+}
+
+impl Watcher {
+    /// Nothing seen yet: the first check loads everything.
+    pub(super) fn new(conn: Connection) -> Watcher {
+        Watcher {
+            conn,
+            data_version: None,
+            log_seq: None,
+        }
+    }
+}
+
+/// The snapshot, and the WAL-index header as read just before the last check that found it
+/// current: while the header reads the same, the snapshot is still current.
+pub(super) struct LastCheck {
+    header: Option<probe::Header>,
+    snapshot: Arc<Snapshot>,
+}
+
+impl LastCheck {
+    pub(super) fn empty() -> LastCheck {
+        LastCheck {
+            header: None,
+            snapshot: Arc::new(Snapshot::default()),
+        }
+    }
+}
+
+/// A request's view of the catalog: checked for changes once, when the request began (see
+/// [`Catalog::view`]), then trusted for the request's whole life. `snapshot` answers tenant
+/// lookups and the methods answer identity reads through the read cache, so while the catalog
+/// is unchanged they cost no query.
+pub struct CatalogView<'a> {
+    pub catalog: &'a Catalog,
+    pub snapshot: Arc<Snapshot>,
+    /// Changes with every commit to the catalog seen so far (by this process or, through the
+    /// check that made this `CatalogView`, another): what was read under one value may be kept and
+    /// trusted for as long as a later `CatalogView` has the same.
+    pub generation: u64,
+}
+
+impl CatalogView<'_> {
+    pub fn session_by_token_hash(
+        &self,
+        hash: &str,
+        now: i64,
+    ) -> Result<Option<Arc<Session>>, IdentityError> {
+        self.catalog.cached_session(hash, now)
+    }
+
+    pub fn user_by_id(&self, id: i64) -> Result<Option<Arc<User>>, IdentityError> {
+        self.catalog.cached_user(id)
+    }
+
+    pub fn membership(
+        &self,
+        user_id: i64,
+        tenant_id: &str,
+    ) -> Result<Option<Arc<Membership>>, IdentityError> {
+        self.catalog.cached_membership(user_id, tenant_id)
+    }
+}
+
+impl Catalog {
+    /// The current snapshot, reloaded first if the catalog changed since the
+    /// last look. Costs a 96-byte copy of the mapped WAL-index header when nothing
+    /// changed, and a `PRAGMA data_version` when the header moved.
+    pub fn snapshot(&self) -> Result<Arc<Snapshot>, CatalogError> {
+        // Read before the real check, never after: see `db::probe`.
+        let header = self.probe.as_ref().map(WalProbe::read);
+        if header.is_some() {
+            let last = self.last_check.read().unwrap_or_else(|e| e.into_inner());
+            if last.header == header {
+                return Ok(Arc::clone(&last.snapshot));
+            }
+        }
+        {
+            let mut watcher = lock(&self.watcher);
+            let version: i64 = watcher
+                .conn
+                .prepare_cached("PRAGMA data_version")?
+                .query_row([], |row| row.get(0))?;
+            let mut current = watcher.data_version == Some(version);
+            if !current {
+                self.generation.fetch_add(1, Ordering::SeqCst);
+                // Read after the version: a commit in between only causes
+                // one extra refresh later, never a missed one. A refresh that
+                // fails keeps the last good snapshot serving (if there is one).
+                let base = Arc::clone(
+                    &self
+                        .last_check
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .snapshot,
+                );
+                match refresh(&mut watcher, &base) {
+                    Ok(refreshed) => {
+                        if let Some(fresh) = refreshed {
+                            self.last_check
+                                .write()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .snapshot = Arc::new(fresh);
+                            self.reloads.fetch_add(1, Ordering::Relaxed);
+                        }
+                        watcher.data_version = Some(version);
+                        current = true;
+                    }
+                    Err(e) if watcher.data_version.is_some() => {
+                        log::error!("catalog reload failed, serving the previous copy: {e}");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if current {
+                self.last_check
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .header = header;
+            }
+        }
+        Ok(Arc::clone(
+            &self
+                .last_check
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .snapshot,
+        ))
+    }
+
+    /// The catalog as of now: checks `PRAGMA data_version` once and hands out reads that
+    /// trust that check. A request takes one at its start, so its identity reads (session,
+    /// user, membership) cost no query while nothing changed, and see every change committed
+    /// before the request began, by this process or another.
+    pub fn view(&self) -> Result<CatalogView<'_>, CatalogError> {
+        let snapshot = self.snapshot()?;
+        Ok(CatalogView {
+            catalog: self,
+            snapshot,
+            // Read after the check, before any read it vouches for: a commit in between only
+            // makes what is kept under it useless sooner.
+            generation: self.generation.load(Ordering::SeqCst),
+        })
+    }
+
+    /// How many times the snapshot was rebuilt (for tests and metrics).
+    pub fn snapshot_reloads(&self) -> u64 {
+        self.reloads.load(Ordering::Relaxed)
+    }
+
+    pub fn by_id(&self, id: &str) -> Result<Option<Arc<TenantRecord>>, CatalogError> {
+        Ok(self.snapshot()?.by_id(id).cloned())
+    }
+
+    pub fn by_slug(&self, slug: &str) -> Result<Option<Arc<TenantRecord>>, CatalogError> {
+        Ok(self.snapshot()?.by_slug(slug).cloned())
+    }
+
+    /// Looks up a Host header value (any case, with or without a port).
+    pub fn by_domain(&self, host: &str) -> Result<Option<Arc<TenantRecord>>, CatalogError> {
+        Ok(self.snapshot()?.by_domain(&normalize_host(host)).cloned())
+    }
+
+    /// Every tenant, deleted ones included, by slug.
+    pub fn list(&self) -> Result<Vec<Arc<TenantRecord>>, CatalogError> {
+        Ok(self.snapshot()?.list())
+    }
+}
+
+/// Brings `base` up to the catalog as of now, in one read transaction: `None` if no tenant or
+/// domain changed since the last look (a session, an audit entry), the changed tenants alone
+/// re-read if `tenant_changes` covers the gap, or everything.
+fn refresh(watcher: &mut Watcher, base: &Snapshot) -> Result<Option<Snapshot>, CatalogError> {
+    let tx = watcher.conn.transaction()?;
+    let (first, last): (Option<i64>, Option<i64>) = tx
+        .prepare_cached("SELECT min(seq), max(seq) FROM tenant_changes")?
+        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    let last = last.unwrap_or(0);
+    let snapshot = match watcher.log_seq {
+        Some(seen) if seen == last => None,
+        // The log is complete after `seen`: it was never pruned past it, nor went back (a
+        // catalog restored from a backup).
+        Some(seen) if seen < last && first.is_some_and(|first| first <= seen + 1) => {
+            let mut changed: Vec<String> = tx
+                .prepare_cached("SELECT DISTINCT tenant_id FROM tenant_changes WHERE seq > ?1")?
+                .query_map([seen], |row| row.get(0))?
+                .collect::<Result<_, _>>()?;
+            changed.sort();
+            let mut next = base.clone();
+            // Out first, all of them, then in: a slug or domain may have passed from one
+            // changed tenant to another.
+            for id in &changed {
+                next.remove(id);
+            }
+            for id in &changed {
+                if let Some(record) = load_tenant(&tx, id)? {
+                    next.insert(Arc::new(record));
+                }
+            }
+            Some(next)
+        }
+        _ => Some(load_all(&tx)?),
+    };
+    tx.finish()?;
+    watcher.log_seq = Some(last);
+    Ok(snapshot)
+}
+
+const TENANT_COLUMNS: &str = "id, slug, name, status, settings, created_at, updated_at, deleted_at";
+
+fn tenant_from_row(
+    row: &rusqlite::Row<'_>,
+    domains: Vec<DomainRecord>,
+) -> Result<TenantRecord, CatalogError> {
+    let id: String = row.get(0)?;
+    let status: String = row.get(3)?;
+    let settings: String = row.get(4)?;
+    let status = TenantStatus::parse(&status).ok_or_else(|| CatalogError::Corrupt {
+        id: id.clone(),
+        message: format!("unknown status {status:?}"),
+    })?;
+    // Settings do not route requests: one that does not parse (valid for SQLite's
+    // json_valid, too deep for serde) must not take every tenant down with it.
+    let settings = serde_json::from_str(&settings).unwrap_or_else(|e| {
+        log::error!("tenant {id}: settings ignored, they do not parse: {e}");
+        serde_json::Value::Object(Default::default())
+    });
+    Ok(TenantRecord {
+        domains,
+        id,
+        slug: row.get(1)?,
+        name: row.get(2)?,
+        status,
+        settings,
+        created_at: row.get(5)?,
+        updated_at: row.get(6)?,
+        deleted_at: row.get(7)?,
+    })
+}
+
+fn domain_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DomainRecord> {
+    Ok(DomainRecord {
+        domain: row.get(0)?,
+        is_primary: row.get(1)?,
+    })
+}
+
+/// One tenant with its domains, as of the caller's transaction; `None` if it is gone.
+fn load_tenant(tx: &Transaction<'_>, id: &str) -> Result<Option<TenantRecord>, CatalogError> {
+    let domains = tx
+        .prepare_cached(
+            "SELECT domain, is_primary FROM domains WHERE tenant_id = ?1
+             ORDER BY is_primary DESC, domain",
+        )?
+        .query_map([id], domain_from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut stmt = tx.prepare_cached(&format!(
+        "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"
+    ))?;
+    let mut rows = stmt.query([id])?;
+    match rows.next()? {
+        Some(row) => Ok(Some(tenant_from_row(row, domains)?)),
+        None => Ok(None),
+    }
+}
+
+/// Every tenant with its domains, as of the caller's transaction.
+fn load_all(tx: &Transaction<'_>) -> Result<Snapshot, CatalogError> {
+    let mut domains: HashMap<String, Vec<DomainRecord>> = HashMap::new();
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT domain, is_primary, tenant_id FROM domains
+             ORDER BY tenant_id, is_primary DESC, domain",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            domains
+                .entry(row.get(2)?)
+                .or_default()
+                .push(domain_from_row(row)?);
+        }
+    }
+    let mut snapshot = Snapshot::default();
+    let mut stmt = tx.prepare_cached(&format!("SELECT {TENANT_COLUMNS} FROM tenants"))?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let id: String = row.get(0)?;
+        let own = domains.remove(&id).unwrap_or_default();
+        snapshot.insert(Arc::new(tenant_from_row(row, own)?));
+    }
+    Ok(snapshot)
+}

@@ -1,0 +1,370 @@
+//! Tenant records (status, slug, name, domains) and the writes that change them: insert, status
+//! transitions, slug renames, domains and deletion, each in one transaction. Reads are answered
+//! from the snapshot (see `snapshot`).
+
+use std::fmt;
+use std::sync::Arc;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+use super::{
+    normalize_host, permissions, validate_domain, validate_name, validate_slug, Catalog,
+    CatalogError, ValidationError,
+};
+use crate::db;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantStatus {
+    Active,
+    Suspended,
+    Deleted,
+}
+
+impl TenantStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantStatus::Active => "active",
+            TenantStatus::Suspended => "suspended",
+            TenantStatus::Deleted => "deleted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TenantStatus> {
+        match s {
+            "active" => Some(TenantStatus::Active),
+            "suspended" => Some(TenantStatus::Suspended),
+            "deleted" => Some(TenantStatus::Deleted),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for TenantStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DomainRecord {
+    pub domain: String,
+    pub is_primary: bool,
+}
+
+/// One catalog row with its domains. Timestamps are RFC 3339 UTC text.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TenantRecord {
+    /// Hyphenated lower-case UUID; also the tenant's file name.
+    pub id: String,
+    pub slug: String,
+    pub name: String,
+    pub status: TenantStatus,
+    pub settings: serde_json::Value,
+    pub created_at: String,
+    pub updated_at: String,
+    pub deleted_at: Option<String>,
+    /// Primary first, then by name.
+    pub domains: Vec<DomainRecord>,
+}
+
+impl TenantRecord {
+    pub fn primary_domain(&self) -> Option<&str> {
+        self.domains
+            .iter()
+            .find(|d| d.is_primary)
+            .map(|d| d.domain.as_str())
+    }
+}
+
+impl Catalog {
+    fn fetch(&self, id: &str) -> Result<Arc<TenantRecord>, CatalogError> {
+        self.by_id(id)?
+            .ok_or_else(|| CatalogError::NotFound(id.to_string()))
+    }
+
+    /// Inserts a tenant, its domains (the first one primary) and its built-in
+    /// roles in one transaction. The caller picks the id because the tenant's file is
+    /// named after it and exists before the row does.
+    pub fn insert_tenant(
+        &self,
+        id: &uuid::Uuid,
+        slug: &str,
+        name: &str,
+        domains: &[String],
+    ) -> Result<Arc<TenantRecord>, CatalogError> {
+        self.insert_tenant_row(id, slug, name, domains)?;
+        self.fetch(&id.hyphenated().to_string())
+    }
+
+    /// The insert alone: `Ok` means the row is committed, which provisioning
+    /// needs to know exactly before it decides to remove the tenant's file.
+    pub(crate) fn insert_tenant_row(
+        &self,
+        id: &uuid::Uuid,
+        slug: &str,
+        name: &str,
+        domains: &[String],
+    ) -> Result<(), CatalogError> {
+        let id = id.hyphenated().to_string();
+        validate_slug(slug)?;
+        let name = validate_name(name)?;
+        let domains = validate_domains(domains)?;
+        self.write(|tx| {
+            if slug_owner(tx, slug)?.is_some() {
+                return Err(CatalogError::SlugTaken(slug.to_string()));
+            }
+            for domain in &domains {
+                if domain_owner(tx, domain)?.is_some() {
+                    return Err(CatalogError::DomainTaken(domain.clone()));
+                }
+            }
+            let now = db::now_rfc3339();
+            tx.execute(
+                "INSERT INTO tenants (id, slug, name, status, settings, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, 'active', '{}', ?4, ?4)",
+                params![id, slug, name, now],
+            )
+            .map_err(|e| unique_violation(e, slug, ""))?;
+            for (i, domain) in domains.iter().enumerate() {
+                insert_domain(tx, &id, domain, i == 0)?;
+            }
+            // Same transaction: no tenant is ever seen without its built-in roles.
+            permissions::seed_builtin_roles(tx, &id, &now)?;
+            Ok(())
+        })
+    }
+
+    /// Sets the status; `deleted_at` is stamped on deletion (kept if already
+    /// deleted) and cleared otherwise.
+    pub fn set_status(
+        &self,
+        id: &str,
+        status: TenantStatus,
+    ) -> Result<Arc<TenantRecord>, CatalogError> {
+        self.write(|tx| {
+            let now = db::now_rfc3339();
+            let changed = tx.execute(
+                "UPDATE tenants
+                 SET status = ?2,
+                     updated_at = ?3,
+                     deleted_at = CASE WHEN ?2 = 'deleted' THEN COALESCE(deleted_at, ?3) END
+                 WHERE id = ?1",
+                params![id, status.as_str(), now],
+            )?;
+            if changed == 0 {
+                return Err(CatalogError::NotFound(id.to_string()));
+            }
+            Ok(())
+        })?;
+        self.fetch(id)
+    }
+
+    pub fn rename_slug(&self, id: &str, new_slug: &str) -> Result<Arc<TenantRecord>, CatalogError> {
+        validate_slug(new_slug)?;
+        self.write(|tx| {
+            match slug_owner(tx, new_slug)? {
+                Some(owner) if owner == id => return Ok(()),
+                Some(_) => return Err(CatalogError::SlugTaken(new_slug.to_string())),
+                None => {}
+            }
+            let changed = tx
+                .execute(
+                    "UPDATE tenants SET slug = ?2, updated_at = ?3 WHERE id = ?1",
+                    params![id, new_slug, db::now_rfc3339()],
+                )
+                .map_err(|e| unique_violation(e, new_slug, ""))?;
+            if changed == 0 {
+                return Err(CatalogError::NotFound(id.to_string()));
+            }
+            Ok(())
+        })?;
+        self.fetch(id)
+    }
+
+    /// Adds a domain; it becomes primary if the tenant has none. Adding a
+    /// domain the tenant already has changes nothing.
+    pub fn add_domain(&self, id: &str, domain: &str) -> Result<Arc<TenantRecord>, CatalogError> {
+        let domain = validate_domain(domain)?;
+        self.write(|tx| {
+            if !tenant_exists(tx, id)? {
+                return Err(CatalogError::NotFound(id.to_string()));
+            }
+            match domain_owner(tx, &domain)? {
+                Some(owner) if owner == id => return Ok(()),
+                Some(_) => return Err(CatalogError::DomainTaken(domain.clone())),
+                None => {}
+            }
+            let has_primary: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM domains WHERE tenant_id = ?1 AND is_primary = 1)",
+                [id],
+                |row| row.get(0),
+            )?;
+            insert_domain(tx, id, &domain, !has_primary)?;
+            touch(tx, id)
+        })?;
+        self.fetch(id)
+    }
+
+    /// Removes one of the tenant's domains. If it was the primary one, the
+    /// alphabetically first remaining domain becomes primary.
+    pub fn remove_domain(&self, id: &str, domain: &str) -> Result<Arc<TenantRecord>, CatalogError> {
+        let domain = normalize_host(domain).into_owned();
+        self.write(|tx| {
+            let was_primary: Option<bool> = tx
+                .query_row(
+                    "DELETE FROM domains WHERE domain = ?1 AND tenant_id = ?2 RETURNING is_primary",
+                    params![domain, id],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            match was_primary {
+                None => return Err(CatalogError::DomainNotFound(domain.clone())),
+                Some(true) => {
+                    tx.execute(
+                        "UPDATE domains SET is_primary = 1
+                         WHERE domain = (SELECT domain FROM domains WHERE tenant_id = ?1
+                                         ORDER BY domain LIMIT 1)",
+                        [id],
+                    )?;
+                }
+                Some(false) => {}
+            }
+            touch(tx, id)
+        })?;
+        self.fetch(id)
+    }
+
+    /// Moves a tenant to `to` only if its status is still one of `from`, in one
+    /// transaction, so two lifecycle changes racing each other cannot both act
+    /// on a status that one of them already changed. `None`: the status was
+    /// not one of `from` (the caller re-reads and decides what to say).
+    pub fn transition(
+        &self,
+        id: &str,
+        from: &[TenantStatus],
+        to: TenantStatus,
+    ) -> Result<Option<Arc<TenantRecord>>, CatalogError> {
+        let changed = self.write(|tx| {
+            let now = db::now_rfc3339();
+            let mut changed = 0;
+            for status in from {
+                changed += tx.execute(
+                    "UPDATE tenants
+                     SET status = ?2,
+                         updated_at = ?3,
+                         deleted_at = CASE WHEN ?2 = 'deleted' THEN COALESCE(deleted_at, ?3) END
+                     WHERE id = ?1 AND status = ?4",
+                    params![id, to.as_str(), now, status.as_str()],
+                )?;
+            }
+            Ok::<_, CatalogError>(changed)
+        })?;
+        if changed == 0 {
+            return Ok(None);
+        }
+        self.fetch(id).map(Some)
+    }
+
+    /// Deletes the row only if the tenant is (still) deleted, in one
+    /// transaction: a restore that got there first wins. Its domains, roles,
+    /// memberships and tenant-bound sessions go with it; audit rows stay.
+    pub fn delete_row_if_deleted(&self, id: &str) -> Result<bool, CatalogError> {
+        self.write(|tx| {
+            Ok(tx.execute(
+                "DELETE FROM tenants WHERE id = ?1 AND status = 'deleted'",
+                [id],
+            )? == 1)
+        })
+    }
+
+    /// Deletes the row; its domains, roles, memberships and tenant-bound
+    /// sessions go with it (ON DELETE CASCADE). Audit rows stay.
+    pub fn delete_row(&self, id: &str) -> Result<(), CatalogError> {
+        self.write(|tx| {
+            if tx.execute("DELETE FROM tenants WHERE id = ?1", [id])? == 0 {
+                return Err(CatalogError::NotFound(id.to_string()));
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Validates and lower-cases every domain; a domain listed twice is refused.
+pub fn validate_domains(domains: &[String]) -> Result<Vec<String>, ValidationError> {
+    let mut out: Vec<String> = Vec::with_capacity(domains.len());
+    for domain in domains {
+        let domain = validate_domain(domain)?;
+        if out.contains(&domain) {
+            return Err(ValidationError {
+                field: "domain",
+                message: "listed more than once".to_string(),
+            });
+        }
+        out.push(domain);
+    }
+    Ok(out)
+}
+
+fn slug_owner(conn: &Connection, slug: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT id FROM tenants WHERE slug = ?1", [slug], |row| {
+        row.get(0)
+    })
+    .optional()
+}
+
+fn domain_owner(conn: &Connection, domain: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT tenant_id FROM domains WHERE domain = ?1",
+        [domain],
+        |row| row.get(0),
+    )
+    .optional()
+}
+
+pub(super) fn tenant_exists(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM tenants WHERE id = ?1)",
+        [id],
+        |row| row.get(0),
+    )
+}
+
+fn touch(conn: &Connection, id: &str) -> Result<(), CatalogError> {
+    conn.execute(
+        "UPDATE tenants SET updated_at = ?2 WHERE id = ?1",
+        params![id, db::now_rfc3339()],
+    )?;
+    Ok(())
+}
+
+fn insert_domain(
+    conn: &Connection,
+    id: &str,
+    domain: &str,
+    primary: bool,
+) -> Result<(), CatalogError> {
+    conn.execute(
+        "INSERT INTO domains (domain, tenant_id, is_primary) VALUES (?1, ?2, ?3)",
+        params![domain, id, primary],
+    )
+    .map_err(|e| unique_violation(e, "", domain))?;
+    Ok(())
+}
+
+/// The in-transaction checks already catch conflicts; this maps a unique
+/// violation that still gets through to the same errors.
+fn unique_violation(e: rusqlite::Error, slug: &str, domain: &str) -> CatalogError {
+    if let rusqlite::Error::SqliteFailure(code, Some(message)) = &e {
+        if code.code == rusqlite::ErrorCode::ConstraintViolation {
+            if message.contains("tenants.slug") {
+                return CatalogError::SlugTaken(slug.to_string());
+            }
+            if message.contains("domains.domain") {
+                return CatalogError::DomainTaken(domain.to_string());
+            }
+        }
+    }
+    CatalogError::from(e)
+}
