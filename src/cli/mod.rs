@@ -279,6 +279,14 @@ pub fn run(argv: Vec<String>) -> i32 {
                 eprintln!("tenantd: unknown command: {name}\n\n{HELP}");
                 return 2;
             };
+            if command.name != "serve" {
+                // Rust ignores SIGPIPE, so printing to a reader that went away (`tenantd
+                // tenants list | head -1`) panics; a command-line tool should end quietly, as
+                // the signal ends others. Not for `serve`: its sockets report a gone peer as
+                // an error to handle, and the signal would kill the server.
+                // SAFETY: restoring a signal's default disposition, before any thread starts.
+                unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+            }
             return match (command.run)(&mut args, &Env::process()) {
                 Ok(code) => code,
                 Err(tenants::CommandError::Usage(e)) => {

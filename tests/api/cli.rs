@@ -660,3 +660,39 @@ fn an_admin_route_on_a_tenant_is_404_whoever_asks() {
         );
     }
 }
+
+/// `tenantd tenants list | head -1`: a reader that goes away ends the command quietly, as it
+/// would end `ls`, instead of a panic about failing to print.
+#[test]
+fn a_closed_stdout_ends_a_command_without_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    let data = tempfile::tempdir().unwrap();
+    init_data_dir(data.path());
+    ok(tenantd(&[
+        "tenants",
+        "create",
+        "initech",
+        "--name",
+        "Initech",
+        "--data",
+        d(data.path()),
+    ]));
+    // The read end is closed before the command starts, so its first write meets no reader.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_tenantd"))
+        .args(["tenants", "list", "--data", d(data.path())])
+        .env("RUST_LOG", "warn")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}: {err}",
+        out.status
+    );
+}
