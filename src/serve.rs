@@ -61,17 +61,20 @@ pub fn run(mut config: ServeConfig) -> i32 {
             return 1;
         }
     };
-    // Before anything opens a tenant: no connection to an orphan can be open in this process.
-    match crate::tenancy::lifecycle::remove_orphans(
+    // Reported, never removed here: a catalog that is missing (moved, or a wrong --data) has
+    // just been made anew and empty, and an old one restored from a backup lacks the newer
+    // tenants; either would make every tenant file look like an orphan. `tenants gc` removes
+    // them when an operator asks.
+    match crate::tenancy::lifecycle::orphans(
         &app.catalog,
         crate::tenancy::lifecycle::ORPHAN_MIN_AGE,
         std::time::SystemTime::now(),
     ) {
-        Ok(removed) => {
-            for orphan in removed {
+        Ok(found) => {
+            for orphan in found.iter().filter(|o| o.removable) {
                 log::warn!(
-                    "removed {} and its -wal and -shm: no catalog row names it (a create \
-                     that did not finish)",
+                    "{} has no catalog row (a create that did not finish?): `tenantd tenants \
+                     gc` removes it with its -wal and -shm",
                     orphan.file
                 );
             }

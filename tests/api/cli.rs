@@ -580,10 +580,13 @@ fn control_characters_follow_one_rule_in_every_text_field() {
     refused(order(json!({"title": "a\u{0}b"})), "title");
     refused(order(json!({"title": "a\tb"})), "title");
     refused(order(json!({"customer_name": "a\nb"})), "customer_name");
-    // Multi-line text: tab and newline, nothing else; NUL no more than in a title.
+    // Multi-line text: tab and line breaks (LF, and CR as in Windows' CR LF), nothing else;
+    // NUL no more than in a title.
     refused(order(json!({"notes": "a\u{0}b"})), "notes");
     refused(order(json!({"notes": "\u{1b}[31mred"})), "notes");
-    refused(order(json!({"notes": "a\rb"})), "notes");
+    refused(order(json!({"notes": "a\u{8}b"})), "notes");
+    let crlf = order(json!({"notes": "line one\r\nline two"}));
+    assert_eq!(crlf.status, 201, "{}", crlf.text());
     let made = order(json!({"notes": "line one\n\tline two"}));
     assert_eq!(made.status, 201, "{}", made.text());
     let id = made.json()["id"].as_i64().unwrap();
@@ -695,4 +698,57 @@ fn a_closed_stdout_ends_a_command_without_a_panic() {
         "{:?}: {err}",
         out.status
     );
+}
+
+/// Sets a file's times an hour back by its path (no descriptor of a database file opened).
+fn an_hour_old(path: &Path) {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let then = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 3600;
+    let times = [libc::timespec {
+        tv_sec: then as libc::time_t,
+        tv_nsec: 0,
+    }; 2];
+    // SAFETY: a NUL-terminated path and two timespecs that live across the call.
+    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c_path.as_ptr(), times.as_ptr(), 0) };
+    assert_eq!(rc, 0, "utimensat {path:?}");
+}
+
+/// A catalog that went missing is made anew by `serve`, empty: every tenant file then has no
+/// row. Start must not take that for a crash's leftovers and remove them.
+#[test]
+fn serve_never_removes_tenant_files_at_start() {
+    let data = tempfile::tempdir().unwrap();
+    init_data_dir(data.path());
+    ok(tenantd(&[
+        "tenants",
+        "create",
+        "initech",
+        "--name",
+        "Initech",
+        "--data",
+        d(data.path()),
+    ]));
+    let tenants = data.path().join("tenants");
+    let files: Vec<_> = std::fs::read_dir(&tenants)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!files.is_empty());
+    for file in &files {
+        an_hour_old(file);
+    }
+    for name in ["central.db", "central.db-wal", "central.db-shm"] {
+        let _ = std::fs::rename(
+            data.path().join(name),
+            data.path().join(format!("{name}.away")),
+        );
+    }
+    drop(spawn_serve(data.path(), &[], 1));
+    for file in &files {
+        assert!(file.exists(), "{file:?} was removed at start");
+    }
 }
