@@ -4,7 +4,7 @@
 use crate::api::App;
 use crate::auth::password;
 use crate::catalog::{NewUser, TenantStatus};
-use crate::tenancy::lifecycle::{self, NewTenant};
+use crate::tenancy::lifecycle::{self, LifecycleError, NewTenant};
 use crate::workspace;
 
 /// Every demo account's password. A demo is for trying things out on one's own machine.
@@ -76,8 +76,12 @@ pub fn ensure(app: &App) -> Result<Demo, String> {
                         owned.push(tenant);
                         None
                     }
-                    // A domain someone else uses, say: the rest of the demo can still go on.
-                    Err(e) => Some(e.to_string()),
+                    // A slug or domain someone else uses: the rest of the demo can still go on.
+                    Err(e @ (LifecycleError::SlugTaken(_) | LifecycleError::DomainTaken(_))) => {
+                        Some(e.to_string())
+                    }
+                    // Anything else is a fault, not a reason to skip.
+                    Err(e) => return Err(e.to_string()),
                 }
             }
         };

@@ -246,7 +246,7 @@ struct ProfileBody {
     /// Absent: unchanged; null: removed.
     #[serde(default, deserialize_with = "present")]
     photo_url: Option<Option<String>>,
-    /// The older name of `photo_url`, which wins when both are sent.
+    /// The older name of `photo_url`; `photo_url` wins when both are sent.
     #[serde(default, deserialize_with = "present")]
     photo: Option<Option<String>>,
 }

@@ -187,6 +187,10 @@ fn accept(app: &App, ctx: &RequestCtx) -> Result<Response, Error> {
         audit_accepted(app, ctx, &accepted);
         return Ok(Response::json(200, &accepted_json(&accepted, tenant, now)));
     };
+    // The same rules for both branches, first: a password too weak for a new account must not
+    // be answered 422 for a new email and 401 for an existing one, which would tell the token's
+    // holder whether the email has an account.
+    check_new_password("password", &password)?;
     // The password of an existing account is a login: the same throttle, the same budgets.
     let gate = admit(app, ctx, "account", &invitation.email)?;
     let acceptor = match app.catalog.user_by_email(&invitation.email)? {
@@ -208,7 +212,6 @@ fn accept(app: &App, ctx: &RequestCtx) -> Result<Response, Error> {
             Acceptor::Existing(user.id)
         }
         None => {
-            check_new_password("password", &password)?;
             let name = name.unwrap_or_else(|| {
                 let local = invitation.email.split('@').next().unwrap_or_default();
                 local.to_string()

@@ -205,12 +205,13 @@ impl Problems {
     /// SQLite's `length()` stops at), except tab and newline in text that may run over several
     /// lines (message bodies, notes). Returns whether the text passed.
     pub(crate) fn control_characters(&mut self, field: &str, value: &str, multiline: bool) -> bool {
-        let allowed = |c: char| multiline && matches!(c, '\t' | '\n');
+        // A carriage return too: Windows clients end lines with CR LF.
+        let allowed = |c: char| multiline && matches!(c, '\t' | '\n' | '\r');
         if value.chars().any(|c| c.is_control() && !allowed(c)) {
             self.add(
                 field,
                 if multiline {
-                    "must not contain control characters other than tab and newline"
+                    "must not contain control characters other than tab and line breaks"
                 } else {
                     "must not contain control characters"
                 },
