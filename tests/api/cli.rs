@@ -664,11 +664,8 @@ fn an_admin_route_on_a_tenant_is_404_whoever_asks() {
     }
 }
 
-/// `tenantd tenants list | head -1`: a reader that goes away ends the command quietly, as it
-/// would end `ls`, instead of a panic about failing to print.
-#[test]
-fn a_closed_stdout_ends_a_command_without_a_panic() {
-    use std::os::unix::process::ExitStatusExt;
+/// A data directory `serve` started, with one tenant made by the CLI.
+fn data_dir_with_initech() -> tempfile::TempDir {
     let data = tempfile::tempdir().unwrap();
     init_data_dir(data.path());
     ok(tenantd(&[
@@ -680,6 +677,15 @@ fn a_closed_stdout_ends_a_command_without_a_panic() {
         "--data",
         d(data.path()),
     ]));
+    data
+}
+
+/// `tenantd tenants list | head -1`: a reader that goes away ends the command quietly, as it
+/// would end `ls`, instead of a panic about failing to print.
+#[test]
+fn a_closed_stdout_ends_a_command_without_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    let data = data_dir_with_initech();
     // The read end is closed before the command starts, so its first write meets no reader.
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
@@ -721,17 +727,7 @@ fn an_hour_old(path: &Path) {
 /// row. Start must not take that for a crash's leftovers and remove them.
 #[test]
 fn serve_never_removes_tenant_files_at_start() {
-    let data = tempfile::tempdir().unwrap();
-    init_data_dir(data.path());
-    ok(tenantd(&[
-        "tenants",
-        "create",
-        "initech",
-        "--name",
-        "Initech",
-        "--data",
-        d(data.path()),
-    ]));
+    let data = data_dir_with_initech();
     let tenants = data.path().join("tenants");
     let files: Vec<_> = std::fs::read_dir(&tenants)
         .unwrap()
