@@ -1,0 +1,235 @@
+// A person's own screens, in every area: sign in, accept an invitation, profile and password,
+// the company chooser, and the screens that say why a workspace cannot be shown.
+import { html, useState } from '../../vendor/htm-preact.module.js';
+import { api, setCsrf } from '../lib/api.js';
+import { base, boot } from '../lib/boot.js';
+import { Async, Banner, ErrorBox, Field, Submit, fieldError, toast, useAsync } from '../lib/ui.js';
+
+/** The product's name and the place, above a sign-in or error card. */
+function Brand({ subtitle }) {
+  return html`<header class="brand">
+    <span class="logo" aria-hidden="true">◆</span>
+    <span class="brand-name">tenantd</span>
+    ${subtitle && html`<span class="brand-sub">${subtitle}</span>`}
+  </header>`;
+}
+
+/** A centred card for the screens before a person is in. */
+export function Card({ screen, title, subtitle, children }) {
+  return html`<main class="card-page" data-screen=${screen}>
+    <${Brand} subtitle=${subtitle} />
+    <section class="card">
+      <h1>${title}</h1>
+      ${children}
+    </section>
+  </main>`;
+}
+
+/**
+ * Email and password; `admin` signs in a system admin (with a TOTP code once asked for).
+ * `onSignedIn(answer)` gets the login answer (which holds csrf_token).
+ */
+export function SignIn({ admin = false, title, subtitle, notice, onSignedIn, footer }) {
+  const [email, setEmail] = useState('');
+  const [password, setPassword] = useState('');
+  const [code, setCode] = useState('');
+  const [needCode, setNeedCode] = useState(false);
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState(null);
+  const submit = async (e) => {
+    e.preventDefault();
+    setBusy(true);
+    setError(null);
+    try {
+      const body = { email, password };
+      if (admin && needCode) body.code = code;
+      const answer = await api('POST', admin ? '/api/admin/auth/login' : '/api/auth/login', body, { central: admin });
+      setCsrf(answer.csrf_token);
+      onSignedIn(answer);
+    } catch (err) {
+      if (err.code === 'totp_required') {
+        setNeedCode(true);
+        setError(needCode ? err : null);
+      } else {
+        setError(err);
+      }
+      setBusy(false);
+    }
+  };
+  return html`<${Card} screen="signin" title=${title || 'Sign in'} subtitle=${subtitle}>
+    ${notice && html`<${Banner} kind="warning">${notice}<//>`}
+    <form onSubmit=${submit} novalidate>
+      <${Field} label="Email" type="email" name="email" autocomplete="username" required value=${email}
+        onInput=${(e) => setEmail(e.target.value)} />
+      <${Field} label="Password" type="password" name="password" autocomplete="current-password" required value=${password}
+        onInput=${(e) => setPassword(e.target.value)} />
+      ${needCode && html`<${Field} label="Authenticator code" inputmode="numeric" autocomplete="one-time-code" required
+        value=${code} onInput=${(e) => setCode(e.target.value)} hint="Six digits from your authenticator app." />`}
+      <${ErrorBox} error=${error} />
+      <div class="actions"><${Submit} busy=${busy}>Sign in<//></div>
+    </form>
+    ${footer}
+  <//>`;
+}
+
+/** Signs out (ends the session on the server, which clears the cookie) and reloads the page. */
+export async function signOut() {
+  try {
+    await api('POST', '/api/auth/logout');
+  } catch {
+    // Already ended: the page starts over either way.
+  }
+  location.assign(base + '/');
+}
+
+/** The invitation in the link's fragment (`#token=...`: a fragment never reaches a server log). */
+function invitationToken() {
+  return new URLSearchParams(location.hash.slice(1)).get('token') || '';
+}
+
+/** Accepting an invitation: set a password for a new account, or confirm with an existing one. */
+export function AcceptInvitation({ onAccepted }) {
+  const token = invitationToken();
+  const lookup = useAsync(() => (token ? api('POST', '/api/invitations/lookup', { token }) : Promise.reject(new Error('This invitation link is incomplete. Open the whole link you were sent.'))), [token]);
+  const [name, setName] = useState('');
+  const [surname, setSurname] = useState('');
+  const [password, setPassword] = useState('');
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState(null);
+  const submit = async (e) => {
+    e.preventDefault();
+    setBusy(true);
+    setError(null);
+    try {
+      const body = { token, password };
+      if (name) body.name = name;
+      if (surname) body.surname = surname;
+      const answer = await api('POST', '/api/invitations/accept', body);
+      setCsrf(answer.csrf_token);
+      history.replaceState(null, '', base + '/');
+      toast(`Welcome to ${answer.tenant ? answer.tenant.name : 'the company'}.`);
+      onAccepted(answer);
+    } catch (err) {
+      setError(err);
+      setBusy(false);
+    }
+  };
+  return html`<${Card} screen="invitation" title="Accept your invitation">
+    <${Async} state=${lookup} label="Checking the invitation…">${(data) => html`
+      <p>You are invited to join <strong>${data.tenant.name}</strong> as <strong>${data.invitation.role}</strong>,
+        with the email <strong>${data.invitation.email}</strong>.</p>
+      <p class="hint">If you already have an account with this email, enter its password. Otherwise choose a
+        password (at least 12 characters) for your new account.</p>
+      <form onSubmit=${submit} novalidate>
+        <${Field} label="First name (new accounts)" autocomplete="given-name" value=${name} onInput=${(e) => setName(e.target.value)} />
+        <${Field} label="Last name (new accounts)" autocomplete="family-name" value=${surname} onInput=${(e) => setSurname(e.target.value)} />
+        <${Field} label="Password" type="password" autocomplete="new-password" required value=${password}
+          error=${fieldError(error, 'password')} onInput=${(e) => setPassword(e.target.value)} />
+        <${ErrorBox} error=${error && !fieldError(error, 'password') ? error : null} />
+        <div class="actions"><${Submit} busy=${busy}>Join ${data.tenant.name}<//></div>
+      </form>`}
+    <//>
+  <//>`;
+}
+
+/** Name and password of the signed-in person. */
+export function Profile({ me, onChanged }) {
+  const user = me.user;
+  const [name, setName] = useState(user.name || '');
+  const [surname, setSurname] = useState(user.surname || '');
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState(null);
+  const [current, setCurrent] = useState('');
+  const [next, setNext] = useState('');
+  const [pwBusy, setPwBusy] = useState(false);
+  const [pwError, setPwError] = useState(null);
+  const save = async (e) => {
+    e.preventDefault();
+    setBusy(true);
+    setError(null);
+    try {
+      const answer = await api('PATCH', '/api/me', { name, surname });
+      toast('Profile saved.');
+      onChanged && onChanged(answer.user || answer);
+    } catch (err) {
+      setError(err);
+    }
+    setBusy(false);
+  };
+  const changePassword = async (e) => {
+    e.preventDefault();
+    setPwBusy(true);
+    setPwError(null);
+    try {
+      await api('POST', '/api/me/password', { current_password: current, new_password: next });
+      setCurrent('');
+      setNext('');
+      toast('Password changed. Your other sessions were signed out.');
+    } catch (err) {
+      setPwError(err);
+    }
+    setPwBusy(false);
+  };
+  return html`<section data-screen="profile" class="narrow">
+    <h1>Your profile</h1>
+    ${me.impersonated && html`<${Banner} kind="warning">An administrator is viewing this account: the profile cannot be changed now.<//>`}
+    <form onSubmit=${save} novalidate>
+      <${Field} label="Email" value=${user.email} readonly />
+      <${Field} label="First name" autocomplete="given-name" value=${name} error=${fieldError(error, 'name')} onInput=${(e) => setName(e.target.value)} />
+      <${Field} label="Last name" autocomplete="family-name" value=${surname} error=${fieldError(error, 'surname')} onInput=${(e) => setSurname(e.target.value)} />
+      <${ErrorBox} error=${error && !error.fields ? error : null} />
+      <div class="actions"><${Submit} busy=${busy}>Save profile<//></div>
+    </form>
+    <h2>Password</h2>
+    <form onSubmit=${changePassword} novalidate>
+      <${Field} label="Current password" type="password" autocomplete="current-password" value=${current} error=${fieldError(pwError, 'current_password')} onInput=${(e) => setCurrent(e.target.value)} />
+      <${Field} label="New password" type="password" autocomplete="new-password" value=${next} hint="At least 12 characters." error=${fieldError(pwError, 'new_password')} onInput=${(e) => setNext(e.target.value)} />
+      <${ErrorBox} error=${pwError && !pwError.fields ? pwError : null} />
+      <div class="actions"><${Submit} busy=${pwBusy}>Change password<//></div>
+    </form>
+  </section>`;
+}
+
+/** The companies a person belongs to, each opening its workspace on this host. */
+export function Companies({ me }) {
+  const list = me.memberships || [];
+  return html`<section data-screen="companies" class="narrow">
+    <h1>Your companies</h1>
+    ${list.length === 0
+      ? html`<div class="empty"><p>You are not a member of any company yet. Ask a company's administrator for an invitation.</p></div>`
+      : html`<ul class="company-list">
+          ${list.map((m) => html`<li key=${m.tenant_id}>
+            <a class="company" href=${`/t/${encodeURIComponent(m.slug)}/`}>
+              <span class="company-name">${m.name}</span>
+              <span class="company-role">${m.role}</span>
+            </a>
+          </li>`)}
+        </ul>`}
+  </section>`;
+}
+
+export function NoTenant() {
+  return html`<${Card} screen="no-tenant" title="No company here">
+    <p>There is no company at <strong>${location.host}${location.pathname.startsWith('/t/') ? location.pathname.split('/').slice(0, 3).join('/') : ''}</strong>.
+      Check the address, or ask the person who sent it.</p>
+    <p><a href="/">Go to the start page</a></p>
+  <//>`;
+}
+
+export function NoMember({ me }) {
+  return html`<${Card} screen="no-member" title="You are not a member of this company" subtitle=${boot.tenant && boot.tenant.slug}>
+    <p>You are signed in as <strong>${me.user.email}</strong>, which is not a member of this company.
+      Ask one of its administrators for an invitation.</p>
+    <div class="actions">
+      <button type="button" class="secondary" onClick=${signOut}>Sign in as someone else</button>
+    </div>
+  <//>`;
+}
+
+export function Suspended() {
+  return html`<${Card} screen="suspended" title="This company is suspended" subtitle=${boot.tenant && boot.tenant.slug}>
+    <p>An administrator has suspended this company. Its data is kept, but nobody can use it until it is
+      activated again. Ask your administrator, then reload this page.</p>
+    <div class="actions"><button type="button" onClick=${() => location.reload()}>Reload</button></div>
+  <//>`;
+}

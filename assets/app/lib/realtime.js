@@ -1,0 +1,69 @@
+// The page's one real-time connection: laravel-echo over pusher-js (their browser builds, as our
+// users run them), authorised by the session cookie and the CSRF header through
+// <base>/broadcasting/auth, and its connection state for the "reconnecting" banner.
+import { useEffect, useState } from '../../vendor/htm-preact.module.js';
+import { base, boot } from './boot.js';
+
+let echo = null;
+let state = 'initialized';
+const stateSubscribers = new Set();
+
+/** The Echo instance for the signed-in person, made on first use with their CSRF token. */
+export function getEcho(csrf) {
+  if (echo) return echo;
+  const EchoClass = window.Echo && (window.Echo.default || window.Echo);
+  if (!EchoClass || !window.Pusher || !boot.realtime || !boot.realtime.key) return null;
+  const secure = location.protocol === 'https:';
+  const port = Number(location.port) || (secure ? 443 : 80);
+  echo = new EchoClass({
+    broadcaster: 'pusher',
+    Pusher: window.Pusher,
+    key: boot.realtime.key,
+    cluster: 'mt1',
+    wsHost: location.hostname,
+    wsPort: port,
+    wssPort: port,
+    forceTLS: secure,
+    enabledTransports: secure ? ['wss'] : ['ws'],
+    disableStats: true,
+    authEndpoint: base + '/broadcasting/auth',
+    auth: { headers: { 'X-CSRF-Token': csrf || '', Accept: 'application/json' } },
+  });
+  const connection = echo.connector.pusher.connection;
+  setState(connection.state);
+  connection.bind('state_change', ({ current }) => setState(current));
+  return echo;
+}
+
+function setState(s) {
+  state = s;
+  stateSubscribers.forEach((fn) => fn(s));
+}
+
+/** Ends the connection (sign out, session ended). */
+export function closeEcho() {
+  if (echo) {
+    echo.disconnect();
+    echo = null;
+  }
+  setState('disconnected');
+}
+
+/** The socket id, for the `X-Socket-ID` header that keeps our own changes from echoing back. */
+export function socketId() {
+  return echo ? echo.socketId() : undefined;
+}
+
+/**
+ * pusher-js's connection state: "connecting", "connected", "unavailable" (retrying),
+ * "failed", "disconnected".
+ */
+export function useConnectionState() {
+  const [s, set] = useState(state);
+  useEffect(() => {
+    stateSubscribers.add(set);
+    set(state);
+    return () => stateSubscribers.delete(set);
+  }, []);
+  return s;
+}

@@ -1,0 +1,202 @@
+// Components every screen shares: loading, error and empty states, labelled fields, dialogs,
+// banners, toasts, and the useAsync hook that gives a screen its three states.
+import { html, useCallback, useEffect, useRef, useState } from '../../vendor/htm-preact.module.js';
+import { describe } from './api.js';
+
+/** A screen's data: {data, error, loading, reload, setData}. `load` gets an AbortSignal. */
+export function useAsync(load, deps) {
+  const [state, setState] = useState({ data: null, error: null, loading: true });
+  const [tick, setTick] = useState(0);
+  useEffect(() => {
+    const ctl = new AbortController();
+    setState((s) => ({ ...s, loading: true, error: null }));
+    Promise.resolve()
+      .then(() => load(ctl.signal))
+      .then(
+        (data) => ctl.signal.aborted || setState({ data, error: null, loading: false }),
+        (error) => ctl.signal.aborted || (error && error.name === 'AbortError') || setState({ data: null, error, loading: false }),
+      );
+    return () => ctl.abort();
+  }, [...deps, tick]);
+  const reload = useCallback(() => setTick((t) => t + 1), []);
+  const setData = useCallback((f) => setState((s) => ({ ...s, data: typeof f === 'function' ? f(s.data) : f })), []);
+  return { ...state, reload, setData };
+}
+
+export function Loading({ label = 'Loading…' }) {
+  return html`<p class="loading" role="status"><span class="spinner" aria-hidden="true"></span>${label}</p>`;
+}
+
+export function ErrorBox({ error, retry }) {
+  if (!error) return null;
+  return html`<div class="error-box" role="alert">
+    <p>${describe(error)}</p>
+    ${retry && html`<button type="button" class="secondary" onClick=${retry}>Try again</button>`}
+  </div>`;
+}
+
+export function Empty({ children }) {
+  return html`<div class="empty"><p>${children}</p></div>`;
+}
+
+/** The three states of a useAsync result, then `children(data)`. */
+export function Async({ state, label, children }) {
+  if (state.error && !state.data) return html`<${ErrorBox} error=${state.error} retry=${state.reload} />`;
+  if (state.loading && !state.data) return html`<${Loading} label=${label} />`;
+  return children(state.data);
+}
+
+let fieldIds = 0;
+
+/** A labelled input (or textarea/select via `as`), with its error announced and linked. */
+export function Field({ label, error, hint, as = 'input', children, id, ...rest }) {
+  const ref = useRef(id || `f${++fieldIds}`);
+  const fid = ref.current;
+  const described = [error && `${fid}-err`, hint && `${fid}-hint`].filter(Boolean).join(' ') || undefined;
+  let control;
+  if (as === 'select') {
+    control = html`<select id=${fid} aria-invalid=${error ? 'true' : undefined} aria-describedby=${described} ...${rest}>${children}</select>`;
+  } else if (as === 'textarea') {
+    control = html`<textarea id=${fid} aria-invalid=${error ? 'true' : undefined} aria-describedby=${described} ...${rest}></textarea>`;
+  } else {
+    control = html`<input id=${fid} aria-invalid=${error ? 'true' : undefined} aria-describedby=${described} ...${rest} />`;
+  }
+  return html`<div class="field">
+    <label for=${fid}>${label}</label>
+    ${control}
+    ${hint && html`<p class="hint" id=${`${fid}-hint`}>${hint}</p>`}
+    ${error && html`<p class="field-error" id=${`${fid}-err`}>${error}</p>`}
+  </div>`;
+}
+
+/** A field's error from an ApiError's `fields`, if the API named it. */
+export function fieldError(error, name) {
+  return error && error.fields ? error.fields[name] : undefined;
+}
+
+/** A modal dialog on the native <dialog>: focus moves in, Escape closes, focus returns. */
+export function Dialog({ title, onClose, children, wide }) {
+  const ref = useRef(null);
+  useEffect(() => {
+    const d = ref.current;
+    const opener = document.activeElement;
+    if (d && !d.open) d.showModal();
+    const first = d && d.querySelector('input, select, textarea, button:not(.dialog-close)');
+    if (first) first.focus();
+    return () => {
+      if (opener && opener.focus) opener.focus();
+    };
+  }, []);
+  const id = useRef(`dlg${++fieldIds}`).current;
+  return html`<dialog ref=${ref} class=${wide ? 'wide' : ''} aria-labelledby=${id} onCancel=${(e) => {
+    e.preventDefault();
+    onClose();
+  }}>
+    <div class="dialog-head">
+      <h2 id=${id}>${title}</h2>
+      <button type="button" class="dialog-close icon" aria-label="Close" onClick=${onClose}>×</button>
+    </div>
+    ${children}
+  </dialog>`;
+}
+
+/** A confirmation dialog; `typed` asks the person to type a word first (for destructive acts). */
+export function Confirm({ title, children, action = 'Confirm', danger, typed, onConfirm, onClose }) {
+  const [text, setText] = useState('');
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState(null);
+  const ok = !typed || text === typed;
+  const submit = async (e) => {
+    e.preventDefault();
+    if (!ok) return;
+    setBusy(true);
+    setError(null);
+    try {
+      await onConfirm();
+      onClose();
+    } catch (err) {
+      setError(err);
+      setBusy(false);
+    }
+  };
+  return html`<${Dialog} title=${title} onClose=${onClose}>
+    <form onSubmit=${submit}>
+      ${children}
+      ${typed && html`<${Field} label=${`Type ${typed} to confirm`} value=${text} autocomplete="off" onInput=${(e) => setText(e.target.value)} />`}
+      <${ErrorBox} error=${error} />
+      <div class="actions">
+        <button type="button" class="secondary" onClick=${onClose}>Cancel</button>
+        <button type="submit" class=${danger ? 'danger' : ''} disabled=${!ok || busy}>${busy ? 'Working…' : action}</button>
+      </div>
+    </form>
+  <//>`;
+}
+
+export function Banner({ kind = 'info', children }) {
+  return html`<div class=${`banner ${kind}`} role=${kind === 'error' || kind === 'warning' ? 'alert' : 'status'}>${children}</div>`;
+}
+
+const toastSubscribers = new Set();
+let toastId = 0;
+
+/** Shows a short message in the page's live region. */
+export function toast(text, kind = 'info') {
+  const t = { id: ++toastId, text, kind };
+  toastSubscribers.forEach((fn) => fn(t));
+}
+
+export function Toasts() {
+  const [items, setItems] = useState([]);
+  useEffect(() => {
+    const add = (t) => {
+      setItems((xs) => [...xs, t]);
+      setTimeout(() => setItems((xs) => xs.filter((x) => x.id !== t.id)), 5000);
+    };
+    toastSubscribers.add(add);
+    return () => toastSubscribers.delete(add);
+  }, []);
+  return html`<div class="toasts" aria-live="polite" role="status">
+    ${items.map((t) => html`<p key=${t.id} class=${`toast ${t.kind}`}>${t.text}</p>`)}
+  </div>`;
+}
+
+/** A submit button that says it is working. */
+export function Submit({ busy, children, ...rest }) {
+  return html`<button type="submit" disabled=${busy} aria-busy=${busy ? 'true' : undefined} ...${rest}>${busy ? 'Working…' : children}</button>`;
+}
+
+const dateTime = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+const timeOnly = new Intl.DateTimeFormat(undefined, { timeStyle: 'short' });
+
+/** A time from the API (unix seconds, or an ISO/SQLite text) for a person. */
+export function formatTime(value, { short = false } = {}) {
+  if (value === null || value === undefined || value === '') return '';
+  let d;
+  if (typeof value === 'number') d = new Date(value * 1000);
+  else d = new Date(/^\d{4}-\d\d-\d\d \d/.test(value) ? value.replace(' ', 'T') + 'Z' : value);
+  if (isNaN(d)) return String(value);
+  if (short && new Date().toDateString() === d.toDateString()) return timeOnly.format(d);
+  return dateTime.format(d);
+}
+
+/** An amount in minor units (cents) with its currency. */
+export function formatMoney(minor, currency) {
+  if (minor === null || minor === undefined) return '';
+  try {
+    return new Intl.NumberFormat(undefined, { style: 'currency', currency: currency || 'USD' }).format(minor / 100);
+  } catch {
+    return `${(minor / 100).toFixed(2)} ${currency || ''}`.trim();
+  }
+}
+
+/** Bytes for a person. */
+export function formatBytes(n) {
+  if (n === null || n === undefined) return '';
+  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${i ? n.toFixed(1) : n} ${units[i]}`;
+}

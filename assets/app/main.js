@@ -1,0 +1,19 @@
+// The page's entry: reads what the server said about this page (boot.js) and mounts the area:
+// a company's workspace, the central host (admin portal, or a person's companies), or the
+// "no company here" screen.
+import { html, render } from '../vendor/htm-preact.module.js';
+import { boot } from './lib/boot.js';
+import { Toasts } from './lib/ui.js';
+import { WorkspaceApp } from './workspace/shell.js';
+import { CentralApp } from './portal/shell.js';
+import { NoTenant } from './account/screens.js';
+
+function App() {
+  let area;
+  if (boot.area === 'workspace') area = html`<${WorkspaceApp} />`;
+  else if (boot.area === 'no_tenant') area = html`<${NoTenant} />`;
+  else area = html`<${CentralApp} />`;
+  return html`${area}<${Toasts} />`;
+}
+
+render(html`<${App} />`, document.getElementById('app'));

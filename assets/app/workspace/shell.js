@@ -1,0 +1,188 @@
+// A company's workspace: who is signed in and as what member (or why not: signed out, not a
+// member, suspended), the frame around every screen (navigation, banners, presence), and the
+// routes to the screens beside this file.
+import { html, useCallback, useEffect, useState } from '../../vendor/htm-preact.module.js';
+import { api, onApiError, setCsrf } from '../lib/api.js';
+import { boot } from '../lib/boot.js';
+import { closeEcho, getEcho, useConnectionState } from '../lib/realtime.js';
+import { Link, navigate, pick, usePath } from '../lib/router.js';
+import { Banner, ErrorBox, Loading } from '../lib/ui.js';
+import { AcceptInvitation, Card, NoMember, Profile, SignIn, Suspended, signOut } from '../account/screens.js';
+import { ChatsScreen } from './chats.js';
+import { OrderScreen, OrdersScreen } from './orders.js';
+import { Presence } from './presence.js';
+import { MembersScreen, RolesScreen } from './people.js';
+import { AuditScreen } from './audit.js';
+
+/** How often an open workspace asks whether its company is still active (a cached read). */
+const STATUS_CHECK_MS = 10_000;
+
+/** The signed-in person's membership of this tenant, from /api/me's pages. */
+async function findMembership(me, tenantId) {
+  let page = me;
+  for (;;) {
+    const found = (page.memberships || []).find((m) => m.tenant_id === tenantId);
+    if (found || !page.next) return found || null;
+    page = await api('GET', `/api/me?limit=200&after=${encodeURIComponent(page.next)}`);
+  }
+}
+
+/** The workspace's state: loading, signed_out, expired, no_member, suspended, error or ready. */
+async function loadSession() {
+  let me;
+  try {
+    me = await api('GET', '/api/me?limit=200');
+  } catch (err) {
+    if (err.status === 401) return { state: 'signed_out' };
+    if (err.code === 'tenant_suspended') return { state: 'suspended' };
+    throw err;
+  }
+  setCsrf(me.csrf_token);
+  let tenant;
+  try {
+    tenant = await api('GET', '/api/tenant');
+  } catch (err) {
+    if (err.code === 'not_a_member') return { state: 'no_member', me };
+    if (err.code === 'tenant_suspended') return { state: 'suspended', me };
+    throw err;
+  }
+  const membership = await findMembership(me, tenant.id);
+  if (!membership) return { state: 'no_member', me };
+  const perms = membership.permissions || [];
+  const can = (p) => perms.includes('*') || perms.includes(p);
+  return { state: 'ready', me, tenant, membership, can };
+}
+
+/** An impersonation ticket in the fragment (`/impersonate#ticket=...`) becomes this tab's session. */
+async function exchangeTicket() {
+  const ticket = new URLSearchParams(location.hash.slice(1)).get('ticket');
+  if (!ticket) return;
+  history.replaceState(null, '', location.pathname);
+  const answer = await api('POST', '/api/auth/impersonate', { ticket });
+  setCsrf(answer.csrf_token);
+}
+
+export function WorkspaceApp() {
+  const path = usePath();
+  const [session, setSession] = useState({ state: 'loading' });
+  const [expired, setExpired] = useState(false);
+  const load = useCallback(async () => {
+    try {
+      if (path === '/impersonate') {
+        await exchangeTicket();
+        navigate('/', { replace: true });
+      }
+      const s = await loadSession();
+      setExpired(false);
+      setSession(s);
+    } catch (error) {
+      setSession({ state: 'error', error });
+    }
+  }, []);
+  useEffect(() => {
+    load();
+  }, [load]);
+  // An ended session or a suspension noticed by any request changes the whole page.
+  useEffect(
+    () =>
+      onApiError((err) => {
+        if (err.code === 'unauthorized') setExpired(true);
+        if (err.code === 'tenant_suspended') setSession((s) => ({ ...s, state: 'suspended' }));
+      }),
+    [],
+  );
+  const signedIn = () => load();
+  if (path === '/invite' && session.state !== 'ready') return html`<${AcceptInvitation} onAccepted=${signedIn} />`;
+  switch (session.state) {
+    case 'loading':
+      return html`<main class="card-page"><${Loading} label="Opening the workspace…" /></main>`;
+    case 'signed_out':
+      return html`<${SignIn} subtitle=${boot.tenant.slug} onSignedIn=${signedIn} />`;
+    case 'no_member':
+      return html`<${NoMember} me=${session.me} />`;
+    case 'suspended':
+      return html`<${Suspended} />`;
+    case 'error':
+      return html`<${Card} screen="error" title="The workspace cannot be opened"><${ErrorBox} error=${session.error} retry=${load} /><//>`;
+    default:
+      if (expired) {
+        closeEcho();
+        return html`<${SignIn} subtitle=${boot.tenant.slug} notice="Your session has ended. Sign in again to go on." onSignedIn=${signedIn} />`;
+      }
+      return html`<${Workspace} session=${session} path=${path} onProfile=${(user) => setSession((s) => ({ ...s, me: { ...s.me, user } }))} />`;
+  }
+}
+
+function Workspace({ session, path, onProfile }) {
+  const { me, tenant, membership, can } = session;
+  const echo = getEcho(me.csrf_token);
+  const connection = useConnectionState();
+  const [menuOpen, setMenuOpen] = useState(false);
+  // A suspension does not reach an idle page by itself: ask now and then, and when the tab returns.
+  useEffect(() => {
+    const check = () => api('GET', '/api/tenant').catch(() => {});
+    const timer = setInterval(check, STATUS_CHECK_MS);
+    addEventListener('focus', check);
+    return () => {
+      clearInterval(timer);
+      removeEventListener('focus', check);
+    };
+  }, []);
+  useEffect(() => setMenuOpen(false), [path]);
+  const ctx = { me, tenant, membership, can, echo, channel: `company.${tenant.id}` };
+  const screen =
+    pick(
+      [
+        ['/', () => html`<${ChatsScreen} ctx=${ctx} />`],
+        ['/chats', () => html`<${ChatsScreen} ctx=${ctx} />`],
+        ['/chats/:id', ({ id }) => html`<${ChatsScreen} ctx=${ctx} chatId=${Number(id)} />`],
+        ['/orders', () => html`<${OrdersScreen} ctx=${ctx} />`],
+        ['/orders/:id', ({ id }) => html`<${OrderScreen} ctx=${ctx} orderId=${Number(id)} />`],
+        ['/people', () => html`<${MembersScreen} ctx=${ctx} />`],
+        ['/roles', () => html`<${RolesScreen} ctx=${ctx} />`],
+        ['/audit', () => html`<${AuditScreen} ctx=${ctx} />`],
+        ['/profile', () => html`<${Profile} me=${me} onChanged=${onProfile} />`],
+      ],
+      path,
+    ) || html`<section data-screen="not-found"><h1>Page not found</h1><p><${Link} to="/">Go to the chats<//></p></section>`;
+  const nav = [
+    ['/chats', 'Chats', true],
+    ['/orders', 'Orders', ['orders_view', 'orders_view_all', 'orders_simple_view', 'orders_simple_view_all'].some(can)],
+    ['/people', 'People', can('members_view') || can('members_manage')],
+    ['/roles', 'Roles', can('roles_manage')],
+    ['/audit', 'Audit log', can('audit_view')],
+  ];
+  const current = (to) => (path === to || path.startsWith(to + '/') || (to === '/chats' && path === '/') ? 'page' : undefined);
+  const endImpersonation = async () => {
+    await signOut();
+  };
+  return html`<div class="shell">
+    <a class="skip-link" href="#main">Skip to content</a>
+    ${me.impersonated && html`<${Banner} kind="warning">
+      You are viewing this company as <strong>${me.user.email}</strong>, signed in by the administrator
+      ${me.impersonated_by && me.impersonated_by.email ? html` <strong>${me.impersonated_by.email}</strong>` : ''}.
+      <button type="button" class="small" onClick=${endImpersonation}>End impersonation</button>
+    <//>`}
+    ${(connection === 'unavailable' || connection === 'failed' || connection === 'disconnected') &&
+    html`<${Banner} kind="warning">Live updates are interrupted; reconnecting… What you see may be out of date.<//>`}
+    <header class="topbar">
+      <button type="button" class="icon menu-toggle" aria-expanded=${menuOpen ? 'true' : 'false'} aria-controls="workspace-nav"
+        onClick=${() => setMenuOpen(!menuOpen)}><span aria-hidden="true">☰</span><span class="visually-hidden">Menu</span></button>
+      <span class="company-title">${tenant.name}</span>
+      <${Presence} ctx=${ctx} />
+      <div class="user-menu">
+        <${Link} to="/profile" aria-current=${current('/profile')}>${me.user.name || me.user.email}<//>
+        <span class="role-badge">${membership.role}</span>
+        <button type="button" class="secondary small" onClick=${signOut}>Sign out</button>
+      </div>
+    </header>
+    <nav id="workspace-nav" class=${menuOpen ? 'open' : ''} aria-label="Workspace">
+      <ul>
+        ${nav.filter(([, , shown]) => shown).map(([to, label]) => html`<li key=${to}><${Link} to=${to} aria-current=${current(to)}>${label}<//></li>`)}
+      </ul>
+    </nav>
+    <main id="main" tabindex="-1">${screen}</main>
+  </div>`;
+}
+
+
