@@ -7,7 +7,7 @@ use std::io::Read;
 
 use serde_json::{json, Value};
 
-use crate::support::{raw_request, spawn_app, Reply, TestApp};
+use crate::support::{raw_request, request_to, spawn_app, spawn_serve, Reply, TestApp};
 
 const HTML: (&str, &str) = (
     "Accept",
@@ -428,4 +428,55 @@ fn what_is_not_an_embedded_file_is_the_usual_json_404() {
     );
     assert!(post.status >= 400 && post.status < 500, "{}", post.status);
     assert!(post.json()["error"].is_object());
+}
+
+/// `serve --demo` says where to point a browser, and each URL it prints opens its page.
+#[test]
+fn serve_demo_prints_urls_that_open_the_portal_and_each_workspace() {
+    let data = tempfile::tempdir().unwrap();
+    // The listening line, the data directory, the first admin (6), the demo (2 + 8 people),
+    // the curl hint (4), then the web interface (4).
+    let server = spawn_serve(data.path(), &["--demo"], 26);
+    let port = server.addr.port();
+    let at = server
+        .lines
+        .iter()
+        .position(|l| l == "web interface, open in a browser:")
+        .unwrap_or_else(|| panic!("{:?}", server.lines));
+    let urls: Vec<&str> = server.lines[at + 1..at + 4]
+        .iter()
+        .flat_map(|l| l.split_whitespace().filter(|w| w.starts_with("http://")))
+        .collect();
+    assert_eq!(
+        urls,
+        [
+            format!("http://127.0.0.1:{port}/"),
+            format!("http://acme.localhost:{port}/"),
+            format!("http://127.0.0.1:{port}/t/acme/"),
+            format!("http://globex.localhost:{port}/"),
+            format!("http://127.0.0.1:{port}/t/globex/"),
+        ]
+    );
+    let expected = [
+        json!({"area": "portal", "tenant": null}),
+        json!({"area": "workspace", "tenant": {"slug": "acme", "base": ""}}),
+        json!({"area": "workspace", "tenant": {"slug": "acme", "base": "/t/acme"}}),
+        json!({"area": "workspace", "tenant": {"slug": "globex", "base": ""}}),
+        json!({"area": "workspace", "tenant": {"slug": "globex", "base": "/t/globex"}}),
+    ];
+    for (url, want) in urls.iter().zip(expected) {
+        // As a browser would: *.localhost resolves to loopback, the Host names the URL's host.
+        let (host, path) = url["http://".len()..].split_once('/').unwrap();
+        let page = request_to(
+            server.addr,
+            "GET",
+            &format!("/{path}"),
+            &[("Host", host), HTML],
+            None,
+        );
+        assert_page(&page, 200);
+        let boot = boot(&page);
+        assert_eq!(boot["area"], want["area"], "{url}");
+        assert_eq!(boot["tenant"], want["tenant"], "{url}");
+    }
 }
