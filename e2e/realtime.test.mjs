@@ -4,23 +4,13 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { createInterface } from 'node:readline';
-
 import Pusher from 'pusher-js';
 import Echo from 'laravel-echo';
 import PusherServer from 'pusher';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const binary = process.env.TENANTD_BIN || join(root, 'target', 'debug', 'tenantd');
-const PASSWORD = 'demo-password';
+import { startServer, DEMO_PASSWORD as PASSWORD } from './server.mjs';
 
 let server;
-let data;
 let base;
 let port;
 let credentials;
@@ -83,47 +73,20 @@ function connected(client) {
   return waitFor(() => client.socketId(), 'the socket id');
 }
 
-const LISTEN_TIMEOUT_MS = 30_000;
-
 before(async () => {
-  data = mkdtempSync(join(tmpdir(), 'tenantd-e2e-'));
-  server = spawn(binary, ['serve', '--demo', '--bind', '127.0.0.1:0', '--data', data], {
-    env: { ...process.env, RUST_LOG: 'warn' },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const lines = createInterface({ input: server.stdout });
-  base = await new Promise((resolve, reject) => {
-    // A binary that hangs before listening fails the run instead of hanging it.
-    const timer = setTimeout(() => {
-      server.kill('SIGKILL');
-      reject(new Error(`tenantd did not say it was listening within ${LISTEN_TIMEOUT_MS} ms`));
-    }, LISTEN_TIMEOUT_MS);
-    lines.on('line', (line) => {
-      const m = line.match(/^tenantd listening on (http:\/\/127\.0\.0\.1:(\d+))$/);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]);
-      }
-    });
-    server.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`tenantd exited with ${code}`));
-    });
-  });
-  port = Number(new URL(base).port);
-  credentials = JSON.parse(
-    execFileSync(binary, ['realtime', 'credentials', '--json', '--data', data], { encoding: 'utf8' }),
-  );
+  server = await startServer();
+  base = server.url;
+  port = server.port;
+  credentials = server.credentials();
   const alice = await login('alice@acme.test');
   const me = await api('GET', '/api/me', alice.token);
   for (const m of me.json.memberships) tenants[m.slug] = m.tenant_id;
   assert.ok(tenants.acme, 'alice belongs to acme');
 });
 
-after(() => {
+after(async () => {
   for (const c of clients) c.disconnect();
-  server?.kill('SIGTERM');
-  if (data) rmSync(data, { recursive: true, force: true });
+  await server?.stop();
 });
 
 test('Echo connects and private() receives a message posted through the API', async () => {

@@ -41,6 +41,8 @@ pub struct Demo {
     pub summary: String,
     /// (email, slug) of a demo admin, if acme is the demo's.
     pub try_as: Option<(&'static str, &'static str)>,
+    /// The slugs of the demo's own companies, whose workspaces it has filled.
+    pub companies: Vec<String>,
 }
 
 /// Creates whatever of the demo is missing and returns how to log in. Only companies the demo
@@ -164,5 +166,6 @@ pub fn ensure(app: &App) -> Result<Demo, String> {
     Ok(Demo {
         summary: out,
         try_as: is_owned("acme").then_some(("alice@acme.test", "acme")),
+        companies: owned.iter().map(|t| t.slug().to_string()).collect(),
     })
 }

@@ -1,6 +1,7 @@
 //! tenantd: one binary serving many tenants, each in its own SQLite file.
 
 pub mod api;
+pub mod assets;
 pub mod auth;
 pub mod catalog;
 pub mod cli;

@@ -108,9 +108,11 @@ pub fn run(mut config: ServeConfig) -> i32 {
         data_dir.display()
     );
     banner.push_str(&admin_note);
+    let mut companies = Vec::new();
     if let Some(demo) = demo {
         let port = server.local_addr().port();
         banner.push_str(&demo.summary);
+        companies = demo.companies;
         if let Some((email, slug)) = demo.try_as {
             banner.push_str(&format!(
                 "  try: curl -s -H 'Content-Type: application/json' \\\n    \
@@ -122,6 +124,11 @@ pub fn run(mut config: ServeConfig) -> i32 {
             ));
         }
     }
+    banner.push_str(&web_urls(
+        server.local_addr(),
+        &config.app.identify.base_domain,
+        &companies,
+    ));
     // Whoever started us may have stopped reading (a closed pipe): that is no reason to die.
     let mut stdout = std::io::stdout();
     let _ = stdout
@@ -140,6 +147,32 @@ pub fn run(mut config: ServeConfig) -> i32 {
         log::warn!("stopped with requests still in flight after the grace period");
     }
     0
+}
+
+/// Where a browser finds the web interface: the admin portal on the bound address (loopback
+/// when bound to every address), and each company's workspace on its subdomain and under
+/// `/t/{slug}/`. A subdomain of `localhost` reaches this machine only if we listen on
+/// loopback, so it is left out when we are bound to another address.
+fn web_urls(addr: std::net::SocketAddr, base_domain: &str, companies: &[String]) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    let portal = format!("http://{}/", std::net::SocketAddr::new(ip, addr.port()));
+    let subdomains = base_domain != "localhost" || ip.is_loopback();
+    let mut out = format!(
+        "web interface, open in a browser:\n  {:<14}{portal}\n",
+        "admin portal"
+    );
+    for slug in companies {
+        out.push_str(&format!("  {slug:<14}"));
+        if subdomains {
+            out.push_str(&format!("http://{slug}.{base_domain}:{}/ or ", addr.port()));
+        }
+        out.push_str(&format!("{portal}t/{slug}/\n"));
+    }
+    out
 }
 
 /// How to get in as a system admin: the first admin's password in a block of its own on the
@@ -243,6 +276,39 @@ fn fd_shortfall(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_web_interface_is_shown_where_a_browser_reaches_it() {
+        let demo = ["acme".to_string(), "globex".to_string()];
+        assert_eq!(
+            web_urls("127.0.0.1:8080".parse().unwrap(), "localhost", &demo),
+            "web interface, open in a browser:\n  \
+             admin portal  http://127.0.0.1:8080/\n  \
+             acme          http://acme.localhost:8080/ or http://127.0.0.1:8080/t/acme/\n  \
+             globex        http://globex.localhost:8080/ or http://127.0.0.1:8080/t/globex/\n"
+        );
+        assert_eq!(
+            web_urls("0.0.0.0:80".parse().unwrap(), "localhost", &[]),
+            "web interface, open in a browser:\n  admin portal  http://127.0.0.1:80/\n"
+        );
+        let v6 = web_urls("[::]:8080".parse().unwrap(), "localhost", &demo[..1]);
+        assert!(v6.contains("http://[::1]:8080/t/acme/"), "{v6}");
+        // Bound elsewhere, acme.localhost would not reach us; a real base domain would.
+        let lan = web_urls("192.0.2.7:8080".parse().unwrap(), "localhost", &demo[..1]);
+        assert!(
+            lan.ends_with("  acme          http://192.0.2.7:8080/t/acme/\n"),
+            "{lan}"
+        );
+        let named = web_urls(
+            "192.0.2.7:8080".parse().unwrap(),
+            "example.test",
+            &demo[..1],
+        );
+        assert!(
+            named.contains("http://acme.example.test:8080/ or "),
+            "{named}"
+        );
+    }
 
     #[test]
     fn a_low_open_file_limit_is_reported_with_the_caps_that_need_more() {

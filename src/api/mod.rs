@@ -14,6 +14,7 @@ mod cookies;
 mod invitations;
 mod members;
 mod memo;
+mod pages;
 mod params;
 mod pipeline;
 mod tenant;

@@ -7,6 +7,7 @@
 use std::any::Any;
 use std::sync::Arc;
 
+use crate::assets;
 use crate::auth::principal::{self, Principal, Via};
 use crate::auth::token;
 use crate::catalog::{CatalogView, Membership, Session, SystemAdmin, TenantRecord, User};
@@ -17,6 +18,7 @@ use crate::tenancy::{Lookup, Tenant};
 
 use super::cookies::check_csrf;
 use super::memo::{Memo, RememberedMember};
+use super::pages;
 use super::{healthz, App, Route, TenantFn};
 
 /// One request as a handler sees it, whatever the route needs.
@@ -228,6 +230,11 @@ impl http::Handler for App {
             )
             .unwrap_or_else(Error::into_response);
         }
+        // Before identification: a page on an unknown or suspended tenant's host needs its
+        // script and style too.
+        if req.path.starts_with(assets::PREFIX) && matches!(req.method.as_str(), "GET" | "HEAD") {
+            return assets::serve(req).unwrap_or_else(|| Error::NotFound.into_response());
+        }
         // A proxy that adds its own X-Tenant-* header behind the client's must not lose to it.
         let (mut ids, mut slugs) = (0, 0);
         for h in &req.headers {
@@ -256,8 +263,14 @@ impl http::Handler for App {
         };
         let identified = match identify::identify(&fresh.snapshot, &self.identify, hints) {
             Ok(identified) => identified,
-            Err(e) => return Error::from(e).into_response(),
+            Err(e) => {
+                return pages::unidentified(self, req, e)
+                    .unwrap_or_else(|e| Error::from(e).into_response())
+            }
         };
+        if pages::wanted(self, req, identified.path) {
+            return pages::page(self, req, &identified);
+        }
         let tenant = identified.tenant.map(|(record, _)| record);
         // Only for the access log: not made when it is off.
         let note = tenant

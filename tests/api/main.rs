@@ -21,4 +21,5 @@ mod sessions;
 mod support;
 mod tenancy;
 mod throttle;
+mod ui;
 mod workspace;
