@@ -64,8 +64,8 @@ function CentralSignIn({ notice, onSignedIn }) {
   const [admin, setAdmin] = useState(true);
   const footer = html`<p class="switch-kind">
     ${admin
-      ? html`Not a system administrator? <button type="button" class="link" onClick=${() => setAdmin(false)}>Sign in to your companies</button>`
-      : html`System administrator? <button type="button" class="link" onClick=${() => setAdmin(true)}>Sign in to the admin portal</button>`}
+      ? html`Not a system administrator? <button type="button" class="link" onClick=${() => setAdmin(false)}>Use a company account</button>`
+      : html`System administrator? <button type="button" class="link" onClick=${() => setAdmin(true)}>Use the admin account</button>`}
   </p>`;
   return html`<${SignIn}
     key=${admin ? 'admin' : 'person'}
@@ -132,6 +132,7 @@ function Portal({ admin, path }) {
         <button type="button" class="secondary small" onClick=${signOutHere}>Sign out</button>
       </div>
     </header>
+    <div class="shell-body">
     <nav id="portal-nav" class=${menuOpen ? 'open' : ''} aria-label="Admin portal">
       <ul>
         <li><${Link} to="/tenants" aria-current=${current('/tenants')}>Tenants<//></li>
@@ -140,6 +141,7 @@ function Portal({ admin, path }) {
       </ul>
     </nav>
     <main id="main" tabindex="-1">${screen}</main>
+    </div>
   </div>`;
 }
 

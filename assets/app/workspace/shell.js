@@ -176,12 +176,14 @@ function Workspace({ session, path, onProfile }) {
         <button type="button" class="secondary small" onClick=${signOut}>Sign out</button>
       </div>
     </header>
+    <div class="shell-body">
     <nav id="workspace-nav" class=${menuOpen ? 'open' : ''} aria-label="Workspace">
       <ul>
         ${nav.filter(([, , shown]) => shown).map(([to, label]) => html`<li key=${to}><${Link} to=${to} aria-current=${current(to)}>${label}<//></li>`)}
       </ul>
     </nav>
     <main id="main" tabindex="-1">${screen}</main>
+    </div>
   </div>`;
 }
 
