@@ -197,14 +197,6 @@ mod tests {
         for c in ['"', '\'', '<', '>'] {
             assert!(!escaped.contains(c), "{c} left in {escaped}");
         }
-        // Every '&' left starts one of our entities, so a browser reads back the very text.
-        let back = escaped
-            .replace("&quot;", "\"")
-            .replace("&#39;", "'")
-            .replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&amp;", "&");
-        assert_eq!(back, hostile);
     }
 
     #[test]
