@@ -10,6 +10,7 @@ use crate::auth::{token, totp};
 use crate::catalog::{unix_now, ActorType, AuditActor, Catalog, NewSession, TenantRecord};
 use crate::error::Error;
 use crate::http::{Params, Response, Router};
+use crate::tenancy::health::health as tenant_health;
 use crate::tenancy::lifecycle::{self, LifecycleError, NewTenant};
 
 use super::account::admit;
@@ -72,6 +73,16 @@ pub(super) fn routes(r: &mut Router<Route>) {
         "POST",
         "/api/admin/tenants/{tenant}/impersonate",
         Route::Admin(impersonate),
+    );
+    r.add(
+        "GET",
+        "/api/admin/tenants/{tenant}/health",
+        Route::Admin(health),
+    );
+    r.add(
+        "GET",
+        "/api/admin/tenants/{tenant}/members",
+        Route::Admin(members),
     );
 }
 
@@ -283,6 +294,20 @@ fn create(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Resp
         json!({ "slug": record.slug }),
     );
     Ok(Response::json(201, &record))
+}
+
+/// File size, schema version, pool and last access of one tenant, without opening its pool.
+fn health(app: &App, ctx: &RequestCtx, _signed_in: &SignedInAdmin) -> Result<Response, Error> {
+    let record = tenant_by_key(&app.catalog, ctx.params.get("tenant").unwrap_or_default())?;
+    let health = tenant_health(app.catalog.data_dir(), &app.registry, &record);
+    Ok(Response::json(200, &health))
+}
+
+/// The tenant's people and their roles, for choosing whom to impersonate.
+fn members(app: &App, ctx: &RequestCtx, _signed_in: &SignedInAdmin) -> Result<Response, Error> {
+    let record = tenant_by_key(&app.catalog, ctx.params.get("tenant").unwrap_or_default())?;
+    let members = app.catalog.members(&record.id)?;
+    Ok(Response::json(200, &json!({ "members": members })))
 }
 
 fn show(app: &App, ctx: &RequestCtx, _signed_in: &SignedInAdmin) -> Result<Response, Error> {
