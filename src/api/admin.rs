@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::auth::principal::{self, Via};
 use crate::auth::{token, totp};
 use crate::catalog::{unix_now, ActorType, AuditActor, Catalog, NewSession, TenantRecord};
 use crate::error::Error;
@@ -147,11 +148,16 @@ fn login(app: &App, ctx: &RequestCtx) -> Result<Response, Error> {
     Ok(gate.passed(app, response))
 }
 
-fn me(_app: &App, _ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Response, Error> {
-    Ok(Response::json(
-        200,
-        &json!({ "admin": { "id": signed_in.admin.id, "email": signed_in.admin.email, "totp_enabled": signed_in.admin.totp_enabled } }),
-    ))
+fn me(_app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Response, Error> {
+    let mut body = json!({ "admin": { "id": signed_in.admin.id, "email": signed_in.admin.email, "totp_enabled": signed_in.admin.totp_enabled } });
+    // As `/api/me` does: the portal needs it for the X-CSRF-Token header and cannot read the
+    // HttpOnly cookie. The credentials are read as the pipeline read them.
+    if let Some((_, Via::Cookie)) =
+        principal::credentials(ctx.req.header("authorization"), ctx.req.header("cookie"))
+    {
+        body["csrf_token"] = json!(signed_in.session.csrf_token);
+    }
+    Ok(Response::json(200, &body))
 }
 
 /// Starts (or restarts) two-factor enrolment: the secret is shown once and enforced only after a

@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 use tenantd::catalog::unix_now;
 
 use crate::support::{
-    expect, expect_error, id, spawn_app, text, Reply, TestApp, ADMIN_EMAIL, OWNER_EMAIL,
+    expect, expect_error, id, spawn_app, text, Reply, TestApp, ADMIN_EMAIL, ADMIN_PASSWORD,
+    OWNER_EMAIL,
 };
 
 fn tenant_files(app: &TestApp) -> Vec<String> {
@@ -327,5 +328,42 @@ fn impersonation_exchanged_by_a_browser_sets_the_cookie_and_logout_ends_it() {
         &app.admin("GET", "/api/admin/me", None),
         200,
         "admin still in",
+    );
+}
+
+#[test]
+fn admin_me_answers_the_csrf_token_to_a_cookie_session_only() {
+    let app = spawn_app();
+    let login = app.call(
+        "POST",
+        "/api/admin/auth/login",
+        &[],
+        Some(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}).to_string()),
+    );
+    expect(&login, 200, "admin login");
+    let login = login.json();
+    let (token, csrf) = (text(&login["token"]), text(&login["csrf_token"]));
+
+    let me = by_cookie(&app, "localhost", &token, None, "GET", "/api/admin/me");
+    expect(&me, 200, "admin me by cookie");
+    assert_eq!(me.json()["admin"]["email"], ADMIN_EMAIL);
+    assert_eq!(me.json()["csrf_token"], csrf.as_str());
+    // What the portal then sends is accepted.
+    let enrol = by_cookie(
+        &app,
+        "localhost",
+        &token,
+        Some(&text(&me.json()["csrf_token"])),
+        "POST",
+        "/api/admin/totp/enrol",
+    );
+    expect(&enrol, 200, "a write with the token from me");
+
+    let bearer = app.as_bearer(&token, "GET", "/api/admin/me", &[], None);
+    expect(&bearer, 200, "admin me by bearer");
+    assert_eq!(
+        bearer.json()["csrf_token"],
+        Value::Null,
+        "no cookie, no token"
     );
 }
