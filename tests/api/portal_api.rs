@@ -367,3 +367,28 @@ fn admin_me_answers_the_csrf_token_to_a_cookie_session_only() {
         "no cookie, no token"
     );
 }
+
+#[test]
+fn totp_enrolment_answers_a_qr_code_of_its_uri_as_an_svg_data_url() {
+    let app = spawn_app();
+    let reply = app.admin("POST", "/api/admin/totp/enrol", None);
+    expect(&reply, 200, "enrol");
+    let body = reply.json();
+    assert!(text(&body["otpauth_uri"]).starts_with("otpauth://totp/"));
+    let url = text(&body["qr_data_url"]);
+    let encoded = url
+        .strip_prefix("data:image/svg+xml;base64,")
+        .unwrap_or_else(|| panic!("not an SVG data URL: {url}"));
+    let svg = data_encoding::BASE64
+        .decode(encoded.as_bytes())
+        .expect("base64");
+    let svg = String::from_utf8(svg).expect("UTF-8 text");
+    assert!(
+        svg.starts_with("<?xml") || svg.starts_with("<svg"),
+        "{svg:.80}"
+    );
+    assert!(svg.contains("<svg") && svg.trim_end().ends_with("</svg>"));
+    // A new enrolment, a new secret, a new picture.
+    let again = app.admin("POST", "/api/admin/totp/enrol", None).json();
+    assert_ne!(again["qr_data_url"], body["qr_data_url"]);
+}
