@@ -153,43 +153,56 @@ fn members_of_a_tenant_with_their_roles_for_a_system_admin() {
     app.create_tenant("acme", &[]);
     app.create_tenant("globex", &[]);
     let (bob, _) = app.member("bob@example.test", "acme", "agent");
-    app.member("gus@example.test", "globex", "viewer");
+    let (gus, _) = app.member("gus@example.test", "globex", "viewer");
 
-    let reply = app.admin("GET", "/api/admin/tenants/acme/members", None);
-    expect(&reply, 200, "members");
-    let people: Vec<(i64, String, String, String)> = reply.json()["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m["user"]["id"].as_i64().unwrap(),
-                text(&m["user"]["email"]),
-                text(&m["user"]["name"]),
-                text(&m["role"]),
-            )
-        })
-        .collect();
+    // (id, email, name, role) of each member, as the tenant's members list answers them.
+    let people = |tenant: &str| -> Vec<(i64, String, String, String)> {
+        let reply = app.admin("GET", &format!("/api/admin/tenants/{tenant}/members"), None);
+        expect(&reply, 200, "members");
+        reply.json()["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                let user = &m["user"];
+                let id = user["id"].as_i64().unwrap();
+                (
+                    id,
+                    text(&user["email"]),
+                    text(&user["name"]),
+                    text(&m["role"]),
+                )
+            })
+            .collect()
+    };
+    let owner = |role: &str| {
+        (
+            app.owner_id,
+            OWNER_EMAIL.into(),
+            "owner".into(),
+            role.into(),
+        )
+    };
     assert_eq!(
-        people,
+        people("acme"),
         [
             (bob, "bob@example.test".into(), "bob".into(), "agent".into()),
-            (
-                app.owner_id,
-                OWNER_EMAIL.into(),
-                "owner".into(),
-                "admin".into()
-            ),
+            owner("admin"),
         ]
     );
-    let globex = app.admin("GET", "/api/admin/tenants/globex/members", None);
-    let emails: Vec<String> = globex.json()["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| text(&m["user"]["email"]))
-        .collect();
-    assert_eq!(emails, ["gus@example.test", OWNER_EMAIL], "globex's only");
+    assert_eq!(
+        people("globex"),
+        [
+            (
+                gus,
+                "gus@example.test".into(),
+                "gus".into(),
+                "viewer".into()
+            ),
+            owner("admin"),
+        ],
+        "globex's only"
+    );
     expect_error(
         &app.admin("GET", "/api/admin/tenants/nope/members", None),
         404,
