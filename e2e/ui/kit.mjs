@@ -147,7 +147,11 @@ export async function newPage(browser, { phone = false, ...contextOptions } = {}
 export async function signIn(page, url, email, password = DEMO_PASSWORD, { timeout = 10_000 } = {}) {
   if (url) await page.goto(url);
   const form = page.locator('[data-screen="signin"]');
-  await form.waitFor({ timeout });
+  await form.waitFor({ timeout }).catch(async (e) => {
+    const screens = await page.locator('[data-screen]').evaluateAll((els) => els.map((el) => el.dataset.screen));
+    throw new Error(`no sign-in screen at ${page.url()} (screens: ${screens.join(', ') || 'none'}): ` +
+      e.message.split('\n')[0]);
+  });
   await form.getByLabel('Email', { exact: true }).fill(email);
   await form.getByLabel('Password', { exact: true }).fill(password);
   await form.getByRole('button', { name: 'Sign in', exact: true }).click();
