@@ -90,7 +90,10 @@ export function skipUnlessBrowser(t) {
   return false;
 }
 
-/** Launches headless Chromium with CHROMIUM_ARGS. Throws a clear error when it is missing. */
+/**
+ * Launches headless Chromium with CHROMIUM_ARGS (plus `options.args`; `options.env` replaces
+ * the browser's environment). Throws a clear error when it is missing.
+ */
 export async function launchBrowser(options = {}) {
   const executablePath = chromiumPath();
   if (!executablePath) throw new Error(missingMessage());
@@ -98,6 +101,7 @@ export async function launchBrowser(options = {}) {
     executablePath,
     headless: true,
     args: [...CHROMIUM_ARGS, ...(options.args || [])],
+    ...(options.env ? { env: options.env } : {}),
   });
 }
 
@@ -147,7 +151,11 @@ export async function newPage(browser, { phone = false, ...contextOptions } = {}
 export async function signIn(page, url, email, password = DEMO_PASSWORD, { timeout = 10_000 } = {}) {
   if (url) await page.goto(url);
   const form = page.locator('[data-screen="signin"]');
-  await form.waitFor({ timeout });
+  await form.waitFor({ timeout }).catch(async (e) => {
+    const screens = await page.locator('[data-screen]').evaluateAll((els) => els.map((el) => el.dataset.screen));
+    throw new Error(`no sign-in screen at ${page.url()} (screens: ${screens.join(', ') || 'none'}): ` +
+      e.message.split('\n')[0]);
+  });
   await form.getByLabel('Email', { exact: true }).fill(email);
   await form.getByLabel('Password', { exact: true }).fill(password);
   await form.getByRole('button', { name: 'Sign in', exact: true }).click();
@@ -248,10 +256,18 @@ function pngPath(name, dir) {
 }
 
 async function settle(page) {
-  await page.evaluate(async () => {
+  const textWidth = await page.evaluate(async () => {
     await document.fonts.ready;
     await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+    const canvas = document.createElement('canvas').getContext('2d');
+    canvas.font = '16px sans-serif';
+    return canvas.measureText('Readable').width;
   });
+  // Without any font installed Chromium draws no text at all, and the screenshot is blank
+  // boxes; Debian's chromium package pulls in no font.
+  if (!(textWidth > 0)) {
+    throw new Error('Chromium has no font to draw text with: install fonts-dejavu-core (.ci/run does)');
+  }
 }
 
 /**
