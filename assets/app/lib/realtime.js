@@ -35,9 +35,29 @@ export function getEcho(csrf) {
   return echo;
 }
 
+const reconnectSubscribers = new Set();
+let wasConnected = false;
+let lost = false;
+
 function setState(s) {
+  if (s === 'connected') {
+    // Events published while the socket was away are not replayed: screens read again.
+    if (wasConnected && lost) reconnectSubscribers.forEach((fn) => fn());
+    wasConnected = true;
+    lost = false;
+  } else if (wasConnected) {
+    lost = true;
+  }
   state = s;
   stateSubscribers.forEach((fn) => fn(s));
+}
+
+/** Calls `fn` each time the connection comes back after it was lost (to read again what was missed). */
+export function useReconnect(fn) {
+  useEffect(() => {
+    reconnectSubscribers.add(fn);
+    return () => reconnectSubscribers.delete(fn);
+  }, [fn]);
 }
 
 /** Ends the connection (sign out, session ended). */
