@@ -92,6 +92,9 @@ test('a new person accepts an invitation from its copied link and is a member', 
   await card.getByRole('button', { name: 'Join Acme Inc' }).click();
   await inWorkspace(guest, 'Acme Inc', 'agent');
   await guest.locator('.user-menu', { hasText: 'Nora' }).waitFor(WAIT);
+  // The workspace's start screen, not the address of the spent invitation.
+  await guest.locator('main#main [data-screen]').first().waitFor(WAIT);
+  assert.notEqual(await guest.locator('main#main [data-screen]').first().getAttribute('data-screen'), 'not-found');
   assert.equal(new URL(guest.url()).pathname, '/', 'the token leaves the address bar');
   assert.equal(new URL(guest.url()).hash, '');
 
@@ -352,6 +355,8 @@ test("globex's admin on acme's address sees the not-a-member screen and no acme 
   const recorded = collectResponses(page);
   await page.goto(`${acme()}/people`);
   await screen(page, 'signin');
+  // The page's own "Loading…" goes once the app is up (it was a status that never ended).
+  assert.equal(await page.locator('.boot-loading').count(), 0);
   await checkA11y(page, 'signin');
   await screenshot(page, 'signin');
   await signIn(page, null, 'gina@globex.test');

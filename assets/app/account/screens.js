@@ -246,11 +246,16 @@ export function Companies({ me }) {
     <h1>Your companies</h1>
     ${list.length === 0
       ? html`<div class="empty"><p>You are not a member of any company yet. Ask a company's administrator for an invitation.</p></div>`
-      : html`<ul class="company-list">
+      : html`<p class="hint companies-intro">Choose a company to open its workspace.</p>
+        <ul class="company-list">
           ${list.map((m) => html`<li key=${m.tenant_id}>
             <a class="company" href=${`/t/${encodeURIComponent(m.slug)}/`}>
-              <span class="company-name">${m.name}</span>
-              <span class="company-role">${m.role}</span>
+              <span class="company-mark" aria-hidden="true">${m.name.charAt(0).toUpperCase()}</span>
+              <span class="company-text">
+                <span class="company-name">${m.name}</span>
+                <span class="company-role">Your role: ${m.role}</span>
+              </span>
+              <span class="company-open" aria-hidden="true">Open →</span>
             </a>
           </li>`)}
         </ul>`}

@@ -4,7 +4,7 @@
 import { html, useState } from '../../vendor/htm-preact.module.js';
 import { api } from '../lib/api.js';
 import { Async, Empty, Field, formatTime, useAsync } from '../lib/ui.js';
-import { NoAccess, permissionLabel } from './people.js';
+import { NoAccess, inListOrder, permissionLabel } from './people.js';
 
 const PAGE_SIZE = 25;
 
@@ -21,6 +21,11 @@ const ACTIONS = [
   ['role.created', 'Created a role'],
   ['role.updated', 'Changed a role'],
   ['role.deleted', 'Deleted a role'],
+  ['auth.', 'Sign-ins (all)'],
+  ['auth.login', 'Signed in'],
+  ['auth.login_failed', 'Failed to sign in'],
+  ['auth.logout', 'Signed out'],
+  ['auth.password_changed', 'Changed their password'],
   ['token.', 'API tokens (all)'],
   ['token.created', 'Created an API token'],
   ['token.revoked', 'Revoked an API token'],
@@ -104,7 +109,7 @@ function Audit({ ctx }) {
         <option value="">All actions</option>
         ${ACTIONS.map(([a, words]) => html`<option key=${a} value=${a}>${a.endsWith('.') ? words : `\u2003${words}`}</option>`)}
       <//>
-      <${Field} label="Who (email)" type="email" class="grow" value=${draft.actor} placeholder="someone@example.com" onInput=${set('actor')} />
+      <${Field} label="Who (email)" type="email" value=${draft.actor} placeholder="someone@example.com" onInput=${set('actor')} />
       <${Field} label="From date" type="date" value=${draft.since} onInput=${set('since')} />
       <div class="toolbar-buttons">
         <button type="submit">Filter</button>
@@ -169,7 +174,7 @@ function details(e) {
   if (d.replaced === 0) delete d.replaced;
   const lines = Object.entries(d).map(([k, v]) => {
     let text;
-    if (k === 'permissions' && Array.isArray(v)) text = v.length ? v.map(permissionLabel).join('; ') : 'none';
+    if (k === 'permissions' && Array.isArray(v)) text = v.length ? inListOrder(v).map(permissionLabel).join('; ') : 'none';
     else if (k === 'replaced') text = v ? `replaced ${v} earlier invitation${v === 1 ? '' : 's'}` : 'no';
     else if (v !== null && typeof v === 'object') text = JSON.stringify(v);
     else text = String(v);

@@ -32,6 +32,15 @@ export function permissionLabel(name) {
   return found ? found[2] : name.replace(/_/g, ' ');
 }
 
+/** Permissions in the order of PERMISSIONS (by subject), unknown ones last. */
+export function inListOrder(names) {
+  const rank = (p) => {
+    const i = PERMISSIONS.findIndex(([q]) => q === p);
+    return i < 0 ? PERMISSIONS.length : i;
+  };
+  return [...names].sort((a, b) => rank(a) - rank(b));
+}
+
 /** Roles every company has, for a member who may not list the roles themselves. */
 const BUILTIN_ROLE_NAMES = ['admin', 'manager', 'agent', 'viewer'];
 
@@ -292,7 +301,7 @@ function Roles() {
       <h1>Roles</h1>
       <button type="button" onClick=${() => setEditing({})}>New role</button>
     </div>
-    <p class="hint">A member's role decides what they may see and do. The four built-in roles cannot be changed;
+    <p class="hint screen-intro">A member's role decides what they may see and do. The four built-in roles cannot be changed;
       make a custom role for anything else.</p>
     <${Async} state=${state} label="Loading the roles…">${(data) => html`
       <ul class="role-list">
@@ -311,7 +320,7 @@ function Roles() {
             : r.permissions.length === 0
               ? html`<p class="hint">No permissions: can only sign in and chat where invited.</p>`
               : html`<ul class="permission-chips" aria-label=${`Permissions of ${r.name}`}>
-                  ${r.permissions.map((p) => html`<li key=${p}>${permissionLabel(p)}</li>`)}
+                  ${inListOrder(r.permissions).map((p) => html`<li key=${p}>${permissionLabel(p)}</li>`)}
                 </ul>`}
         </li>`)}
       </ul>`}<//>
