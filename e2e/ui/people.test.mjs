@@ -153,6 +153,25 @@ test('an existing account accepts with its own password', { skip: ui.skip }, asy
   await gus.context().close();
 });
 
+test('someone signed in with the invited email accepts with one button, no password', { skip: ui.skip }, async () => {
+  const val = await openAs('/', 'val@globex.test');
+  await screen(val, 'no-member');
+  const alice = await openAs('/people', 'alice@acme.test');
+  await screen(alice, 'members');
+  const { link, ready } = await invite(alice, 'val@globex.test', 'viewer');
+  await closeReady(ready);
+  await val.goto(link);
+  const card = await screen(val, 'invitation');
+  await card.getByText('You are signed in with this email.').waitFor(WAIT);
+  assert.equal(await card.getByLabel('Password').count(), 0, 'no password asked');
+  await card.getByRole('button', { name: 'Join Acme Inc' }).click();
+  await inWorkspace(val, 'Acme Inc', 'viewer');
+  await alice.reload();
+  await alice.locator('[data-testid="member-row"][data-email="val@globex.test"]').waitFor(WAIT);
+  await val.context().close();
+  await alice.context().close();
+});
+
 async function createRole(page, name, labels) {
   await page.getByRole('button', { name: 'New role' }).click();
   const dialog = page.getByRole('dialog', { name: 'New role' });
