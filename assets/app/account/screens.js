@@ -1,10 +1,10 @@
 // A person's own screens, in every area: sign in, accept an invitation, profile and password,
 // the company chooser, and the screens that say why a workspace cannot be shown.
-import { html, useState } from '../../vendor/htm-preact.module.js';
+import { html, useRef, useState } from '../../vendor/htm-preact.module.js';
 import { ApiError, api, setCsrf } from '../lib/api.js';
 import { base, boot } from '../lib/boot.js';
 import { navigate } from '../lib/router.js';
-import { Async, Banner, ErrorBox, Field, Submit, fieldError, toast, useAsync } from '../lib/ui.js';
+import { Async, Banner, ErrorBox, Field, Submit, fieldError, toast, useAsync, useSubmit } from '../lib/ui.js';
 
 /** The product's name and the place, above a sign-in or error card. */
 function Brand({ subtitle }) {
@@ -118,30 +118,22 @@ export function AcceptInvitation({ me, onAccepted }) {
   const [name, setName] = useState('');
   const [surname, setSurname] = useState('');
   const [password, setPassword] = useState('');
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState(null);
-  const accept = async (body) => {
-    setBusy(true);
-    setError(null);
-    try {
-      const answer = await api('POST', '/api/invitations/accept', { token, ...body });
-      if (answer.csrf_token) setCsrf(answer.csrf_token);
-      // The token is spent: the address bar should not keep it, and the workspace opens at its start.
-      navigate('/', { replace: true });
-      toast(`Welcome to ${answer.tenant ? answer.tenant.name : 'the company'}.`);
-      onAccepted(answer);
-    } catch (err) {
-      setError(err);
-      setBusy(false);
+  // Without a password: the session of someone signed in with the invited email.
+  const withSession = useRef(false);
+  const { busy, error, run } = useSubmit(async () => {
+    const body = {};
+    if (!withSession.current) {
+      body.password = password;
+      if (name.trim()) body.name = name.trim();
+      if (surname.trim()) body.surname = surname.trim();
     }
-  };
-  const submit = (e) => {
-    e.preventDefault();
-    const body = { password };
-    if (name.trim()) body.name = name.trim();
-    if (surname.trim()) body.surname = surname.trim();
-    accept(body);
-  };
+    const answer = await api('POST', '/api/invitations/accept', { token, ...body });
+    if (answer.csrf_token) setCsrf(answer.csrf_token);
+    // The token is spent: the address bar should not keep it, and the workspace opens at its start.
+    navigate('/', { replace: true });
+    toast(`Welcome to ${answer.tenant ? answer.tenant.name : 'the company'}.`);
+    onAccepted(answer);
+  });
   // A wrong password can only be an existing account's: say so in the field's own words.
   const passwordError =
     said(error, 'password', 'The password') ||
@@ -155,10 +147,13 @@ export function AcceptInvitation({ me, onAccepted }) {
       ${signedInAsInvitee
         ? html`<p class="hint">You are signed in with this email.</p>
             <${ErrorBox} error=${error} />
-            <div class="actions"><button type="button" disabled=${busy} onClick=${() => accept({})}>${busy ? 'Working…' : `Join ${data.tenant.name}`}</button></div>`
+            <div class="actions"><button type="button" disabled=${busy} onClick=${() => {
+              withSession.current = true;
+              run();
+            }}>${busy ? 'Working…' : `Join ${data.tenant.name}`}</button></div>`
         : html`<p class="hint">Already have an account with this email? Enter its password and you are in.
             New here? Choose a password (at least ${MIN_PASSWORD} characters) for your new account.</p>
-          <form onSubmit=${submit} novalidate>
+          <form onSubmit=${run} novalidate>
             <div class="field-row">
               <${Field} label="First name" hint="For a new account" autocomplete="given-name" value=${name} error=${said(error, 'name', 'The first name')} onInput=${(e) => setName(e.target.value)} />
               <${Field} label="Last name" hint="For a new account" autocomplete="family-name" value=${surname} error=${said(error, 'surname', 'The last name')} onInput=${(e) => setSurname(e.target.value)} />
@@ -177,43 +172,23 @@ export function Profile({ me, onChanged }) {
   const user = me.user;
   const [name, setName] = useState(user.name || '');
   const [surname, setSurname] = useState(user.surname || '');
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState(null);
   const [current, setCurrent] = useState('');
   const [next, setNext] = useState('');
-  const [pwBusy, setPwBusy] = useState(false);
-  const [pwError, setPwError] = useState(null);
-  const save = async (e) => {
-    e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      // The answer is {user}: the whole account as it is now.
-      const answer = await api('PATCH', '/api/me', { name: name.trim(), surname: surname.trim() });
-      setName(answer.user.name || '');
-      setSurname(answer.user.surname || '');
-      toast('Profile saved.');
-      onChanged && onChanged(answer.user);
-    } catch (err) {
-      setError(err);
-    }
-    setBusy(false);
-  };
-  const changePassword = async (e) => {
-    e.preventDefault();
-    setPwBusy(true);
-    setPwError(null);
-    try {
-      const answer = await api('POST', '/api/me/password', { current_password: current, new_password: next });
-      setCurrent('');
-      setNext('');
-      const others = answer.sessions_revoked || 0;
-      toast(others ? `Password changed. ${others === 1 ? 'One other session was' : `${others} other sessions were`} signed out.` : 'Password changed.');
-    } catch (err) {
-      setPwError(err);
-    }
-    setPwBusy(false);
-  };
+  const { busy, error, run: save } = useSubmit(async () => {
+    // The answer is {user}: the whole account as it is now.
+    const answer = await api('PATCH', '/api/me', { name: name.trim(), surname: surname.trim() });
+    setName(answer.user.name || '');
+    setSurname(answer.user.surname || '');
+    toast('Profile saved.');
+    onChanged && onChanged(answer.user);
+  });
+  const { busy: pwBusy, error: pwError, run: changePassword } = useSubmit(async () => {
+    const answer = await api('POST', '/api/me/password', { current_password: current, new_password: next });
+    setCurrent('');
+    setNext('');
+    const others = answer.sessions_revoked || 0;
+    toast(others ? `Password changed. ${others === 1 ? 'One other session was' : `${others} other sessions were`} signed out.` : 'Password changed.');
+  });
   return html`<section data-screen="profile" class="narrow profile">
     <h1>Your profile</h1>
     ${me.impersonated && html`<${Banner} kind="warning">An administrator is viewing this account: its password cannot be changed now.<//>`}

@@ -6,7 +6,7 @@ import { html, useEffect, useRef, useState } from '../../vendor/htm-preact.modul
 import { api, describe } from '../lib/api.js';
 import { base } from '../lib/boot.js';
 import { Link } from '../lib/router.js';
-import { Async, Confirm, Dialog, Empty, ErrorBox, Field, Submit, fieldError, formatTime, toast, useAsync } from '../lib/ui.js';
+import { Async, Confirm, Dialog, Empty, ErrorBox, Field, Submit, fieldError, formatTime, toast, useAsync, useSubmit } from '../lib/ui.js';
 
 /** Every permission a role can hold, in the order of the API's list, said in words. */
 export const PERMISSIONS = [
@@ -192,22 +192,12 @@ function RoleSelect({ roleNames, value, onChange, error }) {
 function InviteDialog({ roleNames, onDone, onClose }) {
   const [email, setEmail] = useState('');
   const [role, setRole] = useState(roleNames.includes('agent') ? 'agent' : roleNames[0] || '');
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState(null);
   const [made, setMade] = useState(null);
-  const submit = async (e) => {
-    e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      const answer = await api('POST', '/api/invitations', { email: email.trim(), role });
-      setMade(answer.invitation);
-      onDone();
-    } catch (err) {
-      setError(err);
-    }
-    setBusy(false);
-  };
+  const { busy, error, run: submit } = useSubmit(async () => {
+    const answer = await api('POST', '/api/invitations', { email: email.trim(), role });
+    setMade(answer.invitation);
+    onDone();
+  });
   if (made) return html`<${Dialog} title="Invitation ready" onClose=${onClose}>
     <${InvitationLink} invitation=${made} />
     <div class="actions"><button type="button" onClick=${onClose}>Done</button></div>
@@ -259,22 +249,12 @@ function InvitationLink({ invitation }) {
 
 function RoleDialog({ member, roleNames, onChanged, onClose }) {
   const [role, setRole] = useState(member.role);
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState(null);
-  const submit = async (e) => {
-    e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      const answer = await api('PATCH', `/api/members/${member.user.id}`, { role });
-      onChanged(answer.role);
-      toast(`${fullName(member.user)} is now ${answer.role}.`);
-      onClose();
-    } catch (err) {
-      setError(err);
-      setBusy(false);
-    }
-  };
+  const { busy, error, run: submit } = useSubmit(async () => {
+    const answer = await api('PATCH', `/api/members/${member.user.id}`, { role });
+    onChanged(answer.role);
+    toast(`${fullName(member.user)} is now ${answer.role}.`);
+    onClose();
+  });
   return html`<${Dialog} title=${`Change the role of ${fullName(member.user)}`} onClose=${onClose}>
     <form onSubmit=${submit}>
       <${RoleSelect} roleNames=${roleNames} value=${role} onChange=${setRole} error=${fieldError(error, 'role')} />
@@ -345,8 +325,6 @@ function Roles() {
 function RoleEditor({ role, onSaved, onClose }) {
   const [name, setName] = useState(role ? role.name : '');
   const [chosen, setChosen] = useState(new Set(role ? role.permissions : []));
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState(null);
   const toggle = (p) =>
     setChosen((s) => {
       const next = new Set(s);
@@ -354,20 +332,12 @@ function RoleEditor({ role, onSaved, onClose }) {
       else next.add(p);
       return next;
     });
-  const submit = async (e) => {
-    e.preventDefault();
-    setBusy(true);
-    setError(null);
+  const { busy, error, run: submit } = useSubmit(async () => {
     const body = { name: name.trim(), permissions: PERMISSIONS.map(([p]) => p).filter((p) => chosen.has(p)) };
-    try {
-      const saved = role ? await api('PATCH', `/api/roles/${role.id}`, body) : await api('POST', '/api/roles', body);
-      onSaved(saved, !role);
-      onClose();
-    } catch (err) {
-      setError(err);
-      setBusy(false);
-    }
-  };
+    const saved = role ? await api('PATCH', `/api/roles/${role.id}`, body) : await api('POST', '/api/roles', body);
+    onSaved(saved, !role);
+    onClose();
+  });
   const groups = [...new Set(PERMISSIONS.map(([, g]) => g))];
   const permError = fieldError(error, 'permissions');
   return html`<${Dialog} title=${role ? `Edit the role ${role.name}` : 'New role'} onClose=${onClose} wide>
