@@ -16,4 +16,7 @@ function App() {
   return html`${area}<${Toasts} />`;
 }
 
-render(html`<${App} />`, document.getElementById('app'));
+const root = document.getElementById('app');
+// Preact keeps children it did not render: the page's own "Loading…" would stay below the app.
+root.textContent = '';
+render(html`<${App} />`, root);

@@ -1,9 +1,10 @@
 // A person's own screens, in every area: sign in, accept an invitation, profile and password,
 // the company chooser, and the screens that say why a workspace cannot be shown.
-import { html, useState } from '../../vendor/htm-preact.module.js';
-import { api, setCsrf } from '../lib/api.js';
+import { html, useRef, useState } from '../../vendor/htm-preact.module.js';
+import { ApiError, api, setCsrf } from '../lib/api.js';
 import { base, boot } from '../lib/boot.js';
-import { Async, Banner, ErrorBox, Field, Submit, fieldError, toast, useAsync } from '../lib/ui.js';
+import { navigate } from '../lib/router.js';
+import { Async, Banner, ErrorBox, Field, Submit, fieldError, toast, useAsync, useSubmit } from '../lib/ui.js';
 
 /** The product's name and the place, above a sign-in or error card. */
 function Brand({ subtitle }) {
@@ -82,53 +83,87 @@ export async function signOut() {
   location.assign(base + '/');
 }
 
+/** A field's error from the API as a sentence that names the field: "Password must be at least 8 characters." */
+function said(error, name, label) {
+  const why = fieldError(error, name);
+  return why ? `${label} ${why.replace(/\.$/, '')}.` : undefined;
+}
+
+/** The error to show above a form: the ones not shown beside a field. */
+function formError(error, ...fields) {
+  return error && !fields.some((f) => fieldError(error, f)) ? error : null;
+}
+
+/** The shortest password the API accepts (src/api/account.rs, check_new_password). */
+const MIN_PASSWORD = 8;
+
 /** The invitation in the link's fragment (`#token=...`: a fragment never reaches a server log). */
 function invitationToken() {
   return new URLSearchParams(location.hash.slice(1)).get('token') || '';
 }
 
-/** Accepting an invitation: set a password for a new account, or confirm with an existing one. */
-export function AcceptInvitation({ onAccepted }) {
+/**
+ * Accepting an invitation: set a password for a new account, or confirm with an existing one's
+ * password, or (signed in with the invited email already) with one button.
+ */
+export function AcceptInvitation({ me, onAccepted }) {
   const token = invitationToken();
-  const lookup = useAsync(() => (token ? api('POST', '/api/invitations/lookup', { token }) : Promise.reject(new Error('This invitation link is incomplete. Open the whole link you were sent.'))), [token]);
+  const lookup = useAsync(
+    () =>
+      token
+        ? api('POST', '/api/invitations/lookup', { token })
+        : Promise.reject(new ApiError(0, 'invitation_incomplete', 'This invitation link is incomplete. Open the whole link you were sent')),
+    [token],
+  );
   const [name, setName] = useState('');
   const [surname, setSurname] = useState('');
   const [password, setPassword] = useState('');
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState(null);
-  const submit = async (e) => {
-    e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      const body = { token, password };
-      if (name) body.name = name;
-      if (surname) body.surname = surname;
-      const answer = await api('POST', '/api/invitations/accept', body);
-      setCsrf(answer.csrf_token);
-      history.replaceState(null, '', base + '/');
-      toast(`Welcome to ${answer.tenant ? answer.tenant.name : 'the company'}.`);
-      onAccepted(answer);
-    } catch (err) {
-      setError(err);
-      setBusy(false);
+  // Without a password: the session of someone signed in with the invited email.
+  const withSession = useRef(false);
+  const { busy, error, run } = useSubmit(async () => {
+    const body = {};
+    if (!withSession.current) {
+      body.password = password;
+      if (name.trim()) body.name = name.trim();
+      if (surname.trim()) body.surname = surname.trim();
     }
-  };
+    const answer = await api('POST', '/api/invitations/accept', { token, ...body });
+    if (answer.csrf_token) setCsrf(answer.csrf_token);
+    // The token is spent: the address bar should not keep it, and the workspace opens at its start.
+    navigate('/', { replace: true });
+    toast(`Welcome to ${answer.tenant ? answer.tenant.name : 'the company'}.`);
+    onAccepted(answer);
+  });
+  // A wrong password can only be an existing account's: say so in the field's own words.
+  const passwordError =
+    said(error, 'password', 'The password') ||
+    (error && error.code === 'invalid_credentials' ? 'That is not the password of the account with this email.' : undefined);
   return html`<${Card} screen="invitation" title="Accept your invitation">
-    <${Async} state=${lookup} label="Checking the invitation…">${(data) => html`
+    <${Async} state=${lookup} label="Checking the invitation…">${(data) => {
+      const signedInAsInvitee = me && me.user && me.user.email.toLowerCase() === data.invitation.email.toLowerCase() && !me.impersonated;
+      return html`
       <p>You are invited to join <strong>${data.tenant.name}</strong> as <strong>${data.invitation.role}</strong>,
         with the email <strong>${data.invitation.email}</strong>.</p>
-      <p class="hint">If you already have an account with this email, enter its password. Otherwise choose a
-        password (at least 12 characters) for your new account.</p>
-      <form onSubmit=${submit} novalidate>
-        <${Field} label="First name (new accounts)" autocomplete="given-name" value=${name} onInput=${(e) => setName(e.target.value)} />
-        <${Field} label="Last name (new accounts)" autocomplete="family-name" value=${surname} onInput=${(e) => setSurname(e.target.value)} />
-        <${Field} label="Password" type="password" autocomplete="new-password" required value=${password}
-          error=${fieldError(error, 'password')} onInput=${(e) => setPassword(e.target.value)} />
-        <${ErrorBox} error=${error && !fieldError(error, 'password') ? error : null} />
-        <div class="actions"><${Submit} busy=${busy}>Join ${data.tenant.name}<//></div>
-      </form>`}
-    <//>
+      ${signedInAsInvitee
+        ? html`<p class="hint">You are signed in with this email.</p>
+            <${ErrorBox} error=${error} />
+            <div class="actions"><button type="button" disabled=${busy} onClick=${() => {
+              withSession.current = true;
+              run();
+            }}>${busy ? 'Working…' : `Join ${data.tenant.name}`}</button></div>`
+        : html`<p class="hint">Already have an account with this email? Enter its password and you are in.
+            New here? Choose a password (at least ${MIN_PASSWORD} characters) for your new account.</p>
+          <form onSubmit=${run} novalidate>
+            <div class="field-row">
+              <${Field} label="First name" hint="For a new account" autocomplete="given-name" value=${name} error=${said(error, 'name', 'The first name')} onInput=${(e) => setName(e.target.value)} />
+              <${Field} label="Last name" hint="For a new account" autocomplete="family-name" value=${surname} error=${said(error, 'surname', 'The last name')} onInput=${(e) => setSurname(e.target.value)} />
+            </div>
+            <${Field} label="Password" type="password" autocomplete="new-password" required value=${password}
+              error=${passwordError} onInput=${(e) => setPassword(e.target.value)} />
+            <${ErrorBox} error=${passwordError ? null : formError(error, 'name', 'surname')} />
+            <div class="actions"><${Submit} busy=${busy}>Join ${data.tenant.name}<//></div>
+          </form>`}`;
+    }}<//>
   <//>`;
 }
 
@@ -137,55 +172,44 @@ export function Profile({ me, onChanged }) {
   const user = me.user;
   const [name, setName] = useState(user.name || '');
   const [surname, setSurname] = useState(user.surname || '');
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState(null);
   const [current, setCurrent] = useState('');
   const [next, setNext] = useState('');
-  const [pwBusy, setPwBusy] = useState(false);
-  const [pwError, setPwError] = useState(null);
-  const save = async (e) => {
-    e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      const answer = await api('PATCH', '/api/me', { name, surname });
-      toast('Profile saved.');
-      onChanged && onChanged(answer.user || answer);
-    } catch (err) {
-      setError(err);
-    }
-    setBusy(false);
-  };
-  const changePassword = async (e) => {
-    e.preventDefault();
-    setPwBusy(true);
-    setPwError(null);
-    try {
-      await api('POST', '/api/me/password', { current_password: current, new_password: next });
-      setCurrent('');
-      setNext('');
-      toast('Password changed. Your other sessions were signed out.');
-    } catch (err) {
-      setPwError(err);
-    }
-    setPwBusy(false);
-  };
-  return html`<section data-screen="profile" class="narrow">
+  const { busy, error, run: save } = useSubmit(async () => {
+    // The answer is {user}: the whole account as it is now.
+    const answer = await api('PATCH', '/api/me', { name: name.trim(), surname: surname.trim() });
+    setName(answer.user.name || '');
+    setSurname(answer.user.surname || '');
+    toast('Profile saved.');
+    onChanged && onChanged(answer.user);
+  });
+  const { busy: pwBusy, error: pwError, run: changePassword } = useSubmit(async () => {
+    const answer = await api('POST', '/api/me/password', { current_password: current, new_password: next });
+    setCurrent('');
+    setNext('');
+    const others = answer.sessions_revoked || 0;
+    toast(others ? `Password changed. ${others === 1 ? 'One other session was' : `${others} other sessions were`} signed out.` : 'Password changed.');
+  });
+  return html`<section data-screen="profile" class="narrow profile">
     <h1>Your profile</h1>
-    ${me.impersonated && html`<${Banner} kind="warning">An administrator is viewing this account: the profile cannot be changed now.<//>`}
+    ${me.impersonated && html`<${Banner} kind="warning">An administrator is viewing this account: its password cannot be changed now.<//>`}
     <form onSubmit=${save} novalidate>
       <${Field} label="Email" value=${user.email} readonly />
-      <${Field} label="First name" autocomplete="given-name" value=${name} error=${fieldError(error, 'name')} onInput=${(e) => setName(e.target.value)} />
-      <${Field} label="Last name" autocomplete="family-name" value=${surname} error=${fieldError(error, 'surname')} onInput=${(e) => setSurname(e.target.value)} />
-      <${ErrorBox} error=${error && !error.fields ? error : null} />
+      <div class="field-row">
+        <${Field} label="First name" autocomplete="given-name" value=${name} error=${said(error, 'name', 'The first name')} onInput=${(e) => setName(e.target.value)} />
+        <${Field} label="Last name" autocomplete="family-name" value=${surname} error=${said(error, 'surname', 'The last name')} onInput=${(e) => setSurname(e.target.value)} />
+      </div>
+      <${ErrorBox} error=${formError(error, 'name', 'surname')} />
       <div class="actions"><${Submit} busy=${busy}>Save profile<//></div>
     </form>
     <h2>Password</h2>
     <form onSubmit=${changePassword} novalidate>
-      <${Field} label="Current password" type="password" autocomplete="current-password" value=${current} error=${fieldError(pwError, 'current_password')} onInput=${(e) => setCurrent(e.target.value)} />
-      <${Field} label="New password" type="password" autocomplete="new-password" value=${next} hint="At least 12 characters." error=${fieldError(pwError, 'new_password')} onInput=${(e) => setNext(e.target.value)} />
-      <${ErrorBox} error=${pwError && !pwError.fields ? pwError : null} />
-      <div class="actions"><${Submit} busy=${pwBusy}>Change password<//></div>
+      <fieldset class="plain" disabled=${me.impersonated}>
+        <legend class="visually-hidden">Change your password</legend>
+        <${Field} label="Current password" type="password" autocomplete="current-password" value=${current} error=${said(pwError, 'current_password', 'The current password')} onInput=${(e) => setCurrent(e.target.value)} />
+        <${Field} label="New password" type="password" autocomplete="new-password" value=${next} hint=${`At least ${MIN_PASSWORD} characters. Your other sessions are signed out.`} error=${said(pwError, 'new_password', 'The new password')} onInput=${(e) => setNext(e.target.value)} />
+        <${ErrorBox} error=${formError(pwError, 'current_password', 'new_password')} />
+        <div class="actions"><${Submit} busy=${pwBusy}>Change password<//></div>
+      </fieldset>
     </form>
   </section>`;
 }
@@ -197,11 +221,16 @@ export function Companies({ me }) {
     <h1>Your companies</h1>
     ${list.length === 0
       ? html`<div class="empty"><p>You are not a member of any company yet. Ask a company's administrator for an invitation.</p></div>`
-      : html`<ul class="company-list">
+      : html`<p class="hint companies-intro">Choose a company to open its workspace.</p>
+        <ul class="company-list">
           ${list.map((m) => html`<li key=${m.tenant_id}>
             <a class="company" href=${`/t/${encodeURIComponent(m.slug)}/`}>
-              <span class="company-name">${m.name}</span>
-              <span class="company-role">${m.role}</span>
+              <span class="company-mark" aria-hidden="true">${m.name.charAt(0).toUpperCase()}</span>
+              <span class="company-text">
+                <span class="company-name">${m.name}</span>
+                <span class="company-role">Your role: ${m.role}</span>
+              </span>
+              <span class="company-open" aria-hidden="true">Open →</span>
             </a>
           </li>`)}
         </ul>`}

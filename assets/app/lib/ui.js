@@ -160,6 +160,27 @@ export function Toasts() {
   </div>`;
 }
 
+/**
+ * A form's submission: `run(event?)` stops the page from reloading, marks it busy, awaits `action`
+ * and keeps its error for the form to show. `{busy, error, run}`.
+ */
+export function useSubmit(action) {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState(null);
+  const run = async (e) => {
+    if (e && e.preventDefault) e.preventDefault();
+    setBusy(true);
+    setError(null);
+    try {
+      await action();
+    } catch (err) {
+      setError(err);
+    }
+    setBusy(false);
+  };
+  return { busy, error, run };
+}
+
 /** A submit button that says it is working. */
 export function Submit({ busy, children, ...rest }) {
   return html`<button type="submit" disabled=${busy} aria-busy=${busy ? 'true' : undefined} ...${rest}>${busy ? 'Working…' : children}</button>`;

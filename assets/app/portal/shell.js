@@ -44,7 +44,7 @@ export function CentralApp() {
     load();
   }, [load]);
   useEffect(() => onApiError((err) => err.code === 'unauthorized' && setExpired(true)), []);
-  if (path === '/invite' && session.state !== 'admin') return html`<${AcceptInvitation} onAccepted=${load} />`;
+  if (path === '/invite' && session.state !== 'admin') return html`<${AcceptInvitation} me=${session.me} onAccepted=${load} />`;
   switch (session.state) {
     case 'loading':
       return html`<main class="card-page"><${Loading} /></main>`;

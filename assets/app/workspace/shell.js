@@ -92,7 +92,8 @@ export function WorkspaceApp() {
     [],
   );
   const signedIn = () => load();
-  if (path === '/invite' && session.state !== 'ready') return html`<${AcceptInvitation} onAccepted=${signedIn} />`;
+  // Also for someone signed in: they may accept with their own session, or as another account.
+  if (path === '/invite') return html`<${AcceptInvitation} me=${session.me} onAccepted=${signedIn} />`;
   switch (session.state) {
     case 'loading':
       return html`<main class="card-page"><${Loading} label="Opening the workspace…" /></main>`;
