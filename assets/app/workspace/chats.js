@@ -51,15 +51,18 @@ function chatChannel(ctx, id) {
 
 /**
  * Calls `on[event](chatId, data)` for the events of every chat in `ids` while mounted. `on` may
- * change at every render: the channel bindings stay, and always call the latest.
+ * change at every render: the channel bindings stay, and always call the latest. Returns
+ * whether every one of those channels is subscribed (the page's `data-live` says so to tests).
  */
 function useChatEvents(ctx, ids, on) {
   const ref = useRef(on);
   ref.current = on;
   const key = [...new Set(ids)].sort((a, b) => a - b).join(',');
+  const [live, setLive] = useState('');
   useEffect(() => {
     const echo = ctx.echo;
     if (!echo || !key) return undefined;
+    const ready = new Set();
     const bound = key.split(',').map((text) => {
       const id = Number(text);
       const name = chatChannel(ctx, id);
@@ -69,14 +72,24 @@ function useChatEvents(ctx, ids, on) {
         channel.listen('.' + event, cb);
         return [event, cb];
       });
-      return { name, channel, callbacks };
+      // A channel another component holds is subscribed already: its event has been and gone.
+      const subscribed = () => {
+        ready.add(id);
+        if (ready.size === bound.length) setLive(key);
+      };
+      const subscription = channel.subscription;
+      if (subscription && subscription.subscribed) queueMicrotask(subscribed);
+      else if (subscription) subscription.bind('pusher:subscription_succeeded', subscribed);
+      return { name, channel, callbacks, subscription, subscribed };
     });
     return () =>
-      bound.forEach(({ name, channel, callbacks }) => {
+      bound.forEach(({ name, channel, callbacks, subscription, subscribed }) => {
         callbacks.forEach(([event, cb]) => channel.stopListening('.' + event, cb));
+        if (subscription) subscription.unbind('pusher:subscription_succeeded', subscribed);
         releaseChannel(echo, name);
       });
   }, [ctx.echo, key]);
+  return !!key && live === key;
 }
 
 /** A counter that goes up each time the real-time connection comes back: missed events are reloaded. */
@@ -154,7 +167,7 @@ export function ChatsScreen({ ctx, chatId }) {
       if (err.status === 404) setChats((cs) => cs.filter((c) => c.id !== id));
     });
 
-  useChatEvents(
+  const listLive = useChatEvents(
     ctx,
     chats.map((c) => c.id),
     {
@@ -194,7 +207,7 @@ export function ChatsScreen({ ctx, chatId }) {
   const row = (c) => html`<${ChatRow} key=${c.id} chat=${c} current=${c.id === chatId} people=${people} me=${me} />`;
 
   return html`<section data-screen="chats" class=${`chats${chatId ? ' has-open' : ''}`}>
-    <div class="chat-list-pane">
+    <div class="chat-list-pane" data-live=${listLive ? 'true' : undefined}>
       <div class="pane-head">
         <h1>Chats</h1>
         ${ctx.can('chats_create') && html`<button type="button" class="small" onClick=${() => setCreating(true)}>New chat</button>`}
@@ -319,7 +332,7 @@ function Conversation({ ctx, chatId, listed, people, resync, onSummary, onRead, 
   };
   useEffect(() => () => Object.values(timers.current).forEach(clearTimeout), []);
 
-  useChatEvents(ctx, [chatId], {
+  const live = useChatEvents(ctx, [chatId], {
     'message.created': (_, { message }) => {
       if (!message) return;
       scrollPlan.current = nearBottom() ? 'bottom' : 'stay';
@@ -357,6 +370,27 @@ function Conversation({ ctx, chatId, listed, people, resync, onSummary, onRead, 
     else if (typeof plan === 'number') el.scrollTop += el.scrollHeight - plan;
     scrollPlan.current = 'stay';
   }, [data && data.messages]);
+
+  // A reader at the bottom stays there when the pane changes size (a phone's keyboard, a
+  // rotated screen).
+  const atBottom = useRef(true);
+  const hasData = !!data;
+  useEffect(() => {
+    const el = scroller.current;
+    if (!el || typeof ResizeObserver === 'undefined') return undefined;
+    const onScroll = () => {
+      atBottom.current = nearBottom();
+    };
+    const observer = new ResizeObserver(() => {
+      if (atBottom.current) el.scrollTop = el.scrollHeight;
+    });
+    el.addEventListener('scroll', onScroll, { passive: true });
+    observer.observe(el);
+    return () => {
+      el.removeEventListener('scroll', onScroll);
+      observer.disconnect();
+    };
+  }, [hasData]);
 
   // Opening a chat from the list puts the reader in its composer.
   const focusedOnce = useRef(false);
@@ -461,7 +495,7 @@ function Conversation({ ctx, chatId, listed, people, resync, onSummary, onRead, 
 
   const manage = canManage(ctx, chat);
   const typers = Object.values(typing);
-  return html`<section class="conversation" data-screen="chat" aria-labelledby="conversation-title">
+  return html`<section class="conversation" data-screen="chat" data-live=${live ? 'true' : undefined} aria-labelledby="conversation-title">
     <div class="conversation-head">
       ${back}
       <div class="conversation-title">
@@ -543,9 +577,10 @@ function MessageItem({ message, previous, mine, editable, people, chatId, onChan
   return html`<li data-testid="message" data-message-id=${message.id} class=${classes}>
     ${!mine && !continued ? html`<${Avatar} user=${people.user(message.user_id)} small />` : html`<span class="avatar-space" aria-hidden="true"></span>`}
     <div class="bubble">
-      <p class=${continued ? 'message-meta visually-hidden' : 'message-meta'}>
+      <p class=${continued && !message.edited_at ? 'message-meta visually-hidden' : 'message-meta'}>
         <span class="author">${author}</span>
         <time datetime=${message.created_at}>${formatTime(message.created_at, { short: true })}</time>
+        ${message.edited_at && !deleted && html`<span class="edited" title=${`Edited ${formatTime(message.edited_at)}`}>edited</span>`}
       </p>
       ${deleted
         ? html`<p class="message-body">message deleted</p>`
@@ -564,15 +599,13 @@ function MessageItem({ message, previous, mine, editable, people, chatId, onChan
               }}
             />`
           : html`<p class="message-body">${message.body}</p>`}
-      ${!deleted && !editing && (message.edited_at || editable)
-        ? html`<div class="message-foot">
-            ${message.edited_at && html`<span class="edited" title=${`Edited ${formatTime(message.edited_at)}`}>edited</span>`}
-            ${editable &&
-            html`<button type="button" class="link" onClick=${() => setEditing(true)}>Edit<span class="visually-hidden"> message</span></button>
-              <button type="button" class="link danger-link" onClick=${() => setDeleting(true)}>Delete<span class="visually-hidden"> message</span></button>`}
-          </div>`
-        : ''}
     </div>
+    ${editable && !deleted && !editing
+      ? html`<div class="message-actions">
+          <button type="button" class="link" onClick=${() => setEditing(true)}>Edit<span class="visually-hidden"> message</span></button>
+          <button type="button" class="link danger-link" onClick=${() => setDeleting(true)}>Delete<span class="visually-hidden"> message</span></button>
+        </div>`
+      : ''}
     ${deleting &&
     html`<${Confirm}
       title="Delete this message?"
