@@ -3,6 +3,7 @@
 //! by the member's permissions; nothing here decides who sees what.
 
 use std::cell::Cell;
+use std::collections::BTreeSet;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -47,6 +48,27 @@ fn notify_assigned(app: &App, ctx: &RequestCtx, member: &Member, user_id: i64, o
             "order_id": order.get("id"),
             "number": order.get("number"),
         }),
+        except_socket(ctx.req),
+    );
+}
+
+/// People put in a chat learn it on their own channel, so their list shows it without a reload.
+fn notify_chat_added(
+    app: &App,
+    ctx: &RequestCtx,
+    member: &Member,
+    chat_id: i64,
+    users: impl IntoIterator<Item = i64>,
+) {
+    let channels: Vec<String> = users.into_iter().map(user_channel).collect();
+    if channels.is_empty() {
+        return;
+    }
+    publish(
+        app,
+        channels,
+        "notification",
+        json!({ "type": "chat.added", "tenant_id": member.tenant.id(), "chat_id": chat_id }),
         except_socket(ctx.req),
     );
 }
@@ -178,6 +200,13 @@ fn create_chat(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response,
         &new,
         &|user| members.is_member(user),
     ))?;
+    let others: BTreeSet<i64> = new
+        .participant_ids
+        .iter()
+        .copied()
+        .filter(|&user| user != member.user.id)
+        .collect();
+    notify_chat_added(app, ctx, member, chat.chat.id, others);
     Ok(Response::json(201, &chat))
 }
 
@@ -215,22 +244,14 @@ fn add_participant(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Respo
         user_id,
         &|user| members.is_member(user),
     ))?;
-    let except = except_socket(ctx.req);
-    let tenant_id = member.tenant.id();
     publish(
         app,
-        vec![chat_channel(tenant_id, id)],
+        vec![chat_channel(member.tenant.id(), id)],
         "participant.added",
         json!({ "chat_id": id, "user_id": user_id }),
-        except.clone(),
+        except_socket(ctx.req),
     );
-    publish(
-        app,
-        vec![user_channel(user_id)],
-        "notification",
-        json!({ "type": "chat.added", "tenant_id": tenant_id, "chat_id": id }),
-        except,
-    );
+    notify_chat_added(app, ctx, member, id, [user_id]);
     Ok(Response::json(201, &added))
 }
 

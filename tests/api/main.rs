@@ -7,6 +7,7 @@ mod audit;
 mod bad_input;
 mod beside;
 mod bodies;
+mod chat_notifications;
 mod cli;
 mod fairness;
 mod http;
