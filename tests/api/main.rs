@@ -16,6 +16,7 @@ mod isolation;
 mod layers;
 mod profile;
 mod realtime;
+mod realtime_rejoin;
 mod roles;
 mod sessions;
 mod support;
