@@ -107,7 +107,8 @@ function useOrderEvents(ctx, onEvent) {
   const handler = useRef(onEvent);
   handler.current = onEvent;
   const connection = useConnectionState();
-  const wasConnected = useRef(true);
+  // "lost" once a connection that was up went down; its return is then worth a new read.
+  const lost = useRef(false);
   useEffect(() => {
     if (!ctx.echo || !canView(ctx)) return undefined;
     const name = `${ctx.channel}.orders`;
@@ -125,8 +126,12 @@ function useOrderEvents(ctx, onEvent) {
   }, [ctx.echo, ctx.channel]);
   // Events sent while the connection was down are lost: read again once it is back.
   useEffect(() => {
-    if (connection === 'connected' && !wasConnected.current) handler.current('reconnected', {});
-    wasConnected.current = connection === 'connected';
+    if (connection === 'connected') {
+      if (lost.current) handler.current('reconnected', {});
+      lost.current = false;
+    } else if (['unavailable', 'failed', 'disconnected'].includes(connection)) {
+      lost.current = true;
+    }
   }, [connection]);
   return state;
 }
