@@ -55,6 +55,19 @@ const canView = (ctx) => VIEW_PERMISSIONS.some((p) => ctx.can(p));
 const seesFull = (ctx) => ctx.can('orders_view') || ctx.can('orders_view_all');
 const isFull = (order) => order && Object.prototype.hasOwnProperty.call(order, 'amount_minor');
 
+const dayMonth = new Intl.DateTimeFormat(undefined, { day: 'numeric', month: 'short' });
+const dayMonthYear = new Intl.DateTimeFormat(undefined, { day: 'numeric', month: 'short', year: 'numeric' });
+
+/** A compact time for a table cell (today's time, else the day), the full one on hover. */
+function CellTime({ value }) {
+  const d = new Date(value);
+  let text = formatTime(value, { short: true });
+  if (!isNaN(d) && new Date().toDateString() !== d.toDateString()) {
+    text = (d.getFullYear() === new Date().getFullYear() ? dayMonth : dayMonthYear).format(d);
+  }
+  return html`<time datetime=${value} title=${formatTime(value)}>${text}</time>`;
+}
+
 function StatusBadge({ status }) {
   return html`<span class=${`status ${status}`}>${STATUS_LABEL[status] || status}</span>`;
 }
@@ -328,8 +341,8 @@ function OrdersList({ ctx }) {
                     <td data-label="Status"><${StatusBadge} status=${o.status} /></td>
                     <td data-label="Assignee">${o.assigned_to ? name(o.assigned_to) : html`<span class="muted">Unassigned</span>`}</td>
                     ${full && html`<td data-label="Amount" class="num">${isFull(o) ? formatMoney(o.amount_minor, o.currency) : html`<span class="muted">—</span>`}</td>`}
-                    <td data-label="Created"><time datetime=${o.created_at}>${formatTime(o.created_at, { short: true })}</time></td>
-                    <td data-label="Updated"><time datetime=${o.updated_at}>${formatTime(o.updated_at, { short: true })}</time></td>
+                    <td data-label="Created"><${CellTime} value=${o.created_at} /></td>
+                    <td data-label="Updated"><${CellTime} value=${o.updated_at} /></td>
                   </tr>`)}
                 </tbody>
               </table>
