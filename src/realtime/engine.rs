@@ -1014,8 +1014,10 @@ impl Engine {
             return;
         };
         if let Some(sub) = conn.subs.get_mut(&channel) {
-            sub.owner = Some(owner);
-            return;
+            sub.owner = Some(owner.clone());
+            // Kept as a grant too: a client that leaves and joins again (Echo's leave, then
+            // private() on the next screen) sends its unsubscribe before asking for this, but
+            // the frame can be read after it; the subscribe that follows must not be refused.
         }
         conn.grants.retain(|(c, _)| *c != channel);
         if conn.grants.len() >= MAX_GRANTS {

@@ -18,6 +18,7 @@ mod layers;
 mod portal_api;
 mod profile;
 mod realtime;
+mod realtime_rejoin;
 mod roles;
 mod sessions;
 mod support;

@@ -200,13 +200,34 @@ export function formatTime(value, { short = false } = {}) {
   return dateTime.format(d);
 }
 
-/** An amount in minor units (cents) with its currency. */
+/** How many minor-unit digits a currency has (2 for EUR, 0 for JPY, 3 for BHD), as ISO 4217 says. */
+export function currencyDigits(currency) {
+  try {
+    return new Intl.NumberFormat('en', { style: 'currency', currency }).resolvedOptions().maximumFractionDigits;
+  } catch {
+    return 2;
+  }
+}
+
+/** Minor units as an exact decimal text: (123456, 2) -> "1234.56", without float arithmetic. */
+export function minorToDecimal(minor, digits) {
+  const sign = minor < 0 ? '-' : '';
+  const s = String(Math.abs(minor));
+  if (!digits) return sign + s;
+  const padded = s.padStart(digits + 1, '0');
+  return `${sign}${padded.slice(0, -digits)}.${padded.slice(-digits)}`;
+}
+
+/** An amount in minor units (cents for EUR, yen for JPY) with its currency. */
 export function formatMoney(minor, currency) {
   if (minor === null || minor === undefined) return '';
+  const code = currency || 'USD';
+  // A decimal string is formatted exactly (Intl.NumberFormat v3); no division by 100 in floats.
+  const text = minorToDecimal(minor, currencyDigits(code));
   try {
-    return new Intl.NumberFormat(undefined, { style: 'currency', currency: currency || 'USD' }).format(minor / 100);
+    return new Intl.NumberFormat(undefined, { style: 'currency', currency: code }).format(text);
   } catch {
-    return `${(minor / 100).toFixed(2)} ${currency || ''}`.trim();
+    return `${text} ${code}`;
   }
 }
 
