@@ -3,13 +3,16 @@
 
 use std::sync::Arc;
 
+use data_encoding::BASE64;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::auth::principal::{self, Via};
 use crate::auth::{token, totp};
 use crate::catalog::{unix_now, ActorType, AuditActor, Catalog, NewSession, TenantRecord};
 use crate::error::Error;
 use crate::http::{Params, Response, Router};
+use crate::tenancy::health::health as tenant_health;
 use crate::tenancy::lifecycle::{self, LifecycleError, NewTenant};
 
 use super::account::admit;
@@ -72,6 +75,16 @@ pub(super) fn routes(r: &mut Router<Route>) {
         "POST",
         "/api/admin/tenants/{tenant}/impersonate",
         Route::Admin(impersonate),
+    );
+    r.add(
+        "GET",
+        "/api/admin/tenants/{tenant}/health",
+        Route::Admin(health),
+    );
+    r.add(
+        "GET",
+        "/api/admin/tenants/{tenant}/members",
+        Route::Admin(members),
     );
 }
 
@@ -136,11 +149,16 @@ fn login(app: &App, ctx: &RequestCtx) -> Result<Response, Error> {
     Ok(gate.passed(app, response))
 }
 
-fn me(_app: &App, _ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Response, Error> {
-    Ok(Response::json(
-        200,
-        &json!({ "admin": { "id": signed_in.admin.id, "email": signed_in.admin.email, "totp_enabled": signed_in.admin.totp_enabled } }),
-    ))
+fn me(_app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Response, Error> {
+    let mut body = json!({ "admin": { "id": signed_in.admin.id, "email": signed_in.admin.email, "totp_enabled": signed_in.admin.totp_enabled } });
+    // As `/api/me` does: the portal needs it for the X-CSRF-Token header and cannot read the
+    // HttpOnly cookie. The credentials are read as the pipeline read them.
+    if let Some((_, Via::Cookie)) =
+        principal::credentials(ctx.req.header("authorization"), ctx.req.header("cookie"))
+    {
+        body["csrf_token"] = json!(signed_in.session.csrf_token);
+    }
+    Ok(Response::json(200, &body))
 }
 
 /// Starts (or restarts) two-factor enrolment: the secret is shown once and enforced only after a
@@ -153,6 +171,12 @@ fn totp_enrol(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<
         });
     }
     let secret = totp::new_secret();
+    let uri = totp::otpauth_uri(&secret, &signed_in.admin.email, "tenantd");
+    let qr = qrcode::QrCode::new(uri.as_bytes())
+        .map_err(|e| Error::Internal(format!("QR code of the otpauth URI: {e}")))?
+        .render::<qrcode::render::svg::Color>()
+        .min_dimensions(200, 200)
+        .build();
     app.catalog
         .set_admin_totp(signed_in.admin.id, Some(&secret), false)?;
     app.forget_totp_steps(signed_in.admin.id);
@@ -163,7 +187,9 @@ fn totp_enrol(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<
         200,
         &json!({
             "secret": secret,
-            "otpauth_uri": totp::otpauth_uri(&secret, &signed_in.admin.email, "tenantd"),
+            "otpauth_uri": uri,
+            // Ready for an <img src>: the page's CSP allows data: images and nothing inline.
+            "qr_data_url": format!("data:image/svg+xml;base64,{}", BASE64.encode(qr.as_bytes())),
         }),
     ))
 }
@@ -283,6 +309,20 @@ fn create(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Resp
         json!({ "slug": record.slug }),
     );
     Ok(Response::json(201, &record))
+}
+
+/// File size, schema version, pool and last access of one tenant, without opening its pool.
+fn health(app: &App, ctx: &RequestCtx, _signed_in: &SignedInAdmin) -> Result<Response, Error> {
+    let record = tenant_by_key(&app.catalog, ctx.params.get("tenant").unwrap_or_default())?;
+    let health = tenant_health(app.catalog.data_dir(), &app.registry, &record);
+    Ok(Response::json(200, &health))
+}
+
+/// The tenant's people and their roles, for choosing whom to impersonate.
+fn members(app: &App, ctx: &RequestCtx, _signed_in: &SignedInAdmin) -> Result<Response, Error> {
+    let record = tenant_by_key(&app.catalog, ctx.params.get("tenant").unwrap_or_default())?;
+    let members = app.catalog.members(&record.id)?;
+    Ok(Response::json(200, &json!({ "members": members })))
 }
 
 fn show(app: &App, ctx: &RequestCtx, _signed_in: &SignedInAdmin) -> Result<Response, Error> {

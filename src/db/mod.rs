@@ -223,6 +223,38 @@ pub fn open(path: &Path, kind: DbKind, create: Create) -> Result<Connection, DbE
     }
 }
 
+/// Reads an existing database without writing to it or beside it: for looking at a tenant's
+/// file (its schema version, say) without opening its pool. No init: nothing is set that would
+/// write. A read-only connection still creates the `-wal` and `-shm` when they are missing, so
+/// then (the file was closed cleanly: everything is in the main file) it is opened `immutable`,
+/// without locks or companions. A process that starts writing to it at that very moment can
+/// make the read fail or come out stale; never wrong in the file.
+pub fn open_read_only(path: &Path) -> Result<Connection, DbError> {
+    ensure_exists(path)?;
+    if fs::metadata(path).map(|m| m.len() == 0).unwrap_or(false) {
+        return Err(DbError::Empty(path.to_path_buf()));
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let [_, wal, _] = database_files(path);
+    let wal_exists = fs::symlink_metadata(&wal).is_ok();
+    let conn = match path.to_str() {
+        Some(text) if !wal_exists => {
+            // In a URI `%`, `?` and `#` mean something; any other byte stands for itself.
+            const URI_PATH: &percent_encoding::AsciiSet =
+                &percent_encoding::CONTROLS.add(b'%').add(b'?').add(b'#');
+            let uri = format!(
+                "file:{}?immutable=1",
+                percent_encoding::utf8_percent_encode(text, URI_PATH)
+            );
+            Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)?
+        }
+        _ => Connection::open_with_flags(path, flags)?,
+    };
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    disable_attach(&conn);
+    Ok(conn)
+}
+
 /// Fails with `Missing` unless `path` is an existing regular file.
 pub fn ensure_exists(path: &Path) -> Result<(), DbError> {
     match fs::metadata(path) {

@@ -478,3 +478,64 @@ fn attaching_a_probe_leaves_sqlites_locks_in_place() {
     let _ = probe.read();
     assert!(holds_lock_on(&shm, SHM_DMS_BYTE), "the probe dropped it");
 }
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn reading_a_closed_file_leaves_no_companions_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // Characters a URI would read as its own.
+    let dir = dir.path().join("a%20b?c#d");
+    std::fs::create_dir(&dir).unwrap();
+    let path = dir.join("t.db");
+    let mut conn = open(&path, DbKind::Tenant, Create::New).unwrap();
+    migrate(
+        &mut conn,
+        &[m(1, "CREATE TABLE a (x);"), m(2, "CREATE TABLE b (y);")],
+    )
+    .unwrap();
+    drop(conn);
+    assert_eq!(files_in(&dir), ["t.db"]);
+    let before = std::fs::read(&path).unwrap();
+
+    let conn = open_read_only(&path).unwrap();
+    assert_eq!(schema_version(&conn).unwrap(), 2);
+    assert!(conn.execute_batch("CREATE TABLE c (z)").is_err());
+    drop(conn);
+    assert_eq!(files_in(&dir), ["t.db"], "no -wal or -shm made");
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+
+    match open_read_only(&dir.join("nope.db")) {
+        Err(DbError::Missing(_)) => {}
+        other => panic!("expected Missing, got {other:?}"),
+    }
+    assert_eq!(files_in(&dir), ["t.db"]);
+}
+
+#[test]
+fn reading_beside_a_writer_sees_its_commits_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let mut writer = open(&path, DbKind::Tenant, Create::New).unwrap();
+    migrate(&mut writer, &[m(1, "CREATE TABLE a (x);")]).unwrap();
+    migrate(
+        &mut writer,
+        &[m(1, "CREATE TABLE a (x);"), m(2, "CREATE TABLE b (y);")],
+    )
+    .unwrap();
+    // Committed to the log, not yet copied into the file (tenant connections never
+    // checkpoint on their own).
+    let conn = open_read_only(&path).unwrap();
+    assert_eq!(schema_version(&conn).unwrap(), 2);
+    drop(conn);
+    // The writer's connection still works and still holds its file.
+    writer.execute_batch("INSERT INTO a VALUES (1)").unwrap();
+    assert!(database_files(&path).iter().all(|f| f.exists()));
+}

@@ -3,9 +3,10 @@
 //! and keeps the number of open pools (and so file descriptors) bounded.
 //! Creating, deleting and migrating tenants lives in [`lifecycle`]; the
 //! registry's slots and LRU in `registry`, writers' turns in `write_turn`, the
-//! checkpoint thread in `checkpoint`.
+//! checkpoint thread in `checkpoint`, an operator's view of one tenant in `health`.
 
 mod checkpoint;
+pub mod health;
 pub mod identify;
 pub mod lifecycle;
 mod reads;
@@ -28,7 +29,7 @@ use crate::db::{self, DbError, PooledConn};
 use checkpoint::CHECKPOINT_EVERY;
 pub use reads::{Lookup, Ticket};
 use registry::OpenPool;
-pub use registry::{Registry, RegistryConfig, RegistryStats, DEFAULT_READ_CACHE_MIB};
+pub use registry::{PoolState, Registry, RegistryConfig, RegistryStats, DEFAULT_READ_CACHE_MIB};
 
 /// Where a tenant's database lives: `data_dir/tenants/<uuid>.db`. Only a
 /// canonical (hyphenated, lower-case) UUID is accepted, so that no catalog

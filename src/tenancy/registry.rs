@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Sender;
 use scheduled_thread_pool::{JobHandle, ScheduledThreadPool};
@@ -66,6 +66,15 @@ impl Default for RegistryConfig {
 /// For all tenants together: about 50,000 single orders, or 1,000 pages of 50. Only answers
 /// asked for again are worth keeping, and only until their tenant's next write.
 pub const DEFAULT_READ_CACHE_MIB: usize = 32;
+
+/// What the registry knows of one tenant's pool, found without opening it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolState {
+    pub open: bool,
+    /// Unix seconds of the last time the pool was handed out (or a connection taken), since this
+    /// process started: kept in memory only, also after the pool closes.
+    pub last_access: Option<i64>,
+}
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RegistryStats {
@@ -194,6 +203,12 @@ pub(super) struct Shared {
     closed_total: AtomicU64,
     checkpoints: Sender<Weak<OpenPool>>,
     pub(super) reads: reads::Budget,
+    /// The wall clock when `clock` read 0, in milliseconds: turns its readings into times of day
+    /// (for [`PoolState::last_access`]) with no clock read on the requests' way.
+    started_unix_ms: i64,
+    /// `OpenPool::last_used` of the pools closed since start (evicted ones excepted), by tenant
+    /// id: one entry per tenant at most.
+    closed_last_used: Mutex<HashMap<String, u64>>,
 }
 /// Tenant pools, opened lazily and closed by LRU, idleness or `evict`.
 /// Share it between threads (e.g. in an `Arc`).
@@ -228,6 +243,10 @@ impl Registry {
         let (checkpoints, queue) = crossbeam_channel::unbounded();
         spawn_checkpointer(queue);
         let reads = reads::Budget::new(config.read_cache_bytes);
+        let started_unix_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            - i64::try_from(clock.nanos() / 1_000_000).unwrap_or(0);
         let shared = Arc::new(Shared {
             data_dir: data_dir.to_path_buf(),
             threads: db::thread_pool(config.threads),
@@ -239,6 +258,8 @@ impl Registry {
             closed_total: AtomicU64::new(0),
             checkpoints,
             reads,
+            started_unix_ms,
+            closed_last_used: Mutex::new(HashMap::new()),
         });
         // Idle pools are closed whole by our own sweep instead of r2d2's
         // per-pool reaper: that reaper is a periodic job r2d2 never cancels,
@@ -345,15 +366,42 @@ impl Registry {
         }
         drop(state);
         if let SlotState::Open(pool) = old {
-            shared.closed(pool);
+            shared.closed(tenant_id, pool);
         }
+        // Evicted to be purged: nothing is left to report an access of.
+        lock(&shared.closed_last_used).remove(tenant_id);
         Ok(closed)
+    }
+
+    /// Whether the tenant's pool is open and when it was last used; opens nothing, waits for
+    /// no opening, and creates no slot.
+    pub fn pool_state(&self, tenant_id: &str) -> PoolState {
+        let shared = &self.shared;
+        let slot = lock(&shared.slots).get(tenant_id).cloned();
+        let open = slot.and_then(|slot| match &*lock(&slot.state) {
+            SlotState::Open(pool) => Some(pool.last_used()),
+            _ => None,
+        });
+        let last_used = open.or_else(|| lock(&shared.closed_last_used).get(tenant_id).copied());
+        PoolState {
+            open: open.is_some(),
+            last_access: last_used.map(|nanos| {
+                let ms = i64::try_from(nanos / 1_000_000).unwrap_or(i64::MAX);
+                shared.started_unix_ms.saturating_add(ms) / 1000
+            }),
+        }
     }
 
     /// Closes pools unused for `idle_timeout` and forgets failures older than
     /// `retry_after`. Runs periodically on its own; returns pools closed.
     pub fn close_idle(&self) -> usize {
         self.shared.sweep()
+    }
+
+    /// The wall clock, in whole seconds, when the registry's clock read 0.
+    #[cfg(test)]
+    pub(super) fn shared_started_unix_secs(&self) -> i64 {
+        self.shared.started_unix_ms / 1000
     }
 
     pub fn open_count(&self) -> usize {
@@ -537,11 +585,11 @@ impl Shared {
             let Some(id) = best.map(|(_, id)| id.clone()) else {
                 return false;
             };
-            self.retire(&mut slots, &id)
+            self.retire(&mut slots, &id).map(|pool| (id, pool))
         };
         match victim {
-            Some(pool) => {
-                self.closed(pool);
+            Some((id, pool)) => {
+                self.closed(&id, pool);
                 true
             }
             None => false,
@@ -568,7 +616,8 @@ impl Shared {
         }
     }
 
-    fn closed(&self, pool: Arc<OpenPool>) {
+    fn closed(&self, id: &str, pool: Arc<OpenPool>) {
+        lock(&self.closed_last_used).insert(id.to_string(), pool.last_used());
         self.open.fetch_sub(1, Ordering::SeqCst);
         self.closed_total.fetch_add(1, Ordering::Relaxed);
         // The last reference: dropping it closes the connections.

@@ -1090,3 +1090,54 @@ fn the_read_cache_keeps_to_its_budget_and_can_be_off() {
     }
     assert_eq!(tenant.pool.reads.len(), (0, 0));
 }
+
+#[test]
+fn pool_state_tells_open_and_last_access_without_opening_and_keeps_it_past_close() {
+    let setup = Setup::new();
+    let acme = setup.provision("acme", &[]);
+    let globex = setup.provision("globex", &[]);
+    let (registry, clock) = registry_at(
+        &setup,
+        RegistryConfig {
+            idle_timeout: Some(Duration::from_secs(300)),
+            ..RegistryConfig::default()
+        },
+    );
+    let files = setup.tenant_files();
+    let never = PoolState {
+        open: false,
+        last_access: None,
+    };
+    assert_eq!(registry.pool_state(&acme.id), never);
+    assert_eq!(registry.pool_state("not-a-tenant"), never);
+    assert_eq!(registry.stats(), RegistryStats::default(), "nothing opened");
+    assert_eq!(setup.tenant_files(), files);
+
+    clock.advance(Duration::from_secs(3600));
+    let started = registry.shared_started_unix_secs();
+    drop(registry.open(Arc::clone(&acme)).unwrap());
+    let after_open = registry.pool_state(&acme.id);
+    assert!(after_open.open);
+    assert_eq!(after_open.last_access, Some(started + 3600));
+    assert_eq!(registry.pool_state(&globex.id), never, "per tenant");
+
+    // Closed for idleness, its last access stays known; a later use moves it.
+    clock.advance(Duration::from_secs(300));
+    assert_eq!(registry.close_idle(), 1);
+    assert_eq!(
+        registry.pool_state(&acme.id),
+        PoolState {
+            open: false,
+            last_access: Some(started + 3600),
+        }
+    );
+    clock.advance(Duration::from_secs(10));
+    drop(registry.open(Arc::clone(&acme)).unwrap());
+    assert_eq!(
+        registry.pool_state(&acme.id).last_access,
+        Some(started + 3910)
+    );
+    // Evicted (to be purged): forgotten.
+    assert!(registry.evict(&acme.id).unwrap());
+    assert_eq!(registry.pool_state(&acme.id), never);
+}

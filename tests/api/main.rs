@@ -14,6 +14,7 @@ mod identity_cli;
 mod invitations;
 mod isolation;
 mod layers;
+mod portal_api;
 mod profile;
 mod realtime;
 mod roles;
