@@ -16,4 +16,7 @@ function App() {
   return html`${area}<${Toasts} />`;
 }
 
-render(html`<${App} />`, document.getElementById('app'));
+const root = document.getElementById('app');
+// The "Loading…" placeholder is not Preact's: rendering beside it would leave it on the page.
+root.textContent = '';
+render(html`<${App} />`, root);
