@@ -62,15 +62,15 @@ export function PortalAuditScreen() {
         ${((tenants.data && tenants.data.tenants) || []).map((t) => html`<option key=${t.id} value=${t.slug}>${t.name} (${t.slug})</option>`)}
         ${draft.tenant && !tenants.data && html`<option value=${draft.tenant}>${draft.tenant}</option>`}
       <//>
-      <${Field} label="Action" placeholder="tenant. or auth.login" value=${draft.action} onInput=${set('action')} autocomplete="off" spellcheck="false" />
-      <${Field} label="Actor" placeholder="Email, user:12 or admin:1" value=${draft.actor} onInput=${set('actor')} autocomplete="off" spellcheck="false" />
+      <${Field} label="Action" placeholder="e.g. tenant." value=${draft.action} onInput=${set('action')} autocomplete="off" spellcheck="false" />
+      <${Field} label="Actor" placeholder="Email or user:12" value=${draft.actor} onInput=${set('actor')} autocomplete="off" spellcheck="false" />
       <${Field} label="From" type="datetime-local" value=${draft.from} onInput=${set('from')} />
       <div class="filter-buttons">
         <button type="submit">Apply</button>
         <button type="button" class="secondary" onClick=${clear}>Clear</button>
       </div>
     </form>
-    <p class="hint filter-hint">An action ending in a dot matches every action it starts: <code>tenant.</code> finds every tenant change.</p>
+    <p class="hint filter-hint">An action ending in a dot matches every action it starts: <code>tenant.</code> finds every tenant change. An actor is an email, <code>user:12</code> or <code>admin:1</code>.</p>
     <${Async} state=${state} label="Loading the audit log…">${(data) =>
       data.entries.length === 0
         ? html`<${Empty}>${filtered ? 'No entry matches these filters.' : 'Nothing has been recorded yet.'}<//>`
@@ -97,6 +97,13 @@ function detailsOf(details) {
   return Object.entries(details).map(([k, v]) => `${k.replace(/_/g, ' ')}: ${typeof v === 'object' ? JSON.stringify(v) : v}`);
 }
 
+/** What was acted on; nothing when it is the entry's tenant itself (the Tenant column says it). */
+function targetOf(e) {
+  if (!e.target_type || (e.target_type === 'tenant' && e.target_id === e.tenant_id)) return '';
+  const id = e.target_id || '';
+  return `${e.target_type} ${id.length > 12 ? id.slice(0, 8) + '…' : id}`;
+}
+
 function AuditTable({ entries, slugOf }) {
   return html`<div class="table-wrap">
     <table class="audit">
@@ -109,9 +116,9 @@ function AuditTable({ entries, slugOf }) {
           (e) => html`<tr key=${e.id} data-testid="audit-row">
             <td class="nowrap">${formatTime(e.at)}</td>
             <td><span class="actor">${actorOf(e)}</span> <span class=${`badge actor-${e.actor_type}`}>${e.actor_type}</span></td>
-            <td><code>${e.action}</code></td>
-            <td>${e.tenant_id ? (slugOf.get(e.tenant_id) || html`<span class="muted" title=${e.tenant_id}>purged ${e.tenant_id.slice(0, 8)}…</span>`) : html`<span class="muted">—</span>`}</td>
-            <td>${e.target_type ? `${e.target_type} ${e.target_id && e.target_id.length > 12 ? e.target_id.slice(0, 8) + '…' : e.target_id || ''}` : ''}</td>
+            <td class="nowrap"><code>${e.action}</code></td>
+            <td class="nowrap">${e.tenant_id ? (slugOf.get(e.tenant_id) || html`<span class="muted" title=${e.tenant_id}>purged ${e.tenant_id.slice(0, 8)}…</span>`) : html`<span class="muted">—</span>`}</td>
+            <td>${targetOf(e)}</td>
             <td class="details-cell">
               ${detailsOf(e.details).map((d) => html`<div>${d}</div>`)}
               ${e.ip && html`<div class="muted">from ${e.ip}</div>`}
