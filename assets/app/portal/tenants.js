@@ -103,11 +103,11 @@ export function TenantsScreen() {
 function FirstTenant({ onCreate }) {
   return html`<div class="empty first-run">
     <h2>Create your first tenant</h2>
-    <p>A tenant is one company: its own database file, its own people and its own workspace at
+    <p>A tenant is one company: its own database file, its own people and its own workspace, at${' '}
       <code>${workspaceUrl('<slug>')}</code>.</p>
     <p>Choose a short slug (like <code>acme</code>) and a name; add the company's own domains now or later.</p>
     <p><button type="button" onClick=${onCreate}>Create the first tenant</button></p>
-    <p class="hint">From a terminal: <code>tenantd tenants create --slug acme --name "Acme"</code></p>
+    <p class="hint">From a terminal: <code>tenantd tenants create acme --name "Acme"</code></p>
   </div>`;
 }
 
