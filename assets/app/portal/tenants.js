@@ -44,6 +44,27 @@ export function StatusBadge({ status }) {
   return html`<span class=${`status ${status}`}>${STATUS_WORDS[status] || status}</span>`;
 }
 
+/**
+ * A form's action and its state: `run(event)` keeps the page from reloading, clears the last
+ * error, says it is busy while `act()` runs, and keeps what it threw for the form to show.
+ */
+export function useAction(act) {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState(null);
+  const run = async (e) => {
+    if (e && e.preventDefault) e.preventDefault();
+    setBusy(true);
+    setError(null);
+    try {
+      await act();
+    } catch (err) {
+      setError(err);
+    }
+    setBusy(false);
+  };
+  return { busy, error, run };
+}
+
 /** Splits what a person typed as domains: commas, spaces or new lines between them. */
 function parseDomains(text) {
   return text
@@ -147,22 +168,12 @@ function CreateTenant({ onClose }) {
   const [slug, setSlug] = useState('');
   const [name, setName] = useState('');
   const [domains, setDomains] = useState('');
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState(null);
-  const submit = async (e) => {
-    e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      const record = await adminApi('POST', '/api/admin/tenants', { slug: slug.trim(), name: name.trim(), domains: parseDomains(domains) });
-      toast(`${record.name} is ready.`);
-      onClose();
-      navigate(`/tenants/${encodeURIComponent(record.slug)}`);
-    } catch (err) {
-      setError(err);
-      setBusy(false);
-    }
-  };
+  const { busy, error, run: submit } = useAction(async () => {
+    const record = await adminApi('POST', '/api/admin/tenants', { slug: slug.trim(), name: name.trim(), domains: parseDomains(domains) });
+    toast(`${record.name} is ready.`);
+    onClose();
+    navigate(`/tenants/${encodeURIComponent(record.slug)}`);
+  });
   const known = ['slug', 'name', 'domains'].some((f) => fieldError(error, f));
   return html`<${Dialog} title="New tenant" onClose=${onClose}>
     <form onSubmit=${submit} novalidate>
@@ -254,23 +265,13 @@ function Health({ health }) {
 
 function Domains({ tenant, onChange }) {
   const [domain, setDomain] = useState('');
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState(null);
   const [removing, setRemoving] = useState(null);
-  const add = async (e) => {
-    e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      const record = await adminApi('POST', tenantPath(tenant.slug, '/domains'), { domain: domain.trim().toLowerCase() });
-      setDomain('');
-      onChange(record);
-      toast(`${domain.trim()} now leads to ${tenant.name}.`);
-    } catch (err) {
-      setError(err);
-    }
-    setBusy(false);
-  };
+  const { busy, error, run: add } = useAction(async () => {
+    const record = await adminApi('POST', tenantPath(tenant.slug, '/domains'), { domain: domain.trim().toLowerCase() });
+    setDomain('');
+    onChange(record);
+    toast(`${domain.trim()} now leads to ${tenant.name}.`);
+  });
   return html`<section class="panel" aria-labelledby="domains-h">
     <h2 id="domains-h">Domains</h2>
     ${tenant.domains.length === 0
@@ -308,35 +309,30 @@ function Domains({ tenant, onChange }) {
 function Impersonate({ tenant }) {
   const members = useAsync((signal) => api('GET', tenantPath(tenant.slug, '/members'), undefined, { central: true, signal }), [tenant.slug]);
   const [userId, setUserId] = useState('');
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState(null);
   const [fallback, setFallback] = useState(null);
   const active = tenant.status === 'active';
-  const start = async (e) => {
-    e.preventDefault();
+  const { busy, error, run: start } = useAction(async () => {
     const list = (members.data && members.data.members) || [];
     const chosen = list.find((m) => String(m.user.id) === (userId || String(list[0] && list[0].user.id)));
     if (!chosen) return;
-    setBusy(true);
-    setError(null);
     setFallback(null);
     const tab = window.open('', '_blank');
+    let answer;
     try {
-      const answer = await adminApi('POST', tenantPath(tenant.slug, '/impersonate'), { user_id: chosen.user.id });
-      const url = workspaceUrl(tenant.slug, `/impersonate#ticket=${encodeURIComponent(answer.ticket)}`);
-      if (tab) {
-        tab.opener = null;
-        tab.location.href = url;
-        toast(`Opened ${tenant.name} as ${chosen.user.email} in a new tab.`);
-      } else {
-        setFallback({ url, email: chosen.user.email });
-      }
+      answer = await adminApi('POST', tenantPath(tenant.slug, '/impersonate'), { user_id: chosen.user.id });
     } catch (err) {
       if (tab) tab.close();
-      setError(err);
+      throw err;
     }
-    setBusy(false);
-  };
+    const url = workspaceUrl(tenant.slug, `/impersonate#ticket=${encodeURIComponent(answer.ticket)}`);
+    if (tab) {
+      tab.opener = null;
+      tab.location.href = url;
+      toast(`Opened ${tenant.name} as ${chosen.user.email} in a new tab.`);
+    } else {
+      setFallback({ url, email: chosen.user.email });
+    }
+  });
   return html`<section class="panel" aria-labelledby="impersonate-h">
     <h2 id="impersonate-h">Impersonate</h2>
     <p class="muted">Open the workspace as one of its members, in a new tab with a banner saying so. Your
@@ -427,22 +423,12 @@ function Lifecycle({ tenant, onChange }) {
 
 function Rename({ tenant, onClose }) {
   const [slug, setSlug] = useState(tenant.slug);
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState(null);
-  const submit = async (e) => {
-    e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      const record = await adminApi('PATCH', tenantPath(tenant.slug), { slug: slug.trim() });
-      toast(`${record.name} is now at ${workspaceUrl(record.slug)}`);
-      onClose();
-      navigate(`/tenants/${encodeURIComponent(record.slug)}`, { replace: true });
-    } catch (err) {
-      setError(err);
-      setBusy(false);
-    }
-  };
+  const { busy, error, run: submit } = useAction(async () => {
+    const record = await adminApi('PATCH', tenantPath(tenant.slug), { slug: slug.trim() });
+    toast(`${record.name} is now at ${workspaceUrl(record.slug)}`);
+    onClose();
+    navigate(`/tenants/${encodeURIComponent(record.slug)}`, { replace: true });
+  });
   return html`<${Dialog} title=${`Change the slug of ${tenant.name}`} onClose=${onClose}>
     <form onSubmit=${submit} novalidate>
       <p>The workspace moves to the new address at once; links and bookmarks to the old one stop working.

@@ -4,6 +4,7 @@
 import { html, useState } from '../../vendor/htm-preact.module.js';
 import { api } from '../lib/api.js';
 import { ErrorBox, Field, Submit, fieldError, toast } from '../lib/ui.js';
+import { useAction } from './tenants.js';
 
 /** The secret in groups of four, as authenticator apps show it and people type it. */
 function grouped(secret) {
@@ -12,35 +13,22 @@ function grouped(secret) {
 
 export function TwoFactorScreen({ admin, onAdmin }) {
   const [enrolment, setEnrolment] = useState(null);
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState(null);
   const [code, setCode] = useState('');
   const on = admin.totp_enabled;
-  const start = async () => {
-    setBusy(true);
-    setError(null);
-    try {
-      setEnrolment(await api('POST', '/api/admin/totp/enrol', {}, { central: true }));
-      setCode('');
-    } catch (err) {
-      setError(err);
-    }
-    setBusy(false);
-  };
-  const confirm = async (e) => {
-    e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      await api('POST', '/api/admin/totp/confirm', { code: code.replace(/\s/g, '') }, { central: true });
-      setEnrolment(null);
-      toast('Two-factor sign-in is on.');
-      if (onAdmin) onAdmin({ ...admin, totp_enabled: true });
-    } catch (err) {
-      setError(err);
-    }
-    setBusy(false);
-  };
+  const enrol = useAction(async () => {
+    setEnrolment(await api('POST', '/api/admin/totp/enrol', {}, { central: true }));
+    setCode('');
+  });
+  const confirmation = useAction(async () => {
+    await api('POST', '/api/admin/totp/confirm', { code: code.replace(/\s/g, '') }, { central: true });
+    setEnrolment(null);
+    toast('Two-factor sign-in is on.');
+    if (onAdmin) onAdmin({ ...admin, totp_enabled: true });
+  });
+  const start = enrol.run;
+  const confirm = confirmation.run;
+  const busy = enrol.busy || confirmation.busy;
+  const error = enrol.error || confirmation.error;
   return html`<section data-screen="portal-2fa" class="portal narrow">
     <h1>Two-factor sign-in</h1>
     ${on
