@@ -117,13 +117,18 @@ fn boot(app: &App, area: &str, tenant: Option<(&str, bool)>) -> String {
         };
         serde_json::json!({"slug": slug, "base": base})
     });
-    serde_json::json!({
+    let mut boot = serde_json::json!({
         "area": area,
         "tenant": tenant,
         "realtime": {"key": app.realtime_credentials().1},
         "version": env!("CARGO_PKG_VERSION"),
-    })
-    .to_string()
+    });
+    // The portal links to each company's workspace at `<slug>.<base_domain>`; a workspace
+    // has no use for it.
+    if area == "portal" {
+        boot["base_domain"] = serde_json::json!(app.identify.base_domain);
+    }
+    boot.to_string()
 }
 
 /// No inline script or style; WebSockets to this host only. `ws:`/`wss:` sources are named

@@ -7,7 +7,9 @@ use std::io::Read;
 
 use serde_json::{json, Value};
 
-use crate::support::{raw_request, request_to, spawn_app, spawn_serve, Reply, TestApp};
+use crate::support::{
+    raw_request, request_to, spawn_app, spawn_app_with, spawn_serve, Reply, TestApp,
+};
 
 const HTML: (&str, &str) = (
     "Accept",
@@ -84,6 +86,7 @@ fn the_central_host_gets_the_admin_portal() {
             assert_eq!(boot["tenant"], Value::Null);
             assert_eq!(boot["realtime"]["key"], app.app.realtime_credentials().1);
             assert_eq!(boot["version"], env!("CARGO_PKG_VERSION"));
+            assert_eq!(boot["base_domain"], "localhost", "{host}{path}");
             let csp = page.header("content-security-policy").unwrap();
             assert!(
                 csp.contains(&format!("connect-src 'self' ws://{host} wss://{host};")),
@@ -91,6 +94,21 @@ fn the_central_host_gets_the_admin_portal() {
             );
         }
     }
+}
+
+/// The portal builds each company's workspace address from the configured base domain.
+#[test]
+fn the_portal_page_names_the_configured_base_domain() {
+    let app = spawn_app_with(|c| c.identify.base_domain = "tenants.example".into());
+    app.create_tenant("acme", &[]);
+    let page = open(&app, "tenants.example", "/tenants");
+    assert_page(&page, 200);
+    assert_eq!(boot(&page)["area"], "portal");
+    assert_eq!(boot(&page)["base_domain"], "tenants.example");
+    // A workspace's page is about its own company only.
+    let page = open(&app, "acme.tenants.example", "/");
+    assert_eq!(boot(&page)["area"], "workspace");
+    assert_eq!(boot(&page).get("base_domain"), None);
 }
 
 #[test]

@@ -54,7 +54,7 @@ export function CentralApp() {
       return html`<${CentralSignIn} onSignedIn=${load} />`;
     default:
       if (expired) return html`<${CentralSignIn} notice="Your session has ended. Sign in again to go on." onSignedIn=${load} />`;
-      if (session.state === 'admin') return html`<${Portal} admin=${session.admin} path=${path} />`;
+      if (session.state === 'admin') return html`<${Portal} admin=${session.admin} path=${path} onAdmin=${(admin) => setSession({ state: 'admin', admin })} />`;
       return html`<${PersonHome} me=${session.me} path=${path} />`;
   }
 }
@@ -104,7 +104,7 @@ function PersonHome({ me, path }) {
   </div>`;
 }
 
-function Portal({ admin, path }) {
+function Portal({ admin, path, onAdmin }) {
   const [menuOpen, setMenuOpen] = useState(false);
   useEffect(() => setMenuOpen(false), [path]);
   const screen =
@@ -114,7 +114,7 @@ function Portal({ admin, path }) {
         ['/tenants', () => html`<${TenantsScreen} admin=${admin} />`],
         ['/tenants/:slug', ({ slug }) => html`<${TenantScreen} admin=${admin} slug=${slug} />`],
         ['/audit', () => html`<${PortalAuditScreen} admin=${admin} />`],
-        ['/security', () => html`<${TwoFactorScreen} admin=${admin} />`],
+        ['/security', () => html`<${TwoFactorScreen} admin=${admin} onAdmin=${onAdmin} />`],
       ],
       path,
     ) || html`<section data-screen="not-found"><h1>Page not found</h1><p><${Link} to="/">Go to the tenants<//></p></section>`;
