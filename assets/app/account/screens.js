@@ -1,10 +1,10 @@
 // A person's own screens, in every area: sign in, accept an invitation, profile and password,
 // the company chooser, and the screens that say why a workspace cannot be shown.
-import { html, useRef, useState } from '../../vendor/htm-preact.module.js';
+import { html, useEffect, useRef, useState } from '../../vendor/htm-preact.module.js';
 import { ApiError, api, setCsrf } from '../lib/api.js';
 import { base, boot } from '../lib/boot.js';
 import { navigate } from '../lib/router.js';
-import { Async, Banner, ErrorBox, Field, Submit, fieldError, toast, useAsync, useSubmit } from '../lib/ui.js';
+import { Async, Banner, Confirm, Empty, ErrorBox, Field, Submit, fieldError, formatTime, toast, useAsync, useSubmit } from '../lib/ui.js';
 
 /** The product's name and the place, above a sign-in or error card. */
 function Brand({ subtitle }) {
@@ -211,6 +211,90 @@ export function Profile({ me, onChanged }) {
         <div class="actions"><${Submit} busy=${pwBusy}>Change password<//></div>
       </fieldset>
     </form>
+    <${ApiTokens} me=${me} />
+  </section>`;
+}
+
+/**
+ * Personal API tokens (`/api/tokens`): each bound to one company, shown once when made, revocable.
+ * An impersonation cannot make one (the API refuses: it would outlive the impersonation).
+ */
+function ApiTokens({ me }) {
+  const tokens = useAsync(() => api('GET', '/api/tokens'), []);
+  const companies = me.memberships || [];
+  const [name, setName] = useState('');
+  const [tenant, setTenant] = useState(companies.length ? companies[0].tenant_id : '');
+  const [days, setDays] = useState('90');
+  const [made, setMade] = useState(null);
+  const [revoking, setRevoking] = useState(null);
+  const companyName = (id) => (companies.find((m) => m.tenant_id === id) || {}).name || id;
+  const { busy, error, run: create } = useSubmit(async () => {
+    const body = { name: name.trim(), tenant };
+    if (days) body.expires_in_days = Number(days);
+    const answer = await api('POST', '/api/tokens', body);
+    setMade(answer);
+    setName('');
+    tokens.reload();
+  });
+  const copy = async () => {
+    try {
+      await navigator.clipboard.writeText(made.token);
+      toast('Token copied.');
+    } catch {
+      toast('Select the token and copy it by hand.', 'error');
+    }
+  };
+  return html`<section class="api-tokens" aria-labelledby="api-tokens-title">
+    <h2 id="api-tokens-title">API tokens</h2>
+    <p class="hint">A token lets a script use the API as you, in one company: send it as
+      <code>${'Authorization: Bearer <token>'}</code>. It is shown once, when it is made.</p>
+    ${made && html`<div class="panel" role="status">
+      <p>Your new token <strong>${made.name}</strong> for ${companyName(made.tenant_id)}. Copy it now: it will not be shown again.</p>
+      <div class="copy-box"><code data-testid="new-token">${made.token}</code>
+        <button type="button" class="secondary small" onClick=${copy}>Copy</button></div>
+      <div class="actions"><button type="button" class="secondary small" onClick=${() => setMade(null)}>Done</button></div>
+    </div>`}
+    <${Async} state=${tokens} label="Loading your tokens…">${(data) =>
+      data.tokens.length === 0
+        ? html`<${Empty}>You have no API tokens.<//>`
+        : html`<div class="table-wrap"><table>
+            <caption class="visually-hidden">Your API tokens</caption>
+            <thead><tr><th scope="col">Name</th><th scope="col">Company</th><th scope="col">Last used</th><th scope="col">Expires</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
+            <tbody>${data.tokens.map((t) => html`<tr key=${t.id} data-testid="token-row">
+              <td>${t.name}</td><td>${companyName(t.tenant_id)}</td>
+              <td>${t.last_used_at && t.last_used_at !== t.created_at ? formatTime(t.last_used_at) : 'never'}</td>
+              <td>${t.expires_at ? formatTime(t.expires_at) : 'never'}</td>
+              <td><button type="button" class="secondary small" onClick=${() => setRevoking(t)}>Revoke<span class="visually-hidden"> ${t.name}</span></button></td>
+            </tr>`)}</tbody>
+          </table></div>`}
+    <//>
+    ${companies.length > 0 && html`<form onSubmit=${create} novalidate class="token-form">
+      <fieldset class="plain" disabled=${me.impersonated}>
+        <legend><h3>New token</h3></legend>
+        <${Field} label="Token name" value=${name} required placeholder="e.g. nightly export" error=${said(error, 'name', 'The name')} onInput=${(e) => setName(e.target.value)} />
+        <${Field} as="select" label="Company" value=${tenant} error=${said(error, 'tenant', 'The company')} onChange=${(e) => setTenant(e.target.value)}>
+          ${companies.map((m) => html`<option key=${m.tenant_id} value=${m.tenant_id}>${m.name}</option>`)}
+        <//>
+        <${Field} as="select" label="Expires" value=${days} error=${said(error, 'expires_in_days', 'The expiry')} onChange=${(e) => setDays(e.target.value)}>
+          <option value="7">in 7 days</option>
+          <option value="30">in 30 days</option>
+          <option value="90">in 90 days</option>
+          <option value="365">in a year</option>
+          <option value="">never</option>
+        <//>
+        <${ErrorBox} error=${formError(error, 'name', 'tenant', 'expires_in_days')} />
+        <div class="actions"><${Submit} busy=${busy}>Make token<//></div>
+      </fieldset>
+    </form>`}
+    ${revoking && html`<${Confirm} title="Revoke this token?" action="Revoke token" danger
+      onConfirm=${async () => {
+        await api('DELETE', `/api/tokens/${revoking.id}`);
+        toast('Token revoked.');
+        tokens.reload();
+      }}
+      onClose=${() => setRevoking(null)}>
+      <p>Scripts using <strong>${revoking.name}</strong> will stop working at once.</p>
+    <//>`}
   </section>`;
 }
 
@@ -255,10 +339,28 @@ export function NoMember({ me }) {
   <//>`;
 }
 
-export function Suspended() {
+/** How often a suspended company's page asks whether it is active again. */
+const SUSPENDED_CHECK_MS = 10_000;
+
+/** The suspended company's screen: it asks now and then, and opens the workspace once activated. */
+export function Suspended({ onActive }) {
+  useEffect(() => {
+    if (!onActive) return undefined;
+    const check = () =>
+      api('GET', '/api/tenant').then(
+        () => onActive(),
+        () => {},
+      );
+    const timer = setInterval(check, SUSPENDED_CHECK_MS);
+    addEventListener('focus', check);
+    return () => {
+      clearInterval(timer);
+      removeEventListener('focus', check);
+    };
+  }, [onActive]);
   return html`<${Card} screen="suspended" title="This company is suspended" subtitle=${boot.tenant && boot.tenant.slug}>
     <p>An administrator has suspended this company. Its data is kept, but nobody can use it until it is
-      activated again. Ask your administrator, then reload this page.</p>
+      activated again. This page opens the workspace by itself once that happens.</p>
     <div class="actions"><button type="button" onClick=${() => location.reload()}>Reload</button></div>
   <//>`;
 }

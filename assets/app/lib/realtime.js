@@ -1,7 +1,7 @@
 // The page's one real-time connection: laravel-echo over pusher-js (their browser builds, as our
 // users run them), authorised by the session cookie and the CSRF header through
 // <base>/broadcasting/auth, and its connection state for the "reconnecting" banner.
-import { useEffect, useState } from '../../vendor/htm-preact.module.js';
+import { useCallback, useEffect, useState } from '../../vendor/htm-preact.module.js';
 import { base, boot } from './boot.js';
 
 let echo = null;
@@ -52,6 +52,12 @@ function setState(s) {
   stateSubscribers.forEach((fn) => fn(s));
 }
 
+/** Whether live updates were flowing and are not now (the "reconnecting" banner). */
+export function useConnectionLost() {
+  useConnectionState();
+  return lost;
+}
+
 /** Calls `fn` each time the connection comes back after it was lost (to read again what was missed). */
 export function useReconnect(fn) {
   useEffect(() => {
@@ -86,4 +92,11 @@ export function useConnectionState() {
     return () => stateSubscribers.delete(set);
   }, []);
   return s;
+}
+
+/** A number that goes up each time the connection comes back: a dependency that reloads a screen. */
+export function useReconnectCount() {
+  const [count, setCount] = useState(0);
+  useReconnect(useCallback(() => setCount((n) => n + 1), []));
+  return count;
 }

@@ -10,7 +10,7 @@
 // same channel: the hub allows client events on private channels only.
 import { html, useEffect, useLayoutEffect, useRef, useState } from '../../vendor/htm-preact.module.js';
 import { api, describe } from '../lib/api.js';
-import { useConnectionState } from '../lib/realtime.js';
+import { useReconnectCount } from '../lib/realtime.js';
 import { Link, navigate } from '../lib/router.js';
 import { Async, Confirm, Dialog, Empty, ErrorBox, Field, Loading, Submit, fieldError, formatTime, toast, useAsync } from '../lib/ui.js';
 import { Avatar, fullName, usePresence } from './presence.js';
@@ -92,18 +92,6 @@ function useChatEvents(ctx, ids, on) {
   return !!key && live === key;
 }
 
-/** A counter that goes up each time the real-time connection comes back: missed events are reloaded. */
-function useResync() {
-  const state = useConnectionState();
-  const [count, setCount] = useState(0);
-  const wasDown = useRef(false);
-  useEffect(() => {
-    if (state === 'connected' && wasDown.current) setCount((n) => n + 1);
-    wasDown.current = state !== 'connected' && state !== 'initialized' && state !== 'connecting';
-  }, [state]);
-  return count;
-}
-
 /**
  * The people this member can name: the company's members when their role may list them
  * (members_view), else themselves and whoever is online (the presence channel, open to every
@@ -152,7 +140,7 @@ function sortChats(chats) {
 export function ChatsScreen({ ctx, chatId }) {
   const me = ctx.me.user.id;
   const people = usePeople(ctx);
-  const resync = useResync();
+  const resync = useReconnectCount();
   const list = useAsync((signal) => api('GET', '/api/chats', undefined, { signal }), [resync]);
   const [creating, setCreating] = useState(false);
   const openRef = useRef(chatId);

@@ -6,7 +6,7 @@
 // member may not use.
 import { html, useCallback, useEffect, useRef, useState } from '../../vendor/htm-preact.module.js';
 import { api } from '../lib/api.js';
-import { useConnectionState } from '../lib/realtime.js';
+import { useReconnect } from '../lib/realtime.js';
 import { Link, href, navigate } from '../lib/router.js';
 import {
   Async, Banner, Confirm, Dialog, Empty, ErrorBox, Field, Loading, Submit, currencyDigits,
@@ -119,9 +119,6 @@ function useOrderEvents(ctx, onEvent) {
   const [state, setState] = useState('off');
   const handler = useRef(onEvent);
   handler.current = onEvent;
-  const connection = useConnectionState();
-  // "lost" once a connection that was up went down; its return is then worth a new read.
-  const lost = useRef(false);
   useEffect(() => {
     if (!ctx.echo || !canView(ctx)) return undefined;
     const name = `${ctx.channel}.orders`;
@@ -138,14 +135,7 @@ function useOrderEvents(ctx, onEvent) {
     };
   }, [ctx.echo, ctx.channel]);
   // Events sent while the connection was down are lost: read again once it is back.
-  useEffect(() => {
-    if (connection === 'connected') {
-      if (lost.current) handler.current('reconnected', {});
-      lost.current = false;
-    } else if (['unavailable', 'failed', 'disconnected'].includes(connection)) {
-      lost.current = true;
-    }
-  }, [connection]);
+  useReconnect(useCallback(() => handler.current('reconnected', {}), []));
   return state;
 }
 

@@ -4,7 +4,7 @@
 import { html, useCallback, useEffect, useState } from '../../vendor/htm-preact.module.js';
 import { api, onApiError, setCsrf } from '../lib/api.js';
 import { boot } from '../lib/boot.js';
-import { closeEcho, getEcho, useConnectionState } from '../lib/realtime.js';
+import { closeEcho, getEcho, useConnectionLost, useConnectionState } from '../lib/realtime.js';
 import { Link, navigate, pick, usePath } from '../lib/router.js';
 import { Banner, ErrorBox, Loading } from '../lib/ui.js';
 import { AcceptInvitation, Card, NoMember, Profile, SignIn, Suspended, signOut } from '../account/screens.js';
@@ -102,7 +102,7 @@ export function WorkspaceApp() {
     case 'no_member':
       return html`<${NoMember} me=${session.me} />`;
     case 'suspended':
-      return html`<${Suspended} />`;
+      return html`<${Suspended} onActive=${load} />`;
     case 'error':
       return html`<${Card} screen="error" title="The workspace cannot be opened"><${ErrorBox} error=${session.error} retry=${load} /><//>`;
     default:
@@ -118,6 +118,7 @@ function Workspace({ session, path, onProfile }) {
   const { me, tenant, membership, can } = session;
   const echo = getEcho(me.csrf_token);
   const connection = useConnectionState();
+  const lost = useConnectionLost();
   const [menuOpen, setMenuOpen] = useState(false);
   // A suspension does not reach an idle page by itself: ask now and then, and when the tab returns.
   useEffect(() => {
@@ -164,7 +165,7 @@ function Workspace({ session, path, onProfile }) {
       ${me.impersonated_by && me.impersonated_by.email ? html` <strong>${me.impersonated_by.email}</strong>` : ''}.
       <button type="button" class="small" onClick=${endImpersonation}>End impersonation</button>
     <//>`}
-    ${(connection === 'unavailable' || connection === 'failed' || connection === 'disconnected') &&
+    ${(lost || connection === 'unavailable' || connection === 'failed') &&
     html`<${Banner} kind="warning">Live updates are interrupted; reconnecting… What you see may be out of date.<//>`}
     <header class="topbar">
       <button type="button" class="icon menu-toggle" aria-expanded=${menuOpen ? 'true' : 'false'} aria-controls="workspace-nav"
