@@ -475,7 +475,7 @@ function Conversation({ ctx, chatId, listed, people, resync, onSummary, onRead, 
     }
   };
 
-  const back = html`<${Link} to="/chats" class="back-link"><span aria-hidden="true">←</span>All chats<//>`;
+  const back = html`<${Link} to="/chats" class="chat-back-link"><span aria-hidden="true">←</span>All chats<//>`;
   if (state.error && !data) {
     return html`<div class="conversation" data-screen="chat">${back}<${ErrorBox} error=${state.error} retry=${state.reload} /></div>`;
   }
