@@ -51,6 +51,21 @@ pub fn fingerprint() -> &'static str {
     })
 }
 
+/// The ES modules a page loads (the app's and the vendored `*.module.js`), in path order: the
+/// page names them all for preloading, so the browser fetches them at once instead of one
+/// level of imports after another.
+pub fn modules() -> &'static [String] {
+    static MODULES: OnceLock<Vec<String>> = OnceLock::new();
+    MODULES.get_or_init(|| {
+        let mut paths: Vec<String> = Files::iter()
+            .filter(|p| (p.starts_with("app/") && p.ends_with(".js")) || p.ends_with(".module.js"))
+            .map(|p| p.into_owned())
+            .collect();
+        paths.sort();
+        paths
+    })
+}
+
 /// The text of an embedded file (`index.html`, say), if there is one.
 pub fn text(path: &str) -> Option<String> {
     Files::get(path).map(|f| String::from_utf8_lossy(&f.data).into_owned())

@@ -86,8 +86,15 @@ fn render(
         return Error::Internal("assets/index.html is not embedded".into()).into_response();
     };
     let boot = boot(app, area, tenant);
+    let prefix = format!("{}{}", assets::PREFIX, assets::fingerprint());
+    // Every module at once: without this the browser finds them one import level at a time.
+    let preload: String = assets::modules()
+        .iter()
+        .map(|m| format!("<link rel=\"modulepreload\" href=\"{prefix}/{m}\">\n"))
+        .collect();
     let body = template
-        .replace("%ASSETS%", &format!("/assets/{}", assets::fingerprint()))
+        .replace("%PRELOAD%\n", &preload)
+        .replace("%ASSETS%", &prefix)
         .replace("%BOOT%", &escape_attribute(&boot));
     let etag = format!(
         "\"{}\"",

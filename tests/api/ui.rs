@@ -498,3 +498,49 @@ fn serve_demo_prints_urls_that_open_the_portal_and_each_workspace() {
         assert_eq!(boot["tenant"], want["tenant"], "{url}");
     }
 }
+
+/// Every module the app imports is named for preloading, each link is served, and none is
+/// missing: a module found only through an import costs a round trip per level of imports.
+#[test]
+fn a_page_names_every_module_for_preloading_and_each_is_served() {
+    let app = spawn_app();
+    let page = open(&app, "127.0.0.1", "/");
+    let html = String::from_utf8(page.body.clone()).unwrap();
+    let links: Vec<&str> = html
+        .split("<link rel=\"modulepreload\" href=\"")
+        .skip(1)
+        .map(|rest| &rest[..rest.find('"').unwrap()])
+        .collect();
+    let fp = tenantd::assets::fingerprint();
+    for module in [
+        "app/main.js",
+        "app/workspace/shell.js",
+        "vendor/htm-preact.module.js",
+    ] {
+        let url = format!("/assets/{fp}/{module}");
+        assert!(links.contains(&url.as_str()), "{url} in {links:?}");
+    }
+    let mut on_disk_modules = Vec::new();
+    let mut dirs = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/app")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "js") {
+                on_disk_modules.push(path);
+            }
+        }
+    }
+    // The vendored module is the one outside app/.
+    assert_eq!(links.len(), on_disk_modules.len() + 1, "{links:?}");
+    for url in links {
+        let file = app.call("GET", url, &[], None);
+        assert_eq!(file.status, 200, "{url}");
+        assert_eq!(
+            file.header("content-type"),
+            Some("text/javascript; charset=utf-8"),
+            "{url}"
+        );
+    }
+}
