@@ -333,23 +333,8 @@ fn show(app: &App, ctx: &RequestCtx, _signed_in: &SignedInAdmin) -> Result<Respo
 /// Changes the slug, the display name or both (`{slug?, name?}`).
 fn rename(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Response, Error> {
     let slug = slug_of(app, ctx.params)?;
-    #[derive(Deserialize)]
-    struct Body {
-        slug: Option<String>,
-        name: Option<String>,
-    }
-    let Body {
-        slug: new_slug,
-        name,
-    } = json_body(ctx.req)?;
-    let renamed = lifecycle::rename(
-        &app.catalog,
-        &slug,
-        &Rename {
-            slug: new_slug,
-            name,
-        },
-    )?;
+    let change: Rename = json_body(ctx.req)?;
+    let renamed = lifecycle::rename(&app.catalog, &slug, &change)?;
     let changes = renamed.changes();
     if !changes.is_empty() {
         lifecycle_entry(

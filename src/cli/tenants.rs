@@ -187,20 +187,16 @@ pub fn tenants(args: &mut Args, env: &Env) -> Result<(), CommandError> {
             // Options first, as for create.
             let name = args.value("--name")?;
             let slug = required(args, "slug")?;
-            let new_slug = args.positional();
-            if new_slug.is_none() && name.is_none() {
+            let change = Rename {
+                slug: args.positional(),
+                name,
+            };
+            if change.slug.is_none() && change.name.is_none() {
                 return Err(CliError("give a <new-slug>, --name <name>, or both".into()).into());
             }
             args.finish_ref()?;
             let catalog = catalog()?;
-            let renamed = lifecycle::rename(
-                &catalog,
-                &slug,
-                &Rename {
-                    slug: new_slug,
-                    name,
-                },
-            )?;
+            let renamed = lifecycle::rename(&catalog, &slug, &change)?;
             let changes = renamed.changes();
             if !changes.is_empty() {
                 let mut details = serde_json::Value::Object(changes);

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{tenant_db_path, uuid_db_path, Registry, TenancyError};
@@ -337,8 +337,9 @@ pub fn purge(catalog: &Catalog, registry: &Registry, slug: &str) -> Result<(), L
     Ok(())
 }
 
-/// What a rename changes: the slug (the tenant's address), the display name, or both.
-#[derive(Clone, Debug, Default)]
+/// What a rename changes: the slug (the tenant's address), the display name, or both. Also
+/// the body of `PATCH /api/admin/tenants/{t}`.
+#[derive(Clone, Debug, Default, Deserialize)]
 pub struct Rename {
     pub slug: Option<String>,
     pub name: Option<String>,

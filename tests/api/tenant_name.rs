@@ -55,14 +55,32 @@ fn renamed_details(app: &TestApp, tenant_id: &str) -> Vec<Value> {
         .collect()
 }
 
-#[test]
-fn a_new_name_reaches_the_catalog_and_the_file_that_an_open_pool_answers_from() {
-    let app = spawn_app();
+/// Acme and globex, each with its pool open and its `GET /api/tenant` kept, for the owner (a
+/// member of both): the records and the owner's token.
+fn two_tenants_kept(app: &TestApp) -> (Value, Value, String) {
     let acme = app.create_tenant("acme", &[]);
     let globex = app.create_tenant("globex", &[]);
     let token = app.owner_token.clone();
-    assert_eq!(tenant_kept(&app, "acme", &token)["name"], "acme Inc");
-    assert_eq!(tenant_kept(&app, "globex", &token)["name"], "globex Inc");
+    assert_eq!(tenant_kept(app, "acme", &token)["name"], "acme Inc");
+    assert_eq!(tenant_kept(app, "globex", &token)["name"], "globex Inc");
+    (acme, globex, token)
+}
+
+/// The CLI against the app's data directory; it must succeed.
+fn cli_ok(app: &TestApp, args: &[&str]) -> Vec<u8> {
+    let out = app.cli(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[test]
+fn a_new_name_reaches_the_catalog_and_the_file_that_an_open_pool_answers_from() {
+    let app = spawn_app();
+    let (acme, globex, token) = two_tenants_kept(&app);
 
     let reply = rename(&app, "acme", json!({"name": "  Acme Corporation "}));
     expect(&reply, 200, "rename");
@@ -258,26 +276,20 @@ fn only_a_system_admin_may_rename_and_only_on_the_central_host() {
 #[test]
 fn the_cli_renames_with_name_beside_the_running_server() {
     let app = spawn_app();
-    let acme = app.create_tenant("acme", &[]);
-    let globex = app.create_tenant("globex", &[]);
-    let token = app.owner_token.clone();
-    tenant_kept(&app, "acme", &token);
-    tenant_kept(&app, "globex", &token);
+    let (acme, globex, token) = two_tenants_kept(&app);
 
-    let out = app.cli(&[
-        "tenants",
-        "rename",
-        "acme",
-        "--name",
-        "Acme From The Shell",
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = cli_ok(
+        &app,
+        &[
+            "tenants",
+            "rename",
+            "acme",
+            "--name",
+            "Acme From The Shell",
+            "--json",
+        ],
     );
-    let printed: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let printed: Value = serde_json::from_slice(&out).expect("JSON");
     assert_eq!(
         (printed["slug"].clone(), printed["name"].clone()),
         (json!("acme"), json!("Acme From The Shell"))
@@ -299,13 +311,11 @@ fn the_cli_renames_with_name_beside_the_running_server() {
     );
 
     // Both at once, the option before the arguments; then the audit says what changed.
-    let out = app.cli(&[
-        "tenants", "rename", "--name", "Acme Two", "acme", "acme-two",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    cli_ok(
+        &app,
+        &[
+            "tenants", "rename", "--name", "Acme Two", "acme", "acme-two",
+        ],
     );
     let seen = tenant_now(&app, "acme-two", &token).json();
     assert_eq!(
@@ -322,20 +332,19 @@ fn the_cli_renames_with_name_beside_the_running_server() {
     );
 
     // Nothing to change is a usage error; a bad name the same error as the API's.
-    let out = app.cli(&["tenants", "rename", "acme-two"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--name"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = app.cli(&["tenants", "rename", "acme-two", "--name", " "]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("invalid name"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for (args, code, says) in [
+        (&["tenants", "rename", "acme-two"][..], 2, "--name"),
+        (
+            &["tenants", "rename", "acme-two", "--name", " "],
+            1,
+            "invalid name",
+        ),
+    ] {
+        let out = app.cli(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
     assert_eq!(file_meta(&app, id, "name"), "Acme Two");
 
     let help = app.cli(&["tenants", "--help"]);
