@@ -1,15 +1,17 @@
 // The admin portal in a real browser (issue 15): the first system admin signs in on the central
 // host, creates a tenant and reaches its workspace at its subdomain; suspends a company while a
 // member has its workspace open (and activates it again); impersonates a member in a new tab and
-// ends it; deletes, restores and purges (the purge only once the slug is typed); turns on
-// two-factor sign-in with the QR code and a code computed here; and a company's admin on the
-// central host gets her companies, never the portal. Two-factor runs last: after it, signing in
-// as the admin needs a code.
+// ends it; renames a company (its new name reaching the top bar of a workspace open meanwhile);
+// deletes, restores and purges (the purge only once the slug is typed); turns on two-factor
+// sign-in with the QR code and a code computed here; and a company's admin on the central host
+// gets her companies, never the portal. Two-factor runs last: after it, signing in as the admin
+// needs a code.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import http from 'node:http';
+import { execFileSync } from 'node:child_process';
 
 import { setupUi, newPage, signIn, checkA11y, screenshot, watchConsole } from './kit.mjs';
 
@@ -185,16 +187,72 @@ test('impersonation opens the workspace with a banner, and ending it leaves the 
   await page.context().close();
 });
 
-test('rename and domains; delete and restore; purge only once the slug is typed', { skip: ui.skip }, async () => {
+/** Submits the rename dialog of the tenant page with `fields` ({Name, Slug}): the body it sent. */
+async function renameIn(page, fields) {
+  await page.getByRole('button', { name: 'Rename', exact: true }).click();
+  const dialog = page.getByRole('dialog');
+  for (const [label, value] of Object.entries(fields)) await dialog.getByLabel(label, { exact: true }).fill(value);
+  const [request] = await Promise.all([
+    page.waitForRequest((r) => r.method() === 'PATCH'),
+    dialog.getByRole('button', { name: 'Save' }).click(),
+  ]);
+  await dialog.waitFor({ state: 'detached' });
+  return request.postDataJSON();
+}
+
+test('rename (name and slug) and domains; delete and restore; purge only once the slug is typed', { skip: ui.skip }, async () => {
   const page = await admin();
   await createTenant(page, 'doomed', 'Doomed Ltd');
+  // A member with its workspace open before the rename (added from the shell: the portal
+  // manages tenants, not their people).
+  execFileSync(ui.server.binary, ['members', 'add', '--tenant', 'doomed', '--email', 'alice@acme.test', '--role', 'admin', '--data', ui.server.data],
+    { env: { PATH: process.env.PATH, RUST_LOG: 'warn' } });
+  const alice = await newPage(ui.browser);
+  await signIn(alice, ui.server.host('doomed') + '/', 'alice@acme.test');
+  await alice.locator('.topbar .company-title', { hasText: 'Doomed Ltd' }).waitFor();
 
-  await page.getByRole('button', { name: 'Change slug' }).click();
-  const rename = page.getByRole('dialog');
-  await rename.getByLabel('New slug').fill('doomed-co');
-  await rename.getByRole('button', { name: 'Change slug' }).click();
+  // The dialog holds both, as they are; only what changed is sent.
+  await page.getByRole('button', { name: 'Rename', exact: true }).click();
+  const prefilled = page.getByRole('dialog', { name: 'Rename Doomed Ltd' });
+  assert.equal(await prefilled.getByLabel('Name', { exact: true }).inputValue(), 'Doomed Ltd');
+  assert.equal(await prefilled.getByLabel('Slug', { exact: true }).inputValue(), 'doomed');
+  assert.ok(await prefilled.getByRole('button', { name: 'Save' }).isDisabled(), 'nothing changed yet');
+  await checkA11y(page, 'portal-tenant rename');
+  await prefilled.getByRole('button', { name: 'Cancel' }).click();
+
+  assert.deepEqual(await renameIn(page, { Name: 'Doomed & Co' }), { name: 'Doomed & Co' });
+  await page.locator('[data-screen="portal-tenant"] h1', { hasText: 'Doomed & Co' }).waitFor();
+  assert.equal(new URL(page.url()).pathname, '/tenants/doomed');
+  // The workspace's top bar says it too: its kept answer did not outlive the change.
+  await alice.reload();
+  await alice.locator('.topbar .company-title', { hasText: 'Doomed & Co' }).waitFor();
+  assert.equal(JSON.parse((await fetchIn(alice, '/api/tenant')).body).name, 'Doomed & Co');
+  await alice.context().close();
+
+  assert.deepEqual(await renameIn(page, { Slug: 'doomed-co' }), { slug: 'doomed-co' });
   await page.waitForURL(`${ui.server.url}/tenants/doomed-co`);
   await page.locator('.page-sub', { hasText: 'doomed-co' }).waitFor();
+  await page.locator('[data-screen="portal-tenant"] h1', { hasText: 'Doomed & Co' }).waitFor();
+  // A name the API refuses is said next to its field, and nothing changes.
+  await page.getByRole('button', { name: 'Rename', exact: true }).click();
+  const refused = page.getByRole('dialog');
+  await refused.getByLabel('Name', { exact: true }).fill('x'.repeat(101));
+  await refused.getByRole('button', { name: 'Save' }).click();
+  await refused.locator('.field-error', { hasText: '1 to 100 characters' }).waitFor();
+  await refused.getByRole('button', { name: 'Cancel' }).click();
+
+  // The audit log says what each rename changed.
+  await page.goto(`${ui.server.url}/audit?tenant=doomed-co`);
+  const renames = page.getByTestId('audit-row').filter({ hasText: 'tenant.renamed' });
+  await renames.filter({ hasText: 'name: Doomed Ltd → Doomed & Co' }).waitFor();
+  await renames.filter({ hasText: 'slug: doomed → doomed-co' }).waitFor();
+  assert.equal(await renames.count(), 2);
+
+  await page.goto(`${ui.server.url}/tenants`);
+  await page.getByLabel('Search').fill('doomed');
+  await page.getByTestId('tenant-row').filter({ hasText: 'Doomed & Co' }).waitFor();
+  assert.equal(await page.getByTestId('tenant-row').count(), 1);
+  await openTenant(page, 'doomed-co');
 
   await page.getByLabel('Add a domain').fill('doomed.example');
   await page.getByRole('button', { name: 'Add', exact: true }).click();

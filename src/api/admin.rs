@@ -13,7 +13,7 @@ use crate::catalog::{unix_now, ActorType, AuditActor, Catalog, NewSession, Tenan
 use crate::error::Error;
 use crate::http::{Params, Response, Router};
 use crate::tenancy::health::health as tenant_health;
-use crate::tenancy::lifecycle::{self, LifecycleError, NewTenant};
+use crate::tenancy::lifecycle::{self, LifecycleError, NewTenant, Rename};
 
 use super::account::admit;
 use super::members::{audit_filter, audit_page};
@@ -330,23 +330,23 @@ fn show(app: &App, ctx: &RequestCtx, _signed_in: &SignedInAdmin) -> Result<Respo
     Ok(Response::json(200, &record))
 }
 
+/// Changes the slug, the display name or both (`{slug?, name?}`).
 fn rename(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Response, Error> {
     let slug = slug_of(app, ctx.params)?;
-    #[derive(Deserialize)]
-    struct Rename {
-        slug: String,
+    let change: Rename = json_body(ctx.req)?;
+    let renamed = lifecycle::rename(&app.catalog, &slug, &change)?;
+    let changes = renamed.changes();
+    if !changes.is_empty() {
+        lifecycle_entry(
+            app,
+            ctx,
+            signed_in,
+            "tenant.renamed",
+            &renamed.after,
+            Value::Object(changes),
+        );
     }
-    let Rename { slug: new_slug } = json_body(ctx.req)?;
-    let record = lifecycle::rename(&app.catalog, &slug, &new_slug)?;
-    lifecycle_entry(
-        app,
-        ctx,
-        signed_in,
-        "tenant.renamed",
-        &record,
-        json!({ "from": slug, "to": record.slug }),
-    );
-    Ok(Response::json(200, &record))
+    Ok(Response::json(200, &renamed.after))
 }
 
 /// Runs one status change and answers the tenant as it now is.

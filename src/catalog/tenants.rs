@@ -1,5 +1,5 @@
 //! Tenant records (status, slug, name, domains) and the writes that change them: insert, status
-//! transitions, slug renames, domains and deletion, each in one transaction. Reads are answered
+//! transitions, renames (slug and name), domains and deletion, each in one transaction. Reads are answered
 //! from the snapshot (see `snapshot`).
 
 use std::fmt;
@@ -161,23 +161,34 @@ impl Catalog {
         self.fetch(id)
     }
 
-    pub fn rename_slug(&self, id: &str, new_slug: &str) -> Result<Arc<TenantRecord>, CatalogError> {
-        validate_slug(new_slug)?;
+    /// Changes the slug, the display name or both (`None` keeps the field) in one transaction.
+    /// Setting what is already there changes nothing, not even `updated_at`.
+    pub fn rename(
+        &self,
+        id: &str,
+        slug: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<Arc<TenantRecord>, CatalogError> {
+        if let Some(slug) = slug {
+            validate_slug(slug)?;
+        }
+        let name = name.map(validate_name).transpose()?;
         self.write(|tx| {
-            match slug_owner(tx, new_slug)? {
-                Some(owner) if owner == id => return Ok(()),
-                Some(_) => return Err(CatalogError::SlugTaken(new_slug.to_string())),
-                None => {}
-            }
-            let changed = tx
-                .execute(
-                    "UPDATE tenants SET slug = ?2, updated_at = ?3 WHERE id = ?1",
-                    params![id, new_slug, db::now_rfc3339()],
-                )
-                .map_err(|e| unique_violation(e, new_slug, ""))?;
-            if changed == 0 {
+            if !tenant_exists(tx, id)? {
                 return Err(CatalogError::NotFound(id.to_string()));
             }
+            if let Some(slug) = slug {
+                if slug_owner(tx, slug)?.is_some_and(|owner| owner != id) {
+                    return Err(CatalogError::SlugTaken(slug.to_string()));
+                }
+            }
+            tx.execute(
+                "UPDATE tenants SET slug = COALESCE(?2, slug), name = COALESCE(?3, name),
+                                    updated_at = ?4
+                 WHERE id = ?1 AND (slug <> COALESCE(?2, slug) OR name <> COALESCE(?3, name))",
+                params![id, slug, name, db::now_rfc3339()],
+            )
+            .map_err(|e| unique_violation(e, slug.unwrap_or_default(), ""))?;
             Ok(())
         })?;
         self.fetch(id)

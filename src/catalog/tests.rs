@@ -121,7 +121,7 @@ fn conflicts_are_distinct_errors() {
     assert!(catalog.by_domain("new.test").unwrap().is_none());
 
     assert!(matches!(
-        catalog.rename_slug(&beta.id, "acme"),
+        catalog.rename(&beta.id, Some("acme"), None),
         Err(CatalogError::SlugTaken(_))
     ));
     assert!(matches!(
@@ -144,7 +144,7 @@ fn conflicts_are_distinct_errors() {
     ));
     // Idempotent re-adds and renames to the same slug are fine.
     catalog.add_domain(&acme.id, "acme.test").unwrap();
-    catalog.rename_slug(&acme.id, "acme").unwrap();
+    catalog.rename(&acme.id, Some("acme"), None).unwrap();
     assert!(matches!(
         catalog.set_status(
             "00000000-0000-4000-8000-000000000000",
@@ -156,7 +156,7 @@ fn conflicts_are_distinct_errors() {
 
 #[test]
 fn status_rename_and_domains() {
-    let Setup { dir: _dir, catalog } = Setup::new();
+    let Setup { dir, catalog } = Setup::new();
     let acme = add_tenant(&catalog, "acme", &["a.acme.test", "b.acme.test"]);
 
     let deleted = catalog.set_status(&acme.id, TenantStatus::Deleted).unwrap();
@@ -167,9 +167,38 @@ fn status_rename_and_domains() {
     let active = catalog.set_status(&acme.id, TenantStatus::Active).unwrap();
     assert!(active.deleted_at.is_none());
 
-    let renamed = catalog.rename_slug(&acme.id, "acme-corp").unwrap();
+    let renamed = catalog.rename(&acme.id, Some("acme-corp"), None).unwrap();
     assert_eq!(renamed.slug, "acme-corp");
     assert!(catalog.by_slug("acme").unwrap().is_none());
+    let named = catalog
+        .rename(&acme.id, None, Some("  Acme Corporation "))
+        .unwrap();
+    assert_eq!(
+        (named.slug.as_str(), named.name.as_str()),
+        ("acme-corp", "Acme Corporation")
+    );
+    let both = catalog
+        .rename(&acme.id, Some("acme"), Some("Acme"))
+        .unwrap();
+    assert_eq!((both.slug.as_str(), both.name.as_str()), ("acme", "Acme"));
+    // Setting what is there is no change: the row is not even written.
+    let changes = || -> i64 {
+        outside(dir.path())
+            .query_row("SELECT count(*) FROM tenant_changes", [], |r| r.get(0))
+            .unwrap()
+    };
+    let logged = changes();
+    catalog
+        .rename(&acme.id, Some("acme"), Some("Acme"))
+        .unwrap();
+    assert_eq!(changes(), logged);
+    assert!(matches!(
+        catalog.rename(&acme.id, None, Some(" ")),
+        Err(CatalogError::Validation(ValidationError {
+            field: "name",
+            ..
+        }))
+    ));
 
     // Removing the primary promotes the next domain.
     let after = catalog.remove_domain(&acme.id, "a.acme.test").unwrap();

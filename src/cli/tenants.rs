@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::catalog::{ActorType, AuditEntry, Catalog, TenantRecord};
 use crate::db::Create;
-use crate::tenancy::lifecycle::{self, LifecycleError, MigrateConfig, NewTenant};
+use crate::tenancy::lifecycle::{self, LifecycleError, MigrateConfig, NewTenant, Rename};
 use crate::tenancy::{Registry, RegistryConfig};
 
 use super::{Args, CliError, Env};
@@ -21,18 +21,20 @@ Usage:
   tenantd tenants list
   tenantd tenants show <slug>
   tenantd tenants suspend|activate|delete|restore|purge <slug>
-  tenantd tenants rename <slug> <new-slug>
+  tenantd tenants rename <slug> [<new-slug>] [--name <name>]
   tenantd tenants domains add|remove <slug> <domain>
   tenantd tenants gc [--older-than MINUTES]
 
 Options:
   --data DIR             Data directory [TENANTD_DATA, ./data]
   --json                 Print JSON instead of text
+  --name NAME            create: the display name; rename: a new one
   --older-than MINUTES   gc: remove only files unchanged this long [10]
   -h, --help             Show this help
 
 delete is soft (status deleted, file kept); restore undoes it; purge removes a deleted
 tenant's file (with its -wal and -shm) and then its catalog row.
+rename changes the slug (the workspace's address), the display name, or both.
 gc removes tenant files that no catalog row names (left by a create that was killed
 before it inserted the row), with their -wal and -shm; `serve` does the same at start.
 Files changed in the last 10 minutes are left alone: they may be a create in progress.
@@ -182,13 +184,26 @@ pub fn tenants(args: &mut Args, env: &Env) -> Result<(), CommandError> {
             }
         }
         "rename" => {
+            // Options first, as for create.
+            let name = args.value("--name")?;
             let slug = required(args, "slug")?;
-            let new_slug = required(args, "new-slug")?;
+            let change = Rename {
+                slug: args.positional(),
+                name,
+            };
+            if change.slug.is_none() && change.name.is_none() {
+                return Err(CliError("give a <new-slug>, --name <name>, or both".into()).into());
+            }
             args.finish_ref()?;
             let catalog = catalog()?;
-            let record = lifecycle::rename(&catalog, &slug, &new_slug)?;
-            audit(&catalog, "tenant.renamed", &record);
-            print_record(&record, json);
+            let renamed = lifecycle::rename(&catalog, &slug, &change)?;
+            let changes = renamed.changes();
+            if !changes.is_empty() {
+                let mut details = serde_json::Value::Object(changes);
+                details["via"] = "cli".into();
+                audit_with(&catalog, "tenant.renamed", &renamed.after, details);
+            }
+            print_record(&renamed.after, json);
         }
         "domains" => {
             let action = required(args, "add|remove")?;
@@ -245,11 +260,16 @@ pub fn tenants(args: &mut Args, env: &Env) -> Result<(), CommandError> {
 
 /// Every lifecycle change is audited, from the shell too (the actor is `system`).
 fn audit(catalog: &Catalog, action: &str, record: &TenantRecord) {
+    let details = serde_json::json!({ "via": "cli", "slug": record.slug });
+    audit_with(catalog, action, record, details);
+}
+
+fn audit_with(catalog: &Catalog, action: &str, record: &TenantRecord, details: serde_json::Value) {
     let mut entry = AuditEntry::new(ActorType::System, action);
     entry.tenant_id = Some(record.id.clone());
     entry.target_type = Some("tenant".into());
     entry.target_id = Some(record.id.clone());
-    entry.details = serde_json::json!({ "via": "cli", "slug": record.slug });
+    entry.details = details;
     if let Err(e) = catalog.record_audit(&entry) {
         log::error!("audit entry {action} not recorded: {e}");
     }

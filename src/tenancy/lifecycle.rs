@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{tenant_db_path, uuid_db_path, Registry, TenancyError};
@@ -337,30 +337,88 @@ pub fn purge(catalog: &Catalog, registry: &Registry, slug: &str) -> Result<(), L
     Ok(())
 }
 
-pub fn rename(
-    catalog: &Catalog,
-    slug: &str,
-    new_slug: &str,
-) -> Result<Arc<TenantRecord>, LifecycleError> {
-    validate_slug(new_slug)?;
-    let record = find(catalog, slug)?;
-    let renamed = catalog.rename_slug(&record.id, new_slug)?;
+/// What a rename changes: the slug (the tenant's address), the display name, or both. Also
+/// the body of `PATCH /api/admin/tenants/{t}`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Rename {
+    pub slug: Option<String>,
+    pub name: Option<String>,
+}
+
+/// A tenant as it was before a rename and as it is after.
+#[derive(Clone, Debug)]
+pub struct Renamed {
+    pub before: Arc<TenantRecord>,
+    pub after: Arc<TenantRecord>,
+}
+
+impl Renamed {
+    /// For the audit log: `{"slug": {"from", "to"}, "name": {"from", "to"}}`, with only the
+    /// fields that changed.
+    pub fn changes(&self) -> serde_json::Map<String, serde_json::Value> {
+        let (before, after) = (&self.before, &self.after);
+        [
+            ("slug", &before.slug, &after.slug),
+            ("name", &before.name, &after.name),
+        ]
+        .into_iter()
+        .filter(|(_, from, to)| from != to)
+        .map(|(field, from, to)| {
+            (
+                field.to_string(),
+                serde_json::json!({ "from": from, "to": to }),
+            )
+        })
+        .collect()
+    }
+}
+
+/// Changes a tenant's slug, display name or both: the catalog row, then the tenant file's
+/// `tenant_meta` (`GET /api/tenant` answers from the file).
+pub fn rename(catalog: &Catalog, slug: &str, change: &Rename) -> Result<Renamed, LifecycleError> {
+    if change.slug.is_none() && change.name.is_none() {
+        return Err(LifecycleError::Validation {
+            field: "slug",
+            message: "nothing to change: give a new slug, a new name, or both".into(),
+        });
+    }
+    if let Some(new_slug) = &change.slug {
+        validate_slug(new_slug)?;
+    }
+    let name = change.name.as_deref().map(validate_name).transpose()?;
+    let before = find(catalog, slug)?;
+    let after = catalog.rename(&before.id, change.slug.as_deref(), name.as_deref())?;
+    let meta: Vec<(&str, &str)> = [
+        ("slug", &change.slug, &after.slug),
+        ("name", &change.name, &after.name),
+    ]
+    .into_iter()
+    .filter(|(_, given, _)| given.is_some())
+    .map(|(key, _, value)| (key, value.as_str()))
+    .collect();
     // The file keeps saying whose it is. The catalog is the authority, so a file that cannot be
-    // updated now is logged, not a failed rename.
-    let update = db_path(catalog, &renamed).and_then(|path| {
+    // updated now is logged, not a failed rename. This connection is not the server's pool, if
+    // one is open: its BEGIN IMMEDIATE takes the file's write lock like any of the pool's
+    // writers, and its commit moves the WAL-index header that the pool's answers cache reads,
+    // as a commit by the CLI does. A value given as it already was is not written again.
+    let update = db_path(catalog, &after).and_then(|path| {
         let mut conn = db::open(&path, DbKind::Tenant, Create::Never)?;
         db::write(&mut conn, |tx| -> Result<(), LifecycleError> {
-            tx.execute(
-                "UPDATE tenant_meta SET value = ?1 WHERE key = 'slug'",
-                [new_slug],
-            )?;
+            let mut set =
+                tx.prepare("UPDATE tenant_meta SET value = ?2 WHERE key = ?1 AND value IS NOT ?2")?;
+            for (key, value) in &meta {
+                set.execute([key, value])?;
+            }
             Ok(())
         })
     });
     if let Err(e) = update {
-        log::warn!("tenant {new_slug} renamed in the catalog, but not in its file: {e}");
+        log::warn!(
+            "tenant {} renamed in the catalog, but not in its file: {e}",
+            after.slug
+        );
     }
-    Ok(renamed)
+    Ok(Renamed { before, after })
 }
 
 pub fn add_domain(

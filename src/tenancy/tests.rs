@@ -639,18 +639,57 @@ fn rename_and_domains() {
     let setup = Setup::new();
     setup.provision("before", &["before.test"]);
     setup.provision("other", &[]);
-    let renamed = lifecycle::rename(&setup.catalog, "before", "after").unwrap();
-    assert_eq!(renamed.slug, "after");
+    let to = |slug: Option<&str>, name: Option<&str>| lifecycle::Rename {
+        slug: slug.map(str::to_string),
+        name: name.map(str::to_string),
+    };
+    let renamed = lifecycle::rename(&setup.catalog, "before", &to(Some("after"), None)).unwrap();
+    assert_eq!(renamed.after.slug, "after");
+    assert_eq!(
+        serde_json::Value::Object(renamed.changes()),
+        serde_json::json!({"slug": {"from": "before", "to": "after"}})
+    );
+    // The file says the same as the catalog.
+    let file = || db::open(&setup.path(&renamed.after), DbKind::Tenant, Create::Never).unwrap();
+    assert_eq!(meta(&file(), "slug"), "after");
+    let named = lifecycle::rename(&setup.catalog, "after", &to(None, Some(" After Ltd "))).unwrap();
+    assert_eq!(
+        (named.after.slug.as_str(), named.after.name.as_str()),
+        ("after", "After Ltd")
+    );
+    assert_eq!(
+        serde_json::Value::Object(named.changes()),
+        serde_json::json!({"name": {"from": "before Ltd", "to": "After Ltd"}})
+    );
+    assert_eq!(
+        (meta(&file(), "slug"), meta(&file(), "name")),
+        ("after".into(), "After Ltd".into())
+    );
+    // The other tenant's file is untouched.
+    let other = setup.catalog.by_slug("other").unwrap().unwrap();
+    let other_file = db::open(&setup.path(&other), DbKind::Tenant, Create::Never).unwrap();
+    assert_eq!(
+        (meta(&other_file, "slug"), meta(&other_file, "name")),
+        ("other".into(), "other Ltd".into())
+    );
     assert!(matches!(
-        lifecycle::rename(&setup.catalog, "after", "other"),
+        lifecycle::rename(&setup.catalog, "after", &to(Some("other"), None)),
         Err(LifecycleError::SlugTaken(_))
     ));
     assert!(matches!(
-        lifecycle::rename(&setup.catalog, "after", "admin"),
-        Err(LifecycleError::Validation { .. })
+        lifecycle::rename(&setup.catalog, "after", &to(Some("admin"), None)),
+        Err(LifecycleError::Validation { field: "slug", .. })
     ));
     assert!(matches!(
-        lifecycle::rename(&setup.catalog, "before", "later"),
+        lifecycle::rename(&setup.catalog, "after", &to(None, Some("\u{7}"))),
+        Err(LifecycleError::Validation { field: "name", .. })
+    ));
+    assert!(matches!(
+        lifecycle::rename(&setup.catalog, "after", &to(None, None)),
+        Err(LifecycleError::Validation { field: "slug", .. })
+    ));
+    assert!(matches!(
+        lifecycle::rename(&setup.catalog, "before", &to(Some("later"), None)),
         Err(LifecycleError::NotFound(_))
     ));
     let with = lifecycle::add_domain(&setup.catalog, "after", "after.test").unwrap();

@@ -23,6 +23,7 @@ mod roles;
 mod sessions;
 mod support;
 mod tenancy;
+mod tenant_name;
 mod throttle;
 mod ui;
 mod workspace;

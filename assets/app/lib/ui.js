@@ -189,6 +189,12 @@ export function Submit({ busy, children, ...rest }) {
 const dateTime = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
 const timeOnly = new Intl.DateTimeFormat(undefined, { timeStyle: 'short' });
 
+/** An audit detail `{from, to}` (a rename records one per field it changed) as "from → to"; else undefined. */
+export function changeText(v) {
+  if (!v || typeof v !== 'object' || Object.keys(v).sort().join() !== 'from,to') return undefined;
+  return `${v.from} → ${v.to}`;
+}
+
 /** A time from the API (unix seconds, or an ISO/SQLite text) for a person. */
 export function formatTime(value, { short = false } = {}) {
   if (value === null || value === undefined || value === '') return '';

@@ -2,7 +2,7 @@
 // action, actor and time, newest first, a page at a time (GET /api/admin/audit).
 import { html, useState } from '../../vendor/htm-preact.module.js';
 import { api } from '../lib/api.js';
-import { Async, Empty, Field, formatTime, useAsync } from '../lib/ui.js';
+import { Async, Empty, Field, changeText, formatTime, useAsync } from '../lib/ui.js';
 
 const PAGE = 50;
 
@@ -91,10 +91,10 @@ function actorOf(e) {
   return e.actor_type;
 }
 
-/** The details object as "key: value" pairs; nested values as compact JSON. */
+/** The details object as "key: value" pairs; a change as "from → to", other nested values as compact JSON. */
 function detailsOf(details) {
   if (!details || typeof details !== 'object') return [];
-  return Object.entries(details).map(([k, v]) => `${k.replace(/_/g, ' ')}: ${typeof v === 'object' ? JSON.stringify(v) : v}`);
+  return Object.entries(details).map(([k, v]) => `${k.replace(/_/g, ' ')}: ${changeText(v) ?? (typeof v === 'object' ? JSON.stringify(v) : v)}`);
 }
 
 /** What was acted on; nothing when it is the entry's tenant itself (the Tenant column says it). */

@@ -1,6 +1,6 @@
 // The admin portal's tenants: the list (search, status filter, create), and one tenant's page:
 // its details and health, the address of its workspace, its domains, impersonation of one of
-// its members, and its lifecycle (suspend, activate, delete, restore, purge, rename).
+// its members, and its lifecycle (suspend, activate, delete, restore, purge, rename: name and slug).
 import { html, useState } from '../../vendor/htm-preact.module.js';
 import { api, describe } from '../lib/api.js';
 import { boot } from '../lib/boot.js';
@@ -409,36 +409,50 @@ function Lifecycle({ tenant, onChange }) {
     </div>
     ${tenant.status !== 'deleted' &&
     html`<div class="lifecycle-row">
-      <p>Slug <code>${tenant.slug}</code>: the workspace's address.</p>
-      <div class="actions"><button type="button" class="secondary" onClick=${() => setRenaming(true)}>Change slug</button></div>
+      <p><span>Name <strong>${tenant.name}</strong>, slug <code>${tenant.slug}</code> (the workspace's address).</span></p>
+      <div class="actions"><button type="button" class="secondary" onClick=${() => setRenaming(true)}>Rename</button></div>
     </div>`}
     ${asking &&
     html`<${Confirm} title=${asking.title} action=${asking.label} danger=${asking.kind === 'danger'} typed=${asking.typed}
       onClose=${() => setAsking(null)} onConfirm=${() => run(asking)}>
       <p>${asking.text}</p>
     <//>`}
-    ${renaming && html`<${Rename} tenant=${tenant} onClose=${() => setRenaming(false)} />`}
+    ${renaming && html`<${Rename} tenant=${tenant} onChange=${onChange} onClose=${() => setRenaming(false)} />`}
   </section>`;
 }
 
-function Rename({ tenant, onClose }) {
+/** The name and the slug, prefilled; only what changed is sent. */
+function Rename({ tenant, onChange, onClose }) {
+  const [name, setName] = useState(tenant.name);
   const [slug, setSlug] = useState(tenant.slug);
+  const change = {};
+  if (name.trim() !== tenant.name) change.name = name.trim();
+  if (slug.trim() !== tenant.slug) change.slug = slug.trim();
   const { busy, error, run: submit } = useAction(async () => {
-    const record = await adminApi('PATCH', tenantPath(tenant.slug), { slug: slug.trim() });
-    toast(`${record.name} is now at ${workspaceUrl(record.slug)}`);
+    const record = await adminApi('PATCH', tenantPath(tenant.slug), change);
     onClose();
-    navigate(`/tenants/${encodeURIComponent(record.slug)}`, { replace: true });
+    if (record.slug !== tenant.slug) {
+      toast(`${record.name} is now at ${workspaceUrl(record.slug)}`);
+      navigate(`/tenants/${encodeURIComponent(record.slug)}`, { replace: true });
+    } else {
+      toast(`${tenant.name} is now called ${record.name}.`);
+      onChange(record);
+    }
   });
-  return html`<${Dialog} title=${`Change the slug of ${tenant.name}`} onClose=${onClose}>
+  const known = ['name', 'slug'].some((f) => fieldError(error, f));
+  return html`<${Dialog} title=${`Rename ${tenant.name}`} onClose=${onClose}>
     <form onSubmit=${submit} novalidate>
-      <p>The workspace moves to the new address at once; links and bookmarks to the old one stop working.
-        Its custom domains are not affected.</p>
-      <${Field} label="New slug" autocomplete="off" spellcheck="false" value=${slug} error=${fieldError(error, 'slug')}
+      <${Field} label="Name" required autocomplete="off" value=${name} error=${fieldError(error, 'name')}
+        hint="What its people see at the top of the workspace." onInput=${(e) => setName(e.target.value)} />
+      <${Field} label="Slug" required autocomplete="off" spellcheck="false" value=${slug} error=${fieldError(error, 'slug')}
         hint=${`The workspace will be at ${workspaceUrl(slug.trim() || '<slug>')}`} onInput=${(e) => setSlug(e.target.value)} />
-      <${ErrorBox} error=${error && !fieldError(error, 'slug') ? error : null} />
+      ${change.slug !== undefined &&
+      html`<p class="notice warning">The workspace moves to the new address at once; links and bookmarks to the old one stop
+        working. Its custom domains are not affected.</p>`}
+      <${ErrorBox} error=${error && !known ? error : null} />
       <div class="actions">
         <button type="button" class="secondary" onClick=${onClose}>Cancel</button>
-        <${Submit} busy=${busy} disabled=${busy || slug.trim() === tenant.slug || !slug.trim()}>Change slug<//>
+        <${Submit} busy=${busy} disabled=${busy || Object.keys(change).length === 0 || !name.trim() || !slug.trim()}>Save<//>
       </div>
     </form>
   <//>`;

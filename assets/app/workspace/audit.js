@@ -3,7 +3,7 @@
 // with the API's keyset cursor.
 import { html, useState } from '../../vendor/htm-preact.module.js';
 import { api } from '../lib/api.js';
-import { Async, Empty, Field, formatTime, useAsync } from '../lib/ui.js';
+import { Async, Empty, Field, changeText, formatTime, useAsync } from '../lib/ui.js';
 import { NoAccess, inListOrder, permissionLabel } from './people.js';
 
 const PAGE_SIZE = 25;
@@ -176,7 +176,7 @@ function details(e) {
     let text;
     if (k === 'permissions' && Array.isArray(v)) text = v.length ? inListOrder(v).map(permissionLabel).join('; ') : 'none';
     else if (k === 'replaced') text = v ? `replaced ${v} earlier invitation${v === 1 ? '' : 's'}` : 'no';
-    else if (v !== null && typeof v === 'object') text = JSON.stringify(v);
+    else if (v !== null && typeof v === 'object') text = changeText(v) ?? JSON.stringify(v);
     else text = String(v);
     return html`<li key=${k}><span class="detail-key">${k.replace(/_/g, ' ')}:</span> ${text}</li>`;
   });
