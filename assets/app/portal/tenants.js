@@ -18,6 +18,7 @@ import {
   formatTime,
   toast,
   useAsync,
+  useSubmit,
 } from '../lib/ui.js';
 
 const STATUS_WORDS = { active: 'Active', suspended: 'Suspended', deleted: 'Deleted' };
@@ -42,27 +43,6 @@ export function workspaceUrl(slug, path = '/') {
 
 export function StatusBadge({ status }) {
   return html`<span class=${`status ${status}`}>${STATUS_WORDS[status] || status}</span>`;
-}
-
-/**
- * A form's action and its state: `run(event)` keeps the page from reloading, clears the last
- * error, says it is busy while `act()` runs, and keeps what it threw for the form to show.
- */
-export function useAction(act) {
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState(null);
-  const run = async (e) => {
-    if (e && e.preventDefault) e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      await act();
-    } catch (err) {
-      setError(err);
-    }
-    setBusy(false);
-  };
-  return { busy, error, run };
 }
 
 /** Splits what a person typed as domains: commas, spaces or new lines between them. */
@@ -168,7 +148,7 @@ function CreateTenant({ onClose }) {
   const [slug, setSlug] = useState('');
   const [name, setName] = useState('');
   const [domains, setDomains] = useState('');
-  const { busy, error, run: submit } = useAction(async () => {
+  const { busy, error, run: submit } = useSubmit(async () => {
     const record = await adminApi('POST', '/api/admin/tenants', { slug: slug.trim(), name: name.trim(), domains: parseDomains(domains) });
     toast(`${record.name} is ready.`);
     onClose();
@@ -266,7 +246,7 @@ function Health({ health }) {
 function Domains({ tenant, onChange }) {
   const [domain, setDomain] = useState('');
   const [removing, setRemoving] = useState(null);
-  const { busy, error, run: add } = useAction(async () => {
+  const { busy, error, run: add } = useSubmit(async () => {
     const record = await adminApi('POST', tenantPath(tenant.slug, '/domains'), { domain: domain.trim().toLowerCase() });
     setDomain('');
     onChange(record);
@@ -311,7 +291,7 @@ function Impersonate({ tenant }) {
   const [userId, setUserId] = useState('');
   const [fallback, setFallback] = useState(null);
   const active = tenant.status === 'active';
-  const { busy, error, run: start } = useAction(async () => {
+  const { busy, error, run: start } = useSubmit(async () => {
     const list = (members.data && members.data.members) || [];
     const chosen = list.find((m) => String(m.user.id) === (userId || String(list[0] && list[0].user.id)));
     if (!chosen) return;
@@ -428,7 +408,7 @@ function Rename({ tenant, onChange, onClose }) {
   const change = {};
   if (name.trim() !== tenant.name) change.name = name.trim();
   if (slug.trim() !== tenant.slug) change.slug = slug.trim();
-  const { busy, error, run: submit } = useAction(async () => {
+  const { busy, error, run: submit } = useSubmit(async () => {
     const record = await adminApi('PATCH', tenantPath(tenant.slug), change);
     onClose();
     if (record.slug !== tenant.slug) {

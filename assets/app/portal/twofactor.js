@@ -3,8 +3,7 @@
 // when it is on. The secret is enforced only once confirmed, so a half-done enrolment locks no one out.
 import { html, useState } from '../../vendor/htm-preact.module.js';
 import { api } from '../lib/api.js';
-import { ErrorBox, Field, Submit, fieldError, toast } from '../lib/ui.js';
-import { useAction } from './tenants.js';
+import { ErrorBox, Field, Submit, fieldError, toast, useSubmit } from '../lib/ui.js';
 
 /** The secret in groups of four, as authenticator apps show it and people type it. */
 function grouped(secret) {
@@ -15,11 +14,11 @@ export function TwoFactorScreen({ admin, onAdmin }) {
   const [enrolment, setEnrolment] = useState(null);
   const [code, setCode] = useState('');
   const on = admin.totp_enabled;
-  const enrol = useAction(async () => {
+  const enrol = useSubmit(async () => {
     setEnrolment(await api('POST', '/api/admin/totp/enrol', {}, { central: true }));
     setCode('');
   });
-  const confirmation = useAction(async () => {
+  const confirmation = useSubmit(async () => {
     await api('POST', '/api/admin/totp/confirm', { code: code.replace(/\s/g, '') }, { central: true });
     setEnrolment(null);
     toast('Two-factor sign-in is on.');
