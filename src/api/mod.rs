@@ -71,6 +71,7 @@ fn routes() -> Router<Route> {
     workspace::routes(&mut r);
     broadcasting::routes(&mut r);
     admin::routes(&mut r);
+    jobs::routes(&mut r);
     r
 }
 
