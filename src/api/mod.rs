@@ -12,6 +12,8 @@ pub mod broadcasting;
 mod config;
 mod cookies;
 mod invitations;
+pub mod job_kinds;
+pub mod jobs;
 mod members;
 mod memo;
 mod pages;
@@ -27,8 +29,9 @@ use crate::http::{Response, Router};
 
 pub use app::{App, FirstAdmin, OpenError, FIRST_ADMIN_EMAIL};
 use body::json_body;
-pub use config::{AppConfig, RealtimeConfig, SessionConfig};
+pub use config::{AppConfig, JobsConfig, RealtimeConfig, SessionConfig};
 use cookies::check_csrf;
+pub use jobs::{Enqueued, NewJob};
 use params::{id_param, tenant_by_key};
 pub use pipeline::{Account, Member, RequestCtx, SignedInAdmin};
 
@@ -68,6 +71,7 @@ fn routes() -> Router<Route> {
     workspace::routes(&mut r);
     broadcasting::routes(&mut r);
     admin::routes(&mut r);
+    jobs::routes(&mut r);
     r
 }
 

@@ -12,6 +12,7 @@ mod audit;
 mod error;
 mod identity;
 mod invitations;
+mod jobs;
 pub(crate) mod permissions;
 mod read_cache;
 mod roles;
@@ -22,6 +23,8 @@ mod validate;
 
 #[cfg(test)]
 mod identity_tests;
+#[cfg(test)]
+mod jobs_tests;
 #[cfg(test)]
 mod tests;
 
@@ -51,6 +54,10 @@ pub use identity::{
 };
 pub use invitations::{
     Accepted, Acceptor, Invitation, InvitationStatus, NewInvitation, INVITATION_TTL_SECS,
+};
+pub use jobs::{
+    Enqueued, Firing, JobChange, JobFilter, JobInsert, JobRecord, JobStatus, ScheduleRecord,
+    DEFAULT_MAX_ATTEMPTS, MAX_JOB_LIMIT,
 };
 pub use permissions::{BuiltinRole, ADMIN_ROLE, BUILTIN_ROLES, PERMISSIONS};
 pub use roles::{

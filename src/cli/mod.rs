@@ -3,6 +3,7 @@
 #[cfg(test)]
 mod config_tests;
 mod identity;
+mod jobs;
 mod tenants;
 
 use std::fmt;
@@ -119,6 +120,8 @@ Commands:
   users      Create user accounts
   members    Add users to tenants with a role, or invite them
   admin      Create system admins, reset their passwords
+  jobs       List, show, retry and discard background jobs; fire due schedules
+  schedules  List, add and remove recurring jobs
   realtime   Show the real-time channels' app id, key and secret
   help       Show this help (`tenantd help <command>`: that command's)
 
@@ -173,6 +176,14 @@ Options (each falls back to the environment variable named, then the default):
                            [TENANTD_TRUSTED_PROXIES, comma-separated, none]
   --shutdown-grace SECS    How long SIGINT/SIGTERM waits for requests in flight
                            [TENANTD_SHUTDOWN_GRACE, 10]
+  --job-workers Q=N,...    Background job worker threads per queue (default, webhooks,
+                           inbound) [TENANTD_JOB_WORKERS, default=2,webhooks=2,inbound=1]
+  --job-poll SECS          How often workers look for jobs other processes enqueued, and
+                           leases and schedules are checked [TENANTD_JOB_POLL, 1]
+  --job-retention SECS     Done and discarded jobs are removed after this
+                           [TENANTD_JOB_RETENTION, 604800]
+  --job-backoff SECS       Delay before a failed job's second attempt; doubles per attempt,
+                           with jitter [TENANTD_JOB_BACKOFF, 2]
   -h, --help               Show this help
 
   --session-idle SECS      A session unused this long ends [TENANTD_SESSION_IDLE, 43200]
@@ -230,6 +241,16 @@ const COMMANDS: &[Command] = &[
         name: "admin",
         help: identity::ADMIN_HELP,
         run: |args, env| identity::admin(args, env).map(|()| 0),
+    },
+    Command {
+        name: "jobs",
+        help: jobs::JOBS_HELP,
+        run: |args, env| jobs::jobs(args, env).map(|()| 0),
+    },
+    Command {
+        name: "schedules",
+        help: jobs::SCHEDULES_HELP,
+        run: |args, env| jobs::schedules(args, env).map(|()| 0),
     },
     Command {
         name: "realtime",
