@@ -105,11 +105,13 @@ pub(crate) fn quiet() -> RegistryConfig {
 }
 
 /// The write-ahead log keeps its longest length when it starts over, so its size is its
-/// high-water mark: a log that was never checkpointed under load grows past this.
-pub(crate) fn assert_log_stayed_small(wal: &Path, writes: usize) {
+/// high-water mark: a log that never starts over grows past `limit` bytes. How far below it a
+/// working log stays depends on how often the checkpoint thread gets a core, so `limit` must sit
+/// well between the two: a loaded machine's log is several times a quiet one's.
+pub(crate) fn assert_log_stayed_small(wal: &Path, writes: usize, limit: u64) {
     let longest = std::fs::metadata(wal).unwrap().len();
     assert!(
-        longest < 16 << 20,
+        longest < limit,
         "the log grew to {longest} bytes over {writes} writes"
     );
 }

@@ -425,7 +425,7 @@ fn the_catalogs_log_starts_over_under_back_to_back_writers() {
         }
     });
     let wal = db::database_files(&dir.path().join(CENTRAL_DB))[1].clone();
-    assert_log_stayed_small(&wal, WRITERS * WRITES_EACH);
+    assert_log_stayed_small(&wal, WRITERS * WRITES_EACH, 16 << 20);
 }
 
 /// One validator, two strictnesses: an account may be on a local host (the first admin is

@@ -942,7 +942,9 @@ fn the_log_starts_over_under_back_to_back_writers() {
     });
     let wal = db::database_files(&setup.path(&acme))[1].clone();
     // The writes put more than 50 MB into the log in all.
-    assert_log_stayed_small(&wal, WRITERS * WRITES_EACH);
+    // Without checkpoints the log holds every write: 148 MB (measured with them turned off).
+    // Seen on a quiet machine: a few MB; with other builds on both cores: 35 MB.
+    assert_log_stayed_small(&wal, WRITERS * WRITES_EACH, 64 << 20);
 }
 /// The write turn is released however a writer ends: a lost turn would leave every later
 /// writer of the tenant waiting out the busy timeout and failing.
