@@ -173,6 +173,17 @@ Options (each falls back to the environment variable named, then the default):
                            [TENANTD_TRUSTED_PROXIES, comma-separated, none]
   --shutdown-grace SECS    How long SIGINT/SIGTERM waits for requests in flight
                            [TENANTD_SHUTDOWN_GRACE, 10]
+  --webhooks-allow-private Deliver webhooks to private and loopback addresses too
+                           (on-premises) [TENANTD_WEBHOOKS_ALLOW_PRIVATE=1]
+  --webhooks-max-failures N
+                           Disable a webhook endpoint after N failed attempts in a row
+                           [TENANTD_WEBHOOKS_MAX_FAILURES, 20]
+  --webhooks-max-failing SECS
+                           ...or once it has failed for this long [TENANTD_WEBHOOKS_MAX_FAILING,
+                           86400]
+  --webhooks-rotation-grace SECS
+                           A rotated webhook secret keeps signing this long
+                           [TENANTD_WEBHOOKS_ROTATION_GRACE, 86400]
   -h, --help               Show this help
 
   --session-idle SECS      A session unused this long ends [TENANTD_SESSION_IDLE, 43200]
