@@ -195,6 +195,8 @@ pub(super) fn excerpt(bytes: &[u8]) -> String {
 /// What one attempt's POST came to.
 struct Answer {
     status: Option<u16>,
+    /// The address guard refused every address of the host: no retry will change that soon.
+    refused: bool,
     excerpt: String,
     error: Option<String>,
     duration_ms: u64,
@@ -220,6 +222,7 @@ fn post(
         request = request.header(name, value);
     }
     let result = request.send(body);
+    let refused = matches!(&result, Err(ureq::Error::Io(e)) if e.kind() == std::io::ErrorKind::PermissionDenied);
     let (status, excerpt, error) = match result {
         Ok(mut response) => {
             let mut head = Vec::new();
@@ -241,6 +244,7 @@ fn post(
     };
     Answer {
         status,
+        refused,
         excerpt,
         error,
         duration_ms: started.elapsed().as_millis() as u64,
@@ -312,6 +316,7 @@ pub(crate) fn deliver_job(app: &App, run: &JobRun) -> Result<(), JobFailure> {
     };
     match after {
         AfterAttempt::Gone => Ok(()),
+        AfterAttempt::Kept if answer.refused => Err(JobFailure::Fatal(failure)),
         AfterAttempt::Kept => Err(JobFailure::Retry(failure)),
         AfterAttempt::Disabled(reason) => {
             disabled(app, tenant, endpoint_id, &endpoint.url, &reason);
