@@ -99,6 +99,8 @@ pub struct App {
     pub(super) totp_steps: Mutex<HashMap<i64, u64>>,
     /// Outbound webhooks' settings and HTTP agent.
     pub(super) webhooks: super::webhooks_out::Webhooks,
+    /// The job queues' wake-up channels and the workers' configuration.
+    pub jobs: super::jobs::Jobs,
 }
 
 pub const FIRST_ADMIN_EMAIL: &str = "admin@localhost";
@@ -142,6 +144,7 @@ impl App {
             router: routes(),
             totp_steps: Mutex::new(HashMap::new()),
             webhooks: super::webhooks_out::Webhooks::new(config.webhooks.clone()),
+            jobs: super::jobs::Jobs::new(config.jobs.clone()),
         };
         Ok((app, first))
     }

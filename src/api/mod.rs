@@ -32,7 +32,7 @@ use crate::http::{Response, Router};
 
 pub use app::{App, FirstAdmin, OpenError, FIRST_ADMIN_EMAIL};
 use body::json_body;
-pub use config::{AppConfig, RealtimeConfig, SessionConfig, WebhooksConfig};
+pub use config::{AppConfig, JobsConfig, RealtimeConfig, SessionConfig, WebhooksConfig};
 use cookies::check_csrf;
 pub use jobs::{Enqueued, NewJob};
 use params::{id_param, tenant_by_key};
@@ -75,6 +75,7 @@ fn routes() -> Router<Route> {
     webhook_endpoints::routes(&mut r);
     broadcasting::routes(&mut r);
     admin::routes(&mut r);
+    jobs::routes(&mut r);
     r
 }
 
