@@ -16,6 +16,7 @@ use crate::http::{Response, Router};
 use crate::tenancy::Tenant;
 
 use super::members::member_entry;
+use super::params::query_number;
 use super::webhooks_guard::check_url;
 use super::webhooks_out::{new_secret, EVENTS};
 use super::{id_param, json_body, App, Member, RequestCtx, Route};
@@ -465,15 +466,7 @@ fn delete(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Erro
 fn deliveries(_app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
     member.require("settings_manage")?;
     let id = found(member, ctx)?.id;
-    let number = |name: &str| -> Result<Option<i64>, Error> {
-        match ctx.req.query_param(name).filter(|v| !v.is_empty()) {
-            None => Ok(None),
-            Some(v) => v
-                .parse()
-                .map(Some)
-                .map_err(|_| Error::validation(name, "must be a whole number")),
-        }
-    };
+    let number = |name: &str| query_number::<i64>(ctx.req, name);
     let limit = match number("limit")? {
         None => 50,
         Some(n) if (1..=200).contains(&n) => n,

@@ -17,6 +17,7 @@ use crate::workspace::{
 };
 
 use super::broadcasting::{chat_channel, except_socket, orders_channel, publish, user_channel};
+use super::params::query_number;
 use super::webhooks_out::{emit, order_data};
 use super::{id_param, json_body, App, Member, RequestCtx, Route};
 
@@ -176,17 +177,6 @@ impl<'a> MemberCheck<'a> {
             (Err(WorkspaceError::Validation(_)), Some(fault)) => Err(fault.into()),
             (result, _) => result.map_err(Error::from),
         }
-    }
-}
-
-/// An optional numeric query parameter.
-fn query_number<T: std::str::FromStr>(req: &Request, name: &str) -> Result<Option<T>, Error> {
-    match req.query_param(name).filter(|v| !v.is_empty()) {
-        None => Ok(None),
-        Some(v) => v
-            .parse()
-            .map(Some)
-            .map_err(|_| Error::validation(name, "must be a whole number")),
     }
 }
 
