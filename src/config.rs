@@ -89,6 +89,10 @@ impl ServeConfig {
         let mut c = ServeConfig::default();
         c.app.data_dir = data_dir(given)?;
         c.demo = given.flag("--demo");
+        c.app.webhooks.allow_private = given.flag("--webhooks-allow-private")
+            || given
+                .var("TENANTD_WEBHOOKS_ALLOW_PRIVATE")
+                .is_some_and(|v| v == "1" || v == "true");
         c.app.sessions.secure_cookie = given.flag("--secure-cookies")
             || given
                 .var("TENANTD_SECURE_COOKIES")
@@ -144,6 +148,21 @@ impl ServeConfig {
         }
         if let Some(v) = pick("--shutdown-grace", "TENANTD_SHUTDOWN_GRACE")? {
             c.http.shutdown_grace = seconds("--shutdown-grace", &v)?;
+        }
+        if let Some(v) = pick("--webhooks-max-failures", "TENANTD_WEBHOOKS_MAX_FAILURES")? {
+            c.app.webhooks.max_failures =
+                number("--webhooks-max-failures", &v, 1, 1_000_000)? as u32;
+        }
+        if let Some(v) = pick("--webhooks-max-failing", "TENANTD_WEBHOOKS_MAX_FAILING")? {
+            c.app.webhooks.max_failing =
+                Duration::from_secs(seconds_long("--webhooks-max-failing", &v)? as u64);
+        }
+        if let Some(v) = pick(
+            "--webhooks-rotation-grace",
+            "TENANTD_WEBHOOKS_ROTATION_GRACE",
+        )? {
+            c.app.webhooks.rotation_grace =
+                Duration::from_secs(seconds_long("--webhooks-rotation-grace", &v)? as u64);
         }
         if let Some(v) = pick("--job-workers", "TENANTD_JOB_WORKERS")? {
             c.app.jobs.workers = job_workers(&v)?;

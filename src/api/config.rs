@@ -1,4 +1,5 @@
-//! The application's configuration: `AppConfig` and the session and real-time settings in it.
+//! The application's configuration: `AppConfig` and the session, real-time and webhook
+//! settings in it.
 
 use std::path::PathBuf;
 
@@ -69,7 +70,38 @@ pub struct AppConfig {
     pub hasher: HasherConfig,
     pub throttle: ThrottleConfig,
     pub realtime: RealtimeConfig,
+    pub webhooks: WebhooksConfig,
     pub jobs: JobsConfig,
+}
+
+/// Outbound webhooks: where deliveries may go, when a failing endpoint is disabled, how long a
+/// rotated secret keeps signing.
+#[derive(Clone, Debug)]
+pub struct WebhooksConfig {
+    /// Deliver to private, loopback and link-local addresses too (on-premises setups).
+    pub allow_private: bool,
+    /// An endpoint is disabled after this many failed attempts in a row...
+    pub max_failures: u32,
+    /// ...or once it has failed without a success in between for this long.
+    pub max_failing: std::time::Duration,
+    /// The secret before a rotation signs beside the new one for this long.
+    pub rotation_grace: std::time::Duration,
+    pub connect_timeout: std::time::Duration,
+    /// For the answer's head, and then for each read of its body.
+    pub answer_timeout: std::time::Duration,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            allow_private: false,
+            max_failures: 20,
+            max_failing: std::time::Duration::from_secs(24 * 3600),
+            rotation_grace: std::time::Duration::from_secs(24 * 3600),
+            connect_timeout: std::time::Duration::from_secs(5),
+            answer_timeout: std::time::Duration::from_secs(10),
+        }
+    }
 }
 
 /// The background jobs' workers and their clock (see `api::jobs`).

@@ -294,4 +294,11 @@ fn audit_accepted(app: &App, ctx: &RequestCtx, accepted: &Accepted) {
     entry.target_id = Some(accepted.invitation.id.to_string());
     entry.details = json!({ "role": accepted.membership.role });
     app.audit(entry);
+    // Every acceptance is audited here: the one place that tells the tenant's endpoints too.
+    super::webhooks_out::emit_in(
+        app,
+        &accepted.invitation.tenant_id,
+        "member.added",
+        || json!({ "user_id": user.id, "email": user.email, "role": accepted.membership.role }),
+    );
 }

@@ -56,6 +56,11 @@ pub fn kind(name: &str) -> Option<Kind> {
             timeout: secs(120),
             run: super::admin::provision_job,
         },
+        "webhook.deliver" => Kind {
+            queue: "webhooks",
+            timeout: secs(30),
+            run: super::webhooks_out::deliver_job,
+        },
         _ => return None,
     })
 }

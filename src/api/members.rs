@@ -8,6 +8,7 @@ use crate::catalog::{ActorType, AuditFilter, Role, RoleUpdate, DEFAULT_AUDIT_LIM
 use crate::error::Error;
 use crate::http::{Response, Router};
 
+use super::webhooks_out::emit;
 use super::{id_param, invitations, json_body, App, Member, RequestCtx, Route};
 
 pub(super) fn routes(r: &mut Router<Route>) {
@@ -101,6 +102,12 @@ fn change_member(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Respons
     entry.target_id = Some(user_id.to_string());
     entry.details = json!({ "role": membership.role });
     app.audit(entry);
+    emit(
+        app,
+        &member.tenant,
+        "member.updated",
+        || json!({ "user_id": user_id, "role": membership.role }),
+    );
     Ok(Response::json(
         200,
         &json!({ "user_id": user_id, "role": membership.role }),
@@ -116,6 +123,12 @@ fn remove_member(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Respons
     entry.target_type = Some("user".into());
     entry.target_id = Some(user_id.to_string());
     app.audit(entry);
+    emit(
+        app,
+        &member.tenant,
+        "member.removed",
+        || json!({ "user_id": user_id }),
+    );
     Ok(Response::json(200, &json!({ "removed": user_id })))
 }
 

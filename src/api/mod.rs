@@ -21,6 +21,9 @@ mod params;
 mod pipeline;
 mod tenant;
 mod totp;
+mod webhook_endpoints;
+mod webhooks_guard;
+pub mod webhooks_out;
 mod workspace;
 
 use crate::auth::principal::Principal;
@@ -29,7 +32,7 @@ use crate::http::{Response, Router};
 
 pub use app::{App, FirstAdmin, OpenError, FIRST_ADMIN_EMAIL};
 use body::json_body;
-pub use config::{AppConfig, JobsConfig, RealtimeConfig, SessionConfig};
+pub use config::{AppConfig, JobsConfig, RealtimeConfig, SessionConfig, WebhooksConfig};
 use cookies::check_csrf;
 pub use jobs::{Enqueued, NewJob};
 use params::{id_param, tenant_by_key};
@@ -69,6 +72,7 @@ fn routes() -> Router<Route> {
     members::routes(&mut r);
     invitations::routes(&mut r);
     workspace::routes(&mut r);
+    webhook_endpoints::routes(&mut r);
     broadcasting::routes(&mut r);
     admin::routes(&mut r);
     jobs::routes(&mut r);

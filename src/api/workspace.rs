@@ -17,12 +17,17 @@ use crate::workspace::{
 };
 
 use super::broadcasting::{chat_channel, except_socket, orders_channel, publish, user_channel};
+use super::params::query_number;
+use super::webhooks_out::{emit, order_data};
 use super::{id_param, json_body, App, Member, RequestCtx, Route};
 
 /// The orders channel is shared by every permission level: its events carry only what all of
 /// them may see, and clients fetch the rest through the API, which applies their own scope.
-fn order_event(app: &App, ctx: &RequestCtx, member: &Member, event: &str, order: &Value) {
+fn order_event(app: &App, ctx: &RequestCtx, member: &Member, event: &'static str, order: &Value) {
     let pick = |k: &str| order.get(k).cloned().unwrap_or(Value::Null);
+    emit(app, &member.tenant, event, || {
+        order_data(&member.tenant, &pick("id"))
+    });
     publish(
         app,
         vec![orders_channel(member.tenant.id())],
@@ -175,17 +180,6 @@ impl<'a> MemberCheck<'a> {
     }
 }
 
-/// An optional numeric query parameter.
-fn query_number<T: std::str::FromStr>(req: &Request, name: &str) -> Result<Option<T>, Error> {
-    match req.query_param(name).filter(|v| !v.is_empty()) {
-        None => Ok(None),
-        Some(v) => v
-            .parse()
-            .map(Some)
-            .map_err(|_| Error::validation(name, "must be a whole number")),
-    }
-}
-
 fn list_chats(_app: &App, _ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
     let chats = workspace::list_chats(&member.tenant, &reader(member))?;
     Ok(Response::json(200, &json!({ "chats": chats })))
@@ -207,6 +201,12 @@ fn create_chat(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response,
         .filter(|&user| user != member.user.id)
         .collect();
     notify_chat_added(app, ctx, member, chat.chat.id, others);
+    emit(
+        app,
+        &member.tenant,
+        "chat.created",
+        || json!({ "chat": chat }),
+    );
     Ok(Response::json(201, &chat))
 }
 
@@ -299,6 +299,12 @@ fn post_message(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response
         json!({ "message": message }),
         except_socket(ctx.req),
     );
+    emit(
+        app,
+        &member.tenant,
+        "message.created",
+        || json!({ "chat_id": id, "message": message }),
+    );
     Ok(Response::json(201, &message))
 }
 
@@ -319,6 +325,12 @@ fn edit_message(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response
         json!({ "message": message }),
         except_socket(ctx.req),
     );
+    emit(
+        app,
+        &member.tenant,
+        "message.updated",
+        || json!({ "chat_id": id, "message": message }),
+    );
     Ok(Response::json(200, &message))
 }
 
@@ -332,6 +344,12 @@ fn delete_message(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Respon
         "message.deleted",
         json!({ "id": mid, "chat_id": id }),
         except_socket(ctx.req),
+    );
+    emit(
+        app,
+        &member.tenant,
+        "message.deleted",
+        || json!({ "id": mid, "chat_id": id }),
     );
     Ok(Response::json(200, &json!({ "deleted": mid })))
 }
@@ -427,6 +445,7 @@ fn delete_order(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response
         json!({ "id": id }),
         except_socket(ctx.req),
     );
+    emit(app, &member.tenant, "order.deleted", || json!({ "id": id }));
     Ok(Response::json(200, &json!({ "deleted": id })))
 }
 

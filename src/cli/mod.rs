@@ -176,6 +176,17 @@ Options (each falls back to the environment variable named, then the default):
                            [TENANTD_TRUSTED_PROXIES, comma-separated, none]
   --shutdown-grace SECS    How long SIGINT/SIGTERM waits for requests in flight
                            [TENANTD_SHUTDOWN_GRACE, 10]
+  --webhooks-allow-private Deliver webhooks to private and loopback addresses too
+                           (on-premises) [TENANTD_WEBHOOKS_ALLOW_PRIVATE=1]
+  --webhooks-max-failures N
+                           Disable a webhook endpoint after N failed attempts in a row
+                           [TENANTD_WEBHOOKS_MAX_FAILURES, 20]
+  --webhooks-max-failing SECS
+                           ...or once it has failed for this long [TENANTD_WEBHOOKS_MAX_FAILING,
+                           86400]
+  --webhooks-rotation-grace SECS
+                           A rotated webhook secret keeps signing this long
+                           [TENANTD_WEBHOOKS_ROTATION_GRACE, 86400]
   --job-workers Q=N,...    Background job worker threads per queue (default, webhooks,
                            inbound) [TENANTD_JOB_WORKERS, default=2,webhooks=2,inbound=1]
   --job-poll SECS          How often workers look for jobs other processes enqueued, and

@@ -27,4 +27,6 @@ mod tenancy;
 mod tenant_name;
 mod throttle;
 mod ui;
+mod webhooks_out;
+mod webhooks_out_delivery;
 mod workspace;
