@@ -19,6 +19,7 @@ mod params;
 mod pipeline;
 mod tenant;
 mod totp;
+mod webhook_verify;
 mod workspace;
 
 use crate::auth::principal::Principal;

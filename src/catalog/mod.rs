@@ -11,6 +11,7 @@
 mod audit;
 mod error;
 mod identity;
+mod inbound;
 mod invitations;
 pub(crate) mod permissions;
 mod read_cache;
@@ -49,6 +50,7 @@ pub use error::CatalogError;
 pub use identity::{
     normalize_email, normalize_photo_url, IdentityError, NewUser, ProfileUpdate, SystemAdmin, User,
 };
+pub use inbound::{InboundSecretInfo, DELIVERY_MEMORY_SECS};
 pub use invitations::{
     Accepted, Acceptor, Invitation, InvitationStatus, NewInvitation, INVITATION_TTL_SECS,
 };
