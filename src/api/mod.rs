@@ -12,6 +12,8 @@ pub mod broadcasting;
 mod config;
 mod cookies;
 mod invitations;
+pub mod job_kinds;
+pub mod jobs;
 mod members;
 mod memo;
 mod pages;
@@ -30,6 +32,7 @@ pub use app::{App, FirstAdmin, OpenError, FIRST_ADMIN_EMAIL};
 use body::json_body;
 pub use config::{AppConfig, RealtimeConfig, SessionConfig};
 use cookies::check_csrf;
+pub use jobs::{Enqueued, NewJob};
 use params::{id_param, tenant_by_key};
 pub use pipeline::{Account, Member, RequestCtx, SignedInAdmin};
 

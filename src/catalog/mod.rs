@@ -13,6 +13,7 @@ mod error;
 mod identity;
 mod inbound;
 mod invitations;
+mod jobs;
 pub(crate) mod permissions;
 mod read_cache;
 mod roles;
@@ -23,6 +24,8 @@ mod validate;
 
 #[cfg(test)]
 mod identity_tests;
+#[cfg(test)]
+mod jobs_tests;
 #[cfg(test)]
 mod tests;
 
@@ -53,6 +56,9 @@ pub use identity::{
 pub use inbound::{InboundSecretInfo, DELIVERY_MEMORY_SECS};
 pub use invitations::{
     Accepted, Acceptor, Invitation, InvitationStatus, NewInvitation, INVITATION_TTL_SECS,
+};
+pub use jobs::{
+    Enqueued, JobFilter, JobInsert, JobRecord, JobStatus, DEFAULT_MAX_ATTEMPTS, MAX_JOB_LIMIT,
 };
 pub use permissions::{BuiltinRole, ADMIN_ROLE, BUILTIN_ROLES, PERMISSIONS};
 pub use roles::{
