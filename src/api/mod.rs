@@ -21,7 +21,8 @@ mod params;
 mod pipeline;
 mod tenant;
 mod totp;
-mod webhook_verify;
+pub mod webhook_verify;
+mod webhooks_in;
 mod workspace;
 
 use crate::auth::principal::Principal;
@@ -72,6 +73,7 @@ fn routes() -> Router<Route> {
     workspace::routes(&mut r);
     broadcasting::routes(&mut r);
     admin::routes(&mut r);
+    webhooks_in::routes(&mut r);
     r
 }
 
