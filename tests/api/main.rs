@@ -26,4 +26,5 @@ mod tenancy;
 mod tenant_name;
 mod throttle;
 mod ui;
+mod webhooks_in;
 mod workspace;
