@@ -145,6 +145,20 @@ impl ServeConfig {
         if let Some(v) = pick("--shutdown-grace", "TENANTD_SHUTDOWN_GRACE")? {
             c.http.shutdown_grace = seconds("--shutdown-grace", &v)?;
         }
+        if let Some(v) = pick("--job-workers", "TENANTD_JOB_WORKERS")? {
+            c.app.jobs.workers = job_workers(&v)?;
+        }
+        if let Some(v) = pick("--job-poll", "TENANTD_JOB_POLL")? {
+            c.app.jobs.poll = seconds("--job-poll", &v)?;
+        }
+        if let Some(v) = pick("--job-retention", "TENANTD_JOB_RETENTION")? {
+            c.app.jobs.retention = Duration::from_secs(seconds_long("--job-retention", &v)? as u64);
+        }
+        if let Some(v) = pick("--job-backoff", "TENANTD_JOB_BACKOFF")? {
+            c.app.jobs.backoff = seconds("--job-backoff", &v)?;
+        }
+        // `serve` holds the data directory's lock: no other server is running its jobs.
+        c.app.jobs.reclaim_on_start = true;
         let mut hosts = given.values("--central-host")?;
         if hosts.is_empty() {
             if let Some(v) = given.var("TENANTD_CENTRAL_HOSTS") {
@@ -211,6 +225,25 @@ fn bind_address(v: &str) -> Result<String, ConfigError> {
              (got {v:?})"
         )))
     }
+}
+
+/// `queue=N,queue=N`: worker threads per queue (0 runs none of that queue here).
+fn job_workers(v: &str) -> Result<Vec<(String, usize)>, ConfigError> {
+    let queues = crate::api::job_kinds::QUEUES;
+    v.split(',')
+        .filter(|part| !part.trim().is_empty())
+        .map(|part| {
+            let (queue, n) = part.trim().split_once('=').unwrap_or(("", ""));
+            if !queues.iter().any(|(q, _)| *q == queue) {
+                let known: Vec<&str> = queues.iter().map(|(q, _)| *q).collect();
+                return Err(ConfigError(format!(
+                    "--job-workers: expected queue=N with a queue of {}, got {part:?}",
+                    known.join(", ")
+                )));
+            }
+            Ok((queue.to_string(), number("--job-workers", n, 0, 256)?))
+        })
+        .collect()
 }
 
 fn number(flag: &str, v: &str, min: usize, max: usize) -> Result<usize, ConfigError> {

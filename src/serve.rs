@@ -95,6 +95,7 @@ pub fn run(mut config: ServeConfig) -> i32 {
     let admin_note = admin_note(&app, first_admin.as_ref(), &data_dir);
     let app = Arc::new(app);
     crate::api::broadcasting::spawn_watcher(&app);
+    crate::api::jobs::start_workers(&app);
     let server = match http::serve(listener, config.http.clone(), app) {
         Ok(s) => s,
         Err(e) => {

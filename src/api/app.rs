@@ -97,6 +97,8 @@ pub struct App {
     /// Per system admin, the last TOTP step a code was accepted for: a code is good once.
     /// In memory, so a restart forgets it; a code stays valid for 90 s at most.
     pub(super) totp_steps: Mutex<HashMap<i64, u64>>,
+    /// The job queues' wake-up channels and the workers' configuration.
+    pub jobs: super::jobs::Jobs,
 }
 
 pub const FIRST_ADMIN_EMAIL: &str = "admin@localhost";
@@ -139,6 +141,7 @@ impl App {
             identify: config.identify,
             router: routes(),
             totp_steps: Mutex::new(HashMap::new()),
+            jobs: super::jobs::Jobs::new(config.jobs.clone()),
         };
         Ok((app, first))
     }

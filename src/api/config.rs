@@ -69,4 +69,34 @@ pub struct AppConfig {
     pub hasher: HasherConfig,
     pub throttle: ThrottleConfig,
     pub realtime: RealtimeConfig,
+    pub jobs: JobsConfig,
+}
+
+/// The background jobs' workers and their clock (see `api::jobs`).
+#[derive(Clone, Debug)]
+pub struct JobsConfig {
+    /// Worker threads per queue; a queue not named gets its default (`job_kinds::QUEUES`).
+    pub workers: Vec<(String, usize)>,
+    /// How often the workers look for jobs enqueued by other processes, and the clock thread
+    /// reclaims expired leases and fires due schedules.
+    pub poll: std::time::Duration,
+    /// Done and discarded jobs are removed this long after they finished.
+    pub retention: std::time::Duration,
+    /// The delay before the second attempt; it doubles for each later one (with jitter).
+    pub backoff: std::time::Duration,
+    /// A server that holds the data directory's lock takes back, on starting, every job a
+    /// server was running: that server is gone.
+    pub reclaim_on_start: bool,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            workers: Vec::new(),
+            poll: std::time::Duration::from_secs(1),
+            retention: std::time::Duration::from_secs(7 * 24 * 3600),
+            backoff: std::time::Duration::from_secs(2),
+            reclaim_on_start: false,
+        }
+    }
 }

@@ -3,10 +3,20 @@
 //! processes'), leases, retries with backoff and jitter, timeouts, pruning and schedules; and
 //! the HTTP routes over jobs for system admins and for a tenant's admins.
 
-use crate::catalog::{JobInsert, DEFAULT_MAX_ATTEMPTS};
-use crate::error::Error;
+use std::str::FromStr;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
-use super::{job_kinds, App};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::catalog::{
+    Catalog, CatalogError, Firing, JobInsert, JobRecord, TenantStatus, DEFAULT_MAX_ATTEMPTS,
+};
+use crate::error::Error;
+use crate::tenancy::Tenant;
+
+use super::job_kinds::{self, JobFailure, JobRun};
+use super::{App, JobsConfig};
 
 pub use crate::catalog::Enqueued;
 
@@ -75,6 +85,418 @@ impl App {
             max_attempts: job.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
             now,
         })?;
+        if let Enqueued::New(_) = enqueued {
+            self.jobs.wake(job.queue);
+        }
         Ok(enqueued)
+    }
+}
+
+/// The wake-up channels of the queues, and the configuration the workers run by. Lives in
+/// `App`, so an enqueue anywhere wakes a worker of this process at once.
+pub struct Jobs {
+    config: JobsConfig,
+    /// Per queue: a token wakes one idle worker. Bounded: when it is full the workers are
+    /// already awake and will find the job when they look again.
+    wake: Vec<(&'static str, Sender<()>, Receiver<()>)>,
+}
+
+impl Jobs {
+    pub(super) fn new(config: JobsConfig) -> Jobs {
+        let wake = job_kinds::QUEUES
+            .iter()
+            .map(|(queue, _)| {
+                let (tx, rx) = crossbeam_channel::bounded(WAKE_TOKENS);
+                (*queue, tx, rx)
+            })
+            .collect();
+        Jobs { config, wake }
+    }
+
+    fn wake(&self, queue: &str) {
+        if let Some((_, tx, _)) = self.wake.iter().find(|(q, _, _)| *q == queue) {
+            let _ = tx.try_send(());
+        }
+    }
+
+    fn receiver(&self, queue: &str) -> Option<Receiver<()>> {
+        self.wake
+            .iter()
+            .find(|(q, _, _)| *q == queue)
+            .map(|(_, _, rx)| rx.clone())
+    }
+
+    /// How many workers `queue` gets.
+    pub fn workers(&self, queue: &str) -> usize {
+        self.config
+            .workers
+            .iter()
+            .find(|(q, _)| q == queue)
+            .map(|(_, n)| *n)
+            .or_else(|| {
+                job_kinds::QUEUES
+                    .iter()
+                    .find(|(q, _)| *q == queue)
+                    .map(|(_, n)| *n)
+            })
+            .unwrap_or(0)
+    }
+}
+
+const WAKE_TOKENS: usize = 1024;
+/// A suspended (or still provisioning) tenant's job looks again this much later.
+const WAIT_FOR_TENANT_MS: i64 = 30_000;
+/// The lease outlasts the kind's timeout by this much: the worker gives up on the attempt
+/// first, so only a dead worker's lease ever runs out.
+const LEASE_GRACE_MS: i64 = 10_000;
+/// Backoff stops doubling here.
+const MAX_BACKOFF_MS: i64 = 3_600_000;
+/// Pruning runs at most this often.
+const PRUNE_EVERY_MS: i64 = 60_000;
+
+/// The owner name of this process's leases: servers reclaim every `serve:` lease on starting.
+pub const SERVER_OWNER_PREFIX: &str = "serve:";
+
+/// The delay before attempt `attempt + 1`, after `attempt` failed: `base` doubled per earlier
+/// attempt up to an hour, then between half of it and all of it (`jitter` in `0.0..1.0`), so
+/// jobs that failed together do not all come back together.
+pub fn backoff_ms(base_ms: i64, attempt: u32, jitter: f64) -> i64 {
+    let doublings = attempt.saturating_sub(1).min(30);
+    let full = base_ms
+        .max(1)
+        .saturating_mul(1i64 << doublings)
+        .min(MAX_BACKOFF_MS);
+    full / 2 + ((full - full / 2) as f64 * jitter.clamp(0.0, 1.0)) as i64
+}
+
+/// Starts the worker threads of every queue and the jobs' clock thread (leases, schedules,
+/// pruning). They stop when the app is dropped.
+pub fn start_workers(app: &Arc<App>) {
+    let now = now_ms();
+    if app.jobs.config.reclaim_on_start {
+        match app.catalog.reclaim_jobs(now, Some(SERVER_OWNER_PREFIX)) {
+            Ok(0) => {}
+            Ok(n) => log::warn!("{n} jobs of an earlier server were running: queued again"),
+            Err(e) => log::error!("cannot take back the jobs of an earlier server: {e}"),
+        }
+    }
+    let token: u32 = rand::random();
+    for (queue, _) in job_kinds::QUEUES {
+        let Some(wake) = app.jobs.receiver(queue) else {
+            continue;
+        };
+        for i in 0..app.jobs.workers(queue) {
+            let owner = format!(
+                "{SERVER_OWNER_PREFIX}{}:{queue}-{i}:{token:08x}",
+                std::process::id()
+            );
+            let weak = Arc::downgrade(app);
+            let wake = wake.clone();
+            let poll = app.jobs.config.poll;
+            let started = std::thread::Builder::new()
+                .name(format!("job-{queue}-{i}"))
+                .spawn(move || work(weak, queue, owner, wake, poll));
+            if let Err(e) = started {
+                log::error!("cannot start a worker of queue {queue}: {e}");
+            }
+        }
+    }
+    let weak = Arc::downgrade(app);
+    let poll = app.jobs.config.poll;
+    let started = std::thread::Builder::new()
+        .name("job-clock".into())
+        .spawn(move || {
+            let mut last_prune = 0;
+            loop {
+                std::thread::sleep(poll);
+                let Some(app) = weak.upgrade() else {
+                    return;
+                };
+                let now = now_ms();
+                if let Err(e) = clock_tick(&app, now, &mut last_prune) {
+                    log::warn!("jobs: {e}");
+                }
+            }
+        });
+    if let Err(e) = started {
+        log::error!("cannot start the jobs' clock: {e}");
+    }
+}
+
+/// What the clock thread does once a poll: leases, schedules, pruning.
+fn clock_tick(app: &App, now: i64, last_prune: &mut i64) -> Result<(), CatalogError> {
+    let reclaimed = app.catalog.reclaim_jobs(now, None)?;
+    if reclaimed > 0 {
+        log::warn!("{reclaimed} jobs whose worker stopped answering are queued again");
+    }
+    for (_, queue) in fire_schedules(&app.catalog, now)? {
+        app.jobs.wake(queue);
+    }
+    if reclaimed > 0 {
+        for (queue, _) in job_kinds::QUEUES {
+            app.jobs.wake(queue);
+        }
+    }
+    if now - *last_prune >= PRUNE_EVERY_MS {
+        *last_prune = now;
+        prune(app, now)?;
+    }
+    Ok(())
+}
+
+/// Removes done and discarded jobs older than the retention.
+pub fn prune(app: &App, now: i64) -> Result<usize, CatalogError> {
+    let retention = i64::try_from(app.jobs.config.retention.as_millis()).unwrap_or(i64::MAX);
+    app.catalog.prune_jobs(now.saturating_sub(retention))
+}
+
+/// Enqueues the jobs of every schedule due at `now` (see `Catalog::fire_schedules`); returns
+/// their ids and queues. The server's clock thread calls it, and so does `tenantd jobs tick`.
+pub fn fire_schedules(
+    catalog: &Catalog,
+    now: i64,
+) -> Result<Vec<(i64, &'static str)>, CatalogError> {
+    catalog.fire_schedules(now, |s| {
+        let kind = job_kinds::kind(&s.kind)?;
+        let expr = parse_cron(&s.cron).ok()?;
+        Some(Firing {
+            queue: kind.queue,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            next_run_at: next_due(&expr, now),
+        })
+    })
+}
+
+/// A cron expression: five fields (minute to weekday) or the `cron` crate's six or seven
+/// (seconds first, years last). Times are UTC.
+pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
+    let expr = expr.trim();
+    let full = if expr.split_whitespace().count() == 5 {
+        format!("0 {expr}")
+    } else {
+        expr.to_string()
+    };
+    cron::Schedule::from_str(&full).map_err(|e| format!("not a cron expression: {e}"))
+}
+
+/// The first time of `schedule` after `now` (Unix ms).
+pub fn next_due(schedule: &cron::Schedule, now: i64) -> Option<i64> {
+    let now = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(now)?;
+    schedule.after(&now).next().map(|t| t.timestamp_millis())
+}
+
+/// One worker: claims the oldest due job of its queue, runs it, records the outcome, and
+/// sleeps until woken (an enqueue in this process) or the poll interval passes (another
+/// process's enqueue).
+fn work(weak: Weak<App>, queue: &'static str, owner: String, wake: Receiver<()>, poll: Duration) {
+    let mut runner = None;
+    loop {
+        let Some(app) = weak.upgrade() else {
+            return;
+        };
+        let ran = match run_next(&app, queue, &owner, &mut runner, now_ms()) {
+            Ok(ran) => ran,
+            Err(e) => {
+                log::warn!("jobs: queue {queue}: {e}");
+                false
+            }
+        };
+        drop(app);
+        if !ran {
+            if let Err(RecvTimeoutError::Disconnected) = wake.recv_timeout(poll) {
+                return;
+            }
+        }
+    }
+}
+
+/// Claims and runs one job of `queue` as of `now`; false when none was due. Public for the
+/// tests, which drive a worker step by step with their own clock.
+pub fn run_next(
+    app: &Arc<App>,
+    queue: &str,
+    owner: &str,
+    runner: &mut Option<Runner>,
+    now: i64,
+) -> Result<bool, CatalogError> {
+    let lease = |kind: &str| {
+        let timeout = job_kinds::kind(kind).map_or(Duration::ZERO, |k| k.timeout);
+        now + i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX / 2) + LEASE_GRACE_MS
+    };
+    let Some(job) = app.catalog.claim_job(queue, owner, now, lease)? else {
+        return Ok(false);
+    };
+    let outcome = attempt(app, &job, runner);
+    let recorded = match outcome {
+        Outcome::Done => app.catalog.finish_job(job.id, owner, now_ms())?,
+        Outcome::Wait(why) => {
+            app.catalog
+                .postpone_job(job.id, owner, now + WAIT_FOR_TENANT_MS, &why)?
+        }
+        Outcome::Failed(failure) => {
+            let (message, again) = match failure {
+                JobFailure::Retry(m) => (m, job.attempts < job.max_attempts),
+                JobFailure::Fatal(m) => (m, false),
+            };
+            let retry_at = again.then(|| {
+                let base = i64::try_from(app.jobs.config.backoff.as_millis()).unwrap_or(1000);
+                now + backoff_ms(base, job.attempts, rand::random::<f64>())
+            });
+            if retry_at.is_none() {
+                log::warn!("job {} ({}) failed: {message}", job.id, job.kind);
+            }
+            app.catalog
+                .fail_job_attempt(job.id, owner, &message, retry_at, now_ms())?
+        }
+    };
+    if !recorded {
+        log::warn!(
+            "job {} ({}): its lease ended before the attempt did; the outcome is not recorded",
+            job.id,
+            job.kind
+        );
+    }
+    Ok(true)
+}
+
+enum Outcome {
+    Done,
+    /// Not attempted: the tenant cannot be used now.
+    Wait(String),
+    Failed(JobFailure),
+}
+
+/// One attempt of `job`: its tenant opened from the job's tenant id (and nothing else), its
+/// kind's function run on the runner thread until the kind's timeout.
+fn attempt(app: &Arc<App>, job: &JobRecord, runner: &mut Option<Runner>) -> Outcome {
+    let Some(kind) = job_kinds::kind(&job.kind) else {
+        return Outcome::Failed(JobFailure::Fatal(format!(
+            "this server knows no job kind {}",
+            job.kind
+        )));
+    };
+    let tenant = match &job.tenant_id {
+        None => None,
+        Some(id) => match job_tenant(app, id) {
+            Ok(tenant) => Some(tenant),
+            Err(outcome) => return outcome,
+        },
+    };
+    let run = JobRun {
+        id: job.id,
+        attempt: job.attempts,
+        max_attempts: job.max_attempts,
+        kind: job.kind.clone(),
+        payload: job.payload.clone(),
+        tenant,
+        deadline: Instant::now() + kind.timeout,
+    };
+    let result =
+        runner
+            .get_or_insert_with(Runner::start)
+            .run(Arc::clone(app), kind.run, run, kind.timeout);
+    if result.is_err() {
+        // The thread cannot be stopped: it is left to finish on its own, and this worker
+        // starts a fresh one for its next job. Recording the failure releases the lease, so
+        // a retry may overlap the overrunning attempt: handlers must be idempotent.
+        *runner = None;
+    }
+    match result {
+        Ok(Ok(())) => Outcome::Done,
+        Ok(Err(failure)) => Outcome::Failed(failure),
+        Err(RunError::TimedOut) => Outcome::Failed(JobFailure::Retry(format!(
+            "timed out after {} s",
+            kind.timeout.as_secs_f64()
+        ))),
+        Err(RunError::Panicked) => {
+            Outcome::Failed(JobFailure::Retry("the job's function panicked".into()))
+        }
+    }
+}
+
+/// The tenant of a job, opened from the id stored in the job: a suspended (or still
+/// provisioning) tenant's job waits; a deleted or unknown one's fails.
+fn job_tenant(app: &App, id: &str) -> Result<Tenant, Outcome> {
+    let retry = |e: &dyn std::fmt::Display| Outcome::Failed(JobFailure::Retry(e.to_string()));
+    // A fresh look: the snapshot is reloaded when the catalog changed.
+    let record = app
+        .catalog
+        .by_id(id)
+        .map_err(|e| retry(&e))?
+        .ok_or_else(|| Outcome::Failed(JobFailure::Fatal(format!("tenant {id} does not exist"))))?;
+    match record.status {
+        TenantStatus::Active => {}
+        TenantStatus::Deleted => {
+            return Err(Outcome::Failed(JobFailure::Fatal(format!(
+                "tenant {} ({id}) is deleted",
+                record.slug
+            ))))
+        }
+        other => {
+            return Err(Outcome::Wait(format!(
+                "tenant {} is {other}: waiting",
+                record.slug
+            )))
+        }
+    }
+    app.registry.open(record).map_err(|e| retry(&e))
+}
+
+type JobFn = fn(&App, &JobRun) -> Result<(), JobFailure>;
+type Task = (Arc<App>, JobFn, JobRun);
+
+#[derive(Debug)]
+enum RunError {
+    TimedOut,
+    Panicked,
+}
+
+/// The thread a worker runs its jobs' functions on, so that it can stop waiting for one that
+/// overruns its timeout.
+pub struct Runner {
+    tasks: Sender<Task>,
+    results: Receiver<std::thread::Result<Result<(), JobFailure>>>,
+}
+
+impl Runner {
+    fn start() -> Runner {
+        let (tasks, task_rx) = crossbeam_channel::bounded::<Task>(1);
+        let (result_tx, results) = crossbeam_channel::bounded(1);
+        let spawned = std::thread::Builder::new()
+            .name("job-run".into())
+            .spawn(move || {
+                for (app, run_fn, run) in task_rx {
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_fn(&app, &run)
+                    }));
+                    drop(app);
+                    if result_tx.send(result).is_err() {
+                        // The worker gave up on this attempt and on this thread.
+                        return;
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            log::error!("cannot start a job runner thread: {e}");
+        }
+        Runner { tasks, results }
+    }
+
+    fn run(
+        &self,
+        app: Arc<App>,
+        run_fn: JobFn,
+        run: JobRun,
+        timeout: Duration,
+    ) -> Result<Result<(), JobFailure>, RunError> {
+        if self.tasks.send((app, run_fn, run)).is_err() {
+            return Err(RunError::Panicked);
+        }
+        match self.results.recv_timeout(timeout) {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(_)) => Err(RunError::Panicked),
+            Err(RecvTimeoutError::Timeout) => Err(RunError::TimedOut),
+            Err(RecvTimeoutError::Disconnected) => Err(RunError::Panicked),
+        }
     }
 }

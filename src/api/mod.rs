@@ -31,7 +31,7 @@ use crate::http::{Response, Router};
 
 pub use app::{App, FirstAdmin, OpenError, FIRST_ADMIN_EMAIL};
 use body::json_body;
-pub use config::{AppConfig, RealtimeConfig, SessionConfig};
+pub use config::{AppConfig, JobsConfig, RealtimeConfig, SessionConfig};
 use cookies::check_csrf;
 pub use jobs::{Enqueued, NewJob};
 use params::{id_param, tenant_by_key};

@@ -227,3 +227,360 @@ impl Catalog {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }
+
+/// Why a change to a job was refused.
+#[derive(Debug, PartialEq)]
+pub enum JobChange {
+    Done(JobRecord),
+    NotFound,
+    /// The job is in a state that does not allow it (running, already done...).
+    WrongState(JobStatus),
+    /// Retrying would make a second live job with the same unique key.
+    KeyTaken,
+}
+
+/// One schedule row. Times are Unix milliseconds.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ScheduleRecord {
+    pub id: i64,
+    pub tenant_id: Option<String>,
+    pub cron: String,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub next_run_at: i64,
+    pub created_at: i64,
+}
+
+fn schedule_from_row(row: &Row<'_>) -> rusqlite::Result<ScheduleRecord> {
+    let payload: String = row.get(4)?;
+    Ok(ScheduleRecord {
+        id: row.get(0)?,
+        tenant_id: row.get(1)?,
+        cron: row.get(2)?,
+        kind: row.get(3)?,
+        payload: serde_json::from_str(&payload).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, e.into())
+        })?,
+        next_run_at: row.get(5)?,
+        created_at: row.get(6)?,
+    })
+}
+
+/// What firing a due schedule needs from above: the job to enqueue for it (its queue and
+/// attempts come from the kind), and its next due time after `now`.
+pub struct Firing<'a> {
+    pub queue: &'a str,
+    pub max_attempts: u32,
+    /// `None`: the expression has no later time; the schedule is removed.
+    pub next_run_at: Option<i64>,
+}
+
+impl Catalog {
+    /// Takes the oldest due pending job of `queue`: it becomes running under `owner`'s lease
+    /// until `lease_until`, and its attempt is counted. One statement, so two workers (of this
+    /// process or another) never take the same job.
+    pub fn claim_job(
+        &self,
+        queue: &str,
+        owner: &str,
+        now: i64,
+        lease_until: impl Fn(&str) -> i64,
+    ) -> Result<Option<JobRecord>, CatalogError> {
+        self.write_jobs(|tx| {
+            let next: Option<(i64, String)> = tx
+                .prepare_cached(
+                    "SELECT id, kind FROM jobs WHERE status = 'pending' AND queue = ?1
+                       AND run_at <= ?2 ORDER BY run_at, id LIMIT 1",
+                )?
+                .query_row(params![queue, now], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((id, kind)) = next else {
+                return Ok(None);
+            };
+            let job = tx
+                .prepare_cached(&format!(
+                    "UPDATE jobs SET status = 'running', attempts = attempts + 1,
+                         lease_owner = ?2, lease_expires_at = ?3, started_at = ?4
+                     WHERE id = ?1 RETURNING {JOB_COLUMNS}"
+                ))?
+                .query_row(params![id, owner, lease_until(&kind), now], job_from_row)?;
+            Ok(Some(job))
+        })
+    }
+
+    /// The attempt succeeded. False when the lease was lost meanwhile (reclaimed after it
+    /// expired): the row is left to whoever holds it now.
+    pub fn finish_job(&self, id: i64, owner: &str, now: i64) -> Result<bool, CatalogError> {
+        self.write_jobs(|tx| {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE jobs SET status = 'done', finished_at = ?3, lease_owner = NULL,
+                         lease_expires_at = NULL
+                     WHERE id = ?1 AND status = 'running' AND lease_owner = ?2",
+                )?
+                .execute(params![id, owner, now])?;
+            Ok(n == 1)
+        })
+    }
+
+    /// The attempt failed: again at `retry_at`, or (`None`) the job fails for good. False when
+    /// the lease was lost meanwhile.
+    pub fn fail_job_attempt(
+        &self,
+        id: i64,
+        owner: &str,
+        error: &str,
+        retry_at: Option<i64>,
+        now: i64,
+    ) -> Result<bool, CatalogError> {
+        self.write_jobs(|tx| {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE jobs SET last_error = ?3, lease_owner = NULL, lease_expires_at = NULL,
+                         status = CASE WHEN ?4 IS NULL THEN 'failed' ELSE 'pending' END,
+                         run_at = coalesce(?4, run_at),
+                         finished_at = CASE WHEN ?4 IS NULL THEN ?5 END
+                     WHERE id = ?1 AND status = 'running' AND lease_owner = ?2",
+                )?
+                .execute(params![id, owner, error, retry_at, now])?;
+            Ok(n == 1)
+        })
+    }
+
+    /// The job could not start (its tenant is suspended): back to pending at `run_at`, the
+    /// attempt not counted.
+    pub fn postpone_job(
+        &self,
+        id: i64,
+        owner: &str,
+        run_at: i64,
+        why: &str,
+    ) -> Result<bool, CatalogError> {
+        self.write_jobs(|tx| {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE jobs SET status = 'pending', attempts = max(attempts - 1, 0),
+                         run_at = ?3, last_error = ?4, lease_owner = NULL,
+                         lease_expires_at = NULL, started_at = NULL
+                     WHERE id = ?1 AND status = 'running' AND lease_owner = ?2",
+                )?
+                .execute(params![id, owner, run_at, why])?;
+            Ok(n == 1)
+        })
+    }
+
+    /// Running jobs whose lease ended before `now` (their worker died, or gave up on a handler
+    /// that overran): pending again, or failed when that was their last attempt. With
+    /// `owner_prefix`, also every running job whose owner starts with it, whatever its lease:
+    /// a server starting on a data directory it holds the lock of knows no earlier server of
+    /// it is still running.
+    pub fn reclaim_jobs(
+        &self,
+        now: i64,
+        owner_prefix: Option<&str>,
+    ) -> Result<usize, CatalogError> {
+        self.write_jobs(|tx| {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE jobs SET
+                         last_error = 'the worker stopped before the attempt finished (lease of '
+                             || lease_owner || ' ended)',
+                         status = CASE WHEN attempts >= max_attempts THEN 'failed'
+                                       ELSE 'pending' END,
+                         finished_at = CASE WHEN attempts >= max_attempts THEN ?1 END,
+                         lease_owner = NULL, lease_expires_at = NULL
+                     WHERE status = 'running'
+                       AND (lease_expires_at <= ?1
+                            OR (?2 IS NOT NULL AND substr(lease_owner, 1, length(?2)) = ?2))",
+                )?
+                .execute(params![now, owner_prefix])?;
+            Ok(n)
+        })
+    }
+
+    /// Removes done and discarded jobs that finished before `before`. Failed jobs stay until
+    /// someone retries or discards them.
+    pub fn prune_jobs(&self, before: i64) -> Result<usize, CatalogError> {
+        self.write_jobs(|tx| {
+            Ok(tx
+                .prepare_cached(
+                    "DELETE FROM jobs WHERE status IN ('done', 'discarded') AND finished_at < ?1",
+                )?
+                .execute([before])?)
+        })
+    }
+
+    /// A failed or discarded job runs again from its first attempt at `now`.
+    pub fn retry_job(
+        &self,
+        id: i64,
+        tenant_id: Option<&str>,
+        now: i64,
+    ) -> Result<JobChange, CatalogError> {
+        self.change_job(
+            id,
+            tenant_id,
+            &[JobStatus::Failed, JobStatus::Discarded],
+            |tx| {
+                tx.execute(
+                    "UPDATE jobs SET status = 'pending', attempts = 0, run_at = ?2,
+                     finished_at = NULL, started_at = NULL
+                 WHERE id = ?1",
+                    params![id, now],
+                )
+            },
+        )
+    }
+
+    /// A pending or failed job is kept but never run.
+    pub fn discard_job(
+        &self,
+        id: i64,
+        tenant_id: Option<&str>,
+        now: i64,
+    ) -> Result<JobChange, CatalogError> {
+        self.change_job(
+            id,
+            tenant_id,
+            &[JobStatus::Pending, JobStatus::Failed],
+            |tx| {
+                tx.execute(
+                    "UPDATE jobs SET status = 'discarded', finished_at = ?2 WHERE id = ?1",
+                    params![id, now],
+                )
+            },
+        )
+    }
+
+    /// Applies `update` to job `id` if it is in one of `from` (and, with `tenant_id`, belongs
+    /// to that tenant: another tenant's job is not found).
+    fn change_job(
+        &self,
+        id: i64,
+        tenant_id: Option<&str>,
+        from: &[JobStatus],
+        update: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<usize>,
+    ) -> Result<JobChange, CatalogError> {
+        let select = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
+        self.write_jobs(|tx| {
+            let Some(job) = tx
+                .query_row(&select, [id], job_from_row)
+                .optional()?
+                .filter(|j| tenant_id.is_none() || j.tenant_id.as_deref() == tenant_id)
+            else {
+                return Ok(JobChange::NotFound);
+            };
+            if !from.contains(&job.status) {
+                return Ok(JobChange::WrongState(job.status));
+            }
+            match update(tx) {
+                Ok(_) => {}
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    return Ok(JobChange::KeyTaken)
+                }
+                Err(e) => return Err(e.into()),
+            }
+            Ok(JobChange::Done(tx.query_row(
+                &select,
+                [id],
+                job_from_row,
+            )?))
+        })
+    }
+
+    pub fn add_schedule(
+        &self,
+        tenant_id: Option<&str>,
+        cron: &str,
+        kind: &str,
+        payload: &serde_json::Value,
+        next_run_at: i64,
+        now: i64,
+    ) -> Result<ScheduleRecord, CatalogError> {
+        self.write_jobs(|tx| {
+            let schedule = tx.query_row(
+                "INSERT INTO schedules (tenant_id, cron, kind, payload, next_run_at, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 RETURNING id, tenant_id, cron, kind, payload, next_run_at, created_at",
+                params![tenant_id, cron, kind, payload.to_string(), next_run_at, now],
+                schedule_from_row,
+            )?;
+            Ok(schedule)
+        })
+    }
+
+    pub fn remove_schedule(&self, id: i64) -> Result<bool, CatalogError> {
+        self.write_jobs(|tx| Ok(tx.execute("DELETE FROM schedules WHERE id = ?1", [id])? == 1))
+    }
+
+    pub fn schedules(&self) -> Result<Vec<ScheduleRecord>, CatalogError> {
+        let conn = self.pool.get()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, tenant_id, cron, kind, payload, next_run_at, created_at
+             FROM schedules ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], schedule_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Enqueues one job for every schedule due at `now` and moves the schedule to its next due
+    /// time, in one `BEGIN IMMEDIATE` transaction: whoever runs this (a server, the CLI, two
+    /// at once) enqueues each due time once. The job's unique key, `schedule:<id>:<due>`,
+    /// says which. `plan` gives what the kind and the expression decide. Returns the jobs
+    /// enqueued.
+    pub fn fire_schedules(
+        &self,
+        now: i64,
+        mut plan: impl FnMut(&ScheduleRecord) -> Option<Firing<'static>>,
+    ) -> Result<Vec<(i64, &'static str)>, CatalogError> {
+        self.write_jobs(|tx| {
+            let due: Vec<ScheduleRecord> = tx
+                .prepare_cached(
+                    "SELECT id, tenant_id, cron, kind, payload, next_run_at, created_at
+                     FROM schedules WHERE next_run_at <= ?1 ORDER BY next_run_at, id",
+                )?
+                .query_map([now], schedule_from_row)?
+                .collect::<Result<_, _>>()?;
+            let mut enqueued = Vec::new();
+            for s in due {
+                let Some(firing) = plan(&s) else {
+                    log::error!(
+                        "schedule {} names kind {} or expression {:?} this binary cannot run; \
+                         it is left as it is",
+                        s.id,
+                        s.kind,
+                        s.cron
+                    );
+                    continue;
+                };
+                let key = format!("schedule:{}:{}", s.id, s.next_run_at);
+                let job = insert_job(
+                    tx,
+                    &JobInsert {
+                        tenant_id: s.tenant_id.as_deref(),
+                        queue: firing.queue,
+                        kind: &s.kind,
+                        payload: &s.payload,
+                        unique_key: Some(&key),
+                        run_at: now,
+                        max_attempts: firing.max_attempts,
+                        now,
+                    },
+                )?;
+                if let Enqueued::New(id) = job {
+                    enqueued.push((id, firing.queue));
+                }
+                match firing.next_run_at {
+                    Some(next) => tx.execute(
+                        "UPDATE schedules SET next_run_at = ?2 WHERE id = ?1",
+                        params![s.id, next],
+                    )?,
+                    None => tx.execute("DELETE FROM schedules WHERE id = ?1", [s.id])?,
+                };
+            }
+            Ok(enqueued)
+        })
+    }
+}

@@ -58,7 +58,8 @@ pub use invitations::{
     Accepted, Acceptor, Invitation, InvitationStatus, NewInvitation, INVITATION_TTL_SECS,
 };
 pub use jobs::{
-    Enqueued, JobFilter, JobInsert, JobRecord, JobStatus, DEFAULT_MAX_ATTEMPTS, MAX_JOB_LIMIT,
+    Enqueued, Firing, JobChange, JobFilter, JobInsert, JobRecord, JobStatus, ScheduleRecord,
+    DEFAULT_MAX_ATTEMPTS, MAX_JOB_LIMIT,
 };
 pub use permissions::{BuiltinRole, ADMIN_ROLE, BUILTIN_ROLES, PERMISSIONS};
 pub use roles::{

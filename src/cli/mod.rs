@@ -173,6 +173,14 @@ Options (each falls back to the environment variable named, then the default):
                            [TENANTD_TRUSTED_PROXIES, comma-separated, none]
   --shutdown-grace SECS    How long SIGINT/SIGTERM waits for requests in flight
                            [TENANTD_SHUTDOWN_GRACE, 10]
+  --job-workers Q=N,...    Background job worker threads per queue (default, webhooks,
+                           inbound) [TENANTD_JOB_WORKERS, default=2,webhooks=2,inbound=1]
+  --job-poll SECS          How often workers look for jobs other processes enqueued, and
+                           leases and schedules are checked [TENANTD_JOB_POLL, 1]
+  --job-retention SECS     Done and discarded jobs are removed after this
+                           [TENANTD_JOB_RETENTION, 604800]
+  --job-backoff SECS       Delay before a failed job's second attempt; doubles per attempt,
+                           with jitter [TENANTD_JOB_BACKOFF, 2]
   -h, --help               Show this help
 
   --session-idle SECS      A session unused this long ends [TENANTD_SESSION_IDLE, 43200]

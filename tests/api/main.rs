@@ -14,6 +14,7 @@ mod http;
 mod identity_cli;
 mod invitations;
 mod isolation;
+mod jobs;
 mod layers;
 mod portal_api;
 mod profile;
