@@ -28,4 +28,5 @@ mod tenant_name;
 mod throttle;
 mod ui;
 mod webhooks_in;
+mod webhooks_in_jobs;
 mod workspace;
