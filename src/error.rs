@@ -47,6 +47,8 @@ pub enum Error {
     TenantNotFound,
     TenantSuspended,
     TenantConflict,
+    /// Created asynchronously, its provisioning job not done yet.
+    TenantProvisioning,
     /// The tenant's database cannot be used now (missing, corrupt, failed migration).
     TenantUnavailable,
     /// The real-time hub did not take the command in time: a passing overload.
@@ -146,6 +148,11 @@ impl Error {
                 "tenant_conflict",
                 "the request names two different tenants".into(),
             ),
+            Error::TenantProvisioning => (
+                503,
+                "tenant_provisioning",
+                "the tenant is still being set up; try again shortly".into(),
+            ),
             Error::TenantUnavailable => (
                 503,
                 "tenant_unavailable",
@@ -198,7 +205,7 @@ impl Error {
             Error::TooManyRequests { retry_after_secs } => {
                 response.with_header("Retry-After", retry_after_secs.max(1).to_string())
             }
-            Error::TenantUnavailable | Error::RealtimeBusy => {
+            Error::TenantUnavailable | Error::RealtimeBusy | Error::TenantProvisioning => {
                 response.with_header("Retry-After", "1")
             }
             _ => response,
@@ -229,6 +236,7 @@ impl From<TenancyError> for Error {
         match e {
             TenancyError::NotFound | TenancyError::Deleted { .. } => Error::TenantNotFound,
             TenancyError::Suspended { .. } => Error::TenantSuspended,
+            TenancyError::Provisioning { .. } => Error::TenantProvisioning,
             TenancyError::Conflict => Error::TenantConflict,
             TenancyError::Unavailable { tenant, reason } => {
                 log::error!("tenant {tenant} unavailable: {reason}");

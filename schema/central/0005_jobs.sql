@@ -1,4 +1,44 @@
--- Background jobs and their schedules. Times here are integer Unix milliseconds, unlike the
+-- foreign_keys: off
+-- Background jobs and their schedules, and the tenant status `provisioning`.
+--
+-- Tenants: a tenant created asynchronously is `provisioning` until its job has made its file.
+-- SQLite cannot change a CHECK constraint in place, so the table is rebuilt (with foreign keys
+-- off: dropping the old table must not cascade to domains, memberships and the rest) and its
+-- triggers made again.
+
+CREATE TABLE tenants_rebuilt (
+    id         TEXT PRIMARY KEY NOT NULL CHECK (length(id) = 36),
+    slug       TEXT NOT NULL UNIQUE,
+    name       TEXT NOT NULL,
+    status     TEXT NOT NULL DEFAULT 'active'
+               CHECK (status IN ('active', 'suspended', 'deleted', 'provisioning')),
+    settings   TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(settings)),
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    deleted_at TEXT,
+    -- A deleted tenant always says when; a live one never does.
+    CHECK ((status = 'deleted') = (deleted_at IS NOT NULL))
+) STRICT;
+
+INSERT INTO tenants_rebuilt (id, slug, name, status, settings, created_at, updated_at, deleted_at)
+    SELECT id, slug, name, status, settings, created_at, updated_at, deleted_at FROM tenants;
+DROP TABLE tenants;
+ALTER TABLE tenants_rebuilt RENAME TO tenants;
+
+CREATE TRIGGER tenants_logged_insert AFTER INSERT ON tenants BEGIN
+    INSERT INTO tenant_changes (tenant_id) VALUES (NEW.id);
+END;
+
+CREATE TRIGGER tenants_logged_update AFTER UPDATE ON tenants BEGIN
+    INSERT INTO tenant_changes (tenant_id) VALUES (OLD.id);
+    INSERT INTO tenant_changes (tenant_id) SELECT NEW.id WHERE NEW.id <> OLD.id;
+END;
+
+CREATE TRIGGER tenants_logged_delete AFTER DELETE ON tenants BEGIN
+    INSERT INTO tenant_changes (tenant_id) VALUES (OLD.id);
+END;
+
+-- Jobs. Times here are integer Unix milliseconds, unlike the
 -- RFC 3339 text elsewhere: a worker compares run_at and lease expiry on every claim, and the
 -- enqueue-to-start delay is measured in milliseconds.
 

@@ -8,15 +8,21 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use serde::Deserialize;
+use serde_json::json;
 
 use crate::catalog::{
-    Catalog, CatalogError, Firing, JobInsert, JobRecord, TenantStatus, DEFAULT_MAX_ATTEMPTS,
+    Catalog, CatalogError, Firing, JobChange, JobFilter, JobInsert, JobRecord, JobStatus,
+    ScheduleRecord, TenantStatus, DEFAULT_MAX_ATTEMPTS, MAX_JOB_LIMIT,
 };
 use crate::error::Error;
+use crate::http::{Response, Router};
 use crate::tenancy::Tenant;
 
 use super::job_kinds::{self, JobFailure, JobRun};
-use super::{App, JobsConfig};
+use super::{
+    id_param, json_body, tenant_by_key, App, JobsConfig, Member, RequestCtx, Route, SignedInAdmin,
+};
 
 pub use crate::catalog::Enqueued;
 
@@ -499,4 +505,216 @@ impl Runner {
             Err(RecvTimeoutError::Disconnected) => Err(RunError::Panicked),
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP: system admins see every job and schedule; a tenant's admins (settings_manage) their
+// tenant's jobs.
+// ---------------------------------------------------------------------------------------------
+
+pub(super) fn routes(r: &mut Router<Route>) {
+    r.add("GET", "/api/admin/jobs", Route::Admin(admin_list));
+    r.add("GET", "/api/admin/jobs/{id}", Route::Admin(admin_show));
+    r.add(
+        "POST",
+        "/api/admin/jobs/{id}/retry",
+        Route::Admin(admin_retry),
+    );
+    r.add(
+        "POST",
+        "/api/admin/jobs/{id}/discard",
+        Route::Admin(admin_discard),
+    );
+    r.add("GET", "/api/admin/schedules", Route::Admin(schedules_list));
+    r.add("POST", "/api/admin/schedules", Route::Admin(schedules_add));
+    r.add(
+        "DELETE",
+        "/api/admin/schedules/{id}",
+        Route::Admin(schedules_remove),
+    );
+    r.add("GET", "/api/jobs", Route::Tenant(tenant_list));
+    r.add("POST", "/api/jobs/{id}/retry", Route::Tenant(tenant_retry));
+}
+
+/// The filters every listing shares: status, before (an id) and limit.
+fn filter(ctx: &RequestCtx) -> Result<JobFilter, Error> {
+    let q = |name: &str| ctx.req.query_param(name).filter(|v| !v.is_empty());
+    let status = match q("status") {
+        None => None,
+        Some(s) => Some(JobStatus::parse(&s).ok_or_else(|| {
+            Error::validation("status", "one of pending, running, done, failed, discarded")
+        })?),
+    };
+    let number = |name: &str, max: i64| -> Result<Option<i64>, Error> {
+        match q(name) {
+            None => Ok(None),
+            Some(v) => match v.parse::<i64>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(Some(n)),
+                _ => Err(Error::validation(
+                    name,
+                    format!("a whole number from 1 to {max}"),
+                )),
+            },
+        }
+    };
+    Ok(JobFilter {
+        status,
+        before: number("before", i64::MAX)?,
+        limit: number("limit", i64::from(MAX_JOB_LIMIT))?.map_or(100, |n| n as u32),
+        ..JobFilter::default()
+    })
+}
+
+fn page(jobs: Vec<JobRecord>, limit: u32) -> Response {
+    let next = (jobs.len() == limit as usize)
+        .then(|| jobs.last().map(|j| j.id))
+        .flatten();
+    Response::json(200, &json!({ "jobs": jobs, "next_before": next }))
+}
+
+fn admin_list(app: &App, ctx: &RequestCtx, _admin: &SignedInAdmin) -> Result<Response, Error> {
+    let mut filter = filter(ctx)?;
+    let q = |name: &str| ctx.req.query_param(name).filter(|v| !v.is_empty());
+    filter.queue = q("queue");
+    filter.kind = q("kind");
+    if let Some(tenant) = q("tenant") {
+        // An id is taken as it is (jobs outlive purged tenants); a slug must name a tenant.
+        filter.tenant_id = Some(match uuid::Uuid::parse_str(&tenant) {
+            Ok(id) => id.hyphenated().to_string(),
+            Err(_) => tenant_by_key(&app.catalog, &tenant)?
+                .ok_or(Error::TenantNotFound)?
+                .id
+                .clone(),
+        });
+    }
+    let jobs = app.catalog.jobs(&filter)?;
+    Ok(page(jobs, filter.limit))
+}
+
+fn admin_show(app: &App, ctx: &RequestCtx, _admin: &SignedInAdmin) -> Result<Response, Error> {
+    let id = id_param(ctx.params, "id")?;
+    let job = app.catalog.job(id)?.ok_or(Error::NotFound)?;
+    Ok(Response::json(200, &job))
+}
+
+/// The answer to a retry or a discard.
+fn changed(app: &App, change: JobChange) -> Result<Response, Error> {
+    match change {
+        JobChange::Done(job) => {
+            if job.status == JobStatus::Pending {
+                app.jobs
+                    .wake(job_kinds::kind(&job.kind).map_or("", |k| k.queue));
+            }
+            Ok(Response::json(200, &job))
+        }
+        JobChange::NotFound => Err(Error::NotFound),
+        JobChange::WrongState(status) => Err(Error::Conflict {
+            code: "job_state",
+            message: format!("the job is {}", status.as_str()),
+        }),
+        JobChange::KeyTaken => Err(Error::Conflict {
+            code: "job_duplicate",
+            message: "a pending or running job has the same unique key".into(),
+        }),
+    }
+}
+
+fn admin_retry(app: &App, ctx: &RequestCtx, _admin: &SignedInAdmin) -> Result<Response, Error> {
+    let id = id_param(ctx.params, "id")?;
+    changed(app, app.catalog.retry_job(id, None, now_ms())?)
+}
+
+fn admin_discard(app: &App, ctx: &RequestCtx, _admin: &SignedInAdmin) -> Result<Response, Error> {
+    let id = id_param(ctx.params, "id")?;
+    changed(app, app.catalog.discard_job(id, None, now_ms())?)
+}
+
+fn schedules_list(app: &App, _ctx: &RequestCtx, _admin: &SignedInAdmin) -> Result<Response, Error> {
+    let schedules = app.catalog.schedules()?;
+    Ok(Response::json(200, &json!({ "schedules": schedules })))
+}
+
+/// A schedule as given: `{cron, kind, tenant?, payload?}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSchedule {
+    pub cron: String,
+    pub kind: String,
+    /// A tenant's id or slug; none for central work.
+    pub tenant: Option<String>,
+    pub payload: Option<serde_json::Value>,
+}
+
+/// Checks a schedule and stores it, due first at the expression's next time after `now`.
+pub fn add_schedule(
+    catalog: &Catalog,
+    new: &NewSchedule,
+    now: i64,
+) -> Result<ScheduleRecord, Error> {
+    let expr = parse_cron(&new.cron).map_err(|e| Error::validation("cron", e))?;
+    if job_kinds::kind(&new.kind).is_none() {
+        return Err(Error::validation(
+            "kind",
+            format!("no job kind {}", new.kind),
+        ));
+    }
+    let tenant = match &new.tenant {
+        None => None,
+        Some(key) => Some(
+            tenant_by_key(catalog, key)?
+                .filter(|t| t.status != TenantStatus::Deleted)
+                .ok_or_else(|| Error::validation("tenant", format!("no tenant {key}")))?,
+        ),
+    };
+    let payload = new.payload.clone().unwrap_or_else(|| json!({}));
+    if !payload.is_object() {
+        return Err(Error::validation("payload", "a JSON object"));
+    }
+    let next = next_due(&expr, now)
+        .ok_or_else(|| Error::validation("cron", "the expression names no future time"))?;
+    Ok(catalog.add_schedule(
+        tenant.as_ref().map(|t| t.id.as_str()),
+        new.cron.trim(),
+        &new.kind,
+        &payload,
+        next,
+        now,
+    )?)
+}
+
+fn schedules_add(app: &App, ctx: &RequestCtx, _admin: &SignedInAdmin) -> Result<Response, Error> {
+    let new: NewSchedule = json_body(ctx.req)?;
+    let schedule = add_schedule(&app.catalog, &new, now_ms())?;
+    Ok(Response::json(201, &schedule))
+}
+
+fn schedules_remove(
+    app: &App,
+    ctx: &RequestCtx,
+    _admin: &SignedInAdmin,
+) -> Result<Response, Error> {
+    let id = id_param(ctx.params, "id")?;
+    if !app.catalog.remove_schedule(id)? {
+        return Err(Error::NotFound);
+    }
+    Ok(Response::json(200, &json!({ "deleted": id })))
+}
+
+fn tenant_list(app: &App, ctx: &RequestCtx, member: &Member<'_>) -> Result<Response, Error> {
+    member.require("settings_manage")?;
+    let mut filter = filter(ctx)?;
+    filter.tenant_id = Some(member.tenant.id().to_string());
+    let jobs = app.catalog.jobs(&filter)?;
+    Ok(page(jobs, filter.limit))
+}
+
+fn tenant_retry(app: &App, ctx: &RequestCtx, member: &Member<'_>) -> Result<Response, Error> {
+    member.require("settings_manage")?;
+    let id = id_param(ctx.params, "id")?;
+    // Another tenant's job is not found, exactly like one that does not exist.
+    changed(
+        app,
+        app.catalog
+            .retry_job(id, Some(member.tenant.id()), now_ms())?,
+    )
 }

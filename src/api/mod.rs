@@ -73,6 +73,7 @@ fn routes() -> Router<Route> {
     workspace::routes(&mut r);
     broadcasting::routes(&mut r);
     admin::routes(&mut r);
+    jobs::routes(&mut r);
     webhooks_in::routes(&mut r);
     r
 }

@@ -160,7 +160,9 @@ fn receive(app: &App, ctx: &RequestCtx) -> Result<Response, Error> {
         .view()?
         .snapshot
         .by_id(tenant_id)
-        .filter(|t| t.status != TenantStatus::Deleted)
+        // A deleted tenant is as unknown as one that never was; one still being provisioned
+        // can have no secret yet.
+        .filter(|t| matches!(t.status, TenantStatus::Active | TenantStatus::Suspended))
         .cloned()
         .ok_or(Error::TenantNotFound)?;
     let secret = app

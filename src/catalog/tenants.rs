@@ -20,6 +20,8 @@ pub enum TenantStatus {
     Active,
     Suspended,
     Deleted,
+    /// Created asynchronously: its file is being made; not usable yet.
+    Provisioning,
 }
 
 impl TenantStatus {
@@ -28,6 +30,7 @@ impl TenantStatus {
             TenantStatus::Active => "active",
             TenantStatus::Suspended => "suspended",
             TenantStatus::Deleted => "deleted",
+            TenantStatus::Provisioning => "provisioning",
         }
     }
 
@@ -36,6 +39,7 @@ impl TenantStatus {
             "active" => Some(TenantStatus::Active),
             "suspended" => Some(TenantStatus::Suspended),
             "deleted" => Some(TenantStatus::Deleted),
+            "provisioning" => Some(TenantStatus::Provisioning),
             _ => None,
         }
     }
@@ -94,7 +98,7 @@ impl Catalog {
         name: &str,
         domains: &[String],
     ) -> Result<Arc<TenantRecord>, CatalogError> {
-        self.insert_tenant_row(id, slug, name, domains)?;
+        self.insert_tenant_row(id, slug, name, domains, TenantStatus::Active)?;
         self.fetch(&id.hyphenated().to_string())
     }
 
@@ -106,6 +110,7 @@ impl Catalog {
         slug: &str,
         name: &str,
         domains: &[String],
+        status: TenantStatus,
     ) -> Result<(), CatalogError> {
         let id = id.hyphenated().to_string();
         validate_slug(slug)?;
@@ -123,8 +128,8 @@ impl Catalog {
             let now = db::now_rfc3339();
             tx.execute(
                 "INSERT INTO tenants (id, slug, name, status, settings, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, 'active', '{}', ?4, ?4)",
-                params![id, slug, name, now],
+                 VALUES (?1, ?2, ?3, ?5, '{}', ?4, ?4)",
+                params![id, slug, name, now, status.as_str()],
             )
             .map_err(|e| unique_violation(e, slug, ""))?;
             for (i, domain) in domains.iter().enumerate() {

@@ -172,7 +172,30 @@ pub fn migrate(conn: &mut Connection, migrations: &[Migration]) -> Result<Migrat
 }
 
 /// Applies `m` unless someone else already has; true if we did.
+///
+/// A migration whose first line is `-- foreign_keys: off` runs with foreign keys off, as
+/// SQLite's way of rebuilding a table needs (dropping the old table must not cascade), and is
+/// checked with `PRAGMA foreign_key_check` before it commits.
 fn apply_one(conn: &mut Connection, m: &Migration) -> Result<bool, DbError> {
+    let keys_off = m.sql.starts_with(FOREIGN_KEYS_OFF);
+    if keys_off {
+        // Outside the transaction: the pragma is a no-op inside one.
+        conn.pragma_update(None, "foreign_keys", "OFF")?;
+    }
+    let result = apply_in_transaction(conn, m, keys_off);
+    if keys_off {
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+    }
+    result
+}
+
+const FOREIGN_KEYS_OFF: &str = "-- foreign_keys: off";
+
+fn apply_in_transaction(
+    conn: &mut Connection,
+    m: &Migration,
+    keys_off: bool,
+) -> Result<bool, DbError> {
     let result = write(conn, |tx| -> Result<bool, DbError> {
         let existing: Option<String> = tx
             .query_row(
@@ -191,6 +214,17 @@ fn apply_one(conn: &mut Connection, m: &Migration) -> Result<bool, DbError> {
             };
         }
         tx.execute_batch(&m.sql)?;
+        if keys_off {
+            let broken: Option<String> = tx
+                .query_row("PRAGMA foreign_key_check", [], |row| row.get(0))
+                .optional()?;
+            if let Some(table) = broken {
+                return Err(DbError::MigrationFailed {
+                    file: m.file.clone(),
+                    message: format!("it leaves rows of {table} with no parent"),
+                });
+            }
+        }
         if tx.is_autocommit() {
             return Err(DbError::MigrationFailed {
                 file: m.file.clone(),

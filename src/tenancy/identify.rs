@@ -133,6 +133,11 @@ pub fn identify<'a>(
                 })
             }
             TenantStatus::Deleted => return Err(TenancyError::NotFound),
+            TenantStatus::Provisioning => {
+                return Err(TenancyError::Provisioning {
+                    tenant: record.slug.clone(),
+                })
+            }
         }
     }
     Ok(Identified {

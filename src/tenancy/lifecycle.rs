@@ -181,23 +181,9 @@ pub(crate) fn provision(
     let id_text = id.hyphenated().to_string();
     let path = uuid_db_path(catalog.data_dir(), &id);
     let result = (|| -> Result<(), LifecycleError> {
-        let mut conn = db::open(&path, DbKind::Tenant, Create::New)?;
-        db::migrate(&mut conn, db::tenant_migrations())?;
-        db::write(&mut conn, |tx| -> Result<(), LifecycleError> {
-            let mut insert = tx.prepare("INSERT INTO tenant_meta (key, value) VALUES (?1, ?2)")?;
-            for (key, value) in [
-                ("id", id_text.as_str()),
-                ("slug", slug),
-                ("name", name),
-                ("created_at", db::now_rfc3339().as_str()),
-            ] {
-                insert.execute([key, value])?;
-            }
-            Ok(())
-        })?;
-        // Closed before the row exists: nobody can be using the file yet.
-        drop(conn);
-        catalog.insert_tenant_row(&id, slug, name, domains)?;
+        make_file(&path, &id_text, slug, name)?;
+        // The file is closed before the row exists: nobody can be using it yet.
+        catalog.insert_tenant_row(&id, slug, name, domains, TenantStatus::Active)?;
         Ok(())
     })();
     if let Err(e) = result {
@@ -215,6 +201,72 @@ pub(crate) fn provision(
     catalog
         .by_id(&id_text)?
         .ok_or(LifecycleError::NotFound(id_text))
+}
+
+/// A tenant's new database file, migrated and seeded with who it belongs to; closed again.
+fn make_file(
+    path: &std::path::Path,
+    id: &str,
+    slug: &str,
+    name: &str,
+) -> Result<(), LifecycleError> {
+    let mut conn = db::open(path, DbKind::Tenant, Create::New)?;
+    db::migrate(&mut conn, db::tenant_migrations())?;
+    db::write(&mut conn, |tx| -> Result<(), LifecycleError> {
+        let mut insert = tx.prepare("INSERT INTO tenant_meta (key, value) VALUES (?1, ?2)")?;
+        for (key, value) in [
+            ("id", id),
+            ("slug", slug),
+            ("name", name),
+            ("created_at", db::now_rfc3339().as_str()),
+        ] {
+            insert.execute([key, value])?;
+        }
+        Ok(())
+    })
+}
+
+/// The first half of an asynchronous create: the checks of [`create`] and the catalog row, in
+/// status `provisioning` (requests to it are refused as not ready) and with no file yet;
+/// [`finish_provisioning`] makes the file.
+pub fn create_provisioning(
+    catalog: &Catalog,
+    new: &NewTenant,
+) -> Result<Arc<TenantRecord>, LifecycleError> {
+    validate_slug(&new.slug)?;
+    let name = validate_name(&new.name)?;
+    let domains = validate_domains(&new.domains)?;
+    let id = Uuid::new_v4();
+    catalog.insert_tenant_row(&id, &new.slug, &name, &domains, TenantStatus::Provisioning)?;
+    let id = id.hyphenated().to_string();
+    catalog.by_id(&id)?.ok_or(LifecycleError::NotFound(id))
+}
+
+/// The second half: makes the file of a `provisioning` tenant and makes it active. A file left
+/// by an earlier attempt that died halfway is replaced: the tenant was never usable, so
+/// nobody wrote to it.
+pub fn finish_provisioning(
+    catalog: &Catalog,
+    id: &str,
+) -> Result<Arc<TenantRecord>, LifecycleError> {
+    let record = catalog
+        .by_id(id)?
+        .ok_or_else(|| LifecycleError::NotFound(id.to_string()))?;
+    if record.status != TenantStatus::Provisioning {
+        return Err(wrong_status(&record.slug, record.status));
+    }
+    let path = db_path(catalog, &record)?;
+    db::remove_database_files(&path)?;
+    make_file(&path, &record.id, &record.slug, &record.name)?;
+    let made = catalog.transition(
+        &record.id,
+        &[TenantStatus::Provisioning],
+        TenantStatus::Active,
+    )?;
+    made.ok_or_else(|| {
+        // Deleted meanwhile: the file stays for purge, like any deleted tenant's.
+        wrong_status(&record.slug, TenantStatus::Deleted)
+    })
 }
 
 pub fn show(catalog: &Catalog, slug: &str) -> Result<Arc<TenantRecord>, LifecycleError> {
@@ -277,7 +329,13 @@ pub fn activate(catalog: &Catalog, slug: &str) -> Result<Arc<TenantRecord>, Life
 /// kept until `purge`. Idempotent.
 pub fn delete(catalog: &Catalog, slug: &str) -> Result<Arc<TenantRecord>, LifecycleError> {
     use TenantStatus::*;
-    transition(catalog, slug, &[Active, Suspended], Deleted, wrong_status)
+    transition(
+        catalog,
+        slug,
+        &[Active, Suspended, Provisioning],
+        Deleted,
+        wrong_status,
+    )
 }
 
 /// Deleted → active, if its database file is still there.

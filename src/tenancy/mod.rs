@@ -84,6 +84,10 @@ pub enum TenancyError {
     Deleted {
         tenant: String,
     },
+    /// Created asynchronously and not ready yet.
+    Provisioning {
+        tenant: String,
+    },
     /// The tenant's database cannot be used right now (missing, corrupt,
     /// failed migration). Other tenants are unaffected; it is retried later.
     Unavailable {
@@ -105,6 +109,9 @@ impl fmt::Display for TenancyError {
             TenancyError::NotFound => f.write_str("no such tenant"),
             TenancyError::Suspended { tenant } => write!(f, "tenant {tenant} is suspended"),
             TenancyError::Deleted { tenant } => write!(f, "tenant {tenant} is deleted"),
+            TenancyError::Provisioning { tenant } => {
+                write!(f, "tenant {tenant} is still being provisioned")
+            }
             TenancyError::Unavailable { tenant, reason } => {
                 write!(f, "tenant {tenant} is unavailable: {reason}")
             }

@@ -304,6 +304,11 @@ impl Registry {
                     tenant: record.slug.clone(),
                 })
             }
+            TenantStatus::Provisioning => {
+                return Err(TenancyError::Provisioning {
+                    tenant: record.slug.clone(),
+                })
+            }
         }
         let shared = &self.shared;
         loop {
