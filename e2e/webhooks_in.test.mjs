@@ -9,7 +9,7 @@ import Pusher from 'pusher-js';
 import Echo from 'laravel-echo';
 import { Webhook } from 'standardwebhooks';
 
-import { startServer, DEMO_PASSWORD } from './server.mjs';
+import { startServer, waitFor, DEMO_PASSWORD } from './server.mjs';
 
 let server;
 let alice;
@@ -32,18 +32,6 @@ async function api(method, path, token, body, headers = {}) {
   return { status: res.status, json: text ? JSON.parse(text) : null };
 }
 
-function waitFor(predicate, what, ms = 10000) {
-  return new Promise((resolve, reject) => {
-    const started = Date.now();
-    const tick = () => {
-      const value = predicate();
-      if (value) return resolve(value);
-      if (Date.now() - started > ms) return reject(new Error(`timed out waiting for ${what}`));
-      setTimeout(tick, 20);
-    };
-    tick();
-  });
-}
 
 /** Posts a delivery as a sender using the npm package would: signed body, three headers. */
 function deliver(signingSecret, id, payload) {
@@ -115,7 +103,7 @@ test('a signed message appears live on the chat channel and in the chat, once', 
   assert.equal(first.status, 202, JSON.stringify(first.json));
   assert.equal(typeof first.json.job, 'number');
 
-  const live = await waitFor(() => received.find((m) => m.body === 'hello from the bridge'), 'message.created');
+  const live = await waitFor(() => received.find((m) => m.body === 'hello from the bridge'), 'message.created', 10000);
   assert.equal(live.user_id, 0);
   assert.deepEqual(live.external_author, { name: 'Eve Bridge', external_id: 'tg:42' });
 
