@@ -16,6 +16,9 @@ use crate::tenancy::health::health as tenant_health;
 use crate::tenancy::lifecycle::{self, LifecycleError, NewTenant, Rename};
 
 use super::account::admit;
+use super::broadcasting::{admin_channel, publish};
+use super::job_kinds::{JobFailure, JobRun};
+use super::jobs::NewJob;
 use super::members::{audit_filter, audit_page};
 use super::{json_body, App, RequestCtx, Route, SignedInAdmin};
 
@@ -291,6 +294,9 @@ fn create(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Resp
         slug: String,
         name: String,
         domains: Option<Vec<String>>,
+        /// Answer 202 at once and make the tenant's file in a job.
+        #[serde(rename = "async", default)]
+        asynchronous: bool,
     }
     let body: Body = json_body(ctx.req)?;
     let new = NewTenant {
@@ -298,6 +304,9 @@ fn create(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Resp
         name: body.name,
         domains: body.domains.unwrap_or_default(),
     };
+    if body.asynchronous {
+        return create_async(app, ctx, signed_in, &new);
+    }
     let record = lifecycle::create(&app.catalog, &new)?;
     log::info!("tenant {} created ({})", record.slug, record.id);
     lifecycle_entry(
@@ -485,13 +494,79 @@ fn impersonate(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result
     ))
 }
 
-/// The `tenant.provision` job: creates the file of a tenant recorded as `provisioning` and
-/// makes it active.
-pub(super) fn provision_job(
-    _app: &App,
-    _run: &super::job_kinds::JobRun,
-) -> Result<(), super::job_kinds::JobFailure> {
-    Err(super::job_kinds::JobFailure::Fatal(
-        "asynchronous provisioning is not built yet".into(),
+/// `"async": true`: the row now, in status `provisioning`; the file in a `tenant.provision`
+/// job. Central work (no tenant in the job): the tenant cannot be opened until it is done.
+fn create_async(
+    app: &App,
+    ctx: &RequestCtx,
+    signed_in: &SignedInAdmin,
+    new: &NewTenant,
+) -> Result<Response, Error> {
+    let record = lifecycle::create_provisioning(&app.catalog, new)?;
+    let mut job = NewJob::new(
+        None,
+        "default",
+        "tenant.provision",
+        json!({ "tenant_id": record.id, "admin_id": signed_in.admin.id }),
+    );
+    job.unique_key = Some(format!("tenant.provision:{}", record.id));
+    let job = app.enqueue(job)?;
+    log::info!(
+        "tenant {} ({}) is being provisioned",
+        record.slug,
+        record.id
+    );
+    lifecycle_entry(
+        app,
+        ctx,
+        signed_in,
+        "tenant.created",
+        &record,
+        json!({ "slug": record.slug, "async": true }),
+    );
+    let job = app.catalog.job(job.id())?;
+    Ok(Response::json(
+        202,
+        &json!({ "tenant": record, "job": job }),
     ))
+}
+
+/// The `tenant.provision` job: makes the file of a tenant recorded as `provisioning` and makes
+/// it active, then tells the admin who asked on their channel. The last failed attempt tells
+/// them too; the tenant stays `provisioning` (retry the job, or delete the tenant).
+pub(super) fn provision_job(app: &App, run: &JobRun) -> Result<(), JobFailure> {
+    let tenant_id = run.payload["tenant_id"]
+        .as_str()
+        .ok_or_else(|| JobFailure::Fatal("the payload names no tenant_id".into()))?;
+    let admin = run.payload["admin_id"].as_i64();
+    let tell = |event: &str, data: Value| {
+        if let Some(admin) = admin {
+            publish(app, vec![admin_channel(admin)], event, data, None);
+        }
+    };
+    match lifecycle::finish_provisioning(&app.catalog, tenant_id) {
+        Ok(record) => {
+            log::info!("tenant {} ({}) provisioned", record.slug, record.id);
+            tell(
+                "tenant.provisioned",
+                json!({ "tenant": &*record, "job_id": run.id }),
+            );
+            Ok(())
+        }
+        Err(e) => {
+            let last = run.attempt >= run.max_attempts
+                || matches!(
+                    e,
+                    LifecycleError::WrongStatus { .. } | LifecycleError::NotFound(_)
+                );
+            if last {
+                tell(
+                    "tenant.provision_failed",
+                    json!({ "tenant_id": tenant_id, "job_id": run.id, "error": e.to_string() }),
+                );
+                return Err(JobFailure::Fatal(e.to_string()));
+            }
+            Err(JobFailure::Retry(e.to_string()))
+        }
+    }
 }

@@ -28,6 +28,48 @@ pub(super) fn routes(r: &mut Router<Route>) {
         Route::Account(authorize_channel),
     );
     r.add("POST", "/apps/{app_id}/events", Route::Public(http_events));
+    r.add(
+        "POST",
+        "/api/admin/broadcasting/auth",
+        Route::Admin(authorize_admin_channel),
+    );
+}
+
+/// A system admin's own channel: what background work they started tells them there
+/// (`tenant.provisioned`, `tenant.provision_failed`).
+pub(super) fn admin_channel(admin_id: i64) -> String {
+    format!("private-admin.{admin_id}")
+}
+
+/// `POST /api/admin/broadcasting/auth` on the central host: a system admin may hold their own
+/// `private-admin.<id>` and nothing else.
+fn authorize_admin_channel(
+    app: &App,
+    ctx: &RequestCtx,
+    signed_in: &super::SignedInAdmin,
+) -> Result<Response, Error> {
+    let refused = Err(Error::Refused("you may not subscribe to this channel"));
+    let Some((socket_id, channel_name)) = auth_fields(ctx.req)? else {
+        return refused;
+    };
+    if channel_name != admin_channel(signed_in.admin.id) {
+        log::info!(
+            "admin {} refused channel {}",
+            signed_in.admin.id,
+            log_safe(&channel_name)
+        );
+        return refused;
+    }
+    let owner = format!("admin-{}:{}", signed_in.admin.id, signed_in.session.id);
+    if app
+        .hub
+        .record_authorization(&socket_id, &channel_name, &owner)
+        .is_err()
+    {
+        return refused;
+    }
+    let auth = app.hub.sign(&socket_id, &channel_name, None);
+    Ok(Response::json(200, &json!({ "auth": auth })))
 }
 
 /// Public channels whose names look like ours (`company.<id>.orders`, `App.Models.User.7`, in
@@ -387,8 +429,17 @@ fn recheck(app: &App) -> Result<(), String> {
             .as_deref()
             .and_then(|o| o.split_once(':'))
             .and_then(|(u, s)| Some((u.parse::<i64>().ok()?, s.parse::<i64>().ok()?)));
-        let allowed = match owner {
-            Some((user_id, session_id)) => *verdicts
+        let admin = s
+            .user_id
+            .as_deref()
+            .and_then(|o| o.strip_prefix("admin-")?.split_once(':'))
+            .and_then(|(a, s)| Some((a.parse::<i64>().ok()?, s.parse::<i64>().ok()?)));
+        let allowed = match (owner, admin) {
+            (_, Some((admin_id, session_id))) => {
+                s.channel == admin_channel(admin_id)
+                    && matches!(app.catalog.session_is_live(session_id, now), Ok(true))
+            }
+            (Some((user_id, session_id)), None) => *verdicts
                 .entry((user_id, session_id, s.channel.clone()))
                 .or_insert_with(|| {
                     still_allowed(app, &app.catalog, user_id, session_id, &s.channel, now)
@@ -397,7 +448,9 @@ fn recheck(app: &App) -> Result<(), String> {
             // signature was replayed (subscribe, unsubscribe, subscribe again) or its recorded
             // authorization was pushed out by later ones. The signature never expires, so
             // keeping it would let it outlive any revocation.
-            None => !(s.channel.starts_with("private-") || s.channel.starts_with("presence-")),
+            (None, None) => {
+                !(s.channel.starts_with("private-") || s.channel.starts_with("presence-"))
+            }
         };
         if !allowed {
             ended.push((s.socket_id, s.channel));

@@ -231,7 +231,7 @@ impl Catalog {
 /// Why a change to a job was refused.
 #[derive(Debug, PartialEq)]
 pub enum JobChange {
-    Done(JobRecord),
+    Done(Box<JobRecord>),
     NotFound,
     /// The job is in a state that does not allow it (running, already done...).
     WrongState(JobStatus),
@@ -482,11 +482,11 @@ impl Catalog {
                 }
                 Err(e) => return Err(e.into()),
             }
-            Ok(JobChange::Done(tx.query_row(
+            Ok(JobChange::Done(Box::new(tx.query_row(
                 &select,
                 [id],
                 job_from_row,
-            )?))
+            )?)))
         })
     }
 

@@ -3,6 +3,7 @@
 #[cfg(test)]
 mod config_tests;
 mod identity;
+mod jobs;
 mod tenants;
 
 use std::fmt;
@@ -119,6 +120,8 @@ Commands:
   users      Create user accounts
   members    Add users to tenants with a role, or invite them
   admin      Create system admins, reset their passwords
+  jobs       List, show, retry and discard background jobs; fire due schedules
+  schedules  List, add and remove recurring jobs
   realtime   Show the real-time channels' app id, key and secret
   help       Show this help (`tenantd help <command>`: that command's)
 
@@ -238,6 +241,16 @@ const COMMANDS: &[Command] = &[
         name: "admin",
         help: identity::ADMIN_HELP,
         run: |args, env| identity::admin(args, env).map(|()| 0),
+    },
+    Command {
+        name: "jobs",
+        help: jobs::JOBS_HELP,
+        run: |args, env| jobs::jobs(args, env).map(|()| 0),
+    },
+    Command {
+        name: "schedules",
+        help: jobs::SCHEDULES_HELP,
+        run: |args, env| jobs::schedules(args, env).map(|()| 0),
     },
     Command {
         name: "realtime",
