@@ -8,7 +8,7 @@ import Pusher from 'pusher-js';
 import Echo from 'laravel-echo';
 import PusherServer from 'pusher';
 
-import { startServer, DEMO_PASSWORD as PASSWORD } from './server.mjs';
+import { startServer, waitFor, DEMO_PASSWORD as PASSWORD } from './server.mjs';
 
 let server;
 let base;
@@ -16,19 +16,6 @@ let port;
 let credentials;
 const tenants = {};
 const clients = [];
-
-function waitFor(predicate, what, ms = 5000) {
-  return new Promise((resolve, reject) => {
-    const started = Date.now();
-    const tick = () => {
-      const value = predicate();
-      if (value) return resolve(value);
-      if (Date.now() - started > ms) return reject(new Error(`timed out waiting for ${what}`));
-      setTimeout(tick, 20);
-    };
-    tick();
-  });
-}
 
 async function api(method, path, token, body, headers = {}) {
   const res = await fetch(base + path, {

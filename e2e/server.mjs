@@ -136,3 +136,17 @@ export async function startServer(options = {}) {
     },
   };
 }
+
+/** Resolves with `predicate()`'s first truthy value, polled every 20 ms; rejects after `ms`. */
+export function waitFor(predicate, what, ms = 5000) {
+  return new Promise((resolve, reject) => {
+    const started = Date.now();
+    const tick = () => {
+      const value = predicate();
+      if (value) return resolve(value);
+      if (Date.now() - started > ms) return reject(new Error(`timed out waiting for ${what}`));
+      setTimeout(tick, 20);
+    };
+    tick();
+  });
+}

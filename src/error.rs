@@ -67,6 +67,13 @@ pub enum Error {
         code: &'static str,
         message: String,
     },
+    /// An inbound webhook whose signature or timestamp does not hold: the code says which.
+    WebhookUnverified {
+        code: &'static str,
+        message: String,
+    },
+    /// An inbound webhook for a source we do not take.
+    UnknownWebhookSource,
     /// A failure on our side: logged in full, answered with a generic message.
     Internal(String),
 }
@@ -163,6 +170,12 @@ impl Error {
                 code,
                 message,
             } => (*status, code, message.clone()),
+            Error::WebhookUnverified { code, message } => (401, code, message.clone()),
+            Error::UnknownWebhookSource => (
+                404,
+                "unknown_source",
+                "no inbound webhooks are taken for this source".into(),
+            ),
             Error::Internal(_) => (
                 500,
                 "internal_error",

@@ -61,6 +61,11 @@ pub fn kind(name: &str) -> Option<Kind> {
             timeout: secs(30),
             run: super::webhooks_out::deliver_job,
         },
+        super::webhooks_in::MESSAGES_KIND => Kind {
+            queue: super::webhooks_in::QUEUE,
+            timeout: secs(30),
+            run: super::webhooks_in::run_messages,
+        },
         _ => return None,
     })
 }

@@ -22,7 +22,9 @@ mod pipeline;
 mod tenant;
 mod totp;
 mod webhook_endpoints;
+pub mod webhook_verify;
 mod webhooks_guard;
+mod webhooks_in;
 pub mod webhooks_out;
 mod workspace;
 
@@ -76,6 +78,7 @@ fn routes() -> Router<Route> {
     broadcasting::routes(&mut r);
     admin::routes(&mut r);
     jobs::routes(&mut r);
+    webhooks_in::routes(&mut r);
     r
 }
 

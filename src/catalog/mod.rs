@@ -11,6 +11,7 @@
 mod audit;
 mod error;
 mod identity;
+mod inbound;
 mod invitations;
 mod jobs;
 pub(crate) mod permissions;
@@ -52,6 +53,7 @@ pub use error::CatalogError;
 pub use identity::{
     normalize_email, normalize_photo_url, IdentityError, NewUser, ProfileUpdate, SystemAdmin, User,
 };
+pub use inbound::{InboundSecretInfo, DELIVERY_MEMORY_SECS};
 pub use invitations::{
     Accepted, Acceptor, Invitation, InvitationStatus, NewInvitation, INVITATION_TTL_SECS,
 };

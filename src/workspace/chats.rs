@@ -105,6 +105,25 @@ pub struct Message {
     pub created_at: String,
     pub edited_at: Option<String>,
     pub deleted_at: Option<String>,
+    /// Set only on a message from outside the company (an inbound webhook), whose `user_id`
+    /// is [`EXTERNAL_USER_ID`]; absent from the JSON of every other message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_author: Option<ExternalAuthor>,
+}
+
+/// `user_id` of a message from outside the company: no catalog user has it (theirs start at 1),
+/// so nobody can edit or delete it as their own.
+pub const EXTERNAL_USER_ID: i64 = 0;
+pub const MAX_AUTHOR_CHARS: usize = 200;
+
+/// Who wrote a message from outside the company, as the sender names them.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalAuthor {
+    pub name: String,
+    /// The sender's own id for that person, kept for the sender's sake; never shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
 }
 
 /// Input of [`create_chat`]. `kind` is text so that a bad value is reported
@@ -126,7 +145,8 @@ pub struct ChatUpdate {
 }
 
 const CHAT_COLUMNS: &str = "id, title, kind, created_by, created_at, updated_at, archived_at";
-const MESSAGE_COLUMNS: &str = "id, chat_id, user_id, body, created_at, edited_at, deleted_at";
+const MESSAGE_COLUMNS: &str =
+    "id, chat_id, user_id, body, created_at, edited_at, deleted_at, external_author, external_author_id";
 
 fn chat_from_row(row: &Row<'_>) -> rusqlite::Result<Chat> {
     let kind: String = row.get(2)?;
@@ -157,6 +177,13 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
         created_at: row.get(4)?,
         edited_at: row.get(5)?,
         deleted_at,
+        external_author: match row.get::<_, Option<String>>(7)? {
+            Some(name) => Some(ExternalAuthor {
+                name,
+                external_id: row.get(8)?,
+            }),
+            None => None,
+        },
     })
 }
 
@@ -617,6 +644,89 @@ pub fn post_message(
             |row| row.get(0),
         )?;
         message(tx, chat_id, id)?.ok_or(WorkspaceError::NotFound)
+    })
+}
+
+/// What is wrong with a message from outside, every field at once (the API checks it before it
+/// accepts the delivery, [`post_external_message`] again).
+pub fn external_message_problems(
+    body: &str,
+    author: &ExternalAuthor,
+) -> Result<(), WorkspaceError> {
+    let mut problems = Problems::default();
+    body_problems(&mut problems, body);
+    let name = author.name.trim();
+    if name.is_empty() {
+        problems.add("author.name", "must not be empty");
+    } else if problems.control_characters("author.name", name, false)
+        && name.chars().count() > MAX_AUTHOR_CHARS
+    {
+        problems.add(
+            "author.name",
+            format!("must be at most {MAX_AUTHOR_CHARS} characters"),
+        );
+    }
+    if let Some(id) = &author.external_id {
+        if id.is_empty() || id.chars().count() > MAX_AUTHOR_CHARS {
+            problems.add(
+                "author.external_id",
+                format!("must be 1 to {MAX_AUTHOR_CHARS} characters"),
+            );
+        } else {
+            problems.control_characters("author.external_id", id, false);
+        }
+    }
+    problems.check()
+}
+
+/// Posts a message from outside the company (an inbound webhook) into a chat, as `author`, with
+/// no reader: the delivery was verified and names its tenant, and every chat of the tenant is
+/// open to it. `key` names the delivery (source and webhook-id): a second call with the same
+/// key posts nothing and answers `None`. A missing chat is `NotFound`, an archived one a
+/// validation error.
+pub fn post_external_message(
+    tenant: &Tenant,
+    chat_id: i64,
+    body: &str,
+    author: &ExternalAuthor,
+    key: &str,
+) -> Result<Option<Message>, WorkspaceError> {
+    external_message_problems(body, author)?;
+    tenant.write(|tx| {
+        let chat = row_cached(
+            tx,
+            &format!("SELECT {CHAT_COLUMNS} FROM chats WHERE id = ?1"),
+            [chat_id],
+            chat_from_row,
+        )
+        .optional()?
+        .ok_or(WorkspaceError::NotFound)?;
+        let mut problems = Problems::default();
+        archived_problem(&mut problems, &chat);
+        problems.check()?;
+        let id: Option<i64> = row_cached(
+            tx,
+            "INSERT INTO messages (chat_id, user_id, body, created_at,
+                                   external_author, external_author_id, inbound_key)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (inbound_key) WHERE inbound_key IS NOT NULL DO NOTHING
+             RETURNING id",
+            params![
+                chat_id,
+                EXTERNAL_USER_ID,
+                body,
+                now(),
+                author.name.trim(),
+                author.external_id,
+                key
+            ],
+            |row| row.get(0),
+        )
+        .optional()?;
+        match id {
+            Some(id) => Ok(message(tx, chat_id, id)?),
+            None => Ok(None),
+        }
     })
 }
 

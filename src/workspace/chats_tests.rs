@@ -494,3 +494,77 @@ fn messages_page_newest_first() {
         25
     );
 }
+
+fn bridge(name: &str) -> ExternalAuthor {
+    ExternalAuthor {
+        name: name.into(),
+        external_id: Some("tg:42".into()),
+    }
+}
+
+#[test]
+fn an_external_message_is_posted_once_per_delivery_and_belongs_to_nobody() {
+    let t = tenant();
+    let t = &t.tenant;
+    let (a, _) = two_chats(t);
+    let posted = post_external_message(t, a, "hello from outside", &bridge(" Eve "), "messages:m1")
+        .unwrap()
+        .expect("posted");
+    assert_eq!(posted.user_id, EXTERNAL_USER_ID);
+    assert_eq!(posted.external_author, Some(bridge("Eve")));
+    // The same delivery again (a job run twice) posts nothing more.
+    let again = post_external_message(t, a, "hello from outside", &bridge("Eve"), "messages:m1");
+    assert_eq!(again.unwrap(), None);
+    let page = list_messages(t, &reader(2, &[]), a, None, None).unwrap();
+    assert_eq!(page.items, vec![posted.clone()]);
+    let json = serde_json::to_value(&page.items[0]).unwrap();
+    assert_eq!(json["external_author"]["name"], "Eve");
+    // Counted as unread by the participants, and nobody's own to edit or delete.
+    let chats = list_chats(t, &reader(2, &[])).unwrap();
+    assert_eq!(chats[0].unread_count, 1);
+    assert_eq!(
+        forbidden(edit_message(t, &admin(1), a, posted.id, "x")),
+        OWN_MESSAGES_ONLY
+    );
+    // Users' messages say nothing of an external author.
+    let own = post_message(t, &reader(2, &[]), a, "hi").unwrap();
+    let json = serde_json::to_value(&own).unwrap();
+    assert!(json.get("external_author").is_none(), "{json}");
+}
+
+#[test]
+fn an_external_message_needs_a_live_chat_and_valid_fields() {
+    let t = tenant();
+    let t = &t.tenant;
+    let (a, _) = two_chats(t);
+    let missing = post_external_message(t, 999, "x", &bridge("Eve"), "messages:m2");
+    assert!(is_not_found(&missing), "{missing:?}");
+    let bad = ExternalAuthor {
+        name: "  ".into(),
+        external_id: Some(String::new()),
+    };
+    assert_eq!(
+        fields(post_external_message(t, a, "", &bad, "messages:m3")),
+        ["author.external_id", "author.name", "body"]
+    );
+    update_chat(
+        t,
+        &creator(1),
+        a,
+        &ChatUpdate {
+            title: None,
+            archived: Some(true),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        fields(post_external_message(
+            t,
+            a,
+            "x",
+            &bridge("Eve"),
+            "messages:m4"
+        )),
+        ["chat_id"]
+    );
+}

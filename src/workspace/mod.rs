@@ -41,9 +41,10 @@ use serde::Serialize;
 use crate::db::DbError;
 
 pub use chats::{
-    add_participant, create_chat, delete_message, edit_message, get_chat, list_chats,
-    list_messages, mark_read, participants, post_message, remove_participant, update_chat, Chat,
-    ChatKind, ChatSummary, ChatUpdate, Message, NewChat, Participant,
+    add_participant, create_chat, delete_message, edit_message, external_message_problems,
+    get_chat, list_chats, list_messages, mark_read, participants, post_external_message,
+    post_message, remove_participant, update_chat, Chat, ChatKind, ChatSummary, ChatUpdate,
+    ExternalAuthor, Message, NewChat, Participant, EXTERNAL_USER_ID,
 };
 pub use demo::{is_demo, mark_demo, seed_demo, DemoSummary};
 pub use orders::{

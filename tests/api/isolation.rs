@@ -30,7 +30,8 @@ fn fill(pattern: &str, user_id: i64, role_id: i64) -> String {
         .replace("{id}", &role_id.to_string())
         // Message ids: the workspace tests aim real ones at other tenants; here any id will do,
         // since the answer must be a refusal before the id is ever looked at.
-        .replace("{mid}", "1");
+        .replace("{mid}", "1")
+        .replace("{source}", "messages");
     assert!(!path.contains('{'), "unknown parameter in {pattern}");
     path
 }

@@ -27,6 +27,8 @@ mod tenancy;
 mod tenant_name;
 mod throttle;
 mod ui;
+mod webhooks_in;
+mod webhooks_in_jobs;
 mod webhooks_out;
 mod webhooks_out_delivery;
 mod workspace;

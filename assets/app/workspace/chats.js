@@ -118,6 +118,15 @@ function usePeople(ctx) {
   };
 }
 
+/** A message from outside the company (an inbound webhook) names its sender itself; it has no member. */
+function authorName(message, people) {
+  return message.external_author ? `${message.external_author.name} (external)` : people.name(message.user_id);
+}
+
+function authorUser(message, people) {
+  return message.external_author ? { id: 0, name: message.external_author.name, surname: '' } : people.user(message.user_id);
+}
+
 /** Whether this member may rename, archive and change the participants of a chat (src/workspace/chats.rs). */
 function canManage(ctx, chat) {
   return ctx.membership.role === 'admin' || (chat.participant && ctx.can('chats_create'));
@@ -249,7 +258,7 @@ export function ChatsScreen({ ctx, chatId }) {
 
 function ChatRow({ chat, current, people, me }) {
   const last = chat.last_message;
-  const who = last ? (last.user_id === me ? 'You' : people.firstName(last.user_id)) : '';
+  const who = last ? (last.user_id === me ? 'You' : last.external_author ? last.external_author.name : people.firstName(last.user_id)) : '';
   const unread = chat.unread_count > 0 && !current;
   return html`<li data-testid="chat-row" data-chat-id=${chat.id} class=${unread ? 'unread' : ''}>
     <${Link} to=${`/chats/${chat.id}`} aria-current=${current ? 'page' : undefined}>
@@ -326,7 +335,7 @@ function Conversation({ ctx, chatId, listed, people, resync, onSummary, onRead, 
       scrollPlan.current = nearBottom() ? 'bottom' : 'stay';
       setMessages((ms) => (ms.some((m) => m.id === message.id) ? ms : [...ms, message]));
       stopTyping(message.user_id);
-      if (message.user_id !== me) setAnnounce(`${people.name(message.user_id)}: ${message.body}`);
+      if (message.user_id !== me) setAnnounce(`${authorName(message, people)}: ${message.body}`);
     },
     'message.updated': (_, { message }) => message && setMessages((ms) => ms.map((m) => (m.id === message.id ? message : m))),
     'message.deleted': (_, { id }) => setMessages((ms) => ms.map((m) => (m.id === id ? { ...m, body: '', deleted_at: m.deleted_at || new Date().toISOString() } : m))),
@@ -558,12 +567,13 @@ function MessageItem({ message, previous, mine, editable, people, chatId, onChan
   const continued =
     previous &&
     previous.user_id === message.user_id &&
+    (previous.external_author && previous.external_author.name) === (message.external_author && message.external_author.name) &&
     !previous.deleted_at &&
     Date.parse(message.created_at) - Date.parse(previous.created_at) < GROUP_MS;
-  const author = mine ? 'You' : people.name(message.user_id);
+  const author = mine ? 'You' : authorName(message, people);
   const classes = ['message', mine && 'mine', deleted && 'deleted', continued && 'continued'].filter(Boolean).join(' ');
   return html`<li data-testid="message" data-message-id=${message.id} class=${classes}>
-    ${!mine && !continued ? html`<${Avatar} user=${people.user(message.user_id)} small />` : html`<span class="avatar-space" aria-hidden="true"></span>`}
+    ${!mine && !continued ? html`<${Avatar} user=${authorUser(message, people)} small />` : html`<span class="avatar-space" aria-hidden="true"></span>`}
     <div class="bubble">
       <p class=${continued && !message.edited_at ? 'message-meta visually-hidden' : 'message-meta'}>
         <span class="author">${author}</span>

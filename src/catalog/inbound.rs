@@ -1,0 +1,132 @@
+//! Inbound webhooks' catalog rows: each tenant's secret per source (made and replaced by the
+//! tenant's admins, read by the verification of every inbound request) and the deliveries
+//! accepted, by webhook-id, so that a repeated delivery gets its first job again. Times are unix
+//! seconds, passed in.
+
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+
+use super::{Catalog, CatalogError};
+
+/// How long an accepted webhook-id is remembered: longer than senders go on retrying (the
+/// common ones stop within a few days).
+pub const DELIVERY_MEMORY_SECS: i64 = 7 * 24 * 3600;
+
+/// A source's secret as its admins may see it: whether it is set and when, never the secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InboundSecretInfo {
+    pub created_at: i64,
+    pub rotated_at: Option<i64>,
+}
+
+impl Catalog {
+    /// The tenant's secret for `source` (`whsec_...`), if one was made.
+    pub fn inbound_secret(
+        &self,
+        tenant_id: &str,
+        source: &str,
+    ) -> Result<Option<String>, CatalogError> {
+        let conn = self.pool.get()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT secret FROM inbound_secrets WHERE tenant_id = ?1 AND source = ?2",
+        )?;
+        Ok(stmt
+            .query_row(params![tenant_id, source], |row| row.get(0))
+            .optional()?)
+    }
+
+    /// When each source of the tenant that has a secret got it.
+    pub fn inbound_secret_infos(
+        &self,
+        tenant_id: &str,
+    ) -> Result<Vec<(String, InboundSecretInfo)>, CatalogError> {
+        let conn = self.pool.get()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT source, created_at, rotated_at FROM inbound_secrets
+             WHERE tenant_id = ?1 ORDER BY source",
+        )?;
+        let rows = stmt.query_map([tenant_id], |row| {
+            Ok((
+                row.get(0)?,
+                InboundSecretInfo {
+                    created_at: row.get(1)?,
+                    rotated_at: row.get(2)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Sets the tenant's secret for `source`, replacing any older one at once.
+    pub fn set_inbound_secret(
+        &self,
+        tenant_id: &str,
+        source: &str,
+        secret: &str,
+        now: i64,
+    ) -> Result<InboundSecretInfo, CatalogError> {
+        self.write(|tx| {
+            Ok(tx.query_row(
+                "INSERT INTO inbound_secrets (tenant_id, source, secret, created_at)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (tenant_id, source)
+                 DO UPDATE SET secret = excluded.secret, rotated_at = excluded.created_at
+                 RETURNING created_at, rotated_at",
+                params![tenant_id, source, secret, now],
+                |row| {
+                    Ok(InboundSecretInfo {
+                        created_at: row.get(0)?,
+                        rotated_at: row.get(1)?,
+                    })
+                },
+            )?)
+        })
+    }
+
+    /// The job of a delivery accepted before, by its webhook-id.
+    pub fn inbound_delivery(
+        &self,
+        tenant_id: &str,
+        source: &str,
+        webhook_id: &str,
+    ) -> Result<Option<i64>, CatalogError> {
+        let conn = self.pool.get()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT job_id FROM inbound_deliveries
+             WHERE tenant_id = ?1 AND source = ?2 AND webhook_id = ?3",
+        )?;
+        Ok(stmt
+            .query_row(params![tenant_id, source, webhook_id], |row| row.get(0))
+            .optional()?)
+    }
+
+    /// Remembers an accepted delivery and forgets those older than [`DELIVERY_MEMORY_SECS`].
+    /// Answers the job the catalog holds for it: `job_id`, or the job of a twin that was
+    /// recorded first.
+    pub fn record_inbound_delivery(
+        &self,
+        tenant_id: &str,
+        source: &str,
+        webhook_id: &str,
+        job_id: i64,
+        now: i64,
+    ) -> Result<i64, CatalogError> {
+        self.write(|tx| {
+            tx.execute(
+                "DELETE FROM inbound_deliveries WHERE received_at < ?1",
+                [now - DELIVERY_MEMORY_SECS],
+            )?;
+            tx.execute(
+                "INSERT INTO inbound_deliveries (tenant_id, source, webhook_id, job_id, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                params![tenant_id, source, webhook_id, job_id, now],
+            )?;
+            Ok(tx.query_row(
+                "SELECT job_id FROM inbound_deliveries
+                 WHERE tenant_id = ?1 AND source = ?2 AND webhook_id = ?3",
+                params![tenant_id, source, webhook_id],
+                |row| row.get(0),
+            )?)
+        })
+    }
+}
