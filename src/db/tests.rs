@@ -539,3 +539,58 @@ fn reading_beside_a_writer_sees_its_commits_in_the_log() {
     writer.execute_batch("INSERT INTO a VALUES (1)").unwrap();
     assert!(database_files(&path).iter().all(|f| f.exists()));
 }
+
+/// The jobs migration rebuilds `tenants` (to widen its status CHECK): a catalog made before it
+/// keeps its tenants, their domains and memberships, and the rebuilt table is still the parent
+/// those rows cascade from.
+#[test]
+fn rebuilding_the_tenants_table_keeps_what_hangs_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = open(&dir.path().join("central.db"), DbKind::Catalog, Create::New).unwrap();
+    let all = central_migrations();
+    let before = all
+        .iter()
+        .position(|m| m.file.contains("jobs"))
+        .expect("the jobs migration");
+    migrate(&mut conn, &all[..before]).unwrap();
+    conn.execute_batch(
+        "INSERT INTO tenants (id, slug, name, created_at, updated_at)
+             VALUES ('00000000-0000-4000-8000-000000000001', 'acme', 'Acme', 'now', 'now');
+         INSERT INTO domains (domain, tenant_id, is_primary)
+             VALUES ('acme.test', '00000000-0000-4000-8000-000000000001', 1);
+         INSERT INTO users (email, name, surname, password_hash, created_at, updated_at)
+             VALUES ('a@acme.test', 'A', 'B', 'x', 'now', 'now');
+         INSERT INTO roles (tenant_id, name, permissions, builtin, created_at, updated_at)
+             VALUES ('00000000-0000-4000-8000-000000000001', 'admin', '[\"*\"]', 1, 'now', 'now');
+         INSERT INTO memberships (user_id, tenant_id, role_id, created_at)
+             SELECT u.id, r.tenant_id, r.id, 'now' FROM users u, roles r;",
+    )
+    .unwrap();
+    let count =
+        |conn: &Connection, sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    let memberships = count(&conn, "SELECT count(*) FROM memberships");
+    assert_eq!(memberships, 1, "the fixture holds a membership");
+    migrate(&mut conn, all).unwrap();
+    assert_eq!(count(&conn, "SELECT count(*) FROM tenants"), 1);
+    assert_eq!(count(&conn, "SELECT count(*) FROM domains"), 1);
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM memberships"),
+        memberships
+    );
+    let fk: i64 = count(&conn, "SELECT foreign_keys FROM pragma_foreign_keys");
+    assert_eq!(fk, 1, "foreign keys are on again after the migration");
+    conn.execute(
+        "UPDATE tenants SET status = 'provisioning' WHERE slug = 'acme'",
+        [],
+    )
+    .unwrap();
+    conn.execute("DELETE FROM tenants WHERE slug = 'acme'", [])
+        .unwrap();
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM domains"),
+        0,
+        "domains cascade from the rebuilt table"
+    );
+    assert_eq!(count(&conn, "SELECT count(*) FROM memberships"), 0);
+    assert_eq!(count(&conn, "SELECT count(*) FROM roles"), 0);
+}
