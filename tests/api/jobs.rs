@@ -33,7 +33,13 @@ fn job(app: &App, id: i64) -> JobRecord {
 
 /// Every `noop.<job id>` row of a tenant's file.
 pub(crate) fn recorded(test: &TestApp, tenant_id: &str) -> Vec<(i64, String)> {
-    let conn = rusqlite::Connection::open(test.tenant_file(tenant_id)).unwrap();
+    recorded_in(test.data.path(), tenant_id)
+}
+
+/// The same, in a data directory's tenant file.
+pub(crate) fn recorded_in(data: &std::path::Path, tenant_id: &str) -> Vec<(i64, String)> {
+    let path = data.join("tenants").join(format!("{tenant_id}.db"));
+    let conn = rusqlite::Connection::open(path).unwrap();
     conn.busy_timeout(Duration::from_secs(5)).unwrap();
     let mut stmt = conn
         .prepare("SELECT key, value FROM tenant_meta WHERE key LIKE 'noop.%' ORDER BY key")

@@ -15,6 +15,7 @@ mod identity_cli;
 mod invitations;
 mod isolation;
 mod jobs;
+mod jobs_crash;
 mod layers;
 mod portal_api;
 mod profile;
