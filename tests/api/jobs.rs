@@ -15,7 +15,7 @@ use crate::support::{eventually, spawn_app_with, TestApp};
 const WAIT: Duration = Duration::from_secs(30);
 
 /// A test app whose workers the test starts (or drives itself).
-fn app_with_workers(workers: usize, backoff_ms: u64) -> TestApp {
+pub(crate) fn app_with_workers(workers: usize, backoff_ms: u64) -> TestApp {
     spawn_app_with(|c| {
         c.jobs.workers = vec![("default".into(), workers)];
         c.jobs.backoff = Duration::from_millis(backoff_ms);
@@ -27,7 +27,7 @@ pub(crate) fn noop(tenant: Option<&str>, payload: serde_json::Value) -> NewJob {
     NewJob::new(tenant.map(String::from), "default", "noop", payload)
 }
 
-fn job(app: &App, id: i64) -> JobRecord {
+pub(crate) fn job(app: &App, id: i64) -> JobRecord {
     app.catalog.job(id).unwrap().expect("job exists")
 }
 

@@ -16,6 +16,7 @@ mod invitations;
 mod isolation;
 mod jobs;
 mod jobs_crash;
+mod jobs_timeout;
 mod layers;
 mod portal_api;
 mod profile;
