@@ -15,6 +15,7 @@ mod identity_cli;
 mod invitations;
 mod isolation;
 mod jobs;
+mod jobs_admin_channel;
 mod jobs_crash;
 mod jobs_timeout;
 mod layers;
