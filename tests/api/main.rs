@@ -16,6 +16,7 @@ mod invitations;
 mod isolation;
 mod jobs;
 mod jobs_admin_channel;
+mod jobs_cli;
 mod jobs_crash;
 mod jobs_timeout;
 mod layers;
