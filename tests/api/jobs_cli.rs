@@ -174,67 +174,37 @@ fn schedules_commands_add_list_remove_and_tick_fires_each_due_time_once() {
     assert_eq!(ids(&listed, "schedules"), vec![id]);
 
     // Usage errors name the problem, and add nothing.
-    fails(
-        &test,
-        &["schedules", "add", "--cron", "every day", "--kind", "noop"],
-        2,
-        "--cron: not a cron expression",
-    );
-    fails(
-        &test,
-        &["schedules", "add", "--cron", "61 * * * *", "--kind", "noop"],
-        2,
-        "--cron",
-    );
-    fails(
-        &test,
-        &[
-            "schedules",
-            "add",
-            "--cron",
-            "* * * * *",
-            "--kind",
-            "nothing",
-        ],
-        2,
-        "--kind: no job kind nothing",
-    );
-    fails(
-        &test,
-        &["schedules", "add", "--kind", "noop"],
-        2,
-        "--cron is required",
-    );
-    fails(
-        &test,
-        &[
-            "schedules",
-            "add",
-            "--cron",
-            "* * * * *",
-            "--kind",
-            "noop",
+    let bad: [(&[&str], &str); 6] = [
+        (
+            &["--cron", "every day", "--kind", "noop"],
+            "--cron: not a cron expression",
+        ),
+        (&["--cron", "61 * * * *", "--kind", "noop"], "--cron"),
+        (
+            &["--cron", "* * * * *", "--kind", "nothing"],
+            "--kind: no job kind nothing",
+        ),
+        (&["--kind", "noop"], "--cron is required"),
+        (
+            &["--cron", "* * * * *", "--kind", "noop", "--payload", "{"],
             "--payload",
-            "{",
-        ],
-        2,
-        "--payload",
-    );
-    fails(
-        &test,
-        &[
-            "schedules",
-            "add",
-            "--cron",
-            "* * * * *",
-            "--kind",
-            "noop",
-            "--tenant",
-            "nobody",
-        ],
-        2,
-        "--tenant: no tenant nobody",
-    );
+        ),
+        (
+            &[
+                "--cron",
+                "* * * * *",
+                "--kind",
+                "noop",
+                "--tenant",
+                "nobody",
+            ],
+            "--tenant: no tenant nobody",
+        ),
+    ];
+    for (args, what) in bad {
+        let all: Vec<&str> = ["schedules", "add"].iter().chain(args).copied().collect();
+        fails(&test, &all, 2, what);
+    }
     assert_eq!(
         ids(&ok(&test, &["schedules", "list", "--json"]), "schedules"),
         vec![id]

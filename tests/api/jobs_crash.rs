@@ -9,6 +9,7 @@ use serde_json::json;
 use tenantd::catalog::{Catalog, Enqueued, JobInsert};
 use tenantd::db::Create;
 
+use crate::beside::cli_ok;
 use crate::cli::init_data_dir;
 use crate::jobs::recorded_in;
 use crate::support::{eventually, spawn_serve};
@@ -37,16 +38,7 @@ fn kill_9_while_jobs_run_then_restart_loses_none_and_repeats_none() {
     let mut ids = Vec::new();
     for t in 0..TENANTS {
         let slug = format!("crash{t}");
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenantd"))
-            .args(["tenants", "create", &slug, "--name", &slug, "--data"])
-            .arg(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        cli_ok(dir, &["tenants", "create", &slug, "--name", &slug]);
         ids.push(catalog.by_slug(&slug).unwrap().expect("created").id.clone());
     }
     // Enqueued by another process (this one), interleaved across the tenants.
