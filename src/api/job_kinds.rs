@@ -74,15 +74,13 @@ pub fn kind(name: &str) -> Option<Kind> {
 /// - `"expect_tenant": "<id>"`: the tenant file's own `tenant_meta` id must be that id;
 /// - `"record": true`: once per job (keyed by the job's id, so a rerun changes nothing) a
 ///   `tenant_meta` row `noop.<job id>` notes the run;
-/// - `"fail": "<message>"`: fails the attempt (retried);
-/// - `"sleep_ms": n`: takes that long (at most 10 s), for timeouts.
+/// - `"fail": "<message>"`: fails the attempt (retried).
 ///
-/// Harmless in production: it reads one row and writes at most one of its own per job.
+/// Harmless in production: it reads one row and writes at most one of its own per job. It
+/// never waits: a payload that could hold a worker would let whoever writes a schedule stall
+/// a queue (the timeout tests run a kind of their own through `jobs::run_next_with`).
 fn noop(_app: &App, run: &JobRun) -> Result<(), JobFailure> {
     let p = &run.payload;
-    if let Some(ms) = p.get("sleep_ms").and_then(|v| v.as_u64()) {
-        std::thread::sleep(Duration::from_millis(ms.min(10_000)));
-    }
     if let Some(message) = p.get("fail").and_then(|v| v.as_str()) {
         return Err(JobFailure::Retry(message.to_string()));
     }

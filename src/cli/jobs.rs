@@ -224,7 +224,18 @@ pub fn schedules(args: &mut Args, env: &Env) -> Result<(), CommandError> {
                     .transpose()?,
             };
             let catalog = open_catalog(&data, Create::Never)?;
-            let s = queue::add_schedule(&catalog, &new, now_ms()).map_err(op)?;
+            let s = queue::add_schedule(&catalog, &new, now_ms()).map_err(|e| match e {
+                // What was given is wrong: a usage error naming the option and the problem.
+                crate::error::Error::Validation(fields) => CliError(
+                    fields
+                        .iter()
+                        .map(|(field, message)| format!("--{field}: {message}"))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                )
+                .into(),
+                other => op(other),
+            })?;
             if json {
                 println!("{}", serde_json::to_string(&s).unwrap_or_default());
             } else {

@@ -25,7 +25,7 @@ fn cli(data: &Path, args: &[&str]) -> Output {
         .expect("run tenantd")
 }
 
-fn cli_ok(data: &Path, args: &[&str]) -> Output {
+pub(crate) fn cli_ok(data: &Path, args: &[&str]) -> Output {
     let out = cli(data, args);
     assert!(
         out.status.success(),

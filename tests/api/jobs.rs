@@ -15,7 +15,7 @@ use crate::support::{eventually, spawn_app_with, TestApp};
 const WAIT: Duration = Duration::from_secs(30);
 
 /// A test app whose workers the test starts (or drives itself).
-fn app_with_workers(workers: usize, backoff_ms: u64) -> TestApp {
+pub(crate) fn app_with_workers(workers: usize, backoff_ms: u64) -> TestApp {
     spawn_app_with(|c| {
         c.jobs.workers = vec![("default".into(), workers)];
         c.jobs.backoff = Duration::from_millis(backoff_ms);
@@ -27,13 +27,19 @@ pub(crate) fn noop(tenant: Option<&str>, payload: serde_json::Value) -> NewJob {
     NewJob::new(tenant.map(String::from), "default", "noop", payload)
 }
 
-fn job(app: &App, id: i64) -> JobRecord {
+pub(crate) fn job(app: &App, id: i64) -> JobRecord {
     app.catalog.job(id).unwrap().expect("job exists")
 }
 
 /// Every `noop.<job id>` row of a tenant's file.
 pub(crate) fn recorded(test: &TestApp, tenant_id: &str) -> Vec<(i64, String)> {
-    let conn = rusqlite::Connection::open(test.tenant_file(tenant_id)).unwrap();
+    recorded_in(test.data.path(), tenant_id)
+}
+
+/// The same, in a data directory's tenant file.
+pub(crate) fn recorded_in(data: &std::path::Path, tenant_id: &str) -> Vec<(i64, String)> {
+    let path = data.join("tenants").join(format!("{tenant_id}.db"));
+    let conn = rusqlite::Connection::open(path).unwrap();
     conn.busy_timeout(Duration::from_secs(5)).unwrap();
     let mut stmt = conn
         .prepare("SELECT key, value FROM tenant_meta WHERE key LIKE 'noop.%' ORDER BY key")
