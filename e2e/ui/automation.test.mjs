@@ -141,3 +141,62 @@ test('a viewer has no Settings, and its address says there is no access', { skip
   await page.goto(`${ui.server.url}/t/acme/settings/webhooks`);
   await page.locator('[data-screen="no-access"][data-for="webhooks"]').waitFor(WAIT);
 });
+
+test('a tenant created in the background turns active in the list live; Jobs lists its provisioning job', { skip: ui.skip }, async () => {
+  const page = await newPage(ui.browser);
+  const log = await watchConsole(page);
+  await signIn(page, `${ui.server.url}/tenants`, ui.server.admin.email, ui.server.admin.password);
+  await page.locator('[data-screen="portal-tenants"]').waitFor(WAIT);
+  // The admin's channel is joined before the tenant is asked for, so its event cannot be missed.
+  await page.waitForFunction(() => {
+    const echo = window.Echo && document.querySelector('[data-screen]');
+    return echo && performance.getEntriesByType('resource').some((r) => r.name.endsWith('/api/admin/broadcasting/auth'));
+  }, null, WAIT);
+  const reloads = [];
+  page.on('framenavigated', (f) => f === page.mainFrame() && reloads.push(f.url()));
+
+  await page.getByRole('button', { name: 'New tenant' }).click();
+  const dialog = page.getByRole('dialog', { name: 'New tenant' });
+  await dialog.getByLabel('Slug').fill('initech');
+  await dialog.getByLabel('Name').fill('Initech');
+  await dialog.getByLabel('Create in the background').check();
+  await dialog.getByRole('button', { name: 'Create tenant' }).click();
+  await dialog.waitFor({ state: 'detached' });
+  const row = page.getByTestId('tenant-row').filter({ hasText: 'initech' });
+  await row.locator('.status.active').waitFor(WAIT);
+  await page.locator('.toast', { hasText: 'Initech is ready.' }).waitFor(WAIT);
+  assert.deepEqual(reloads, [], 'no page load between the creation and the active state');
+
+  await page.getByRole('navigation', { name: 'Admin portal' }).getByRole('link', { name: 'Jobs' }).click();
+  await page.locator('[data-screen="portal-jobs"]').waitFor(WAIT);
+  await page.getByLabel('Kind').fill('tenant.provision');
+  await page.getByRole('button', { name: 'Filter' }).click();
+  // The one tenant made in the background here; the filter leaves out every other job.
+  await page.waitForURL(/\/jobs$/);
+  await waitFor(async () => (await page.getByTestId('job-row').count()) === 1 &&
+    (await page.getByTestId('job-row').innerText()).includes('tenant.provision'), 'only the provisioning job');
+  const job = page.getByTestId('job-row');
+  assert.match(await job.innerText(), /initech[\s\S]*done/);
+  await checkA11y(page, 'portal-jobs');
+  await screenshot(page, 'portal-jobs');
+
+  await job.getByRole('link', { name: /details/ }).first().click();
+  await page.locator('[data-screen="portal-job"]').waitFor(WAIT);
+  const payload = JSON.parse(await page.getByTestId('job-payload').innerText());
+  assert.ok(payload.tenant_id, JSON.stringify(payload));
+
+  await page.getByRole('link', { name: 'Schedules' }).click();
+  await page.locator('[data-screen="portal-schedules"]').waitFor(WAIT);
+  await page.getByLabel('Cron').fill('0 0 3 * * *');
+  await page.getByLabel('Kind').fill('noop');
+  await page.getByLabel('Tenant (optional)').fill('acme');
+  await page.getByRole('button', { name: 'Add schedule' }).click();
+  const schedule = page.getByTestId('schedule-row').filter({ hasText: 'acme' });
+  await schedule.waitFor(WAIT);
+  await schedule.getByRole('button', { name: /Remove/ }).click();
+  await page.getByRole('dialog').getByRole('button', { name: 'Remove', exact: true }).click();
+  await schedule.waitFor({ state: 'detached', ...WAIT });
+  await checkA11y(page, 'portal-schedules');
+  assert.deepEqual(log.pageErrors, []);
+  assert.deepEqual(log.csp, []);
+});

@@ -102,7 +102,7 @@ export function WebhooksScreen({ ctx }) {
             )}</tbody>
           </table></div>`}
     <//>
-    <${InboundSources} />
+    <${InboundSources} tenantId=${ctx.tenant.id} />
     ${dialog && dialog.kind === 'create' &&
     html`<${EndpointForm} events=${events} onClose=${() => setDialog(null)} onSaved=${(made) => {
       setDialog(null);
@@ -240,12 +240,12 @@ function Deliveries({ endpointId, tick }) {
     }}<//>`;
 }
 
-function InboundSources() {
+function InboundSources({ tenantId }) {
   const state = useAsync((signal) => api('GET', '/api/webhook-sources', undefined, { signal }), []);
   const [asking, setAsking] = useState(null);
   const [secret, setSecret] = useState(null);
   return html`<h2>Inbound sources</h2>
-    <p class="muted">Other systems may post to these paths on the central host, signed with the source's secret and naming this company's id.</p>
+    <p class="muted">Other systems may post to these paths on the central host, signed with the source's secret and naming this company's id, <code>${tenantId}</code>.</p>
     ${secret && html`<${SecretOnce} secret=${secret.secret} what=${`the secret of ${secret.source}`} />`}
     <${Async} state=${state} label="Loading the sources…">${(answer) => html`<ul class="source-list">
       ${answer.sources.map(
