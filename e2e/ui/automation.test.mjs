@@ -123,6 +123,10 @@ test('alice adds an endpoint; an order reaches the receiver; the log shows it; t
 
   await checkA11y(page, 'webhooks');
   await screenshot(page, 'webhooks');
+  // At a phone's width the page does not scroll sideways (wide tables scroll in their box).
+  await page.setViewportSize({ width: 375, height: 740 });
+  assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= 375), 'no sideways scroll at 375px');
+  await page.setViewportSize({ width: 1280, height: 800 });
 
   await page.getByRole('link', { name: 'Background jobs' }).click();
   await page.locator('[data-screen="jobs"]').waitFor(WAIT);
