@@ -8,8 +8,11 @@ let echo = null;
 let state = 'initialized';
 const stateSubscribers = new Set();
 
-/** The Echo instance for the signed-in person, made on first use with their CSRF token. */
-export function getEcho(csrf) {
+/**
+ * The Echo instance for the signed-in person, made on first use with their CSRF token. The
+ * portal passes its own `authEndpoint` (a system admin's channels are authorised elsewhere).
+ */
+export function getEcho(csrf, { authEndpoint = base + '/broadcasting/auth' } = {}) {
   if (echo) return echo;
   const EchoClass = window.Echo && (window.Echo.default || window.Echo);
   if (!EchoClass || !window.Pusher || !boot.realtime || !boot.realtime.key) return null;
@@ -26,7 +29,7 @@ export function getEcho(csrf) {
     forceTLS: secure,
     enabledTransports: secure ? ['wss'] : ['ws'],
     disableStats: true,
-    authEndpoint: base + '/broadcasting/auth',
+    authEndpoint,
     auth: { headers: { 'X-CSRF-Token': csrf || '', Accept: 'application/json' } },
   });
   const connection = echo.connector.pusher.connection;

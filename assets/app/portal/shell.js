@@ -8,13 +8,14 @@ import { AcceptInvitation, Card, Companies, Profile, SignIn } from '../account/s
 import { TenantScreen, TenantsScreen } from './tenants.js';
 import { PortalAuditScreen } from './audit.js';
 import { TwoFactorScreen } from './twofactor.js';
+import { AdminEvents, JobScreen, JobsScreen, SchedulesScreen } from './jobs.js';
 
 /** Who holds this host's session: a system admin, a person, or nobody. */
 async function whoIsIn() {
   try {
     const answer = await api('GET', '/api/admin/me', undefined, { central: true });
     setCsrf(answer.csrf_token);
-    return { state: 'admin', admin: answer.admin };
+    return { state: 'admin', admin: answer.admin, csrf: answer.csrf_token };
   } catch (err) {
     if (err.status !== 401 && err.status !== 403) throw err;
   }
@@ -54,7 +55,7 @@ export function CentralApp() {
       return html`<${CentralSignIn} onSignedIn=${load} />`;
     default:
       if (expired) return html`<${CentralSignIn} notice="Your session has ended. Sign in again to go on." onSignedIn=${load} />`;
-      if (session.state === 'admin') return html`<${Portal} admin=${session.admin} path=${path} onAdmin=${(admin) => setSession({ state: 'admin', admin })} />`;
+      if (session.state === 'admin') return html`<${Portal} admin=${session.admin} csrf=${session.csrf} path=${path} onAdmin=${(admin) => setSession((s) => ({ ...s, state: 'admin', admin }))} />`;
       return html`<${PersonHome} me=${session.me} path=${path} />`;
   }
 }
@@ -104,7 +105,7 @@ function PersonHome({ me, path }) {
   </div>`;
 }
 
-function Portal({ admin, path, onAdmin }) {
+function Portal({ admin, csrf, path, onAdmin }) {
   const [menuOpen, setMenuOpen] = useState(false);
   useEffect(() => setMenuOpen(false), [path]);
   const screen =
@@ -114,6 +115,9 @@ function Portal({ admin, path, onAdmin }) {
         ['/tenants', () => html`<${TenantsScreen} admin=${admin} />`],
         ['/tenants/:slug', ({ slug }) => html`<${TenantScreen} admin=${admin} slug=${slug} />`],
         ['/audit', () => html`<${PortalAuditScreen} admin=${admin} />`],
+        ['/jobs', () => html`<${JobsScreen} admin=${admin} />`],
+        ['/jobs/:id', ({ id }) => html`<${JobScreen} admin=${admin} jobId=${Number(id)} />`],
+        ['/schedules', () => html`<${SchedulesScreen} admin=${admin} />`],
         ['/security', () => html`<${TwoFactorScreen} admin=${admin} onAdmin=${onAdmin} />`],
       ],
       path,
@@ -121,6 +125,7 @@ function Portal({ admin, path, onAdmin }) {
   const current = (to) => (path === to || path.startsWith(to + '/') || (to === '/tenants' && path === '/') ? 'page' : undefined);
   return html`<div class="shell">
     <a class="skip-link" href="#main">Skip to content</a>
+    <${AdminEvents} admin=${admin} csrf=${csrf} />
     ${admin.totp_enabled === false && path !== '/security' &&
     html`<${Banner} kind="info">Two-factor sign-in is off for your account. <${Link} to="/security">Turn it on<//>.<//>`}
     <header class="topbar">
@@ -136,6 +141,8 @@ function Portal({ admin, path, onAdmin }) {
     <nav id="portal-nav" class=${menuOpen ? 'open' : ''} aria-label="Admin portal">
       <ul>
         <li><${Link} to="/tenants" aria-current=${current('/tenants')}>Tenants<//></li>
+        <li><${Link} to="/jobs" aria-current=${current('/jobs')}>Jobs<//></li>
+        <li><${Link} to="/schedules" aria-current=${current('/schedules')}>Schedules<//></li>
         <li><${Link} to="/audit" aria-current=${current('/audit')}>Audit log<//></li>
         <li><${Link} to="/security" aria-current=${current('/security')}>Two-factor sign-in<//></li>
       </ul>

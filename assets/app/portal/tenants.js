@@ -1,9 +1,10 @@
 // The admin portal's tenants: the list (search, status filter, create), and one tenant's page:
 // its details and health, the address of its workspace, its domains, impersonation of one of
 // its members, and its lifecycle (suspend, activate, delete, restore, purge, rename: name and slug).
-import { html, useState } from '../../vendor/htm-preact.module.js';
+import { html, useCallback, useEffect, useState } from '../../vendor/htm-preact.module.js';
 import { api, describe } from '../lib/api.js';
 import { boot } from '../lib/boot.js';
+import { useAdminEvents } from './jobs.js';
 import { Link, navigate } from '../lib/router.js';
 import {
   Async,
@@ -21,7 +22,9 @@ import {
   useSubmit,
 } from '../lib/ui.js';
 
-const STATUS_WORDS = { active: 'Active', suspended: 'Suspended', deleted: 'Deleted' };
+const STATUS_WORDS = { active: 'Active', suspended: 'Suspended', deleted: 'Deleted', provisioning: 'Provisioning' };
+/** Without live updates, how often a list with a tenant still provisioning reads again. */
+const PROVISIONING_POLL_MS = 3000;
 
 /** The admin API's path of one tenant (slugs are plain, but never trust a path segment). */
 function tenantPath(slug, rest = '') {
@@ -66,6 +69,14 @@ export function TenantsScreen() {
       (!q || t.slug.includes(q) || t.name.toLowerCase().includes(q) || t.domains.some((d) => d.domain.includes(q))),
   );
   const counts = tenants.reduce((c, t) => ({ ...c, [t.status]: (c[t.status] || 0) + 1 }), {});
+  // A tenant made in the background turns active when its job says so on the admin's channel.
+  useAdminEvents(useCallback(() => state.reload(), []));
+  const provisioning = tenants.some((t) => t.status === 'provisioning');
+  useEffect(() => {
+    if (!provisioning) return undefined;
+    const timer = setInterval(state.reload, PROVISIONING_POLL_MS);
+    return () => clearInterval(timer);
+  }, [provisioning]);
   return html`<section data-screen="portal-tenants" class="portal">
     <div class="page-head">
       <div>
@@ -90,13 +101,14 @@ export function TenantsScreen() {
               <option value="active">Active</option>
               <option value="suspended">Suspended</option>
               <option value="deleted">Deleted</option>
+              <option value="provisioning">Provisioning</option>
             <//>
           </form>
           ${shown.length === 0
             ? html`<${Empty}>No tenant matches these filters.<//>`
             : html`<${TenantTable} tenants=${shown} />`}`}
     <//>
-    ${creating && html`<${CreateTenant} onClose=${() => setCreating(false)} />`}
+    ${creating && html`<${CreateTenant} onClose=${() => setCreating(false)} onQueued=${state.reload} />`}
   </section>`;
 }
 
@@ -144,12 +156,21 @@ function TenantTable({ tenants }) {
   </div>`;
 }
 
-function CreateTenant({ onClose }) {
+function CreateTenant({ onClose, onQueued }) {
   const [slug, setSlug] = useState('');
   const [name, setName] = useState('');
   const [domains, setDomains] = useState('');
+  const [background, setBackground] = useState(false);
   const { busy, error, run: submit } = useSubmit(async () => {
-    const record = await adminApi('POST', '/api/admin/tenants', { slug: slug.trim(), name: name.trim(), domains: parseDomains(domains) });
+    const body = { slug: slug.trim(), name: name.trim(), domains: parseDomains(domains) };
+    if (background) {
+      const answer = await adminApi('POST', '/api/admin/tenants', { ...body, async: true });
+      toast(`${answer.tenant.name} is being created in the background.`);
+      onClose();
+      onQueued();
+      return;
+    }
+    const record = await adminApi('POST', '/api/admin/tenants', body);
     toast(`${record.name} is ready.`);
     onClose();
     navigate(`/tenants/${encodeURIComponent(record.slug)}`);
@@ -164,6 +185,7 @@ function CreateTenant({ onClose }) {
         onInput=${(e) => setName(e.target.value)} />
       <${Field} label="Domains (optional)" autocomplete="off" spellcheck="false" value=${domains} error=${fieldError(error, 'domains')}
         hint="The company's own host names, separated by commas; the first is the primary one." onInput=${(e) => setDomains(e.target.value)} />
+      <label class="check"><input type="checkbox" checked=${background} onChange=${(e) => setBackground(e.target.checked)} /> Create in the background</label>
       <${ErrorBox} error=${error && !known ? error : null} />
       <div class="actions">
         <button type="button" class="secondary" onClick=${onClose}>Cancel</button>

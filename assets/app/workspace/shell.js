@@ -13,6 +13,7 @@ import { OrderScreen, OrdersScreen } from './orders.js';
 import { Presence } from './presence.js';
 import { MembersScreen, RolesScreen } from './people.js';
 import { AuditScreen } from './audit.js';
+import { TenantJobsScreen, WebhookScreen, WebhooksScreen } from './webhooks.js';
 
 /** How often an open workspace asks whether its company is still active (a cached read). */
 const STATUS_CHECK_MS = 10_000;
@@ -143,6 +144,10 @@ function Workspace({ session, path, onProfile }) {
         ['/people', () => html`<${MembersScreen} ctx=${ctx} />`],
         ['/roles', () => html`<${RolesScreen} ctx=${ctx} />`],
         ['/audit', () => html`<${AuditScreen} ctx=${ctx} />`],
+        ['/settings', () => html`<${WebhooksScreen} ctx=${ctx} />`],
+        ['/settings/webhooks', () => html`<${WebhooksScreen} ctx=${ctx} />`],
+        ['/settings/webhooks/:id', ({ id }) => html`<${WebhookScreen} ctx=${ctx} endpointId=${Number(id)} />`],
+        ['/settings/jobs', () => html`<${TenantJobsScreen} ctx=${ctx} />`],
         ['/profile', () => html`<${Profile} me=${me} onChanged=${onProfile} />`],
       ],
       path,
@@ -153,6 +158,7 @@ function Workspace({ session, path, onProfile }) {
     ['/people', 'People', can('members_view') || can('members_manage')],
     ['/roles', 'Roles', can('roles_manage')],
     ['/audit', 'Audit log', can('audit_view')],
+    ['/settings', 'Settings', can('settings_manage')],
   ];
   const current = (to) => (path === to || path.startsWith(to + '/') || (to === '/chats' && path === '/') ? 'page' : undefined);
   const endImpersonation = async () => {
