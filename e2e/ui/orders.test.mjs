@@ -51,10 +51,12 @@ async function apiAs(email, slug = 'acme') {
 
 /** The rows of the orders list as {number, title, status} (status as shown). */
 function rows(page) {
+  // A row caught between two renders may lack a cell: it reads as empty, and the callers
+  // that wait look again rather than fail.
   return page.locator('[data-testid="order-row"]').evaluateAll((trs) => trs.map((tr) => ({
-    number: tr.querySelector('.order-number').textContent.trim(),
-    title: tr.querySelector('.order-title').textContent.trim(),
-    status: tr.querySelector('.status').textContent.trim(),
+    number: tr.querySelector('.order-number')?.textContent.trim() ?? '',
+    title: tr.querySelector('.order-title')?.textContent.trim() ?? '',
+    status: tr.querySelector('.status')?.textContent.trim() ?? '',
   })));
 }
 
