@@ -104,6 +104,9 @@ pub(super) struct Watcher {
     data_version: Option<i64>,
     /// The last `tenant_changes.seq` the snapshot includes; `None` before the first load.
     log_seq: Option<i64>,
+    /// `catalog_changes.n` when the snapshot and the generation were last brought up to date:
+    /// a commit that leaves it (a job, an audit entry) changes nothing kept.
+    counted: Option<i64>,
 }
 
 impl Watcher {
@@ -113,6 +116,7 @@ impl Watcher {
             conn,
             data_version: None,
             log_seq: None,
+            counted: None,
         }
     }
 }
@@ -188,6 +192,17 @@ impl Catalog {
                 .prepare_cached("PRAGMA data_version")?
                 .query_row([], |row| row.get(0))?;
             let mut current = watcher.data_version == Some(version);
+            // Read after the version, like the log below: a commit in between is seen again.
+            let counted = if current {
+                None
+            } else {
+                counted_changes(&watcher.conn)
+            };
+            if !current && counted.is_some() && counted == watcher.counted {
+                // Only tables nothing kept is read from (jobs, the audit log) changed.
+                watcher.data_version = Some(version);
+                current = true;
+            }
             if !current {
                 self.generation.fetch_add(1, Ordering::SeqCst);
                 // Read after the version: a commit in between only causes
@@ -210,6 +225,7 @@ impl Catalog {
                             self.reloads.fetch_add(1, Ordering::Relaxed);
                         }
                         watcher.data_version = Some(version);
+                        watcher.counted = counted;
                         current = true;
                     }
                     Err(e) if watcher.data_version.is_some() => {
@@ -276,6 +292,14 @@ impl Catalog {
 /// Brings `base` up to the catalog as of now, in one read transaction: `None` if no tenant or
 /// domain changed since the last look (a session, an audit entry), the changed tenants alone
 /// re-read if `tenant_changes` covers the gap, or everything.
+/// `catalog_changes.n` (see its migration), or `None` when it cannot be read (a catalog not yet
+/// migrated that far): then every commit counts, as before the counter.
+fn counted_changes(conn: &Connection) -> Option<i64> {
+    conn.prepare_cached("SELECT n FROM catalog_changes WHERE id = 1")
+        .and_then(|mut st| st.query_row([], |row| row.get(0)))
+        .ok()
+}
+
 fn refresh(watcher: &mut Watcher, base: &Snapshot) -> Result<Option<Snapshot>, CatalogError> {
     let tx = watcher.conn.transaction()?;
     let (first, last): (Option<i64>, Option<i64>) = tx

@@ -449,3 +449,85 @@ fn account_emails_may_be_local_and_mailboxes_may_not() {
         "admin@localhost"
     );
 }
+
+/// Tables whose changes nothing kept depends on (see `0007_catalog_changes.sql`).
+const UNCOUNTED: [&str; 7] = [
+    "schema_migrations",
+    "audit_log",
+    "jobs",
+    "schedules",
+    "inbound_deliveries",
+    "tenant_changes",
+    "catalog_changes",
+];
+
+/// A new table is counted unless it says otherwise: without its triggers, a change to it would
+/// leave the identity reads and the tenant snapshot kept as they were.
+#[test]
+fn every_catalog_table_counts_its_changes_but_the_listed_ones() {
+    let setup = Setup::new();
+    let conn = setup.outside();
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(tables.len() > UNCOUNTED.len(), "{tables:?}");
+    for table in tables.iter().filter(|t| !UNCOUNTED.contains(&t.as_str())) {
+        for event in ["insert", "update", "delete"] {
+            let trigger = format!("{table}_counted_{event}");
+            let found: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name = ?1
+                       AND tbl_name = ?2 AND sql LIKE '%catalog_changes%'",
+                    [&trigger, table],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(found, 1, "{table} has no trigger {trigger}");
+        }
+    }
+}
+
+/// Another process's job rows and audit entries move `data_version` but leave what is kept
+/// alone; its change to a session, a user or `meta` moves the generation, so the next request
+/// reads again.
+#[test]
+fn only_counted_commits_of_another_process_drop_what_is_kept() {
+    let setup = Setup::new();
+    let before = setup.catalog.view().unwrap().generation;
+    let other = setup.outside();
+    other
+        .execute(
+            "INSERT INTO jobs (queue, kind, payload, run_at, created_at)
+             VALUES ('default', 'noop', '{}', 0, 0)",
+            [],
+        )
+        .unwrap();
+    other
+        .execute(
+            "INSERT INTO audit_log (at, actor_type, action) VALUES (0, 'system', 'probe')",
+            [],
+        )
+        .unwrap();
+    assert_eq!(
+        setup.catalog.view().unwrap().generation,
+        before,
+        "a job row and an audit entry change nothing kept"
+    );
+    other
+        .execute("INSERT INTO meta (key, value) VALUES ('probe', '1')", [])
+        .unwrap();
+    let after = setup.catalog.view().unwrap().generation;
+    assert_ne!(after, before, "a counted table changed");
+    other
+        .execute(
+            "INSERT INTO jobs (queue, kind, payload, run_at, created_at)
+             VALUES ('default', 'noop', '{}', 0, 0)",
+            [],
+        )
+        .unwrap();
+    assert_eq!(setup.catalog.view().unwrap().generation, after);
+}
