@@ -343,10 +343,12 @@ pub fn run_next_with(
         let timeout = kinds(kind).map_or(Duration::ZERO, |k| k.timeout);
         now + i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX / 2) + LEASE_GRACE_MS
     };
+    // The attempt's time runs from the claim, as its lease does: opening a slow tenant counts.
+    let claimed = Instant::now();
     let Some(job) = app.catalog.claim_job(queue, owner, now, lease)? else {
         return Ok(false);
     };
-    let outcome = attempt(app, &job, runner, kinds);
+    let outcome = attempt(app, &job, runner, kinds, claimed);
     let recorded = match outcome {
         Outcome::Done => app.catalog.finish_job(job.id, owner, now_ms())?,
         Outcome::Wait(why) => {
@@ -360,7 +362,9 @@ pub fn run_next_with(
             };
             let retry_at = again.then(|| {
                 let base = i64::try_from(app.jobs.config.backoff.as_millis()).unwrap_or(1000);
-                now + backoff_ms(base, job.attempts, rand::random::<f64>())
+                // From when the attempt ended, not when it was claimed: an attempt that ran
+                // longer than its backoff would otherwise be due again at once.
+                now.max(now_ms()) + backoff_ms(base, job.attempts, rand::random::<f64>())
             });
             if retry_at.is_none() {
                 log::warn!("job {} ({}) failed: {message}", job.id, job.kind);
@@ -393,6 +397,7 @@ fn attempt(
     job: &JobRecord,
     runner: &mut Option<Runner>,
     kinds: fn(&str) -> Option<Kind>,
+    claimed: Instant,
 ) -> Outcome {
     let Some(kind) = kinds(&job.kind) else {
         return Outcome::Failed(JobFailure::Fatal(format!(
@@ -414,12 +419,12 @@ fn attempt(
         kind: job.kind.clone(),
         payload: job.payload.clone(),
         tenant,
-        deadline: Instant::now() + kind.timeout,
+        deadline: claimed + kind.timeout,
     };
-    let result =
-        runner
-            .get_or_insert_with(Runner::start)
-            .run(Arc::clone(app), kind.run, run, kind.timeout);
+    let left = (claimed + kind.timeout).saturating_duration_since(Instant::now());
+    let result = runner
+        .get_or_insert_with(Runner::start)
+        .run(Arc::clone(app), kind.run, run, left);
     if result.is_err() {
         // The thread cannot be stopped: it is left to finish on its own, and this worker
         // starts a fresh one for its next job. Recording the failure releases the lease, so

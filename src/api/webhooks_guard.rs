@@ -22,7 +22,7 @@ pub(super) fn is_public(ip: IpAddr) -> bool {
 }
 
 fn public_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
+    let [a, b, c, _] = ip.octets();
     !(ip.is_private()
         || ip.is_loopback()
         || ip.is_link_local()
@@ -32,7 +32,13 @@ fn public_v4(ip: Ipv4Addr) -> bool {
         // "This network" (0/8), shared address space (100.64/10), reserved (240/4).
         || a == 0
         || (a == 100 && (64..128).contains(&b))
-        || a >= 240)
+        || a >= 240
+        // IETF protocol assignments (192.0.0/24), benchmarking (198.18/15, often routed
+        // inside networks), documentation (192.0.2/24, 198.51.100/24, 203.0.113/24).
+        || (a == 192 && b == 0 && (c == 0 || c == 2))
+        || (a == 198 && (b == 18 || b == 19))
+        || (a == 198 && b == 51 && c == 100)
+        || (a == 203 && b == 0 && c == 113))
 }
 
 fn public_v6(ip: Ipv6Addr) -> bool {
@@ -48,7 +54,12 @@ fn public_v6(ip: Ipv6Addr) -> bool {
         // Unique local fc00::/7, link-local fe80::/10, the old site-local fec0::/10.
         || (first & 0xfe00) == 0xfc00
         || (first & 0xffc0) == 0xfe80
-        || (first & 0xffc0) == 0xfec0)
+        || (first & 0xffc0) == 0xfec0
+        // Local-use NAT64 64:ff9b:1::/48, discard-only 100::/64, Teredo 2001::/32 (it
+        // tunnels to an IPv4 address), documentation 2001:db8::/32.
+        || (first == 0x64 && ip.segments()[1] == 0xff9b && ip.segments()[2] == 1)
+        || ip.segments()[..4] == [0x100, 0, 0, 0]
+        || (first == 0x2001 && (ip.segments()[1] == 0 || ip.segments()[1] == 0xdb8)))
 }
 
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
@@ -226,6 +237,16 @@ mod tests {
             "::127.0.0.1",
             "64:ff9b::a00:1",
             "2002:7f00:1::",
+            "192.0.0.1",
+            "192.0.2.1",
+            "198.18.0.1",
+            "198.19.255.1",
+            "198.51.100.1",
+            "203.0.113.1",
+            "64:ff9b:1::a00:1",
+            "100::1",
+            "2001::1",
+            "2001:db8::1",
         ] {
             let ip: IpAddr = refused.parse().unwrap();
             assert!(!is_public(ip), "{refused} must be refused");
@@ -238,6 +259,9 @@ mod tests {
             "2606:4700::1111",
             "::ffff:8.8.8.8",
             "2002:808:808::",
+            "192.0.3.1",
+            "198.20.0.1",
+            "2001:4860::8888",
         ] {
             let ip: IpAddr = public.parse().unwrap();
             assert!(is_public(ip), "{public} must be allowed");

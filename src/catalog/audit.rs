@@ -214,7 +214,8 @@ impl Catalog {
             return Err(IdentityError::invalid("details", "must be at most 64 KiB"));
         }
         let email = clip(entry.actor_email.as_deref(), 254).map(|e| e.to_lowercase());
-        self.identity_write(|tx| {
+        // An audit entry changes nothing kept (see `write_uncounted`).
+        self.write_uncounted(|tx| {
             tx.execute(
                 "INSERT INTO audit_log (at, actor_type, actor_id, actor_email, tenant_id, action,
                      target_type, target_id, ip, user_agent, details)

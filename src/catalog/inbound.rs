@@ -111,7 +111,7 @@ impl Catalog {
         job_id: i64,
         now: i64,
     ) -> Result<i64, CatalogError> {
-        self.write(|tx| {
+        self.write_uncounted(|tx| {
             tx.execute(
                 "DELETE FROM inbound_deliveries WHERE received_at < ?1",
                 [now - DELIVERY_MEMORY_SECS],

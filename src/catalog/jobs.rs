@@ -10,7 +10,6 @@ use rusqlite::{params, OptionalExtension, Row, Transaction};
 use serde::Serialize;
 
 use super::{Catalog, CatalogError};
-use crate::db;
 
 /// The default number of attempts when the enqueuer names none.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
@@ -182,13 +181,12 @@ pub(crate) fn insert_job(tx: &Transaction<'_>, job: &JobInsert<'_>) -> rusqlite:
 }
 
 impl Catalog {
-    /// A write that no cached identity read depends on.
+    /// Job and schedule rows: nothing kept is read from them.
     pub(super) fn write_jobs<T>(
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, CatalogError>,
     ) -> Result<T, CatalogError> {
-        let mut conn = self.pool.get()?;
-        db::write(&mut conn, f)
+        self.write_uncounted(f)
     }
 
     pub fn enqueue_job(&self, job: &JobInsert<'_>) -> Result<Enqueued, CatalogError> {
@@ -410,26 +408,27 @@ impl Catalog {
         })
     }
 
-    /// A failed or discarded job runs again from its first attempt at `now`.
+    /// A failed or discarded job runs again from its first attempt at `now`. A tenant's own
+    /// retry (`tenant_id` given) takes failed jobs only: one a system admin discarded stays so.
     pub fn retry_job(
         &self,
         id: i64,
         tenant_id: Option<&str>,
         now: i64,
     ) -> Result<JobChange, CatalogError> {
-        self.change_job(
-            id,
-            tenant_id,
-            &[JobStatus::Failed, JobStatus::Discarded],
-            |tx| {
-                tx.execute(
-                    "UPDATE jobs SET status = 'pending', attempts = 0, run_at = ?2,
+        let from: &[JobStatus] = if tenant_id.is_some() {
+            &[JobStatus::Failed]
+        } else {
+            &[JobStatus::Failed, JobStatus::Discarded]
+        };
+        self.change_job(id, tenant_id, from, |tx| {
+            tx.execute(
+                "UPDATE jobs SET status = 'pending', attempts = 0, run_at = ?2,
                      finished_at = NULL, started_at = NULL
                  WHERE id = ?1",
-                    params![id, now],
-                )
-            },
-        )
+                params![id, now],
+            )
+        })
     }
 
     /// A pending or failed job is kept but never run.

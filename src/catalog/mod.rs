@@ -183,6 +183,20 @@ impl Catalog {
         result
     }
 
+    /// A write only to tables nothing kept is read from (jobs, schedules, the audit log,
+    /// inbound delivery ids; see `0007_catalog_changes.sql`): kept reads stay, here as in
+    /// every other process.
+    pub(crate) fn write_uncounted<T, E>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<rusqlite::Error> + From<r2d2::Error>,
+    {
+        let mut conn = self.pool.get()?;
+        db::write(&mut conn, f)
+    }
+
     /// A server-wide value from `meta` (secrets and the like); not cached.
     pub fn meta_get(&self, key: &str) -> Result<Option<String>, CatalogError> {
         let conn = self.pool.get()?;

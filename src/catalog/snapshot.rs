@@ -104,9 +104,10 @@ pub(super) struct Watcher {
     data_version: Option<i64>,
     /// The last `tenant_changes.seq` the snapshot includes; `None` before the first load.
     log_seq: Option<i64>,
-    /// `catalog_changes.n` when the snapshot and the generation were last brought up to date:
-    /// a commit that leaves it (a job, an audit entry) changes nothing kept.
-    counted: Option<i64>,
+    /// `catalog_changes.n` and the schema's version when the snapshot and the generation were
+    /// last brought up to date: a commit that leaves both (a job, an audit entry) changes
+    /// nothing kept.
+    counted: Option<(i64, i64)>,
 }
 
 impl Watcher {
@@ -292,12 +293,17 @@ impl Catalog {
 /// Brings `base` up to the catalog as of now, in one read transaction: `None` if no tenant or
 /// domain changed since the last look (a session, an audit entry), the changed tenants alone
 /// re-read if `tenant_changes` covers the gap, or everything.
-/// `catalog_changes.n` (see its migration), or `None` when it cannot be read (a catalog not yet
-/// migrated that far): then every commit counts, as before the counter.
-fn counted_changes(conn: &Connection) -> Option<i64> {
-    conn.prepare_cached("SELECT n FROM catalog_changes WHERE id = 1")
-        .and_then(|mut st| st.query_row([], |row| row.get(0)))
-        .ok()
+/// `catalog_changes.n` (see its migration) and the schema's version, or `None` when they cannot
+/// be read (a catalog not yet migrated that far): then every commit counts, as before the
+/// counter. The schema's version counts because a migration that rebuilds a counted table
+/// (copy, drop, rename) fires none of its triggers.
+fn counted_changes(conn: &Connection) -> Option<(i64, i64)> {
+    conn.prepare_cached(
+        "SELECT n, (SELECT schema_version FROM pragma_schema_version) FROM catalog_changes
+         WHERE id = 1",
+    )
+    .and_then(|mut st| st.query_row([], |row| Ok((row.get(0)?, row.get(1)?))))
+    .ok()
 }
 
 fn refresh(watcher: &mut Watcher, base: &Snapshot) -> Result<Option<Snapshot>, CatalogError> {

@@ -284,6 +284,21 @@ fn tenant_admins_see_and_retry_only_their_own_tenants_jobs() {
         (denied.status, denied.error_code().as_str()),
         (403, "forbidden")
     );
+    // A job a system admin discarded stays discarded: the tenant's retry takes failed ones.
+    let discarded = test.app.enqueue(noop(Some(&b), json!({}))).unwrap().id();
+    test.app
+        .catalog
+        .discard_job(discarded, None, jobs::now_ms())
+        .unwrap();
+    let again = test.on(
+        &admin_b,
+        "beta",
+        "POST",
+        &format!("/api/jobs/{discarded}/retry"),
+        None,
+    );
+    assert_eq!(again.status, 409, "{}", again.text());
+    assert_eq!(job(&test.app, discarded).status, JobStatus::Discarded);
 }
 
 /// `"async": true`: 202 with the job, the tenant refused as provisioning until a worker has
