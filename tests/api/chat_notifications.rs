@@ -13,16 +13,11 @@ fn user(id: i64) -> String {
 #[test]
 fn people_put_in_a_new_chat_are_notified_on_their_own_channel() {
     let app = spawn_app();
-    app.create_tenant("acme", &[]);
-    app.create_tenant("globex", &[]);
-    let acme = app
-        .app
-        .catalog
-        .by_slug("acme")
+    let acme = app.create_tenant("acme", &[])["id"]
+        .as_str()
         .unwrap()
-        .expect("acme")
-        .id
-        .clone();
+        .to_string();
+    app.create_tenant("globex", &[]);
     let (alice_id, alice) = app.member("alice@acme.test", "acme", "agent");
     let (mike_id, mike) = app.member("mike@acme.test", "acme", "agent");
     let (ada_id, ada) = app.member("ada@acme.test", "acme", "agent");

@@ -9,15 +9,10 @@ use crate::support::spawn_app;
 #[test]
 fn an_authorization_given_while_still_subscribed_opens_the_next_subscription() {
     let app = spawn_app();
-    app.create_tenant("acme", &[]);
-    let acme = app
-        .app
-        .catalog
-        .by_slug("acme")
+    let acme = app.create_tenant("acme", &[])["id"]
+        .as_str()
         .unwrap()
-        .expect("acme")
-        .id
-        .clone();
+        .to_string();
     let (_, alice) = app.member("alice@acme.test", "acme", "agent");
     let channel = format!("private-company.{acme}.orders");
 
