@@ -4,7 +4,7 @@ import { html, useEffect, useRef, useState } from '../../vendor/htm-preact.modul
 import { ApiError, api, setCsrf } from '../lib/api.js';
 import { base, boot } from '../lib/boot.js';
 import { navigate } from '../lib/router.js';
-import { Async, Banner, Confirm, Empty, ErrorBox, Field, Submit, fieldError, formatTime, toast, useAsync, useSubmit } from '../lib/ui.js';
+import { Async, Banner, Confirm, Empty, ErrorBox, Field, Submit, copyText, fieldError, formatTime, toast, useAsync, useSubmit } from '../lib/ui.js';
 
 /** The product's name and the place, above a sign-in or error card. */
 function Brand({ subtitle }) {
@@ -236,14 +236,7 @@ function ApiTokens({ me }) {
     setName('');
     tokens.reload();
   });
-  const copy = async () => {
-    try {
-      await navigator.clipboard.writeText(made.token);
-      toast('Token copied.');
-    } catch {
-      toast('Select the token and copy it by hand.', 'error');
-    }
-  };
+  const copy = () => copyText(made.token, 'Token');
   return html`<section class="api-tokens" aria-labelledby="api-tokens-title">
     <h2 id="api-tokens-title">API tokens</h2>
     <p class="hint">A token lets a script use the API as you, in one company: send it as

@@ -181,6 +181,21 @@ export function useSubmit(action) {
   return { busy, error, run };
 }
 
+/**
+ * Copies `text` to the clipboard and says so (`what`: "Link", "Secret"...); true when it
+ * worked, false after asking the person to copy it by hand (a page without clipboard access).
+ */
+export async function copyText(text, what) {
+  try {
+    await navigator.clipboard.writeText(text);
+    toast(`${what} copied.`);
+    return true;
+  } catch {
+    toast(`Copying failed: select the ${what.toLowerCase()} and copy it by hand.`, 'error');
+    return false;
+  }
+}
+
 /** A submit button that says it is working. */
 export function Submit({ busy, children, ...rest }) {
   return html`<button type="submit" disabled=${busy} aria-busy=${busy ? 'true' : undefined} ...${rest}>${busy ? 'Working…' : children}</button>`;

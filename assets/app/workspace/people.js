@@ -6,7 +6,7 @@ import { html, useEffect, useRef, useState } from '../../vendor/htm-preact.modul
 import { api, describe } from '../lib/api.js';
 import { base } from '../lib/boot.js';
 import { Link } from '../lib/router.js';
-import { Async, Confirm, Dialog, Empty, ErrorBox, Field, Submit, fieldError, formatTime, toast, useAsync, useSubmit } from '../lib/ui.js';
+import { Async, Confirm, Dialog, Empty, ErrorBox, Field, Submit, copyText, fieldError, formatTime, toast, useAsync, useSubmit } from '../lib/ui.js';
 
 /** Every permission a role can hold, in the order of the API's list, said in words. */
 export const PERMISSIONS = [
@@ -224,14 +224,8 @@ function InvitationLink({ invitation }) {
   const [copied, setCopied] = useState(false);
   useEffect(() => input.current && input.current.select(), []);
   const copy = async () => {
-    try {
-      await navigator.clipboard.writeText(link);
-      setCopied(true);
-      toast('Link copied.');
-    } catch {
-      input.current.select();
-      toast('Select the link and copy it (Ctrl+C).');
-    }
+    if (await copyText(link, 'Link')) setCopied(true);
+    else input.current.select();
   };
   return html`<div class="invite-ready">
     <p>Send this link to <strong>${invitation.email}</strong>. It makes them <strong>${invitation.role}</strong> and

@@ -13,6 +13,7 @@ import {
   ErrorBox,
   Field,
   Submit,
+  copyText,
   fieldError,
   formatTime,
   toast,
@@ -42,13 +43,7 @@ function SettingsTabs({ current }) {
 export function SecretOnce({ secret, what }) {
   const [copied, setCopied] = useState(false);
   const copy = async () => {
-    try {
-      await navigator.clipboard.writeText(secret);
-      setCopied(true);
-      toast('Secret copied.');
-    } catch {
-      toast('Copying failed: select the secret and copy it by hand.', 'error');
-    }
+    if (await copyText(secret, 'Secret')) setCopied(true);
   };
   return html`<div class="secret-once" data-testid="secret-once">
     <p><strong>Copy ${what} now.</strong> It is shown only this once; rotate it if it is lost.</p>
