@@ -1,10 +1,10 @@
 // A person's own screens, in every area: sign in, accept an invitation, profile and password,
 // the company chooser, and the screens that say why a workspace cannot be shown.
-import { html, useEffect, useRef, useState } from '../../vendor/htm-preact.module.js';
+import { html, useCallback, useRef, useState } from '../../vendor/htm-preact.module.js';
 import { ApiError, api, setCsrf } from '../lib/api.js';
 import { base, boot } from '../lib/boot.js';
 import { navigate } from '../lib/router.js';
-import { Async, Banner, Confirm, Empty, ErrorBox, Field, Submit, copyText, fieldError, formatTime, toast, useAsync, useSubmit } from '../lib/ui.js';
+import { Async, Banner, Confirm, Empty, ErrorBox, Field, Submit, copyText, fieldError, formatTime, toast, useAsync, useEvery, useSubmit } from '../lib/ui.js';
 
 /** The product's name and the place, above a sign-in or error card. */
 function Brand({ subtitle }) {
@@ -337,20 +337,8 @@ const SUSPENDED_CHECK_MS = 10_000;
 
 /** The suspended company's screen: it asks now and then, and opens the workspace once activated. */
 export function Suspended({ onActive }) {
-  useEffect(() => {
-    if (!onActive) return undefined;
-    const check = () =>
-      api('GET', '/api/tenant').then(
-        () => onActive(),
-        () => {},
-      );
-    const timer = setInterval(check, SUSPENDED_CHECK_MS);
-    addEventListener('focus', check);
-    return () => {
-      clearInterval(timer);
-      removeEventListener('focus', check);
-    };
-  }, [onActive]);
+  const check = useCallback(() => api('GET', '/api/tenant').then(onActive, () => {}), [onActive]);
+  useEvery(SUSPENDED_CHECK_MS, check);
   return html`<${Card} screen="suspended" title="This company is suspended" subtitle=${boot.tenant && boot.tenant.slug}>
     <p>An administrator has suspended this company. Its data is kept, but nobody can use it until it is
       activated again. This page opens the workspace by itself once that happens.</p>

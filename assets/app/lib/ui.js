@@ -182,6 +182,21 @@ export function useSubmit(action) {
 }
 
 /**
+ * Calls `fn` every `ms` and whenever the tab gets the focus back, while mounted: how a page
+ * notices what no event tells it (a company suspended or activated).
+ */
+export function useEvery(ms, fn) {
+  useEffect(() => {
+    const timer = setInterval(fn, ms);
+    addEventListener('focus', fn);
+    return () => {
+      clearInterval(timer);
+      removeEventListener('focus', fn);
+    };
+  }, [ms, fn]);
+}
+
+/**
  * Copies `text` to the clipboard and says so (`what`: "Link", "Secret"...); true when it
  * worked, false after asking the person to copy it by hand (a page without clipboard access).
  */

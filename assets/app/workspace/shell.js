@@ -6,7 +6,7 @@ import { api, onApiError, setCsrf } from '../lib/api.js';
 import { boot } from '../lib/boot.js';
 import { closeEcho, getEcho, useConnectionLost, useConnectionState } from '../lib/realtime.js';
 import { Link, navigate, pick, usePath } from '../lib/router.js';
-import { Banner, ErrorBox, Loading } from '../lib/ui.js';
+import { Banner, ErrorBox, Loading, useEvery } from '../lib/ui.js';
 import { AcceptInvitation, Card, NoMember, Profile, SignIn, Suspended, signOut } from '../account/screens.js';
 import { ChatsScreen } from './chats.js';
 import { OrderScreen, OrdersScreen } from './orders.js';
@@ -17,6 +17,9 @@ import { TenantJobsScreen, WebhookScreen, WebhooksScreen } from './webhooks.js';
 
 /** How often an open workspace asks whether its company is still active (a cached read). */
 const STATUS_CHECK_MS = 10_000;
+
+/** Asks for the company; a suspension it answers reaches the shell through onApiError. */
+const checkTenant = () => api('GET', '/api/tenant').catch(() => {});
 
 /** The signed-in person's membership of this tenant, from /api/me's pages. */
 async function findMembership(me, tenantId) {
@@ -122,15 +125,7 @@ function Workspace({ session, path, onProfile }) {
   const lost = useConnectionLost();
   const [menuOpen, setMenuOpen] = useState(false);
   // A suspension does not reach an idle page by itself: ask now and then, and when the tab returns.
-  useEffect(() => {
-    const check = () => api('GET', '/api/tenant').catch(() => {});
-    const timer = setInterval(check, STATUS_CHECK_MS);
-    addEventListener('focus', check);
-    return () => {
-      clearInterval(timer);
-      removeEventListener('focus', check);
-    };
-  }, []);
+  useEvery(STATUS_CHECK_MS, checkTenant);
   useEffect(() => setMenuOpen(false), [path]);
   const ctx = { me, tenant, membership, can, echo, channel: `company.${tenant.id}` };
   const screen =
