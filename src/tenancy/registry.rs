@@ -537,6 +537,7 @@ impl Shared {
             max_size: self.config.pool_max_size,
             idle_timeout: None,
             connection_timeout: self.config.connection_timeout,
+            autocheckpoint: false,
         };
         let pool = db::pool(path, DbKind::Tenant, &config, &self.threads).map_err(reason)?;
         // One connection now, which stays for the pool's life (see `OpenPool::pool`): the

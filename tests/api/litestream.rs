@@ -151,9 +151,20 @@ fn moved(log: &str) -> Moved {
     moved
 }
 
-/// Writes under replication, then a restore of every database: each intact, each holding every
-/// order the server acknowledged. Returns what Litestream saw of logs moved under it.
-fn round_trip(bin: &Path, checkpoints: &str) -> Moved {
+/// A data directory with `TENANTS`, `tenantd serve` over it with `--checkpoints
+/// checkpoints`, and a Litestream configuration for it from `tenantd litestream config`.
+struct Setup {
+    _data: tempfile::TempDir,
+    work: tempfile::TempDir,
+    /// Slug and file of each tenant.
+    tenants: Vec<(String, PathBuf)>,
+    central: PathBuf,
+    config_file: PathBuf,
+    server: crate::support::ServeProcess,
+    bearer: String,
+}
+
+fn setup(bin: &Path, checkpoints: &str) -> Setup {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path();
     crate::cli::init_data_dir(dir);
@@ -213,27 +224,20 @@ fn round_trip(bin: &Path, checkpoints: &str) -> Moved {
         ],
     );
     std::fs::write(&config_file, &config.stdout).unwrap();
-    let config_arg = config_file.to_str().unwrap();
     // Litestream reads it: the catalog and every tenant, each with its own replica.
-    let listed = litestream(bin, &["databases", "-config", config_arg]);
+    let listed = litestream(
+        bin,
+        &["databases", "-config", config_file.to_str().unwrap()],
+    );
     let central = dir.canonicalize().unwrap().join("central.db");
     for db in std::iter::once(&central).chain(tenants.iter().map(|(_, f)| f)) {
         let name = db.file_name().unwrap().to_str().unwrap();
         assert!(listed.contains(name), "{name} not in {listed}");
     }
 
-    let mut server = spawn_serve(dir, &["--checkpoints", checkpoints], 1);
-    let log_file = work.path().join("litestream.log");
-    let mut replicate = Command::new(bin)
-        .args(["replicate", "-log-level", "debug", "-config", config_arg])
-        .stdout(std::fs::File::create(&log_file).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start litestream replicate");
-
-    let addr = server.addr;
+    let server = spawn_serve(dir, &["--checkpoints", checkpoints], 1);
     let login = request_to(
-        addr,
+        server.addr,
         "POST",
         "/api/auth/login",
         &[],
@@ -241,6 +245,71 @@ fn round_trip(bin: &Path, checkpoints: &str) -> Moved {
     );
     assert_eq!(login.status, 200, "{}", login.text());
     let bearer = format!("Bearer {}", login.json()["token"].as_str().unwrap());
+    Setup {
+        _data: data,
+        work,
+        tenants,
+        central,
+        config_file,
+        server,
+        bearer,
+    }
+}
+
+impl Setup {
+    /// `litestream replicate` with the configuration, its debug log in `litestream.log`.
+    fn replicate(&self, bin: &Path) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_file())
+            .unwrap();
+        Command::new(bin)
+            .args(["replicate", "-log-level", "debug", "-config"])
+            .arg(&self.config_file)
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start litestream replicate")
+    }
+
+    fn log_file(&self) -> PathBuf {
+        self.work.path().join("litestream.log")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log_file()).unwrap_or_default()
+    }
+
+    /// One order on `slug`, acknowledged: its id.
+    fn order(&self, slug: &str, n: usize) -> i64 {
+        let order = serde_json::json!({
+            "title": format!("order {n}"), "customer_name": "Buyer",
+            "amount_minor": n, "currency": "EUR"
+        });
+        let auth = [("Authorization", self.bearer.as_str())];
+        let path = format!("/t/{slug}/api/orders");
+        let created = request_to(self.server.addr, "POST", &path, &auth, Some(&order));
+        assert_eq!(created.status, 201, "{slug}: {}", created.text());
+        created.json()["id"].as_i64().unwrap()
+    }
+
+    /// Whether a restore of `file` holds every one of `ids`.
+    fn restores_all(&self, bin: &Path, file: &Path, ids: &[i64]) -> bool {
+        let probe = self.work.path().join("probe.db");
+        restore(bin, &self.config_file, file, &probe) && {
+            let have = order_ids(&probe);
+            ids.iter().all(|id| have.binary_search(id).is_ok())
+        }
+    }
+}
+
+/// Writes under replication, then a restore of every database: each intact, each holding every
+/// order the server acknowledged. Returns what Litestream saw of logs moved under it.
+fn round_trip(bin: &Path, checkpoints: &str) -> Moved {
+    let mut setup = setup(bin, checkpoints);
+    let mut replicate = setup.replicate(bin);
+    let (tenants, central, config_file) = (&setup.tenants, &setup.central, &setup.config_file);
 
     // Litestream's first snapshot of each database, before the writes begin.
     let all_dbs: Vec<&Path> = std::iter::once(central.as_path())
@@ -260,6 +329,7 @@ fn round_trip(bin: &Path, checkpoints: &str) -> Moved {
     // One writer per tenant, all at once, until Litestream has shipped each tenant's log
     // several times while they write (its syncs, and its checkpoints and tenantd's, land
     // amid the writes); an order counts once the server answered 201.
+    let (addr, bearer) = (setup.server.addr, &setup.bearer);
     let stop_writing = Arc::new(AtomicBool::new(false));
     let acknowledged: Arc<Mutex<Vec<(String, i64)>>> = Arc::default();
     let writers: Vec<_> = TENANTS
@@ -314,30 +384,25 @@ fn round_trip(bin: &Path, checkpoints: &str) -> Moved {
     };
 
     // Litestream has synced once a restore of each tenant holds every acknowledged order.
-    let probe = work.path().join("probe.db");
     let synced = eventually(SYNC_WAIT, || {
-        tenants.iter().all(|(slug, file)| {
-            restore(bin, &config_file, file, &probe) && {
-                let have = order_ids(&probe);
-                wanted(slug).iter().all(|id| have.binary_search(id).is_ok())
-            }
-        })
+        tenants
+            .iter()
+            .all(|(slug, file)| setup.restores_all(bin, file, &wanted(slug)))
     });
-    let log = || std::fs::read_to_string(&log_file).unwrap_or_default();
     assert!(
         synced,
         "the replicas did not catch up within {SYNC_WAIT:?}; litestream's log ends:\n{}",
-        tail(&log())
+        tail(&setup.log())
     );
     stop(&mut replicate, "litestream replicate");
-    stop(&mut server.child, "tenantd serve");
+    stop(&mut setup.server.child, "tenantd serve");
 
     // A fresh directory, as on another machine.
     let restored = tempfile::tempdir().unwrap();
-    for (slug, file) in &tenants {
+    for (slug, file) in tenants {
         let out = restored.path().join(file.file_name().unwrap());
         assert!(
-            restore(bin, &config_file, file, &out),
+            restore(bin, config_file, file, &out),
             "restore of {slug} failed"
         );
         assert_eq!(integrity(&out), "ok", "{slug}");
@@ -352,7 +417,7 @@ fn round_trip(bin: &Path, checkpoints: &str) -> Moved {
     }
     let out = restored.path().join("central.db");
     assert!(
-        restore(bin, &config_file, &central, &out),
+        restore(bin, config_file, central, &out),
         "restore of central.db"
     );
     assert_eq!(integrity(&out), "ok", "central.db");
@@ -361,7 +426,7 @@ fn round_trip(bin: &Path, checkpoints: &str) -> Moved {
         .query_row("SELECT count(*) FROM tenants", [], |r| r.get(0))
         .unwrap();
     assert_eq!(slugs, TENANTS.len() as i64);
-    let moved = moved(&log());
+    let moved = moved(&setup.log());
     let orders = acknowledged.len();
     eprintln!("--checkpoints {checkpoints}: {orders} orders; Litestream saw {moved:?}");
     moved
@@ -394,4 +459,105 @@ fn litestream_loses_nothing_beside_tenantd_checkpoints() {
         return;
     };
     round_trip(&bin, "tenantd");
+}
+
+/// The salt of a file's log (bytes 16..24 of its header), which changes each time the log starts
+/// over. Read from this process, which holds no SQLite connection to the file.
+fn wal_salt(db: &Path) -> Vec<u8> {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    std::fs::read(PathBuf::from(wal))
+        .map(|bytes| bytes.get(16..24).unwrap_or_default().to_vec())
+        .unwrap_or_default()
+}
+
+/// Litestream stopped (restarted to pick up a new configuration, say) while a tenant takes
+/// writes, then started again: the writes made while it was away are in the replica afterwards.
+/// Returns the orders missing from the restored copy and its integrity check.
+fn restart_round_trip(bin: &Path, checkpoints: &str) -> (Vec<i64>, String) {
+    let mut setup = setup(bin, checkpoints);
+    let (slug, file) = setup.tenants[0].clone();
+    let mut replicate = setup.replicate(bin);
+    // A log Litestream has shipped, a few hundred pages long.
+    let mut ids: Vec<i64> = (0..20).map(|n| setup.order(&slug, n)).collect();
+    assert!(
+        eventually(SYNC_WAIT, || setup.restores_all(bin, &file, &ids)),
+        "no sync within {SYNC_WAIT:?}"
+    );
+    stop(&mut replicate, "litestream replicate");
+    let shipped = replica_txid(bin, &setup.config_file, &file);
+    // While it is away, writes past tenantd's checkpoint (every 64 of them); under tenantd's
+    // checkpoints, until the log has started over, then a few into the new log, fewer pages
+    // than Litestream had shipped of the old one.
+    let salt = wal_salt(&file);
+    let mut n = 20;
+    while n < 70 || (checkpoints == "tenantd" && wal_salt(&file) == salt && n < 400) {
+        ids.push(setup.order(&slug, n));
+        n += 1;
+    }
+    let restarted = wal_salt(&file) != salt;
+    for _ in 0..3 {
+        ids.push(setup.order(&slug, n));
+        n += 1;
+    }
+    // Back: once it has shipped something new, stopping it ships the rest of the log.
+    let mut replicate = setup.replicate(bin);
+    let resumed = eventually(SYNC_WAIT, || {
+        replica_txid(bin, &setup.config_file, &file) > shipped
+    });
+    assert!(resumed, "Litestream did not resume within {SYNC_WAIT:?}");
+    stop(&mut replicate, "litestream replicate");
+    stop(&mut setup.server.child, "tenantd serve");
+    let out = setup.work.path().join("restored.db");
+    assert!(restore(bin, &setup.config_file, &file, &out));
+    let have = order_ids(&out);
+    let missing: Vec<i64> = ids
+        .iter()
+        .copied()
+        .filter(|id| have.binary_search(id).is_err())
+        .collect();
+    let integrity = integrity(&out);
+    eprintln!(
+        "--checkpoints {checkpoints}, Litestream restarted: log started over meanwhile: \
+         {restarted}; {} of {} orders missing; integrity {integrity}; {:?}",
+        missing.len(),
+        ids.len(),
+        moved(&setup.log())
+    );
+    (missing, integrity)
+}
+
+/// With checkpoints left to Litestream, nothing starts a log over while it is away, and it
+/// carries on where it was: every order is in the replica, intact.
+#[test]
+fn litestream_restarted_misses_nothing_when_it_checkpoints() {
+    let Some(bin) = litestream_or_skip() else {
+        return;
+    };
+    let (missing, integrity) = restart_round_trip(&bin, "litestream");
+    assert_eq!(integrity, "ok");
+    assert!(missing.is_empty(), "orders lost: {missing:?}");
+}
+
+/// Why `--checkpoints litestream` exists: with tenantd's checkpoints, a log started over while
+/// Litestream was away (and rewritten less far than it had shipped) is taken by Litestream
+/// 0.5.17 for one it can follow from its start, so the writes in between never reach the
+/// replica, and a restore comes back without them and with broken indexes, until Litestream's
+/// next full snapshot (which it sometimes takes at once). Ignored: it shows a fault of the
+/// pair, seen in about half the attempts, not of tenantd; run it with `--ignored` to see whether
+/// a Litestream release still has it (it fails once none of the attempts loses anything).
+#[test]
+#[ignore]
+fn litestream_restarted_beside_tenantd_checkpoints_can_lose_writes() {
+    let Some(bin) = litestream_or_skip() else {
+        return;
+    };
+    let lost = (0..8).any(|_| {
+        let (missing, integrity) = restart_round_trip(&bin, "tenantd");
+        !missing.is_empty() || integrity != "ok"
+    });
+    assert!(
+        lost,
+        "8 attempts, nothing lost: is the README's warning still true?"
+    );
 }
