@@ -154,8 +154,10 @@ fn yaml(config: &serde_json::Value) -> String {
     );
     for db in config["dbs"].as_array().into_iter().flatten() {
         out.push_str(&format!("  - path: {}\n    replica:\n", db["path"]));
-        for (key, value) in db["replica"].as_object().into_iter().flatten() {
-            out.push_str(&format!("      {key}: {value}\n"));
+        for key in ["type", "path", "url"] {
+            if let Some(value) = db["replica"].get(key) {
+                out.push_str(&format!("      {key}: {value}\n"));
+            }
         }
     }
     out
