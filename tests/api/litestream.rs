@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use crate::beside::cli_ok;
+use crate::beside::{cli_ok, tenants_with_owner};
 use crate::support::{eventually, request_to, spawn_serve};
 
 const TENANTS: [&str; 3] = ["north", "south", "east"];
@@ -167,36 +167,7 @@ struct Setup {
 fn setup(bin: &Path, checkpoints: &str) -> Setup {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path();
-    crate::cli::init_data_dir(dir);
-    cli_ok(
-        dir,
-        &[
-            "users",
-            "create",
-            "--email",
-            "owner@litestream.test",
-            "--name",
-            "Owner",
-            "--password",
-            PASSWORD,
-        ],
-    );
-    for slug in TENANTS {
-        cli_ok(dir, &["tenants", "create", slug, "--name", slug]);
-        cli_ok(
-            dir,
-            &[
-                "members",
-                "add",
-                "--tenant",
-                slug,
-                "--email",
-                "owner@litestream.test",
-                "--role",
-                "admin",
-            ],
-        );
-    }
+    tenants_with_owner(dir, "owner@litestream.test", PASSWORD, &TENANTS);
     let list: serde_json::Value =
         serde_json::from_slice(&cli_ok(dir, &["tenants", "list", "--json"]).stdout).unwrap();
     let tenants: Vec<(String, PathBuf)> = list["tenants"]
@@ -318,12 +289,12 @@ fn round_trip(bin: &Path, checkpoints: &str) -> Moved {
     let started = eventually(SYNC_WAIT, || {
         all_dbs
             .iter()
-            .all(|db| replica_txid(bin, &config_file, db) > 0)
+            .all(|db| replica_txid(bin, config_file, db) > 0)
     });
     assert!(started, "no first snapshot within {SYNC_WAIT:?}");
     let before: Vec<u64> = tenants
         .iter()
-        .map(|(_, f)| replica_txid(bin, &config_file, f))
+        .map(|(_, f)| replica_txid(bin, config_file, f))
         .collect();
 
     // One writer per tenant, all at once, until Litestream has shipped each tenant's log
@@ -361,7 +332,7 @@ fn round_trip(bin: &Path, checkpoints: &str) -> Moved {
         .collect();
     let shipped = eventually(SYNC_WAIT, || {
         tenants.iter().zip(&before).all(|((_, file), before)| {
-            replica_txid(bin, &config_file, file) >= before + SYNCS_DURING_WRITES
+            replica_txid(bin, config_file, file) >= before + SYNCS_DURING_WRITES
         })
     });
     stop_writing.store(true, Ordering::Relaxed);
