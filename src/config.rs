@@ -119,6 +119,14 @@ impl ServeConfig {
             let mib: usize = number("--read-cache-mib", &v, 0, 1 << 20)?;
             c.app.registry.read_cache_bytes = mib << 20;
         }
+        if let Some(v) = pick("--checkpoints", "TENANTD_CHECKPOINTS")? {
+            c.app.registry.checkpoints =
+                crate::tenancy::Checkpoints::parse(&v).ok_or_else(|| {
+                    ConfigError(format!(
+                        "--checkpoints: expected tenantd or litestream, got {v:?}"
+                    ))
+                })?;
+        }
         if let Some(v) = pick("--workers", "TENANTD_WORKERS")? {
             c.http.workers = number("--workers", &v, 1, 1024)?;
         }

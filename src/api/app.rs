@@ -109,7 +109,11 @@ impl App {
     /// Opens (or creates) the catalog under the data directory. With no system admin yet, it makes
     /// `admin@localhost` with a random password and returns it so the caller can show it once.
     pub fn open(config: AppConfig) -> Result<(App, Option<FirstAdmin>), OpenError> {
-        let catalog = Catalog::open(&config.data_dir, Create::IfMissing)?;
+        let catalog = Catalog::open_with(
+            &config.data_dir,
+            Create::IfMissing,
+            config.registry.checkpoints == crate::tenancy::Checkpoints::Tenantd,
+        )?;
         let first = first_admin(&catalog)?;
         let credentials = Credentials::load_or_create(&catalog)?;
         let device_key = device_key(&catalog)?;

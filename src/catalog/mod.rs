@@ -113,6 +113,16 @@ impl Catalog {
     /// With `Create::Never` the catalog must exist; otherwise `data_dir` and
     /// `data_dir/tenants` are created as needed.
     pub fn open(data_dir: &Path, create: Create) -> Result<Catalog, CatalogError> {
+        Catalog::open_with(data_dir, create, true)
+    }
+
+    /// `open`, with SQLite's automatic checkpoint on the catalog's connections or (for
+    /// `serve --checkpoints litestream`, where Litestream does them) off.
+    pub fn open_with(
+        data_dir: &Path,
+        create: Create,
+        autocheckpoint: bool,
+    ) -> Result<Catalog, CatalogError> {
         let path = data_dir.join(CENTRAL_DB);
         let mkdir = |dir: &Path| {
             fs::create_dir_all(dir).map_err(|e| CatalogError::Io {
@@ -128,11 +138,15 @@ impl Catalog {
         mkdir(&data_dir.join(TENANTS_DIR))?;
 
         let mut conn = db::open(&path, DbKind::Catalog, create)?;
+        if !autocheckpoint {
+            conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        }
         db::migrate(&mut conn, db::central_migrations())?;
         let config = PoolConfig {
             max_size: 8,
             idle_timeout: Some(Duration::from_secs(300)),
             connection_timeout: Duration::from_secs(5),
+            autocheckpoint,
         };
         // One pool for the life of the catalog: its own scheduler thread is
         // cheap, and r2d2's idle reaper is fine for a pool that stays.

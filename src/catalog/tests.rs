@@ -428,6 +428,24 @@ fn the_catalogs_log_starts_over_under_back_to_back_writers() {
     assert_log_stayed_small(&wal, WRITERS * WRITES_EACH, 16 << 20);
 }
 
+/// Beside Litestream (`serve --checkpoints litestream`) no catalog connection checkpoints on its
+/// own: while Litestream is away, a checkpoint that lets the log start over makes it lose its
+/// place (see `tests/api/litestream.rs`).
+#[test]
+fn the_catalog_leaves_checkpoints_to_litestream_when_told() {
+    let dir = tempfile::tempdir().unwrap();
+    for (autocheckpoint, expected) in [(true, 1000), (false, 0)] {
+        let catalog = Catalog::open_with(dir.path(), Create::IfMissing, autocheckpoint).unwrap();
+        let pooled: i64 = catalog
+            .pool
+            .get()
+            .unwrap()
+            .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(pooled, expected, "{autocheckpoint}");
+    }
+}
+
 /// One validator, two strictnesses: an account may be on a local host (the first admin is
 /// `admin@localhost`); an address to write to needs a dotted domain.
 #[test]

@@ -94,3 +94,19 @@ fn bad_values_are_refused_with_the_flag_named() {
     let c = parse("", &[("TENANTD_TRUSTED_PROXIES", "10.0.0.1, ::1")]).unwrap();
     assert_eq!(c.http.trusted_proxies.len(), 2);
 }
+
+#[test]
+fn checkpoints_are_tenantds_unless_left_to_litestream() {
+    use crate::tenancy::Checkpoints;
+    let who =
+        |argv: &str, env: &[(&str, &str)]| parse(argv, env).map(|c| c.app.registry.checkpoints);
+    assert_eq!(who("", &[]).unwrap(), Checkpoints::Tenantd);
+    let env = [("TENANTD_CHECKPOINTS", "litestream")];
+    assert_eq!(who("", &env).unwrap(), Checkpoints::Litestream);
+    assert_eq!(
+        who("--checkpoints tenantd", &env).unwrap(),
+        Checkpoints::Tenantd
+    );
+    let e = who("--checkpoints sqlite", &[]).unwrap_err();
+    assert!(e.0.contains("--checkpoints"), "{e}");
+}

@@ -4,6 +4,7 @@
 mod config_tests;
 mod identity;
 mod jobs;
+mod litestream;
 mod tenants;
 
 use std::fmt;
@@ -123,6 +124,7 @@ Commands:
   jobs       List, show, retry and discard background jobs; fire due schedules
   schedules  List, add and remove recurring jobs
   realtime   Show the real-time channels' app id, key and secret
+  litestream Print a Litestream configuration for the catalog and every tenant file
   help       Show this help (`tenantd help <command>`: that command's)
 
 Every command works on a data directory: --data DIR, else TENANTD_DATA, else ./data.
@@ -151,6 +153,10 @@ Options (each falls back to the environment variable named, then the default):
   --read-cache-mib N       MiB of read answers kept, for all tenants together, while
                            their database files are unchanged; 0 turns this off
                            [TENANTD_READ_CACHE_MIB, 32]
+  --checkpoints WHO        Who checkpoints tenant files: tenantd (its own thread, every 64
+                           writes) or litestream (tenantd runs none; for `litestream
+                           replicate` beside it, see `tenantd litestream --help`)
+                           [TENANTD_CHECKPOINTS, tenantd]
   --workers N              Handler threads [TENANTD_WORKERS, 16]
   --max-connections N      Open connections at most; at it, idle and unfinished ones are
                            closed to make room, else new ones get 503 [TENANTD_MAX_CONNECTIONS,
@@ -267,6 +273,11 @@ const COMMANDS: &[Command] = &[
         name: "realtime",
         help: REALTIME_HELP,
         run: realtime_command,
+    },
+    Command {
+        name: "litestream",
+        help: litestream::LITESTREAM_HELP,
+        run: |args, env| litestream::litestream(args, env).map(|()| 0),
     },
 ];
 

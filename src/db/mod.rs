@@ -68,6 +68,9 @@ pub struct PoolConfig {
     /// leave it `None` and be closed as a whole instead.
     pub idle_timeout: Option<Duration>,
     pub connection_timeout: Duration,
+    /// SQLite's automatic checkpoint, for the catalog (tenant connections never have it, see
+    /// [`init`]); off when Litestream does the checkpoints (`serve --checkpoints litestream`).
+    pub autocheckpoint: bool,
 }
 
 impl Default for PoolConfig {
@@ -76,6 +79,7 @@ impl Default for PoolConfig {
             max_size: 4,
             idle_timeout: Some(Duration::from_secs(300)),
             connection_timeout: Duration::from_secs(5),
+            autocheckpoint: true,
         }
     }
 }
@@ -337,7 +341,16 @@ pub fn pool(
     ensure_exists(path)?;
     let manager = SqliteConnectionManager::file(path)
         .with_flags(base_flags())
-        .with_init(move |conn| init(conn, kind));
+        .with_init({
+            let autocheckpoint = config.autocheckpoint;
+            move |conn| {
+                init(conn, kind)?;
+                if !autocheckpoint {
+                    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+                }
+                Ok(())
+            }
+        });
     let pool = r2d2::Pool::builder()
         .max_size(config.max_size.max(1))
         .min_idle(Some(0))

@@ -16,15 +16,42 @@ use crate::db;
 /// default of 1,000 pages for the busiest writes, and more often for smaller ones.
 pub(super) const CHECKPOINT_EVERY: u64 = 64;
 
+/// Who checkpoints tenant files (`serve --checkpoints`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Checkpoints {
+    /// The checkpoint thread below, every `CHECKPOINT_EVERY` writes.
+    #[default]
+    Tenantd,
+    /// None from tenantd: Litestream replicates the log and wants to be the one to copy it
+    /// into the file and start it over, which it does beside its own read transaction. Closing
+    /// a pool does not checkpoint while Litestream holds its connection to the file; without
+    /// Litestream running, closing the last connection still does (SQLite's own), which
+    /// Litestream takes for a restarted log when it comes back (a new snapshot, nothing lost).
+    Litestream,
+}
+
+impl Checkpoints {
+    pub fn parse(v: &str) -> Option<Checkpoints> {
+        match v {
+            "tenantd" => Some(Checkpoints::Tenantd),
+            "litestream" => Some(Checkpoints::Litestream),
+            _ => None,
+        }
+    }
+}
+
 impl OpenPool {
     /// Hands a checkpoint of this file to the registry's checkpoint thread, once: no writer
     /// copies the log in its own commit, writers wait only for the short rest of one (see
     /// [`checkpoint`]), and one file's checkpoints never queue up.
     pub(super) fn queue_checkpoint(self: &Arc<Self>) {
+        let Some(checkpoints) = &self.checkpoints else {
+            return;
+        };
         if !self.checkpoint_queued.swap(true, Ordering::AcqRel) {
             // The thread lives as long as any pool can send; a failed send means the registry
             // is going away, and closing the last connection checkpoints anyway.
-            let _ = self.checkpoints.send(Arc::downgrade(self));
+            let _ = checkpoints.send(Arc::downgrade(self));
         }
     }
 }

@@ -26,6 +26,7 @@ use rusqlite::{OptionalExtension, Transaction};
 use crate::catalog::{Catalog, CatalogError, TenantRecord, TENANTS_DIR};
 use crate::db::{self, DbError, PooledConn};
 
+pub use checkpoint::Checkpoints;
 use checkpoint::CHECKPOINT_EVERY;
 pub use reads::{Lookup, Ticket};
 use registry::OpenPool;

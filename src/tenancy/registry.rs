@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::Sender;
 use scheduled_thread_pool::{JobHandle, ScheduledThreadPool};
 
-use super::checkpoint::spawn_checkpointer;
+use super::checkpoint::{spawn_checkpointer, Checkpoints};
 use super::write_turn::WriteTurn;
 use super::{check_tenant_file, lock, reads, tenant_db_path, try_lock, TenancyError, Tenant};
 use crate::catalog::{TenantRecord, TenantStatus};
@@ -45,6 +45,8 @@ pub struct RegistryConfig {
     /// Bytes of answers all open pools together keep while their files are unchanged (see
     /// [`reads`]); 0 turns the cache off.
     pub read_cache_bytes: usize,
+    /// Who checkpoints tenant files: the registry's checkpoint thread, or Litestream.
+    pub checkpoints: Checkpoints,
 }
 
 impl Default for RegistryConfig {
@@ -59,6 +61,7 @@ impl Default for RegistryConfig {
             open_wait: Duration::from_secs(10),
             migrations: db::tenant_migrations(),
             read_cache_bytes: DEFAULT_READ_CACHE_MIB << 20,
+            checkpoints: Checkpoints::default(),
         }
     }
 }
@@ -95,8 +98,9 @@ pub(super) struct OpenPool {
     pub(super) writer: WriteTurn,
     /// Writes through this pool, for the checkpoint every `CHECKPOINT_EVERY` of them.
     pub(super) commits: AtomicU64,
-    /// Where checkpoints are asked for, and whether one is already waiting there.
-    pub(super) checkpoints: Sender<Weak<OpenPool>>,
+    /// Where checkpoints are asked for (none when Litestream does them), and whether one is
+    /// already waiting there.
+    pub(super) checkpoints: Option<Sender<Weak<OpenPool>>>,
     pub(super) checkpoint_queued: AtomicBool,
     pub(super) checkpoints_done: AtomicU64,
     /// Set, under this lock, when the registry closes the pool: the checkpoint thread may
@@ -201,7 +205,7 @@ pub(super) struct Shared {
     open: AtomicUsize,
     opened_total: AtomicU64,
     closed_total: AtomicU64,
-    checkpoints: Sender<Weak<OpenPool>>,
+    checkpoints: Option<Sender<Weak<OpenPool>>>,
     pub(super) reads: reads::Budget,
     /// The wall clock when `clock` read 0, in milliseconds: turns its readings into times of day
     /// (for [`PoolState::last_access`]) with no clock read on the requests' way.
@@ -240,8 +244,11 @@ impl Registry {
     }
 
     pub(crate) fn with_clock(data_dir: &Path, config: RegistryConfig, clock: Clock) -> Registry {
-        let (checkpoints, queue) = crossbeam_channel::unbounded();
-        spawn_checkpointer(queue);
+        let checkpoints = (config.checkpoints == Checkpoints::Tenantd).then(|| {
+            let (checkpoints, queue) = crossbeam_channel::unbounded();
+            spawn_checkpointer(queue);
+            checkpoints
+        });
         let reads = reads::Budget::new(config.read_cache_bytes);
         let started_unix_ms = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -530,6 +537,7 @@ impl Shared {
             max_size: self.config.pool_max_size,
             idle_timeout: None,
             connection_timeout: self.config.connection_timeout,
+            autocheckpoint: false,
         };
         let pool = db::pool(path, DbKind::Tenant, &config, &self.threads).map_err(reason)?;
         // One connection now, which stays for the pool's life (see `OpenPool::pool`): the

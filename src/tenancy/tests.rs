@@ -882,6 +882,47 @@ fn writes_checkpoint_the_log_outside_the_write_turn() {
     );
 }
 
+/// `--checkpoints litestream`: tenantd asks for no checkpoint however many writes (Litestream,
+/// beside it, copies the log into the file itself), so the file alone holds none of them.
+#[test]
+fn no_checkpoints_of_its_own_when_litestream_does_them() {
+    let setup = Setup::new();
+    let acme = setup.provision("acme", &[]);
+    let registry = setup.registry(RegistryConfig {
+        checkpoints: Checkpoints::Litestream,
+        ..quiet()
+    });
+    let tenant = resolve_slug(&setup.catalog, &registry, "acme").unwrap();
+    assert!(tenant.pool.checkpoints.is_none(), "a checkpoint queue");
+    tenant
+        .write(|tx| -> Result<(), DbError> {
+            tx.execute_batch("CREATE TABLE notes (n INTEGER)")?;
+            Ok(())
+        })
+        .unwrap();
+    for n in 0..3 * CHECKPOINT_EVERY {
+        tenant
+            .write(|tx| -> Result<(), DbError> {
+                tx.execute("INSERT INTO notes VALUES (?1)", [n as i64])?;
+                Ok(())
+            })
+            .unwrap();
+    }
+    assert!(!tenant.pool.checkpoint_queued.load(Ordering::Acquire));
+    assert_eq!(tenant.checkpoints_done(), 0);
+    // The file without its log: the table is not in it.
+    let copy = setup.data().join("copy.db");
+    fs::copy(setup.path(&acme), &copy).unwrap();
+    let conn = Connection::open(&copy).unwrap();
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'notes'"
+        ),
+        0
+    );
+}
+
 /// Counts a writer out however its thread ends, so the readers stop.
 /// The log starts over from its beginning only once a checkpoint has copied all of it with no
 /// writer in between. Writers queued back to back leave no such gap for the checkpoint thread,

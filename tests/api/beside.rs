@@ -35,6 +35,33 @@ pub(crate) fn cli_ok(data: &Path, args: &[&str]) -> Output {
     out
 }
 
+/// A data directory with these tenants, each with `email` (password `password`) as its admin.
+pub(crate) fn tenants_with_owner(dir: &Path, email: &str, password: &str, slugs: &[&str]) {
+    crate::cli::init_data_dir(dir);
+    cli_ok(
+        dir,
+        &[
+            "users",
+            "create",
+            "--email",
+            email,
+            "--name",
+            "Owner",
+            "--password",
+            password,
+        ],
+    );
+    for slug in slugs {
+        cli_ok(dir, &["tenants", "create", slug, "--name", slug]);
+        cli_ok(
+            dir,
+            &[
+                "members", "add", "--tenant", slug, "--email", email, "--role", "admin",
+            ],
+        );
+    }
+}
+
 fn tenant_ids(data: &Path) -> Vec<String> {
     let out = cli_ok(data, &["tenants", "list", "--json"]);
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON list");
@@ -89,36 +116,7 @@ fn at_once(data: &Path, a: Vec<String>, b: Vec<String>) {
 fn other_processes_on_the_data_directory_never_take_the_server_down() {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path();
-    crate::cli::init_data_dir(dir);
-    cli_ok(
-        dir,
-        &[
-            "users",
-            "create",
-            "--email",
-            "owner@beside.test",
-            "--name",
-            "Owner",
-            "--password",
-            PASSWORD,
-        ],
-    );
-    for slug in TENANTS {
-        cli_ok(dir, &["tenants", "create", slug, "--name", slug]);
-        cli_ok(
-            dir,
-            &[
-                "members",
-                "add",
-                "--tenant",
-                slug,
-                "--email",
-                "owner@beside.test",
-                "--role",
-                "admin",
-            ],
-        );
-    }
+    tenants_with_owner(dir, "owner@beside.test", PASSWORD, &TENANTS);
     let ids = tenant_ids(dir);
     assert_eq!(ids.len(), TENANTS.len());
 
