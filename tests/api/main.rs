@@ -4,6 +4,7 @@
 mod account;
 mod admin;
 mod audit;
+mod backups;
 mod bad_input;
 mod beside;
 mod bodies;
