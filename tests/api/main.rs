@@ -5,6 +5,7 @@ mod account;
 mod admin;
 mod audit;
 mod backups;
+mod backups_cli;
 mod bad_input;
 mod beside;
 mod bodies;
