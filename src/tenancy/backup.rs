@@ -281,13 +281,32 @@ fn write_manifest(dir: &Path, manifest: &BackupManifest) -> Result<(), BackupErr
 
 /// Removes `.tmp` files in `dir` older than [`STALE_TMP_SECS`]: left by a run that was killed.
 /// A younger one may be another run's copy in progress, and SQLite may hold it open.
-fn remove_stale_tmp(dir: &Path) {
+fn remove_stale_tmp(dir: &Path) -> usize {
+    remove_stale(dir, ".tmp")
+}
+
+/// The `.tmp` files killed runs left: in every backups directory, and the `<id>.db.tmp` of a
+/// killed restore in `tenants/`. Only those older than an hour, as for the next run's own
+/// sweep: a backup or a clone from the command line may be running beside the server. The
+/// server calls it at start; returns how many were removed.
+pub fn remove_leftovers(data_dir: &Path) -> usize {
+    let mut removed = remove_stale(&data_dir.join(TENANTS_DIR), ".db.tmp");
+    if let Ok(entries) = fs::read_dir(data_dir.join(BACKUPS_DIR)) {
+        for entry in entries.flatten() {
+            removed += remove_stale_tmp(&entry.path());
+        }
+    }
+    removed
+}
+
+fn remove_stale(dir: &Path, suffix: &str) -> usize {
+    let mut removed = 0;
     let Ok(entries) = fs::read_dir(dir) else {
-        return;
+        return 0;
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        if !name.to_string_lossy().ends_with(".tmp") {
+        if !name.to_string_lossy().ends_with(suffix) {
             continue;
         }
         let old = entry
@@ -296,10 +315,11 @@ fn remove_stale_tmp(dir: &Path) {
             .ok()
             .and_then(|m| m.elapsed().ok())
             .is_some_and(|age| age.as_secs() >= STALE_TMP_SECS);
-        if old {
-            let _ = fs::remove_file(entry.path());
+        if old && fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
         }
     }
+    removed
 }
 
 /// Who a database file says it belongs to.
@@ -975,5 +995,30 @@ mod tests {
         ));
         drop(guard);
         registry.open(acme).unwrap();
+    }
+
+    #[test]
+    fn leftovers_older_than_an_hour_are_removed_and_younger_ones_kept() {
+        let data = tempfile::tempdir().unwrap();
+        let tenants = data.path().join(TENANTS_DIR);
+        let backups = data.path().join(BACKUPS_DIR).join(CENTRAL);
+        fs::create_dir_all(&tenants).unwrap();
+        fs::create_dir_all(&backups).unwrap();
+        let hours_ago =
+            |h: u64| std::time::SystemTime::now() - std::time::Duration::from_secs(h * 3600);
+        let make = |path: PathBuf, modified| {
+            fs::File::create(&path)
+                .unwrap()
+                .set_modified(modified)
+                .unwrap();
+            path
+        };
+        let old_restore = make(tenants.join("x.db.tmp"), hours_ago(2));
+        let old_other = make(tenants.join("x.tmp"), hours_ago(2));
+        let old_backup = make(backups.join("a.db.tmp"), hours_ago(2));
+        let young_backup = make(backups.join("b.db.tmp"), hours_ago(0));
+        assert_eq!(remove_leftovers(data.path()), 2);
+        assert!(!old_restore.exists() && !old_backup.exists());
+        assert!(old_other.exists() && young_backup.exists());
     }
 }
