@@ -85,22 +85,30 @@ fn back_up(dir: &Path, slug: &str) -> PathBuf {
         .join(m["file"].as_str().unwrap())
 }
 
-/// What a running server answers for the tenant: `GET /api/tenant` as its admin, after it
-/// wrote an order there; the server is then killed (SIGKILL), so that its last writes stay
-/// in the file's `-wal` (they are fewer than a checkpoint waits for).
-fn served(dir: &Path, slug: &str) -> Value {
-    let server = spawn_serve(dir, &[], 1);
+/// The owner's `Authorization` header value, signed in on a running server.
+fn bearer(addr: std::net::SocketAddr) -> String {
     let login = request_to(
-        server.addr,
+        addr,
         "POST",
         "/api/auth/login",
         &[],
         Some(&json!({"email": EMAIL, "password": PASSWORD})),
     );
     assert_eq!(login.status, 200, "{}", login.text());
-    let auth = format!("Bearer {}", login.json()["token"].as_str().unwrap());
-    let order =
-        json!({"title": "in the wal", "customer_name": "B", "amount_minor": 1, "currency": "EUR"});
+    format!("Bearer {}", login.json()["token"].as_str().unwrap())
+}
+
+fn new_order(title: &str) -> Value {
+    json!({"title": title, "customer_name": "B", "amount_minor": 1, "currency": "EUR"})
+}
+
+/// What a running server answers for the tenant: `GET /api/tenant` as its admin, after it
+/// wrote an order there; the server is then killed (SIGKILL), so that its last writes stay
+/// in the file's `-wal` (they are fewer than a checkpoint waits for).
+fn served(dir: &Path, slug: &str) -> Value {
+    let server = spawn_serve(dir, &[], 1);
+    let auth = bearer(server.addr);
+    let order = new_order("in the wal");
     let path = format!("/t/{slug}/api/orders");
     let made = request_to(
         server.addr,
@@ -345,14 +353,7 @@ fn a_backup_restored_as_a_new_slug_is_a_clone_with_its_own_id_and_data() {
             "admin",
         ],
     );
-    let login = request_to(
-        server.addr,
-        "POST",
-        "/api/auth/login",
-        &[],
-        Some(&json!({"email": EMAIL, "password": PASSWORD})),
-    );
-    let auth = format!("Bearer {}", login.json()["token"].as_str().unwrap());
+    let auth = bearer(server.addr);
     let auth = [("Authorization", auth.as_str())];
     let get = |slug: &str, path: &str| {
         let reply = request_to(server.addr, "GET", &format!("/t/{slug}{path}"), &auth, None);
@@ -364,8 +365,7 @@ fn a_backup_restored_as_a_new_slug_is_a_clone_with_its_own_id_and_data() {
     assert_eq!(tenant["slug"], "acme-copy");
     assert_eq!(tenant["name"], "acme Backup");
     // Its own data from here on: an order in the clone is not in acme.
-    let order =
-        json!({"title": "clone only", "customer_name": "B", "amount_minor": 1, "currency": "EUR"});
+    let order = new_order("clone only");
     let made = request_to(
         server.addr,
         "POST",
