@@ -580,7 +580,7 @@ pub fn verify(file: &Path, expect: Option<&str>) -> Result<Verified, BackupError
         let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
         rows.collect::<rusqlite::Result<Vec<String>>>()
     })()
-    .map_err(|e| refused(&e))?;
+    .map_err(|e| BackupError::Refused(format!("integrity_check: {e}")))?;
     if check.first().map(String::as_str) != Some("ok") {
         return Err(BackupError::Refused(format!(
             "integrity_check: {}",

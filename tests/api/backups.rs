@@ -324,11 +324,7 @@ fn a_restore_refuses_a_tampered_foreign_or_unlisted_file_and_leaves_the_tenant_a
 
     // A corrupt file whose manifest matches it: integrity_check finds it.
     let corrupt = "20000101T000000Z-bbbbbb.db";
-    let mut bytes = original.clone();
-    let page = 4096;
-    for b in &mut bytes[page..page * 2] {
-        *b = 0x5a;
-    }
+    let bytes = with_a_broken_index(&a_path);
     std::fs::write(acme_dir.join(corrupt), &bytes).unwrap();
     let mut manifest = a.clone();
     manifest["file"] = json!(corrupt);
@@ -339,12 +335,35 @@ fn a_restore_refuses_a_tampered_foreign_or_unlisted_file_and_leaves_the_tenant_a
         manifest.to_string(),
     )
     .unwrap();
-    refused("acme", corrupt, "");
+    refused("acme", corrupt, "integrity_check");
 
     // The real one still restores.
     let reply = restore(&test, "acme", &a_file);
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(order_ids(&test, "acme").len(), 1);
+}
+
+/// The bytes of the database at `path` with one index's root page made invalid: a damage only
+/// `PRAGMA integrity_check` sees, as no read of the tenant's own rows goes through that index.
+pub(crate) fn with_a_broken_index(path: &Path) -> Vec<u8> {
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let root: i64 = conn
+        .query_row(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'orders_by_created'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let page_size: i64 = conn
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap();
+    drop(conn);
+    let mut bytes = std::fs::read(path).unwrap();
+    // The b-tree page's type byte: 2, 5, 10 or 13 are pages; 0xff is none.
+    bytes[usize::try_from((root - 1) * page_size).unwrap()] = 0xff;
+    bytes
 }
 
 fn sha256(bytes: &[u8]) -> String {

@@ -282,12 +282,11 @@ fn a_restore_refuses_a_foreign_corrupt_or_newer_file() {
     // acme's file with a flipped byte in a copy (no manifest beside it): integrity_check.
     let bytes = std::fs::read(&a_file).unwrap();
     let corrupt = work.path().join("corrupt.db");
+    std::fs::write(&corrupt, crate::backups::with_a_broken_index(&a_file)).unwrap();
+    refused(&corrupt, "integrity_check");
     let mut flipped = bytes.clone();
-    for b in &mut flipped[4096..8192] {
-        *b ^= 0xa5;
-    }
-    std::fs::write(&corrupt, &flipped).unwrap();
-    refused(&corrupt, "cannot be restored");
+    let at = flipped.len() - 100;
+    flipped[at] ^= 0xff;
     // With its manifest beside it: the checksum.
     let mismatched = work.path().join("20260101T000000Z-000000.db");
     std::fs::write(&mismatched, &flipped).unwrap();
