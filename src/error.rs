@@ -405,6 +405,21 @@ mod tests {
         assert_eq!(Error::from(HubError::Stopped).into_response().status, 500);
     }
 
+    #[test]
+    fn a_tenant_being_restored_is_503_with_retry_after_and_a_refused_backup_422() {
+        let restoring = TenancyError::Restoring {
+            tenant: "acme".into(),
+        };
+        let response = Error::from(restoring).into_response();
+        assert_eq!(response.status, 503);
+        assert_eq!(response.header("retry-after"), Some("1"));
+        assert!(String::from_utf8_lossy(body(&response)).contains("tenant_restoring"));
+        let refused = BackupError::Refused("no".into());
+        assert_eq!(Error::from(refused).into_response().status, 422);
+        let busy = BackupError::Busy("in use".into());
+        assert_eq!(Error::from(busy).into_response().status, 409);
+    }
+
     fn body(response: &Response) -> &[u8] {
         match &response.body {
             http::Body::Full(bytes) => bytes,
