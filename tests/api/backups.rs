@@ -532,3 +532,46 @@ fn the_catalog_is_backed_up_over_http() {
         .unwrap();
     assert_eq!(admins, 1);
 }
+
+#[test]
+fn while_a_restore_runs_its_tenant_answers_503_tenant_restoring_and_the_others_are_served() {
+    let test = app_with_workers(0, 10);
+    let acme = id(&test.create_tenant("acme", &[]));
+    test.create_tenant("globex", &[]);
+    let first = back_up(&test, "acme");
+    let get = |slug: &str| test.get(&format!("/t/{slug}/api/tenant"), &[]);
+    assert_eq!(get("acme").status, 200);
+    let guard = test
+        .app
+        .registry
+        .begin_restore(&acme, "acme", std::time::Duration::from_secs(5))
+        .unwrap();
+    let refused = get("acme");
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert_eq!(refused.error_code(), "tenant_restoring");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_eq!(get("globex").status, 200);
+    // A second restore meanwhile is refused as busy; a backup job's attempt waits its turn.
+    let second = restore(&test, "acme", first["file"].as_str().unwrap());
+    assert_eq!(second.status, 409, "{}", second.text());
+    let taken = test.admin("POST", "/api/admin/tenants/acme/backups", None);
+    assert_eq!(taken.status, 202);
+    assert_eq!(run_jobs(&test), 1);
+    let job_id = taken.json()["job"]["id"].as_i64().unwrap();
+    let job = test.app.catalog.job(job_id).unwrap().unwrap();
+    assert_eq!(
+        job.status.as_str(),
+        "pending",
+        "retried later: {:?}",
+        job.last_error
+    );
+    assert_eq!(backups(&test, "acme").len(), 1);
+    drop(guard);
+    assert_eq!(get("acme").status, 200);
+    let mut runner = None;
+    let later = jobs::now_ms() + 3_600_000;
+    assert!(jobs::run_next(&test.app, "default", "test", &mut runner, later).unwrap());
+    let job = test.app.catalog.job(job_id).unwrap().unwrap();
+    assert_eq!(job.status.as_str(), "done", "{:?}", job.last_error);
+    assert_eq!(backups(&test, "acme").len(), 2);
+}
