@@ -8,6 +8,7 @@ use std::fmt;
 use crate::catalog::{CatalogError, IdentityError};
 use crate::db::DbError;
 use crate::http::{self, Response};
+use crate::tenancy::backup::BackupError;
 use crate::tenancy::lifecycle::LifecycleError;
 use crate::tenancy::TenancyError;
 use crate::workspace::WorkspaceError;
@@ -51,6 +52,8 @@ pub enum Error {
     TenantProvisioning,
     /// The tenant's database cannot be used now (missing, corrupt, failed migration).
     TenantUnavailable,
+    /// Being restored from a backup: refused until the restore ends.
+    TenantRestoring,
     /// The real-time hub did not take the command in time: a passing overload.
     RealtimeBusy,
     /// The request is well formed but its values are not acceptable: field -> message.
@@ -153,6 +156,11 @@ impl Error {
                 "tenant_provisioning",
                 "the tenant is still being set up; try again shortly".into(),
             ),
+            Error::TenantRestoring => (
+                503,
+                "tenant_restoring",
+                "the tenant is being restored from a backup; try again shortly".into(),
+            ),
             Error::TenantUnavailable => (
                 503,
                 "tenant_unavailable",
@@ -205,9 +213,10 @@ impl Error {
             Error::TooManyRequests { retry_after_secs } => {
                 response.with_header("Retry-After", retry_after_secs.max(1).to_string())
             }
-            Error::TenantUnavailable | Error::RealtimeBusy | Error::TenantProvisioning => {
-                response.with_header("Retry-After", "1")
-            }
+            Error::TenantUnavailable
+            | Error::RealtimeBusy
+            | Error::TenantProvisioning
+            | Error::TenantRestoring => response.with_header("Retry-After", "1"),
             _ => response,
         }
     }
@@ -238,6 +247,7 @@ impl From<TenancyError> for Error {
             TenancyError::Suspended { .. } => Error::TenantSuspended,
             TenancyError::Provisioning { .. } => Error::TenantProvisioning,
             TenancyError::Conflict => Error::TenantConflict,
+            TenancyError::Restoring { .. } => Error::TenantRestoring,
             TenancyError::Unavailable { tenant, reason } => {
                 log::error!("tenant {tenant} unavailable: {reason}");
                 Error::TenantUnavailable
@@ -247,6 +257,22 @@ impl From<TenancyError> for Error {
                 message: format!("tenant {tenant} is in use; try again"),
             },
             TenancyError::Catalog(e) => Error::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<BackupError> for Error {
+    fn from(e: BackupError) -> Self {
+        match e {
+            BackupError::NotFound(name) => Error::validation("backup", format!("no backup {name}")),
+            BackupError::Refused(why) => Error::validation("backup", why),
+            BackupError::Busy(message) => Error::Conflict {
+                code: "tenant_in_use",
+                message,
+            },
+            BackupError::Tenancy(e) => e.into(),
+            BackupError::Lifecycle(e) => e.into(),
+            BackupError::Db(_) | BackupError::Io { .. } => Error::Internal(e.to_string()),
         }
     }
 }
@@ -377,6 +403,21 @@ mod tests {
         assert_eq!(response.status, 503);
         assert_eq!(response.header("retry-after"), Some("1"));
         assert_eq!(Error::from(HubError::Stopped).into_response().status, 500);
+    }
+
+    #[test]
+    fn a_tenant_being_restored_is_503_with_retry_after_and_a_refused_backup_422() {
+        let restoring = TenancyError::Restoring {
+            tenant: "acme".into(),
+        };
+        let response = Error::from(restoring).into_response();
+        assert_eq!(response.status, 503);
+        assert_eq!(response.header("retry-after"), Some("1"));
+        assert!(String::from_utf8_lossy(body(&response)).contains("tenant_restoring"));
+        let refused = BackupError::Refused("no".into());
+        assert_eq!(Error::from(refused).into_response().status, 422);
+        let busy = BackupError::Busy("in use".into());
+        assert_eq!(Error::from(busy).into_response().status, 409);
     }
 
     fn body(response: &Response) -> &[u8] {

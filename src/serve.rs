@@ -81,6 +81,10 @@ pub fn run(mut config: ServeConfig) -> i32 {
         }
         Err(e) => log::warn!("could not look for orphan tenant files: {e}"),
     }
+    let leftovers = crate::tenancy::backup::remove_leftovers(&data_dir);
+    if leftovers > 0 {
+        log::info!("removed {leftovers} .tmp files left by killed backups or restores");
+    }
     let demo = if config.demo {
         match crate::demo::ensure(&app) {
             Ok(text) => Some(text),

@@ -56,6 +56,11 @@ pub fn kind(name: &str) -> Option<Kind> {
             timeout: secs(120),
             run: super::admin::provision_job,
         },
+        super::backups::KIND => Kind {
+            queue: "default",
+            timeout: secs(600),
+            run: super::backups::backup_job,
+        },
         "webhook.deliver" => Kind {
             queue: "webhooks",
             timeout: secs(30),

@@ -7,6 +7,7 @@ mod account;
 mod admin;
 mod app;
 mod audit;
+mod backups;
 mod body;
 pub mod broadcasting;
 mod config;
@@ -77,6 +78,7 @@ fn routes() -> Router<Route> {
     webhook_endpoints::routes(&mut r);
     broadcasting::routes(&mut r);
     admin::routes(&mut r);
+    backups::routes(&mut r);
     jobs::routes(&mut r);
     webhooks_in::routes(&mut r);
     r

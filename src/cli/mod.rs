@@ -1,5 +1,6 @@
 //! The command line: argument parsing and one function per command. `main.rs` only calls [`run`].
 
+mod backup;
 #[cfg(test)]
 mod config_tests;
 mod identity;
@@ -123,6 +124,9 @@ Commands:
   admin      Create system admins, reset their passwords
   jobs       List, show, retry and discard background jobs; fire due schedules
   schedules  List, add and remove recurring jobs
+  backup     Back up tenant databases (and the catalog) while the server runs
+  backups    List a tenant's backups
+  restore    Restore a tenant from a backup, or clone a backup as a new tenant
   realtime   Show the real-time channels' app id, key and secret
   litestream Print a Litestream configuration for the catalog and every tenant file
   help       Show this help (`tenantd help <command>`: that command's)
@@ -268,6 +272,21 @@ const COMMANDS: &[Command] = &[
         name: "schedules",
         help: jobs::SCHEDULES_HELP,
         run: |args, env| jobs::schedules(args, env).map(|()| 0),
+    },
+    Command {
+        name: "backup",
+        help: backup::BACKUP_HELP,
+        run: |args, env| backup::backup(args, env).map(|()| 0),
+    },
+    Command {
+        name: "backups",
+        help: backup::BACKUPS_HELP,
+        run: |args, env| backup::backups(args, env).map(|()| 0),
+    },
+    Command {
+        name: "restore",
+        help: backup::RESTORE_HELP,
+        run: |args, env| backup::restore(args, env).map(|()| 0),
     },
     Command {
         name: "realtime",

@@ -311,7 +311,7 @@ pub fn init(conn: &Connection, kind: DbKind) -> rusqlite::Result<()> {
 /// would let SQL do exactly that. rusqlite only wraps `sqlite3_limit` behind
 /// its `limits` feature, which this crate does not enable, so call it
 /// directly.
-fn disable_attach(conn: &Connection) {
+pub fn disable_attach(conn: &Connection) {
     // SAFETY: the handle is valid while `conn` is borrowed, and
     // sqlite3_limit only sets an integer on that open connection.
     unsafe {

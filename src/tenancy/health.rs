@@ -1,5 +1,5 @@
 //! One tenant's health as an operator sees it: its file's size, its schema version, whether its
-//! pool is open and when it was last used. Found without opening the pool and without making any
+//! pool is open and when it was last used, its last backup. Found without opening the pool and without making any
 //! file: a health check that migrated, or brought back a missing file, would change what it looks at.
 
 use std::io;
@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::backup::{latest_backup, BackupSummary};
 use super::lifecycle::tenant_target_version;
 use super::{tenant_db_path, Registry};
 use crate::catalog::{TenantRecord, TenantStatus};
@@ -31,6 +32,8 @@ pub struct TenantHealth {
     /// Unix seconds; kept in memory only, so `None` for a tenant unused since the server started.
     pub last_access: Option<i64>,
     pub pool_open: bool,
+    /// The newest backup (see [`super::backup::latest_backup`]): when, how big, which file.
+    pub last_backup: Option<BackupSummary>,
 }
 
 /// The health of `record`'s tenant, whose file lives under `data_dir`.
@@ -48,6 +51,7 @@ pub fn health(data_dir: &Path, registry: &Registry, record: &TenantRecord) -> Te
         error: None,
         last_access: pool.last_access,
         pool_open: pool.open,
+        last_backup: latest_backup(data_dir, &record.id).map(|m| BackupSummary::from(&m)),
     };
     let Some(path) = tenant_db_path(data_dir, &record.id) else {
         health.error = Some("catalog id is not a canonical UUID".into());

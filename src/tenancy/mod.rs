@@ -3,8 +3,10 @@
 //! and keeps the number of open pools (and so file descriptors) bounded.
 //! Creating, deleting and migrating tenants lives in [`lifecycle`]; the
 //! registry's slots and LRU in `registry`, writers' turns in `write_turn`, the
-//! checkpoint thread in `checkpoint`, an operator's view of one tenant in `health`.
+//! checkpoint thread in `checkpoint`, an operator's view of one tenant in `health`, backups
+//! and restores of a tenant's file in `backup`.
 
+pub mod backup;
 mod checkpoint;
 pub mod health;
 pub mod identify;
@@ -30,7 +32,9 @@ pub use checkpoint::Checkpoints;
 use checkpoint::CHECKPOINT_EVERY;
 pub use reads::{Lookup, Ticket};
 use registry::OpenPool;
-pub use registry::{PoolState, Registry, RegistryConfig, RegistryStats, DEFAULT_READ_CACHE_MIB};
+pub use registry::{
+    PoolState, Registry, RegistryConfig, RegistryStats, RestoreGuard, DEFAULT_READ_CACHE_MIB,
+};
 
 /// Where a tenant's database lives: `data_dir/tenants/<uuid>.db`. Only a
 /// canonical (hyphenated, lower-case) UUID is accepted, so that no catalog
@@ -99,6 +103,10 @@ pub enum TenancyError {
     InUse {
         tenant: String,
     },
+    /// Being restored from a backup: refused until the restore ends.
+    Restoring {
+        tenant: String,
+    },
     /// Two identification methods of one request name different tenants.
     Conflict,
     Catalog(CatalogError),
@@ -117,6 +125,9 @@ impl fmt::Display for TenancyError {
                 write!(f, "tenant {tenant} is unavailable: {reason}")
             }
             TenancyError::InUse { tenant } => write!(f, "tenant {tenant} is in use"),
+            TenancyError::Restoring { tenant } => {
+                write!(f, "tenant {tenant} is being restored from a backup")
+            }
             TenancyError::Conflict => f.write_str("the request names two different tenants"),
             TenancyError::Catalog(e) => e.fmt(f),
         }

@@ -1,7 +1,7 @@
 //! The `Registry` of open tenant pools: one slot per tenant, opened on first use (and
 //! migrated once) while other callers for it wait, closed by LRU, idleness or `evict`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -213,6 +213,10 @@ pub(super) struct Shared {
     /// `OpenPool::last_used` of the pools closed since start (evicted ones excepted), by tenant
     /// id: one entry per tenant at most.
     closed_last_used: Mutex<HashMap<String, u64>>,
+    /// Tenants being restored from a backup (see [`Registry::begin_restore`]): opening them is
+    /// refused meanwhile. `restoring_count` spares every request the lock when it is empty.
+    restoring: Mutex<HashSet<String>>,
+    restoring_count: AtomicUsize,
 }
 /// Tenant pools, opened lazily and closed by LRU, idleness or `evict`.
 /// Share it between threads (e.g. in an `Arc`).
@@ -267,6 +271,8 @@ impl Registry {
             reads,
             started_unix_ms,
             closed_last_used: Mutex::new(HashMap::new()),
+            restoring: Mutex::new(HashSet::new()),
+            restoring_count: AtomicUsize::new(0),
         });
         // Idle pools are closed whole by our own sweep instead of r2d2's
         // per-pool reaper: that reaper is a periodic job r2d2 never cancels,
@@ -339,6 +345,15 @@ impl Registry {
                 }
                 SlotState::Failed { .. } | SlotState::Empty => {}
             }
+            // Checked under the slot's lock: `begin_restore` marks first and then evicts
+            // through this lock, so no pool opens after the mark.
+            if shared.restoring_count.load(Ordering::SeqCst) > 0
+                && lock(&shared.restoring).contains(&record.id)
+            {
+                return Err(TenancyError::Restoring {
+                    tenant: record.slug.clone(),
+                });
+            }
             return shared.open_slot(&slot, state, record, open_pool);
         }
     }
@@ -383,6 +398,48 @@ impl Registry {
         // Evicted to be purged: nothing is left to report an access of.
         lock(&shared.closed_last_used).remove(tenant_id);
         Ok(closed)
+    }
+
+    /// Closes the tenant's pool and refuses to open it (`Restoring`) until the guard is
+    /// dropped: its file is about to be replaced. Waits up to `wait` for requests holding the
+    /// pool to finish; `InUse` if they do not, `Restoring` if a restore already runs.
+    pub fn begin_restore(
+        &self,
+        tenant_id: &str,
+        slug: &str,
+        wait: Duration,
+    ) -> Result<RestoreGuard<'_>, TenancyError> {
+        let shared = &self.shared;
+        if !lock(&shared.restoring).insert(tenant_id.to_string()) {
+            return Err(TenancyError::Restoring {
+                tenant: slug.to_string(),
+            });
+        }
+        shared.restoring_count.fetch_add(1, Ordering::SeqCst);
+        let guard = RestoreGuard {
+            registry: self,
+            tenant_id: tenant_id.to_string(),
+        };
+        let deadline = Instant::now() + wait;
+        loop {
+            match self.evict(tenant_id) {
+                Ok(_) => return Ok(guard),
+                Err(TenancyError::InUse { .. }) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(_) => {
+                    return Err(TenancyError::InUse {
+                        tenant: slug.to_string(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Whether a restore of the tenant is running.
+    pub fn is_restoring(&self, tenant_id: &str) -> bool {
+        self.shared.restoring_count.load(Ordering::SeqCst) > 0
+            && lock(&self.shared.restoring).contains(tenant_id)
     }
 
     /// Whether the tenant's pool is open and when it was last used; opens nothing, waits for
@@ -667,6 +724,21 @@ impl Shared {
             self.retire(&mut slots, &id);
         }
         closed
+    }
+}
+
+/// While alive, the tenant is refused (see [`Registry::begin_restore`]).
+pub struct RestoreGuard<'r> {
+    registry: &'r Registry,
+    tenant_id: String,
+}
+
+impl Drop for RestoreGuard<'_> {
+    fn drop(&mut self) {
+        let shared = &self.registry.shared;
+        if lock(&shared.restoring).remove(&self.tenant_id) {
+            shared.restoring_count.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 

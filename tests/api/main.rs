@@ -4,6 +4,8 @@
 mod account;
 mod admin;
 mod audit;
+mod backups;
+mod backups_cli;
 mod bad_input;
 mod beside;
 mod bodies;

@@ -1,10 +1,12 @@
 // The admin portal's tenants: the list (search, status filter, create), and one tenant's page:
 // its details and health, the address of its workspace, its domains, impersonation of one of
-// its members, and its lifecycle (suspend, activate, delete, restore, purge, rename: name and slug).
+// its members, and its lifecycle (suspend, activate, delete, restore, purge, rename: name and slug);
+// its backups in backups.js.
 import { html, useCallback, useEffect, useState } from '../../vendor/htm-preact.module.js';
 import { api, describe } from '../lib/api.js';
 import { boot } from '../lib/boot.js';
 import { useAdminEvents } from './jobs.js';
+import { Backups } from './backups.js';
 import { Link, navigate } from '../lib/router.js';
 import {
   Async,
@@ -241,6 +243,7 @@ function Tenant({ tenant, onChange }) {
         </div>
         <${Async} state=${health} label="Reading its health…">${(h) => html`<${Health} health=${h} />`}<//>
       </section>
+      <${Backups} tenant=${tenant} onRestored=${health.reload} />
       <${Domains} tenant=${tenant} onChange=${onChange} />
       <${Impersonate} tenant=${tenant} />
       <${Lifecycle} tenant=${tenant} onChange=${onChange} />
@@ -260,6 +263,7 @@ function Health({ health }) {
       <dt>Database file</dt><dd>${health.file_exists ? formatBytes(health.file_bytes) : 'Missing'}</dd>
       <dt>Write-ahead log</dt><dd>${formatBytes(health.wal_bytes)}</dd>
       <dt>Schema version</dt><dd>${schema}</dd>
+      <dt>Last backup</dt><dd>${health.last_backup ? `${formatTime(health.last_backup.created_at)} (${formatBytes(health.last_backup.bytes)})` : 'None'}</dd>
       <dt>Last access</dt><dd>${health.last_access ? formatTime(health.last_access) : 'Not since the server started'}</dd>
       <dt>Connection pool</dt><dd><span class=${`dot ${health.pool_open ? 'on' : 'off'}`} aria-hidden="true"></span>${health.pool_open ? 'Open' : 'Closed (opens on the next request)'}</dd>
     </dl>`;
