@@ -6,6 +6,7 @@
 //! checkpoint thread in `checkpoint`, an operator's view of one tenant in `health`.
 
 mod checkpoint;
+pub mod export;
 pub mod health;
 pub mod identify;
 pub mod lifecycle;
