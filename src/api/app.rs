@@ -83,7 +83,8 @@ impl From<CatalogError> for OpenError {
 
 /// Everything a handler may reach, shared by every worker thread.
 pub struct App {
-    pub catalog: Catalog,
+    /// Shared, so that a streamed answer can keep reading it after its handler returned.
+    pub catalog: std::sync::Arc<Catalog>,
     pub registry: Registry,
     pub hasher: Hasher,
     pub throttle: Throttle,
@@ -132,7 +133,7 @@ impl App {
         let hub = Hub::start(hub_config).map_err(OpenError::Hub)?;
         let app = App {
             registry: Registry::new(&config.data_dir, config.registry.clone()),
-            catalog,
+            catalog: std::sync::Arc::new(catalog),
             hasher: Hasher::new(config.hasher.clone()),
             throttle: Throttle::new(config.throttle.clone()),
             device_key,

@@ -11,6 +11,7 @@ mod body;
 pub mod broadcasting;
 mod config;
 mod cookies;
+mod export;
 mod invitations;
 pub mod job_kinds;
 pub mod jobs;
@@ -79,6 +80,7 @@ fn routes() -> Router<Route> {
     admin::routes(&mut r);
     jobs::routes(&mut r);
     webhooks_in::routes(&mut r);
+    export::routes(&mut r);
     r
 }
 

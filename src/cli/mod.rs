@@ -2,6 +2,7 @@
 
 #[cfg(test)]
 mod config_tests;
+mod export;
 mod identity;
 mod jobs;
 mod tenants;
@@ -120,6 +121,7 @@ Commands:
   users      Create user accounts
   members    Add users to tenants with a role, or invite them
   admin      Create system admins, reset their passwords
+  export     Write a company's data to a zip archive (JSON Lines per table)
   jobs       List, show, retry and discard background jobs; fire due schedules
   schedules  List, add and remove recurring jobs
   realtime   Show the real-time channels' app id, key and secret
@@ -252,6 +254,11 @@ const COMMANDS: &[Command] = &[
         name: "admin",
         help: identity::ADMIN_HELP,
         run: |args, env| identity::admin(args, env).map(|()| 0),
+    },
+    Command {
+        name: "export",
+        help: export::EXPORT_HELP,
+        run: |args, env| export::export(args, env).map(|()| 0),
     },
     Command {
         name: "jobs",

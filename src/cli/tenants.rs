@@ -264,7 +264,12 @@ fn audit(catalog: &Catalog, action: &str, record: &TenantRecord) {
     audit_with(catalog, action, record, details);
 }
 
-fn audit_with(catalog: &Catalog, action: &str, record: &TenantRecord, details: serde_json::Value) {
+pub(super) fn audit_with(
+    catalog: &Catalog,
+    action: &str,
+    record: &TenantRecord,
+    details: serde_json::Value,
+) {
     let mut entry = AuditEntry::new(ActorType::System, action);
     entry.tenant_id = Some(record.id.clone());
     entry.target_type = Some("tenant".into());
