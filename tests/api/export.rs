@@ -365,6 +365,15 @@ fn deleting_my_account_ends_its_credentials_and_memberships_and_keeps_what_it_wr
     );
     expect(&reply, 200, "delete my account");
     assert_eq!(reply.json()["memberships_ended"], 2);
+    let live: i64 = app
+        .central_db()
+        .query_row(
+            "SELECT count(*) FROM sessions WHERE user_id = ?1 AND revoked_at IS NULL",
+            [pat],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(live, 0, "sessions and tokens left unrevoked");
 
     for token in [&pat_token, &personal] {
         let reply = app.as_bearer(token, "GET", "/api/me", &[], None);
