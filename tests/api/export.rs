@@ -453,3 +453,57 @@ fn the_last_admin_of_a_company_cannot_delete_their_account() {
     app.member("second@example.test", "acmex", "admin");
     expect(&delete(&owner), 200, "with another admin");
 }
+
+/// A client that goes away mid-download ends the archive: the stream stops writing, its read
+/// transaction and connection go back, and nothing holds the company's pool any more. The I/O
+/// timeout is set far beyond the wait, so only the client's leaving can end it.
+#[test]
+fn a_client_leaving_mid_download_ends_the_export() {
+    let app = spawn_app_full(
+        |_| {},
+        |http| http.io_timeout = std::time::Duration::from_secs(600),
+    );
+    let (acme, _) = seed(&app, "acmex", "AcmeMarker7f3");
+    {
+        // Bodies that do not compress: far more than the socket buffers hold.
+        let conn = rusqlite::Connection::open(app.tenant_file(&acme)).unwrap();
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .unwrap();
+        conn.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 30000)
+             INSERT INTO messages (chat_id, user_id, body, created_at)
+             SELECT (SELECT min(id) FROM chats), 1, hex(randomblob(480)), '2026-01-01T00:00:00.000Z'
+             FROM n",
+            [],
+        )
+        .unwrap();
+    }
+    let mut client = app.server.connect();
+    let auth = format!("Bearer {}", app.owner_token);
+    client.send(
+        raw_request(
+            "GET",
+            "/t/acmex/api/export",
+            &[("Authorization", auth.as_str())],
+            None,
+        )
+        .as_bytes(),
+    );
+    let head = client.head();
+    assert_eq!(head.status, 200);
+    assert!(
+        app.app.registry.evict(&acme).is_err(),
+        "the export in flight holds the company"
+    );
+    drop(client);
+    assert!(
+        eventually(std::time::Duration::from_secs(60), || app
+            .app
+            .registry
+            .evict(&acme)
+            .is_ok()),
+        "the export went on after its client left"
+    );
+    let reply = app.get("/t/acmex/api/chats", &[]);
+    expect(&reply, 200, "the company after it");
+}
