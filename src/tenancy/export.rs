@@ -118,16 +118,20 @@ pub fn write_archive<W: Write>(
 ) -> Result<Manifest, ExportError> {
     let conn = tenant.conn()?;
     let mut zip = ZipWriter::new_stream(out).set_auto_large_file();
-    let options = SimpleFileOptions::default()
+    let now = chrono::Utc::now();
+    let mut options = SimpleFileOptions::default()
         .compression_method(CompressionMethod::Deflated)
         .unix_permissions(0o644);
+    if let Ok(time) = zip_time(now) {
+        options = options.last_modified_time(time);
+    }
     let mut manifest = Manifest {
         format: FORMAT,
         tenant_id: tenant.id().to_string(),
         slug: tenant.slug().to_string(),
         schema_version: 0,
         tenantd_version: env!("CARGO_PKG_VERSION"),
-        exported_at: db::now_rfc3339(),
+        exported_at: now.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
         tables: Default::default(),
         audit_entries: 0,
     };
@@ -176,6 +180,22 @@ pub fn write_archive<W: Write>(
     let mut out: StreamWriter<W> = zip.finish()?;
     out.flush()?;
     Ok(manifest)
+}
+
+/// Zip entries carry a local date and time without a zone: ours are UTC, like everything else.
+fn zip_time(
+    t: chrono::DateTime<chrono::Utc>,
+) -> Result<zip::DateTime, zip::result::DateTimeRangeError> {
+    use chrono::{Datelike, Timelike};
+    let small = |n: u32| u8::try_from(n).unwrap_or(0);
+    zip::DateTime::from_date_and_time(
+        u16::try_from(t.year()).unwrap_or(1980),
+        small(t.month()),
+        small(t.day()),
+        small(t.hour()),
+        small(t.minute()),
+        small(t.second()),
+    )
 }
 
 fn write_catalog<W: Write>(
