@@ -102,6 +102,8 @@ pub struct App {
     pub(super) webhooks: super::webhooks_out::Webhooks,
     /// The job queues' wake-up channels and the workers' configuration.
     pub jobs: super::jobs::Jobs,
+    /// Company archives being streamed now (see `export`): each holds a worker thread.
+    pub(super) export_streams: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 pub const FIRST_ADMIN_EMAIL: &str = "admin@localhost";
@@ -146,6 +148,7 @@ impl App {
             totp_steps: Mutex::new(HashMap::new()),
             webhooks: super::webhooks_out::Webhooks::new(config.webhooks.clone()),
             jobs: super::jobs::Jobs::new(config.jobs.clone()),
+            export_streams: Default::default(),
         };
         Ok((app, first))
     }

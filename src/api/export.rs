@@ -7,6 +7,8 @@
 use std::fs;
 use std::io::{self, BufWriter, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
@@ -45,6 +47,31 @@ pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Streamed answers and files are written in pieces of this size (each write is one chunk).
 const PIECE: usize = 64 * 1024;
 
+/// Company archives streamed at once, by the whole server: each holds a worker thread and a
+/// connection for as long as its client reads. Past it, `429` (the export job has no limit
+/// but its queue's workers).
+pub const MAX_EXPORT_STREAMS: usize = 2;
+
+/// A place among the [`MAX_EXPORT_STREAMS`], given back when the stream ends or is dropped.
+struct StreamPlace(Arc<AtomicUsize>);
+
+impl StreamPlace {
+    fn take(streams: &Arc<AtomicUsize>) -> Option<StreamPlace> {
+        streams
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_EXPORT_STREAMS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| StreamPlace(streams.clone()))
+    }
+}
+
+impl Drop for StreamPlace {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 const PERMISSION: &str = "settings_manage";
 
 /// `data/exports/<tenant-uuid>/`: never reachable from another tenant's routes, since every
@@ -70,6 +97,9 @@ fn audit_export(app: &App, ctx: &RequestCtx, member: &Member<'_>, action: &str, 
 /// read transaction is rolled back and the connection goes back to the pool.
 fn download_now(app: &App, ctx: &RequestCtx, member: &Member<'_>) -> Result<Response, Error> {
     member.require(PERMISSION)?;
+    let place = StreamPlace::take(&app.export_streams).ok_or(Error::TooManyRequests {
+        retry_after_secs: 10,
+    })?;
     audit_export(
         app,
         ctx,
@@ -84,6 +114,7 @@ fn download_now(app: &App, ctx: &RequestCtx, member: &Member<'_>) -> Result<Resp
         200,
         "application/zip",
         Box::new(move |out| {
+            let _place = place;
             let buffered = BufWriter::with_capacity(PIECE, out);
             archive::write_archive(&catalog, &tenant, buffered)
                 .map(|_| ())

@@ -116,8 +116,15 @@ pub fn write_archive<W: Write>(
     tenant: &Tenant,
     out: W,
 ) -> Result<Manifest, ExportError> {
-    let conn = tenant.conn()?;
-    let mut zip = ZipWriter::new_stream(out).set_auto_large_file();
+    // A connection of its own rather than one of the pool's few: a download lasts as long as
+    // its client reads, and must not keep the company's requests waiting for a connection.
+    tenant.pool.touch();
+    let conn = db::open(&tenant.pool.path, db::DbKind::Tenant, db::Create::Never)?;
+    let mut zip = ZipWriter::new_stream(Fuse {
+        inner: out,
+        broken: false,
+    })
+    .set_auto_large_file();
     let now = chrono::Utc::now();
     let mut options = SimpleFileOptions::default()
         .compression_method(CompressionMethod::Deflated)
@@ -177,9 +184,33 @@ pub fn write_archive<W: Write>(
     zip.start_file("manifest.json", options)?;
     serde_json::to_writer_pretty(&mut zip, &manifest)?;
     zip.write_all(b"\n")?;
-    let mut out: StreamWriter<W> = zip.finish()?;
+    let mut out: StreamWriter<Fuse<W>> = zip.finish()?;
     out.flush()?;
     Ok(manifest)
+}
+
+/// The archive's writer: after its first error (a client gone) it takes and drops everything,
+/// so that the zip writer, which finishes the archive when dropped, does so quietly into
+/// nothing rather than failing again and saying so on standard error.
+struct Fuse<W> {
+    inner: W,
+    broken: bool,
+}
+
+impl<W: Write> Write for Fuse<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.broken {
+            return Ok(buf.len());
+        }
+        self.inner.write(buf).inspect_err(|_| self.broken = true)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.broken {
+            return Ok(());
+        }
+        self.inner.flush().inspect_err(|_| self.broken = true)
+    }
 }
 
 /// Zip entries carry a local date and time without a zone: ours are UTC, like everything else.
@@ -201,7 +232,7 @@ fn zip_time(
 fn write_catalog<W: Write>(
     catalog: &Catalog,
     tenant: &Tenant,
-    zip: &mut ZipWriter<StreamWriter<W>>,
+    zip: &mut ZipWriter<StreamWriter<Fuse<W>>>,
     options: SimpleFileOptions,
     manifest: &mut Manifest,
 ) -> Result<(), ExportError> {

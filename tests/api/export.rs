@@ -454,30 +454,26 @@ fn the_last_admin_of_a_company_cannot_delete_their_account() {
     expect(&delete(&owner), 200, "with another admin");
 }
 
-/// A client that goes away mid-download ends the archive: the stream stops writing, its read
-/// transaction and connection go back, and nothing holds the company's pool any more. The I/O
-/// timeout is set far beyond the wait, so only the client's leaving can end it.
-#[test]
-fn a_client_leaving_mid_download_ends_the_export() {
-    let app = spawn_app_full(
-        |_| {},
-        |http| http.io_timeout = std::time::Duration::from_secs(600),
-    );
-    let (acme, _) = seed(&app, "acmex", "AcmeMarker7f3");
-    {
-        // Bodies that do not compress: far more than the socket buffers hold.
-        let conn = rusqlite::Connection::open(app.tenant_file(&acme)).unwrap();
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .unwrap();
-        conn.execute(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 30000)
-             INSERT INTO messages (chat_id, user_id, body, created_at)
-             SELECT (SELECT min(id) FROM chats), 1, hex(randomblob(480)), '2026-01-01T00:00:00.000Z'
-             FROM n",
-            [],
-        )
+/// A company whose archive is far larger than the socket buffers hold: bodies that do not
+/// compress.
+fn big_company(app: &TestApp) -> String {
+    let (acme, _) = seed(app, "acmex", "AcmeMarker7f3");
+    let conn = rusqlite::Connection::open(app.tenant_file(&acme)).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(5))
         .unwrap();
-    }
+    conn.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 30000)
+         INSERT INTO messages (chat_id, user_id, body, created_at)
+         SELECT (SELECT min(id) FROM chats), 1, hex(randomblob(480)), '2026-01-01T00:00:00.000Z'
+         FROM n",
+        [],
+    )
+    .unwrap();
+    acme
+}
+
+/// An export whose client reads its head and then nothing more: the stream waits for room.
+fn stalled_export(app: &TestApp) -> Client {
     let mut client = app.server.connect();
     let auth = format!("Bearer {}", app.owner_token);
     client.send(
@@ -490,7 +486,29 @@ fn a_client_leaving_mid_download_ends_the_export() {
         .as_bytes(),
     );
     let head = client.head();
-    assert_eq!(head.status, 200);
+    assert_eq!(head.status, 200, "a stalled export starts");
+    client
+}
+
+/// The I/O timeout is set far beyond any wait here, so only a client leaving ends a stream.
+fn app_for_streams() -> TestApp {
+    spawn_app_full(
+        |config| {
+            // Two connections: streams that took them from the pool would leave none.
+            config.registry.pool_max_size = 2;
+            config.registry.connection_timeout = std::time::Duration::from_secs(1);
+        },
+        |http| http.io_timeout = std::time::Duration::from_secs(600),
+    )
+}
+
+/// A client that goes away mid-download ends the archive: the stream stops writing, its read
+/// transaction and connection go, and nothing holds the company's pool any more.
+#[test]
+fn a_client_leaving_mid_download_ends_the_export() {
+    let app = app_for_streams();
+    let acme = big_company(&app);
+    let client = stalled_export(&app);
     assert!(
         app.app.registry.evict(&acme).is_err(),
         "the export in flight holds the company"
@@ -506,4 +524,45 @@ fn a_client_leaving_mid_download_ends_the_export() {
     );
     let reply = app.get("/t/acmex/api/chats", &[]);
     expect(&reply, 200, "the company after it");
+}
+
+/// Slow downloads take no connection from the company's pool, and at most two stream at once
+/// (each holds a worker thread): a third is 429 until one ends.
+#[test]
+fn streamed_exports_are_few_at_once_and_keep_no_pool_connection() {
+    let app = app_for_streams();
+    big_company(&app);
+    let first = stalled_export(&app);
+    let second = stalled_export(&app);
+    for path in [
+        "/t/acmex/api/chats",
+        "/t/acmex/api/orders",
+        "/t/acmex/api/tenant",
+    ] {
+        expect(&app.get(path, &[]), 200, path);
+    }
+    let third = app.get("/t/acmex/api/export", &[]);
+    expect_error(&third, 429, "too_many_requests", "a third stream");
+    assert!(third.header("retry-after").is_some());
+    drop(first);
+    // HEAD: the answer's head, and its stream dropped unread.
+    let head = |app: &TestApp| {
+        let auth = format!("Bearer {}", app.owner_token);
+        let mut client = app.server.connect();
+        client.send(
+            raw_request(
+                "HEAD",
+                "/t/acmex/api/export",
+                &[("Authorization", auth.as_str())],
+                None,
+            )
+            .as_bytes(),
+        );
+        client.reply_to("HEAD").status
+    };
+    assert!(
+        eventually(std::time::Duration::from_secs(60), || head(&app) == 200),
+        "a place is free again once a stream ended"
+    );
+    drop(second);
 }
