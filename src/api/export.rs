@@ -258,7 +258,7 @@ fn download_export(app: &App, ctx: &RequestCtx, member: &Member<'_>) -> Result<R
     .with_header("Cache-Control", "no-store"))
 }
 
-/// The `tenant.export` job: the archive into `<id>.zip.tmp`, synced, then renamed, so a
+/// The `tenant.export` job: the archive into `<id>.zip.<attempt>.tmp`, synced, then renamed, so a
 /// listed file is always whole.
 pub(super) fn export_job(app: &App, run: &JobRun) -> Result<(), JobFailure> {
     let tenant = run
@@ -269,7 +269,8 @@ pub(super) fn export_job(app: &App, run: &JobRun) -> Result<(), JobFailure> {
     let dir = exports_dir(app, tenant.id());
     fs::create_dir_all(&dir).map_err(|e| retry(&e))?;
     let done = dir.join(format!("{}.zip", run.id));
-    let tmp = dir.join(format!("{}.zip.tmp", run.id));
+    // One per attempt: an attempt past its timeout may still be writing its own.
+    let tmp = dir.join(format!("{}.zip.{}.tmp", run.id, run.attempt));
     let written = (|| -> Result<(), ExportError> {
         let file = fs::File::create(&tmp)?;
         let mut out = BufWriter::with_capacity(PIECE, file);
@@ -335,15 +336,25 @@ fn my_data(app: &App, _ctx: &RequestCtx, account: &Account) -> Result<Response, 
         let Some(record) = app.catalog.by_id(&m.tenant_id)? else {
             continue;
         };
-        let tenant = app.registry.open(record)?;
-        let (messages, orders) =
-            archive::personal_rows(&tenant, user.id).map_err(|e| Error::Internal(e.to_string()))?;
-        companies.push(json!({
-            "tenant_id": m.tenant_id,
-            "slug": m.slug,
-            "messages": messages,
-            "orders": orders,
-        }));
+        // One company that cannot be read now (suspended, its file unavailable) is said so;
+        // the others are still given.
+        let rows = app
+            .registry
+            .open(record)
+            .map_err(|e| e.to_string())
+            .and_then(|tenant| archive::personal_rows(&tenant, user.id).map_err(|e| e.to_string()));
+        companies.push(match rows {
+            Ok((messages, orders)) => json!({
+                "tenant_id": m.tenant_id,
+                "slug": m.slug,
+                "messages": messages,
+                "orders": orders,
+            }),
+            Err(e) => {
+                log::warn!("personal export of user {} in {}: {e}", user.id, m.slug);
+                json!({ "tenant_id": m.tenant_id, "slug": m.slug, "unavailable": true })
+            }
+        });
     }
     let body = json!({
         "format": "tenantd-personal-export-1",
@@ -430,4 +441,30 @@ fn delete_me(app: &App, ctx: &RequestCtx, account: &Account) -> Result<Response,
         &json!({ "deleted": true, "memberships_ended": tenants.len() }),
     )
     .with_header("Set-Cookie", clear))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Kept archives go after the retention, temporary files of dead runs after the timeout,
+    /// anything else stays; measured against the `now` given, not the clock.
+    #[test]
+    fn prune_removes_old_archives_and_left_over_temporary_files_only() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data
+            .path()
+            .join("exports")
+            .join("4b0e7c2e-0000-4000-8000-000000000001");
+        fs::create_dir_all(&dir).unwrap();
+        for name in ["1.zip", "2.zip.1.tmp", "notes.txt"] {
+            fs::write(dir.join(name), b"x").unwrap();
+        }
+        let now = SystemTime::now();
+        assert_eq!(prune_exports(data.path(), now), 0);
+        assert_eq!(prune_exports(data.path(), now + EXPORT_TIMEOUT * 2), 1);
+        assert!(dir.join("1.zip").exists() && !dir.join("2.zip.1.tmp").exists());
+        assert_eq!(prune_exports(data.path(), now + EXPORT_RETENTION * 2), 1);
+        assert!(!dir.join("1.zip").exists() && dir.join("notes.txt").exists());
+    }
 }

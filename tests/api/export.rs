@@ -566,3 +566,44 @@ fn streamed_exports_are_few_at_once_and_keep_no_pool_connection() {
     );
     drop(second);
 }
+
+/// `tenantd export` beside the running server: the same archive in a file (through FILE.tmp,
+/// none left behind), audited; an unknown company exits 1 and writes nothing.
+#[test]
+fn the_command_line_writes_the_archive_to_a_file() {
+    let app = spawn_app();
+    let (acme, _) = seed(&app, "acmex", "AcmeMarker7f3");
+    seed(&app, "globexq", "GlobexMarker9q2");
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("acme.zip");
+    let run = app.cli(&["export", "acmex", "--to", file.to_str().unwrap(), "--json"]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let said: Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(said["manifest"]["tenant_id"], json!(acme));
+    let entries = unzip(&std::fs::read(&file).unwrap());
+    assert!(entries["tables/messages.jsonl"].contains("AcmeMarker7f3"));
+    assert!(!entries.values().any(|t| t.contains("GlobexMarker9q2")));
+    let names: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names, ["acme.zip"], "only the archive is left");
+    let audit = app.on(
+        &app.owner_token.clone(),
+        "acmex",
+        "GET",
+        "/api/audit?action=tenant.exported",
+        None,
+    );
+    assert!(audit.text().contains("\"via\":\"cli\""), "{}", audit.text());
+
+    let missing = out.path().join("nope.zip");
+    let run = app.cli(&["export", "nosuchco", "--to", missing.to_str().unwrap()]);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(!missing.exists());
+}
