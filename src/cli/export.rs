@@ -10,7 +10,7 @@ use crate::tenancy::export::{file_name, write_archive};
 use crate::tenancy::lifecycle;
 use crate::tenancy::{Registry, RegistryConfig};
 
-use super::tenants::{audit_with, open_catalog, CommandError};
+use super::tenants::{audit, open_catalog, CommandError};
 use super::{Args, CliError, Env};
 
 pub const EXPORT_HELP: &str = "\
@@ -60,12 +60,7 @@ pub fn export(args: &mut Args, env: &Env) -> Result<(), CommandError> {
         let _ = fs::remove_file(&tmp);
         failed(&e)
     })?;
-    audit_with(
-        &catalog,
-        "tenant.exported",
-        &record,
-        serde_json::json!({ "via": "cli", "slug": record.slug }),
-    );
+    audit(&catalog, "tenant.exported", &record);
     let rows: u64 = manifest.tables.values().sum();
     if json {
         println!(

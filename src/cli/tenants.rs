@@ -259,17 +259,12 @@ pub fn tenants(args: &mut Args, env: &Env) -> Result<(), CommandError> {
 }
 
 /// Every lifecycle change is audited, from the shell too (the actor is `system`).
-fn audit(catalog: &Catalog, action: &str, record: &TenantRecord) {
+pub(super) fn audit(catalog: &Catalog, action: &str, record: &TenantRecord) {
     let details = serde_json::json!({ "via": "cli", "slug": record.slug });
     audit_with(catalog, action, record, details);
 }
 
-pub(super) fn audit_with(
-    catalog: &Catalog,
-    action: &str,
-    record: &TenantRecord,
-    details: serde_json::Value,
-) {
+fn audit_with(catalog: &Catalog, action: &str, record: &TenantRecord, details: serde_json::Value) {
     let mut entry = AuditEntry::new(ActorType::System, action);
     entry.tenant_id = Some(record.id.clone());
     entry.target_type = Some("tenant".into());

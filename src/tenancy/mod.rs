@@ -3,7 +3,8 @@
 //! and keeps the number of open pools (and so file descriptors) bounded.
 //! Creating, deleting and migrating tenants lives in [`lifecycle`]; the
 //! registry's slots and LRU in `registry`, writers' turns in `write_turn`, the
-//! checkpoint thread in `checkpoint`, an operator's view of one tenant in `health`.
+//! checkpoint thread in `checkpoint`, an operator's view of one tenant in `health`, its
+//! archive (data portability) in `export`.
 
 mod checkpoint;
 pub mod export;
