@@ -357,3 +357,25 @@ fn rows_of(conn: &Connection, sql: &str, user_id: i64) -> Result<Value, ExportEr
         .collect::<rusqlite::Result<Vec<Value>>>()?;
     Ok(Value::Array(rows))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// BLOBs cannot be taken for text; numbers, text and null are as SQLite holds them.
+    #[test]
+    fn values_become_json_and_blobs_base64_objects() {
+        assert_eq!(
+            json_value(ValueRef::Blob(&[0, 255, 16])),
+            serde_json::json!({"base64": "AP8Q"})
+        );
+        assert_eq!(
+            json_value(ValueRef::Text(b"AP8Q")),
+            serde_json::json!("AP8Q")
+        );
+        assert_eq!(json_value(ValueRef::Integer(-3)), serde_json::json!(-3));
+        assert_eq!(json_value(ValueRef::Real(1.5)), serde_json::json!(1.5));
+        assert_eq!(json_value(ValueRef::Real(f64::INFINITY)), Value::Null);
+        assert_eq!(json_value(ValueRef::Null), Value::Null);
+    }
+}

@@ -452,6 +452,10 @@ fn the_last_admin_of_a_company_cannot_delete_their_account() {
 
     app.member("second@example.test", "acmex", "admin");
     expect(&delete(&owner), 200, "with another admin");
+
+    // System admins are not users: their accounts are not ended here.
+    let admin = app.admin("DELETE", "/api/me", Some(json!({"password": "x"})));
+    expect_error(&admin, 403, "forbidden", "a system admin");
 }
 
 /// A company whose archive is far larger than the socket buffers hold: bodies that do not
@@ -473,8 +477,27 @@ fn big_company(app: &TestApp) -> String {
 }
 
 /// An export whose client reads its head and then nothing more: the stream waits for room.
+/// The client's receive buffer is kept small (the kernel would otherwise grow it to tens of
+/// MiB on loopback), so what the server can have sent is bounded by its own send buffer
+/// (4 MiB at most), far below the archive: the stream stalls whatever the machine's speed.
 fn stalled_export(app: &TestApp) -> Client {
-    let mut client = app.server.connect();
+    let stream = std::net::TcpStream::connect(app.server.addr).unwrap();
+    let size: libc::c_int = 64 * 1024;
+    // SAFETY: a valid socket and an int option of the size given.
+    let set = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&stream),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0, "SO_RCVBUF");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let mut client = Client::from_stream(stream);
     let auth = format!("Bearer {}", app.owner_token);
     client.send(
         raw_request(
@@ -606,4 +629,45 @@ fn the_command_line_writes_the_archive_to_a_file() {
     let run = app.cli(&["export", "nosuchco", "--to", missing.to_str().unwrap()]);
     assert_eq!(run.status.code(), Some(1));
     assert!(!missing.exists());
+}
+
+/// The tables are one snapshot: a message and an order written while the archive is being sent
+/// (after its first piece arrived, so after its read transaction began; orders are read after
+/// the long messages table) are not in it, and the tables have the rows they had before.
+#[test]
+fn the_archive_is_one_snapshot_while_writes_go_on() {
+    let app = app_for_streams();
+    let acme = big_company(&app);
+    let before = file_tables(&app, &acme);
+    let chat_id: i64 = rusqlite::Connection::open(app.tenant_file(&acme))
+        .unwrap()
+        .query_row("SELECT min(id) FROM chats", [], |r| r.get(0))
+        .unwrap();
+    let mut client = stalled_export(&app);
+    let owner = app.owner_token.clone();
+    let mut written = false;
+    let body = client.chunked_body(|_| {
+        if !written {
+            written = true;
+            say(&app, &owner, "acmex", chat_id, "WrittenMidExport");
+            order(&app, &owner, "acmex", "OrderedMidExport");
+        }
+    });
+    assert!(written);
+    let after = file_tables(&app, &acme);
+    assert_eq!(
+        after["messages"],
+        before["messages"] + 1,
+        "the message landed"
+    );
+    assert_eq!(after["orders"], before["orders"] + 1, "the order landed");
+    let entries = unzip(&body);
+    for (table, marker) in [
+        ("messages", "WrittenMidExport"),
+        ("orders", "OrderedMidExport"),
+    ] {
+        let text = &entries[&format!("tables/{table}.jsonl")];
+        assert_eq!(lines(text).len() as u64, before[table], "rows of {table}");
+        assert!(!text.contains(marker), "{marker} is in the archive");
+    }
 }
