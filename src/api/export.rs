@@ -100,13 +100,16 @@ fn download_now(app: &App, ctx: &RequestCtx, member: &Member<'_>) -> Result<Resp
     let place = StreamPlace::take(&app.export_streams).ok_or(Error::TooManyRequests {
         retry_after_secs: 10,
     })?;
-    audit_export(
-        app,
-        ctx,
-        member,
-        "tenant.exported",
-        json!({"via": "download"}),
-    );
+    // A HEAD gets the head alone: nothing is exported.
+    if ctx.req.method != "HEAD" {
+        audit_export(
+            app,
+            ctx,
+            member,
+            "tenant.exported",
+            json!({"via": "download"}),
+        );
+    }
     let tenant = member.tenant.clone();
     let catalog = app.catalog.clone();
     let name = archive::file_name(tenant.slug(), chrono::Utc::now());

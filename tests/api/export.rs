@@ -211,6 +211,29 @@ fn only_settings_manage_may_export() {
         200,
         "with settings_manage",
     );
+    // A HEAD exports nothing, so it is not audited as an export.
+    let mut client = app.server.connect();
+    let auth = format!("Bearer {token}");
+    client.send(
+        raw_request(
+            "HEAD",
+            "/t/acmex/api/export",
+            &[("Authorization", auth.as_str())],
+            None,
+        )
+        .as_bytes(),
+    );
+    assert_eq!(client.reply_to("HEAD").status, 200);
+    let audit = app.on(
+        &app.owner_token.clone(),
+        "acmex",
+        "GET",
+        "/api/audit?action=tenant.exported",
+        None,
+    );
+    let entries = audit.json()["entries"].as_array().unwrap().clone();
+    assert_eq!(entries.len(), 1, "{}", audit.text());
+    assert_eq!(entries[0]["actor_email"], "settings@example.test");
 }
 
 fn run_jobs(app: &TestApp) {
