@@ -212,18 +212,7 @@ fn only_settings_manage_may_export() {
         "with settings_manage",
     );
     // A HEAD exports nothing, so it is not audited as an export.
-    let mut client = app.server.connect();
-    let auth = format!("Bearer {token}");
-    client.send(
-        raw_request(
-            "HEAD",
-            "/t/acmex/api/export",
-            &[("Authorization", auth.as_str())],
-            None,
-        )
-        .as_bytes(),
-    );
-    assert_eq!(client.reply_to("HEAD").status, 200);
+    assert_eq!(head_export(&app, &token), 200);
     let audit = app.on(
         &app.owner_token.clone(),
         "acmex",
@@ -234,6 +223,22 @@ fn only_settings_manage_may_export() {
     let entries = audit.json()["entries"].as_array().unwrap().clone();
     assert_eq!(entries.len(), 1, "{}", audit.text());
     assert_eq!(entries[0]["actor_email"], "settings@example.test");
+}
+
+/// The status of a HEAD of acmex's export: the answer's head, its stream dropped unread.
+fn head_export(app: &TestApp, token: &str) -> u16 {
+    let auth = format!("Bearer {token}");
+    let mut client = app.server.connect();
+    client.send(
+        raw_request(
+            "HEAD",
+            "/t/acmex/api/export",
+            &[("Authorization", auth.as_str())],
+            None,
+        )
+        .as_bytes(),
+    );
+    client.reply_to("HEAD").status
 }
 
 fn run_jobs(app: &TestApp) {
@@ -591,23 +596,11 @@ fn streamed_exports_are_few_at_once_and_keep_no_pool_connection() {
     expect_error(&third, 429, "too_many_requests", "a third stream");
     assert!(third.header("retry-after").is_some());
     drop(first);
-    // HEAD: the answer's head, and its stream dropped unread.
-    let head = |app: &TestApp| {
-        let auth = format!("Bearer {}", app.owner_token);
-        let mut client = app.server.connect();
-        client.send(
-            raw_request(
-                "HEAD",
-                "/t/acmex/api/export",
-                &[("Authorization", auth.as_str())],
-                None,
-            )
-            .as_bytes(),
-        );
-        client.reply_to("HEAD").status
-    };
+    let owner = app.owner_token.clone();
     assert!(
-        eventually(std::time::Duration::from_secs(60), || head(&app) == 200),
+        eventually(std::time::Duration::from_secs(60), || head_export(
+            &app, &owner
+        ) == 200),
         "a place is free again once a stream ended"
     );
     drop(second);
