@@ -83,7 +83,8 @@ impl From<CatalogError> for OpenError {
 
 /// Everything a handler may reach, shared by every worker thread.
 pub struct App {
-    pub catalog: Catalog,
+    /// Shared, so that a streamed answer can keep reading it after its handler returned.
+    pub catalog: std::sync::Arc<Catalog>,
     pub registry: Registry,
     pub hasher: Hasher,
     pub throttle: Throttle,
@@ -101,6 +102,8 @@ pub struct App {
     pub(super) webhooks: super::webhooks_out::Webhooks,
     /// The job queues' wake-up channels and the workers' configuration.
     pub jobs: super::jobs::Jobs,
+    /// Company archives being streamed now (see `export`): each holds a worker thread.
+    pub(super) export_streams: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 pub const FIRST_ADMIN_EMAIL: &str = "admin@localhost";
@@ -136,7 +139,7 @@ impl App {
         let hub = Hub::start(hub_config).map_err(OpenError::Hub)?;
         let app = App {
             registry: Registry::new(&config.data_dir, config.registry.clone()),
-            catalog,
+            catalog: std::sync::Arc::new(catalog),
             hasher: Hasher::new(config.hasher.clone()),
             throttle: Throttle::new(config.throttle.clone()),
             device_key,
@@ -149,6 +152,7 @@ impl App {
             totp_steps: Mutex::new(HashMap::new()),
             webhooks: super::webhooks_out::Webhooks::new(config.webhooks.clone()),
             jobs: super::jobs::Jobs::new(config.jobs.clone()),
+            export_streams: Default::default(),
         };
         Ok((app, first))
     }

@@ -66,6 +66,11 @@ pub fn kind(name: &str) -> Option<Kind> {
             timeout: secs(30),
             run: super::webhooks_out::deliver_job,
         },
+        super::export::EXPORT_KIND => Kind {
+            queue: "default",
+            timeout: super::export::EXPORT_TIMEOUT,
+            run: super::export::export_job,
+        },
         super::webhooks_in::MESSAGES_KIND => Kind {
             queue: super::webhooks_in::QUEUE,
             timeout: secs(30),

@@ -246,6 +246,7 @@ fn clock_tick(app: &App, now: i64, last_prune: &mut i64) -> Result<(), CatalogEr
     if now - *last_prune >= PRUNE_EVERY_MS {
         *last_prune = now;
         prune(app, now)?;
+        super::export::prune_exports(app.catalog.data_dir(), std::time::SystemTime::now());
     }
     Ok(())
 }

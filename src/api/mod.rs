@@ -12,6 +12,7 @@ mod body;
 pub mod broadcasting;
 mod config;
 mod cookies;
+mod export;
 mod invitations;
 pub mod job_kinds;
 pub mod jobs;
@@ -81,6 +82,7 @@ fn routes() -> Router<Route> {
     backups::routes(&mut r);
     jobs::routes(&mut r);
     webhooks_in::routes(&mut r);
+    export::routes(&mut r);
     r
 }
 

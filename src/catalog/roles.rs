@@ -557,6 +557,43 @@ impl Catalog {
         })
     }
 
+    /// Ends a user's account at their own request, in one transaction: every membership goes
+    /// (refused with `LastAdmin` while any tenant would be left without an admin), every
+    /// session and token is revoked, and the row is anonymised rather than removed, so that
+    /// what they wrote in tenants' files keeps an author: "Deleted user", an email of
+    /// `deleted-<id>@deleted.invalid`, no photo, a password hash nothing matches, disabled.
+    /// Returns the tenants they were a member of.
+    pub fn erase_user(&self, user_id: i64) -> Result<Vec<String>, IdentityError> {
+        self.identity_write(|tx| {
+            if !user_exists(tx, user_id)? {
+                return Err(IdentityError::UserNotFound);
+            }
+            let memberships: Vec<(String, i64)> = tx
+                .prepare("SELECT tenant_id, role_id FROM memberships WHERE user_id = ?1")?
+                .query_map([user_id], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            for (tenant_id, role_id) in &memberships {
+                keep_an_admin(tx, tenant_id, *role_id)?;
+            }
+            tx.execute("DELETE FROM memberships WHERE user_id = ?1", [user_id])?;
+            tx.execute(
+                "UPDATE sessions SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL",
+                params![user_id, super::sessions::unix_now()],
+            )?;
+            tx.execute(
+                "UPDATE users SET email = ?2, name = 'Deleted', surname = 'user', photo_url = NULL,
+                                  password_hash = '!deleted', disabled = 1, updated_at = ?3
+                 WHERE id = ?1",
+                params![
+                    user_id,
+                    format!("deleted-{user_id}@deleted.invalid"),
+                    db::now_rfc3339()
+                ],
+            )?;
+            Ok(memberships.into_iter().map(|(t, _)| t).collect())
+        })
+    }
+
     /// Removes a member; refused for the tenant's last admin. The user's credentials bound to
     /// the tenant (personal tokens, impersonation sessions and tickets) are revoked with it, so
     /// that taking the user back in does not bring old keys back.

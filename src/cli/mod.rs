@@ -3,6 +3,7 @@
 mod backup;
 #[cfg(test)]
 mod config_tests;
+mod export;
 mod identity;
 mod jobs;
 mod litestream;
@@ -122,6 +123,7 @@ Commands:
   users      Create user accounts
   members    Add users to tenants with a role, or invite them
   admin      Create system admins, reset their passwords
+  export     Write a company's data to a zip archive (JSON Lines per table)
   jobs       List, show, retry and discard background jobs; fire due schedules
   schedules  List, add and remove recurring jobs
   backup     Back up tenant databases (and the catalog) while the server runs
@@ -262,6 +264,11 @@ const COMMANDS: &[Command] = &[
         name: "admin",
         help: identity::ADMIN_HELP,
         run: |args, env| identity::admin(args, env).map(|()| 0),
+    },
+    Command {
+        name: "export",
+        help: export::EXPORT_HELP,
+        run: |args, env| export::export(args, env).map(|()| 0),
     },
     Command {
         name: "jobs",

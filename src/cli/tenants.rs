@@ -259,7 +259,7 @@ pub fn tenants(args: &mut Args, env: &Env) -> Result<(), CommandError> {
 }
 
 /// Every lifecycle change is audited, from the shell too (the actor is `system`).
-fn audit(catalog: &Catalog, action: &str, record: &TenantRecord) {
+pub(super) fn audit(catalog: &Catalog, action: &str, record: &TenantRecord) {
     let details = serde_json::json!({ "via": "cli", "slug": record.slug });
     audit_with(catalog, action, record, details);
 }

@@ -4,10 +4,11 @@
 //! Creating, deleting and migrating tenants lives in [`lifecycle`]; the
 //! registry's slots and LRU in `registry`, writers' turns in `write_turn`, the
 //! checkpoint thread in `checkpoint`, an operator's view of one tenant in `health`, backups
-//! and restores of a tenant's file in `backup`.
+//! and restores of a tenant's file in `backup`, its archive (data portability) in `export`.
 
 pub mod backup;
 mod checkpoint;
+pub mod export;
 pub mod health;
 pub mod identify;
 pub mod lifecycle;

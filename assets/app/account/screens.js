@@ -212,6 +212,35 @@ export function Profile({ me, onChanged }) {
       </fieldset>
     </form>
     <${ApiTokens} me=${me} />
+    <${YourData} me=${me} />
+  </section>`;
+}
+
+/**
+ * What the product holds about this person (`GET /api/me/export`, a JSON file), and the end of
+ * the account (`DELETE /api/me` with the password): what they wrote stays, as "Deleted user".
+ */
+function YourData({ me }) {
+  const [password, setPassword] = useState('');
+  const { busy, error, run: remove } = useSubmit(async () => {
+    await api('DELETE', '/api/me', { password });
+    // The server ended every session and cleared the cookie: the page starts over.
+    location.assign(base + '/');
+  });
+  return html`<section class="your-data" aria-labelledby="your-data-title">
+    <h2 id="your-data-title">Your data</h2>
+    <p class="hint">Your account, your memberships and, in each company, the messages you wrote and the orders you created, as one JSON file.</p>
+    <p><a class="button secondary" href=${base + '/api/me/export'} download>Download my data</a></p>
+    <h2>Delete your account</h2>
+    <p class="hint">You are signed out everywhere and leave every company. Your messages and orders stay, shown as “Deleted user”. This cannot be undone.</p>
+    <form onSubmit=${remove} novalidate>
+      <fieldset class="plain" disabled=${me.impersonated}>
+        <legend class="visually-hidden">Delete your account</legend>
+        <${Field} label="Your password" type="password" autocomplete="current-password" value=${password} error=${said(error, 'password', 'The password')} onInput=${(e) => setPassword(e.target.value)} />
+        <${ErrorBox} error=${formError(error, 'password')} />
+        <div class="actions"><${Submit} busy=${busy} class="danger">Delete my account<//></div>
+      </fieldset>
+    </form>
   </section>`;
 }
 

@@ -107,14 +107,17 @@ function usePeople(ctx) {
   if (members.data) members.data.members.forEach((m) => add(m.user));
   add(ctx.me.user);
   const me = ctx.me.user.id;
+  // With the whole member list, an author not in it is no longer in the company: a deleted
+  // account keeps its messages (DELETE /api/me). Without it we cannot tell.
+  const gone = (id) => (members.data ? 'Deleted user' : `Member ${id}`);
   const others = [...byId.values()].filter((u) => u.id !== me && !u.disabled).sort((a, b) => fullName(a).localeCompare(fullName(b)));
   return {
     byId,
     others,
     listed: !!members.data,
-    name: (id) => (byId.has(id) ? fullName(byId.get(id)) : `Member ${id}`),
-    firstName: (id) => (byId.has(id) ? byId.get(id).name || fullName(byId.get(id)) : `Member ${id}`),
-    user: (id) => byId.get(id) || { id, name: 'Member', surname: String(id) },
+    name: (id) => (byId.has(id) ? fullName(byId.get(id)) : gone(id)),
+    firstName: (id) => (byId.has(id) ? byId.get(id).name || fullName(byId.get(id)) : gone(id)),
+    user: (id) => byId.get(id) || (members.data ? { id, name: 'Deleted', surname: 'user' } : { id, name: 'Member', surname: String(id) }),
   };
 }
 

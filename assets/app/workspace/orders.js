@@ -101,7 +101,9 @@ function useMembers(ctx) {
       if (id === null || id === undefined) return '';
       if (id === ctx.me.user.id) return 'You';
       const m = (members || []).find((u) => u.id === id);
-      if (!m) return `Member #${id}`;
+      // With the whole member list, someone not in it is no longer in the company (a deleted
+      // account keeps the orders it made); without it we cannot tell.
+      if (!m) return members ? 'Deleted user' : `Member #${id}`;
       return [m.name, m.surname].filter(Boolean).join(' ') || m.email;
     },
     [members, ctx.me.user.id],

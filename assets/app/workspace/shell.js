@@ -13,6 +13,7 @@ import { OrderScreen, OrdersScreen } from './orders.js';
 import { Presence } from './presence.js';
 import { MembersScreen, RolesScreen } from './people.js';
 import { AuditScreen } from './audit.js';
+import { ExportScreen } from './export.js';
 import { TenantJobsScreen, WebhookScreen, WebhooksScreen } from './webhooks.js';
 
 /** How often an open workspace asks whether its company is still active (a cached read). */
@@ -143,6 +144,7 @@ function Workspace({ session, path, onProfile }) {
         ['/settings/webhooks', () => html`<${WebhooksScreen} ctx=${ctx} />`],
         ['/settings/webhooks/:id', ({ id }) => html`<${WebhookScreen} ctx=${ctx} endpointId=${Number(id)} />`],
         ['/settings/jobs', () => html`<${TenantJobsScreen} ctx=${ctx} />`],
+        ['/settings/export', () => html`<${ExportScreen} ctx=${ctx} />`],
         ['/profile', () => html`<${Profile} me=${me} onChanged=${onProfile} />`],
       ],
       path,

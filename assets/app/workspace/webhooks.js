@@ -29,10 +29,11 @@ function endpointPath(id, rest = '') {
 }
 
 /** The tabs of the settings area. */
-function SettingsTabs({ current }) {
+export function SettingsTabs({ current }) {
   const tabs = [
     ['/settings/webhooks', 'Webhooks'],
     ['/settings/jobs', 'Background jobs'],
+    ['/settings/export', 'Export'],
   ];
   return html`<nav class="settings-tabs" aria-label="Settings">
     ${tabs.map(([to, label]) => html`<${Link} key=${to} to=${to} aria-current=${current === to ? 'page' : undefined}>${label}<//>`)}

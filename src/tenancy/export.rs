@@ -1,0 +1,381 @@
+//! A tenant's archive (data portability): one zip with every table of its file as JSON Lines,
+//! the file's schema, the catalog's rows about the tenant and a README. Written as it is read,
+//! in one read transaction on one of the tenant's connections, to any `Write`: an HTTP
+//! response, a file. Nothing holds a whole table or the whole archive in memory. Also the rows
+//! of one tenant's file that one person wrote (`personal_rows`), for their own export.
+
+use std::fmt;
+use std::io::{self, Write};
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, Statement};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use zip::write::{SimpleFileOptions, StreamWriter};
+use zip::{CompressionMethod, ZipWriter};
+
+use crate::catalog::{AuditFilter, Catalog, IdentityError};
+use crate::db::{self, DbError};
+
+use super::Tenant;
+
+/// Audit entries read from the catalog per query (its page limit).
+const AUDIT_PAGE: usize = 200;
+
+#[derive(Debug)]
+pub enum ExportError {
+    Db(DbError),
+    Catalog(IdentityError),
+    Zip(zip::result::ZipError),
+    /// The writer failed: most often the client went away.
+    Io(io::Error),
+}
+
+impl fmt::Display for ExportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExportError::Db(e) => write!(f, "reading the tenant's file: {e}"),
+            ExportError::Catalog(e) => write!(f, "reading the catalog: {e}"),
+            ExportError::Zip(e) => write!(f, "writing the archive: {e}"),
+            ExportError::Io(e) => write!(f, "writing the archive: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ExportError {}
+
+impl From<DbError> for ExportError {
+    fn from(e: DbError) -> Self {
+        ExportError::Db(e)
+    }
+}
+
+impl From<rusqlite::Error> for ExportError {
+    fn from(e: rusqlite::Error) -> Self {
+        ExportError::Db(DbError::from(e))
+    }
+}
+
+impl From<IdentityError> for ExportError {
+    fn from(e: IdentityError) -> Self {
+        ExportError::Catalog(e)
+    }
+}
+
+impl From<zip::result::ZipError> for ExportError {
+    fn from(e: zip::result::ZipError) -> Self {
+        match e {
+            zip::result::ZipError::Io(e) => ExportError::Io(e),
+            e => ExportError::Zip(e),
+        }
+    }
+}
+
+impl From<io::Error> for ExportError {
+    fn from(e: io::Error) -> Self {
+        ExportError::Io(e)
+    }
+}
+
+impl From<serde_json::Error> for ExportError {
+    fn from(e: serde_json::Error) -> Self {
+        ExportError::Io(io::Error::other(e))
+    }
+}
+
+/// What an archive holds, written last into it as `manifest.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Manifest {
+    pub format: &'static str,
+    pub tenant_id: String,
+    pub slug: String,
+    pub schema_version: u32,
+    pub tenantd_version: &'static str,
+    /// RFC 3339 UTC.
+    pub exported_at: String,
+    /// Rows per table of the tenant's file, by table name.
+    pub tables: std::collections::BTreeMap<String, u64>,
+    pub audit_entries: u64,
+}
+
+pub const FORMAT: &str = "tenantd-export-1";
+
+/// The archive's own description of its format.
+pub const ARCHIVE_README: &str = include_str!("export_readme.md");
+
+/// The name a downloaded archive gets: `<slug>-<yyyymmdd>.zip` (UTC).
+pub fn file_name(slug: &str, now: chrono::DateTime<chrono::Utc>) -> String {
+    format!("{slug}-{}.zip", now.format("%Y%m%d"))
+}
+
+/// Writes the archive of `tenant` to `out` and returns what it holds. The tenant's file is read
+/// in one read transaction, so the tables agree with each other; the catalog's rows are read
+/// beside it.
+pub fn write_archive<W: Write>(
+    catalog: &Catalog,
+    tenant: &Tenant,
+    out: W,
+) -> Result<Manifest, ExportError> {
+    // A connection of its own rather than one of the pool's few: a download lasts as long as
+    // its client reads, and must not keep the company's requests waiting for a connection.
+    tenant.pool.touch();
+    let conn = db::open(&tenant.pool.path, db::DbKind::Tenant, db::Create::Never)?;
+    let mut zip = ZipWriter::new_stream(Fuse {
+        inner: out,
+        broken: false,
+    })
+    .set_auto_large_file();
+    let now = chrono::Utc::now();
+    let mut options = SimpleFileOptions::default()
+        .compression_method(CompressionMethod::Deflated)
+        .unix_permissions(0o644);
+    if let Ok(time) = zip_time(now) {
+        options = options.last_modified_time(time);
+    }
+    let mut manifest = Manifest {
+        format: FORMAT,
+        tenant_id: tenant.id().to_string(),
+        slug: tenant.slug().to_string(),
+        schema_version: 0,
+        tenantd_version: env!("CARGO_PKG_VERSION"),
+        exported_at: now.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        tables: Default::default(),
+        audit_entries: 0,
+    };
+
+    zip.start_file("README.md", options)?;
+    zip.write_all(ARCHIVE_README.as_bytes())?;
+
+    {
+        // A deferred transaction rolled back on drop: it takes its snapshot at the first read
+        // below and keeps it to the last table, whatever writers do meanwhile.
+        let tx = conn.unchecked_transaction()?;
+        manifest.schema_version = db::schema_version(&tx)?;
+        zip.start_file("schema.sql", options)?;
+        let mut tables = Vec::new();
+        {
+            let mut stmt = tx.prepare(
+                "SELECT type, name, sql FROM sqlite_schema
+                 WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'
+                 ORDER BY CASE type WHEN 'table' THEN 0 ELSE 1 END, name",
+            )?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let kind: String = row.get(0)?;
+                let name: String = row.get(1)?;
+                let sql: String = row.get(2)?;
+                writeln!(zip, "{sql};\n")?;
+                if kind == "table" {
+                    tables.push(name);
+                }
+            }
+        }
+        for table in tables {
+            zip.start_file(format!("tables/{table}.jsonl"), options)?;
+            let mut stmt = tx.prepare(&format!("SELECT * FROM {}", quote(&table)))?;
+            let rows = write_rows(&mut stmt, [], &mut zip)?;
+            manifest.tables.insert(table, rows);
+        }
+    }
+    drop(conn);
+
+    write_catalog(catalog, tenant, &mut zip, options, &mut manifest)?;
+
+    zip.start_file("manifest.json", options)?;
+    serde_json::to_writer_pretty(&mut zip, &manifest)?;
+    zip.write_all(b"\n")?;
+    let mut out: StreamWriter<Fuse<W>> = zip.finish()?;
+    out.flush()?;
+    Ok(manifest)
+}
+
+/// The archive's writer: after its first error (a client gone) it takes and drops everything,
+/// so that the zip writer, which finishes the archive when dropped, does so quietly into
+/// nothing rather than failing again and saying so on standard error.
+struct Fuse<W> {
+    inner: W,
+    broken: bool,
+}
+
+impl<W: Write> Write for Fuse<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.broken {
+            return Ok(buf.len());
+        }
+        self.inner.write(buf).inspect_err(|_| self.broken = true)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.broken {
+            return Ok(());
+        }
+        self.inner.flush().inspect_err(|_| self.broken = true)
+    }
+}
+
+/// Zip entries carry a local date and time without a zone: ours are UTC, like everything else.
+fn zip_time(
+    t: chrono::DateTime<chrono::Utc>,
+) -> Result<zip::DateTime, zip::result::DateTimeRangeError> {
+    use chrono::{Datelike, Timelike};
+    let small = |n: u32| u8::try_from(n).unwrap_or(0);
+    zip::DateTime::from_date_and_time(
+        u16::try_from(t.year()).unwrap_or(1980),
+        small(t.month()),
+        small(t.day()),
+        small(t.hour()),
+        small(t.minute()),
+        small(t.second()),
+    )
+}
+
+fn write_catalog<W: Write>(
+    catalog: &Catalog,
+    tenant: &Tenant,
+    zip: &mut ZipWriter<StreamWriter<Fuse<W>>>,
+    options: SimpleFileOptions,
+    manifest: &mut Manifest,
+) -> Result<(), ExportError> {
+    let record = tenant.record();
+    zip.start_file("catalog/tenant.json", options)?;
+    let mut shown = serde_json::to_value(record.as_ref())?;
+    if let Some(object) = shown.as_object_mut() {
+        object.remove("domains");
+    }
+    serde_json::to_writer_pretty(&mut *zip, &shown)?;
+    zip.write_all(b"\n")?;
+
+    zip.start_file("catalog/domains.jsonl", options)?;
+    for domain in &record.domains {
+        json_line(zip, domain)?;
+    }
+
+    zip.start_file("catalog/members.jsonl", options)?;
+    for member in catalog.members(tenant.id())? {
+        json_line(zip, &member)?;
+    }
+
+    zip.start_file("catalog/roles.jsonl", options)?;
+    for role in catalog.roles(tenant.id())? {
+        json_line(zip, &role)?;
+    }
+
+    // Newest first, a page at a time: the log of a busy tenant is long.
+    zip.start_file("catalog/audit.jsonl", options)?;
+    let mut filter = AuditFilter {
+        tenant_id: Some(tenant.id().to_string()),
+        limit: AUDIT_PAGE,
+        ..AuditFilter::default()
+    };
+    loop {
+        let page = catalog.audit_query(&filter)?;
+        for entry in &page {
+            json_line(zip, entry)?;
+        }
+        manifest.audit_entries += page.len() as u64;
+        match page.last() {
+            Some(last) if page.len() == AUDIT_PAGE => filter.before_id = Some(last.id),
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
+fn json_line(out: &mut impl Write, value: &impl Serialize) -> Result<(), ExportError> {
+    serde_json::to_writer(&mut *out, value)?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
+/// An SQL identifier, quoted.
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Writes each row of `stmt` as one JSON object per line, column names as keys; returns how
+/// many. BLOBs become `{"base64": "..."}` (standard alphabet, padded), so that they cannot be
+/// taken for text.
+pub fn write_rows<P: rusqlite::Params>(
+    stmt: &mut Statement<'_>,
+    params: P,
+    out: &mut impl Write,
+) -> Result<u64, ExportError> {
+    let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
+    let mut rows = stmt.query(params)?;
+    let mut count = 0;
+    while let Some(row) = rows.next()? {
+        json_line(out, &row_object(&names, row)?)?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+fn row_object(names: &[String], row: &rusqlite::Row<'_>) -> rusqlite::Result<Map<String, Value>> {
+    let mut object = Map::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        object.insert(name.clone(), json_value(row.get_ref(i)?));
+    }
+    Ok(object)
+}
+
+fn json_value(value: ValueRef<'_>) -> Value {
+    match value {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::from(i),
+        // Not finite (SQLite can hold infinities): null, as JSON has no such number.
+        ValueRef::Real(f) => serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number),
+        ValueRef::Text(t) => Value::String(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => {
+            serde_json::json!({ "base64": data_encoding::BASE64.encode(b) })
+        }
+    }
+}
+
+/// What one person wrote in one tenant's file, for their own export: their messages and the
+/// orders they created, as rows (the same encoding as the archive's), read in one transaction.
+pub fn personal_rows(tenant: &Tenant, user_id: i64) -> Result<(Value, Value), ExportError> {
+    let conn = tenant.conn()?;
+    let tx = conn.unchecked_transaction()?;
+    let messages = rows_of(
+        &tx,
+        "SELECT * FROM messages WHERE user_id = ?1 ORDER BY id",
+        user_id,
+    )?;
+    let orders = rows_of(
+        &tx,
+        "SELECT * FROM orders WHERE created_by = ?1 ORDER BY id",
+        user_id,
+    )?;
+    Ok((messages, orders))
+}
+
+fn rows_of(conn: &Connection, sql: &str, user_id: i64) -> Result<Value, ExportError> {
+    let mut stmt = conn.prepare(sql)?;
+    let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
+    let rows = stmt
+        .query_map([user_id], |row| row_object(&names, row).map(Value::Object))?
+        .collect::<rusqlite::Result<Vec<Value>>>()?;
+    Ok(Value::Array(rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// BLOBs cannot be taken for text; numbers, text and null are as SQLite holds them.
+    #[test]
+    fn values_become_json_and_blobs_base64_objects() {
+        assert_eq!(
+            json_value(ValueRef::Blob(&[0, 255, 16])),
+            serde_json::json!({"base64": "AP8Q"})
+        );
+        assert_eq!(
+            json_value(ValueRef::Text(b"AP8Q")),
+            serde_json::json!("AP8Q")
+        );
+        assert_eq!(json_value(ValueRef::Integer(-3)), serde_json::json!(-3));
+        assert_eq!(json_value(ValueRef::Real(1.5)), serde_json::json!(1.5));
+        assert_eq!(json_value(ValueRef::Real(f64::INFINITY)), Value::Null);
+        assert_eq!(json_value(ValueRef::Null), Value::Null);
+    }
+}
