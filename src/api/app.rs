@@ -101,6 +101,8 @@ pub struct App {
     pub(super) webhooks: super::webhooks_out::Webhooks,
     /// The job queues' wake-up channels and the workers' configuration.
     pub jobs: super::jobs::Jobs,
+    /// `/metrics` and `/readyz`.
+    pub(super) observe: super::metrics::Observe,
 }
 
 pub const FIRST_ADMIN_EMAIL: &str = "admin@localhost";
@@ -145,7 +147,12 @@ impl App {
             totp_steps: Mutex::new(HashMap::new()),
             webhooks: super::webhooks_out::Webhooks::new(config.webhooks.clone()),
             jobs: super::jobs::Jobs::new(config.jobs.clone()),
+            observe: super::metrics::Observe {
+                config: config.metrics.clone(),
+                data_dir: config.data_dir.clone(),
+            },
         };
+        app.metrics().set_top_tenants(config.metrics.top_tenants);
         Ok((app, first))
     }
 

@@ -31,6 +31,8 @@ pub struct TenantHealth {
     /// Unix seconds; kept in memory only, so `None` for a tenant unused since the server started.
     pub last_access: Option<i64>,
     pub pool_open: bool,
+    /// Its last few server faults (5xx answers, failed jobs), newest first; in memory only.
+    pub recent_errors: Vec<crate::metrics::RecentError>,
 }
 
 /// The health of `record`'s tenant, whose file lives under `data_dir`.
@@ -48,6 +50,7 @@ pub fn health(data_dir: &Path, registry: &Registry, record: &TenantRecord) -> Te
         error: None,
         last_access: pool.last_access,
         pool_open: pool.open,
+        recent_errors: registry.metrics().recent_errors(&record.id),
     };
     let Some(path) = tenant_db_path(data_dir, &record.id) else {
         health.error = Some("catalog id is not a canonical UUID".into());

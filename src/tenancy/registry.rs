@@ -109,6 +109,7 @@ pub(super) struct OpenPool {
     pub(super) clock: Clock,
     /// The `clock`'s nanoseconds at the last use, for LRU and idle closing.
     pub(super) last_used: AtomicU64,
+    pub(super) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl OpenPool {
@@ -209,6 +210,8 @@ pub(super) struct Shared {
     /// `OpenPool::last_used` of the pools closed since start (evicted ones excepted), by tenant
     /// id: one entry per tenant at most.
     closed_last_used: Mutex<HashMap<String, u64>>,
+    /// This server's metrics: the registry's own and those of whatever holds a tenant.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 /// Tenant pools, opened lazily and closed by LRU, idleness or `evict`.
 /// Share it between threads (e.g. in an `Arc`).
@@ -260,6 +263,7 @@ impl Registry {
             reads,
             started_unix_ms,
             closed_last_used: Mutex::new(HashMap::new()),
+            metrics: Default::default(),
         });
         // Idle pools are closed whole by our own sweep instead of r2d2's
         // per-pool reaper: that reaper is a periodic job r2d2 never cancels,
@@ -413,6 +417,10 @@ impl Registry {
         self.shared.open.load(Ordering::SeqCst)
     }
 
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.shared.metrics
+    }
+
     pub fn stats(&self) -> RegistryStats {
         RegistryStats {
             open_pools: self.open_count(),
@@ -550,6 +558,7 @@ impl Shared {
             path: path.to_path_buf(),
             clock: self.clock.clone(),
             last_used: AtomicU64::new(0),
+            metrics: Arc::clone(&self.metrics),
         };
         open.touch();
         Ok(open)
