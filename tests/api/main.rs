@@ -20,6 +20,7 @@ mod jobs_cli;
 mod jobs_crash;
 mod jobs_timeout;
 mod layers;
+mod metrics;
 mod portal_api;
 mod profile;
 mod realtime;
