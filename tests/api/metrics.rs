@@ -6,6 +6,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use serde_json::Value;
+use tenantd::api::job_kinds::{self, JobFailure, JobRun, Kind};
 
 use crate::support::{spawn_app, spawn_app_with, Client, TestApp, TestServer};
 
@@ -460,4 +461,84 @@ fn json_log_lines_parse_and_carry_the_tenant() {
         .unwrap();
     assert_eq!(access["tenant"], "acme", "{access}");
     assert_eq!(access["level"], "INFO");
+}
+
+fn failing_kind(_app: &tenantd::api::App, _run: &JobRun) -> Result<(), JobFailure> {
+    Err(JobFailure::Fatal("the test's job fails".into()))
+}
+
+fn kinds(name: &str) -> Option<Kind> {
+    match name {
+        "test.fail" => Some(Kind {
+            queue: "default",
+            timeout: std::time::Duration::from_secs(30),
+            run: failing_kind,
+        }),
+        other => job_kinds::kind(other),
+    }
+}
+
+#[test]
+fn a_failed_job_is_its_tenants_recent_error_and_is_counted() {
+    let test = spawn_app_with(with_token);
+    let failing = test.create_tenant("failing", &[]);
+    test.create_tenant("quiet", &[]);
+    let now = tenantd::api::jobs::now_ms();
+    test.app
+        .catalog
+        .enqueue_job(&tenantd::catalog::JobInsert {
+            tenant_id: Some(failing["id"].as_str().unwrap()),
+            queue: "default",
+            kind: "test.fail",
+            payload: &serde_json::json!({}),
+            unique_key: None,
+            run_at: now,
+            max_attempts: 1,
+            now,
+        })
+        .unwrap();
+    let mut runner = None;
+    assert!(tenantd::api::jobs::run_next_with(
+        &test.app,
+        "default",
+        "serve:test",
+        &mut runner,
+        now + 1,
+        kinds
+    )
+    .unwrap());
+    let health = |slug: &str| {
+        let reply = test.admin("GET", &format!("/api/admin/tenants/{slug}/health"), None);
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        reply.json()["recent_errors"].clone()
+    };
+    let errors = health("failing");
+    assert_eq!(errors[0]["source"], "job", "{errors}");
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the test's job fails"),
+        "{errors}"
+    );
+    assert_eq!(health("quiet"), serde_json::json!([]));
+    let Some(samples) = parse(&scrape(&test)) else {
+        return;
+    };
+    assert_eq!(
+        value(
+            &samples,
+            "tenantd_job_attempts_total",
+            &[("queue", "default"), ("outcome", "failed")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "tenantd_jobs",
+            &[("queue", "default"), ("state", "failed")]
+        ),
+        Some(1.0)
+    );
 }
