@@ -385,7 +385,9 @@ pub fn run_next_with(
         }
     };
     if !recorded {
+        let tenant = job_slug(app, job.tenant_id.as_deref());
         log::warn!(
+            tenant = tenant.as_deref().unwrap_or_default();
             "job {} ({}): its lease ended before the attempt did; the outcome is not recorded",
             job.id,
             job.kind
