@@ -208,16 +208,17 @@ impl Metrics {
             .observe(took.as_secs_f64());
         if let Some((id, slug)) = tenant {
             let class = usize::from(status / 100).clamp(1, 5) - 1;
+            // Counted under the read lock: no reference count moves on the way.
+            if let Some(counts) = read(&self.tenants).get(id).filter(|c| c.slug == slug) {
+                counts.by_class[class].fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             self.tenant_counts(id, slug).by_class[class].fetch_add(1, Ordering::Relaxed);
         }
     }
 
+    /// The tenant's counts, made on its first request or renewed under a new slug.
     fn tenant_counts(&self, id: &str, slug: &str) -> Arc<TenantCounts> {
-        if let Some(counts) = read(&self.tenants).get(id) {
-            if counts.slug == slug {
-                return Arc::clone(counts);
-            }
-        }
         let mut tenants = write(&self.tenants);
         let entry = tenants.entry(id.to_string()).or_insert_with(|| {
             Arc::new(TenantCounts {
