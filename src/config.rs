@@ -49,6 +49,10 @@ pub struct ServeConfig {
     /// limit, known only once the server has raised it (see [`ServeConfig::resolve_limits`]).
     pub max_connections: Option<usize>,
     pub max_websockets: Option<usize>,
+    /// A second address that serves `/metrics` alone.
+    pub metrics_bind: Option<String>,
+    /// `--log-format json`: one JSON object per log line.
+    pub log_json: bool,
 }
 
 impl Default for ServeConfig {
@@ -58,6 +62,8 @@ impl Default for ServeConfig {
             demo: false,
             max_connections: None,
             max_websockets: None,
+            metrics_bind: None,
+            log_json: false,
             http: http::Config::default(),
             app: AppConfig {
                 data_dir: PathBuf::from(DEFAULT_DATA_DIR),
@@ -183,6 +189,38 @@ impl ServeConfig {
         }
         if let Some(v) = pick("--job-backoff", "TENANTD_JOB_BACKOFF")? {
             c.app.jobs.backoff = seconds("--job-backoff", &v)?;
+        }
+        if let Some(v) = pick("--metrics-bind", "TENANTD_METRICS_BIND")? {
+            c.metrics_bind = Some(
+                bind_address(&v)
+                    .map_err(|e| ConfigError(e.0.replacen("--bind", "--metrics-bind", 1)))?,
+            );
+        }
+        if let Some(v) = pick("--metrics-token", "TENANTD_METRICS_TOKEN")? {
+            if v.trim().len() < 16 {
+                return Err(ConfigError(
+                    "--metrics-token: use at least 16 characters".into(),
+                ));
+            }
+            c.app.metrics.token = Some(v.trim().to_string());
+        }
+        if let Some(v) = pick("--metrics-tenants", "TENANTD_METRICS_TENANTS")? {
+            c.app.metrics.top_tenants = number("--metrics-tenants", &v, 0, 10_000)?;
+        }
+        if let Some(v) = pick("--ready-min-free-mib", "TENANTD_READY_MIN_FREE_MIB")? {
+            let mib = number("--ready-min-free-mib", &v, 0, 1 << 40)? as u64;
+            c.app.metrics.ready_min_free_bytes = mib.saturating_mul(1 << 20);
+        }
+        if let Some(v) = pick("--log-format", "TENANTD_LOG_FORMAT")? {
+            c.log_json = match v.as_str() {
+                "text" => false,
+                "json" => true,
+                _ => {
+                    return Err(ConfigError(format!(
+                        "--log-format: expected text or json, got {v:?}"
+                    )))
+                }
+            };
         }
         // `serve` holds the data directory's lock: no other server is running its jobs.
         c.app.jobs.reclaim_on_start = true;

@@ -11,6 +11,7 @@ pub mod db;
 pub mod demo;
 pub(crate) mod error;
 pub mod http;
+pub mod metrics;
 pub mod realtime;
 pub(crate) mod serve;
 pub mod tenancy;

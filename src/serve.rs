@@ -13,7 +13,7 @@ use crate::http;
 
 /// Runs the server until a signal stops it; returns the exit status.
 pub fn run(mut config: ServeConfig) -> i32 {
-    init_logging();
+    init_logging(config.log_json);
     let limit = raise_fd_limit();
     config.resolve_limits(limit);
     if let Some(warning) = fd_shortfall(
@@ -100,6 +100,25 @@ pub fn run(mut config: ServeConfig) -> i32 {
     let app = Arc::new(app);
     crate::api::broadcasting::spawn_watcher(&app);
     crate::api::jobs::start_workers(&app);
+    // Its own small server: a scrape never waits behind the API's connections or workers.
+    let metrics_server = match &config.metrics_bind {
+        None => None,
+        Some(addr) => {
+            let small = http::Config {
+                workers: 2,
+                max_connections: 64,
+                ..config.http.clone()
+            };
+            let only = Arc::new(crate::api::metrics::MetricsOnly(Arc::clone(&app)));
+            match TcpListener::bind(addr).and_then(|l| http::serve(l, small, only)) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    eprintln!("tenantd: cannot serve metrics on {addr}: {e}");
+                    return 1;
+                }
+            }
+        }
+    };
     let server = match http::serve(listener, config.http.clone(), app) {
         Ok(s) => s,
         Err(e) => {
@@ -112,6 +131,9 @@ pub fn run(mut config: ServeConfig) -> i32 {
         server.local_addr(),
         data_dir.display()
     );
+    if let Some(m) = &metrics_server {
+        banner.push_str(&format!("metrics on http://{}/metrics\n", m.local_addr()));
+    }
     banner.push_str(&admin_note);
     let mut companies = Vec::new();
     if let Some(demo) = demo {
@@ -146,7 +168,10 @@ pub fn run(mut config: ServeConfig) -> i32 {
             stopper.stop();
         }
     });
-    if server.wait() {
+    let stopped_cleanly = server.wait();
+    // Scrapes are answered until the API has stopped.
+    drop(metrics_server);
+    if stopped_cleanly {
         log::info!("stopped");
     } else {
         log::warn!("stopped with requests still in flight after the grace period");
@@ -226,9 +251,46 @@ fn admin_note(
     }
 }
 
-fn init_logging() {
+fn init_logging(json: bool) {
     let env = env_logger::Env::default().default_filter_or("info");
-    let _ = env_logger::Builder::from_env(env).try_init();
+    let mut builder = env_logger::Builder::from_env(env);
+    if json {
+        builder.format(json_line);
+    }
+    let _ = builder.try_init();
+}
+
+/// One log record as one JSON object: time, level, target, message, and the record's fields
+/// (`tenant` on request lines of a tenant and on its jobs' lines).
+fn json_line(out: &mut env_logger::fmt::Formatter, record: &log::Record) -> std::io::Result<()> {
+    use std::io::Write as _;
+    struct Fields<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
+    impl<'kvs> log::kv::VisitSource<'kvs> for Fields<'_> {
+        fn visit_pair(
+            &mut self,
+            key: log::kv::Key<'kvs>,
+            value: log::kv::Value<'kvs>,
+        ) -> Result<(), log::kv::Error> {
+            let value = value.to_string();
+            if !value.is_empty() {
+                self.0
+                    .insert(key.as_str().to_string(), serde_json::Value::String(value));
+            }
+            Ok(())
+        }
+    }
+    let mut line = serde_json::Map::new();
+    line.insert(
+        "time".into(),
+        chrono::Utc::now()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            .into(),
+    );
+    line.insert("level".into(), record.level().as_str().into());
+    line.insert("target".into(), record.target().into());
+    line.insert("message".into(), record.args().to_string().into());
+    let _ = record.key_values().visit(&mut Fields(&mut line));
+    writeln!(out, "{}", serde_json::Value::Object(line))
 }
 
 /// Lifts the soft open-file limit to the hard one: the default soft limit (often 1024) is below

@@ -74,8 +74,11 @@ pub(super) fn admit(
             account,
             attempt,
         }),
-        Err(wait) => Err(Error::TooManyRequests {
-            retry_after_secs: wait.as_secs_f64().ceil() as u64,
+        Err(wait) => Err({
+            app.metrics().login_throttled(realm);
+            Error::TooManyRequests {
+                retry_after_secs: wait.as_secs_f64().ceil() as u64,
+            }
         }),
     }
 }
@@ -83,6 +86,7 @@ pub(super) fn admit(
 impl Gate {
     /// A wrong password (or code): counted against the attempt's budgets.
     pub(super) fn failed(&self, app: &App) {
+        app.metrics().login_failed(self.realm);
         app.throttle.failure(&self.attempt, app.throttle.now());
     }
 

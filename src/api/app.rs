@@ -104,6 +104,8 @@ pub struct App {
     pub jobs: super::jobs::Jobs,
     /// Company archives being streamed now (see `export`): each holds a worker thread.
     pub(super) export_streams: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// `/metrics` and `/readyz`.
+    pub(super) observe: super::metrics::Observe,
 }
 
 pub const FIRST_ADMIN_EMAIL: &str = "admin@localhost";
@@ -153,7 +155,12 @@ impl App {
             webhooks: super::webhooks_out::Webhooks::new(config.webhooks.clone()),
             jobs: super::jobs::Jobs::new(config.jobs.clone()),
             export_streams: Default::default(),
+            observe: super::metrics::Observe {
+                config: config.metrics.clone(),
+                data_dir: config.data_dir.clone(),
+            },
         };
+        app.metrics().set_top_tenants(config.metrics.top_tenants);
         Ok((app, first))
     }
 

@@ -72,6 +72,7 @@ pub struct AppConfig {
     pub realtime: RealtimeConfig,
     pub webhooks: WebhooksConfig,
     pub jobs: JobsConfig,
+    pub metrics: super::metrics::MetricsConfig,
 }
 
 /// Outbound webhooks: where deliveries may go, when a failing endpoint is disabled, how long a

@@ -350,6 +350,12 @@ pub fn run_next_with(
         return Ok(false);
     };
     let outcome = attempt(app, &job, runner, kinds, claimed);
+    let outcome_name = match &outcome {
+        Outcome::Done => "done",
+        Outcome::Wait(_) => "waiting",
+        Outcome::Failed(_) => "failed",
+    };
+    app.metrics().job_attempt(queue, outcome_name);
     let recorded = match outcome {
         Outcome::Done => app.catalog.finish_job(job.id, owner, now_ms())?,
         Outcome::Wait(why) => {
@@ -367,21 +373,33 @@ pub fn run_next_with(
                 // longer than its backoff would otherwise be due again at once.
                 now.max(now_ms()) + backoff_ms(base, job.attempts, rand::random::<f64>())
             });
+            if let Some(tenant) = &job.tenant_id {
+                let note = format!("job {} ({}) failed: {message}", job.id, job.kind);
+                app.metrics().recent_error(tenant, "job", note);
+            }
             if retry_at.is_none() {
-                log::warn!("job {} ({}) failed: {message}", job.id, job.kind);
+                let tenant = job_slug(app, job.tenant_id.as_deref());
+                log::warn!(tenant = tenant.as_deref().unwrap_or_default(); "job {} ({}) failed: {message}", job.id, job.kind);
             }
             app.catalog
                 .fail_job_attempt(job.id, owner, &message, retry_at, now_ms())?
         }
     };
     if !recorded {
+        let tenant = job_slug(app, job.tenant_id.as_deref());
         log::warn!(
+            tenant = tenant.as_deref().unwrap_or_default();
             "job {} ({}): its lease ended before the attempt did; the outcome is not recorded",
             job.id,
             job.kind
         );
     }
     Ok(true)
+}
+
+/// The slug of a job's tenant, for its log lines.
+fn job_slug(app: &App, id: Option<&str>) -> Option<String> {
+    Some(app.catalog.by_id(id?).ok()??.slug.clone())
 }
 
 enum Outcome {

@@ -18,6 +18,7 @@ pub mod job_kinds;
 pub mod jobs;
 mod members;
 mod memo;
+pub mod metrics;
 mod pages;
 mod params;
 mod pipeline;

@@ -6,6 +6,7 @@
 
 use std::any::Any;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::assets;
 use crate::auth::principal::{self, Principal, Via};
@@ -18,6 +19,7 @@ use crate::tenancy::{Lookup, Tenant};
 
 use super::cookies::check_csrf;
 use super::memo::{Memo, RememberedMember};
+use super::metrics::{self, Seen};
 use super::pages;
 use super::{healthz, App, Route, TenantFn};
 
@@ -68,16 +70,20 @@ pub struct SignedInAdmin {
 }
 
 impl App {
-    fn dispatch(
-        &self,
+    fn dispatch<'s>(
+        &'s self,
         fresh: &CatalogView,
         req: &Request,
         path: &str,
         tenant: Option<Arc<TenantRecord>>,
         memo: &mut Memo,
+        seen: &mut Seen<'s>,
     ) -> Result<Response, Error> {
         let (route, params) = match self.router.find(&req.method, path) {
-            Match::Found(route, params) => (route.handler, params),
+            Match::Found(route, params) => {
+                seen.route = route.path();
+                (route.handler, params)
+            }
             Match::MethodNotAllowed(allow) => return Err(Error::MethodNotAllowed { allow }),
             Match::NotFound => return Err(Error::NotFound),
         };
@@ -217,9 +223,33 @@ impl http::Handler for App {
     }
 
     fn handle(&self, req: &Request, state: &mut dyn Any) -> Response {
+        let started = Instant::now();
+        let mut seen = Seen::default();
+        let response = self.answer(req, state, &mut seen);
+        self.observe(req, &seen, started, &response);
+        response
+    }
+}
+
+impl App {
+    fn answer<'s>(&'s self, req: &Request, state: &mut dyn Any, seen: &mut Seen<'s>) -> Response {
         // Health checks answer whatever the catalog's state. Other methods go the usual way,
         // to 405 with `Allow`.
+        if matches!(req.method.as_str(), "GET" | "HEAD") {
+            match req.path.as_str() {
+                "/readyz" => {
+                    seen.route = "/readyz";
+                    return metrics::readyz(self);
+                }
+                "/metrics" => {
+                    seen.route = "/metrics";
+                    return metrics::main_address(self, req);
+                }
+                _ => {}
+            }
+        }
         if req.path == "/healthz" && matches!(req.method.as_str(), "GET" | "HEAD") {
+            seen.route = "/healthz";
             return healthz(
                 self,
                 &RequestCtx {
@@ -233,6 +263,7 @@ impl http::Handler for App {
         // Before identification: a page on an unknown or suspended tenant's host needs its
         // script and style too.
         if req.path.starts_with(assets::PREFIX) && matches!(req.method.as_str(), "GET" | "HEAD") {
+            seen.route = "/assets/*";
             return assets::serve(req).unwrap_or_else(|| Error::NotFound.into_response());
         }
         // A proxy that adds its own X-Tenant-* header behind the client's must not lose to it.
@@ -268,7 +299,12 @@ impl http::Handler for App {
                     .unwrap_or_else(|e| Error::from(e).into_response())
             }
         };
+        seen.tenant = identified
+            .tenant
+            .as_ref()
+            .map(|(record, _)| Arc::clone(record));
         if pages::wanted(self, req, identified.path) {
+            seen.route = "(page)";
             return pages::page(self, req, &identified);
         }
         let tenant = identified.tenant.map(|(record, _)| record);
@@ -285,7 +321,7 @@ impl http::Handler for App {
             None => own.insert(Memo::default()),
         };
         let mut response = self
-            .dispatch(&fresh, req, identified.path, tenant, memo)
+            .dispatch(&fresh, req, identified.path, tenant, memo, seen)
             .unwrap_or_else(Error::into_response);
         response.log_note = note;
         if response.header("cache-control").is_none() {
@@ -333,10 +369,14 @@ fn read_through(
         .is_some_and(|v| v.to_ascii_lowercase().contains("no-cache"));
     let ticket = match member.tenant.cached_read(key, fresh) {
         Lookup::Hit(body) => {
+            app.metrics().read_cache(true);
             return Ok(Response::shared(200, "application/json", body)
-                .with_header(CACHE_STATUS, "tenantd; hit"))
+                .with_header(CACHE_STATUS, "tenantd; hit"));
         }
-        Lookup::Miss(ticket) => ticket,
+        Lookup::Miss(ticket) => {
+            app.metrics().read_cache(false);
+            ticket
+        }
     };
     let response = f(app, ctx, member)?;
     if response.status == 200 && response.header("content-type") == Some("application/json") {

@@ -308,6 +308,8 @@ pub(crate) fn deliver_job(app: &App, run: &JobRun) -> Result<(), JobFailure> {
         config.max_failing.as_secs() as i64,
     )
     .map_err(|e| retry(&e))?;
+    let delivered = answer.status.is_some_and(|s| (200..300).contains(&s));
+    app.metrics().webhook_delivery(delivered);
     let failure = match (answer.status, &answer.error) {
         (Some(s), _) if (200..300).contains(&s) => return Ok(()),
         (Some(s), _) => format!("the endpoint answered {s}"),

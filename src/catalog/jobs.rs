@@ -274,6 +274,15 @@ pub struct Firing<'a> {
 }
 
 impl Catalog {
+    /// Jobs by queue and status (queue, status, count), for the metrics.
+    pub fn job_counts(&self) -> Result<Vec<(String, String, i64)>, CatalogError> {
+        let conn = self.pool.get()?;
+        let mut stmt =
+            conn.prepare_cached("SELECT queue, status, count(*) FROM jobs GROUP BY queue, status")?;
+        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Takes the oldest due pending job of `queue`: it becomes running under `owner`'s lease
     /// until `lease_until`, and its attempt is counted. One statement, so two workers (of this
     /// process or another) never take the same job.

@@ -211,6 +211,16 @@ impl Catalog {
         db::write(&mut conn, f)
     }
 
+    /// Whether the catalog's file opens anew and answers a query (for readiness): a fresh
+    /// read-only connection, so a file removed or damaged under the pool's open ones shows.
+    pub fn answers(&self) -> Result<(), CatalogError> {
+        let conn = crate::db::open_read_only(&self.data_dir.join(CENTRAL_DB))?;
+        conn.query_row("SELECT count(*) FROM tenants", [], |row| {
+            row.get::<_, i64>(0)
+        })?;
+        Ok(())
+    }
+
     /// A server-wide value from `meta` (secrets and the like); not cached.
     pub fn meta_get(&self, key: &str) -> Result<Option<String>, CatalogError> {
         let conn = self.pool.get()?;

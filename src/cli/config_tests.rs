@@ -110,3 +110,38 @@ fn checkpoints_are_tenantds_unless_left_to_litestream() {
     let e = who("--checkpoints sqlite", &[]).unwrap_err();
     assert!(e.0.contains("--checkpoints"), "{e}");
 }
+
+#[test]
+fn metrics_readiness_and_log_format_settings() {
+    let c = parse("", &[]).unwrap();
+    assert_eq!(c.metrics_bind, None);
+    assert_eq!(c.app.metrics.token, None);
+    assert_eq!(c.app.metrics.top_tenants, 20);
+    assert_eq!(c.app.metrics.ready_min_free_bytes, 64 << 20);
+    assert!(!c.log_json);
+    let env = [
+        ("TENANTD_METRICS_TOKEN", "0123456789abcdef"),
+        ("TENANTD_METRICS_TENANTS", "5"),
+        ("TENANTD_LOG_FORMAT", "json"),
+    ];
+    let c = parse(
+        "--metrics-bind 127.0.0.1:9090 --ready-min-free-mib 1 --log-format text",
+        &env,
+    )
+    .unwrap();
+    assert_eq!(c.metrics_bind.as_deref(), Some("127.0.0.1:9090"));
+    assert_eq!(c.app.metrics.token.as_deref(), Some("0123456789abcdef"));
+    assert_eq!(c.app.metrics.top_tenants, 5);
+    assert_eq!(c.app.metrics.ready_min_free_bytes, 1 << 20);
+    assert!(!c.log_json, "the flag wins over the environment");
+    for wrong in [
+        "--log-format yaml",
+        "--metrics-token short",
+        "--metrics-bind 9090",
+        "--metrics-tenants -1",
+    ] {
+        let e = parse(wrong, &[]).unwrap_err().to_string();
+        let flag = wrong.split_whitespace().next().unwrap();
+        assert!(e.contains(flag), "{wrong}: {e}");
+    }
+}

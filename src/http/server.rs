@@ -751,6 +751,22 @@ fn drain(conn: &mut Conn, scratch: &mut [u8]) -> bool {
     }
 }
 
+/// A response's `log_note` (`key=value` words) as structured fields of the access line too,
+/// for a logger that writes them apart (JSON lines).
+struct NoteFields<'a>(&'a str);
+
+impl log::kv::Source for NoteFields<'_> {
+    fn visit<'kvs>(
+        &'kvs self,
+        visitor: &mut dyn log::kv::VisitSource<'kvs>,
+    ) -> Result<(), log::kv::Error> {
+        for (key, value) in self.0.split_whitespace().filter_map(|w| w.split_once('=')) {
+            visitor.visit_pair(log::kv::Key::from_str(key), log::kv::Value::from(value))?;
+        }
+        Ok(())
+    }
+}
+
 fn log_reject(peer: SocketAddr, reject: &Reject) {
     log::info!(
         target: ACCESS_LOG,
@@ -934,18 +950,30 @@ impl Worker {
             }
         };
         if log::log_enabled!(target: ACCESS_LOG, log::Level::Info) {
-            log::info!(
-                target: ACCESS_LOG,
-                "{} {} {} {} {} {:.2}ms{}{}{}",
-                req.client_ip,
-                log_safe(&req.method),
-                log_safe(&req.target),
-                status,
-                sent,
-                started.elapsed().as_secs_f64() * 1000.0,
-                if log_note.is_some() { " " } else { "" },
-                log_note.as_deref().unwrap_or_default(),
-                if matches!(next, AfterAnswer::Abort) { " (aborted)" } else { "" }
+            let fields = NoteFields(log_note.as_deref().unwrap_or_default());
+            log::logger().log(
+                &log::Record::builder()
+                    .level(log::Level::Info)
+                    .target(ACCESS_LOG)
+                    .module_path_static(Some(module_path!()))
+                    .key_values(&fields)
+                    .args(format_args!(
+                        "{} {} {} {} {} {:.2}ms{}{}{}",
+                        req.client_ip,
+                        log_safe(&req.method),
+                        log_safe(&req.target),
+                        status,
+                        sent,
+                        started.elapsed().as_secs_f64() * 1000.0,
+                        if log_note.is_some() { " " } else { "" },
+                        log_note.as_deref().unwrap_or_default(),
+                        if matches!(next, AfterAnswer::Abort) {
+                            " (aborted)"
+                        } else {
+                            ""
+                        }
+                    ))
+                    .build(),
             );
         }
         next

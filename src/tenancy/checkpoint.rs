@@ -77,7 +77,11 @@ pub(super) fn spawn_checkpointer(queue: Receiver<Weak<OpenPool>>) {
                 if !pool.checkpoint_queued.swap(false, Ordering::AcqRel) {
                     continue;
                 }
-                match checkpoint(&pool) {
+                let [_, wal, _] = db::database_files(&pool.path);
+                let wal_bytes = std::fs::metadata(wal).map_or(0, |m| m.len());
+                let done = checkpoint(&pool);
+                pool.metrics.checkpoint(done.is_ok(), wal_bytes);
+                match done {
                     Ok(()) => {
                         pool.checkpoints_done.fetch_add(1, Ordering::Relaxed);
                     }

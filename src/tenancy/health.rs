@@ -34,6 +34,8 @@ pub struct TenantHealth {
     pub pool_open: bool,
     /// The newest backup (see [`super::backup::latest_backup`]): when, how big, which file.
     pub last_backup: Option<BackupSummary>,
+    /// Its last few server faults (5xx answers, failed jobs), newest first; in memory only.
+    pub recent_errors: Vec<crate::metrics::RecentError>,
 }
 
 /// The health of `record`'s tenant, whose file lives under `data_dir`.
@@ -52,6 +54,7 @@ pub fn health(data_dir: &Path, registry: &Registry, record: &TenantRecord) -> Te
         last_access: pool.last_access,
         pool_open: pool.open,
         last_backup: latest_backup(data_dir, &record.id).map(|m| BackupSummary::from(&m)),
+        recent_errors: registry.metrics().recent_errors(&record.id),
     };
     let Some(path) = tenant_db_path(data_dir, &record.id) else {
         health.error = Some("catalog id is not a canonical UUID".into());

@@ -212,7 +212,10 @@ impl Tenant {
     {
         // The turn first, then a connection: a queued writer holds none of the few. Waiting
         // is bounded as it was at SQLite's lock, and ends the same way: busy.
-        let Some(turn) = self.pool.writer.take(db::BUSY_TIMEOUT) else {
+        let waiting = std::time::Instant::now();
+        let turn = self.pool.writer.take(db::BUSY_TIMEOUT);
+        self.pool.metrics.write_turn_waited(waiting.elapsed());
+        let Some(turn) = turn else {
             return Err(E::from(rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
                 Some(format!(

@@ -113,6 +113,7 @@ pub(super) struct OpenPool {
     pub(super) clock: Clock,
     /// The `clock`'s nanoseconds at the last use, for LRU and idle closing.
     pub(super) last_used: AtomicU64,
+    pub(super) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl OpenPool {
@@ -217,6 +218,8 @@ pub(super) struct Shared {
     /// refused meanwhile. `restoring_count` spares every request the lock when it is empty.
     restoring: Mutex<HashSet<String>>,
     restoring_count: AtomicUsize,
+    /// This server's metrics: the registry's own and those of whatever holds a tenant.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 /// Tenant pools, opened lazily and closed by LRU, idleness or `evict`.
 /// Share it between threads (e.g. in an `Arc`).
@@ -273,6 +276,7 @@ impl Registry {
             closed_last_used: Mutex::new(HashMap::new()),
             restoring: Mutex::new(HashSet::new()),
             restoring_count: AtomicUsize::new(0),
+            metrics: Default::default(),
         });
         // Idle pools are closed whole by our own sweep instead of r2d2's
         // per-pool reaper: that reaper is a periodic job r2d2 never cancels,
@@ -477,6 +481,10 @@ impl Registry {
         self.shared.open.load(Ordering::SeqCst)
     }
 
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.shared.metrics
+    }
+
     pub fn stats(&self) -> RegistryStats {
         RegistryStats {
             open_pools: self.open_count(),
@@ -615,6 +623,7 @@ impl Shared {
             path: path.to_path_buf(),
             clock: self.clock.clone(),
             last_used: AtomicU64::new(0),
+            metrics: Arc::clone(&self.metrics),
         };
         open.touch();
         Ok(open)

@@ -24,6 +24,7 @@ mod jobs_crash;
 mod jobs_timeout;
 mod layers;
 mod litestream;
+mod metrics;
 mod portal_api;
 mod profile;
 mod realtime;
