@@ -5,8 +5,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
 
-import { setupUi, newPage, signIn, checkA11y, watchConsole } from './kit.mjs';
+import { setupUi, newPage, signIn, checkA11y, watchConsole, DEMO_PASSWORD } from './kit.mjs';
 
 const ui = setupUi();
 
@@ -74,5 +77,41 @@ test('back up a tenant from its page, then restore it once its slug is typed', {
   await page.getByTestId('health').getByText('Last backup').waitFor();
   assert.deepEqual(log.pageErrors, []);
   await workspace.context().close();
+  await page.context().close();
+});
+
+test("a tenant's page lists its recent server errors, and another tenant's none of them", { skip: ui.skip }, async () => {
+  const env = { PATH: process.env.PATH, RUST_LOG: 'warn' };
+  execFileSync(ui.server.binary, ['tenants', 'create', 'wrecked', '--name', 'Wrecked', '--data', ui.server.data], { env });
+  const { id } = JSON.parse(execFileSync(ui.server.binary, ['tenants', 'show', 'wrecked', '--json', '--data', ui.server.data], { env }));
+  // Its file gone before its first use: it cannot be opened, a fault of the server's.
+  fs.rmSync(path.join(ui.server.data, 'tenants', `${id}.db`));
+  execFileSync(ui.server.binary, ['members', 'add', '--tenant', 'wrecked', '--email', 'alice@acme.test', '--role', 'admin', '--data', ui.server.data], { env });
+  const ask = (method, path, headers, body) =>
+    new Promise((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port: ui.server.port, method, path, headers: { Host: 'wrecked.localhost', Accept: 'application/json', ...headers } }, (res) => {
+        let text = '';
+        res.on('data', (chunk) => (text += chunk));
+        res.on('end', () => resolve({ status: res.statusCode, text }));
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+  const login = await ask('POST', '/api/auth/login', { 'Content-Type': 'application/json' }, JSON.stringify({ email: 'alice@acme.test', password: DEMO_PASSWORD }));
+  assert.equal(login.status, 200, login.text);
+  const { status } = await ask('GET', '/api/tenant', { Authorization: `Bearer ${JSON.parse(login.text).token}` });
+  assert.equal(status, 503);
+
+  const page = await newPage(ui.browser);
+  await signIn(page, ui.server.url + '/', ui.server.admin.email, ui.server.admin.password);
+  await page.goto(`${ui.server.url}/tenants/wrecked`);
+  const errors = page.getByTestId('recent-errors');
+  await errors.waitFor();
+  assert.match(await errors.innerText(), /request\s+GET \/api\/tenant answered 503/);
+  await checkA11y(page, 'portal-tenant recent errors');
+
+  await page.goto(`${ui.server.url}/tenants/globex`);
+  await page.getByTestId('health').getByText('None since the server started').waitFor();
+  assert.equal(await page.getByTestId('recent-errors').count(), 0);
   await page.context().close();
 });

@@ -266,7 +266,14 @@ function Health({ health }) {
       <dt>Last backup</dt><dd>${health.last_backup ? `${formatTime(health.last_backup.created_at)} (${formatBytes(health.last_backup.bytes)})` : 'None'}</dd>
       <dt>Last access</dt><dd>${health.last_access ? formatTime(health.last_access) : 'Not since the server started'}</dd>
       <dt>Connection pool</dt><dd><span class=${`dot ${health.pool_open ? 'on' : 'off'}`} aria-hidden="true"></span>${health.pool_open ? 'Open' : 'Closed (opens on the next request)'}</dd>
-    </dl>`;
+      <dt>Recent errors</dt><dd>${(health.recent_errors || []).length === 0 ? 'None since the server started' : `${health.recent_errors.length}, newest first below`}</dd>
+    </dl>
+    ${(health.recent_errors || []).length > 0 &&
+    html`<ul class="recent-errors" data-testid="recent-errors">
+      ${health.recent_errors.map(
+        (e, i) => html`<li key=${i}><span class="muted">${formatTime(e.at)} · ${e.source === 'job' ? 'job' : 'request'}</span> <span class="mono">${e.message}</span></li>`,
+      )}
+    </ul>`}`;
 }
 
 function Domains({ tenant, onChange }) {
