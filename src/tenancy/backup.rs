@@ -191,12 +191,31 @@ fn open_plain(path: &Path, create: bool) -> Result<Connection, BackupError> {
     Ok(conn)
 }
 
+/// What a restore answers when another process keeps the tenant's file open.
+const HELD_ELSEWHERE: &str = "another process holds the tenant's file (Litestream, or a \
+     tenantd backup or export from the command line, say): stop it and try again";
+
+/// SQLITE_BUSY and SQLITE_LOCKED are another connection on the file, not a fault: [`BackupError::Busy`].
+fn busy_or_db(e: rusqlite::Error) -> BackupError {
+    use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+    match e.sqlite_error_code() {
+        Some(DatabaseBusy | DatabaseLocked) => BackupError::Busy(HELD_ELSEWHERE.into()),
+        _ => e.into(),
+    }
+}
+
 /// Leaves WAL for the rollback journal: SQLite checkpoints everything into the main file and
 /// removes the `-wal` itself. Fails (busy) when another connection has the file open.
 fn to_delete_mode(conn: &Connection) -> Result<(), BackupError> {
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-    let mode: String =
-        conn.pragma_update_and_check(None, "journal_mode", "DELETE", |row| row.get(0))?;
+    let blocked: i64 = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
+        .map_err(busy_or_db)?;
+    if blocked != 0 {
+        return Err(BackupError::Busy(HELD_ELSEWHERE.into()));
+    }
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "DELETE", |row| row.get(0))
+        .map_err(busy_or_db)?;
     if !mode.eq_ignore_ascii_case("delete") {
         return Err(BackupError::Busy(format!(
             "the database is still in use (journal_mode stayed {mode})"

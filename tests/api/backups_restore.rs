@@ -1,0 +1,66 @@
+//! Restores in place that cannot go ahead (another process holds the file, a damaged live
+//! file, a tenant in the wrong state) and what they leave behind: the tenant as it was, served,
+//! and no file kept aside for a restore that did not happen.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use crate::backups::{back_up, backups, new_order, order_ids, restore};
+use crate::jobs::app_with_workers;
+use crate::support::{id, TestApp};
+
+fn live_file(test: &TestApp, tenant_id: &str) -> PathBuf {
+    test.data
+        .path()
+        .join("tenants")
+        .join(format!("{tenant_id}.db"))
+}
+
+fn kept_aside(test: &TestApp, tenant: &str) -> Vec<Value> {
+    backups(test, tenant)
+        .into_iter()
+        .filter(|m| m["file"].as_str().unwrap().starts_with("replaced-"))
+        .collect()
+}
+
+#[test]
+fn a_restore_while_another_connection_reads_the_file_is_409_and_leaves_the_tenant_served() {
+    let test = app_with_workers(0, 10);
+    let acme = id(&test.create_tenant("acme", &[]));
+    let order = |n| {
+        let made = test.on(
+            &test.owner_token,
+            "acme",
+            "POST",
+            "/api/orders",
+            Some(new_order(n)),
+        );
+        assert_eq!(made.status, 201, "{}", made.text());
+    };
+    order(1);
+    let taken = back_up(&test, "acme");
+    order(2);
+    let served = order_ids(&test, "acme");
+    // As Litestream or a `tenantd backup` from the command line would: a read transaction.
+    let reader = rusqlite::Connection::open(live_file(&test, &acme)).unwrap();
+    reader.execute_batch("BEGIN").unwrap();
+    let _: i64 = reader
+        .query_row("SELECT count(*) FROM tenant_meta", [], |r| r.get(0))
+        .unwrap();
+    let reply = restore(&test, "acme", taken["file"].as_str().unwrap());
+    assert_eq!(reply.status, 409, "{}", reply.text());
+    assert_eq!(reply.error_code(), "tenant_in_use");
+    assert!(
+        reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("another process"),
+        "{}",
+        reply.text()
+    );
+    reader.execute_batch("COMMIT").unwrap();
+    drop(reader);
+    assert_eq!(order_ids(&test, "acme"), served);
+    assert!(!live_file(&test, &acme).with_extension("db.tmp").exists());
+}
