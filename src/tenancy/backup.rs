@@ -661,6 +661,12 @@ pub struct Restored {
     pub replaced: Option<BackupManifest>,
 }
 
+/// Removes a file kept aside and its manifest (the manifest first, so it is never half-listed).
+fn discard(dir: &Path, name: &str) {
+    let _ = fs::remove_file(manifest_path(&dir.join(name)));
+    let _ = fs::remove_file(dir.join(name));
+}
+
 /// Replaces `record`'s file with the verified backup `file`. With `registry` (the server), the
 /// tenant is refused (503) for the duration and its pool closed first; without (the CLI), the
 /// caller holds the data directory's claim, so no server has it open.
@@ -736,6 +742,10 @@ pub fn restore_in_place(
     })();
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
+        // The live file was not replaced: a copy of it kept aside would only pile up.
+        if let Some(kept) = &replaced {
+            discard(&dir, &kept.file);
+        }
         return Err(e);
     }
     // Brought to this binary's schema now rather than on first access, so that a failure is

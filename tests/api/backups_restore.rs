@@ -62,5 +62,14 @@ fn a_restore_while_another_connection_reads_the_file_is_409_and_leaves_the_tenan
     reader.execute_batch("COMMIT").unwrap();
     drop(reader);
     assert_eq!(order_ids(&test, "acme"), served);
+    assert_eq!(kept_aside(&test, "acme"), Vec::<Value>::new());
+    assert_eq!(backups(&test, "acme").len(), 1);
+    let dir = test.data.path().join("backups").join(&acme);
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("replaced-"))
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
     assert!(!live_file(&test, &acme).with_extension("db.tmp").exists());
 }
