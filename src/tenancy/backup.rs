@@ -1027,6 +1027,37 @@ mod tests {
     }
 
     #[test]
+    fn a_waiting_restore_refuses_new_requests_while_the_held_pool_drains() {
+        use crate::test_kit::{quiet, Setup};
+        let setup = Setup::new();
+        let acme = setup.provision("acme", &[]);
+        let globex = setup.provision("globex", &[]);
+        let registry = setup.registry(quiet());
+        let held = registry.open(Arc::clone(&acme)).unwrap();
+        let other = registry.open(Arc::clone(&globex)).unwrap();
+        std::thread::scope(|s| {
+            let restore = s.spawn(|| {
+                registry
+                    .begin_restore(&acme.id, "acme", std::time::Duration::from_secs(60))
+                    .map(drop)
+            });
+            while !registry.is_restoring(&acme.id) {
+                std::thread::yield_now();
+            }
+            // The pool is still open (held): a new request is refused, not handed it.
+            assert!(matches!(
+                registry.open(Arc::clone(&acme)),
+                Err(TenancyError::Restoring { .. })
+            ));
+            assert!(registry.open(Arc::clone(&globex)).is_ok());
+            drop(held);
+            restore.join().unwrap().unwrap();
+        });
+        drop(other);
+        registry.open(acme).unwrap();
+    }
+
+    #[test]
     fn leftovers_older_than_an_hour_are_removed_and_younger_ones_kept() {
         let data = tempfile::tempdir().unwrap();
         let tenants = data.path().join(TENANTS_DIR);

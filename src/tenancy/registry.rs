@@ -331,6 +331,16 @@ impl Registry {
         loop {
             let slot = shared.slot(&record.id);
             let state = shared.wait_while_opening(&slot, &record)?;
+            // Checked under the slot's lock, before an open pool is handed out: `begin_restore`
+            // marks first and then evicts through this lock, so no pool opens after the mark,
+            // and the requests already holding the pool drain instead of being joined by more.
+            if shared.restoring_count.load(Ordering::SeqCst) > 0
+                && lock(&shared.restoring).contains(&record.id)
+            {
+                return Err(TenancyError::Restoring {
+                    tenant: record.slug.clone(),
+                });
+            }
             match &*state {
                 SlotState::Opening => unreachable!("waited above"),
                 SlotState::Retired => continue,
@@ -348,15 +358,6 @@ impl Registry {
                     });
                 }
                 SlotState::Failed { .. } | SlotState::Empty => {}
-            }
-            // Checked under the slot's lock: `begin_restore` marks first and then evicts
-            // through this lock, so no pool opens after the mark.
-            if shared.restoring_count.load(Ordering::SeqCst) > 0
-                && lock(&shared.restoring).contains(&record.id)
-            {
-                return Err(TenancyError::Restoring {
-                    tenant: record.slug.clone(),
-                });
             }
             return shared.open_slot(&slot, state, record, open_pool);
         }
