@@ -188,12 +188,6 @@ pub(super) fn backup_job(app: &App, run: &JobRun) -> Result<(), JobFailure> {
     let data = app.catalog.data_dir();
     let now = unix_now();
     let one = |record: &TenantRecord| -> Result<(), BackupError> {
-        if app.registry.is_restoring(&record.id) {
-            return Err(BackupError::Busy(format!(
-                "tenant {} is being restored",
-                record.slug
-            )));
-        }
         backup::backup_tenant(data, record, None, now)?;
         backup::prune(data, &record.id, policy, now)?;
         Ok(())
@@ -213,7 +207,13 @@ pub(super) fn backup_job(app: &App, run: &JobRun) -> Result<(), JobFailure> {
         let records =
             backup::active_tenants(&app.catalog).map_err(|e| JobFailure::Retry(e.to_string()))?;
         for record in &records {
-            if let Err(e) = one(record) {
+            // Through the registry, as the job of one tenant is: holding its pool keeps a
+            // restore from starting, and a restore running refuses the open.
+            let held = app.registry.open(std::sync::Arc::clone(record));
+            if let Err(e) = held
+                .map_err(BackupError::Tenancy)
+                .and_then(|_t| one(record))
+            {
                 log::error!("backup of tenant {}: {e}", record.slug);
                 failed.push(format!("{}: {e}", record.slug));
             }

@@ -370,8 +370,9 @@ fn take(
     let tmp = with_ext(&final_path, ".tmp");
     let result = (|| {
         // A connection of its own, not the pool's: the copy's read transaction then holds no
-        // pooled connection, and the catalog's init (WAL, busy timeout) applies as to any.
-        let src = db::open(src_path, kind, Create::Never)?;
+        // pooled connection. Not `db::open` either: its switch to WAL, on a file a restore has
+        // just taken out of WAL, would leave a `-wal` to be replayed onto the restored file.
+        let src = open_plain(src_path, false)?;
         let out = copy_into(&src, &tmp)?;
         drop(src);
         let schema_version = db::schema_version(&out)?;
@@ -1055,6 +1056,47 @@ mod tests {
         });
         drop(other);
         registry.open(acme).unwrap();
+    }
+
+    #[test]
+    fn a_backup_leaves_a_file_out_of_wal_as_it_found_it() {
+        use crate::test_kit::Setup;
+        let setup = Setup::new();
+        let acme = setup.provision("acme", &[]);
+        let live = tenant_db_path(setup.data(), &acme.id).unwrap();
+        // As a restore leaves the live file between its fold of the `-wal` and its rename.
+        to_delete_mode(&open_plain(&live, false).unwrap()).unwrap();
+        backup_tenant(setup.data(), &acme, None, crate::test_kit::NOW).unwrap();
+        assert_eq!(journal_mode(&live), "delete");
+        assert!(!with_ext(&live, "-wal").exists());
+    }
+
+    #[test]
+    fn a_rename_is_refused_while_a_restore_runs_and_done_after() {
+        use crate::test_kit::{quiet, Setup};
+        let setup = Setup::new();
+        let acme = setup.provision("acme", &[]);
+        let registry = setup.registry(quiet());
+        let change = lifecycle::Rename {
+            slug: Some("acme-two".into()),
+            name: None,
+        };
+        let guard = registry
+            .begin_restore(&acme.id, "acme", std::time::Duration::from_secs(1))
+            .unwrap();
+        let refused = lifecycle::rename(&setup.catalog, Some(&registry), "acme", &change);
+        assert!(
+            matches!(
+                refused,
+                Err(LifecycleError::Tenancy(TenancyError::Restoring { .. }))
+            ),
+            "{:?}",
+            refused.err()
+        );
+        assert!(setup.catalog.by_slug("acme").unwrap().is_some());
+        drop(guard);
+        lifecycle::rename(&setup.catalog, Some(&registry), "acme", &change).unwrap();
+        assert!(setup.catalog.by_slug("acme-two").unwrap().is_some());
     }
 
     #[test]

@@ -441,6 +441,25 @@ impl Registry {
         }
     }
 
+    /// Runs `f` unless a restore of the tenant runs (`Restoring`), holding off any restore's
+    /// start until `f` returns: for whoever opens the tenant's file without its pool.
+    pub fn unless_restoring<T>(
+        &self,
+        tenant_id: &str,
+        slug: &str,
+        f: impl FnOnce() -> T,
+    ) -> Result<T, TenancyError> {
+        let restoring = lock(&self.shared.restoring);
+        if restoring.contains(tenant_id) {
+            return Err(TenancyError::Restoring {
+                tenant: slug.to_string(),
+            });
+        }
+        let out = f();
+        drop(restoring);
+        Ok(out)
+    }
+
     /// Whether a restore of the tenant is running.
     pub fn is_restoring(&self, tenant_id: &str) -> bool {
         self.shared.restoring_count.load(Ordering::SeqCst) > 0
