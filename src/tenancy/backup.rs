@@ -684,6 +684,12 @@ pub fn restore_in_place(
     now: i64,
 ) -> Result<Restored, BackupError> {
     let verified = verify(file, Some(&record.id))?;
+    // Opened now and kept: retention may remove the file meanwhile (the restore may wait for
+    // the tenant's pool below), and this descriptor keeps what was verified readable.
+    let src = db::open_read_only(file).map_err(|e| match e {
+        DbError::Missing(_) => BackupError::NotFound(file.display().to_string()),
+        other => other.into(),
+    })?;
     let live = tenant_db_path(data_dir, &record.id)
         .ok_or_else(|| BackupError::Refused("catalog id is not a canonical UUID".into()))?;
     let _guard = match registry {
@@ -721,7 +727,6 @@ pub fn restore_in_place(
         // Only a restore makes this name, and the guard (or the claim) keeps restores of the
         // tenant one at a time: a leftover is a killed restore's, which nothing holds open.
         let _ = fs::remove_file(&tmp);
-        let src = db::open_read_only(file)?;
         copy_into(&src, &tmp)?
             .close()
             .map_err(|(_, e)| BackupError::from(e))?;
@@ -1097,6 +1102,33 @@ mod tests {
         drop(guard);
         lifecycle::rename(&setup.catalog, Some(&registry), "acme", &change).unwrap();
         assert!(setup.catalog.by_slug("acme-two").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_backup_removed_while_its_restore_waits_is_still_restored() {
+        use crate::test_kit::{quiet, Setup, NOW};
+        let setup = Setup::new();
+        let acme = setup.provision("acme", &[]);
+        let registry = setup.registry(quiet());
+        let taken = backup_tenant(setup.data(), &acme, None, NOW).unwrap();
+        let file = backups_dir(setup.data(), &acme.id)
+            .unwrap()
+            .join(&taken.file);
+        let held = registry.open(Arc::clone(&acme)).unwrap();
+        std::thread::scope(|s| {
+            let restore =
+                s.spawn(|| restore_in_place(setup.data(), Some(&registry), &acme, &file, NOW));
+            while !registry.is_restoring(&acme.id) {
+                std::thread::yield_now();
+            }
+            // As retention would, while the restore waits for the tenant's pool.
+            fs::remove_file(manifest_path(&file)).unwrap();
+            fs::remove_file(&file).unwrap();
+            drop(held);
+            let restored = restore.join().unwrap();
+            assert!(restored.is_ok(), "{:?}", restored.err());
+        });
+        registry.open(acme).unwrap();
     }
 
     #[test]
