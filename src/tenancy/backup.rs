@@ -662,6 +662,26 @@ pub struct Restored {
     pub replaced: Option<BackupManifest>,
 }
 
+/// Renames a tenant's file that cannot be copied, and its `-wal` and `-shm`, into `dir` as
+/// `replaced-<stamp>-<hex>.db…`, without a manifest (hashing it would open a descriptor on
+/// it). Returns its new path.
+fn move_aside(live: &Path, dir: &Path, now: i64) -> Result<PathBuf, BackupError> {
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let aside = dir.join(new_name("replaced-", now));
+    for (from, to) in db::database_files(live)
+        .iter()
+        .zip(db::database_files(&aside))
+    {
+        match fs::rename(from, &to) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(from)(e)),
+        }
+    }
+    sync_dir(dir)?;
+    Ok(aside)
+}
+
 /// Removes a file kept aside and its manifest (the manifest first, so it is never half-listed).
 fn discard(dir: &Path, name: &str) {
     let _ = fs::remove_file(manifest_path(&dir.join(name)));
@@ -707,15 +727,30 @@ pub fn restore_in_place(
     };
     // The current file, kept aside first: a restore can itself be undone.
     let dir = backups_dir(data_dir, &record.id).expect("a canonical id");
+    let mut damaged_aside = None;
     let replaced = match db::ensure_exists(&live) {
-        Ok(()) => Some(take(
+        Ok(()) => match take(
             &live,
             DbKind::Tenant,
             &dir,
             "replaced-",
             (&record.id, &record.slug),
             now,
-        )?),
+        ) {
+            Ok(kept) => Some(kept),
+            Err(e @ BackupError::Busy(_)) => return Err(e),
+            // A damaged file (empty, not a database, someone else's) cannot be copied, and is
+            // what a restore is for: moved aside whole, by renames only, since the pool is
+            // closed and the guard keeps it so.
+            Err(e) => {
+                log::warn!(
+                    "tenant {}: its file cannot be copied ({e}); moving it aside",
+                    record.slug
+                );
+                damaged_aside = Some(move_aside(&live, &dir, now)?);
+                None
+            }
+        },
         // A tenant whose file went missing can be restored too.
         Err(DbError::Missing(_)) => None,
         Err(e) => return Err(e.into()),
@@ -748,9 +783,18 @@ pub fn restore_in_place(
     })();
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
-        // The live file was not replaced: a copy of it kept aside would only pile up.
+        // The live file was not replaced: a copy of it kept aside would only pile up, and a
+        // damaged file moved aside goes back where it was.
         if let Some(kept) = &replaced {
             discard(&dir, &kept.file);
+        }
+        if let Some(moved) = &damaged_aside {
+            for (from, to) in db::database_files(&live)
+                .iter()
+                .zip(db::database_files(moved))
+            {
+                let _ = fs::rename(&to, from);
+            }
         }
         return Err(e);
     }

@@ -64,12 +64,57 @@ fn a_restore_while_another_connection_reads_the_file_is_409_and_leaves_the_tenan
     assert_eq!(order_ids(&test, "acme"), served);
     assert_eq!(kept_aside(&test, "acme"), Vec::<Value>::new());
     assert_eq!(backups(&test, "acme").len(), 1);
-    let dir = test.data.path().join("backups").join(&acme);
-    let names: Vec<String> = std::fs::read_dir(&dir)
+    assert_eq!(replaced_files(&test, &acme), Vec::<String>::new());
+    assert!(!live_file(&test, &acme).with_extension("db.tmp").exists());
+}
+
+/// The files in the tenant's backups directory whose name starts `replaced-`.
+fn replaced_files(test: &TestApp, tenant_id: &str) -> Vec<String> {
+    let dir = test.data.path().join("backups").join(tenant_id);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .filter(|n| n.starts_with("replaced-"))
         .collect();
-    assert!(names.is_empty(), "{names:?}");
-    assert!(!live_file(&test, &acme).with_extension("db.tmp").exists());
+    names.sort();
+    names
+}
+
+#[test]
+fn a_tenant_whose_file_is_empty_or_garbage_is_restored_and_the_damaged_file_moved_aside() {
+    let test = app_with_workers(0, 10);
+    for (slug, damage) in [
+        ("empty", &b""[..]),
+        ("garbage", &b"not a database at all"[..]),
+    ] {
+        let tenant = id(&test.create_tenant(slug, &[]));
+        let made = test.on(
+            &test.owner_token,
+            slug,
+            "POST",
+            "/api/orders",
+            Some(new_order(7)),
+        );
+        assert_eq!(made.status, 201, "{}", made.text());
+        let served = order_ids(&test, slug);
+        let taken = back_up(&test, slug);
+        // Damaged while no pool has it open, as a disk or an operator might leave it.
+        test.app.registry.evict(&tenant).unwrap();
+        std::fs::write(live_file(&test, &tenant), damage).unwrap();
+        assert_ne!(test.get(&format!("/t/{slug}/api/tenant"), &[]).status, 200);
+        test.app.registry.evict(&tenant).unwrap();
+
+        let reply = restore(&test, slug, taken["file"].as_str().unwrap());
+        assert_eq!(reply.status, 200, "{slug}: {}", reply.text());
+        assert_eq!(order_ids(&test, slug), served, "{slug}");
+        let aside = replaced_files(&test, &tenant);
+        assert_eq!(aside.len(), 1, "{slug}: {aside:?}");
+        let moved = test
+            .data
+            .path()
+            .join("backups")
+            .join(&tenant)
+            .join(&aside[0]);
+        assert_eq!(std::fs::read(moved).unwrap(), damage, "{slug}");
+    }
 }
