@@ -803,6 +803,12 @@ pub fn restore_in_place(
     let mut conn = db::open(&live, DbKind::Tenant, Create::Never)?;
     super::check_tenant_file(&conn, record).map_err(BackupError::Refused)?;
     db::migrate(&mut conn, db::tenant_migrations())?;
+    // A backup taken before a rename says the old slug and name: the catalog is the authority.
+    let mut set =
+        conn.prepare("UPDATE tenant_meta SET value = ?2 WHERE key = ?1 AND value IS NOT ?2")?;
+    set.execute(["slug", &record.slug])?;
+    set.execute(["name", &record.name])?;
+    drop(set);
     drop(conn);
     Ok(Restored {
         tenant_id: record.id.clone(),
@@ -1173,6 +1179,38 @@ mod tests {
             assert!(restored.is_ok(), "{:?}", restored.err());
         });
         registry.open(acme).unwrap();
+    }
+
+    #[test]
+    fn a_backup_from_before_a_rename_restores_with_the_catalogs_slug_and_name() {
+        use crate::test_kit::{quiet, Setup, NOW};
+        let setup = Setup::new();
+        let acme = setup.provision("acme", &[]);
+        let registry = setup.registry(quiet());
+        let taken = backup_tenant(setup.data(), &acme, None, NOW).unwrap();
+        let file = backups_dir(setup.data(), &acme.id)
+            .unwrap()
+            .join(&taken.file);
+        let change = lifecycle::Rename {
+            slug: Some("acme-two".into()),
+            name: Some("Acme Two".into()),
+        };
+        let after = lifecycle::rename(&setup.catalog, Some(&registry), "acme", &change)
+            .unwrap()
+            .after;
+        restore_in_place(setup.data(), Some(&registry), &after, &file, NOW + 1).unwrap();
+        let live = tenant_db_path(setup.data(), &acme.id).unwrap();
+        let conn = db::open_read_only(&live).unwrap();
+        let meta = |key: &str| -> String {
+            conn.query_row("SELECT value FROM tenant_meta WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .unwrap()
+        };
+        assert_eq!(
+            (meta("slug"), meta("name")),
+            ("acme-two".into(), "Acme Two".into())
+        );
     }
 
     #[test]
