@@ -703,6 +703,16 @@ pub fn restore_in_place(
     file: &Path,
     now: i64,
 ) -> Result<Restored, BackupError> {
+    if !matches!(
+        record.status,
+        TenantStatus::Active | TenantStatus::Suspended
+    ) {
+        return Err(LifecycleError::WrongStatus {
+            slug: record.slug.clone(),
+            status: record.status,
+        }
+        .into());
+    }
     let verified = verify(file, Some(&record.id))?;
     // Opened now and kept: retention may remove the file meanwhile (the restore may wait for
     // the tenant's pool below), and this descriptor keeps what was verified readable.
@@ -1211,6 +1221,46 @@ mod tests {
             (meta("slug"), meta("name")),
             ("acme-two".into(), "Acme Two".into())
         );
+    }
+
+    #[test]
+    fn only_active_or_suspended_tenants_are_restored_and_a_purge_waits_for_no_restore() {
+        use crate::test_kit::{quiet, Setup, NOW};
+        let setup = Setup::new();
+        let acme = setup.provision("acme", &[]);
+        let registry = setup.registry(quiet());
+        let taken = backup_tenant(setup.data(), &acme, None, NOW).unwrap();
+        let file = backups_dir(setup.data(), &acme.id)
+            .unwrap()
+            .join(&taken.file);
+        let deleted = lifecycle::delete(&setup.catalog, "acme").unwrap();
+        let refused = restore_in_place(setup.data(), Some(&registry), &deleted, &file, NOW);
+        assert!(
+            matches!(
+                refused,
+                Err(BackupError::Lifecycle(LifecycleError::WrongStatus { .. }))
+            ),
+            "{:?}",
+            refused.err()
+        );
+        // A purge while a restore runs is refused, and leaves the tenant whole.
+        let guard = registry
+            .begin_restore(&acme.id, "acme", std::time::Duration::from_secs(1))
+            .unwrap();
+        let purge = lifecycle::purge(&setup.catalog, &registry, "acme");
+        assert!(
+            matches!(
+                purge,
+                Err(LifecycleError::Tenancy(TenancyError::Restoring { .. }))
+            ),
+            "{:?}",
+            purge.err()
+        );
+        assert!(tenant_db_path(setup.data(), &acme.id).unwrap().exists());
+        assert!(setup.catalog.by_slug("acme").unwrap().is_some());
+        drop(guard);
+        lifecycle::purge(&setup.catalog, &registry, "acme").unwrap();
+        assert!(!tenant_db_path(setup.data(), &acme.id).unwrap().exists());
     }
 
     #[test]

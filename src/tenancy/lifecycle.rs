@@ -371,6 +371,10 @@ pub fn restore(catalog: &Catalog, slug: &str) -> Result<Arc<TenantRecord>, Lifec
 pub fn purge(catalog: &Catalog, registry: &Registry, slug: &str) -> Result<(), LifecycleError> {
     let record = find(catalog, slug)?;
     let path = db_path(catalog, &record)?;
+    // Not while a restore writes the tenant's files, and no restore starts before they are gone.
+    let _guard = registry
+        .mark_restoring(&record.id, &record.slug)
+        .map_err(LifecycleError::Tenancy)?;
     if !catalog.delete_row_if_deleted(&record.id)? {
         return Err(LifecycleError::NotDeleted(slug.to_string()));
     }

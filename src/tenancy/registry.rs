@@ -414,17 +414,7 @@ impl Registry {
         slug: &str,
         wait: Duration,
     ) -> Result<RestoreGuard<'_>, TenancyError> {
-        let shared = &self.shared;
-        if !lock(&shared.restoring).insert(tenant_id.to_string()) {
-            return Err(TenancyError::Restoring {
-                tenant: slug.to_string(),
-            });
-        }
-        shared.restoring_count.fetch_add(1, Ordering::SeqCst);
-        let guard = RestoreGuard {
-            registry: self,
-            tenant_id: tenant_id.to_string(),
-        };
+        let guard = self.mark_restoring(tenant_id, slug)?;
         let deadline = Instant::now() + wait;
         loop {
             match self.evict(tenant_id) {
@@ -439,6 +429,26 @@ impl Registry {
                 }
             }
         }
+    }
+
+    /// Refuses to open the tenant (`Restoring`) until the guard is dropped, and any restore of
+    /// it meanwhile, without closing its pool: `Restoring` if a restore already runs.
+    pub fn mark_restoring(
+        &self,
+        tenant_id: &str,
+        slug: &str,
+    ) -> Result<RestoreGuard<'_>, TenancyError> {
+        let shared = &self.shared;
+        if !lock(&shared.restoring).insert(tenant_id.to_string()) {
+            return Err(TenancyError::Restoring {
+                tenant: slug.to_string(),
+            });
+        }
+        shared.restoring_count.fetch_add(1, Ordering::SeqCst);
+        Ok(RestoreGuard {
+            registry: self,
+            tenant_id: tenant_id.to_string(),
+        })
     }
 
     /// Runs `f` unless a restore of the tenant runs (`Restoring`), holding off any restore's
