@@ -118,3 +118,30 @@ fn a_tenant_whose_file_is_empty_or_garbage_is_restored_and_the_damaged_file_move
         assert_eq!(std::fs::read(moved).unwrap(), damage, "{slug}");
     }
 }
+
+#[test]
+fn a_job_of_a_tenant_being_restored_waits_without_using_an_attempt() {
+    let test = app_with_workers(0, 10);
+    let acme = id(&test.create_tenant("acme", &[]));
+    let guard = test
+        .app
+        .registry
+        .begin_restore(&acme, "acme", std::time::Duration::from_secs(5))
+        .unwrap();
+    let taken = test.admin("POST", "/api/admin/tenants/acme/backups", None);
+    assert_eq!(taken.status, 202);
+    assert_eq!(crate::backups::run_jobs(&test), 1);
+    let job_id = taken.json()["job"]["id"].as_i64().unwrap();
+    let job = test.app.catalog.job(job_id).unwrap().unwrap();
+    assert_eq!(job.status.as_str(), "pending", "{:?}", job.last_error);
+    assert_eq!(job.attempts, 0, "{:?}", job.last_error);
+    assert!(
+        job.last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("restored"),
+        "{:?}",
+        job.last_error
+    );
+    drop(guard);
+}
