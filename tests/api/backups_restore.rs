@@ -145,3 +145,55 @@ fn a_job_of_a_tenant_being_restored_waits_without_using_an_attempt() {
     );
     drop(guard);
 }
+
+#[test]
+fn a_backup_of_all_tenants_enqueues_one_job_per_active_tenant_with_the_retention() {
+    let test = app_with_workers(0, 10);
+    let acme = id(&test.create_tenant("acme", &[]));
+    let globex = id(&test.create_tenant("globex", &[]));
+    let mut central = tenantd::api::jobs::NewJob::new(
+        None,
+        "default",
+        "tenant.backup",
+        serde_json::json!({"all": true, "keep": 2}),
+    );
+    central.unique_key = Some("central-all".into());
+    let central = test.app.enqueue(central).unwrap().id();
+    let mut runner = None;
+    assert!(tenantd::api::jobs::run_next(
+        &test.app,
+        "default",
+        "t",
+        &mut runner,
+        tenantd::api::jobs::now_ms()
+    )
+    .unwrap());
+    let done = test.app.catalog.job(central).unwrap().unwrap();
+    assert_eq!(done.status.as_str(), "done", "{:?}", done.last_error);
+    // Nothing backed up by the central job itself: a job per tenant, each its own.
+    assert!(backups(&test, "acme").is_empty() && backups(&test, "globex").is_empty());
+    let filter = tenantd::catalog::JobFilter {
+        kind: Some("tenant.backup".into()),
+        limit: 100,
+        ..Default::default()
+    };
+    let mut per_tenant: Vec<(String, Value)> = test
+        .app
+        .catalog
+        .jobs(&filter)
+        .unwrap()
+        .into_iter()
+        .filter(|j| j.status.as_str() == "pending")
+        .map(|j| (j.tenant_id.unwrap(), j.payload))
+        .collect();
+    per_tenant.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut expected = vec![
+        (acme.clone(), serde_json::json!({"keep": 2})),
+        (globex.clone(), serde_json::json!({"keep": 2})),
+    ];
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(per_tenant, expected);
+    assert_eq!(crate::backups::run_jobs(&test), 2);
+    assert_eq!(backups(&test, "acme").len(), 1);
+    assert_eq!(backups(&test, "globex").len(), 1);
+}
