@@ -1164,16 +1164,22 @@ mod tests {
         assert!(setup.catalog.by_slug("acme-two").unwrap().is_some());
     }
 
-    #[test]
-    fn a_backup_removed_while_its_restore_waits_is_still_restored() {
-        use crate::test_kit::{quiet, Setup, NOW};
-        let setup = Setup::new();
+    /// A data directory with tenant `acme` and one backup of it.
+    fn acme_backed_up() -> (crate::test_kit::Setup, Arc<TenantRecord>, PathBuf) {
+        let setup = crate::test_kit::Setup::new();
         let acme = setup.provision("acme", &[]);
-        let registry = setup.registry(quiet());
-        let taken = backup_tenant(setup.data(), &acme, None, NOW).unwrap();
+        let taken = backup_tenant(setup.data(), &acme, None, crate::test_kit::NOW).unwrap();
         let file = backups_dir(setup.data(), &acme.id)
             .unwrap()
             .join(&taken.file);
+        (setup, acme, file)
+    }
+
+    #[test]
+    fn a_backup_removed_while_its_restore_waits_is_still_restored() {
+        use crate::test_kit::{quiet, NOW};
+        let (setup, acme, file) = acme_backed_up();
+        let registry = setup.registry(quiet());
         let held = registry.open(Arc::clone(&acme)).unwrap();
         std::thread::scope(|s| {
             let restore =
@@ -1193,14 +1199,9 @@ mod tests {
 
     #[test]
     fn a_backup_from_before_a_rename_restores_with_the_catalogs_slug_and_name() {
-        use crate::test_kit::{quiet, Setup, NOW};
-        let setup = Setup::new();
-        let acme = setup.provision("acme", &[]);
+        use crate::test_kit::{quiet, NOW};
+        let (setup, acme, file) = acme_backed_up();
         let registry = setup.registry(quiet());
-        let taken = backup_tenant(setup.data(), &acme, None, NOW).unwrap();
-        let file = backups_dir(setup.data(), &acme.id)
-            .unwrap()
-            .join(&taken.file);
         let change = lifecycle::Rename {
             slug: Some("acme-two".into()),
             name: Some("Acme Two".into()),
@@ -1225,14 +1226,9 @@ mod tests {
 
     #[test]
     fn only_active_or_suspended_tenants_are_restored_and_a_purge_waits_for_no_restore() {
-        use crate::test_kit::{quiet, Setup, NOW};
-        let setup = Setup::new();
-        let acme = setup.provision("acme", &[]);
+        use crate::test_kit::{quiet, NOW};
+        let (setup, acme, file) = acme_backed_up();
         let registry = setup.registry(quiet());
-        let taken = backup_tenant(setup.data(), &acme, None, NOW).unwrap();
-        let file = backups_dir(setup.data(), &acme.id)
-            .unwrap()
-            .join(&taken.file);
         let deleted = lifecycle::delete(&setup.catalog, "acme").unwrap();
         let refused = restore_in_place(setup.data(), Some(&registry), &deleted, &file, NOW);
         assert!(
