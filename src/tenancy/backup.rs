@@ -224,6 +224,22 @@ fn to_delete_mode(conn: &Connection) -> Result<(), BackupError> {
     Ok(())
 }
 
+/// Takes the tenant's file out of WAL (see [`to_delete_mode`]) through a connection in
+/// exclusive locking mode, handed back still holding its exclusive lock: until it is closed,
+/// no other process (a `tenantd export`, Litestream) can read the file, nor switch it back to
+/// WAL and so leave a `-wal` to be replayed onto the file that replaces it.
+fn unwall_and_hold(live: &Path) -> Result<Connection, BackupError> {
+    let old = open_plain(live, false)?;
+    old.pragma_update(None, "locking_mode", "EXCLUSIVE")
+        .map_err(busy_or_db)?;
+    to_delete_mode(&old)?;
+    // A write transaction that writes nothing: it takes the exclusive lock, which exclusive
+    // locking mode then keeps after the commit.
+    old.execute_batch("BEGIN EXCLUSIVE; COMMIT;")
+        .map_err(busy_or_db)?;
+    Ok(old)
+}
+
 /// Copies `src` (the whole main database, one snapshot) into a new file `dest`, durable and in
 /// rollback-journal mode, and hands the destination's connection back still open.
 fn copy_into(src: &Connection, dest: &Path) -> Result<Connection, BackupError> {
@@ -779,16 +795,19 @@ pub fn restore_in_place(
         failpoint("prepared");
         // The live file's `-wal` folded in and removed by SQLite, through a connection that
         // is alone on the file now (the pool is closed and the server refuses the tenant).
-        if db::ensure_exists(&live).is_ok() {
-            let old = open_plain(&live, false)?;
-            to_delete_mode(&old)?;
-            old.close().map_err(|(_, e)| BackupError::from(e))?;
-        }
+        let old = match db::ensure_exists(&live) {
+            Ok(()) => Some(unwall_and_hold(&live)?),
+            Err(_) => None,
+        };
         failpoint("old_unwalled");
         rename(&tmp, &live)?;
         failpoint("renamed");
         sync_dir(&tenants)?;
         failpoint("synced");
+        // Only now: the old file is no longer at the tenant's path.
+        if let Some(old) = old {
+            old.close().map_err(|(_, e)| BackupError::from(e))?;
+        }
         Ok(())
     })();
     if let Err(e) = result {
@@ -1162,6 +1181,29 @@ mod tests {
         drop(guard);
         lifecycle::rename(&setup.catalog, Some(&registry), "acme", &change).unwrap();
         assert!(setup.catalog.by_slug("acme-two").unwrap().is_some());
+    }
+
+    #[test]
+    fn while_a_restore_holds_the_unwalled_file_no_other_connection_reads_it_or_rewals_it() {
+        use crate::test_kit::Setup;
+        let setup = Setup::new();
+        let acme = setup.provision("acme", &[]);
+        let live = tenant_db_path(setup.data(), &acme.id).unwrap();
+        let held = unwall_and_hold(&live).unwrap();
+        let other = Connection::open(&live).unwrap();
+        other.busy_timeout(std::time::Duration::ZERO).unwrap();
+        let rewal: rusqlite::Result<String> =
+            other.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0));
+        assert!(
+            busy_or_db(rewal.unwrap_err())
+                .to_string()
+                .contains("another process"),
+            "the held file was switched back to WAL"
+        );
+        assert!(!with_ext(&live, "-wal").exists());
+        drop(other);
+        held.close().unwrap();
+        assert_eq!(journal_mode(&live), "delete");
     }
 
     /// A data directory with tenant `acme` and one backup of it.
