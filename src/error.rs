@@ -296,6 +296,7 @@ impl From<LifecycleError> for Error {
                 code: "tenant_file_missing",
                 message: "the tenant's database file is gone; it cannot be restored".into(),
             },
+            LifecycleError::Tenancy(TenancyError::Restoring { .. }) => Error::TenantRestoring,
             LifecycleError::Tenancy(_)
             | LifecycleError::Catalog(_)
             | LifecycleError::Db(_)

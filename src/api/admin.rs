@@ -343,7 +343,7 @@ fn show(app: &App, ctx: &RequestCtx, _signed_in: &SignedInAdmin) -> Result<Respo
 fn rename(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Response, Error> {
     let slug = slug_of(app, ctx.params)?;
     let change: Rename = json_body(ctx.req)?;
-    let renamed = lifecycle::rename(&app.catalog, &slug, &change)?;
+    let renamed = lifecycle::rename(&app.catalog, Some(&app.registry), &slug, &change)?;
     let changes = renamed.changes();
     if !changes.is_empty() {
         lifecycle_entry(

@@ -177,8 +177,9 @@ fn restore(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Res
     ))
 }
 
-/// The `tenant.backup` job. In a tenant: a backup of it. Central: `{"all": true}` backs up
-/// every active tenant, `{"catalog": true}` the catalog (both may be given). Then, if the
+/// The `tenant.backup` job. In a tenant: a backup of it. Central: `{"all": true}` enqueues
+/// one such job per active tenant (with the payload's retention), `{"catalog": true}` backs up
+/// the catalog (both may be given). Then, if the
 /// payload has any of `keep`, `daily`, `weekly`, the retention (see `backup::prunable`) is
 /// applied to each directory backed up.
 pub(super) fn backup_job(app: &App, run: &JobRun) -> Result<(), JobFailure> {
@@ -188,12 +189,6 @@ pub(super) fn backup_job(app: &App, run: &JobRun) -> Result<(), JobFailure> {
     let data = app.catalog.data_dir();
     let now = unix_now();
     let one = |record: &TenantRecord| -> Result<(), BackupError> {
-        if app.registry.is_restoring(&record.id) {
-            return Err(BackupError::Busy(format!(
-                "tenant {} is being restored",
-                record.slug
-            )));
-        }
         backup::backup_tenant(data, record, None, now)?;
         backup::prune(data, &record.id, policy, now)?;
         Ok(())
@@ -210,11 +205,24 @@ pub(super) fn backup_job(app: &App, run: &JobRun) -> Result<(), JobFailure> {
     }
     let mut failed = Vec::new();
     if all {
+        // One job per tenant rather than the fleet in this one: each has its own timeout,
+        // attempts and retention, and goes through the tenant's pool as any tenant job does.
         let records =
             backup::active_tenants(&app.catalog).map_err(|e| JobFailure::Retry(e.to_string()))?;
+        let retention: serde_json::Map<String, Value> = ["keep", "daily", "weekly"]
+            .into_iter()
+            .filter_map(|k| p.get(k).map(|v| (k.to_string(), v.clone())))
+            .collect();
         for record in &records {
-            if let Err(e) = one(record) {
-                log::error!("backup of tenant {}: {e}", record.slug);
+            let mut job = NewJob::new(
+                Some(record.id.clone()),
+                "default",
+                KIND,
+                Value::Object(retention.clone()),
+            );
+            job.unique_key = Some(format!("{KIND}:{}", record.id));
+            if let Err(e) = app.enqueue(job) {
+                log::error!("enqueueing the backup of tenant {}: {e}", record.slug);
                 failed.push(format!("{}: {e}", record.slug));
             }
         }

@@ -17,7 +17,7 @@ use crate::catalog::{
 };
 use crate::error::Error;
 use crate::http::{Response, Router};
-use crate::tenancy::Tenant;
+use crate::tenancy::{TenancyError, Tenant};
 
 use super::job_kinds::{self, JobFailure, JobRun, Kind};
 use super::{
@@ -488,7 +488,13 @@ fn job_tenant(app: &App, id: &str) -> Result<Tenant, Outcome> {
             )))
         }
     }
-    app.registry.open(record).map_err(|e| retry(&e))
+    app.registry.open(record).map_err(|e| match e {
+        // As for a suspended tenant: a restore ends, and waiting for it is no failed attempt.
+        TenancyError::Restoring { tenant } => {
+            Outcome::Wait(format!("tenant {tenant} is being restored: waiting"))
+        }
+        e => retry(&e),
+    })
 }
 
 type JobFn = fn(&App, &JobRun) -> Result<(), JobFailure>;

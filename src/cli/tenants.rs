@@ -196,7 +196,7 @@ pub fn tenants(args: &mut Args, env: &Env) -> Result<(), CommandError> {
             }
             args.finish_ref()?;
             let catalog = catalog()?;
-            let renamed = lifecycle::rename(&catalog, &slug, &change)?;
+            let renamed = lifecycle::rename(&catalog, None, &slug, &change)?;
             let changes = renamed.changes();
             if !changes.is_empty() {
                 let mut details = serde_json::Value::Object(changes);

@@ -191,18 +191,53 @@ fn open_plain(path: &Path, create: bool) -> Result<Connection, BackupError> {
     Ok(conn)
 }
 
+/// What a restore answers when another process keeps the tenant's file open.
+const HELD_ELSEWHERE: &str = "another process holds the tenant's file (Litestream, or a \
+     tenantd backup or export from the command line, say): stop it and try again";
+
+/// SQLITE_BUSY and SQLITE_LOCKED are another connection on the file, not a fault: [`BackupError::Busy`].
+fn busy_or_db(e: rusqlite::Error) -> BackupError {
+    use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+    match e.sqlite_error_code() {
+        Some(DatabaseBusy | DatabaseLocked) => BackupError::Busy(HELD_ELSEWHERE.into()),
+        _ => e.into(),
+    }
+}
+
 /// Leaves WAL for the rollback journal: SQLite checkpoints everything into the main file and
 /// removes the `-wal` itself. Fails (busy) when another connection has the file open.
 fn to_delete_mode(conn: &Connection) -> Result<(), BackupError> {
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-    let mode: String =
-        conn.pragma_update_and_check(None, "journal_mode", "DELETE", |row| row.get(0))?;
+    let blocked: i64 = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
+        .map_err(busy_or_db)?;
+    if blocked != 0 {
+        return Err(BackupError::Busy(HELD_ELSEWHERE.into()));
+    }
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "DELETE", |row| row.get(0))
+        .map_err(busy_or_db)?;
     if !mode.eq_ignore_ascii_case("delete") {
         return Err(BackupError::Busy(format!(
             "the database is still in use (journal_mode stayed {mode})"
         )));
     }
     Ok(())
+}
+
+/// Takes the tenant's file out of WAL (see [`to_delete_mode`]) through a connection in
+/// exclusive locking mode, handed back still holding its exclusive lock: until it is closed,
+/// no other process (a `tenantd export`, Litestream) can read the file, nor switch it back to
+/// WAL and so leave a `-wal` to be replayed onto the file that replaces it.
+fn unwall_and_hold(live: &Path) -> Result<Connection, BackupError> {
+    let old = open_plain(live, false)?;
+    old.pragma_update(None, "locking_mode", "EXCLUSIVE")
+        .map_err(busy_or_db)?;
+    to_delete_mode(&old)?;
+    // A write transaction that writes nothing: it takes the exclusive lock, which exclusive
+    // locking mode then keeps after the commit.
+    old.execute_batch("BEGIN EXCLUSIVE; COMMIT;")
+        .map_err(busy_or_db)?;
+    Ok(old)
 }
 
 /// Copies `src` (the whole main database, one snapshot) into a new file `dest`, durable and in
@@ -351,8 +386,9 @@ fn take(
     let tmp = with_ext(&final_path, ".tmp");
     let result = (|| {
         // A connection of its own, not the pool's: the copy's read transaction then holds no
-        // pooled connection, and the catalog's init (WAL, busy timeout) applies as to any.
-        let src = db::open(src_path, kind, Create::Never)?;
+        // pooled connection. Not `db::open` either: its switch to WAL, on a file a restore has
+        // just taken out of WAL, would leave a `-wal` to be replayed onto the restored file.
+        let src = open_plain(src_path, false)?;
         let out = copy_into(&src, &tmp)?;
         drop(src);
         let schema_version = db::schema_version(&out)?;
@@ -642,6 +678,32 @@ pub struct Restored {
     pub replaced: Option<BackupManifest>,
 }
 
+/// Renames a tenant's file that cannot be copied, and its `-wal` and `-shm`, into `dir` as
+/// `replaced-<stamp>-<hex>.db…`, without a manifest (hashing it would open a descriptor on
+/// it). Returns its new path.
+fn move_aside(live: &Path, dir: &Path, now: i64) -> Result<PathBuf, BackupError> {
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let aside = dir.join(new_name("replaced-", now));
+    for (from, to) in db::database_files(live)
+        .iter()
+        .zip(db::database_files(&aside))
+    {
+        match fs::rename(from, &to) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(from)(e)),
+        }
+    }
+    sync_dir(dir)?;
+    Ok(aside)
+}
+
+/// Removes a file kept aside and its manifest (the manifest first, so it is never half-listed).
+fn discard(dir: &Path, name: &str) {
+    let _ = fs::remove_file(manifest_path(&dir.join(name)));
+    let _ = fs::remove_file(dir.join(name));
+}
+
 /// Replaces `record`'s file with the verified backup `file`. With `registry` (the server), the
 /// tenant is refused (503) for the duration and its pool closed first; without (the CLI), the
 /// caller holds the data directory's claim, so no server has it open.
@@ -657,7 +719,23 @@ pub fn restore_in_place(
     file: &Path,
     now: i64,
 ) -> Result<Restored, BackupError> {
+    if !matches!(
+        record.status,
+        TenantStatus::Active | TenantStatus::Suspended
+    ) {
+        return Err(LifecycleError::WrongStatus {
+            slug: record.slug.clone(),
+            status: record.status,
+        }
+        .into());
+    }
     let verified = verify(file, Some(&record.id))?;
+    // Opened now and kept: retention may remove the file meanwhile (the restore may wait for
+    // the tenant's pool below), and this descriptor keeps what was verified readable.
+    let src = db::open_read_only(file).map_err(|e| match e {
+        DbError::Missing(_) => BackupError::NotFound(file.display().to_string()),
+        other => other.into(),
+    })?;
     let live = tenant_db_path(data_dir, &record.id)
         .ok_or_else(|| BackupError::Refused("catalog id is not a canonical UUID".into()))?;
     let _guard = match registry {
@@ -675,15 +753,30 @@ pub fn restore_in_place(
     };
     // The current file, kept aside first: a restore can itself be undone.
     let dir = backups_dir(data_dir, &record.id).expect("a canonical id");
+    let mut damaged_aside = None;
     let replaced = match db::ensure_exists(&live) {
-        Ok(()) => Some(take(
+        Ok(()) => match take(
             &live,
             DbKind::Tenant,
             &dir,
             "replaced-",
             (&record.id, &record.slug),
             now,
-        )?),
+        ) {
+            Ok(kept) => Some(kept),
+            Err(e @ BackupError::Busy(_)) => return Err(e),
+            // A damaged file (empty, not a database, someone else's) cannot be copied, and is
+            // what a restore is for: moved aside whole, by renames only, since the pool is
+            // closed and the guard keeps it so.
+            Err(e) => {
+                log::warn!(
+                    "tenant {}: its file cannot be copied ({e}); moving it aside",
+                    record.slug
+                );
+                damaged_aside = Some(move_aside(&live, &dir, now)?);
+                None
+            }
+        },
         // A tenant whose file went missing can be restored too.
         Err(DbError::Missing(_)) => None,
         Err(e) => return Err(e.into()),
@@ -695,7 +788,6 @@ pub fn restore_in_place(
         // Only a restore makes this name, and the guard (or the claim) keeps restores of the
         // tenant one at a time: a leftover is a killed restore's, which nothing holds open.
         let _ = fs::remove_file(&tmp);
-        let src = db::open_read_only(file)?;
         copy_into(&src, &tmp)?
             .close()
             .map_err(|(_, e)| BackupError::from(e))?;
@@ -703,20 +795,36 @@ pub fn restore_in_place(
         failpoint("prepared");
         // The live file's `-wal` folded in and removed by SQLite, through a connection that
         // is alone on the file now (the pool is closed and the server refuses the tenant).
-        if db::ensure_exists(&live).is_ok() {
-            let old = open_plain(&live, false)?;
-            to_delete_mode(&old)?;
-            old.close().map_err(|(_, e)| BackupError::from(e))?;
-        }
+        let old = match db::ensure_exists(&live) {
+            Ok(()) => Some(unwall_and_hold(&live)?),
+            Err(_) => None,
+        };
         failpoint("old_unwalled");
         rename(&tmp, &live)?;
         failpoint("renamed");
         sync_dir(&tenants)?;
         failpoint("synced");
+        // Only now: the old file is no longer at the tenant's path.
+        if let Some(old) = old {
+            old.close().map_err(|(_, e)| BackupError::from(e))?;
+        }
         Ok(())
     })();
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
+        // The live file was not replaced: a copy of it kept aside would only pile up, and a
+        // damaged file moved aside goes back where it was.
+        if let Some(kept) = &replaced {
+            discard(&dir, &kept.file);
+        }
+        if let Some(moved) = &damaged_aside {
+            for (from, to) in db::database_files(&live)
+                .iter()
+                .zip(db::database_files(moved))
+            {
+                let _ = fs::rename(&to, from);
+            }
+        }
         return Err(e);
     }
     // Brought to this binary's schema now rather than on first access, so that a failure is
@@ -724,6 +832,12 @@ pub fn restore_in_place(
     let mut conn = db::open(&live, DbKind::Tenant, Create::Never)?;
     super::check_tenant_file(&conn, record).map_err(BackupError::Refused)?;
     db::migrate(&mut conn, db::tenant_migrations())?;
+    // A backup taken before a rename says the old slug and name: the catalog is the authority.
+    let mut set =
+        conn.prepare("UPDATE tenant_meta SET value = ?2 WHERE key = ?1 AND value IS NOT ?2")?;
+    set.execute(["slug", &record.slug])?;
+    set.execute(["name", &record.name])?;
+    drop(set);
     drop(conn);
     Ok(Restored {
         tenant_id: record.id.clone(),
@@ -995,6 +1109,196 @@ mod tests {
         ));
         drop(guard);
         registry.open(acme).unwrap();
+    }
+
+    #[test]
+    fn a_waiting_restore_refuses_new_requests_while_the_held_pool_drains() {
+        use crate::test_kit::{quiet, Setup};
+        let setup = Setup::new();
+        let acme = setup.provision("acme", &[]);
+        let globex = setup.provision("globex", &[]);
+        let registry = setup.registry(quiet());
+        let held = registry.open(Arc::clone(&acme)).unwrap();
+        let other = registry.open(Arc::clone(&globex)).unwrap();
+        std::thread::scope(|s| {
+            let restore = s.spawn(|| {
+                registry
+                    .begin_restore(&acme.id, "acme", std::time::Duration::from_secs(60))
+                    .map(drop)
+            });
+            while !registry.is_restoring(&acme.id) {
+                std::thread::yield_now();
+            }
+            // The pool is still open (held): a new request is refused, not handed it.
+            assert!(matches!(
+                registry.open(Arc::clone(&acme)),
+                Err(TenancyError::Restoring { .. })
+            ));
+            assert!(registry.open(Arc::clone(&globex)).is_ok());
+            drop(held);
+            restore.join().unwrap().unwrap();
+        });
+        drop(other);
+        registry.open(acme).unwrap();
+    }
+
+    #[test]
+    fn a_backup_leaves_a_file_out_of_wal_as_it_found_it() {
+        use crate::test_kit::Setup;
+        let setup = Setup::new();
+        let acme = setup.provision("acme", &[]);
+        let live = tenant_db_path(setup.data(), &acme.id).unwrap();
+        // As a restore leaves the live file between its fold of the `-wal` and its rename.
+        to_delete_mode(&open_plain(&live, false).unwrap()).unwrap();
+        backup_tenant(setup.data(), &acme, None, crate::test_kit::NOW).unwrap();
+        assert_eq!(journal_mode(&live), "delete");
+        assert!(!with_ext(&live, "-wal").exists());
+    }
+
+    #[test]
+    fn a_rename_is_refused_while_a_restore_runs_and_done_after() {
+        use crate::test_kit::{quiet, Setup};
+        let setup = Setup::new();
+        let acme = setup.provision("acme", &[]);
+        let registry = setup.registry(quiet());
+        let change = lifecycle::Rename {
+            slug: Some("acme-two".into()),
+            name: None,
+        };
+        let guard = registry
+            .begin_restore(&acme.id, "acme", std::time::Duration::from_secs(1))
+            .unwrap();
+        let refused = lifecycle::rename(&setup.catalog, Some(&registry), "acme", &change);
+        assert!(
+            matches!(
+                refused,
+                Err(LifecycleError::Tenancy(TenancyError::Restoring { .. }))
+            ),
+            "{:?}",
+            refused.err()
+        );
+        assert!(setup.catalog.by_slug("acme").unwrap().is_some());
+        drop(guard);
+        lifecycle::rename(&setup.catalog, Some(&registry), "acme", &change).unwrap();
+        assert!(setup.catalog.by_slug("acme-two").unwrap().is_some());
+    }
+
+    #[test]
+    fn while_a_restore_holds_the_unwalled_file_no_other_connection_reads_it_or_rewals_it() {
+        use crate::test_kit::Setup;
+        let setup = Setup::new();
+        let acme = setup.provision("acme", &[]);
+        let live = tenant_db_path(setup.data(), &acme.id).unwrap();
+        let held = unwall_and_hold(&live).unwrap();
+        let other = Connection::open(&live).unwrap();
+        other.busy_timeout(std::time::Duration::ZERO).unwrap();
+        let rewal: rusqlite::Result<String> =
+            other.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0));
+        assert!(
+            busy_or_db(rewal.unwrap_err())
+                .to_string()
+                .contains("another process"),
+            "the held file was switched back to WAL"
+        );
+        assert!(!with_ext(&live, "-wal").exists());
+        drop(other);
+        held.close().unwrap();
+        assert_eq!(journal_mode(&live), "delete");
+    }
+
+    /// A data directory with tenant `acme` and one backup of it.
+    fn acme_backed_up() -> (crate::test_kit::Setup, Arc<TenantRecord>, PathBuf) {
+        let setup = crate::test_kit::Setup::new();
+        let acme = setup.provision("acme", &[]);
+        let taken = backup_tenant(setup.data(), &acme, None, crate::test_kit::NOW).unwrap();
+        let file = backups_dir(setup.data(), &acme.id)
+            .unwrap()
+            .join(&taken.file);
+        (setup, acme, file)
+    }
+
+    #[test]
+    fn a_backup_removed_while_its_restore_waits_is_still_restored() {
+        use crate::test_kit::{quiet, NOW};
+        let (setup, acme, file) = acme_backed_up();
+        let registry = setup.registry(quiet());
+        let held = registry.open(Arc::clone(&acme)).unwrap();
+        std::thread::scope(|s| {
+            let restore =
+                s.spawn(|| restore_in_place(setup.data(), Some(&registry), &acme, &file, NOW));
+            while !registry.is_restoring(&acme.id) {
+                std::thread::yield_now();
+            }
+            // As retention would, while the restore waits for the tenant's pool.
+            fs::remove_file(manifest_path(&file)).unwrap();
+            fs::remove_file(&file).unwrap();
+            drop(held);
+            let restored = restore.join().unwrap();
+            assert!(restored.is_ok(), "{:?}", restored.err());
+        });
+        registry.open(acme).unwrap();
+    }
+
+    #[test]
+    fn a_backup_from_before_a_rename_restores_with_the_catalogs_slug_and_name() {
+        use crate::test_kit::{quiet, NOW};
+        let (setup, acme, file) = acme_backed_up();
+        let registry = setup.registry(quiet());
+        let change = lifecycle::Rename {
+            slug: Some("acme-two".into()),
+            name: Some("Acme Two".into()),
+        };
+        let after = lifecycle::rename(&setup.catalog, Some(&registry), "acme", &change)
+            .unwrap()
+            .after;
+        restore_in_place(setup.data(), Some(&registry), &after, &file, NOW + 1).unwrap();
+        let live = tenant_db_path(setup.data(), &acme.id).unwrap();
+        let conn = db::open_read_only(&live).unwrap();
+        let meta = |key: &str| -> String {
+            conn.query_row("SELECT value FROM tenant_meta WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .unwrap()
+        };
+        assert_eq!(
+            (meta("slug"), meta("name")),
+            ("acme-two".into(), "Acme Two".into())
+        );
+    }
+
+    #[test]
+    fn only_active_or_suspended_tenants_are_restored_and_a_purge_waits_for_no_restore() {
+        use crate::test_kit::{quiet, NOW};
+        let (setup, acme, file) = acme_backed_up();
+        let registry = setup.registry(quiet());
+        let deleted = lifecycle::delete(&setup.catalog, "acme").unwrap();
+        let refused = restore_in_place(setup.data(), Some(&registry), &deleted, &file, NOW);
+        assert!(
+            matches!(
+                refused,
+                Err(BackupError::Lifecycle(LifecycleError::WrongStatus { .. }))
+            ),
+            "{:?}",
+            refused.err()
+        );
+        // A purge while a restore runs is refused, and leaves the tenant whole.
+        let guard = registry
+            .begin_restore(&acme.id, "acme", std::time::Duration::from_secs(1))
+            .unwrap();
+        let purge = lifecycle::purge(&setup.catalog, &registry, "acme");
+        assert!(
+            matches!(
+                purge,
+                Err(LifecycleError::Tenancy(TenancyError::Restoring { .. }))
+            ),
+            "{:?}",
+            purge.err()
+        );
+        assert!(tenant_db_path(setup.data(), &acme.id).unwrap().exists());
+        assert!(setup.catalog.by_slug("acme").unwrap().is_some());
+        drop(guard);
+        lifecycle::purge(&setup.catalog, &registry, "acme").unwrap();
+        assert!(!tenant_db_path(setup.data(), &acme.id).unwrap().exists());
     }
 
     #[test]

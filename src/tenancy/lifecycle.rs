@@ -371,6 +371,10 @@ pub fn restore(catalog: &Catalog, slug: &str) -> Result<Arc<TenantRecord>, Lifec
 pub fn purge(catalog: &Catalog, registry: &Registry, slug: &str) -> Result<(), LifecycleError> {
     let record = find(catalog, slug)?;
     let path = db_path(catalog, &record)?;
+    // Not while a restore writes the tenant's files, and no restore starts before they are gone.
+    let _guard = registry
+        .mark_restoring(&record.id, &record.slug)
+        .map_err(LifecycleError::Tenancy)?;
     if !catalog.delete_row_if_deleted(&record.id)? {
         return Err(LifecycleError::NotDeleted(slug.to_string()));
     }
@@ -433,7 +437,29 @@ impl Renamed {
 
 /// Changes a tenant's slug, display name or both: the catalog row, then the tenant file's
 /// `tenant_meta` (`GET /api/tenant` answers from the file).
-pub fn rename(catalog: &Catalog, slug: &str, change: &Rename) -> Result<Renamed, LifecycleError> {
+///
+/// With `registry` (the server), refused as `Restoring` while a restore of the tenant runs, and
+/// a restore waits for the rename to finish: the file is written outside the tenant's pool.
+pub fn rename(
+    catalog: &Catalog,
+    registry: Option<&Registry>,
+    slug: &str,
+    change: &Rename,
+) -> Result<Renamed, LifecycleError> {
+    match registry {
+        Some(registry) => {
+            let record = find(catalog, slug)?;
+            registry
+                .unless_restoring(&record.id, &record.slug, || {
+                    rename_now(catalog, slug, change)
+                })
+                .map_err(LifecycleError::Tenancy)?
+        }
+        None => rename_now(catalog, slug, change),
+    }
+}
+
+fn rename_now(catalog: &Catalog, slug: &str, change: &Rename) -> Result<Renamed, LifecycleError> {
     if change.slug.is_none() && change.name.is_none() {
         return Err(LifecycleError::Validation {
             field: "slug",

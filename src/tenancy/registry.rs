@@ -331,6 +331,16 @@ impl Registry {
         loop {
             let slot = shared.slot(&record.id);
             let state = shared.wait_while_opening(&slot, &record)?;
+            // Checked under the slot's lock, before an open pool is handed out: `begin_restore`
+            // marks first and then evicts through this lock, so no pool opens after the mark,
+            // and the requests already holding the pool drain instead of being joined by more.
+            if shared.restoring_count.load(Ordering::SeqCst) > 0
+                && lock(&shared.restoring).contains(&record.id)
+            {
+                return Err(TenancyError::Restoring {
+                    tenant: record.slug.clone(),
+                });
+            }
             match &*state {
                 SlotState::Opening => unreachable!("waited above"),
                 SlotState::Retired => continue,
@@ -348,15 +358,6 @@ impl Registry {
                     });
                 }
                 SlotState::Failed { .. } | SlotState::Empty => {}
-            }
-            // Checked under the slot's lock: `begin_restore` marks first and then evicts
-            // through this lock, so no pool opens after the mark.
-            if shared.restoring_count.load(Ordering::SeqCst) > 0
-                && lock(&shared.restoring).contains(&record.id)
-            {
-                return Err(TenancyError::Restoring {
-                    tenant: record.slug.clone(),
-                });
             }
             return shared.open_slot(&slot, state, record, open_pool);
         }
@@ -413,17 +414,7 @@ impl Registry {
         slug: &str,
         wait: Duration,
     ) -> Result<RestoreGuard<'_>, TenancyError> {
-        let shared = &self.shared;
-        if !lock(&shared.restoring).insert(tenant_id.to_string()) {
-            return Err(TenancyError::Restoring {
-                tenant: slug.to_string(),
-            });
-        }
-        shared.restoring_count.fetch_add(1, Ordering::SeqCst);
-        let guard = RestoreGuard {
-            registry: self,
-            tenant_id: tenant_id.to_string(),
-        };
+        let guard = self.mark_restoring(tenant_id, slug)?;
         let deadline = Instant::now() + wait;
         loop {
             match self.evict(tenant_id) {
@@ -438,6 +429,45 @@ impl Registry {
                 }
             }
         }
+    }
+
+    /// Refuses to open the tenant (`Restoring`) until the guard is dropped, and any restore of
+    /// it meanwhile, without closing its pool: `Restoring` if a restore already runs.
+    pub fn mark_restoring(
+        &self,
+        tenant_id: &str,
+        slug: &str,
+    ) -> Result<RestoreGuard<'_>, TenancyError> {
+        let shared = &self.shared;
+        if !lock(&shared.restoring).insert(tenant_id.to_string()) {
+            return Err(TenancyError::Restoring {
+                tenant: slug.to_string(),
+            });
+        }
+        shared.restoring_count.fetch_add(1, Ordering::SeqCst);
+        Ok(RestoreGuard {
+            registry: self,
+            tenant_id: tenant_id.to_string(),
+        })
+    }
+
+    /// Runs `f` unless a restore of the tenant runs (`Restoring`), holding off any restore's
+    /// start until `f` returns: for whoever opens the tenant's file without its pool.
+    pub fn unless_restoring<T>(
+        &self,
+        tenant_id: &str,
+        slug: &str,
+        f: impl FnOnce() -> T,
+    ) -> Result<T, TenancyError> {
+        let restoring = lock(&self.shared.restoring);
+        if restoring.contains(tenant_id) {
+            return Err(TenancyError::Restoring {
+                tenant: slug.to_string(),
+            });
+        }
+        let out = f();
+        drop(restoring);
+        Ok(out)
     }
 
     /// Whether a restore of the tenant is running.

@@ -643,7 +643,8 @@ fn rename_and_domains() {
         slug: slug.map(str::to_string),
         name: name.map(str::to_string),
     };
-    let renamed = lifecycle::rename(&setup.catalog, "before", &to(Some("after"), None)).unwrap();
+    let renamed =
+        lifecycle::rename(&setup.catalog, None, "before", &to(Some("after"), None)).unwrap();
     assert_eq!(renamed.after.slug, "after");
     assert_eq!(
         serde_json::Value::Object(renamed.changes()),
@@ -652,7 +653,13 @@ fn rename_and_domains() {
     // The file says the same as the catalog.
     let file = || db::open(&setup.path(&renamed.after), DbKind::Tenant, Create::Never).unwrap();
     assert_eq!(meta(&file(), "slug"), "after");
-    let named = lifecycle::rename(&setup.catalog, "after", &to(None, Some(" After Ltd "))).unwrap();
+    let named = lifecycle::rename(
+        &setup.catalog,
+        None,
+        "after",
+        &to(None, Some(" After Ltd ")),
+    )
+    .unwrap();
     assert_eq!(
         (named.after.slug.as_str(), named.after.name.as_str()),
         ("after", "After Ltd")
@@ -673,23 +680,23 @@ fn rename_and_domains() {
         ("other".into(), "other Ltd".into())
     );
     assert!(matches!(
-        lifecycle::rename(&setup.catalog, "after", &to(Some("other"), None)),
+        lifecycle::rename(&setup.catalog, None, "after", &to(Some("other"), None)),
         Err(LifecycleError::SlugTaken(_))
     ));
     assert!(matches!(
-        lifecycle::rename(&setup.catalog, "after", &to(Some("admin"), None)),
+        lifecycle::rename(&setup.catalog, None, "after", &to(Some("admin"), None)),
         Err(LifecycleError::Validation { field: "slug", .. })
     ));
     assert!(matches!(
-        lifecycle::rename(&setup.catalog, "after", &to(None, Some("\u{7}"))),
+        lifecycle::rename(&setup.catalog, None, "after", &to(None, Some("\u{7}"))),
         Err(LifecycleError::Validation { field: "name", .. })
     ));
     assert!(matches!(
-        lifecycle::rename(&setup.catalog, "after", &to(None, None)),
+        lifecycle::rename(&setup.catalog, None, "after", &to(None, None)),
         Err(LifecycleError::Validation { field: "slug", .. })
     ));
     assert!(matches!(
-        lifecycle::rename(&setup.catalog, "before", &to(Some("later"), None)),
+        lifecycle::rename(&setup.catalog, None, "before", &to(Some("later"), None)),
         Err(LifecycleError::NotFound(_))
     ));
     let with = lifecycle::add_domain(&setup.catalog, "after", "after.test").unwrap();

@@ -205,7 +205,8 @@ fn a_restore_killed_at_any_step_leaves_the_old_file_or_the_new_one_whole_and_ser
         );
         assert_eq!(tenant["id"], id.as_str());
     }
-    // And once through: the backup's content, the replaced file kept and listed.
+    // And once through: the backup's content, the replaced file kept and listed, and the
+    // catalog's name, not the backup's, in the file.
     cli_ok(
         dir,
         &["tenants", "rename", "acme", "--name", "Live at last"],
@@ -213,7 +214,11 @@ fn a_restore_killed_at_any_step_leaves_the_old_file_or_the_new_one_whole_and_ser
     let out = cli_ok(dir, &["restore", "acme", "--from", from, "--json"]);
     let restored = json_of(&out);
     let kept = restored["replaced"]["file"].as_str().unwrap().to_string();
-    assert_eq!(served(dir, "acme")["name"], "acme Backup");
+    assert_eq!(
+        file_state(dir, &id),
+        ("ok".to_string(), "Live at last".to_string(), 0)
+    );
+    assert_eq!(served(dir, "acme")["name"], "Live at last");
     let list = json_of(&cli_ok(dir, &["backups", "list", "acme", "--json"]));
     let names: Vec<&str> = list["backups"]
         .as_array()

@@ -6,6 +6,7 @@ mod admin;
 mod audit;
 mod backups;
 mod backups_cli;
+mod backups_restore;
 mod bad_input;
 mod beside;
 mod bodies;
