@@ -4,12 +4,12 @@
 //! (`GET /api/me/export`) and the end of their account (`DELETE /api/me`). The archive itself
 //! is `tenancy::export`.
 
+use std::collections::HashSet;
 use std::fs;
-use std::io::{self, BufWriter, Read};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -48,27 +48,106 @@ pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(3600);
 const PIECE: usize = 64 * 1024;
 
 /// Company archives streamed at once, by the whole server: each holds a worker thread and a
-/// connection for as long as its client reads. Past it, `429` (the export job has no limit
-/// but its queue's workers).
+/// connection for as long as its client reads. Past it, `429`.
 pub const MAX_EXPORT_STREAMS: usize = 2;
 
-/// A place among the [`MAX_EXPORT_STREAMS`], given back when the stream ends or is dropped.
-struct StreamPlace(Arc<AtomicUsize>);
+/// How long one streamed archive may take, whatever its client's pace: past it the stream is
+/// cut and its read transaction ended. The I/O timeout bounds each wait for the client only,
+/// so a client reading a few bytes at a time would otherwise hold a worker, a place among the
+/// [`MAX_EXPORT_STREAMS`] and a snapshot that keeps the company's `-wal` from being reset, for
+/// as long as it likes.
+pub const MAX_EXPORT_STREAM_DURATION: Duration = Duration::from_secs(30 * 60);
+
+/// The limits on streamed archives (`GET /api/export`).
+#[derive(Clone, Debug)]
+pub struct ExportConfig {
+    /// Streams at once on the whole server; a company has one at most.
+    pub max_streams: usize,
+    /// See [`MAX_EXPORT_STREAM_DURATION`].
+    pub max_stream_duration: Duration,
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        ExportConfig {
+            max_streams: MAX_EXPORT_STREAMS,
+            max_stream_duration: MAX_EXPORT_STREAM_DURATION,
+        }
+    }
+}
+
+/// The tenants streaming an archive now: one stream per tenant, so their number is the streams'.
+pub struct Streams {
+    config: ExportConfig,
+    tenants: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Streams {
+    pub fn new(config: ExportConfig) -> Streams {
+        Streams {
+            config,
+            tenants: Default::default(),
+        }
+    }
+}
+
+/// A tenant's place among the streams, given back when the stream ends or is dropped.
+struct StreamPlace {
+    tenants: Arc<Mutex<HashSet<String>>>,
+    tenant_id: String,
+}
 
 impl StreamPlace {
-    fn take(streams: &Arc<AtomicUsize>) -> Option<StreamPlace> {
-        streams
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < MAX_EXPORT_STREAMS).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| StreamPlace(streams.clone()))
+    /// `None` when the tenant streams already, or the server has no place left: one tenant
+    /// cannot take every place and keep the others' exports out.
+    fn take(streams: &Streams, tenant_id: &str) -> Option<StreamPlace> {
+        let mut tenants = streams.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        if tenants.contains(tenant_id) || tenants.len() >= streams.config.max_streams {
+            return None;
+        }
+        tenants.insert(tenant_id.to_string());
+        Some(StreamPlace {
+            tenants: streams.tenants.clone(),
+            tenant_id: tenant_id.to_string(),
+        })
     }
 }
 
 impl Drop for StreamPlace {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        tenants.remove(&self.tenant_id);
+    }
+}
+
+/// A stream's writer that fails once its deadline has passed: the archive's writer then stops,
+/// rolling back its read transaction, and the server cuts the answer short.
+struct Deadline<W> {
+    inner: W,
+    until: Instant,
+}
+
+impl<W: Write> Write for Deadline<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.check()?;
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.check()?;
+        self.inner.flush()
+    }
+}
+
+impl<W> Deadline<W> {
+    fn check(&self) -> io::Result<()> {
+        if Instant::now() >= self.until {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the export stream took longer than it may",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -97,9 +176,12 @@ fn audit_export(app: &App, ctx: &RequestCtx, member: &Member<'_>, action: &str, 
 /// read transaction is rolled back and the connection goes back to the pool.
 fn download_now(app: &App, ctx: &RequestCtx, member: &Member<'_>) -> Result<Response, Error> {
     member.require(PERMISSION)?;
-    let place = StreamPlace::take(&app.export_streams).ok_or(Error::TooManyRequests {
-        retry_after_secs: 10,
-    })?;
+    let place = StreamPlace::take(&app.export_streams, member.tenant.id()).ok_or(
+        Error::TooManyRequests {
+            retry_after_secs: 10,
+        },
+    )?;
+    let until = Instant::now() + app.export_streams.config.max_stream_duration;
     // A HEAD gets the head alone: nothing is exported.
     if ctx.req.method != "HEAD" {
         audit_export(
@@ -118,7 +200,7 @@ fn download_now(app: &App, ctx: &RequestCtx, member: &Member<'_>) -> Result<Resp
         "application/zip",
         Box::new(move |out| {
             let _place = place;
-            let buffered = BufWriter::with_capacity(PIECE, out);
+            let buffered = BufWriter::with_capacity(PIECE, Deadline { inner: out, until });
             archive::write_archive(&catalog, &tenant, buffered)
                 .map(|_| ())
                 .map_err(|e| match e {

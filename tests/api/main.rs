@@ -12,6 +12,7 @@ mod bodies;
 mod chat_notifications;
 mod cli;
 mod export;
+mod export_limits;
 mod fairness;
 mod http;
 mod identity_cli;
