@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::catalog::{ActorType, JobFilter, JobRecord, JobStatus, ADMIN_ROLE};
+use crate::catalog::{ActorType, Enqueued, JobFilter, JobRecord, JobStatus, ADMIN_ROLE};
 use crate::error::Error;
 use crate::http::{Response, Router};
 use crate::tenancy::export::{self as archive, ExportError};
@@ -36,6 +36,14 @@ pub(super) fn routes(r: &mut Router<Route>) {
 }
 
 pub const EXPORT_KIND: &str = "tenant.export";
+
+/// Export jobs' own queue: an archive of a large company takes long, and must not hold the
+/// `default` queue's workers (backups, provisioning) meanwhile.
+pub const EXPORT_QUEUE: &str = "exports";
+
+/// Job archives kept per company: writing one removes the oldest past this many, so repeated
+/// requests cannot fill the disk.
+pub const MAX_KEPT_EXPORTS: usize = 5;
 
 /// How long a job's archive is kept on disk after it was written.
 pub const EXPORT_RETENTION: Duration = Duration::from_secs(3 * 24 * 3600);
@@ -216,24 +224,32 @@ fn download_now(app: &App, ctx: &RequestCtx, member: &Member<'_>) -> Result<Resp
     .with_header("Cache-Control", "no-store"))
 }
 
+/// One export job per company at a time: while one is pending or running, asking again answers
+/// it (`200`) rather than queueing another.
 fn request_export(app: &App, ctx: &RequestCtx, member: &Member<'_>) -> Result<Response, Error> {
     member.require(PERMISSION)?;
-    let job = NewJob::new(
+    let mut job = NewJob::new(
         Some(member.tenant.id().to_string()),
-        "default",
+        EXPORT_QUEUE,
         EXPORT_KIND,
         json!({ "requested_by": member.user.id }),
     );
-    let id = app.enqueue(job)?.id();
-    audit_export(
-        app,
-        ctx,
-        member,
-        "tenant.export_requested",
-        json!({"export_id": id}),
-    );
+    job.unique_key = Some(format!("{EXPORT_KIND}:{}", member.tenant.id()));
+    let (id, status) = match app.enqueue(job)? {
+        Enqueued::New(id) => (id, 202),
+        Enqueued::Duplicate(id) => (id, 200),
+    };
+    if status == 202 {
+        audit_export(
+            app,
+            ctx,
+            member,
+            "tenant.export_requested",
+            json!({"export_id": id}),
+        );
+    }
     let job = app.catalog.job(id)?.ok_or(Error::NotFound)?;
-    Ok(Response::json(202, &shown(app, &job)))
+    Ok(Response::json(status, &shown(app, &job)))
 }
 
 fn list_exports(app: &App, _ctx: &RequestCtx, member: &Member<'_>) -> Result<Response, Error> {
@@ -371,7 +387,28 @@ pub(super) fn export_job(app: &App, run: &JobRun) -> Result<(), JobFailure> {
         let _ = fs::remove_file(&tmp);
         return Err(retry(&e));
     }
+    keep_newest(&dir, MAX_KEPT_EXPORTS);
     Ok(())
+}
+
+/// Removes a company's job archives but the `keep` newest (by export id, which grows); returns
+/// how many went.
+fn keep_newest(dir: &Path, keep: usize) -> usize {
+    let Ok(files) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut ids: Vec<i64> = files
+        .flatten()
+        .filter_map(|f| {
+            let name = f.file_name();
+            name.to_str()?.strip_suffix(".zip")?.parse().ok()
+        })
+        .collect();
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    ids.iter()
+        .skip(keep)
+        .filter(|id| fs::remove_file(dir.join(format!("{id}.zip"))).is_ok())
+        .count()
 }
 
 /// Removes job archives older than [`EXPORT_RETENTION`] and temporary files older than
@@ -531,6 +568,31 @@ fn delete_me(app: &App, ctx: &RequestCtx, account: &Account) -> Result<Response,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The newest archives by export id stay (id 10 is newer than 9, whatever the names' order);
+    /// temporary files and anything else are left alone.
+    #[test]
+    fn only_the_newest_archives_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "8.zip",
+            "9.zip",
+            "10.zip",
+            "11.zip",
+            "12.zip.1.tmp",
+            "notes.txt",
+        ] {
+            fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        assert_eq!(keep_newest(dir.path(), 2), 2);
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|f| f.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["10.zip", "11.zip", "12.zip.1.tmp", "notes.txt"]);
+    }
 
     /// Kept archives go after the retention, temporary files of dead runs after the timeout,
     /// anything else stays; measured against the `now` given, not the clock.

@@ -200,7 +200,8 @@ Options (each falls back to the environment variable named, then the default):
                            A rotated webhook secret keeps signing this long
                            [TENANTD_WEBHOOKS_ROTATION_GRACE, 86400]
   --job-workers Q=N,...    Background job worker threads per queue (default, webhooks,
-                           inbound) [TENANTD_JOB_WORKERS, default=2,webhooks=2,inbound=1]
+                           inbound, exports) [TENANTD_JOB_WORKERS,
+                           default=2,webhooks=2,inbound=1,exports=1]
   --job-poll SECS          How often workers look for jobs other processes enqueued, and
                            leases and schedules are checked [TENANTD_JOB_POLL, 1]
   --job-retention SECS     Done and discarded jobs are removed after this

@@ -241,11 +241,11 @@ fn head_export(app: &TestApp, token: &str) -> u16 {
     client.reply_to("HEAD").status
 }
 
-fn run_jobs(app: &TestApp) {
+pub(crate) fn run_jobs(app: &TestApp) {
     let mut runner = None;
     while jobs::run_next(
         &app.app,
-        "default",
+        "exports",
         "serve:test",
         &mut runner,
         jobs::now_ms(),

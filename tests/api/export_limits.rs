@@ -2,7 +2,9 @@
 //! company's slow downloads cannot keep the others' out; a stream past its allowed duration is
 //! cut and ends its read.
 
-use crate::export::{app_for_streams, big_company, stalled_export};
+use tenantd::api::jobs;
+
+use crate::export::{app_for_streams, big_company, run_jobs, stalled_export};
 use crate::support::*;
 
 /// A company streams one archive at a time: its second is 429 while another company's export
@@ -66,4 +68,70 @@ fn a_stream_past_its_duration_is_cut_and_ends_its_read() {
         200,
         "the company's place was given back"
     );
+}
+
+fn request(app: &TestApp, slug: &str) -> (u16, i64) {
+    let reply = app.on(&app.owner_token, slug, "POST", "/api/exports", None);
+    (reply.status, int(&reply.json()["id"]))
+}
+
+/// A company has one export job pending or running at a time (asking again answers it, 200),
+/// on the `exports` queue that `default`'s workers never take; another company's request is its
+/// own; only the newest archives are kept.
+#[test]
+fn export_jobs_are_one_at_a_time_on_their_own_queue_and_few_kept() {
+    let app = spawn_app();
+    let acme = id(&app.create_tenant("acmex", &[]));
+    app.create_tenant("globexq", &[]);
+    let (status, first) = request(&app, "acmex");
+    assert_eq!(status, 202);
+    assert_eq!(
+        request(&app, "acmex"),
+        (200, first),
+        "a second request while pending"
+    );
+    let (status, globex) = request(&app, "globexq");
+    assert!(status == 202 && globex != first, "globex's own export");
+    let job = app.app.catalog.job(first).unwrap().unwrap();
+    assert_eq!(job.queue, "exports");
+    let mut runner = None;
+    while jobs::run_next(
+        &app.app,
+        "default",
+        "serve:test",
+        &mut runner,
+        jobs::now_ms(),
+    )
+    .unwrap()
+    {}
+    assert_eq!(
+        app.app.catalog.job(first).unwrap().unwrap().status,
+        tenantd::catalog::JobStatus::Pending,
+        "a default worker took an export"
+    );
+    run_jobs(&app);
+
+    let mut ids = vec![first];
+    for _ in 0..5 {
+        let (status, next) = request(&app, "acmex");
+        assert_eq!(status, 202, "a new export once the last is done");
+        run_jobs(&app);
+        ids.push(next);
+    }
+    let dir = app.data.path().join("exports").join(&acme);
+    let kept: Vec<bool> = ids
+        .iter()
+        .map(|id| dir.join(format!("{id}.zip")).exists())
+        .collect();
+    assert_eq!(kept, [false, true, true, true, true, true]);
+    let listed = app
+        .on(&app.owner_token, "acmex", "GET", "/api/exports", None)
+        .json();
+    let oldest = listed["exports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| int(&e["id"]) == first)
+        .unwrap();
+    assert_eq!(oldest["status"], "expired");
 }
