@@ -213,8 +213,8 @@ Options (each falls back to the environment variable named, then the default):
   --metrics-token TOKEN    Serve /metrics on the main address to `Authorization: Bearer
                            TOKEN`, and require it on --metrics-bind too; with neither set,
                            /metrics is 404 [TENANTD_METRICS_TOKEN, none]
-  --metrics-tenants K      Tenants named in the per-tenant series (the busiest); the rest
-                           are summed as tenant=_other [TENANTD_METRICS_TENANTS, 20]
+  --metrics-tenants K      Tenants named in the per-tenant series (the first asked for);
+                           the rest are summed as tenant=_other [TENANTD_METRICS_TENANTS, 20]
   --ready-min-free-mib N   /readyz answers 503 below this much free space in the data
                            directory [TENANTD_READY_MIN_FREE_MIB, 64]
   --log-format FORMAT      text, or json: one JSON object a line (time, level, target,
