@@ -208,7 +208,7 @@ Options (each falls back to the environment variable named, then the default):
                            [TENANTD_JOB_RETENTION, 604800]
   --job-backoff SECS       Delay before a failed job's second attempt; doubles per attempt,
                            with jitter [TENANTD_JOB_BACKOFF, 2]
-  --metrics-bind ADDR      Serve /metrics (and nothing else) on this address too, e.g.
+  --metrics-bind ADDR      Serve /metrics and /readyz (nothing else) on this address too, e.g.
                            127.0.0.1:9090 [TENANTD_METRICS_BIND, none]
   --metrics-token TOKEN    Serve /metrics on the main address to `Authorization: Bearer
                            TOKEN`, and require it on --metrics-bind too; with neither set,

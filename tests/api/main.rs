@@ -28,6 +28,7 @@ mod litestream;
 mod metrics;
 mod portal_api;
 mod profile;
+mod readyz;
 mod realtime;
 mod realtime_rejoin;
 mod roles;
