@@ -14,7 +14,9 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::catalog::{ActorType, Enqueued, JobFilter, JobRecord, JobStatus, ADMIN_ROLE};
+use crate::catalog::{
+    ActorType, Enqueued, JobFilter, JobRecord, JobStatus, SessionKind, ADMIN_ROLE,
+};
 use crate::error::Error;
 use crate::http::{Response, Router};
 use crate::tenancy::export::{self as archive, ExportError};
@@ -499,10 +501,9 @@ struct DeleteMe {
 /// Ends the account: see `Catalog::erase_user`. Refused while the person is a company's last
 /// admin (409 `last_admin`, naming the companies).
 fn delete_me(app: &App, ctx: &RequestCtx, account: &Account) -> Result<Response, Error> {
-    if account.session.impersonated_by.is_some() {
-        return Err(Error::Refused(
-            "an impersonation cannot do this: it needs the user's own session",
-        ));
+    // What a personal token or an impersonator may do, ending the account may not.
+    if account.session.kind != SessionKind::Session || account.session.impersonated_by.is_some() {
+        return Err(Error::SessionRequired("deleting your account"));
     }
     let DeleteMe { password } = json_body(ctx.req)?;
     if !app

@@ -11,6 +11,7 @@ mod beside;
 mod bodies;
 mod chat_notifications;
 mod cli;
+mod delete_me;
 mod export;
 mod export_limits;
 mod fairness;
