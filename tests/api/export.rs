@@ -225,19 +225,18 @@ fn only_settings_manage_may_export() {
     assert_eq!(entries[0]["actor_email"], "settings@example.test");
 }
 
+/// Asks `client` for the company's export, as the bearer of `token`.
+pub(crate) fn send_export(client: &mut Client, method: &str, slug: &str, token: &str) {
+    let auth = format!("Bearer {token}");
+    let path = format!("/t/{slug}/api/export");
+    let request = raw_request(method, &path, &[("Authorization", auth.as_str())], None);
+    client.send(request.as_bytes());
+}
+
 /// The status of a HEAD of acmex's export: the answer's head, its stream dropped unread.
 fn head_export(app: &TestApp, token: &str) -> u16 {
-    let auth = format!("Bearer {token}");
     let mut client = app.server.connect();
-    client.send(
-        raw_request(
-            "HEAD",
-            "/t/acmex/api/export",
-            &[("Authorization", auth.as_str())],
-            None,
-        )
-        .as_bytes(),
-    );
+    send_export(&mut client, "HEAD", "acmex", token);
     client.reply_to("HEAD").status
 }
 
@@ -526,19 +525,17 @@ pub(crate) fn stalled_export(app: &TestApp, slug: &str) -> Client {
         .set_read_timeout(Some(std::time::Duration::from_secs(60)))
         .unwrap();
     let mut client = Client::from_stream(stream);
-    let auth = format!("Bearer {}", app.owner_token);
-    client.send(
-        raw_request(
-            "GET",
-            &format!("/t/{slug}/api/export"),
-            &[("Authorization", auth.as_str())],
-            None,
-        )
-        .as_bytes(),
-    );
+    send_export(&mut client, "GET", slug, &app.owner_token);
     let head = client.head();
     assert_eq!(head.status, 200, "a stalled export starts");
     client
+}
+
+/// Whether the company's pool can be closed (within a minute): nothing holds it any more.
+pub(crate) fn let_go(app: &TestApp, tenant: &str) -> bool {
+    eventually(std::time::Duration::from_secs(60), || {
+        app.app.registry.evict(tenant).is_ok()
+    })
 }
 
 /// The I/O timeout is set far beyond any wait here, so only a client leaving ends a stream.
@@ -566,11 +563,7 @@ fn a_client_leaving_mid_download_ends_the_export() {
     );
     drop(client);
     assert!(
-        eventually(std::time::Duration::from_secs(60), || app
-            .app
-            .registry
-            .evict(&acme)
-            .is_ok()),
+        let_go(&app, &acme),
         "the export went on after its client left"
     );
     let reply = app.get("/t/acmex/api/chats", &[]);

@@ -4,7 +4,7 @@
 
 use tenantd::api::jobs;
 
-use crate::export::{app_for_streams, big_company, run_jobs, stalled_export};
+use crate::export::{app_for_streams, big_company, let_go, run_jobs, send_export, stalled_export};
 use crate::support::*;
 
 /// A company streams one archive at a time: its second is 429 while another company's export
@@ -32,37 +32,16 @@ fn a_stream_past_its_duration_is_cut_and_ends_its_read() {
         config.exports.max_stream_duration = std::time::Duration::ZERO;
     });
     let acme = big_company(&app, "acmex");
-    let auth = format!("Bearer {}", app.owner_token);
     let mut client = app.server.connect();
-    client.send(
-        raw_request(
-            "GET",
-            "/t/acmex/api/export",
-            &[("Authorization", auth.as_str())],
-            None,
-        )
-        .as_bytes(),
-    );
+    send_export(&mut client, "GET", "acmex", &app.owner_token);
     assert_eq!(client.head().status, 200);
     assert!(client.is_closed(), "the stream went on past its deadline");
     assert!(
-        eventually(std::time::Duration::from_secs(60), || app
-            .app
-            .registry
-            .evict(&acme)
-            .is_ok()),
+        let_go(&app, &acme),
         "the cut stream still holds the company"
     );
     let mut next = app.server.connect();
-    next.send(
-        raw_request(
-            "GET",
-            "/t/acmex/api/export",
-            &[("Authorization", auth.as_str())],
-            None,
-        )
-        .as_bytes(),
-    );
+    send_export(&mut next, "GET", "acmex", &app.owner_token);
     assert_eq!(
         next.head().status,
         200,
