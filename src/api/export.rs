@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -130,37 +130,6 @@ impl Drop for StreamPlace {
     }
 }
 
-/// A stream's writer that fails once its deadline has passed: the archive's writer then stops,
-/// rolling back its read transaction, and the server cuts the answer short.
-struct Deadline<W> {
-    inner: W,
-    until: Instant,
-}
-
-impl<W: Write> Write for Deadline<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.check()?;
-        self.inner.write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.check()?;
-        self.inner.flush()
-    }
-}
-
-impl<W> Deadline<W> {
-    fn check(&self) -> io::Result<()> {
-        if Instant::now() >= self.until {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the export stream took longer than it may",
-            ));
-        }
-        Ok(())
-    }
-}
-
 const PERMISSION: &str = "settings_manage";
 
 /// `data/exports/<tenant-uuid>/`: never reachable from another tenant's routes, since every
@@ -210,7 +179,7 @@ fn download_now(app: &App, ctx: &RequestCtx, member: &Member<'_>) -> Result<Resp
         "application/zip",
         Box::new(move |out| {
             let _place = place;
-            let buffered = BufWriter::with_capacity(PIECE, Deadline { inner: out, until });
+            let buffered = BufWriter::with_capacity(PIECE, out);
             archive::write_archive(&catalog, &tenant, buffered)
                 .map(|_| ())
                 .map_err(|e| match e {
@@ -222,6 +191,7 @@ fn download_now(app: &App, ctx: &RequestCtx, member: &Member<'_>) -> Result<Resp
                 })
         }),
     )
+    .with_deadline(until)
     .with_header("Content-Disposition", attachment(&name))
     .with_header("Cache-Control", "no-store"))
 }

@@ -114,3 +114,23 @@ fn export_jobs_are_one_at_a_time_on_their_own_queue_and_few_kept() {
         .unwrap();
     assert_eq!(oldest["status"], "expired");
 }
+
+/// A client that reads nothing more while the I/O timeout is far away: the stream goes on only
+/// until its deadline (a few seconds here), then is cut and lets the company go. (That a wait
+/// for the client ends at the deadline is `http::server`'s own test.)
+#[test]
+fn a_stalled_stream_is_cut_at_its_deadline() {
+    let app = spawn_app_full(
+        |config| config.exports.max_stream_duration = std::time::Duration::from_secs(2),
+        |http| http.io_timeout = std::time::Duration::from_secs(600),
+    );
+    let acme = big_company(&app, "acmex");
+    let _slow = stalled_export(&app, "acmex");
+    assert!(
+        let_go(&app, &acme),
+        "the stalled stream still holds the company"
+    );
+    let mut again = app.server.connect();
+    send_export(&mut again, "HEAD", "acmex", &app.owner_token);
+    assert_eq!(again.reply_to("HEAD").status, 200, "the company's place");
+}
