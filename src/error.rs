@@ -31,6 +31,8 @@ pub enum Error {
     Forbidden(String),
     /// Refused for a reason other than a missing permission: the message says which.
     Refused(&'static str),
+    /// Needs the person's own signed-in session: not a personal token, not an impersonation.
+    SessionRequired(&'static str),
     /// A body over a limit of the route's own (the events API's data size).
     PayloadTooLarge(String),
     /// Throttled, or the password hashing pool is full.
@@ -120,6 +122,11 @@ impl Error {
                 format!("this needs the {permission} permission"),
             ),
             Error::Refused(why) => (403, "forbidden", (*why).to_string()),
+            Error::SessionRequired(what) => (
+                403,
+                "session_required",
+                format!("{what} needs your own session (sign in): not a personal token, not an impersonation"),
+            ),
             Error::PayloadTooLarge(m) => (413, "payload_too_large", m.clone()),
             Error::TooManyRequests { .. } => (
                 429,

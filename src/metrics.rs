@@ -1,6 +1,7 @@
 //! The server's metrics, kept in memory for `/metrics` (Prometheus text format): the counters and
 //! histograms other modules raise with a line each, the per-tenant request counts of which only
-//! the busiest K are named at scrape time (the rest summed under `tenant="_other"`), and each
+//! the first K tenants to be asked for since the start are named (the rest summed under
+//! `tenant="_other"`), and each
 //! tenant's last few server errors, for its health. Imports nothing of the crate, so that every
 //! layer may use it.
 
@@ -15,7 +16,7 @@ use prometheus::{
 };
 use serde::Serialize;
 
-/// The label value that sums every tenant outside the busiest K.
+/// The label value that sums every tenant outside the named K.
 pub const OTHER_TENANTS: &str = "_other";
 pub const DEFAULT_TOP_TENANTS: usize = 20;
 /// Recent errors kept per tenant, and tenants kept: bounded whatever the number of tenants.
@@ -48,6 +49,8 @@ pub struct Metrics {
     login_failures: IntCounterVec,
     login_throttled: IntCounterVec,
     top_tenants: AtomicUsize,
+    /// Tenants named so far (at most `top_tenants`); guarded by `tenants`' write lock.
+    named: AtomicUsize,
     /// By tenant id. Read-locked on the hot path (counts are atomics); written on a tenant's
     /// first request or a new slug.
     tenants: RwLock<HashMap<String, Arc<TenantCounts>>>,
@@ -56,16 +59,11 @@ pub struct Metrics {
 
 struct TenantCounts {
     slug: String,
+    /// Named in its own series, decided on its first request and kept until restart: a
+    /// tenant moving from `_other` into the named ones (or back) would make `_other` go down,
+    /// which Prometheus reads as a counter reset.
+    named: bool,
     by_class: [AtomicU64; 5],
-}
-
-impl TenantCounts {
-    fn total(&self) -> u64 {
-        self.by_class
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .sum()
-    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -174,6 +172,7 @@ impl Metrics {
             ),
             registry,
             top_tenants: AtomicUsize::new(DEFAULT_TOP_TENANTS),
+            named: AtomicUsize::new(0),
             tenants: RwLock::new(HashMap::new()),
             recent: Mutex::new(HashMap::new()),
         }
@@ -221,8 +220,15 @@ impl Metrics {
     fn tenant_counts(&self, id: &str, slug: &str) -> Arc<TenantCounts> {
         let mut tenants = write(&self.tenants);
         let entry = tenants.entry(id.to_string()).or_insert_with(|| {
+            // Under the write lock: no two first requests take the last place.
+            let named =
+                self.named.load(Ordering::Relaxed) < self.top_tenants.load(Ordering::Relaxed);
+            if named {
+                self.named.fetch_add(1, Ordering::Relaxed);
+            }
             Arc::new(TenantCounts {
                 slug: slug.to_string(),
+                named,
                 by_class: Default::default(),
             })
         });
@@ -232,6 +238,7 @@ impl Metrics {
                 std::array::from_fn(|i| AtomicU64::new(entry.by_class[i].load(Ordering::Relaxed)));
             *entry = Arc::new(TenantCounts {
                 slug: slug.to_string(),
+                named: entry.named,
                 by_class,
             });
         }
@@ -323,33 +330,26 @@ impl Metrics {
         String::from_utf8(out).unwrap_or_default()
     }
 
-    /// `tenantd_tenant_requests_total{tenant, class}` for the busiest K tenants by requests
-    /// since the start, and the rest summed under `_other`: at most (K + 1) x 5 series,
-    /// whatever the number of tenants. Which tenants are named may change from one scrape to
-    /// the next.
+    /// `tenantd_tenant_requests_total{tenant, class}` for the K tenants named (the first K to
+    /// be asked for since the start), and the rest summed under `_other`: at most (K + 1) x 5
+    /// series, whatever the number of tenants. A tenant never moves between a named series and
+    /// `_other`, so every series only grows.
     fn tenant_series(&self) -> IntCounterVec {
         let series = IntCounterVec::new(
             Opts::new(
                 "tenantd_tenant_requests_total",
-                "Requests per tenant by status class: the busiest tenants by slug, the rest \
-                 summed under tenant=\"_other\".",
+                "Requests per tenant by status class: the first tenants asked for by slug, the \
+                 rest summed under tenant=\"_other\".",
             ),
             &["tenant", "class"],
         )
         .expect("valid metric");
-        let mut all: Vec<(u64, Arc<TenantCounts>)> = read(&self.tenants)
-            .values()
-            .map(|c| (c.total(), Arc::clone(c)))
-            .collect();
-        let k = self.top_tenants.load(Ordering::Relaxed).min(all.len());
-        if k < all.len() {
-            all.select_nth_unstable_by(k, |a, b| b.0.cmp(&a.0));
-        }
+        let all: Vec<Arc<TenantCounts>> = read(&self.tenants).values().cloned().collect();
         let mut other = [0u64; 5];
-        for (i, (_, counts)) in all.iter().enumerate() {
+        for counts in &all {
             for (class, count) in counts.by_class.iter().enumerate() {
                 let n = count.load(Ordering::Relaxed);
-                if i < k {
+                if counts.named {
                     if n > 0 {
                         series
                             .with_label_values(&[&counts.slug, CLASSES[class]])
@@ -388,7 +388,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_busiest_tenants_are_named_and_the_rest_summed() {
+    fn only_the_first_tenants_are_named_and_the_rest_summed() {
         let m = Metrics::new();
         m.set_top_tenants(2);
         for (i, slug) in ["a", "b", "c", "d"].iter().enumerate() {
@@ -396,15 +396,68 @@ mod tests {
                 m.request("GET", "/x", 200, Duration::ZERO, Some((slug, slug)));
             }
         }
-        m.request("GET", "/x", 500, Duration::ZERO, Some(("a", "a")));
+        m.request("GET", "/x", 500, Duration::ZERO, Some(("d", "d")));
         let text = m.render(&Registry::new());
-        assert!(text.contains("tenantd_tenant_requests_total{class=\"2xx\",tenant=\"d\"} 4"));
-        assert!(text.contains("tenantd_tenant_requests_total{class=\"2xx\",tenant=\"c\"} 3"));
-        assert!(!text.contains("tenant=\"a\""), "{text}");
-        assert!(text.contains("tenant=\"_other\"} 3"), "{text}");
+        assert!(text.contains("tenantd_tenant_requests_total{class=\"2xx\",tenant=\"a\"} 1"));
+        assert!(text.contains("tenantd_tenant_requests_total{class=\"2xx\",tenant=\"b\"} 2"));
+        assert!(!text.contains("tenant=\"d\""), "{text}");
+        assert!(
+            text.contains("class=\"2xx\",tenant=\"_other\"} 7"),
+            "{text}"
+        );
         assert!(
             text.contains("class=\"5xx\",tenant=\"_other\"} 1"),
             "{text}"
+        );
+    }
+
+    /// Every `tenantd_tenant_requests_total` series, by its labels, in one scrape.
+    fn tenant_values(text: &str) -> HashMap<String, u64> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("tenantd_tenant_requests_total{"))
+            .filter_map(|l| l.rsplit_once(' '))
+            .map(|(labels, n)| (labels.to_string(), n.parse().unwrap()))
+            .collect()
+    }
+
+    /// Traffic moves from tenant to tenant (a quiet one, whose requests failed, becomes the
+    /// busiest; a renamed one goes on), and no series ever shows less than it did in an
+    /// earlier scrape: Prometheus would take it for a reset.
+    #[test]
+    fn tenant_series_never_go_down_while_traffic_shifts() {
+        let m = Metrics::new();
+        m.set_top_tenants(2);
+        let mut seen: HashMap<String, u64> = HashMap::new();
+        // (id, slug, answers 2xx, answers 5xx)
+        let phases: [&[(&str, &str, u64, u64)]; 4] = [
+            &[
+                ("a", "a", 10, 0),
+                ("b", "b", 10, 0),
+                ("c", "c", 0, 8),
+                ("e", "e", 0, 1),
+            ],
+            &[("c", "c", 5, 0)],
+            &[("d", "d", 50, 3), ("e", "e", 70, 5)],
+            &[("b", "bee", 40, 2), ("a", "a", 1, 1)],
+        ];
+        for phase in phases {
+            for (id, slug, ok, failed) in phase {
+                for (status, n) in [(200, ok), (500, failed)] {
+                    for _ in 0..*n {
+                        m.request("GET", "/x", status, Duration::ZERO, Some((id, slug)));
+                    }
+                }
+            }
+            let now = tenant_values(&m.render(&Registry::new()));
+            assert!(now.len() <= 3 * 5, "{now:?}");
+            for (series, n) in now {
+                let before = seen.insert(series.clone(), n).unwrap_or(0);
+                assert!(n >= before, "{series} went from {before} to {n}");
+            }
+        }
+        assert!(
+            seen.keys().any(|s| s.contains("tenant=\"bee\"")),
+            "{seen:?}"
         );
     }
 

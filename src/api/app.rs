@@ -103,7 +103,7 @@ pub struct App {
     /// The job queues' wake-up channels and the workers' configuration.
     pub jobs: super::jobs::Jobs,
     /// Company archives being streamed now (see `export`): each holds a worker thread.
-    pub(super) export_streams: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub(super) export_streams: super::export::Streams,
     /// `/metrics` and `/readyz`.
     pub(super) observe: super::metrics::Observe,
 }
@@ -154,7 +154,7 @@ impl App {
             totp_steps: Mutex::new(HashMap::new()),
             webhooks: super::webhooks_out::Webhooks::new(config.webhooks.clone()),
             jobs: super::jobs::Jobs::new(config.jobs.clone()),
-            export_streams: Default::default(),
+            export_streams: super::export::Streams::new(config.exports.clone()),
             observe: super::metrics::Observe {
                 config: config.metrics.clone(),
                 data_dir: config.data_dir.clone(),

@@ -73,6 +73,7 @@ pub struct AppConfig {
     pub webhooks: WebhooksConfig,
     pub jobs: JobsConfig,
     pub metrics: super::metrics::MetricsConfig,
+    pub exports: super::export::ExportConfig,
 }
 
 /// Outbound webhooks: where deliveries may go, when a failing endpoint is disabled, how long a

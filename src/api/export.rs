@@ -4,17 +4,19 @@
 //! (`GET /api/me/export`) and the end of their account (`DELETE /api/me`). The archive itself
 //! is `tenancy::export`.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io::{self, BufWriter, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::catalog::{ActorType, JobFilter, JobRecord, JobStatus, ADMIN_ROLE};
+use crate::catalog::{
+    ActorType, Enqueued, JobFilter, JobRecord, JobStatus, SessionKind, ADMIN_ROLE,
+};
 use crate::error::Error;
 use crate::http::{Response, Router};
 use crate::tenancy::export::{self as archive, ExportError};
@@ -37,6 +39,14 @@ pub(super) fn routes(r: &mut Router<Route>) {
 
 pub const EXPORT_KIND: &str = "tenant.export";
 
+/// Export jobs' own queue: an archive of a large company takes long, and must not hold the
+/// `default` queue's workers (backups, provisioning) meanwhile.
+pub const EXPORT_QUEUE: &str = "exports";
+
+/// Job archives kept per company: writing one removes the oldest past this many, so repeated
+/// requests cannot fill the disk.
+pub const MAX_KEPT_EXPORTS: usize = 5;
+
 /// How long a job's archive is kept on disk after it was written.
 pub const EXPORT_RETENTION: Duration = Duration::from_secs(3 * 24 * 3600);
 
@@ -48,27 +58,75 @@ pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(3600);
 const PIECE: usize = 64 * 1024;
 
 /// Company archives streamed at once, by the whole server: each holds a worker thread and a
-/// connection for as long as its client reads. Past it, `429` (the export job has no limit
-/// but its queue's workers).
+/// connection for as long as its client reads. Past it, `429`.
 pub const MAX_EXPORT_STREAMS: usize = 2;
 
-/// A place among the [`MAX_EXPORT_STREAMS`], given back when the stream ends or is dropped.
-struct StreamPlace(Arc<AtomicUsize>);
+/// How long one streamed archive may take, whatever its client's pace: past it the stream is
+/// cut and its read transaction ended. The I/O timeout bounds each wait for the client only,
+/// so a client reading a few bytes at a time would otherwise hold a worker, a place among the
+/// [`MAX_EXPORT_STREAMS`] and a snapshot that keeps the company's `-wal` from being reset, for
+/// as long as it likes.
+pub const MAX_EXPORT_STREAM_DURATION: Duration = Duration::from_secs(30 * 60);
+
+/// The limits on streamed archives (`GET /api/export`).
+#[derive(Clone, Debug)]
+pub struct ExportConfig {
+    /// Streams at once on the whole server; a company has one at most.
+    pub max_streams: usize,
+    /// See [`MAX_EXPORT_STREAM_DURATION`].
+    pub max_stream_duration: Duration,
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        ExportConfig {
+            max_streams: MAX_EXPORT_STREAMS,
+            max_stream_duration: MAX_EXPORT_STREAM_DURATION,
+        }
+    }
+}
+
+/// The tenants streaming an archive now: one stream per tenant, so their number is the streams'.
+pub struct Streams {
+    config: ExportConfig,
+    tenants: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Streams {
+    pub fn new(config: ExportConfig) -> Streams {
+        Streams {
+            config,
+            tenants: Default::default(),
+        }
+    }
+}
+
+/// A tenant's place among the streams, given back when the stream ends or is dropped.
+struct StreamPlace {
+    tenants: Arc<Mutex<HashSet<String>>>,
+    tenant_id: String,
+}
 
 impl StreamPlace {
-    fn take(streams: &Arc<AtomicUsize>) -> Option<StreamPlace> {
-        streams
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < MAX_EXPORT_STREAMS).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| StreamPlace(streams.clone()))
+    /// `None` when the tenant streams already, or the server has no place left: one tenant
+    /// cannot take every place and keep the others' exports out.
+    fn take(streams: &Streams, tenant_id: &str) -> Option<StreamPlace> {
+        let mut tenants = streams.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        if tenants.contains(tenant_id) || tenants.len() >= streams.config.max_streams {
+            return None;
+        }
+        tenants.insert(tenant_id.to_string());
+        Some(StreamPlace {
+            tenants: streams.tenants.clone(),
+            tenant_id: tenant_id.to_string(),
+        })
     }
 }
 
 impl Drop for StreamPlace {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        tenants.remove(&self.tenant_id);
     }
 }
 
@@ -97,9 +155,12 @@ fn audit_export(app: &App, ctx: &RequestCtx, member: &Member<'_>, action: &str, 
 /// read transaction is rolled back and the connection goes back to the pool.
 fn download_now(app: &App, ctx: &RequestCtx, member: &Member<'_>) -> Result<Response, Error> {
     member.require(PERMISSION)?;
-    let place = StreamPlace::take(&app.export_streams).ok_or(Error::TooManyRequests {
-        retry_after_secs: 10,
-    })?;
+    let place = StreamPlace::take(&app.export_streams, member.tenant.id()).ok_or(
+        Error::TooManyRequests {
+            retry_after_secs: 10,
+        },
+    )?;
+    let until = Instant::now() + app.export_streams.config.max_stream_duration;
     // A HEAD gets the head alone: nothing is exported.
     if ctx.req.method != "HEAD" {
         audit_export(
@@ -130,28 +191,37 @@ fn download_now(app: &App, ctx: &RequestCtx, member: &Member<'_>) -> Result<Resp
                 })
         }),
     )
+    .with_deadline(until)
     .with_header("Content-Disposition", attachment(&name))
     .with_header("Cache-Control", "no-store"))
 }
 
+/// One export job per company at a time: while one is pending or running, asking again answers
+/// it (`200`) rather than queueing another.
 fn request_export(app: &App, ctx: &RequestCtx, member: &Member<'_>) -> Result<Response, Error> {
     member.require(PERMISSION)?;
-    let job = NewJob::new(
+    let mut job = NewJob::new(
         Some(member.tenant.id().to_string()),
-        "default",
+        EXPORT_QUEUE,
         EXPORT_KIND,
         json!({ "requested_by": member.user.id }),
     );
-    let id = app.enqueue(job)?.id();
-    audit_export(
-        app,
-        ctx,
-        member,
-        "tenant.export_requested",
-        json!({"export_id": id}),
-    );
+    job.unique_key = Some(format!("{EXPORT_KIND}:{}", member.tenant.id()));
+    let (id, status) = match app.enqueue(job)? {
+        Enqueued::New(id) => (id, 202),
+        Enqueued::Duplicate(id) => (id, 200),
+    };
+    if status == 202 {
+        audit_export(
+            app,
+            ctx,
+            member,
+            "tenant.export_requested",
+            json!({"export_id": id}),
+        );
+    }
     let job = app.catalog.job(id)?.ok_or(Error::NotFound)?;
-    Ok(Response::json(202, &shown(app, &job)))
+    Ok(Response::json(status, &shown(app, &job)))
 }
 
 fn list_exports(app: &App, _ctx: &RequestCtx, member: &Member<'_>) -> Result<Response, Error> {
@@ -289,7 +359,28 @@ pub(super) fn export_job(app: &App, run: &JobRun) -> Result<(), JobFailure> {
         let _ = fs::remove_file(&tmp);
         return Err(retry(&e));
     }
+    keep_newest(&dir, MAX_KEPT_EXPORTS);
     Ok(())
+}
+
+/// Removes a company's job archives but the `keep` newest (by export id, which grows); returns
+/// how many went.
+fn keep_newest(dir: &Path, keep: usize) -> usize {
+    let Ok(files) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut ids: Vec<i64> = files
+        .flatten()
+        .filter_map(|f| {
+            let name = f.file_name();
+            name.to_str()?.strip_suffix(".zip")?.parse().ok()
+        })
+        .collect();
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    ids.iter()
+        .skip(keep)
+        .filter(|id| fs::remove_file(dir.join(format!("{id}.zip"))).is_ok())
+        .count()
 }
 
 /// Removes job archives older than [`EXPORT_RETENTION`] and temporary files older than
@@ -380,10 +471,9 @@ struct DeleteMe {
 /// Ends the account: see `Catalog::erase_user`. Refused while the person is a company's last
 /// admin (409 `last_admin`, naming the companies).
 fn delete_me(app: &App, ctx: &RequestCtx, account: &Account) -> Result<Response, Error> {
-    if account.session.impersonated_by.is_some() {
-        return Err(Error::Refused(
-            "an impersonation cannot do this: it needs the user's own session",
-        ));
+    // What a personal token or an impersonator may do, ending the account may not.
+    if account.session.kind != SessionKind::Session || account.session.impersonated_by.is_some() {
+        return Err(Error::SessionRequired("deleting your account"));
     }
     let DeleteMe { password } = json_body(ctx.req)?;
     if !app
@@ -449,6 +539,31 @@ fn delete_me(app: &App, ctx: &RequestCtx, account: &Account) -> Result<Response,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The newest archives by export id stay (id 10 is newer than 9, whatever the names' order);
+    /// temporary files and anything else are left alone.
+    #[test]
+    fn only_the_newest_archives_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "8.zip",
+            "9.zip",
+            "10.zip",
+            "11.zip",
+            "12.zip.1.tmp",
+            "notes.txt",
+        ] {
+            fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        assert_eq!(keep_newest(dir.path(), 2), 2);
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|f| f.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["10.zip", "11.zip", "12.zip.1.tmp", "notes.txt"]);
+    }
 
     /// Kept archives go after the retention, temporary files of dead runs after the timeout,
     /// anything else stays; measured against the `now` given, not the clock.

@@ -9,7 +9,12 @@ use crate::tenancy::Tenant;
 use super::App;
 
 /// The queues that have workers, and how many each gets unless configured otherwise.
-pub const QUEUES: &[(&str, usize)] = &[("default", 2), ("webhooks", 2), ("inbound", 1)];
+pub const QUEUES: &[(&str, usize)] = &[
+    ("default", 2),
+    ("webhooks", 2),
+    ("inbound", 1),
+    ("exports", 1),
+];
 
 /// A kind of job: which queue runs it, how long an attempt may take, and what it does.
 #[derive(Clone, Copy)]
@@ -67,7 +72,7 @@ pub fn kind(name: &str) -> Option<Kind> {
             run: super::webhooks_out::deliver_job,
         },
         super::export::EXPORT_KIND => Kind {
-            queue: "default",
+            queue: super::export::EXPORT_QUEUE,
             timeout: super::export::EXPORT_TIMEOUT,
             run: super::export::export_job,
         },

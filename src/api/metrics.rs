@@ -1,6 +1,6 @@
 //! What an operator's monitoring asks: `/metrics` (the Prometheus text format, on the main
 //! address behind `--metrics-token`, or on its own `--metrics-bind` address), `/readyz` (the
-//! catalog answers and the data directory has room), and the request accounting every answer
+//! catalog answers and the data directory has room; on central hosts and that address), and the request accounting every answer
 //! goes through (`observe`). The counters themselves live in `crate::metrics`.
 
 use std::path::{Path, PathBuf};
@@ -125,13 +125,13 @@ fn guarded(app: &App, req: &Request, token: &str) -> Response {
     }
 }
 
-/// The handler of `--metrics-bind`'s address: `/metrics` and nothing else.
+/// The handler of `--metrics-bind`'s address: `/metrics` and `/readyz`, nothing else.
 pub struct MetricsOnly(pub Arc<App>);
 
 impl http::Handler for MetricsOnly {
     fn handle(&self, req: &Request, _state: &mut dyn std::any::Any) -> Response {
         let app = &self.0;
-        if req.path != "/metrics" {
+        if req.path != "/metrics" && req.path != "/readyz" {
             return Error::NotFound.into_response();
         }
         if !matches!(req.method.as_str(), "GET" | "HEAD") {
@@ -139,6 +139,9 @@ impl http::Handler for MetricsOnly {
                 allow: "GET, HEAD".into(),
             }
             .into_response();
+        }
+        if req.path == "/readyz" {
+            return readyz(app);
         }
         match &app.observe.config.token {
             None => scrape(app),
@@ -225,38 +228,32 @@ fn count(registry: &Registry, name: &str, help: &str, value: u64) {
     let _ = registry.register(Box::new(c));
 }
 
-/// `/readyz`: 200 when the catalog opens and answers a query and the data directory's file
-/// system has at least `ready_min_free_bytes` free; else 503, naming the checks that failed.
-/// A probe's report, not an error of the request: it is answered here whole.
+/// `/readyz`: 200 when the catalog answers and the data directory's file system has at least
+/// `ready_min_free_bytes` free; else 503, naming the checks that failed. Unauthenticated (an
+/// orchestrator probes it), so the body says no more than that: why a check failed, and how
+/// much room is left, go to the log. A probe's report, not an error of the request: it is
+/// answered here whole.
 pub(super) fn readyz(app: &App) -> Response {
-    let catalog = app.catalog.answers();
-    let min = app.observe.config.ready_min_free_bytes;
-    let free = free_bytes(&app.observe.data_dir);
-    let disk_ok = free.as_ref().is_ok_and(|f| *f >= min);
     let mut failed = Vec::new();
-    if catalog.is_err() {
+    if let Err(e) = app.catalog.answers() {
+        log::warn!("readyz: the catalog does not answer: {e}");
         failed.push("catalog");
     }
-    if !disk_ok {
-        failed.push("disk");
+    let min = app.observe.config.ready_min_free_bytes;
+    match free_bytes(&app.observe.data_dir) {
+        Ok(free) if free >= min => {}
+        Ok(free) => {
+            log::warn!("readyz: {free} bytes free in the data directory, below {min}");
+            failed.push("disk");
+        }
+        Err(e) => {
+            log::warn!("readyz: free space of the data directory: {e}");
+            failed.push("disk");
+        }
     }
     let body = serde_json::json!({
         "status": if failed.is_empty() { "ready" } else { "not_ready" },
         "failed": failed,
-        "checks": {
-            "catalog": match &catalog {
-                Ok(()) => serde_json::json!({"ok": true}),
-                Err(e) => serde_json::json!({"ok": false, "error": e.to_string()}),
-            },
-            "disk": match &free {
-                Ok(free) => serde_json::json!({
-                    "ok": disk_ok, "free_bytes": free, "min_free_bytes": min,
-                }),
-                Err(e) => serde_json::json!({
-                    "ok": false, "error": e.to_string(), "min_free_bytes": min,
-                }),
-            },
-        },
     });
     let status = if failed.is_empty() { 200 } else { 503 };
     Response::json(status, &body).with_header("Cache-Control", "no-store")

@@ -239,6 +239,12 @@ impl App {
             match req.path.as_str() {
                 "/readyz" => {
                     seen.route = "/readyz";
+                    // A tenant's host is the company's public face: it says nothing of the
+                    // server's state, like any other central route.
+                    let host = req.header("host").map(crate::catalog::normalize_host);
+                    if !identify::is_central(&self.identify, host.as_deref().unwrap_or_default()) {
+                        return Error::NotFound.into_response();
+                    }
                     return metrics::readyz(self);
                 }
                 "/metrics" => {

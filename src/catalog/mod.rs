@@ -211,13 +211,17 @@ impl Catalog {
         db::write(&mut conn, f)
     }
 
-    /// Whether the catalog's file opens anew and answers a query (for readiness): a fresh
-    /// read-only connection, so a file removed or damaged under the pool's open ones shows.
+    /// Whether the catalog answers a query on one of the pool's connections, and its file is
+    /// still where it was (for readiness, probed often: no new connection per probe). The
+    /// file's presence is looked at by name, since the pool's open connections would go on
+    /// answering from a file removed under them.
     pub fn answers(&self) -> Result<(), CatalogError> {
-        let conn = crate::db::open_read_only(&self.data_dir.join(CENTRAL_DB))?;
+        let conn = self.pool.get()?;
         conn.query_row("SELECT count(*) FROM tenants", [], |row| {
             row.get::<_, i64>(0)
         })?;
+        let path = self.data_dir.join(CENTRAL_DB);
+        std::fs::metadata(&path).map_err(|source| CatalogError::Io { path, source })?;
         Ok(())
     }
 

@@ -200,20 +200,21 @@ Options (each falls back to the environment variable named, then the default):
                            A rotated webhook secret keeps signing this long
                            [TENANTD_WEBHOOKS_ROTATION_GRACE, 86400]
   --job-workers Q=N,...    Background job worker threads per queue (default, webhooks,
-                           inbound) [TENANTD_JOB_WORKERS, default=2,webhooks=2,inbound=1]
+                           inbound, exports) [TENANTD_JOB_WORKERS,
+                           default=2,webhooks=2,inbound=1,exports=1]
   --job-poll SECS          How often workers look for jobs other processes enqueued, and
                            leases and schedules are checked [TENANTD_JOB_POLL, 1]
   --job-retention SECS     Done and discarded jobs are removed after this
                            [TENANTD_JOB_RETENTION, 604800]
   --job-backoff SECS       Delay before a failed job's second attempt; doubles per attempt,
                            with jitter [TENANTD_JOB_BACKOFF, 2]
-  --metrics-bind ADDR      Serve /metrics (and nothing else) on this address too, e.g.
+  --metrics-bind ADDR      Serve /metrics and /readyz (nothing else) on this address too, e.g.
                            127.0.0.1:9090 [TENANTD_METRICS_BIND, none]
   --metrics-token TOKEN    Serve /metrics on the main address to `Authorization: Bearer
                            TOKEN`, and require it on --metrics-bind too; with neither set,
                            /metrics is 404 [TENANTD_METRICS_TOKEN, none]
-  --metrics-tenants K      Tenants named in the per-tenant series (the busiest); the rest
-                           are summed as tenant=_other [TENANTD_METRICS_TENANTS, 20]
+  --metrics-tenants K      Tenants named in the per-tenant series (the first asked for);
+                           the rest are summed as tenant=_other [TENANTD_METRICS_TENANTS, 20]
   --ready-min-free-mib N   /readyz answers 503 below this much free space in the data
                            directory [TENANTD_READY_MIN_FREE_MIB, 64]
   --log-format FORMAT      text, or json: one JSON object a line (time, level, target,

@@ -39,7 +39,9 @@ pub enum Body {
     Full(Vec<u8>),
     /// A whole body shared with whoever keeps it (a cache): sent without a copy.
     Shared(std::sync::Arc<[u8]>),
-    Stream(StreamFn),
+    /// Produced as it is sent; past the instant given, if any, the next write (or a wait for
+    /// the client to take more) fails and the answer is cut short.
+    Stream(StreamFn, Option<std::time::Instant>),
     Upgrade(UpgradeFn),
 }
 
@@ -90,7 +92,7 @@ impl Response {
         Response {
             status,
             headers: vec![(CONTENT_TYPE, content_type.into())],
-            body: Body::Stream(f),
+            body: Body::Stream(f, None),
             log_note: None,
         }
     }
@@ -104,6 +106,15 @@ impl Response {
             body: Body::Upgrade(f),
             log_note: None,
         }
+    }
+
+    /// A streamed body may be sent until `deadline` only, however its client reads: the I/O
+    /// timeout bounds each wait for the client, not their sum.
+    pub fn with_deadline(mut self, deadline: std::time::Instant) -> Response {
+        if let Body::Stream(_, until) = &mut self.body {
+            *until = Some(deadline);
+        }
+        self
     }
 
     pub fn with_header(

@@ -905,7 +905,7 @@ impl Worker {
         let next = match body {
             Body::Full(bytes) => write_whole(&bytes),
             Body::Shared(bytes) => write_whole(&bytes),
-            Body::Stream(produce) => {
+            Body::Stream(produce, deadline) => {
                 let chunked = req.version == Version::Http11;
                 let keep_alive = keep_alive && (chunked || bodiless || head_only);
                 let delimit = match (bodiless, chunked) {
@@ -919,6 +919,7 @@ impl Worker {
                     let mut sink = StreamSink {
                         stream: &conn.stream,
                         timeout,
+                        deadline,
                         sent: 0,
                     };
                     let result = catch_unwind(AssertUnwindSafe(|| {
@@ -1019,13 +1020,32 @@ fn internal_error() -> Response {
 
 /// Writes to the non-blocking socket; each wait for room may last `timeout`, so a client that
 /// reads steadily gets any size of answer while one that stops reading is dropped.
-fn write_all(stream: &TcpStream, mut data: &[u8], timeout: Duration) -> io::Result<()> {
+fn write_all(stream: &TcpStream, data: &[u8], timeout: Duration) -> io::Result<()> {
+    write_all_until(stream, data, timeout, None)
+}
+
+/// [`write_all`], failing too once `deadline` has passed: before writing, and in place of a
+/// wait that would go past it.
+fn write_all_until(
+    stream: &TcpStream,
+    mut data: &[u8],
+    timeout: Duration,
+    deadline: Option<Instant>,
+) -> io::Result<()> {
+    let left = || match deadline {
+        None => Ok(timeout),
+        Some(at) => match at.checked_duration_since(Instant::now()) {
+            Some(left) if !left.is_zero() => Ok(left.min(timeout)),
+            _ => Err(io::Error::from(io::ErrorKind::TimedOut)),
+        },
+    };
+    left()?;
     while !data.is_empty() {
         match (&*stream).write(data) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => data = &data[n..],
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if !wait_writable(stream, timeout)? {
+                if !wait_writable(stream, left()?)? {
                     return Err(io::ErrorKind::TimedOut.into());
                 }
             }
@@ -1061,17 +1081,46 @@ fn wait_writable(stream: &TcpStream, timeout: Duration) -> io::Result<bool> {
 struct StreamSink<'a> {
     stream: &'a TcpStream,
     timeout: Duration,
+    deadline: Option<Instant>,
     sent: usize,
 }
 
 impl Write for StreamSink<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        write_all(self.stream, buf, self.timeout)?;
+        write_all_until(self.stream, buf, self.timeout, self.deadline)?;
         self.sent += buf.len();
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer that reads nothing: a write waiting for room gives up at the deadline, long
+    /// before the I/O timeout (ten minutes), so a trickling client cannot stretch a stream.
+    #[test]
+    fn a_write_waiting_for_room_stops_at_the_deadline() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        // Fill both sides' buffers until the kernel takes no more.
+        let piece = vec![0u8; 64 * 1024];
+        while (&server).write(&piece).is_ok() {}
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_millis(50);
+            let written =
+                write_all_until(&server, &piece, Duration::from_secs(600), Some(deadline));
+            let _ = tx.send(written.map_err(|e| e.kind()));
+        });
+        let answer = rx.recv_timeout(Duration::from_secs(60));
+        assert_eq!(answer, Ok(Err(io::ErrorKind::TimedOut)));
+        drop(client);
     }
 }

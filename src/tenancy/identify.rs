@@ -66,6 +66,15 @@ pub fn strip_path_prefix(path: &str) -> (Option<&str>, &str) {
     }
 }
 
+/// Whether a (normalized) host is one of the central ones: none given, the base domain, a
+/// configured central host, or an IP address.
+pub fn is_central(config: &IdentifyConfig, host: &str) -> bool {
+    host.is_empty()
+        || host == config.base_domain
+        || config.central_hosts.iter().any(|h| h == host)
+        || host.parse::<IpAddr>().is_ok()
+}
+
 /// Identifies the tenant of a request. Errors: a method names an unknown or deleted tenant
 /// (`NotFound`), two methods name different tenants (`Conflict`), the tenant is suspended.
 pub fn identify<'a>(
@@ -101,10 +110,7 @@ pub fn identify<'a>(
         name(snapshot.by_slug(slug.trim()), Via::Header)?;
     }
     if let Some(host) = hints.host.map(normalize_host) {
-        let central = host.is_empty()
-            || host == config.base_domain
-            || config.central_hosts.iter().any(|h| *h == host)
-            || host.parse::<IpAddr>().is_ok();
+        let central = is_central(config, &host);
         let label = host
             .strip_suffix(config.base_domain.as_str())
             .and_then(|h| h.strip_suffix('.'));

@@ -225,27 +225,26 @@ fn only_settings_manage_may_export() {
     assert_eq!(entries[0]["actor_email"], "settings@example.test");
 }
 
+/// Asks `client` for the company's export, as the bearer of `token`.
+pub(crate) fn send_export(client: &mut Client, method: &str, slug: &str, token: &str) {
+    let auth = format!("Bearer {token}");
+    let path = format!("/t/{slug}/api/export");
+    let request = raw_request(method, &path, &[("Authorization", auth.as_str())], None);
+    client.send(request.as_bytes());
+}
+
 /// The status of a HEAD of acmex's export: the answer's head, its stream dropped unread.
 fn head_export(app: &TestApp, token: &str) -> u16 {
-    let auth = format!("Bearer {token}");
     let mut client = app.server.connect();
-    client.send(
-        raw_request(
-            "HEAD",
-            "/t/acmex/api/export",
-            &[("Authorization", auth.as_str())],
-            None,
-        )
-        .as_bytes(),
-    );
+    send_export(&mut client, "HEAD", "acmex", token);
     client.reply_to("HEAD").status
 }
 
-fn run_jobs(app: &TestApp) {
+pub(crate) fn run_jobs(app: &TestApp) {
     let mut runner = None;
     while jobs::run_next(
         &app.app,
-        "default",
+        "exports",
         "serve:test",
         &mut runner,
         jobs::now_ms(),
@@ -488,8 +487,8 @@ fn the_last_admin_of_a_company_cannot_delete_their_account() {
 
 /// A company whose archive is far larger than the socket buffers hold: bodies that do not
 /// compress.
-fn big_company(app: &TestApp) -> String {
-    let (acme, _) = seed(app, "acmex", "AcmeMarker7f3");
+pub(crate) fn big_company(app: &TestApp, slug: &str) -> String {
+    let (acme, _) = seed(app, slug, &format!("{slug}Marker7f3"));
     let conn = rusqlite::Connection::open(app.tenant_file(&acme)).unwrap();
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .unwrap();
@@ -508,7 +507,7 @@ fn big_company(app: &TestApp) -> String {
 /// The client's receive buffer is kept small (the kernel would otherwise grow it to tens of
 /// MiB on loopback), so what the server can have sent is bounded by its own send buffer
 /// (4 MiB at most), far below the archive: the stream stalls whatever the machine's speed.
-fn stalled_export(app: &TestApp) -> Client {
+pub(crate) fn stalled_export(app: &TestApp, slug: &str) -> Client {
     let stream = std::net::TcpStream::connect(app.server.addr).unwrap();
     let size: libc::c_int = 64 * 1024;
     // SAFETY: a valid socket and an int option of the size given.
@@ -526,23 +525,21 @@ fn stalled_export(app: &TestApp) -> Client {
         .set_read_timeout(Some(std::time::Duration::from_secs(60)))
         .unwrap();
     let mut client = Client::from_stream(stream);
-    let auth = format!("Bearer {}", app.owner_token);
-    client.send(
-        raw_request(
-            "GET",
-            "/t/acmex/api/export",
-            &[("Authorization", auth.as_str())],
-            None,
-        )
-        .as_bytes(),
-    );
+    send_export(&mut client, "GET", slug, &app.owner_token);
     let head = client.head();
     assert_eq!(head.status, 200, "a stalled export starts");
     client
 }
 
+/// Whether the company's pool can be closed (within a minute): nothing holds it any more.
+pub(crate) fn let_go(app: &TestApp, tenant: &str) -> bool {
+    eventually(std::time::Duration::from_secs(60), || {
+        app.app.registry.evict(tenant).is_ok()
+    })
+}
+
 /// The I/O timeout is set far beyond any wait here, so only a client leaving ends a stream.
-fn app_for_streams() -> TestApp {
+pub(crate) fn app_for_streams() -> TestApp {
     spawn_app_full(
         |config| {
             // Two connections: streams that took them from the pool would leave none.
@@ -558,19 +555,15 @@ fn app_for_streams() -> TestApp {
 #[test]
 fn a_client_leaving_mid_download_ends_the_export() {
     let app = app_for_streams();
-    let acme = big_company(&app);
-    let client = stalled_export(&app);
+    let acme = big_company(&app, "acmex");
+    let client = stalled_export(&app, "acmex");
     assert!(
         app.app.registry.evict(&acme).is_err(),
         "the export in flight holds the company"
     );
     drop(client);
     assert!(
-        eventually(std::time::Duration::from_secs(60), || app
-            .app
-            .registry
-            .evict(&acme)
-            .is_ok()),
+        let_go(&app, &acme),
         "the export went on after its client left"
     );
     let reply = app.get("/t/acmex/api/chats", &[]);
@@ -578,13 +571,14 @@ fn a_client_leaving_mid_download_ends_the_export() {
 }
 
 /// Slow downloads take no connection from the company's pool, and at most two stream at once
-/// (each holds a worker thread): a third is 429 until one ends.
+/// on the server (each holds a worker thread): a third is 429 until one ends.
 #[test]
 fn streamed_exports_are_few_at_once_and_keep_no_pool_connection() {
     let app = app_for_streams();
-    big_company(&app);
-    let first = stalled_export(&app);
-    let second = stalled_export(&app);
+    big_company(&app, "acmex");
+    big_company(&app, "globexq");
+    let first = stalled_export(&app, "acmex");
+    let second = stalled_export(&app, "globexq");
     for path in [
         "/t/acmex/api/chats",
         "/t/acmex/api/orders",
@@ -653,13 +647,13 @@ fn the_command_line_writes_the_archive_to_a_file() {
 #[test]
 fn the_archive_is_one_snapshot_while_writes_go_on() {
     let app = app_for_streams();
-    let acme = big_company(&app);
+    let acme = big_company(&app, "acmex");
     let before = file_tables(&app, &acme);
     let chat_id: i64 = rusqlite::Connection::open(app.tenant_file(&acme))
         .unwrap()
         .query_row("SELECT min(id) FROM chats", [], |r| r.get(0))
         .unwrap();
-    let mut client = stalled_export(&app);
+    let mut client = stalled_export(&app, "acmex");
     let owner = app.owner_token.clone();
     let mut written = false;
     let body = client.chunked_body(|_| {

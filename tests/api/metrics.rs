@@ -255,8 +255,8 @@ fn serve_with_metrics_bind_prints_and_serves_the_address() {
     assert_eq!(main.reply().status, 404);
 }
 
-/// 10,000 tenants in the catalog, traffic to 40 of them: the per-tenant series name the K
-/// busiest and sum the rest, and the whole scrape stays small.
+/// 10,000 tenants in the catalog, traffic to 40 of them: the per-tenant series name the first
+/// K asked for and sum the rest, and the whole scrape stays small.
 #[test]
 fn ten_thousand_tenants_keep_the_series_bounded() {
     const K: usize = 5;
@@ -280,10 +280,10 @@ fn ten_thousand_tenants_keep_the_series_bounded() {
     }
     tx.commit().unwrap();
     // Unauthenticated requests identify their tenant all the same (401, counted as 4xx);
-    // bulk7 gets the most.
+    // bulk2 gets the most.
     for i in 0..40 {
         let host = format!("bulk{i}.localhost");
-        let times = if i == 7 { 5 } else { 1 };
+        let times = if i == 2 { 5 } else { 1 };
         for _ in 0..times {
             let reply = test.call("GET", "/api/tenant", &[("Host", &host)], None);
             assert_eq!(reply.status, 401, "{}", reply.text());
@@ -303,7 +303,7 @@ fn ten_thousand_tenants_keep_the_series_bounded() {
         .collect();
     assert_eq!(named.len(), K + 1, "{named:?}");
     assert!(
-        named.contains("_other") && named.contains("bulk7"),
+        named.contains("_other") && named.contains("bulk2") && !named.contains("bulk7"),
         "{named:?}"
     );
     let sum: f64 = tenants.iter().map(|s| s.value).sum();
@@ -333,10 +333,11 @@ fn readyz_is_200_when_ready_and_503_naming_the_failed_check() {
     let full = spawn_app_with(|c| c.metrics.ready_min_free_bytes = u64::MAX);
     let reply = full.call("GET", "/readyz", &[], None);
     assert_eq!(reply.status, 503, "{}", reply.text());
-    let body = reply.json();
-    assert_eq!(body["failed"], serde_json::json!(["disk"]));
-    assert_eq!(body["checks"]["disk"]["ok"], false);
-    assert_eq!(body["checks"]["catalog"]["ok"], true);
+    assert_eq!(
+        reply.json(),
+        serde_json::json!({"status": "not_ready", "failed": ["disk"]}),
+        "no more than which checks failed"
+    );
     // Liveness is not readiness.
     assert_eq!(full.call("GET", "/healthz", &[], None).status, 200);
 
