@@ -3,6 +3,7 @@
 mod backup;
 #[cfg(test)]
 mod config_tests;
+mod exec;
 mod export;
 mod identity;
 mod jobs;

@@ -24,6 +24,7 @@ Usage:
   tenantd tenants rename <slug> [<new-slug>] [--name <name>]
   tenantd tenants domains add|remove <slug> <domain>
   tenantd tenants gc [--older-than MINUTES]
+  tenantd tenants exec --all|--tenant <slug>... \"SELECT ...\"
 
 Options:
   --data DIR             Data directory [TENANTD_DATA, ./data]
@@ -38,6 +39,12 @@ rename changes the slug (the workspace's address), the display name, or both.
 gc removes tenant files that no catalog row names (left by a create that was killed
 before it inserted the row), with their -wal and -shm; `serve` does the same at start.
 Files changed in the last 10 minutes are left alone: they may be a create in progress.
+exec runs one read-only query over each tenant's database (--all: every active and
+suspended tenant), four at a time, and prints one JSON line per tenant, in order:
+{\"tenant\":..., \"tenant_id\":..., \"rows\":[{column: value, ...}]} or {..., \"error\":...}.
+Anything but one statement that reads (a write, a PRAGMA that sets, ATTACH, several
+statements) is refused before any tenant is touched; the exit status is 1 if any tenant
+failed. Safe while a server runs: the files are opened read-only.
 ";
 
 pub const MIGRATE_HELP: &str = "\
@@ -253,7 +260,41 @@ pub fn tenants(args: &mut Args, env: &Env) -> Result<(), CommandError> {
                 }
             }
         }
+        "exec" => return exec(args, &data),
         other => return Err(CliError(format!("unknown tenants command: {other}")).into()),
+    }
+    Ok(())
+}
+
+/// `tenants exec --all|--tenant SLUG... "SELECT ..."`.
+fn exec(args: &mut Args, data: &Path) -> Result<(), CommandError> {
+    let all = args.flag("--all");
+    let slugs = args.values("--tenant")?;
+    let sql = required(args, "query")?;
+    args.finish_ref()?;
+    if all == !slugs.is_empty() {
+        return Err(CliError("give either --all or --tenant SLUG (repeatable)".into()).into());
+    }
+    super::exec::check_query(&sql)
+        .map_err(|e| CommandError::Operation(format!("query refused: {e}")))?;
+    let catalog = open_catalog(data, Create::Never)?;
+    let tenants = if all {
+        lifecycle::list(&catalog)?
+            .into_iter()
+            .filter(|r| super::exec::queried_by_all(r))
+            .collect()
+    } else {
+        slugs
+            .iter()
+            .map(|slug| lifecycle::show(&catalog, slug))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let count = tenants.len();
+    let failed = super::exec::run(data, tenants, &sql);
+    if failed > 0 {
+        return Err(CommandError::Operation(format!(
+            "the query failed on {failed} of {count} tenants"
+        )));
     }
     Ok(())
 }

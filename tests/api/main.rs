@@ -34,6 +34,7 @@ mod sessions;
 mod support;
 mod tenancy;
 mod tenant_name;
+mod tenants_exec;
 mod throttle;
 mod ui;
 mod webhooks_in;
