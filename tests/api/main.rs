@@ -11,6 +11,7 @@ mod beside;
 mod bodies;
 mod chat_notifications;
 mod cli;
+mod default_tenant;
 mod export;
 mod fairness;
 mod http;
