@@ -6,6 +6,7 @@ mod config_tests;
 mod exec;
 mod export;
 mod identity;
+mod import;
 mod jobs;
 mod litestream;
 mod tenants;

@@ -36,6 +36,7 @@ mod support;
 mod tenancy;
 mod tenant_name;
 mod tenants_exec;
+mod tenants_import;
 mod throttle;
 mod ui;
 mod webhooks_in;
