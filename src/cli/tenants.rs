@@ -32,7 +32,7 @@ Options:
   --json                 Print JSON instead of text
   --name NAME            create: the display name; rename: a new one; import: instead
                          of the one in the file
-  --from FILE            import: a tenant database file (or a backup of one)
+  --from FILE            import: a tenant database file, a backup, or an export .zip
   --older-than MINUTES   gc: remove only files unchanged this long [10]
   -h, --help             Show this help
 
@@ -42,10 +42,11 @@ rename changes the slug (the workspace's address), the display name, or both.
 gc removes tenant files that no catalog row names (left by a create that was killed
 before it inserted the row), with their -wal and -shm; `serve` does the same at start.
 Files changed in the last 10 minutes are left alone: they may be a create in progress.
-import makes a new tenant <slug> (a new id, no domains) from FILE, a SQLite file with
-this server's tenant schema (another install's tenant file, a backup), checked as a
-restore checks it: integrity_check and a schema version not newer than this binary's.
-Nothing is left behind when it is refused. Export archives (.zip) are not accepted yet.
+import makes a new tenant <slug> (a new id, no domains, no members) from FILE, a SQLite
+file with this server's tenant schema (another install's tenant file, a backup), or an
+archive of `tenantd export` (FILE.zip: its tables/*.jsonl rebuilt on this binary's own
+migrations). Checked as a restore checks it: integrity_check and a schema version not
+newer than this binary's. Nothing is left behind when it is refused.
 exec runs one read-only query over each tenant's database (--all: every active and
 suspended tenant), four at a time, and prints one JSON line per tenant, in order:
 {\"tenant\":..., \"tenant_id\":..., \"rows\":[{column: value, ...}]} or {..., \"error\":...}.

@@ -1,8 +1,10 @@
-//! `tenantd tenants import`: a tenant database file from elsewhere becomes a new tenant with its
-//! own id, served beside a running server and isolated from the tenant it came from; a corrupt,
-//! newer or foreign file (and an export archive, not accepted yet) is refused and leaves no
-//! catalog row and no file behind.
+//! `tenantd tenants import`: a tenant database file from elsewhere, or an export archive, becomes
+//! a new tenant with its own id, served beside a running server and isolated from the tenant it
+//! came from; a corrupt, newer or foreign file or archive is refused and leaves no catalog row
+//! and no file behind.
 
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -38,6 +40,29 @@ fn backup_file(dir: &Path, slug: &str) -> PathBuf {
     dir.join("backups")
         .join(m["tenant_id"].as_str().unwrap())
         .join(m["file"].as_str().unwrap())
+}
+
+/// Every entry of a zip archive, by name.
+fn unzip(path: &Path) -> BTreeMap<String, String> {
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+    let mut out = BTreeMap::new();
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).unwrap();
+        let mut text = String::new();
+        entry.read_to_string(&mut text).unwrap();
+        out.insert(entry.name().unwrap().to_string(), text);
+    }
+    out
+}
+
+fn write_zip(path: &Path, entries: &BTreeMap<String, String>) {
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    for (name, text) in entries {
+        zip.start_file(name.as_str(), zip::write::SimpleFileOptions::default())
+            .unwrap();
+        zip.write_all(text.as_bytes()).unwrap();
+    }
+    zip.finish().unwrap();
 }
 
 fn login(addr: std::net::SocketAddr, email: &str, password: &str) -> String {
@@ -95,6 +120,8 @@ fn an_imported_file_is_a_new_tenant_with_its_own_id_serving_its_data() {
     );
     assert_eq!(made.status, 201, "{}", made.text());
     let file = backup_file(dir, "acme");
+    let archive = dir.join("acme-export.zip");
+    cli_ok(dir, &["export", "acme", "--to", archive.to_str().unwrap()]);
 
     // Beside the running server.
     let out = cli_ok(
@@ -185,6 +212,56 @@ fn an_imported_file_is_a_new_tenant_with_its_own_id_serving_its_data() {
         None,
     );
     assert_eq!(refused.status, 403, "{}", refused.text());
+
+    // The export archive, rebuilt: the same data under another new id.
+    let out = cli_ok(
+        dir,
+        &[
+            "tenants",
+            "import",
+            "fromzip",
+            "--from",
+            archive.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    let record = json_of(&out);
+    let zip_id = record["id"].as_str().unwrap().to_string();
+    assert!(zip_id != acme && zip_id != id);
+    assert_eq!(record["name"], "acme", "the name the archive's file holds");
+    cli_ok(
+        dir,
+        &[
+            "members", "add", "--tenant", "fromzip", "--email", EMAIL, "--role", "admin",
+        ],
+    );
+    let tenant = request_to(
+        server.addr,
+        "GET",
+        "/t/fromzip/api/tenant",
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!(tenant.status, 200, "{}", tenant.text());
+    assert_eq!(tenant.json()["id"], zip_id.as_str());
+    assert_eq!(titles(server.addr, &auth, "fromzip"), ["made in acme"]);
+    // The order counter came along: the next order is numbered after the archive's.
+    let made = request_to(
+        server.addr,
+        "POST",
+        "/t/fromzip/api/orders",
+        &[("Authorization", &auth)],
+        Some(&order("made in fromzip")),
+    );
+    assert_eq!(made.status, 201, "{}", made.text());
+    assert_eq!(made.json()["number"], "ORD-000002", "{}", made.text());
+    assert_eq!(titles(server.addr, &auth, "acme"), ["made in acme"]);
+    let leftovers: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("import-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
 #[test]
@@ -214,8 +291,41 @@ fn a_corrupt_newer_or_foreign_file_is_refused_and_leaves_nothing_behind() {
     conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
         .unwrap();
     drop(conn);
-    let archive = work.path().join("acme.zip");
-    std::fs::write(&archive, b"PK\x03\x04").unwrap();
+    let not_zip = work.path().join("acme.zip");
+    std::fs::write(&not_zip, b"PK\x03\x04").unwrap();
+    let export = work.path().join("export.zip");
+    cli_ok(dir, &["export", "acme", "--to", export.to_str().unwrap()]);
+    let entries = unzip(&export);
+    let altered = |name: &str, change: &dyn Fn(&mut BTreeMap<String, String>)| {
+        let mut copy = entries.clone();
+        change(&mut copy);
+        let path = work.path().join(name);
+        write_zip(&path, &copy);
+        path
+    };
+    let newer_zip = altered("newer.zip", &|e| {
+        let mut m: Value = serde_json::from_str(&e["manifest.json"]).unwrap();
+        m["schema_version"] = json!(9999);
+        e.insert("manifest.json".into(), m.to_string());
+    });
+    let no_manifest = altered("bare.zip", &|e| {
+        e.remove("manifest.json");
+    });
+    let unknown_table = altered("table.zip", &|e| {
+        e.insert("tables/evil.jsonl".into(), "{\"x\": 1}\n".into());
+    });
+    let unknown_column = altered("column.zip", &|e| {
+        e.insert(
+            "tables/counters.jsonl".into(),
+            "{\"name\": \"x\", \"value\": 1, \"evil\": 2}\n".into(),
+        );
+    });
+    let dangling = altered("dangling.zip", &|e| {
+        e.insert(
+            "tables/chat_participants.jsonl".into(),
+            "{\"chat_id\": 42, \"user_id\": 1, \"joined_at\": \"2026-01-01T00:00:00Z\", \"last_read_message_id\": null}\n".into(),
+        );
+    });
 
     let listing = || {
         let mut names: Vec<String> = std::fs::read_dir(dir.join("tenants"))
@@ -232,7 +342,12 @@ fn a_corrupt_newer_or_foreign_file_is_refused_and_leaves_nothing_behind() {
         (&newer, "newer than this binary"),
         (&text, "not a database"),
         (&foreign, "not a tenant database"),
-        (&archive, "cannot be imported yet"),
+        (&not_zip, "not a zip archive"),
+        (&newer_zip, "newer than this binary"),
+        (&no_manifest, "no manifest.json"),
+        (&unknown_table, "no table evil"),
+        (&unknown_column, "no column evil"),
+        (&dangling, "refer to rows the archive does not hold"),
         (&work.path().join("missing.db"), "no such file"),
     ] {
         let out = cli(
@@ -254,6 +369,15 @@ fn a_corrupt_newer_or_foreign_file_is_refused_and_leaves_nothing_behind() {
         );
         assert!(stderr(&out).contains(why), "{why}: {}", stderr(&out));
         assert_eq!(listing(), files_before, "{}", file.display());
+        assert!(
+            !std::fs::read_dir(dir).unwrap().any(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("import-")),
+            "{}",
+            file.display()
+        );
         assert_eq!(
             json_of(&cli_ok(dir, &["tenants", "list", "--json"])),
             tenants_before,
