@@ -299,7 +299,7 @@ fn exec(args: &mut Args, data: &Path) -> Result<(), CommandError> {
     let slugs = args.values("--tenant")?;
     let sql = required(args, "query")?;
     args.finish_ref()?;
-    if all == !slugs.is_empty() {
+    if all != slugs.is_empty() {
         return Err(CliError("give either --all or --tenant SLUG (repeatable)".into()).into());
     }
     super::exec::check_query(&sql)

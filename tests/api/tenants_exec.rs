@@ -14,14 +14,7 @@ const EMAIL: &str = "owner@exec.test";
 const PASSWORD: &str = "exec-password-1";
 
 fn exec(data: &Path, args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_tenantd"))
-        .args(["tenants", "exec"])
-        .args(args)
-        .arg("--data")
-        .arg(data)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run tenantd")
+    crate::beside::cli(data, &[&["tenants", "exec"], args].concat())
 }
 
 fn stderr(out: &Output) -> String {

@@ -4,27 +4,17 @@
 //! and no file behind.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use serde_json::{json, Value};
 
-use crate::beside::{cli_ok, tenants_with_owner};
+use crate::beside::{cli, cli_ok, tenants_with_owner};
 use crate::support::{request_to, spawn_serve};
 
 const EMAIL: &str = "owner@import.test";
 const PASSWORD: &str = "import-password-1";
-
-fn cli(data: &Path, args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_tenantd"))
-        .args(args)
-        .arg("--data")
-        .arg(data)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run tenantd")
-}
 
 fn json_of(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).expect("JSON output")
@@ -40,19 +30,6 @@ fn backup_file(dir: &Path, slug: &str) -> PathBuf {
     dir.join("backups")
         .join(m["tenant_id"].as_str().unwrap())
         .join(m["file"].as_str().unwrap())
-}
-
-/// Every entry of a zip archive, by name.
-fn unzip(path: &Path) -> BTreeMap<String, String> {
-    let mut archive = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
-    let mut out = BTreeMap::new();
-    for i in 0..archive.len() {
-        let mut entry = archive.by_index(i).unwrap();
-        let mut text = String::new();
-        entry.read_to_string(&mut text).unwrap();
-        out.insert(entry.name().unwrap().to_string(), text);
-    }
-    out
 }
 
 fn write_zip(path: &Path, entries: &BTreeMap<String, String>) {
@@ -77,20 +54,35 @@ fn login(addr: std::net::SocketAddr, email: &str, password: &str) -> String {
     format!("Bearer {}", reply.json()["token"].as_str().unwrap())
 }
 
-fn order(title: &str) -> Value {
-    json!({"title": title, "customer_name": "C", "amount_minor": 3, "currency": "EUR"})
+/// One request to the running server with `auth`; the status must be `want`.
+fn call(
+    addr: std::net::SocketAddr,
+    auth: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    want: u16,
+) -> Value {
+    let reply = request_to(
+        addr,
+        method,
+        path,
+        &[("Authorization", auth)],
+        body.as_ref(),
+    );
+    assert_eq!(reply.status, want, "{method} {path}: {}", reply.text());
+    reply.json()
+}
+
+fn add_order(addr: std::net::SocketAddr, auth: &str, slug: &str, title: &str) -> Value {
+    let order = json!({"title": title, "customer_name": "C", "amount_minor": 3, "currency": "EUR"});
+    let path = format!("/t/{slug}/api/orders");
+    call(addr, auth, "POST", &path, Some(order), 201)
 }
 
 fn titles(addr: std::net::SocketAddr, auth: &str, slug: &str) -> Vec<String> {
-    let reply = request_to(
-        addr,
-        "GET",
-        &format!("/t/{slug}/api/orders"),
-        &[("Authorization", auth)],
-        None,
-    );
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    let mut titles: Vec<String> = reply.json()["orders"]
+    let path = format!("/t/{slug}/api/orders");
+    let mut titles: Vec<String> = call(addr, auth, "GET", &path, None, 200)["orders"]
         .as_array()
         .unwrap()
         .iter()
@@ -98,6 +90,31 @@ fn titles(addr: std::net::SocketAddr, auth: &str, slug: &str) -> Vec<String> {
         .collect();
     titles.sort();
     titles
+}
+
+/// Imports `from` as `slug` (with `extra` options) and makes `email` its admin: its record.
+fn import(dir: &Path, slug: &str, from: &Path, extra: &[&str], email: &str) -> Value {
+    let mut args = vec![
+        "tenants",
+        "import",
+        slug,
+        "--from",
+        from.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let record = json_of(&cli_ok(dir, &args));
+    assert_eq!(
+        (record["slug"].as_str(), record["status"].as_str()),
+        (Some(slug), Some("active"))
+    );
+    cli_ok(
+        dir,
+        &[
+            "members", "add", "--tenant", slug, "--email", email, "--role", "admin",
+        ],
+    );
+    record
 }
 
 #[test]
@@ -110,80 +127,37 @@ fn an_imported_file_is_a_new_tenant_with_its_own_id_serving_its_data() {
         .unwrap()
         .to_string();
     let server = spawn_serve(dir, &[], 1);
-    let auth = login(server.addr, EMAIL, PASSWORD);
-    let made = request_to(
-        server.addr,
-        "POST",
-        "/t/acme/api/orders",
-        &[("Authorization", &auth)],
-        Some(&order("made in acme")),
-    );
-    assert_eq!(made.status, 201, "{}", made.text());
+    let addr = server.addr;
+    let auth = login(addr, EMAIL, PASSWORD);
+    add_order(addr, &auth, "acme", "made in acme");
     let file = backup_file(dir, "acme");
     let archive = dir.join("acme-export.zip");
     cli_ok(dir, &["export", "acme", "--to", archive.to_str().unwrap()]);
 
     // Beside the running server.
-    let out = cli_ok(
-        dir,
-        &[
-            "tenants",
-            "import",
-            "newco",
-            "--from",
-            file.to_str().unwrap(),
-            "--name",
-            "New Co",
-            "--json",
-        ],
-    );
-    let record = json_of(&out);
+    let record = import(dir, "newco", &file, &["--name", "New Co"], EMAIL);
     let id = record["id"].as_str().unwrap().to_string();
     assert_ne!(id, acme);
-    assert_eq!(
-        (record["slug"].as_str(), record["status"].as_str()),
-        (Some("newco"), Some("active"))
-    );
-    cli_ok(
-        dir,
-        &[
-            "members", "add", "--tenant", "newco", "--email", EMAIL, "--role", "admin",
-        ],
-    );
-    let tenant = request_to(
-        server.addr,
-        "GET",
-        "/t/newco/api/tenant",
-        &[("Authorization", &auth)],
-        None,
-    );
-    assert_eq!(tenant.status, 200, "{}", tenant.text());
-    let tenant = tenant.json();
+    let tenant = call(addr, &auth, "GET", "/t/newco/api/tenant", None, 200);
     assert_eq!(tenant["id"], id.as_str());
     assert_eq!(tenant["slug"], "newco");
     assert_eq!(tenant["name"], "New Co");
-    assert_eq!(titles(server.addr, &auth, "newco"), ["made in acme"]);
+    assert_eq!(titles(addr, &auth, "newco"), ["made in acme"]);
     // Its own data from here on, and acme's members who are not its members get nothing.
-    let made = request_to(
-        server.addr,
-        "POST",
-        "/t/newco/api/orders",
-        &[("Authorization", &auth)],
-        Some(&order("made in newco")),
-    );
-    assert_eq!(made.status, 201, "{}", made.text());
+    add_order(addr, &auth, "newco", "made in newco");
     assert_eq!(
-        titles(server.addr, &auth, "newco"),
+        titles(addr, &auth, "newco"),
         ["made in acme", "made in newco"]
     );
-    assert_eq!(titles(server.addr, &auth, "acme"), ["made in acme"]);
+    assert_eq!(titles(addr, &auth, "acme"), ["made in acme"]);
+    let outsider = "acme-only@import.test";
     cli_ok(
         dir,
         &[
             "users",
             "create",
             "--email",
-            "acme-only@import.test",
+            outsider,
             "--name",
             "A",
             "--password",
@@ -193,75 +167,33 @@ fn an_imported_file_is_a_new_tenant_with_its_own_id_serving_its_data() {
     cli_ok(
         dir,
         &[
-            "members",
-            "add",
-            "--tenant",
-            "acme",
-            "--email",
-            "acme-only@import.test",
-            "--role",
-            "admin",
+            "members", "add", "--tenant", "acme", "--email", outsider, "--role", "admin",
         ],
     );
-    let outsider = login(server.addr, "acme-only@import.test", PASSWORD);
-    let refused = request_to(
-        server.addr,
-        "GET",
-        "/t/newco/api/orders",
-        &[("Authorization", &outsider)],
-        None,
-    );
-    assert_eq!(refused.status, 403, "{}", refused.text());
+    let outsider = login(addr, outsider, PASSWORD);
+    call(addr, &outsider, "GET", "/t/newco/api/orders", None, 403);
 
     // The export archive, rebuilt: the same data under another new id.
-    let out = cli_ok(
-        dir,
-        &[
-            "tenants",
-            "import",
-            "fromzip",
-            "--from",
-            archive.to_str().unwrap(),
-            "--json",
-        ],
-    );
-    let record = json_of(&out);
+    let record = import(dir, "fromzip", &archive, &[], EMAIL);
     let zip_id = record["id"].as_str().unwrap().to_string();
     assert!(zip_id != acme && zip_id != id);
     assert_eq!(record["name"], "acme", "the name the archive's file holds");
-    cli_ok(
-        dir,
-        &[
-            "members", "add", "--tenant", "fromzip", "--email", EMAIL, "--role", "admin",
-        ],
-    );
-    let tenant = request_to(
-        server.addr,
-        "GET",
-        "/t/fromzip/api/tenant",
-        &[("Authorization", &auth)],
-        None,
-    );
-    assert_eq!(tenant.status, 200, "{}", tenant.text());
-    assert_eq!(tenant.json()["id"], zip_id.as_str());
-    assert_eq!(titles(server.addr, &auth, "fromzip"), ["made in acme"]);
+    let tenant = call(addr, &auth, "GET", "/t/fromzip/api/tenant", None, 200);
+    assert_eq!(tenant["id"], zip_id.as_str());
+    assert_eq!(titles(addr, &auth, "fromzip"), ["made in acme"]);
     // The order counter came along: the next order is numbered after the archive's.
-    let made = request_to(
-        server.addr,
-        "POST",
-        "/t/fromzip/api/orders",
-        &[("Authorization", &auth)],
-        Some(&order("made in fromzip")),
-    );
-    assert_eq!(made.status, 201, "{}", made.text());
-    assert_eq!(made.json()["number"], "ORD-000002", "{}", made.text());
-    assert_eq!(titles(server.addr, &auth, "acme"), ["made in acme"]);
-    let leftovers: Vec<_> = std::fs::read_dir(dir)
+    let made = add_order(addr, &auth, "fromzip", "made in fromzip");
+    assert_eq!(made["number"], "ORD-000002", "{made}");
+    assert_eq!(titles(addr, &auth, "acme"), ["made in acme"]);
+    assert!(import_leftovers(dir).is_empty());
+}
+
+fn import_leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("import-"))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+        .collect()
 }
 
 #[test]
@@ -295,7 +227,7 @@ fn a_corrupt_newer_or_foreign_file_is_refused_and_leaves_nothing_behind() {
     std::fs::write(&not_zip, b"PK\x03\x04").unwrap();
     let export = work.path().join("export.zip");
     cli_ok(dir, &["export", "acme", "--to", export.to_str().unwrap()]);
-    let entries = unzip(&export);
+    let entries = crate::export::unzip(&std::fs::read(&export).unwrap());
     let altered = |name: &str, change: &dyn Fn(&mut BTreeMap<String, String>)| {
         let mut copy = entries.clone();
         change(&mut copy);
