@@ -215,6 +215,17 @@ fn a_corrupt_newer_or_foreign_file_is_refused_and_leaves_nothing_behind() {
     )
     .unwrap();
     drop(conn);
+    // Sound and of a known version, but one of its migrations is not this binary's: refused
+    // only when the copy is migrated, after its catalog row and file were made.
+    let altered_migration = work.path().join("altered.db");
+    std::fs::copy(&good, &altered_migration).unwrap();
+    let conn = rusqlite::Connection::open(&altered_migration).unwrap();
+    conn.execute(
+        "UPDATE schema_migrations SET checksum = 'x' WHERE version = 1",
+        [],
+    )
+    .unwrap();
+    drop(conn);
     let text = work.path().join("notes.db");
     std::fs::write(&text, "not a database at all\n".repeat(200)).unwrap();
     // A sound SQLite file that is not a tenant's.
@@ -272,6 +283,7 @@ fn a_corrupt_newer_or_foreign_file_is_refused_and_leaves_nothing_behind() {
     for (file, why) in [
         (&corrupt, "integrity_check"),
         (&newer, "newer than this binary"),
+        (&altered_migration, "changed after it was applied"),
         (&text, "not a database"),
         (&foreign, "not a tenant database"),
         (&not_zip, "not a zip archive"),
