@@ -118,6 +118,12 @@ impl ServeConfig {
         if let Some(v) = pick("--base-domain", "TENANTD_BASE_DOMAIN")? {
             c.app.identify.base_domain = v.trim().trim_end_matches('.').to_ascii_lowercase();
         }
+        if let Some(v) = pick("--default-tenant", "TENANTD_DEFAULT_TENANT")? {
+            let slug = v.trim().to_ascii_lowercase();
+            crate::catalog::validate_slug(&slug)
+                .map_err(|e| ConfigError(format!("--default-tenant: {e}")))?;
+            c.app.identify.default_tenant = Some(slug);
+        }
         if let Some(v) = pick("--max-open-tenants", "TENANTD_MAX_OPEN_TENANTS")? {
             c.app.registry.max_open_pools = number("--max-open-tenants", &v, 1, 1_000_000)?;
         }

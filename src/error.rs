@@ -56,6 +56,8 @@ pub enum Error {
     TenantUnavailable,
     /// Being restored from a backup: refused until the restore ends.
     TenantRestoring,
+    /// The server's default tenant (`serve --default-tenant`) is not in the catalog.
+    DefaultTenantMissing(String),
     /// The real-time hub did not take the command in time: a passing overload.
     RealtimeBusy,
     /// The request is well formed but its values are not acceptable: field -> message.
@@ -168,6 +170,14 @@ impl Error {
                 "tenant_restoring",
                 "the tenant is being restored from a backup; try again shortly".into(),
             ),
+            Error::DefaultTenantMissing(tenant) => (
+                503,
+                "default_tenant_missing",
+                format!(
+                    "this server's default tenant {tenant} does not exist; name a tenant \
+                     (/t/<slug>/ or X-Tenant-Slug), or fix --default-tenant"
+                ),
+            ),
             Error::TenantUnavailable => (
                 503,
                 "tenant_unavailable",
@@ -254,6 +264,7 @@ impl From<TenancyError> for Error {
             TenancyError::Suspended { .. } => Error::TenantSuspended,
             TenancyError::Provisioning { .. } => Error::TenantProvisioning,
             TenancyError::Conflict => Error::TenantConflict,
+            TenancyError::DefaultMissing { tenant } => Error::DefaultTenantMissing(tenant),
             TenancyError::Restoring { .. } => Error::TenantRestoring,
             TenancyError::Unavailable { tenant, reason } => {
                 log::error!("tenant {tenant} unavailable: {reason}");

@@ -16,6 +16,9 @@ use super::App;
 /// the health check answer as they always did.
 const RESERVED: [&str; 6] = ["api", "app", "apps", "broadcasting", "assets", "healthz"];
 
+/// Where the portal's pages are when a default tenant has the central host's others.
+const PORTAL_BASE: &str = "/admin";
+
 /// Whether a request is a browser's navigation to a page: `GET`/`HEAD`, `Accept` naming
 /// `text/html`, a path (without its `/t/{slug}` prefix) outside the reserved ones that no
 /// route answers.
@@ -134,6 +137,11 @@ fn boot(app: &App, area: &str, tenant: Option<(&str, bool)>) -> String {
     // has no use for it.
     if area == "portal" {
         boot["base_domain"] = serde_json::json!(app.identify.base_domain);
+        // With a default tenant the central host's pages are its workspace; the portal's
+        // are under /admin (see `identify::stays_central`).
+        if app.identify.default_tenant.is_some() {
+            boot["base"] = serde_json::json!(PORTAL_BASE);
+        }
     }
     boot.to_string()
 }

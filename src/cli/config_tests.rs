@@ -145,3 +145,15 @@ fn metrics_readiness_and_log_format_settings() {
         assert!(e.contains(flag), "{wrong}: {e}");
     }
 }
+
+#[test]
+fn the_default_tenant_comes_from_the_flag_or_the_environment_and_must_be_a_slug() {
+    assert_eq!(parse("", &[]).unwrap().app.identify.default_tenant, None);
+    let env = [("TENANTD_DEFAULT_TENANT", "globex")];
+    let c = parse("", &env).unwrap();
+    assert_eq!(c.app.identify.default_tenant.as_deref(), Some("globex"));
+    let c = parse("--default-tenant Acme", &env).unwrap();
+    assert_eq!(c.app.identify.default_tenant.as_deref(), Some("acme"));
+    let e = parse("--default-tenant a/b", &[]).unwrap_err();
+    assert!(e.0.contains("--default-tenant"), "{e}");
+}

@@ -3,8 +3,10 @@
 mod backup;
 #[cfg(test)]
 mod config_tests;
+mod exec;
 mod export;
 mod identity;
+mod import;
 mod jobs;
 mod litestream;
 mod tenants;
@@ -154,6 +156,10 @@ Options (each falls back to the environment variable named, then the default):
                            [TENANTD_BASE_DOMAIN, localhost]
   --central-host HOST      Another host that reaches the central routes; repeatable
                            [TENANTD_CENTRAL_HOSTS, comma-separated, none]
+  --default-tenant SLUG    Requests on a central host that name no tenant go to SLUG
+                           (one URL for a single-company install); the admin portal
+                           moves to /admin, the admin API (/api/admin/...) and inbound
+                           webhooks stay central [TENANTD_DEFAULT_TENANT, none]
   --max-open-tenants N     Tenant databases kept open at once; the least recently used
                            idle one is closed past it [TENANTD_MAX_OPEN_TENANTS, 256]
   --read-cache-mib N       MiB of read answers kept, for all tenants together, while

@@ -24,11 +24,15 @@ Usage:
   tenantd tenants rename <slug> [<new-slug>] [--name <name>]
   tenantd tenants domains add|remove <slug> <domain>
   tenantd tenants gc [--older-than MINUTES]
+  tenantd tenants import <slug> --from FILE [--name <name>]
+  tenantd tenants exec --all|--tenant <slug>... \"SELECT ...\"
 
 Options:
   --data DIR             Data directory [TENANTD_DATA, ./data]
   --json                 Print JSON instead of text
-  --name NAME            create: the display name; rename: a new one
+  --name NAME            create: the display name; rename: a new one; import: instead
+                         of the one in the file
+  --from FILE            import: a tenant database file, a backup, or an export .zip
   --older-than MINUTES   gc: remove only files unchanged this long [10]
   -h, --help             Show this help
 
@@ -38,6 +42,17 @@ rename changes the slug (the workspace's address), the display name, or both.
 gc removes tenant files that no catalog row names (left by a create that was killed
 before it inserted the row), with their -wal and -shm; `serve` does the same at start.
 Files changed in the last 10 minutes are left alone: they may be a create in progress.
+import makes a new tenant <slug> (a new id, no domains, no members) from FILE, a SQLite
+file with this server's tenant schema (another install's tenant file, a backup), or an
+archive of `tenantd export` (FILE.zip: its tables/*.jsonl rebuilt on this binary's own
+migrations). Checked as a restore checks it: integrity_check and a schema version not
+newer than this binary's. Nothing is left behind when it is refused.
+exec runs one read-only query over each tenant's database (--all: every active and
+suspended tenant), four at a time, and prints one JSON line per tenant, in order:
+{\"tenant\":..., \"tenant_id\":..., \"rows\":[{column: value, ...}]} or {..., \"error\":...}.
+Anything but one statement that reads (a write, a PRAGMA that sets, ATTACH, several
+statements) is refused before any tenant is touched; the exit status is 1 if any tenant
+failed. Safe while a server runs: the files are opened read-only.
 ";
 
 pub const MIGRATE_HELP: &str = "\
@@ -253,7 +268,60 @@ pub fn tenants(args: &mut Args, env: &Env) -> Result<(), CommandError> {
                 }
             }
         }
+        "exec" => return exec(args, &data),
+        "import" => {
+            // Options first, as for create.
+            let from = args
+                .value("--from")?
+                .ok_or_else(|| CliError("--from FILE is required".into()))?;
+            let name = args.value("--name")?;
+            let slug = required(args, "slug")?;
+            args.finish_ref()?;
+            let catalog = catalog()?;
+            let from = std::path::PathBuf::from(from);
+            let record = super::import::import(&catalog, &slug, &from, name.as_deref())?;
+            audit_with(
+                &catalog,
+                "tenant.imported",
+                &record,
+                serde_json::json!({"via": "cli", "slug": record.slug, "from": from.display().to_string()}),
+            );
+            print_record(&record, json);
+        }
         other => return Err(CliError(format!("unknown tenants command: {other}")).into()),
+    }
+    Ok(())
+}
+
+/// `tenants exec --all|--tenant SLUG... "SELECT ..."`.
+fn exec(args: &mut Args, data: &Path) -> Result<(), CommandError> {
+    let all = args.flag("--all");
+    let slugs = args.values("--tenant")?;
+    let sql = required(args, "query")?;
+    args.finish_ref()?;
+    if all != slugs.is_empty() {
+        return Err(CliError("give either --all or --tenant SLUG (repeatable)".into()).into());
+    }
+    super::exec::check_query(&sql)
+        .map_err(|e| CommandError::Operation(format!("query refused: {e}")))?;
+    let catalog = open_catalog(data, Create::Never)?;
+    let tenants = if all {
+        lifecycle::list(&catalog)?
+            .into_iter()
+            .filter(|r| super::exec::queried_by_all(r))
+            .collect()
+    } else {
+        slugs
+            .iter()
+            .map(|slug| lifecycle::show(&catalog, slug))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let count = tenants.len();
+    let failed = super::exec::run(data, tenants, &sql);
+    if failed > 0 {
+        return Err(CommandError::Operation(format!(
+            "the query failed on {failed} of {count} tenants"
+        )));
     }
     Ok(())
 }

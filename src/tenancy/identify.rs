@@ -18,6 +18,9 @@ pub struct IdentifyConfig {
     pub base_domain: String,
     /// Further hosts that reach the central routes.
     pub central_hosts: Vec<String>,
+    /// The tenant of requests on a central host that name none (`serve --default-tenant`),
+    /// except those [`stays_central`] keeps.
+    pub default_tenant: Option<String>,
 }
 
 impl Default for IdentifyConfig {
@@ -25,6 +28,7 @@ impl Default for IdentifyConfig {
         IdentifyConfig {
             base_domain: "localhost".into(),
             central_hosts: Vec::new(),
+            default_tenant: None,
         }
     }
 }
@@ -45,6 +49,8 @@ pub enum Via {
     Header,
     Domain,
     Subdomain,
+    /// Nothing named a tenant on a central host: the configured default.
+    Default,
 }
 
 #[derive(Debug)]
@@ -73,6 +79,18 @@ pub fn is_central(config: &IdentifyConfig, host: &str) -> bool {
         || host == config.base_domain
         || config.central_hosts.iter().any(|h| h == host)
         || host.parse::<IpAddr>().is_ok()
+}
+
+/// The paths a central host keeps for itself when a default tenant is set: the admin API, the
+/// admin portal's pages (under `/admin` then) and the inbound webhooks, which are not any one
+/// tenant's. Whole segments only: `/administration` is the tenant's.
+pub fn stays_central(path: &str) -> bool {
+    ["/api/admin", "/admin", "/api/webhooks"]
+        .iter()
+        .any(|prefix| {
+            path.strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
 }
 
 /// Identifies the tenant of a request. Errors: a method names an unknown or deleted tenant
@@ -109,6 +127,8 @@ pub fn identify<'a>(
     if let Some(slug) = hints.tenant_slug {
         name(snapshot.by_slug(slug.trim()), Via::Header)?;
     }
+    // A request without a Host header answers as the central host does.
+    let mut on_central_host = true;
     if let Some(host) = hints.host.map(normalize_host) {
         let central = is_central(config, &host);
         let label = host
@@ -128,6 +148,22 @@ pub fn identify<'a>(
             }
         }
         // Any other host is not ours to interpret: the central routes answer it.
+        on_central_host = central;
+    }
+    if let Some(slug) = config.default_tenant.as_deref() {
+        if named.is_none() && on_central_host && !stays_central(path) {
+            // A default that is gone is the operator's to fix, never a reason to serve another.
+            match snapshot.by_slug(slug) {
+                Some(record) if record.status != TenantStatus::Deleted => {
+                    named = Some((record.clone(), Via::Default));
+                }
+                _ => {
+                    return Err(TenancyError::DefaultMissing {
+                        tenant: slug.to_string(),
+                    })
+                }
+            }
+        }
     }
 
     if let Some((record, _)) = &named {
@@ -162,5 +198,30 @@ mod tests {
         assert_eq!(strip_path_prefix("/t/acme"), (Some("acme"), "/"));
         assert_eq!(strip_path_prefix("/t/"), (Some(""), "/"));
         assert_eq!(strip_path_prefix("/api/t/x"), (None, "/api/t/x"));
+    }
+
+    #[test]
+    fn the_admin_paths_and_inbound_webhooks_stay_central_by_whole_segments() {
+        for central in [
+            "/api/admin",
+            "/api/admin/tenants",
+            "/admin",
+            "/admin/",
+            "/admin/jobs/7",
+            "/api/webhooks/billing",
+        ] {
+            assert!(stays_central(central), "{central}");
+        }
+        for tenant in [
+            "/",
+            "/api/tenant",
+            "/api/administer",
+            "/administration",
+            "/api/webhook-endpoints",
+            "/api/webhooks-x",
+            "/chats/1",
+        ] {
+            assert!(!stays_central(tenant), "{tenant}");
+        }
     }
 }

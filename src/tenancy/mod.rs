@@ -110,6 +110,10 @@ pub enum TenancyError {
     },
     /// Two identification methods of one request name different tenants.
     Conflict,
+    /// `serve --default-tenant` names a tenant the catalog does not have (or has deleted).
+    DefaultMissing {
+        tenant: String,
+    },
     Catalog(CatalogError),
 }
 
@@ -130,6 +134,9 @@ impl fmt::Display for TenancyError {
                 write!(f, "tenant {tenant} is being restored from a backup")
             }
             TenancyError::Conflict => f.write_str("the request names two different tenants"),
+            TenancyError::DefaultMissing { tenant } => {
+                write!(f, "the default tenant {tenant} does not exist")
+            }
             TenancyError::Catalog(e) => e.fmt(f),
         }
     }

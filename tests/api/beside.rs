@@ -15,7 +15,7 @@ use crate::support::{request_to, spawn_serve};
 const TENANTS: [&str; 3] = ["alpha", "beta", "gamma"];
 const PASSWORD: &str = "beside-password-1";
 
-fn cli(data: &Path, args: &[&str]) -> Output {
+pub(crate) fn cli(data: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tenantd"))
         .args(args)
         .arg("--data")

@@ -48,7 +48,7 @@ fn seed(app: &TestApp, slug: &str, marker: &str) -> (String, String) {
 }
 
 /// Every entry of a zip, by name, decompressed.
-fn unzip(bytes: &[u8]) -> BTreeMap<String, String> {
+pub(crate) fn unzip(bytes: &[u8]) -> BTreeMap<String, String> {
     let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).expect("a zip archive");
     let mut out = BTreeMap::new();
     for i in 0..archive.len() {

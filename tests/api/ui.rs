@@ -22,7 +22,7 @@ fn open(app: &TestApp, host: &str, path: &str) -> Reply {
 }
 
 /// The page's boot data, read back the way the browser reads the attribute.
-fn boot(page: &Reply) -> Value {
+pub(crate) fn boot(page: &Reply) -> Value {
     let text = page.text();
     let start = text
         .find(r#"<meta name="tenantd-boot" content=""#)

@@ -1,7 +1,7 @@
 // A small History API router: the current path (without the tenant prefix) as state, links that
 // navigate without reloading, and pattern matching with named parameters ("/chats/:id").
 import { html, useEffect, useState } from '../../vendor/htm-preact.module.js';
-import { base } from './boot.js';
+import { pageBase as base } from './boot.js';
 
 const subscribers = new Set();
 

@@ -2,7 +2,7 @@
 // everyone else, and the sign-in that leads to either.
 import { html, useCallback, useEffect, useState } from '../../vendor/htm-preact.module.js';
 import { api, onApiError, setCsrf } from '../lib/api.js';
-import { Link, pick, usePath } from '../lib/router.js';
+import { href, Link, pick, usePath } from '../lib/router.js';
 import { Banner, ErrorBox, Loading } from '../lib/ui.js';
 import { AcceptInvitation, Card, Companies, Profile, SignIn } from '../account/screens.js';
 import { TenantScreen, TenantsScreen } from './tenants.js';
@@ -83,7 +83,7 @@ async function signOutHere() {
   } catch {
     // Already ended.
   }
-  location.assign('/');
+  location.assign(href('/'));
 }
 
 function PersonHome({ me, path }) {

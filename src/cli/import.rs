@@ -1,0 +1,240 @@
+//! `tenantd tenants import`: an existing SQLite file with the tenant schema, or an export
+//! archive rebuilt into one, brought in as a new tenant, checked and copied as `restore --as`
+//! does it (`backup::restore_as`), with a new id written into the copy's `tenant_meta`. Safe beside a running server: nothing it holds is
+//! touched, and the new tenant becomes active only once its file is in place.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::catalog::{validate_name, Catalog, TenantRecord, TenantStatus};
+use crate::db::{self, Create, DbKind};
+use crate::tenancy::backup::{self, BackupError};
+use crate::tenancy::export::FORMAT;
+use crate::tenancy::lifecycle::{self, tenant_target_version, Rename};
+use crate::tenancy::tenant_db_path;
+
+use super::tenants::CommandError;
+
+/// Imports `from` as the new tenant `slug`, named `name` (else as the file says).
+pub(super) fn import(
+    catalog: &Catalog,
+    slug: &str,
+    from: &Path,
+    name: Option<&str>,
+) -> Result<Arc<TenantRecord>, CommandError> {
+    let failed =
+        |why: String| CommandError::Operation(format!("import of {}: {why}", from.display()));
+    let name = name
+        .map(validate_name)
+        .transpose()
+        .map_err(|e| failed(e.to_string()))?;
+    let is_archive = from
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("zip"));
+    let known_before = catalog.by_slug(slug).ok().flatten().map(|r| r.id.clone());
+    let copied = if is_archive {
+        // Rebuilt into a file of its own first, then brought in as any file is.
+        let built = catalog
+            .data_dir()
+            .join(format!("import-{}.db", uuid::Uuid::new_v4().simple()));
+        let result = rebuild(from, &built).and_then(|()| backup::restore_as(catalog, &built, slug));
+        if let Err(e) = db::remove_database_files(&built) {
+            log::warn!("import: {} not removed: {e}", built.display());
+        }
+        result
+    } else {
+        backup::restore_as(catalog, from, slug)
+    };
+    if let Err(e) = copied {
+        remove_unfinished(catalog, slug, known_before.as_deref());
+        return Err(failed(match e {
+            BackupError::NotFound(_) => "no such file".into(),
+            BackupError::Refused(why) => format!("refused: {why}"),
+            other => other.to_string(),
+        }));
+    }
+    match name {
+        Some(name) => {
+            let change = Rename {
+                slug: None,
+                name: Some(name),
+            };
+            Ok(lifecycle::rename(catalog, slug, &change)?.after)
+        }
+        None => Ok(lifecycle::show(catalog, slug)?),
+    }
+}
+
+/// What a failed copy left: the `provisioning` row it made (not one that was there before) and
+/// its file, so a refused import leaves nothing behind.
+fn remove_unfinished(catalog: &Catalog, slug: &str, known_before: Option<&str>) {
+    let Ok(Some(record)) = catalog.by_slug(slug) else {
+        return;
+    };
+    if record.status != TenantStatus::Provisioning || known_before == Some(record.id.as_str()) {
+        return;
+    }
+    if let Some(path) = tenant_db_path(catalog.data_dir(), &record.id) {
+        if let Err(e) = db::remove_database_files(&path) {
+            log::warn!("import: {} not removed: {e}", path.display());
+            return;
+        }
+    }
+    if let Err(e) = catalog.delete_row(&record.id) {
+        log::warn!("import: the unfinished tenant {slug} not removed: {e}");
+    }
+}
+
+/// Makes the tenant database `out` from an export archive (`tenancy::export`): this binary's
+/// own migrations up to the archive's schema version (never the archive's `schema.sql`, which
+/// is only SQL someone handed over), then every `tables/<table>.jsonl` row into its table.
+/// What comes out is checked as any imported file is.
+fn rebuild(archive: &Path, out: &Path) -> Result<(), BackupError> {
+    let refused = |why: String| BackupError::Refused(why);
+    let file = std::fs::File::open(archive).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => BackupError::NotFound(archive.display().to_string()),
+        _ => refused(format!("cannot read it: {e}")),
+    })?;
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
+        .map_err(|e| refused(format!("not a zip archive: {e}")))?;
+    let manifest: serde_json::Value = {
+        let entry = zip
+            .by_name("manifest.json")
+            .map_err(|_| refused("not a tenantd export (no manifest.json)".into()))?;
+        serde_json::from_reader(entry)
+            .map_err(|e| refused(format!("manifest.json cannot be read: {e}")))?
+    };
+    if manifest["format"] != FORMAT {
+        return Err(refused(format!(
+            "not a tenantd export of format {FORMAT} (manifest.json says {})",
+            manifest["format"]
+        )));
+    }
+    let version = manifest["schema_version"]
+        .as_u64()
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| refused("manifest.json has no schema_version".into()))?;
+    if version > tenant_target_version() {
+        return Err(refused(format!(
+            "its schema version {version} is newer than this binary's ({})",
+            tenant_target_version()
+        )));
+    }
+    let mut conn = db::open(out, DbKind::Tenant, Create::New)?;
+    let all = db::tenant_migrations();
+    let known = all.iter().take_while(|m| m.version <= version).count();
+    db::migrate(&mut conn, &all[..known])?;
+    if db::schema_version(&conn)? != version {
+        return Err(refused(format!(
+            "schema version {version} is not one this binary has"
+        )));
+    }
+    // Tables come in name order, not in the order their references need.
+    conn.pragma_update(None, "foreign_keys", false)?;
+    let tx = conn.transaction()?;
+    for i in 0..zip.len() {
+        let entry = zip
+            .by_index(i)
+            .map_err(|e| refused(format!("entry {i}: {e}")))?;
+        let name = entry.name().map(|n| n.to_string()).unwrap_or_default();
+        let Some(table) = name
+            .strip_prefix("tables/")
+            .and_then(|n| n.strip_suffix(".jsonl"))
+        else {
+            continue;
+        };
+        // The migrations made and filled it, exactly.
+        if table == "schema_migrations" {
+            continue;
+        }
+        let columns = columns_of(&tx, table)?;
+        if columns.is_empty() {
+            return Err(refused(format!(
+                "{name}: no table {table} in schema {version}"
+            )));
+        }
+        for (n, line) in std::io::BufRead::lines(std::io::BufReader::new(entry)).enumerate() {
+            let line = line.map_err(|e| refused(format!("{name}: {e}")))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let row: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&line)
+                .map_err(|e| refused(format!("{name} line {}: {e}", n + 1)))?;
+            insert_row(&tx, table, &columns, &row)
+                .map_err(|why| refused(format!("{name} line {}: {why}", n + 1)))?;
+        }
+    }
+    tx.commit()?;
+    let broken: i64 = conn.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+        r.get(0)
+    })?;
+    if broken > 0 {
+        return Err(refused(format!(
+            "{broken} rows refer to rows the archive does not hold"
+        )));
+    }
+    conn.close().map_err(|(_, e)| BackupError::from(e))?;
+    Ok(())
+}
+
+fn columns_of(conn: &rusqlite::Connection, table: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
+    let names = stmt.query_map([table], |r| r.get(0))?;
+    names.collect()
+}
+
+/// One row; a seeded row the archive also holds (a counter) takes the archive's values.
+fn insert_row(
+    conn: &rusqlite::Connection,
+    table: &str,
+    columns: &[String],
+    row: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), String> {
+    use rusqlite::types::Value as Sql;
+    let mut names = Vec::with_capacity(row.len());
+    let mut values = Vec::with_capacity(row.len());
+    for (column, value) in row {
+        if !columns.contains(column) {
+            return Err(format!("no column {column} in {table}"));
+        }
+        names.push(quote(column));
+        values.push(match value {
+            serde_json::Value::Null => Sql::Null,
+            serde_json::Value::Bool(b) => Sql::Integer(i64::from(*b)),
+            serde_json::Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => Sql::Integer(i),
+                (None, Some(f)) => Sql::Real(f),
+                _ => return Err(format!("{column}: {n} is out of range")),
+            },
+            serde_json::Value::String(t) => Sql::Text(t.clone()),
+            serde_json::Value::Object(o) => match o.get("base64").and_then(|b| b.as_str()) {
+                Some(b) if o.len() == 1 => Sql::Blob(
+                    data_encoding::BASE64
+                        .decode(b.as_bytes())
+                        .map_err(|e| format!("{column}: {e}"))?,
+                ),
+                _ => {
+                    return Err(format!(
+                        "{column}: an object other than {{\"base64\": ...}}"
+                    ))
+                }
+            },
+            serde_json::Value::Array(_) => return Err(format!("{column}: an array")),
+        });
+    }
+    let sql = format!(
+        "INSERT OR REPLACE INTO {} ({}) VALUES ({})",
+        quote(table),
+        names.join(", "),
+        vec!["?"; names.len()].join(", ")
+    );
+    conn.prepare_cached(&sql)
+        .and_then(|mut stmt| stmt.execute(rusqlite::params_from_iter(values)))
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// An SQL identifier: the table and column names checked against the schema above.
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
