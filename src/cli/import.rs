@@ -59,7 +59,7 @@ pub(super) fn import(
                 slug: None,
                 name: Some(name),
             };
-            Ok(lifecycle::rename(catalog, slug, &change)?.after)
+            Ok(lifecycle::rename(catalog, None, slug, &change)?.after)
         }
         None => Ok(lifecycle::show(catalog, slug)?),
     }
