@@ -287,11 +287,23 @@ impl App {
         if ids > 1 || slugs > 1 {
             return Error::TenantConflict.into_response();
         }
+        // Only a tenant's route (or a page) takes the default tenant: a path-only look, as
+        // body_limit does.
+        let central_route = self.identify.default_tenant.is_some() && {
+            let (_, path) = identify::strip_path_prefix(&req.path);
+            match self.router.find(&req.method, path) {
+                Match::Found(route, _) => {
+                    !matches!(route.handler, Route::Tenant(_) | Route::TenantRead(_))
+                }
+                _ => false,
+            }
+        };
         let hints = Hints {
             path: &req.path,
             tenant_id: req.header("x-tenant-id"),
             tenant_slug: req.header("x-tenant-slug"),
             host: req.header("host"),
+            central_route,
         };
         // One look at whether the catalog changed, for the whole request.
         let fresh = match self.catalog.view() {

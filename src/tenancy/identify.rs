@@ -40,6 +40,10 @@ pub struct Hints<'a> {
     pub tenant_id: Option<&'a str>,
     pub tenant_slug: Option<&'a str>,
     pub host: Option<&'a str>,
+    /// The request is for a route that is not a tenant's (sign-in, the account, public and
+    /// real-time routes): the default tenant is not given to it, so a default that is down
+    /// takes no central route with it and no central action is recorded as the default's.
+    pub central_route: bool,
 }
 
 /// How the tenant was named (for logs and tests).
@@ -151,7 +155,7 @@ pub fn identify<'a>(
         on_central_host = central;
     }
     if let Some(slug) = config.default_tenant.as_deref() {
-        if named.is_none() && on_central_host && !stays_central(path) {
+        if named.is_none() && on_central_host && !hints.central_route && !stays_central(path) {
             // A default that is gone is the operator's to fix, never a reason to serve another.
             match snapshot.by_slug(slug) {
                 Some(record) if record.status != TenantStatus::Deleted => {

@@ -187,3 +187,42 @@ fn a_suspended_or_missing_default_tenant_is_a_clear_error_never_another() {
         assert_eq!(portal.status, 200, "{step}");
     }
 }
+
+/// Sign-in, the account and the real-time routes are nobody's tenant routes: a person of
+/// another company signing in on the central host is not recorded in the default's audit log,
+/// and a default that is down takes none of them with it.
+#[test]
+fn central_routes_take_no_default_tenant() {
+    let test = app();
+    let acme = id_of(&test, "acme");
+    let stranger = test.user("stranger@globex.test", "member-password-1");
+    test.join(stranger, "globex", "viewer");
+    assert_eq!(
+        test.login("stranger@globex.test", "member-password-1")
+            .status,
+        200
+    );
+    assert_eq!(test.login("stranger@globex.test", "wrong").status, 401);
+    let entries: i64 = test
+        .central_db()
+        .query_row(
+            "SELECT count(*) FROM audit_log WHERE tenant_id = ?1 AND action LIKE 'auth.%'",
+            [&acme],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        entries, 0,
+        "central sign-ins recorded under the default tenant"
+    );
+
+    let reply = test.admin("POST", "/api/admin/tenants/acme/suspend", None);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let token = test.token("stranger@globex.test", "member-password-1");
+    let auth = format!("Bearer {token}");
+    let me = test.call("GET", "/api/me", &[("Authorization", auth.as_str())], None);
+    assert_eq!(me.status, 200, "{}", me.text());
+    // The default's own routes say why.
+    let got = tenant_as(&test, &test.owner_token, "/api/tenant", &[]);
+    assert_eq!(got["code"], "tenant_suspended", "{got}");
+}
