@@ -54,11 +54,9 @@ fn prepare_read<'c>(conn: &'c Connection, sql: &str) -> Result<rusqlite::Stateme
 /// The query's rows in one tenant's file, each an object of column name to value.
 fn query_tenant(data: &Path, record: &TenantRecord, sql: &str) -> Result<Vec<Value>, String> {
     let path = tenant_db_path(data, &record.id).ok_or("the catalog id is not a canonical UUID")?;
-    let conn = db::open_read_only(&path).map_err(|e| e.to_string())?;
-    // The file is opened read-only already; this also stops what a read-only open would let
-    // through (a PRAGMA setting a connection option is harmless, a write is refused).
-    conn.pragma_update(None, "query_only", true)
-        .map_err(|e| e.to_string())?;
+    // Not `open_read_only`: its `immutable` open (for a file with no `-wal`) takes no locks, and
+    // the server may be writing this file right now.
+    let conn = db::open_query_only(&path).map_err(|e| e.to_string())?;
     let mut stmt = prepare_read(&conn, sql)?;
     let names: Vec<String> = stmt.column_names().iter().map(|n| n.to_string()).collect();
     let mut rows = stmt.query([]).map_err(|e| e.to_string())?;

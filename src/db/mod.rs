@@ -259,6 +259,24 @@ pub fn open_read_only(path: &Path) -> Result<Connection, DbError> {
     Ok(conn)
 }
 
+/// Reads a database that a server may be writing, through SQLite's own locking: opened for
+/// reading and writing (WAL readers need the `-shm`, and SQLite makes the `-wal` and `-shm`
+/// when they are missing) but never created, `query_only` so no statement can change it, and
+/// its journal mode left as it is (no `init`). Unlike [`open_read_only`], never `immutable`:
+/// that takes no locks, so a read beside a writer could fail or come out wrong.
+pub fn open_query_only(path: &Path) -> Result<Connection, DbError> {
+    ensure_exists(path)?;
+    if fs::metadata(path).map(|m| m.len() == 0).unwrap_or(false) {
+        return Err(DbError::Empty(path.to_path_buf()));
+    }
+    let conn = Connection::open_with_flags(path, base_flags())?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    disable_attach(&conn);
+    conn.pragma_update(None, "trusted_schema", "OFF")?;
+    conn.pragma_update(None, "query_only", true)?;
+    Ok(conn)
+}
+
 /// Fails with `Missing` unless `path` is an existing regular file.
 pub fn ensure_exists(path: &Path) -> Result<(), DbError> {
     match fs::metadata(path) {

@@ -594,3 +594,33 @@ fn rebuilding_the_tenants_table_keeps_what_hangs_on_it() {
     assert_eq!(count(&conn, "SELECT count(*) FROM memberships"), 0);
     assert_eq!(count(&conn, "SELECT count(*) FROM roles"), 0);
 }
+
+/// `open_query_only` reads a file a writer changes after it was opened cleanly closed (no
+/// `-wal`), through SQLite's locks: it sees every commit, checkpointed or not, and can write
+/// nothing. An `immutable` open of the same file would keep answering from what it first read.
+#[test]
+fn a_query_only_reader_follows_a_writer_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let setup = open(&path, DbKind::Tenant, Create::IfMissing).unwrap();
+    setup
+        .execute_batch("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);")
+        .unwrap();
+    drop(setup);
+    assert!(!path.with_extension("db-wal").exists(), "closed cleanly");
+
+    let reader = open_query_only(&path).unwrap();
+    assert_eq!(count(&reader, "SELECT count(*) FROM t"), 1);
+    assert_eq!(pragma_text(&reader, "journal_mode"), "wal");
+    let writer = open(&path, DbKind::Tenant, Create::Never).unwrap();
+    writer.execute("INSERT INTO t VALUES (2)", []).unwrap();
+    assert_eq!(count(&reader, "SELECT count(*) FROM t"), 2);
+    writer
+        .execute_batch("INSERT INTO t VALUES (3); PRAGMA wal_checkpoint(TRUNCATE);")
+        .unwrap();
+    assert_eq!(count(&reader, "SELECT count(*) FROM t"), 3);
+    let refused = reader.execute("INSERT INTO t VALUES (4)", []).unwrap_err();
+    assert!(refused.to_string().contains("readonly"), "{refused}");
+    assert_attach_refused(&reader, dir.path());
+    assert_eq!(count(&writer, "SELECT count(*) FROM t"), 3);
+}

@@ -802,11 +802,22 @@ pub fn restore_in_place(
         failpoint("old_unwalled");
         rename(&tmp, &live)?;
         failpoint("renamed");
-        sync_dir(&tenants)?;
+        // From here the new file is the tenant's: a failure to sync the directory or to close
+        // the old file must not undo the switch nor remove the copy kept aside, which is now
+        // the only copy of the old data.
+        if let Err(e) = sync_dir(&tenants) {
+            log::error!(
+                "restore of {}: syncing {}: {e}",
+                record.slug,
+                tenants.display()
+            );
+        }
         failpoint("synced");
         // Only now: the old file is no longer at the tenant's path.
         if let Some(old) = old {
-            old.close().map_err(|(_, e)| BackupError::from(e))?;
+            if let Err((_, e)) = old.close() {
+                log::error!("restore of {}: closing the old file: {e}", record.slug);
+            }
         }
         Ok(())
     })();
