@@ -85,6 +85,11 @@ fn remove_unfinished(catalog: &Catalog, slug: &str, known_before: Option<&str>) 
     }
 }
 
+/// The most of `manifest.json` read: a real one is a few hundred bytes.
+const MAX_MANIFEST: u64 = 1 << 20;
+/// The longest row line read: rows hold texts of at most 10,000 characters today.
+const MAX_LINE: u64 = 16 << 20;
+
 /// Makes the tenant database `out` from an export archive (`tenancy::export`): this binary's
 /// own migrations up to the archive's schema version (never the archive's `schema.sql`, which
 /// is only SQL someone handed over), then every `tables/<table>.jsonl` row into its table.
@@ -101,7 +106,8 @@ fn rebuild(archive: &Path, out: &Path) -> Result<(), BackupError> {
         let entry = zip
             .by_name("manifest.json")
             .map_err(|_| refused("not a tenantd export (no manifest.json)".into()))?;
-        serde_json::from_reader(entry)
+        // An archive is someone's file: nothing of it is read without a bound.
+        serde_json::from_reader(std::io::Read::take(entry, MAX_MANIFEST))
             .map_err(|e| refused(format!("manifest.json cannot be read: {e}")))?
     };
     if manifest["format"] != FORMAT {
@@ -153,12 +159,30 @@ fn rebuild(archive: &Path, out: &Path) -> Result<(), BackupError> {
                 "{name}: no table {table} in schema {version}"
             )));
         }
-        for (n, line) in std::io::BufRead::lines(std::io::BufReader::new(entry)).enumerate() {
-            let line = line.map_err(|e| refused(format!("{name}: {e}")))?;
-            if line.trim().is_empty() {
+        let mut reader = std::io::BufReader::new(entry);
+        let mut line = Vec::new();
+        for n in 0.. {
+            line.clear();
+            let read = std::io::BufRead::read_until(
+                &mut std::io::Read::take(&mut reader, MAX_LINE + 1),
+                b'\n',
+                &mut line,
+            )
+            .map_err(|e| refused(format!("{name}: {e}")))?;
+            if read == 0 {
+                break;
+            }
+            if line.len() as u64 > MAX_LINE {
+                return Err(refused(format!(
+                    "{name} line {}: longer than {} MiB",
+                    n + 1,
+                    MAX_LINE >> 20
+                )));
+            }
+            if line.trim_ascii().is_empty() {
                 continue;
             }
-            let row: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&line)
+            let row: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&line)
                 .map_err(|e| refused(format!("{name} line {}: {e}", n + 1)))?;
             insert_row(&tx, table, &columns, &row)
                 .map_err(|why| refused(format!("{name} line {}: {why}", n + 1)))?;

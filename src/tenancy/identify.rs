@@ -82,7 +82,13 @@ pub fn is_central(config: &IdentifyConfig, host: &str) -> bool {
     host.is_empty()
         || host == config.base_domain
         || config.central_hosts.iter().any(|h| h == host)
-        || host.parse::<IpAddr>().is_ok()
+        // An IPv6 host keeps its brackets through `normalize_host` (`[fd00::5]`).
+        || host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host)
+            .parse::<IpAddr>()
+            .is_ok()
 }
 
 /// The paths a central host keeps for itself when a default tenant is set: the admin API, the
@@ -202,6 +208,23 @@ mod tests {
         assert_eq!(strip_path_prefix("/t/acme"), (Some("acme"), "/"));
         assert_eq!(strip_path_prefix("/t/"), (Some(""), "/"));
         assert_eq!(strip_path_prefix("/api/t/x"), (None, "/api/t/x"));
+    }
+
+    #[test]
+    fn ip_hosts_are_central_with_or_without_a_port() {
+        let config = IdentifyConfig::default();
+        for host in [
+            "127.0.0.1:8080",
+            "10.0.0.5",
+            "[fd00::5]:8080",
+            "[::1]",
+            "localhost",
+        ] {
+            assert!(is_central(&config, &normalize_host(host)), "{host}");
+        }
+        for host in ["acme.localhost", "shop.example.com", "[not-an-ip]"] {
+            assert!(!is_central(&config, &normalize_host(host)), "{host}");
+        }
     }
 
     #[test]

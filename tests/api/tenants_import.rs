@@ -269,6 +269,10 @@ fn a_corrupt_newer_or_foreign_file_is_refused_and_leaves_nothing_behind() {
             "{\"chat_id\": 42, \"user_id\": 1, \"joined_at\": \"2026-01-01T00:00:00Z\", \"last_read_message_id\": null}\n".into(),
         );
     });
+    // A row line past the bound is refused as it is read, not held whole first.
+    let endless = altered("endless.zip", &|e| {
+        e.insert("tables/counters.jsonl".into(), " ".repeat((16 << 20) + 1));
+    });
 
     let listing = || {
         let mut names: Vec<String> = std::fs::read_dir(dir.join("tenants"))
@@ -292,6 +296,7 @@ fn a_corrupt_newer_or_foreign_file_is_refused_and_leaves_nothing_behind() {
         (&unknown_table, "no table evil"),
         (&unknown_column, "no column evil"),
         (&dangling, "refer to rows the archive does not hold"),
+        (&endless, "longer than 16 MiB"),
         (&work.path().join("missing.db"), "no such file"),
     ] {
         let out = cli(
