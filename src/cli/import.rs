@@ -6,12 +6,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::catalog::{validate_name, Catalog, TenantRecord, TenantStatus};
+use crate::catalog::{validate_name, Catalog, TenantRecord};
 use crate::db::{self, Create, DbKind};
 use crate::tenancy::backup::{self, BackupError};
 use crate::tenancy::export::FORMAT;
 use crate::tenancy::lifecycle::{self, tenant_target_version, Rename};
-use crate::tenancy::tenant_db_path;
 
 use super::tenants::CommandError;
 
@@ -31,7 +30,6 @@ pub(super) fn import(
     let is_archive = from
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("zip"));
-    let known_before = catalog.by_slug(slug).ok().flatten().map(|r| r.id.clone());
     let copied = if is_archive {
         // Rebuilt into a file of its own first, then brought in as any file is.
         let built = catalog
@@ -46,7 +44,6 @@ pub(super) fn import(
         backup::restore_as(catalog, from, slug)
     };
     if let Err(e) = copied {
-        remove_unfinished(catalog, slug, known_before.as_deref());
         return Err(failed(match e {
             BackupError::NotFound(_) => "no such file".into(),
             BackupError::Refused(why) => format!("refused: {why}"),
@@ -62,26 +59,6 @@ pub(super) fn import(
             Ok(lifecycle::rename(catalog, None, slug, &change)?.after)
         }
         None => Ok(lifecycle::show(catalog, slug)?),
-    }
-}
-
-/// What a failed copy left: the `provisioning` row it made (not one that was there before) and
-/// its file, so a refused import leaves nothing behind.
-fn remove_unfinished(catalog: &Catalog, slug: &str, known_before: Option<&str>) {
-    let Ok(Some(record)) = catalog.by_slug(slug) else {
-        return;
-    };
-    if record.status != TenantStatus::Provisioning || known_before == Some(record.id.as_str()) {
-        return;
-    }
-    if let Some(path) = tenant_db_path(catalog.data_dir(), &record.id) {
-        if let Err(e) = db::remove_database_files(&path) {
-            log::warn!("import: {} not removed: {e}", path.display());
-            return;
-        }
-    }
-    if let Err(e) = catalog.delete_row(&record.id) {
-        log::warn!("import: the unfinished tenant {slug} not removed: {e}");
     }
 }
 

@@ -900,8 +900,20 @@ pub fn restore_as(catalog: &Catalog, file: &Path, new_slug: &str) -> Result<Rest
     })();
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
-        // The row stays `provisioning` and is refused as not ready; deleting it is the
-        // operator's call (`tenantd tenants delete`), as for a failed asynchronous create.
+        // What this clone made, and only that (its own new id): a refused or failed clone
+        // leaves no tenant behind.
+        if let Err(e) = db::remove_database_files(&live) {
+            log::warn!(
+                "clone as {}: {} not removed: {e}",
+                record.slug,
+                live.display()
+            );
+        } else if let Err(e) = catalog.delete_row(&record.id) {
+            log::warn!(
+                "clone as {}: its unfinished row not removed: {e}",
+                record.slug
+            );
+        }
         return Err(e);
     }
     let active = catalog
