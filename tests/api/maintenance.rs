@@ -9,7 +9,7 @@ use tenantd::catalog::JobStatus;
 
 use crate::jobs::{app_with_workers, job, noop};
 use crate::support::{
-    auth_form, request_to, spawn_app, spawn_app_full, spawn_serve, Reply, TestApp,
+    auth_form, id, request_to, spawn_app, spawn_app_full, spawn_serve, Reply, TestApp,
 };
 
 const SECRET: &str = "let-me-in-0123456789";
@@ -110,22 +110,10 @@ fn the_cli_takes_a_tenant_and_the_server_down_beside_a_running_server() {
     assert_maintenance(&ask("/t/initech/api/tenant"), None);
     // The admin routes keep working, so the operator can bring it up from there.
     let admin = format!("Bearer {}", test.admin_token);
-    let admin_get = request_to(
-        serve.addr,
-        "GET",
-        "/api/admin/tenants",
-        &[("Authorization", &admin)],
-        None,
-    );
-    assert_eq!(admin_get.status, 200, "{}", admin_get.text());
-    let up = request_to(
-        serve.addr,
-        "POST",
-        "/api/admin/up",
-        &[("Authorization", &admin)],
-        None,
-    );
-    assert_eq!(up.status, 200, "{}", up.text());
+    for (method, path) in [("GET", "/api/admin/tenants"), ("POST", "/api/admin/up")] {
+        let reply = request_to(serve.addr, method, path, &[("Authorization", &admin)], None);
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+    }
     assert_eq!(ask("/t/initech/api/tenant").status, 200);
 }
 
@@ -226,15 +214,13 @@ fn the_secret_url_sets_a_cookie_that_passes_on_that_tenant_only() {
 #[test]
 fn a_tenants_job_waits_in_maintenance_without_spending_an_attempt() {
     let test = app_with_workers(0, 10);
-    let id = test.create_tenant("initech", &[])["id"]
-        .as_str()
+    let initech = id(&test.create_tenant("initech", &[]));
+    let other = id(&test.create_tenant("globex", &[]));
+    let waits = test
+        .app
+        .enqueue(noop(Some(&initech), json!({})))
         .unwrap()
-        .to_string();
-    let other = test.create_tenant("globex", &[])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let waits = test.app.enqueue(noop(Some(&id), json!({}))).unwrap().id();
+        .id();
     assert_eq!(
         test.admin("POST", "/api/admin/tenants/initech/down", None)
             .status,
@@ -276,14 +262,8 @@ fn a_tenants_job_waits_in_maintenance_without_spending_an_attempt() {
 #[test]
 fn channel_authorization_is_refused_for_a_tenant_in_maintenance() {
     let test = spawn_app();
-    let id = test.create_tenant("initech", &[])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let other = test.create_tenant("globex", &[])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let initech = id(&test.create_tenant("initech", &[]));
+    let other = id(&test.create_tenant("globex", &[]));
     assert_eq!(
         test.admin("POST", "/api/admin/tenants/initech/down", None)
             .status,
@@ -302,7 +282,7 @@ fn channel_authorization_is_refused_for_a_tenant_in_maintenance() {
             Some(&form),
         )
     };
-    assert_maintenance(&auth(&id), None);
+    assert_maintenance(&auth(&initech), None);
     assert_eq!(auth(&other).status, 200, "{}", auth(&other).text());
 }
 
