@@ -224,3 +224,35 @@ fn server_down(app: &App, ctx: &RequestCtx, s: &SignedInAdmin) -> Result<Respons
 fn server_up(app: &App, ctx: &RequestCtx, s: &SignedInAdmin) -> Result<Response, Error> {
     up(app, ctx, s, None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The secret URL's redirect is a `303`: its status line must say so, not leave it blank.
+    #[test]
+    fn the_bypass_redirect_is_a_named_see_other() {
+        let m = Maintenance {
+            scope: "t".into(),
+            retry_after: None,
+            allow_ips: vec![],
+            bypass: Some("v".into()),
+            since: String::new(),
+        };
+        let req = Request {
+            method: "GET".into(),
+            target: "/t/acme/s".into(),
+            path: "/t/acme/s".into(),
+            query: String::new(),
+            version: crate::http::Version::Http11,
+            headers: Vec::new(),
+            body: Vec::new(),
+            peer: "127.0.0.1:1".parse().unwrap(),
+            client_ip: "127.0.0.1".parse().unwrap(),
+        };
+        let reply = bypass_redirect(&req, "/s", &m);
+        assert_eq!(reply.status, 303);
+        assert_eq!(reply.header("location"), Some("/t/acme/"));
+        assert_eq!(crate::http::reason(reply.status), "See Other");
+    }
+}
