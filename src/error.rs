@@ -39,6 +39,10 @@ pub enum Error {
     TooManyRequests {
         retry_after_secs: u64,
     },
+    /// The tenant, or the whole server, is down for maintenance.
+    Maintenance {
+        retry_after: Option<u32>,
+    },
     NotFound,
     MethodNotAllowed {
         allow: String,
@@ -135,6 +139,11 @@ impl Error {
                 "too_many_requests",
                 "too many attempts; try again later".into(),
             ),
+            Error::Maintenance { .. } => (
+                503,
+                "maintenance",
+                "down for maintenance; try again later".into(),
+            ),
             Error::NotFound => (404, "not_found", "no such resource".into()),
             Error::MethodNotAllowed { .. } => (
                 405,
@@ -230,6 +239,9 @@ impl Error {
             Error::TooManyRequests { retry_after_secs } => {
                 response.with_header("Retry-After", retry_after_secs.max(1).to_string())
             }
+            Error::Maintenance {
+                retry_after: Some(secs),
+            } => response.with_header("Retry-After", secs.to_string()),
             Error::TenantUnavailable
             | Error::RealtimeBusy
             | Error::TenantProvisioning

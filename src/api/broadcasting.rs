@@ -298,6 +298,13 @@ fn authorize_channel(app: &App, ctx: &RequestCtx, account: &Account) -> Result<R
         (Some(_), None) => return refuse("a token bound to one company, on the user's channel"),
         _ => {}
     }
+    // A company in maintenance takes no new subscriptions, unless this request may pass.
+    if let Some(company) = company {
+        let snapshot = app.catalog.snapshot()?;
+        if let Some(held) = super::maintenance::refusal(&snapshot, company, ctx.req) {
+            return Err(held);
+        }
+    }
     let presence = match may_join(app, &account.user, &channel, request_tenant) {
         Ok(presence) => presence,
         Err(Refused(why)) => return refuse(&why),

@@ -488,6 +488,13 @@ fn job_tenant(app: &App, id: &str) -> Result<Tenant, Outcome> {
             )))
         }
     }
+    let snapshot = app.catalog.snapshot().map_err(|e| retry(&e))?;
+    if super::maintenance::is_down(&snapshot, id) {
+        return Err(Outcome::Wait(format!(
+            "tenant {} is in maintenance: waiting",
+            record.slug
+        )));
+    }
     app.registry.open(record).map_err(|e| match e {
         // As for a suspended tenant: a restore ends, and waiting for it is no failed attempt.
         TenancyError::Restoring { tenant } => {

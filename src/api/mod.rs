@@ -16,6 +16,7 @@ mod export;
 mod invitations;
 pub mod job_kinds;
 pub mod jobs;
+mod maintenance;
 mod members;
 mod memo;
 pub mod metrics;
@@ -80,6 +81,7 @@ fn routes() -> Router<Route> {
     webhook_endpoints::routes(&mut r);
     broadcasting::routes(&mut r);
     admin::routes(&mut r);
+    maintenance::routes(&mut r);
     backups::routes(&mut r);
     jobs::routes(&mut r);
     webhooks_in::routes(&mut r);

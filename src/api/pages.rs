@@ -48,6 +48,24 @@ pub(super) fn page(app: &App, req: &Request, identified: &Identified) -> Respons
     render(app, req, 200, area, tenant)
 }
 
+/// The workspace's maintenance screen, `503` with `Retry-After` when one was set.
+pub(super) fn maintenance(
+    app: &App,
+    req: &Request,
+    identified: &Identified,
+    retry_after: Option<u32>,
+) -> Response {
+    let tenant = identified
+        .tenant
+        .as_ref()
+        .map(|(record, via)| (record.slug.as_str(), *via == Via::Path));
+    let page = render(app, req, 503, "maintenance", tenant);
+    match retry_after {
+        Some(secs) => page.with_header("Retry-After", secs.to_string()),
+        None => page,
+    }
+}
+
 /// The page for a request whose tenant could not be identified: `no_tenant` (404) when the
 /// host or `/t/{slug}` names no company, the workspace (403; its API calls say why) when the
 /// company is suspended. Any other failure is given back for the usual JSON answer.

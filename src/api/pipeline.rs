@@ -18,6 +18,7 @@ use crate::tenancy::identify::{self, Hints};
 use crate::tenancy::{Lookup, Tenant};
 
 use super::cookies::check_csrf;
+use super::maintenance;
 use super::memo::{Memo, RememberedMember};
 use super::metrics::{self, Seen};
 use super::pages;
@@ -321,6 +322,10 @@ impl App {
             .tenant
             .as_ref()
             .map(|(record, _)| Arc::clone(record));
+        if let Some(held) = maintenance::gate(self, req, &fresh.snapshot, &identified) {
+            seen.route = "(maintenance)";
+            return held;
+        }
         if pages::wanted(self, req, identified.path) {
             seen.route = "(page)";
             return pages::page(self, req, &identified);

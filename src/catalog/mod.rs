@@ -14,6 +14,7 @@ mod identity;
 mod inbound;
 mod invitations;
 mod jobs;
+mod maintenance;
 pub(crate) mod permissions;
 mod read_cache;
 mod roles;
@@ -61,6 +62,7 @@ pub use jobs::{
     Enqueued, Firing, JobChange, JobFilter, JobInsert, JobRecord, JobStatus, ScheduleRecord,
     DEFAULT_MAX_ATTEMPTS, MAX_JOB_LIMIT,
 };
+pub use maintenance::{bypass_value, DownRequest, Maintenance, SERVER as MAINTENANCE_SERVER};
 pub use permissions::{BuiltinRole, ADMIN_ROLE, BUILTIN_ROLES, PERMISSIONS};
 pub use roles::{
     Member, MemberUser, Membership, MembershipPage, Role, RoleUpdate, TenantMembership,

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use rusqlite::{Connection, Transaction};
 
 use super::{
-    lock, Catalog, CatalogError, DomainRecord, IdentityError, Membership, Session, TenantRecord,
-    TenantStatus, User,
+    lock, Catalog, CatalogError, DomainRecord, IdentityError, Maintenance, Membership, Session,
+    TenantRecord, TenantStatus, User,
 };
 use crate::db::probe::{self, WalProbe};
 
@@ -21,6 +21,8 @@ pub struct Snapshot {
     by_id: HashMap<String, Arc<TenantRecord>>,
     by_slug: HashMap<String, Arc<TenantRecord>>,
     by_domain: HashMap<String, Arc<TenantRecord>>,
+    /// The scopes in maintenance, by tenant id ([`super::MAINTENANCE_SERVER`] for the server).
+    maintenance: HashMap<String, Arc<Maintenance>>,
 }
 
 impl Snapshot {
@@ -42,6 +44,11 @@ impl Snapshot {
         let mut all: Vec<_> = self.by_id.values().cloned().collect();
         all.sort_by(|a, b| a.slug.cmp(&b.slug));
         all
+    }
+
+    /// The maintenance of a tenant (by id) or of the server ([`super::MAINTENANCE_SERVER`]).
+    pub fn maintenance(&self, scope: &str) -> Option<&Arc<Maintenance>> {
+        self.maintenance.get(scope)
     }
 
     pub fn len(&self) -> usize {
@@ -336,6 +343,23 @@ fn refresh(watcher: &mut Watcher, base: &Snapshot) -> Result<Option<Snapshot>, C
             Some(next)
         }
         _ => Some(load_all(&tx)?),
+    };
+    // A small table, read again on every counted change: maintenance moves no tenant row.
+    let maintenance: HashMap<String, Arc<Maintenance>> = super::maintenance::load(&tx)?
+        .into_iter()
+        .map(|m| (m.scope.clone(), Arc::new(m)))
+        .collect();
+    let snapshot = match snapshot {
+        Some(mut s) => {
+            s.maintenance = maintenance;
+            Some(s)
+        }
+        None if base.maintenance != maintenance => {
+            let mut s = base.clone();
+            s.maintenance = maintenance;
+            Some(s)
+        }
+        None => None,
     };
     tx.finish()?;
     watcher.log_seq = Some(last);

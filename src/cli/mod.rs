@@ -9,6 +9,7 @@ mod identity;
 mod import;
 mod jobs;
 mod litestream;
+mod maintenance;
 mod tenants;
 
 use std::fmt;
@@ -132,6 +133,7 @@ Commands:
   backups    List a tenant's backups
   restore    Restore a tenant from a backup, or clone a backup as a new tenant
   realtime   Show the real-time channels' app id, key and secret
+  down, up   Put the whole server in maintenance mode, or end it
   litestream Print a Litestream configuration for the catalog and every tenant file
   help       Show this help (`tenantd help <command>`: that command's)
 
@@ -317,6 +319,16 @@ const COMMANDS: &[Command] = &[
         name: "realtime",
         help: REALTIME_HELP,
         run: realtime_command,
+    },
+    Command {
+        name: "down",
+        help: maintenance::DOWN_HELP,
+        run: |args, env| maintenance::server(true, args, env).map(|()| 0),
+    },
+    Command {
+        name: "up",
+        help: maintenance::DOWN_HELP,
+        run: |args, env| maintenance::server(false, args, env).map(|()| 0),
     },
     Command {
         name: "litestream",

@@ -26,6 +26,8 @@ Usage:
   tenantd tenants gc [--older-than MINUTES]
   tenantd tenants import <slug> --from FILE [--name <name>]
   tenantd tenants exec --all|--tenant <slug>... \"SELECT ...\"
+  tenantd tenants down <slug> [--retry-after S] [--allow-ip IP]... [--secret S]
+  tenantd tenants up <slug>
 
 Options:
   --data DIR             Data directory [TENANTD_DATA, ./data]
@@ -33,6 +35,9 @@ Options:
   --name NAME            create: the display name; rename: a new one; import: instead
                          of the one in the file
   --from FILE            import: a tenant database file, a backup, or an export .zip
+  --retry-after S        down: seconds clients are told to wait (Retry-After)
+  --allow-ip IP          down: a client address that passes anyway (repeatable)
+  --secret S             down: visiting /S on the tenant's host sets a cookie that passes
   --older-than MINUTES   gc: remove only files unchanged this long [10]
   -h, --help             Show this help
 
@@ -53,6 +58,9 @@ suspended tenant), four at a time, and prints one JSON line per tenant, in order
 Anything but one statement that reads (a write, a PRAGMA that sets, ATTACH, several
 statements) is refused before any tenant is touched; the exit status is 1 if any tenant
 failed. Safe while a server runs: the files are opened read-only.
+down puts one tenant in maintenance mode: its requests answer 503 (code maintenance) with
+Retry-After, its jobs wait, its channels take no new subscriptions; up ends it. The whole
+server: `tenantd down`.
 ";
 
 pub const MIGRATE_HELP: &str = "\
@@ -269,6 +277,7 @@ pub fn tenants(args: &mut Args, env: &Env) -> Result<(), CommandError> {
             }
         }
         "exec" => return exec(args, &data),
+        "down" | "up" => return super::maintenance::tenant(&sub, args, &data, json),
         "import" => {
             // Options first, as for create.
             let from = args

@@ -28,6 +28,7 @@ mod jobs_crash;
 mod jobs_timeout;
 mod layers;
 mod litestream;
+mod maintenance;
 mod metrics;
 mod portal_api;
 mod profile;

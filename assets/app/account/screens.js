@@ -374,3 +374,18 @@ export function Suspended({ onActive }) {
     <div class="actions"><button type="button" onClick=${() => location.reload()}>Reload</button></div>
   <//>`;
 }
+
+/** How often the maintenance screen asks whether the company is back. */
+const MAINTENANCE_CHECK_MS = 15_000;
+
+/** The screen of a company (or server) down for maintenance: it asks now and then, and reloads once it is up. */
+export function Maintenance() {
+  const check = useCallback(() => fetch(location.href, { headers: { Accept: 'text/html' } })
+    .then((r) => { if (r.status !== 503) location.reload(); }, () => {}), []);
+  useEvery(MAINTENANCE_CHECK_MS, check);
+  return html`<${Card} screen="maintenance" title="Down for maintenance" subtitle=${boot.tenant && boot.tenant.slug}>
+    <p>This company is being worked on and will be back shortly. Your data is safe.
+      This page opens the workspace by itself once maintenance is over.</p>
+    <div class="actions"><button type="button" onClick=${() => location.reload()}>Reload</button></div>
+  <//>`;
+}
