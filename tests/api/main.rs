@@ -36,6 +36,7 @@ mod realtime;
 mod realtime_rejoin;
 mod roles;
 mod sessions;
+mod settings;
 mod support;
 mod tenancy;
 mod tenant_name;
