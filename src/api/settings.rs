@@ -14,7 +14,7 @@ use data_encoding::BASE64;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::catalog::{ActorType, TenantRecord};
+use crate::catalog::{ActorType, AuditEntry, TenantRecord};
 use crate::error::Error;
 use crate::http::{Response, Router};
 use crate::workspace::{CURRENCIES, DEFAULT_CURRENCY};
@@ -22,6 +22,8 @@ use crate::workspace::{CURRENCIES, DEFAULT_CURRENCY};
 use super::{App, Member, RequestCtx, Route, SignedInAdmin};
 
 const PERMISSION: &str = "settings_manage";
+/// The audit action of a change.
+const CHANGED: &str = "tenant.settings_changed";
 /// The largest logo, decoded.
 pub const MAX_LOGO_BYTES: usize = 64 * 1024;
 const DATE_FORMATS: &[&str] = &["iso", "dmy", "mdy"];
@@ -273,23 +275,33 @@ fn show(app: &App, _ctx: &RequestCtx, member: &Member) -> Result<Response, Error
 
 fn change(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
     member.require(PERMISSION)?;
-    let patch: Value = super::json_body(ctx.req)?;
     let current = app
         .catalog
         .by_id(member.tenant.id())?
         .ok_or(Error::TenantNotFound)?;
-    let (settings, changed) = apply(&current, &patch)?;
-    let record = if changed.is_empty() {
-        current
-    } else {
-        let record = app.catalog.set_settings(&current.id, &settings)?;
-        let mut entry = super::members::member_entry(app, ctx, member, "tenant.settings_changed");
-        entry.target_type = Some("tenant".into());
-        entry.target_id = Some(current.id.clone());
-        entry.details = json!({ "fields": changed });
-        app.audit(entry);
-        record
-    };
+    let entry = super::members::member_entry(app, ctx, member, CHANGED);
+    save(app, ctx, &current, entry)
+}
+
+/// Applies the request's patch to `current`, stores and audits it (with `entry`, its actor
+/// filled in) if anything changed, and answers the settings as they now are.
+fn save(
+    app: &App,
+    ctx: &RequestCtx,
+    current: &std::sync::Arc<TenantRecord>,
+    mut entry: AuditEntry,
+) -> Result<Response, Error> {
+    let patch: Value = super::json_body(ctx.req)?;
+    let (settings, changed) = apply(current, &patch)?;
+    if changed.is_empty() {
+        return Ok(Response::json(200, &view(current)));
+    }
+    let record = app.catalog.set_settings(&current.id, &settings)?;
+    entry.tenant_id = Some(current.id.clone());
+    entry.target_type = Some("tenant".into());
+    entry.target_id = Some(current.id.clone());
+    entry.details = json!({ "fields": changed });
+    app.audit(entry);
     Ok(Response::json(200, &view(&record)))
 }
 
@@ -321,23 +333,10 @@ fn admin_show(app: &App, ctx: &RequestCtx, _signed_in: &SignedInAdmin) -> Result
 
 fn admin_change(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Response, Error> {
     let current = admin_tenant(app, ctx)?;
-    let patch: Value = super::json_body(ctx.req)?;
-    let (settings, changed) = apply(&current, &patch)?;
-    let record = if changed.is_empty() {
-        current
-    } else {
-        let record = app.catalog.set_settings(&current.id, &settings)?;
-        let mut entry = app.audit_entry(ctx, ActorType::Admin, "tenant.settings_changed");
-        entry.actor_id = Some(signed_in.admin.id);
-        entry.actor_email = Some(signed_in.admin.email.clone());
-        entry.tenant_id = Some(current.id.clone());
-        entry.target_type = Some("tenant".into());
-        entry.target_id = Some(current.id.clone());
-        entry.details = json!({ "fields": changed });
-        app.audit(entry);
-        record
-    };
-    Ok(Response::json(200, &view(&record)))
+    let mut entry = app.audit_entry(ctx, ActorType::Admin, CHANGED);
+    entry.actor_id = Some(signed_in.admin.id);
+    entry.actor_email = Some(signed_in.admin.email.clone());
+    save(app, ctx, &current, entry)
 }
 
 #[cfg(test)]
