@@ -1,6 +1,6 @@
 // The company's settings in a real browser: an admin changes the time zone, date format and
 // colour on the Company tab; dates are written in that format and zone at once and after a
-// reload, the colour becomes the --primary custom property (set through the CSSOM: no CSP
+// reload, the logo shows in the header, the colour becomes the --primary custom property (set through the CSSOM: no CSP
 // violation), and a member of another company keeps its own colour.
 
 import { test } from 'node:test';
@@ -10,6 +10,8 @@ import { setupUi, newPage, signIn, checkA11y, watchConsole } from './kit.mjs';
 
 const ui = setupUi();
 const WAIT = { timeout: 10_000 };
+/** A 1x1 PNG. */
+const PNG = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==', 'base64');
 const ZONE = 'Pacific/Kiritimati'; // UTC+14: its calendar day differs from UTC's for 14 hours a day.
 
 /** "dd/mm/yyyy hh:mm" of an instant in a zone, as the page should write it with en-GB and dmy. */
@@ -34,6 +36,7 @@ test('an admin sets the time zone, date format and colour; dates and the theme f
   await screen.getByLabel('Time zone').fill(ZONE);
   await screen.getByLabel('Date format').selectOption('dmy');
   await screen.getByLabel('Colour').fill('#7a2e0e');
+  await screen.getByLabel('Logo').setInputFiles({ name: 'logo.png', mimeType: 'image/png', buffer: PNG });
   const before = new Date();
   await screen.getByRole('button', { name: 'Save settings' }).click();
   await page.getByText('Settings saved.').waitFor(WAIT);
@@ -48,6 +51,11 @@ test('an admin sets the time zone, date format and colour; dates and the theme f
   assert.equal(await primary(), '#7a2e0e');
   const button = () => screen.getByRole('button', { name: 'Save settings' }).evaluate((b) => getComputedStyle(b).backgroundColor);
   assert.equal(await button(), 'rgb(122, 46, 14)');
+  // The logo in the header, loaded from the server as an image.
+  const logo = page.getByTestId('company-logo');
+  await logo.waitFor(WAIT);
+  await page.waitForFunction(() => document.querySelector('[data-testid="company-logo"]').complete, null, WAIT);
+  assert.equal(await logo.evaluate((img) => img.naturalWidth), 1);
 
   // Loaded once by the workspace: the same after a reload, on another screen too.
   const reloaded = new Date();
