@@ -23,6 +23,7 @@ pub mod metrics;
 mod pages;
 mod params;
 mod pipeline;
+mod settings;
 mod tenant;
 mod totp;
 mod webhook_endpoints;
@@ -86,6 +87,7 @@ fn routes() -> Router<Route> {
     jobs::routes(&mut r);
     webhooks_in::routes(&mut r);
     export::routes(&mut r);
+    settings::routes(&mut r);
     r
 }
 

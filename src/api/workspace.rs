@@ -394,7 +394,12 @@ fn list_orders(_app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response
 }
 
 fn create_order(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
-    let new: NewOrder = json_body(ctx.req)?;
+    let mut new: NewOrder = json_body(ctx.req)?;
+    if new.currency.is_none() {
+        let record = app.catalog.by_id(member.tenant.id())?;
+        let record = record.as_deref().unwrap_or(member.tenant.record());
+        new.currency = Some(super::settings::default_currency(record));
+    }
     let members = MemberCheck::new(app, member);
     let order = members.settle(workspace::create_order(
         &member.tenant,

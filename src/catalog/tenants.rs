@@ -166,6 +166,27 @@ impl Catalog {
         self.fetch(id)
     }
 
+    /// Replaces the tenant's settings (a JSON object the API has validated) in one write; the
+    /// snapshot, and so every reader, sees them from the next request on.
+    pub fn set_settings(
+        &self,
+        id: &str,
+        settings: &serde_json::Value,
+    ) -> Result<Arc<TenantRecord>, CatalogError> {
+        let text = settings.to_string();
+        self.write(|tx| {
+            let changed = tx.execute(
+                "UPDATE tenants SET settings = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, text, db::now_rfc3339()],
+            )?;
+            if changed == 0 {
+                return Err(CatalogError::NotFound(id.to_string()));
+            }
+            Ok(())
+        })?;
+        self.fetch(id)
+    }
+
     /// Changes the slug, the display name or both (`None` keeps the field) in one transaction.
     /// Setting what is already there changes nothing, not even `updated_at`.
     pub fn rename(

@@ -49,7 +49,8 @@ pub use chats::{
 pub use demo::{is_demo, mark_demo, seed_demo, DemoSummary};
 pub use orders::{
     create_order, delete_order, get_order, list_orders, order_history, update_order, NewOrder,
-    OrderEvent, OrderPatch, OrderQuery, OrderSort, OrderStatus, ShapedOrder,
+    OrderEvent, OrderPatch, OrderQuery, OrderSort, OrderStatus, ShapedOrder, CURRENCIES,
+    DEFAULT_CURRENCY,
 };
 
 /// Who is reading or writing: built by the API layer from the membership read

@@ -44,7 +44,7 @@ use super::{now, row_cached, Page, Problems, Reader, WorkspaceError};
 use crate::tenancy::Tenant;
 
 pub use super::orders_history::{order_history, OrderEvent};
-pub use super::orders_validate::{valid_phone, CURRENCIES};
+pub use super::orders_validate::{valid_phone, CURRENCIES, DEFAULT_CURRENCY};
 
 pub const MAX_TITLE_CHARS: usize = 200;
 pub const MAX_NAME_CHARS: usize = 200;
@@ -154,7 +154,9 @@ pub struct NewOrder {
     #[serde(default)]
     pub customer_phone: Option<String>,
     pub amount_minor: i64,
-    pub currency: String,
+    /// Absent: the API fills in the tenant's default currency.
+    #[serde(default)]
+    pub currency: Option<String>,
     #[serde(default)]
     pub assigned_to: Option<i64>,
     #[serde(default)]
@@ -686,7 +688,11 @@ pub fn create_order(
     let customer_email = check_customer_email(&mut problems, new.customer_email.as_deref());
     let customer_phone = check_phone(&mut problems, new.customer_phone.as_deref());
     check_amount(&mut problems, new.amount_minor);
-    check_currency(&mut problems, &new.currency);
+    let currency = new
+        .currency
+        .clone()
+        .unwrap_or_else(|| DEFAULT_CURRENCY.into());
+    check_currency(&mut problems, &currency);
     let notes = new.notes.clone().unwrap_or_default();
     check_notes(&mut problems, &notes);
     check_assignee(
@@ -707,7 +713,7 @@ pub fn create_order(
             customer_email,
             customer_phone,
             amount_minor: new.amount_minor,
-            currency: new.currency.clone(),
+            currency,
             status: OrderStatus::New,
             assigned_to: new.assigned_to,
             created_by: reader.user_id,

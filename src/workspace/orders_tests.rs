@@ -29,7 +29,7 @@ fn new_order(title: &str) -> NewOrder {
         customer_email: Some("ada@example.com".into()),
         customer_phone: Some("+44 20 7946 0958".into()),
         amount_minor: 12_345,
-        currency: "EUR".into(),
+        currency: Some("EUR".into()),
         assigned_to: None,
         notes: Some("fragile".into()),
     }
@@ -318,7 +318,7 @@ fn validation_names_every_field() {
         customer_email: Some("not-an-email".into()),
         customer_phone: Some("call me".into()),
         amount_minor: -1,
-        currency: "eur".into(),
+        currency: Some("eur".into()),
         assigned_to: Some(42),
         notes: Some("n".repeat(10_001)),
     };
@@ -344,7 +344,7 @@ fn validation_names_every_field() {
         ("€", false),
     ] {
         let order = NewOrder {
-            currency: currency.into(),
+            currency: Some(currency.into()),
             ..new_order("c")
         };
         assert_eq!(

@@ -54,6 +54,9 @@ pub(super) fn check_amount(problems: &mut Problems, amount: i64) {
     }
 }
 
+/// What an order gets when neither the request nor the tenant's settings name a currency.
+pub const DEFAULT_CURRENCY: &str = "EUR";
+
 pub(super) fn check_currency(problems: &mut Problems, currency: &str) {
     if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
         problems.add(

@@ -41,6 +41,17 @@ fn a_member_of_one_tenant_never_reaches_another_by_any_route_or_method() {
     let app = spawn_app();
     let a_id = id(&app.create_tenant("a", &["a.test"]));
     let b_id = id(&app.create_tenant("b", &["b.test"]));
+    // Both with a logo: `GET /api/settings/logo` then answers 200 on one's own tenant, and a
+    // refusal on the other is not just a missing image.
+    let png = format!(
+        "data:image/png;base64,{}",
+        data_encoding::BASE64.encode(b"\x89PNG\r\n\x1a\nlogo")
+    );
+    for slug in ["a", "b"] {
+        let path = format!("/api/admin/tenants/{slug}/settings");
+        let reply = app.admin("PATCH", &path, Some(json!({ "logo": png })));
+        assert_eq!(reply.status, 200, "a logo for {slug}: {}", reply.text());
+    }
     // An admin of A: no missing permission can explain a refusal.
     let (_, session) = app.member("alice@a.test", "a", "admin");
     let (_, personal) = app.personal_token(&session, "ci", "a");

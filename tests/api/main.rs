@@ -37,6 +37,7 @@ mod realtime;
 mod realtime_rejoin;
 mod roles;
 mod sessions;
+mod settings;
 mod support;
 mod tenancy;
 mod tenant_name;

@@ -216,8 +216,49 @@ export function Submit({ busy, children, ...rest }) {
   return html`<button type="submit" disabled=${busy} aria-busy=${busy ? 'true' : undefined} ...${rest}>${busy ? 'Working…' : children}</button>`;
 }
 
-const dateTime = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
-const timeOnly = new Intl.DateTimeFormat(undefined, { timeStyle: 'short' });
+let dateTime = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+let timeOnly = new Intl.DateTimeFormat(undefined, { timeStyle: 'short' });
+let dayOf = null;
+/** The company's settings as formatTime and formatMoney apply them (see setFormatting). */
+let formatting = { locale: undefined, timeZone: undefined, dateFormat: null };
+
+/** The order of day, month and year each named date format writes, and its separator. */
+const DATE_ORDERS = { iso: [['year', 'month', 'day'], '-'], dmy: [['day', 'month', 'year'], '/'], mdy: [['month', 'day', 'year'], '/'] };
+
+/**
+ * Dates and money from now on in the company's locale, time zone and date format
+ * (`{locale, timezone, date_format}` from /api/settings); a value the browser does not know
+ * leaves its own default in place.
+ */
+export function setFormatting({ locale, timezone, date_format: dateFormat } = {}) {
+  const next = { locale: undefined, timeZone: undefined, dateFormat: DATE_ORDERS[dateFormat] ? dateFormat : null };
+  try {
+    next.locale = Intl.getCanonicalLocales(locale)[0];
+  } catch {
+    // The browser's own.
+  }
+  try {
+    new Intl.DateTimeFormat('en', { timeZone: timezone });
+    next.timeZone = timezone;
+  } catch {
+    // The browser's own.
+  }
+  formatting = next;
+  const zone = { timeZone: next.timeZone };
+  timeOnly = new Intl.DateTimeFormat(next.locale, { ...zone, timeStyle: 'short' });
+  dateTime = new Intl.DateTimeFormat(next.locale, { ...zone, dateStyle: 'medium', timeStyle: 'short' });
+  dayOf = new Intl.DateTimeFormat('en', { ...zone, year: 'numeric', month: '2-digit', day: '2-digit' });
+}
+
+/** A date and time in the named date format, in the company's time zone. */
+function formatDate(d) {
+  const [order, sep] = DATE_ORDERS[formatting.dateFormat];
+  const parts = Object.fromEntries(dayOf.formatToParts(d).map((p) => [p.type, p.value]));
+  return `${order.map((k) => parts[k]).join(sep)} ${timeOnly.format(d)}`;
+}
+
+/** The calendar day of a date where the company is, to tell today from other days. */
+const dayKey = (d) => (dayOf ? dayOf.format(d) : d.toDateString());
 
 /** An audit detail `{from, to}` (a rename records one per field it changed) as "from → to"; else undefined. */
 export function changeText(v) {
@@ -232,8 +273,8 @@ export function formatTime(value, { short = false } = {}) {
   if (typeof value === 'number') d = new Date(value * 1000);
   else d = new Date(/^\d{4}-\d\d-\d\d \d/.test(value) ? value.replace(' ', 'T') + 'Z' : value);
   if (isNaN(d)) return String(value);
-  if (short && new Date().toDateString() === d.toDateString()) return timeOnly.format(d);
-  return dateTime.format(d);
+  if (short && dayKey(new Date()) === dayKey(d)) return timeOnly.format(d);
+  return formatting.dateFormat ? formatDate(d) : dateTime.format(d);
 }
 
 /** How many minor-unit digits a currency has (2 for EUR, 0 for JPY, 3 for BHD), as ISO 4217 says. */
@@ -261,7 +302,7 @@ export function formatMoney(minor, currency) {
   // A decimal string is formatted exactly (Intl.NumberFormat v3); no division by 100 in floats.
   const text = minorToDecimal(minor, currencyDigits(code));
   try {
-    return new Intl.NumberFormat(undefined, { style: 'currency', currency: code }).format(text);
+    return new Intl.NumberFormat(formatting.locale, { style: 'currency', currency: code }).format(text);
   } catch {
     return `${text} ${code}`;
   }

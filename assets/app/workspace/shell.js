@@ -14,6 +14,7 @@ import { Presence } from './presence.js';
 import { MembersScreen, RolesScreen } from './people.js';
 import { AuditScreen } from './audit.js';
 import { ExportScreen } from './export.js';
+import { Logo, SettingsScreen, applySettings } from './settings.js';
 import { TenantJobsScreen, WebhookScreen, WebhooksScreen } from './webhooks.js';
 
 /** How often an open workspace asks whether its company is still active (a cached read). */
@@ -35,7 +36,11 @@ async function findMembership(me, tenantId) {
 /** The workspace's state: loading, signed_out, expired, no_member, suspended, error or ready. */
 async function loadSession() {
   // Both at once: a first load waits for one round trip, not two.
-  const [meAnswer, tenantAnswer] = await Promise.allSettled([api('GET', '/api/me?limit=200'), api('GET', '/api/tenant')]);
+  const [meAnswer, tenantAnswer, settingsAnswer] = await Promise.allSettled([
+    api('GET', '/api/me?limit=200'),
+    api('GET', '/api/tenant'),
+    api('GET', '/api/settings'),
+  ]);
   if (meAnswer.status === 'rejected') {
     const err = meAnswer.reason;
     if (err.status === 401) return { state: 'signed_out' };
@@ -55,7 +60,10 @@ async function loadSession() {
   if (!membership) return { state: 'no_member', me };
   const perms = membership.permissions || [];
   const can = (p) => perms.includes('*') || perms.includes(p);
-  return { state: 'ready', me, tenant, membership, can };
+  // Without its settings the workspace still opens, in the browser's own formats.
+  const settings = settingsAnswer.status === 'fulfilled' ? settingsAnswer.value : null;
+  applySettings(settings);
+  return { state: 'ready', me, tenant, membership, can, settings };
 }
 
 /** An impersonation ticket in the fragment (`/impersonate#ticket=...`) becomes this tab's session. */
@@ -115,12 +123,16 @@ export function WorkspaceApp() {
         closeEcho();
         return html`<${SignIn} subtitle=${boot.tenant.slug} notice="Your session has ended. Sign in again to go on." onSignedIn=${signedIn} />`;
       }
-      return html`<${Workspace} session=${session} path=${path} onProfile=${(user) => setSession((s) => ({ ...s, me: { ...s.me, user } }))} />`;
+      return html`<${Workspace} session=${session} path=${path} onProfile=${(user) => setSession((s) => ({ ...s, me: { ...s.me, user } }))}
+        onSettings=${(settings) => {
+          applySettings(settings);
+          setSession((s) => ({ ...s, settings }));
+        }} />`;
   }
 }
 
-function Workspace({ session, path, onProfile }) {
-  const { me, tenant, membership, can } = session;
+function Workspace({ session, path, onProfile, onSettings }) {
+  const { me, tenant, membership, can, settings } = session;
   const echo = getEcho(me.csrf_token);
   const connection = useConnectionState();
   const lost = useConnectionLost();
@@ -145,6 +157,7 @@ function Workspace({ session, path, onProfile }) {
         ['/settings/webhooks/:id', ({ id }) => html`<${WebhookScreen} ctx=${ctx} endpointId=${Number(id)} />`],
         ['/settings/jobs', () => html`<${TenantJobsScreen} ctx=${ctx} />`],
         ['/settings/export', () => html`<${ExportScreen} ctx=${ctx} />`],
+        ['/settings/company', () => html`<${SettingsScreen} ctx=${ctx} onSettings=${onSettings} />`],
         ['/profile', () => html`<${Profile} me=${me} onChanged=${onProfile} />`],
       ],
       path,
@@ -173,6 +186,7 @@ function Workspace({ session, path, onProfile }) {
     <header class="topbar">
       <button type="button" class="icon menu-toggle" aria-expanded=${menuOpen ? 'true' : 'false'} aria-controls="workspace-nav"
         onClick=${() => setMenuOpen(!menuOpen)}><span aria-hidden="true">☰</span><span class="visually-hidden">Menu</span></button>
+      <${Logo} settings=${settings} />
       <span class="company-title">${tenant.name}</span>
       <${Presence} ctx=${ctx} />
       <div class="user-menu">

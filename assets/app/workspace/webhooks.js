@@ -34,6 +34,7 @@ export function SettingsTabs({ current }) {
     ['/settings/webhooks', 'Webhooks'],
     ['/settings/jobs', 'Background jobs'],
     ['/settings/export', 'Export'],
+    ['/settings/company', 'Company'],
   ];
   return html`<nav class="settings-tabs" aria-label="Settings">
     ${tabs.map(([to, label]) => html`<${Link} key=${to} to=${to} aria-current=${current === to ? 'page' : undefined}>${label}<//>`)}
