@@ -343,6 +343,19 @@ fn a_restore_refuses_a_tampered_foreign_or_unlisted_file_and_leaves_the_tenant_a
     assert_eq!(order_ids(&test, "acme").len(), 1);
 }
 
+/// `dest`: the database `bytes` with a migration from the future recorded, so that its schema
+/// version is newer than this binary's.
+pub(crate) fn write_with_a_newer_schema(dest: &Path, bytes: &[u8]) {
+    std::fs::write(dest, bytes).unwrap();
+    let conn = rusqlite::Connection::open(dest).unwrap();
+    conn.execute(
+        "INSERT INTO schema_migrations (version, name, checksum, applied_at)
+         VALUES (9999, 'future', 'x', '2099-01-01T00:00:00Z')",
+        [],
+    )
+    .unwrap();
+}
+
 /// The bytes of the database at `path` with one index's root page made invalid: a damage only
 /// `PRAGMA integrity_check` sees, as no read of the tenant's own rows goes through that index.
 pub(crate) fn with_a_broken_index(path: &Path) -> Vec<u8> {

@@ -303,15 +303,7 @@ fn a_restore_refuses_a_foreign_corrupt_or_newer_file() {
     refused(&mismatched, "SHA-256");
     // A newer schema than the binary's.
     let newer = work.path().join("newer.db");
-    std::fs::write(&newer, &bytes).unwrap();
-    let conn = rusqlite::Connection::open(&newer).unwrap();
-    conn.execute(
-        "INSERT INTO schema_migrations (version, name, checksum, applied_at)
-         VALUES (9999, 'future', 'x', '2099-01-01T00:00:00Z')",
-        [],
-    )
-    .unwrap();
-    drop(conn);
+    crate::backups::write_with_a_newer_schema(&newer, &bytes);
     refused(&newer, "newer than this binary");
     // A file that is not there, and no --from.
     refused(&work.path().join("missing.db"), "no backup");

@@ -206,15 +206,7 @@ fn a_corrupt_newer_or_foreign_file_is_refused_and_leaves_nothing_behind() {
     let corrupt = work.path().join("corrupt.db");
     std::fs::write(&corrupt, crate::backups::with_a_broken_index(&good)).unwrap();
     let newer = work.path().join("newer.db");
-    std::fs::copy(&good, &newer).unwrap();
-    let conn = rusqlite::Connection::open(&newer).unwrap();
-    conn.execute(
-        "INSERT INTO schema_migrations (version, name, checksum, applied_at)
-         VALUES (9999, 'future', 'x', '2099-01-01T00:00:00Z')",
-        [],
-    )
-    .unwrap();
-    drop(conn);
+    crate::backups::write_with_a_newer_schema(&newer, &std::fs::read(&good).unwrap());
     // Sound and of a known version, but one of its migrations is not this binary's: refused
     // only when the copy is migrated, after its catalog row and file were made.
     let altered_migration = work.path().join("altered.db");
