@@ -85,19 +85,6 @@ fn back_up(dir: &Path, slug: &str) -> PathBuf {
         .join(m["file"].as_str().unwrap())
 }
 
-/// The owner's `Authorization` header value, signed in on a running server.
-fn bearer(addr: std::net::SocketAddr) -> String {
-    let login = request_to(
-        addr,
-        "POST",
-        "/api/auth/login",
-        &[],
-        Some(&json!({"email": EMAIL, "password": PASSWORD})),
-    );
-    assert_eq!(login.status, 200, "{}", login.text());
-    format!("Bearer {}", login.json()["token"].as_str().unwrap())
-}
-
 fn new_order(title: &str) -> Value {
     json!({"title": title, "customer_name": "B", "amount_minor": 1, "currency": "EUR"})
 }
@@ -107,7 +94,7 @@ fn new_order(title: &str) -> Value {
 /// in the file's `-wal` (they are fewer than a checkpoint waits for).
 fn served(dir: &Path, slug: &str) -> Value {
     let server = spawn_serve(dir, &[], 1);
-    let auth = bearer(server.addr);
+    let auth = crate::support::bearer_on(server.addr, EMAIL, PASSWORD);
     let order = new_order("in the wal");
     let path = format!("/t/{slug}/api/orders");
     let made = request_to(
@@ -349,7 +336,7 @@ fn a_backup_restored_as_a_new_slug_is_a_clone_with_its_own_id_and_data() {
             "admin",
         ],
     );
-    let auth = bearer(server.addr);
+    let auth = crate::support::bearer_on(server.addr, EMAIL, PASSWORD);
     let auth = [("Authorization", auth.as_str())];
     let get = |slug: &str, path: &str| {
         let reply = request_to(server.addr, "GET", &format!("/t/{slug}{path}"), &auth, None);

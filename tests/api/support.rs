@@ -632,6 +632,19 @@ impl TestApp {
     }
 }
 
+/// Signs in on any server (a `spawn_serve` process, say): the `Authorization` header value.
+pub fn bearer_on(addr: std::net::SocketAddr, email: &str, password: &str) -> String {
+    let reply = request_to(
+        addr,
+        "POST",
+        "/api/auth/login",
+        &[],
+        Some(&serde_json::json!({"email": email, "password": password})),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    format!("Bearer {}", reply.json()["token"].as_str().unwrap())
+}
+
 /// One request on a fresh connection to any server (a `spawn_serve` process, say).
 pub fn request_to(
     addr: SocketAddr,

@@ -42,18 +42,6 @@ fn write_zip(path: &Path, entries: &BTreeMap<String, String>) {
     zip.finish().unwrap();
 }
 
-fn login(addr: std::net::SocketAddr, email: &str, password: &str) -> String {
-    let reply = request_to(
-        addr,
-        "POST",
-        "/api/auth/login",
-        &[],
-        Some(&json!({"email": email, "password": password})),
-    );
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    format!("Bearer {}", reply.json()["token"].as_str().unwrap())
-}
-
 /// One request to the running server with `auth`; the status must be `want`.
 fn call(
     addr: std::net::SocketAddr,
@@ -128,7 +116,7 @@ fn an_imported_file_is_a_new_tenant_with_its_own_id_serving_its_data() {
         .to_string();
     let server = spawn_serve(dir, &[], 1);
     let addr = server.addr;
-    let auth = login(addr, EMAIL, PASSWORD);
+    let auth = crate::support::bearer_on(addr, EMAIL, PASSWORD);
     add_order(addr, &auth, "acme", "made in acme");
     let file = backup_file(dir, "acme");
     let archive = dir.join("acme-export.zip");
@@ -170,7 +158,7 @@ fn an_imported_file_is_a_new_tenant_with_its_own_id_serving_its_data() {
             "members", "add", "--tenant", "acme", "--email", outsider, "--role", "admin",
         ],
     );
-    let outsider = login(addr, outsider, PASSWORD);
+    let outsider = crate::support::bearer_on(addr, outsider, PASSWORD);
     call(addr, &outsider, "GET", "/t/newco/api/orders", None, 403);
 
     // The export archive, rebuilt: the same data under another new id.
