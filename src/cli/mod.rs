@@ -121,7 +121,8 @@ Usage: tenantd [--data DIR] <command> [options]
 
 Commands:
   serve      Run the HTTP server
-  tenants    Create, list, suspend, delete, restore, purge, rename tenants; manage domains
+  tenants    Create, list, suspend, delete, restore, purge, rename, import tenants; manage
+             domains; maintenance per tenant (down, up); a read-only query over each (exec)
   migrate    Migrate the catalog and every tenant database (or show their versions)
   users      Create user accounts
   members    Add users to tenants with a role, or invite them
