@@ -22,6 +22,7 @@ use super::maintenance;
 use super::memo::{Memo, RememberedMember};
 use super::metrics::{self, Seen};
 use super::pages;
+use super::rate_limit;
 use super::{healthz, App, Route, TenantFn};
 
 /// One request as a handler sees it, whatever the route needs.
@@ -184,9 +185,34 @@ impl App {
         })
     }
 
-    /// Runs a tenant route for a member: opens the tenant's pool, then calls the handler,
-    /// through the answers cache if `cached`.
+    /// Runs a tenant route for a member: counts the request against the tenant's and the
+    /// member's rates (a `429` past either), opens the tenant's pool, then calls the handler,
+    /// through the answers cache if `cached`. Every answer carries the rate-limit headers.
     fn in_tenant(
+        &self,
+        ctx: &RequestCtx,
+        path: &str,
+        known: &RememberedMember,
+        f: TenantFn,
+        cached: bool,
+    ) -> Result<Response, Error> {
+        let record = ctx.tenant.as_ref().ok_or(Error::NoTenant)?;
+        let verdict = self.rate_limit.check(
+            self.rate_limit.rates_for(record),
+            &record.id,
+            known.user.id,
+            self.sessions.clock.now_millis(),
+        );
+        if !verdict.admitted {
+            return Ok(rate_limit::refused(&verdict));
+        }
+        let response = self
+            .run_in_tenant(ctx, path, known, f, cached)
+            .unwrap_or_else(Error::into_response);
+        Ok(rate_limit::with_headers(response, &verdict))
+    }
+
+    fn run_in_tenant(
         &self,
         ctx: &RequestCtx,
         path: &str,
