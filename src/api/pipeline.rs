@@ -201,7 +201,7 @@ impl App {
             self.rate_limit.rates_for(record),
             &record.id,
             known.user.id,
-            self.sessions.clock.now_millis(),
+            self.rate_limit.now_ms(&self.sessions.clock),
         );
         if !verdict.admitted {
             return Ok(rate_limit::refused(&verdict));

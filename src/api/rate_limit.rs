@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Mutex, PoisonError};
 
+use crate::auth::clock::Clock;
 use crate::catalog::TenantRecord;
 use crate::error::Error;
 use crate::http::Response;
@@ -29,6 +30,10 @@ pub struct RateLimitConfig {
     pub rates: Rates,
     /// Buckets kept at most, tenants' and members' together.
     pub max_buckets: usize,
+    /// Tests only: time stands still from the limiter's creation and moves only by the
+    /// sessions clock's `advance`, so no bucket refills while a slow machine works through a
+    /// test's requests.
+    pub frozen_clock: bool,
 }
 
 impl Default for RateLimitConfig {
@@ -40,6 +45,7 @@ impl Default for RateLimitConfig {
                 member_per_min: 1200,
             },
             max_buckets: 100_000,
+            frozen_clock: false,
         }
     }
 }
@@ -119,14 +125,25 @@ pub struct Limiter {
     config: RateLimitConfig,
     hasher: RandomState,
     shards: Vec<Mutex<Shard>>,
+    /// Set with `frozen_clock`: the time the limiter was made.
+    frozen_at_ms: Option<i64>,
 }
 
 impl Limiter {
     pub fn new(config: RateLimitConfig) -> Limiter {
         Limiter {
-            config,
             hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            frozen_at_ms: config.frozen_clock.then(|| Clock::default().now_millis()),
+            config,
+        }
+    }
+
+    /// The time buckets are judged by, from the sessions clock (see `frozen_clock`).
+    pub fn now_ms(&self, clock: &Clock) -> i64 {
+        match self.frozen_at_ms {
+            Some(at) => at + clock.ahead_millis(),
+            None => clock.now_millis(),
         }
     }
 
@@ -315,6 +332,7 @@ mod tests {
         Limiter::new(RateLimitConfig {
             rates: RATES,
             max_buckets: 1000,
+            frozen_clock: false,
         })
     }
 
@@ -383,6 +401,7 @@ mod tests {
         let l = Limiter::new(RateLimitConfig {
             rates: RATES,
             max_buckets: 64,
+            frozen_clock: false,
         });
         for user in 0..10_000 {
             l.check(RATES, &format!("t{}", user % 300), user, user);
@@ -392,6 +411,7 @@ mod tests {
         let l = Limiter::new(RateLimitConfig {
             rates: RATES,
             max_buckets: 64,
+            frozen_clock: false,
         });
         for _ in 0..4 {
             assert!(l.check(RATES, "busy", 1, 60_000).admitted);

@@ -22,7 +22,12 @@ impl Clock {
         let since = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        since.as_millis() as i64 + self.ahead_secs.load(Ordering::Relaxed) * 1000
+        since.as_millis() as i64 + self.ahead_millis()
+    }
+
+    /// How far tests moved this clock, in milliseconds.
+    pub fn ahead_millis(&self) -> i64 {
+        self.ahead_secs.load(Ordering::Relaxed) * 1000
     }
 
     /// Moves this clock (and its clones) forward. Only tests call it.
