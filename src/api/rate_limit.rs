@@ -172,8 +172,14 @@ impl Limiter {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let per_shard = (self.config.max_buckets / SHARDS).max(2);
-        if shard.count + 2 > per_shard {
-            shard.make_room(rates, now_ms, per_shard);
+        // Only a request that makes a bucket can go past the cap; room is made down to 7/8 of
+        // it, so that a full shard is swept once per many new buckets, not on every request.
+        let known = shard.tenants.get(tenant_id).is_some_and(|t| {
+            (rates.tenant_per_min == 0 || t.tenant.is_some())
+                && (rates.member_per_min == 0 || t.members.contains_key(&user_id))
+        });
+        if !known && shard.count + 2 > per_shard {
+            shard.make_room(rates, now_ms, (per_shard - per_shard / 8).max(2));
         }
         let shard = &mut *shard;
         let entry = match shard.tenants.get_mut(tenant_id) {
@@ -228,8 +234,8 @@ impl Limiter {
 
 impl Shard {
     /// Drops the full buckets (the same as none); if that frees too little, the least recently
-    /// used tenant with its members. Runs only when the shard is at its share of the cap.
-    fn make_room(&mut self, rates: Rates, now_ms: i64, per_shard: usize) {
+    /// used tenants with their members, until two more fit under `target`.
+    fn make_room(&mut self, rates: Rates, now_ms: i64, target: usize) {
         let mut count = 0;
         self.tenants.retain(|_, t| {
             t.members
@@ -243,7 +249,7 @@ impl Shard {
             t.tenant.is_some() || !t.members.is_empty()
         });
         self.count = count;
-        while self.count + 2 > per_shard {
+        while self.count + 2 > target {
             let oldest = self
                 .tenants
                 .iter()
