@@ -453,11 +453,13 @@ mod tests {
             at_ms: 50_000,
         });
         shard.tenants.insert("a".into(), t);
-        let mut quiet = TenantBuckets::default();
-        quiet.tenant = Some(Bucket {
-            tokens: 9.0,
-            at_ms: 0,
-        });
+        let quiet = TenantBuckets {
+            tenant: Some(Bucket {
+                tokens: 9.0,
+                at_ms: 0,
+            }),
+            members: HashMap::new(),
+        };
         shard.tenants.insert("b".into(), quiet);
         shard.count = 4;
         shard.make_room(RATES, 60_000, 5);
