@@ -206,32 +206,21 @@ impl App {
         if !verdict.admitted {
             return Ok(rate_limit::refused(&verdict));
         }
-        let response = self
-            .run_in_tenant(ctx, path, known, f, cached)
-            .unwrap_or_else(Error::into_response);
-        Ok(rate_limit::with_headers(response, &verdict))
-    }
-
-    fn run_in_tenant(
-        &self,
-        ctx: &RequestCtx,
-        path: &str,
-        known: &RememberedMember,
-        f: TenantFn,
-        cached: bool,
-    ) -> Result<Response, Error> {
-        let record = ctx.tenant.clone().ok_or(Error::NoTenant)?;
-        let member = Member {
-            tenant: self.registry.open(record)?,
-            user: &known.user,
-            session: &known.session,
-            membership: &known.membership,
+        let answer = || {
+            let member = Member {
+                tenant: self.registry.open(Arc::clone(record))?,
+                user: &known.user,
+                session: &known.session,
+                membership: &known.membership,
+            };
+            if cached {
+                read_through(self, ctx, &member, path, f)
+            } else {
+                f(self, ctx, &member)
+            }
         };
-        if cached {
-            read_through(self, ctx, &member, path, f)
-        } else {
-            f(self, ctx, &member)
-        }
+        let response = answer().unwrap_or_else(Error::into_response);
+        Ok(rate_limit::with_headers(response, &verdict))
     }
 }
 

@@ -67,6 +67,24 @@ impl Bucket {
         }
     }
 
+    /// A new full bucket, counted in its shard.
+    fn new(count: &mut usize, now_ms: i64, per_min: u32) -> Bucket {
+        *count += 1;
+        Bucket::full(per_min, now_ms)
+    }
+
+    /// Refills a bucket in force and says how long until it has a token (0: it has one now).
+    fn look(b: Option<&mut Bucket>, per_min: u32, now_ms: i64) -> (Option<&mut Bucket>, u64) {
+        let Some(b) = b else { return (None, 0) };
+        b.refill(per_min, now_ms);
+        let wait = if b.tokens < 1.0 {
+            b.wait_secs(per_min).max(1)
+        } else {
+            0
+        };
+        (Some(b), wait)
+    }
+
     fn refill(&mut self, per_min: u32, now_ms: i64) {
         let elapsed = (now_ms - self.at_ms).max(0) as f64;
         let cap = f64::from(per_min);
@@ -186,32 +204,29 @@ impl Limiter {
             Some(entry) => entry,
             None => shard.tenants.entry(tenant_id.to_string()).or_default(),
         };
-        let mut tenant = None;
-        if rates.tenant_per_min > 0 {
-            let b = entry.tenant.get_or_insert_with(|| {
-                shard.count += 1;
-                Bucket::full(rates.tenant_per_min, now_ms)
-            });
-            b.refill(rates.tenant_per_min, now_ms);
-            if b.tokens < 1.0 {
-                verdict.admitted = false;
-                verdict.tenant_wait = b.wait_secs(rates.tenant_per_min);
-            }
-            tenant = Some(b);
-        }
-        let mut member = None;
-        if rates.member_per_min > 0 {
-            let b = entry.members.entry(user_id).or_insert_with(|| {
-                shard.count += 1;
-                Bucket::full(rates.member_per_min, now_ms)
-            });
-            b.refill(rates.member_per_min, now_ms);
-            if b.tokens < 1.0 {
-                verdict.admitted = false;
-                verdict.member_wait = b.wait_secs(rates.member_per_min);
-            }
-            member = Some(b);
-        }
+        let count = &mut shard.count;
+        let (mut tenant, tenant_wait) = Bucket::look(
+            (rates.tenant_per_min > 0).then(|| {
+                entry
+                    .tenant
+                    .get_or_insert_with(|| Bucket::new(count, now_ms, rates.tenant_per_min))
+            }),
+            rates.tenant_per_min,
+            now_ms,
+        );
+        let (mut member, member_wait) = Bucket::look(
+            (rates.member_per_min > 0).then(|| {
+                entry
+                    .members
+                    .entry(user_id)
+                    .or_insert_with(|| Bucket::new(count, now_ms, rates.member_per_min))
+            }),
+            rates.member_per_min,
+            now_ms,
+        );
+        verdict.tenant_wait = tenant_wait;
+        verdict.member_wait = member_wait;
+        verdict.admitted = tenant_wait == 0 && member_wait == 0;
         // A refused request takes nothing, so a member held back does not drain the tenant.
         if verdict.admitted {
             for b in tenant.iter_mut().chain(member.iter_mut()) {
