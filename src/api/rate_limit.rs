@@ -284,7 +284,7 @@ impl Shard {
     }
 }
 
-/// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers-11, section 4): one policy per limit
+/// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers-11): one policy per limit
 /// in force, its quota `q` per window `w` seconds. The burst is one minute's worth, so the window
 /// is 60 s.
 pub fn policy_header(rates: Rates) -> String {
@@ -298,7 +298,7 @@ pub fn policy_header(rates: Rates) -> String {
     parts.join(", ")
 }
 
-/// `RateLimit` (draft-ietf-httpapi-ratelimit-headers-11, section 5): per policy, the requests
+/// `RateLimit` (draft-ietf-httpapi-ratelimit-headers-11): per policy, the requests
 /// left `r` and `t`, the seconds until the next one is admitted (0 while `r` is above 0: a token
 /// bucket has no fixed window to reset).
 pub fn state_header(v: &Verdict) -> String {
