@@ -123,8 +123,12 @@ class Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TENANTD_")}
         env.update(self.extra_env)
         env["RUST_LOG"] = self.rust_log
+        # The load generator is one member hammering one tenant, which no rate limit would let
+        # through: rates this high keep the limiter's work in what is measured without refusing
+        # (a bench's own args come later and win).
         cmd = [self.binary, "serve", "--bind", f"{LOOPBACK}:0",
-               "--data", self.data_dir] + self.args
+               "--data", self.data_dir,
+               "--tenant-rate", "16777216", "--member-rate", "16777216"] + self.args
         out = open(os.path.join(self.dir, "stdout.log"), "wb")
         err = open(self.stderr_path, "wb")
         try:

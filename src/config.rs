@@ -196,6 +196,12 @@ impl ServeConfig {
         if let Some(v) = pick("--job-backoff", "TENANTD_JOB_BACKOFF")? {
             c.app.jobs.backoff = seconds("--job-backoff", &v)?;
         }
+        if let Some(v) = pick("--tenant-rate", "TENANTD_TENANT_RATE")? {
+            c.app.rate_limit.rates.tenant_per_min = number("--tenant-rate", &v, 0, 1 << 24)? as u32;
+        }
+        if let Some(v) = pick("--member-rate", "TENANTD_MEMBER_RATE")? {
+            c.app.rate_limit.rates.member_per_min = number("--member-rate", &v, 0, 1 << 24)? as u32;
+        }
         if let Some(v) = pick("--metrics-bind", "TENANTD_METRICS_BIND")? {
             c.metrics_bind = Some(
                 bind_address(&v)

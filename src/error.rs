@@ -39,6 +39,10 @@ pub enum Error {
     TooManyRequests {
         retry_after_secs: u64,
     },
+    /// Over a tenant's or a member's request rate (`api::rate_limit`).
+    RateLimited {
+        retry_after_secs: u64,
+    },
     /// The tenant, or the whole server, is down for maintenance.
     Maintenance {
         retry_after: Option<u32>,
@@ -139,6 +143,11 @@ impl Error {
                 "too_many_requests",
                 "too many attempts; try again later".into(),
             ),
+            Error::RateLimited { .. } => (
+                429,
+                "rate_limited",
+                "too many requests; try again after Retry-After seconds".into(),
+            ),
             Error::Maintenance { .. } => (
                 503,
                 "maintenance",
@@ -236,7 +245,8 @@ impl Error {
         match self {
             Error::MethodNotAllowed { allow } => response.with_header("Allow", allow),
             Error::Unauthorized => response.with_header("WWW-Authenticate", "Bearer"),
-            Error::TooManyRequests { retry_after_secs } => {
+            Error::TooManyRequests { retry_after_secs }
+            | Error::RateLimited { retry_after_secs } => {
                 response.with_header("Retry-After", retry_after_secs.max(1).to_string())
             }
             Error::Maintenance {

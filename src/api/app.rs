@@ -106,6 +106,8 @@ pub struct App {
     pub(super) export_streams: super::export::Streams,
     /// `/metrics` and `/readyz`.
     pub(super) observe: super::metrics::Observe,
+    /// Requests per minute per tenant and per member, on tenant routes.
+    pub(super) rate_limit: super::rate_limit::Limiter,
 }
 
 pub const FIRST_ADMIN_EMAIL: &str = "admin@localhost";
@@ -159,6 +161,7 @@ impl App {
                 config: config.metrics.clone(),
                 data_dir: config.data_dir.clone(),
             },
+            rate_limit: super::rate_limit::Limiter::new(config.rate_limit.clone()),
         };
         app.metrics().set_top_tenants(config.metrics.top_tenants);
         Ok((app, first))

@@ -74,6 +74,7 @@ pub struct AppConfig {
     pub jobs: JobsConfig,
     pub metrics: super::metrics::MetricsConfig,
     pub exports: super::export::ExportConfig,
+    pub rate_limit: super::rate_limit::RateLimitConfig,
 }
 
 /// Outbound webhooks: where deliveries may go, when a failing endpoint is disabled, how long a

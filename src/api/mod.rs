@@ -23,6 +23,7 @@ pub mod metrics;
 mod pages;
 mod params;
 mod pipeline;
+pub mod rate_limit;
 mod settings;
 mod tenant;
 mod totp;

@@ -22,6 +22,7 @@ use super::maintenance;
 use super::memo::{Memo, RememberedMember};
 use super::metrics::{self, Seen};
 use super::pages;
+use super::rate_limit;
 use super::{healthz, App, Route, TenantFn};
 
 /// One request as a handler sees it, whatever the route needs.
@@ -184,8 +185,9 @@ impl App {
         })
     }
 
-    /// Runs a tenant route for a member: opens the tenant's pool, then calls the handler,
-    /// through the answers cache if `cached`.
+    /// Runs a tenant route for a member: counts the request against the tenant's and the
+    /// member's rates (a `429` past either), opens the tenant's pool, then calls the handler,
+    /// through the answers cache if `cached`. Every answer carries the rate-limit headers.
     fn in_tenant(
         &self,
         ctx: &RequestCtx,
@@ -194,18 +196,31 @@ impl App {
         f: TenantFn,
         cached: bool,
     ) -> Result<Response, Error> {
-        let record = ctx.tenant.clone().ok_or(Error::NoTenant)?;
-        let member = Member {
-            tenant: self.registry.open(record)?,
-            user: &known.user,
-            session: &known.session,
-            membership: &known.membership,
-        };
-        if cached {
-            read_through(self, ctx, &member, path, f)
-        } else {
-            f(self, ctx, &member)
+        let record = ctx.tenant.as_ref().ok_or(Error::NoTenant)?;
+        let verdict = self.rate_limit.check(
+            self.rate_limit.rates_for(record),
+            &record.id,
+            known.user.id,
+            self.rate_limit.now_ms(&self.sessions.clock),
+        );
+        if !verdict.admitted {
+            return Ok(rate_limit::refused(&verdict));
         }
+        let answer = || {
+            let member = Member {
+                tenant: self.registry.open(Arc::clone(record))?,
+                user: &known.user,
+                session: &known.session,
+                membership: &known.membership,
+            };
+            if cached {
+                read_through(self, ctx, &member, path, f)
+            } else {
+                f(self, ctx, &member)
+            }
+        };
+        let response = answer().unwrap_or_else(Error::into_response);
+        Ok(rate_limit::with_headers(response, &verdict))
     }
 }
 

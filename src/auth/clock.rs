@@ -17,6 +17,19 @@ impl Clock {
         unix_now() + self.ahead_secs.load(Ordering::Relaxed)
     }
 
+    /// Unix milliseconds, on the same offset: for what refills continuously (rate limits).
+    pub fn now_millis(&self) -> i64 {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        since.as_millis() as i64 + self.ahead_millis()
+    }
+
+    /// How far tests moved this clock, in milliseconds.
+    pub fn ahead_millis(&self) -> i64 {
+        self.ahead_secs.load(Ordering::Relaxed) * 1000
+    }
+
     /// Moves this clock (and its clones) forward. Only tests call it.
     pub fn advance(&self, secs: i64) {
         self.ahead_secs.fetch_add(secs, Ordering::Relaxed);

@@ -157,3 +157,17 @@ fn the_default_tenant_comes_from_the_flag_or_the_environment_and_must_be_a_slug(
     let e = parse("--default-tenant a/b", &[]).unwrap_err();
     assert!(e.0.contains("--default-tenant"), "{e}");
 }
+
+#[test]
+fn rate_limits_come_from_flags_or_the_environment_and_zero_is_off() {
+    let rates = |argv: &str, env: &[(&str, &str)]| parse(argv, env).unwrap().app.rate_limit.rates;
+    let r = rates("", &[]);
+    assert_eq!((r.tenant_per_min, r.member_per_min), (6000, 1200));
+    let env = [("TENANTD_TENANT_RATE", "60"), ("TENANTD_MEMBER_RATE", "0")];
+    let r = rates("", &env);
+    assert_eq!((r.tenant_per_min, r.member_per_min), (60, 0));
+    let r = rates("--tenant-rate 0 --member-rate 5", &env);
+    assert_eq!((r.tenant_per_min, r.member_per_min), (0, 5));
+    let err = parse("--member-rate -1", &[]).unwrap_err().to_string();
+    assert!(err.contains("--member-rate"), "{err}");
+}

@@ -217,6 +217,9 @@ Options (each falls back to the environment variable named, then the default):
                            [TENANTD_JOB_RETENTION, 604800]
   --job-backoff SECS       Delay before a failed job's second attempt; doubles per attempt,
                            with jitter [TENANTD_JOB_BACKOFF, 2]
+  --tenant-rate N          Requests a minute per tenant on its routes, bursts of a minute's
+                           worth; past it 429 with Retry-After; 0 = off [TENANTD_TENANT_RATE, 6000]
+  --member-rate N          The same per member of a tenant [TENANTD_MEMBER_RATE, 1200]
   --metrics-bind ADDR      Serve /metrics and /readyz (nothing else) on this address too, e.g.
                            127.0.0.1:9090 [TENANTD_METRICS_BIND, none]
   --metrics-token TOKEN    Serve /metrics on the main address to `Authorization: Bearer

@@ -120,7 +120,8 @@ fn other_processes_on_the_data_directory_never_take_the_server_down() {
     let ids = tenant_ids(dir);
     assert_eq!(ids.len(), TENANTS.len());
 
-    let mut server = spawn_serve(dir, &[], 1);
+    // Clients in tight loops, as no person is: unlimited.
+    let mut server = spawn_serve(dir, &["--tenant-rate", "0", "--member-rate", "0"], 1);
     let addr = server.addr;
     let login = request_to(
         addr,

@@ -206,7 +206,19 @@ fn setup(bin: &Path, checkpoints: &str) -> Setup {
         assert!(listed.contains(name), "{name} not in {listed}");
     }
 
-    let server = spawn_serve(dir, &["--checkpoints", checkpoints], 1);
+    // Writers in tight loops, as no person is: unlimited.
+    let server = spawn_serve(
+        dir,
+        &[
+            "--checkpoints",
+            checkpoints,
+            "--tenant-rate",
+            "0",
+            "--member-rate",
+            "0",
+        ],
+        1,
+    );
     let login = request_to(
         server.addr,
         "POST",

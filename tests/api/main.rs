@@ -32,6 +32,7 @@ mod maintenance;
 mod metrics;
 mod portal_api;
 mod profile;
+mod rate_limit;
 mod readyz;
 mod realtime;
 mod realtime_rejoin;
