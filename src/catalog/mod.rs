@@ -16,6 +16,7 @@ mod invitations;
 mod jobs;
 mod maintenance;
 pub(crate) mod permissions;
+mod plans;
 mod read_cache;
 mod roles;
 mod sessions;
@@ -64,6 +65,10 @@ pub use jobs::{
 };
 pub use maintenance::{bypass_value, DownRequest, Maintenance, SERVER as MAINTENANCE_SERVER};
 pub use permissions::{BuiltinRole, ADMIN_ROLE, BUILTIN_ROLES, PERMISSIONS};
+pub use plans::{
+    Entitlements, Plan, PlanEdit, QuotaExceeded, Subscription, SubscriptionChange,
+    SubscriptionStatus, DEFAULT_PLAN, FEATURES, LIMITS,
+};
 pub use roles::{
     Member, MemberUser, Membership, MembershipPage, Role, RoleUpdate, TenantMembership,
 };
@@ -94,6 +99,8 @@ pub struct Catalog {
     /// `PRAGMA data_version` reveals (another process, the CLI).
     generation: AtomicU64,
     reads: Mutex<ReadCache>,
+    /// The plan new tenants get (`--default-plan`).
+    default_plan: RwLock<String>,
 }
 
 impl fmt::Debug for Catalog {
@@ -171,6 +178,7 @@ impl Catalog {
             reloads: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             reads: Mutex::new(ReadCache::default()),
+            default_plan: RwLock::new(DEFAULT_PLAN.to_string()),
         };
         catalog.snapshot()?;
         Ok(catalog)
@@ -197,6 +205,22 @@ impl Catalog {
         let result = db::write(&mut conn, f);
         self.changed();
         result
+    }
+
+    /// Sets the plan new tenants get; it must exist.
+    pub fn set_default_plan(&self, plan: &str) -> Result<(), CatalogError> {
+        if self.plan(plan)?.is_none() {
+            return Err(CatalogError::PlanNotFound(plan.to_string()));
+        }
+        *self.default_plan.write().unwrap_or_else(|e| e.into_inner()) = plan.to_string();
+        Ok(())
+    }
+
+    pub(crate) fn default_plan(&self) -> String {
+        self.default_plan
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// A write only to tables nothing kept is read from (jobs, schedules, the audit log,
