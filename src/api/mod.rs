@@ -23,6 +23,7 @@ pub mod metrics;
 mod pages;
 mod params;
 mod pipeline;
+mod plans;
 mod settings;
 mod tenant;
 mod totp;
@@ -88,6 +89,7 @@ fn routes() -> Router<Route> {
     webhooks_in::routes(&mut r);
     export::routes(&mut r);
     settings::routes(&mut r);
+    plans::routes(&mut r);
     r
 }
 

@@ -67,7 +67,7 @@ pub use maintenance::{bypass_value, DownRequest, Maintenance, SERVER as MAINTENA
 pub use permissions::{BuiltinRole, ADMIN_ROLE, BUILTIN_ROLES, PERMISSIONS};
 pub use plans::{
     Entitlements, Plan, PlanEdit, QuotaExceeded, Subscription, SubscriptionChange,
-    SubscriptionStatus, DEFAULT_PLAN, FEATURES, LIMITS,
+    SubscriptionStatus, DEFAULT_BILLING_GRACE_SECS, DEFAULT_PLAN, FEATURES, LIMITS,
 };
 pub use roles::{
     Member, MemberUser, Membership, MembershipPage, Role, RoleUpdate, TenantMembership,
@@ -101,6 +101,8 @@ pub struct Catalog {
     reads: Mutex<ReadCache>,
     /// The plan new tenants get (`--default-plan`).
     default_plan: RwLock<String>,
+    /// How long a `past_due` subscription keeps writing (`--billing-grace`), in seconds.
+    billing_grace: std::sync::atomic::AtomicI64,
 }
 
 impl fmt::Debug for Catalog {
@@ -179,6 +181,7 @@ impl Catalog {
             generation: AtomicU64::new(0),
             reads: Mutex::new(ReadCache::default()),
             default_plan: RwLock::new(DEFAULT_PLAN.to_string()),
+            billing_grace: std::sync::atomic::AtomicI64::new(DEFAULT_BILLING_GRACE_SECS),
         };
         catalog.snapshot()?;
         Ok(catalog)
@@ -214,6 +217,16 @@ impl Catalog {
         }
         *self.default_plan.write().unwrap_or_else(|e| e.into_inner()) = plan.to_string();
         Ok(())
+    }
+
+    pub fn set_billing_grace(&self, secs: i64) {
+        self.billing_grace
+            .store(secs.max(0), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn billing_grace(&self) -> i64 {
+        self.billing_grace
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) fn default_plan(&self) -> String {

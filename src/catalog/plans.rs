@@ -13,6 +13,9 @@ use super::{AuditEntry, Catalog, CatalogError, ValidationError};
 /// The plan a new tenant gets unless the server is told otherwise: no limits, as before plans.
 pub const DEFAULT_PLAN: &str = "unlimited";
 
+/// How long a `past_due` subscription keeps writing after its period ended: a week.
+pub const DEFAULT_BILLING_GRACE_SECS: i64 = 7 * 24 * 3600;
+
 /// The limits the code counts; others may be stored but nothing enforces them.
 pub const LIMITS: [&str; 5] = [
     "members",
@@ -266,6 +269,35 @@ pub(crate) fn entitlements_in(
     Ok(Entitlements { subscription, plan })
 }
 
+/// `Some((limit, usage))` when one more member would pass the tenant's `members` limit.
+pub(super) fn members_over_limit(
+    conn: &Connection,
+    tenant_id: &str,
+) -> rusqlite::Result<Option<(i64, i64)>> {
+    let limit: Option<i64> = conn
+        .query_row(
+            "SELECT json_extract(p.limits, '$.members') FROM subscriptions s
+             JOIN plans p ON p.slug = s.plan WHERE s.tenant_id = ?1",
+            [tenant_id],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    let Some(limit) = limit else {
+        return Ok(None);
+    };
+    let usage = member_count_in(conn, tenant_id)?;
+    Ok((usage >= limit).then_some((limit, usage)))
+}
+
+fn member_count_in(conn: &Connection, tenant_id: &str) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT count(*) FROM memberships WHERE tenant_id = ?1",
+        [tenant_id],
+        |r| r.get(0),
+    )
+}
+
 /// Gives a new tenant its subscription, in the transaction that inserts it.
 pub(super) fn subscribe_new(
     conn: &Connection,
@@ -356,6 +388,11 @@ impl Catalog {
         audit.details = serde_json::json!({"limits": plan.limits, "features": plan.features});
         self.record_audit_logged(&audit);
         Ok(plan)
+    }
+
+    pub fn member_count(&self, tenant_id: &str) -> Result<i64, CatalogError> {
+        let conn = self.pool.get()?;
+        Ok(member_count_in(&conn, tenant_id)?)
     }
 
     /// The tenant's subscription and plan, read now (not from the snapshot).

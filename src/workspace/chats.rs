@@ -391,6 +391,9 @@ pub fn create_chat(
     let kind = kind.unwrap_or(ChatKind::Group);
 
     tenant.write(|tx| {
+        reader
+            .limits
+            .check(tx, "chats", "SELECT count(*) FROM chats")?;
         let now = now();
         let chat_id: i64 = row_cached(
             tx,
