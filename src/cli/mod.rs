@@ -10,6 +10,7 @@ mod import;
 mod jobs;
 mod litestream;
 mod maintenance;
+mod plans;
 mod tenants;
 
 use std::fmt;
@@ -135,6 +136,7 @@ Commands:
   restore    Restore a tenant from a backup, or clone a backup as a new tenant
   realtime   Show the real-time channels' app id, key and secret
   down, up   Put the whole server in maintenance mode, or end it
+  plans      List and edit plans (limits, features); a tenant's: `tenants plan`
   litestream Print a Litestream configuration for the catalog and every tenant file
   help       Show this help (`tenantd help <command>`: that command's)
 
@@ -330,6 +332,11 @@ const COMMANDS: &[Command] = &[
         name: "up",
         help: maintenance::DOWN_HELP,
         run: |args, env| maintenance::server(false, args, env).map(|()| 0),
+    },
+    Command {
+        name: "plans",
+        help: plans::PLANS_HELP,
+        run: |args, env| plans::plans(args, env).map(|()| 0),
     },
     Command {
         name: "litestream",

@@ -311,3 +311,68 @@ fn admin_routes_check_their_input_and_tenants_see_only_their_subscription() {
     let seen = app.on(&agent, "acme", "GET", "/api/subscription", None);
     assert_eq!(seen.status, 403, "{}", seen.text());
 }
+
+#[test]
+fn the_cli_lists_and_edits_plans_and_sets_a_tenants_plan_beside_a_running_server() {
+    let app = two_companies();
+    let ok = |args: &[&str]| {
+        let out = app.cli(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let listed: Value = serde_json::from_str(&ok(&["plans", "list", "--json"])).unwrap();
+    assert_eq!(listed["plans"][0]["slug"], "free");
+    assert!(ok(&["plans", "list"]).contains("unlimited"));
+
+    ok(&[
+        "plans",
+        "edit",
+        "team",
+        "--limit",
+        "orders=1",
+        "--feature",
+        "exports=off",
+    ]);
+    let shown = ok(&["tenants", "plan", "acme", "team", "--json"]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&shown).unwrap()["plan"],
+        "team"
+    );
+    expect(&new_order(&app, "acme"), 201, "the first order");
+    assert_quota(&new_order(&app, "acme"), "orders", 1, 1);
+    let export = app.on(&app.owner_token, "acme", "GET", "/api/export", None);
+    expect_error(&export, 403, "feature_not_in_plan", "exports off on team");
+    expect(&new_order(&app, "globex"), 201, "globex stays unlimited");
+
+    ok(&["tenants", "plan", "acme", "team", "--status", "canceled"]);
+    expect_error(
+        &new_order(&app, "acme"),
+        403,
+        "subscription_inactive",
+        "canceled",
+    );
+
+    for bad in [
+        &["plans", "edit", "team", "--limit", "orders"][..],
+        &["plans", "edit", "team", "--limit", "orders=-2"],
+        &["plans", "edit", "team", "--feature", "exports=maybe"],
+        &["plans", "edit", "gold", "--limit", "orders=1"],
+        &["tenants", "plan", "acme", "gold"],
+        &["tenants", "plan", "acme", "free", "--status", "paid"],
+        &["tenants", "plan", "nope", "free"],
+    ] {
+        let out = app.cli(bad);
+        assert!(!out.status.success(), "{bad:?} succeeded");
+        assert!(!out.stderr.is_empty(), "{bad:?} said nothing");
+    }
+    let audit = app.central_db().query_row(
+        "SELECT count(*) FROM audit_log WHERE action IN ('plan.edited', 'subscription.changed')",
+        [],
+        |r| r.get::<_, i64>(0),
+    );
+    assert_eq!(audit.unwrap(), 3);
+}
