@@ -165,6 +165,10 @@ Options (each falls back to the environment variable named, then the default):
                            (one URL for a single-company install); the admin portal
                            moves to /admin, the admin API (/api/admin/...) and inbound
                            webhooks stay central [TENANTD_DEFAULT_TENANT, none]
+  --default-plan PLAN      The plan new tenants get (`tenantd plans list`)
+                           [TENANTD_DEFAULT_PLAN, unlimited]
+  --billing-grace SECS     How long a past_due subscription keeps writing after its
+                           period ended (60 to a year) [TENANTD_BILLING_GRACE, 604800]
   --max-open-tenants N     Tenant databases kept open at once; the least recently used
                            idle one is closed past it [TENANTD_MAX_OPEN_TENANTS, 256]
   --read-cache-mib N       MiB of read answers kept, for all tenants together, while
