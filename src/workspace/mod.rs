@@ -80,10 +80,22 @@ impl Limits {
         name: &'static str,
         count_sql: &str,
     ) -> Result<(), WorkspaceError> {
+        self.check_counted(name, |_| {
+            tx.prepare_cached(count_sql)?.query_row([], |r| r.get(0))
+        })
+    }
+
+    /// As `check`, with the usage counted by `count`, which is given the limit (it need
+    /// not count past it). Call it inside the write's transaction.
+    pub(crate) fn check_counted(
+        &self,
+        name: &'static str,
+        count: impl FnOnce(i64) -> rusqlite::Result<i64>,
+    ) -> Result<(), WorkspaceError> {
         let Some(&limit) = self.0.get(name) else {
             return Ok(());
         };
-        let usage: i64 = tx.prepare_cached(count_sql)?.query_row([], |r| r.get(0))?;
+        let usage = count(limit)?;
         if usage >= limit {
             return Err(WorkspaceError::Quota {
                 limit_name: name,

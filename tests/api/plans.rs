@@ -376,3 +376,44 @@ fn the_cli_lists_and_edits_plans_and_sets_a_tenants_plan_beside_a_running_server
     );
     assert_eq!(audit.unwrap(), 3);
 }
+
+#[test]
+fn messages_per_day_count_todays_messages_only() {
+    let app = two_companies();
+    on_free(&app, "acme", json!({"messages_per_day": 2}), json!({}));
+    let chat = app.on(
+        &app.owner_token,
+        "acme",
+        "POST",
+        "/api/chats",
+        Some(json!({"title": "Team", "kind": "group", "participant_ids": []})),
+    );
+    expect(&chat, 201, "a chat");
+    let path = format!("/api/chats/{}/messages", chat.json()["id"]);
+    // Yesterday's messages, as if posted then: they do not count today.
+    let acme = app.app.catalog.by_slug("acme").unwrap().unwrap();
+    let file = rusqlite::Connection::open(app.tenant_file(&acme.id)).unwrap();
+    for _ in 0..3 {
+        file.execute(
+            "INSERT INTO messages (chat_id, user_id, body, created_at)
+             VALUES (?1, ?2, 'old', strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 day'))",
+            rusqlite::params![chat.json()["id"].as_i64().unwrap(), app.owner_id],
+        )
+        .unwrap();
+    }
+    drop(file);
+    let post = || {
+        app.on(
+            &app.owner_token,
+            "acme",
+            "POST",
+            &path,
+            Some(json!({"body": "hi"})),
+        )
+    };
+    expect(&post(), 201, "below the limit");
+    expect(&post(), 201, "at the limit");
+    assert_quota(&post(), "messages_per_day", 2, 2);
+    let list = app.on(&app.owner_token, "acme", "GET", &path, None);
+    expect(&list, 200, "reading the chat");
+}
