@@ -275,6 +275,7 @@ fn show(app: &App, _ctx: &RequestCtx, member: &Member) -> Result<Response, Error
 
 fn change(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
     member.require(PERMISSION)?;
+    super::plans::writable(app, member.tenant.id())?;
     let current = app
         .catalog
         .by_id(member.tenant.id())?

@@ -414,6 +414,7 @@ fn show(_app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error
 
 fn update(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
     member.require("settings_manage")?;
+    super::plans::writable(app, member.tenant.id())?;
     let id = found(member, ctx)?.id;
     let fields: Fields = json_body(ctx.req)?;
     let events = check(app, &fields)?;
@@ -453,6 +454,7 @@ fn update(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Erro
 
 fn delete(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
     member.require("settings_manage")?;
+    super::plans::writable(app, member.tenant.id())?;
     let gone = found(member, ctx)?;
     member.tenant.write(|tx| -> Result<(), Error> {
         tx.execute("DELETE FROM webhook_endpoints WHERE id = ?1", [gone.id])?;
@@ -510,6 +512,7 @@ fn deliveries(_app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response,
 
 fn rotate_secret(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
     member.require("settings_manage")?;
+    super::plans::writable(app, member.tenant.id())?;
     let id = found(member, ctx)?.id;
     let secret = new_secret();
     let now = unix_now();

@@ -201,6 +201,24 @@ fn an_ended_trial_and_past_due_beyond_grace_leave_the_tenant_read_only() {
         "subscription_inactive",
         "trial over",
     );
+    for (method, path, body) in [
+        (
+            "POST",
+            "/api/chats",
+            json!({"title": "T", "kind": "group", "participant_ids": []}),
+        ),
+        ("PATCH", "/api/settings", json!({"locale": "de-DE"})),
+        (
+            "POST",
+            "/api/members",
+            json!({"email": "new@acme.test", "role": "agent"}),
+        ),
+    ] {
+        let refused = app.on(&app.owner_token, "acme", method, path, Some(body));
+        expect_error(&refused, 403, "subscription_inactive", path);
+    }
+    let settings = app.on(&app.owner_token, "acme", "GET", "/api/settings", None);
+    expect(&settings, 200, "settings still read");
     let list = app.on(&app.owner_token, "acme", "GET", "/api/orders", None);
     expect(&list, 200, "reads go on");
     assert_eq!(
