@@ -5,17 +5,24 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::catalog::TenantRecord;
 use crate::catalog::{
     ActorType, CatalogError, Entitlements, PlanEdit, SubscriptionChange, SubscriptionStatus,
 };
 use crate::error::Error;
 use crate::http::{Response, Router};
+use crate::tenancy::Tenant;
 
 use super::{App, Member, RequestCtx, Route, SignedInAdmin};
 
 pub(super) fn routes(r: &mut Router<Route>) {
     r.add("GET", "/api/subscription", Route::Tenant(show));
     r.add("GET", "/api/admin/plans", Route::Admin(list));
+    r.add(
+        "GET",
+        "/api/admin/tenants/{tenant}/subscription",
+        Route::Admin(admin_show),
+    );
     r.add("PATCH", "/api/admin/plans/{plan}", Route::Admin(edit));
     r.add(
         "PUT",
@@ -76,10 +83,10 @@ fn view(app: &App, e: &Entitlements, usage: Option<Value>) -> Value {
 }
 
 /// What the tenant uses of each counted limit.
-fn usage(app: &App, member: &Member) -> Result<Value, Error> {
-    let conn = member.tenant.conn()?;
+fn usage(app: &App, tenant: &Tenant) -> Result<Value, Error> {
+    let conn = tenant.conn()?;
     let count = |sql: &str| -> Result<i64, Error> { Ok(conn.query_row(sql, [], |r| r.get(0))?) };
-    let members = app.catalog.member_count(member.tenant.id())?;
+    let members = app.catalog.member_count(tenant.id())?;
     Ok(json!({
         "members": members,
         "orders": count("SELECT count(*) FROM orders")?,
@@ -90,7 +97,19 @@ fn usage(app: &App, member: &Member) -> Result<Value, Error> {
 fn show(app: &App, _ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
     member.require("settings_manage")?;
     let e = app.catalog.entitlements(member.tenant.id())?;
-    let usage = usage(app, member)?;
+    let usage = usage(app, &member.tenant)?;
+    Ok(Response::json(200, &view(app, &e, Some(usage))))
+}
+
+fn admin_tenant(app: &App, ctx: &RequestCtx) -> Result<std::sync::Arc<TenantRecord>, Error> {
+    super::tenant_by_key(&app.catalog, ctx.params.get("tenant").unwrap_or_default())?
+        .ok_or(Error::TenantNotFound)
+}
+
+fn admin_show(app: &App, ctx: &RequestCtx, _signed_in: &SignedInAdmin) -> Result<Response, Error> {
+    let record = admin_tenant(app, ctx)?;
+    let e = app.catalog.entitlements(&record.id)?;
+    let usage = usage(app, &app.registry.open(record)?)?;
     Ok(Response::json(200, &view(app, &e, Some(usage))))
 }
 
@@ -151,8 +170,7 @@ struct SubscriptionBody {
 }
 
 fn subscribe(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Response, Error> {
-    let tenant = super::tenant_by_key(&app.catalog, ctx.params.get("tenant").unwrap_or_default())?
-        .ok_or(Error::TenantNotFound)?;
+    let tenant = admin_tenant(app, ctx)?;
     let body: SubscriptionBody = super::json_body(ctx.req)?;
     let status = match body.status.as_deref() {
         None => None,

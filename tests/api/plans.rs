@@ -182,6 +182,10 @@ fn features_off_answer_feature_not_in_plan_and_endpoints_count() {
     assert_quota(&endpoint("acme"), "webhook_endpoints", 1, 1);
 }
 
+fn refused_inactive(app: &TestApp, what: &str) {
+    expect_error(&new_order(app, "acme"), 403, "subscription_inactive", what);
+}
+
 #[test]
 fn an_ended_trial_and_past_due_beyond_grace_leave_the_tenant_read_only() {
     let app = two_companies();
@@ -195,12 +199,7 @@ fn an_ended_trial_and_past_due_beyond_grace_leave_the_tenant_read_only() {
     assert_eq!(put.json()["writable"], true);
     expect(&new_order(&app, "acme"), 201, "during the trial");
     app.app.sessions.clock.advance(200);
-    expect_error(
-        &new_order(&app, "acme"),
-        403,
-        "subscription_inactive",
-        "trial over",
-    );
+    refused_inactive(&app, "trial over");
     for (method, path, body) in [
         (
             "POST",
@@ -238,12 +237,7 @@ fn an_ended_trial_and_past_due_beyond_grace_leave_the_tenant_read_only() {
     expect(&put, 200, "past due");
     expect(&new_order(&app, "acme"), 201, "within the grace period");
     app.app.sessions.clock.advance(3600);
-    expect_error(
-        &new_order(&app, "acme"),
-        403,
-        "subscription_inactive",
-        "past grace",
-    );
+    refused_inactive(&app, "past grace");
     let put = app.admin(
         "PUT",
         "/api/admin/tenants/acme/subscription",
@@ -318,6 +312,13 @@ fn admin_routes_check_their_input_and_tenants_see_only_their_subscription() {
         200,
         "acme on free",
     );
+    expect(&new_order(&app, "acme"), 201, "an order");
+    let seen_by_admin = app.admin("GET", path, None);
+    expect(&seen_by_admin, 200, "the admin's view");
+    assert_eq!(seen_by_admin.json()["plan"]["slug"], "free");
+    assert_eq!(seen_by_admin.json()["usage"]["orders"], 1);
+    let globex_usage = app.admin("GET", "/api/admin/tenants/globex/subscription", None);
+    assert_eq!(globex_usage.json()["usage"]["orders"], 0);
     let acme = app.on(&app.owner_token, "acme", "GET", "/api/subscription", None);
     expect(&acme, 200, "acme's subscription");
     assert_eq!(acme.json()["plan"]["slug"], "free");
