@@ -436,3 +436,28 @@ fn messages_per_day_count_todays_messages_only() {
     let list = app.on(&app.owner_token, "acme", "GET", &path, None);
     expect(&list, 200, "reading the chat");
 }
+
+#[test]
+fn concurrent_member_additions_never_pass_the_members_limit() {
+    let app = Arc::new(two_companies());
+    // The owner is one of the three.
+    on_free(&app, "acme", json!({"members": 3}), json!({}));
+    let acme = app.app.catalog.by_slug("acme").unwrap().unwrap();
+    let users: Vec<i64> = (0..6)
+        .map(|i| app.user(&format!("m{i}@acme.test"), "member-password-1"))
+        .collect();
+    let threads: Vec<_> = users
+        .into_iter()
+        .map(|user| {
+            let (app, tenant) = (Arc::clone(&app), acme.id.clone());
+            std::thread::spawn(move || app.app.catalog.add_member(&tenant, user, "agent").is_ok())
+        })
+        .collect();
+    let added = threads
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .filter(|&ok| ok)
+        .count();
+    assert_eq!(added, 2);
+    assert_eq!(app.app.catalog.member_count(&acme.id).unwrap(), 3);
+}
