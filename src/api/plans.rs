@@ -5,7 +5,6 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::catalog::TenantRecord;
 use crate::catalog::{
     ActorType, CatalogError, Entitlements, PlanEdit, SubscriptionChange, SubscriptionStatus,
 };
@@ -13,6 +12,7 @@ use crate::error::Error;
 use crate::http::{Response, Router};
 use crate::tenancy::Tenant;
 
+use super::settings::admin_tenant;
 use super::{App, Member, RequestCtx, Route, SignedInAdmin};
 
 pub(super) fn routes(r: &mut Router<Route>) {
@@ -99,11 +99,6 @@ fn show(app: &App, _ctx: &RequestCtx, member: &Member) -> Result<Response, Error
     let e = app.catalog.entitlements(member.tenant.id())?;
     let usage = usage(app, &member.tenant)?;
     Ok(Response::json(200, &view(app, &e, Some(usage))))
-}
-
-fn admin_tenant(app: &App, ctx: &RequestCtx) -> Result<std::sync::Arc<TenantRecord>, Error> {
-    super::tenant_by_key(&app.catalog, ctx.params.get("tenant").unwrap_or_default())?
-        .ok_or(Error::TenantNotFound)
 }
 
 fn admin_show(app: &App, ctx: &RequestCtx, _signed_in: &SignedInAdmin) -> Result<Response, Error> {

@@ -322,7 +322,10 @@ fn logo(app: &App, _ctx: &RequestCtx, member: &Member) -> Result<Response, Error
         .with_header("Content-Disposition", "inline; filename=\"logo\""))
 }
 
-fn admin_tenant(app: &App, ctx: &RequestCtx) -> Result<std::sync::Arc<TenantRecord>, Error> {
+pub(super) fn admin_tenant(
+    app: &App,
+    ctx: &RequestCtx,
+) -> Result<std::sync::Arc<TenantRecord>, Error> {
     super::tenant_by_key(&app.catalog, ctx.params.get("tenant").unwrap_or_default())?
         .ok_or(Error::TenantNotFound)
 }
