@@ -53,6 +53,10 @@ pub struct ServeConfig {
     pub metrics_bind: Option<String>,
     /// `--log-format json`: one JSON object per log line.
     pub log_json: bool,
+    /// `--default-plan`: the plan new tenants get (checked against the catalog at start).
+    pub default_plan: Option<String>,
+    /// `--billing-grace`: seconds a `past_due` subscription keeps writing.
+    pub billing_grace: Option<i64>,
 }
 
 impl Default for ServeConfig {
@@ -64,6 +68,8 @@ impl Default for ServeConfig {
             max_websockets: None,
             metrics_bind: None,
             log_json: false,
+            default_plan: None,
+            billing_grace: None,
             http: http::Config::default(),
             app: AppConfig {
                 data_dir: PathBuf::from(DEFAULT_DATA_DIR),
@@ -123,6 +129,12 @@ impl ServeConfig {
             crate::catalog::validate_slug(&slug)
                 .map_err(|e| ConfigError(format!("--default-tenant: {e}")))?;
             c.app.identify.default_tenant = Some(slug);
+        }
+        if let Some(v) = pick("--default-plan", "TENANTD_DEFAULT_PLAN")? {
+            c.default_plan = Some(v.trim().to_string());
+        }
+        if let Some(v) = pick("--billing-grace", "TENANTD_BILLING_GRACE")? {
+            c.billing_grace = Some(seconds_long("--billing-grace", &v)?);
         }
         if let Some(v) = pick("--max-open-tenants", "TENANTD_MAX_OPEN_TENANTS")? {
             c.app.registry.max_open_pools = number("--max-open-tenants", &v, 1, 1_000_000)?;

@@ -89,6 +89,17 @@ pub enum Error {
     },
     /// An inbound webhook for a source we do not take.
     UnknownWebhookSource,
+    /// A write that would pass a limit of the tenant's plan; reads still work.
+    QuotaExceeded {
+        limit_name: &'static str,
+        limit: i64,
+        usage: i64,
+    },
+    /// A route of a feature the tenant's plan switches off.
+    FeatureNotInPlan(&'static str),
+    /// A trial that ended, or a subscription canceled or past due beyond the grace period:
+    /// the tenant is read-only until it is paid for; nothing is deleted.
+    SubscriptionInactive,
     /// A failure on our side: logged in full, answered with a generic message.
     Internal(String),
 }
@@ -206,6 +217,23 @@ impl Error {
                 "realtime_busy",
                 "the real-time hub is overloaded; try again".into(),
             ),
+            Error::QuotaExceeded {
+                limit_name, limit, ..
+            } => (
+                403,
+                "quota_exceeded",
+                format!("the plan allows {limit} {limit_name}; upgrade the plan to add more"),
+            ),
+            Error::FeatureNotInPlan(feature) => (
+                403,
+                "feature_not_in_plan",
+                format!("the tenant's plan does not include {feature}"),
+            ),
+            Error::SubscriptionInactive => (
+                403,
+                "subscription_inactive",
+                "the subscription is not active: the tenant is read-only until it is".into(),
+            ),
             Error::Validation(_) => (422, "validation_failed", "some fields are not valid".into()),
             Error::Conflict { code, message } => (409, code, message.clone()),
             Error::Invitation {
@@ -237,11 +265,21 @@ impl Error {
             Error::Validation(fields) => Some(fields),
             _ => None,
         };
-        let response = Response::new(
-            status,
-            "application/json",
-            http::error_body(code, &message, fields),
-        );
+        let mut body = http::error_body(code, &message, fields);
+        if let Error::QuotaExceeded {
+            limit_name,
+            limit,
+            usage,
+        } = &self
+        {
+            let mut value: serde_json::Value =
+                serde_json::from_slice(&body).expect("error_body writes JSON");
+            value["error"]["limit_name"] = serde_json::json!(limit_name);
+            value["error"]["limit"] = serde_json::json!(limit);
+            value["error"]["usage"] = serde_json::json!(usage);
+            body = value.to_string().into_bytes();
+        }
+        let response = Response::new(status, "application/json", body);
         match self {
             Error::MethodNotAllowed { allow } => response.with_header("Allow", allow),
             Error::Unauthorized => response.with_header("WWW-Authenticate", "Bearer"),
@@ -357,6 +395,15 @@ impl From<WorkspaceError> for Error {
             WorkspaceError::Validation(fields) => Error::Validation(fields),
             WorkspaceError::NotFound => Error::NotFound,
             WorkspaceError::Forbidden(what) => Error::Forbidden(what),
+            WorkspaceError::Quota {
+                limit_name,
+                limit,
+                usage,
+            } => Error::QuotaExceeded {
+                limit_name,
+                limit,
+                usage,
+            },
             // SQLite's own errors are told apart (busy or corrupt: 503; a
             // failed constraint, our bug: 500); pool and file errors are 503.
             WorkspaceError::Db(DbError::Sqlite(e)) => e.into(),
@@ -415,6 +462,11 @@ impl From<IdentityError> for Error {
             IdentityError::RoleInUse(_) => conflict("role_in_use", &e),
             IdentityError::AlreadyAMember => conflict("already_a_member", &e),
             IdentityError::LastAdmin => conflict("last_admin", &e),
+            IdentityError::Quota { limit, usage } => Error::QuotaExceeded {
+                limit_name: "members",
+                limit: *limit,
+                usage: *usage,
+            },
             IdentityError::RoleNotFound(_) => Error::validation("role", "no such role"),
             IdentityError::UserNotFound | IdentityError::NotAMember => Error::NotFound,
             IdentityError::AdminNotFound => Error::NotFound,

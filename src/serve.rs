@@ -61,6 +61,15 @@ pub fn run(mut config: ServeConfig) -> i32 {
             return 1;
         }
     };
+    if let Some(plan) = &config.default_plan {
+        if let Err(e) = app.catalog.set_default_plan(plan) {
+            eprintln!("tenantd: --default-plan: {e}");
+            return 1;
+        }
+    }
+    if let Some(secs) = config.billing_grace {
+        app.catalog.set_billing_grace(secs);
+    }
     // Reported, never removed here: a catalog that is missing (moved, or a wrong --data) has
     // just been made anew and empty, and an old one restored from a backup lacks the newer
     // tenants; either would make every tenant file look like an orphan. `tenants gc` removes

@@ -109,6 +109,11 @@ test('the admin creates a tenant in the portal and reaches its workspace at its 
   const health = page.getByTestId('health');
   await health.getByText('(latest)').waitFor();
   assert.match(await health.innerText(), /Database file\s+\d/);
+  // Its plan and usage: a new tenant is on the default plan, with no limits.
+  const plan = page.getByTestId('plan');
+  await plan.getByText('of unlimited').first().waitFor();
+  assert.match(await plan.innerText(), /Plan\s+Unlimited\s+unlimited/);
+  assert.match(await plan.innerText(), /orders\s+0 of unlimited/);
 
   // The list has it, with its status and domain, and the search finds it.
   await page.getByRole('link', { name: 'All tenants' }).click();

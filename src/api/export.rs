@@ -155,6 +155,7 @@ fn audit_export(app: &App, ctx: &RequestCtx, member: &Member<'_>, action: &str, 
 /// read transaction is rolled back and the connection goes back to the pool.
 fn download_now(app: &App, ctx: &RequestCtx, member: &Member<'_>) -> Result<Response, Error> {
     member.require(PERMISSION)?;
+    super::plans::require_feature(app, member.tenant.id(), "exports")?;
     let place = StreamPlace::take(&app.export_streams, member.tenant.id()).ok_or(
         Error::TooManyRequests {
             retry_after_secs: 10,
@@ -200,6 +201,7 @@ fn download_now(app: &App, ctx: &RequestCtx, member: &Member<'_>) -> Result<Resp
 /// it (`200`) rather than queueing another.
 fn request_export(app: &App, ctx: &RequestCtx, member: &Member<'_>) -> Result<Response, Error> {
     member.require(PERMISSION)?;
+    super::plans::require_feature(app, member.tenant.id(), "exports")?;
     let mut job = NewJob::new(
         Some(member.tenant.id().to_string()),
         EXPORT_QUEUE,

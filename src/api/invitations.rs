@@ -68,6 +68,7 @@ fn list(app: &App, _ctx: &RequestCtx, member: &Member) -> Result<Response, Error
 /// and shape, whether the email has an account or not; nothing is created but the invitation.
 pub(super) fn invite(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
     member.require("members_manage")?;
+    super::plans::writable(app, member.tenant.id())?;
     #[derive(Deserialize)]
     struct Invite {
         email: String,

@@ -23,7 +23,11 @@ pub mod metrics;
 mod pages;
 mod params;
 mod pipeline;
+<<<<<<< HEAD
 pub mod rate_limit;
+=======
+mod plans;
+>>>>>>> i18-plans
 mod settings;
 mod tenant;
 mod totp;
@@ -89,6 +93,7 @@ fn routes() -> Router<Route> {
     webhooks_in::routes(&mut r);
     export::routes(&mut r);
     settings::routes(&mut r);
+    plans::routes(&mut r);
     r
 }
 

@@ -275,6 +275,7 @@ fn show(app: &App, _ctx: &RequestCtx, member: &Member) -> Result<Response, Error
 
 fn change(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
     member.require(PERMISSION)?;
+    super::plans::writable(app, member.tenant.id())?;
     let current = app
         .catalog
         .by_id(member.tenant.id())?
@@ -321,7 +322,10 @@ fn logo(app: &App, _ctx: &RequestCtx, member: &Member) -> Result<Response, Error
         .with_header("Content-Disposition", "inline; filename=\"logo\""))
 }
 
-fn admin_tenant(app: &App, ctx: &RequestCtx) -> Result<std::sync::Arc<TenantRecord>, Error> {
+pub(super) fn admin_tenant(
+    app: &App,
+    ctx: &RequestCtx,
+) -> Result<std::sync::Arc<TenantRecord>, Error> {
     super::tenant_by_key(&app.catalog, ctx.params.get("tenant").unwrap_or_default())?
         .ok_or(Error::TenantNotFound)
 }

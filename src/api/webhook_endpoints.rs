@@ -349,6 +349,10 @@ fn list(_app: &App, _ctx: &RequestCtx, member: &Member) -> Result<Response, Erro
 
 fn create(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
     member.require("settings_manage")?;
+    let plan = super::plans::writable(app, member.tenant.id())?;
+    if !plan.feature("webhooks") {
+        return Err(Error::FeatureNotInPlan("webhooks"));
+    }
     let fields: Fields = json_body(ctx.req)?;
     let mut missing = BTreeMap::new();
     if fields.url.is_none() {
@@ -367,6 +371,8 @@ fn create(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Erro
     let id = member.tenant.write(|tx| -> Result<i64, Error> {
         let count: i64 =
             tx.query_row("SELECT count(*) FROM webhook_endpoints", [], |r| r.get(0))?;
+        plan.check("webhook_endpoints", count, 1)
+            .map_err(super::plans::quota_error)?;
         if count >= MAX_ENDPOINTS {
             return Err(Error::Conflict {
                 code: "too_many_endpoints",
@@ -408,6 +414,7 @@ fn show(_app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error
 
 fn update(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
     member.require("settings_manage")?;
+    super::plans::writable(app, member.tenant.id())?;
     let id = found(member, ctx)?.id;
     let fields: Fields = json_body(ctx.req)?;
     let events = check(app, &fields)?;
@@ -447,6 +454,7 @@ fn update(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Erro
 
 fn delete(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
     member.require("settings_manage")?;
+    super::plans::writable(app, member.tenant.id())?;
     let gone = found(member, ctx)?;
     member.tenant.write(|tx| -> Result<(), Error> {
         tx.execute("DELETE FROM webhook_endpoints WHERE id = ?1", [gone.id])?;
@@ -504,6 +512,7 @@ fn deliveries(_app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response,
 
 fn rotate_secret(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
     member.require("settings_manage")?;
+    super::plans::writable(app, member.tenant.id())?;
     let id = found(member, ctx)?.id;
     let secret = new_secret();
     let now = unix_now();

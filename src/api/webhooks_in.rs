@@ -305,6 +305,7 @@ pub(super) fn run_messages(app: &App, run: &JobRun) -> Result<(), JobFailure> {
                 .join("; "),
         )),
         Err(WorkspaceError::Forbidden(what)) => Err(JobFailure::Fatal(what)),
+        Err(e @ WorkspaceError::Quota { .. }) => Err(JobFailure::Fatal(e.to_string())),
         Err(e @ WorkspaceError::Db(_)) => Err(JobFailure::Retry(e.to_string())),
     }
 }

@@ -141,7 +141,17 @@ pub(super) fn reader_of(user_id: i64, membership: &Membership) -> Reader {
         user_id,
         permissions: std::sync::Arc::clone(&membership.permissions),
         admin: membership.all_permissions,
+        limits: Default::default(),
     }
+}
+
+/// The reader for a write that adds something the plan counts: the tenant's limits, and
+/// refused outright when the subscription leaves the tenant read-only.
+fn writer(app: &App, member: &Member) -> Result<Reader, Error> {
+    let plan = super::plans::writable(app, member.tenant.id())?;
+    let mut reader = reader(member);
+    reader.limits = crate::workspace::Limits(std::sync::Arc::new(plan.plan.limits));
+    Ok(reader)
 }
 
 /// Whether users belong to the member's tenant: writes that name a user ask it. A catalog
@@ -190,7 +200,7 @@ fn create_chat(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response,
     let members = MemberCheck::new(app, member);
     let chat = members.settle(workspace::create_chat(
         &member.tenant,
-        &reader(member),
+        &writer(app, member)?,
         &new,
         &|user| members.is_member(user),
     ))?;
@@ -216,10 +226,10 @@ fn get_chat(_app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, E
     Ok(Response::json(200, &chat))
 }
 
-fn update_chat(_app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
+fn update_chat(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
     let id = id_param(ctx.params, "id")?;
     let update: ChatUpdate = json_body(ctx.req)?;
-    let chat = workspace::update_chat(&member.tenant, &reader(member), id, &update)?;
+    let chat = workspace::update_chat(&member.tenant, &writer(app, member)?, id, &update)?;
     Ok(Response::json(200, &chat))
 }
 
@@ -239,7 +249,7 @@ fn add_participant(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Respo
     let members = MemberCheck::new(app, member);
     let added = members.settle(workspace::add_participant(
         &member.tenant,
-        &reader(member),
+        &writer(app, member)?,
         id,
         user_id,
         &|user| members.is_member(user),
@@ -258,7 +268,7 @@ fn add_participant(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Respo
 fn remove_participant(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
     let id = id_param(ctx.params, "id")?;
     let user_id = id_param(ctx.params, "user_id")?;
-    workspace::remove_participant(&member.tenant, &reader(member), id, user_id)?;
+    workspace::remove_participant(&member.tenant, &writer(app, member)?, id, user_id)?;
     publish(
         app,
         vec![chat_channel(member.tenant.id(), id)],
@@ -290,8 +300,12 @@ fn body_field(req: &Request) -> Result<String, Error> {
 
 fn post_message(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
     let id = id_param(ctx.params, "id")?;
-    let message =
-        workspace::post_message(&member.tenant, &reader(member), id, &body_field(ctx.req)?)?;
+    let message = workspace::post_message(
+        &member.tenant,
+        &writer(app, member)?,
+        id,
+        &body_field(ctx.req)?,
+    )?;
     publish(
         app,
         vec![chat_channel(member.tenant.id(), id)],
@@ -313,7 +327,7 @@ fn edit_message(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response
     let mid = id_param(ctx.params, "mid")?;
     let message = workspace::edit_message(
         &member.tenant,
-        &reader(member),
+        &writer(app, member)?,
         id,
         mid,
         &body_field(ctx.req)?,
@@ -337,7 +351,7 @@ fn edit_message(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response
 fn delete_message(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
     let id = id_param(ctx.params, "id")?;
     let mid = id_param(ctx.params, "mid")?;
-    workspace::delete_message(&member.tenant, &reader(member), id, mid)?;
+    workspace::delete_message(&member.tenant, &writer(app, member)?, id, mid)?;
     publish(
         app,
         vec![chat_channel(member.tenant.id(), id)],
@@ -403,7 +417,7 @@ fn create_order(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response
     let members = MemberCheck::new(app, member);
     let order = members.settle(workspace::create_order(
         &member.tenant,
-        &reader(member),
+        &writer(app, member)?,
         &new,
         &|user| members.is_member(user),
     ))?;
@@ -428,7 +442,7 @@ fn update_order(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response
     let members = MemberCheck::new(app, member);
     let order = members.settle(workspace::update_order(
         &member.tenant,
-        &reader(member),
+        &writer(app, member)?,
         id,
         &patch,
         &|user| members.is_member(user),
@@ -442,7 +456,7 @@ fn update_order(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response
 
 fn delete_order(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
     let id = id_param(ctx.params, "id")?;
-    workspace::delete_order(&member.tenant, &reader(member), id)?;
+    workspace::delete_order(&member.tenant, &writer(app, member)?, id)?;
     publish(
         app,
         vec![orders_channel(member.tenant.id())],

@@ -16,6 +16,8 @@ pub enum CatalogError {
     /// No tenant with this id or slug.
     NotFound(String),
     DomainNotFound(String),
+    /// No plan with this slug.
+    PlanNotFound(String),
     /// A row the schema should have prevented (unknown status, bad JSON).
     Corrupt {
         id: String,
@@ -36,6 +38,7 @@ impl fmt::Display for CatalogError {
             CatalogError::DomainTaken(domain) => write!(f, "domain {domain} is already taken"),
             CatalogError::NotFound(tenant) => write!(f, "no tenant {tenant}"),
             CatalogError::DomainNotFound(domain) => write!(f, "no domain {domain}"),
+            CatalogError::PlanNotFound(plan) => write!(f, "no plan {plan}"),
             CatalogError::Corrupt { id, message } => {
                 write!(f, "catalog row for tenant {id} is corrupt: {message}")
             }

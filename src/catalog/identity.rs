@@ -39,6 +39,11 @@ pub enum IdentityError {
     AlreadyAMember,
     /// The change would leave the tenant without a member holding the built-in admin role.
     LastAdmin,
+    /// One more member would pass the plan's `members` limit.
+    Quota {
+        limit: i64,
+        usage: i64,
+    },
     InvalidPermission(String),
     /// No invitation has this token (or this id, in this tenant).
     InvitationNotFound,
@@ -82,6 +87,9 @@ impl fmt::Display for IdentityError {
             IdentityError::NotAMember => f.write_str("the user is not a member of this tenant"),
             IdentityError::AlreadyAMember => {
                 f.write_str("the user is already a member of this tenant")
+            }
+            IdentityError::Quota { limit, usage } => {
+                write!(f, "the plan allows {limit} members ({usage} now)")
             }
             IdentityError::LastAdmin => f.write_str("the tenant would be left without an admin"),
             IdentityError::InvalidPermission(p) => write!(f, "unknown permission {p:?}"),

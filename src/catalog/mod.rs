@@ -16,6 +16,7 @@ mod invitations;
 mod jobs;
 mod maintenance;
 pub(crate) mod permissions;
+mod plans;
 mod read_cache;
 mod roles;
 mod sessions;
@@ -64,6 +65,10 @@ pub use jobs::{
 };
 pub use maintenance::{bypass_value, DownRequest, Maintenance, SERVER as MAINTENANCE_SERVER};
 pub use permissions::{BuiltinRole, ADMIN_ROLE, BUILTIN_ROLES, PERMISSIONS};
+pub use plans::{
+    Entitlements, Plan, PlanEdit, QuotaExceeded, Subscription, SubscriptionChange,
+    SubscriptionStatus, DEFAULT_BILLING_GRACE_SECS, DEFAULT_PLAN, FEATURES, LIMITS,
+};
 pub use roles::{
     Member, MemberUser, Membership, MembershipPage, Role, RoleUpdate, TenantMembership,
 };
@@ -94,6 +99,10 @@ pub struct Catalog {
     /// `PRAGMA data_version` reveals (another process, the CLI).
     generation: AtomicU64,
     reads: Mutex<ReadCache>,
+    /// The plan new tenants get (`--default-plan`).
+    default_plan: RwLock<String>,
+    /// How long a `past_due` subscription keeps writing (`--billing-grace`), in seconds.
+    billing_grace: std::sync::atomic::AtomicI64,
 }
 
 impl fmt::Debug for Catalog {
@@ -171,6 +180,8 @@ impl Catalog {
             reloads: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             reads: Mutex::new(ReadCache::default()),
+            default_plan: RwLock::new(DEFAULT_PLAN.to_string()),
+            billing_grace: std::sync::atomic::AtomicI64::new(DEFAULT_BILLING_GRACE_SECS),
         };
         catalog.snapshot()?;
         Ok(catalog)
@@ -197,6 +208,32 @@ impl Catalog {
         let result = db::write(&mut conn, f);
         self.changed();
         result
+    }
+
+    /// Sets the plan new tenants get; it must exist.
+    pub fn set_default_plan(&self, plan: &str) -> Result<(), CatalogError> {
+        if self.plan(plan)?.is_none() {
+            return Err(CatalogError::PlanNotFound(plan.to_string()));
+        }
+        *self.default_plan.write().unwrap_or_else(|e| e.into_inner()) = plan.to_string();
+        Ok(())
+    }
+
+    pub fn set_billing_grace(&self, secs: i64) {
+        self.billing_grace
+            .store(secs.max(0), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn billing_grace(&self) -> i64 {
+        self.billing_grace
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn default_plan(&self) -> String {
+        self.default_plan
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// A write only to tables nothing kept is read from (jobs, schedules, the audit log,

@@ -292,6 +292,10 @@ pub(super) fn insert_membership(
     if member_role(conn, tenant_id, user_id)?.is_some() {
         return Err(IdentityError::AlreadyAMember);
     }
+    // In the insert's own transaction: two invitations accepted at once cannot both pass.
+    if let Some((limit, usage)) = super::plans::members_over_limit(conn, tenant_id)? {
+        return Err(IdentityError::Quota { limit, usage });
+    }
     conn.execute(
         "INSERT INTO memberships (user_id, tenant_id, role_id, created_at)
          VALUES (?1, ?2, ?3, ?4)",

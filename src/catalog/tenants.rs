@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use super::{
-    normalize_host, permissions, validate_domain, validate_name, validate_slug, Catalog,
+    normalize_host, permissions, plans, validate_domain, validate_name, validate_slug, Catalog,
     CatalogError, ValidationError,
 };
 use crate::db;
@@ -137,6 +137,7 @@ impl Catalog {
             }
             // Same transaction: no tenant is ever seen without its built-in roles.
             permissions::seed_builtin_roles(tx, &id, &now)?;
+            plans::subscribe_new(tx, &id, &self.default_plan(), super::unix_now())?;
             Ok(())
         })
     }

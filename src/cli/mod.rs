@@ -10,6 +10,7 @@ mod import;
 mod jobs;
 mod litestream;
 mod maintenance;
+mod plans;
 mod tenants;
 
 use std::fmt;
@@ -135,6 +136,7 @@ Commands:
   restore    Restore a tenant from a backup, or clone a backup as a new tenant
   realtime   Show the real-time channels' app id, key and secret
   down, up   Put the whole server in maintenance mode, or end it
+  plans      List and edit plans (limits, features); a tenant's: `tenants plan`
   litestream Print a Litestream configuration for the catalog and every tenant file
   help       Show this help (`tenantd help <command>`: that command's)
 
@@ -163,6 +165,10 @@ Options (each falls back to the environment variable named, then the default):
                            (one URL for a single-company install); the admin portal
                            moves to /admin, the admin API (/api/admin/...) and inbound
                            webhooks stay central [TENANTD_DEFAULT_TENANT, none]
+  --default-plan PLAN      The plan new tenants get (`tenantd plans list`)
+                           [TENANTD_DEFAULT_PLAN, unlimited]
+  --billing-grace SECS     How long a past_due subscription keeps writing after its
+                           period ended (60 to a year) [TENANTD_BILLING_GRACE, 604800]
   --max-open-tenants N     Tenant databases kept open at once; the least recently used
                            idle one is closed past it [TENANTD_MAX_OPEN_TENANTS, 256]
   --read-cache-mib N       MiB of read answers kept, for all tenants together, while
@@ -333,6 +339,11 @@ const COMMANDS: &[Command] = &[
         name: "up",
         help: maintenance::DOWN_HELP,
         run: |args, env| maintenance::server(false, args, env).map(|()| 0),
+    },
+    Command {
+        name: "plans",
+        help: plans::PLANS_HELP,
+        run: |args, env| plans::plans(args, env).map(|()| 0),
     },
     Command {
         name: "litestream",

@@ -28,6 +28,7 @@ Usage:
   tenantd tenants exec --all|--tenant <slug>... \"SELECT ...\"
   tenantd tenants down <slug> [--retry-after S] [--allow-ip IP]... [--secret S]
   tenantd tenants up <slug>
+  tenantd tenants plan <slug> <plan> [--status trialing|active|past_due|canceled]
 
 Options:
   --data DIR             Data directory [TENANTD_DATA, ./data]
@@ -278,6 +279,7 @@ pub fn tenants(args: &mut Args, env: &Env) -> Result<(), CommandError> {
         }
         "exec" => return exec(args, &data),
         "down" | "up" => return super::maintenance::tenant(&sub, args, &data, json),
+        "plan" => return super::plans::tenant_plan(args, &data, json),
         "import" => {
             // Options first, as for create.
             let from = args

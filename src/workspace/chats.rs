@@ -391,6 +391,9 @@ pub fn create_chat(
     let kind = kind.unwrap_or(ChatKind::Group);
 
     tenant.write(|tx| {
+        reader
+            .limits
+            .check(tx, "chats", "SELECT count(*) FROM chats")?;
         let now = now();
         let chat_id: i64 = row_cached(
             tx,
@@ -636,15 +639,30 @@ pub fn post_message(
         archived_problem(&mut problems, &found.chat);
         body_problems(&mut problems, body);
         problems.check()?;
+        let now = now();
+        reader
+            .limits
+            .check_counted("messages_per_day", |limit| messages_today(tx, &now, limit))?;
         let id: i64 = row_cached(
             tx,
             "INSERT INTO messages (chat_id, user_id, body, created_at)
              VALUES (?1, ?2, ?3, ?4) RETURNING id",
-            params![chat_id, reader.user_id, body, now()],
+            params![chat_id, reader.user_id, body, now],
             |row| row.get(0),
         )?;
         message(tx, chat_id, id)?.ok_or(WorkspaceError::NotFound)
     })
+}
+
+/// Messages posted since midnight UTC of `now`, counted up to `limit`: only the newest
+/// `limit` by id are read (ids grow with time), so the count costs no more than the limit.
+fn messages_today(tx: &Connection, now: &str, limit: i64) -> rusqlite::Result<i64> {
+    let midnight = format!("{}T00:00:00.000Z", &now[..10]);
+    tx.prepare_cached(
+        "SELECT count(*) FROM (SELECT created_at FROM messages ORDER BY id DESC LIMIT ?1)
+         WHERE created_at >= ?2",
+    )?
+    .query_row(params![limit, midnight], |r| r.get(0))
 }
 
 /// What is wrong with a message from outside, every field at once (the API checks it before it

@@ -62,6 +62,49 @@ pub struct Reader {
     pub permissions: Arc<BTreeSet<String>>,
     /// The tenant's admin role: every permission, and every chat.
     pub admin: bool,
+    /// The tenant plan's limits on what this writer may add (none: unlimited).
+    pub limits: Limits,
+}
+
+/// A plan's limits by name (`orders`, `chats`, ...); a name not present is unlimited.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Limits(pub Arc<BTreeMap<String, i64>>);
+
+impl Limits {
+    /// Counts with `count_sql` inside the write's own transaction (`BEGIN IMMEDIATE`: no
+    /// other writer runs between this count and the insert that follows it), and refuses
+    /// when one more would pass the limit `name`.
+    pub(crate) fn check(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        name: &'static str,
+        count_sql: &str,
+    ) -> Result<(), WorkspaceError> {
+        self.check_counted(name, |_| {
+            tx.prepare_cached(count_sql)?.query_row([], |r| r.get(0))
+        })
+    }
+
+    /// As `check`, with the usage counted by `count`, which is given the limit (it need
+    /// not count past it). Call it inside the write's transaction.
+    pub(crate) fn check_counted(
+        &self,
+        name: &'static str,
+        count: impl FnOnce(i64) -> rusqlite::Result<i64>,
+    ) -> Result<(), WorkspaceError> {
+        let Some(&limit) = self.0.get(name) else {
+            return Ok(());
+        };
+        let usage = count(limit)?;
+        if usage >= limit {
+            return Err(WorkspaceError::Quota {
+                limit_name: name,
+                limit,
+                usage,
+            });
+        }
+        Ok(())
+    }
 }
 
 impl Reader {
@@ -74,6 +117,7 @@ impl Reader {
             user_id,
             permissions: Arc::new(permissions.into_iter().map(Into::into).collect()),
             admin,
+            limits: Limits::default(),
         }
     }
 
@@ -94,6 +138,12 @@ pub enum WorkspaceError {
     /// action requires: a permission name, or a rule such as
     /// [`chats::PARTICIPANTS_ONLY`].
     Forbidden(String),
+    /// One more would pass the plan's limit `limit_name`.
+    Quota {
+        limit_name: &'static str,
+        limit: i64,
+        usage: i64,
+    },
     Db(DbError),
 }
 
@@ -120,6 +170,14 @@ impl fmt::Display for WorkspaceError {
             }
             WorkspaceError::NotFound => f.write_str("not found"),
             WorkspaceError::Forbidden(what) => write!(f, "forbidden: {what}"),
+            WorkspaceError::Quota {
+                limit_name,
+                limit,
+                usage,
+            } => write!(
+                f,
+                "the plan's limit {limit_name} of {limit} is reached ({usage})"
+            ),
             WorkspaceError::Db(e) => e.fmt(f),
         }
     }

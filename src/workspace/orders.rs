@@ -704,6 +704,9 @@ pub fn create_order(
 
     let scope = Scope::of(reader);
     tenant.write(|tx| {
+        reader
+            .limits
+            .check(tx, "orders", "SELECT count(*) FROM orders")?;
         let now = now();
         let order = OrderRow {
             id: 0,

@@ -30,6 +30,7 @@ mod layers;
 mod litestream;
 mod maintenance;
 mod metrics;
+mod plans;
 mod portal_api;
 mod profile;
 mod rate_limit;

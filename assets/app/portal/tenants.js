@@ -1,7 +1,7 @@
 // The admin portal's tenants: the list (search, status filter, create), and one tenant's page:
 // its details and health, the address of its workspace, its domains, impersonation of one of
 // its members, and its lifecycle (suspend, activate, delete, restore, purge, rename: name and slug);
-// its backups in backups.js.
+// its plan and usage; its backups in backups.js.
 import { html, useCallback, useEffect, useState } from '../../vendor/htm-preact.module.js';
 import { api, describe } from '../lib/api.js';
 import { boot } from '../lib/boot.js';
@@ -243,11 +243,39 @@ function Tenant({ tenant, onChange }) {
         </div>
         <${Async} state=${health} label="Reading its health…">${(h) => html`<${Health} health=${h} />`}<//>
       </section>
+      <${Plan} tenant=${tenant} />
       <${Backups} tenant=${tenant} onRestored=${health.reload} />
       <${Domains} tenant=${tenant} onChange=${onChange} />
       <${Impersonate} tenant=${tenant} />
       <${Lifecycle} tenant=${tenant} onChange=${onChange} />
     </div>`;
+}
+
+const SUBSCRIPTION_WORDS = { trialing: 'Trial', active: 'Active', past_due: 'Past due', canceled: 'Canceled' };
+
+/** The tenant's plan, its subscription's status, and its usage against each limit. */
+function Plan({ tenant }) {
+  const state = useAsync(
+    (signal) => api('GET', tenantPath(tenant.slug, '/subscription'), undefined, { central: true, signal }),
+    [tenant.slug],
+  );
+  return html`<section class="panel" aria-labelledby="plan-h">
+    <h2 id="plan-h">Plan</h2>
+    <${Async} state=${state} label="Reading its plan…">${(s) => {
+      const limits = s.plan.limits || {};
+      const usage = s.usage || {};
+      const names = [...new Set([...Object.keys(usage), ...Object.keys(limits)])].sort();
+      return html`
+        ${!s.writable && html`<p class="notice warning" role="status">Read-only: the subscription is not active. Nothing is deleted.</p>`}
+        <dl class="details" data-testid="plan">
+          <dt>Plan</dt><dd>${s.plan.name} <span class="muted mono">${s.plan.slug}</span></dd>
+          <dt>Status</dt><dd>${SUBSCRIPTION_WORDS[s.subscription.status] || s.subscription.status}</dd>
+          ${names.map(
+            (n) => html`<dt key=${`${n}-t`}>${n.replace(/_/g, ' ')}</dt><dd key=${`${n}-d`}>${usage[n] ?? '–'} of ${limits[n] ?? 'unlimited'}</dd>`,
+          )}
+        </dl>`;
+    }}<//>
+  </section>`;
 }
 
 function Health({ health }) {

@@ -1,0 +1,197 @@
+//! Plans and subscriptions over HTTP: system admins list and edit plans and set a tenant's
+//! subscription; a tenant's admins see their plan, status, limits and usage. Also the checks
+//! handlers make before a write the plan governs (`writable`, `require_feature`).
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::catalog::{
+    ActorType, CatalogError, Entitlements, PlanEdit, SubscriptionChange, SubscriptionStatus,
+};
+use crate::error::Error;
+use crate::http::{Response, Router};
+use crate::tenancy::Tenant;
+
+use super::settings::admin_tenant;
+use super::{App, Member, RequestCtx, Route, SignedInAdmin};
+
+pub(super) fn routes(r: &mut Router<Route>) {
+    r.add("GET", "/api/subscription", Route::Tenant(show));
+    r.add("GET", "/api/admin/plans", Route::Admin(list));
+    r.add(
+        "GET",
+        "/api/admin/tenants/{tenant}/subscription",
+        Route::Admin(admin_show),
+    );
+    r.add("PATCH", "/api/admin/plans/{plan}", Route::Admin(edit));
+    r.add(
+        "PUT",
+        "/api/admin/tenants/{tenant}/subscription",
+        Route::Admin(subscribe),
+    );
+}
+
+/// The tenant's entitlements, refusing with `subscription_inactive` when it is read-only now.
+pub(super) fn writable(app: &App, tenant_id: &str) -> Result<Entitlements, Error> {
+    let e = app.catalog.entitlements(tenant_id)?;
+    if !e
+        .subscription
+        .writable(app.sessions.clock.now(), app.catalog.billing_grace())
+    {
+        return Err(Error::SubscriptionInactive);
+    }
+    Ok(e)
+}
+
+/// Refuses with `feature_not_in_plan` when the tenant's plan switches `feature` off.
+pub(super) fn require_feature(
+    app: &App,
+    tenant_id: &str,
+    feature: &'static str,
+) -> Result<(), Error> {
+    if app.catalog.entitlements(tenant_id)?.feature(feature) {
+        Ok(())
+    } else {
+        Err(Error::FeatureNotInPlan(feature))
+    }
+}
+
+pub(super) fn quota_error(q: crate::catalog::QuotaExceeded) -> Error {
+    Error::QuotaExceeded {
+        limit_name: q.limit_name,
+        limit: q.limit,
+        usage: q.usage,
+    }
+}
+
+fn catalog_error(e: CatalogError) -> Error {
+    match e {
+        CatalogError::PlanNotFound(_) | CatalogError::NotFound(_) => Error::NotFound,
+        CatalogError::Validation(v) => Error::validation(v.field, v.message),
+        e => e.into(),
+    }
+}
+
+fn view(app: &App, e: &Entitlements, usage: Option<Value>) -> Value {
+    let now = app.sessions.clock.now();
+    json!({
+        "plan": e.plan,
+        "subscription": e.subscription,
+        "writable": e.subscription.writable(now, app.catalog.billing_grace()),
+        "usage": usage,
+    })
+}
+
+/// What the tenant uses of each counted limit.
+fn usage(app: &App, tenant: &Tenant) -> Result<Value, Error> {
+    let conn = tenant.conn()?;
+    let count = |sql: &str| -> Result<i64, Error> { Ok(conn.query_row(sql, [], |r| r.get(0))?) };
+    let members = app.catalog.member_count(tenant.id())?;
+    Ok(json!({
+        "members": members,
+        "orders": count("SELECT count(*) FROM orders")?,
+        "chats": count("SELECT count(*) FROM chats")?,
+    }))
+}
+
+fn show(app: &App, _ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
+    member.require("settings_manage")?;
+    let e = app.catalog.entitlements(member.tenant.id())?;
+    let usage = usage(app, &member.tenant)?;
+    Ok(Response::json(200, &view(app, &e, Some(usage))))
+}
+
+fn admin_show(app: &App, ctx: &RequestCtx, _signed_in: &SignedInAdmin) -> Result<Response, Error> {
+    let record = admin_tenant(app, ctx)?;
+    let e = app.catalog.entitlements(&record.id)?;
+    let usage = usage(app, &app.registry.open(record)?)?;
+    Ok(Response::json(200, &view(app, &e, Some(usage))))
+}
+
+fn list(app: &App, _ctx: &RequestCtx, _signed_in: &SignedInAdmin) -> Result<Response, Error> {
+    Ok(Response::json(
+        200,
+        &json!({ "plans": app.catalog.plans()? }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EditBody {
+    #[serde(default)]
+    limits: std::collections::BTreeMap<String, Option<i64>>,
+    #[serde(default)]
+    features: std::collections::BTreeMap<String, bool>,
+    active: Option<bool>,
+}
+
+fn admin_entry(
+    app: &App,
+    ctx: &RequestCtx,
+    signed_in: &SignedInAdmin,
+) -> crate::catalog::AuditEntry {
+    let mut entry = app.audit_entry(ctx, ActorType::Admin, "plan.edited");
+    entry.actor_id = Some(signed_in.admin.id);
+    entry.actor_email = Some(signed_in.admin.email.clone());
+    entry
+}
+
+fn edit(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Response, Error> {
+    let body: EditBody = super::json_body(ctx.req)?;
+    let edit = PlanEdit {
+        limits: body.limits.into_iter().collect(),
+        features: body.features.into_iter().collect(),
+        active: body.active,
+    };
+    let plan = app
+        .catalog
+        .edit_plan(
+            ctx.params.get("plan").unwrap_or_default(),
+            &edit,
+            admin_entry(app, ctx, signed_in),
+        )
+        .map_err(catalog_error)?;
+    Ok(Response::json(200, &plan))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscriptionBody {
+    plan: Option<String>,
+    status: Option<String>,
+    trial_end: Option<i64>,
+    current_period_end: Option<i64>,
+    external_ref: Option<String>,
+}
+
+fn subscribe(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Response, Error> {
+    let tenant = admin_tenant(app, ctx)?;
+    let body: SubscriptionBody = super::json_body(ctx.req)?;
+    let status = match body.status.as_deref() {
+        None => None,
+        Some(s) => Some(SubscriptionStatus::parse(s).ok_or_else(|| {
+            Error::validation("status", "must be trialing, active, past_due or canceled")
+        })?),
+    };
+    let change = SubscriptionChange {
+        plan: body.plan,
+        status,
+        trial_end: body.trial_end,
+        current_period_end: body.current_period_end,
+        external_ref: body.external_ref,
+    };
+    let s = app
+        .catalog
+        .change_subscription(
+            &tenant.id,
+            &change,
+            app.sessions.clock.now(),
+            admin_entry(app, ctx, signed_in),
+        )
+        .map_err(|e| match e {
+            CatalogError::PlanNotFound(p) => Error::validation("plan", format!("no plan {p}")),
+            e => catalog_error(e),
+        })?;
+    let e = app.catalog.entitlements(&s.tenant_id)?;
+    Ok(Response::json(200, &view(app, &e, None)))
+}

@@ -1,0 +1,668 @@
+//! Plans (limits and feature switches, editable by system admins) and each tenant's one
+//! current subscription (plan and billing status). Every change is audited. Limits are
+//! enforced by the writes they count (see `Entitlements::check`): the count and the insert
+//! share one transaction, so concurrent writers cannot pass a limit together.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+use super::{AuditEntry, Catalog, CatalogError, ValidationError};
+
+/// The plan a new tenant gets unless the server is told otherwise: no limits, as before plans.
+pub const DEFAULT_PLAN: &str = "unlimited";
+
+/// How long a `past_due` subscription keeps writing after its period ended: a week.
+pub const DEFAULT_BILLING_GRACE_SECS: i64 = 7 * 24 * 3600;
+
+/// The limits the code counts; others may be stored but nothing enforces them.
+pub const LIMITS: [&str; 5] = [
+    "members",
+    "orders",
+    "chats",
+    "messages_per_day",
+    "webhook_endpoints",
+];
+
+/// The feature switches the code asks about.
+pub const FEATURES: [&str; 2] = ["webhooks", "exports"];
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub slug: String,
+    pub name: String,
+    pub price_minor: i64,
+    pub currency: String,
+    /// A feature not named is on.
+    pub features: BTreeMap<String, bool>,
+    /// A limit not named is unlimited.
+    pub limits: BTreeMap<String, i64>,
+    pub active: bool,
+}
+
+impl Plan {
+    pub fn limit(&self, name: &str) -> Option<i64> {
+        self.limits.get(name).copied()
+    }
+
+    pub fn feature(&self, name: &str) -> bool {
+        self.features.get(name).copied().unwrap_or(true)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriptionStatus {
+    Trialing,
+    Active,
+    PastDue,
+    Canceled,
+}
+
+impl SubscriptionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubscriptionStatus::Trialing => "trialing",
+            SubscriptionStatus::Active => "active",
+            SubscriptionStatus::PastDue => "past_due",
+            SubscriptionStatus::Canceled => "canceled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SubscriptionStatus> {
+        match s {
+            "trialing" => Some(SubscriptionStatus::Trialing),
+            "active" => Some(SubscriptionStatus::Active),
+            "past_due" => Some(SubscriptionStatus::PastDue),
+            "canceled" => Some(SubscriptionStatus::Canceled),
+            _ => None,
+        }
+    }
+}
+
+/// A tenant's current subscription. Times are Unix seconds.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Subscription {
+    pub tenant_id: String,
+    pub plan: String,
+    pub status: SubscriptionStatus,
+    pub current_period_start: Option<i64>,
+    pub current_period_end: Option<i64>,
+    pub trial_end: Option<i64>,
+    pub canceled_at: Option<i64>,
+    pub external_ref: Option<String>,
+    pub metadata: serde_json::Value,
+    pub updated_at: i64,
+}
+
+impl Subscription {
+    /// Whether the tenant may write at `now`: a trial that ended, a canceled subscription,
+    /// or one past due for longer than `grace` seconds after its period ended (or after it
+    /// became past due, when no period is known) leaves the tenant read-only.
+    pub fn writable(&self, now: i64, grace: i64) -> bool {
+        match self.status {
+            SubscriptionStatus::Active => true,
+            SubscriptionStatus::Trialing => self.trial_end.is_none_or(|end| now < end),
+            SubscriptionStatus::PastDue => {
+                let since = self.current_period_end.unwrap_or(self.updated_at);
+                now < since.saturating_add(grace)
+            }
+            SubscriptionStatus::Canceled => false,
+        }
+    }
+}
+
+/// What a tenant may do: its subscription and its plan.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Entitlements {
+    pub subscription: Subscription,
+    pub plan: Plan,
+}
+
+/// A write refused by the plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuotaExceeded {
+    pub limit_name: &'static str,
+    pub limit: i64,
+    pub usage: i64,
+}
+
+impl Entitlements {
+    pub fn feature(&self, name: &str) -> bool {
+        self.plan.feature(name)
+    }
+
+    /// Whether adding `adding` to `usage` stays within the limit `name`.
+    pub fn check(&self, name: &'static str, usage: i64, adding: i64) -> Result<(), QuotaExceeded> {
+        match self.plan.limit(name) {
+            Some(limit) if usage.saturating_add(adding) > limit => Err(QuotaExceeded {
+                limit_name: name,
+                limit,
+                usage,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A change to a plan: limits set (`Some`) or removed (`None`, unlimited), features switched.
+#[derive(Clone, Debug, Default)]
+pub struct PlanEdit {
+    pub limits: Vec<(String, Option<i64>)>,
+    pub features: Vec<(String, bool)>,
+    pub active: Option<bool>,
+}
+
+/// A change to a tenant's subscription; fields left `None` keep their value, except that a
+/// new plan starts a new period.
+#[derive(Clone, Debug, Default)]
+pub struct SubscriptionChange {
+    pub plan: Option<String>,
+    pub status: Option<SubscriptionStatus>,
+    pub trial_end: Option<i64>,
+    pub current_period_end: Option<i64>,
+    pub external_ref: Option<String>,
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> CatalogError {
+    CatalogError::Validation(ValidationError {
+        field,
+        message: message.into(),
+    })
+}
+
+/// Limit and feature names: 1 to 64 of `[a-z0-9_]`.
+fn check_name(field: &'static str, name: &str) -> Result<(), CatalogError> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("{name:?} must be 1 to 64 of a-z, 0-9 and '_'"),
+        ))
+    }
+}
+
+fn plan_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Plan> {
+    let features: String = row.get(4)?;
+    let limits: String = row.get(5)?;
+    Ok(Plan {
+        slug: row.get(0)?,
+        name: row.get(1)?,
+        price_minor: row.get(2)?,
+        currency: row.get(3)?,
+        // Written by us from checked maps; a hand-edited value that does not parse counts
+        // as empty (no limits, every feature on) rather than locking every tenant out.
+        features: serde_json::from_str(&features).unwrap_or_default(),
+        limits: serde_json::from_str(&limits).unwrap_or_default(),
+        active: row.get(6)?,
+    })
+}
+
+const PLAN_COLUMNS: &str = "slug, name, price_minor, currency, features, limits, active";
+
+pub(super) fn load_plan(conn: &Connection, slug: &str) -> rusqlite::Result<Option<Plan>> {
+    conn.query_row(
+        &format!("SELECT {PLAN_COLUMNS} FROM plans WHERE slug = ?1"),
+        [slug],
+        plan_row,
+    )
+    .optional()
+}
+
+fn load_subscription(conn: &Connection, tenant_id: &str) -> rusqlite::Result<Option<Subscription>> {
+    conn.query_row(
+        "SELECT tenant_id, plan, status, current_period_start, current_period_end, trial_end,
+                canceled_at, external_ref, metadata, updated_at
+         FROM subscriptions WHERE tenant_id = ?1",
+        [tenant_id],
+        |row| {
+            let status: String = row.get(2)?;
+            let metadata: String = row.get(8)?;
+            Ok(Subscription {
+                tenant_id: row.get(0)?,
+                plan: row.get(1)?,
+                status: SubscriptionStatus::parse(&status).unwrap_or(SubscriptionStatus::Active),
+                current_period_start: row.get(3)?,
+                current_period_end: row.get(4)?,
+                trial_end: row.get(5)?,
+                canceled_at: row.get(6)?,
+                external_ref: row.get(7)?,
+                metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+                updated_at: row.get(9)?,
+            })
+        },
+    )
+    .optional()
+}
+
+/// The tenant's entitlements as of `conn`'s transaction. A tenant without a row (made by an
+/// older binary beside this one) is on the default plan.
+pub(crate) fn entitlements_in(
+    conn: &Connection,
+    tenant_id: &str,
+) -> Result<Entitlements, CatalogError> {
+    let subscription = match load_subscription(conn, tenant_id)? {
+        Some(s) => s,
+        None => Subscription {
+            tenant_id: tenant_id.to_string(),
+            plan: DEFAULT_PLAN.to_string(),
+            status: SubscriptionStatus::Active,
+            current_period_start: None,
+            current_period_end: None,
+            trial_end: None,
+            canceled_at: None,
+            external_ref: None,
+            metadata: serde_json::json!({}),
+            updated_at: 0,
+        },
+    };
+    let plan = load_plan(conn, &subscription.plan)?.ok_or_else(|| CatalogError::Corrupt {
+        id: tenant_id.to_string(),
+        message: format!("its plan {} does not exist", subscription.plan),
+    })?;
+    Ok(Entitlements { subscription, plan })
+}
+
+/// `Some((limit, usage))` when one more member would pass the tenant's `members` limit.
+pub(super) fn members_over_limit(
+    conn: &Connection,
+    tenant_id: &str,
+) -> rusqlite::Result<Option<(i64, i64)>> {
+    let limit: Option<i64> = conn
+        .query_row(
+            "SELECT json_extract(p.limits, '$.members') FROM subscriptions s
+             JOIN plans p ON p.slug = s.plan WHERE s.tenant_id = ?1",
+            [tenant_id],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    let Some(limit) = limit else {
+        return Ok(None);
+    };
+    let usage = member_count_in(conn, tenant_id)?;
+    Ok((usage >= limit).then_some((limit, usage)))
+}
+
+fn member_count_in(conn: &Connection, tenant_id: &str) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT count(*) FROM memberships WHERE tenant_id = ?1",
+        [tenant_id],
+        |r| r.get(0),
+    )
+}
+
+/// Gives a new tenant its subscription, in the transaction that inserts it.
+pub(super) fn subscribe_new(
+    conn: &Connection,
+    tenant_id: &str,
+    plan: &str,
+    now: i64,
+) -> Result<(), CatalogError> {
+    if load_plan(conn, plan)?.is_none() {
+        return Err(CatalogError::PlanNotFound(plan.to_string()));
+    }
+    conn.execute(
+        "INSERT INTO subscriptions (tenant_id, plan, status, current_period_start, updated_at)
+         VALUES (?1, ?2, 'active', ?3, ?3)",
+        params![tenant_id, plan, now],
+    )?;
+    Ok(())
+}
+
+impl Catalog {
+    /// The change is committed already: an audit entry that cannot be written is logged
+    /// rather than reported as the change failing.
+    fn record_audit_logged(&self, entry: &AuditEntry) {
+        if let Err(e) = self.record_audit(entry) {
+            log::error!("audit entry {} not recorded: {e}", entry.action);
+        }
+    }
+
+    /// Every plan, by price then slug.
+    pub fn plans(&self) -> Result<Vec<Plan>, CatalogError> {
+        let conn = self.pool.get()?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {PLAN_COLUMNS} FROM plans ORDER BY price_minor, slug"
+        ))?;
+        let rows = stmt.query_map([], plan_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn plan(&self, slug: &str) -> Result<Option<Plan>, CatalogError> {
+        let conn = self.pool.get()?;
+        Ok(load_plan(&conn, slug)?)
+    }
+
+    /// Applies `edit` to plan `slug` and records `audit` (its actor) as `plan.edited`.
+    pub fn edit_plan(
+        &self,
+        slug: &str,
+        edit: &PlanEdit,
+        mut audit: AuditEntry,
+    ) -> Result<Plan, CatalogError> {
+        for (name, value) in &edit.limits {
+            check_name("limit", name)?;
+            if value.is_some_and(|v| v < 0) {
+                return Err(invalid("limit", format!("{name} must be 0 or more")));
+            }
+        }
+        for (name, _) in &edit.features {
+            check_name("feature", name)?;
+        }
+        let plan = self.write(|tx| {
+            let mut plan =
+                load_plan(tx, slug)?.ok_or_else(|| CatalogError::PlanNotFound(slug.into()))?;
+            for (name, value) in &edit.limits {
+                match value {
+                    Some(v) => plan.limits.insert(name.clone(), *v),
+                    None => plan.limits.remove(name),
+                };
+            }
+            for (name, on) in &edit.features {
+                plan.features.insert(name.clone(), *on);
+            }
+            if let Some(active) = edit.active {
+                plan.active = active;
+            }
+            tx.execute(
+                "UPDATE plans SET features = ?2, limits = ?3, active = ?4 WHERE slug = ?1",
+                params![
+                    slug,
+                    serde_json::to_string(&plan.features).expect("a map serializes"),
+                    serde_json::to_string(&plan.limits).expect("a map serializes"),
+                    plan.active
+                ],
+            )?;
+            Ok(plan)
+        })?;
+        audit.action = "plan.edited".into();
+        audit.target_type = Some("plan".into());
+        audit.target_id = Some(slug.to_string());
+        audit.details = serde_json::json!({"limits": plan.limits, "features": plan.features});
+        self.record_audit_logged(&audit);
+        Ok(plan)
+    }
+
+    pub fn member_count(&self, tenant_id: &str) -> Result<i64, CatalogError> {
+        let conn = self.pool.get()?;
+        Ok(member_count_in(&conn, tenant_id)?)
+    }
+
+    /// The tenant's subscription and plan, read now (not from the snapshot).
+    pub fn entitlements(&self, tenant_id: &str) -> Result<Entitlements, CatalogError> {
+        let conn = self.pool.get()?;
+        entitlements_in(&conn, tenant_id)
+    }
+
+    /// Changes a tenant's subscription and records `audit` as `subscription.changed`.
+    pub fn change_subscription(
+        &self,
+        tenant_id: &str,
+        change: &SubscriptionChange,
+        now: i64,
+        mut audit: AuditEntry,
+    ) -> Result<Subscription, CatalogError> {
+        let subscription = self.write(|tx| {
+            if !super::tenants::tenant_exists(tx, tenant_id)? {
+                return Err(CatalogError::NotFound(tenant_id.to_string()));
+            }
+            let current = entitlements_in(tx, tenant_id)?.subscription;
+            let plan = change.plan.clone().unwrap_or(current.plan.clone());
+            let target = load_plan(tx, &plan)?.ok_or(CatalogError::PlanNotFound(plan.clone()))?;
+            if !target.active && plan != current.plan {
+                return Err(invalid("plan", format!("plan {plan} is not offered")));
+            }
+            let status = change.status.unwrap_or(current.status);
+            let new_period = plan != current.plan;
+            let s = Subscription {
+                tenant_id: tenant_id.to_string(),
+                status,
+                current_period_start: if new_period {
+                    Some(now)
+                } else {
+                    current.current_period_start
+                },
+                current_period_end: change.current_period_end.or(if new_period {
+                    None
+                } else {
+                    current.current_period_end
+                }),
+                trial_end: change.trial_end.or(current.trial_end),
+                canceled_at: match status {
+                    SubscriptionStatus::Canceled => current.canceled_at.or(Some(now)),
+                    _ => None,
+                },
+                external_ref: change.external_ref.clone().or(current.external_ref),
+                metadata: current.metadata,
+                updated_at: now,
+                plan,
+            };
+            tx.execute(
+                "INSERT OR REPLACE INTO subscriptions (tenant_id, plan, status,
+                     current_period_start, current_period_end, trial_end, canceled_at,
+                     external_ref, metadata, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    s.tenant_id,
+                    s.plan,
+                    s.status.as_str(),
+                    s.current_period_start,
+                    s.current_period_end,
+                    s.trial_end,
+                    s.canceled_at,
+                    s.external_ref,
+                    s.metadata.to_string(),
+                    s.updated_at
+                ],
+            )?;
+            Ok(s)
+        })?;
+        audit.action = "subscription.changed".into();
+        audit.tenant_id = Some(tenant_id.to_string());
+        audit.target_type = Some("subscription".into());
+        audit.target_id = Some(tenant_id.to_string());
+        audit.details =
+            serde_json::json!({"plan": subscription.plan, "status": subscription.status});
+        self.record_audit_logged(&audit);
+        Ok(subscription)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{ActorType, AuditFilter};
+    use crate::test_kit::{add_tenant, Setup};
+
+    fn admin() -> AuditEntry {
+        AuditEntry::new(ActorType::System, "cli")
+    }
+
+    #[test]
+    fn a_new_install_has_the_builtin_plans_and_new_tenants_the_default_one() {
+        let Setup { dir: _dir, catalog } = Setup::new();
+        let slugs: Vec<String> = catalog
+            .plans()
+            .unwrap()
+            .into_iter()
+            .map(|p| p.slug)
+            .collect();
+        assert_eq!(slugs, ["free", "unlimited", "team"]);
+        let acme = add_tenant(&catalog, "acme", &[]);
+        let e = catalog.entitlements(&acme.id).unwrap();
+        assert_eq!(e.plan.slug, "unlimited");
+        assert_eq!(e.subscription.status, SubscriptionStatus::Active);
+        assert!(e.check("orders", 1_000_000, 1).is_ok());
+
+        catalog.set_default_plan("free").unwrap();
+        let globex = add_tenant(&catalog, "globex", &[]);
+        let e = catalog.entitlements(&globex.id).unwrap();
+        assert_eq!(e.plan.slug, "free");
+        assert!(!e.feature("webhooks"));
+        assert_eq!(
+            e.check("orders", 100, 1),
+            Err(QuotaExceeded {
+                limit_name: "orders",
+                limit: 100,
+                usage: 100
+            })
+        );
+        assert!(e.check("orders", 99, 1).is_ok());
+        assert!(matches!(
+            catalog.set_default_plan("gold"),
+            Err(CatalogError::PlanNotFound(_))
+        ));
+    }
+
+    #[test]
+    fn editing_a_plan_sets_and_removes_limits_and_switches_features_audited() {
+        let Setup { dir: _dir, catalog } = Setup::new();
+        let edit = PlanEdit {
+            limits: vec![("orders".into(), Some(7)), ("chats".into(), None)],
+            features: vec![("exports".into(), true)],
+            active: None,
+        };
+        let plan = catalog.edit_plan("free", &edit, admin()).unwrap();
+        assert_eq!(plan.limit("orders"), Some(7));
+        assert_eq!(plan.limit("chats"), None);
+        assert!(plan.feature("exports"));
+        assert!(!plan.feature("webhooks"));
+        assert_eq!(catalog.plan("free").unwrap().unwrap(), plan);
+        let audit = catalog.audit_query(&AuditFilter::default()).unwrap();
+        assert!(audit
+            .iter()
+            .any(|a| a.action == "plan.edited" && a.target_id.as_deref() == Some("free")));
+
+        let bad = |edit: PlanEdit| catalog.edit_plan("free", &edit, admin()).unwrap_err();
+        assert!(matches!(
+            bad(PlanEdit {
+                limits: vec![("orders".into(), Some(-1))],
+                ..PlanEdit::default()
+            }),
+            CatalogError::Validation(_)
+        ));
+        assert!(matches!(
+            bad(PlanEdit {
+                features: vec![("Web Hooks".into(), true)],
+                ..PlanEdit::default()
+            }),
+            CatalogError::Validation(_)
+        ));
+        assert!(matches!(
+            catalog.edit_plan("gold", &PlanEdit::default(), admin()),
+            Err(CatalogError::PlanNotFound(_))
+        ));
+    }
+
+    #[test]
+    fn a_subscription_change_is_the_tenants_alone_and_audited() {
+        let Setup { dir: _dir, catalog } = Setup::new();
+        let acme = add_tenant(&catalog, "acme", &[]);
+        let globex = add_tenant(&catalog, "globex", &[]);
+        let change = SubscriptionChange {
+            plan: Some("free".into()),
+            status: Some(SubscriptionStatus::Trialing),
+            trial_end: Some(2_000),
+            ..SubscriptionChange::default()
+        };
+        let s = catalog
+            .change_subscription(&acme.id, &change, 1_000, admin())
+            .unwrap();
+        assert_eq!(s.plan, "free");
+        assert_eq!(s.current_period_start, Some(1_000));
+        assert_eq!(catalog.entitlements(&acme.id).unwrap().subscription, s);
+        assert_eq!(
+            catalog.entitlements(&globex.id).unwrap().plan.slug,
+            "unlimited"
+        );
+        let audit = catalog.audit_query(&AuditFilter::default()).unwrap();
+        assert!(audit.iter().any(|a| a.action == "subscription.changed"
+            && a.tenant_id.as_deref() == Some(acme.id.as_str())));
+
+        let canceled = catalog
+            .change_subscription(
+                &acme.id,
+                &SubscriptionChange {
+                    status: Some(SubscriptionStatus::Canceled),
+                    ..SubscriptionChange::default()
+                },
+                1_500,
+                admin(),
+            )
+            .unwrap();
+        assert_eq!(canceled.plan, "free");
+        assert_eq!(canceled.canceled_at, Some(1_500));
+
+        let unknown = SubscriptionChange {
+            plan: Some("gold".into()),
+            ..SubscriptionChange::default()
+        };
+        assert!(matches!(
+            catalog.change_subscription(&acme.id, &unknown, 1, admin()),
+            Err(CatalogError::PlanNotFound(_))
+        ));
+        assert!(matches!(
+            catalog.change_subscription("no-such-tenant", &change, 1, admin()),
+            Err(CatalogError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn an_ended_trial_or_past_due_beyond_grace_is_read_only() {
+        let mut s = Subscription {
+            tenant_id: "t".into(),
+            plan: "free".into(),
+            status: SubscriptionStatus::Trialing,
+            current_period_start: Some(0),
+            current_period_end: Some(1_000),
+            trial_end: Some(500),
+            canceled_at: None,
+            external_ref: None,
+            metadata: serde_json::json!({}),
+            updated_at: 0,
+        };
+        assert!(s.writable(499, 0));
+        assert!(!s.writable(500, 0));
+        s.status = SubscriptionStatus::PastDue;
+        assert!(s.writable(1_099, 100));
+        assert!(!s.writable(1_100, 100));
+        s.status = SubscriptionStatus::Active;
+        assert!(s.writable(i64::MAX, 0));
+        s.status = SubscriptionStatus::Canceled;
+        assert!(!s.writable(0, 0));
+    }
+}
+
+#[cfg(test)]
+mod migration_tests {
+    use rusqlite::Connection;
+
+    use crate::db::{central_migrations, migrate};
+
+    /// A tenant made before plans existed keeps doing all it did: it starts on `unlimited`.
+    #[test]
+    fn tenants_from_before_plans_start_on_unlimited() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let all = central_migrations();
+        let before: Vec<_> = all.iter().filter(|m| m.version < 9).cloned().collect();
+        migrate(&mut conn, &before).unwrap();
+        conn.execute(
+            "INSERT INTO tenants (id, slug, name, created_at, updated_at)
+             VALUES ('00000000-0000-0000-0000-000000000001', 'old', 'Old', 'x', 'x')",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn, all).unwrap();
+        let plan: String = conn
+            .query_row("SELECT plan FROM subscriptions", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(plan, "unlimited");
+    }
+}
