@@ -23,11 +23,8 @@ pub mod metrics;
 mod pages;
 mod params;
 mod pipeline;
-<<<<<<< HEAD
-pub mod rate_limit;
-=======
 mod plans;
->>>>>>> i18-plans
+pub mod rate_limit;
 mod settings;
 mod tenant;
 mod totp;

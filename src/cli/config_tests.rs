@@ -159,7 +159,6 @@ fn the_default_tenant_comes_from_the_flag_or_the_environment_and_must_be_a_slug(
 }
 
 #[test]
-<<<<<<< HEAD
 fn rate_limits_come_from_flags_or_the_environment_and_zero_is_off() {
     let rates = |argv: &str, env: &[(&str, &str)]| parse(argv, env).unwrap().app.rate_limit.rates;
     let r = rates("", &[]);
@@ -171,7 +170,9 @@ fn rate_limits_come_from_flags_or_the_environment_and_zero_is_off() {
     assert_eq!((r.tenant_per_min, r.member_per_min), (0, 5));
     let err = parse("--member-rate -1", &[]).unwrap_err().to_string();
     assert!(err.contains("--member-rate"), "{err}");
-=======
+}
+
+#[test]
 fn the_default_plan_and_billing_grace_come_from_flags_or_the_environment() {
     let c = parse("", &[]).unwrap();
     assert_eq!((c.default_plan, c.billing_grace), (None, None));
@@ -189,5 +190,4 @@ fn the_default_plan_and_billing_grace_come_from_flags_or_the_environment() {
         let e = parse(wrong, &[]).unwrap_err();
         assert!(e.0.contains("--billing-grace"), "{wrong}: {e}");
     }
->>>>>>> i18-plans
 }
