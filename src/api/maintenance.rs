@@ -247,6 +247,7 @@ mod tests {
             version: crate::http::Version::Http11,
             headers: Vec::new(),
             body: Vec::new(),
+            body_stream: None,
             peer: "127.0.0.1:1".parse().unwrap(),
             client_ip: "127.0.0.1".parse().unwrap(),
         };

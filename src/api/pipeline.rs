@@ -225,7 +225,7 @@ impl App {
 }
 
 impl http::Handler for App {
-    fn body_limit(&self, req: &Request) -> Option<usize> {
+    fn body_limit(&self, req: &Request) -> Option<http::BodyLimit> {
         // Runs on the reactor thread: a path-only look, no catalog lookup.
         let (_, path) = identify::strip_path_prefix(&req.path);
         match self.router.find(&req.method, path) {

@@ -26,6 +26,8 @@ pub enum Reject {
     ExpectationFailed,
     VersionNotSupported,
     Timeout,
+    /// Every place for a streamed body is taken (see `Config::max_streaming`).
+    Busy,
     /// Our own failure while judging the request.
     Internal,
 }
@@ -41,6 +43,7 @@ impl Reject {
             Reject::HeadersTooLarge(_) => 431,
             Reject::NotImplemented(_) => 501,
             Reject::VersionNotSupported => 505,
+            Reject::Busy => 503,
             Reject::Internal => 500,
         }
     }
@@ -55,6 +58,7 @@ impl Reject {
             Reject::HeadersTooLarge(_) => "header_fields_too_large",
             Reject::NotImplemented(_) => "not_implemented",
             Reject::VersionNotSupported => "http_version_not_supported",
+            Reject::Busy => "server_busy",
             Reject::Internal => "internal_error",
         }
     }
@@ -69,6 +73,7 @@ impl Reject {
             Reject::HeadersTooLarge(why) => format!("request header fields too large: {why}"),
             Reject::NotImplemented(why) => format!("not implemented: {why}"),
             Reject::VersionNotSupported => "only HTTP/1.0 and HTTP/1.1 are supported".into(),
+            Reject::Busy => "too many uploads in progress: try again shortly".into(),
             Reject::Internal => "the server failed to handle the request".into(),
         }
     }
@@ -356,6 +361,9 @@ pub struct ChunkedDecoder {
     state: ChunkState,
     /// Wire bytes consumed so far, bounded so that tiny chunks cannot cost unbounded input.
     wire: usize,
+    /// Body bytes decoded so far: the limit counts these, not what `body` holds now, because a
+    /// streamed body is taken out of `body` as it is decoded.
+    data: u64,
 }
 
 impl Default for ChunkedDecoder {
@@ -363,6 +371,7 @@ impl Default for ChunkedDecoder {
         ChunkedDecoder {
             state: ChunkState::Size,
             wire: 0,
+            data: 0,
         }
     }
 }
@@ -387,7 +396,7 @@ impl ChunkedDecoder {
                         pos += len + 2;
                         if size == 0 {
                             self.state = ChunkState::Trailer(0);
-                        } else if body.len() as u64 + size > limit as u64 {
+                        } else if self.data.saturating_add(size) > limit as u64 {
                             break Err(Reject::PayloadTooLarge);
                         } else {
                             self.state = ChunkState::Data(size);
@@ -398,6 +407,7 @@ impl ChunkedDecoder {
                     let take = left.min((buf.len() - pos) as u64) as usize;
                     body.extend_from_slice(&buf[pos..pos + take]);
                     pos += take;
+                    self.data += take as u64;
                     if take as u64 == left {
                         self.state = ChunkState::DataEnd;
                     } else {

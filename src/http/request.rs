@@ -26,6 +26,8 @@ pub struct Request {
     pub version: Version,
     pub headers: Vec<Header>,
     pub body: Vec<u8>,
+    /// The body as it arrives, for routes that stream it (`body` is then empty).
+    pub body_stream: Option<super::BodyStream>,
     /// The TCP peer.
     pub peer: SocketAddr,
     /// The peer, or the address `X-Forwarded-For` names when the peer is a trusted proxy.
@@ -214,6 +216,7 @@ mod tests {
                 value: ct.into(),
             }],
             body: Vec::new(),
+            body_stream: None,
             peer: "127.0.0.1:1".parse().unwrap(),
             client_ip: "127.0.0.1".parse().unwrap(),
         };

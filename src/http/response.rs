@@ -1,5 +1,5 @@
 //! What a handler answers: a status, headers, and a body that is either whole, streamed as it is
-//! produced, or a takeover of the connection after `101 Switching Protocols`.
+//! produced, a part of a file, or a takeover of the connection after `101 Switching Protocols`.
 
 use std::borrow::Cow;
 use std::io::{self, Write};
@@ -42,6 +42,13 @@ pub enum Body {
     /// Produced as it is sent; past the instant given, if any, the next write (or a wait for
     /// the client to take more) fails and the answer is cut short.
     Stream(StreamFn, Option<std::time::Instant>),
+    /// `len` bytes of an open file from `offset`, sent with a `Content-Length` (downloads,
+    /// ranges of them): never read whole into memory.
+    File {
+        file: std::fs::File,
+        offset: u64,
+        len: u64,
+    },
     Upgrade(UpgradeFn),
 }
 
@@ -93,6 +100,22 @@ impl Response {
             status,
             headers: vec![(CONTENT_TYPE, content_type.into())],
             body: Body::Stream(f, None),
+            log_note: None,
+        }
+    }
+
+    /// `len` bytes of `file` from `offset`.
+    pub fn file(
+        status: u16,
+        content_type: impl Into<HeaderText>,
+        file: std::fs::File,
+        offset: u64,
+        len: u64,
+    ) -> Response {
+        Response {
+            status,
+            headers: vec![(CONTENT_TYPE, content_type.into())],
+            body: Body::File { file, offset, len },
             log_note: None,
         }
     }

@@ -30,8 +30,18 @@ pub struct Route<H> {
     path: String,
     pattern: Vec<Segment>,
     pub handler: H,
-    /// The largest body this route accepts, when it differs from the server default.
-    pub body_limit: Option<usize>,
+    /// How this route takes its body, when it differs from the server default (buffered, at
+    /// most `Config::max_body`).
+    pub body_limit: Option<BodyLimit>,
+}
+
+/// How a request's body reaches its handler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyLimit {
+    /// Read whole before the handler runs (`Request::body`), at most this many bytes.
+    Buffered(usize),
+    /// Read by the handler as it arrives (`Request::body_stream`), at most this many bytes.
+    Streamed(u64),
 }
 
 pub enum Match<'a, H> {
@@ -139,7 +149,13 @@ impl<H> Route<H> {
     }
 
     pub fn body_limit(&mut self, bytes: usize) -> &mut Self {
-        self.body_limit = Some(bytes);
+        self.body_limit = Some(BodyLimit::Buffered(bytes));
+        self
+    }
+
+    /// The handler reads the body itself as it arrives, up to `bytes` (see `BodyStream`).
+    pub fn streamed_body(&mut self, bytes: u64) -> &mut Self {
+        self.body_limit = Some(BodyLimit::Streamed(bytes));
         self
     }
 }

@@ -22,9 +22,11 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
+use super::body_stream::BodyStream;
 use super::parse::{self, BodyFraming, ChunkedDecoder, Framing, HeadLimits, HeadScan, Reject};
 use super::request::{self, log_safe, Request, Version};
 use super::response::{self, Body, ChunkedWriter, ConnSlot, Delimit, Response, Upgraded};
+use super::router::BodyLimit;
 
 /// Every limit and timeout of the HTTP layer. The defaults are the documented ones.
 #[derive(Clone, Debug)]
@@ -47,6 +49,9 @@ pub struct Config {
     pub body_timeout: Duration,
     /// Default body limit; a route may set its own.
     pub max_body: usize,
+    /// Streamed bodies (uploads) in progress at most: each holds a worker while its client
+    /// sends, so they may not take every worker. One more is answered `503`.
+    pub max_streaming: usize,
     pub limits: HeadLimits,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpAddr>,
@@ -64,6 +69,7 @@ impl Default for Config {
             io_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             max_body: 1024 * 1024,
+            max_streaming: 4,
             limits: HeadLimits {
                 max_request_line: 8 * 1024,
                 max_header_line: 8 * 1024,
@@ -91,8 +97,9 @@ impl Config {
 
 /// What the server calls for each request. Called from many worker threads at once.
 pub trait Handler: Send + Sync + 'static {
-    /// The body limit for this request, decided from its head before any body byte is read.
-    fn body_limit(&self, _req: &Request) -> Option<usize> {
+    /// How this request's body is taken, decided from its head before any body byte is read;
+    /// `None`: buffered, at most `Config::max_body`.
+    fn body_limit(&self, _req: &Request) -> Option<BodyLimit> {
         None
     }
 
@@ -137,6 +144,8 @@ struct Pending {
     req: Request,
     framing: Framing,
     limit: usize,
+    /// The handler reads the body itself, up to this many bytes.
+    streamed: Option<u64>,
     chunked: ChunkedDecoder,
     deadline: Instant,
 }
@@ -162,6 +171,8 @@ struct Shared {
     /// Mirrors of the reactor's own counts, for [`ServerHandle::counts`].
     open: AtomicUsize,
     handed_back: AtomicU64,
+    /// Streamed bodies being read by workers now.
+    streaming: AtomicUsize,
 }
 
 /// Stops the server from any thread (a signal handler thread, a test).
@@ -258,6 +269,7 @@ pub fn serve(
         waker: Waker::new(poll.registry(), WAKER)?,
         open: AtomicUsize::new(0),
         handed_back: AtomicU64::new(0),
+        streaming: AtomicUsize::new(0),
     });
     let config = Arc::new(config);
     let (job_tx, job_rx) = crossbeam_channel::unbounded::<Conn>();
@@ -496,6 +508,9 @@ impl Reactor {
         match progress {
             ReadOutcome::Wait => {}
             ReadOutcome::Closed => self.close(token),
+            ReadOutcome::Ready if self.over_streaming(token) => {
+                self.refuse_request(token, Reject::Busy)
+            }
             ReadOutcome::Ready => {
                 let Some(Slot::Waiting(conn)) = self.slots[token].replace(Slot::Busy) else {
                     unreachable!("the slot was waiting")
@@ -504,22 +519,41 @@ impl Reactor {
                     self.close(token);
                 }
             }
-            ReadOutcome::Reject(reject) => {
-                let Some(Some(Slot::Waiting(conn))) = self.slots.get_mut(token).map(Option::take)
-                else {
-                    unreachable!("the slot was waiting")
-                };
-                log_reject(conn.peer, &reject);
-                let mut out = Vec::new();
-                error_bytes(&mut out, reject.status(), reject.code(), &reject.message());
-                // Best effort: the socket is new or has just been answered, so a short error
-                // fits its send buffer.
-                let _ = (&conn.stream).write(&out);
-                let _ = conn.stream.shutdown(Shutdown::Write);
-                self.slots[token] = Some(Slot::Draining(conn, Instant::now() + DRAIN));
-                self.service(token);
-            }
+            ReadOutcome::Reject(reject) => self.refuse_request(token, reject),
         }
+    }
+
+    /// Whether the request waiting in `token` streams its body and every place for one is
+    /// taken; if not, and it streams, it takes a place (given back by its worker).
+    fn over_streaming(&self, token: usize) -> bool {
+        let Some(Some(Slot::Waiting(conn))) = self.slots.get(token) else {
+            return false;
+        };
+        if conn.pending.as_ref().and_then(|p| p.streamed).is_none() {
+            return false;
+        }
+        let streaming = &self.shared.streaming;
+        if streaming.load(Ordering::SeqCst) >= self.config.max_streaming.max(1) {
+            return true;
+        }
+        streaming.fetch_add(1, Ordering::SeqCst);
+        false
+    }
+
+    /// Answers the waiting request in `token` with an error and closes the connection.
+    fn refuse_request(&mut self, token: usize, reject: Reject) {
+        let Some(Some(Slot::Waiting(conn))) = self.slots.get_mut(token).map(Option::take) else {
+            unreachable!("the slot was waiting")
+        };
+        log_reject(conn.peer, &reject);
+        let mut out = Vec::new();
+        error_bytes(&mut out, reject.status(), reject.code(), &reject.message());
+        // Best effort: the socket is new or has just been answered, so a short error
+        // fits its send buffer.
+        let _ = (&conn.stream).write(&out);
+        let _ = conn.stream.shutdown(Shutdown::Write);
+        self.slots[token] = Some(Slot::Draining(conn, Instant::now() + DRAIN));
+        self.service(token);
     }
 
     fn sweep(&mut self) {
@@ -664,6 +698,11 @@ fn advance(conn: &mut Conn, config: &Config, handler: &dyn Handler) -> Result<bo
         };
         let pending = start_request(&conn.buf[..head_len], conn.peer, config, handler)?;
         conn.buf.drain(..head_len);
+        if pending.streamed.is_some() {
+            // The handler reads the body (and sends any 100 Continue) itself.
+            conn.pending = Some(pending);
+            return Ok(true);
+        }
         let expects = pending.framing.expect_continue
             && pending.framing.body != BodyFraming::None
             && pending.req.version == Version::Http11;
@@ -713,16 +752,21 @@ fn start_request(
         version: head.version,
         headers: head.headers,
         body: Vec::new(),
+        body_stream: None,
         peer,
         client_ip,
     };
     // Asked only when there is a body: most requests have none, and the question costs a
     // route lookup on the reactor thread.
-    let limit = match framing.body {
-        BodyFraming::None | BodyFraming::Length(0) => config.max_body,
+    let rule = match framing.body {
+        BodyFraming::None | BodyFraming::Length(0) => None,
         _ => catch_unwind(AssertUnwindSafe(|| handler.body_limit(&req)))
-            .map_err(|_| Reject::Internal)?
-            .unwrap_or(config.max_body),
+            .map_err(|_| Reject::Internal)?,
+    };
+    let (limit, streamed) = match rule {
+        None => (config.max_body, None),
+        Some(BodyLimit::Buffered(n)) => (n, None),
+        Some(BodyLimit::Streamed(n)) => (usize::try_from(n).unwrap_or(usize::MAX), Some(n)),
     };
     if let BodyFraming::Length(n) = framing.body {
         if n > limit as u64 {
@@ -733,6 +777,7 @@ fn start_request(
         req,
         framing,
         limit,
+        streamed,
         chunked: ChunkedDecoder::default(),
         deadline: Instant::now() + config.body_timeout,
     })
@@ -834,13 +879,48 @@ impl Worker {
 
     fn serve(&self, conn: &mut Conn, state: &mut dyn Any) -> AfterAnswer {
         let started = Instant::now();
-        let Some(Pending { req, framing, .. }) = conn.pending.take() else {
+        let Some(Pending {
+            mut req,
+            framing,
+            streamed,
+            ..
+        }) = conn.pending.take()
+        else {
             return AfterAnswer::Abort;
         };
+        if let Some(limit) = streamed {
+            let stream = match conn.stream.try_clone() {
+                Ok(s) => s,
+                Err(_) => {
+                    self.shared.streaming.fetch_sub(1, Ordering::SeqCst);
+                    return AfterAnswer::Abort;
+                }
+            };
+            req.body_stream = Some(BodyStream::new(
+                stream,
+                std::mem::take(&mut conn.buf),
+                framing.body,
+                limit,
+                framing.expect_continue && req.version == Version::Http11,
+                self.config.limits.clone(),
+                self.config.body_timeout,
+            ));
+        }
         if conn.buf.capacity() > 64 * 1024 {
             conn.buf.shrink_to(conn.buf.len().max(4096));
         }
-        let response = match catch_unwind(AssertUnwindSafe(|| self.handler.handle(&req, state))) {
+        let response = catch_unwind(AssertUnwindSafe(|| self.handler.handle(&req, state)));
+        // A body the handler did not read to its end leaves the connection unusable: what the
+        // client still sends is drained after the answer, never parsed as a request.
+        let mut body_whole = true;
+        if let Some(body) = req.body_stream.take() {
+            self.shared.streaming.fetch_sub(1, Ordering::SeqCst);
+            match body.finish() {
+                Some(after) => conn.buf = after,
+                None => body_whole = false,
+            }
+        }
+        let response = match response {
             Ok(r) if r.status < 200 && !matches!(r.body, Body::Upgrade(_)) => {
                 log::error!("handler answered {} without an upgrade", r.status);
                 internal_error()
@@ -861,7 +941,8 @@ impl Worker {
                 internal_error()
             }
         };
-        let keep_alive = framing.keep_alive && !self.shared.stopping.load(Ordering::SeqCst);
+        let keep_alive =
+            framing.keep_alive && body_whole && !self.shared.stopping.load(Ordering::SeqCst);
         self.respond(conn, &req, response, keep_alive, started)
     }
 
@@ -938,6 +1019,26 @@ impl Worker {
                     (true, true) => AfterAnswer::KeepAlive,
                     (true, false) => AfterAnswer::Close,
                     // A stream cut short cannot be ended cleanly: the client must see the close.
+                    (false, _) => AfterAnswer::Abort,
+                }
+            }
+            Body::File { file, offset, len } => {
+                let delimit = if bodiless {
+                    Delimit::NoBody
+                } else {
+                    Delimit::Length(len as usize)
+                };
+                response::write_head(&mut out, status, &headers, &delimit, !keep_alive);
+                let mut ok = write_all(&conn.stream, &out, timeout).is_ok();
+                if ok && !head_only && !bodiless {
+                    let copied = send_file(&conn.stream, &file, offset, len, timeout);
+                    sent = copied.as_ref().map_or(0, |n| *n as usize);
+                    ok = matches!(copied, Ok(n) if n == len);
+                }
+                match (ok, keep_alive) {
+                    (true, true) => AfterAnswer::KeepAlive,
+                    (true, false) => AfterAnswer::Close,
+                    // Fewer bytes than the head announced: only a close tells the client.
                     (false, _) => AfterAnswer::Abort,
                 }
             }
@@ -1054,6 +1155,33 @@ fn write_all_until(
         }
     }
     Ok(())
+}
+
+/// Sends `len` bytes of `file` from `offset` (positioned reads: the file's own offset is not
+/// used), each wait for the client bounded by `timeout`. Returns how many went out; fewer than
+/// `len` when the file turned out shorter.
+fn send_file(
+    stream: &TcpStream,
+    file: &std::fs::File,
+    offset: u64,
+    len: u64,
+    timeout: Duration,
+) -> io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut done = 0u64;
+    while done < len {
+        let want = (len - done).min(buf.len() as u64) as usize;
+        let n = match file.read_at(&mut buf[..want], offset + done) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        write_all(stream, &buf[..n], timeout)?;
+        done += n as u64;
+    }
+    Ok(done)
 }
 
 /// Waits until the socket can take more bytes, or the timeout passes (false).

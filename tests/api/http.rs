@@ -18,7 +18,7 @@ struct TestApp {
 }
 
 impl http::Handler for TestApp {
-    fn body_limit(&self, req: &Request) -> Option<usize> {
+    fn body_limit(&self, req: &Request) -> Option<http::BodyLimit> {
         if req.path == "/limit-panics" {
             panic!("body_limit failed");
         }
@@ -75,6 +75,36 @@ fn test_app() -> (TestApp, Gate) {
         Box::new(|req| Response::new(200, "text/plain", req.body.clone())),
     )
     .body_limit(10);
+    // Streamed: reads the body as it comes and answers its length and a checksum, or the
+    // body's error; `?refuse` answers 401 without reading a byte.
+    r.add(
+        "POST",
+        "/upload",
+        Box::new(|req| {
+            if req.query == "refuse" {
+                return Response::error(401, "unauthenticated", "no");
+            }
+            let body = req.body_stream.as_ref().expect("a streamed route");
+            let (mut len, mut sum, mut buf) = (0u64, 0u64, [0u8; 4096]);
+            loop {
+                match body.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        len += n as u64;
+                        sum = buf[..n]
+                            .iter()
+                            .fold(sum, |s, &b| s.wrapping_mul(31) + b as u64);
+                    }
+                    Err(e) => {
+                        let r = http::body_error(&e).expect("a client's fault");
+                        return Response::error(r.status(), r.code(), &r.message());
+                    }
+                }
+            }
+            Response::json(200, &serde_json::json!({"len": len, "sum": sum}))
+        }),
+    )
+    .streamed_body(1 << 20);
     r.add("GET", "/panic", Box::new(|_| panic!("boom")));
     r.add(
         "GET",
@@ -481,6 +511,143 @@ fn expect_100_continue() {
         b"POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\nExpect: 100-continue\r\n\r\n",
     );
     assert_eq!(c.reply().status, 413);
+}
+
+fn checksum(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(0u64, |s, &b| s.wrapping_mul(31) + b as u64)
+}
+
+#[test]
+fn a_streamed_body_reaches_its_handler_whole_in_either_framing() {
+    let server = start();
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let expected = serde_json::json!({"len": body.len(), "sum": checksum(&body)});
+    let mut c = server.connect();
+    let mut wire = format!(
+        "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    wire.extend_from_slice(&body);
+    // A pipelined request behind the body is read from the right place.
+    wire.extend_from_slice(b"GET /word/after HTTP/1.1\r\nHost: x\r\n\r\n");
+    c.send(&wire);
+    assert_eq!(c.reply().json(), expected);
+    assert_eq!(c.reply().text(), "after");
+
+    let mut wire =
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for piece in body.chunks(70_001) {
+        wire.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        wire.extend_from_slice(piece);
+        wire.extend_from_slice(b"\r\n");
+    }
+    wire.extend_from_slice(b"0\r\n\r\nGET /word/chunked HTTP/1.1\r\nHost: x\r\n\r\n");
+    c.send(&wire);
+    assert_eq!(c.reply().json(), expected);
+    assert_eq!(c.reply().text(), "chunked");
+}
+
+#[test]
+fn a_streamed_body_over_its_limit_or_cut_short_is_refused() {
+    let server = start();
+    // Declared too large: refused before the handler, as for buffered bodies.
+    let (status, code, closed) = refused(
+        &server,
+        format!(
+            "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            (1 << 20) + 1
+        )
+        .as_bytes(),
+    );
+    assert_eq!(
+        (status, code.as_str(), closed),
+        (413, "payload_too_large", true)
+    );
+    // Chunked past the limit: the handler's read fails with 413 and the connection closes.
+    let mut c = server.connect();
+    c.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let piece = vec![b'a'; 300_000];
+    for _ in 0..4 {
+        let mut chunk = format!("{:x}\r\n", piece.len()).into_bytes();
+        chunk.extend_from_slice(&piece);
+        chunk.extend_from_slice(b"\r\n");
+        if !c.try_send(&chunk) {
+            break;
+        }
+    }
+    let reply = c.reply();
+    assert_eq!(
+        (reply.status, reply.error_code().as_str()),
+        (413, "payload_too_large")
+    );
+    assert!(c.is_closed());
+    // Malformed chunk framing: 400.
+    let (status, _, closed) = refused(
+        &server,
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+    );
+    assert_eq!((status, closed), (400, true));
+    // The client closes its sending side mid-body: a 400, not a 500.
+    let mut c = server.connect();
+    c.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly this");
+    c.shutdown_write();
+    let reply = c.reply();
+    assert_eq!(reply.status, 400, "{}", reply.text());
+}
+
+#[test]
+fn a_streamed_body_is_asked_for_only_when_its_handler_reads() {
+    let server = start();
+    // Refused without reading: no 100 Continue, the final answer, and the connection closes
+    // (the body the client may still send is never parsed as a request).
+    let mut c = server.connect();
+    c.send(b"POST /upload?refuse HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    let reply = c.reply();
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.header("connection"), Some("close"));
+    assert!(c.is_closed());
+    // Read: 100 Continue first, then the answer.
+    let mut c = server.connect();
+    c.send(
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    );
+    assert_eq!(c.head().status, 100);
+    c.send(b"hello");
+    assert_eq!(c.reply().json()["len"], 5);
+}
+
+#[test]
+fn streamed_bodies_in_progress_are_capped() {
+    let (server, _gate) = start_with(http::Config {
+        max_streaming: 1,
+        ..small_config()
+    });
+    // The first upload holds its place while its client is slow.
+    let mut first = server.connect();
+    first.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc");
+    let mut second = server.connect();
+    let busy = eventually(Duration::from_secs(10), || {
+        second.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab");
+        let reply = second.reply();
+        if reply.status == 503 {
+            assert_eq!(reply.error_code(), "server_busy");
+            return true;
+        }
+        second = server.connect();
+        false
+    });
+    assert!(
+        busy,
+        "a second streamed body while one is in progress gets 503"
+    );
+    first.send(b"defghij");
+    assert_eq!(first.reply().json()["len"], 10);
+    // The place is free again.
+    let reply = server.request("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab");
+    assert_eq!(reply.json()["len"], 2);
 }
 
 #[test]

@@ -108,6 +108,11 @@ impl Client {
         self.stream.write_all(bytes).expect("send");
     }
 
+    /// Ends our sending side: the server sees the end of the stream.
+    pub fn shutdown_write(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+    }
+
     /// Sends, tolerating a server that has already answered and closed.
     pub fn try_send(&mut self, bytes: &[u8]) -> bool {
         self.stream.write_all(bytes).is_ok()
