@@ -35,6 +35,8 @@ pub enum Error {
     SessionRequired(&'static str),
     /// A body over a limit of the route's own (the events API's data size).
     PayloadTooLarge(String),
+    /// A streamed body the client sent wrong: too large, malformed, too slow, cut short.
+    Body(http::Reject),
     /// Throttled, or the password hashing pool is full.
     TooManyRequests {
         retry_after_secs: u64,
@@ -149,6 +151,7 @@ impl Error {
                 format!("{what} needs your own session (sign in): not a personal token, not an impersonation"),
             ),
             Error::PayloadTooLarge(m) => (413, "payload_too_large", m.clone()),
+            Error::Body(reject) => (reject.status(), reject.code(), reject.message()),
             Error::TooManyRequests { .. } => (
                 429,
                 "too_many_requests",

@@ -13,6 +13,7 @@ pub mod broadcasting;
 mod config;
 mod cookies;
 mod export;
+mod files;
 mod invitations;
 pub mod job_kinds;
 pub mod jobs;
@@ -81,6 +82,7 @@ fn routes() -> Router<Route> {
     members::routes(&mut r);
     invitations::routes(&mut r);
     workspace::routes(&mut r);
+    files::routes(&mut r);
     webhook_endpoints::routes(&mut r);
     broadcasting::routes(&mut r);
     admin::routes(&mut r);

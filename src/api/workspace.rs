@@ -147,7 +147,7 @@ pub(super) fn reader_of(user_id: i64, membership: &Membership) -> Reader {
 
 /// The reader for a write that adds something the plan counts: the tenant's limits, and
 /// refused outright when the subscription leaves the tenant read-only.
-fn writer(app: &App, member: &Member) -> Result<Reader, Error> {
+pub(super) fn writer(app: &App, member: &Member) -> Result<Reader, Error> {
     let plan = super::plans::writable(app, member.tenant.id())?;
     let mut reader = reader(member);
     reader.limits = crate::workspace::Limits(std::sync::Arc::new(plan.plan.limits));

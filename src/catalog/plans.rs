@@ -17,12 +17,14 @@ pub const DEFAULT_PLAN: &str = "unlimited";
 pub const DEFAULT_BILLING_GRACE_SECS: i64 = 7 * 24 * 3600;
 
 /// The limits the code counts; others may be stored but nothing enforces them.
-pub const LIMITS: [&str; 5] = [
+pub const LIMITS: [&str; 7] = [
     "members",
     "orders",
     "chats",
     "messages_per_day",
     "webhook_endpoints",
+    "storage_mb",
+    "file_size_mb",
 ];
 
 /// The feature switches the code asks about.

@@ -50,8 +50,9 @@ pub struct Config {
     /// Default body limit; a route may set its own.
     pub max_body: usize,
     /// Streamed bodies (uploads) in progress at most: each holds a worker while its client
-    /// sends, so they may not take every worker. One more is answered `503`.
-    pub max_streaming: usize,
+    /// sends, so they may not take every worker. One more is answered `503`. `None`: half
+    /// the workers.
+    pub max_streaming: Option<usize>,
     pub limits: HeadLimits,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpAddr>,
@@ -69,7 +70,7 @@ impl Default for Config {
             io_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             max_body: 1024 * 1024,
-            max_streaming: 4,
+            max_streaming: None,
             limits: HeadLimits {
                 max_request_line: 8 * 1024,
                 max_header_line: 8 * 1024,
@@ -533,7 +534,8 @@ impl Reactor {
             return false;
         }
         let streaming = &self.shared.streaming;
-        if streaming.load(Ordering::SeqCst) >= self.config.max_streaming.max(1) {
+        let cap = self.config.max_streaming.unwrap_or(self.config.workers / 2);
+        if streaming.load(Ordering::SeqCst) >= cap.max(1) {
             return true;
         }
         streaming.fetch_add(1, Ordering::SeqCst);

@@ -363,7 +363,7 @@ pub fn restore(catalog: &Catalog, slug: &str) -> Result<Arc<TenantRecord>, Lifec
 }
 
 /// Removes a deleted tenant for good: its catalog row (and domains), then its
-/// pool, then the database file with its `-wal` and `-shm`. The row goes
+/// pool, then the database file with its `-wal` and `-shm`, and its files. The row goes
 /// first, in one transaction that re-checks the status, so a restore racing
 /// the purge either wins (nothing is removed) or finds no tenant; never a
 /// restored tenant whose file then disappears. Should removing the files fail
@@ -396,6 +396,12 @@ pub fn purge(catalog: &Catalog, registry: &Registry, slug: &str) -> Result<(), L
         }
     }
     db::remove_database_files(&path)?;
+    let dir = super::tenant_dir(&path);
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            log::warn!("purging {slug}: its files in {} remain: {e}", dir.display());
+        }
+    }
     Ok(())
 }
 

@@ -48,6 +48,11 @@ pub fn tenant_db_path(data_dir: &Path, id: &str) -> Option<PathBuf> {
     Some(uuid_db_path(data_dir, &uuid))
 }
 
+/// A tenant's directory beside its database, `tenants/<uuid>/`: its files are in `files/`.
+pub fn tenant_dir(db_path: &Path) -> PathBuf {
+    db_path.with_extension("")
+}
+
 fn uuid_db_path(data_dir: &Path, id: &uuid::Uuid) -> PathBuf {
     data_dir
         .join(TENANTS_DIR)
@@ -185,6 +190,12 @@ impl Tenant {
 
     pub fn slug(&self) -> &str {
         &self.record.slug
+    }
+
+    /// Where this tenant's files live: `tenants/<uuid>/files/`, beside its database and
+    /// named, as it is, by the catalog's UUID.
+    pub fn files_dir(&self) -> PathBuf {
+        tenant_dir(&self.pool.path).join("files")
     }
 
     /// A connection to this tenant's database, and to nothing else.

@@ -34,7 +34,7 @@ pub const PARTICIPANTS_ONLY: &str = "chat participants only";
 /// `Forbidden` reason: a message is edited or deleted by its author only.
 pub const OWN_MESSAGES_ONLY: &str = "own messages only";
 /// The permission named when managing a chat is refused.
-const MANAGE_PERMISSION: &str = "chats_create";
+pub(super) const MANAGE_PERMISSION: &str = "chats_create";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -109,6 +109,9 @@ pub struct Message {
     /// is [`EXTERNAL_USER_ID`]; absent from the JSON of every other message.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub external_author: Option<ExternalAuthor>,
+    /// Its attachments; absent from the JSON of a message without any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<super::files::FileInfo>,
 }
 
 /// `user_id` of a message from outside the company: no catalog user has it (theirs start at 1),
@@ -184,6 +187,7 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
             }),
             None => None,
         },
+        files: Vec::new(),
     })
 }
 
@@ -590,6 +594,7 @@ pub fn list_messages(
     } else {
         None
     };
+    super::files::fill_message_files(&conn, &mut items)?;
     Ok(Page { items, next })
 }
 
@@ -632,26 +637,53 @@ pub fn post_message(
     chat_id: i64,
     body: &str,
 ) -> Result<Message, WorkspaceError> {
-    tenant.write(|tx| {
-        let found = access(tx, reader, chat_id)?;
-        found.require_participant()?;
-        let mut problems = Problems::default();
-        archived_problem(&mut problems, &found.chat);
-        body_problems(&mut problems, body);
-        problems.check()?;
-        let now = now();
-        reader
-            .limits
-            .check_counted("messages_per_day", |limit| messages_today(tx, &now, limit))?;
-        let id: i64 = row_cached(
-            tx,
-            "INSERT INTO messages (chat_id, user_id, body, created_at)
-             VALUES (?1, ?2, ?3, ?4) RETURNING id",
-            params![chat_id, reader.user_id, body, now],
-            |row| row.get(0),
-        )?;
-        message(tx, chat_id, id)?.ok_or(WorkspaceError::NotFound)
-    })
+    tenant.write(|tx| insert_message(tx, reader, chat_id, body))
+}
+
+/// [`post_message`] inside the caller's write (a message that carries a file adds it there).
+pub(super) fn insert_message(
+    tx: &Connection,
+    reader: &Reader,
+    chat_id: i64,
+    body: &str,
+) -> Result<Message, WorkspaceError> {
+    let found = access(tx, reader, chat_id)?;
+    found.require_participant()?;
+    let mut problems = Problems::default();
+    archived_problem(&mut problems, &found.chat);
+    body_problems(&mut problems, body);
+    problems.check()?;
+    let now = now();
+    reader
+        .limits
+        .check_counted("messages_per_day", |limit| messages_today(tx, &now, limit))?;
+    let id: i64 = row_cached(
+        tx,
+        "INSERT INTO messages (chat_id, user_id, body, created_at)
+         VALUES (?1, ?2, ?3, ?4) RETURNING id",
+        params![chat_id, reader.user_id, body, now],
+        |row| row.get(0),
+    )?;
+    message(tx, chat_id, id)?.ok_or(WorkspaceError::NotFound)
+}
+
+/// Whether the reader may post in the chat: `NotFound` if they cannot see it, `Forbidden` if
+/// they do not take part.
+pub(super) fn check_participant(
+    conn: &Connection,
+    reader: &Reader,
+    chat_id: i64,
+) -> Result<(), WorkspaceError> {
+    access(conn, reader, chat_id)?.require_participant()
+}
+
+/// Whether the reader may see the chat (`NotFound` if not).
+pub(super) fn check_access(
+    conn: &Connection,
+    reader: &Reader,
+    chat_id: i64,
+) -> Result<(), WorkspaceError> {
+    access(conn, reader, chat_id).map(|_| ())
 }
 
 /// Messages posted since midnight UTC of `now`, counted up to `limit`: only the newest
@@ -797,7 +829,9 @@ pub fn delete_message(
     chat_id: i64,
     message_id: i64,
 ) -> Result<(), WorkspaceError> {
-    tenant.write(|tx| {
+    // The text stays (soft delete), its files go: nothing shows them any more.
+    let mut trash = super::files::Trash::new(tenant);
+    let result = tenant.write(|tx| {
         let (found, _) = own_message(tx, reader, chat_id, message_id)?;
         let mut problems = Problems::default();
         archived_problem(&mut problems, &found.chat);
@@ -806,8 +840,12 @@ pub fn delete_message(
             "UPDATE messages SET deleted_at = ?2 WHERE id = ?1",
             params![message_id, now()],
         )?;
-        Ok(())
-    })
+        let hashes = super::files::hashes_of(tx, Some(message_id), None)?;
+        tx.execute("DELETE FROM files WHERE message_id = ?1", [message_id])?;
+        trash.release(tx, &hashes)
+    });
+    trash.settle(result.is_ok());
+    result
 }
 
 /// Marks everything up to `message_id` (a message of this chat) as read by

@@ -1,6 +1,7 @@
 //! The workspace of a tenant, in that tenant's own file: chats with their
 //! participants and messages ([`chats`]), orders with their history
-//! ([`orders`]), and the demo data ([`demo`]). Every function takes the
+//! ([`orders`]), the files attached to either ([`files`]), and the demo data
+//! ([`demo`]). Every function takes the
 //! `&Tenant` it works on and the `&Reader` it works for, and shapes what it
 //! returns by the reader's permissions. No HTTP here: `error.rs` maps
 //! [`WorkspaceError`] to statuses.
@@ -19,6 +20,7 @@
 
 pub(crate) mod chats;
 pub mod demo;
+pub mod files;
 pub mod orders;
 mod orders_cursor;
 mod orders_history;

@@ -847,14 +847,19 @@ pub fn update_order(
 /// is never given out again.
 pub fn delete_order(tenant: &Tenant, reader: &Reader, id: i64) -> Result<(), WorkspaceError> {
     let scope = Scope::of(reader);
-    tenant.write(|tx| {
+    let mut trash = super::files::Trash::new(tenant);
+    let result = tenant.write(|tx| {
         visible(tx, &scope, id)?;
         if !reader.can("orders_delete") {
             return Err(WorkspaceError::forbidden("orders_delete"));
         }
+        let hashes = super::files::hashes_of(tx, None, Some(id))?;
+        // Its files' rows go by cascade.
         tx.execute("DELETE FROM orders WHERE id = ?1", [id])?;
-        Ok(())
-    })
+        trash.release(tx, &hashes)
+    });
+    trash.settle(result.is_ok());
+    result
 }
 
 /// Field → value of an order for the demo seeder, which writes rows that no

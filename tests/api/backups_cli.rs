@@ -13,8 +13,8 @@ use crate::beside::cli_ok;
 use crate::cli::init_data_dir;
 use crate::support::{request_to, spawn_serve};
 
-const EMAIL: &str = "owner@backups.test";
-const PASSWORD: &str = "owner-password-1";
+pub(crate) const EMAIL: &str = "owner@backups.test";
+pub(crate) const PASSWORD: &str = "owner-password-1";
 
 fn cli_env(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_tenantd"))
@@ -36,7 +36,7 @@ fn json_of(out: &Output) -> Value {
 }
 
 /// A data directory with a user who is admin of each of `slugs` (named "<slug> Backup").
-fn setup(slugs: &[&str]) -> tempfile::TempDir {
+pub(crate) fn setup(slugs: &[&str]) -> tempfile::TempDir {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path();
     init_data_dir(dir);

@@ -622,7 +622,7 @@ fn a_streamed_body_is_asked_for_only_when_its_handler_reads() {
 #[test]
 fn streamed_bodies_in_progress_are_capped() {
     let (server, _gate) = start_with(http::Config {
-        max_streaming: 1,
+        max_streaming: Some(1),
         ..small_config()
     });
     // The first upload holds its place while its client is slow.

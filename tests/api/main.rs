@@ -17,6 +17,7 @@ mod delete_me;
 mod export;
 mod export_limits;
 mod fairness;
+mod files;
 mod http;
 mod identity_cli;
 mod invitations;

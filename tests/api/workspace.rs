@@ -669,7 +669,7 @@ fn ids_of_one_tenant_name_nothing_in_another() {
     let routes = workspace_routes(&app);
     let with_id: Vec<&(String, String)> =
         routes.iter().filter(|(_, p)| p.contains("{id}")).collect();
-    assert_eq!(with_id.len(), 14, "{with_id:?}");
+    assert_eq!(with_id.len(), 17, "{with_id:?}");
 
     let acme_before = snapshot(&app, "acme");
     let globex_before = snapshot(&app, "globex");
