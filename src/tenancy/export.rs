@@ -5,6 +5,7 @@
 //! of one tenant's file that one person wrote (`personal_rows`), for their own export.
 
 use std::fmt;
+use std::fs;
 use std::io::{self, Write};
 
 use rusqlite::types::ValueRef;
@@ -96,6 +97,9 @@ pub struct Manifest {
     /// Rows per table of the tenant's file, by table name.
     pub tables: std::collections::BTreeMap<String, u64>,
     pub audit_entries: u64,
+    /// Contents under `files/`, and those the `files` table names that were gone.
+    pub files: u64,
+    pub files_missing: u64,
 }
 
 pub const FORMAT: &str = "tenantd-export-1";
@@ -141,6 +145,8 @@ pub fn write_archive<W: Write>(
         exported_at: now.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
         tables: Default::default(),
         audit_entries: 0,
+        files: 0,
+        files_missing: 0,
     };
 
     zip.start_file("README.md", options)?;
@@ -170,11 +176,15 @@ pub fn write_archive<W: Write>(
                 }
             }
         }
+        let has_files = tables.iter().any(|t| t == "files");
         for table in tables {
             zip.start_file(format!("tables/{table}.jsonl"), options)?;
             let mut stmt = tx.prepare(&format!("SELECT * FROM {}", quote(&table)))?;
             let rows = write_rows(&mut stmt, [], &mut zip)?;
             manifest.tables.insert(table, rows);
+        }
+        if has_files {
+            write_files(&tx, tenant, &mut zip, options, &mut manifest)?;
         }
     }
     drop(conn);
@@ -187,6 +197,39 @@ pub fn write_archive<W: Write>(
     let mut out: StreamWriter<Fuse<W>> = zip.finish()?;
     out.flush()?;
     Ok(manifest)
+}
+
+/// The bytes of every file the `files` table names, once per content, as `files/<sha256>`
+/// (stored, not compressed again: most are compressed formats already). Read in the export's
+/// transaction; a file deleted since its row was read is no longer there and is left out, as
+/// the manifest's `files_missing` says.
+fn write_files<W: Write>(
+    tx: &Connection,
+    tenant: &Tenant,
+    zip: &mut ZipWriter<StreamWriter<Fuse<W>>>,
+    options: SimpleFileOptions,
+    manifest: &mut Manifest,
+) -> Result<(), ExportError> {
+    let dir = tenant.files_dir();
+    let stored = options.compression_method(CompressionMethod::Stored);
+    let mut stmt = tx.prepare("SELECT DISTINCT sha256 FROM files ORDER BY sha256")?;
+    let hashes = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for sha in hashes {
+        let valid = sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit());
+        let opened = valid
+            .then(|| fs::File::open(dir.join(&sha[..2]).join(&sha)))
+            .and_then(Result::ok);
+        let Some(mut file) = opened else {
+            manifest.files_missing += 1;
+            continue;
+        };
+        zip.start_file(format!("files/{sha}"), stored)?;
+        io::copy(&mut file, zip)?;
+        manifest.files += 1;
+    }
+    Ok(())
 }
 
 /// The archive's writer: after its first error (a client gone) it takes and drops everything,

@@ -734,3 +734,45 @@ fn a_200_mb_upload_leaves_the_servers_memory_flat() {
     assert_eq!(std::fs::metadata(stored).unwrap().len(), 200 << 20);
     let _ = std::io::stdout().flush();
 }
+
+#[test]
+fn a_tenants_export_carries_its_files_and_no_others() {
+    use std::io::Read;
+    let app = two_companies();
+    let token = app.owner_token.clone();
+    let acme_bytes = content(4000, 21);
+    let globex_bytes = content(4000, 22);
+    for (slug, bytes) in [("acme", &acme_bytes), ("globex", &globex_bytes)] {
+        let order = new_order(&app, &token, slug);
+        let path = format!("/api/orders/{order}/files?name=scan.bin");
+        expect(
+            &upload(&app, &token, slug, &path, "application/octet-stream", bytes),
+            201,
+            "upload",
+        );
+    }
+    let export = get(&app, &token, "acme", "/api/export", &[]);
+    expect(&export, 200, "export");
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(export.body)).unwrap();
+    let mut entry = |name: &str| -> Option<Vec<u8>> {
+        let mut e = archive.by_name(name).ok()?;
+        let mut out = Vec::new();
+        e.read_to_end(&mut out).unwrap();
+        Some(out)
+    };
+    assert_eq!(
+        entry(&format!("files/{}", sha256(&acme_bytes))),
+        Some(acme_bytes.clone())
+    );
+    assert_eq!(entry(&format!("files/{}", sha256(&globex_bytes))), None);
+    let manifest: Value = serde_json::from_slice(&entry("manifest.json").unwrap()).unwrap();
+    assert_eq!(
+        (
+            manifest["files"].clone(),
+            manifest["tables"]["files"].clone()
+        ),
+        (json!(1), json!(1))
+    );
+    let rows = String::from_utf8(entry("tables/files.jsonl").unwrap()).unwrap();
+    assert!(rows.contains(&sha256(&acme_bytes)) && !rows.contains(&sha256(&globex_bytes)));
+}
