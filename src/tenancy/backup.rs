@@ -6,6 +6,12 @@
 //! it replaces as `replaced-<stamp>-<6 hex>.db` in the same directory. Files being written end
 //! in `.tmp` and are renamed into place only once complete and durable.
 //!
+//! A tenant's files (attachments) are content-addressed and never change, so a backup keeps
+//! them once per content in `files/` of its directory, shared by all the tenant's backups: a
+//! hard link to the tenant's own copy where the file system allows, a copy otherwise. A
+//! restore brings back those its database names that the tenant no longer has; retention
+//! removes those no kept backup names.
+//!
 //! The copy is SQLite's online backup API from a connection of its own: ATTACH is disabled on
 //! every connection (`db::disable_attach`), so `VACUUM INTO` and friends are out. One
 //! `step(-1)` runs in a single read transaction, which under WAL is one consistent snapshot
@@ -50,6 +56,12 @@ pub struct BackupManifest {
     /// Unix seconds.
     pub created_at: i64,
     pub tenantd_version: String,
+    /// The tenant's files this backup names and keeps in `files/` beside it, and those it
+    /// names that were gone when it was taken (deleted meanwhile).
+    #[serde(default)]
+    pub files: u64,
+    #[serde(default)]
+    pub files_missing: u64,
 }
 
 /// What a tenant's health shows of its newest backup.
@@ -398,6 +410,13 @@ fn take(
                 src_path.display()
             )));
         }
+        // Before the backup is renamed into place: a listed backup has its files.
+        let (files, files_missing) = if kind == DbKind::Tenant {
+            let from = super::tenant_dir(src_path).join("files");
+            bring_files(&out, &from, &dir.join("files"))?
+        } else {
+            (0, 0)
+        };
         out.close().map_err(|(_, e)| BackupError::from(e))?;
         // Hashed only now that its connection is closed (see `digest`).
         let (bytes, sha256) = digest(&tmp)?;
@@ -412,6 +431,8 @@ fn take(
             sha256,
             created_at: now,
             tenantd_version: env!("CARGO_PKG_VERSION").to_string(),
+            files,
+            files_missing,
         };
         write_manifest(dir, &manifest)?;
         Ok(manifest)
@@ -575,7 +596,94 @@ pub fn prune(
             }
         }
     }
+    if !gone.is_empty() {
+        drop_unnamed_files(&dir)?;
+    }
     Ok(gone)
+}
+
+/// The contents the `files` table of a database names (none before the table existed).
+fn named_files(conn: &Connection) -> Result<Vec<String>, BackupError> {
+    let has_table: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'files')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_table {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare("SELECT DISTINCT sha256 FROM files")?;
+    let hashes = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    // Only what could be our own name for a content: never a path.
+    Ok(hashes
+        .into_iter()
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .collect())
+}
+
+fn content_path(dir: &Path, sha: &str) -> PathBuf {
+    dir.join(&sha[..2]).join(sha)
+}
+
+/// Makes every content `conn` names that `from` holds present in `to` too (a hard link, or a
+/// durable copy), leaving those `to` has. Returns how many it names, and how many of them
+/// neither has.
+fn bring_files(conn: &Connection, from: &Path, to: &Path) -> Result<(u64, u64), BackupError> {
+    let (mut named, mut missing) = (0, 0);
+    for sha in named_files(conn)? {
+        named += 1;
+        let target = content_path(to, &sha);
+        if target.is_file() {
+            continue;
+        }
+        let source = content_path(from, &sha);
+        if !source.is_file() {
+            missing += 1;
+            continue;
+        }
+        let parent = target.parent().expect("a content has a directory");
+        fs::create_dir_all(parent).map_err(io_err(parent))?;
+        if fs::hard_link(&source, &target).is_err() {
+            let tmp = with_ext(&target, ".tmp");
+            fs::copy(&source, &tmp).map_err(io_err(&source))?;
+            fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err(&tmp))?;
+            rename(&tmp, &target)?;
+        }
+        sync_dir(parent)?;
+    }
+    Ok((named, missing))
+}
+
+/// Removes from `dir/files/` the contents no backup (nor file kept aside) in `dir` names.
+fn drop_unnamed_files(dir: &Path) -> Result<(), BackupError> {
+    let store = dir.join("files");
+    if !store.is_dir() {
+        return Ok(());
+    }
+    let mut keep = std::collections::HashSet::new();
+    for entry in fs::read_dir(dir).map_err(io_err(dir))?.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "db") {
+            let conn = db::open_read_only(&path)?;
+            keep.extend(named_files(&conn)?);
+        }
+    }
+    for shard in fs::read_dir(&store).map_err(io_err(&store))?.flatten() {
+        let Ok(entries) = fs::read_dir(shard.path()) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !keep.contains(&name) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -849,6 +957,15 @@ pub fn restore_in_place(
     set.execute(["slug", &record.slug])?;
     set.execute(["name", &record.name])?;
     drop(set);
+    // The files the restored database names that the tenant lost since, from beside the backup.
+    let beside = file.parent().unwrap_or(Path::new(".")).join("files");
+    let (_, missing) = bring_files(&conn, &beside, &super::tenant_dir(&live).join("files"))?;
+    if missing > 0 {
+        log::warn!(
+            "restore of {}: {missing} of its files are in neither the tenant nor the backup",
+            record.slug
+        );
+    }
     drop(conn);
     Ok(Restored {
         tenant_id: record.id.clone(),
@@ -896,12 +1013,15 @@ pub fn restore_as(catalog: &Catalog, file: &Path, new_slug: &str) -> Result<Rest
         let mut conn = db::open(&live, DbKind::Tenant, Create::Never)?;
         super::check_tenant_file(&conn, &record).map_err(BackupError::Refused)?;
         db::migrate(&mut conn, db::tenant_migrations())?;
+        let beside = file.parent().unwrap_or(Path::new(".")).join("files");
+        bring_files(&conn, &beside, &super::tenant_dir(&live).join("files"))?;
         Ok::<(), BackupError>(())
     })();
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
         // What this clone made, and only that (its own new id): a refused or failed clone
         // leaves no tenant behind.
+        let _ = fs::remove_dir_all(super::tenant_dir(&live));
         if let Err(e) = db::remove_database_files(&live) {
             log::warn!(
                 "clone as {}: {} not removed: {e}",

@@ -776,3 +776,75 @@ fn a_tenants_export_carries_its_files_and_no_others() {
     let rows = String::from_utf8(entry("tables/files.jsonl").unwrap()).unwrap();
     assert!(rows.contains(&sha256(&acme_bytes)) && !rows.contains(&sha256(&globex_bytes)));
 }
+
+#[test]
+fn a_backup_keeps_the_files_and_a_restore_brings_them_back() {
+    use crate::backups::{back_up, restore};
+    let app = two_companies();
+    let token = app.owner_token.clone();
+    let order = new_order(&app, &token, "acme");
+    let bytes = content(6000, 31);
+    let sha = sha256(&bytes);
+    let up = upload(
+        &app,
+        &token,
+        "acme",
+        &format!("/api/orders/{order}/files?name=kept.bin"),
+        "application/octet-stream",
+        &bytes,
+    );
+    expect(&up, 201, "upload");
+    let id = up.json()["id"].as_i64().unwrap();
+    let backup = back_up(&app, "acme");
+    assert_eq!(backup["files"], 1, "{backup}");
+    let acme_id = app.app.catalog.by_slug("acme").unwrap().unwrap().id.clone();
+    let kept = app
+        .data
+        .path()
+        .join("backups")
+        .join(&acme_id)
+        .join("files")
+        .join(&sha[..2])
+        .join(&sha);
+    assert_eq!(std::fs::read(&kept).unwrap(), bytes);
+    // The file is deleted: its bytes leave the tenant, not the backup.
+    expect(
+        &app.on(&token, "acme", "DELETE", &format!("/api/files/{id}"), None),
+        200,
+        "delete",
+    );
+    assert!(!blob(&app, "acme", &sha).exists() && kept.exists());
+    let restored = restore(&app, "acme", backup["file"].as_str().unwrap());
+    expect(&restored, 200, "restore");
+    let again = get(
+        &app,
+        &token,
+        "acme",
+        &format!("/api/files/{id}/download"),
+        &[],
+    );
+    expect(&again, 200, "the file is back");
+    assert_eq!(again.body, bytes);
+    // globex never sees it.
+    assert!(!blob(&app, "globex", &sha).exists());
+
+    // Deleted again, and a later backup without it: retention that drops the first backup
+    // drops the bytes no kept backup names.
+    expect(
+        &app.on(&token, "acme", "DELETE", &format!("/api/files/{id}"), None),
+        200,
+        "delete again",
+    );
+    use tenantd::tenancy::backup;
+    let record = app.app.catalog.by_slug("acme").unwrap().unwrap();
+    let later = backup["created_at"].as_i64().unwrap() + 3600;
+    let newer = backup::backup_tenant(app.data.path(), &record, None, later).unwrap();
+    assert_eq!(newer.files, 0);
+    let policy = backup::Retention {
+        keep: 1,
+        ..Default::default()
+    };
+    let gone = backup::prune(app.data.path(), &acme_id, policy, later).unwrap();
+    assert_eq!(gone, [backup["file"].as_str().unwrap()]);
+    assert!(!kept.exists(), "no kept backup names the file");
+}
