@@ -1093,6 +1093,8 @@ mod tests {
             sha256: String::new(),
             created_at,
             tenantd_version: "0".into(),
+            files: 0,
+            files_missing: 0,
         }
     }
 
