@@ -91,6 +91,8 @@ fn usage(app: &App, tenant: &Tenant) -> Result<Value, Error> {
         "members": members,
         "orders": count("SELECT count(*) FROM orders")?,
         "chats": count("SELECT count(*) FROM chats")?,
+        // In MiB as the limit, rounded up.
+        "storage_mb": (crate::workspace::files::storage_used(&conn)? + (1 << 20) - 1) >> 20,
     }))
 }
 

@@ -490,6 +490,8 @@ fn the_plan_limits_each_file_and_the_storage_of_all() {
     );
     expect_error(&over, 403, "quota_exceeded", "storage_mb");
     assert_eq!(over.json()["error"]["limit_name"], "storage_mb");
+    let usage = get(&app, &token, "acme", "/api/subscription", &[]);
+    assert_eq!(usage.json()["usage"]["storage_mb"], 2, "{}", usage.text());
     // globex, unlimited, takes it.
     let globex_order = new_order(&app, &token, "globex");
     expect(
