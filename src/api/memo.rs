@@ -1,6 +1,6 @@
 //! Each HTTP worker's memo of the members it has let in: for a token (by its digest) and a
-//! tenant, the session, user and membership the catalog gave for them, kept while the catalog
-//! is unchanged.
+//! tenant, the session, user and membership the catalog gave for them, and the tenant's plan
+//! rates, kept while the catalog is unchanged.
 //!
 //! Why: a tenant request looks up its session, user and membership in the catalog's caches.
 //! Those are shared by every worker, so each lookup takes a lock and bumps reference counts
@@ -20,17 +20,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::auth::token::TokenDigest;
-use crate::catalog::{Membership, Session, User};
+use crate::catalog::{Membership, PlanRates, Session, User};
 
 /// Entries per worker at most; past it the memo starts over. Sized for a worker's recent
 /// tokens times the tenants each reaches; an entry is a few pointers.
 const CAP: usize = 1024;
 
-/// Who a token is in one tenant, as the catalog said.
+/// Who a token is in one tenant, as the catalog said, and the rates the tenant's plan names
+/// (kept here so that a hit looks nothing else up for the rate limit).
 pub struct RememberedMember {
     pub user: Arc<User>,
     pub session: Arc<Session>,
     pub membership: Arc<Membership>,
+    pub rates: PlanRates,
 }
 
 /// Generic over what is kept so that its rules can be tested without a catalog.

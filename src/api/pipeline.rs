@@ -182,11 +182,13 @@ impl App {
             user,
             session,
             membership,
+            rates: fresh.plan_rates(&record.id)?,
         })
     }
 
     /// Runs a tenant route for a member: counts the request against the tenant's and the
-    /// member's rates (a `429` past either), opens the tenant's pool, then calls the handler,
+    /// member's rates (its plan's, read with the member under this generation; a `429` past
+    /// either), opens the tenant's pool, then calls the handler,
     /// through the answers cache if `cached`. Every answer carries the rate-limit headers.
     fn in_tenant(
         &self,
@@ -198,7 +200,7 @@ impl App {
     ) -> Result<Response, Error> {
         let record = ctx.tenant.as_ref().ok_or(Error::NoTenant)?;
         let verdict = self.rate_limit.check(
-            self.rate_limit.rates_for(record),
+            self.rate_limit.rates_for(known.rates),
             &record.id,
             known.user.id,
             self.rate_limit.now_ms(&self.sessions.clock),

@@ -1,12 +1,14 @@
 //! Plans and subscriptions over HTTP: system admins list and edit plans and set a tenant's
-//! subscription; a tenant's admins see their plan, status, limits and usage. Also the checks
-//! handlers make before a write the plan governs (`writable`, `require_feature`).
+//! subscription; a tenant's admins see their plan, status, limits, usage and the request rates
+//! in force. Also the checks handlers make before a write the plan governs (`writable`,
+//! `require_feature`).
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::catalog::{
     ActorType, CatalogError, Entitlements, PlanEdit, SubscriptionChange, SubscriptionStatus,
+    MEMBER_RATE_LIMIT, TENANT_RATE_LIMIT,
 };
 use crate::error::Error;
 use crate::http::{Response, Router};
@@ -74,11 +76,18 @@ fn catalog_error(e: CatalogError) -> Error {
 
 fn view(app: &App, e: &Entitlements, usage: Option<Value>) -> Value {
     let now = app.sessions.clock.now();
+    // In force: the plan's, the server's flags where it names none; `null` is off (a flag at 0).
+    let rates = app.rate_limit.rates_for(e.plan.rates());
+    let on = |per_min: u32| (per_min > 0).then_some(per_min);
     json!({
         "plan": e.plan,
         "subscription": e.subscription,
         "writable": e.subscription.writable(now, app.catalog.billing_grace()),
         "usage": usage,
+        "rate_limits": {
+            TENANT_RATE_LIMIT: on(rates.tenant_per_min),
+            MEMBER_RATE_LIMIT: on(rates.member_per_min),
+        },
     })
 }
 

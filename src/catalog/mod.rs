@@ -66,8 +66,9 @@ pub use jobs::{
 pub use maintenance::{bypass_value, DownRequest, Maintenance, SERVER as MAINTENANCE_SERVER};
 pub use permissions::{BuiltinRole, ADMIN_ROLE, BUILTIN_ROLES, PERMISSIONS};
 pub use plans::{
-    Entitlements, Plan, PlanEdit, QuotaExceeded, Subscription, SubscriptionChange,
-    SubscriptionStatus, DEFAULT_BILLING_GRACE_SECS, DEFAULT_PLAN, FEATURES, LIMITS,
+    Entitlements, Plan, PlanEdit, PlanRates, QuotaExceeded, Subscription, SubscriptionChange,
+    SubscriptionStatus, DEFAULT_BILLING_GRACE_SECS, DEFAULT_PLAN, FEATURES, LIMITS, MAX_RATE,
+    MEMBER_RATE_LIMIT, TENANT_RATE_LIMIT,
 };
 pub use roles::{
     Member, MemberUser, Membership, MembershipPage, Role, RoleUpdate, TenantMembership,

@@ -17,7 +17,7 @@ pub const DEFAULT_PLAN: &str = "unlimited";
 pub const DEFAULT_BILLING_GRACE_SECS: i64 = 7 * 24 * 3600;
 
 /// The limits the code counts; others may be stored but nothing enforces them.
-pub const LIMITS: [&str; 7] = [
+pub const LIMITS: [&str; 9] = [
     "members",
     "orders",
     "chats",
@@ -25,7 +25,22 @@ pub const LIMITS: [&str; 7] = [
     "webhook_endpoints",
     "storage_mb",
     "file_size_mb",
+    TENANT_RATE_LIMIT,
+    MEMBER_RATE_LIMIT,
 ];
+
+/// Tenant-route requests per minute for the whole tenant (its rate-limit bucket, see
+/// `api::rate_limit`); a plan that does not name it leaves the server's `--tenant-rate`.
+pub const TENANT_RATE_LIMIT: &str = "api_requests_per_minute";
+
+/// The same for each member of the tenant; the fallback is `--member-rate`.
+pub const MEMBER_RATE_LIMIT: &str = "api_requests_per_member_per_minute";
+
+/// The highest rate a plan may name: the bound of the server's `--tenant-rate` and
+/// `--member-rate`. A rate cannot be 0: a plan turns no limit off, it names a rate or leaves the
+/// server's (0 would otherwise mean "nothing allowed", as for the other limits, or "off", as
+/// for the flags).
+pub const MAX_RATE: i64 = 1 << 24;
 
 /// The feature switches the code asks about.
 pub const FEATURES: [&str; 2] = ["webhooks", "exports"];
@@ -43,9 +58,37 @@ pub struct Plan {
     pub active: bool,
 }
 
+/// The request rates a plan names; `None` leaves the server's flag in force.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlanRates {
+    pub tenant_per_min: Option<u32>,
+    pub member_per_min: Option<u32>,
+}
+
+impl PlanRates {
+    fn of(limits: &BTreeMap<String, i64>) -> PlanRates {
+        // Only a hand-edited row can hold a value out of range: below 1 counts as not named,
+        // above the bound as the bound.
+        let rate = |name: &str| {
+            limits
+                .get(name)
+                .filter(|v| **v >= 1)
+                .map(|v| (*v).min(MAX_RATE) as u32)
+        };
+        PlanRates {
+            tenant_per_min: rate(TENANT_RATE_LIMIT),
+            member_per_min: rate(MEMBER_RATE_LIMIT),
+        }
+    }
+}
+
 impl Plan {
     pub fn limit(&self, name: &str) -> Option<i64> {
         self.limits.get(name).copied()
+    }
+
+    pub fn rates(&self) -> PlanRates {
+        PlanRates::of(&self.limits)
     }
 
     pub fn feature(&self, name: &str) -> bool {
@@ -271,6 +314,23 @@ pub(crate) fn entitlements_in(
     Ok(Entitlements { subscription, plan })
 }
 
+/// The rates of the tenant's plan (the default plan's for a tenant without a subscription row,
+/// as in [`entitlements_in`]). A plan gone from under its subscription (only possible by hand,
+/// with foreign keys off) names none: the server's flags apply rather than every request failing.
+fn plan_rates_in(conn: &Connection, tenant_id: &str) -> rusqlite::Result<PlanRates> {
+    let limits: Option<String> = conn
+        .prepare_cached(
+            "SELECT limits FROM plans WHERE slug = coalesce(
+                 (SELECT plan FROM subscriptions WHERE tenant_id = ?1), ?2)",
+        )?
+        .query_row(params![tenant_id, DEFAULT_PLAN], |r| r.get(0))
+        .optional()?;
+    let limits: BTreeMap<String, i64> = limits
+        .and_then(|l| serde_json::from_str(&l).ok())
+        .unwrap_or_default();
+    Ok(PlanRates::of(&limits))
+}
+
 /// `Some((limit, usage))` when one more member would pass the tenant's `members` limit.
 pub(super) fn members_over_limit(
     conn: &Connection,
@@ -351,6 +411,16 @@ impl Catalog {
     ) -> Result<Plan, CatalogError> {
         for (name, value) in &edit.limits {
             check_name("limit", name)?;
+            let rate = name == TENANT_RATE_LIMIT || name == MEMBER_RATE_LIMIT;
+            if rate && value.is_some_and(|v| !(1..=MAX_RATE).contains(&v)) {
+                return Err(invalid(
+                    "limit",
+                    format!(
+                        "{name} must be 1 to {MAX_RATE} requests a minute \
+                         (none leaves the server's rate)"
+                    ),
+                ));
+            }
             if value.is_some_and(|v| v < 0) {
                 return Err(invalid("limit", format!("{name} must be 0 or more")));
             }
@@ -401,6 +471,18 @@ impl Catalog {
     pub fn entitlements(&self, tenant_id: &str) -> Result<Entitlements, CatalogError> {
         let conn = self.pool.get()?;
         entitlements_in(&conn, tenant_id)
+    }
+
+    /// The rates of the tenant's plan, kept until the catalog's generation moves (any commit,
+    /// here or in another process: a plan edited or a subscription changed counts at once).
+    /// Every tenant request's rate limit comes from here, on a miss of the worker's memo.
+    pub(crate) fn cached_plan_rates(&self, tenant_id: &str) -> Result<PlanRates, CatalogError> {
+        let rates = self.cached(
+            |c| &mut c.plan_rates,
+            tenant_id,
+            || Ok::<_, CatalogError>(Some(plan_rates_in(&*self.pool.get()?, tenant_id)?)),
+        )?;
+        Ok(rates.unwrap_or_default())
     }
 
     /// Changes a tenant's subscription and records `audit` as `subscription.changed`.
@@ -564,6 +646,87 @@ mod tests {
     }
 
     #[test]
+    fn a_tenants_plan_rates_follow_its_plan_and_every_edit() {
+        let Setup { dir: _dir, catalog } = Setup::new();
+        let acme = add_tenant(&catalog, "acme", &[]);
+        let globex = add_tenant(&catalog, "globex", &[]);
+        let rates = |id: &str| catalog.cached_plan_rates(id).unwrap();
+        // `unlimited` names none: the server's flags apply.
+        assert_eq!(rates(&acme.id), PlanRates::default());
+        let on_free = SubscriptionChange {
+            plan: Some("free".into()),
+            ..SubscriptionChange::default()
+        };
+        catalog
+            .change_subscription(&acme.id, &on_free, 1, admin())
+            .unwrap();
+        let free = PlanRates {
+            tenant_per_min: Some(600),
+            member_per_min: Some(300),
+        };
+        assert_eq!(rates(&acme.id), free, "the change counts at once");
+        assert_eq!(rates(&globex.id), PlanRates::default());
+        let edit = PlanEdit {
+            limits: vec![
+                (TENANT_RATE_LIMIT.into(), Some(42)),
+                (MEMBER_RATE_LIMIT.into(), None),
+            ],
+            ..PlanEdit::default()
+        };
+        let plan = catalog.edit_plan("free", &edit, admin()).unwrap();
+        let edited = PlanRates {
+            tenant_per_min: Some(42),
+            member_per_min: None,
+        };
+        assert_eq!(plan.rates(), edited);
+        assert_eq!(rates(&acme.id), edited, "the edit counts at once");
+        assert_eq!(rates("no-such-tenant"), PlanRates::default());
+
+        for bad in [0, -1, MAX_RATE + 1] {
+            let edit = PlanEdit {
+                limits: vec![(MEMBER_RATE_LIMIT.into(), Some(bad))],
+                ..PlanEdit::default()
+            };
+            assert!(
+                matches!(
+                    catalog.edit_plan("free", &edit, admin()),
+                    Err(CatalogError::Validation(_))
+                ),
+                "{bad}"
+            );
+        }
+        let highest = PlanEdit {
+            limits: vec![(TENANT_RATE_LIMIT.into(), Some(MAX_RATE))],
+            ..PlanEdit::default()
+        };
+        catalog.edit_plan("free", &highest, admin()).unwrap();
+        assert_eq!(rates(&acme.id).tenant_per_min, Some(1 << 24));
+    }
+
+    #[test]
+    fn the_builtin_plans_name_rates_but_unlimited() {
+        let Setup { dir: _dir, catalog } = Setup::new();
+        let rates: Vec<(String, PlanRates)> = catalog
+            .plans()
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.slug.clone(), p.rates()))
+            .collect();
+        let named = |t, m| PlanRates {
+            tenant_per_min: Some(t),
+            member_per_min: Some(m),
+        };
+        assert_eq!(
+            rates,
+            [
+                ("free".to_string(), named(600, 300)),
+                ("unlimited".to_string(), PlanRates::default()),
+                ("team".to_string(), named(3000, 600)),
+            ]
+        );
+    }
+
+    #[test]
     fn a_subscription_change_is_the_tenants_alone_and_audited() {
         let Setup { dir: _dir, catalog } = Setup::new();
         let acme = add_tenant(&catalog, "acme", &[]);
@@ -646,6 +809,8 @@ mod tests {
 mod migration_tests {
     use rusqlite::Connection;
 
+    use super::{PlanRates, MEMBER_RATE_LIMIT, TENANT_RATE_LIMIT};
+
     use crate::db::{central_migrations, migrate};
 
     /// A tenant made before plans existed keeps doing all it did: it starts on `unlimited`.
@@ -666,5 +831,48 @@ mod migration_tests {
             .query_row("SELECT plan FROM subscriptions", [], |r| r.get(0))
             .unwrap();
         assert_eq!(plan, "unlimited");
+    }
+
+    /// 0010 gives the built-in plans rates only while their limits are 0009's: a plan whose
+    /// limits an operator changed gets none; one written back with the same values (keys in
+    /// another order, as an edit writes them) still gets them.
+    #[test]
+    fn plan_rates_go_only_to_builtin_plans_still_as_shipped() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let all = central_migrations();
+        let before: Vec<_> = all.iter().filter(|m| m.version < 10).cloned().collect();
+        migrate(&mut conn, &before).unwrap();
+        // `team` rewritten as an edit writes it (keys sorted), values unchanged; `free` edited.
+        conn.execute_batch(
+            r#"UPDATE plans SET limits = '{"chats":100,"members":25,"messages_per_day":20000,"orders":10000,"webhook_endpoints":5}' WHERE slug = 'team';
+               UPDATE plans SET limits = json_set(limits, '$.orders', 200) WHERE slug = 'free';"#,
+        )
+        .unwrap();
+        migrate(&mut conn, all).unwrap();
+        let rates = |slug: &str| {
+            let limits: String = conn
+                .query_row("SELECT limits FROM plans WHERE slug = ?1", [slug], |r| {
+                    r.get(0)
+                })
+                .unwrap();
+            let limits: std::collections::BTreeMap<String, i64> =
+                serde_json::from_str(&limits).unwrap();
+            (
+                PlanRates::of(&limits),
+                limits.contains_key(TENANT_RATE_LIMIT) || limits.contains_key(MEMBER_RATE_LIMIT),
+            )
+        };
+        assert_eq!(rates("free"), (PlanRates::default(), false));
+        assert_eq!(
+            rates("team"),
+            (
+                PlanRates {
+                    tenant_per_min: Some(3000),
+                    member_per_min: Some(600),
+                },
+                true
+            )
+        );
+        assert_eq!(rates("unlimited"), (PlanRates::default(), false));
     }
 }

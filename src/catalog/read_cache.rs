@@ -1,11 +1,11 @@
-//! The identity read cache: sessions, users and memberships kept in memory until the catalog's
+//! The identity read cache: sessions, users, memberships and tenants' plan rates kept in memory until the catalog's
 //! generation moves (any commit, here or in another process).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::{lock, Catalog, Membership, Session, User};
+use super::{lock, Catalog, Membership, PlanRates, Session, User};
 
 /// The identity reads every authenticated request makes (its session, its user, its
 /// membership), kept until the catalog changes in any way. Any commit clears it, so a revoked
@@ -17,6 +17,8 @@ pub(crate) struct ReadCache {
     pub(crate) users: HashMap<i64, Option<Arc<User>>>,
     /// By user and the tenant id's 128 bits, so that a lookup allocates nothing.
     pub(crate) memberships: HashMap<(i64, uuid::Uuid), Option<Arc<Membership>>>,
+    /// Each tenant's plan rates, by tenant id (`Catalog::cached_plan_rates`).
+    pub(crate) plan_rates: HashMap<String, Option<PlanRates>>,
 }
 
 /// Entries per map before it is emptied: a bound on what unknown tokens can make us hold.

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use rusqlite::{Connection, Transaction};
 
 use super::{
-    lock, Catalog, CatalogError, DomainRecord, IdentityError, Maintenance, Membership, Session,
-    TenantRecord, TenantStatus, User,
+    lock, Catalog, CatalogError, DomainRecord, IdentityError, Maintenance, Membership, PlanRates,
+    Session, TenantRecord, TenantStatus, User,
 };
 use crate::db::probe::{self, WalProbe};
 
@@ -177,6 +177,11 @@ impl CatalogView<'_> {
         tenant_id: &str,
     ) -> Result<Option<Arc<Membership>>, IdentityError> {
         self.catalog.cached_membership(user_id, tenant_id)
+    }
+
+    /// The request rates the tenant's plan names (`None`: the server's flag).
+    pub fn plan_rates(&self, tenant_id: &str) -> Result<PlanRates, CatalogError> {
+        self.catalog.cached_plan_rates(tenant_id)
     }
 }
 

@@ -21,14 +21,18 @@ Usage: tenantd plans list [--data DIR] [--json]
 
 Options:
   --limit NAME=VALUE   Set a limit (members, orders, chats, messages_per_day,
-                       webhook_endpoints); NAME=none removes it (unlimited)
+                       webhook_endpoints, api_requests_per_minute,
+                       api_requests_per_member_per_minute); NAME=none removes it
+                       (unlimited; for the two rates, serve's --tenant-rate and
+                       --member-rate apply)
   --feature NAME=on|off  Switch a feature (webhooks, exports)
   --data DIR           Data directory [TENANTD_DATA, ./data]
   --json               Print JSON instead of text
 
 Built-in plans: free, team, unlimited. A limit not named is unlimited; a feature not named
 is on. Writes past a limit answer 403 quota_exceeded; a feature switched off answers 403
-feature_not_in_plan. Safe while a server runs: it reads plans on each write.
+feature_not_in_plan; requests past a rate answer 429 rate_limited. Safe while a server runs:
+it reads plans on each write, and a changed plan's rates count on a tenant's next request.
 ";
 
 fn operation(e: CatalogError) -> CommandError {
