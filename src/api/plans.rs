@@ -6,7 +6,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::catalog::{
-    ActorType, CatalogError, Entitlements, PlanEdit, SubscriptionChange, SubscriptionStatus,
+    ActorType, CatalogError, Entitlements, PlanEdit, Subscription, SubscriptionChange,
+    SubscriptionStatus,
 };
 use crate::error::Error;
 use crate::http::{Response, Router};
@@ -160,38 +161,55 @@ struct SubscriptionBody {
     plan: Option<String>,
     status: Option<String>,
     trial_end: Option<i64>,
+    current_period_start: Option<i64>,
     current_period_end: Option<i64>,
     external_ref: Option<String>,
+    metadata: Option<Value>,
 }
 
 fn subscribe(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Response, Error> {
     let tenant = admin_tenant(app, ctx)?;
     let body: SubscriptionBody = super::json_body(ctx.req)?;
-    let status = match body.status.as_deref() {
-        None => None,
-        Some(s) => Some(SubscriptionStatus::parse(s).ok_or_else(|| {
-            Error::validation("status", "must be trialing, active, past_due or canceled")
-        })?),
-    };
     let change = SubscriptionChange {
         plan: body.plan,
-        status,
+        status: parse_status(body.status.as_deref(), "status")?,
         trial_end: body.trial_end,
+        current_period_start: body.current_period_start,
         current_period_end: body.current_period_end,
         external_ref: body.external_ref,
+        metadata: body.metadata,
     };
-    let s = app
-        .catalog
-        .change_subscription(
-            &tenant.id,
-            &change,
-            app.sessions.clock.now(),
-            admin_entry(app, ctx, signed_in),
-        )
+    let s = change_subscription(app, &tenant.id, &change, admin_entry(app, ctx, signed_in))?;
+    let e = app.catalog.entitlements(&s.tenant_id)?;
+    Ok(Response::json(200, &view(app, &e, None)))
+}
+
+/// A status as the API spells it; `field` names it in the `422`.
+pub(super) fn parse_status(
+    status: Option<&str>,
+    field: &'static str,
+) -> Result<Option<SubscriptionStatus>, Error> {
+    status
+        .map(|s| {
+            SubscriptionStatus::parse(s).ok_or_else(|| {
+                Error::validation(field, "must be trialing, active, past_due or canceled")
+            })
+        })
+        .transpose()
+}
+
+/// Applies a change as the admin route does (the billing webhook's job too): an unknown plan
+/// is a `422` naming `plan`, an unknown tenant `404`.
+pub(super) fn change_subscription(
+    app: &App,
+    tenant_id: &str,
+    change: &SubscriptionChange,
+    audit: crate::catalog::AuditEntry,
+) -> Result<Subscription, Error> {
+    app.catalog
+        .change_subscription(tenant_id, change, app.sessions.clock.now(), audit)
         .map_err(|e| match e {
             CatalogError::PlanNotFound(p) => Error::validation("plan", format!("no plan {p}")),
             e => catalog_error(e),
-        })?;
-    let e = app.catalog.entitlements(&s.tenant_id)?;
-    Ok(Response::json(200, &view(app, &e, None)))
+        })
 }

@@ -161,8 +161,66 @@ pub struct SubscriptionChange {
     pub plan: Option<String>,
     pub status: Option<SubscriptionStatus>,
     pub trial_end: Option<i64>,
+    pub current_period_start: Option<i64>,
     pub current_period_end: Option<i64>,
     pub external_ref: Option<String>,
+    /// Replaces the stored metadata: a JSON object of at most [`METADATA_MAX_BYTES`].
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// The largest `metadata` a subscription keeps, as JSON text.
+pub const METADATA_MAX_BYTES: usize = 4096;
+/// The longest `external_ref` (a payment provider's id for the subscription).
+pub const EXTERNAL_REF_MAX_CHARS: usize = 200;
+
+impl SubscriptionChange {
+    /// What can be judged without the catalog; the same for every way in (admin API, CLI,
+    /// the billing webhook).
+    pub fn check(&self) -> Result<(), CatalogError> {
+        if let Some(r) = &self.external_ref {
+            if r.is_empty() || r.chars().count() > EXTERNAL_REF_MAX_CHARS {
+                return Err(invalid(
+                    "external_ref",
+                    format!("must be 1 to {EXTERNAL_REF_MAX_CHARS} characters"),
+                ));
+            }
+            if r.chars().any(char::is_control) {
+                return Err(invalid(
+                    "external_ref",
+                    "must not contain control characters",
+                ));
+            }
+        }
+        for (field, value) in [
+            ("trial_end", self.trial_end),
+            ("current_period_start", self.current_period_start),
+            ("current_period_end", self.current_period_end),
+        ] {
+            if value.is_some_and(|v| v < 0) {
+                return Err(invalid(field, "must be Unix seconds (0 or more)"));
+            }
+        }
+        if let (Some(start), Some(end)) = (self.current_period_start, self.current_period_end) {
+            if end < start {
+                return Err(invalid(
+                    "current_period_end",
+                    "must not be before current_period_start",
+                ));
+            }
+        }
+        if let Some(m) = &self.metadata {
+            if !m.is_object() {
+                return Err(invalid("metadata", "must be a JSON object"));
+            }
+            if m.to_string().len() > METADATA_MAX_BYTES {
+                return Err(invalid(
+                    "metadata",
+                    format!("must be at most {METADATA_MAX_BYTES} bytes as JSON"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> CatalogError {
@@ -409,6 +467,7 @@ impl Catalog {
         now: i64,
         mut audit: AuditEntry,
     ) -> Result<Subscription, CatalogError> {
+        change.check()?;
         let subscription = self.write(|tx| {
             if !super::tenants::tenant_exists(tx, tenant_id)? {
                 return Err(CatalogError::NotFound(tenant_id.to_string()));
@@ -424,11 +483,11 @@ impl Catalog {
             let s = Subscription {
                 tenant_id: tenant_id.to_string(),
                 status,
-                current_period_start: if new_period {
+                current_period_start: change.current_period_start.or(if new_period {
                     Some(now)
                 } else {
                     current.current_period_start
-                },
+                }),
                 current_period_end: change.current_period_end.or(if new_period {
                     None
                 } else {
@@ -440,7 +499,7 @@ impl Catalog {
                     _ => None,
                 },
                 external_ref: change.external_ref.clone().or(current.external_ref),
-                metadata: current.metadata,
+                metadata: change.metadata.clone().unwrap_or(current.metadata),
                 updated_at: now,
                 plan,
             };
@@ -468,8 +527,14 @@ impl Catalog {
         audit.tenant_id = Some(tenant_id.to_string());
         audit.target_type = Some("subscription".into());
         audit.target_id = Some(tenant_id.to_string());
-        audit.details =
-            serde_json::json!({"plan": subscription.plan, "status": subscription.status});
+        // Beside what the caller noted (how the change came: `via`), what it changed to.
+        let mut details = match std::mem::take(&mut audit.details) {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        details.insert("plan".into(), subscription.plan.clone().into());
+        details.insert("status".into(), subscription.status.as_str().into());
+        audit.details = serde_json::Value::Object(details);
         self.record_audit_logged(&audit);
         Ok(subscription)
     }

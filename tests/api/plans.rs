@@ -272,6 +272,32 @@ fn admin_routes_check_their_input_and_tenants_see_only_their_subscription() {
         "validation_failed",
         "unknown status",
     );
+    for (body, field) in [
+        (json!({"metadata": [1]}), "metadata"),
+        (json!({"external_ref": ""}), "external_ref"),
+        (
+            json!({"current_period_start": 10, "current_period_end": 5}),
+            "current_period_end",
+        ),
+    ] {
+        let reply = app.admin("PUT", path, Some(body.clone()));
+        expect_error(&reply, 422, "validation_failed", field);
+        assert!(
+            reply.json()["error"]["fields"].get(field).is_some(),
+            "{body}"
+        );
+    }
+    let kept = app.admin(
+        "PUT",
+        path,
+        Some(json!({"current_period_start": 10, "metadata": {"note": "x"}})),
+    );
+    expect(&kept, 200, "period start and metadata");
+    assert_eq!(kept.json()["subscription"]["current_period_start"], 10);
+    assert_eq!(
+        kept.json()["subscription"]["metadata"],
+        json!({"note": "x"})
+    );
     expect_error(
         &app.admin(
             "PUT",
