@@ -18,6 +18,7 @@ use super::{App, Member, RequestCtx, Route, SignedInAdmin};
 
 pub(super) fn routes(r: &mut Router<Route>) {
     r.add("GET", "/api/subscription", Route::Tenant(show));
+    r.add("GET", "/api/subscription/access", Route::Tenant(access));
     r.add("GET", "/api/admin/plans", Route::Admin(list));
     r.add(
         "GET",
@@ -74,13 +75,35 @@ fn catalog_error(e: CatalogError) -> Error {
 }
 
 fn view(app: &App, e: &Entitlements, usage: Option<Value>) -> Value {
-    let now = app.sessions.clock.now();
+    let read_only = e
+        .subscription
+        .read_only(app.sessions.clock.now(), app.catalog.billing_grace());
     json!({
         "plan": e.plan,
         "subscription": e.subscription,
-        "writable": e.subscription.writable(now, app.catalog.billing_grace()),
+        "writable": read_only.is_none(),
+        "read_only": read_only,
         "usage": usage,
     })
+}
+
+/// `GET /api/subscription/access`, for every member: whether the company may write now and,
+/// if not, why and since when; the web interface's read-only banner. Nothing of the plan's
+/// price, limits or usage, which are the settings managers'.
+fn access(app: &App, _ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
+    let e = app.catalog.entitlements(member.tenant.id())?;
+    let read_only = e
+        .subscription
+        .read_only(app.sessions.clock.now(), app.catalog.billing_grace());
+    Ok(Response::json(
+        200,
+        &json!({
+            "writable": read_only.is_none(),
+            "read_only": read_only,
+            "status": e.subscription.status,
+            "plan": {"slug": e.plan.slug, "name": e.plan.name},
+        }),
+    ))
 }
 
 /// What the tenant uses of each counted limit.

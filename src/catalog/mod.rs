@@ -66,7 +66,7 @@ pub use jobs::{
 pub use maintenance::{bypass_value, DownRequest, Maintenance, SERVER as MAINTENANCE_SERVER};
 pub use permissions::{BuiltinRole, ADMIN_ROLE, BUILTIN_ROLES, PERMISSIONS};
 pub use plans::{
-    Entitlements, Plan, PlanEdit, QuotaExceeded, Subscription, SubscriptionChange,
+    Entitlements, Plan, PlanEdit, QuotaExceeded, ReadOnly, Subscription, SubscriptionChange,
     SubscriptionStatus, DEFAULT_BILLING_GRACE_SECS, DEFAULT_PLAN, FEATURES, LIMITS,
 };
 pub use roles::{

@@ -101,16 +101,41 @@ impl Subscription {
     /// or one past due for longer than `grace` seconds after its period ended (or after it
     /// became past due, when no period is known) leaves the tenant read-only.
     pub fn writable(&self, now: i64, grace: i64) -> bool {
-        match self.status {
-            SubscriptionStatus::Active => true,
-            SubscriptionStatus::Trialing => self.trial_end.is_none_or(|end| now < end),
-            SubscriptionStatus::PastDue => {
-                let since = self.current_period_end.unwrap_or(self.updated_at);
-                now < since.saturating_add(grace)
-            }
-            SubscriptionStatus::Canceled => false,
-        }
+        self.read_only(now, grace).is_none()
     }
+
+    /// Why the tenant is read-only at `now`, and since when, if it is (see [`writable`]).
+    ///
+    /// [`writable`]: Subscription::writable
+    pub fn read_only(&self, now: i64, grace: i64) -> Option<ReadOnly> {
+        let (reason, since) = match self.status {
+            SubscriptionStatus::Active => return None,
+            SubscriptionStatus::Trialing => match self.trial_end {
+                Some(end) if now >= end => ("trial_ended", Some(end)),
+                _ => return None,
+            },
+            SubscriptionStatus::PastDue => {
+                let from = self
+                    .current_period_end
+                    .unwrap_or(self.updated_at)
+                    .saturating_add(grace);
+                if now < from {
+                    return None;
+                }
+                ("past_due", Some(from))
+            }
+            SubscriptionStatus::Canceled => ("canceled", self.canceled_at),
+        };
+        Some(ReadOnly { reason, since })
+    }
+}
+
+/// Why a tenant is read-only: `trial_ended`, `past_due` (beyond the grace) or `canceled`, and
+/// since when (Unix seconds; unknown for a cancellation stored without its time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ReadOnly {
+    pub reason: &'static str,
+    pub since: Option<i64>,
 }
 
 /// What a tenant may do: its subscription and its plan.
@@ -695,13 +720,22 @@ mod tests {
         };
         assert!(s.writable(499, 0));
         assert!(!s.writable(500, 0));
+        assert_eq!(
+            s.read_only(500, 0),
+            Some(ReadOnly {
+                reason: "trial_ended",
+                since: Some(500)
+            })
+        );
         s.status = SubscriptionStatus::PastDue;
         assert!(s.writable(1_099, 100));
         assert!(!s.writable(1_100, 100));
+        assert_eq!(s.read_only(1_100, 100).unwrap().since, Some(1_100));
         s.status = SubscriptionStatus::Active;
         assert!(s.writable(i64::MAX, 0));
         s.status = SubscriptionStatus::Canceled;
         assert!(!s.writable(0, 0));
+        assert_eq!(s.read_only(0, 0).unwrap().reason, "canceled");
     }
 }
 
