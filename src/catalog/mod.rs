@@ -76,7 +76,10 @@ pub use sessions::{
     unix_now, Browser, NewSession, PersonalToken, Session, SessionKind, TOUCH_INTERVAL_SECS,
 };
 pub use snapshot::{normalize_host, CatalogView, Snapshot};
-pub use tenants::{validate_domains, DomainRecord, TenantRecord, TenantStatus};
+pub use tenants::{
+    validate_domains, DomainRecord, TenantRecord, TenantStatus, DEFAULT_DATE_FORMAT,
+    DEFAULT_LOCALE, DEFAULT_TIMEZONE,
+};
 pub use validate::{
     check_email, validate_domain, validate_name, validate_slug, EmailRule, ValidationError,
     MAX_DOMAIN_LEN, MAX_EMAIL_LEN, MAX_NAME_CHARS, MAX_SLUG_LEN, RESERVED_SLUGS,
