@@ -1,7 +1,8 @@
 // End-to-end: inbound webhooks signed with the official `standardwebhooks` package from npm,
 // against the real binary (`serve --demo`): the message reaches the chat, through the API and
 // live on the chat's channel (pusher-js through Laravel Echo, subscribed as a participant); a
-// replay is processed once; a wrong or another company's secret is refused.
+// replay is processed once; a wrong or another company's secret is refused. The `billing` source,
+// signed with the server's secret a system admin made, sets a company's plan and status.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -34,11 +35,11 @@ async function api(method, path, token, body, headers = {}) {
 
 
 /** Posts a delivery as a sender using the npm package would: signed body, three headers. */
-function deliver(signingSecret, id, payload) {
+function deliver(signingSecret, id, payload, source = 'messages') {
   const body = JSON.stringify(payload);
   const now = new Date();
   const signature = new Webhook(signingSecret).sign(id, now, body);
-  return api('POST', '/api/webhooks/messages', null, body, {
+  return api('POST', `/api/webhooks/${source}`, null, body, {
     'webhook-id': id,
     'webhook-timestamp': String(Math.floor(now.getTime() / 1000)),
     'webhook-signature': signature,
@@ -132,4 +133,32 @@ test('a wrong secret, or acme\'s secret naming globex, is refused', async () => 
   });
   assert.equal(crossed.status, 401);
   assert.equal(crossed.json.error.code, 'invalid_signature');
+});
+
+test('billing: the server\'s secret sets a plan and status; a company\'s secret cannot', async () => {
+  const login = await api('POST', '/api/admin/auth/login', null, server.admin);
+  assert.equal(login.status, 200, JSON.stringify(login.json));
+  const admin = login.json.token;
+  const made = await api('POST', '/api/admin/billing/secret', admin);
+  assert.ok([200, 201].includes(made.status), JSON.stringify(made.json));
+  const change = { tenantId: tenants.globex, plan: 'team', status: 'past_due', externalRef: 'sub_e2e' };
+
+  const theirs = await deliver(secret, 'evt_e2e_1', change, 'billing');
+  assert.equal(theirs.status, 401);
+  assert.equal(theirs.json.error.code, 'invalid_signature');
+
+  const first = await deliver(made.json.secret, 'evt_e2e_1', change, 'billing');
+  assert.equal(first.status, 202, JSON.stringify(first.json));
+  const again = await deliver(made.json.secret, 'evt_e2e_1', change, 'billing');
+  assert.deepEqual(again.json, { job: first.json.job, duplicate: true });
+  const subscription = async (slug) =>
+    (await api('GET', `/api/admin/tenants/${slug}/subscription`, admin)).json;
+  let globex = await subscription('globex');
+  for (const started = Date.now(); globex.subscription.status !== 'past_due'; globex = await subscription('globex')) {
+    assert.ok(Date.now() - started < 10000, 'the job changed the subscription');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.equal(globex.plan.slug, 'team');
+  assert.equal(globex.subscription.external_ref, 'sub_e2e');
+  assert.notEqual((await subscription('acme')).subscription.external_ref, 'sub_e2e');
 });

@@ -298,7 +298,10 @@ fn authorize_channel(app: &App, ctx: &RequestCtx, account: &Account) -> Result<R
         (Some(_), None) => return refuse("a token bound to one company, on the user's channel"),
         _ => {}
     }
-    // A company in maintenance takes no new subscriptions, unless this request may pass.
+    // A company in maintenance takes no new subscriptions, unless this request may pass. Not in
+    // `may_join`: the watcher leaves the subscriptions made before in place (they wait, as jobs
+    // do; clients do not subscribe again after an error, so ending them would leave open pages
+    // deaf once maintenance is over).
     if let Some(company) = company {
         let snapshot = app.catalog.snapshot()?;
         if let Some(held) = super::maintenance::refusal(&snapshot, company, ctx.req) {

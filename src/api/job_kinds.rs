@@ -81,6 +81,11 @@ pub fn kind(name: &str) -> Option<Kind> {
             timeout: secs(30),
             run: super::webhooks_in::run_messages,
         },
+        super::billing::KIND => Kind {
+            queue: super::webhooks_in::QUEUE,
+            timeout: secs(30),
+            run: super::billing::run,
+        },
         _ => return None,
     })
 }

@@ -8,6 +8,7 @@ mod admin;
 mod app;
 mod audit;
 mod backups;
+mod billing;
 mod body;
 pub mod broadcasting;
 mod config;
@@ -90,6 +91,7 @@ fn routes() -> Router<Route> {
     backups::routes(&mut r);
     jobs::routes(&mut r);
     webhooks_in::routes(&mut r);
+    billing::routes(&mut r);
     export::routes(&mut r);
     settings::routes(&mut r);
     plans::routes(&mut r);

@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::catalog::{
-    ActorType, CatalogError, Entitlements, PlanEdit, SubscriptionChange, SubscriptionStatus,
-    MEMBER_RATE_LIMIT, TENANT_RATE_LIMIT,
+    ActorType, CatalogError, Entitlements, PlanEdit, Subscription, SubscriptionChange,
+    SubscriptionStatus, MEMBER_RATE_LIMIT, TENANT_RATE_LIMIT,
 };
 use crate::error::Error;
 use crate::http::{Response, Router};
@@ -19,6 +19,7 @@ use super::{App, Member, RequestCtx, Route, SignedInAdmin};
 
 pub(super) fn routes(r: &mut Router<Route>) {
     r.add("GET", "/api/subscription", Route::Tenant(show));
+    r.add("GET", "/api/subscription/access", Route::Tenant(access));
     r.add("GET", "/api/admin/plans", Route::Admin(list));
     r.add(
         "GET",
@@ -75,20 +76,42 @@ fn catalog_error(e: CatalogError) -> Error {
 }
 
 fn view(app: &App, e: &Entitlements, usage: Option<Value>) -> Value {
-    let now = app.sessions.clock.now();
     // In force: the plan's, the server's flags where it names none; `null` is off (a flag at 0).
     let rates = app.rate_limit.rates_for(e.plan.rates());
     let on = |per_min: u32| (per_min > 0).then_some(per_min);
+    let read_only = e
+        .subscription
+        .read_only(app.sessions.clock.now(), app.catalog.billing_grace());
     json!({
         "plan": e.plan,
         "subscription": e.subscription,
-        "writable": e.subscription.writable(now, app.catalog.billing_grace()),
+        "writable": read_only.is_none(),
+        "read_only": read_only,
         "usage": usage,
         "rate_limits": {
             TENANT_RATE_LIMIT: on(rates.tenant_per_min),
             MEMBER_RATE_LIMIT: on(rates.member_per_min),
         },
     })
+}
+
+/// `GET /api/subscription/access`, for every member: whether the company may write now and,
+/// if not, why and since when; the web interface's read-only banner. Nothing of the plan's
+/// price, limits or usage, which are the settings managers'.
+fn access(app: &App, _ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {
+    let e = app.catalog.entitlements(member.tenant.id())?;
+    let read_only = e
+        .subscription
+        .read_only(app.sessions.clock.now(), app.catalog.billing_grace());
+    Ok(Response::json(
+        200,
+        &json!({
+            "writable": read_only.is_none(),
+            "read_only": read_only,
+            "status": e.subscription.status,
+            "plan": {"slug": e.plan.slug, "name": e.plan.name},
+        }),
+    ))
 }
 
 /// What the tenant uses of each counted limit.
@@ -171,38 +194,55 @@ struct SubscriptionBody {
     plan: Option<String>,
     status: Option<String>,
     trial_end: Option<i64>,
+    current_period_start: Option<i64>,
     current_period_end: Option<i64>,
     external_ref: Option<String>,
+    metadata: Option<Value>,
 }
 
 fn subscribe(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Response, Error> {
     let tenant = admin_tenant(app, ctx)?;
     let body: SubscriptionBody = super::json_body(ctx.req)?;
-    let status = match body.status.as_deref() {
-        None => None,
-        Some(s) => Some(SubscriptionStatus::parse(s).ok_or_else(|| {
-            Error::validation("status", "must be trialing, active, past_due or canceled")
-        })?),
-    };
     let change = SubscriptionChange {
         plan: body.plan,
-        status,
+        status: parse_status(body.status.as_deref(), "status")?,
         trial_end: body.trial_end,
+        current_period_start: body.current_period_start,
         current_period_end: body.current_period_end,
         external_ref: body.external_ref,
+        metadata: body.metadata,
     };
-    let s = app
-        .catalog
-        .change_subscription(
-            &tenant.id,
-            &change,
-            app.sessions.clock.now(),
-            admin_entry(app, ctx, signed_in),
-        )
+    let s = change_subscription(app, &tenant.id, &change, admin_entry(app, ctx, signed_in))?;
+    let e = app.catalog.entitlements(&s.tenant_id)?;
+    Ok(Response::json(200, &view(app, &e, None)))
+}
+
+/// A status as the API spells it; `field` names it in the `422`.
+pub(super) fn parse_status(
+    status: Option<&str>,
+    field: &'static str,
+) -> Result<Option<SubscriptionStatus>, Error> {
+    status
+        .map(|s| {
+            SubscriptionStatus::parse(s).ok_or_else(|| {
+                Error::validation(field, "must be trialing, active, past_due or canceled")
+            })
+        })
+        .transpose()
+}
+
+/// Applies a change as the admin route does (the billing webhook's job too): an unknown plan
+/// is a `422` naming `plan`, an unknown tenant `404`.
+pub(super) fn change_subscription(
+    app: &App,
+    tenant_id: &str,
+    change: &SubscriptionChange,
+    audit: crate::catalog::AuditEntry,
+) -> Result<Subscription, Error> {
+    app.catalog
+        .change_subscription(tenant_id, change, app.sessions.clock.now(), audit)
         .map_err(|e| match e {
             CatalogError::PlanNotFound(p) => Error::validation("plan", format!("no plan {p}")),
             e => catalog_error(e),
-        })?;
-    let e = app.catalog.entitlements(&s.tenant_id)?;
-    Ok(Response::json(200, &view(app, &e, None)))
+        })
 }

@@ -14,7 +14,9 @@ use data_encoding::BASE64;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::catalog::{ActorType, AuditEntry, TenantRecord};
+use crate::catalog::{
+    ActorType, AuditEntry, TenantRecord, DEFAULT_DATE_FORMAT, DEFAULT_LOCALE, DEFAULT_TIMEZONE,
+};
 use crate::error::Error;
 use crate::http::{Response, Router};
 use crate::workspace::{CURRENCIES, DEFAULT_CURRENCY};
@@ -81,9 +83,9 @@ fn view(record: &TenantRecord) -> Value {
         .and_then(Value::as_str)
         .map(|sha| format!("/api/settings/logo?v={}", &sha[..16.min(sha.len())]));
     json!({
-        "locale": stored(record, "locale").unwrap_or_else(|| "en-GB".into()),
-        "timezone": stored(record, "timezone").unwrap_or_else(|| "UTC".into()),
-        "date_format": stored(record, "date_format").unwrap_or_else(|| "iso".into()),
+        "locale": stored(record, "locale").unwrap_or_else(|| DEFAULT_LOCALE.into()),
+        "timezone": stored(record, "timezone").unwrap_or_else(|| DEFAULT_TIMEZONE.into()),
+        "date_format": stored(record, "date_format").unwrap_or_else(|| DEFAULT_DATE_FORMAT.into()),
         "currency": default_currency(record),
         "theme_color": stored(record, "theme_color"),
         "logo": logo,

@@ -25,7 +25,8 @@ use super::jobs::{Enqueued, NewJob};
 use super::webhook_verify::{self, Refusal, Secret, Signed};
 use super::{json_body, App, Member, RequestCtx, Route};
 
-/// The sources we take, each with the job kind that processes its deliveries.
+/// The sources a tenant's admins hold secrets for, each with the job kind that processes its
+/// deliveries. Not `billing` (see `billing.rs`): its secret is the server's, never a tenant's.
 const SOURCES: &[(&str, &str)] = &[("messages", MESSAGES_KIND)];
 pub(super) const QUEUE: &str = "inbound";
 pub(super) const MESSAGES_KIND: &str = "inbound.messages";
@@ -52,12 +53,11 @@ fn source(ctx: &RequestCtx) -> Result<(&'static str, &'static str), Error> {
         .ok_or(Error::UnknownWebhookSource)
 }
 
-fn unverified(refusal: Refusal) -> Error {
+pub(super) fn unverified(refusal: Refusal) -> Error {
     let (code, message) = match refusal {
         Refusal::BadHeader("webhook-signature") | Refusal::NoMatch => (
             "invalid_signature",
-            "no v1 signature in webhook-signature matches this tenant's secret for the source"
-                .to_string(),
+            "no v1 signature in webhook-signature matches the secret for this source".to_string(),
         ),
         Refusal::BadHeader(header) => {
             return Error::BadRequest(format!("the {header} header is missing or malformed"))
@@ -148,11 +148,19 @@ fn receive(app: &App, ctx: &RequestCtx) -> Result<Response, Error> {
     if ctx.tenant.is_some() {
         return Err(Error::CentralOnly);
     }
-    let (source, kind) = source(ctx)?;
+    let billing = ctx.params.get("source") == Some(super::billing::SOURCE);
+    let (source, kind) = if billing {
+        (super::billing::SOURCE, super::billing::KIND)
+    } else {
+        source(ctx)?
+    };
     let signed: Signed = webhook_verify::signed(|name| ctx.req.header(name)).map_err(unverified)?;
     signed
         .check_time(app.sessions.clock.now())
         .map_err(unverified)?;
+    if billing {
+        return super::billing::receive(app, ctx, &signed);
+    }
     let body: Value = json_body(ctx.req)?;
     let tenant_id = named_tenant(&body)?;
     let tenant = app
@@ -204,7 +212,7 @@ fn receive(app: &App, ctx: &RequestCtx) -> Result<Response, Error> {
     Ok(accepted(kept, kept != job_id))
 }
 
-fn accepted(job: i64, duplicate: bool) -> Response {
+pub(super) fn accepted(job: i64, duplicate: bool) -> Response {
     if duplicate {
         Response::json(202, &json!({ "job": job, "duplicate": true }))
     } else {

@@ -1,7 +1,8 @@
 //! Inbound webhooks' catalog rows: each tenant's secret per source (made and replaced by the
-//! tenant's admins, read by the verification of every inbound request) and the deliveries
-//! accepted, by webhook-id, so that a repeated delivery gets its first job again. Times are unix
-//! seconds, passed in.
+//! tenant's admins, read by the verification of every inbound request), the server's own secret
+//! for the `billing` source (system admins only: in `meta`, out of every tenant's reach) and the
+//! deliveries accepted, by webhook-id, so that a repeated delivery gets its first job again.
+//! Times are unix seconds, passed in.
 
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
@@ -19,7 +20,83 @@ pub struct InboundSecretInfo {
     pub rotated_at: Option<i64>,
 }
 
+/// The `meta` keys of the billing source's secret and its times. Not a row of
+/// `inbound_secrets`: those are the tenants' own, and a tenant must never hold the key that
+/// sets its own plan.
+const BILLING_SECRET: &str = "inbound_billing_secret";
+const BILLING_CREATED_AT: &str = "inbound_billing_secret_created_at";
+const BILLING_ROTATED_AT: &str = "inbound_billing_secret_rotated_at";
+
 impl Catalog {
+    /// The server's secret for the `billing` source (`whsec_...`), if one was made.
+    pub fn billing_secret(&self) -> Result<Option<String>, CatalogError> {
+        self.meta_get(BILLING_SECRET)
+    }
+
+    /// When the billing secret was made and last replaced, if it was.
+    pub fn billing_secret_info(&self) -> Result<Option<InboundSecretInfo>, CatalogError> {
+        let time = |key| -> Result<Option<i64>, CatalogError> {
+            Ok(self.meta_get(key)?.and_then(|v| v.parse().ok()))
+        };
+        if self.billing_secret()?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(InboundSecretInfo {
+            created_at: time(BILLING_CREATED_AT)?.unwrap_or(0),
+            rotated_at: time(BILLING_ROTATED_AT)?,
+        }))
+    }
+
+    /// Sets the billing source's secret, replacing any older one at once.
+    pub fn set_billing_secret(
+        &self,
+        secret: &str,
+        now: i64,
+    ) -> Result<InboundSecretInfo, CatalogError> {
+        self.write(|tx| {
+            let set = |key: &str, value: &str| {
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    params![key, value],
+                )
+            };
+            let created: Option<String> = tx
+                .query_row(
+                    "SELECT value FROM meta WHERE key = ?1",
+                    [BILLING_CREATED_AT],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            let had_secret: bool = tx
+                .query_row(
+                    "SELECT count(*) FROM meta WHERE key = ?1",
+                    [BILLING_SECRET],
+                    |row| row.get::<_, i64>(0),
+                )
+                .map(|n| n > 0)?;
+            set(BILLING_SECRET, secret)?;
+            let info = match created.and_then(|c| c.parse().ok()) {
+                Some(created_at) if had_secret => {
+                    set(BILLING_ROTATED_AT, &now.to_string())?;
+                    InboundSecretInfo {
+                        created_at,
+                        rotated_at: Some(now),
+                    }
+                }
+                _ => {
+                    set(BILLING_CREATED_AT, &now.to_string())?;
+                    tx.execute("DELETE FROM meta WHERE key = ?1", [BILLING_ROTATED_AT])?;
+                    InboundSecretInfo {
+                        created_at: now,
+                        rotated_at: None,
+                    }
+                }
+            };
+            Ok(info)
+        })
+    }
+
     /// The tenant's secret for `source` (`whsec_...`), if one was made.
     pub fn inbound_secret(
         &self,

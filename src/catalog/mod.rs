@@ -66,9 +66,9 @@ pub use jobs::{
 pub use maintenance::{bypass_value, DownRequest, Maintenance, SERVER as MAINTENANCE_SERVER};
 pub use permissions::{BuiltinRole, ADMIN_ROLE, BUILTIN_ROLES, PERMISSIONS};
 pub use plans::{
-    Entitlements, Plan, PlanEdit, PlanRates, QuotaExceeded, Subscription, SubscriptionChange,
-    SubscriptionStatus, DEFAULT_BILLING_GRACE_SECS, DEFAULT_PLAN, FEATURES, LIMITS, MAX_RATE,
-    MEMBER_RATE_LIMIT, TENANT_RATE_LIMIT,
+    Entitlements, Plan, PlanEdit, PlanRates, QuotaExceeded, ReadOnly, Subscription,
+    SubscriptionChange, SubscriptionStatus, DEFAULT_BILLING_GRACE_SECS, DEFAULT_PLAN, FEATURES,
+    LIMITS, MAX_RATE, MEMBER_RATE_LIMIT, TENANT_RATE_LIMIT,
 };
 pub use roles::{
     Member, MemberUser, Membership, MembershipPage, Role, RoleUpdate, TenantMembership,
@@ -77,7 +77,10 @@ pub use sessions::{
     unix_now, Browser, NewSession, PersonalToken, Session, SessionKind, TOUCH_INTERVAL_SECS,
 };
 pub use snapshot::{normalize_host, CatalogView, Snapshot};
-pub use tenants::{validate_domains, DomainRecord, TenantRecord, TenantStatus};
+pub use tenants::{
+    validate_domains, DomainRecord, TenantRecord, TenantStatus, DEFAULT_DATE_FORMAT,
+    DEFAULT_LOCALE, DEFAULT_TIMEZONE,
+};
 pub use validate::{
     check_email, validate_domain, validate_name, validate_slug, EmailRule, ValidationError,
     MAX_DOMAIN_LEN, MAX_EMAIL_LEN, MAX_NAME_CHARS, MAX_SLUG_LEN, RESERVED_SLUGS,

@@ -146,16 +146,41 @@ impl Subscription {
     /// or one past due for longer than `grace` seconds after its period ended (or after it
     /// became past due, when no period is known) leaves the tenant read-only.
     pub fn writable(&self, now: i64, grace: i64) -> bool {
-        match self.status {
-            SubscriptionStatus::Active => true,
-            SubscriptionStatus::Trialing => self.trial_end.is_none_or(|end| now < end),
-            SubscriptionStatus::PastDue => {
-                let since = self.current_period_end.unwrap_or(self.updated_at);
-                now < since.saturating_add(grace)
-            }
-            SubscriptionStatus::Canceled => false,
-        }
+        self.read_only(now, grace).is_none()
     }
+
+    /// Why the tenant is read-only at `now`, and since when, if it is (see [`writable`]).
+    ///
+    /// [`writable`]: Subscription::writable
+    pub fn read_only(&self, now: i64, grace: i64) -> Option<ReadOnly> {
+        let (reason, since) = match self.status {
+            SubscriptionStatus::Active => return None,
+            SubscriptionStatus::Trialing => match self.trial_end {
+                Some(end) if now >= end => ("trial_ended", Some(end)),
+                _ => return None,
+            },
+            SubscriptionStatus::PastDue => {
+                let from = self
+                    .current_period_end
+                    .unwrap_or(self.updated_at)
+                    .saturating_add(grace);
+                if now < from {
+                    return None;
+                }
+                ("past_due", Some(from))
+            }
+            SubscriptionStatus::Canceled => ("canceled", self.canceled_at),
+        };
+        Some(ReadOnly { reason, since })
+    }
+}
+
+/// Why a tenant is read-only: `trial_ended`, `past_due` (beyond the grace) or `canceled`, and
+/// since when (Unix seconds; unknown for a cancellation stored without its time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ReadOnly {
+    pub reason: &'static str,
+    pub since: Option<i64>,
 }
 
 /// What a tenant may do: its subscription and its plan.
@@ -206,8 +231,66 @@ pub struct SubscriptionChange {
     pub plan: Option<String>,
     pub status: Option<SubscriptionStatus>,
     pub trial_end: Option<i64>,
+    pub current_period_start: Option<i64>,
     pub current_period_end: Option<i64>,
     pub external_ref: Option<String>,
+    /// Replaces the stored metadata: a JSON object of at most [`METADATA_MAX_BYTES`].
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// The largest `metadata` a subscription keeps, as JSON text.
+pub const METADATA_MAX_BYTES: usize = 4096;
+/// The longest `external_ref` (a payment provider's id for the subscription).
+pub const EXTERNAL_REF_MAX_CHARS: usize = 200;
+
+impl SubscriptionChange {
+    /// What can be judged without the catalog; the same for every way in (admin API, CLI,
+    /// the billing webhook).
+    pub fn check(&self) -> Result<(), CatalogError> {
+        if let Some(r) = &self.external_ref {
+            if r.is_empty() || r.chars().count() > EXTERNAL_REF_MAX_CHARS {
+                return Err(invalid(
+                    "external_ref",
+                    format!("must be 1 to {EXTERNAL_REF_MAX_CHARS} characters"),
+                ));
+            }
+            if r.chars().any(char::is_control) {
+                return Err(invalid(
+                    "external_ref",
+                    "must not contain control characters",
+                ));
+            }
+        }
+        for (field, value) in [
+            ("trial_end", self.trial_end),
+            ("current_period_start", self.current_period_start),
+            ("current_period_end", self.current_period_end),
+        ] {
+            if value.is_some_and(|v| v < 0) {
+                return Err(invalid(field, "must be Unix seconds (0 or more)"));
+            }
+        }
+        if let (Some(start), Some(end)) = (self.current_period_start, self.current_period_end) {
+            if end < start {
+                return Err(invalid(
+                    "current_period_end",
+                    "must not be before current_period_start",
+                ));
+            }
+        }
+        if let Some(m) = &self.metadata {
+            if !m.is_object() {
+                return Err(invalid("metadata", "must be a JSON object"));
+            }
+            if m.to_string().len() > METADATA_MAX_BYTES {
+                return Err(invalid(
+                    "metadata",
+                    format!("must be at most {METADATA_MAX_BYTES} bytes as JSON"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> CatalogError {
@@ -493,6 +576,7 @@ impl Catalog {
         now: i64,
         mut audit: AuditEntry,
     ) -> Result<Subscription, CatalogError> {
+        change.check()?;
         let subscription = self.write(|tx| {
             if !super::tenants::tenant_exists(tx, tenant_id)? {
                 return Err(CatalogError::NotFound(tenant_id.to_string()));
@@ -508,11 +592,11 @@ impl Catalog {
             let s = Subscription {
                 tenant_id: tenant_id.to_string(),
                 status,
-                current_period_start: if new_period {
+                current_period_start: change.current_period_start.or(if new_period {
                     Some(now)
                 } else {
                     current.current_period_start
-                },
+                }),
                 current_period_end: change.current_period_end.or(if new_period {
                     None
                 } else {
@@ -524,7 +608,7 @@ impl Catalog {
                     _ => None,
                 },
                 external_ref: change.external_ref.clone().or(current.external_ref),
-                metadata: current.metadata,
+                metadata: change.metadata.clone().unwrap_or(current.metadata),
                 updated_at: now,
                 plan,
             };
@@ -552,8 +636,14 @@ impl Catalog {
         audit.tenant_id = Some(tenant_id.to_string());
         audit.target_type = Some("subscription".into());
         audit.target_id = Some(tenant_id.to_string());
-        audit.details =
-            serde_json::json!({"plan": subscription.plan, "status": subscription.status});
+        // Beside what the caller noted (how the change came: `via`), what it changed to.
+        let mut details = match std::mem::take(&mut audit.details) {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        details.insert("plan".into(), subscription.plan.clone().into());
+        details.insert("status".into(), subscription.status.as_str().into());
+        audit.details = serde_json::Value::Object(details);
         self.record_audit_logged(&audit);
         Ok(subscription)
     }
@@ -795,13 +885,22 @@ mod tests {
         };
         assert!(s.writable(499, 0));
         assert!(!s.writable(500, 0));
+        assert_eq!(
+            s.read_only(500, 0),
+            Some(ReadOnly {
+                reason: "trial_ended",
+                since: Some(500)
+            })
+        );
         s.status = SubscriptionStatus::PastDue;
         assert!(s.writable(1_099, 100));
         assert!(!s.writable(1_100, 100));
+        assert_eq!(s.read_only(1_100, 100).unwrap().since, Some(1_100));
         s.status = SubscriptionStatus::Active;
         assert!(s.writable(i64::MAX, 0));
         s.status = SubscriptionStatus::Canceled;
         assert!(!s.writable(0, 0));
+        assert_eq!(s.read_only(0, 0).unwrap().reason, "canceled");
     }
 }
 

@@ -57,6 +57,11 @@ pub struct DomainRecord {
     pub is_primary: bool,
 }
 
+/// The settings a tenant has until it sets its own (the API shows them, exports follow them).
+pub const DEFAULT_LOCALE: &str = "en-GB";
+pub const DEFAULT_TIMEZONE: &str = "UTC";
+pub const DEFAULT_DATE_FORMAT: &str = "iso";
+
 /// One catalog row with its domains. Timestamps are RFC 3339 UTC text.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TenantRecord {

@@ -137,6 +137,7 @@ Commands:
   realtime   Show the real-time channels' app id, key and secret
   down, up   Put the whole server in maintenance mode, or end it
   plans      List and edit plans (limits, features); a tenant's: `tenants plan`
+  billing    The billing inbound webhook's secret (a payment provider sets plans)
   litestream Print a Litestream configuration for the catalog and every tenant file
   help       Show this help (`tenantd help <command>`: that command's)
 
@@ -344,6 +345,11 @@ const COMMANDS: &[Command] = &[
         name: "plans",
         help: plans::PLANS_HELP,
         run: |args, env| plans::plans(args, env).map(|()| 0),
+    },
+    Command {
+        name: "billing",
+        help: plans::BILLING_HELP,
+        run: |args, env| plans::billing(args, env).map(|()| 0),
     },
     Command {
         name: "litestream",

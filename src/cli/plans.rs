@@ -1,5 +1,6 @@
 //! `tenantd plans list|edit` and `tenantd tenants plan <slug> <plan>`: plans and a tenant's
-//! subscription from the shell, on the catalog functions the admin API uses (audited).
+//! subscription from the shell, on the catalog functions the admin API uses (audited); and
+//! `tenantd billing secret`, the secret of the billing webhook that changes subscriptions.
 
 use std::path::Path;
 
@@ -174,6 +175,82 @@ pub(super) fn tenant_plan(args: &mut Args, data: &Path, json: bool) -> Result<()
             s.plan,
             s.status.as_str()
         );
+    }
+    Ok(())
+}
+
+pub const BILLING_HELP: &str = "\
+tenantd billing: the secret of the billing inbound webhook (a payment provider's)
+
+Usage: tenantd billing secret [--rotate] [--data DIR] [--json]
+
+Options:
+  --rotate     Replace the secret (the old one stops working at once)
+  --data DIR   Data directory [TENANTD_DATA, ./data]
+  --json       Print JSON instead of text
+
+Makes the server's secret for POST /api/webhooks/billing, which sets any tenant's plan and
+subscription status, and prints it: this once only. With a secret already made it prints
+when, not the secret, unless --rotate. Tenants' admins can neither see nor make it. Safe
+while a server runs: each delivery reads it from the catalog.
+";
+
+/// `tenantd billing secret [--rotate]`.
+pub fn billing(args: &mut Args, env: &Env) -> Result<(), CommandError> {
+    let data = super::data_dir(args, env)?;
+    let json = args.flag("--json");
+    let rotate = args.flag("--rotate");
+    match args.positional().as_deref() {
+        Some("secret") => {}
+        Some(other) => return Err(CliError(format!("unknown billing command: {other}")).into()),
+        None => return Err(CliError("missing a billing command (secret)".into()).into()),
+    }
+    args.finish_ref()?;
+    let catalog = open_catalog(&data, Create::Never)?;
+    let existing = catalog.billing_secret_info().map_err(operation)?;
+    if let (Some(info), false) = (&existing, rotate) {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"secret_set": true, "created_at": info.created_at,
+                    "rotated_at": info.rotated_at})
+            );
+        } else {
+            println!(
+                "the billing secret is set (made at {}{}); --rotate replaces it",
+                info.created_at,
+                info.rotated_at
+                    .map(|r| format!(", replaced at {r}"))
+                    .unwrap_or_default()
+            );
+        }
+        return Ok(());
+    }
+    let secret = crate::api::webhook_verify::Secret::generate().to_text();
+    let info = catalog
+        .set_billing_secret(&secret, unix_now())
+        .map_err(operation)?;
+    let action = if info.rotated_at.is_none() {
+        "billing.secret_created"
+    } else {
+        "billing.secret_rotated"
+    };
+    let mut entry = AuditEntry::new(ActorType::System, action);
+    entry.target_type = Some("webhook_source".into());
+    entry.target_id = Some("billing".into());
+    entry.details = serde_json::json!({"via": "cli"});
+    if let Err(e) = catalog.record_audit(&entry) {
+        log::error!("audit entry {action} not recorded: {e}");
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"secret": secret, "secret_set": true,
+                "created_at": info.created_at, "rotated_at": info.rotated_at,
+                "path": "/api/webhooks/billing"})
+        );
+    } else {
+        println!("{secret}");
     }
     Ok(())
 }

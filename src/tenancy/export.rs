@@ -1,4 +1,5 @@
 //! A tenant's archive (data portability): one zip with every table of its file as JSON Lines,
+//! beside them the tables' times as the company reads them (its time zone and date format),
 //! the file's schema, the catalog's rows about the tenant and a README. Written as it is read,
 //! in one read transaction on one of the tenant's connections, to any `Write`: an HTTP
 //! response, a file. Nothing holds a whole table or the whole archive in memory. Also the rows
@@ -15,7 +16,9 @@ use serde_json::{Map, Value};
 use zip::write::{SimpleFileOptions, StreamWriter};
 use zip::{CompressionMethod, ZipWriter};
 
-use crate::catalog::{AuditFilter, Catalog, IdentityError};
+use crate::catalog::{
+    AuditFilter, Catalog, IdentityError, DEFAULT_DATE_FORMAT, DEFAULT_LOCALE, DEFAULT_TIMEZONE,
+};
 use crate::db::{self, DbError};
 
 use super::Tenant;
@@ -100,6 +103,118 @@ pub struct Manifest {
     /// Contents under `files/`, and those the `files` table names that were gone.
     pub files: u64,
     pub files_missing: u64,
+    /// The company's settings the `local/` files follow (its own or the defaults).
+    pub timezone: String,
+    pub date_format: String,
+    pub locale: String,
+}
+
+/// The company's way of writing times, from its settings (`timezone`, `date_format`); a value
+/// missing or not understood is the settings' default (UTC, ISO), as the API shows it.
+pub struct LocalTimes {
+    timezone: chrono_tz::Tz,
+    timezone_name: String,
+    date_format: String,
+    /// The chrono pattern of the date format, then the time and the zone's abbreviation.
+    pattern: &'static str,
+}
+
+impl LocalTimes {
+    pub fn from_settings(settings: &Value) -> LocalTimes {
+        let text = |key: &str| settings.get(key).and_then(Value::as_str);
+        let (timezone, timezone_name) = match text("timezone").map(|t| (t, t.parse())) {
+            Some((name, Ok(tz))) => (tz, name.to_string()),
+            _ => (chrono_tz::UTC, DEFAULT_TIMEZONE.to_string()),
+        };
+        let (date_format, pattern) = match text("date_format") {
+            Some("dmy") => ("dmy", "%d/%m/%Y %H:%M:%S %Z"),
+            Some("mdy") => ("mdy", "%m/%d/%Y %H:%M:%S %Z"),
+            _ => (DEFAULT_DATE_FORMAT, "%Y-%m-%d %H:%M:%S %Z"),
+        };
+        LocalTimes {
+            timezone,
+            timezone_name,
+            date_format: date_format.to_string(),
+            pattern,
+        }
+    }
+
+    /// An RFC 3339 time as the company reads it (`31/03/2026 14:05:09 BST`); `None` for text
+    /// that is no such time.
+    pub fn format(&self, rfc3339: &str) -> Option<String> {
+        let t = chrono::DateTime::parse_from_rfc3339(rfc3339).ok()?;
+        Some(
+            t.with_timezone(&self.timezone)
+                .format(self.pattern)
+                .to_string(),
+        )
+    }
+}
+
+/// Whether a column holds the RFC 3339 times the workspace writes: TEXT, named `at` or `*_at`.
+/// (The counters kept in Unix seconds, like `failing_since`, are not times for people.)
+fn is_time_column(name: &str, declared: &str) -> bool {
+    declared.eq_ignore_ascii_case("TEXT") && (name == "at" || name.ends_with("_at"))
+}
+
+/// A table's key columns (its primary key, else `rowid`) and its time columns.
+fn time_columns(conn: &Connection, table: &str) -> rusqlite::Result<(Vec<String>, Vec<String>)> {
+    let mut stmt = conn.prepare("SELECT name, type, pk FROM pragma_table_info(?1)")?;
+    let mut keys: Vec<(i64, String)> = Vec::new();
+    let mut times = Vec::new();
+    let mut rows = stmt.query([table])?;
+    while let Some(row) = rows.next()? {
+        let name: String = row.get(0)?;
+        let declared: String = row.get(1)?;
+        let pk: i64 = row.get(2)?;
+        if pk > 0 {
+            keys.push((pk, name.clone()));
+        }
+        if is_time_column(&name, &declared) {
+            times.push(name);
+        }
+    }
+    keys.sort();
+    let keys = if keys.is_empty() {
+        vec!["rowid".to_string()]
+    } else {
+        keys.into_iter().map(|(_, name)| name).collect()
+    };
+    Ok((keys, times))
+}
+
+/// `local/<table>.jsonl`: per row, its key and each time column as the company reads it.
+fn write_local_times(
+    conn: &Connection,
+    table: &str,
+    local: &LocalTimes,
+    out: &mut impl Write,
+) -> Result<(), ExportError> {
+    let (keys, times) = time_columns(conn, table)?;
+    let columns: Vec<String> = keys.iter().chain(&times).map(|c| quote(c)).collect();
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {} FROM {}",
+        columns.join(", "),
+        quote(table)
+    ))?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let mut object = Map::with_capacity(columns.len());
+        for (i, key) in keys.iter().enumerate() {
+            object.insert(key.clone(), json_value(row.get_ref(i)?));
+        }
+        for (i, time) in times.iter().enumerate() {
+            let shown = match row.get_ref(keys.len() + i)? {
+                ValueRef::Text(t) => local
+                    .format(&String::from_utf8_lossy(t))
+                    .map_or(Value::Null, Value::String),
+                _ => Value::Null,
+            };
+            object.insert(time.clone(), shown);
+        }
+        json_line(out, &object)?;
+    }
+    Ok(())
 }
 
 pub const FORMAT: &str = "tenantd-export-1";
@@ -136,6 +251,12 @@ pub fn write_archive<W: Write>(
     if let Ok(time) = zip_time(now) {
         options = options.last_modified_time(time);
     }
+    // The settings as the catalog holds them now (the tenant's record may be older).
+    let settings = match catalog.by_id(tenant.id()) {
+        Ok(Some(record)) => record.settings.clone(),
+        _ => tenant.record().settings.clone(),
+    };
+    let local = LocalTimes::from_settings(&settings);
     let mut manifest = Manifest {
         format: FORMAT,
         tenant_id: tenant.id().to_string(),
@@ -147,6 +268,13 @@ pub fn write_archive<W: Write>(
         audit_entries: 0,
         files: 0,
         files_missing: 0,
+        timezone: local.timezone_name.clone(),
+        date_format: local.date_format.clone(),
+        locale: settings
+            .get("locale")
+            .and_then(Value::as_str)
+            .unwrap_or(DEFAULT_LOCALE)
+            .to_string(),
     };
 
     zip.start_file("README.md", options)?;
@@ -181,6 +309,12 @@ pub fn write_archive<W: Write>(
             zip.start_file(format!("tables/{table}.jsonl"), options)?;
             let mut stmt = tx.prepare(&format!("SELECT * FROM {}", quote(&table)))?;
             let rows = write_rows(&mut stmt, [], &mut zip)?;
+            // Beside the table, not in it: its rows stay exactly the columns, which is what
+            // `tenants import` (of any version) reads back.
+            if !time_columns(&tx, &table)?.1.is_empty() {
+                zip.start_file(format!("local/{table}.jsonl"), options)?;
+                write_local_times(&tx, &table, &local, &mut zip)?;
+            }
             manifest.tables.insert(table, rows);
         }
         if has_files {
@@ -420,5 +554,29 @@ mod tests {
         assert_eq!(json_value(ValueRef::Real(1.5)), serde_json::json!(1.5));
         assert_eq!(json_value(ValueRef::Real(f64::INFINITY)), Value::Null);
         assert_eq!(json_value(ValueRef::Null), Value::Null);
+    }
+
+    /// Times in the company's zone (summer time included) and date format; defaults otherwise.
+    #[test]
+    fn times_follow_the_companys_time_zone_and_date_format() {
+        let at = "2026-07-31T23:30:05.123Z";
+        let local = |settings: Value| LocalTimes::from_settings(&settings).format(at);
+        assert_eq!(
+            local(serde_json::json!({"timezone": "Europe/London", "date_format": "dmy"})),
+            Some("01/08/2026 00:30:05 BST".into())
+        );
+        assert_eq!(
+            local(serde_json::json!({"timezone": "America/New_York", "date_format": "mdy"})),
+            Some("07/31/2026 19:30:05 EDT".into())
+        );
+        assert_eq!(
+            local(serde_json::json!({})),
+            Some("2026-07-31 23:30:05 UTC".into())
+        );
+        let odd = LocalTimes::from_settings(&serde_json::json!({"timezone": "Mars/Olympus"}));
+        assert_eq!(odd.timezone_name, "UTC");
+        assert_eq!(odd.format("yesterday"), None);
+        assert!(is_time_column("created_at", "TEXT") && is_time_column("at", "TEXT"));
+        assert!(!is_time_column("failing_since", "INTEGER") && !is_time_column("cat", "TEXT"));
     }
 }

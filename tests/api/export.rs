@@ -89,6 +89,103 @@ fn file_tables(app: &TestApp, tenant_id: &str) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// The tables of the tenant's file with a time column for people (TEXT, `at` or `*_at`).
+fn time_tables(app: &TestApp, tenant_id: &str) -> BTreeSet<String> {
+    let conn = rusqlite::Connection::open(app.tenant_file(tenant_id)).unwrap();
+    let names: Vec<String> = conn
+        .prepare(
+            "SELECT DISTINCT m.name FROM sqlite_schema m, pragma_table_info(m.name) c
+             WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND c.type = 'TEXT'
+               AND (c.name = 'at' OR c.name LIKE '%\\_at' ESCAPE '\\')",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    names.into_iter().collect()
+}
+
+#[test]
+fn times_in_the_archive_follow_the_companys_settings_beside_the_raw_ones() {
+    let app = spawn_app();
+    let (acme, _) = seed(&app, "acmex", "AcmeMarker7f3");
+    let (globex, _) = seed(&app, "globexq", "GlobexMarker9q2");
+    let owner = app.owner_token.clone();
+    for (slug, settings) in [
+        (
+            "acmex",
+            json!({"timezone": "America/New_York", "date_format": "mdy", "locale": "en-US"}),
+        ),
+        (
+            "globexq",
+            json!({"timezone": "Asia/Tokyo", "date_format": "dmy"}),
+        ),
+    ] {
+        let reply = app.on(&owner, slug, "PATCH", "/api/settings", Some(settings));
+        expect(&reply, 200, "settings");
+    }
+
+    let reply = app.get("/t/acmex/api/export", &[]);
+    expect(&reply, 200, "export");
+    let entries = unzip(&reply.body);
+    let manifest: Value = serde_json::from_str(&entries["manifest.json"]).unwrap();
+    assert_eq!(manifest["timezone"], "America/New_York");
+    assert_eq!(manifest["date_format"], "mdy");
+    assert_eq!(manifest["locale"], "en-US");
+
+    // The table keeps exactly its columns and raw values; local/ has the same rows' times
+    // as a New Yorker writing month/day/year reads them.
+    let conn = rusqlite::Connection::open(app.tenant_file(&acme)).unwrap();
+    let columns: BTreeSet<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('messages')")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let raw = lines(&entries["tables/messages.jsonl"]);
+    let local = lines(&entries["local/messages.jsonl"]);
+    assert_eq!(raw.len(), 2);
+    assert_eq!(local.len(), raw.len());
+    for row in &raw {
+        let keys: BTreeSet<String> = row.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(
+            keys, columns,
+            "a table's rows are its columns, nothing more"
+        );
+        let created = row["created_at"].as_str().unwrap();
+        let expected = chrono::DateTime::parse_from_rfc3339(created)
+            .unwrap()
+            .with_timezone(&chrono_tz::America::New_York)
+            .format("%m/%d/%Y %H:%M:%S %Z")
+            .to_string();
+        let shown = local.iter().find(|l| l["id"] == row["id"]).unwrap();
+        assert_eq!(shown["created_at"], json!(expected), "{row}");
+        assert!(
+            expected.ends_with(" EST") || expected.ends_with(" EDT"),
+            "{expected}"
+        );
+        assert_eq!(shown["edited_at"], Value::Null, "no time, none shown");
+        assert!(shown.get("body").is_none(), "only keys and times: {shown}");
+    }
+    // A table keyed by two columns (no id) is keyed the same way in local/.
+    let participants = lines(&entries["local/chat_participants.jsonl"]);
+    assert!(participants
+        .iter()
+        .all(|p| p["chat_id"].is_i64() && p["user_id"].is_i64() && p["joined_at"].is_string()));
+    assert!(
+        !entries["local/messages.jsonl"].contains("JST")
+            && !entries.values().any(|e| e.contains(&globex)),
+        "globex's settings and rows stay out of acme's archive"
+    );
+    let theirs = unzip(&app.get("/t/globexq/api/export", &[]).body);
+    let manifest: Value = serde_json::from_str(&theirs["manifest.json"]).unwrap();
+    assert_eq!(manifest["timezone"], "Asia/Tokyo");
+    assert!(theirs["local/messages.jsonl"].contains(" JST\""));
+    assert_eq!(manifest["locale"], "en-GB", "the default locale");
+}
+
 #[test]
 fn the_archive_holds_exactly_its_companys_rows_and_nothing_of_another() {
     let app = spawn_app();
@@ -129,6 +226,11 @@ fn the_archive_holds_exactly_its_companys_rows_and_nothing_of_another() {
     .map(|s| s.to_string())
     .collect();
     expected.extend(tables.keys().map(|t| format!("tables/{t}.jsonl")));
+    expected.extend(
+        time_tables(&app, &acme)
+            .iter()
+            .map(|t| format!("local/{t}.jsonl")),
+    );
     assert_eq!(entries.keys().cloned().collect::<BTreeSet<_>>(), expected);
     for (table, rows) in &tables {
         let got = lines(&entries[&format!("tables/{table}.jsonl")]);

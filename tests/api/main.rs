@@ -48,6 +48,7 @@ mod tenants_exec;
 mod tenants_import;
 mod throttle;
 mod ui;
+mod webhooks_billing;
 mod webhooks_in;
 mod webhooks_in_jobs;
 mod webhooks_out;

@@ -1,7 +1,8 @@
 //! Maintenance mode: a tenant (or the whole server) down from the CLI beside a running server
 //! and from the admin API; 503 with Retry-After; other tenants and the central host unaffected;
 //! the allowed addresses and the secret URL's cookie pass, on that tenant only; jobs wait
-//! without spending an attempt; channels take no new subscriptions; bad input refused.
+//! without spending an attempt; channels take no new subscriptions, and those made before wait
+//! it out; bad input refused.
 
 use serde_json::json;
 use tenantd::api::jobs;
@@ -9,7 +10,7 @@ use tenantd::catalog::JobStatus;
 
 use crate::jobs::{app_with_workers, job, noop};
 use crate::support::{
-    auth_form, id, request_to, spawn_app, spawn_app_full, spawn_serve, Reply, TestApp,
+    auth_form, frame_data, id, request_to, spawn_app, spawn_app_full, spawn_serve, Reply, TestApp,
 };
 
 const SECRET: &str = "let-me-in-0123456789";
@@ -284,6 +285,46 @@ fn channel_authorization_is_refused_for_a_tenant_in_maintenance() {
     };
     assert_maintenance(&auth(&initech), None);
     assert_eq!(auth(&other).status, 200, "{}", auth(&other).text());
+}
+
+/// Real-time waits as jobs do: the subscriptions made before the tenant went down are not ended
+/// (clients do not subscribe again after an error, so ending them would leave open pages deaf
+/// once maintenance is over); they go on receiving, when it ends, without doing anything.
+#[test]
+fn subscriptions_made_before_maintenance_stay_through_it_and_receive_after() {
+    let test = spawn_app();
+    let initech = id(&test.create_tenant("initech", &[]));
+    let owner = test.owner_token.clone();
+    let (pat_id, pat) = test.member("pat@initech.test", "initech", "agent");
+    let channel = format!("private-company.{initech}.orders");
+    let mut kept = test.ws();
+    test.join_channel(&mut kept, &owner, &channel);
+    let mut removed = test.ws();
+    test.join_channel(&mut removed, &pat, &channel);
+
+    let down = test.admin("POST", "/api/admin/tenants/initech/down", None);
+    assert_eq!(down.status, 200, "{}", down.text());
+    // A re-check pass that ends pat's subscription (he left the company) judged the owner's
+    // too, with the tenant down: it stays.
+    test.app.catalog.remove_member(&initech, pat_id).unwrap();
+    let ended = removed.recv_event("pusher:subscription_error", Some(&channel));
+    assert_eq!(frame_data(&ended)["status"], 403);
+    kept.assert_nothing_pending();
+    let held = test.on(&owner, "initech", "GET", "/api/orders", None);
+    assert_maintenance(&held, None);
+
+    let up = test.admin("POST", "/api/admin/tenants/initech/up", None);
+    assert_eq!(up.status, 200, "{}", up.text());
+    let order = test.on(
+        &owner,
+        "initech",
+        "POST",
+        "/api/orders",
+        Some(json!({"title": "Boxes", "customer_name": "Ada", "amount_minor": 100})),
+    );
+    assert_eq!(order.status, 201, "{}", order.text());
+    let event = kept.recv_event("order.created", Some(&channel));
+    assert_eq!(frame_data(&event)["id"], order.json()["id"], "{event}");
 }
 
 #[test]

@@ -272,6 +272,32 @@ fn admin_routes_check_their_input_and_tenants_see_only_their_subscription() {
         "validation_failed",
         "unknown status",
     );
+    for (body, field) in [
+        (json!({"metadata": [1]}), "metadata"),
+        (json!({"external_ref": ""}), "external_ref"),
+        (
+            json!({"current_period_start": 10, "current_period_end": 5}),
+            "current_period_end",
+        ),
+    ] {
+        let reply = app.admin("PUT", path, Some(body.clone()));
+        expect_error(&reply, 422, "validation_failed", field);
+        assert!(
+            reply.json()["error"]["fields"].get(field).is_some(),
+            "{body}"
+        );
+    }
+    let kept = app.admin(
+        "PUT",
+        path,
+        Some(json!({"current_period_start": 10, "metadata": {"note": "x"}})),
+    );
+    expect(&kept, 200, "period start and metadata");
+    assert_eq!(kept.json()["subscription"]["current_period_start"], 10);
+    assert_eq!(
+        kept.json()["subscription"]["metadata"],
+        json!({"note": "x"})
+    );
     expect_error(
         &app.admin(
             "PUT",
@@ -460,4 +486,55 @@ fn concurrent_member_additions_never_pass_the_members_limit() {
         .count();
     assert_eq!(added, 2);
     assert_eq!(app.app.catalog.member_count(&acme.id).unwrap(), 3);
+}
+
+#[test]
+fn every_member_reads_whether_the_company_is_read_only_and_why_in_its_own_company() {
+    let app = two_companies();
+    let (_, agent) = app.member("agent@acme.test", "acme", "agent");
+    let access =
+        |token: &str, slug: &str| app.on(token, slug, "GET", "/api/subscription/access", None);
+    let open = access(&agent, "acme");
+    expect(&open, 200, "an agent reads it");
+    assert_eq!(open.json()["writable"], true);
+    assert_eq!(open.json()["read_only"], Value::Null);
+    assert_eq!(open.json()["plan"]["slug"], "unlimited");
+    assert!(
+        open.json().get("usage").is_none() && open.json()["plan"].get("limits").is_none(),
+        "nothing for settings managers only: {}",
+        open.text()
+    );
+    // The full subscription stays the settings managers'.
+    let full = app.on(&agent, "acme", "GET", "/api/subscription", None);
+    expect_error(&full, 403, "forbidden", "an agent and /api/subscription");
+
+    let now = app.app.sessions.clock.now();
+    app.app.catalog.set_billing_grace(3600);
+    for (body, reason, since) in [
+        (
+            json!({"status": "trialing", "trial_end": now - 10}),
+            "trial_ended",
+            json!(now - 10),
+        ),
+        (
+            json!({"status": "past_due", "current_period_end": now - 7200}),
+            "past_due",
+            json!(now - 3600),
+        ),
+        (json!({"status": "canceled"}), "canceled", json!(now)),
+    ] {
+        let put = app.admin("PUT", "/api/admin/tenants/acme/subscription", Some(body));
+        expect(&put, 200, reason);
+        assert_eq!(put.json()["read_only"]["reason"], reason);
+        let shown = access(&agent, "acme");
+        assert_eq!(shown.json()["writable"], false, "{reason}");
+        assert_eq!(
+            shown.json()["read_only"],
+            json!({"reason": reason, "since": since})
+        );
+        // globex is another company, untouched; acme's agent reads nothing of it.
+        let theirs = access(&app.owner_token, "globex");
+        assert_eq!(theirs.json()["writable"], true, "{reason}");
+        expect_error(&access(&agent, "globex"), 403, "not_a_member", "globex");
+    }
 }

@@ -83,6 +83,8 @@ const WORDS = {
   tenant_not_found: 'There is no company at this address.',
   tenant_suspended: 'This company is suspended. Its data is kept, but it cannot be used until an administrator activates it again.',
   tenant_unavailable: 'This company is busy right now. Try again in a moment.',
+  subscription_inactive:
+    'This company is read-only because its subscription is not active: nothing can be created, changed or deleted until it is. Ask your company\'s administrator.',
   validation_failed: 'Some fields need your attention.',
   payload_too_large: 'That is too large to send.',
   internal_error: 'Something went wrong on the server. Try again; if it keeps happening, tell your administrator.',

@@ -210,7 +210,7 @@ export function ChatsScreen({ ctx, chatId }) {
     <div class="chat-list-pane" data-live=${listLive ? 'true' : undefined}>
       <div class="pane-head">
         <h1>Chats</h1>
-        ${ctx.can('chats_create') && html`<button type="button" class="small" onClick=${() => setCreating(true)}>New chat</button>`}
+        ${ctx.can('chats_create') && html`<button type="button" class="small" disabled=${ctx.readOnly} title=${ctx.readOnly ? 'The company is read-only' : undefined} onClick=${() => setCreating(true)}>New chat</button>`}
       </div>
       <${Async} state=${list} label="Loading chats…">
         ${() =>

@@ -282,7 +282,7 @@ function OrdersList({ ctx }) {
   return html`<section class="orders" data-screen="orders" data-live=${live} aria-labelledby="orders-title">
     <div class="page-head">
       <h1 id="orders-title">Orders</h1>
-      ${ctx.can('orders_create') && html`<button type="button" onClick=${() => setCreating(true)}><span aria-hidden="true">+</span> New order</button>`}
+      ${ctx.can('orders_create') && html`<button type="button" disabled=${ctx.readOnly} title=${ctx.readOnly ? 'The company is read-only' : undefined} onClick=${() => setCreating(true)}><span aria-hidden="true">+</span> New order</button>`}
     </div>
     <form class="toolbar orders-toolbar" role="search" aria-label="Filter orders" onSubmit=${submitSearch}>
       <${Field} label="Search" type="search" value=${search} onInput=${onSearch}

@@ -1,12 +1,12 @@
 // A company's workspace: who is signed in and as what member (or why not: signed out, not a
-// member, suspended), the frame around every screen (navigation, banners, presence), and the
-// routes to the screens beside this file.
+// member, suspended), the frame around every screen (navigation, banners, presence; read-only
+// while the subscription says so), and the routes to the screens beside this file.
 import { html, useCallback, useEffect, useState } from '../../vendor/htm-preact.module.js';
 import { api, onApiError, setCsrf } from '../lib/api.js';
 import { boot } from '../lib/boot.js';
 import { closeEcho, getEcho, useConnectionLost, useConnectionState } from '../lib/realtime.js';
 import { Link, navigate, pick, usePath } from '../lib/router.js';
-import { Banner, ErrorBox, Loading, useEvery } from '../lib/ui.js';
+import { Banner, ErrorBox, Loading, formatTime, useEvery } from '../lib/ui.js';
 import { AcceptInvitation, Card, NoMember, Profile, SignIn, Suspended, signOut } from '../account/screens.js';
 import { ChatsScreen } from './chats.js';
 import { OrderScreen, OrdersScreen } from './orders.js';
@@ -23,6 +23,33 @@ const STATUS_CHECK_MS = 10_000;
 /** Asks for the company; a suspension it answers reaches the shell through onApiError. */
 const checkTenant = () => api('GET', '/api/tenant').catch(() => {});
 
+/** Whether the company may write now (`{writable, read_only: {reason, since}}`); null if unknown. */
+const loadAccess = () => api('GET', '/api/subscription/access').catch(() => null);
+
+/** Why a company is read-only, in words, with the date it happened in the company's format. */
+function readOnlyWhy({ reason, since }) {
+  const when = since ? ` on ${formatTime(since)}` : '';
+  switch (reason) {
+    case 'trial_ended':
+      return `its trial ended${when}`;
+    case 'past_due':
+      return `its payment is overdue and the grace period ended${when}`;
+    case 'canceled':
+      return `its subscription was canceled${when}`;
+    default:
+      return 'its subscription is not active';
+  }
+}
+
+/** The banner of a read-only company: what still works and who can end it. */
+function ReadOnlyBanner({ access }) {
+  return html`<div data-read-only=${access.read_only.reason}><${Banner} kind="error">
+    <strong>This company is read-only:</strong> ${readOnlyWhy(access.read_only)}. You can still read
+    everything, but nothing can be created, changed or deleted until the subscription is active again;
+    ask your company's administrator.
+  <//></div>`;
+}
+
 /** The signed-in person's membership of this tenant, from /api/me's pages. */
 async function findMembership(me, tenantId) {
   let page = me;
@@ -36,10 +63,11 @@ async function findMembership(me, tenantId) {
 /** The workspace's state: loading, signed_out, expired, no_member, suspended, error or ready. */
 async function loadSession() {
   // Both at once: a first load waits for one round trip, not two.
-  const [meAnswer, tenantAnswer, settingsAnswer] = await Promise.allSettled([
+  const [meAnswer, tenantAnswer, settingsAnswer, accessAnswer] = await Promise.allSettled([
     api('GET', '/api/me?limit=200'),
     api('GET', '/api/tenant'),
     api('GET', '/api/settings'),
+    loadAccess(),
   ]);
   if (meAnswer.status === 'rejected') {
     const err = meAnswer.reason;
@@ -63,7 +91,8 @@ async function loadSession() {
   // Without its settings the workspace still opens, in the browser's own formats.
   const settings = settingsAnswer.status === 'fulfilled' ? settingsAnswer.value : null;
   applySettings(settings);
-  return { state: 'ready', me, tenant, membership, can, settings };
+  const access = accessAnswer.status === 'fulfilled' ? accessAnswer.value : null;
+  return { state: 'ready', me, tenant, membership, can, settings, access };
 }
 
 /** An impersonation ticket in the fragment (`/impersonate#ticket=...`) becomes this tab's session. */
@@ -137,10 +166,28 @@ function Workspace({ session, path, onProfile, onSettings }) {
   const connection = useConnectionState();
   const lost = useConnectionLost();
   const [menuOpen, setMenuOpen] = useState(false);
-  // A suspension does not reach an idle page by itself: ask now and then, and when the tab returns.
-  useEvery(STATUS_CHECK_MS, checkTenant);
+  const [access, setAccess] = useState(session.access);
+  const refreshAccess = useCallback(async () => {
+    const next = await loadAccess();
+    if (next) setAccess(next);
+  }, []);
+  // A suspension or a subscription that lapsed does not reach an idle page by itself: ask now
+  // and then, and when the tab returns; a write refused for it asks at once.
+  const check = useCallback(() => {
+    checkTenant();
+    refreshAccess();
+  }, [refreshAccess]);
+  useEvery(STATUS_CHECK_MS, check);
+  useEffect(
+    () =>
+      onApiError((err) => {
+        if (err.code === 'subscription_inactive') refreshAccess();
+      }),
+    [refreshAccess],
+  );
   useEffect(() => setMenuOpen(false), [path]);
-  const ctx = { me, tenant, membership, can, echo, channel: `company.${tenant.id}` };
+  const readOnly = !!(access && access.read_only);
+  const ctx = { me, tenant, membership, can, echo, channel: `company.${tenant.id}`, readOnly };
   const screen =
     pick(
       [
@@ -181,6 +228,7 @@ function Workspace({ session, path, onProfile, onSettings }) {
       ${me.impersonated_by && me.impersonated_by.email ? html` <strong>${me.impersonated_by.email}</strong>` : ''}.
       <button type="button" class="small" onClick=${endImpersonation}>End impersonation</button>
     <//>`}
+    ${readOnly && html`<${ReadOnlyBanner} access=${access} />`}
     ${(lost || connection === 'unavailable' || connection === 'failed') &&
     html`<${Banner} kind="warning">Live updates are interrupted; reconnecting… What you see may be out of date.<//>`}
     <header class="topbar">
