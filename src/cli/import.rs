@@ -31,13 +31,21 @@ pub(super) fn import(
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("zip"));
     let copied = if is_archive {
-        // Rebuilt into a file of its own first, then brought in as any file is.
-        let built = catalog
+        // Rebuilt into a directory of its own first (the database, its files in `files/`
+        // beside it), then brought in as a backup is.
+        let work = catalog
             .data_dir()
-            .join(format!("import-{}.db", uuid::Uuid::new_v4().simple()));
-        let result = rebuild(from, &built).and_then(|()| backup::restore_as(catalog, &built, slug));
+            .join(format!("import-{}", uuid::Uuid::new_v4().simple()));
+        let built = work.join("tenant.db");
+        let result = std::fs::create_dir(&work)
+            .map_err(|e| BackupError::Refused(format!("cannot make {}: {e}", work.display())))
+            .and_then(|()| rebuild(from, &built))
+            .and_then(|()| backup::restore_as(catalog, &built, slug));
         if let Err(e) = db::remove_database_files(&built) {
             log::warn!("import: {} not removed: {e}", built.display());
+        }
+        if let Err(e) = std::fs::remove_dir_all(&work) {
+            log::warn!("import: {} not removed: {e}", work.display());
         }
         result
     } else {
@@ -66,6 +74,8 @@ pub(super) fn import(
 const MAX_MANIFEST: u64 = 1 << 20;
 /// The longest row line read: rows hold texts of at most 10,000 characters today.
 const MAX_LINE: u64 = 16 << 20;
+/// The largest file taken from an archive: the most an upload may be.
+const MAX_FILE: u64 = 2 << 30;
 
 /// Makes the tenant database `out` from an export archive (`tenancy::export`): this binary's
 /// own migrations up to the archive's schema version (never the archive's `schema.sql`, which
@@ -120,6 +130,11 @@ fn rebuild(archive: &Path, out: &Path) -> Result<(), BackupError> {
             .by_index(i)
             .map_err(|e| refused(format!("entry {i}: {e}")))?;
         let name = entry.name().map(|n| n.to_string()).unwrap_or_default();
+        if let Some(sha) = name.strip_prefix("files/") {
+            let store = out.parent().expect("a file in a directory").join("files");
+            take_file(entry, sha, &store).map_err(|why| refused(format!("{name}: {why}")))?;
+            continue;
+        }
         let Some(table) = name
             .strip_prefix("tables/")
             .and_then(|n| n.strip_suffix(".jsonl"))
@@ -175,6 +190,41 @@ fn rebuild(archive: &Path, out: &Path) -> Result<(), BackupError> {
         )));
     }
     conn.close().map_err(|(_, e)| BackupError::from(e))?;
+    Ok(())
+}
+
+/// Writes the bytes of an archive's `files/<sha256>` entry under `store`, by that name only if
+/// they hash to it.
+fn take_file(entry: impl std::io::Read, sha: &str, store: &Path) -> Result<(), String> {
+    use sha2::Digest;
+    use std::io::{Read, Write};
+    if sha.len() != 64 || !sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err("not named by a SHA-256".into());
+    }
+    let dir = store.join(&sha[..2]);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let target = dir.join(sha);
+    let mut out = std::fs::File::create(&target).map_err(|e| e.to_string())?;
+    let mut hasher = sha2::Sha256::new();
+    let mut reader = std::io::Read::take(entry, MAX_FILE + 1);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = reader.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        if size > MAX_FILE {
+            return Err(format!("larger than {} MiB", MAX_FILE >> 20));
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+    }
+    out.sync_all().map_err(|e| e.to_string())?;
+    if hex::encode(hasher.finalize()) != sha {
+        return Err("its bytes do not hash to its name".into());
+    }
     Ok(())
 }
 

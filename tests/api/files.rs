@@ -850,3 +850,90 @@ fn a_backup_keeps_the_files_and_a_restore_brings_them_back() {
     assert_eq!(gone, [backup["file"].as_str().unwrap()]);
     assert!(!kept.exists(), "no kept backup names the file");
 }
+
+#[test]
+fn an_imported_export_brings_its_files_and_a_forged_one_is_refused() {
+    let app = two_companies();
+    let token = app.owner_token.clone();
+    let order = new_order(&app, &token, "acme");
+    let bytes = content(5000, 41);
+    let sha = sha256(&bytes);
+    let path = format!("/api/orders/{order}/files?name=kept.bin");
+    expect(
+        &upload(
+            &app,
+            &token,
+            "acme",
+            &path,
+            "application/octet-stream",
+            &bytes,
+        ),
+        201,
+        "upload",
+    );
+    let export = get(&app, &token, "acme", "/api/export", &[]);
+    expect(&export, 200, "export");
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("acme.zip");
+    std::fs::write(&archive, &export.body).unwrap();
+    let out = app.cli(&[
+        "tenants",
+        "import",
+        "copied",
+        "--from",
+        archive.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let copied = app.app.catalog.by_slug("copied").unwrap().unwrap();
+    let kept = app
+        .data
+        .path()
+        .join("tenants")
+        .join(&copied.id)
+        .join("files")
+        .join(&sha[..2])
+        .join(&sha);
+    assert_eq!(std::fs::read(&kept).unwrap(), bytes);
+
+    // The same archive with other bytes under the file's name: refused, nothing left behind.
+    let forged = work.path().join("forged.zip");
+    {
+        use std::io::{Read, Write};
+        let mut src = zip::ZipArchive::new(std::fs::File::open(&archive).unwrap()).unwrap();
+        let mut dst = zip::ZipWriter::new(std::fs::File::create(&forged).unwrap());
+        for i in 0..src.len() {
+            let mut entry = src.by_index(i).unwrap();
+            let name = entry.name().unwrap().to_string();
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).unwrap();
+            if name.starts_with("files/") {
+                data = b"not the file".to_vec();
+            }
+            dst.start_file(name, zip::write::SimpleFileOptions::default())
+                .unwrap();
+            dst.write_all(&data).unwrap();
+        }
+        dst.finish().unwrap();
+    }
+    let out = app.cli(&[
+        "tenants",
+        "import",
+        "forged",
+        "--from",
+        forged.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("do not hash to its name"), "{stderr}");
+    assert!(app.app.catalog.by_slug("forged").unwrap().is_none());
+    let leftovers: Vec<_> = std::fs::read_dir(app.data.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("import-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
