@@ -1,7 +1,7 @@
 // The workspace's chats: the list (unread counts, last message, live), one conversation beside it
-// (live messages, typing whispers, older pages, own edits and deletes, read marks), its
-// participants, archiving, and starting a chat. On a phone the list and the conversation are two
-// pages (/chats and /chats/:id).
+// (live messages, typing whispers, older pages, own edits and deletes, read marks, files sent
+// as messages), its participants, archiving, and starting a chat. On a phone the list and the
+// conversation are two pages (/chats and /chats/:id).
 //
 // Real time: every chat the list shows is a private channel `private-company.<tenant>.chat.<id>`
 // (src/api/broadcasting.rs); the API publishes `message.created|updated|deleted` and
@@ -9,10 +9,11 @@
 // so our own writes are applied from their answers. Typing is a client event (a whisper) on the
 // same channel: the hub allows client events on private channels only.
 import { html, useEffect, useLayoutEffect, useRef, useState } from '../../vendor/htm-preact.module.js';
-import { api, describe } from '../lib/api.js';
+import { api, describe, upload } from '../lib/api.js';
 import { useReconnectCount } from '../lib/realtime.js';
 import { Link, navigate } from '../lib/router.js';
 import { Async, Confirm, Dialog, Empty, ErrorBox, Field, Loading, Submit, fieldError, formatTime, toast, useAsync } from '../lib/ui.js';
+import { FilePicker, MessageFiles, UploadProgress, describeUpload } from './files.js';
 import { Avatar, fullName, usePresence } from './presence.js';
 
 /** Messages per page, newest first from the API. */
@@ -338,10 +339,11 @@ function Conversation({ ctx, chatId, listed, people, resync, onSummary, onRead, 
       scrollPlan.current = nearBottom() ? 'bottom' : 'stay';
       setMessages((ms) => (ms.some((m) => m.id === message.id) ? ms : [...ms, message]));
       stopTyping(message.user_id);
-      if (message.user_id !== me) setAnnounce(`${authorName(message, people)}: ${message.body}`);
+      if (message.user_id !== me) setAnnounce(announcement(message, people));
     },
-    'message.updated': (_, { message }) => message && setMessages((ms) => ms.map((m) => (m.id === message.id ? message : m))),
-    'message.deleted': (_, { id }) => setMessages((ms) => ms.map((m) => (m.id === id ? { ...m, body: '', deleted_at: m.deleted_at || new Date().toISOString() } : m))),
+    'message.updated': (_, { message }) => message && setMessages((ms) => ms.map((m) => (m.id === message.id ? keepFiles(m, message) : m))),
+    // A deleted message's files are deleted with it.
+    'message.deleted': (_, { id }) => setMessages((ms) => ms.map((m) => (m.id === id ? { ...m, body: '', files: undefined, deleted_at: m.deleted_at || new Date().toISOString() } : m))),
     'participant.removed': (_, { user_id }) => {
       if (user_id === me) state.reload();
     },
@@ -453,6 +455,18 @@ function Conversation({ ctx, chatId, listed, people, resync, onSummary, onRead, 
     onSent(chatId, message);
   };
 
+  // A file is a message of its own: its text is the caption, or the file's name.
+  const attach = async (file, caption, onProgress) => {
+    const query = { name: file.name };
+    if (caption.trim()) query.caption = caption;
+    const message = await upload(`/api/chats/${chatId}/files`, file, { query, onProgress });
+    lastWhisper.current = 0;
+    whisper({ user_id: me, typing: false });
+    scrollPlan.current = 'bottom';
+    setMessages((ms) => (ms.some((m) => m.id === message.id) ? ms : [...ms, message]));
+    onSent(chatId, message);
+  };
+
   const loadEarlier = async () => {
     setLoadingEarlier(true);
     setEarlierError(null);
@@ -471,7 +485,7 @@ function Conversation({ ctx, chatId, listed, people, resync, onSummary, onRead, 
   };
 
   const replace = (message) => {
-    setMessages((ms) => ms.map((m) => (m.id === message.id ? message : m)));
+    setMessages((ms) => ms.map((m) => (m.id === message.id ? keepFiles(m, message) : m)));
     onMessageChanged(chatId);
   };
   const focusComposer = () => setTimeout(() => composer.current && composer.current.focus(), 0);
@@ -539,7 +553,7 @@ function Conversation({ ctx, chatId, listed, people, resync, onSummary, onRead, 
       ? html`<p class="composer-note">You can read this chat but not write in it: only its participants can.</p>`
       : chat.archived_at
         ? html`<p class="composer-note">This chat is archived.${manage ? ' Unarchive it to write again.' : ''}</p>`
-        : html`<${Composer} inputRef=${composer} title=${chat.title} onSend=${send} onTyping=${onTyping} />`}
+        : html`<${Composer} inputRef=${composer} title=${chat.title} onSend=${send} onAttach=${attach} onTyping=${onTyping} />`}
     ${showParticipants &&
     html`<${ParticipantsDialog}
       ctx=${ctx}
@@ -554,6 +568,19 @@ function Conversation({ ctx, chatId, listed, people, resync, onSummary, onRead, 
       onLeft=${() => onLeft(chatId)}
     />`}
   </section>`;
+}
+
+/** A new message in words for a screen reader, a file's name included. */
+function announcement(message, people) {
+  const author = authorName(message, people);
+  if (!message.files || !message.files.length) return `${author}: ${message.body}`;
+  const names = message.files.map((f) => f.name).join(', ');
+  return fileNameOnly(message) ? `${author} sent a file: ${names}` : `${author} sent a file, ${names}: ${message.body}`;
+}
+
+/** A message as an edit left it: the answer and the event of an edit carry no files, which stay. */
+function keepFiles(old, message) {
+  return message.deleted_at || message.files ? message : { ...message, files: old.files };
 }
 
 function typingText(names) {
@@ -599,7 +626,7 @@ function MessageItem({ message, previous, mine, editable, people, chatId, onChan
                 onDone();
               }}
             />`
-          : html`<p class="message-body">${message.body}</p>`}
+          : html`${!fileNameOnly(message) && html`<p class="message-body">${message.body}</p>`}<${MessageFiles} files=${message.files} />`}
     </div>
     ${editable && !deleted && !editing
       ? html`<div class="message-actions">
@@ -625,6 +652,11 @@ function MessageItem({ message, previous, mine, editable, people, chatId, onChan
       <blockquote class="quote">${message.body}</blockquote>
     <//>`}
   </li>`;
+}
+
+/** A file sent without a caption: its text is the file's name, which the link shows already. */
+function fileNameOnly(message) {
+  return !!message.files && message.files.length === 1 && message.body === message.files[0].name && !message.edited_at;
 }
 
 function EditMessage({ message, chatId, onSaved, onCancel }) {
@@ -672,10 +704,13 @@ function EditMessage({ message, chatId, onSaved, onCancel }) {
   </form>`;
 }
 
-function Composer({ inputRef, title, onSend, onTyping }) {
+function Composer({ inputRef, title, onSend, onAttach, onTyping }) {
   const [text, setText] = useState('');
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState(null);
+  // An upload's error, in words (describeUpload): not the text's, which stays valid.
+  const [fileError, setFileError] = useState(null);
+  const [progress, setProgress] = useState(null);
   const sending = useRef(false);
   const send = async (e) => {
     if (e) e.preventDefault();
@@ -684,6 +719,7 @@ function Composer({ inputRef, title, onSend, onTyping }) {
     sending.current = true;
     setBusy(true);
     setError(null);
+    setFileError(null);
     try {
       await onSend(body);
       setText('');
@@ -692,6 +728,25 @@ function Composer({ inputRef, title, onSend, onTyping }) {
     } finally {
       sending.current = false;
       setBusy(false);
+    }
+  };
+  // The text typed so far goes with the file as its caption.
+  const attach = async (file) => {
+    if (sending.current) return;
+    sending.current = true;
+    setBusy(true);
+    setError(null);
+    setFileError(null);
+    setProgress({ name: file.name, sent: 0, total: file.size });
+    try {
+      await onAttach(file, text, (sent, total) => setProgress({ name: file.name, sent, total }));
+      setText('');
+    } catch (err) {
+      setFileError(describeUpload(err, file));
+    } finally {
+      sending.current = false;
+      setBusy(false);
+      setProgress(null);
     }
   };
   // Enter sends, Shift+Enter starts a new line; an input method composing a word keeps Enter.
@@ -709,7 +764,7 @@ function Composer({ inputRef, title, onSend, onTyping }) {
         ref=${inputRef}
         rows="1"
         placeholder=${`Message ${title}`}
-        aria-describedby="composer-hint${error ? ' composer-err' : ''}"
+        aria-describedby="composer-hint${error || fileError ? ' composer-err' : ''}"
         aria-invalid=${error ? 'true' : undefined}
         value=${text}
         onInput=${(e) => {
@@ -718,9 +773,13 @@ function Composer({ inputRef, title, onSend, onTyping }) {
         }}
         onKeyDown=${onKeyDown}
       ></textarea>
-      <p class="hint composer-hint" id="composer-hint">Enter sends, Shift+Enter starts a new line.</p>
-      ${error && html`<p class="field-error" id="composer-err" role="alert">${describe(error)}</p>`}
+      <p class="hint composer-hint" id="composer-hint">Enter sends, Shift+Enter starts a new line. A file you attach takes this text as its caption.</p>
+      ${progress && html`<${UploadProgress} ...${progress} />`}
+      ${(error || fileError) && html`<p class="field-error" id="composer-err" role="alert">${error ? describe(error) : fileError}</p>`}
     </div>
+    <${FilePicker} id="composer-file" busy=${busy} onPick=${attach} className="button secondary composer-attach">
+      Attach<span class="visually-hidden"> a file</span>
+    <//>
     <button type="submit" disabled=${busy || !text.trim()} aria-busy=${busy ? 'true' : undefined}>Send</button>
   </form>`;
 }

@@ -1,13 +1,14 @@
 // A company's orders: the list (status filter, search, sort and paging, all kept in the URL's
-// query), one order's page (its fields, the workflow's next steps, its history), the create and
-// edit forms, and live updates from the company's orders channel. Everything shown comes from
-// the API, which shapes each order by the member's permissions: a simple view's answers hold no
-// amount, customer or notes, so nothing here can show them; the UI only hides the controls a
-// member may not use.
+// query), one order's page (its fields, the workflow's next steps, its history, its files from
+// workspace/files.js), the create and edit forms, and live updates from the company's orders
+// channel. Everything shown comes from the API, which shapes each order by the member's
+// permissions: a simple view's answers hold no amount, customer or notes, so nothing here can
+// show them; the UI only hides the controls a member may not use.
 import { html, useCallback, useEffect, useRef, useState } from '../../vendor/htm-preact.module.js';
 import { api } from '../lib/api.js';
 import { useReconnect } from '../lib/realtime.js';
 import { Link, href, navigate } from '../lib/router.js';
+import { OrderFiles } from './files.js';
 import {
   Async, Banner, Confirm, Dialog, Empty, ErrorBox, Field, Loading, Submit, currencyDigits,
   formatMoney, formatTime, minorToDecimal, toast, useAsync,
@@ -532,11 +533,14 @@ function OrderPage({ ctx, orderId }) {
   const [actionError, setActionError] = useState(null);
   const [deleted, setDeleted] = useState(false);
   const [said, setSaid] = useState('');
+  // No event announces a file: the files are read again after a lost connection, as the rest is.
+  const [filesVersion, setFilesVersion] = useState(0);
 
   const live = useOrderEvents(ctx, (kind, event) => {
     if (kind === 'reconnected') {
       order.reload();
       history.reload();
+      setFilesVersion((v) => v + 1);
       return;
     }
     if (event.id !== orderId) return;
@@ -613,21 +617,24 @@ function OrderPage({ ctx, orderId }) {
     <${ErrorBox} error=${actionError} />
     <${Workflow} status=${o.status} />
     <div class="order-columns">
-      <div class="panel">
-        <h2>Details</h2>
-        <dl class="details">
-          <dt>Status</dt><dd><${StatusBadge} status=${o.status} /></dd>
-          <dt>Assignee</dt><dd>${o.assigned_to ? name(o.assigned_to) : 'Unassigned'}</dd>
-          ${full && html`
-            <dt>Customer</dt><dd>${o.customer_name}</dd>
-            <dt>Email</dt><dd>${o.customer_email ? html`<a href=${`mailto:${o.customer_email}`}>${o.customer_email}</a>` : html`<span class="muted">None</span>`}</dd>
-            <dt>Phone</dt><dd>${o.customer_phone ? html`<a href=${`tel:${o.customer_phone.replace(/[^\d+]/g, '')}`}>${o.customer_phone}</a>` : html`<span class="muted">None</span>`}</dd>
-            <dt>Amount</dt><dd class="amount">${formatMoney(o.amount_minor, o.currency)}</dd>
-            <dt>Created by</dt><dd>${name(o.created_by)}</dd>`}
-          <dt>Created</dt><dd><time datetime=${o.created_at}>${formatTime(o.created_at)}</time></dd>
-          <dt>Updated</dt><dd><time datetime=${o.updated_at}>${formatTime(o.updated_at)}</time></dd>
-        </dl>
-        ${full && html`<h3>Notes</h3>${o.notes ? html`<p class="notes">${o.notes}</p>` : html`<p class="muted">No notes.</p>`}`}
+      <div class="order-stack">
+        <div class="panel">
+          <h2>Details</h2>
+          <dl class="details">
+            <dt>Status</dt><dd><${StatusBadge} status=${o.status} /></dd>
+            <dt>Assignee</dt><dd>${o.assigned_to ? name(o.assigned_to) : 'Unassigned'}</dd>
+            ${full && html`
+              <dt>Customer</dt><dd>${o.customer_name}</dd>
+              <dt>Email</dt><dd>${o.customer_email ? html`<a href=${`mailto:${o.customer_email}`}>${o.customer_email}</a>` : html`<span class="muted">None</span>`}</dd>
+              <dt>Phone</dt><dd>${o.customer_phone ? html`<a href=${`tel:${o.customer_phone.replace(/[^\d+]/g, '')}`}>${o.customer_phone}</a>` : html`<span class="muted">None</span>`}</dd>
+              <dt>Amount</dt><dd class="amount">${formatMoney(o.amount_minor, o.currency)}</dd>
+              <dt>Created by</dt><dd>${name(o.created_by)}</dd>`}
+            <dt>Created</dt><dd><time datetime=${o.created_at}>${formatTime(o.created_at)}</time></dd>
+            <dt>Updated</dt><dd><time datetime=${o.updated_at}>${formatTime(o.updated_at)}</time></dd>
+          </dl>
+          ${full && html`<h3>Notes</h3>${o.notes ? html`<p class="notes">${o.notes}</p>` : html`<p class="muted">No notes.</p>`}`}
+        </div>
+        <${OrderFiles} ctx=${ctx} orderId=${o.id} canAttach=${canEdit} name=${name} version=${filesVersion} />
       </div>
       <div class="panel">
         <h2>History</h2>
