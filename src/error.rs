@@ -411,6 +411,39 @@ impl From<WorkspaceError> for Error {
             // failed constraint, our bug: 500); pool and file errors are 503.
             WorkspaceError::Db(DbError::Sqlite(e)) => e.into(),
             WorkspaceError::Db(db) => db.into(),
+            WorkspaceError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// A statement through the store contract: told apart as SQLite's own errors are.
+impl From<crate::tenancy::store::StoreError> for Error {
+    fn from(e: crate::tenancy::store::StoreError) -> Self {
+        use crate::tenancy::store::StoreError;
+        match e {
+            StoreError::Busy(_) | StoreError::Backend(_) => {
+                log::error!("tenant database error: {e}");
+                Error::TenantUnavailable
+            }
+            StoreError::Sql {
+                code: Some(code), ..
+            } if matches!(
+                code & 0xff,
+                rusqlite::ffi::SQLITE_BUSY
+                    | rusqlite::ffi::SQLITE_LOCKED
+                    | rusqlite::ffi::SQLITE_CORRUPT
+                    | rusqlite::ffi::SQLITE_NOTADB
+                    | rusqlite::ffi::SQLITE_FULL
+                    | rusqlite::ffi::SQLITE_IOERR
+                    | rusqlite::ffi::SQLITE_CANTOPEN
+                    | rusqlite::ffi::SQLITE_READONLY
+                    | rusqlite::ffi::SQLITE_NOMEM
+            ) =>
+            {
+                log::error!("tenant database error: {e}");
+                Error::TenantUnavailable
+            }
+            e => Error::Internal(format!("store: {e}")),
         }
     }
 }

@@ -314,6 +314,8 @@ pub(super) fn run_messages(app: &App, run: &JobRun) -> Result<(), JobFailure> {
         )),
         Err(WorkspaceError::Forbidden(what)) => Err(JobFailure::Fatal(what)),
         Err(e @ WorkspaceError::Quota { .. }) => Err(JobFailure::Fatal(e.to_string())),
-        Err(e @ WorkspaceError::Db(_)) => Err(JobFailure::Retry(e.to_string())),
+        Err(e @ (WorkspaceError::Db(_) | WorkspaceError::Store(_))) => {
+            Err(JobFailure::Retry(e.to_string()))
+        }
     }
 }

@@ -14,6 +14,7 @@ pub mod identify;
 pub mod lifecycle;
 mod reads;
 mod registry;
+pub mod store;
 mod write_turn;
 
 #[cfg(test)]

@@ -4,6 +4,8 @@
 //! message or an order may read its files; adding one to an order takes `orders_edit`, to a
 //! chat being a participant.
 //!
+//! Its SQL goes through the store contract (`tenancy::store`), as all tenant code is to.
+//!
 //! The bytes are received into `files/tmp/` first (see [`receive`]), outside any lock. The
 //! write that adds the row moves them to their content address inside its `BEGIN IMMEDIATE`
 //! transaction, and a write that removes the last row of a content moves its bytes aside
@@ -14,13 +16,15 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::Connection;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::chats::{self, Message};
 use super::orders::{visible, Scope};
-use super::{now, row_cached, Problems, Reader, WorkspaceError};
+use super::{now, Problems, Reader, WorkspaceError};
+use crate::args;
+use crate::tenancy::store::{RowRef, Sql, StoreError};
 use crate::tenancy::Tenant;
 
 pub const MAX_NAME_CHARS: usize = 255;
@@ -45,7 +49,7 @@ pub struct FileInfo {
 const FILE_COLUMNS: &str =
     "id, name, content_type, size, sha256, uploaded_by, created_at, message_id, order_id";
 
-fn file_from_row(row: &Row<'_>) -> rusqlite::Result<FileInfo> {
+fn file_from_row(row: &dyn RowRef) -> Result<FileInfo, StoreError> {
     Ok(FileInfo {
         id: row.get(0)?,
         name: row.get(1)?,
@@ -192,30 +196,36 @@ pub fn describe(name: &str, content_type: Option<&str>) -> Result<Described, Wor
 }
 
 /// Storage in use, in bytes: each content once, and the tenant's database file.
-pub fn storage_used(conn: &Connection) -> rusqlite::Result<i64> {
-    let files: i64 = conn
-        .prepare_cached(
-            "SELECT coalesce(sum(size), 0) FROM (SELECT max(size) AS size FROM files GROUP BY sha256)",
+pub fn storage_used(db: &dyn Sql) -> Result<i64, StoreError> {
+    let one = |sql: &str| -> Result<i64, StoreError> {
+        Ok(db.query_row(sql, &[], |r| r.get(0))?.unwrap_or(0))
+    };
+    let files = one(
+        "SELECT coalesce(sum(size), 0) FROM (SELECT max(size) AS size FROM files GROUP BY sha256)",
+    )?;
+    let file = one("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()")?;
+    Ok(files + file)
+}
+
+/// Whether any row refers to the content `sha256`.
+fn referenced(db: &dyn Sql, sha256: &str) -> Result<bool, StoreError> {
+    Ok(db
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM files WHERE sha256 = ?1)",
+            args![sha256],
+            |r| r.get(0),
         )?
-        .query_row([], |r| r.get(0))?;
-    let db: i64 = conn
-        .prepare_cached(
-            "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
-        )?
-        .query_row([], |r| r.get(0))?;
-    Ok(files + db)
+        .unwrap_or(false))
 }
 
 /// Refuses an upload that would take the tenant past its plan's `storage_mb` (counted inside
 /// the write, so concurrent uploads cannot pass it together). A content already stored takes
 /// no more room.
-fn check_storage(tx: &Connection, reader: &Reader, upload: &Upload) -> Result<(), WorkspaceError> {
+fn check_storage(tx: &dyn Sql, reader: &Reader, upload: &Upload) -> Result<(), WorkspaceError> {
     let Some(&limit) = reader.limits.0.get("storage_mb") else {
         return Ok(());
     };
-    let stored: bool = tx
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM files WHERE sha256 = ?1)")?
-        .query_row([&upload.sha256], |r| r.get(0))?;
+    let stored = referenced(tx, &upload.sha256)?;
     let adding = if stored { 0 } else { upload.size as i64 };
     let used = storage_used(tx)?;
     if used.saturating_add(adding) > limit.saturating_mul(1 << 20) {
@@ -249,32 +259,32 @@ fn place(tenant: &Tenant, upload: &Upload) -> io::Result<()> {
 }
 
 fn insert(
-    tx: &Connection,
+    tx: &dyn Sql,
     upload: &Upload,
     what: &Described,
     reader: &Reader,
     message_id: Option<i64>,
     order_id: Option<i64>,
-) -> rusqlite::Result<FileInfo> {
-    row_cached(
-        tx,
+) -> Result<FileInfo, WorkspaceError> {
+    tx.query_row(
         &format!(
             "INSERT INTO files (sha256, size, name, content_type, uploaded_by, created_at,
                                 message_id, order_id)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING {FILE_COLUMNS}"
         ),
-        params![
-            upload.sha256,
+        args![
+            &upload.sha256,
             upload.size as i64,
-            what.name,
-            what.content_type,
+            &what.name,
+            &what.content_type,
             reader.user_id,
             now(),
             message_id,
             order_id
         ],
         file_from_row,
-    )
+    )?
+    .ok_or_else(|| StoreError::Backend("INSERT ... RETURNING gave no row".into()).into())
 }
 
 /// Whether the reader may add a file to this order: asked before the bytes are received (and
@@ -358,25 +368,22 @@ pub fn get_file(tenant: &Tenant, reader: &Reader, id: i64) -> Result<FileInfo, W
     Ok(file)
 }
 
-fn load(conn: &Connection, id: i64) -> rusqlite::Result<Option<FileInfo>> {
-    row_cached(
-        conn,
+fn load(db: &dyn Sql, id: i64) -> Result<Option<FileInfo>, StoreError> {
+    db.query_row(
         &format!("SELECT {FILE_COLUMNS} FROM files WHERE id = ?1"),
-        [id],
+        args![id],
         file_from_row,
     )
-    .optional()
 }
 
 fn readable(conn: &Connection, reader: &Reader, file: &FileInfo) -> Result<(), WorkspaceError> {
     if let Some(message_id) = file.message_id {
-        let chat_id: Option<i64> = row_cached(
-            conn,
+        let db: &dyn Sql = conn;
+        let chat_id: Option<i64> = db.query_row(
             "SELECT chat_id FROM messages WHERE id = ?1 AND deleted_at IS NULL",
-            [message_id],
+            args![message_id],
             |r| r.get(0),
-        )
-        .optional()?;
+        )?;
         let chat_id = chat_id.ok_or(WorkspaceError::NotFound)?;
         chats::check_access(conn, reader, chat_id)?;
         return Ok(());
@@ -396,33 +403,31 @@ pub fn order_files(
 ) -> Result<Vec<FileInfo>, WorkspaceError> {
     let conn = tenant.conn()?;
     visible(&conn, &Scope::of(reader), order_id)?;
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {FILE_COLUMNS} FROM files WHERE order_id = ?1 ORDER BY id"
-    ))?;
-    let files = stmt
-        .query_map([order_id], file_from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(files)
+    let db: &dyn Sql = &*conn;
+    Ok(db.query_map(
+        &format!("SELECT {FILE_COLUMNS} FROM files WHERE order_id = ?1 ORDER BY id"),
+        args![order_id],
+        file_from_row,
+    )?)
 }
 
 /// Fills in the files of each message (one query for the page).
-pub(super) fn fill_message_files(
-    conn: &Connection,
-    messages: &mut [Message],
-) -> rusqlite::Result<()> {
+pub(super) fn fill_message_files(db: &dyn Sql, messages: &mut [Message]) -> Result<(), StoreError> {
     let (Some(low), Some(high)) = (
         messages.iter().map(|m| m.id).min(),
         messages.iter().map(|m| m.id).max(),
     ) else {
         return Ok(());
     };
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {FILE_COLUMNS} FROM files
-         WHERE message_id BETWEEN ?1 AND ?2 ORDER BY id"
-    ))?;
-    let files = stmt.query_map([low, high], file_from_row)?;
+    let files = db.query_map(
+        &format!(
+            "SELECT {FILE_COLUMNS} FROM files
+             WHERE message_id BETWEEN ?1 AND ?2 ORDER BY id"
+        ),
+        args![low, high],
+        file_from_row,
+    )?;
     for file in files {
-        let file = file?;
         if let Some(m) = messages
             .iter_mut()
             .find(|m| Some(m.id) == file.message_id && m.deleted_at.is_none())
@@ -448,8 +453,9 @@ pub fn delete_file(tenant: &Tenant, reader: &Reader, id: i64) -> Result<(), Work
         if !may {
             return Err(WorkspaceError::forbidden("the uploader's, or orders_edit"));
         }
-        tx.execute("DELETE FROM files WHERE id = ?1", [id])?;
-        trash.release(tx, &[file.sha256])?;
+        let db: &dyn Sql = &**tx;
+        db.execute("DELETE FROM files WHERE id = ?1", args![id])?;
+        trash.release(db, &[file.sha256])?;
         Ok(())
     });
     trash.settle(result.is_ok());
@@ -459,14 +465,15 @@ pub fn delete_file(tenant: &Tenant, reader: &Reader, id: i64) -> Result<(), Work
 /// The contents of `message`'s or `order`'s files, for a write that is about to remove their
 /// rows (by cascade, or a soft delete that takes its files with it).
 pub(super) fn hashes_of(
-    tx: &Connection,
+    db: &dyn Sql,
     message_id: Option<i64>,
     order_id: Option<i64>,
-) -> rusqlite::Result<Vec<String>> {
-    let mut stmt =
-        tx.prepare_cached("SELECT sha256 FROM files WHERE message_id = ?1 OR order_id = ?2")?;
-    let rows = stmt.query_map(params![message_id, order_id], |r| r.get(0))?;
-    rows.collect()
+) -> Result<Vec<String>, StoreError> {
+    db.query_map(
+        "SELECT sha256 FROM files WHERE message_id = ?1 OR order_id = ?2",
+        args![message_id, order_id],
+        |r| r.get(0),
+    )
 }
 
 /// Contents a write stops referring to. Inside the write, [`Trash::release`] moves aside the
@@ -488,14 +495,11 @@ impl Trash {
 
     pub(super) fn release(
         &mut self,
-        tx: &Connection,
+        db: &dyn Sql,
         hashes: &[String],
     ) -> Result<(), WorkspaceError> {
         for sha in hashes {
-            let still: bool = tx
-                .prepare_cached("SELECT EXISTS (SELECT 1 FROM files WHERE sha256 = ?1)")?
-                .query_row([sha], |r| r.get(0))?;
-            if still {
+            if referenced(db, sha)? {
                 continue;
             }
             let Some(blob) = blob_path(&self.dir, sha) else {

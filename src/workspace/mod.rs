@@ -147,6 +147,8 @@ pub enum WorkspaceError {
         usage: i64,
     },
     Db(DbError),
+    /// A statement through the store contract failed (see `tenancy::store`).
+    Store(crate::tenancy::store::StoreError),
 }
 
 impl WorkspaceError {
@@ -181,6 +183,7 @@ impl fmt::Display for WorkspaceError {
                 "the plan's limit {limit_name} of {limit} is reached ({usage})"
             ),
             WorkspaceError::Db(e) => e.fmt(f),
+            WorkspaceError::Store(e) => e.fmt(f),
         }
     }
 }
@@ -189,8 +192,15 @@ impl std::error::Error for WorkspaceError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             WorkspaceError::Db(e) => Some(e),
+            WorkspaceError::Store(e) => Some(e),
             _ => None,
         }
+    }
+}
+
+impl From<crate::tenancy::store::StoreError> for WorkspaceError {
+    fn from(e: crate::tenancy::store::StoreError) -> Self {
+        WorkspaceError::Store(e)
     }
 }
 
