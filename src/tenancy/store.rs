@@ -280,6 +280,21 @@ impl dyn Sql + '_ {
         Ok(first)
     }
 
+    /// The first row, read by `f`, for a statement that always returns one (a count, an
+    /// `INSERT ... RETURNING`): its absence is an error.
+    pub fn query_one<T>(
+        &self,
+        sql: &str,
+        args: &[Value],
+        f: impl FnMut(&dyn RowRef) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.query_row(sql, args, f)?
+            .ok_or_else(|| StoreError::Sql {
+                code: None,
+                message: format!("no row from: {sql}"),
+            })
+    }
+
     /// Every row, each read by `f`.
     pub fn query_map<T>(
         &self,

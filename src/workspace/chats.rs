@@ -15,13 +15,16 @@
 //!   read-only for messages until it is unarchived.
 //! - A direct chat has exactly two participants when created and takes no
 //!   one else later.
+//!
+//! Its SQL goes through the store contract (`tenancy::store`).
 
 use std::collections::BTreeSet;
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 
-use super::{now, row_cached, Page, Problems, Reader, WorkspaceError};
+use super::{now, Page, Problems, Reader, WorkspaceError};
+use crate::args;
+use crate::tenancy::store::{RowRef, Sql, StoreError};
 use crate::tenancy::Tenant;
 
 pub const MAX_TITLE_CHARS: usize = 200;
@@ -151,7 +154,7 @@ const CHAT_COLUMNS: &str = "id, title, kind, created_by, created_at, updated_at,
 const MESSAGE_COLUMNS: &str =
     "id, chat_id, user_id, body, created_at, edited_at, deleted_at, external_author, external_author_id";
 
-fn chat_from_row(row: &Row<'_>) -> rusqlite::Result<Chat> {
+fn chat_from_row(row: &dyn RowRef) -> Result<Chat, StoreError> {
     let kind: String = row.get(2)?;
     Ok(Chat {
         id: row.get(0)?,
@@ -165,7 +168,7 @@ fn chat_from_row(row: &Row<'_>) -> rusqlite::Result<Chat> {
     })
 }
 
-fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
+fn message_from_row(row: &dyn RowRef) -> Result<Message, StoreError> {
     let deleted_at: Option<String> = row.get(6)?;
     Ok(Message {
         id: row.get(0)?,
@@ -180,7 +183,7 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
         created_at: row.get(4)?,
         edited_at: row.get(5)?,
         deleted_at,
-        external_author: match row.get::<_, Option<String>>(7)? {
+        external_author: match row.get::<Option<String>>(7)? {
             Some(name) => Some(ExternalAuthor {
                 name,
                 external_id: row.get(8)?,
@@ -230,59 +233,51 @@ fn sees_all(reader: &Reader) -> bool {
 
 /// The chat if the reader may see it; `NotFound` whether it is missing or
 /// hidden.
-fn access(conn: &Connection, reader: &Reader, chat_id: i64) -> Result<Access, WorkspaceError> {
-    let found = row_cached(
-        conn,
+fn access(db: &dyn Sql, reader: &Reader, chat_id: i64) -> Result<Access, WorkspaceError> {
+    let found = db.query_row(
         &format!("SELECT {CHAT_COLUMNS} FROM chats WHERE id = ?1"),
-        [chat_id],
+        args![chat_id],
         chat_from_row,
-    )
-    .optional()?;
+    )?;
     let Some(chat) = found else {
         return Err(WorkspaceError::NotFound);
     };
-    let membership: Option<Option<i64>> = row_cached(
-        conn,
+    let membership: Option<Option<i64>> = db.query_row(
         "SELECT last_read_message_id FROM chat_participants
              WHERE chat_id = ?1 AND user_id = ?2",
-        params![chat_id, reader.user_id],
+        args![chat_id, reader.user_id],
         |row| row.get(0),
-    )
-    .optional()?;
+    )?;
     if membership.is_none() && !sees_all(reader) {
         return Err(WorkspaceError::NotFound);
     }
     Ok(Access { chat, membership })
 }
 
-fn summary(conn: &Connection, reader: &Reader, access: Access) -> rusqlite::Result<ChatSummary> {
+fn summary(db: &dyn Sql, reader: &Reader, access: Access) -> Result<ChatSummary, StoreError> {
     let chat_id = access.chat.id;
-    let participant_count: i64 = row_cached(
-        conn,
+    let participant_count: i64 = db.query_one(
         "SELECT count(*) FROM chat_participants WHERE chat_id = ?1",
-        [chat_id],
+        args![chat_id],
         |row| row.get(0),
     )?;
     let unread_count = match access.membership {
         None => 0,
-        Some(last_read) => row_cached(
-            conn,
+        Some(last_read) => db.query_one(
             "SELECT count(*) FROM messages
              WHERE chat_id = ?1 AND id > ?2 AND user_id <> ?3 AND deleted_at IS NULL",
-            params![chat_id, last_read.unwrap_or(0), reader.user_id],
+            args![chat_id, last_read.unwrap_or(0), reader.user_id],
             |row| row.get(0),
         )?,
     };
-    let last_message = row_cached(
-        conn,
+    let last_message = db.query_row(
         &format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages
                  WHERE chat_id = ?1 AND deleted_at IS NULL ORDER BY id DESC LIMIT 1"
         ),
-        [chat_id],
+        args![chat_id],
         message_from_row,
-    )
-    .optional()?;
+    )?;
     Ok(ChatSummary {
         participant: access.membership.is_some(),
         chat: access.chat,
@@ -297,6 +292,7 @@ fn summary(conn: &Connection, reader: &Reader, access: Access) -> rusqlite::Resu
 /// creation of a chat without messages.
 pub fn list_chats(tenant: &Tenant, reader: &Reader) -> Result<Vec<ChatSummary>, WorkspaceError> {
     let conn = tenant.conn()?;
+    let db: &dyn Sql = &conn;
     // Overseers scan every chat; others start from their own participations
     // (the by-user index) rather than filtering a scan.
     let join = if sees_all(reader) {
@@ -304,24 +300,27 @@ pub fn list_chats(tenant: &Tenant, reader: &Reader) -> Result<Vec<ChatSummary>, 
     } else {
         "JOIN"
     };
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT c.id, c.title, c.kind, c.created_by, c.created_at, c.updated_at, c.archived_at,
-                p.user_id IS NOT NULL, p.last_read_message_id
-         FROM chats c
-         {join} chat_participants p ON p.chat_id = c.id AND p.user_id = ?1"
-    ))?;
-    let rows = stmt.query_map([reader.user_id], |row| {
-        let chat = chat_from_row(row)?;
-        let participant: bool = row.get(7)?;
-        let last_read: Option<i64> = row.get(8)?;
-        Ok(Access {
-            chat,
-            membership: participant.then_some(last_read),
-        })
-    })?;
+    let rows = db.query_map(
+        &format!(
+            "SELECT c.id, c.title, c.kind, c.created_by, c.created_at, c.updated_at, c.archived_at,
+                    p.user_id IS NOT NULL, p.last_read_message_id
+             FROM chats c
+             {join} chat_participants p ON p.chat_id = c.id AND p.user_id = ?1"
+        ),
+        args![reader.user_id],
+        |row| {
+            let chat = chat_from_row(row)?;
+            let participant: bool = row.get(7)?;
+            let last_read: Option<i64> = row.get(8)?;
+            Ok(Access {
+                chat,
+                membership: participant.then_some(last_read),
+            })
+        },
+    )?;
     let mut out = Vec::new();
     for access in rows {
-        out.push(summary(&conn, reader, access?)?);
+        out.push(summary(db, reader, access)?);
     }
     out.sort_by(|a, b| {
         let active = |s: &ChatSummary| {
@@ -399,18 +398,18 @@ pub fn create_chat(
             .limits
             .check(tx, "chats", "SELECT count(*) FROM chats")?;
         let now = now();
-        let chat_id: i64 = row_cached(
-            tx,
+        let db: &dyn Sql = tx;
+        let chat_id: i64 = db.query_one(
             "INSERT INTO chats (title, kind, created_by, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?4) RETURNING id",
-            params![title, kind.as_str(), reader.user_id, now],
+            args![&title, kind.as_str(), reader.user_id, &now],
             |row| row.get(0),
         )?;
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO chat_participants (chat_id, user_id, joined_at) VALUES (?1, ?2, ?3)",
-        )?;
         for user_id in std::iter::once(reader.user_id).chain(others.iter().copied()) {
-            insert.execute(params![chat_id, user_id, now])?;
+            db.execute(
+                "INSERT INTO chat_participants (chat_id, user_id, joined_at) VALUES (?1, ?2, ?3)",
+                args![chat_id, user_id, &now],
+            )?;
         }
         let access = access(tx, reader, chat_id)?;
         Ok(summary(tx, reader, access)?)
@@ -453,9 +452,10 @@ pub fn update_chat(
             _ => {}
         }
         if changed {
-            tx.execute(
+            let db: &dyn Sql = tx;
+            db.execute(
                 "UPDATE chats SET title = ?2, archived_at = ?3, updated_at = ?4 WHERE id = ?1",
-                params![chat_id, chat.title, chat.archived_at, now],
+                args![chat_id, &chat.title, chat.archived_at.as_deref(), &now],
             )?;
         }
         let access = access(tx, reader, chat_id)?;
@@ -490,9 +490,10 @@ pub fn add_participant(
         if let Some(p) = present {
             return Ok(p);
         }
-        tx.execute(
+        let db: &dyn Sql = tx;
+        db.execute(
             "INSERT INTO chat_participants (chat_id, user_id, joined_at) VALUES (?1, ?2, ?3)",
-            params![chat_id, user_id, now()],
+            args![chat_id, user_id, now()],
         )?;
         participant(tx, chat_id, user_id)?.ok_or(WorkspaceError::NotFound)
     })
@@ -511,11 +512,12 @@ pub fn remove_participant(
         if user_id != reader.user_id {
             found.require_manage(reader)?;
         }
-        let removed = tx.execute(
+        let db: &dyn Sql = tx;
+        let removed = db.execute(
             "DELETE FROM chat_participants WHERE chat_id = ?1 AND user_id = ?2",
-            params![chat_id, user_id],
+            args![chat_id, user_id],
         )?;
-        if removed == 0 {
+        if removed.rows == 0 {
             return Err(WorkspaceError::NotFound);
         }
         Ok(())
@@ -529,16 +531,17 @@ pub fn participants(
     chat_id: i64,
 ) -> Result<Vec<Participant>, WorkspaceError> {
     let conn = tenant.conn()?;
-    access(&conn, reader, chat_id)?;
-    let mut stmt = conn.prepare_cached(
+    let db: &dyn Sql = &conn;
+    access(db, reader, chat_id)?;
+    Ok(db.query_map(
         "SELECT user_id, joined_at, last_read_message_id FROM chat_participants
          WHERE chat_id = ?1 ORDER BY joined_at, user_id",
-    )?;
-    let rows = stmt.query_map([chat_id], participant_from_row)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+        args![chat_id],
+        participant_from_row,
+    )?)
 }
 
-fn participant_from_row(row: &Row<'_>) -> rusqlite::Result<Participant> {
+fn participant_from_row(row: &dyn RowRef) -> Result<Participant, StoreError> {
     Ok(Participant {
         user_id: row.get(0)?,
         joined_at: row.get(1)?,
@@ -547,18 +550,16 @@ fn participant_from_row(row: &Row<'_>) -> rusqlite::Result<Participant> {
 }
 
 fn participant(
-    conn: &Connection,
+    db: &dyn Sql,
     chat_id: i64,
     user_id: i64,
-) -> rusqlite::Result<Option<Participant>> {
-    row_cached(
-        conn,
+) -> Result<Option<Participant>, StoreError> {
+    db.query_row(
         "SELECT user_id, joined_at, last_read_message_id FROM chat_participants
          WHERE chat_id = ?1 AND user_id = ?2",
-        params![chat_id, user_id],
+        args![chat_id, user_id],
         participant_from_row,
     )
-    .optional()
 }
 
 /// Messages of a chat the reader sees, newest first: `before` is the `next`
@@ -575,26 +576,26 @@ pub fn list_messages(
     let limit = problems.limit(limit);
     problems.check()?;
     let conn = tenant.conn()?;
-    access(&conn, reader, chat_id)?;
+    let db: &dyn Sql = &conn;
+    access(db, reader, chat_id)?;
     // The checked limit as a literal: a bound LIMIT makes SQLite re-prepare the statement at
     // every new binding (see `orders::list_orders`).
     let fetch = i64::from(limit) + 1;
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages
-         WHERE chat_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT {fetch}"
-    ))?;
-    let rows = stmt.query_map(
-        params![chat_id, before.unwrap_or(i64::MAX)],
+    let mut items = db.query_map(
+        &format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages
+             WHERE chat_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT {fetch}"
+        ),
+        args![chat_id, before.unwrap_or(i64::MAX)],
         message_from_row,
     )?;
-    let mut items = rows.collect::<rusqlite::Result<Vec<_>>>()?;
     let next = if items.len() > limit as usize {
         items.truncate(limit as usize);
         items.last().map(|m| m.id)
     } else {
         None
     };
-    super::files::fill_message_files(&conn, &mut items)?;
+    super::files::fill_message_files(db, &mut items)?;
     Ok(Page { items, next })
 }
 
@@ -619,14 +620,12 @@ fn archived_problem(problems: &mut Problems, chat: &Chat) {
     }
 }
 
-fn message(conn: &Connection, chat_id: i64, message_id: i64) -> rusqlite::Result<Option<Message>> {
-    row_cached(
-        conn,
+fn message(db: &dyn Sql, chat_id: i64, message_id: i64) -> Result<Option<Message>, StoreError> {
+    db.query_row(
         &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1 AND chat_id = ?2"),
-        params![message_id, chat_id],
+        args![message_id, chat_id],
         message_from_row,
     )
-    .optional()
 }
 
 /// Posts a message (1..=10,000 characters, not blank) as the reader, who must
@@ -642,7 +641,7 @@ pub fn post_message(
 
 /// [`post_message`] inside the caller's write (a message that carries a file adds it there).
 pub(super) fn insert_message(
-    tx: &Connection,
+    tx: &dyn Sql,
     reader: &Reader,
     chat_id: i64,
     body: &str,
@@ -657,11 +656,10 @@ pub(super) fn insert_message(
     reader
         .limits
         .check_counted("messages_per_day", |limit| messages_today(tx, &now, limit))?;
-    let id: i64 = row_cached(
-        tx,
+    let id: i64 = tx.query_one(
         "INSERT INTO messages (chat_id, user_id, body, created_at)
          VALUES (?1, ?2, ?3, ?4) RETURNING id",
-        params![chat_id, reader.user_id, body, now],
+        args![chat_id, reader.user_id, body, &now],
         |row| row.get(0),
     )?;
     message(tx, chat_id, id)?.ok_or(WorkspaceError::NotFound)
@@ -670,7 +668,7 @@ pub(super) fn insert_message(
 /// Whether the reader may post in the chat: `NotFound` if they cannot see it, `Forbidden` if
 /// they do not take part.
 pub(super) fn check_participant(
-    conn: &Connection,
+    conn: &dyn Sql,
     reader: &Reader,
     chat_id: i64,
 ) -> Result<(), WorkspaceError> {
@@ -679,7 +677,7 @@ pub(super) fn check_participant(
 
 /// Whether the reader may see the chat (`NotFound` if not).
 pub(super) fn check_access(
-    conn: &Connection,
+    conn: &dyn Sql,
     reader: &Reader,
     chat_id: i64,
 ) -> Result<(), WorkspaceError> {
@@ -688,13 +686,14 @@ pub(super) fn check_access(
 
 /// Messages posted since midnight UTC of `now`, counted up to `limit`: only the newest
 /// `limit` by id are read (ids grow with time), so the count costs no more than the limit.
-fn messages_today(tx: &Connection, now: &str, limit: i64) -> rusqlite::Result<i64> {
+fn messages_today(tx: &dyn Sql, now: &str, limit: i64) -> Result<i64, StoreError> {
     let midnight = format!("{}T00:00:00.000Z", &now[..10]);
-    tx.prepare_cached(
+    tx.query_one(
         "SELECT count(*) FROM (SELECT created_at FROM messages ORDER BY id DESC LIMIT ?1)
          WHERE created_at >= ?2",
-    )?
-    .query_row(params![limit, midnight], |r| r.get(0))
+        args![limit, midnight],
+        |r| r.get(0),
+    )
 }
 
 /// What is wrong with a message from outside, every field at once (the API checks it before it
@@ -743,38 +742,36 @@ pub fn post_external_message(
 ) -> Result<Option<Message>, WorkspaceError> {
     external_message_problems(body, author)?;
     tenant.write(|tx| {
-        let chat = row_cached(
-            tx,
-            &format!("SELECT {CHAT_COLUMNS} FROM chats WHERE id = ?1"),
-            [chat_id],
-            chat_from_row,
-        )
-        .optional()?
-        .ok_or(WorkspaceError::NotFound)?;
+        let db: &dyn Sql = tx;
+        let chat = db
+            .query_row(
+                &format!("SELECT {CHAT_COLUMNS} FROM chats WHERE id = ?1"),
+                args![chat_id],
+                chat_from_row,
+            )?
+            .ok_or(WorkspaceError::NotFound)?;
         let mut problems = Problems::default();
         archived_problem(&mut problems, &chat);
         problems.check()?;
-        let id: Option<i64> = row_cached(
-            tx,
+        let id: Option<i64> = db.query_row(
             "INSERT INTO messages (chat_id, user_id, body, created_at,
                                    external_author, external_author_id, inbound_key)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (inbound_key) WHERE inbound_key IS NOT NULL DO NOTHING
              RETURNING id",
-            params![
+            args![
                 chat_id,
                 EXTERNAL_USER_ID,
                 body,
                 now(),
                 author.name.trim(),
-                author.external_id,
+                author.external_id.as_deref(),
                 key
             ],
             |row| row.get(0),
-        )
-        .optional()?;
+        )?;
         match id {
-            Some(id) => Ok(message(tx, chat_id, id)?),
+            Some(id) => Ok(message(db, chat_id, id)?),
             None => Ok(None),
         }
     })
@@ -782,7 +779,7 @@ pub fn post_external_message(
 
 /// The reader's own, not deleted message in a chat they see.
 fn own_message(
-    conn: &Connection,
+    conn: &dyn Sql,
     reader: &Reader,
     chat_id: i64,
     message_id: i64,
@@ -812,9 +809,10 @@ pub fn edit_message(
         body_problems(&mut problems, body);
         problems.check()?;
         if msg.body != body {
-            tx.execute(
+            let db: &dyn Sql = tx;
+            db.execute(
                 "UPDATE messages SET body = ?2, edited_at = ?3 WHERE id = ?1",
-                params![message_id, body, now()],
+                args![message_id, body, now()],
             )?;
         }
         message(tx, chat_id, message_id)?.ok_or(WorkspaceError::NotFound)
@@ -836,13 +834,14 @@ pub fn delete_message(
         let mut problems = Problems::default();
         archived_problem(&mut problems, &found.chat);
         problems.check()?;
-        tx.execute(
+        let db: &dyn Sql = tx;
+        db.execute(
             "UPDATE messages SET deleted_at = ?2 WHERE id = ?1",
-            params![message_id, now()],
+            args![message_id, now()],
         )?;
-        let hashes = super::files::hashes_of(tx, Some(message_id), None)?;
-        tx.execute("DELETE FROM files WHERE message_id = ?1", [message_id])?;
-        trash.release(tx, &hashes)
+        let hashes = super::files::hashes_of(db, Some(message_id), None)?;
+        db.execute("DELETE FROM files WHERE message_id = ?1", args![message_id])?;
+        trash.release(db, &hashes)
     });
     trash.settle(result.is_ok());
     result
@@ -862,13 +861,13 @@ pub fn mark_read(
         if message(tx, chat_id, message_id)?.is_none() {
             return Err(WorkspaceError::NotFound);
         }
-        let mark: i64 = row_cached(
-            tx,
+        let db: &dyn Sql = tx;
+        let mark: i64 = db.query_one(
             "UPDATE chat_participants
              SET last_read_message_id = max(coalesce(last_read_message_id, 0), ?3)
              WHERE chat_id = ?1 AND user_id = ?2
              RETURNING last_read_message_id",
-            params![chat_id, reader.user_id, message_id],
+            args![chat_id, reader.user_id, message_id],
             |row| row.get(0),
         )?;
         Ok(mark)

@@ -78,13 +78,11 @@ impl Limits {
     /// when one more would pass the limit `name`.
     pub(crate) fn check(
         &self,
-        tx: &rusqlite::Transaction<'_>,
+        tx: &dyn crate::tenancy::store::Sql,
         name: &'static str,
         count_sql: &str,
     ) -> Result<(), WorkspaceError> {
-        self.check_counted(name, |_| {
-            tx.prepare_cached(count_sql)?.query_row([], |r| r.get(0))
-        })
+        self.check_counted(name, |_| tx.query_one(count_sql, &[], |r| r.get(0)))
     }
 
     /// As `check`, with the usage counted by `count`, which is given the limit (it need
@@ -92,7 +90,7 @@ impl Limits {
     pub(crate) fn check_counted(
         &self,
         name: &'static str,
-        count: impl FnOnce(i64) -> rusqlite::Result<i64>,
+        count: impl FnOnce(i64) -> Result<i64, crate::tenancy::store::StoreError>,
     ) -> Result<(), WorkspaceError> {
         let Some(&limit) = self.0.get(name) else {
             return Ok(());
