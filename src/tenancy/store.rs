@@ -351,6 +351,9 @@ impl RowRef for LocalRow<'_, '_> {
     }
 }
 
+/// Every statement goes through the connection's statement cache: preparing one (parsing it
+/// against the schema) costs more than running these small ones, and a tenant connection serves
+/// the same few statements over and over.
 impl Sql for rusqlite::Connection {
     fn query_each(
         &self,

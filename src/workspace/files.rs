@@ -16,7 +16,6 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use rusqlite::Connection;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -376,10 +375,9 @@ fn load(db: &dyn Sql, id: i64) -> Result<Option<FileInfo>, StoreError> {
     )
 }
 
-fn readable(conn: &Connection, reader: &Reader, file: &FileInfo) -> Result<(), WorkspaceError> {
+fn readable(conn: &dyn Sql, reader: &Reader, file: &FileInfo) -> Result<(), WorkspaceError> {
     if let Some(message_id) = file.message_id {
-        let db: &dyn Sql = conn;
-        let chat_id: Option<i64> = db.query_row(
+        let chat_id: Option<i64> = conn.query_row(
             "SELECT chat_id FROM messages WHERE id = ?1 AND deleted_at IS NULL",
             args![message_id],
             |r| r.get(0),

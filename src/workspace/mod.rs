@@ -310,22 +310,6 @@ pub(crate) fn unix_ms_now() -> i64 {
 /// Workspace timestamps carry milliseconds, so that keyset pages and history order well.
 pub(crate) use crate::db::format_unix_ms;
 
-/// `Connection::query_row` on a cached statement. Preparing a statement (parsing it against
-/// the tenant's schema) costs more than running these small ones, and a tenant connection
-/// serves the same few statements over and over.
-pub(crate) fn row_cached<T, P, F>(
-    conn: &rusqlite::Connection,
-    sql: &str,
-    params: P,
-    f: F,
-) -> rusqlite::Result<T>
-where
-    P: rusqlite::Params,
-    F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-{
-    conn.prepare_cached(sql)?.query_row(params, f)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,10 +28,9 @@
 //! events of simple fields.
 //!
 //! Beside this file: the field checks and currencies (`orders_validate`), list
-//! cursors (`orders_cursor`) and the history (`orders_history`).
+//! cursors (`orders_cursor`) and the history (`orders_history`). Their SQL goes through the
+//! store contract (`tenancy::store`).
 
-use rusqlite::types::Value as SqlValue;
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 
@@ -40,7 +39,9 @@ use super::orders_history::{changes, record_event};
 use super::orders_validate::{
     check_amount, check_assignee, check_currency, check_customer_email, check_notes, check_phone,
 };
-use super::{now, row_cached, Page, Problems, Reader, WorkspaceError};
+use super::{now, Page, Problems, Reader, WorkspaceError};
+use crate::args;
+use crate::tenancy::store::{RowRef, Sql, StoreError, Value as SqlValue};
 use crate::tenancy::Tenant;
 
 pub use super::orders_history::{order_history, OrderEvent};
@@ -294,7 +295,7 @@ pub(super) struct OrderRow {
 const ORDER_COLUMNS: &str = "id, number, title, customer_name, customer_email, customer_phone, \
      amount_minor, currency, status, assigned_to, created_by, notes, created_at, updated_at";
 
-fn order_from_row(row: &Row<'_>) -> rusqlite::Result<OrderRow> {
+fn order_from_row(row: &dyn RowRef) -> Result<OrderRow, StoreError> {
     let status: String = row.get(8)?;
     Ok(OrderRow {
         id: row.get(0)?,
@@ -458,19 +459,17 @@ fn shape_after_write(scope: &Scope, order: &OrderRow) -> Value {
     }
 }
 
-fn load(conn: &Connection, id: i64) -> rusqlite::Result<Option<OrderRow>> {
-    row_cached(
-        conn,
+fn load(db: &dyn Sql, id: i64) -> Result<Option<OrderRow>, StoreError> {
+    db.query_row(
         &format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?1"),
-        [id],
+        args![id],
         order_from_row,
     )
-    .optional()
 }
 
 /// The order and the reader's view of it; `NotFound` if missing or hidden.
 pub(super) fn visible(
-    conn: &Connection,
+    conn: &dyn Sql,
     scope: &Scope,
     id: i64,
 ) -> Result<(OrderRow, View), WorkspaceError> {
@@ -586,14 +585,16 @@ pub fn list_orders(
     sql += &format!(" ORDER BY {column} {dir}, id {dir} LIMIT {fetch}");
 
     let conn = tenant.conn()?;
-    // The text varies with the scope, filters, sort and page size: common pages reuse theirs.
-    let mut stmt = conn.prepare_cached(&sql)?;
+    let db: &dyn Sql = &conn;
     // ?1, the reader, goes unused when the scope is everything; with no other parameter
-    // after it the statement has none to bind.
-    let used = stmt.parameter_count().min(args.len());
-    let mut rows = stmt
-        .query_map(params_from_iter(args[..used].iter()), order_from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    // after it the statement has none to bind. (With others after it, ?1 is only unbound
+    // by position, which SQLite allows.)
+    if !sql.contains('?') {
+        args.clear();
+    }
+    // The text varies with the scope, filters, sort and page size: common pages reuse theirs
+    // (the local backend's statement cache).
+    let mut rows = db.query_map(&sql, &args, order_from_row)?;
     let next = if rows.len() > limit as usize {
         rows.truncate(limit as usize);
         rows.last().map(|o| encode_cursor(sort, o))
@@ -617,39 +618,37 @@ pub fn get_order(tenant: &Tenant, reader: &Reader, id: i64) -> Result<Value, Wor
 /// Takes the next order number inside the caller's IMMEDIATE transaction:
 /// the write lock makes it unique and gap-free among committed orders, and a
 /// rolled-back create gives its number back.
-fn next_number(conn: &Connection) -> rusqlite::Result<i64> {
-    row_cached(
-        conn,
+fn next_number(db: &dyn Sql) -> Result<i64, StoreError> {
+    db.query_one(
         "UPDATE counters SET value = value + 1 WHERE name = 'order_number' RETURNING value",
-        [],
+        &[],
         |row| row.get(0),
     )
 }
 
 /// Inserts a checked order with its `created` event, inside the caller's
 /// transaction; the demo seeder shares it.
-fn insert_order(conn: &Connection, order: &OrderRow, user_id: i64) -> rusqlite::Result<OrderRow> {
+fn insert_order(conn: &dyn Sql, order: &OrderRow, user_id: i64) -> Result<OrderRow, StoreError> {
     let number = next_number(conn)?;
-    let id: i64 = row_cached(
-        conn,
+    let id: i64 = conn.query_one(
         "INSERT INTO orders (number, title, customer_name, customer_email, customer_phone,
                              amount_minor, currency, status, assigned_to, created_by, notes,
                              created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) RETURNING id",
-        params![
+        args![
             number,
-            order.title,
-            order.customer_name,
-            order.customer_email,
-            order.customer_phone,
+            &order.title,
+            &order.customer_name,
+            order.customer_email.as_deref(),
+            order.customer_phone.as_deref(),
             order.amount_minor,
-            order.currency,
+            &order.currency,
             order.status.as_str(),
             order.assigned_to,
             order.created_by,
-            order.notes,
-            order.created_at,
-            order.updated_at,
+            &order.notes,
+            &order.created_at,
+            &order.updated_at,
         ],
         |row| row.get(0),
     )?;
@@ -808,23 +807,24 @@ pub fn update_order(
         }
         let now = now();
         new.updated_at = now.clone();
-        tx.execute(
+        let db: &dyn Sql = tx;
+        db.execute(
             "UPDATE orders SET title = ?2, customer_name = ?3, customer_email = ?4,
                     customer_phone = ?5, amount_minor = ?6, currency = ?7, status = ?8,
                     assigned_to = ?9, notes = ?10, updated_at = ?11
              WHERE id = ?1",
-            params![
+            args![
                 id,
-                new.title,
-                new.customer_name,
-                new.customer_email,
-                new.customer_phone,
+                &new.title,
+                &new.customer_name,
+                new.customer_email.as_deref(),
+                new.customer_phone.as_deref(),
                 new.amount_minor,
-                new.currency,
+                &new.currency,
                 new.status.as_str(),
                 new.assigned_to,
-                new.notes,
-                now,
+                &new.notes,
+                &now,
             ],
         )?;
         for (field, from, to) in &changes {
@@ -853,10 +853,11 @@ pub fn delete_order(tenant: &Tenant, reader: &Reader, id: i64) -> Result<(), Wor
         if !reader.can("orders_delete") {
             return Err(WorkspaceError::forbidden("orders_delete"));
         }
-        let hashes = super::files::hashes_of(tx, None, Some(id))?;
+        let db: &dyn Sql = tx;
+        let hashes = super::files::hashes_of(db, None, Some(id))?;
         // Its files' rows go by cascade.
-        tx.execute("DELETE FROM orders WHERE id = ?1", [id])?;
-        trash.release(tx, &hashes)
+        db.execute("DELETE FROM orders WHERE id = ?1", args![id])?;
+        trash.release(db, &hashes)
     });
     trash.settle(result.is_ok());
     result
@@ -881,7 +882,7 @@ pub(crate) struct DemoOrder {
 
 /// Inserts a demo order with its `created` event and the status events of
 /// the way it took to its status (all at `updated_at`). Returns its id.
-pub(crate) fn insert_demo_order(conn: &Connection, demo: DemoOrder) -> rusqlite::Result<i64> {
+pub(crate) fn insert_demo_order(conn: &dyn Sql, demo: DemoOrder) -> Result<i64, StoreError> {
     let row = OrderRow {
         id: 0,
         number: 0,

@@ -1,11 +1,12 @@
 //! The history of orders: an event per changed field, recorded in the writer's transaction,
 //! and read back in the shape the reader may see.
 
-use rusqlite::{params, Connection};
 use serde::Serialize;
 
 use super::orders::{visible, OrderRow, Scope, View};
 use super::{Reader, WorkspaceError};
+use crate::args;
+use crate::tenancy::store::{Sql, StoreError};
 use crate::tenancy::Tenant;
 
 /// History event field names a simple view may see. `created` is the event
@@ -26,19 +27,19 @@ pub struct OrderEvent {
 }
 
 pub(super) fn record_event(
-    conn: &Connection,
+    db: &dyn Sql,
     order_id: i64,
     user_id: i64,
     at: &str,
     field: &str,
     from: Option<&str>,
     to: Option<&str>,
-) -> rusqlite::Result<()> {
-    conn.prepare_cached(
+) -> Result<(), StoreError> {
+    db.execute(
         "INSERT INTO order_events (order_id, user_id, at, field, from_value, to_value)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![order_id, user_id, at, field, from, to])?;
+        args![order_id, user_id, at, field, from, to],
+    )?;
     Ok(())
 }
 
@@ -93,25 +94,26 @@ pub fn order_history(
     id: i64,
 ) -> Result<Vec<OrderEvent>, WorkspaceError> {
     let conn = tenant.conn()?;
-    let (_, view) = visible(&conn, &Scope::of(reader), id)?;
-    let mut stmt = conn.prepare_cached(
+    let db: &dyn Sql = &conn;
+    let (_, view) = visible(db, &Scope::of(reader), id)?;
+    let rows = db.query_map(
         "SELECT id, order_id, user_id, at, field, from_value, to_value
          FROM order_events WHERE order_id = ?1 ORDER BY id",
+        args![id],
+        |row| {
+            Ok(OrderEvent {
+                id: row.get(0)?,
+                order_id: row.get(1)?,
+                user_id: row.get(2)?,
+                at: row.get(3)?,
+                field: row.get(4)?,
+                from_value: row.get(5)?,
+                to_value: row.get(6)?,
+            })
+        },
     )?;
-    let rows = stmt.query_map([id], |row| {
-        Ok(OrderEvent {
-            id: row.get(0)?,
-            order_id: row.get(1)?,
-            user_id: row.get(2)?,
-            at: row.get(3)?,
-            field: row.get(4)?,
-            from_value: row.get(5)?,
-            to_value: row.get(6)?,
-        })
-    })?;
     let mut out = Vec::new();
     for event in rows {
-        let event = event?;
         if view == View::Full || SIMPLE_EVENT_FIELDS.contains(&event.field.as_str()) {
             out.push(event);
         }
