@@ -116,9 +116,13 @@ struct Payload {
     metadata: Option<Value>,
 }
 
-/// What the `inbound.billing` job is given: the change, as the catalog spells it.
+/// What the `inbound.billing` job is given: the tenant and the change, as the catalog spells
+/// it. The job is the server's, not the tenant's (no `tenant_id` of its own): a tenant's admins
+/// list and retry their tenant's jobs, and must neither see a billing change nor run an old one
+/// again.
 #[derive(Serialize, Deserialize)]
 struct Job {
+    tenant_id: String,
     webhook_id: String,
     plan: Option<String>,
     status: Option<String>,
@@ -223,6 +227,7 @@ pub(super) fn receive(app: &App, ctx: &RequestCtx, signed: &Signed) -> Result<Re
     }
     let payload: Payload = json_body(ctx.req)?;
     let job = Job {
+        tenant_id: tenant.id.clone(),
         webhook_id: signed.id.to_string(),
         plan: payload.plan,
         status: payload.status,
@@ -234,7 +239,7 @@ pub(super) fn receive(app: &App, ctx: &RequestCtx, signed: &Signed) -> Result<Re
     };
     check(app, &tenant.id, &job)?;
     let payload = serde_json::to_value(&job).map_err(|e| Error::Internal(e.to_string()))?;
-    let mut new_job = NewJob::new(Some(tenant.id.clone()), QUEUE, KIND, payload);
+    let mut new_job = NewJob::new(None, QUEUE, KIND, payload);
     new_job.unique_key = Some(format!("inbound:{}:{SOURCE}:{}", tenant.id, signed.id));
     let job_id = match app.enqueue(new_job)? {
         Enqueued::New(id) | Enqueued::Duplicate(id) => id,
@@ -293,10 +298,6 @@ fn check(app: &App, tenant_id: &str, job: &Job) -> Result<(), Error> {
 /// retried attempt is harmless. A change the catalog refuses (the plan withdrawn since the
 /// delivery) fails the job for good, saying why.
 pub(super) fn run(app: &App, run: &JobRun) -> Result<(), JobFailure> {
-    let tenant = run
-        .tenant
-        .as_ref()
-        .ok_or_else(|| JobFailure::Fatal("a billing change needs its tenant".into()))?;
     let job: Job = serde_json::from_value(run.payload.clone())
         .map_err(|e| JobFailure::Fatal(format!("malformed job payload: {e}")))?;
     let change = job.change().map_err(JobFailure::Fatal)?;
@@ -304,7 +305,7 @@ pub(super) fn run(app: &App, run: &JobRun) -> Result<(), JobFailure> {
     audit.details = json!({"via": "webhook", "source": SOURCE, "webhook_id": job.webhook_id});
     match app
         .catalog
-        .change_subscription(tenant.id(), &change, app.sessions.clock.now(), audit)
+        .change_subscription(&job.tenant_id, &change, app.sessions.clock.now(), audit)
     {
         Ok(_) => Ok(()),
         Err(CatalogError::PlanNotFound(plan)) => {
