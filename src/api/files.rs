@@ -59,16 +59,19 @@ fn receive(
         Some(mib) => Error::PayloadTooLarge(format!("the plan allows files of at most {mib} MiB")),
         None => Error::PayloadTooLarge(format!("files may be at most {} MiB", MAX_UPLOAD >> 20)),
     };
-    let Some(body) = ctx.req.body_stream.as_ref() else {
-        return Err(Error::Internal(
-            "an upload route without a streamed body".into(),
-        ));
+    // No stream: the request had no body at all (an empty file), which the server hands over
+    // without asking the route how it takes one.
+    let received = match ctx.req.body_stream.as_ref() {
+        Some(body) => {
+            // Refused before the client sends the bytes (it may have asked for 100 Continue).
+            if body.declared_length().is_some_and(|n| n > max) {
+                return Err(too_large());
+            }
+            files::receive(&member.tenant, body, max)
+        }
+        None => files::receive(&member.tenant, std::io::empty(), max),
     };
-    // Refused before the client sends the bytes (it may have asked for 100 Continue).
-    if body.declared_length().is_some_and(|n| n > max) {
-        return Err(too_large());
-    }
-    files::receive(&member.tenant, body, max).map_err(|e| match e {
+    received.map_err(|e| match e {
         ReceiveError::TooLarge { .. } => too_large(),
         ReceiveError::Body(e) => match http::body_error(&e) {
             Some(reject) => Error::Body(reject.clone()),
@@ -158,12 +161,16 @@ fn download(_app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, E
             return Err(Error::Internal(format!("file {}: {e}", file.id)))
         }
         _ => {
+            // Deleted between the read of its row and the open: gone, as for anyone else.
+            if matches!(found(ctx, member), Err(Error::NotFound)) {
+                return Err(Error::NotFound);
+            }
             return Err(Error::Internal(format!(
                 "file {} of tenant {}: its content {} is missing",
                 file.id,
                 member.tenant.slug(),
                 file.sha256
-            )))
+            )));
         }
     };
     let size = file.size as u64;

@@ -131,8 +131,23 @@ fn rebuild(archive: &Path, out: &Path) -> Result<(), BackupError> {
             .map_err(|e| refused(format!("entry {i}: {e}")))?;
         let name = entry.name().map(|n| n.to_string()).unwrap_or_default();
         if let Some(sha) = name.strip_prefix("files/") {
+            // Only the contents the archive's own `files` rows name, and only at the size they
+            // say: an archive cannot make the import write more than its table declares.
+            let size: Option<i64> = if columns_of(&tx, "files")?.is_empty() {
+                None
+            } else {
+                tx.query_row(
+                    "SELECT max(size) FROM files WHERE sha256 = ?1",
+                    [sha],
+                    |r| r.get(0),
+                )?
+            };
+            let Some(size) = size else {
+                continue;
+            };
             let store = out.parent().expect("a file in a directory").join("files");
-            take_file(entry, sha, &store).map_err(|why| refused(format!("{name}: {why}")))?;
+            take_file(entry, sha, size as u64, &store)
+                .map_err(|why| refused(format!("{name}: {why}")))?;
             continue;
         }
         let Some(table) = name
@@ -194,8 +209,8 @@ fn rebuild(archive: &Path, out: &Path) -> Result<(), BackupError> {
 }
 
 /// Writes the bytes of an archive's `files/<sha256>` entry under `store`, by that name only if
-/// they hash to it.
-fn take_file(entry: impl std::io::Read, sha: &str, store: &Path) -> Result<(), String> {
+/// they hash to it and are `size` bytes.
+fn take_file(entry: impl std::io::Read, sha: &str, size: u64, store: &Path) -> Result<(), String> {
     use sha2::Digest;
     use std::io::{Read, Write};
     if sha.len() != 64 || !sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
@@ -206,7 +221,11 @@ fn take_file(entry: impl std::io::Read, sha: &str, store: &Path) -> Result<(), S
     let target = dir.join(sha);
     let mut out = std::fs::File::create(&target).map_err(|e| e.to_string())?;
     let mut hasher = sha2::Sha256::new();
-    let mut reader = std::io::Read::take(entry, MAX_FILE + 1);
+    let expected = size;
+    if expected > MAX_FILE {
+        return Err(format!("larger than {} MiB", MAX_FILE >> 20));
+    }
+    let mut reader = std::io::Read::take(entry, expected + 1);
     let mut buf = vec![0u8; 64 * 1024];
     let mut size = 0u64;
     loop {
@@ -215,13 +234,16 @@ fn take_file(entry: impl std::io::Read, sha: &str, store: &Path) -> Result<(), S
             break;
         }
         size += n as u64;
-        if size > MAX_FILE {
-            return Err(format!("larger than {} MiB", MAX_FILE >> 20));
+        if size > expected {
+            return Err(format!("longer than the {expected} bytes its row says"));
         }
         hasher.update(&buf[..n]);
         out.write_all(&buf[..n]).map_err(|e| e.to_string())?;
     }
     out.sync_all().map_err(|e| e.to_string())?;
+    if size != expected {
+        return Err(format!("{size} bytes, where its row says {expected}"));
+    }
     if hex::encode(hasher.finalize()) != sha {
         return Err("its bytes do not hash to its name".into());
     }

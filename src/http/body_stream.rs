@@ -21,6 +21,10 @@ use super::parse::{BodyFraming, ChunkedDecoder, HeadLimits, Reject};
 /// Bytes asked of the socket at a time.
 const READ_SIZE: usize = 64 * 1024;
 
+/// The slowest a body may arrive on average once the first idle timeout has passed: a client
+/// trickling a byte now and then would otherwise hold a worker for as long as it likes.
+pub const MIN_RATE: u64 = 4096;
+
 pub struct BodyStream {
     inner: Mutex<Inner>,
 }
@@ -36,6 +40,7 @@ struct Inner {
     /// The longest wait for the next bytes: a client that stops sending is dropped.
     idle: Duration,
     continue_due: bool,
+    started: std::time::Instant,
     received: u64,
     done: bool,
     /// Once a read has failed, every later read fails the same way.
@@ -112,6 +117,7 @@ impl BodyStream {
                 limits,
                 idle,
                 continue_due: expect_continue,
+                started: std::time::Instant::now(),
                 received: 0,
                 done,
                 failed: None,
@@ -226,6 +232,9 @@ impl Inner {
             // Tiny, and the first bytes we send on this request: it fits the send buffer.
             let _ = (&self.stream).write(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
+        if too_slow(self.started.elapsed(), self.idle, self.received) {
+            return Err(failure(Reject::Timeout));
+        }
         match direct {
             Some(out) => self.read_socket(out),
             None => {
@@ -261,6 +270,14 @@ impl Inner {
     }
 }
 
+/// Whether `done` bytes in `elapsed` fall short of [`MIN_RATE`] once `grace` has passed.
+pub(super) fn too_slow(elapsed: Duration, grace: Duration, done: u64) -> bool {
+    let Some(over) = elapsed.checked_sub(grace) else {
+        return false;
+    };
+    done < (over.as_millis() as u64).saturating_mul(MIN_RATE) / 1000
+}
+
 /// Copies decoded bytes out, from `at` on.
 fn take(decoded: &[u8], at: &mut usize, out: &mut [u8], received: &mut u64) -> usize {
     let n = out.len().min(decoded.len() - *at);
@@ -288,5 +305,20 @@ fn wait_readable(stream: &TcpStream, timeout: Duration) -> io::Result<bool> {
         if err.kind() != io::ErrorKind::Interrupted {
             return Err(err);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_minimum_rate_counts_only_after_the_grace() {
+        let s = Duration::from_secs;
+        assert!(!too_slow(s(29), s(30), 0));
+        assert!(!too_slow(s(30), s(30), 0));
+        assert!(too_slow(s(31), s(30), MIN_RATE - 1));
+        assert!(!too_slow(s(31), s(30), MIN_RATE));
+        assert!(too_slow(s(130), s(30), 100 * MIN_RATE - 1));
     }
 }

@@ -516,7 +516,11 @@ impl Reactor {
                 let Some(Slot::Waiting(conn)) = self.slots[token].replace(Slot::Busy) else {
                     unreachable!("the slot was waiting")
                 };
+                let streamed = conn.pending.as_ref().is_some_and(|p| p.streamed.is_some());
                 if self.jobs.send(conn).is_err() {
+                    if streamed {
+                        self.shared.streaming.fetch_sub(1, Ordering::SeqCst);
+                    }
                     self.close(token);
                 }
             }
@@ -1160,7 +1164,8 @@ fn write_all_until(
 }
 
 /// Sends `len` bytes of `file` from `offset` (positioned reads: the file's own offset is not
-/// used), each wait for the client bounded by `timeout`. Returns how many went out; fewer than
+/// used), each wait for the client bounded by `timeout`, and the whole by the minimum rate of
+/// a streamed body once `timeout` has passed. Returns how many went out; fewer than
 /// `len` when the file turned out shorter.
 fn send_file(
     stream: &TcpStream,
@@ -1172,7 +1177,13 @@ fn send_file(
     use std::os::unix::fs::FileExt;
     let mut buf = vec![0u8; 64 * 1024];
     let mut done = 0u64;
+    let started = Instant::now();
     while done < len {
+        // A reader taking a few bytes now and then would hold the worker for as long as it
+        // likes: past one timeout, it must keep up an average of `MIN_RATE`.
+        if super::body_stream::too_slow(started.elapsed(), timeout, done) {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
         let want = (len - done).min(buf.len() as u64) as usize;
         let n = match file.read_at(&mut buf[..want], offset + done) {
             Ok(0) => break,

@@ -392,6 +392,8 @@ fn take(
 ) -> Result<BackupManifest, BackupError> {
     let (tenant_id, slug) = who;
     fs::create_dir_all(dir).map_err(io_err(dir))?;
+    // Retention must not judge the shared files while this backup links its own in.
+    let _files_lock = lock_files(dir)?;
     remove_stale_tmp(dir);
     let name = new_name(prefix, now);
     let final_path = dir.join(&name);
@@ -585,6 +587,7 @@ pub fn prune(
     let Some(dir) = backups_dir(data_dir, key) else {
         return Ok(Vec::new());
     };
+    let _files_lock = lock_files(&dir)?;
     let gone = prunable(&list(data_dir, key), policy, now);
     for name in &gone {
         // The manifest first: a file without one is not listed, so never half-listed.
@@ -600,6 +603,26 @@ pub fn prune(
         drop_unnamed_files(&dir)?;
     }
     Ok(gone)
+}
+
+/// Held while a backup brings files into a backups directory's shared `files/` and while
+/// retention removes from it: otherwise retention could remove a content a backup being taken
+/// (not yet listed) has just linked. An `flock` on a file of our own (`.lock`), dropped by the
+/// kernel when the process ends.
+fn lock_files(dir: &Path) -> Result<fs::File, BackupError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(".lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    // SAFETY: flock on a descriptor we own, for as long as the returned file lives.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(io_err(&path)(io::Error::last_os_error()));
+    }
+    Ok(file)
 }
 
 /// The contents the `files` table of a database names (none before the table existed).
@@ -959,12 +982,14 @@ pub fn restore_in_place(
     drop(set);
     // The files the restored database names that the tenant lost since, from beside the backup.
     let beside = file.parent().unwrap_or(Path::new(".")).join("files");
-    let (_, missing) = bring_files(&conn, &beside, &super::tenant_dir(&live).join("files"))?;
-    if missing > 0 {
-        log::warn!(
+    // The database is restored by now: a failure here is told, not the restore's failure.
+    match bring_files(&conn, &beside, &super::tenant_dir(&live).join("files")) {
+        Ok((_, 0)) => {}
+        Ok((_, missing)) => log::warn!(
             "restore of {}: {missing} of its files are in neither the tenant nor the backup",
             record.slug
-        );
+        ),
+        Err(e) => log::error!("restore of {}: bringing back its files: {e}", record.slug),
     }
     drop(conn);
     Ok(Restored {

@@ -280,6 +280,7 @@ pub fn write_archive<W: Write>(
     zip.start_file("README.md", options)?;
     zip.write_all(ARCHIVE_README.as_bytes())?;
 
+    let mut hashes: Vec<String> = Vec::new();
     {
         // A deferred transaction rolled back on drop: it takes its snapshot at the first read
         // below and keeps it to the last table, whatever writers do meanwhile.
@@ -318,10 +319,16 @@ pub fn write_archive<W: Write>(
             manifest.tables.insert(table, rows);
         }
         if has_files {
-            write_files(&tx, tenant, &mut zip, options, &mut manifest)?;
+            let mut stmt = tx.prepare("SELECT DISTINCT sha256 FROM files ORDER BY sha256")?;
+            hashes = stmt
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
         }
     }
     drop(conn);
+    // After the read transaction: copying files can take long, and the tenant's log could not
+    // be checkpointed meanwhile. Contents never change, so the names read above still hold.
+    write_files(&hashes, tenant, &mut zip, options, &mut manifest)?;
 
     write_catalog(catalog, tenant, &mut zip, options, &mut manifest)?;
 
@@ -334,11 +341,11 @@ pub fn write_archive<W: Write>(
 }
 
 /// The bytes of every file the `files` table names, once per content, as `files/<sha256>`
-/// (stored, not compressed again: most are compressed formats already). Read in the export's
-/// transaction; a file deleted since its row was read is no longer there and is left out, as
-/// the manifest's `files_missing` says.
+/// (stored, not compressed again: most are compressed formats already). A file deleted since
+/// its row was read is no longer there and is left out, as the manifest's `files_missing`
+/// says.
 fn write_files<W: Write>(
-    tx: &Connection,
+    hashes: &[String],
     tenant: &Tenant,
     zip: &mut ZipWriter<StreamWriter<Fuse<W>>>,
     options: SimpleFileOptions,
@@ -346,14 +353,10 @@ fn write_files<W: Write>(
 ) -> Result<(), ExportError> {
     let dir = tenant.files_dir();
     let stored = options.compression_method(CompressionMethod::Stored);
-    let mut stmt = tx.prepare("SELECT DISTINCT sha256 FROM files ORDER BY sha256")?;
-    let hashes = stmt
-        .query_map([], |r| r.get::<_, String>(0))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
     for sha in hashes {
         let valid = sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit());
         let opened = valid
-            .then(|| fs::File::open(dir.join(&sha[..2]).join(&sha)))
+            .then(|| fs::File::open(dir.join(&sha[..2]).join(sha)))
             .and_then(Result::ok);
         let Some(mut file) = opened else {
             manifest.files_missing += 1;

@@ -8,6 +8,7 @@
 //! (and so a `Transaction`) is an `Sql` too, so the two mix inside one write.
 
 use std::fmt;
+use std::ops::ControlFlow;
 
 use rusqlite::types::ValueRef as SqliteRef;
 
@@ -245,17 +246,22 @@ impl<T: FromValue> FromValue for Option<T> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Changes {
     pub rows: u64,
+    /// The rowid of the last row inserted on this connection: this statement's only when it
+    /// was an `INSERT` (prefer `INSERT ... RETURNING`).
     pub last_insert_rowid: i64,
 }
 
+/// What `query_each`'s callback says after a row: go on, or stop reading.
+pub type Flow = ControlFlow<()>;
+
 /// A read or a write transaction on one database.
 pub trait Sql {
-    /// Runs a statement and hands each row to `each` in turn.
+    /// Runs a statement and hands each row to `each` in turn, until it says to stop.
     fn query_each(
         &self,
         sql: &str,
         args: &[Value],
-        each: &mut dyn FnMut(&dyn RowRef) -> Result<(), StoreError>,
+        each: &mut dyn FnMut(&dyn RowRef) -> Result<Flow, StoreError>,
     ) -> Result<(), StoreError>;
 
     /// Runs a statement that returns no rows.
@@ -263,7 +269,7 @@ pub trait Sql {
 }
 
 impl dyn Sql + '_ {
-    /// The first row, read by `f`; `None` without one.
+    /// The first row, read by `f`; `None` without one. The rest are not read.
     pub fn query_row<T>(
         &self,
         sql: &str,
@@ -272,10 +278,8 @@ impl dyn Sql + '_ {
     ) -> Result<Option<T>, StoreError> {
         let mut first = None;
         self.query_each(sql, args, &mut |row| {
-            if first.is_none() {
-                first = Some(f(row)?);
-            }
-            Ok(())
+            first = Some(f(row)?);
+            Ok(Flow::Break(()))
         })?;
         Ok(first)
     }
@@ -305,7 +309,7 @@ impl dyn Sql + '_ {
         let mut out = Vec::new();
         self.query_each(sql, args, &mut |row| {
             out.push(f(row)?);
-            Ok(())
+            Ok(Flow::Continue(()))
         })?;
         Ok(out)
     }
@@ -359,12 +363,14 @@ impl Sql for rusqlite::Connection {
         &self,
         sql: &str,
         args: &[Value],
-        each: &mut dyn FnMut(&dyn RowRef) -> Result<(), StoreError>,
+        each: &mut dyn FnMut(&dyn RowRef) -> Result<Flow, StoreError>,
     ) -> Result<(), StoreError> {
         let mut stmt = self.prepare_cached(sql)?;
         let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
         while let Some(row) = rows.next()? {
-            each(&LocalRow(row))?;
+            if each(&LocalRow(row))?.is_break() {
+                break;
+            }
         }
         Ok(())
     }
@@ -387,7 +393,7 @@ macro_rules! local_sql {
                 &self,
                 sql: &str,
                 args: &[Value],
-                each: &mut dyn FnMut(&dyn RowRef) -> Result<(), StoreError>,
+                each: &mut dyn FnMut(&dyn RowRef) -> Result<Flow, StoreError>,
             ) -> Result<(), StoreError> {
                 let conn: &rusqlite::Connection = self;
                 conn.query_each(sql, args, each)

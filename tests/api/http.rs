@@ -620,6 +620,33 @@ fn a_streamed_body_is_asked_for_only_when_its_handler_reads() {
 }
 
 #[test]
+fn a_streamed_body_trickling_in_is_cut_off() {
+    let (server, _gate) = start_with(http::Config {
+        body_timeout: Duration::from_millis(300),
+        ..small_config()
+    });
+    let mut c = server.connect();
+    c.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nabc");
+    // A byte now and then, each within the idle timeout, far below the minimum rate.
+    let mut refused = None;
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(100));
+        if !c.try_send(b"x") {
+            break;
+        }
+        if let Some(reply) = c.try_reply() {
+            refused = Some(reply);
+            break;
+        }
+    }
+    let reply = refused.unwrap_or_else(|| c.reply());
+    assert_eq!(
+        (reply.status, reply.error_code().as_str()),
+        (408, "request_timeout")
+    );
+}
+
+#[test]
 fn streamed_bodies_in_progress_are_capped() {
     let (server, _gate) = start_with(http::Config {
         max_streaming: Some(1),
