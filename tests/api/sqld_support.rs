@@ -34,7 +34,9 @@ pub fn sqld_bin_or_skip() -> Option<PathBuf> {
                 "SQLD_BIN names {}, which is not a file",
                 bin.display()
             );
-            Some(bin)
+            // Absolute: sqld runs in its temporary directory, where a relative path (the
+            // README's `../shared/bin/sqld`) would name nothing.
+            Some(bin.canonicalize().expect("resolve SQLD_BIN"))
         }
         None => {
             assert!(
