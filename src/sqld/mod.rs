@@ -30,6 +30,9 @@ pub struct Config {
     pub admin_url: String,
     /// Sent as `Authorization: Bearer <token>` on Hrana requests (sqld's JWT auth).
     pub auth_token: Option<String>,
+    /// Sent as `Authorization: Basic <key>` on admin requests: sqld's `--admin-auth-key`,
+    /// which it compares with the header's credentials as they are (not base64 of a pair).
+    pub admin_auth_key: Option<String>,
     /// How long connecting may take.
     pub connect_timeout: Duration,
     /// How long one request may take, from sending it to its last byte. A `BEGIN IMMEDIATE`
@@ -45,6 +48,7 @@ impl Config {
             url: url.to_string(),
             admin_url: admin_url.to_string(),
             auth_token: None,
+            admin_auth_key: None,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             idle_connections: 32,
@@ -97,8 +101,10 @@ struct Inner {
     agent: ureq::Agent,
     url: String,
     admin_url: String,
-    /// The whole `Authorization` value, when there is a token.
+    /// The whole `Authorization` value of Hrana requests, when there is a token.
     authorization: Option<String>,
+    /// The whole `Authorization` value of admin requests, when there is a key.
+    admin_authorization: Option<String>,
 }
 
 impl Client {
@@ -124,6 +130,7 @@ impl Client {
                 url,
                 admin_url,
                 authorization: config.auth_token.map(|t| format!("Bearer {t}")),
+                admin_authorization: config.admin_auth_key.map(|k| format!("Basic {k}")),
             }),
         })
     }

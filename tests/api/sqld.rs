@@ -10,7 +10,7 @@ use std::time::Duration;
 use tenantd::db::{central_migrations, tenant_migrations, Migration};
 use tenantd::sqld::{Client, SqldError, Statement, Transaction, Value};
 
-use crate::sqld_support::spawn_sqld;
+use crate::sqld_support::{spawn_sqld, spawn_sqld_with};
 
 fn count(client: &Client, ns: &str, table: &str) -> i64 {
     client
@@ -503,4 +503,29 @@ fn sqld_runs_the_embedded_migrations() {
         .execute("tenant", "PRAGMA foreign_keys", &[])
         .unwrap();
     assert_eq!(keys.first_value(), Some(&Value::Integer(1)));
+}
+
+#[test]
+fn sqld_admin_key_is_sent_to_the_admin_api() {
+    let Some(sqld) = spawn_sqld_with(&["--admin-auth-key", "admin-key-1"]) else {
+        return;
+    };
+    let err = sqld.client().create_namespace("keyed").unwrap_err();
+    assert!(matches!(err, SqldError::Http { status: 401, .. }), "{err}");
+    let mut config = sqld.config();
+    config.admin_auth_key = Some("wrong-key".into());
+    let err = Client::new(config)
+        .unwrap()
+        .create_namespace("keyed")
+        .unwrap_err();
+    assert!(matches!(err, SqldError::Http { status: 401, .. }), "{err}");
+
+    let mut config = sqld.config();
+    config.admin_auth_key = Some("admin-key-1".into());
+    let client = Client::new(config).unwrap();
+    client.create_namespace("keyed").unwrap();
+    assert!(client.namespace_exists("keyed").unwrap());
+    // The admin key is not the Hrana API's concern: statements need no credentials here.
+    client.execute("keyed", "SELECT 1", &[]).unwrap();
+    client.delete_namespace("keyed").unwrap();
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tenantd::sqld::{Client, Config};
+use tenantd::sqld::{Client, Config, SqldError};
 
 /// How long a started sqld gets to answer `/health` (it opens its metadata store first).
 const STARTUP: Duration = Duration::from_secs(30);
@@ -18,6 +18,8 @@ const STARTUP: Duration = Duration::from_secs(30);
 pub struct Sqld {
     child: Child,
     bin: PathBuf,
+    /// Options beyond the harness's own, kept for a restart.
+    extra: Vec<String>,
     pub http_port: u16,
     pub admin_port: u16,
     /// Holds the database directory and the server's log.
@@ -52,18 +54,25 @@ pub fn sqld_bin_or_skip() -> Option<PathBuf> {
 
 /// A running sqld, or `None` when the test is skipped (see `sqld_bin_or_skip`).
 pub fn spawn_sqld() -> Option<Sqld> {
+    spawn_sqld_with(&[])
+}
+
+/// `spawn_sqld`, with more of sqld's options (`--admin-auth-key K`...).
+pub fn spawn_sqld_with(extra: &[&str]) -> Option<Sqld> {
     let bin = sqld_bin_or_skip()?;
+    let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
     let dir = tempfile::tempdir().expect("temp dir for sqld");
     // A free port found by binding port 0 can be taken by someone else before sqld binds it:
     // then sqld exits, and another pair is tried.
     let mut last_log = String::new();
     for _ in 0..3 {
         let (http_port, admin_port) = (free_port(), free_port());
-        match start(&bin, dir.path(), http_port, admin_port) {
+        match start(&bin, dir.path(), http_port, admin_port, &extra) {
             Ok(child) => {
                 return Some(Sqld {
                     child,
                     bin,
+                    extra,
                     http_port,
                     admin_port,
                     dir,
@@ -96,8 +105,14 @@ impl Sqld {
     /// memory (open streams, their batons) is gone, what it committed is not.
     pub fn restart(&mut self) {
         stop(&mut self.child);
-        self.child = start(&self.bin, self.dir.path(), self.http_port, self.admin_port)
-            .unwrap_or_else(|log| panic!("sqld did not restart:\n{log}"));
+        self.child = start(
+            &self.bin,
+            self.dir.path(),
+            self.http_port,
+            self.admin_port,
+            &self.extra,
+        )
+        .unwrap_or_else(|log| panic!("sqld did not restart:\n{log}"));
     }
 }
 
@@ -120,7 +135,13 @@ fn free_port() -> u16 {
 }
 
 /// Starts sqld and waits for both its listeners; its log if it exits or never answers.
-fn start(bin: &Path, dir: &Path, http_port: u16, admin_port: u16) -> Result<Child, String> {
+fn start(
+    bin: &Path,
+    dir: &Path,
+    http_port: u16,
+    admin_port: u16,
+    extra: &[String],
+) -> Result<Child, String> {
     let log_path = dir.join(format!("sqld-{http_port}.log"));
     let log = std::fs::File::create(&log_path).expect("sqld log file");
     let mut child = Command::new(bin)
@@ -133,6 +154,7 @@ fn start(bin: &Path, dir: &Path, http_port: u16, admin_port: u16) -> Result<Chil
         .arg("--admin-listen-addr")
         .arg(format!("127.0.0.1:{admin_port}"))
         .arg("--no-welcome")
+        .args(extra)
         .current_dir(dir)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
@@ -151,8 +173,13 @@ fn start(bin: &Path, dir: &Path, http_port: u16, admin_port: u16) -> Result<Chil
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!("sqld exited ({status}):\n{}", read_log()));
         }
-        // Both listeners: /health on the Hrana one, a namespace lookup on the admin one.
-        if client.health().is_ok() && client.namespace_exists("startup-probe").is_ok() {
+        // Both listeners: /health on the Hrana one, any answer (401 with an admin key) to a
+        // namespace lookup on the admin one.
+        let admin_answers = !matches!(
+            client.namespace_exists("startup-probe"),
+            Err(SqldError::Transport(_))
+        );
+        if client.health().is_ok() && admin_answers {
             return Ok(child);
         }
         if Instant::now() > deadline {
