@@ -197,6 +197,12 @@ impl Client {
 
     /// POSTs one pipeline to `base` (the server's URL, or the one a stream was told to use),
     /// and turns failures into the error a caller can act on.
+    ///
+    /// sqld 0.24 answers "doesn't exist" to some requests for an existing namespace that it
+    /// is evicting from the namespaces it keeps open (`--max-active-namespaces`) as the request
+    /// loads it again: the request's statements never ran, and asking again finds it. So a
+    /// request that opens a stream asks up to `EVICTION_RETRIES` more times before reporting
+    /// `NamespaceMissing`; a stream's later requests are never sent twice.
     fn pipeline(
         &self,
         base: &str,
@@ -206,6 +212,27 @@ impl Client {
     ) -> Result<hrana::Reply, SqldError> {
         let count = requests.len();
         let body = serde_json::json!({ "baton": baton, "requests": requests }).to_string();
+        let mut retries = 0;
+        loop {
+            match self.post_pipeline(base, ns, baton, &body, count) {
+                Err(SqldError::NamespaceMissing(_))
+                    if baton.is_none() && retries < EVICTION_RETRIES =>
+                {
+                    retries += 1;
+                }
+                answer => return answer,
+            }
+        }
+    }
+
+    fn post_pipeline(
+        &self,
+        base: &str,
+        ns: &str,
+        baton: Option<&str>,
+        body: &str,
+        count: usize,
+    ) -> Result<hrana::Reply, SqldError> {
         let url = format!("{base}/v3/pipeline");
         let mut request = self
             .inner
@@ -216,7 +243,7 @@ impl Client {
         if let Some(auth) = &self.inner.authorization {
             request = request.header("authorization", auth);
         }
-        let mut response = request.send(body.as_str())?;
+        let mut response = request.send(body)?;
         let status = response.status().as_u16();
         let text = read_body(&mut response)?;
         if status == 200 {
@@ -236,6 +263,10 @@ impl Client {
         Err(SqldError::http(status, &text))
     }
 }
+
+/// How many more times a stream's first request is sent when sqld says its namespace does
+/// not exist (see `Client::pipeline`).
+const EVICTION_RETRIES: usize = 2;
 
 /// sqld's answers are small JSON; this bounds one far above its own 32 MB response cap.
 const BODY_LIMIT: u64 = 64 * 1024 * 1024;
