@@ -22,7 +22,7 @@ pub use transaction::Transaction;
 pub use value::Value;
 
 /// Where the server is and how to talk to it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Config {
     /// The Hrana endpoint's base, like `http://127.0.0.1:8080` (`--http-listen-addr`).
     pub url: String,
@@ -53,6 +53,22 @@ impl Config {
             request_timeout: Duration::from_secs(30),
             idle_connections: 32,
         }
+    }
+}
+
+/// The credentials stay out of logs.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |secret: &Option<String>| secret.as_ref().map(|_| "<hidden>");
+        f.debug_struct("Config")
+            .field("url", &self.url)
+            .field("admin_url", &self.admin_url)
+            .field("auth_token", &hidden(&self.auth_token))
+            .field("admin_auth_key", &hidden(&self.admin_auth_key))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("idle_connections", &self.idle_connections)
+            .finish()
     }
 }
 
@@ -312,6 +328,16 @@ fn check_namespace(ns: &str) -> Result<(), SqldError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_stay_out_of_debug_output() {
+        let mut config = Config::new("http://a", "http://b");
+        config.auth_token = Some("token-secret".into());
+        config.admin_auth_key = Some("key-secret".into());
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("<hidden>"), "{shown}");
+    }
 
     #[test]
     fn only_plain_namespace_names_are_sent() {
