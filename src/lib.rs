@@ -14,6 +14,7 @@ pub mod http;
 pub mod metrics;
 pub mod realtime;
 pub(crate) mod serve;
+pub mod sqld;
 pub mod tenancy;
 #[cfg(test)]
 pub(crate) mod test_kit;

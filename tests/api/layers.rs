@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// its own line's neighbours nor anything below. ARCHITECTURE.md draws the same picture.
 const LAYERS: &[&[&str]] = &[
     &["metrics"],
-    &["db", "http"],
+    &["db", "http", "sqld"],
     &["catalog", "assets"],
     &["auth", "tenancy", "realtime", "data_dir"],
     &["workspace"],

@@ -41,6 +41,8 @@ mod realtime_rejoin;
 mod roles;
 mod sessions;
 mod settings;
+mod sqld;
+mod sqld_support;
 mod support;
 mod tenancy;
 mod tenant_name;

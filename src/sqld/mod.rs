@@ -1,0 +1,370 @@
+//! The synchronous client of libSQL server (`sqld`): statements, batches and interactive
+//! `BEGIN IMMEDIATE` transactions over Hrana 3 on HTTP (`/v3/pipeline`, JSON), and the admin
+//! API that creates and deletes namespaces. Every call names its namespace (one SQLite database
+//! on the server), sent as `x-namespace`; nothing here knows what a tenant is.
+//!
+//! One `Client` is shared by every thread: it is a handle on one `ureq` agent, which keeps
+//! idle keep-alive connections to the server for the next request. A call without a
+//! transaction opens a stream on the server and closes it in the same request (one round
+//! trip); a `Transaction` holds its stream's baton between requests (see transaction.rs).
+
+mod admin;
+mod error;
+mod hrana;
+mod transaction;
+mod value;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::SqldError;
+pub use transaction::Transaction;
+pub use value::Value;
+
+/// Where the server is and how to talk to it.
+#[derive(Clone)]
+pub struct Config {
+    /// The Hrana endpoint's base, like `http://127.0.0.1:8080` (`--http-listen-addr`).
+    pub url: String,
+    /// The admin API's base, like `http://127.0.0.1:9090` (`--admin-listen-addr`).
+    pub admin_url: String,
+    /// Sent as `Authorization: Bearer <token>` on Hrana requests (sqld's JWT auth).
+    pub auth_token: Option<String>,
+    /// Sent as `Authorization: Basic <key>` on admin requests: sqld's `--admin-auth-key`,
+    /// which it compares with the header's credentials as they are (not base64 of a pair).
+    pub admin_auth_key: Option<String>,
+    /// How long connecting may take.
+    pub connect_timeout: Duration,
+    /// How long one request may take, from sending it to its last byte. A `BEGIN IMMEDIATE`
+    /// waiting for another writer's lock waits inside its request, so this bounds that wait.
+    pub request_timeout: Duration,
+    /// Idle keep-alive connections kept to the server, for the threads that share the client.
+    pub idle_connections: usize,
+}
+
+impl Config {
+    pub fn new(url: &str, admin_url: &str) -> Config {
+        Config {
+            url: url.to_string(),
+            admin_url: admin_url.to_string(),
+            auth_token: None,
+            admin_auth_key: None,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            idle_connections: 32,
+        }
+    }
+}
+
+/// The credentials stay out of logs.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |secret: &Option<String>| secret.as_ref().map(|_| "<hidden>");
+        f.debug_struct("Config")
+            .field("url", &self.url)
+            .field("admin_url", &self.admin_url)
+            .field("auth_token", &hidden(&self.auth_token))
+            .field("admin_auth_key", &hidden(&self.admin_auth_key))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("idle_connections", &self.idle_connections)
+            .finish()
+    }
+}
+
+/// A statement and its positional arguments (`?`, `?NNN`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Statement {
+    pub sql: String,
+    pub args: Vec<Value>,
+}
+
+impl Statement {
+    pub fn new(sql: &str, args: &[Value]) -> Statement {
+        Statement {
+            sql: sql.to_string(),
+            args: args.to_vec(),
+        }
+    }
+}
+
+/// What a statement returned.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rows {
+    /// The result's column names (empty for a statement that returns no rows).
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Value>>,
+    /// Rows changed by an INSERT, UPDATE or DELETE (meaningless for other statements).
+    pub affected_row_count: u64,
+    /// The rowid of the last insert on this stream, when the statement was an insert.
+    pub last_insert_rowid: Option<i64>,
+}
+
+impl Rows {
+    /// The first column of the first row, as most point reads want it.
+    pub fn first_value(&self) -> Option<&Value> {
+        self.rows.first().and_then(|row| row.first())
+    }
+}
+
+/// A handle on one sqld server; clones share the agent and its connections.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    agent: ureq::Agent,
+    url: String,
+    admin_url: String,
+    /// The whole `Authorization` value of Hrana requests, when there is a token.
+    authorization: Option<String>,
+    /// The whole `Authorization` value of admin requests, when there is a key.
+    admin_authorization: Option<String>,
+}
+
+impl Client {
+    /// A client for the server `config` names; nothing is sent until the first call.
+    pub fn new(config: Config) -> Result<Client, SqldError> {
+        let url = base_url(&config.url)?;
+        let admin_url = base_url(&config.admin_url)?;
+        let agent_config = ureq::Agent::config_builder()
+            .timeout_connect(Some(config.connect_timeout))
+            .timeout_global(Some(config.request_timeout))
+            // Statuses are answers this client reads (the namespace is missing, the baton
+            // expired), not transport failures.
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .proxy(None)
+            .max_idle_connections(config.idle_connections)
+            .max_idle_connections_per_host(config.idle_connections)
+            .user_agent(concat!("tenantd/", env!("CARGO_PKG_VERSION")))
+            .build();
+        Ok(Client {
+            inner: Arc::new(Inner {
+                agent: ureq::Agent::new_with_config(agent_config),
+                url,
+                admin_url,
+                authorization: config.auth_token.map(|t| format!("Bearer {t}")),
+                admin_authorization: config.admin_auth_key.map(|k| format!("Basic {k}")),
+            }),
+        })
+    }
+
+    /// One statement in `ns`, in a stream of its own (autocommit): one round trip.
+    pub fn execute(&self, ns: &str, sql: &str, args: &[Value]) -> Result<Rows, SqldError> {
+        check_namespace(ns)?;
+        let requests = vec![hrana::execute(sql, args)?, hrana::close()];
+        let reply = self.pipeline(&self.inner.url, ns, None, requests)?;
+        let mut results = reply.results.into_iter();
+        hrana::rows(hrana::next(&mut results)?, "execute")
+    }
+
+    /// `statements` in one round trip and one `BEGIN IMMEDIATE` transaction: all of them
+    /// apply, or (at the first error, which is returned) none.
+    pub fn batch(&self, ns: &str, statements: &[Statement]) -> Result<Vec<Rows>, SqldError> {
+        check_namespace(ns)?;
+        let requests = vec![hrana::atomic_batch(statements)?, hrana::close()];
+        let reply = self.pipeline(&self.inner.url, ns, None, requests)?;
+        let mut results = reply.results.into_iter();
+        hrana::atomic_batch_rows(hrana::next(&mut results)?, statements.len())
+    }
+
+    /// Several statements separated by semicolons (a migration file), in autocommit mode:
+    /// they stop at the first error, and the ones before it stay applied. Inside a
+    /// transaction, use `Transaction::execute_script`.
+    pub fn execute_script(&self, ns: &str, sql: &str) -> Result<(), SqldError> {
+        check_namespace(ns)?;
+        let requests = vec![hrana::sequence(sql), hrana::close()];
+        let reply = self.pipeline(&self.inner.url, ns, None, requests)?;
+        let mut results = reply.results.into_iter();
+        hrana::expect(hrana::next(&mut results)?, "sequence").map(drop)
+    }
+
+    /// Opens a stream on `ns` and starts a `BEGIN IMMEDIATE` transaction on it: when this
+    /// returns, the namespace's write lock is held (sqld makes a second writer wait for it).
+    pub fn begin_immediate(&self, ns: &str) -> Result<Transaction, SqldError> {
+        self.begin_immediate_after(ns, &[])
+    }
+
+    /// `begin_immediate`, with `setup` run on the stream first in the same round trip: the
+    /// connection settings that do nothing inside a transaction, such as the
+    /// `PRAGMA foreign_keys = OFF` a table-rebuilding migration needs.
+    pub fn begin_immediate_after(
+        &self,
+        ns: &str,
+        setup: &[&str],
+    ) -> Result<Transaction, SqldError> {
+        check_namespace(ns)?;
+        Transaction::begin(self.clone(), ns, setup)
+    }
+
+    /// Whether the server answers `/health`.
+    pub fn health(&self) -> Result<(), SqldError> {
+        let url = format!("{}/health", self.inner.url);
+        let mut response = self.inner.agent.get(&url).call()?;
+        let status = response.status().as_u16();
+        if status == 200 {
+            return Ok(());
+        }
+        let body = read_body(&mut response)?;
+        Err(SqldError::http(status, &body))
+    }
+
+    /// POSTs one pipeline to `base` (the server's URL, or the one a stream was told to use),
+    /// and turns failures into the error a caller can act on.
+    ///
+    /// sqld 0.24 answers "doesn't exist" to some requests for an existing namespace that it
+    /// is evicting from the namespaces it keeps open (`--max-active-namespaces`) as the request
+    /// loads it again: the request's statements never ran, and asking again finds it. So a
+    /// request that opens a stream asks up to `EVICTION_RETRIES` more times before reporting
+    /// `NamespaceMissing`; a stream's later requests are never sent twice.
+    fn pipeline(
+        &self,
+        base: &str,
+        ns: &str,
+        baton: Option<&str>,
+        requests: Vec<serde_json::Value>,
+    ) -> Result<hrana::Reply, SqldError> {
+        let count = requests.len();
+        let body = serde_json::json!({ "baton": baton, "requests": requests }).to_string();
+        let mut retries = 0;
+        loop {
+            match self.post_pipeline(base, ns, baton, &body, count) {
+                Err(SqldError::NamespaceMissing(_))
+                    if baton.is_none() && retries < EVICTION_RETRIES =>
+                {
+                    retries += 1;
+                }
+                answer => return answer,
+            }
+        }
+    }
+
+    fn post_pipeline(
+        &self,
+        base: &str,
+        ns: &str,
+        baton: Option<&str>,
+        body: &str,
+        count: usize,
+    ) -> Result<hrana::Reply, SqldError> {
+        let url = format!("{base}/v3/pipeline");
+        let mut request = self
+            .inner
+            .agent
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("x-namespace", ns);
+        if let Some(auth) = &self.inner.authorization {
+            request = request.header("authorization", auth);
+        }
+        let mut response = request.send(body)?;
+        let status = response.status().as_u16();
+        let text = read_body(&mut response)?;
+        if status == 200 {
+            return hrana::Reply::parse(&text, count);
+        }
+        if status == 404 && text.contains("doesn't exist") {
+            return Err(SqldError::NamespaceMissing(ns.to_string()));
+        }
+        // A stream's requests fail with 400 once the server has dropped it (expired, or the
+        // baton refused): say so, the caller's transaction is gone.
+        if baton.is_some() && status == 400 {
+            return Err(SqldError::StreamEnded {
+                status: Some(status),
+                message: hrana::error_message(&text),
+            });
+        }
+        Err(SqldError::http(status, &text))
+    }
+}
+
+/// How many more times a stream's first request is sent when sqld says its namespace does
+/// not exist (see `Client::pipeline`).
+const EVICTION_RETRIES: usize = 2;
+
+/// sqld's answers are small JSON; this bounds one far above its own 32 MB response cap.
+const BODY_LIMIT: u64 = 64 * 1024 * 1024;
+
+fn read_body(response: &mut ureq::http::Response<ureq::Body>) -> Result<String, SqldError> {
+    Ok(response
+        .body_mut()
+        .with_config()
+        .limit(BODY_LIMIT)
+        .read_to_string()?)
+}
+
+/// An absolute http(s) URL without its trailing slashes, to append paths to.
+fn base_url(url: &str) -> Result<String, SqldError> {
+    let trimmed = url.trim_end_matches('/');
+    let scheme_ok = trimmed.starts_with("http://") || trimmed.starts_with("https://");
+    let host_ok = trimmed
+        .split_once("://")
+        .is_some_and(|(_, rest)| !rest.is_empty() && !rest.contains(['?', '#', ' ']));
+    if !scheme_ok || !host_ok {
+        return Err(SqldError::BadArgument(format!(
+            "not an http(s) base URL: {url:?}"
+        )));
+    }
+    Ok(trimmed.to_string())
+}
+
+/// The names this client sends: they go into an admin URL path and a header, so only
+/// characters that need no escaping in either (a tenant's UUID, `central`).
+fn check_namespace(ns: &str) -> Result<(), SqldError> {
+    let ok = !ns.is_empty()
+        && ns.len() <= 64
+        && ns
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(SqldError::BadNamespace(ns.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_stay_out_of_debug_output() {
+        let mut config = Config::new("http://a", "http://b");
+        config.auth_token = Some("token-secret".into());
+        config.admin_auth_key = Some("key-secret".into());
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("<hidden>"), "{shown}");
+    }
+
+    #[test]
+    fn only_plain_namespace_names_are_sent() {
+        for good in ["central", "3f2a-9c", "a_b", "A1"] {
+            assert!(check_namespace(good).is_ok(), "{good}");
+        }
+        let long = "a".repeat(65);
+        for bad in ["", "a/b", "../x", "a b", "é", "a.b", "a\nb", long.as_str()] {
+            assert!(
+                matches!(check_namespace(bad), Err(SqldError::BadNamespace(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn base_urls_are_http_and_lose_their_trailing_slash() {
+        assert_eq!(
+            base_url("http://127.0.0.1:8080/").unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            base_url("https://db.example").unwrap(),
+            "https://db.example"
+        );
+        for bad in ["127.0.0.1:8080", "ftp://x", "http://", "http://x?y=1"] {
+            assert!(base_url(bad).is_err(), "{bad}");
+        }
+    }
+}
