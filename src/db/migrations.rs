@@ -117,7 +117,8 @@ pub struct MigrateReport {
     pub applied: Vec<u32>,
 }
 
-const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+/// The table of applied migrations, made first on any database, file or sqld namespace.
+pub const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version    INTEGER PRIMARY KEY,
     name       TEXT NOT NULL,
     checksum   TEXT NOT NULL,

@@ -22,6 +22,7 @@ use scheduled_thread_pool::{OnPoolDropBehavior, ScheduledThreadPool};
 
 pub use migrations::{
     central_migrations, migrate, schema_version, tenant_migrations, MigrateReport, Migration,
+    CREATE_TABLE as SCHEMA_MIGRATIONS_TABLE,
 };
 pub use time::{format_unix_ms, now_rfc3339};
 

@@ -15,6 +15,7 @@ pub mod lifecycle;
 mod reads;
 mod registry;
 pub mod store;
+pub mod store_sqld;
 mod write_turn;
 
 #[cfg(test)]

@@ -43,6 +43,7 @@ mod sessions;
 mod settings;
 mod sqld;
 mod sqld_support;
+mod store_contract;
 mod support;
 mod tenancy;
 mod tenant_name;

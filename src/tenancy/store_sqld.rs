@@ -1,0 +1,253 @@
+//! The store contract (`store`) on a libSQL server namespace: reads as autocommit statements,
+//! writes as an interactive `BEGIN IMMEDIATE` transaction, and the embedded migrations run the
+//! way `db::migrate` runs them on a file (each in its own transaction, checksums checked).
+//!
+//! What sqld does differently, and why the code here looks as it does (docs/scale-out.md):
+//! `db::init`'s pragmas are refused there (sqld sets its own: WAL, foreign keys on), a
+//! migration file goes as one Hrana `sequence`, and sqld rolls back a transaction that holds
+//! the write lock idle while another writer waits: that comes back as `StoreError::Busy`, a
+//! unit of work to run again.
+
+use std::cell::RefCell;
+
+use super::store::{Changes, Flow, RowRef, Sql, StoreError, Value, ValueRef};
+use crate::db::{now_rfc3339, Migration, SCHEMA_MIGRATIONS_TABLE};
+use crate::sqld::{self, Client, SqldError};
+
+fn to_sqld(args: &[Value]) -> Vec<sqld::Value> {
+    args.iter()
+        .map(|v| match v {
+            Value::Null => sqld::Value::Null,
+            Value::Integer(i) => sqld::Value::Integer(*i),
+            Value::Real(f) => sqld::Value::Real(*f),
+            Value::Text(t) => sqld::Value::Text(t.clone()),
+            Value::Blob(b) => sqld::Value::Blob(b.clone()),
+        })
+        .collect()
+}
+
+impl From<SqldError> for StoreError {
+    fn from(e: SqldError) -> Self {
+        match e {
+            SqldError::Sql { message, code } => match code.as_deref() {
+                Some("SQLITE_BUSY" | "SQLITE_LOCKED" | "TRANSACTION_TIMEOUT") => {
+                    StoreError::Busy(message)
+                }
+                _ => StoreError::Sql {
+                    code: None,
+                    message: match code {
+                        Some(code) => format!("{code}: {message}"),
+                        None => message,
+                    },
+                },
+            },
+            SqldError::TransactionEnded(m) => StoreError::Busy(m),
+            SqldError::StreamEnded { message, .. } => StoreError::Busy(message),
+            other => StoreError::Backend(format!("sqld: {other}")),
+        }
+    }
+}
+
+struct SqldRow<'a>(&'a [sqld::Value]);
+
+impl RowRef for SqldRow<'_> {
+    fn column_count(&self) -> usize {
+        self.0.len()
+    }
+
+    fn value(&self, column: usize) -> Result<ValueRef<'_>, StoreError> {
+        let v = self.0.get(column).ok_or_else(|| StoreError::Type {
+            column,
+            expected: "a column",
+            found: "none",
+        })?;
+        Ok(match v {
+            sqld::Value::Null => ValueRef::Null,
+            sqld::Value::Integer(i) => ValueRef::Integer(*i),
+            sqld::Value::Real(f) => ValueRef::Real(*f),
+            sqld::Value::Text(t) => ValueRef::Text(t),
+            sqld::Value::Blob(b) => ValueRef::Blob(b),
+        })
+    }
+}
+
+fn hand_out(
+    rows: &sqld::Rows,
+    each: &mut dyn FnMut(&dyn RowRef) -> Result<Flow, StoreError>,
+) -> Result<(), StoreError> {
+    for row in &rows.rows {
+        if each(&SqldRow(row))?.is_break() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn changes(rows: &sqld::Rows) -> Changes {
+    Changes {
+        rows: rows.affected_row_count,
+        last_insert_rowid: rows.last_insert_rowid.unwrap_or(0),
+    }
+}
+
+/// Reads of one namespace: each statement on its own, autocommit (the namespace is the one
+/// copy, so each sees every write committed before it).
+pub struct SqldRead<'a> {
+    pub client: &'a Client,
+    pub namespace: &'a str,
+}
+
+impl Sql for SqldRead<'_> {
+    fn query_each(
+        &self,
+        sql: &str,
+        args: &[Value],
+        each: &mut dyn FnMut(&dyn RowRef) -> Result<Flow, StoreError>,
+    ) -> Result<(), StoreError> {
+        let rows = self.client.execute(self.namespace, sql, &to_sqld(args))?;
+        hand_out(&rows, each)
+    }
+
+    fn execute(&self, sql: &str, args: &[Value]) -> Result<Changes, StoreError> {
+        let rows = self.client.execute(self.namespace, sql, &to_sqld(args))?;
+        Ok(changes(&rows))
+    }
+}
+
+/// A write on one namespace: an interactive transaction begun with `BEGIN IMMEDIATE`.
+struct SqldWrite {
+    tx: RefCell<sqld::Transaction>,
+}
+
+impl Sql for SqldWrite {
+    fn query_each(
+        &self,
+        sql: &str,
+        args: &[Value],
+        each: &mut dyn FnMut(&dyn RowRef) -> Result<Flow, StoreError>,
+    ) -> Result<(), StoreError> {
+        let rows = self.tx.borrow_mut().execute(sql, &to_sqld(args))?;
+        hand_out(&rows, each)
+    }
+
+    fn execute(&self, sql: &str, args: &[Value]) -> Result<Changes, StoreError> {
+        let rows = self.tx.borrow_mut().execute(sql, &to_sqld(args))?;
+        Ok(changes(&rows))
+    }
+}
+
+/// Runs `f` in a `BEGIN IMMEDIATE` transaction on `namespace`; commits on `Ok`, rolls back on
+/// `Err` (as `Tenant::write` does on a file).
+pub fn write<T, E>(
+    client: &Client,
+    namespace: &str,
+    f: impl FnOnce(&dyn Sql) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<StoreError>,
+{
+    let tx = client
+        .begin_immediate(namespace)
+        .map_err(|e| E::from(e.into()))?;
+    let write = SqldWrite {
+        tx: RefCell::new(tx),
+    };
+    match f(&write) {
+        Ok(value) => {
+            write
+                .tx
+                .into_inner()
+                .commit()
+                .map_err(|e| E::from(e.into()))?;
+            Ok(value)
+        }
+        Err(e) => {
+            // Rolled back whatever this says: a failed rollback leaves the stream to expire,
+            // which rolls back too.
+            let _ = write.tx.into_inner().rollback();
+            Err(e)
+        }
+    }
+}
+
+/// Brings `namespace` to the end of `migrations`: each one not yet applied in a transaction of
+/// its own with its row in `schema_migrations`; an applied one whose checksum differs, or one
+/// the binary does not have, stops it (as `db::migrate` does on a file).
+pub fn migrate(
+    client: &Client,
+    namespace: &str,
+    migrations: &[Migration],
+) -> Result<Vec<u32>, StoreError> {
+    client.execute_script(namespace, SCHEMA_MIGRATIONS_TABLE)?;
+    let read = SqldRead { client, namespace };
+    let db: &dyn Sql = &read;
+    let applied = db.query_map(
+        "SELECT version, checksum FROM schema_migrations",
+        &[],
+        |r| Ok((r.get::<i64>(0)?, r.get::<String>(1)?)),
+    )?;
+    for (version, checksum) in &applied {
+        match migrations.iter().find(|m| i64::from(m.version) == *version) {
+            None => {
+                return Err(StoreError::Sql {
+                    code: None,
+                    message: format!("applied migration {version} is unknown to this binary"),
+                })
+            }
+            Some(m) if &m.checksum != checksum => {
+                return Err(StoreError::Sql {
+                    code: None,
+                    message: format!("{} differs from the one applied", m.file),
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    let mut done = Vec::new();
+    for m in migrations {
+        if applied.iter().any(|(v, _)| *v == i64::from(m.version)) {
+            continue;
+        }
+        // As on a file: a migration that rebuilds tables runs with foreign keys off, which
+        // must be set before its transaction begins.
+        let keys_off = m.sql.starts_with("-- foreign_keys: off");
+        let setup: &[&str] = if keys_off {
+            &["PRAGMA foreign_keys = OFF"]
+        } else {
+            &[]
+        };
+        let mut tx = client.begin_immediate_after(namespace, setup)?;
+        // Another node may have applied it since the list above was read.
+        let there = tx.execute(
+            "SELECT 1 FROM schema_migrations WHERE version = ?1",
+            &[sqld::Value::Integer(m.version.into())],
+        )?;
+        if !there.rows.is_empty() {
+            tx.rollback()?;
+            continue;
+        }
+        tx.execute_script(&m.sql)?;
+        if keys_off {
+            let broken = tx.execute("PRAGMA foreign_key_check", &[])?;
+            if !broken.rows.is_empty() {
+                return Err(StoreError::Sql {
+                    code: None,
+                    message: format!("{} leaves rows that break foreign keys", m.file),
+                });
+            }
+        }
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, checksum, applied_at)
+             VALUES (?1, ?2, ?3, ?4)",
+            &[
+                sqld::Value::Integer(m.version.into()),
+                sqld::Value::Text(m.name.clone()),
+                sqld::Value::Text(m.checksum.clone()),
+                sqld::Value::Text(now_rfc3339()),
+            ],
+        )?;
+        tx.commit()?;
+        done.push(m.version);
+    }
+    Ok(done)
+}
