@@ -56,7 +56,7 @@ impl RowRef for SqldRow<'_> {
     }
 
     fn value(&self, column: usize) -> Result<ValueRef<'_>, StoreError> {
-        let v = self.0.get(column).ok_or_else(|| StoreError::Type {
+        let v = self.0.get(column).ok_or(StoreError::Type {
             column,
             expected: "a column",
             found: "none",
