@@ -65,6 +65,11 @@ pub(super) enum Command {
         refusal: Option<Refusal>,
     },
     Publish(Publish),
+    /// Another node's publish or client event (through the bridge): for local sockets only.
+    Relayed {
+        publish: Publish,
+        user_id: Option<String>,
+    },
     Authorized {
         socket_id: String,
         channel: String,
@@ -228,6 +233,8 @@ pub(super) struct Engine {
     again: Vec<usize>,
     troubles: Vec<(usize, Trouble)>,
     count: Arc<AtomicUsize>,
+    /// With Redis: where client events go for the other nodes.
+    pub(super) bridge: Option<super::bridge::Outbox>,
 }
 
 impl Engine {
@@ -257,6 +264,7 @@ impl Engine {
             again: Vec::new(),
             troubles: Vec::new(),
             count,
+            bridge: None,
         };
         Ok((engine, waker))
     }
@@ -342,7 +350,8 @@ impl Engine {
                     ticket,
                     refusal,
                 } => self.connect(stream, leftover, slot, ticket, refusal),
-                Command::Publish(p) => self.publish(&p),
+                Command::Publish(p) => self.publish(&p, None),
+                Command::Relayed { publish, user_id } => self.publish(&publish, user_id.as_deref()),
                 Command::Authorized {
                     socket_id,
                     channel,
@@ -986,11 +995,21 @@ impl Engine {
         }
         let frame = protocol::event_frame(event, channel, data, user_id.as_deref());
         self.broadcast(channel, frame.into(), Some(t));
+        if let Some(bridge) = &self.bridge {
+            let socket_id = self.conns[t].as_ref().map(|c| c.socket_id.clone());
+            let publish = Publish {
+                channels: vec![channel.to_string()],
+                event: event.to_string(),
+                data: data.to_string(),
+                except_socket: socket_id,
+            };
+            bridge.send(super::bridge::Message::event(&publish, user_id));
+        }
     }
 
     // ---- commands ----------------------------------------------------------------------------
 
-    fn publish(&mut self, p: &Publish) {
+    fn publish(&mut self, p: &Publish, user_id: Option<&str>) {
         let except = p
             .except_socket
             .as_deref()
@@ -1001,7 +1020,8 @@ impl Engine {
                 continue;
             }
             // One frame per channel, shared by every subscriber.
-            let frame: Utf8Bytes = protocol::event_frame(&p.event, channel, &p.data, None).into();
+            let frame: Utf8Bytes =
+                protocol::event_frame(&p.event, channel, &p.data, user_id).into();
             self.broadcast(channel, frame, except);
         }
     }

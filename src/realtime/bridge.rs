@@ -1,0 +1,476 @@
+//! The Redis bridge: this node's real-time traffic fanned out to the other tenantd nodes of the
+//! same Pusher app, and theirs delivered to this node's sockets, over Redis pub/sub.
+//!
+//! One Redis channel per app, `tenantd:<app id>:realtime`, carries every kind of message (events,
+//! revocations) as JSON naming the node that sent it; a node skips its own. One channel rather
+//! than one per kind because Redis keeps the order of one publisher's messages only within what
+//! a subscriber reads from one connection: an event and the revocation after it arrive in order.
+//!
+//! Two threads. The publisher takes what the [`super::Hub`] and the event loop hand it through
+//! [`Outbox`] (bounded; a full queue drops, never blocks the loop) and PUBLISHes it. The
+//! subscriber SUBSCRIBEs and hands the other nodes' messages to the event loop as commands that
+//! are delivered to local sockets only, never published again. While Redis is away each node
+//! keeps serving its own sockets: what is published meanwhile reaches them and is lost for the
+//! others (real-time is at most once, as Pusher's is). Either thread logs once when the link
+//! goes and once when it is back, and reconnects with a backoff capped at [`MAX_BACKOFF`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use mio::Waker;
+use serde::{Deserialize, Serialize};
+
+use super::engine::Command;
+use super::{Publish, Subscription};
+
+/// A Redis URL (`redis://[:password@]host:port[/db]`, `redis+unix:///path`). Its `Debug` hides
+/// a password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    /// Checks the URL's form (without connecting).
+    pub fn parse(url: &str) -> Result<RedisUrl, String> {
+        redis::Client::open(url).map_err(|e| e.to_string())?;
+        Ok(RedisUrl(url.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `scheme://user:secret@host` -> `scheme://***@host`.
+        match (self.0.split_once("://"), self.0.rfind('@')) {
+            (Some((scheme, _)), Some(at)) => write!(f, "{scheme}://***{}", &self.0[at..]),
+            _ => f.write_str(&self.0),
+        }
+    }
+}
+
+/// Which channels a revocation of a user's subscriptions covers. A value, not a closure, so it
+/// can travel to the other nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelFilter {
+    Any,
+    /// Exactly these names.
+    Named(Vec<String>),
+    /// Names starting with any of these.
+    Prefixed(Vec<String>),
+}
+
+impl ChannelFilter {
+    pub fn accepts(&self, channel: &str) -> bool {
+        match self {
+            ChannelFilter::Any => true,
+            ChannelFilter::Named(names) => names.iter().any(|n| n == channel),
+            ChannelFilter::Prefixed(prefixes) => prefixes.iter().any(|p| channel.starts_with(p)),
+        }
+    }
+}
+
+/// Subscriptions to end on every node (see [`super::Hub::revoke_everywhere`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Revocation {
+    /// These `(socket id, channel)` subscriptions, wherever the socket is connected.
+    Subscriptions(Vec<(String, String)>),
+    /// Every subscription authorized for this owner (see [`Subscription::user_id`]) on the
+    /// channels the filter accepts.
+    User {
+        user_id: String,
+        channels: ChannelFilter,
+    },
+}
+
+impl Revocation {
+    pub fn matches(&self, s: &Subscription) -> bool {
+        match self {
+            Revocation::Subscriptions(targets) => targets
+                .iter()
+                .any(|(socket, channel)| *socket == s.socket_id && *channel == s.channel),
+            Revocation::User { user_id, channels } => {
+                s.user_id.as_deref() == Some(user_id.as_str()) && channels.accepts(&s.channel)
+            }
+        }
+    }
+}
+
+/// What one node tells the others.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(super) enum Message {
+    /// A server-side publish, or a client event (with its presence `user_id`, which the frame
+    /// carries on presence channels).
+    Event {
+        channels: Vec<String>,
+        event: String,
+        data: String,
+        except_socket: Option<String>,
+        user_id: Option<String>,
+    },
+    Revoke {
+        revocation: Revocation,
+    },
+}
+
+impl Message {
+    pub(super) fn event(p: &Publish, user_id: Option<String>) -> Message {
+        Message::Event {
+            channels: p.channels.clone(),
+            event: p.event.clone(),
+            data: p.data.clone(),
+            except_socket: p.except_socket.clone(),
+            user_id,
+        }
+    }
+}
+
+/// A message on the wire: who sent it, for which app.
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope {
+    node: String,
+    app: String,
+    #[serde(flatten)]
+    message: Message,
+}
+
+/// Messages waiting for the publisher, at most; beyond, new ones are dropped.
+const OUTBOX: usize = 16 * 1024;
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The subscriber's read timeout: how soon it notices its hub stopped.
+const READ_TIMEOUT: Duration = Duration::from_millis(500);
+/// Silence after which the subscriber pings Redis, so a link that died without a word is found.
+const PING_AFTER: Duration = Duration::from_secs(10);
+
+/// The hub's and the event loop's way to the publisher thread. Cheap to clone.
+#[derive(Clone)]
+pub(super) struct Outbox {
+    tx: Sender<Message>,
+    dropped_warned: Arc<AtomicBool>,
+}
+
+impl Outbox {
+    /// Queues a message for the other nodes; never waits.
+    pub(super) fn send(&self, message: Message) {
+        match self.tx.try_send(message) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                if !self.dropped_warned.swap(true, Ordering::Relaxed) {
+                    log::warn!("realtime bridge: queue full, messages for other nodes dropped");
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+}
+
+/// The event loop's command queue, as the subscriber sees it.
+pub(super) struct Inbox {
+    pub tx: Sender<Command>,
+    pub waker: Arc<Waker>,
+    /// Set when the hub stops: the subscriber ends within [`READ_TIMEOUT`].
+    pub stopped: Arc<AtomicBool>,
+}
+
+/// Starts the publisher and the subscriber for `app_id`; returns the publisher's queue.
+pub(super) fn start(url: &RedisUrl, app_id: &str, inbox: Inbox) -> std::io::Result<Outbox> {
+    let client = redis::Client::open(url.as_str())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    let node = hex::encode(rand::random::<[u8; 8]>());
+    let channel = format!("tenantd:{app_id}:realtime");
+    let (tx, rx) = crossbeam_channel::bounded(OUTBOX);
+    let publisher = Publisher {
+        client: client.clone(),
+        channel: channel.clone(),
+        node: node.clone(),
+        app: app_id.to_string(),
+        rx,
+    };
+    std::thread::Builder::new()
+        .name("realtime-redis-pub".into())
+        .spawn(move || publisher.run())?;
+    let subscriber = Subscriber {
+        client,
+        channel,
+        node,
+        app: app_id.to_string(),
+        inbox,
+    };
+    std::thread::Builder::new()
+        .name("realtime-redis-sub".into())
+        .spawn(move || subscriber.run())?;
+    Ok(Outbox {
+        tx,
+        dropped_warned: Arc::default(),
+    })
+}
+
+/// Reconnection attempts: doubling waits, and one log line per outage.
+struct Link {
+    what: &'static str,
+    backoff: Duration,
+    next_attempt: Instant,
+    down: bool,
+}
+
+impl Link {
+    fn new(what: &'static str) -> Link {
+        Link {
+            what,
+            backoff: FIRST_BACKOFF,
+            next_attempt: Instant::now(),
+            down: false,
+        }
+    }
+
+    fn failed(&mut self, e: &redis::RedisError) {
+        if !self.down {
+            self.down = true;
+            log::warn!(
+                "realtime bridge ({}): Redis unreachable, serving this node's sockets only \
+                 and retrying: {e}",
+                self.what
+            );
+        }
+        self.next_attempt = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    fn up(&mut self) {
+        if self.down {
+            self.down = false;
+            log::info!("realtime bridge ({}): Redis reachable again", self.what);
+        }
+        self.backoff = FIRST_BACKOFF;
+    }
+}
+
+struct Publisher {
+    client: redis::Client,
+    channel: String,
+    node: String,
+    app: String,
+    rx: Receiver<Message>,
+}
+
+impl Publisher {
+    /// Ends when the hub and its event loop have both dropped their queues.
+    fn run(self) {
+        let mut link = Link::new("publisher");
+        let mut conn: Option<redis::Connection> = None;
+        while let Ok(message) = self.rx.recv() {
+            let payload = match serde_json::to_string(&Envelope {
+                node: self.node.clone(),
+                app: self.app.clone(),
+                message,
+            }) {
+                Ok(p) => p,
+                Err(e) => {
+                    log::error!("realtime bridge: cannot encode a message: {e}");
+                    continue;
+                }
+            };
+            // While Redis is away, messages are dropped until the next attempt is due: the
+            // queue must not fill up behind connection timeouts. A connection that fails is
+            // replaced at once, once (Redis restarted since it was last used).
+            for _ in 0..2 {
+                if conn.is_none() && Instant::now() >= link.next_attempt {
+                    match self.client.get_connection_with_timeout(CONNECT_TIMEOUT) {
+                        Ok(c) => {
+                            let _ = c.set_write_timeout(Some(CONNECT_TIMEOUT));
+                            let _ = c.set_read_timeout(Some(CONNECT_TIMEOUT));
+                            conn = Some(c);
+                        }
+                        Err(e) => link.failed(&e),
+                    }
+                }
+                let Some(c) = conn.as_mut() else {
+                    break;
+                };
+                let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                    .arg(&self.channel)
+                    .arg(&payload)
+                    .query(c);
+                match sent {
+                    Ok(_) => {
+                        link.up();
+                        break;
+                    }
+                    Err(e) => {
+                        conn = None;
+                        link.failed(&e);
+                        link.next_attempt = Instant::now();
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct Subscriber {
+    client: redis::Client,
+    channel: String,
+    node: String,
+    app: String,
+    inbox: Inbox,
+}
+
+impl Subscriber {
+    fn run(self) {
+        let mut link = Link::new("subscriber");
+        while !self.inbox.stopped.load(Ordering::Relaxed) {
+            let wait = link.next_attempt.saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
+                std::thread::sleep(wait.min(READ_TIMEOUT));
+                continue;
+            }
+            match self.listen(&mut link) {
+                Ok(()) => return,
+                Err(e) => link.failed(&e),
+            }
+        }
+    }
+
+    /// Subscribes and delivers until the hub stops (`Ok`) or the link fails.
+    fn listen(&self, link: &mut Link) -> redis::RedisResult<()> {
+        let mut conn = self.client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+        conn.set_write_timeout(Some(CONNECT_TIMEOUT))?;
+        let mut pubsub = conn.as_pubsub();
+        pubsub.subscribe(&self.channel)?;
+        pubsub.set_read_timeout(Some(READ_TIMEOUT))?;
+        link.up();
+        let mut last_heard = Instant::now();
+        loop {
+            if self.inbox.stopped.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let msg = match pubsub.get_message() {
+                Ok(msg) => msg,
+                Err(e) if e.is_timeout() => {
+                    if last_heard.elapsed() >= PING_AFTER {
+                        pubsub.ping::<redis::Value>()?;
+                        last_heard = Instant::now();
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            last_heard = Instant::now();
+            if let Some(command) = self.command(msg.get_payload_bytes()) {
+                if !self.deliver(command) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// The command for another node's message, or `None` for ours, another app's or garbage.
+    fn command(&self, payload: &[u8]) -> Option<Command> {
+        let envelope: Envelope = match serde_json::from_slice(payload) {
+            Ok(e) => e,
+            Err(e) => {
+                log::warn!(
+                    "realtime bridge: unreadable message on {}: {e}",
+                    self.channel
+                );
+                return None;
+            }
+        };
+        if envelope.node == self.node || envelope.app != self.app {
+            return None;
+        }
+        Some(match envelope.message {
+            Message::Event {
+                channels,
+                event,
+                data,
+                except_socket,
+                user_id,
+            } => Command::Relayed {
+                publish: Publish {
+                    channels,
+                    event,
+                    data,
+                    except_socket,
+                },
+                user_id,
+            },
+            Message::Revoke { revocation } => {
+                // Nobody waits for the count of another node's revocation.
+                let (reply, _) = crossbeam_channel::bounded(1);
+                Command::Revoke {
+                    predicate: Box::new(move |s| revocation.matches(s)),
+                    reply,
+                }
+            }
+        })
+    }
+
+    /// Hands a command to the event loop; `false` once the loop is gone.
+    fn deliver(&self, command: Command) -> bool {
+        match self.inbox.tx.try_send(command) {
+            Ok(()) => {
+                let _ = self.inbox.waker.wake();
+                true
+            }
+            Err(TrySendError::Full(_)) => {
+                log::warn!("realtime bridge: the hub is busy, a message from another node dropped");
+                true
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_password_is_not_shown() {
+        let url = RedisUrl::parse("redis://:hunter2@cache.internal:6379/0").unwrap();
+        let shown = format!("{url:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert_eq!(shown, "redis://***@cache.internal:6379/0");
+        assert!(RedisUrl::parse("http://example.com").is_err());
+    }
+
+    #[test]
+    fn revocations_travel_and_match_as_given() {
+        let r = Revocation::User {
+            user_id: "17:4".into(),
+            channels: ChannelFilter::Prefixed(vec!["private-company.".into()]),
+        };
+        let wire = serde_json::to_string(&Message::Revoke {
+            revocation: r.clone(),
+        })
+        .unwrap();
+        let back: Message = serde_json::from_str(&wire).unwrap();
+        assert_eq!(
+            back,
+            Message::Revoke {
+                revocation: r.clone()
+            }
+        );
+        let sub = |user: Option<&str>, channel: &str| Subscription {
+            socket_id: "1.2".into(),
+            channel: channel.into(),
+            user_id: user.map(String::from),
+        };
+        assert!(r.matches(&sub(Some("17:4"), "private-company.x.orders")));
+        assert!(!r.matches(&sub(Some("17:5"), "private-company.x.orders")));
+        assert!(!r.matches(&sub(Some("17:4"), "private-App.Models.User.17")));
+        assert!(!r.matches(&sub(None, "private-company.x.orders")));
+        let exact = Revocation::Subscriptions(vec![("1.2".into(), "news".into())]);
+        assert!(exact.matches(&sub(None, "news")));
+        assert!(!exact.matches(&sub(None, "news2")));
+    }
+}

@@ -1,0 +1,316 @@
+//! Real-time across nodes (`--redis-url`): apps in this process, each with its own data
+//! directory and hub, bridged by one real Redis (Debian's `redis-server`, started on a free
+//! port and killed when the test ends). Nodes of one Pusher app share its credentials, as
+//! nodes on one catalog will; here each catalog is given the same ones before it opens.
+//!
+//! Without `redis-server` the tests print a note and pass, except under `CI=true`, where they
+//! fail: `.ci/run` installs it.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tenantd::realtime::{ChannelFilter, Publish, RedisUrl};
+
+use crate::support::{eventually, frame_data, spawn_app_with, TestApp, Ws};
+
+/// A revocation must reach the socket on another node within this long.
+const REVOKED_WITHIN: Duration = Duration::from_secs(5);
+/// How long a node may take to (re)join Redis: a first connection, or the backoff after an
+/// outage (capped at 2 s) and a reconnection.
+const LINKED_WITHIN: Duration = Duration::from_secs(15);
+
+/// A `redis-server` of our own, on a free loopback port, without persistence.
+struct Redis {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    /// A running server, or `None` with a note when there is no `redis-server` (a failure
+    /// under CI, which installs it).
+    fn start_or_skip() -> Option<Redis> {
+        let found = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "redis-server is missing under CI (.ci/run installs it)"
+            );
+            eprintln!("note: no redis-server on PATH: test skipped");
+            return None;
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = Redis::spawn(port, &dir);
+        Some(Redis { child, port, dir })
+    }
+
+    fn spawn(port: u16, dir: &tempfile::TempDir) -> Child {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let ready = eventually(Duration::from_secs(10), || Redis::pong(port));
+        assert!(ready, "redis-server did not answer PING on port {port}");
+        child
+    }
+
+    fn pong(port: u16) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut answer = [0u8; 7];
+        s.write_all(b"PING\r\n").is_ok()
+            && s.read_exact(&mut answer).is_ok()
+            && &answer == b"+PONG\r\n"
+    }
+
+    fn url(&self) -> RedisUrl {
+        RedisUrl::parse(&format!("redis://127.0.0.1:{}/", self.port)).unwrap()
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kills the server and starts a new one on the same port: every connection to it is cut.
+    fn restart(&mut self) {
+        self.stop();
+        self.child = Redis::spawn(self.port, &self.dir);
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A node on `redis`: with the Pusher app of `same_app_as`, or a new app of its own.
+fn node(redis: &Redis, same_app_as: Option<&TestApp>) -> TestApp {
+    let url = redis.url();
+    let credentials = same_app_as.map(|a| a.app.realtime_credentials());
+    spawn_app_with(move |c| {
+        c.realtime.redis_url = Some(url);
+        if let Some((app_id, key, secret)) = credentials {
+            let catalog =
+                tenantd::catalog::Catalog::open(&c.data_dir, tenantd::db::Create::IfMissing)
+                    .unwrap();
+            catalog.meta_set("realtime_app_id", &app_id).unwrap();
+            catalog.meta_set("realtime_key", &key).unwrap();
+            catalog.meta_set("realtime_secret", &secret).unwrap();
+        }
+    })
+}
+
+fn publish(node: &TestApp, channel: &str, event: &str, data: Value, except: Option<&Ws>) {
+    node.app
+        .hub
+        .publish(Publish {
+            channels: vec![channel.to_string()],
+            event: event.to_string(),
+            data: data.to_string(),
+            except_socket: except.map(|ws| ws.socket_id.clone()),
+        })
+        .unwrap();
+}
+
+fn subscribed(node: &TestApp, channel: &str) -> Ws {
+    let mut ws = node.ws();
+    let ok = ws.subscribe(channel, None, None);
+    assert_eq!(
+        ok["event"], "pusher_internal:subscription_succeeded",
+        "{ok}"
+    );
+    ws
+}
+
+/// Subscribed to a private channel with an authorization recorded for `owner`, as
+/// `/broadcasting/auth` records it.
+fn subscribed_private(node: &TestApp, channel: &str, owner: &str) -> Ws {
+    let mut ws = node.ws();
+    let hub = &node.app.hub;
+    hub.record_authorization(&ws.socket_id, channel, owner)
+        .unwrap();
+    let auth = hub.sign(&ws.socket_id, channel, None);
+    let ok = ws.subscribe(channel, Some(&auth), None);
+    assert_eq!(
+        ok["event"], "pusher_internal:subscription_succeeded",
+        "{ok}"
+    );
+    ws
+}
+
+/// The next frame is `event` on `channel` with this data.
+fn expect(ws: &mut Ws, channel: &str, event: &str, data: Value) {
+    let frame = ws.recv_event(event, Some(channel));
+    assert_eq!(frame_data(&frame), data, "{frame}");
+}
+
+/// Waits until what `from` publishes reaches `to`'s sockets (both nodes have joined Redis, or
+/// joined it again), and until nothing published meanwhile is still on its way.
+fn wait_for_link(from: &TestApp, to: &TestApp) {
+    let channel = format!("link-{:x}", rand::random::<u64>());
+    let mut ws = subscribed(to, &channel);
+    let mut n = 0;
+    let deadline = Instant::now() + LINKED_WITHIN;
+    loop {
+        n += 1;
+        publish(from, &channel, "link", json!({ "n": n }), None);
+        if let Some(frame) = ws.recv_within(Duration::from_millis(200)) {
+            // In order: once the last one arrives, none is left behind it.
+            let mut seen = frame_data(&frame)["n"].as_i64().unwrap();
+            while seen != n {
+                seen = frame_data(&ws.recv_event("link", Some(&channel)))["n"]
+                    .as_i64()
+                    .unwrap();
+            }
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no event crossed between the nodes within {LINKED_WITHIN:?}"
+        );
+    }
+}
+
+#[test]
+fn an_event_published_on_one_node_reaches_the_others_once_and_never_another_app() {
+    let Some(redis) = Redis::start_or_skip() else {
+        return;
+    };
+    let a = node(&redis, None);
+    let b = node(&redis, Some(&a));
+    // Another app on the same Redis, on two nodes too.
+    let c = node(&redis, None);
+    let d = node(&redis, Some(&c));
+    assert_ne!(
+        a.app.realtime_credentials().0,
+        c.app.realtime_credentials().0
+    );
+    wait_for_link(&a, &b);
+    wait_for_link(&b, &a);
+    wait_for_link(&d, &c);
+
+    let mut on_a = subscribed(&a, "news");
+    let mut on_b = subscribed(&b, "news");
+    let mut on_c = subscribed(&c, "news");
+
+    publish(&a, "news", "e1", json!({"from": "a"}), None);
+    expect(&mut on_a, "news", "e1", json!({"from": "a"}));
+    expect(&mut on_b, "news", "e1", json!({"from": "a"}));
+
+    // B's publish reaches A after A's own e1 went round through Redis: an echo of e1 would come
+    // first.
+    publish(&b, "news", "e2", json!({"from": "b"}), None);
+    expect(&mut on_b, "news", "e2", json!({"from": "b"}));
+    expect(&mut on_a, "news", "e2", json!({"from": "b"}));
+    publish(&a, "news", "e3", json!({"from": "a"}), None);
+    expect(&mut on_a, "news", "e3", json!({"from": "a"}));
+    expect(&mut on_b, "news", "e3", json!({"from": "a"}));
+
+    // `toOthers()`: the socket named is skipped on whichever node it is connected to.
+    publish(&b, "news", "e4", json!({}), Some(&on_a));
+    expect(&mut on_b, "news", "e4", json!({}));
+    publish(&b, "news", "e5", json!({}), None);
+    expect(&mut on_b, "news", "e5", json!({}));
+    expect(&mut on_a, "news", "e5", json!({}));
+
+    // The other app saw none of it: its own nodes' event is the first thing its socket gets.
+    publish(&d, "news", "f1", json!({"from": "d"}), None);
+    expect(&mut on_c, "news", "f1", json!({"from": "d"}));
+    on_a.assert_nothing_pending();
+    on_b.assert_nothing_pending();
+    on_c.assert_nothing_pending();
+}
+
+#[test]
+fn client_events_cross_and_a_revocation_on_one_node_ends_the_subscription_on_another() {
+    let Some(redis) = Redis::start_or_skip() else {
+        return;
+    };
+    let a = node(&redis, None);
+    let b = node(&redis, Some(&a));
+    wait_for_link(&a, &b);
+    wait_for_link(&b, &a);
+    let room = "private-room";
+    let mut ann = subscribed_private(&a, room, "7:1");
+    let mut ann_tab = subscribed_private(&a, room, "7:2");
+    let mut bob = subscribed_private(&b, room, "8:3");
+
+    ann.send(json!({"event": "client-typing", "channel": room, "data": {"who": "ann"}}));
+    expect(&mut bob, room, "client-typing", json!({"who": "ann"}));
+    expect(&mut ann_tab, room, "client-typing", json!({"who": "ann"}));
+
+    // Revoked through B, by owner: Ann's first socket, on A, loses the channel.
+    let here = b
+        .app
+        .hub
+        .unsubscribe_user("7:1", ChannelFilter::Named(vec![room.into()]))
+        .unwrap();
+    assert_eq!(here, 0, "nothing of 7:1 on B");
+    let error = ann
+        .recv_within(REVOKED_WITHIN)
+        .expect("a subscription error on A within 5 s");
+    assert_eq!(error["event"], "pusher:subscription_error", "{error}");
+    assert_eq!(error["channel"], room);
+    assert_eq!(frame_data(&error)["status"], 403);
+
+    // Revoked through B, by socket: Ann's other tab, on A.
+    b.app
+        .hub
+        .revoke(vec![(ann_tab.socket_id.clone(), room.to_string())])
+        .unwrap();
+    let error = ann_tab
+        .recv_within(REVOKED_WITHIN)
+        .expect("a subscription error on A within 5 s");
+    assert_eq!(error["event"], "pusher:subscription_error", "{error}");
+
+    // Bob keeps the channel; Ann's sockets get nothing more on it.
+    publish(&a, room, "after", json!({}), None);
+    expect(&mut bob, room, "after", json!({}));
+    ann.assert_nothing_pending();
+    ann_tab.assert_nothing_pending();
+    bob.assert_nothing_pending();
+}
+
+#[test]
+fn fan_out_resumes_after_redis_restarts() {
+    let Some(mut redis) = Redis::start_or_skip() else {
+        return;
+    };
+    let a = node(&redis, None);
+    let b = node(&redis, Some(&a));
+    wait_for_link(&a, &b);
+    let mut on_a = subscribed(&a, "news");
+
+    redis.stop();
+    // Alone, A still serves its own sockets.
+    publish(&a, "news", "alone", json!({}), None);
+    expect(&mut on_a, "news", "alone", json!({}));
+
+    redis.restart();
+    wait_for_link(&a, &b);
+    wait_for_link(&b, &a);
+    publish(&b, "news", "back", json!({}), None);
+    expect(&mut on_a, "news", "back", json!({}));
+    on_a.assert_nothing_pending();
+}
