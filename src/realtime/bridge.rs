@@ -14,6 +14,7 @@
 //! others (real-time is at most once, as Pusher's is). Either thread logs once when the link
 //! goes and once when it is back, and reconnects with a backoff capped at [`MAX_BACKOFF`].
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::Waker;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::engine::Command;
 use super::{Publish, Subscription};
@@ -117,6 +119,27 @@ pub(super) enum Message {
     Revoke {
         revocation: Revocation,
     },
+    /// A presence member's first socket on the sending node joined the channel.
+    MemberAdded {
+        channel: String,
+        user_id: String,
+        user_info: Value,
+    },
+    /// A presence member's last socket on the sending node left the channel.
+    MemberRemoved {
+        channel: String,
+        user_id: String,
+    },
+    /// Every presence member the sending node holds (channel -> user id -> user info). Sent
+    /// every [`HEARTBEAT`], in answer to [`Message::Hello`], and empty when the node stops: the
+    /// others replace their view of that node with it, and drop the view of a node not heard
+    /// from for [`EXPIRY`].
+    Roster {
+        members: HashMap<String, HashMap<String, Value>>,
+    },
+    /// The sending node has (re)joined Redis and may have missed changes: the others answer
+    /// with their rosters.
+    Hello,
 }
 
 impl Message {
@@ -139,6 +162,11 @@ struct Envelope {
     #[serde(flatten)]
     message: Message,
 }
+
+/// How often a node sends its roster (its heartbeat), and how long after the last message of a
+/// node its presence members are dropped (a node that died without a word).
+pub(super) const HEARTBEAT: Duration = Duration::from_secs(5);
+pub(super) const EXPIRY: Duration = Duration::from_secs(15);
 
 /// Messages waiting for the publisher, at most; beyond, new ones are dropped.
 const OUTBOX: usize = 16 * 1024;
@@ -347,6 +375,10 @@ impl Subscriber {
         pubsub.subscribe(&self.channel)?;
         pubsub.set_read_timeout(Some(READ_TIMEOUT))?;
         link.up();
+        // Changes may have been missed while away (or before this node started): ask.
+        if !self.deliver(Command::Linked) {
+            return Ok(());
+        }
         let mut last_heard = Instant::now();
         loop {
             if self.inbox.stopped.load(Ordering::Relaxed) {
@@ -411,6 +443,10 @@ impl Subscriber {
                     reply,
                 }
             }
+            message => Command::FromNode {
+                node: envelope.node,
+                message,
+            },
         })
     }
 
@@ -428,6 +464,147 @@ impl Subscriber {
             Err(TrySendError::Disconnected(_)) => false,
         }
     }
+}
+
+/// A change in who is present on a channel on the other nodes taken together.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Flip {
+    pub channel: String,
+    pub user_id: String,
+    /// Present now (with this info), or gone from every other node (`Null`).
+    pub present: bool,
+    pub info: Value,
+}
+
+/// What each other node last said of its presence members.
+#[derive(Default)]
+pub(super) struct RemotePresence {
+    nodes: HashMap<String, NodeView>,
+}
+
+struct NodeView {
+    heard: Instant,
+    channels: HashMap<String, HashMap<String, Value>>,
+}
+
+impl RemotePresence {
+    /// Whether `user_id` is on `channel` on some other node.
+    pub(super) fn has(&self, channel: &str, user_id: &str) -> bool {
+        self.info(channel, user_id).is_some()
+    }
+
+    fn info(&self, channel: &str, user_id: &str) -> Option<&Value> {
+        self.nodes
+            .values()
+            .find_map(|n| n.channels.get(channel)?.get(user_id))
+    }
+
+    /// The other nodes' members of `channel`, each once.
+    pub(super) fn members(&self, channel: &str) -> HashMap<&str, &Value> {
+        let mut all = HashMap::new();
+        for node in self.nodes.values() {
+            for (user, info) in node.channels.get(channel).into_iter().flatten() {
+                all.entry(user.as_str()).or_insert(info);
+            }
+        }
+        all
+    }
+
+    /// Takes a presence message (or a `Hello`) from `node`; returns what it changed.
+    pub(super) fn apply(&mut self, node: &str, message: Message, now: Instant) -> Vec<Flip> {
+        let view = self.nodes.entry(node.to_string()).or_insert(NodeView {
+            heard: now,
+            channels: HashMap::new(),
+        });
+        view.heard = now;
+        let keys: Vec<(String, String)> = match &message {
+            Message::MemberAdded {
+                channel, user_id, ..
+            }
+            | Message::MemberRemoved { channel, user_id } => {
+                vec![(channel.clone(), user_id.clone())]
+            }
+            Message::Roster { members } => {
+                keys_of(&view.channels).chain(keys_of(members)).collect()
+            }
+            _ => return Vec::new(),
+        };
+        self.change(keys, |nodes| {
+            let Some(view) = nodes.get_mut(node) else {
+                return;
+            };
+            match message {
+                Message::MemberAdded {
+                    channel,
+                    user_id,
+                    user_info,
+                } => {
+                    view.channels
+                        .entry(channel)
+                        .or_default()
+                        .insert(user_id, user_info);
+                }
+                Message::MemberRemoved { channel, user_id } => {
+                    if let Some(members) = view.channels.get_mut(&channel) {
+                        members.remove(&user_id);
+                        if members.is_empty() {
+                            view.channels.remove(&channel);
+                        }
+                    }
+                }
+                Message::Roster { members } => view.channels = members,
+                _ => {}
+            }
+        })
+    }
+
+    /// Forgets the nodes not heard from since `since`; returns what that changed.
+    pub(super) fn expire(&mut self, since: Instant) -> Vec<Flip> {
+        let keys: Vec<(String, String)> = self
+            .nodes
+            .values()
+            .filter(|n| n.heard < since)
+            .flat_map(|n| keys_of(&n.channels))
+            .collect();
+        // Views with no member go too, so the map does not keep every node ever seen.
+        self.change(keys, |nodes| nodes.retain(|_, n| n.heard >= since))
+    }
+
+    /// Applies `mutate`; returns the `(channel, user)` pairs of `keys` whose presence it
+    /// turned on or off.
+    fn change(
+        &mut self,
+        keys: Vec<(String, String)>,
+        mutate: impl FnOnce(&mut HashMap<String, NodeView>),
+    ) -> Vec<Flip> {
+        let before: Vec<bool> = keys.iter().map(|(c, u)| self.has(c, u)).collect();
+        mutate(&mut self.nodes);
+        let mut flips = Vec::new();
+        for ((channel, user_id), was) in keys.into_iter().zip(before) {
+            let info = self.info(&channel, &user_id).cloned();
+            if info.is_some() != was
+                && !flips
+                    .iter()
+                    .any(|f: &Flip| f.channel == channel && f.user_id == user_id)
+            {
+                flips.push(Flip {
+                    channel,
+                    user_id,
+                    present: info.is_some(),
+                    info: info.unwrap_or(Value::Null),
+                });
+            }
+        }
+        flips
+    }
+}
+
+fn keys_of(
+    channels: &HashMap<String, HashMap<String, Value>>,
+) -> impl Iterator<Item = (String, String)> + '_ {
+    channels
+        .iter()
+        .flat_map(|(c, users)| users.keys().map(move |u| (c.clone(), u.clone())))
 }
 
 #[cfg(test)]
@@ -472,5 +649,55 @@ mod tests {
         let exact = Revocation::Subscriptions(vec![("1.2".into(), "news".into())]);
         assert!(exact.matches(&sub(None, "news")));
         assert!(!exact.matches(&sub(None, "news2")));
+    }
+
+    #[test]
+    fn the_other_nodes_members_count_once_and_a_silent_node_expires() {
+        let room = || "presence-room".to_string();
+        let added = |user: &str| Message::MemberAdded {
+            channel: room(),
+            user_id: user.into(),
+            user_info: serde_json::json!({ "name": user }),
+        };
+        let flip = |user: &str, present: bool| Flip {
+            channel: room(),
+            user_id: user.into(),
+            present,
+            info: if present {
+                serde_json::json!({ "name": user })
+            } else {
+                Value::Null
+            },
+        };
+        let t0 = Instant::now();
+        let mut r = RemotePresence::default();
+        assert_eq!(r.apply("n1", added("ann"), t0), [flip("ann", true)]);
+        assert!(
+            r.apply("n2", added("ann"), t0).is_empty(),
+            "already present"
+        );
+        let removed = Message::MemberRemoved {
+            channel: room(),
+            user_id: "ann".into(),
+        };
+        assert!(r.apply("n1", removed, t0).is_empty(), "still on n2");
+        assert!(r.has("presence-room", "ann"));
+
+        // A roster replaces what the node said before.
+        let bob = HashMap::from([("bob".to_string(), serde_json::json!({ "name": "bob" }))]);
+        let roster = Message::Roster {
+            members: HashMap::from([(room(), bob)]),
+        };
+        let mut flips = r.apply("n2", roster, t0 + Duration::from_secs(1));
+        flips.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+        assert_eq!(flips, [flip("ann", false), flip("bob", true)]);
+        assert_eq!(r.members("presence-room").len(), 1);
+
+        // n1 (no members left) was last heard at t0, n2 a second later.
+        assert!(r.expire(t0 + Duration::from_millis(500)).is_empty());
+        assert!(r.has("presence-room", "bob"));
+        assert_eq!(r.expire(t0 + Duration::from_secs(2)), [flip("bob", false)]);
+        assert!(r.members("presence-room").is_empty());
+        assert!(r.nodes.is_empty());
     }
 }

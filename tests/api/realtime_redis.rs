@@ -159,6 +159,34 @@ fn subscribed_private(node: &TestApp, channel: &str, owner: &str) -> Ws {
     ws
 }
 
+/// Joined a presence channel as `user_id`; returns the socket and the roster it was given.
+fn joined_presence(node: &TestApp, channel: &str, user_id: &str, info: Value) -> (Ws, Value) {
+    let mut ws = node.ws();
+    let hub = &node.app.hub;
+    hub.record_authorization(&ws.socket_id, channel, user_id)
+        .unwrap();
+    let channel_data = json!({ "user_id": user_id, "user_info": info }).to_string();
+    let auth = hub.sign(&ws.socket_id, channel, Some(&channel_data));
+    let ok = ws.subscribe(channel, Some(&auth), Some(&channel_data));
+    assert_eq!(
+        ok["event"], "pusher_internal:subscription_succeeded",
+        "{ok}"
+    );
+    let roster = frame_data(&ok)["presence"].clone();
+    (ws, roster)
+}
+
+fn ids(roster: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = roster["ids"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no ids in {roster}"))
+        .iter()
+        .map(|id| id.as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
 /// The next frame is `event` on `channel` with this data.
 fn expect(ws: &mut Ws, channel: &str, event: &str, data: Value) {
     let frame = ws.recv_event(event, Some(channel));
@@ -313,4 +341,64 @@ fn fan_out_resumes_after_redis_restarts() {
     publish(&b, "news", "back", json!({}), None);
     expect(&mut on_a, "news", "back", json!({}));
     on_a.assert_nothing_pending();
+}
+
+#[test]
+fn presence_members_are_the_union_across_nodes() {
+    let Some(redis) = Redis::start_or_skip() else {
+        return;
+    };
+    let a = node(&redis, None);
+    let b = node(&redis, Some(&a));
+    wait_for_link(&a, &b);
+    wait_for_link(&b, &a);
+    let room = "presence-room";
+
+    let (mut ann, roster) = joined_presence(&a, room, "1", json!({"name": "Ann"}));
+    assert_eq!(ids(&roster), ["1"]);
+    // Ann's arrival went to Redis before this link's events: B knows of her once they arrive.
+    wait_for_link(&a, &b);
+    let (mut bob, roster) = joined_presence(&b, room, "2", json!({"name": "Bob"}));
+    assert_eq!(ids(&roster), ["1", "2"]);
+    assert_eq!(roster["count"], 2);
+    assert_eq!(roster["hash"]["1"], json!({"name": "Ann"}));
+    expect(
+        &mut ann,
+        room,
+        "pusher_internal:member_added",
+        json!({"user_id": "2", "user_info": {"name": "Bob"}}),
+    );
+
+    // Ann in a second tab, on B: one member still; nobody is told she came or went.
+    let (mut ann_on_b, roster) = joined_presence(&b, room, "1", json!({"name": "Ann"}));
+    assert_eq!(ids(&roster), ["1", "2"]);
+    ann_on_b.send(json!({"event": "pusher:unsubscribe", "data": {"channel": room}}));
+    ann_on_b.assert_nothing_pending();
+    bob.assert_nothing_pending();
+
+    // Bob leaves: Ann, on A, is told.
+    bob.send(json!({"event": "pusher:unsubscribe", "data": {"channel": room}}));
+    expect(
+        &mut ann,
+        room,
+        "pusher_internal:member_removed",
+        json!({"user_id": "2"}),
+    );
+
+    // Carol is on B when B stops: her membership ends on A too (B says so as it stops; had it
+    // died, A would drop B's members 15 s after it was last heard from).
+    let (_carol, _) = joined_presence(&b, room, "3", json!({"name": "Carol"}));
+    expect(
+        &mut ann,
+        room,
+        "pusher_internal:member_added",
+        json!({"user_id": "3", "user_info": {"name": "Carol"}}),
+    );
+    drop(b);
+    let gone = ann
+        .recv_within(Duration::from_secs(20))
+        .expect("Carol's departure within 20 s");
+    assert_eq!(gone["event"], "pusher_internal:member_removed", "{gone}");
+    assert_eq!(frame_data(&gone), json!({"user_id": "3"}));
+    ann.assert_nothing_pending();
 }
