@@ -215,6 +215,7 @@ pub(super) fn start(url: &RedisUrl, app_id: &str, inbox: Inbox) -> std::io::Resu
     let node = hex::encode(rand::random::<[u8; 8]>());
     let channel = format!("tenantd:{app_id}:realtime");
     let (tx, rx) = crossbeam_channel::bounded(OUTBOX);
+    log::info!("realtime bridge: node {node} on {url:?}, Redis channel {channel}");
     let publisher = Publisher {
         client: client.clone(),
         channel: channel.clone(),
@@ -309,6 +310,7 @@ impl Publisher {
             // While Redis is away, messages are dropped until the next attempt is due: the
             // queue must not fill up behind connection timeouts. A connection that fails is
             // replaced at once, once (Redis restarted since it was last used).
+            let mut retried = false;
             for _ in 0..2 {
                 if conn.is_none() && Instant::now() >= link.next_attempt {
                     match self.client.get_connection_with_timeout(CONNECT_TIMEOUT) {
@@ -332,10 +334,14 @@ impl Publisher {
                         link.up();
                         break;
                     }
+                    // The connection was fine when last used: try a new one before saying so.
+                    Err(_) if !retried => {
+                        conn = None;
+                        retried = true;
+                    }
                     Err(e) => {
                         conn = None;
                         link.failed(&e);
-                        link.next_attempt = Instant::now();
                     }
                 }
             }
