@@ -13,8 +13,9 @@
 //! `.error()`. The socket stays open for its other channels.
 //!
 //! With a Redis URL ([`HubConfig::redis_url`]) the hub is one node of several: [`bridge`] sends
-//! what is published here (and client events) and revocations to the other nodes of the same
-//! app, and delivers theirs to this node's sockets.
+//! what is published here (and client events), revocations and presence changes to the other
+//! nodes of the same app, and delivers theirs to this node's sockets; a presence channel's
+//! members are every node's.
 
 mod bridge;
 mod credentials;
@@ -90,8 +91,9 @@ pub struct HubConfig {
     /// [`Hub::record_authorization`], each usable once. A signature never expires and a socket
     /// keeps its id, so without this a client could replay a saved `auth` after revocation.
     pub require_recorded_grant: bool,
-    /// Redis, through which this hub's events and revocations reach the other nodes serving
-    /// the same app (same `app_id`), and theirs reach it. `None`: this node alone.
+    /// Redis, through which this hub's events, revocations and presence members reach the
+    /// other nodes serving the same app (same `app_id`), and theirs reach it. `None`: this
+    /// node alone.
     pub redis_url: Option<RedisUrl>,
 }
 

@@ -46,11 +46,7 @@ impl Redis {
             eprintln!("note: no redis-server on PATH: test skipped");
             return None;
         }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let child = Redis::spawn(port, &dir);
         Some(Redis { child, port, dir })
@@ -66,7 +62,12 @@ impl Redis {
             .stderr(Stdio::null())
             .spawn()
             .expect("start redis-server");
-        let ready = eventually(Duration::from_secs(10), || Redis::pong(port));
+        let mut child = child;
+        let ready = eventually(Duration::from_secs(10), || {
+            let exited = matches!(child.try_wait(), Ok(Some(_)));
+            assert!(!exited, "redis-server exited at once (port {port} taken?)");
+            Redis::pong(port)
+        });
         assert!(ready, "redis-server did not answer PING on port {port}");
         child
     }
@@ -101,6 +102,18 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A free loopback port below the kernel's ephemeral range (32768 and up on Linux), where the
+/// port-0 listeners and outgoing connections of the other tests never land: the server is
+/// restarted on the same port, and a port from the ephemeral range could be taken meanwhile.
+fn free_port() -> u16 {
+    loop {
+        let port = rand::random::<u16>() % 12_000 + 20_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
     }
 }
 
@@ -262,6 +275,28 @@ fn an_event_published_on_one_node_reaches_the_others_once_and_never_another_app(
     expect(&mut on_b, "news", "e5", json!({}));
     expect(&mut on_a, "news", "e5", json!({}));
 
+    // Through the Pusher HTTP API of B, as an existing publisher would.
+    let (app_id, key, secret) = b.app.realtime_credentials();
+    let body = json!({"name": "e6", "channels": ["news"], "data": "{\"via\":\"http\"}"});
+    let path = format!("/apps/{app_id}/events");
+    let body = body.to_string();
+    let params = tenantd::realtime::sign_http_request(
+        "POST",
+        &path,
+        &[],
+        body.as_bytes(),
+        &key,
+        &secret,
+        tenantd::catalog::unix_now() as u64,
+    );
+    let query = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish();
+    let reply = b.call("POST", &format!("{path}?{query}"), &[], Some(&body));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    expect(&mut on_b, "news", "e6", json!({"via": "http"}));
+    expect(&mut on_a, "news", "e6", json!({"via": "http"}));
+
     // The other app saw none of it: its own nodes' event is the first thing its socket gets.
     publish(&d, "news", "f1", json!({"from": "d"}), None);
     expect(&mut on_c, "news", "f1", json!({"from": "d"}));
@@ -321,20 +356,28 @@ fn client_events_cross_and_a_revocation_on_one_node_ends_the_subscription_on_ano
 }
 
 #[test]
-fn fan_out_resumes_after_redis_restarts() {
+fn nodes_start_without_redis_and_fan_out_resumes_after_it_restarts() {
     let Some(mut redis) = Redis::start_or_skip() else {
         return;
     };
+    // Redis away when the nodes start: they start anyway and serve their own sockets.
+    redis.stop();
     let a = node(&redis, None);
     let b = node(&redis, Some(&a));
-    wait_for_link(&a, &b);
     let mut on_a = subscribed(&a, "news");
-
-    redis.stop();
-    // Alone, A still serves its own sockets.
     publish(&a, "news", "alone", json!({}), None);
     expect(&mut on_a, "news", "alone", json!({}));
 
+    redis.restart();
+    wait_for_link(&a, &b);
+    wait_for_link(&b, &a);
+    publish(&b, "news", "linked", json!({}), None);
+    expect(&mut on_a, "news", "linked", json!({}));
+
+    // Redis goes away under them, and comes back.
+    redis.stop();
+    publish(&a, "news", "alone again", json!({}), None);
+    expect(&mut on_a, "news", "alone again", json!({}));
     redis.restart();
     wait_for_link(&a, &b);
     wait_for_link(&b, &a);
