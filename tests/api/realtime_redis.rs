@@ -1,7 +1,10 @@
-//! Real-time across nodes (`--redis-url`): apps in this process, each with its own data
-//! directory and hub, bridged by one real Redis (Debian's `redis-server`, started on a free
-//! port and killed when the test ends). Nodes of one Pusher app share its credentials, as
-//! nodes on one catalog will; here each catalog is given the same ones before it opens.
+//! Real-time across nodes (`--redis-url`): nodes in this process bridged by one real Redis
+//! (Debian's `redis-server`, started on a free port and killed when the test ends). Events,
+//! the HTTP API, isolation between apps and Redis outages are tried on whole apps, each with its
+//! own data directory, given the same Pusher credentials (as nodes on one catalog will share
+//! them) before they open. Private and presence channels are tried on hubs alone, behind the
+//! HTTP layer: an app's watcher ends, within 2 s, any private subscription its own catalog does
+//! not justify, and two apps' catalogs cannot yet hold the same company (no shared catalog).
 //!
 //! Without `redis-server` the tests print a note and pass, except under `CI=true`, where they
 //! fail: `.ci/run` installs it.
@@ -12,9 +15,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tenantd::realtime::{ChannelFilter, Publish, RedisUrl};
+use tenantd::http::{Handler, Request, Response};
+use tenantd::realtime::{ChannelFilter, Hub, HubConfig, Publish, RedisUrl};
 
-use crate::support::{eventually, frame_data, spawn_app_with, TestApp, Ws};
+use crate::support::{eventually, frame_data, spawn_app_with, TestApp, TestServer, Ws, WS_WAIT};
 
 /// A revocation must reach the socket on another node within this long.
 const REVOKED_WITHIN: Duration = Duration::from_secs(5);
@@ -117,6 +121,81 @@ fn free_port() -> u16 {
     }
 }
 
+/// What the tests need of a node: its hub, and a WebSocket to it.
+trait Node {
+    fn hub(&self) -> &Hub;
+    fn ws(&self) -> Ws;
+}
+
+impl Node for TestApp {
+    fn hub(&self) -> &Hub {
+        &self.app.hub
+    }
+    fn ws(&self) -> Ws {
+        TestApp::ws(self)
+    }
+}
+
+/// A hub alone behind the HTTP layer (`GET /app/{key}`), on `redis`.
+struct HubNode {
+    hub: Hub,
+    server: TestServer,
+}
+
+struct Upgrade(Hub);
+
+impl Handler for Upgrade {
+    fn handle(&self, req: &Request, _: &mut dyn std::any::Any) -> Response {
+        if req.method == "GET" && req.path.starts_with("/app/") {
+            self.0.upgrade_response(req)
+        } else {
+            Response::error(404, "not_found", "no such resource")
+        }
+    }
+}
+
+const HUB_APP: (&str, &str, &str) = ("4242", "hub-key", "hub-secret");
+
+fn hub_node(redis: &Redis) -> HubNode {
+    let (app_id, key, secret) = HUB_APP;
+    let mut config = HubConfig::new(app_id, key, secret);
+    config.redis_url = Some(redis.url());
+    config.require_recorded_grant = true;
+    let hub = Hub::start(config).expect("start the hub");
+    let http = tenantd::http::Config {
+        workers: 2,
+        ..Default::default()
+    };
+    let server = TestServer::start(http, std::sync::Arc::new(Upgrade(hub.clone())));
+    HubNode { hub, server }
+}
+
+impl Node for HubNode {
+    fn hub(&self) -> &Hub {
+        &self.hub
+    }
+    fn ws(&self) -> Ws {
+        let addr = self.server.addr;
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(WS_WAIT)).unwrap();
+        let url = format!(
+            "ws://{addr}/app/{}?protocol=7&client=js&version=8.4.0",
+            HUB_APP.1
+        );
+        let (ws, _) = tungstenite::client::client(url.as_str(), stream).expect("upgrade");
+        let mut ws = Ws {
+            ws,
+            socket_id: String::new(),
+        };
+        let hello = ws.recv_event("pusher:connection_established", None);
+        ws.socket_id = frame_data(&hello)["socket_id"]
+            .as_str()
+            .expect("a socket_id")
+            .to_string();
+        ws
+    }
+}
+
 /// A node on `redis`: with the Pusher app of `same_app_as`, or a new app of its own.
 fn node(redis: &Redis, same_app_as: Option<&TestApp>) -> TestApp {
     let url = redis.url();
@@ -134,9 +213,8 @@ fn node(redis: &Redis, same_app_as: Option<&TestApp>) -> TestApp {
     })
 }
 
-fn publish(node: &TestApp, channel: &str, event: &str, data: Value, except: Option<&Ws>) {
-    node.app
-        .hub
+fn publish(node: &impl Node, channel: &str, event: &str, data: Value, except: Option<&Ws>) {
+    node.hub()
         .publish(Publish {
             channels: vec![channel.to_string()],
             event: event.to_string(),
@@ -146,7 +224,7 @@ fn publish(node: &TestApp, channel: &str, event: &str, data: Value, except: Opti
         .unwrap();
 }
 
-fn subscribed(node: &TestApp, channel: &str) -> Ws {
+fn subscribed(node: &impl Node, channel: &str) -> Ws {
     let mut ws = node.ws();
     let ok = ws.subscribe(channel, None, None);
     assert_eq!(
@@ -158,9 +236,9 @@ fn subscribed(node: &TestApp, channel: &str) -> Ws {
 
 /// Subscribed to a private channel with an authorization recorded for `owner`, as
 /// `/broadcasting/auth` records it.
-fn subscribed_private(node: &TestApp, channel: &str, owner: &str) -> Ws {
+fn subscribed_private(node: &impl Node, channel: &str, owner: &str) -> Ws {
     let mut ws = node.ws();
-    let hub = &node.app.hub;
+    let hub = node.hub();
     hub.record_authorization(&ws.socket_id, channel, owner)
         .unwrap();
     let auth = hub.sign(&ws.socket_id, channel, None);
@@ -173,9 +251,9 @@ fn subscribed_private(node: &TestApp, channel: &str, owner: &str) -> Ws {
 }
 
 /// Joined a presence channel as `user_id`; returns the socket and the roster it was given.
-fn joined_presence(node: &TestApp, channel: &str, user_id: &str, info: Value) -> (Ws, Value) {
+fn joined_presence(node: &impl Node, channel: &str, user_id: &str, info: Value) -> (Ws, Value) {
     let mut ws = node.ws();
-    let hub = &node.app.hub;
+    let hub = node.hub();
     hub.record_authorization(&ws.socket_id, channel, user_id)
         .unwrap();
     let channel_data = json!({ "user_id": user_id, "user_info": info }).to_string();
@@ -208,7 +286,7 @@ fn expect(ws: &mut Ws, channel: &str, event: &str, data: Value) {
 
 /// Waits until what `from` publishes reaches `to`'s sockets (both nodes have joined Redis, or
 /// joined it again), and until nothing published meanwhile is still on its way.
-fn wait_for_link(from: &TestApp, to: &TestApp) {
+fn wait_for_link(from: &impl Node, to: &impl Node) {
     let channel = format!("link-{:x}", rand::random::<u64>());
     let mut ws = subscribed(to, &channel);
     let mut n = 0;
@@ -310,8 +388,8 @@ fn client_events_cross_and_a_revocation_on_one_node_ends_the_subscription_on_ano
     let Some(redis) = Redis::start_or_skip() else {
         return;
     };
-    let a = node(&redis, None);
-    let b = node(&redis, Some(&a));
+    let a = hub_node(&redis);
+    let b = hub_node(&redis);
     wait_for_link(&a, &b);
     wait_for_link(&b, &a);
     let room = "private-room";
@@ -325,7 +403,6 @@ fn client_events_cross_and_a_revocation_on_one_node_ends_the_subscription_on_ano
 
     // Revoked through B, by owner: Ann's first socket, on A, loses the channel.
     let here = b
-        .app
         .hub
         .unsubscribe_user("7:1", ChannelFilter::Named(vec![room.into()]))
         .unwrap();
@@ -338,8 +415,7 @@ fn client_events_cross_and_a_revocation_on_one_node_ends_the_subscription_on_ano
     assert_eq!(frame_data(&error)["status"], 403);
 
     // Revoked through B, by socket: Ann's other tab, on A.
-    b.app
-        .hub
+    b.hub
         .revoke(vec![(ann_tab.socket_id.clone(), room.to_string())])
         .unwrap();
     let error = ann_tab
@@ -391,8 +467,8 @@ fn presence_members_are_the_union_across_nodes() {
     let Some(redis) = Redis::start_or_skip() else {
         return;
     };
-    let a = node(&redis, None);
-    let b = node(&redis, Some(&a));
+    let a = hub_node(&redis);
+    let b = hub_node(&redis);
     wait_for_link(&a, &b);
     wait_for_link(&b, &a);
     let room = "presence-room";
@@ -443,5 +519,43 @@ fn presence_members_are_the_union_across_nodes() {
         .expect("Carol's departure within 20 s");
     assert_eq!(gone["event"], "pusher_internal:member_removed", "{gone}");
     assert_eq!(frame_data(&gone), json!({"user_id": "3"}));
+    ann.assert_nothing_pending();
+}
+
+#[test]
+fn presence_forgets_an_unheard_node_and_learns_it_again_when_redis_is_back() {
+    let Some(mut redis) = Redis::start_or_skip() else {
+        return;
+    };
+    let a = hub_node(&redis);
+    let b = hub_node(&redis);
+    wait_for_link(&a, &b);
+    wait_for_link(&b, &a);
+    let lobby = "presence-lobby";
+    let (mut ann, _) = joined_presence(&a, lobby, "1", json!({"name": "Ann"}));
+    let (_bob, _) = joined_presence(&b, lobby, "2", json!({"name": "Bob"}));
+    let bob_added = json!({"user_id": "2", "user_info": {"name": "Bob"}});
+    expect(
+        &mut ann,
+        lobby,
+        "pusher_internal:member_added",
+        bob_added.clone(),
+    );
+
+    // Nothing heard from B for 15 s (its roster comes every 5 s): Bob is gone for Ann.
+    redis.stop();
+    let gone = ann
+        .recv_within(Duration::from_secs(25))
+        .expect("Bob's departure once B went unheard");
+    assert_eq!(gone["event"], "pusher_internal:member_removed", "{gone}");
+    assert_eq!(frame_data(&gone), json!({"user_id": "2"}));
+
+    // Redis back: the nodes say hello and send their rosters; Bob is back for Ann.
+    redis.restart();
+    let back = ann
+        .recv_within(LINKED_WITHIN)
+        .expect("Bob back once Redis is");
+    assert_eq!(back["event"], "pusher_internal:member_added", "{back}");
+    assert_eq!(frame_data(&back), bob_added);
     ann.assert_nothing_pending();
 }
