@@ -2,7 +2,10 @@
 //! same Pusher app, and theirs delivered to this node's sockets, over Redis pub/sub.
 //!
 //! One Redis channel per app, `tenantd:<app id>:realtime`, carries every kind of message (events,
-//! revocations) as JSON naming the node that sent it; a node skips its own. One channel rather
+//! revocations, presence) as JSON naming the node that sent it; a node skips its own. Each
+//! message is signed with the app's secret (`<hex HMAC-SHA256>.<json>`): whoever may publish on
+//! the Redis without knowing the secret cannot speak for the app, and a message signed for
+//! another app is refused. One channel rather
 //! than one per kind because Redis keeps the order of one publisher's messages only within what
 //! a subscriber reads from one connection: an event and the revocation after it arrive in order.
 //!
@@ -25,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::engine::Command;
+use super::signature::{hmac_sha256_hex, verify_hmac_sha256_hex};
 use super::{Publish, Subscription};
 
 /// A Redis URL (`redis://[:password@]host:port[/db]`, `redis+unix:///path`). Its `Debug` hides
@@ -209,7 +213,12 @@ pub(super) struct Inbox {
 }
 
 /// Starts the publisher and the subscriber for `app_id`; returns the publisher's queue.
-pub(super) fn start(url: &RedisUrl, app_id: &str, inbox: Inbox) -> std::io::Result<Outbox> {
+pub(super) fn start(
+    url: &RedisUrl,
+    app_id: &str,
+    secret: &str,
+    inbox: Inbox,
+) -> std::io::Result<Outbox> {
     let client = redis::Client::open(url.as_str())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let node = hex::encode(rand::random::<[u8; 8]>());
@@ -221,6 +230,7 @@ pub(super) fn start(url: &RedisUrl, app_id: &str, inbox: Inbox) -> std::io::Resu
         channel: channel.clone(),
         node: node.clone(),
         app: app_id.to_string(),
+        secret: secret.to_string(),
         rx,
     };
     std::thread::Builder::new()
@@ -231,6 +241,7 @@ pub(super) fn start(url: &RedisUrl, app_id: &str, inbox: Inbox) -> std::io::Resu
         channel,
         node,
         app: app_id.to_string(),
+        secret: secret.to_string(),
         inbox,
     };
     std::thread::Builder::new()
@@ -287,6 +298,7 @@ struct Publisher {
     channel: String,
     node: String,
     app: String,
+    secret: String,
     rx: Receiver<Message>,
 }
 
@@ -301,7 +313,7 @@ impl Publisher {
                 app: self.app.clone(),
                 message,
             }) {
-                Ok(p) => p,
+                Ok(json) => signed(&self.secret, &json),
                 Err(e) => {
                     log::error!("realtime bridge: cannot encode a message: {e}");
                     continue;
@@ -354,6 +366,7 @@ struct Subscriber {
     channel: String,
     node: String,
     app: String,
+    secret: String,
     inbox: Inbox,
 }
 
@@ -412,7 +425,14 @@ impl Subscriber {
 
     /// The command for another node's message, or `None` for ours, another app's or garbage.
     fn command(&self, payload: &[u8]) -> Option<Command> {
-        let envelope: Envelope = match serde_json::from_slice(payload) {
+        let Some(json) = verified(&self.secret, payload) else {
+            log::warn!(
+                "realtime bridge: a message on {} not signed with this app's secret, dropped",
+                self.channel
+            );
+            return None;
+        };
+        let envelope: Envelope = match serde_json::from_str(json) {
             Ok(e) => e,
             Err(e) => {
                 log::warn!(
@@ -470,6 +490,23 @@ impl Subscriber {
             Err(TrySendError::Disconnected(_)) => false,
         }
     }
+}
+
+/// Signatures are over this prefix and the JSON, so that no other signed string of the app
+/// (channel authorizations, HTTP API requests) can pass for a message.
+const SIGNED_AS: &str = "tenantd-bridge:";
+
+/// `<hex HMAC-SHA256(secret, SIGNED_AS + json)>.<json>`
+fn signed(secret: &str, json: &str) -> String {
+    let signature = hmac_sha256_hex(secret, &format!("{SIGNED_AS}{json}"));
+    format!("{signature}.{json}")
+}
+
+/// The JSON of a payload [`signed`] with `secret`, or `None`.
+fn verified<'a>(secret: &str, payload: &'a [u8]) -> Option<&'a str> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let (signature, json) = text.split_once('.')?;
+    verify_hmac_sha256_hex(secret, &format!("{SIGNED_AS}{json}"), signature).then_some(json)
 }
 
 /// A change in who is present on a channel on the other nodes taken together.
@@ -624,6 +661,18 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert_eq!(shown, "redis://***@cache.internal:6379/0");
         assert!(RedisUrl::parse("http://example.com").is_err());
+    }
+
+    #[test]
+    fn only_messages_signed_with_the_apps_secret_are_read() {
+        let json = r#"{"node":"n1","app":"1","kind":"hello"}"#;
+        let payload = signed("secret", json);
+        assert_eq!(verified("secret", payload.as_bytes()), Some(json));
+        assert_eq!(verified("other secret", payload.as_bytes()), None);
+        let forged = payload.replace("n1", "n2");
+        assert_eq!(verified("secret", forged.as_bytes()), None);
+        assert_eq!(verified("secret", json.as_bytes()), None);
+        assert_eq!(verified("secret", b"\xff.{}"), None);
     }
 
     #[test]

@@ -270,7 +270,7 @@ impl Hub {
                     waker: waker.clone(),
                     stopped: stopped.clone(),
                 };
-                let outbox = bridge::start(url, &config.app_id, inbox)?;
+                let outbox = bridge::start(url, &config.app_id, &config.secret, inbox)?;
                 engine.bridge = Some(outbox.clone());
                 Some(outbox)
             }

@@ -157,7 +157,11 @@ impl Handler for Upgrade {
 const HUB_APP: (&str, &str, &str) = ("4242", "hub-key", "hub-secret");
 
 fn hub_node(redis: &Redis) -> HubNode {
-    let (app_id, key, secret) = HUB_APP;
+    hub_node_with_secret(redis, HUB_APP.2)
+}
+
+fn hub_node_with_secret(redis: &Redis, secret: &str) -> HubNode {
+    let (app_id, key, _) = HUB_APP;
     let mut config = HubConfig::new(app_id, key, secret);
     config.redis_url = Some(redis.url());
     config.require_recorded_grant = true;
@@ -558,4 +562,27 @@ fn presence_forgets_an_unheard_node_and_learns_it_again_when_redis_is_back() {
     assert_eq!(back["event"], "pusher_internal:member_added", "{back}");
     assert_eq!(frame_data(&back), bob_added);
     ann.assert_nothing_pending();
+}
+
+#[test]
+fn a_node_without_the_apps_secret_is_not_heard() {
+    let Some(redis) = Redis::start_or_skip() else {
+        return;
+    };
+    let a = hub_node(&redis);
+    let b = hub_node(&redis);
+    // Same app id, so the same Redis channel, but not the app's secret.
+    let mallory = hub_node_with_secret(&redis, "not the secret");
+    let mallory_too = hub_node_with_secret(&redis, "not the secret");
+    wait_for_link(&b, &a);
+    wait_for_link(&mallory, &mallory_too);
+    let mut on_a = subscribed(&a, "news");
+    let mut on_mallory_too = subscribed(&mallory_too, "news");
+
+    publish(&mallory, "news", "forged", json!({}), None);
+    // Through Redis, so on its way to A's subscription too, before anything published after.
+    expect(&mut on_mallory_too, "news", "forged", json!({}));
+    publish(&b, "news", "genuine", json!({}), None);
+    expect(&mut on_a, "news", "genuine", json!({}));
+    on_a.assert_nothing_pending();
 }
