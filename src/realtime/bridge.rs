@@ -17,6 +17,7 @@
 //! others (real-time is at most once, as Pusher's is). Either thread logs once when the link
 //! goes and once when it is back, and reconnects with a backoff capped at [`MAX_BACKOFF`].
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -243,6 +244,8 @@ pub(super) fn start(
         app: app_id.to_string(),
         secret: secret.to_string(),
         inbox,
+        warned_bad: Cell::new(false),
+        warned_busy: Cell::new(false),
     };
     std::thread::Builder::new()
         .name("realtime-redis-sub".into())
@@ -368,6 +371,10 @@ struct Subscriber {
     app: String,
     secret: String,
     inbox: Inbox,
+    /// Messages dropped are logged once of each kind: whoever can publish on the Redis must
+    /// not be able to fill the log.
+    warned_bad: Cell<bool>,
+    warned_busy: Cell<bool>,
 }
 
 impl Subscriber {
@@ -426,19 +433,26 @@ impl Subscriber {
     /// The command for another node's message, or `None` for ours, another app's or garbage.
     fn command(&self, payload: &[u8]) -> Option<Command> {
         let Some(json) = verified(&self.secret, payload) else {
-            log::warn!(
-                "realtime bridge: a message on {} not signed with this app's secret, dropped",
-                self.channel
-            );
+            if !self.warned_bad.replace(true) {
+                log::warn!(
+                    "realtime bridge: a message on {} not signed with this app's secret, \
+                     dropped (and any more, unlogged)",
+                    self.channel
+                );
+            }
             return None;
         };
         let envelope: Envelope = match serde_json::from_str(json) {
             Ok(e) => e,
+            // Another version's message kinds among them (a rolling upgrade).
             Err(e) => {
-                log::warn!(
-                    "realtime bridge: unreadable message on {}: {e}",
-                    self.channel
-                );
+                if !self.warned_bad.replace(true) {
+                    log::warn!(
+                        "realtime bridge: unreadable message on {}, dropped (and any more, \
+                         unlogged): {e}",
+                        self.channel
+                    );
+                }
                 return None;
             }
         };
@@ -484,7 +498,12 @@ impl Subscriber {
                 true
             }
             Err(TrySendError::Full(_)) => {
-                log::warn!("realtime bridge: the hub is busy, a message from another node dropped");
+                if !self.warned_busy.replace(true) {
+                    log::warn!(
+                        "realtime bridge: the hub is busy, a message from another node dropped \
+                         (and any more, unlogged)"
+                    );
+                }
                 true
             }
             Err(TrySendError::Disconnected(_)) => false,
