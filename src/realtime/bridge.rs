@@ -5,9 +5,9 @@
 //! revocations, presence) as JSON naming the node that sent it; a node skips its own. Each
 //! message is signed with the app's secret (`<hex HMAC-SHA256>.<json>`): whoever may publish on
 //! the Redis without knowing the secret cannot speak for the app, and a message signed for
-//! another app is refused. One channel rather
-//! than one per kind because Redis keeps the order of one publisher's messages only within what
-//! a subscriber reads from one connection: an event and the revocation after it arrive in order.
+//! another app is refused. One publisher connection and one channel for every kind: the others
+//! read a node's messages in the order it sent them (a member's join before their leave, an
+//! event before the revocation that follows it).
 //!
 //! Two threads. The publisher takes what the [`super::Hub`] and the event loop hand it through
 //! [`Outbox`] (bounded; a full queue drops, never blocks the loop) and PUBLISHes it. The
