@@ -166,6 +166,11 @@ impl ServeConfig {
         if let Some(v) = pick("--subscribe-timeout", "TENANTD_SUBSCRIBE_TIMEOUT")? {
             c.app.realtime.subscribe_timeout = seconds("--subscribe-timeout", &v)?;
         }
+        if let Some(v) = pick("--redis-url", "TENANTD_REDIS_URL")? {
+            let url = crate::realtime::RedisUrl::parse(&v)
+                .map_err(|e| ConfigError(format!("--redis-url: {e}")))?;
+            c.app.realtime.redis_url = Some(url);
+        }
         if let Some(v) = pick("--head-timeout", "TENANTD_HEAD_TIMEOUT")? {
             c.http.head_timeout = seconds("--head-timeout", &v)?;
         }

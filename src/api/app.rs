@@ -140,6 +140,7 @@ impl App {
         // Every private or presence subscription goes through /broadcasting/auth, which records
         // it: a replayed signature (after a revocation, say) finds no grant and is refused.
         hub_config.require_recorded_grant = true;
+        hub_config.redis_url = config.realtime.redis_url.clone();
         let hub = Hub::start(hub_config).map_err(OpenError::Hub)?;
         let app = App {
             registry: Registry::new(&config.data_dir, config.registry.clone()),

@@ -45,6 +45,8 @@ pub struct RealtimeConfig {
     /// WebSockets open at most, and per client address.
     pub max_websockets: usize,
     pub max_websockets_per_client: usize,
+    /// `--redis-url`: the other nodes' events and revocations come and go through it.
+    pub redis_url: Option<crate::realtime::RedisUrl>,
 }
 
 impl Default for RealtimeConfig {
@@ -56,6 +58,7 @@ impl Default for RealtimeConfig {
             subscribe_timeout: std::time::Duration::from_secs(30),
             max_websockets: 512,
             max_websockets_per_client: 64,
+            redis_url: None,
         }
     }
 }

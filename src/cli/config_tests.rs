@@ -91,6 +91,8 @@ fn bad_values_are_refused_with_the_flag_named() {
     assert!(parse("--bind [::1]:0", &[]).is_ok());
     let e = parse("--read-cache-mib lots", &[]).unwrap_err();
     assert!(e.0.contains("--read-cache-mib"), "{e}");
+    let e = parse("--redis-url http://cache:6379", &[]).unwrap_err();
+    assert!(e.0.contains("--redis-url"), "{e}");
     let c = parse("", &[("TENANTD_TRUSTED_PROXIES", "10.0.0.1, ::1")]).unwrap();
     assert_eq!(c.http.trusted_proxies.len(), 2);
 }
@@ -109,6 +111,25 @@ fn checkpoints_are_tenantds_unless_left_to_litestream() {
     );
     let e = who("--checkpoints sqlite", &[]).unwrap_err();
     assert!(e.0.contains("--checkpoints"), "{e}");
+}
+
+#[test]
+fn the_redis_url_comes_from_the_flag_or_the_environment() {
+    let url = |argv: &str, env: &[(&str, &str)]| {
+        parse(argv, env)
+            .unwrap()
+            .app
+            .realtime
+            .redis_url
+            .map(|u| u.as_str().to_string())
+    };
+    assert_eq!(url("", &[]), None);
+    let env = [("TENANTD_REDIS_URL", "redis://cache:6379")];
+    assert_eq!(url("", &env).as_deref(), Some("redis://cache:6379"));
+    assert_eq!(
+        url("--redis-url redis://other:6380/1", &env).as_deref(),
+        Some("redis://other:6380/1")
+    );
 }
 
 #[test]

@@ -190,6 +190,10 @@ Options (each falls back to the environment variable named, then the default):
   --max-websockets N       WebSockets open at most [TENANTD_MAX_WEBSOCKETS, half the cap]
   --subscribe-timeout SECS A WebSocket with no subscription this long is closed (4202)
                            [TENANTD_SUBSCRIBE_TIMEOUT, 30]
+  --redis-url URL          Redis (redis://[:password@]host:port) through which real-time
+                           events, revocations and presence reach the other tenantd nodes
+                           serving this catalog's app, and theirs reach this one
+                           [TENANTD_REDIS_URL, none: this node alone]
   --head-timeout SECS      Time allowed for a whole request head, counted from when
                            the connection is ready (idle keep-alive included)
                            [TENANTD_HEAD_TIMEOUT, 10]

@@ -36,6 +36,7 @@ use tungstenite::{Message, Utf8Bytes, WebSocket};
 
 use crate::http::ConnSlot;
 
+use super::bridge::{Flip, Message as NodeMessage, Outbox, RemotePresence, EXPIRY, HEARTBEAT};
 use super::protocol::{self, codes, ChannelKind, Inbound};
 use super::signature::verify_channel_auth;
 use super::{HubConfig, Publish, Subscription, Ticket};
@@ -65,6 +66,18 @@ pub(super) enum Command {
         refusal: Option<Refusal>,
     },
     Publish(Publish),
+    /// Another node's publish or client event (through the bridge): for local sockets only.
+    Relayed {
+        publish: Publish,
+        user_id: Option<String>,
+    },
+    /// Another node's presence news, roster or hello (through the bridge).
+    FromNode {
+        node: String,
+        message: NodeMessage,
+    },
+    /// The bridge has (re)joined Redis: say hello, and send our roster.
+    Linked,
     Authorized {
         socket_id: String,
         channel: String,
@@ -228,6 +241,13 @@ pub(super) struct Engine {
     again: Vec<usize>,
     troubles: Vec<(usize, Trouble)>,
     count: Arc<AtomicUsize>,
+    /// With Redis: where client events and presence changes go for the other nodes.
+    pub(super) bridge: Option<Outbox>,
+    /// With Redis: the other nodes' presence members. A presence channel's members are those
+    /// of this node and these together.
+    remote: RemotePresence,
+    /// When this node's roster (its heartbeat) is next sent.
+    next_roster: Instant,
 }
 
 impl Engine {
@@ -257,6 +277,9 @@ impl Engine {
             again: Vec::new(),
             troubles: Vec::new(),
             count,
+            bridge: None,
+            remote: RemotePresence::default(),
+            next_roster: Instant::now(),
         };
         Ok((engine, waker))
     }
@@ -342,7 +365,13 @@ impl Engine {
                     ticket,
                     refusal,
                 } => self.connect(stream, leftover, slot, ticket, refusal),
-                Command::Publish(p) => self.publish(&p),
+                Command::Publish(p) => self.publish(&p, None),
+                Command::Relayed { publish, user_id } => self.publish(&publish, user_id.as_deref()),
+                Command::FromNode { node, message } => self.node_said(&node, message),
+                Command::Linked => {
+                    self.tell_nodes(NodeMessage::Hello);
+                    self.send_roster();
+                }
                 Command::Authorized {
                     socket_id,
                     channel,
@@ -555,6 +584,10 @@ impl Engine {
     }
 
     fn shutdown(&mut self) {
+        // An empty roster: the other nodes drop our members now rather than at expiry.
+        self.tell_nodes(NodeMessage::Roster {
+            members: HashMap::new(),
+        });
         for slot in self.conns.iter_mut() {
             if let Some(mut conn) = slot.take() {
                 if conn.closing.is_none() {
@@ -707,6 +740,13 @@ impl Engine {
 
     fn sweep(&mut self) {
         let now = Instant::now();
+        if self.bridge.is_some() && now >= self.next_roster {
+            self.send_roster();
+            if let Some(since) = now.checked_sub(EXPIRY) {
+                let flips = self.remote.expire(since);
+                self.remote_flips(flips);
+            }
+        }
         let activity = self.config.activity_timeout;
         let pong = self.config.pong_timeout;
         let cap = self.config.outbound_queue_cap;
@@ -882,8 +922,16 @@ impl Engine {
                 });
                 member.sockets += 1;
                 if member.sockets == 1 {
-                    let added = protocol::member_added(&channel, &user.id, &user.info);
-                    self.broadcast(&channel, added.into(), Some(t));
+                    // Already present through another node: nothing changes for the others.
+                    if !self.remote.has(&channel, &user.id) {
+                        let added = protocol::member_added(&channel, &user.id, &user.info);
+                        self.broadcast(&channel, added.into(), Some(t));
+                    }
+                    self.tell_nodes(NodeMessage::MemberAdded {
+                        channel: channel.clone(),
+                        user_id: user.id.clone(),
+                        user_info: user.info.clone(),
+                    });
                 }
             }
         }
@@ -892,7 +940,8 @@ impl Engine {
         self.send_to(t, protocol::subscription_succeeded(&channel, presence));
     }
 
-    /// `{"ids": [...], "hash": {id: info}, "count": n}` of a presence channel.
+    /// `{"ids": [...], "hash": {id: info}, "count": n}` of a presence channel: its members on
+    /// this node and on the others.
     fn roster(&self, channel: &str) -> Value {
         let mut ids = Vec::new();
         let mut hash = Map::new();
@@ -902,7 +951,70 @@ impl Engine {
                 hash.insert(id.clone(), member.info.clone());
             }
         }
+        for (id, info) in self.remote.members(channel) {
+            if !hash.contains_key(id) {
+                ids.push(Value::String(id.to_string()));
+                hash.insert(id.to_string(), info.clone());
+            }
+        }
         json!({"count": ids.len(), "ids": ids, "hash": hash})
+    }
+
+    // ---- other nodes -------------------------------------------------------------------------
+
+    fn tell_nodes(&self, message: NodeMessage) {
+        if let Some(bridge) = &self.bridge {
+            bridge.send(message);
+        }
+    }
+
+    /// Every presence member of this node, for the others (also our heartbeat).
+    fn send_roster(&mut self) {
+        if self.bridge.is_none() {
+            return;
+        }
+        self.next_roster = Instant::now() + HEARTBEAT;
+        let members = self
+            .channels
+            .iter()
+            .filter(|(_, ch)| !ch.members.is_empty())
+            .map(|(name, ch)| {
+                let users = ch
+                    .members
+                    .iter()
+                    .map(|(id, m)| (id.clone(), m.info.clone()))
+                    .collect();
+                (name.clone(), users)
+            })
+            .collect();
+        self.tell_nodes(NodeMessage::Roster { members });
+    }
+
+    fn node_said(&mut self, node: &str, message: NodeMessage) {
+        if message == NodeMessage::Hello {
+            self.send_roster();
+        }
+        let flips = self.remote.apply(node, message, Instant::now());
+        self.remote_flips(flips);
+    }
+
+    /// Tells this node's subscribers of a presence channel who came or went through the other
+    /// nodes, unless the member is present here as well (then nothing changed for them).
+    fn remote_flips(&mut self, flips: Vec<Flip>) {
+        for flip in flips {
+            let Some(ch) = self.channels.get(&flip.channel) else {
+                continue;
+            };
+            if ch.members.contains_key(&flip.user_id) {
+                continue;
+            }
+            let frame = if flip.present {
+                protocol::member_added(&flip.channel, &flip.user_id, &flip.info)
+            } else {
+                protocol::member_removed(&flip.channel, &flip.user_id)
+            };
+            self.broadcast(&flip.channel, frame.into(), None);
+        }
     }
 
     /// Leaves a channel; the last socket of a presence member out announces its removal.
@@ -932,12 +1044,18 @@ impl Engine {
         }
         if ch.subscribers.is_empty() {
             self.channels.remove(channel);
-        } else if let Some(user) = gone {
+        } else if let Some(user) = gone.as_ref().filter(|u| !self.remote.has(channel, u)) {
             self.broadcast(
                 channel,
-                protocol::member_removed(channel, &user).into(),
+                protocol::member_removed(channel, user).into(),
                 None,
             );
+        }
+        if let Some(user_id) = gone {
+            self.tell_nodes(NodeMessage::MemberRemoved {
+                channel: channel.to_string(),
+                user_id,
+            });
         }
         true
     }
@@ -986,11 +1104,21 @@ impl Engine {
         }
         let frame = protocol::event_frame(event, channel, data, user_id.as_deref());
         self.broadcast(channel, frame.into(), Some(t));
+        if let Some(bridge) = &self.bridge {
+            let socket_id = self.conns[t].as_ref().map(|c| c.socket_id.clone());
+            let publish = Publish {
+                channels: vec![channel.to_string()],
+                event: event.to_string(),
+                data: data.to_string(),
+                except_socket: socket_id,
+            };
+            bridge.send(NodeMessage::event(&publish, user_id));
+        }
     }
 
     // ---- commands ----------------------------------------------------------------------------
 
-    fn publish(&mut self, p: &Publish) {
+    fn publish(&mut self, p: &Publish, user_id: Option<&str>) {
         let except = p
             .except_socket
             .as_deref()
@@ -1001,7 +1129,8 @@ impl Engine {
                 continue;
             }
             // One frame per channel, shared by every subscriber.
-            let frame: Utf8Bytes = protocol::event_frame(&p.event, channel, &p.data, None).into();
+            let frame: Utf8Bytes =
+                protocol::event_frame(&p.event, channel, &p.data, user_id).into();
             self.broadcast(channel, frame, except);
         }
     }

@@ -11,7 +11,13 @@
 //! is ended with a `pusher:subscription_error` (status 403) on that channel: Pusher has no event
 //! for it, and this one reaches `channel.bind('pusher:subscription_error')` and Echo's
 //! `.error()`. The socket stays open for its other channels.
+//!
+//! With a Redis URL ([`HubConfig::redis_url`]) the hub is one node of several: [`bridge`] sends
+//! what is published here (and client events), revocations and presence changes to the other
+//! nodes of the same app, and delivers theirs to this node's sockets; a presence channel's
+//! members are every node's.
 
+mod bridge;
 mod credentials;
 mod engine;
 mod handshake;
@@ -26,7 +32,7 @@ use std::fmt;
 use std::io;
 use std::net::IpAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -36,6 +42,7 @@ use mio::Waker;
 
 use crate::http::{Request, Response};
 
+pub use bridge::{ChannelFilter, RedisUrl, Revocation};
 pub use credentials::Credentials;
 use engine::Command;
 pub use protocol::codes;
@@ -84,6 +91,10 @@ pub struct HubConfig {
     /// [`Hub::record_authorization`], each usable once. A signature never expires and a socket
     /// keeps its id, so without this a client could replay a saved `auth` after revocation.
     pub require_recorded_grant: bool,
+    /// Redis, through which this hub's events, revocations and presence members reach the
+    /// other nodes serving the same app (same `app_id`), and theirs reach it. `None`: this
+    /// node alone.
+    pub redis_url: Option<RedisUrl>,
 }
 
 impl HubConfig {
@@ -108,6 +119,7 @@ impl HubConfig {
             allowed_origins: None,
             close_linger: Duration::from_secs(5),
             require_recorded_grant: false,
+            redis_url: None,
         }
     }
 }
@@ -128,6 +140,7 @@ impl fmt::Debug for HubConfig {
             .field("outbound_queue_cap", &self.outbound_queue_cap)
             .field("allowed_origins", &self.allowed_origins)
             .field("close_linger", &self.close_linger)
+            .field("redis_url", &self.redis_url)
             .finish()
     }
 }
@@ -218,13 +231,18 @@ struct Inner {
     config: Arc<HubConfig>,
     admitted: Arc<Mutex<Admitted>>,
     tx: Sender<Command>,
-    waker: Waker,
+    waker: Arc<Waker>,
+    /// The other nodes' way, with a Redis URL.
+    bridge: Option<bridge::Outbox>,
+    /// Tells the bridge's subscriber to end.
+    stopped: Arc<AtomicBool>,
     connections: Arc<AtomicUsize>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        self.stopped.store(true, Ordering::Relaxed);
         let _ = self.tx.send_timeout(Command::Stop, SEND_WAIT);
         let _ = self.waker.wake();
         let handle = self.thread.lock().ok().and_then(|mut t| t.take());
@@ -242,7 +260,22 @@ impl Hub {
         let config = Arc::new(config);
         let connections = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
-        let (engine, waker) = engine::Engine::new(config.clone(), rx, connections.clone())?;
+        let (mut engine, waker) = engine::Engine::new(config.clone(), rx, connections.clone())?;
+        let waker = Arc::new(waker);
+        let stopped = Arc::new(AtomicBool::new(false));
+        let bridge = match &config.redis_url {
+            Some(url) => {
+                let inbox = bridge::Inbox {
+                    tx: tx.clone(),
+                    waker: waker.clone(),
+                    stopped: stopped.clone(),
+                };
+                let outbox = bridge::start(url, &config.app_id, &config.secret, inbox)?;
+                engine.bridge = Some(outbox.clone());
+                Some(outbox)
+            }
+            None => None,
+        };
         let count = connections.clone();
         let thread = std::thread::Builder::new()
             .name("realtime".into())
@@ -260,6 +293,8 @@ impl Hub {
                 admitted: Arc::default(),
                 tx,
                 waker,
+                bridge,
+                stopped,
                 connections,
                 thread: Mutex::new(Some(thread)),
             }),
@@ -283,8 +318,12 @@ impl Hub {
         sign_channel(&c.secret, &c.key, socket_id, channel, channel_data)
     }
 
-    /// Delivers an event to every socket subscribed to its channels, except `except_socket`.
+    /// Delivers an event to every socket subscribed to its channels, except `except_socket`,
+    /// on this node and (with Redis) on the others.
     pub fn publish(&self, publish: Publish) -> Result<(), HubError> {
+        if let Some(bridge) = &self.inner.bridge {
+            bridge.send(bridge::Message::event(&publish, None));
+        }
         self.send(Command::Publish(publish))
     }
 
@@ -304,28 +343,38 @@ impl Hub {
         })
     }
 
-    /// Ends the given `(socket_id, channel)` subscriptions; returns how many there were.
+    /// Ends the given `(socket_id, channel)` subscriptions, on every node; returns how many
+    /// there were on this one.
     pub fn revoke(&self, targets: Vec<(String, String)>) -> Result<usize, HubError> {
-        self.revoke_where(move |s| {
-            targets
-                .iter()
-                .any(|(socket, channel)| *socket == s.socket_id && *channel == s.channel)
-        })
+        self.revoke_everywhere(Revocation::Subscriptions(targets))
     }
 
-    /// Ends every subscription authorized for `user_id` on a channel `channel_filter` accepts.
+    /// Ends every subscription authorized for `user_id` on a channel `channels` accepts, on
+    /// every node; returns how many there were on this one.
     pub fn unsubscribe_user(
         &self,
         user_id: &str,
-        channel_filter: impl Fn(&str) -> bool + Send + 'static,
+        channels: ChannelFilter,
     ) -> Result<usize, HubError> {
-        let user_id = user_id.to_string();
-        self.revoke_where(move |s| {
-            s.user_id.as_deref() == Some(user_id.as_str()) && channel_filter(&s.channel)
+        self.revoke_everywhere(Revocation::User {
+            user_id: user_id.to_string(),
+            channels,
         })
     }
 
-    /// Ends every subscription the predicate accepts. Each affected socket gets a
+    /// Ends the subscriptions `revocation` names here and (with Redis) on the other nodes,
+    /// which apply it when it reaches them; returns how many there were on this node.
+    pub fn revoke_everywhere(&self, revocation: Revocation) -> Result<usize, HubError> {
+        if let Some(bridge) = &self.inner.bridge {
+            bridge.send(bridge::Message::Revoke {
+                revocation: revocation.clone(),
+            });
+        }
+        self.revoke_where(move |s| revocation.matches(s))
+    }
+
+    /// Ends every subscription the predicate accepts, on this node only: a closure cannot
+    /// travel ([`Hub::revoke_everywhere`] takes a value that can). Each affected socket gets a
     /// `pusher:subscription_error` (status 403) for that channel and stops receiving its
     /// events; presence members are removed as on an unsubscribe. Returns once done.
     pub fn revoke_where(

@@ -38,6 +38,14 @@ pub fn hmac_sha256_hex(secret: &str, message: &str) -> String {
     hex::encode(mac(secret, message).finalize().into_bytes())
 }
 
+/// Whether `signature_hex` is [`hmac_sha256_hex`] of `message` (constant-time).
+pub(super) fn verify_hmac_sha256_hex(secret: &str, message: &str, signature_hex: &str) -> bool {
+    let Ok(signature) = hex::decode(signature_hex) else {
+        return false;
+    };
+    mac(secret, message).verify_slice(&signature).is_ok()
+}
+
 fn channel_string_to_sign(socket_id: &str, channel: &str, channel_data: Option<&str>) -> String {
     match channel_data {
         Some(data) => format!("{socket_id}:{channel}:{data}"),

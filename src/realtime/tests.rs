@@ -10,7 +10,7 @@ use tungstenite::handshake::HandshakeError;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{ClientRequestBuilder, Message, WebSocket};
 
-use super::{codes, Hub, HubConfig, Publish};
+use super::{codes, ChannelFilter, Hub, HubConfig, Publish};
 use crate::http::{self, Match, Request, Response, Router, ServerHandle};
 
 const APP_ID: &str = "1";
@@ -660,7 +660,7 @@ fn revoked_subscriptions_are_ended() {
 
     let started = Instant::now();
     let revoked = hub
-        .unsubscribe_user("user-7", |c| c.starts_with("private-"))
+        .unsubscribe_user("user-7", ChannelFilter::Prefixed(vec!["private-".into()]))
         .unwrap();
     assert_eq!(revoked, 1);
     let error = client.recv_event("pusher:subscription_error");

@@ -37,6 +37,7 @@ mod profile;
 mod rate_limit;
 mod readyz;
 mod realtime;
+mod realtime_redis;
 mod realtime_rejoin;
 mod roles;
 mod sessions;
