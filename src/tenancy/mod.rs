@@ -223,8 +223,30 @@ impl Tenant {
         self.pool.checkpoints_done.load(Ordering::Relaxed)
     }
 
+    /// Runs `f` with a connection to this tenant's database, through the store contract: what
+    /// tenant code uses to read, so that the same code reads whatever holds the tenant
+    /// (docs/scale-out.md; today a local file).
+    pub fn read<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&dyn store::Sql) -> Result<T, E>,
+        E: From<DbError>,
+    {
+        let conn = self.conn()?;
+        f(&conn)
+    }
+
+    /// [`Tenant::write`] through the store contract: what tenant code uses to write.
+    pub fn write_sql<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&dyn store::Sql) -> Result<T, E>,
+        E: From<DbError> + From<rusqlite::Error>,
+    {
+        self.write(|tx| f(tx))
+    }
+
     /// Runs `f` in a `BEGIN IMMEDIATE` transaction on this tenant's database;
-    /// commits on `Ok`, rolls back on `Err`.
+    /// commits on `Ok`, rolls back on `Err`. The local file's own connection: for what only a
+    /// file has (tests, backups); tenant code writes with [`Tenant::write_sql`].
     pub fn write<T, E, F>(&self, f: F) -> Result<T, E>
     where
         F: FnOnce(&Transaction<'_>) -> Result<T, E>,

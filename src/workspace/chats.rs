@@ -291,47 +291,47 @@ fn summary(db: &dyn Sql, reader: &Reader, access: Access) -> Result<ChatSummary,
 /// `archived_at`), most recently active first: by the last message, or the
 /// creation of a chat without messages.
 pub fn list_chats(tenant: &Tenant, reader: &Reader) -> Result<Vec<ChatSummary>, WorkspaceError> {
-    let conn = tenant.conn()?;
-    let db: &dyn Sql = &conn;
-    // Overseers scan every chat; others start from their own participations
-    // (the by-user index) rather than filtering a scan.
-    let join = if sees_all(reader) {
-        "LEFT JOIN"
-    } else {
-        "JOIN"
-    };
-    let rows = db.query_map(
-        &format!(
+    tenant.read(|db| {
+        // Overseers scan every chat; others start from their own participations
+        // (the by-user index) rather than filtering a scan.
+        let join = if sees_all(reader) {
+            "LEFT JOIN"
+        } else {
+            "JOIN"
+        };
+        let rows = db.query_map(
+            &format!(
             "SELECT c.id, c.title, c.kind, c.created_by, c.created_at, c.updated_at, c.archived_at,
                     p.user_id IS NOT NULL, p.last_read_message_id
              FROM chats c
              {join} chat_participants p ON p.chat_id = c.id AND p.user_id = ?1"
         ),
-        args![reader.user_id],
-        |row| {
-            let chat = chat_from_row(row)?;
-            let participant: bool = row.get(7)?;
-            let last_read: Option<i64> = row.get(8)?;
-            Ok(Access {
-                chat,
-                membership: participant.then_some(last_read),
-            })
-        },
-    )?;
-    let mut out = Vec::new();
-    for access in rows {
-        out.push(summary(db, reader, access)?);
-    }
-    out.sort_by(|a, b| {
-        let active = |s: &ChatSummary| {
-            s.last_message
-                .as_ref()
-                .map_or(&s.chat.created_at, |m| &m.created_at)
-                .clone()
-        };
-        (active(b), b.chat.id).cmp(&(active(a), a.chat.id))
-    });
-    Ok(out)
+            args![reader.user_id],
+            |row| {
+                let chat = chat_from_row(row)?;
+                let participant: bool = row.get(7)?;
+                let last_read: Option<i64> = row.get(8)?;
+                Ok(Access {
+                    chat,
+                    membership: participant.then_some(last_read),
+                })
+            },
+        )?;
+        let mut out = Vec::new();
+        for access in rows {
+            out.push(summary(db, reader, access)?);
+        }
+        out.sort_by(|a, b| {
+            let active = |s: &ChatSummary| {
+                s.last_message
+                    .as_ref()
+                    .map_or(&s.chat.created_at, |m| &m.created_at)
+                    .clone()
+            };
+            (active(b), b.chat.id).cmp(&(active(a), a.chat.id))
+        });
+        Ok(out)
+    })
 }
 
 pub fn get_chat(
@@ -339,9 +339,10 @@ pub fn get_chat(
     reader: &Reader,
     chat_id: i64,
 ) -> Result<ChatSummary, WorkspaceError> {
-    let conn = tenant.conn()?;
-    let access = access(&conn, reader, chat_id)?;
-    Ok(summary(&conn, reader, access)?)
+    tenant.read(|db| {
+        let access = access(db, reader, chat_id)?;
+        Ok(summary(db, reader, access)?)
+    })
 }
 
 /// Creates a chat with the reader and `participant_ids` as participants.
@@ -393,12 +394,11 @@ pub fn create_chat(
     problems.check()?;
     let kind = kind.unwrap_or(ChatKind::Group);
 
-    tenant.write(|tx| {
+    tenant.write_sql(|db| {
         reader
             .limits
-            .check(tx, "chats", "SELECT count(*) FROM chats")?;
+            .check(db, "chats", "SELECT count(*) FROM chats")?;
         let now = now();
-        let db: &dyn Sql = tx;
         let chat_id: i64 = db.query_one(
             "INSERT INTO chats (title, kind, created_by, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?4) RETURNING id",
@@ -411,8 +411,8 @@ pub fn create_chat(
                 args![chat_id, user_id, &now],
             )?;
         }
-        let access = access(tx, reader, chat_id)?;
-        Ok(summary(tx, reader, access)?)
+        let access = access(db, reader, chat_id)?;
+        Ok(summary(db, reader, access)?)
     })
 }
 
@@ -423,8 +423,8 @@ pub fn update_chat(
     chat_id: i64,
     update: &ChatUpdate,
 ) -> Result<ChatSummary, WorkspaceError> {
-    tenant.write(|tx| {
-        let found = access(tx, reader, chat_id)?;
+    tenant.write_sql(|db| {
+        let found = access(db, reader, chat_id)?;
         found.require_manage(reader)?;
         let mut problems = Problems::default();
         let title = update
@@ -452,14 +452,14 @@ pub fn update_chat(
             _ => {}
         }
         if changed {
-            let db: &dyn Sql = tx;
+            let db: &dyn Sql = db;
             db.execute(
                 "UPDATE chats SET title = ?2, archived_at = ?3, updated_at = ?4 WHERE id = ?1",
                 args![chat_id, &chat.title, chat.archived_at.as_deref(), &now],
             )?;
         }
-        let access = access(tx, reader, chat_id)?;
-        Ok(summary(tx, reader, access)?)
+        let access = access(db, reader, chat_id)?;
+        Ok(summary(db, reader, access)?)
     })
 }
 
@@ -475,14 +475,14 @@ pub fn add_participant(
     // Asked before the write lock is taken; reported only once the reader is
     // known to see and manage the chat.
     let member = is_member(user_id);
-    tenant.write(|tx| {
-        let found = access(tx, reader, chat_id)?;
+    tenant.write_sql(|db| {
+        let found = access(db, reader, chat_id)?;
         found.require_manage(reader)?;
         let mut problems = Problems::default();
         if !member {
             problems.add("user_id", "not a member of this tenant");
         }
-        let present = participant(tx, chat_id, user_id)?;
+        let present = participant(db, chat_id, user_id)?;
         if found.chat.kind == ChatKind::Direct && present.is_none() {
             problems.add("chat_id", "a direct chat takes no further participants");
         }
@@ -490,12 +490,11 @@ pub fn add_participant(
         if let Some(p) = present {
             return Ok(p);
         }
-        let db: &dyn Sql = tx;
         db.execute(
             "INSERT INTO chat_participants (chat_id, user_id, joined_at) VALUES (?1, ?2, ?3)",
             args![chat_id, user_id, now()],
         )?;
-        participant(tx, chat_id, user_id)?.ok_or(WorkspaceError::NotFound)
+        participant(db, chat_id, user_id)?.ok_or(WorkspaceError::NotFound)
     })
 }
 
@@ -507,12 +506,11 @@ pub fn remove_participant(
     chat_id: i64,
     user_id: i64,
 ) -> Result<(), WorkspaceError> {
-    tenant.write(|tx| {
-        let found = access(tx, reader, chat_id)?;
+    tenant.write_sql(|db| {
+        let found = access(db, reader, chat_id)?;
         if user_id != reader.user_id {
             found.require_manage(reader)?;
         }
-        let db: &dyn Sql = tx;
         let removed = db.execute(
             "DELETE FROM chat_participants WHERE chat_id = ?1 AND user_id = ?2",
             args![chat_id, user_id],
@@ -530,15 +528,15 @@ pub fn participants(
     reader: &Reader,
     chat_id: i64,
 ) -> Result<Vec<Participant>, WorkspaceError> {
-    let conn = tenant.conn()?;
-    let db: &dyn Sql = &conn;
-    access(db, reader, chat_id)?;
-    Ok(db.query_map(
-        "SELECT user_id, joined_at, last_read_message_id FROM chat_participants
+    tenant.read(|db| {
+        access(db, reader, chat_id)?;
+        Ok(db.query_map(
+            "SELECT user_id, joined_at, last_read_message_id FROM chat_participants
          WHERE chat_id = ?1 ORDER BY joined_at, user_id",
-        args![chat_id],
-        participant_from_row,
-    )?)
+            args![chat_id],
+            participant_from_row,
+        )?)
+    })
 }
 
 fn participant_from_row(row: &dyn RowRef) -> Result<Participant, StoreError> {
@@ -575,28 +573,28 @@ pub fn list_messages(
     let mut problems = Problems::default();
     let limit = problems.limit(limit);
     problems.check()?;
-    let conn = tenant.conn()?;
-    let db: &dyn Sql = &conn;
-    access(db, reader, chat_id)?;
-    // The checked limit as a literal: a bound LIMIT makes SQLite re-prepare the statement at
-    // every new binding (see `orders::list_orders`).
-    let fetch = i64::from(limit) + 1;
-    let mut items = db.query_map(
-        &format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages
+    tenant.read(|db| {
+        access(db, reader, chat_id)?;
+        // The checked limit as a literal: a bound LIMIT makes SQLite re-prepare the statement at
+        // every new binding (see `orders::list_orders`).
+        let fetch = i64::from(limit) + 1;
+        let mut items = db.query_map(
+            &format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages
              WHERE chat_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT {fetch}"
-        ),
-        args![chat_id, before.unwrap_or(i64::MAX)],
-        message_from_row,
-    )?;
-    let next = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(|m| m.id)
-    } else {
-        None
-    };
-    super::files::fill_message_files(db, &mut items)?;
-    Ok(Page { items, next })
+            ),
+            args![chat_id, before.unwrap_or(i64::MAX)],
+            message_from_row,
+        )?;
+        let next = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items.last().map(|m| m.id)
+        } else {
+            None
+        };
+        super::files::fill_message_files(db, &mut items)?;
+        Ok(Page { items, next })
+    })
 }
 
 fn body_problems(problems: &mut Problems, body: &str) {
@@ -636,17 +634,17 @@ pub fn post_message(
     chat_id: i64,
     body: &str,
 ) -> Result<Message, WorkspaceError> {
-    tenant.write(|tx| insert_message(tx, reader, chat_id, body))
+    tenant.write_sql(|db| insert_message(db, reader, chat_id, body))
 }
 
 /// [`post_message`] inside the caller's write (a message that carries a file adds it there).
 pub(super) fn insert_message(
-    tx: &dyn Sql,
+    db: &dyn Sql,
     reader: &Reader,
     chat_id: i64,
     body: &str,
 ) -> Result<Message, WorkspaceError> {
-    let found = access(tx, reader, chat_id)?;
+    let found = access(db, reader, chat_id)?;
     found.require_participant()?;
     let mut problems = Problems::default();
     archived_problem(&mut problems, &found.chat);
@@ -655,14 +653,14 @@ pub(super) fn insert_message(
     let now = now();
     reader
         .limits
-        .check_counted("messages_per_day", |limit| messages_today(tx, &now, limit))?;
-    let id: i64 = tx.query_one(
+        .check_counted("messages_per_day", |limit| messages_today(db, &now, limit))?;
+    let id: i64 = db.query_one(
         "INSERT INTO messages (chat_id, user_id, body, created_at)
          VALUES (?1, ?2, ?3, ?4) RETURNING id",
         args![chat_id, reader.user_id, body, &now],
         |row| row.get(0),
     )?;
-    message(tx, chat_id, id)?.ok_or(WorkspaceError::NotFound)
+    message(db, chat_id, id)?.ok_or(WorkspaceError::NotFound)
 }
 
 /// Whether the reader may post in the chat: `NotFound` if they cannot see it, `Forbidden` if
@@ -686,9 +684,9 @@ pub(super) fn check_access(
 
 /// Messages posted since midnight UTC of `now`, counted up to `limit`: only the newest
 /// `limit` by id are read (ids grow with time), so the count costs no more than the limit.
-fn messages_today(tx: &dyn Sql, now: &str, limit: i64) -> Result<i64, StoreError> {
+fn messages_today(db: &dyn Sql, now: &str, limit: i64) -> Result<i64, StoreError> {
     let midnight = format!("{}T00:00:00.000Z", &now[..10]);
-    tx.query_one(
+    db.query_one(
         "SELECT count(*) FROM (SELECT created_at FROM messages ORDER BY id DESC LIMIT ?1)
          WHERE created_at >= ?2",
         args![limit, midnight],
@@ -741,8 +739,7 @@ pub fn post_external_message(
     key: &str,
 ) -> Result<Option<Message>, WorkspaceError> {
     external_message_problems(body, author)?;
-    tenant.write(|tx| {
-        let db: &dyn Sql = tx;
+    tenant.write_sql(|db| {
         let chat = db
             .query_row(
                 &format!("SELECT {CHAT_COLUMNS} FROM chats WHERE id = ?1"),
@@ -802,20 +799,20 @@ pub fn edit_message(
     message_id: i64,
     body: &str,
 ) -> Result<Message, WorkspaceError> {
-    tenant.write(|tx| {
-        let (found, msg) = own_message(tx, reader, chat_id, message_id)?;
+    tenant.write_sql(|db| {
+        let (found, msg) = own_message(db, reader, chat_id, message_id)?;
         let mut problems = Problems::default();
         archived_problem(&mut problems, &found.chat);
         body_problems(&mut problems, body);
         problems.check()?;
         if msg.body != body {
-            let db: &dyn Sql = tx;
+            let db: &dyn Sql = db;
             db.execute(
                 "UPDATE messages SET body = ?2, edited_at = ?3 WHERE id = ?1",
                 args![message_id, body, now()],
             )?;
         }
-        message(tx, chat_id, message_id)?.ok_or(WorkspaceError::NotFound)
+        message(db, chat_id, message_id)?.ok_or(WorkspaceError::NotFound)
     })
 }
 
@@ -829,12 +826,11 @@ pub fn delete_message(
 ) -> Result<(), WorkspaceError> {
     // The text stays (soft delete), its files go: nothing shows them any more.
     let mut trash = super::files::Trash::new(tenant);
-    let result = tenant.write(|tx| {
-        let (found, _) = own_message(tx, reader, chat_id, message_id)?;
+    let result = tenant.write_sql(|db| {
+        let (found, _) = own_message(db, reader, chat_id, message_id)?;
         let mut problems = Problems::default();
         archived_problem(&mut problems, &found.chat);
         problems.check()?;
-        let db: &dyn Sql = tx;
         db.execute(
             "UPDATE messages SET deleted_at = ?2 WHERE id = ?1",
             args![message_id, now()],
@@ -855,13 +851,12 @@ pub fn mark_read(
     chat_id: i64,
     message_id: i64,
 ) -> Result<i64, WorkspaceError> {
-    tenant.write(|tx| {
-        let found = access(tx, reader, chat_id)?;
+    tenant.write_sql(|db| {
+        let found = access(db, reader, chat_id)?;
         found.require_participant()?;
-        if message(tx, chat_id, message_id)?.is_none() {
+        if message(db, chat_id, message_id)?.is_none() {
             return Err(WorkspaceError::NotFound);
         }
-        let db: &dyn Sql = tx;
         let mark: i64 = db.query_one(
             "UPDATE chat_participants
              SET last_read_message_id = max(coalesce(last_read_message_id, 0), ?3)

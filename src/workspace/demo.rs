@@ -6,11 +6,11 @@
 
 use rand::seq::SliceRandom;
 use rand::Rng;
-use rusqlite::params;
 use serde::Serialize;
 
 use super::orders::{insert_demo_order, DemoOrder, OrderStatus};
 use super::{format_unix_ms, unix_ms_now, WorkspaceError};
+use crate::args;
 use crate::tenancy::Tenant;
 
 pub const DEMO_ORDERS: usize = 200;
@@ -75,10 +75,10 @@ const DEMO_MARK: &str = "demo_created_at";
 
 /// Marks a tenant the demo has just created as the demo's own.
 pub fn mark_demo(tenant: &Tenant) -> Result<(), WorkspaceError> {
-    tenant.write(|tx| {
-        tx.execute(
+    tenant.write_sql(|db| {
+        db.execute(
             "INSERT OR IGNORE INTO tenant_meta (key, value) VALUES (?1, ?2)",
-            params![DEMO_MARK, format_unix_ms(unix_ms_now())],
+            args![DEMO_MARK, format_unix_ms(unix_ms_now())],
         )?;
         Ok(())
     })
@@ -87,12 +87,13 @@ pub fn mark_demo(tenant: &Tenant) -> Result<(), WorkspaceError> {
 /// Whether the demo made this tenant. A tenant someone made with the same slug is not the
 /// demo's to fill with people, chats and orders.
 pub fn is_demo(tenant: &Tenant) -> Result<bool, WorkspaceError> {
-    let conn = tenant.conn()?;
-    Ok(conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM tenant_meta WHERE key = ?1)",
-        [DEMO_MARK],
-        |row| row.get(0),
-    )?)
+    tenant.read(|db| {
+        Ok(db.query_one(
+            "SELECT EXISTS (SELECT 1 FROM tenant_meta WHERE key = ?1)",
+            args![DEMO_MARK],
+            |row| row.get(0),
+        )?)
+    })
 }
 
 /// Seeds the demo workspace for `users` (member ids; at least one). Does
@@ -106,10 +107,10 @@ pub fn seed_demo<R: Rng + ?Sized>(
         return Err(WorkspaceError::field("users", "at least one user"));
     }
     let start = unix_ms_now() - SPAN_MS;
-    tenant.write(|tx| {
-        let used: bool = tx.query_row(
+    tenant.write_sql(|db| {
+        let used: bool = db.query_one(
             "SELECT EXISTS (SELECT 1 FROM chats) OR EXISTS (SELECT 1 FROM orders)",
-            [],
+            &[],
             |row| row.get(0),
         )?;
         if used {
@@ -132,17 +133,17 @@ pub fn seed_demo<R: Rng + ?Sized>(
         }
         for (title, kind, members) in chats {
             let created = format_unix_ms(start);
-            let chat_id: i64 = tx.query_row(
+            let chat_id: i64 = db.query_one(
                 "INSERT INTO chats (title, kind, created_by, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?4) RETURNING id",
-                params![title, kind, members[0], created],
+                args![title, kind, members[0], &created],
                 |row| row.get(0),
             )?;
             for user in &members {
-                tx.execute(
+                db.execute(
                     "INSERT INTO chat_participants (chat_id, user_id, joined_at)
                      VALUES (?1, ?2, ?3)",
-                    params![chat_id, user, created],
+                    args![chat_id, *user, &created],
                 )?;
             }
             let count = rng.gen_range(8..=20);
@@ -151,10 +152,10 @@ pub fn seed_demo<R: Rng + ?Sized>(
                 at += rng.gen_range(1..SPAN_MS / 25);
                 let author = members[rng.gen_range(0..members.len())];
                 let body = LINES[rng.gen_range(0..LINES.len())];
-                tx.execute(
+                db.execute(
                     "INSERT INTO messages (chat_id, user_id, body, created_at)
                      VALUES (?1, ?2, ?3, ?4)",
-                    params![chat_id, author, body, format_unix_ms(at)],
+                    args![chat_id, author, body, format_unix_ms(at)],
                 )?;
             }
             summary.chats += 1;
@@ -193,7 +194,7 @@ pub fn seed_demo<R: Rng + ?Sized>(
             let qty = rng.gen_range(1..=4);
             let email = customer.to_lowercase().replace(' ', ".") + "@example.com";
             insert_demo_order(
-                tx,
+                db,
                 DemoOrder {
                     title: if qty == 1 {
                         product.to_string()

@@ -220,13 +220,13 @@ fn referenced(db: &dyn Sql, sha256: &str) -> Result<bool, StoreError> {
 /// Refuses an upload that would take the tenant past its plan's `storage_mb` (counted inside
 /// the write, so concurrent uploads cannot pass it together). A content already stored takes
 /// no more room.
-fn check_storage(tx: &dyn Sql, reader: &Reader, upload: &Upload) -> Result<(), WorkspaceError> {
+fn check_storage(db: &dyn Sql, reader: &Reader, upload: &Upload) -> Result<(), WorkspaceError> {
     let Some(&limit) = reader.limits.0.get("storage_mb") else {
         return Ok(());
     };
-    let stored = referenced(tx, &upload.sha256)?;
+    let stored = referenced(db, &upload.sha256)?;
     let adding = if stored { 0 } else { upload.size as i64 };
-    let used = storage_used(tx)?;
+    let used = storage_used(db)?;
     if used.saturating_add(adding) > limit.saturating_mul(1 << 20) {
         return Err(WorkspaceError::Quota {
             limit_name: "storage_mb",
@@ -258,14 +258,14 @@ fn place(tenant: &Tenant, upload: &Upload) -> io::Result<()> {
 }
 
 fn insert(
-    tx: &dyn Sql,
+    db: &dyn Sql,
     upload: &Upload,
     what: &Described,
     reader: &Reader,
     message_id: Option<i64>,
     order_id: Option<i64>,
 ) -> Result<FileInfo, WorkspaceError> {
-    tx.query_row(
+    db.query_row(
         &format!(
             "INSERT INTO files (sha256, size, name, content_type, uploaded_by, created_at,
                                 message_id, order_id)
@@ -293,18 +293,18 @@ pub fn may_attach_to_order(
     reader: &Reader,
     order_id: i64,
 ) -> Result<(), WorkspaceError> {
-    let conn = tenant.conn()?;
-    visible(&conn, &Scope::of(reader), order_id)?;
-    if !reader.can("orders_edit") {
-        return Err(WorkspaceError::forbidden("orders_edit"));
-    }
-    Ok(())
+    tenant.read(|db| {
+        visible(db, &Scope::of(reader), order_id)?;
+        if !reader.can("orders_edit") {
+            return Err(WorkspaceError::forbidden("orders_edit"));
+        }
+        Ok(())
+    })
 }
 
 /// Whether the reader may post a file into this chat, asked as [`may_attach_to_order`] is.
 pub fn may_post_file(tenant: &Tenant, reader: &Reader, chat_id: i64) -> Result<(), WorkspaceError> {
-    let conn = tenant.conn()?;
-    chats::check_participant(&conn, reader, chat_id)
+    tenant.read(|db| chats::check_participant(db, reader, chat_id))
 }
 
 /// Adds a file to an order the reader can see and edit.
@@ -316,13 +316,13 @@ pub fn attach_to_order(
     what: &Described,
 ) -> Result<FileInfo, WorkspaceError> {
     let scope = Scope::of(reader);
-    tenant.write(|tx| {
-        visible(tx, &scope, order_id)?;
+    tenant.write_sql(|db| {
+        visible(db, &scope, order_id)?;
         if !reader.can("orders_edit") {
             return Err(WorkspaceError::forbidden("orders_edit"));
         }
-        check_storage(tx, reader, upload)?;
-        let file = insert(tx, upload, what, reader, None, Some(order_id))?;
+        check_storage(db, reader, upload)?;
+        let file = insert(db, upload, what, reader, None, Some(order_id))?;
         place(tenant, upload).map_err(disk)?;
         Ok(file)
     })
@@ -341,10 +341,10 @@ pub fn post_file_message(
     let body = caption
         .filter(|c| !c.trim().is_empty())
         .unwrap_or(&what.name);
-    tenant.write(|tx| {
-        let mut message = chats::insert_message(tx, reader, chat_id, body)?;
-        check_storage(tx, reader, upload)?;
-        let file = insert(tx, upload, what, reader, Some(message.id), None)?;
+    tenant.write_sql(|db| {
+        let mut message = chats::insert_message(db, reader, chat_id, body)?;
+        check_storage(db, reader, upload)?;
+        let file = insert(db, upload, what, reader, Some(message.id), None)?;
         place(tenant, upload).map_err(disk)?;
         message.files = vec![file];
         Ok(message)
@@ -361,10 +361,11 @@ fn disk(e: io::Error) -> WorkspaceError {
 /// A file the reader may read: that of a message in a chat they can see (not deleted), or of
 /// an order they can see. Anything else is `NotFound`.
 pub fn get_file(tenant: &Tenant, reader: &Reader, id: i64) -> Result<FileInfo, WorkspaceError> {
-    let conn = tenant.conn()?;
-    let file = load(&conn, id)?.ok_or(WorkspaceError::NotFound)?;
-    readable(&conn, reader, &file)?;
-    Ok(file)
+    tenant.read(|db| {
+        let file = load(db, id)?.ok_or(WorkspaceError::NotFound)?;
+        readable(db, reader, &file)?;
+        Ok(file)
+    })
 }
 
 fn load(db: &dyn Sql, id: i64) -> Result<Option<FileInfo>, StoreError> {
@@ -399,14 +400,14 @@ pub fn order_files(
     reader: &Reader,
     order_id: i64,
 ) -> Result<Vec<FileInfo>, WorkspaceError> {
-    let conn = tenant.conn()?;
-    visible(&conn, &Scope::of(reader), order_id)?;
-    let db: &dyn Sql = &*conn;
-    Ok(db.query_map(
-        &format!("SELECT {FILE_COLUMNS} FROM files WHERE order_id = ?1 ORDER BY id"),
-        args![order_id],
-        file_from_row,
-    )?)
+    tenant.read(|db| {
+        visible(db, &Scope::of(reader), order_id)?;
+        Ok(db.query_map(
+            &format!("SELECT {FILE_COLUMNS} FROM files WHERE order_id = ?1 ORDER BY id"),
+            args![order_id],
+            file_from_row,
+        )?)
+    })
 }
 
 /// Fills in the files of each message (one query for the page).
@@ -439,9 +440,9 @@ pub(super) fn fill_message_files(db: &dyn Sql, messages: &mut [Message]) -> Resu
 /// Removes a file: its uploader may, and so may whoever may edit its order or manage its chat.
 pub fn delete_file(tenant: &Tenant, reader: &Reader, id: i64) -> Result<(), WorkspaceError> {
     let mut trash = Trash::new(tenant);
-    let result = tenant.write(|tx| {
-        let file = load(tx, id)?.ok_or(WorkspaceError::NotFound)?;
-        readable(tx, reader, &file)?;
+    let result = tenant.write_sql(|db| {
+        let file = load(db, id)?.ok_or(WorkspaceError::NotFound)?;
+        readable(db, reader, &file)?;
         let may = file.uploaded_by == reader.user_id
             || match (file.message_id, file.order_id) {
                 (_, Some(_)) => reader.can("orders_edit"),
@@ -451,7 +452,6 @@ pub fn delete_file(tenant: &Tenant, reader: &Reader, id: i64) -> Result<(), Work
         if !may {
             return Err(WorkspaceError::forbidden("the uploader's, or orders_edit"));
         }
-        let db: &dyn Sql = &**tx;
         db.execute("DELETE FROM files WHERE id = ?1", args![id])?;
         trash.release(db, &[file.sha256])?;
         Ok(())

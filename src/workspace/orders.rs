@@ -584,35 +584,36 @@ pub fn list_orders(
     let fetch = i64::from(limit) + 1;
     sql += &format!(" ORDER BY {column} {dir}, id {dir} LIMIT {fetch}");
 
-    let conn = tenant.conn()?;
-    let db: &dyn Sql = &conn;
-    // ?1, the reader, goes unused when the scope is everything; with no other parameter
-    // after it the statement has none to bind. (With others after it, ?1 is only unbound
-    // by position, which SQLite allows.)
-    if !sql.contains('?') {
-        args.clear();
-    }
-    // The text varies with the scope, filters, sort and page size: common pages reuse theirs
-    // (the local backend's statement cache).
-    let mut rows = db.query_map(&sql, &args, order_from_row)?;
-    let next = if rows.len() > limit as usize {
-        rows.truncate(limit as usize);
-        rows.last().map(|o| encode_cursor(sort, o))
-    } else {
-        None
-    };
-    let items = rows
-        .into_iter()
-        .filter_map(|order| scope.view(&order).map(|view| ShapedOrder { order, view }))
-        .collect();
-    Ok(Page { items, next })
+    tenant.read(|db| {
+        // ?1, the reader, goes unused when the scope is everything; with no other parameter
+        // after it the statement has none to bind. (With others after it, ?1 is only unbound
+        // by position, which SQLite allows.)
+        if !sql.contains('?') {
+            args.clear();
+        }
+        // The text varies with the scope, filters, sort and page size: common pages reuse theirs
+        // (the local backend's statement cache).
+        let mut rows = db.query_map(&sql, &args, order_from_row)?;
+        let next = if rows.len() > limit as usize {
+            rows.truncate(limit as usize);
+            rows.last().map(|o| encode_cursor(sort, o))
+        } else {
+            None
+        };
+        let items = rows
+            .into_iter()
+            .filter_map(|order| scope.view(&order).map(|view| ShapedOrder { order, view }))
+            .collect();
+        Ok(Page { items, next })
+    })
 }
 
 /// One order, shaped for the reader; `NotFound` if missing or out of scope.
 pub fn get_order(tenant: &Tenant, reader: &Reader, id: i64) -> Result<Value, WorkspaceError> {
-    let conn = tenant.conn()?;
-    let (order, view) = visible(&conn, &Scope::of(reader), id)?;
-    Ok(shape(&order, view))
+    tenant.read(|db| {
+        let (order, view) = visible(db, &Scope::of(reader), id)?;
+        Ok(shape(&order, view))
+    })
 }
 
 /// Takes the next order number inside the caller's IMMEDIATE transaction:
@@ -702,10 +703,10 @@ pub fn create_order(
     problems.check()?;
 
     let scope = Scope::of(reader);
-    tenant.write(|tx| {
+    tenant.write_sql(|db| {
         reader
             .limits
-            .check(tx, "orders", "SELECT count(*) FROM orders")?;
+            .check(db, "orders", "SELECT count(*) FROM orders")?;
         let now = now();
         let order = OrderRow {
             id: 0,
@@ -723,7 +724,7 @@ pub fn create_order(
             created_at: now.clone(),
             updated_at: now,
         };
-        let order = insert_order(tx, &order, reader.user_id)?;
+        let order = insert_order(db, &order, reader.user_id)?;
         Ok(shape_after_write(&scope, &order))
     })
 }
@@ -746,8 +747,8 @@ pub fn update_order(
         _ => true,
     };
     let scope = Scope::of(reader);
-    tenant.write(|tx| {
-        let (old, view) = visible(tx, &scope, id)?;
+    tenant.write_sql(|db| {
+        let (old, view) = visible(db, &scope, id)?;
         if !reader.can("orders_edit") {
             return Err(WorkspaceError::forbidden("orders_edit"));
         }
@@ -807,7 +808,6 @@ pub fn update_order(
         }
         let now = now();
         new.updated_at = now.clone();
-        let db: &dyn Sql = tx;
         db.execute(
             "UPDATE orders SET title = ?2, customer_name = ?3, customer_email = ?4,
                     customer_phone = ?5, amount_minor = ?6, currency = ?7, status = ?8,
@@ -829,7 +829,7 @@ pub fn update_order(
         )?;
         for (field, from, to) in &changes {
             record_event(
-                tx,
+                db,
                 id,
                 reader.user_id,
                 &now,
@@ -848,12 +848,11 @@ pub fn update_order(
 pub fn delete_order(tenant: &Tenant, reader: &Reader, id: i64) -> Result<(), WorkspaceError> {
     let scope = Scope::of(reader);
     let mut trash = super::files::Trash::new(tenant);
-    let result = tenant.write(|tx| {
-        visible(tx, &scope, id)?;
+    let result = tenant.write_sql(|db| {
+        visible(db, &scope, id)?;
         if !reader.can("orders_delete") {
             return Err(WorkspaceError::forbidden("orders_delete"));
         }
-        let db: &dyn Sql = tx;
         let hashes = super::files::hashes_of(db, None, Some(id))?;
         // Its files' rows go by cascade.
         db.execute("DELETE FROM orders WHERE id = ?1", args![id])?;

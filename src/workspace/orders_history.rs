@@ -93,30 +93,30 @@ pub fn order_history(
     reader: &Reader,
     id: i64,
 ) -> Result<Vec<OrderEvent>, WorkspaceError> {
-    let conn = tenant.conn()?;
-    let db: &dyn Sql = &conn;
-    let (_, view) = visible(db, &Scope::of(reader), id)?;
-    let rows = db.query_map(
-        "SELECT id, order_id, user_id, at, field, from_value, to_value
+    tenant.read(|db| {
+        let (_, view) = visible(db, &Scope::of(reader), id)?;
+        let rows = db.query_map(
+            "SELECT id, order_id, user_id, at, field, from_value, to_value
          FROM order_events WHERE order_id = ?1 ORDER BY id",
-        args![id],
-        |row| {
-            Ok(OrderEvent {
-                id: row.get(0)?,
-                order_id: row.get(1)?,
-                user_id: row.get(2)?,
-                at: row.get(3)?,
-                field: row.get(4)?,
-                from_value: row.get(5)?,
-                to_value: row.get(6)?,
-            })
-        },
-    )?;
-    let mut out = Vec::new();
-    for event in rows {
-        if view == View::Full || SIMPLE_EVENT_FIELDS.contains(&event.field.as_str()) {
-            out.push(event);
+            args![id],
+            |row| {
+                Ok(OrderEvent {
+                    id: row.get(0)?,
+                    order_id: row.get(1)?,
+                    user_id: row.get(2)?,
+                    at: row.get(3)?,
+                    field: row.get(4)?,
+                    from_value: row.get(5)?,
+                    to_value: row.get(6)?,
+                })
+            },
+        )?;
+        let mut out = Vec::new();
+        for event in rows {
+            if view == View::Full || SIMPLE_EVENT_FIELDS.contains(&event.field.as_str()) {
+                out.push(event);
+            }
         }
-    }
-    Ok(out)
+        Ok(out)
+    })
 }
