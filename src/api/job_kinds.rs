@@ -115,10 +115,13 @@ fn noop(_app: &App, run: &JobRun) -> Result<(), JobFailure> {
         .ok_or_else(|| JobFailure::Fatal("this check needs a tenant job".into()))?;
     let retry = |e: &dyn std::fmt::Display| JobFailure::Retry(e.to_string());
     if let Some(expected) = expect {
-        let conn = tenant.conn().map_err(|e| retry(&e))?;
-        let seen: String = conn
-            .query_row("SELECT value FROM tenant_meta WHERE key = 'id'", [], |r| {
-                r.get(0)
+        let seen: String = tenant
+            .read(|db| -> Result<String, crate::error::Error> {
+                Ok(
+                    db.query_one("SELECT value FROM tenant_meta WHERE key = 'id'", &[], |r| {
+                        r.get(0)
+                    })?,
+                )
             })
             .map_err(|e| retry(&e))?;
         if seen != expected {
@@ -130,11 +133,11 @@ fn noop(_app: &App, run: &JobRun) -> Result<(), JobFailure> {
     if record {
         let key = format!("noop.{}", run.id);
         tenant
-            .write(|tx| -> Result<(), crate::db::DbError> {
-                tx.execute(
+            .write_sql(|db| -> Result<(), crate::error::Error> {
+                db.execute(
                     "INSERT INTO tenant_meta (key, value) VALUES (?1, ?2)
                      ON CONFLICT (key) DO NOTHING",
-                    rusqlite::params![key, run.attempt.to_string()],
+                    crate::args![&key, run.attempt.to_string()],
                 )?;
                 Ok(())
             })

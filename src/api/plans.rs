@@ -116,16 +116,17 @@ fn access(app: &App, _ctx: &RequestCtx, member: &Member) -> Result<Response, Err
 
 /// What the tenant uses of each counted limit.
 fn usage(app: &App, tenant: &Tenant) -> Result<Value, Error> {
-    let conn = tenant.conn()?;
-    let count = |sql: &str| -> Result<i64, Error> { Ok(conn.query_row(sql, [], |r| r.get(0))?) };
     let members = app.catalog.member_count(tenant.id())?;
-    Ok(json!({
-        "members": members,
-        "orders": count("SELECT count(*) FROM orders")?,
-        "chats": count("SELECT count(*) FROM chats")?,
-        // In MiB as the limit, rounded up.
-        "storage_mb": (crate::workspace::files::storage_used(&conn)? + (1 << 20) - 1) >> 20,
-    }))
+    tenant.read(|db| {
+        let count = |sql: &str| -> Result<i64, Error> { Ok(db.query_one(sql, &[], |r| r.get(0))?) };
+        Ok(json!({
+            "members": members,
+            "orders": count("SELECT count(*) FROM orders")?,
+            "chats": count("SELECT count(*) FROM chats")?,
+            // In MiB as the limit, rounded up.
+            "storage_mb": (crate::workspace::files::storage_used(db)? + (1 << 20) - 1) >> 20,
+        }))
+    })
 }
 
 fn show(app: &App, _ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {

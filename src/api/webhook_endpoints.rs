@@ -5,7 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, OptionalExtension, Row};
+use crate::args;
+use crate::tenancy::store::{RowRef, StoreError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -112,7 +113,7 @@ const COLUMNS: &str = "id, url, description, events, secret, previous_secret, \
      previous_secret_until, enabled, disabled_reason, failures, failing_since, created_at, \
      updated_at";
 
-fn endpoint_row(row: &Row) -> rusqlite::Result<Endpoint> {
+fn endpoint_row(row: &dyn RowRef) -> Result<Endpoint, StoreError> {
     let events: String = row.get(3)?;
     Ok(Endpoint {
         id: row.get(0)?,
@@ -122,7 +123,7 @@ fn endpoint_row(row: &Row) -> rusqlite::Result<Endpoint> {
         secret: row.get(4)?,
         previous_secret: row.get(5)?,
         previous_secret_until: row.get(6)?,
-        enabled: row.get::<_, i64>(7)? != 0,
+        enabled: row.get::<bool>(7)?,
         disabled_reason: row.get(8)?,
         failures: row.get(9)?,
         failing_since: row.get(10)?,
@@ -133,20 +134,23 @@ fn endpoint_row(row: &Row) -> rusqlite::Result<Endpoint> {
 
 /// Every endpoint of the tenant, oldest first.
 pub(super) fn all_endpoints(tenant: &Tenant) -> Result<Vec<Endpoint>, Error> {
-    let conn = tenant.conn()?;
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM webhook_endpoints ORDER BY id"
-    ))?;
-    let rows = stmt.query_map([], endpoint_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    tenant.read(|db| {
+        Ok(db.query_map(
+            &format!("SELECT {COLUMNS} FROM webhook_endpoints ORDER BY id"),
+            &[],
+            endpoint_row,
+        )?)
+    })
 }
 
 pub(super) fn endpoint(tenant: &Tenant, id: i64) -> Result<Option<Endpoint>, Error> {
-    let conn = tenant.conn()?;
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM webhook_endpoints WHERE id = ?1"
-    ))?;
-    Ok(stmt.query_row([id], endpoint_row).optional()?)
+    tenant.read(|db| {
+        Ok(db.query_row(
+            &format!("SELECT {COLUMNS} FROM webhook_endpoints WHERE id = ?1"),
+            args![id],
+            endpoint_row,
+        )?)
+    })
 }
 
 /// One delivery attempt, as the log keeps it.
@@ -183,43 +187,41 @@ pub(super) fn record_attempt(
     let ok = delivery
         .status_code
         .is_some_and(|s| (200..300).contains(&s));
-    tenant.write(|tx| {
-        let found: Option<(i64, Option<i64>, bool)> = tx
-            .query_row(
-                "SELECT failures, failing_since, enabled FROM webhook_endpoints WHERE id = ?1",
-                [delivery.endpoint_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0)),
-            )
-            .optional()?;
+    tenant.write_sql(|db| {
+        let found: Option<(i64, Option<i64>, bool)> = db.query_row(
+            "SELECT failures, failing_since, enabled FROM webhook_endpoints WHERE id = ?1",
+            args![delivery.endpoint_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
         let Some((failures, failing_since, enabled)) = found else {
             return Ok(AfterAttempt::Gone);
         };
-        tx.execute(
+        db.execute(
             "INSERT INTO webhook_deliveries (endpoint_id, event, webhook_id, attempt, \
              status_code, duration_ms, response_excerpt, error, at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
+            args![
                 delivery.endpoint_id,
                 delivery.event,
                 delivery.webhook_id,
-                delivery.attempt,
-                delivery.status_code,
+                i64::from(delivery.attempt),
+                delivery.status_code.map(i64::from),
                 delivery.duration_ms as i64,
                 delivery.response_excerpt,
                 delivery.error,
                 format_unix_ms(now * 1000),
             ],
         )?;
-        tx.execute(
+        db.execute(
             "DELETE FROM webhook_deliveries WHERE endpoint_id = ?1 AND id <= \
              (SELECT id FROM webhook_deliveries WHERE endpoint_id = ?1 \
               ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-            params![delivery.endpoint_id, KEPT_DELIVERIES],
+            args![delivery.endpoint_id, KEPT_DELIVERIES],
         )?;
         if ok {
-            tx.execute(
+            db.execute(
                 "UPDATE webhook_endpoints SET failures = 0, failing_since = NULL WHERE id = ?1",
-                [delivery.endpoint_id],
+                args![delivery.endpoint_id],
             )?;
             return Ok(AfterAttempt::Kept);
         }
@@ -237,15 +239,15 @@ pub(super) fn record_attempt(
         } else {
             None
         };
-        tx.execute(
+        db.execute(
             "UPDATE webhook_endpoints SET failures = ?2, failing_since = ?3, \
              enabled = enabled AND ?4 IS NULL, disabled_reason = COALESCE(?4, disabled_reason), \
              updated_at = CASE WHEN ?4 IS NULL THEN updated_at ELSE ?5 END WHERE id = ?1",
-            params![
+            args![
                 delivery.endpoint_id,
                 failures,
                 since,
-                reason,
+                reason.as_deref(),
                 format_unix_ms(now * 1000)
             ],
         )?;
@@ -368,9 +370,9 @@ fn create(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Erro
     let url = fields.url.unwrap_or_default().trim().to_string();
     let secret = new_secret();
     let now = unix_now();
-    let id = member.tenant.write(|tx| -> Result<i64, Error> {
+    let id = member.tenant.write_sql(|db| -> Result<i64, Error> {
         let count: i64 =
-            tx.query_row("SELECT count(*) FROM webhook_endpoints", [], |r| r.get(0))?;
+            db.query_one("SELECT count(*) FROM webhook_endpoints", &[], |r| r.get(0))?;
         plan.check("webhook_endpoints", count, 1)
             .map_err(super::plans::quota_error)?;
         if count >= MAX_ENDPOINTS {
@@ -379,19 +381,19 @@ fn create(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Erro
                 message: format!("a company holds at most {MAX_ENDPOINTS} webhook endpoints"),
             });
         }
-        tx.execute(
+        Ok(db.query_one(
             "INSERT INTO webhook_endpoints (url, description, events, secret, enabled, \
-             created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-            params![
-                url,
+             created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) RETURNING id",
+            args![
+                &url,
                 fields.description.as_deref().unwrap_or_default(),
-                events,
-                secret,
+                &events,
+                &secret,
                 fields.enabled.unwrap_or(true),
                 now_text(now),
             ],
-        )?;
-        Ok(tx.last_insert_rowid())
+            |r| r.get(0),
+        )?)
     })?;
     let created = endpoint(&member.tenant, id)?.ok_or(Error::NotFound)?;
     audit(
@@ -419,9 +421,9 @@ fn update(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Erro
     let fields: Fields = json_body(ctx.req)?;
     let events = check(app, &fields)?;
     let now = unix_now();
-    member.tenant.write(|tx| -> Result<(), Error> {
+    member.tenant.write_sql(|db| -> Result<(), Error> {
         // Enabling again starts the run of failures over; disabling by hand gives no reason.
-        tx.execute(
+        db.execute(
             "UPDATE webhook_endpoints SET url = COALESCE(?2, url), events = COALESCE(?3, events), \
              description = COALESCE(?4, description), \
              enabled = COALESCE(?5, enabled), \
@@ -429,11 +431,11 @@ fn update(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Erro
              failures = CASE WHEN ?5 = 1 THEN 0 ELSE failures END, \
              failing_since = CASE WHEN ?5 = 1 THEN NULL ELSE failing_since END, \
              updated_at = ?6 WHERE id = ?1",
-            params![
+            args![
                 id,
                 fields.url.as_deref().map(str::trim),
-                events,
-                fields.description,
+                events.as_deref(),
+                fields.description.as_deref(),
                 fields.enabled,
                 now_text(now),
             ],
@@ -456,8 +458,11 @@ fn delete(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Erro
     member.require("settings_manage")?;
     super::plans::writable(app, member.tenant.id())?;
     let gone = found(member, ctx)?;
-    member.tenant.write(|tx| -> Result<(), Error> {
-        tx.execute("DELETE FROM webhook_endpoints WHERE id = ?1", [gone.id])?;
+    member.tenant.write_sql(|db| -> Result<(), Error> {
+        db.execute(
+            "DELETE FROM webhook_endpoints WHERE id = ?1",
+            args![gone.id],
+        )?;
         Ok(())
     })?;
     audit(
@@ -481,26 +486,27 @@ fn deliveries(_app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response,
         Some(_) => return Err(Error::validation("limit", "must be 1 to 200")),
     };
     let before = number("before")?.unwrap_or(i64::MAX);
-    let conn = member.tenant.conn()?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, event, webhook_id, attempt, status_code, duration_ms, response_excerpt, \
-         error, at FROM webhook_deliveries WHERE endpoint_id = ?1 AND id < ?2 \
-         ORDER BY id DESC LIMIT ?3",
-    )?;
-    let rows = stmt.query_map(params![id, before, limit], |r| {
-        Ok(json!({
-            "id": r.get::<_, i64>(0)?,
-            "event": r.get::<_, String>(1)?,
-            "webhook_id": r.get::<_, String>(2)?,
-            "attempt": r.get::<_, i64>(3)?,
-            "status_code": r.get::<_, Option<i64>>(4)?,
-            "duration_ms": r.get::<_, i64>(5)?,
-            "response_excerpt": r.get::<_, String>(6)?,
-            "error": r.get::<_, Option<String>>(7)?,
-            "at": r.get::<_, String>(8)?,
-        }))
+    let items: Vec<Value> = member.tenant.read(|db| -> Result<_, Error> {
+        Ok(db.query_map(
+            "SELECT id, event, webhook_id, attempt, status_code, duration_ms, response_excerpt, \
+             error, at FROM webhook_deliveries WHERE endpoint_id = ?1 AND id < ?2 \
+             ORDER BY id DESC LIMIT ?3",
+            args![id, before, limit],
+            |r| {
+                Ok(json!({
+                    "id": r.get::<i64>(0)?,
+                    "event": r.get::<String>(1)?,
+                    "webhook_id": r.get::<String>(2)?,
+                    "attempt": r.get::<i64>(3)?,
+                    "status_code": r.get::<Option<i64>>(4)?,
+                    "duration_ms": r.get::<i64>(5)?,
+                    "response_excerpt": r.get::<String>(6)?,
+                    "error": r.get::<Option<String>>(7)?,
+                    "at": r.get::<String>(8)?,
+                }))
+            },
+        )?)
     })?;
-    let items: Vec<Value> = rows.collect::<Result<_, _>>()?;
     let next = (items.len() as i64 == limit)
         .then(|| items.last().map(|d| d["id"].clone()))
         .flatten();
@@ -517,11 +523,11 @@ fn rotate_secret(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Respons
     let secret = new_secret();
     let now = unix_now();
     let until = now + app.webhooks.config.rotation_grace.as_secs() as i64;
-    member.tenant.write(|tx| -> Result<(), Error> {
-        tx.execute(
+    member.tenant.write_sql(|db| -> Result<(), Error> {
+        db.execute(
             "UPDATE webhook_endpoints SET previous_secret = secret, previous_secret_until = ?2, \
              secret = ?3, updated_at = ?4 WHERE id = ?1",
-            params![id, until, secret, now_text(now)],
+            args![id, until, &secret, now_text(now)],
         )?;
         Ok(())
     })?;
