@@ -964,3 +964,36 @@ fn an_imported_export_brings_its_files_and_a_forged_one_is_refused() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[test]
+fn what_a_dead_process_left_in_tmp_goes_with_the_next_upload() {
+    let app = two_companies();
+    let token = app.owner_token.clone();
+    let order = new_order(&app, &token, "acme");
+    let path = format!("/api/orders/{order}/files?name=a.txt");
+    expect(
+        &upload(&app, &token, "acme", &path, "text/plain", b"one"),
+        201,
+        "upload",
+    );
+    let tmp = tenant_dir(&app, "acme").join("files").join("tmp");
+    let stale = tmp.join("0123.part");
+    let fresh = tmp.join("4567.part");
+    for p in [&stale, &fresh] {
+        std::fs::write(p, b"left behind").unwrap();
+    }
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    expect(
+        &upload(&app, &token, "acme", &path, "text/plain", b"two"),
+        201,
+        "upload",
+    );
+    assert!(!stale.exists(), "an hour old: a dead process's");
+    assert!(fresh.exists(), "recent: perhaps an upload in progress");
+}
