@@ -31,11 +31,20 @@ pub fn sqld_bin_or_skip() -> Option<PathBuf> {
     match std::env::var_os("SQLD_BIN").filter(|b| !b.is_empty()) {
         Some(bin) => {
             let bin = PathBuf::from(bin);
-            assert!(
-                bin.is_file(),
-                "SQLD_BIN names {}, which is not a file",
-                bin.display()
-            );
+            if !bin.is_file() {
+                // A checkout without `../shared` beside it (the README's command): skipped as
+                // without SQLD_BIN, except under CI, which must run these tests.
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "SQLD_BIN names {}, which is not a file",
+                    bin.display()
+                );
+                eprintln!(
+                    "note: SQLD_BIN names {}, which is not a file: sqld test skipped",
+                    bin.display()
+                );
+                return None;
+            }
             // Absolute: sqld runs in its temporary directory, where a relative path (the
             // README's `../shared/bin/sqld`) would name nothing.
             Some(bin.canonicalize().expect("resolve SQLD_BIN"))
