@@ -13,9 +13,8 @@ use crate::error::Error;
 use crate::http::{self, Request, Response, Router};
 use crate::workspace::files::{self, FileInfo, ReceiveError, Upload};
 
-use super::broadcasting::{chat_channel, except_socket, publish};
 use super::webhooks_out::emit;
-use super::workspace::{reader_of, writer};
+use super::workspace::{message_created, reader_of, writer};
 use super::{id_param, App, Member, RequestCtx, Route};
 
 /// The largest upload the server takes whatever the plan (the plan's `file_size_mb` may be
@@ -119,20 +118,7 @@ fn upload_to_chat(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Respon
         &upload,
         &what,
     )?;
-    publish(
-        app,
-        vec![chat_channel(member.tenant.id(), id)],
-        "message.created",
-        json!({ "message": message }),
-        except_socket(ctx.req),
-    );
-    emit(
-        app,
-        &member.tenant,
-        "message.created",
-        || json!({ "chat_id": id, "message": message }),
-    );
-    Ok(Response::json(201, &message))
+    Ok(message_created(app, ctx, member, id, &message))
 }
 
 fn order_files(_app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {

@@ -306,9 +306,21 @@ fn post_message(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response
         id,
         &body_field(ctx.req)?,
     )?;
+    Ok(message_created(app, ctx, member, id, &message))
+}
+
+/// A new message told to the chat's channel and to webhooks, and answered `201`: a posted
+/// message and one that carries a file alike.
+pub(super) fn message_created(
+    app: &App,
+    ctx: &RequestCtx,
+    member: &Member,
+    chat_id: i64,
+    message: &workspace::Message,
+) -> Response {
     publish(
         app,
-        vec![chat_channel(member.tenant.id(), id)],
+        vec![chat_channel(member.tenant.id(), chat_id)],
         "message.created",
         json!({ "message": message }),
         except_socket(ctx.req),
@@ -317,9 +329,9 @@ fn post_message(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response
         app,
         &member.tenant,
         "message.created",
-        || json!({ "chat_id": id, "message": message }),
+        || json!({ "chat_id": chat_id, "message": message }),
     );
-    Ok(Response::json(201, &message))
+    Response::json(201, message)
 }
 
 fn edit_message(app: &App, ctx: &RequestCtx, member: &Member) -> Result<Response, Error> {

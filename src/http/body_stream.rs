@@ -12,7 +12,6 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::os::fd::AsRawFd;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -289,23 +288,7 @@ fn take(decoded: &[u8], at: &mut usize, out: &mut [u8], received: &mut u64) -> u
 
 /// Waits until the socket has bytes (or is closed), or the timeout passes (false).
 fn wait_readable(stream: &TcpStream, timeout: Duration) -> io::Result<bool> {
-    let mut pfd = libc::pollfd {
-        fd: stream.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
-    loop {
-        // SAFETY: one valid pollfd for the duration of the call.
-        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if n >= 0 {
-            return Ok(n > 0);
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
+    super::server::wait_for(stream, libc::POLLIN, timeout)
 }
 
 #[cfg(test)]

@@ -1199,9 +1199,19 @@ fn send_file(
 
 /// Waits until the socket can take more bytes, or the timeout passes (false).
 fn wait_writable(stream: &TcpStream, timeout: Duration) -> io::Result<bool> {
+    wait_for(stream, libc::POLLOUT, timeout)
+}
+
+/// Waits until the socket is ready for `events` (POLLIN, POLLOUT), or the timeout passes
+/// (false).
+pub(super) fn wait_for(
+    stream: &TcpStream,
+    events: libc::c_short,
+    timeout: Duration,
+) -> io::Result<bool> {
     let mut pfd = libc::pollfd {
         fd: stream.as_raw_fd(),
-        events: libc::POLLOUT,
+        events,
         revents: 0,
     };
     let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
