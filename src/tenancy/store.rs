@@ -12,15 +12,9 @@ use std::ops::ControlFlow;
 
 use rusqlite::types::ValueRef as SqliteRef;
 
-/// A value as statements take it.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Value {
-    Null,
-    Integer(i64),
-    Real(f64),
-    Text(String),
-    Blob(Vec<u8>),
-}
+/// A value as statements take it: SQLite's five kinds, the same type the sqld client sends
+/// (one value type for both backends, defined beside the wire form that needs it most).
+pub use crate::sqld::Value;
 
 /// A value as a row holds it, borrowed.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -51,48 +45,6 @@ impl ValueRef<'_> {
             ValueRef::Text(_) => "text",
             ValueRef::Blob(_) => "blob",
         }
-    }
-}
-
-impl From<i64> for Value {
-    fn from(v: i64) -> Self {
-        Value::Integer(v)
-    }
-}
-
-impl From<&str> for Value {
-    fn from(v: &str) -> Self {
-        Value::Text(v.to_string())
-    }
-}
-
-impl From<String> for Value {
-    fn from(v: String) -> Self {
-        Value::Text(v)
-    }
-}
-
-impl From<&String> for Value {
-    fn from(v: &String) -> Self {
-        Value::Text(v.clone())
-    }
-}
-
-impl From<f64> for Value {
-    fn from(v: f64) -> Self {
-        Value::Real(v)
-    }
-}
-
-impl From<bool> for Value {
-    fn from(v: bool) -> Self {
-        Value::Integer(v as i64)
-    }
-}
-
-impl<T: Into<Value>> From<Option<T>> for Value {
-    fn from(v: Option<T>) -> Self {
-        v.map_or(Value::Null, Into::into)
     }
 }
 

@@ -14,18 +14,6 @@ use super::store::{Changes, Flow, RowRef, Sql, StoreError, Value, ValueRef};
 use crate::db::{now_rfc3339, Migration, SCHEMA_MIGRATIONS_TABLE};
 use crate::sqld::{self, Client, SqldError};
 
-fn to_sqld(args: &[Value]) -> Vec<sqld::Value> {
-    args.iter()
-        .map(|v| match v {
-            Value::Null => sqld::Value::Null,
-            Value::Integer(i) => sqld::Value::Integer(*i),
-            Value::Real(f) => sqld::Value::Real(*f),
-            Value::Text(t) => sqld::Value::Text(t.clone()),
-            Value::Blob(b) => sqld::Value::Blob(b.clone()),
-        })
-        .collect()
-}
-
 impl From<SqldError> for StoreError {
     fn from(e: SqldError) -> Self {
         match e {
@@ -48,7 +36,7 @@ impl From<SqldError> for StoreError {
     }
 }
 
-struct SqldRow<'a>(&'a [sqld::Value]);
+struct SqldRow<'a>(&'a [Value]);
 
 impl RowRef for SqldRow<'_> {
     fn column_count(&self) -> usize {
@@ -62,11 +50,11 @@ impl RowRef for SqldRow<'_> {
             found: "none",
         })?;
         Ok(match v {
-            sqld::Value::Null => ValueRef::Null,
-            sqld::Value::Integer(i) => ValueRef::Integer(*i),
-            sqld::Value::Real(f) => ValueRef::Real(*f),
-            sqld::Value::Text(t) => ValueRef::Text(t),
-            sqld::Value::Blob(b) => ValueRef::Blob(b),
+            Value::Null => ValueRef::Null,
+            Value::Integer(i) => ValueRef::Integer(*i),
+            Value::Real(f) => ValueRef::Real(*f),
+            Value::Text(t) => ValueRef::Text(t),
+            Value::Blob(b) => ValueRef::Blob(b),
         })
     }
 }
@@ -104,12 +92,12 @@ impl Sql for SqldRead<'_> {
         args: &[Value],
         each: &mut dyn FnMut(&dyn RowRef) -> Result<Flow, StoreError>,
     ) -> Result<(), StoreError> {
-        let rows = self.client.execute(self.namespace, sql, &to_sqld(args))?;
+        let rows = self.client.execute(self.namespace, sql, args)?;
         hand_out(&rows, each)
     }
 
     fn execute(&self, sql: &str, args: &[Value]) -> Result<Changes, StoreError> {
-        let rows = self.client.execute(self.namespace, sql, &to_sqld(args))?;
+        let rows = self.client.execute(self.namespace, sql, args)?;
         Ok(changes(&rows))
     }
 }
@@ -126,12 +114,12 @@ impl Sql for SqldWrite {
         args: &[Value],
         each: &mut dyn FnMut(&dyn RowRef) -> Result<Flow, StoreError>,
     ) -> Result<(), StoreError> {
-        let rows = self.tx.borrow_mut().execute(sql, &to_sqld(args))?;
+        let rows = self.tx.borrow_mut().execute(sql, args)?;
         hand_out(&rows, each)
     }
 
     fn execute(&self, sql: &str, args: &[Value]) -> Result<Changes, StoreError> {
-        let rows = self.tx.borrow_mut().execute(sql, &to_sqld(args))?;
+        let rows = self.tx.borrow_mut().execute(sql, args)?;
         Ok(changes(&rows))
     }
 }
@@ -220,7 +208,7 @@ pub fn migrate(
         // Another node may have applied it since the list above was read.
         let there = tx.execute(
             "SELECT 1 FROM schema_migrations WHERE version = ?1",
-            &[sqld::Value::Integer(m.version.into())],
+            &[Value::Integer(m.version.into())],
         )?;
         if !there.rows.is_empty() {
             tx.rollback()?;
@@ -240,10 +228,10 @@ pub fn migrate(
             "INSERT INTO schema_migrations (version, name, checksum, applied_at)
              VALUES (?1, ?2, ?3, ?4)",
             &[
-                sqld::Value::Integer(m.version.into()),
-                sqld::Value::Text(m.name.clone()),
-                sqld::Value::Text(m.checksum.clone()),
-                sqld::Value::Text(now_rfc3339()),
+                Value::Integer(m.version.into()),
+                Value::Text(m.name.clone()),
+                Value::Text(m.checksum.clone()),
+                Value::Text(now_rfc3339()),
             ],
         )?;
         tx.commit()?;
