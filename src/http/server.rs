@@ -51,7 +51,7 @@ pub struct Config {
     pub max_body: usize,
     /// Streamed bodies (uploads) in progress at most: each holds a worker while its client
     /// sends, so they may not take every worker. One more is answered `503`. `None`: half
-    /// the workers.
+    /// the workers. One client address may hold half of these (at least one).
     pub max_streaming: Option<usize>,
     pub limits: HeadLimits,
     /// Peers whose `X-Forwarded-For` is believed.
@@ -166,14 +166,54 @@ enum FromWorker {
     Closed(usize),
 }
 
+/// The places for streamed bodies (see `Config::max_streaming`): taken by the reactor when it
+/// hands such a request to a worker, given back by the worker. A client address may hold half
+/// of them at most, so that one client cannot keep every upload waiting behind its own.
+#[derive(Default)]
+struct Streaming {
+    total: usize,
+    per_client: HashMap<IpAddr, usize>,
+}
+
+impl Streaming {
+    /// Takes a place for `client` unless the server's or the client's share is full.
+    fn take(&mut self, client: IpAddr, cap: usize) -> bool {
+        let cap = cap.max(1);
+        let share = (cap / 2).max(1);
+        let held = self.per_client.get(&client).copied().unwrap_or(0);
+        if self.total >= cap || held >= share {
+            return false;
+        }
+        self.total += 1;
+        *self.per_client.entry(client).or_insert(0) += 1;
+        true
+    }
+
+    fn give_back(&mut self, client: IpAddr) {
+        self.total = self.total.saturating_sub(1);
+        if let Some(n) = self.per_client.get_mut(&client) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_client.remove(&client);
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn streaming(&self) -> std::sync::MutexGuard<'_, Streaming> {
+        self.streaming.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 struct Shared {
     stopping: AtomicBool,
     waker: Waker,
     /// Mirrors of the reactor's own counts, for [`ServerHandle::counts`].
     open: AtomicUsize,
     handed_back: AtomicU64,
-    /// Streamed bodies being read by workers now.
-    streaming: AtomicUsize,
+    /// Streamed bodies being read by workers now, in all and per client.
+    streaming: std::sync::Mutex<Streaming>,
 }
 
 /// Stops the server from any thread (a signal handler thread, a test).
@@ -270,7 +310,7 @@ pub fn serve(
         waker: Waker::new(poll.registry(), WAKER)?,
         open: AtomicUsize::new(0),
         handed_back: AtomicU64::new(0),
-        streaming: AtomicUsize::new(0),
+        streaming: std::sync::Mutex::new(Streaming::default()),
     });
     let config = Arc::new(config);
     let (job_tx, job_rx) = crossbeam_channel::unbounded::<Conn>();
@@ -516,10 +556,14 @@ impl Reactor {
                 let Some(Slot::Waiting(conn)) = self.slots[token].replace(Slot::Busy) else {
                     unreachable!("the slot was waiting")
                 };
-                let streamed = conn.pending.as_ref().is_some_and(|p| p.streamed.is_some());
+                let streamed = conn
+                    .pending
+                    .as_ref()
+                    .filter(|p| p.streamed.is_some())
+                    .map(|p| p.req.client_ip);
                 if self.jobs.send(conn).is_err() {
-                    if streamed {
-                        self.shared.streaming.fetch_sub(1, Ordering::SeqCst);
+                    if let Some(client) = streamed {
+                        self.shared.streaming().give_back(client);
                     }
                     self.close(token);
                 }
@@ -534,16 +578,11 @@ impl Reactor {
         let Some(Some(Slot::Waiting(conn))) = self.slots.get(token) else {
             return false;
         };
-        if conn.pending.as_ref().and_then(|p| p.streamed).is_none() {
+        let Some(pending) = conn.pending.as_ref().filter(|p| p.streamed.is_some()) else {
             return false;
-        }
-        let streaming = &self.shared.streaming;
+        };
         let cap = self.config.max_streaming.unwrap_or(self.config.workers / 2);
-        if streaming.load(Ordering::SeqCst) >= cap.max(1) {
-            return true;
-        }
-        streaming.fetch_add(1, Ordering::SeqCst);
-        false
+        !self.shared.streaming().take(pending.req.client_ip, cap)
     }
 
     /// Answers the waiting request in `token` with an error and closes the connection.
@@ -898,7 +937,7 @@ impl Worker {
             let stream = match conn.stream.try_clone() {
                 Ok(s) => s,
                 Err(_) => {
-                    self.shared.streaming.fetch_sub(1, Ordering::SeqCst);
+                    self.shared.streaming().give_back(req.client_ip);
                     return AfterAnswer::Abort;
                 }
             };
@@ -920,7 +959,7 @@ impl Worker {
         // client still sends is drained after the answer, never parsed as a request.
         let mut body_whole = true;
         if let Some(body) = req.body_stream.take() {
-            self.shared.streaming.fetch_sub(1, Ordering::SeqCst);
+            self.shared.streaming().give_back(req.client_ip);
             match body.finish() {
                 Some(after) => conn.buf = after,
                 None => body_whole = false,

@@ -536,12 +536,12 @@ fn the_plan_limits_each_file_and_the_storage_of_all() {
 
 #[test]
 fn concurrent_uploads_never_pass_the_storage_limit() {
-    // Room for all eight uploads at once.
+    // Room for all eight uploads at once, from one client (whose share is half the places).
     let app = crate::support::spawn_app_full(
         |_| {},
         |http| {
             http.workers = 10;
-            http.max_streaming = Some(8);
+            http.max_streaming = Some(16);
         },
     );
     app.create_tenant("acme", &[]);

@@ -678,6 +678,46 @@ fn streamed_bodies_in_progress_are_capped() {
 }
 
 #[test]
+fn one_client_holds_half_the_places_for_streamed_bodies() {
+    // Clients told apart by the address a trusted proxy forwards.
+    let (server, _gate) = start_with(http::Config {
+        max_streaming: Some(2),
+        trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
+        ..small_config()
+    });
+    let from = |client: &str, len: usize, body: &str| {
+        format!(
+            "POST /upload HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: {client}\r\n\
+             Content-Length: {len}\r\n\r\n{body}"
+        )
+    };
+    // 203.0.113.1's first upload holds its one place while it is slow.
+    let mut first = server.connect();
+    first.send(from("203.0.113.1", 10, "abc").as_bytes());
+    let mut again = server.connect();
+    let refused = eventually(Duration::from_secs(10), || {
+        again.send(from("203.0.113.1", 2, "ab").as_bytes());
+        let reply = again.reply();
+        again = server.connect();
+        reply.status == 503 && reply.error_code() == "server_busy"
+    });
+    assert!(
+        refused,
+        "a second upload of the same client waits for the first"
+    );
+    // Another client still gets the other place.
+    let reply = server.request(&from("203.0.113.2", 2, "ab"));
+    assert_eq!(reply.json()["len"], 2);
+    first.send(b"defghij");
+    assert_eq!(first.reply().json()["len"], 10);
+    // The first client's place is free again.
+    assert_eq!(
+        server.request(&from("203.0.113.1", 2, "ab")).json()["len"],
+        2
+    );
+}
+
+#[test]
 fn head_has_headers_and_no_body() {
     let server = start();
     let mut c = server.connect();
