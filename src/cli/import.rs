@@ -213,12 +213,11 @@ fn rebuild(archive: &Path, out: &Path) -> Result<(), BackupError> {
 fn take_file(entry: impl std::io::Read, sha: &str, size: u64, store: &Path) -> Result<(), String> {
     use sha2::Digest;
     use std::io::{Read, Write};
-    if sha.len() != 64 || !sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    let Some(target) = crate::tenancy::content_path(store, sha) else {
         return Err("not named by a SHA-256".into());
-    }
-    let dir = store.join(&sha[..2]);
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let target = dir.join(sha);
+    };
+    let dir = target.parent().expect("a content has a directory");
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let mut out = std::fs::File::create(&target).map_err(|e| e.to_string())?;
     let mut hasher = sha2::Sha256::new();
     let expected = size;

@@ -642,12 +642,8 @@ fn named_files(conn: &Connection) -> Result<Vec<String>, BackupError> {
     // Only what could be our own name for a content: never a path.
     Ok(hashes
         .into_iter()
-        .filter(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .filter(|h| super::is_content_name(h))
         .collect())
-}
-
-fn content_path(dir: &Path, sha: &str) -> PathBuf {
-    dir.join(&sha[..2]).join(sha)
 }
 
 /// Makes every content `conn` names that `from` holds present in `to` too (a hard link, or a
@@ -657,11 +653,11 @@ fn bring_files(conn: &Connection, from: &Path, to: &Path) -> Result<(u64, u64), 
     let (mut named, mut missing) = (0, 0);
     for sha in named_files(conn)? {
         named += 1;
-        let target = content_path(to, &sha);
+        let target = super::content_path(to, &sha).expect("named_files gives content names");
         if target.is_file() {
             continue;
         }
-        let source = content_path(from, &sha);
+        let source = super::content_path(from, &sha).expect("named_files gives content names");
         if !source.is_file() {
             missing += 1;
             continue;

@@ -354,10 +354,7 @@ fn write_files<W: Write>(
     let dir = tenant.files_dir();
     let stored = options.compression_method(CompressionMethod::Stored);
     for sha in hashes {
-        let valid = sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit());
-        let opened = valid
-            .then(|| fs::File::open(dir.join(&sha[..2]).join(sha)))
-            .and_then(Result::ok);
+        let opened = super::content_path(&dir, sha).and_then(|path| fs::File::open(path).ok());
         let Some(mut file) = opened else {
             manifest.files_missing += 1;
             continue;

@@ -55,6 +55,21 @@ pub fn tenant_dir(db_path: &Path) -> PathBuf {
     db_path.with_extension("")
 }
 
+/// Whether `sha256` is a name we give a file's content: 64 lower-case hex digits, so that no
+/// value from a table or an archive can name a path.
+pub fn is_content_name(sha256: &str) -> bool {
+    sha256.len() == 64
+        && sha256
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Where a content's bytes live in a files directory (a tenant's, or a backups directory's):
+/// `<first two hex digits>/<sha256>`. `None` for a name that is not a content's.
+pub fn content_path(files_dir: &Path, sha256: &str) -> Option<PathBuf> {
+    is_content_name(sha256).then(|| files_dir.join(&sha256[..2]).join(sha256))
+}
+
 fn uuid_db_path(data_dir: &Path, id: &uuid::Uuid) -> PathBuf {
     data_dir
         .join(TENANTS_DIR)

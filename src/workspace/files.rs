@@ -62,24 +62,9 @@ fn file_from_row(row: &dyn RowRef) -> Result<FileInfo, StoreError> {
     })
 }
 
-/// Where a tenant's files live: beside its database, `tenants/<uuid>/files/`.
-pub fn files_dir(tenant: &Tenant) -> PathBuf {
-    tenant.files_dir()
-}
-
-/// The bytes of a content, `files/<first two hex digits>/<sha256>`. `sha256` comes from our
-/// own hashing or the tenant's table, and is checked to be 64 hex digits all the same.
-fn blob_path(dir: &Path, sha256: &str) -> Option<PathBuf> {
-    let ok = sha256.len() == 64
-        && sha256
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    ok.then(|| dir.join(&sha256[..2]).join(sha256))
-}
-
 /// The bytes of a file, for download (`None`: the row's content is missing from the disk).
 pub fn blob_of(tenant: &Tenant, file: &FileInfo) -> Option<PathBuf> {
-    blob_path(&tenant.files_dir(), &file.sha256)
+    crate::tenancy::content_path(&tenant.files_dir(), &file.sha256)
 }
 
 /// A body received into the tenant's `files/tmp/`, with its hash and size. Removed when
@@ -263,7 +248,7 @@ fn check_storage(db: &dyn Sql, reader: &Reader, upload: &Upload) -> Result<(), W
 /// is there already, the upload is simply dropped.
 fn place(tenant: &Tenant, upload: &Upload) -> io::Result<()> {
     let dir = tenant.files_dir();
-    let Some(target) = blob_path(&dir, &upload.sha256) else {
+    let Some(target) = crate::tenancy::content_path(&dir, &upload.sha256) else {
         return Err(io::Error::other("not a SHA-256"));
     };
     if target.exists() {
@@ -521,7 +506,7 @@ impl Trash {
             if referenced(db, sha)? {
                 continue;
             }
-            let Some(blob) = blob_path(&self.dir, sha) else {
+            let Some(blob) = crate::tenancy::content_path(&self.dir, sha) else {
                 continue;
             };
             let aside = self.dir.join("tmp").join(format!(
