@@ -36,8 +36,6 @@ use crate::db::{self, Create, DbError, DbKind};
 pub const BACKUPS_DIR: &str = "backups";
 /// The catalog's backups' directory under [`BACKUPS_DIR`], and its manifests' `tenant_id`.
 pub const CENTRAL: &str = "central";
-/// A `.tmp` older than this is a run that died, not one in progress: removed by the next run.
-const STALE_TMP_SECS: u64 = 3600;
 /// How long a restore waits for requests holding the tenant's pool to finish.
 const RESTORE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -326,10 +324,11 @@ fn write_manifest(dir: &Path, manifest: &BackupManifest) -> Result<(), BackupErr
     sync_dir(dir)
 }
 
-/// Removes `.tmp` files in `dir` older than [`STALE_TMP_SECS`]: left by a run that was killed.
+/// Removes `.tmp` files in `dir` older than an hour (`super::remove_stale`): left by a run that
+/// was killed.
 /// A younger one may be another run's copy in progress, and SQLite may hold it open.
 fn remove_stale_tmp(dir: &Path) -> usize {
-    remove_stale(dir, ".tmp")
+    super::remove_stale(dir, ".tmp")
 }
 
 /// The `.tmp` files killed runs left: in every backups directory, and the `<id>.db.tmp` of a
@@ -337,33 +336,10 @@ fn remove_stale_tmp(dir: &Path) -> usize {
 /// sweep: a backup or a clone from the command line may be running beside the server. The
 /// server calls it at start; returns how many were removed.
 pub fn remove_leftovers(data_dir: &Path) -> usize {
-    let mut removed = remove_stale(&data_dir.join(TENANTS_DIR), ".db.tmp");
+    let mut removed = super::remove_stale(&data_dir.join(TENANTS_DIR), ".db.tmp");
     if let Ok(entries) = fs::read_dir(data_dir.join(BACKUPS_DIR)) {
         for entry in entries.flatten() {
             removed += remove_stale_tmp(&entry.path());
-        }
-    }
-    removed
-}
-
-fn remove_stale(dir: &Path, suffix: &str) -> usize {
-    let mut removed = 0;
-    let Ok(entries) = fs::read_dir(dir) else {
-        return 0;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        if !name.to_string_lossy().ends_with(suffix) {
-            continue;
-        }
-        let old = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|m| m.elapsed().ok())
-            .is_some_and(|age| age.as_secs() >= STALE_TMP_SECS);
-        if old && fs::remove_file(entry.path()).is_ok() {
-            removed += 1;
         }
     }
     removed

@@ -70,6 +70,36 @@ pub fn content_path(files_dir: &Path, sha256: &str) -> Option<PathBuf> {
     is_content_name(sha256).then(|| files_dir.join(&sha256[..2]).join(sha256))
 }
 
+/// A leftover older than this (a `.tmp` copy, an upload in receipt) is a run that died, not one
+/// in progress.
+const STALE_SECS: u64 = 3600;
+
+/// Removes the files of `dir` whose names end in `suffix` and that are older than an hour:
+/// what killed runs left. A younger one may be a copy in progress, which SQLite or a worker
+/// may hold open. Returns how many went.
+pub fn remove_stale(dir: &Path, suffix: &str) -> usize {
+    let mut removed = 0;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().ends_with(suffix) {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age.as_secs() >= STALE_SECS);
+        if old && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 fn uuid_db_path(data_dir: &Path, id: &uuid::Uuid) -> PathBuf {
     data_dir
         .join(TENANTS_DIR)

@@ -14,7 +14,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -97,7 +97,9 @@ pub enum ReceiveError {
 pub fn receive(tenant: &Tenant, mut body: impl Read, max: u64) -> Result<Upload, ReceiveError> {
     let tmp_dir = tenant.files_dir().join("tmp");
     fs::create_dir_all(&tmp_dir).map_err(ReceiveError::Disk)?;
-    remove_stale(&tmp_dir);
+    // Uploads and removed contents left by a process that died (a `.part` being received, a
+    // `.gone` moved aside by a delete).
+    crate::tenancy::remove_stale(&tmp_dir, "");
     let tmp = tmp_dir.join(format!("{}.part", hex::encode(rand::random::<[u8; 16]>())));
     let mut out = File::create(&tmp).map_err(ReceiveError::Disk)?;
     // From here the file is removed on every way out.
@@ -125,26 +127,6 @@ pub fn receive(tenant: &Tenant, mut body: impl Read, max: u64) -> Result<Upload,
     out.sync_all().map_err(ReceiveError::Disk)?;
     upload.sha256 = hex::encode(hasher.finalize());
     Ok(upload)
-}
-
-/// Uploads and removed contents left in `tmp/` by a process that died (a `.part` being
-/// received, a `.gone` moved aside by a delete): an hour old, nothing of ours still holds them.
-fn remove_stale(tmp_dir: &Path) {
-    const STALE: std::time::Duration = std::time::Duration::from_secs(3600);
-    let Ok(entries) = fs::read_dir(tmp_dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let old = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age >= STALE);
-        if old {
-            let _ = fs::remove_file(entry.path());
-        }
-    }
 }
 
 /// What a client says of a file: its name and type, checked and cleaned here.
