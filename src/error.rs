@@ -451,6 +451,9 @@ impl From<crate::tenancy::store::StoreError> for Error {
 /// A tenant database error inside a handler: that tenant's file is at fault, not the request.
 impl From<DbError> for Error {
     fn from(e: DbError) -> Self {
+        if let DbError::Store(e) = e {
+            return e.into();
+        }
         log::error!("tenant database error: {e}");
         Error::TenantUnavailable
     }

@@ -64,6 +64,12 @@ impl From<DbError> for CatalogError {
     }
 }
 
+impl From<crate::tenancy::store::StoreError> for CatalogError {
+    fn from(e: crate::tenancy::store::StoreError) -> Self {
+        CatalogError::Db(DbError::Store(e))
+    }
+}
+
 impl From<rusqlite::Error> for CatalogError {
     fn from(e: rusqlite::Error) -> Self {
         CatalogError::Db(DbError::Sqlite(e))

@@ -135,6 +135,12 @@ impl From<DbError> for IdentityError {
     }
 }
 
+impl From<crate::tenancy::store::StoreError> for IdentityError {
+    fn from(e: crate::tenancy::store::StoreError) -> Self {
+        IdentityError::Db(DbError::Store(e))
+    }
+}
+
 impl From<rusqlite::Error> for IdentityError {
     fn from(e: rusqlite::Error) -> Self {
         IdentityError::Db(DbError::Sqlite(e))

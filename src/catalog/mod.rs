@@ -38,9 +38,11 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::Transaction;
 
+use crate::args;
 use crate::db::probe::WalProbe;
+use crate::tenancy::store::Sql;
 use crate::db::{self, Create, DbKind, Pool, PoolConfig};
 
 use read_cache::ReadCache;
@@ -240,6 +242,61 @@ impl Catalog {
             .clone()
     }
 
+    /// Runs `f` on one of the catalog's connections, through the store contract: how catalog
+    /// code reads, so that the same code reads the catalog wherever it is kept
+    /// (docs/scale-out.md). Each statement sees every write committed before it.
+    pub(crate) fn read<T, E>(&self, f: impl FnOnce(&dyn Sql) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<CatalogError>,
+    {
+        let conn = self
+            .pool
+            .get()
+            .map_err(|e| E::from(CatalogError::from(e)))?;
+        f(&conn)
+    }
+
+    /// [`Catalog::write`] through the store contract: a `BEGIN IMMEDIATE` transaction,
+    /// committed on `Ok`, counted as a change of what is kept (see [`Catalog::write_uncounted`]).
+    pub(crate) fn write_sql<T, E>(
+        &self,
+        f: impl FnOnce(&dyn Sql) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<CatalogError>,
+    {
+        let result = self.write_local(|tx| f(tx));
+        self.changed();
+        result
+    }
+
+    /// [`Catalog::write_uncounted`] through the store contract.
+    pub(crate) fn write_uncounted_sql<T, E>(
+        &self,
+        f: impl FnOnce(&dyn Sql) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<CatalogError>,
+    {
+        self.write_local(|tx| f(tx))
+    }
+
+    fn write_local<T, E>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<CatalogError>,
+    {
+        let mut conn = self
+            .pool
+            .get()
+            .map_err(|e| E::from(CatalogError::from(e)))?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| E::from(CatalogError::from(e)))?;
+        let value = f(&tx)?;
+        tx.commit().map_err(|e| E::from(CatalogError::from(e)))?;
+        Ok(value)
+    }
+
     /// A write only to tables nothing kept is read from (jobs, schedules, the audit log,
     /// inbound delivery ids; see `0007_catalog_changes.sql`): kept reads stay, here as in
     /// every other process.
@@ -270,20 +327,19 @@ impl Catalog {
 
     /// A server-wide value from `meta` (secrets and the like); not cached.
     pub fn meta_get(&self, key: &str) -> Result<Option<String>, CatalogError> {
-        let conn = self.pool.get()?;
-        Ok(conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
+        self.read(|db| {
+            Ok(db.query_row("SELECT value FROM meta WHERE key = ?1", args![key], |row| {
                 row.get(0)
-            })
-            .optional()?)
+            })?)
+        })
     }
 
     pub fn meta_set(&self, key: &str, value: &str) -> Result<(), CatalogError> {
-        self.write(|tx| {
-            tx.execute(
+        self.write_sql(|db| {
+            db.execute(
                 "INSERT INTO meta (key, value) VALUES (?1, ?2)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                params![key, value],
+                args![key, value],
             )?;
             Ok(())
         })

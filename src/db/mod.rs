@@ -120,6 +120,8 @@ pub enum DbError {
     BadMigrationName {
         file: String,
     },
+    /// A statement through the store contract (`tenancy::store`), on either backend.
+    Store(crate::tenancy::store::StoreError),
 }
 
 impl fmt::Display for DbError {
@@ -150,6 +152,7 @@ impl fmt::Display for DbError {
                 f,
                 "bad migration file name {file} (expected <dir>/NNNN_name.sql)"
             ),
+            DbError::Store(e) => write!(f, "store: {e}"),
         }
     }
 }
@@ -162,6 +165,12 @@ impl std::error::Error for DbError {
             DbError::Io { source, .. } => Some(source),
             _ => None,
         }
+    }
+}
+
+impl From<crate::tenancy::store::StoreError> for DbError {
+    fn from(e: crate::tenancy::store::StoreError) -> Self {
+        DbError::Store(e)
     }
 }
 

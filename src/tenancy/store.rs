@@ -91,6 +91,25 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+impl StoreError {
+    /// Whether a constraint (unique, foreign key, check, not null) refused the statement, on
+    /// either backend; the message then names the constraint's table and column.
+    pub fn is_constraint(&self) -> bool {
+        matches!(self, StoreError::Sql { code: Some(code), .. }
+            if code & 0xff == rusqlite::ffi::SQLITE_CONSTRAINT)
+    }
+
+    /// What the database said.
+    pub fn message(&self) -> &str {
+        match self {
+            StoreError::Sql { message, .. }
+            | StoreError::Busy(message)
+            | StoreError::Backend(message) => message,
+            StoreError::Type { .. } => "a column of another type",
+        }
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         match &e {

@@ -22,7 +22,7 @@ impl From<SqldError> for StoreError {
                     StoreError::Busy(message)
                 }
                 _ => StoreError::Sql {
-                    code: None,
+                    code: code.as_deref().and_then(sqlite_code),
                     message: match code {
                         Some(code) => format!("{code}: {message}"),
                         None => message,
@@ -34,6 +34,29 @@ impl From<SqldError> for StoreError {
             other => StoreError::Backend(format!("sqld: {other}")),
         }
     }
+}
+
+/// SQLite's primary result code for sqld's name of it (`SQLITE_CONSTRAINT_UNIQUE` and the like
+/// carry the primary code's name first), so that callers tell errors apart the same way on both
+/// backends.
+fn sqlite_code(name: &str) -> Option<i32> {
+    use rusqlite::ffi;
+    let primary = [
+        ("SQLITE_CONSTRAINT", ffi::SQLITE_CONSTRAINT),
+        ("SQLITE_BUSY", ffi::SQLITE_BUSY),
+        ("SQLITE_LOCKED", ffi::SQLITE_LOCKED),
+        ("SQLITE_CORRUPT", ffi::SQLITE_CORRUPT),
+        ("SQLITE_FULL", ffi::SQLITE_FULL),
+        ("SQLITE_IOERR", ffi::SQLITE_IOERR),
+        ("SQLITE_READONLY", ffi::SQLITE_READONLY),
+        ("SQLITE_NOTADB", ffi::SQLITE_NOTADB),
+        ("SQLITE_CANTOPEN", ffi::SQLITE_CANTOPEN),
+        ("SQLITE_NOMEM", ffi::SQLITE_NOMEM),
+    ];
+    primary
+        .iter()
+        .find(|(p, _)| name == *p || name.strip_prefix(p).is_some_and(|r| r.starts_with('_')))
+        .map(|(_, code)| *code)
 }
 
 struct SqldRow<'a>(&'a [Value]);
