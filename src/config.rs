@@ -86,6 +86,64 @@ pub(crate) const FDS_BESIDE: u64 = 64;
 
 pub const DEFAULT_DATA_DIR: &str = "data";
 
+/// Where tenant databases are kept: `--store`, and the libSQL server from `--sqld-url`,
+/// `--sqld-admin-url` and `--sqld-auth-token` (both URLs or neither). `serve` and the commands
+/// that reach tenants take the same options.
+pub fn tenant_stores(given: &mut impl Source) -> Result<crate::catalog::TenantStores, ConfigError> {
+    use crate::catalog::TenantStore;
+    let mut pick = |flag: &str, var: &str| -> Result<Option<String>, ConfigError> {
+        Ok(given.value(flag)?.or_else(|| given.var(var)))
+    };
+    let url = pick("--sqld-url", "TENANTD_SQLD_URL")?;
+    let admin_url = pick("--sqld-admin-url", "TENANTD_SQLD_ADMIN_URL")?;
+    let token = pick("--sqld-auth-token", "TENANTD_SQLD_AUTH_TOKEN")?;
+    let sqld = sqld_client(url, admin_url, token)?;
+    let new_tenants = match pick("--store", "TENANTD_STORE")? {
+        Some(v) => TenantStore::parse(v.trim())
+            .ok_or_else(|| ConfigError(format!("--store: expected local or sqld, got {v:?}")))?,
+        None => TenantStore::Local,
+    };
+    if new_tenants == TenantStore::Sqld && sqld.is_none() {
+        return Err(ConfigError(
+            "--store sqld: give the server with --sqld-url and --sqld-admin-url".into(),
+        ));
+    }
+    Ok(crate::catalog::TenantStores { new_tenants, sqld })
+}
+
+fn sqld_client(
+    url: Option<String>,
+    admin_url: Option<String>,
+    token: Option<String>,
+) -> Result<Option<std::sync::Arc<crate::sqld::Client>>, ConfigError> {
+    let (url, admin_url) = match (url, admin_url) {
+        (None, None) => {
+            if token.is_some() {
+                return Err(ConfigError(
+                    "--sqld-auth-token: give the server with --sqld-url too".into(),
+                ));
+            }
+            return Ok(None);
+        }
+        (Some(url), Some(admin)) => (url, admin),
+        (Some(_), None) => {
+            return Err(ConfigError(
+                "--sqld-url: give its admin API with --sqld-admin-url too".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError(
+                "--sqld-admin-url: give the server with --sqld-url too".into(),
+            ))
+        }
+    };
+    let mut config = crate::sqld::Config::new(url.trim(), admin_url.trim());
+    config.auth_token = token.map(|t| t.trim().to_string());
+    let client =
+        crate::sqld::Client::new(config).map_err(|e| ConfigError(format!("--sqld-url: {e}")))?;
+    Ok(Some(std::sync::Arc::new(client)))
+}
+
 /// `--data DIR`, else `TENANTD_DATA`, else `./data`: every command finds its data the same way.
 pub fn data_dir(given: &mut impl Source) -> Result<PathBuf, ConfigError> {
     Ok(PathBuf::from(
@@ -101,6 +159,9 @@ impl ServeConfig {
         let mut c = ServeConfig::default();
         c.app.data_dir = data_dir(given)?;
         c.demo = given.flag("--demo");
+        let stores = tenant_stores(given)?;
+        c.app.registry.sqld = stores.sqld;
+        c.app.new_tenants = stores.new_tenants;
         c.app.webhooks.allow_private = given.flag("--webhooks-allow-private")
             || given
                 .var("TENANTD_WEBHOOKS_ALLOW_PRIVATE")

@@ -378,6 +378,10 @@ impl From<LifecycleError> for Error {
                 message: "the tenant's database file is gone; it cannot be restored".into(),
             },
             LifecycleError::Tenancy(TenancyError::Restoring { .. }) => Error::TenantRestoring,
+            LifecycleError::Store(_) => match e {
+                LifecycleError::Store(store) => store.into(),
+                _ => unreachable!("matched above"),
+            },
             LifecycleError::Tenancy(_)
             | LifecycleError::Catalog(_)
             | LifecycleError::Db(_)
@@ -417,9 +421,9 @@ impl From<WorkspaceError> for Error {
 }
 
 /// A statement through the store contract: told apart as SQLite's own errors are.
-impl From<crate::tenancy::store::StoreError> for Error {
-    fn from(e: crate::tenancy::store::StoreError) -> Self {
-        use crate::tenancy::store::StoreError;
+impl From<crate::store::StoreError> for Error {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
         match e {
             StoreError::Busy(_) | StoreError::Backend(_) => {
                 log::error!("tenant database error: {e}");
@@ -451,9 +455,6 @@ impl From<crate::tenancy::store::StoreError> for Error {
 /// A tenant database error inside a handler: that tenant's file is at fault, not the request.
 impl From<DbError> for Error {
     fn from(e: DbError) -> Self {
-        if let DbError::Store(e) = e {
-            return e.into();
-        }
         log::error!("tenant database error: {e}");
         Error::TenantUnavailable
     }
@@ -517,9 +518,10 @@ impl From<IdentityError> for Error {
                 Error::Refused("the invitation is for another email address")
             }
             IdentityError::TenantNotFound(_) => Error::TenantNotFound,
-            IdentityError::Db(_) | IdentityError::Corrupt { .. } | IdentityError::Catalog(_) => {
-                Error::Internal(e.to_string())
-            }
+            IdentityError::Db(_)
+            | IdentityError::Store(_)
+            | IdentityError::Corrupt { .. }
+            | IdentityError::Catalog(_) => Error::Internal(e.to_string()),
         }
     }
 }

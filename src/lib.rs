@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod realtime;
 pub(crate) mod serve;
 pub mod sqld;
+pub mod store;
 pub mod tenancy;
 #[cfg(test)]
 pub(crate) mod test_kit;

@@ -61,6 +61,14 @@ pub fn run(mut config: ServeConfig) -> i32 {
             return 1;
         }
     };
+    // A server that cannot reach its sqld would answer 503 for every tenant kept there: say so
+    // at once instead.
+    if let Some(sqld) = &config.app.registry.sqld {
+        if let Err(e) = sqld.health() {
+            eprintln!("tenantd: cannot reach sqld ({sqld:?}): {e}");
+            return 1;
+        }
+    }
     if let Some(plan) = &config.default_plan {
         if let Err(e) = app.catalog.set_default_plan(plan) {
             eprintln!("tenantd: --default-plan: {e}");

@@ -121,6 +121,10 @@ impl App {
             Create::IfMissing,
             config.registry.checkpoints == crate::tenancy::Checkpoints::Tenantd,
         )?;
+        catalog.set_stores(crate::catalog::TenantStores {
+            new_tenants: config.new_tenants,
+            sqld: config.registry.sqld.clone(),
+        });
         let first = first_admin(&catalog)?;
         let credentials = Credentials::load_or_create(&catalog)?;
         let device_key = device_key(&catalog)?;

@@ -78,6 +78,8 @@ pub struct AppConfig {
     pub metrics: super::metrics::MetricsConfig,
     pub exports: super::export::ExportConfig,
     pub rate_limit: super::rate_limit::RateLimitConfig,
+    /// Where new tenants' databases go (`--store`); the sqld server is `registry.sqld`.
+    pub new_tenants: crate::catalog::TenantStore,
 }
 
 /// Outbound webhooks: where deliveries may go, when a failing endpoint is disabled, how long a

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::args;
-use crate::tenancy::store::{RowRef, StoreError};
+use crate::store::{RowRef, StoreError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 

@@ -6,10 +6,13 @@ use std::path::PathBuf;
 
 use super::ValidationError;
 use crate::db::DbError;
+use crate::store::StoreError;
 
 #[derive(Debug)]
 pub enum CatalogError {
     Db(DbError),
+    /// A statement through the store contract.
+    Store(StoreError),
     Validation(ValidationError),
     SlugTaken(String),
     DomainTaken(String),
@@ -33,6 +36,7 @@ impl fmt::Display for CatalogError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CatalogError::Db(e) => write!(f, "catalog: {e}"),
+            CatalogError::Store(e) => write!(f, "catalog: {e}"),
             CatalogError::Validation(e) => e.fmt(f),
             CatalogError::SlugTaken(slug) => write!(f, "slug {slug} is already taken"),
             CatalogError::DomainTaken(domain) => write!(f, "domain {domain} is already taken"),
@@ -51,6 +55,7 @@ impl std::error::Error for CatalogError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             CatalogError::Db(e) => Some(e),
+            CatalogError::Store(e) => Some(e),
             CatalogError::Validation(e) => Some(e),
             CatalogError::Io { source, .. } => Some(source),
             _ => None,
@@ -64,9 +69,9 @@ impl From<DbError> for CatalogError {
     }
 }
 
-impl From<crate::tenancy::store::StoreError> for CatalogError {
-    fn from(e: crate::tenancy::store::StoreError) -> Self {
-        CatalogError::Db(DbError::Store(e))
+impl From<StoreError> for CatalogError {
+    fn from(e: StoreError) -> Self {
+        CatalogError::Store(e)
     }
 }
 

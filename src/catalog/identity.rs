@@ -20,6 +20,8 @@ pub const MAX_PASSWORD_HASH_LEN: usize = 512;
 #[derive(Debug)]
 pub enum IdentityError {
     Db(DbError),
+    /// A statement through the store contract.
+    Store(crate::store::StoreError),
     /// Input refused; the message never echoes the input.
     Validation {
         field: &'static str,
@@ -75,6 +77,7 @@ impl fmt::Display for IdentityError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             IdentityError::Db(e) => write!(f, "catalog: {e}"),
+            IdentityError::Store(e) => write!(f, "catalog: {e}"),
             IdentityError::Validation { field, message } => write!(f, "invalid {field}: {message}"),
             IdentityError::EmailTaken => f.write_str("this email is already registered"),
             IdentityError::UserNotFound => f.write_str("no such user"),
@@ -114,6 +117,7 @@ impl std::error::Error for IdentityError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             IdentityError::Db(e) => Some(e),
+            IdentityError::Store(e) => Some(e),
             IdentityError::Catalog(e) => Some(e),
             _ => None,
         }
@@ -124,6 +128,7 @@ impl From<super::CatalogError> for IdentityError {
     fn from(e: super::CatalogError) -> Self {
         match e {
             super::CatalogError::Db(db) => IdentityError::Db(db),
+            super::CatalogError::Store(e) => IdentityError::Store(e),
             other => IdentityError::Catalog(other),
         }
     }
@@ -135,9 +140,9 @@ impl From<DbError> for IdentityError {
     }
 }
 
-impl From<crate::tenancy::store::StoreError> for IdentityError {
-    fn from(e: crate::tenancy::store::StoreError) -> Self {
-        IdentityError::Db(DbError::Store(e))
+impl From<crate::store::StoreError> for IdentityError {
+    fn from(e: crate::store::StoreError) -> Self {
+        IdentityError::Store(e)
     }
 }
 

@@ -7,13 +7,15 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use rusqlite::{Connection, Transaction};
+use rusqlite::Connection;
 
 use super::{
     lock, Catalog, CatalogError, DomainRecord, IdentityError, Maintenance, Membership, PlanRates,
-    Session, TenantRecord, TenantStatus, User,
+    Session, TenantRecord, TenantStatus, TenantStore, User,
 };
+use crate::args;
 use crate::db::probe::{self, WalProbe};
+use crate::store::{Flow, RowRef, Sql, StoreError};
 
 /// The whole catalog at one moment. Immutable: a change builds a new one.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -320,19 +322,41 @@ fn counted_changes(conn: &Connection) -> Option<(i64, i64)> {
 
 fn refresh(watcher: &mut Watcher, base: &Snapshot) -> Result<Option<Snapshot>, CatalogError> {
     let tx = watcher.conn.transaction()?;
-    let (first, last): (Option<i64>, Option<i64>) = tx
-        .prepare_cached("SELECT min(seq), max(seq) FROM tenant_changes")?
-        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    // A small table, read again on every counted change: maintenance moves no tenant row.
+    let maintenance: HashMap<String, Arc<Maintenance>> = super::maintenance::load(&tx)?
+        .into_iter()
+        .map(|m| (m.scope.clone(), Arc::new(m)))
+        .collect();
+    let fresh = refresh_from(&tx, &mut watcher.log_seq, base, maintenance)?;
+    tx.finish()?;
+    Ok(fresh)
+}
+
+/// [`refresh`]'s reads, on one read transaction of the catalog (or, on sqld, statements that
+/// each see every commit before them: a commit between two of them is only read again at the
+/// next change, never missed, since `log_seq` is read first).
+fn refresh_from(
+    db: &dyn Sql,
+    log_seq: &mut Option<i64>,
+    base: &Snapshot,
+    maintenance: HashMap<String, Arc<Maintenance>>,
+) -> Result<Option<Snapshot>, CatalogError> {
+    let (first, last): (Option<i64>, Option<i64>) = db.query_one(
+        "SELECT min(seq), max(seq) FROM tenant_changes",
+        &[],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
     let last = last.unwrap_or(0);
-    let snapshot = match watcher.log_seq {
+    let snapshot = match *log_seq {
         Some(seen) if seen == last => None,
         // The log is complete after `seen`: it was never pruned past it, nor went back (a
         // catalog restored from a backup).
         Some(seen) if seen < last && first.is_some_and(|first| first <= seen + 1) => {
-            let mut changed: Vec<String> = tx
-                .prepare_cached("SELECT DISTINCT tenant_id FROM tenant_changes WHERE seq > ?1")?
-                .query_map([seen], |row| row.get(0))?
-                .collect::<Result<_, _>>()?;
+            let mut changed: Vec<String> = db.query_map(
+                "SELECT DISTINCT tenant_id FROM tenant_changes WHERE seq > ?1",
+                args![seen],
+                |row| row.get(0),
+            )?;
             changed.sort();
             let mut next = base.clone();
             // Out first, all of them, then in: a slug or domain may have passed from one
@@ -341,19 +365,14 @@ fn refresh(watcher: &mut Watcher, base: &Snapshot) -> Result<Option<Snapshot>, C
                 next.remove(id);
             }
             for id in &changed {
-                if let Some(record) = load_tenant(&tx, id)? {
+                if let Some(record) = load_tenant(db, id)? {
                     next.insert(Arc::new(record));
                 }
             }
             Some(next)
         }
-        _ => Some(load_all(&tx)?),
+        _ => Some(load_all(db)?),
     };
-    // A small table, read again on every counted change: maintenance moves no tenant row.
-    let maintenance: HashMap<String, Arc<Maintenance>> = super::maintenance::load(&tx)?
-        .into_iter()
-        .map(|m| (m.scope.clone(), Arc::new(m)))
-        .collect();
     let snapshot = match snapshot {
         Some(mut s) => {
             s.maintenance = maintenance;
@@ -366,23 +385,28 @@ fn refresh(watcher: &mut Watcher, base: &Snapshot) -> Result<Option<Snapshot>, C
         }
         None => None,
     };
-    tx.finish()?;
-    watcher.log_seq = Some(last);
+    *log_seq = Some(last);
     Ok(snapshot)
 }
 
-const TENANT_COLUMNS: &str = "id, slug, name, status, settings, created_at, updated_at, deleted_at";
+const TENANT_COLUMNS: &str =
+    "id, slug, name, status, settings, created_at, updated_at, deleted_at, store";
 
 fn tenant_from_row(
-    row: &rusqlite::Row<'_>,
+    row: &dyn RowRef,
     domains: Vec<DomainRecord>,
 ) -> Result<TenantRecord, CatalogError> {
     let id: String = row.get(0)?;
     let status: String = row.get(3)?;
     let settings: String = row.get(4)?;
+    let store: String = row.get(8)?;
     let status = TenantStatus::parse(&status).ok_or_else(|| CatalogError::Corrupt {
         id: id.clone(),
         message: format!("unknown status {status:?}"),
+    })?;
+    let store = TenantStore::parse(&store).ok_or_else(|| CatalogError::Corrupt {
+        id: id.clone(),
+        message: format!("unknown store {store:?}"),
     })?;
     // Settings do not route requests: one that does not parse (valid for SQLite's
     // json_valid, too deep for serde) must not take every tenant down with it.
@@ -396,6 +420,7 @@ fn tenant_from_row(
         slug: row.get(1)?,
         name: row.get(2)?,
         status,
+        store,
         settings,
         created_at: row.get(5)?,
         updated_at: row.get(6)?,
@@ -403,7 +428,7 @@ fn tenant_from_row(
     })
 }
 
-fn domain_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DomainRecord> {
+fn domain_from_row(row: &dyn RowRef) -> Result<DomainRecord, StoreError> {
     Ok(DomainRecord {
         domain: row.get(0)?,
         is_primary: row.get(1)?,
@@ -411,47 +436,60 @@ fn domain_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DomainRecord> {
 }
 
 /// One tenant with its domains, as of the caller's transaction; `None` if it is gone.
-fn load_tenant(tx: &Transaction<'_>, id: &str) -> Result<Option<TenantRecord>, CatalogError> {
-    let domains = tx
-        .prepare_cached(
-            "SELECT domain, is_primary FROM domains WHERE tenant_id = ?1
-             ORDER BY is_primary DESC, domain",
-        )?
-        .query_map([id], domain_from_row)?
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut stmt = tx.prepare_cached(&format!(
-        "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"
-    ))?;
-    let mut rows = stmt.query([id])?;
-    match rows.next()? {
-        Some(row) => Ok(Some(tenant_from_row(row, domains)?)),
-        None => Ok(None),
-    }
+fn load_tenant(db: &dyn Sql, id: &str) -> Result<Option<TenantRecord>, CatalogError> {
+    let mut domains = Some(db.query_map(
+        "SELECT domain, is_primary FROM domains WHERE tenant_id = ?1
+         ORDER BY is_primary DESC, domain",
+        args![id],
+        domain_from_row,
+    )?);
+    let mut found = None;
+    db.query_each(
+        &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"),
+        args![id],
+        &mut |row| {
+            found = Some(tenant_from_row(row, domains.take().unwrap_or_default()));
+            Ok(Flow::Break(()))
+        },
+    )?;
+    found.transpose()
 }
 
 /// Every tenant with its domains, as of the caller's transaction.
-fn load_all(tx: &Transaction<'_>) -> Result<Snapshot, CatalogError> {
+fn load_all(db: &dyn Sql) -> Result<Snapshot, CatalogError> {
     let mut domains: HashMap<String, Vec<DomainRecord>> = HashMap::new();
-    {
-        let mut stmt = tx.prepare_cached(
-            "SELECT domain, is_primary, tenant_id FROM domains
-             ORDER BY tenant_id, is_primary DESC, domain",
-        )?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
+    db.query_each(
+        "SELECT domain, is_primary, tenant_id FROM domains
+         ORDER BY tenant_id, is_primary DESC, domain",
+        &[],
+        &mut |row| {
             domains
                 .entry(row.get(2)?)
                 .or_default()
                 .push(domain_from_row(row)?);
-        }
-    }
+            Ok(Flow::Continue(()))
+        },
+    )?;
     let mut snapshot = Snapshot::default();
-    let mut stmt = tx.prepare_cached(&format!("SELECT {TENANT_COLUMNS} FROM tenants"))?;
-    let mut rows = stmt.query([])?;
-    while let Some(row) = rows.next()? {
-        let id: String = row.get(0)?;
-        let own = domains.remove(&id).unwrap_or_default();
-        snapshot.insert(Arc::new(tenant_from_row(row, own)?));
+    let mut corrupt = None;
+    db.query_each(
+        &format!("SELECT {TENANT_COLUMNS} FROM tenants"),
+        &[],
+        &mut |row| {
+            let id: String = row.get(0)?;
+            let own = domains.remove(&id).unwrap_or_default();
+            match tenant_from_row(row, own) {
+                Ok(record) => snapshot.insert(Arc::new(record)),
+                Err(e) => {
+                    corrupt = Some(e);
+                    return Ok(Flow::Break(()));
+                }
+            }
+            Ok(Flow::Continue(()))
+        },
+    )?;
+    match corrupt {
+        Some(e) => Err(e),
+        None => Ok(snapshot),
     }
-    Ok(snapshot)
 }

@@ -5,14 +5,15 @@
 use std::fmt;
 use std::sync::Arc;
 
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use super::{
     normalize_host, permissions, plans, validate_domain, validate_name, validate_slug, Catalog,
     CatalogError, ValidationError,
 };
+use crate::args;
 use crate::db;
+use crate::store::{Sql, StoreError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -51,6 +52,58 @@ impl fmt::Display for TenantStatus {
     }
 }
 
+/// Where a tenant's database is kept (`tenants.store`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantStore {
+    /// `data/tenants/<uuid>.db` on this machine.
+    #[default]
+    Local,
+    /// The libSQL server namespace named by the tenant's id.
+    Sqld,
+}
+
+impl TenantStore {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantStore::Local => "local",
+            TenantStore::Sqld => "sqld",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TenantStore> {
+        match s {
+            "local" => Some(TenantStore::Local),
+            "sqld" => Some(TenantStore::Sqld),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for TenantStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where tenant databases may be kept on this server: where new tenants go, and the libSQL
+/// server when there is one (`serve --store sqld`). Tenants already kept elsewhere stay where
+/// the catalog says they are.
+#[derive(Clone, Default)]
+pub struct TenantStores {
+    pub new_tenants: TenantStore,
+    pub sqld: Option<Arc<crate::sqld::Client>>,
+}
+
+impl fmt::Debug for TenantStores {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantStores")
+            .field("new_tenants", &self.new_tenants)
+            .field("sqld", &self.sqld.is_some())
+            .finish()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DomainRecord {
     pub domain: String,
@@ -70,6 +123,8 @@ pub struct TenantRecord {
     pub slug: String,
     pub name: String,
     pub status: TenantStatus,
+    /// Where its database is kept.
+    pub store: TenantStore,
     pub settings: serde_json::Value,
     pub created_at: String,
     pub updated_at: String,
@@ -103,7 +158,14 @@ impl Catalog {
         name: &str,
         domains: &[String],
     ) -> Result<Arc<TenantRecord>, CatalogError> {
-        self.insert_tenant_row(id, slug, name, domains, TenantStatus::Active)?;
+        self.insert_tenant_row(
+            id,
+            slug,
+            name,
+            domains,
+            TenantStatus::Active,
+            TenantStore::Local,
+        )?;
         self.fetch(&id.hyphenated().to_string())
     }
 
@@ -116,6 +178,7 @@ impl Catalog {
         name: &str,
         domains: &[String],
         status: TenantStatus,
+        store: TenantStore,
     ) -> Result<(), CatalogError> {
         let id = id.hyphenated().to_string();
         validate_slug(slug)?;
@@ -132,9 +195,17 @@ impl Catalog {
             }
             let now = db::now_rfc3339();
             tx.execute(
-                "INSERT INTO tenants (id, slug, name, status, settings, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?5, '{}', ?4, ?4)",
-                params![id, slug, name, now, status.as_str()],
+                "INSERT INTO tenants (id, slug, name, status, settings, created_at, updated_at,
+                                      store)
+                 VALUES (?1, ?2, ?3, ?5, '{}', ?4, ?4, ?6)",
+                args![
+                    id.as_str(),
+                    slug,
+                    name.as_str(),
+                    now.as_str(),
+                    status.as_str(),
+                    store.as_str()
+                ],
             )
             .map_err(|e| unique_violation(e, slug, ""))?;
             for (i, domain) in domains.iter().enumerate() {
@@ -154,7 +225,7 @@ impl Catalog {
         id: &str,
         status: TenantStatus,
     ) -> Result<Arc<TenantRecord>, CatalogError> {
-        self.write(|tx| {
+        self.write_sql(|tx: &dyn Sql| {
             let now = db::now_rfc3339();
             let changed = tx.execute(
                 "UPDATE tenants
@@ -162,9 +233,28 @@ impl Catalog {
                      updated_at = ?3,
                      deleted_at = CASE WHEN ?2 = 'deleted' THEN COALESCE(deleted_at, ?3) END
                  WHERE id = ?1",
-                params![id, status.as_str(), now],
+                args![id, status.as_str(), now.as_str()],
             )?;
-            if changed == 0 {
+            if changed.rows == 0 {
+                return Err(CatalogError::NotFound(id.to_string()));
+            }
+            Ok(())
+        })?;
+        self.fetch(id)
+    }
+
+    /// Records where the tenant's database is now kept (the last step of a move).
+    pub fn set_store(
+        &self,
+        id: &str,
+        store: TenantStore,
+    ) -> Result<Arc<TenantRecord>, CatalogError> {
+        self.write_sql(|tx: &dyn Sql| {
+            let changed = tx.execute(
+                "UPDATE tenants SET store = ?2, updated_at = ?3 WHERE id = ?1",
+                args![id, store.as_str(), db::now_rfc3339()],
+            )?;
+            if changed.rows == 0 {
                 return Err(CatalogError::NotFound(id.to_string()));
             }
             Ok(())
@@ -180,12 +270,12 @@ impl Catalog {
         settings: &serde_json::Value,
     ) -> Result<Arc<TenantRecord>, CatalogError> {
         let text = settings.to_string();
-        self.write(|tx| {
+        self.write_sql(|tx: &dyn Sql| {
             let changed = tx.execute(
                 "UPDATE tenants SET settings = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id, text, db::now_rfc3339()],
+                args![id, text.as_str(), db::now_rfc3339()],
             )?;
-            if changed == 0 {
+            if changed.rows == 0 {
                 return Err(CatalogError::NotFound(id.to_string()));
             }
             Ok(())
@@ -205,7 +295,7 @@ impl Catalog {
             validate_slug(slug)?;
         }
         let name = name.map(validate_name).transpose()?;
-        self.write(|tx| {
+        self.write_sql(|tx: &dyn Sql| {
             if !tenant_exists(tx, id)? {
                 return Err(CatalogError::NotFound(id.to_string()));
             }
@@ -218,7 +308,7 @@ impl Catalog {
                 "UPDATE tenants SET slug = COALESCE(?2, slug), name = COALESCE(?3, name),
                                     updated_at = ?4
                  WHERE id = ?1 AND (slug <> COALESCE(?2, slug) OR name <> COALESCE(?3, name))",
-                params![id, slug, name, db::now_rfc3339()],
+                args![id, slug, name.as_deref(), db::now_rfc3339()],
             )
             .map_err(|e| unique_violation(e, slug.unwrap_or_default(), ""))?;
             Ok(())
@@ -230,7 +320,7 @@ impl Catalog {
     /// domain the tenant already has changes nothing.
     pub fn add_domain(&self, id: &str, domain: &str) -> Result<Arc<TenantRecord>, CatalogError> {
         let domain = validate_domain(domain)?;
-        self.write(|tx| {
+        self.write_sql(|tx: &dyn Sql| {
             if !tenant_exists(tx, id)? {
                 return Err(CatalogError::NotFound(id.to_string()));
             }
@@ -239,9 +329,9 @@ impl Catalog {
                 Some(_) => return Err(CatalogError::DomainTaken(domain.clone())),
                 None => {}
             }
-            let has_primary: bool = tx.query_row(
+            let has_primary: bool = tx.query_one(
                 "SELECT EXISTS (SELECT 1 FROM domains WHERE tenant_id = ?1 AND is_primary = 1)",
-                [id],
+                args![id],
                 |row| row.get(0),
             )?;
             insert_domain(tx, id, &domain, !has_primary)?;
@@ -254,14 +344,12 @@ impl Catalog {
     /// alphabetically first remaining domain becomes primary.
     pub fn remove_domain(&self, id: &str, domain: &str) -> Result<Arc<TenantRecord>, CatalogError> {
         let domain = normalize_host(domain).into_owned();
-        self.write(|tx| {
-            let was_primary: Option<bool> = tx
-                .query_row(
-                    "DELETE FROM domains WHERE domain = ?1 AND tenant_id = ?2 RETURNING is_primary",
-                    params![domain, id],
-                    |row| row.get(0),
-                )
-                .optional()?;
+        self.write_sql(|tx: &dyn Sql| {
+            let was_primary: Option<bool> = tx.query_row(
+                "DELETE FROM domains WHERE domain = ?1 AND tenant_id = ?2 RETURNING is_primary",
+                args![domain.as_str(), id],
+                |row| row.get(0),
+            )?;
             match was_primary {
                 None => return Err(CatalogError::DomainNotFound(domain.clone())),
                 Some(true) => {
@@ -269,7 +357,7 @@ impl Catalog {
                         "UPDATE domains SET is_primary = 1
                          WHERE domain = (SELECT domain FROM domains WHERE tenant_id = ?1
                                          ORDER BY domain LIMIT 1)",
-                        [id],
+                        args![id],
                     )?;
                 }
                 Some(false) => {}
@@ -289,18 +377,21 @@ impl Catalog {
         from: &[TenantStatus],
         to: TenantStatus,
     ) -> Result<Option<Arc<TenantRecord>>, CatalogError> {
-        let changed = self.write(|tx| {
+        let changed = self.write_sql(|tx: &dyn Sql| {
             let now = db::now_rfc3339();
             let mut changed = 0;
             for status in from {
-                changed += tx.execute(
-                    "UPDATE tenants
-                     SET status = ?2,
-                         updated_at = ?3,
-                         deleted_at = CASE WHEN ?2 = 'deleted' THEN COALESCE(deleted_at, ?3) END
-                     WHERE id = ?1 AND status = ?4",
-                    params![id, to.as_str(), now, status.as_str()],
-                )?;
+                changed += tx
+                    .execute(
+                        "UPDATE tenants
+                         SET status = ?2,
+                             updated_at = ?3,
+                             deleted_at = CASE WHEN ?2 = 'deleted' THEN COALESCE(deleted_at, ?3)
+                                          END
+                         WHERE id = ?1 AND status = ?4",
+                        args![id, to.as_str(), now.as_str(), status.as_str()],
+                    )?
+                    .rows;
             }
             Ok::<_, CatalogError>(changed)
         })?;
@@ -314,19 +405,26 @@ impl Catalog {
     /// transaction: a restore that got there first wins. Its domains, roles,
     /// memberships and tenant-bound sessions go with it; audit rows stay.
     pub fn delete_row_if_deleted(&self, id: &str) -> Result<bool, CatalogError> {
-        self.write(|tx| {
-            Ok(tx.execute(
-                "DELETE FROM tenants WHERE id = ?1 AND status = 'deleted'",
-                [id],
-            )? == 1)
+        self.write_sql(|tx: &dyn Sql| {
+            Ok(tx
+                .execute(
+                    "DELETE FROM tenants WHERE id = ?1 AND status = 'deleted'",
+                    args![id],
+                )?
+                .rows
+                == 1)
         })
     }
 
     /// Deletes the row; its domains, roles, memberships and tenant-bound
     /// sessions go with it (ON DELETE CASCADE). Audit rows stay.
     pub fn delete_row(&self, id: &str) -> Result<(), CatalogError> {
-        self.write(|tx| {
-            if tx.execute("DELETE FROM tenants WHERE id = ?1", [id])? == 0 {
+        self.write_sql(|tx: &dyn Sql| {
+            if tx
+                .execute("DELETE FROM tenants WHERE id = ?1", args![id])?
+                .rows
+                == 0
+            {
                 return Err(CatalogError::NotFound(id.to_string()));
             }
             Ok(())
@@ -350,47 +448,42 @@ pub fn validate_domains(domains: &[String]) -> Result<Vec<String>, ValidationErr
     Ok(out)
 }
 
-fn slug_owner(conn: &Connection, slug: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT id FROM tenants WHERE slug = ?1", [slug], |row| {
-        row.get(0)
-    })
-    .optional()
+fn slug_owner(db: &dyn Sql, slug: &str) -> Result<Option<String>, StoreError> {
+    db.query_row(
+        "SELECT id FROM tenants WHERE slug = ?1",
+        args![slug],
+        |row| row.get(0),
+    )
 }
 
-fn domain_owner(conn: &Connection, domain: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row(
+fn domain_owner(db: &dyn Sql, domain: &str) -> Result<Option<String>, StoreError> {
+    db.query_row(
         "SELECT tenant_id FROM domains WHERE domain = ?1",
-        [domain],
+        args![domain],
         |row| row.get(0),
     )
-    .optional()
 }
 
-pub(super) fn tenant_exists(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
-    conn.query_row(
+pub(super) fn tenant_exists(db: &dyn Sql, id: &str) -> Result<bool, StoreError> {
+    db.query_one(
         "SELECT EXISTS (SELECT 1 FROM tenants WHERE id = ?1)",
-        [id],
+        args![id],
         |row| row.get(0),
     )
 }
 
-fn touch(conn: &Connection, id: &str) -> Result<(), CatalogError> {
-    conn.execute(
+fn touch(db: &dyn Sql, id: &str) -> Result<(), CatalogError> {
+    db.execute(
         "UPDATE tenants SET updated_at = ?2 WHERE id = ?1",
-        params![id, db::now_rfc3339()],
+        args![id, db::now_rfc3339()],
     )?;
     Ok(())
 }
 
-fn insert_domain(
-    conn: &Connection,
-    id: &str,
-    domain: &str,
-    primary: bool,
-) -> Result<(), CatalogError> {
-    conn.execute(
+fn insert_domain(db: &dyn Sql, id: &str, domain: &str, primary: bool) -> Result<(), CatalogError> {
+    db.execute(
         "INSERT INTO domains (domain, tenant_id, is_primary) VALUES (?1, ?2, ?3)",
-        params![domain, id, primary],
+        args![domain, id, primary],
     )
     .map_err(|e| unique_violation(e, "", domain))?;
     Ok(())
@@ -398,15 +491,13 @@ fn insert_domain(
 
 /// The in-transaction checks already catch conflicts; this maps a unique
 /// violation that still gets through to the same errors.
-fn unique_violation(e: rusqlite::Error, slug: &str, domain: &str) -> CatalogError {
-    if let rusqlite::Error::SqliteFailure(code, Some(message)) = &e {
-        if code.code == rusqlite::ErrorCode::ConstraintViolation {
-            if message.contains("tenants.slug") {
-                return CatalogError::SlugTaken(slug.to_string());
-            }
-            if message.contains("domains.domain") {
-                return CatalogError::DomainTaken(domain.to_string());
-            }
+fn unique_violation(e: StoreError, slug: &str, domain: &str) -> CatalogError {
+    if e.is_constraint() {
+        if e.message().contains("tenants.slug") {
+            return CatalogError::SlugTaken(slug.to_string());
+        }
+        if e.message().contains("domains.domain") {
+            return CatalogError::DomainTaken(domain.to_string());
         }
     }
     CatalogError::from(e)

@@ -114,6 +114,31 @@ fn checkpoints_are_tenantds_unless_left_to_litestream() {
 }
 
 #[test]
+fn the_tenant_store_needs_both_sqld_urls_and_names_what_is_missing() {
+    use crate::catalog::TenantStore;
+    let c = parse("", &[]).unwrap();
+    assert_eq!(c.app.new_tenants, TenantStore::Local);
+    assert!(c.app.registry.sqld.is_none());
+    let e = parse("--store sqld", &[]).unwrap_err();
+    assert!(e.0.contains("--sqld-url"), "{e}");
+    let e = parse("--sqld-url http://db:8080", &[]).unwrap_err();
+    assert!(e.0.contains("--sqld-admin-url"), "{e}");
+    let e = parse("--store files", &[]).unwrap_err();
+    assert!(e.0.contains("--store"), "{e}");
+    let env = [
+        ("TENANTD_SQLD_URL", "http://db:8080"),
+        ("TENANTD_SQLD_ADMIN_URL", "http://db:9090"),
+    ];
+    let c = parse("--store sqld", &env).unwrap();
+    assert_eq!(c.app.new_tenants, TenantStore::Sqld);
+    assert!(c.app.registry.sqld.is_some());
+    // Reaching tenants kept on sqld while new ones stay local.
+    let c = parse("", &env).unwrap();
+    assert_eq!(c.app.new_tenants, TenantStore::Local);
+    assert!(c.app.registry.sqld.is_some());
+}
+
+#[test]
 fn the_redis_url_comes_from_the_flag_or_the_environment() {
     let url = |argv: &str, env: &[(&str, &str)]| {
         parse(argv, env)

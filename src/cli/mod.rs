@@ -194,6 +194,15 @@ Options (each falls back to the environment variable named, then the default):
                            events, revocations and presence reach the other tenantd nodes
                            serving this catalog's app, and theirs reach this one
                            [TENANTD_REDIS_URL, none: this node alone]
+  --store local|sqld       Where new tenants' databases go: files under the data
+                           directory, or namespaces of a libSQL server (sqld); tenants
+                           already made stay where they are [TENANTD_STORE, local]
+  --sqld-url URL           The libSQL server's Hrana endpoint, like http://db:8080
+                           [TENANTD_SQLD_URL, none]
+  --sqld-admin-url URL     Its admin API, which creates and deletes namespaces
+                           (--admin-listen-addr) [TENANTD_SQLD_ADMIN_URL, none]
+  --sqld-auth-token T      Sent as a bearer token on every Hrana request
+                           [TENANTD_SQLD_AUTH_TOKEN, none]
   --head-timeout SECS      Time allowed for a whole request head, counted from when
                            the connection is ready (idle keep-alive included)
                            [TENANTD_HEAD_TIMEOUT, 10]
@@ -503,6 +512,11 @@ impl config::Source for Given<'_> {
 /// `--data DIR`, else `TENANTD_DATA`, else `./data` (see [`config::data_dir`]).
 fn data_dir(args: &mut Args, env: &Env) -> Result<PathBuf, CliError> {
     Ok(config::data_dir(&mut Given(args, env))?)
+}
+
+/// `--store` and the sqld options, as `serve` takes them.
+fn tenant_stores(args: &mut Args, env: &Env) -> Result<crate::catalog::TenantStores, CliError> {
+    Ok(config::tenant_stores(&mut Given(args, env))?)
 }
 
 /// Where option fallbacks come from: the process environment, or a fixed map in tests.

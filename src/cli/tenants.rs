@@ -40,6 +40,10 @@ Options:
   --allow-ip IP          down: a client address that passes anyway (repeatable)
   --secret S             down: visiting /S on the tenant's host sets a cookie that passes
   --older-than MINUTES   gc: remove only files unchanged this long [10]
+  --store local|sqld     create: where the new tenant's database goes [TENANTD_STORE, local]
+  --sqld-url URL         the libSQL server of tenants kept on sqld, as `serve` takes it
+  --sqld-admin-url URL   its admin API (namespaces are made and deleted there)
+  --sqld-auth-token T    its bearer token [TENANTD_SQLD_URL, _ADMIN_URL, _AUTH_TOKEN]
   -h, --help             Show this help
 
 delete is soft (status deleted, file kept); restore undoes it; purge removes a deleted
@@ -128,11 +132,16 @@ fn required(args: &mut Args, what: &str) -> Result<String, CliError> {
 
 pub fn tenants(args: &mut Args, env: &Env) -> Result<(), CommandError> {
     let data = super::data_dir(args, env)?;
+    let stores = super::tenant_stores(args, env)?;
     let json = args.flag("--json");
     let sub = args
         .positional()
         .ok_or_else(|| CliError("missing a tenants command".into()))?;
-    let catalog = || open_catalog(&data, Create::Never);
+    let catalog = || {
+        let catalog = open_catalog(&data, Create::Never)?;
+        catalog.set_stores(stores.clone());
+        Ok::<_, CommandError>(catalog)
+    };
     match sub.as_str() {
         "create" => {
             // Options first, so that `--name shop acme` cannot take `shop` for the slug.
@@ -398,6 +407,7 @@ fn print_record(record: &Arc<TenantRecord>, json: bool) {
 
 pub fn migrate(args: &mut Args, env: &Env) -> Result<(), CommandError> {
     let data = super::data_dir(args, env)?;
+    let stores = super::tenant_stores(args, env)?;
     let json = args.flag("--json");
     let status_only = args.flag("--status");
     let only = args.value("--tenant")?;
@@ -412,6 +422,7 @@ pub fn migrate(args: &mut Args, env: &Env) -> Result<(), CommandError> {
     args.finish_ref()?;
     // Opening the catalog migrates it.
     let catalog = open_catalog(&data, Create::Never)?;
+    catalog.set_stores(stores);
     if status_only {
         let status = lifecycle::status(&catalog)?;
         if json {

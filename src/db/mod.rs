@@ -120,8 +120,9 @@ pub enum DbError {
     BadMigrationName {
         file: String,
     },
-    /// A statement through the store contract (`tenancy::store`), on either backend.
-    Store(crate::tenancy::store::StoreError),
+    /// The database is not a file on this machine (a tenant kept on sqld): what needs one
+    /// (backups, export, health) cannot run on it.
+    NotAFile(String),
 }
 
 impl fmt::Display for DbError {
@@ -152,7 +153,7 @@ impl fmt::Display for DbError {
                 f,
                 "bad migration file name {file} (expected <dir>/NNNN_name.sql)"
             ),
-            DbError::Store(e) => write!(f, "store: {e}"),
+            DbError::NotAFile(what) => f.write_str(what),
         }
     }
 }
@@ -165,12 +166,6 @@ impl std::error::Error for DbError {
             DbError::Io { source, .. } => Some(source),
             _ => None,
         }
-    }
-}
-
-impl From<crate::tenancy::store::StoreError> for DbError {
-    fn from(e: crate::tenancy::store::StoreError) -> Self {
-        DbError::Store(e)
     }
 }
 

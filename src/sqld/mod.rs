@@ -113,6 +113,16 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
+/// The credentials stay out of logs.
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.inner.url)
+            .field("admin_url", &self.inner.admin_url)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Inner {
     agent: ureq::Agent,
     url: String,

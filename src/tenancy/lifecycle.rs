@@ -15,11 +15,15 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{tenant_db_path, uuid_db_path, Registry, TenancyError};
+use crate::args;
 use crate::catalog::{
     validate_domains, validate_name, validate_slug, Catalog, CatalogError, TenantRecord,
-    TenantStatus, ValidationError,
+    TenantStatus, TenantStore, ValidationError,
 };
 use crate::db::{self, Create, DbError, DbKind};
+use crate::sqld;
+use crate::store::sqld as store_sqld;
+use crate::store::{Sql, StoreError};
 
 #[derive(Debug)]
 pub enum LifecycleError {
@@ -44,6 +48,8 @@ pub enum LifecycleError {
     InUse(String),
     Tenancy(TenancyError),
     Catalog(CatalogError),
+    /// A tenant database elsewhere than a local file (sqld) failed or is out of reach.
+    Store(StoreError),
     Db(DbError),
     Io {
         path: PathBuf,
@@ -70,6 +76,7 @@ impl fmt::Display for LifecycleError {
             LifecycleError::InUse(slug) => write!(f, "tenant {slug} is in use"),
             LifecycleError::Tenancy(e) => e.fmt(f),
             LifecycleError::Catalog(e) => e.fmt(f),
+            LifecycleError::Store(e) => e.fmt(f),
             LifecycleError::Db(e) => e.fmt(f),
             LifecycleError::Io { path, source } => write!(f, "{}: {source}", path.display()),
         }
@@ -81,6 +88,7 @@ impl std::error::Error for LifecycleError {
         match self {
             LifecycleError::Tenancy(e) => Some(e),
             LifecycleError::Catalog(e) => Some(e),
+            LifecycleError::Store(e) => Some(e),
             LifecycleError::Db(e) => Some(e),
             LifecycleError::Io { source, .. } => Some(source),
             _ => None,
@@ -115,8 +123,21 @@ impl From<CatalogError> for LifecycleError {
             CatalogError::NotFound(t) => LifecycleError::NotFound(t),
             CatalogError::DomainNotFound(d) => LifecycleError::DomainNotFound(d),
             CatalogError::Db(e) => e.into(),
+            CatalogError::Store(e) => LifecycleError::Store(e),
             other => LifecycleError::Catalog(other),
         }
+    }
+}
+
+impl From<StoreError> for LifecycleError {
+    fn from(e: StoreError) -> Self {
+        LifecycleError::Store(e)
+    }
+}
+
+impl From<sqld::SqldError> for LifecycleError {
+    fn from(e: sqld::SqldError) -> Self {
+        StoreError::from(e).into()
     }
 }
 
@@ -168,7 +189,7 @@ pub fn create(catalog: &Catalog, new: &NewTenant) -> Result<Arc<TenantRecord>, L
     provision(catalog, &new.slug, &name, &domains)
 }
 
-/// The steps after validation: file first, catalog row last, so a tenant in
+/// The steps after validation: database first, catalog row last, so a tenant in
 /// the catalog always has a database. Separate from `create` so tests can
 /// make the final insert fail for real.
 pub(crate) fn provision(
@@ -179,11 +200,38 @@ pub(crate) fn provision(
 ) -> Result<Arc<TenantRecord>, LifecycleError> {
     let id = Uuid::new_v4();
     let id_text = id.hyphenated().to_string();
+    let stores = catalog.stores();
+    if stores.new_tenants == TenantStore::Sqld {
+        let client = sqld_client(catalog)?;
+        make_namespace(&client, &id_text, slug, name)?;
+        let inserted = catalog.insert_tenant_row(
+            &id,
+            slug,
+            name,
+            domains,
+            TenantStatus::Active,
+            TenantStore::Sqld,
+        );
+        if let Err(e) = inserted {
+            drop_namespace(&client, &id_text);
+            return Err(e.into());
+        }
+        return catalog
+            .by_id(&id_text)?
+            .ok_or(LifecycleError::NotFound(id_text));
+    }
     let path = uuid_db_path(catalog.data_dir(), &id);
     let result = (|| -> Result<(), LifecycleError> {
         make_file(&path, &id_text, slug, name)?;
         // The file is closed before the row exists: nobody can be using it yet.
-        catalog.insert_tenant_row(&id, slug, name, domains, TenantStatus::Active)?;
+        catalog.insert_tenant_row(
+            &id,
+            slug,
+            name,
+            domains,
+            TenantStatus::Active,
+            TenantStore::Local,
+        )?;
         Ok(())
     })();
     if let Err(e) = result {
@@ -203,6 +251,58 @@ pub(crate) fn provision(
         .ok_or(LifecycleError::NotFound(id_text))
 }
 
+/// The sqld server of this catalog's tenants, or why there is none.
+pub(crate) fn sqld_client(catalog: &Catalog) -> Result<Arc<sqld::Client>, LifecycleError> {
+    catalog.stores().sqld.ok_or_else(|| {
+        LifecycleError::Store(StoreError::Backend(
+            "tenants are kept on sqld, and no --sqld-url was given".into(),
+        ))
+    })
+}
+
+/// A tenant's new namespace on sqld, migrated and seeded with who it belongs to. All or
+/// nothing: a namespace this made is deleted again if a later step fails. One that already
+/// exists is refused (a UUID is never reused), and left alone.
+fn make_namespace(
+    client: &sqld::Client,
+    id: &str,
+    slug: &str,
+    name: &str,
+) -> Result<(), LifecycleError> {
+    client.create_namespace(id)?;
+    let seeded = (|| -> Result<(), LifecycleError> {
+        store_sqld::migrate(client, id, db::tenant_migrations())?;
+        store_sqld::write(client, id, |db| seed_meta(db, id, slug, name))
+    })();
+    if seeded.is_err() {
+        drop_namespace(client, id);
+    }
+    seeded
+}
+
+fn seed_meta(db: &dyn Sql, id: &str, slug: &str, name: &str) -> Result<(), LifecycleError> {
+    for (key, value) in [
+        ("id", id),
+        ("slug", slug),
+        ("name", name),
+        ("created_at", db::now_rfc3339().as_str()),
+    ] {
+        db.execute(
+            "INSERT INTO tenant_meta (key, value) VALUES (?1, ?2)",
+            args![key, value],
+        )?;
+    }
+    Ok(())
+}
+
+/// Deletes a namespace this process made and could not finish: logged, since the failure
+/// that led here is what the caller reports.
+fn drop_namespace(client: &sqld::Client, id: &str) {
+    if let Err(e) = client.delete_namespace(id) {
+        log::error!("could not delete namespace {id} after a failed create: {e}");
+    }
+}
+
 /// A tenant's new database file, migrated and seeded with who it belongs to; closed again.
 fn make_file(
     path: &std::path::Path,
@@ -212,18 +312,7 @@ fn make_file(
 ) -> Result<(), LifecycleError> {
     let mut conn = db::open(path, DbKind::Tenant, Create::New)?;
     db::migrate(&mut conn, db::tenant_migrations())?;
-    db::write(&mut conn, |tx| -> Result<(), LifecycleError> {
-        let mut insert = tx.prepare("INSERT INTO tenant_meta (key, value) VALUES (?1, ?2)")?;
-        for (key, value) in [
-            ("id", id),
-            ("slug", slug),
-            ("name", name),
-            ("created_at", db::now_rfc3339().as_str()),
-        ] {
-            insert.execute([key, value])?;
-        }
-        Ok(())
-    })
+    db::write(&mut conn, |tx| seed_meta(tx, id, slug, name))
 }
 
 /// The first half of an asynchronous create: the checks of [`create`] and the catalog row, in
@@ -237,7 +326,14 @@ pub fn create_provisioning(
     let name = validate_name(&new.name)?;
     let domains = validate_domains(&new.domains)?;
     let id = Uuid::new_v4();
-    catalog.insert_tenant_row(&id, &new.slug, &name, &domains, TenantStatus::Provisioning)?;
+    catalog.insert_tenant_row(
+        &id,
+        &new.slug,
+        &name,
+        &domains,
+        TenantStatus::Provisioning,
+        catalog.stores().new_tenants,
+    )?;
     let id = id.hyphenated().to_string();
     catalog.by_id(&id)?.ok_or(LifecycleError::NotFound(id))
 }
@@ -255,9 +351,20 @@ pub fn finish_provisioning(
     if record.status != TenantStatus::Provisioning {
         return Err(wrong_status(&record.slug, record.status));
     }
-    let path = db_path(catalog, &record)?;
-    db::remove_database_files(&path)?;
-    make_file(&path, &record.id, &record.slug, &record.name)?;
+    match record.store {
+        TenantStore::Local => {
+            let path = db_path(catalog, &record)?;
+            db::remove_database_files(&path)?;
+            make_file(&path, &record.id, &record.slug, &record.name)?;
+        }
+        TenantStore::Sqld => {
+            let client = sqld_client(catalog)?;
+            if client.namespace_exists(&record.id)? {
+                client.delete_namespace(&record.id)?;
+            }
+            make_namespace(&client, &record.id, &record.slug, &record.name)?;
+        }
+    }
     let made = catalog.transition(
         &record.id,
         &[TenantStatus::Provisioning],
@@ -344,7 +451,17 @@ pub fn restore(catalog: &Catalog, slug: &str) -> Result<Arc<TenantRecord>, Lifec
     if record.status != TenantStatus::Deleted {
         return Err(LifecycleError::NotDeleted(slug.to_string()));
     }
-    db::ensure_exists(&db_path(catalog, &record)?)?;
+    match record.store {
+        TenantStore::Local => db::ensure_exists(&db_path(catalog, &record)?)?,
+        TenantStore::Sqld => {
+            if !sqld_client(catalog)?.namespace_exists(&record.id)? {
+                return Err(LifecycleError::Store(StoreError::Backend(format!(
+                    "namespace {} is gone from sqld",
+                    record.id
+                ))));
+            }
+        }
+    }
     let restored = transition(
         catalog,
         slug,
@@ -395,7 +512,19 @@ pub fn purge(catalog: &Catalog, registry: &Registry, slug: &str) -> Result<(), L
             }
         }
     }
-    db::remove_database_files(&path)?;
+    match record.store {
+        TenantStore::Local => db::remove_database_files(&path)?,
+        TenantStore::Sqld => {
+            if let Err(e) = sqld_client(catalog).and_then(|client| {
+                if client.namespace_exists(&record.id)? {
+                    client.delete_namespace(&record.id)?;
+                }
+                Ok(())
+            }) {
+                log::error!("purging {slug}: its namespace {} remains: {e}", record.id);
+            }
+        }
+    }
     let dir = super::tenant_dir(&path);
     if let Err(e) = std::fs::remove_dir_all(&dir) {
         if e.kind() != std::io::ErrorKind::NotFound {
@@ -491,17 +620,24 @@ fn rename_now(catalog: &Catalog, slug: &str, change: &Rename) -> Result<Renamed,
     // one is open: its BEGIN IMMEDIATE takes the file's write lock like any of the pool's
     // writers, and its commit moves the WAL-index header that the pool's answers cache reads,
     // as a commit by the CLI does. A value given as it already was is not written again.
-    let update = db_path(catalog, &after).and_then(|path| {
-        let mut conn = db::open(&path, DbKind::Tenant, Create::Never)?;
-        db::write(&mut conn, |tx| -> Result<(), LifecycleError> {
-            let mut set =
-                tx.prepare("UPDATE tenant_meta SET value = ?2 WHERE key = ?1 AND value IS NOT ?2")?;
-            for (key, value) in &meta {
-                set.execute([key, value])?;
-            }
-            Ok(())
-        })
-    });
+    let set = |db: &dyn Sql| -> Result<(), LifecycleError> {
+        for (key, value) in &meta {
+            db.execute(
+                "UPDATE tenant_meta SET value = ?2 WHERE key = ?1 AND value IS NOT ?2",
+                args![*key, *value],
+            )?;
+        }
+        Ok(())
+    };
+    let update = match after.store {
+        TenantStore::Local => db_path(catalog, &after).and_then(|path| {
+            let mut conn = db::open(&path, DbKind::Tenant, Create::Never)?;
+            db::write(&mut conn, |tx| set(tx))
+        }),
+        TenantStore::Sqld => {
+            sqld_client(catalog).and_then(|client| store_sqld::write(&client, &after.id, set))
+        }
+    };
     if let Err(e) = update {
         log::warn!(
             "tenant {} renamed in the catalog, but not in its file: {e}",
@@ -648,6 +784,26 @@ fn migrate_one(
         error: None,
     };
     let result = (|| -> Result<(), LifecycleError> {
+        if record.store == TenantStore::Sqld {
+            let client = sqld_client(catalog)?;
+            out.from = Some(store_sqld::schema_version(&client, &record.id)?);
+            super::check_owner(
+                &store_sqld::SqldRead {
+                    client: &client,
+                    namespace: &record.id,
+                },
+                record,
+            )
+            .map_err(|reason| {
+                LifecycleError::Tenancy(TenancyError::Unavailable {
+                    tenant: record.slug.clone(),
+                    reason,
+                })
+            })?;
+            out.applied = store_sqld::migrate(&client, &record.id, migrations)?;
+            out.to = store_sqld::schema_version(&client, &record.id).ok();
+            return Ok(());
+        }
         let path = db_path(catalog, record)?;
         let mut conn = db::open(&path, DbKind::Tenant, Create::Never)?;
         out.from = Some(db::schema_version(&conn)?);
@@ -699,10 +855,14 @@ pub fn status(catalog: &Catalog) -> Result<SchemaStatus, LifecycleError> {
     let tenants = records
         .iter()
         .map(|record| {
-            let version = db_path(catalog, record).and_then(|path| {
-                let conn = db::open(&path, DbKind::Tenant, Create::Never)?;
-                Ok(db::schema_version(&conn)?)
-            });
+            let version = match record.store {
+                TenantStore::Local => db_path(catalog, record).and_then(|path| {
+                    let conn = db::open(&path, DbKind::Tenant, Create::Never)?;
+                    Ok(db::schema_version(&conn)?)
+                }),
+                TenantStore::Sqld => sqld_client(catalog)
+                    .and_then(|client| Ok(store_sqld::schema_version(&client, &record.id)?)),
+            };
             TenantSchema {
                 slug: record.slug.clone(),
                 id: record.id.clone(),

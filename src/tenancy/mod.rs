@@ -14,8 +14,6 @@ pub mod identify;
 pub mod lifecycle;
 mod reads;
 mod registry;
-pub mod store;
-pub mod store_sqld;
 mod write_turn;
 
 #[cfg(test)]
@@ -28,13 +26,14 @@ use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use rusqlite::{OptionalExtension, Transaction};
 
-use crate::catalog::{Catalog, CatalogError, TenantRecord, TENANTS_DIR};
+use crate::catalog::{Catalog, CatalogError, TenantRecord, TenantStore, TENANTS_DIR};
 use crate::db::{self, DbError, PooledConn};
 
+use crate::store::{self, sqld as store_sqld};
 pub use checkpoint::Checkpoints;
 use checkpoint::CHECKPOINT_EVERY;
 pub use reads::{Lookup, Ticket};
-use registry::OpenPool;
+use registry::{Db, OpenPool};
 pub use registry::{
     PoolState, Registry, RegistryConfig, RegistryStats, RestoreGuard, DEFAULT_READ_CACHE_MIB,
 };
@@ -130,6 +129,23 @@ pub(crate) fn check_tenant_file(
         Some(owner) if owner == record.id => Ok(()),
         Some(owner) => Err(format!("database file belongs to tenant {owner}")),
         None => Err("database file does not say whose it is".into()),
+    }
+}
+
+/// [`check_tenant_file`] through the store contract, for a database that is not a local file
+/// (an sqld namespace): it must say it is this tenant's before anything is written to it.
+pub(crate) fn check_owner(db: &dyn store::Sql, record: &TenantRecord) -> Result<(), String> {
+    let owner = db
+        .query_row(
+            "SELECT value FROM tenant_meta WHERE key = 'id'",
+            &[],
+            |row| row.get::<String>(0),
+        )
+        .map_err(|e| format!("the database does not say whose it is ({e})"))?;
+    match owner {
+        Some(owner) if owner == record.id => Ok(()),
+        Some(owner) => Err(format!("database belongs to tenant {owner}")),
+        None => Err("database does not say whose it is".into()),
     }
 }
 
@@ -245,10 +261,25 @@ impl Tenant {
         tenant_dir(&self.pool.path).join("files")
     }
 
-    /// A connection to this tenant's database, and to nothing else.
+    /// Where this tenant's database is kept.
+    pub fn store(&self) -> TenantStore {
+        match self.pool.db {
+            Db::File(_) => TenantStore::Local,
+            Db::Sqld(_) => TenantStore::Sqld,
+        }
+    }
+
+    /// A connection to this tenant's database file, and to nothing else: for what only a
+    /// local file has (backups, export, health). A tenant kept on sqld has none.
     pub fn conn(&self) -> Result<PooledConn, DbError> {
         self.pool.touch();
-        Ok(self.pool.pool.get()?)
+        match &self.pool.db {
+            Db::File(pool) => Ok(pool.get()?),
+            Db::Sqld(_) => Err(DbError::NotAFile(format!(
+                "tenant {} is kept on sqld: it has no local file",
+                self.record.slug
+            ))),
+        }
     }
 
     /// The answer kept under `key` if this tenant's file has not changed since it was
@@ -274,19 +305,61 @@ impl Tenant {
     pub fn read<T, E, F>(&self, f: F) -> Result<T, E>
     where
         F: FnOnce(&dyn store::Sql) -> Result<T, E>,
-        E: From<DbError>,
+        E: From<DbError> + From<store::StoreError>,
     {
-        let conn = self.conn()?;
-        f(&conn)
+        match &self.pool.db {
+            Db::File(_) => {
+                let conn = self.conn()?;
+                f(&conn)
+            }
+            Db::Sqld(client) => {
+                self.pool.touch();
+                f(&store_sqld::SqldRead {
+                    client,
+                    namespace: &self.record.id,
+                })
+            }
+        }
     }
 
     /// [`Tenant::write`] through the store contract: what tenant code uses to write.
     pub fn write_sql<T, E, F>(&self, f: F) -> Result<T, E>
     where
         F: FnOnce(&dyn store::Sql) -> Result<T, E>,
-        E: From<DbError> + From<rusqlite::Error>,
+        E: From<DbError> + From<rusqlite::Error> + From<store::StoreError>,
     {
-        self.write(|tx| f(tx))
+        let Db::Sqld(client) = &self.pool.db else {
+            return self.write(|tx| f(tx));
+        };
+        self.pool.touch();
+        // This node's writers take turns here too, so that sqld's lock sees one of them at a
+        // time; other nodes' writers meet at sqld's `BEGIN IMMEDIATE`.
+        let turn = self.take_turn::<E>()?;
+        let result = store_sqld::write(client, &self.record.id, |db| {
+            f(db).map_err(SqldWrite::Caller)
+        });
+        drop(turn);
+        result.map_err(|e| match e {
+            SqldWrite::Store(e) => E::from(e),
+            SqldWrite::Caller(e) => e,
+        })
+    }
+
+    /// The tenant's write turn on this node, or busy past the wait.
+    fn take_turn<E: From<rusqlite::Error>>(&self) -> Result<write_turn::Turn<'_>, E> {
+        let waiting = std::time::Instant::now();
+        let turn = self.pool.writer.take(db::BUSY_TIMEOUT);
+        self.pool.metrics.write_turn_waited(waiting.elapsed());
+        turn.ok_or_else(|| {
+            E::from(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                Some(format!(
+                    "tenant {}: no write turn within {:?}",
+                    self.record.slug,
+                    db::BUSY_TIMEOUT
+                )),
+            ))
+        })
     }
 
     /// Runs `f` in a `BEGIN IMMEDIATE` transaction on this tenant's database;
@@ -299,19 +372,7 @@ impl Tenant {
     {
         // The turn first, then a connection: a queued writer holds none of the few. Waiting
         // is bounded as it was at SQLite's lock, and ends the same way: busy.
-        let waiting = std::time::Instant::now();
-        let turn = self.pool.writer.take(db::BUSY_TIMEOUT);
-        self.pool.metrics.write_turn_waited(waiting.elapsed());
-        let Some(turn) = turn else {
-            return Err(E::from(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-                Some(format!(
-                    "tenant {}: no write turn within {:?}",
-                    self.record.slug,
-                    db::BUSY_TIMEOUT
-                )),
-            )));
-        };
+        let turn = self.take_turn::<E>()?;
         let mut conn = self.conn()?;
         let result = db::write(&mut conn, f);
         drop(turn);
@@ -321,6 +382,18 @@ impl Tenant {
             self.pool.queue_checkpoint();
         }
         result
+    }
+}
+
+/// A failed write on sqld: the store's failure, or what the caller's unit of work returned.
+enum SqldWrite<E> {
+    Store(store::StoreError),
+    Caller(E),
+}
+
+impl<E> From<store::StoreError> for SqldWrite<E> {
+    fn from(e: store::StoreError) -> Self {
+        SqldWrite::Store(e)
     }
 }
 

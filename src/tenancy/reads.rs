@@ -110,6 +110,16 @@ impl ReadCache {
         }
     }
 
+    /// A cache that keeps nothing: for a tenant with no local file whose changes it could see
+    /// (one kept on sqld, where another node may write at any time).
+    pub(super) fn off(budget: Budget) -> ReadCache {
+        ReadCache {
+            budget,
+            probe: None,
+            entries: Mutex::new(Entries::default()),
+        }
+    }
+
     pub(super) fn lookup(&self, key: String, fresh: bool) -> Lookup {
         let header = self.probe.as_ref().map(WalProbe::read);
         if header.is_some() && !fresh {

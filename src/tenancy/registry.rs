@@ -13,9 +13,12 @@ use scheduled_thread_pool::{JobHandle, ScheduledThreadPool};
 
 use super::checkpoint::{spawn_checkpointer, Checkpoints};
 use super::write_turn::WriteTurn;
-use super::{check_tenant_file, lock, reads, tenant_db_path, try_lock, TenancyError, Tenant};
-use crate::catalog::{TenantRecord, TenantStatus};
+use super::{
+    check_owner, check_tenant_file, lock, reads, tenant_db_path, try_lock, TenancyError, Tenant,
+};
+use crate::catalog::{TenantRecord, TenantStatus, TenantStore};
 use crate::db::{self, Create, DbError, DbKind, PoolConfig};
+use crate::store::sqld as store_sqld;
 
 #[derive(Clone, Debug)]
 pub struct RegistryConfig {
@@ -47,6 +50,8 @@ pub struct RegistryConfig {
     pub read_cache_bytes: usize,
     /// Who checkpoints tenant files: the registry's checkpoint thread, or Litestream.
     pub checkpoints: Checkpoints,
+    /// The libSQL server that holds the tenants the catalog says are kept on sqld.
+    pub sqld: Option<Arc<crate::sqld::Client>>,
 }
 
 impl Default for RegistryConfig {
@@ -62,6 +67,7 @@ impl Default for RegistryConfig {
             migrations: db::tenant_migrations(),
             read_cache_bytes: DEFAULT_READ_CACHE_MIB << 20,
             checkpoints: Checkpoints::default(),
+            sqld: None,
         }
     }
 }
@@ -88,11 +94,18 @@ pub struct RegistryStats {
     pub pools_closed: u64,
 }
 
-pub(super) struct OpenPool {
+/// What holds an open tenant's database.
+pub(super) enum Db {
     /// Its connections stay open until the pool is dropped: no idle timeout, no lifetime, no
     /// check on checkout, and r2d2_sqlite never reports one broken. `reads` relies on it (its
     /// probe of the file's `-shm` is only safe while a connection is open).
-    pub(super) pool: db::Pool,
+    File(db::Pool),
+    /// The namespace named by the tenant's id, on this libSQL server.
+    Sqld(Arc<crate::sqld::Client>),
+}
+
+pub(super) struct OpenPool {
+    pub(super) db: Db,
     pub(super) reads: reads::ReadCache,
     /// See [`WriteTurn`].
     pub(super) writer: WriteTurn,
@@ -164,8 +177,13 @@ fn unheld(pool: &Arc<OpenPool>) -> bool {
     if Arc::strong_count(pool) != 1 {
         return false;
     }
-    let state = pool.pool.state();
-    state.connections == state.idle_connections
+    match &pool.db {
+        Db::File(files) => {
+            let state = files.state();
+            state.connections == state.idle_connections
+        }
+        Db::Sqld(_) => true,
+    }
 }
 
 enum SlotState {
@@ -623,6 +641,9 @@ impl Shared {
     /// connection retries time out. An error is the reason reported in
     /// `Unavailable`.
     fn open_pool(&self, record: &TenantRecord, path: &Path) -> Result<OpenPool, String> {
+        if record.store == TenantStore::Sqld {
+            return self.open_namespace(record, path);
+        }
         let reason = |e: DbError| e.to_string();
         let mut conn = db::open(path, DbKind::Tenant, Create::Never).map_err(reason)?;
         check_tenant_file(&conn, record)?;
@@ -643,10 +664,43 @@ impl Shared {
         drop(first);
         let open = OpenPool {
             reads,
-            pool,
+            db: Db::File(pool),
             writer: WriteTurn::default(),
             commits: AtomicU64::new(0),
             checkpoints: self.checkpoints.clone(),
+            checkpoint_queued: AtomicBool::new(false),
+            checkpoints_done: AtomicU64::new(0),
+            retired: Mutex::new(false),
+            path: path.to_path_buf(),
+            clock: self.clock.clone(),
+            last_used: AtomicU64::new(0),
+            metrics: Arc::clone(&self.metrics),
+        };
+        open.touch();
+        Ok(open)
+    }
+
+    /// A tenant kept on sqld: its namespace checked to be this tenant's, then migrated (as a
+    /// file is on first access). Nothing is kept of its answers: another node may write to it
+    /// at any time, and no local file would show it.
+    fn open_namespace(&self, record: &TenantRecord, path: &Path) -> Result<OpenPool, String> {
+        let client = self.config.sqld.as_ref().ok_or_else(|| {
+            "the tenant is kept on sqld, and this server has no --sqld-url".to_string()
+        })?;
+        let read = store_sqld::SqldRead {
+            client,
+            namespace: &record.id,
+        };
+        check_owner(&read, record)?;
+        store_sqld::migrate(client, &record.id, self.config.migrations)
+            .map_err(|e| format!("migrating its namespace: {e}"))?;
+        let open = OpenPool {
+            reads: reads::ReadCache::off(self.reads.clone()),
+            db: Db::Sqld(Arc::clone(client)),
+            writer: WriteTurn::default(),
+            commits: AtomicU64::new(0),
+            // sqld checkpoints its own files.
+            checkpoints: None,
             checkpoint_queued: AtomicBool::new(false),
             checkpoints_done: AtomicU64::new(0),
             retired: Mutex::new(false),

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{now, Page, Problems, Reader, WorkspaceError};
 use crate::args;
-use crate::tenancy::store::{RowRef, Sql, StoreError};
+use crate::store::{RowRef, Sql, StoreError};
 use crate::tenancy::Tenant;
 
 pub const MAX_TITLE_CHARS: usize = 200;

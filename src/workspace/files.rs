@@ -23,7 +23,7 @@ use super::chats::{self, Message};
 use super::orders::{visible, Scope};
 use super::{now, Problems, Reader, WorkspaceError};
 use crate::args;
-use crate::tenancy::store::{RowRef, Sql, StoreError};
+use crate::store::{RowRef, Sql, StoreError};
 use crate::tenancy::Tenant;
 
 pub const MAX_NAME_CHARS: usize = 255;

@@ -78,7 +78,7 @@ impl Limits {
     /// when one more would pass the limit `name`.
     pub(crate) fn check(
         &self,
-        tx: &dyn crate::tenancy::store::Sql,
+        tx: &dyn crate::store::Sql,
         name: &'static str,
         count_sql: &str,
     ) -> Result<(), WorkspaceError> {
@@ -90,7 +90,7 @@ impl Limits {
     pub(crate) fn check_counted(
         &self,
         name: &'static str,
-        count: impl FnOnce(i64) -> Result<i64, crate::tenancy::store::StoreError>,
+        count: impl FnOnce(i64) -> Result<i64, crate::store::StoreError>,
     ) -> Result<(), WorkspaceError> {
         let Some(&limit) = self.0.get(name) else {
             return Ok(());
@@ -146,7 +146,7 @@ pub enum WorkspaceError {
     },
     Db(DbError),
     /// A statement through the store contract failed (see `tenancy::store`).
-    Store(crate::tenancy::store::StoreError),
+    Store(crate::store::StoreError),
 }
 
 impl WorkspaceError {
@@ -196,8 +196,8 @@ impl std::error::Error for WorkspaceError {
     }
 }
 
-impl From<crate::tenancy::store::StoreError> for WorkspaceError {
-    fn from(e: crate::tenancy::store::StoreError) -> Self {
+impl From<crate::store::StoreError> for WorkspaceError {
+    fn from(e: crate::store::StoreError) -> Self {
         WorkspaceError::Store(e)
     }
 }

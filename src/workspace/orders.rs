@@ -41,7 +41,7 @@ use super::orders_validate::{
 };
 use super::{now, Page, Problems, Reader, WorkspaceError};
 use crate::args;
-use crate::tenancy::store::{RowRef, Sql, StoreError, Value as SqlValue};
+use crate::store::{RowRef, Sql, StoreError, Value as SqlValue};
 use crate::tenancy::Tenant;
 
 pub use super::orders_history::{order_history, OrderEvent};

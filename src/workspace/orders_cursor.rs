@@ -1,7 +1,7 @@
 //! Cursors of order lists: the keyset position after a page's last row, handed to the client
 //! as opaque hex and checked when it comes back.
 
-use crate::tenancy::store::Value as SqlValue;
+use crate::store::Value as SqlValue;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 

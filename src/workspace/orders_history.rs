@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::orders::{visible, OrderRow, Scope, View};
 use super::{Reader, WorkspaceError};
 use crate::args;
-use crate::tenancy::store::{Sql, StoreError};
+use crate::store::{Sql, StoreError};
 use crate::tenancy::Tenant;
 
 /// History event field names a simple view may see. `created` is the event

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["metrics"],
     &["db", "http", "sqld"],
+    &["store"],
     &["catalog", "assets"],
     &["auth", "tenancy", "realtime", "data_dir"],
     &["workspace"],

@@ -44,6 +44,7 @@ mod sessions;
 mod settings;
 mod sqld;
 mod sqld_support;
+mod sqld_tenants;
 mod store_contract;
 mod support;
 mod tenancy;

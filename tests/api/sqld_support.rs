@@ -102,6 +102,11 @@ impl Sqld {
         format!("http://127.0.0.1:{}", self.admin_port)
     }
 
+    /// Where sqld keeps its namespaces' databases, one directory each.
+    pub fn dbs_dir(&self) -> PathBuf {
+        self.dir.path().join("data").join("dbs")
+    }
+
     pub fn config(&self) -> Config {
         Config::new(&self.url(), &self.admin_url())
     }

@@ -9,8 +9,8 @@ use std::cell::RefCell;
 use tenantd::args;
 use tenantd::db::{self, Create, DbKind};
 use tenantd::sqld::Client;
-use tenantd::tenancy::store::{Sql, StoreError, Value};
-use tenantd::tenancy::store_sqld;
+use tenantd::store::sqld as store_sqld;
+use tenantd::store::{Sql, StoreError, Value};
 
 use crate::sqld_support::spawn_sqld;
 

@@ -10,7 +10,7 @@
 
 use std::cell::RefCell;
 
-use super::store::{Changes, Flow, RowRef, Sql, StoreError, Value, ValueRef};
+use super::{Changes, Flow, RowRef, Sql, StoreError, Value, ValueRef};
 use crate::db::{now_rfc3339, Migration, SCHEMA_MIGRATIONS_TABLE};
 use crate::sqld::{self, Client, SqldError};
 
@@ -179,6 +179,31 @@ where
             Err(e)
         }
     }
+}
+
+/// The last migration applied to `namespace` (0 before any), as `db::schema_version` says of
+/// a file.
+pub fn schema_version(client: &Client, namespace: &str) -> Result<u32, StoreError> {
+    let read = SqldRead { client, namespace };
+    let db: &dyn Sql = &read;
+    let there = db.query_one(
+        "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'schema_migrations'",
+        &[],
+        |r| r.get::<i64>(0),
+    )?;
+    if there == 0 {
+        return Ok(0);
+    }
+    let version = db.query_one(
+        "SELECT coalesce(max(version), 0) FROM schema_migrations",
+        &[],
+        |r| r.get::<i64>(0),
+    )?;
+    u32::try_from(version).map_err(|_| StoreError::Type {
+        column: 0,
+        expected: "a migration version",
+        found: "integer out of range",
+    })
 }
 
 /// Brings `namespace` to the end of `migrations`: each one not yet applied in a transaction of

@@ -6,6 +6,11 @@
 //!
 //! Code moves onto the contract module by module; until it all has, `rusqlite::Connection`
 //! (and so a `Transaction`) is an `Sql` too, so the two mix inside one write.
+//!
+//! The backend on a libSQL server namespace is `sqld` (beside this file); the catalog and the
+//! tenants both sit on the contract, so it lives below them.
+
+pub mod sqld;
 
 use std::fmt;
 use std::ops::ControlFlow;
@@ -52,7 +57,7 @@ impl ValueRef<'_> {
 #[macro_export]
 macro_rules! args {
     ($($v:expr),* $(,)?) => {
-        &[$($crate::tenancy::store::Value::from($v)),*][..]
+        &[$($crate::store::Value::from($v)),*][..]
     };
 }
 
