@@ -366,10 +366,13 @@ fn domain_owner(conn: &Connection, domain: &str) -> rusqlite::Result<Option<Stri
     .optional()
 }
 
-pub(super) fn tenant_exists(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
-    conn.query_row(
+pub(super) fn tenant_exists(
+    db: &dyn crate::tenancy::store::Sql,
+    id: &str,
+) -> Result<bool, crate::tenancy::store::StoreError> {
+    db.query_one(
         "SELECT EXISTS (SELECT 1 FROM tenants WHERE id = ?1)",
-        [id],
+        crate::args![id],
         |row| row.get(0),
     )
 }
