@@ -4,13 +4,13 @@
 
 use std::fmt;
 
-use rusqlite::types::Value;
-use rusqlite::{params, params_from_iter, Row};
 use serde::Serialize;
 
 use super::identity::IdentityError;
 use super::sessions::unix_now;
 use super::Catalog;
+use crate::args;
+use crate::store::{RowRef, StoreError, Value};
 
 pub const MAX_AUDIT_LIMIT: usize = 200;
 pub const DEFAULT_AUDIT_LIMIT: usize = 50;
@@ -163,7 +163,8 @@ fn clip(value: Option<&str>, max: usize) -> Option<String> {
     (!clipped.is_empty()).then_some(clipped)
 }
 
-fn record_from_row(row: &Row<'_>) -> Result<AuditRecord, IdentityError> {
+/// The outer error is the store's; the inner one a row the schema should have prevented.
+fn record_from_row(row: &dyn RowRef) -> Result<Result<AuditRecord, IdentityError>, StoreError> {
     let id: i64 = row.get(0)?;
     let corrupt = |message: String| IdentityError::Corrupt {
         table: "audit_log",
@@ -171,11 +172,15 @@ fn record_from_row(row: &Row<'_>) -> Result<AuditRecord, IdentityError> {
         message,
     };
     let actor: String = row.get(2)?;
-    let actor_type =
-        ActorType::parse(&actor).ok_or_else(|| corrupt(format!("unknown actor {actor:?}")))?;
+    let Some(actor_type) = ActorType::parse(&actor) else {
+        return Ok(Err(corrupt(format!("unknown actor {actor:?}"))));
+    };
     let details: String = row.get(11)?;
-    let details = serde_json::from_str(&details).map_err(|e| corrupt(format!("details: {e}")))?;
-    Ok(AuditRecord {
+    let details = match serde_json::from_str(&details) {
+        Ok(details) => details,
+        Err(e) => return Ok(Err(corrupt(format!("details: {e}")))),
+    };
+    Ok(Ok(AuditRecord {
         id,
         at: row.get(1)?,
         actor_type,
@@ -188,7 +193,7 @@ fn record_from_row(row: &Row<'_>) -> Result<AuditRecord, IdentityError> {
         ip: row.get(9)?,
         user_agent: row.get(10)?,
         details,
-    })
+    }))
 }
 
 impl Catalog {
@@ -215,26 +220,27 @@ impl Catalog {
         }
         let email = clip(entry.actor_email.as_deref(), 254).map(|e| e.to_lowercase());
         // An audit entry changes nothing kept (see `write_uncounted`).
-        self.write_uncounted(|tx| {
-            tx.execute(
+        self.write_uncounted_sql(|db| {
+            Ok(db.query_one(
                 "INSERT INTO audit_log (at, actor_type, actor_id, actor_email, tenant_id, action,
                      target_type, target_id, ip, user_agent, details)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 RETURNING id",
+                args![
                     entry.at,
                     entry.actor_type.as_str(),
                     entry.actor_id,
                     email,
                     clip(entry.tenant_id.as_deref(), 64),
-                    entry.action,
-                    entry.target_type,
+                    &entry.action,
+                    entry.target_type.as_deref(),
                     clip(entry.target_id.as_deref(), 200),
                     clip(entry.ip.as_deref(), 64),
                     clip(entry.user_agent.as_deref(), 512),
                     details,
                 ],
-            )?;
-            Ok(tx.last_insert_rowid())
+                |row| row.get(0),
+            )?)
         })
     }
 
@@ -292,13 +298,10 @@ impl Catalog {
                     target_id, ip, user_agent, details
              FROM audit_log {filter_sql} ORDER BY id DESC LIMIT {limit}"
         );
-        let conn = self.identity_read()?;
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let mut rows = stmt.query(params_from_iter(values))?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
-            out.push(record_from_row(row)?);
-        }
-        Ok(out)
+        self.read(|db| {
+            db.query_map(&sql, &values, record_from_row)?
+                .into_iter()
+                .collect()
+        })
     }
 }

@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use std::fmt;
 
-use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use serde::Serialize;
 
 use super::{check_email, Catalog, EmailRule, ValidationError};
+use crate::args;
 use crate::db::{self, DbError};
+use crate::store::{RowRef, Sql, StoreError};
 
 pub const MAX_PERSON_NAME_CHARS: usize = 100;
 pub const MAX_PHOTO_URL_LEN: usize = 2048;
@@ -146,12 +147,6 @@ impl From<crate::store::StoreError> for IdentityError {
     }
 }
 
-impl From<rusqlite::Error> for IdentityError {
-    fn from(e: rusqlite::Error) -> Self {
-        IdentityError::Db(DbError::Sqlite(e))
-    }
-}
-
 impl From<r2d2::Error> for IdentityError {
     fn from(e: r2d2::Error) -> Self {
         IdentityError::Db(DbError::Pool(e))
@@ -246,11 +241,10 @@ fn password_hash(hash: &str) -> Result<&str, IdentityError> {
 }
 
 /// The unique index is the final word on emails; this maps its violation to `EmailTaken`.
-fn email_violation(e: rusqlite::Error) -> IdentityError {
-    if let rusqlite::Error::SqliteFailure(code, Some(message)) = &e {
-        if code.code == rusqlite::ErrorCode::ConstraintViolation && message.contains(".email") {
-            return IdentityError::EmailTaken;
-        }
+/// Either backend's message names the column (`UNIQUE constraint failed: users.email`).
+fn email_violation(e: StoreError) -> IdentityError {
+    if e.is_constraint() && e.message().contains(".email") {
+        return IdentityError::EmailTaken;
     }
     IdentityError::from(e)
 }
@@ -327,7 +321,7 @@ impl fmt::Debug for SystemAdmin {
 const USER_COLUMNS: &str =
     "id, email, name, surname, photo_url, password_hash, disabled, created_at, updated_at";
 
-fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
+fn user_from_row(row: &dyn RowRef) -> Result<User, StoreError> {
     Ok(User {
         id: row.get(0)?,
         email: row.get(1)?,
@@ -344,7 +338,7 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
 const ADMIN_COLUMNS: &str =
     "id, email, password_hash, totp_secret, totp_enabled, created_at, updated_at";
 
-fn admin_from_row(row: &Row<'_>) -> rusqlite::Result<SystemAdmin> {
+fn admin_from_row(row: &dyn RowRef) -> Result<SystemAdmin, StoreError> {
     Ok(SystemAdmin {
         id: row.get(0)?,
         email: row.get(1)?,
@@ -356,36 +350,36 @@ fn admin_from_row(row: &Row<'_>) -> rusqlite::Result<SystemAdmin> {
     })
 }
 
-pub(crate) fn user_exists(conn: &Connection, id: i64) -> rusqlite::Result<bool> {
-    conn.query_row(
+pub(crate) fn user_exists(db: &dyn Sql, id: i64) -> Result<bool, StoreError> {
+    db.query_one(
         "SELECT EXISTS (SELECT 1 FROM users WHERE id = ?1)",
-        [id],
+        args![id],
         |row| row.get(0),
     )
 }
 
-pub(crate) fn admin_exists(conn: &Connection, id: i64) -> rusqlite::Result<bool> {
-    conn.query_row(
+pub(crate) fn admin_exists(db: &dyn Sql, id: i64) -> Result<bool, StoreError> {
+    db.query_one(
         "SELECT EXISTS (SELECT 1 FROM system_admins WHERE id = ?1)",
-        [id],
+        args![id],
         |row| row.get(0),
     )
 }
 
-pub(super) fn load_user(conn: &Connection, id: i64) -> Result<Option<User>, IdentityError> {
-    Ok(conn
-        .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))?
-        .query_row([id], user_from_row)
-        .optional()?)
+pub(super) fn load_user(db: &dyn Sql, id: i64) -> Result<Option<User>, IdentityError> {
+    Ok(db.query_row(
+        &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
+        args![id],
+        user_from_row,
+    )?)
 }
 
-fn load_admin(conn: &Connection, id: i64) -> Result<Option<SystemAdmin>, IdentityError> {
-    Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {ADMIN_COLUMNS} FROM system_admins WHERE id = ?1"
-        ))?
-        .query_row([id], admin_from_row)
-        .optional()?)
+fn load_admin(db: &dyn Sql, id: i64) -> Result<Option<SystemAdmin>, IdentityError> {
+    Ok(db.query_row(
+        &format!("SELECT {ADMIN_COLUMNS} FROM system_admins WHERE id = ?1"),
+        args![id],
+        admin_from_row,
+    )?)
 }
 
 /// A new user's fields, validated and normalised (outside any transaction).
@@ -400,53 +394,39 @@ pub(super) fn checked_user(new: &NewUser) -> Result<NewUser, IdentityError> {
 }
 
 /// Inserts a user [`checked_user`] made, in the caller's transaction.
-pub(super) fn insert_user(tx: &Transaction<'_>, new: &NewUser) -> Result<User, IdentityError> {
-    let taken: bool = tx.query_row(
+pub(super) fn insert_user(db: &dyn Sql, new: &NewUser) -> Result<User, IdentityError> {
+    let taken: bool = db.query_one(
         "SELECT EXISTS (SELECT 1 FROM users WHERE email = ?1)",
-        [&new.email],
+        args![&new.email],
         |row| row.get(0),
     )?;
     if taken {
         return Err(IdentityError::EmailTaken);
     }
-    tx.execute(
-        "INSERT INTO users (email, name, surname, photo_url, password_hash, disabled,
-                            created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6)",
-        params![
-            new.email,
-            new.name,
-            new.surname,
-            new.photo_url,
-            new.password_hash,
+    db.query_one(
+        &format!(
+            "INSERT INTO users (email, name, surname, photo_url, password_hash, disabled,
+                                created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6)
+             RETURNING {USER_COLUMNS}"
+        ),
+        args![
+            &new.email,
+            &new.name,
+            &new.surname,
+            new.photo_url.as_deref(),
+            &new.password_hash,
             db::now_rfc3339()
         ],
+        user_from_row,
     )
-    .map_err(email_violation)?;
-    load_user(tx, tx.last_insert_rowid())?.ok_or(IdentityError::UserNotFound)
+    .map_err(email_violation)
 }
 
 impl Catalog {
-    /// A `BEGIN IMMEDIATE` transaction on a pooled connection, for identity writes.
-    pub(crate) fn identity_write<T>(
-        &self,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, IdentityError>,
-    ) -> Result<T, IdentityError> {
-        let mut conn = self.pool.get()?;
-        let result = db::write(&mut conn, f);
-        self.changed();
-        result
-    }
-
-    /// A pooled connection for reads. Identity reads are never cached: a change is seen by the
-    /// very next call.
-    pub(crate) fn identity_read(&self) -> Result<db::PooledConn, IdentityError> {
-        Ok(self.pool.get()?)
-    }
-
     pub fn create_user(&self, new: &NewUser) -> Result<User, IdentityError> {
         let new = checked_user(new)?;
-        self.identity_write(|tx| insert_user(tx, &new))
+        self.write_sql(|db| insert_user(db, &new))
     }
 
     pub fn user_by_id(&self, id: i64) -> Result<Option<Arc<User>>, IdentityError> {
@@ -459,7 +439,7 @@ impl Catalog {
         self.cached(
             |c| &mut c.users,
             &id,
-            || Ok(load_user(&*self.identity_read()?, id)?.map(Arc::new)),
+            || self.read(|db| Ok(load_user(db, id)?.map(Arc::new))),
         )
     }
 
@@ -468,14 +448,13 @@ impl Catalog {
         let Ok(email) = normalize_email(email) else {
             return Ok(None);
         };
-        let conn = self.identity_read()?;
-        let user = conn
-            .prepare_cached(&format!(
-                "SELECT {USER_COLUMNS} FROM users WHERE email = ?1"
-            ))?
-            .query_row([email], user_from_row)
-            .optional()?;
-        Ok(user)
+        self.read(|db| {
+            Ok(db.query_row(
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE email = ?1"),
+                args![email],
+                user_from_row,
+            )?)
+        })
     }
 
     pub fn update_profile(&self, id: i64, update: &ProfileUpdate) -> Result<User, IdentityError> {
@@ -491,15 +470,15 @@ impl Catalog {
             Some(url) => Some(normalize_photo_url(Some(url))?),
             None => None,
         };
-        self.identity_write(|tx| {
-            let changed = tx.execute(
+        self.write_sql(|db| {
+            let changed = db.execute(
                 "UPDATE users SET
                      name = COALESCE(?2, name),
                      surname = COALESCE(?3, surname),
                      photo_url = CASE WHEN ?4 THEN ?5 ELSE photo_url END,
                      updated_at = ?6
                  WHERE id = ?1",
-                params![
+                args![
                     id,
                     name,
                     surname,
@@ -508,22 +487,22 @@ impl Catalog {
                     db::now_rfc3339()
                 ],
             )?;
-            if changed == 0 {
+            if changed.rows == 0 {
                 return Err(IdentityError::UserNotFound);
             }
-            load_user(tx, id)?.ok_or(IdentityError::UserNotFound)
+            load_user(db, id)?.ok_or(IdentityError::UserNotFound)
         })
     }
 
     /// Stores a new hash. Other sessions are the caller's business (`revoke_user_sessions`).
     pub fn set_password_hash(&self, id: i64, hash: &str) -> Result<(), IdentityError> {
         let hash = password_hash(hash)?;
-        self.identity_write(|tx| {
-            let changed = tx.execute(
+        self.write_sql(|db| {
+            let changed = db.execute(
                 "UPDATE users SET password_hash = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id, hash, db::now_rfc3339()],
+                args![id, hash, db::now_rfc3339()],
             )?;
-            if changed == 0 {
+            if changed.rows == 0 {
                 return Err(IdentityError::UserNotFound);
             }
             Ok(())
@@ -534,19 +513,19 @@ impl Catalog {
     /// enabling again does not bring old credentials back. (Session lookups ignore disabled
     /// users' sessions anyway.)
     pub fn set_disabled(&self, id: i64, disabled: bool) -> Result<(), IdentityError> {
-        self.identity_write(|tx| {
-            let changed = tx.execute(
+        self.write_sql(|db| {
+            let changed = db.execute(
                 "UPDATE users SET disabled = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id, disabled, db::now_rfc3339()],
+                args![id, disabled, db::now_rfc3339()],
             )?;
-            if changed == 0 {
+            if changed.rows == 0 {
                 return Err(IdentityError::UserNotFound);
             }
             if disabled {
-                tx.execute(
+                db.execute(
                     "UPDATE sessions SET revoked_at = ?2
                      WHERE user_id = ?1 AND revoked_at IS NULL",
-                    params![id, super::sessions::unix_now()],
+                    args![id, super::sessions::unix_now()],
                 )?;
             }
             Ok(())
@@ -556,54 +535,55 @@ impl Catalog {
     pub fn create_admin(&self, email: &str, hash: &str) -> Result<SystemAdmin, IdentityError> {
         let email = normalize_email(email)?;
         let hash = password_hash(hash)?;
-        self.identity_write(|tx| {
-            let taken: bool = tx.query_row(
+        self.write_sql(|db| {
+            let taken: bool = db.query_one(
                 "SELECT EXISTS (SELECT 1 FROM system_admins WHERE email = ?1)",
-                [&email],
+                args![&email],
                 |row| row.get(0),
             )?;
             if taken {
                 return Err(IdentityError::EmailTaken);
             }
             let now = db::now_rfc3339();
-            tx.execute(
-                "INSERT INTO system_admins (email, password_hash, totp_enabled,
-                                            created_at, updated_at)
-                 VALUES (?1, ?2, 0, ?3, ?3)",
-                params![email, hash, now],
+            db.query_one(
+                &format!(
+                    "INSERT INTO system_admins (email, password_hash, totp_enabled,
+                                                created_at, updated_at)
+                     VALUES (?1, ?2, 0, ?3, ?3)
+                     RETURNING {ADMIN_COLUMNS}"
+                ),
+                args![&email, hash, now],
+                admin_from_row,
             )
-            .map_err(email_violation)?;
-            load_admin(tx, tx.last_insert_rowid())?.ok_or(IdentityError::AdminNotFound)
+            .map_err(email_violation)
         })
     }
 
     pub fn admin_by_id(&self, id: i64) -> Result<Option<SystemAdmin>, IdentityError> {
-        let conn = self.identity_read()?;
-        load_admin(&conn, id)
+        self.read(|db| load_admin(db, id))
     }
 
     pub fn admin_by_email(&self, email: &str) -> Result<Option<SystemAdmin>, IdentityError> {
         let Ok(email) = normalize_email(email) else {
             return Ok(None);
         };
-        let conn = self.identity_read()?;
-        let admin = conn
-            .prepare_cached(&format!(
-                "SELECT {ADMIN_COLUMNS} FROM system_admins WHERE email = ?1"
-            ))?
-            .query_row([email], admin_from_row)
-            .optional()?;
-        Ok(admin)
+        self.read(|db| {
+            Ok(db.query_row(
+                &format!("SELECT {ADMIN_COLUMNS} FROM system_admins WHERE email = ?1"),
+                args![email],
+                admin_from_row,
+            )?)
+        })
     }
 
     pub fn set_admin_password_hash(&self, id: i64, hash: &str) -> Result<(), IdentityError> {
         let hash = password_hash(hash)?;
-        self.identity_write(|tx| {
-            let changed = tx.execute(
+        self.write_sql(|db| {
+            let changed = db.execute(
                 "UPDATE system_admins SET password_hash = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id, hash, db::now_rfc3339()],
+                args![id, hash, db::now_rfc3339()],
             )?;
-            if changed == 0 {
+            if changed.rows == 0 {
                 return Err(IdentityError::AdminNotFound);
             }
             Ok(())
@@ -634,13 +614,13 @@ impl Catalog {
                 "is required to enable TOTP",
             ));
         }
-        self.identity_write(|tx| {
-            let changed = tx.execute(
+        self.write_sql(|db| {
+            let changed = db.execute(
                 "UPDATE system_admins SET totp_secret = ?2, totp_enabled = ?3, updated_at = ?4
                  WHERE id = ?1",
-                params![id, secret, enabled, db::now_rfc3339()],
+                args![id, secret, enabled, db::now_rfc3339()],
             )?;
-            if changed == 0 {
+            if changed.rows == 0 {
                 return Err(IdentityError::AdminNotFound);
             }
             Ok(())
@@ -648,8 +628,13 @@ impl Catalog {
     }
 
     pub fn admin_count(&self) -> Result<u64, IdentityError> {
-        let conn = self.identity_read()?;
-        let n: i64 = conn.query_row("SELECT count(*) FROM system_admins", [], |row| row.get(0))?;
+        let n: i64 = self.read(|db| {
+            Ok::<_, IdentityError>(db.query_one(
+                "SELECT count(*) FROM system_admins",
+                &[],
+                |row| row.get(0),
+            )?)
+        })?;
         Ok(n.max(0) as u64)
     }
 }
@@ -657,7 +642,31 @@ impl Catalog {
 #[cfg(test)]
 mod conversion_tests {
     use super::super::CatalogError;
-    use super::IdentityError;
+    use super::{email_violation, IdentityError};
+    use crate::args;
+    use crate::store::Sql;
+    use crate::test_kit::{Setup, HASH};
+
+    /// The unique index's refusal, as the store contract reports it, is `EmailTaken`; any
+    /// other constraint's stays a database error.
+    #[test]
+    fn only_the_email_index_refusing_a_user_is_email_taken() {
+        let setup = Setup::new();
+        let conn = setup.outside();
+        let db: &dyn Sql = &conn;
+        let insert = |email: &str, name: Option<&str>| {
+            db.execute(
+                "INSERT INTO users (email, name, surname, password_hash, created_at, updated_at)
+                 VALUES (?1, ?2, '', ?3, 'now', 'now')",
+                args![email, name, HASH],
+            )
+        };
+        insert("ann@example.test", Some("Ann")).unwrap();
+        let taken = email_violation(insert("ann@example.test", Some("Ann")).unwrap_err());
+        assert!(matches!(taken, IdentityError::EmailTaken), "{taken:?}");
+        let other = email_violation(insert("bob@example.test", None).unwrap_err());
+        assert!(matches!(other, IdentityError::Db(_)), "{other:?}");
+    }
 
     #[test]
     fn a_tenant_catalog_error_keeps_its_kind_as_an_identity_error() {

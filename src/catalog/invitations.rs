@@ -4,7 +4,6 @@
 //! accepted there is no membership. Only the SHA-256 of the token is stored (the caller
 //! hashes, as for sessions); times are unix seconds and functions that decide expiry take `now`.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
 use super::identity::{
@@ -12,6 +11,8 @@ use super::identity::{
 };
 use super::roles::{insert_membership, require_tenant, role_ref, Membership};
 use super::Catalog;
+use crate::args;
+use crate::store::{RowRef, Sql, StoreError, Value};
 
 /// How long an invitation can be accepted, unless the caller says otherwise.
 pub const INVITATION_TTL_SECS: i64 = 7 * 24 * 3600;
@@ -103,7 +104,7 @@ const INVITATION_SELECT: &str = "SELECT i.id, i.tenant_id, i.email, r.name, i.in
         i.created_at, i.expires_at, i.accepted_at, i.accepted_by, i.revoked_at
      FROM invitations i JOIN roles r ON r.id = i.role_id";
 
-fn invitation_from_row(row: &Row<'_>) -> rusqlite::Result<Invitation> {
+fn invitation_from_row(row: &dyn RowRef) -> Result<Invitation, StoreError> {
     Ok(Invitation {
         id: row.get(0)?,
         tenant_id: row.get(1)?,
@@ -118,14 +119,12 @@ fn invitation_from_row(row: &Row<'_>) -> rusqlite::Result<Invitation> {
     })
 }
 
-fn load(
-    conn: &Connection,
-    clause: &str,
-    key: &dyn rusqlite::ToSql,
-) -> rusqlite::Result<Option<Invitation>> {
-    conn.prepare_cached(&format!("{INVITATION_SELECT} WHERE {clause}"))?
-        .query_row([key], invitation_from_row)
-        .optional()
+fn load(db: &dyn Sql, clause: &str, key: Value) -> Result<Option<Invitation>, StoreError> {
+    db.query_row(
+        &format!("{INVITATION_SELECT} WHERE {clause}"),
+        &[key],
+        invitation_from_row,
+    )
 }
 
 impl Catalog {
@@ -142,29 +141,30 @@ impl Catalog {
         if new.ttl_secs <= 0 {
             return Err(IdentityError::invalid("ttl", "must be positive"));
         }
-        self.identity_write(|tx| {
-            require_tenant(tx, new.tenant_id)?;
-            let (role_id, _) = role_ref(tx, new.tenant_id, new.role)?;
-            let member: bool = tx.query_row(
+        self.write_sql(|db| {
+            require_tenant(db, new.tenant_id)?;
+            let (role_id, _) = role_ref(db, new.tenant_id, new.role)?;
+            let member: bool = db.query_one(
                 "SELECT EXISTS (SELECT 1 FROM memberships m JOIN users u ON u.id = m.user_id
                                 WHERE u.email = ?1 AND m.tenant_id = ?2)",
-                params![email, new.tenant_id],
+                args![&email, new.tenant_id],
                 |row| row.get(0),
             )?;
             if member {
                 return Err(IdentityError::AlreadyAMember);
             }
-            let replaced = tx.execute(
+            let replaced = db.execute(
                 "UPDATE invitations SET revoked_at = ?3
                  WHERE tenant_id = ?1 AND email = ?2
                    AND accepted_at IS NULL AND revoked_at IS NULL",
-                params![new.tenant_id, email, now],
+                args![new.tenant_id, &email, now],
             )?;
-            tx.execute(
+            let id: i64 = db.query_one(
                 "INSERT INTO invitations (tenant_id, email, role_id, token_hash, invited_by,
                                           created_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 RETURNING id",
+                args![
                     new.tenant_id,
                     email,
                     role_id,
@@ -173,24 +173,28 @@ impl Catalog {
                     now,
                     now.saturating_add(new.ttl_secs)
                 ],
+                |row| row.get(0),
             )?;
-            let invitation = load(tx, "i.id = ?1", &tx.last_insert_rowid())?
-                .ok_or(IdentityError::InvitationNotFound)?;
-            Ok((invitation, replaced))
+            let invitation =
+                load(db, "i.id = ?1", id.into())?.ok_or(IdentityError::InvitationNotFound)?;
+            Ok((invitation, replaced.rows as usize))
         })
     }
 
     /// A tenant's invitations not yet accepted or revoked (expired ones included), newest first.
     pub fn open_invitations(&self, tenant_id: &str) -> Result<Vec<Invitation>, IdentityError> {
-        let conn = self.identity_read()?;
-        require_tenant(&conn, tenant_id)?;
-        let mut stmt = conn.prepare_cached(&format!(
-            "{INVITATION_SELECT} WHERE i.tenant_id = ?1
-               AND i.accepted_at IS NULL AND i.revoked_at IS NULL
-             ORDER BY i.id DESC"
-        ))?;
-        let rows = stmt.query_map([tenant_id], invitation_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.read(|db| {
+            require_tenant(db, tenant_id)?;
+            Ok(db.query_map(
+                &format!(
+                    "{INVITATION_SELECT} WHERE i.tenant_id = ?1
+                       AND i.accepted_at IS NULL AND i.revoked_at IS NULL
+                     ORDER BY i.id DESC"
+                ),
+                args![tenant_id],
+                invitation_from_row,
+            )?)
+        })
     }
 
     /// The invitation a token's digest names, whatever its state.
@@ -198,8 +202,7 @@ impl Catalog {
         &self,
         token_hash: &str,
     ) -> Result<Option<Invitation>, IdentityError> {
-        let conn = self.identity_read()?;
-        Ok(load(&conn, "i.token_hash = ?1", &token_hash)?)
+        self.read(|db| Ok(load(db, "i.token_hash = ?1", token_hash.into())?))
     }
 
     /// Revokes an open invitation of this tenant; another tenant's id names nothing.
@@ -209,8 +212,8 @@ impl Catalog {
         id: i64,
         now: i64,
     ) -> Result<Invitation, IdentityError> {
-        self.identity_write(|tx| {
-            let invitation = load(tx, "i.id = ?1", &id)?
+        self.write_sql(|db| {
+            let invitation = load(db, "i.id = ?1", id.into())?
                 .filter(|i| i.tenant_id == tenant_id)
                 .ok_or(IdentityError::InvitationNotFound)?;
             match invitation.status(now) {
@@ -218,11 +221,11 @@ impl Catalog {
                 InvitationStatus::Revoked => return Err(IdentityError::InvitationRevoked),
                 InvitationStatus::Pending | InvitationStatus::Expired => {}
             }
-            tx.execute(
+            db.execute(
                 "UPDATE invitations SET revoked_at = ?2 WHERE id = ?1",
-                params![id, now],
+                args![id, now],
             )?;
-            load(tx, "i.id = ?1", &id)?.ok_or(IdentityError::InvitationNotFound)
+            load(db, "i.id = ?1", id.into())?.ok_or(IdentityError::InvitationNotFound)
         })
     }
 
@@ -239,8 +242,8 @@ impl Catalog {
             Acceptor::New(new) => Some(checked_user(new)?),
             Acceptor::Existing(_) => None,
         };
-        self.identity_write(|tx| {
-            let invitation = load(tx, "i.token_hash = ?1", &token_hash)?
+        self.write_sql(|db| {
+            let invitation = load(db, "i.token_hash = ?1", token_hash.into())?
                 .ok_or(IdentityError::InvitationNotFound)?;
             invitation.check_usable(now)?;
             let user = match (acceptor, &new_user) {
@@ -248,10 +251,10 @@ impl Catalog {
                     if new.email != invitation.email {
                         return Err(IdentityError::InvitationForAnotherEmail);
                     }
-                    insert_user(tx, new)?
+                    insert_user(db, new)?
                 }
                 (Acceptor::Existing(id), None) => {
-                    let user = load_user(tx, *id)?
+                    let user = load_user(db, *id)?
                         .filter(|u| !u.disabled)
                         .ok_or(IdentityError::UserNotFound)?;
                     if user.email != invitation.email {
@@ -261,18 +264,18 @@ impl Catalog {
                 }
                 (Acceptor::New(_), None) => unreachable!("checked above"),
             };
-            let role_id: i64 = tx.query_row(
+            let role_id: i64 = db.query_one(
                 "SELECT role_id FROM invitations WHERE id = ?1",
-                [invitation.id],
+                args![invitation.id],
                 |row| row.get(0),
             )?;
-            let membership = insert_membership(tx, &invitation.tenant_id, user.id, role_id)?;
-            tx.execute(
+            let membership = insert_membership(db, &invitation.tenant_id, user.id, role_id)?;
+            db.execute(
                 "UPDATE invitations SET accepted_at = ?2, accepted_by = ?3 WHERE id = ?1",
-                params![invitation.id, now, user.id],
+                args![invitation.id, now, user.id],
             )?;
-            let invitation =
-                load(tx, "i.id = ?1", &invitation.id)?.ok_or(IdentityError::InvitationNotFound)?;
+            let invitation = load(db, "i.id = ?1", invitation.id.into())?
+                .ok_or(IdentityError::InvitationNotFound)?;
             Ok(Accepted {
                 invitation,
                 user,

@@ -4,7 +4,8 @@
 
 use std::collections::BTreeSet;
 
-use rusqlite::{params, Connection};
+use crate::args;
+use crate::store::{Sql, StoreError};
 
 /// Every permission a role can hold. Adding one here gives it to `admin` at once; other roles
 /// only get it when a tenant (or a migration, for built-ins) says so.
@@ -143,17 +144,17 @@ pub(crate) fn parse_stored(json: &str) -> Result<(bool, BTreeSet<String>), Strin
 
 /// Inserts the built-in roles for a new tenant, inside the caller's transaction.
 pub(crate) fn seed_builtin_roles(
-    conn: &Connection,
+    db: &dyn Sql,
     tenant_id: &str,
     now: &str,
-) -> rusqlite::Result<()> {
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO roles (tenant_id, name, permissions, builtin, created_at, updated_at)
-         VALUES (?1, ?2, ?3, 1, ?4, ?4)",
-    )?;
+) -> Result<(), StoreError> {
     for role in &BUILTIN_ROLES {
         let set: BTreeSet<String> = role.permissions.iter().map(|p| p.to_string()).collect();
-        insert.execute(params![tenant_id, role.name, permissions_json(&set), now])?;
+        db.execute(
+            "INSERT INTO roles (tenant_id, name, permissions, builtin, created_at, updated_at)
+             VALUES (?1, ?2, ?3, 1, ?4, ?4)",
+            args![tenant_id, role.name, permissions_json(&set), now],
+        )?;
     }
     Ok(())
 }

@@ -416,29 +416,31 @@ fn plan_rates_in(conn: &Connection, tenant_id: &str) -> rusqlite::Result<PlanRat
 
 /// `Some((limit, usage))` when one more member would pass the tenant's `members` limit.
 pub(super) fn members_over_limit(
-    conn: &Connection,
+    db: &dyn crate::store::Sql,
     tenant_id: &str,
-) -> rusqlite::Result<Option<(i64, i64)>> {
-    let limit: Option<i64> = conn
+) -> Result<Option<(i64, i64)>, crate::store::StoreError> {
+    let limit: Option<i64> = db
         .query_row(
             "SELECT json_extract(p.limits, '$.members') FROM subscriptions s
              JOIN plans p ON p.slug = s.plan WHERE s.tenant_id = ?1",
-            [tenant_id],
+            crate::args![tenant_id],
             |r| r.get(0),
-        )
-        .optional()?
+        )?
         .flatten();
     let Some(limit) = limit else {
         return Ok(None);
     };
-    let usage = member_count_in(conn, tenant_id)?;
+    let usage = member_count_in(db, tenant_id)?;
     Ok((usage >= limit).then_some((limit, usage)))
 }
 
-fn member_count_in(conn: &Connection, tenant_id: &str) -> rusqlite::Result<i64> {
-    conn.query_row(
+fn member_count_in(
+    db: &dyn crate::store::Sql,
+    tenant_id: &str,
+) -> Result<i64, crate::store::StoreError> {
+    db.query_one(
         "SELECT count(*) FROM memberships WHERE tenant_id = ?1",
-        [tenant_id],
+        crate::args![tenant_id],
         |r| r.get(0),
     )
 }

@@ -5,7 +5,6 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
 use super::identity::{user_exists, IdentityError};
@@ -14,7 +13,9 @@ use super::permissions::{
     ADMIN_ROLE,
 };
 use super::{tenant_exists, Catalog, TenantStatus};
+use crate::args;
 use crate::db;
+use crate::store::{RowRef, Sql, StoreError};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Role {
@@ -150,12 +151,16 @@ const ROLE_SELECT: &str = "SELECT r.id, r.tenant_id, r.name, r.builtin, r.permis
         r.created_at, r.updated_at
      FROM roles r";
 
-fn role_from_row(row: &Row<'_>) -> Result<Role, IdentityError> {
+/// The outer error is the store's; the inner one a row the schema should have prevented.
+fn role_from_row(row: &dyn RowRef) -> Result<Result<Role, IdentityError>, StoreError> {
     let id: i64 = row.get(0)?;
     let json: String = row.get(4)?;
-    let (all_permissions, permissions) = stored(id, &json)?;
+    let (all_permissions, permissions) = match stored(id, &json) {
+        Ok(stored) => stored,
+        Err(e) => return Ok(Err(e)),
+    };
     let members: i64 = row.get(5)?;
-    Ok(Role {
+    Ok(Ok(Role {
         id,
         tenant_id: row.get(1)?,
         name: row.get(2)?,
@@ -165,48 +170,42 @@ fn role_from_row(row: &Row<'_>) -> Result<Role, IdentityError> {
         member_count: members.max(0) as u64,
         created_at: row.get(6)?,
         updated_at: row.get(7)?,
-    })
+    }))
 }
 
-fn load_role(
-    conn: &Connection,
-    tenant_id: &str,
-    name: &str,
-) -> Result<Option<Role>, IdentityError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "{ROLE_SELECT} WHERE r.tenant_id = ?1 AND r.name = ?2"
-    ))?;
-    let mut rows = stmt.query(params![tenant_id, name])?;
-    match rows.next()? {
-        Some(row) => Ok(Some(role_from_row(row)?)),
-        None => Ok(None),
-    }
+fn load_role(db: &dyn Sql, tenant_id: &str, name: &str) -> Result<Option<Role>, IdentityError> {
+    db.query_row(
+        &format!("{ROLE_SELECT} WHERE r.tenant_id = ?1 AND r.name = ?2"),
+        args![tenant_id, name],
+        role_from_row,
+    )?
+    .transpose()
 }
 
 /// (id, builtin) of a tenant's role by name.
 pub(super) fn role_ref(
-    conn: &Connection,
+    db: &dyn Sql,
     tenant_id: &str,
     name: &str,
 ) -> Result<(i64, bool), IdentityError> {
-    conn.prepare_cached("SELECT id, builtin FROM roles WHERE tenant_id = ?1 AND name = ?2")?
-        .query_row(params![tenant_id, name], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })
-        .optional()?
-        .ok_or_else(|| IdentityError::RoleNotFound(name.to_string()))
+    db.query_row(
+        "SELECT id, builtin FROM roles WHERE tenant_id = ?1 AND name = ?2",
+        args![tenant_id, name],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?
+    .ok_or_else(|| IdentityError::RoleNotFound(name.to_string()))
 }
 
-fn role_name_taken(conn: &Connection, tenant_id: &str, name: &str) -> rusqlite::Result<bool> {
-    conn.query_row(
+fn role_name_taken(db: &dyn Sql, tenant_id: &str, name: &str) -> Result<bool, StoreError> {
+    db.query_one(
         "SELECT EXISTS (SELECT 1 FROM roles WHERE tenant_id = ?1 AND name = ?2)",
-        params![tenant_id, name],
+        args![tenant_id, name],
         |row| row.get(0),
     )
 }
 
-pub(super) fn require_tenant(conn: &Connection, tenant_id: &str) -> Result<(), IdentityError> {
-    if tenant_exists(conn, tenant_id)? {
+pub(super) fn require_tenant(db: &dyn Sql, tenant_id: &str) -> Result<(), IdentityError> {
+    if tenant_exists(db, tenant_id)? {
         Ok(())
     } else {
         Err(IdentityError::TenantNotFound(tenant_id.to_string()))
@@ -218,59 +217,62 @@ const MEMBERSHIP_SELECT: &str = "SELECT m.user_id, m.tenant_id, m.role_id, r.nam
      FROM memberships m JOIN roles r ON r.id = m.role_id";
 
 fn load_membership(
-    conn: &Connection,
+    db: &dyn Sql,
     user_id: i64,
     tenant_id: &str,
 ) -> Result<Option<Membership>, IdentityError> {
     // The primary key finds the row, the role's primary key its permissions: two index
     // lookups, no cache to go stale.
-    let mut stmt = conn.prepare_cached(&format!(
-        "{MEMBERSHIP_SELECT} WHERE m.user_id = ?1 AND m.tenant_id = ?2"
-    ))?;
-    let mut rows = stmt.query(params![user_id, tenant_id])?;
-    let Some(row) = rows.next()? else {
+    let row = db.query_row(
+        &format!("{MEMBERSHIP_SELECT} WHERE m.user_id = ?1 AND m.tenant_id = ?2"),
+        args![user_id, tenant_id],
+        |row| {
+            Ok((
+                row.get::<i64>(0)?,
+                row.get::<String>(1)?,
+                row.get::<i64>(2)?,
+                row.get::<String>(3)?,
+                row.get::<String>(4)?,
+                row.get::<String>(5)?,
+            ))
+        },
+    )?;
+    let Some((user_id, tenant_id, role_id, role, json, joined_at)) = row else {
         return Ok(None);
     };
-    let role_id: i64 = row.get(2)?;
-    let json: String = row.get(4)?;
     let (all_permissions, permissions) = stored(role_id, &json)?;
     Ok(Some(Membership {
-        user_id: row.get(0)?,
-        tenant_id: row.get(1)?,
+        user_id,
+        tenant_id,
         role_id,
-        role: row.get(3)?,
+        role,
         scope: scope_text(all_permissions, &permissions),
         all_permissions,
         permissions: Arc::new(permissions),
-        joined_at: row.get(5)?,
+        joined_at,
     }))
 }
 
 /// The role id of a user's membership, if any.
-fn member_role(conn: &Connection, tenant_id: &str, user_id: i64) -> rusqlite::Result<Option<i64>> {
-    conn.query_row(
+fn member_role(db: &dyn Sql, tenant_id: &str, user_id: i64) -> Result<Option<i64>, StoreError> {
+    db.query_row(
         "SELECT role_id FROM memberships WHERE user_id = ?1 AND tenant_id = ?2",
-        params![user_id, tenant_id],
+        args![user_id, tenant_id],
         |row| row.get(0),
     )
-    .optional()
 }
 
 /// Refuses to take the built-in admin role away from the tenant's only admin: nobody inside the
 /// tenant could manage it afterwards. Checked in the writing transaction, so two admins
 /// demoting each other at once cannot both succeed.
-fn keep_an_admin(
-    conn: &Connection,
-    tenant_id: &str,
-    leaving_role: i64,
-) -> Result<(), IdentityError> {
-    let (admin_id, _) = role_ref(conn, tenant_id, ADMIN_ROLE)?;
+fn keep_an_admin(db: &dyn Sql, tenant_id: &str, leaving_role: i64) -> Result<(), IdentityError> {
+    let (admin_id, _) = role_ref(db, tenant_id, ADMIN_ROLE)?;
     if leaving_role != admin_id {
         return Ok(());
     }
-    let admins: i64 = conn.query_row(
+    let admins: i64 = db.query_one(
         "SELECT count(*) FROM memberships WHERE role_id = ?1",
-        [admin_id],
+        args![admin_id],
         |row| row.get(0),
     )?;
     if admins <= 1 {
@@ -281,48 +283,46 @@ fn keep_an_admin(
 
 /// Makes a user a member with a role of the tenant (by id), in the caller's transaction.
 pub(super) fn insert_membership(
-    conn: &Connection,
+    db: &dyn Sql,
     tenant_id: &str,
     user_id: i64,
     role_id: i64,
 ) -> Result<Membership, IdentityError> {
-    if !user_exists(conn, user_id)? {
+    if !user_exists(db, user_id)? {
         return Err(IdentityError::UserNotFound);
     }
-    if member_role(conn, tenant_id, user_id)?.is_some() {
+    if member_role(db, tenant_id, user_id)?.is_some() {
         return Err(IdentityError::AlreadyAMember);
     }
     // In the insert's own transaction: two invitations accepted at once cannot both pass.
-    if let Some((limit, usage)) = super::plans::members_over_limit(conn, tenant_id)? {
+    if let Some((limit, usage)) = super::plans::members_over_limit(db, tenant_id)? {
         return Err(IdentityError::Quota { limit, usage });
     }
-    conn.execute(
+    db.execute(
         "INSERT INTO memberships (user_id, tenant_id, role_id, created_at)
          VALUES (?1, ?2, ?3, ?4)",
-        params![user_id, tenant_id, role_id, db::now_rfc3339()],
+        args![user_id, tenant_id, role_id, db::now_rfc3339()],
     )?;
-    load_membership(conn, user_id, tenant_id)?.ok_or(IdentityError::NotAMember)
+    load_membership(db, user_id, tenant_id)?.ok_or(IdentityError::NotAMember)
 }
 
 impl Catalog {
     /// A tenant's roles in creation order (the built-ins first).
     pub fn roles(&self, tenant_id: &str) -> Result<Vec<Role>, IdentityError> {
-        let conn = self.identity_read()?;
-        require_tenant(&conn, tenant_id)?;
-        let mut stmt = conn.prepare_cached(&format!(
-            "{ROLE_SELECT} WHERE r.tenant_id = ?1 ORDER BY r.id"
-        ))?;
-        let mut rows = stmt.query([tenant_id])?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
-            out.push(role_from_row(row)?);
-        }
-        Ok(out)
+        self.read(|db| {
+            require_tenant(db, tenant_id)?;
+            db.query_map(
+                &format!("{ROLE_SELECT} WHERE r.tenant_id = ?1 ORDER BY r.id"),
+                args![tenant_id],
+                role_from_row,
+            )?
+            .into_iter()
+            .collect()
+        })
     }
 
     pub fn role(&self, tenant_id: &str, name: &str) -> Result<Option<Role>, IdentityError> {
-        let conn = self.identity_read()?;
-        load_role(&conn, tenant_id, name)
+        self.read(|db| load_role(db, tenant_id, name))
     }
 
     /// A custom role. `*` is not a permission a custom role can have.
@@ -334,22 +334,22 @@ impl Catalog {
     ) -> Result<Role, IdentityError> {
         validate_role_name(name)?;
         let permissions = validate_permissions(permissions)?;
-        self.identity_write(|tx| {
-            require_tenant(tx, tenant_id)?;
-            if role_name_taken(tx, tenant_id, name)? {
+        self.write_sql(|db| {
+            require_tenant(db, tenant_id)?;
+            if role_name_taken(db, tenant_id, name)? {
                 return Err(IdentityError::RoleTaken(name.to_string()));
             }
-            tx.execute(
+            db.execute(
                 "INSERT INTO roles (tenant_id, name, permissions, builtin, created_at, updated_at)
                  VALUES (?1, ?2, ?3, 0, ?4, ?4)",
-                params![
+                args![
                     tenant_id,
                     name,
                     permissions_json(&permissions),
                     db::now_rfc3339()
                 ],
             )?;
-            load_role(tx, tenant_id, name)?.ok_or_else(|| IdentityError::RoleNotFound(name.into()))
+            load_role(db, tenant_id, name)?.ok_or_else(|| IdentityError::RoleNotFound(name.into()))
         })
     }
 
@@ -367,42 +367,42 @@ impl Catalog {
             Some(list) => Some(permissions_json(&validate_permissions(list)?)),
             None => None,
         };
-        self.identity_write(|tx| {
-            let (id, builtin) = role_ref(tx, tenant_id, name)?;
+        self.write_sql(|db| {
+            let (id, builtin) = role_ref(db, tenant_id, name)?;
             if builtin {
                 return Err(IdentityError::RoleBuiltin(name.to_string()));
             }
             let new_name = update.name.as_deref().unwrap_or(name);
-            if new_name != name && role_name_taken(tx, tenant_id, new_name)? {
+            if new_name != name && role_name_taken(db, tenant_id, new_name)? {
                 return Err(IdentityError::RoleTaken(new_name.to_string()));
             }
-            tx.execute(
+            db.execute(
                 "UPDATE roles SET name = ?2, permissions = COALESCE(?3, permissions),
                                   updated_at = ?4
                  WHERE id = ?1",
-                params![id, new_name, permissions, db::now_rfc3339()],
+                args![id, new_name, permissions, db::now_rfc3339()],
             )?;
-            load_role(tx, tenant_id, new_name)?
+            load_role(db, tenant_id, new_name)?
                 .ok_or_else(|| IdentityError::RoleNotFound(new_name.into()))
         })
     }
 
     /// Deletes a custom role nobody holds.
     pub fn delete_role(&self, tenant_id: &str, name: &str) -> Result<(), IdentityError> {
-        self.identity_write(|tx| {
-            let (id, builtin) = role_ref(tx, tenant_id, name)?;
+        self.write_sql(|db| {
+            let (id, builtin) = role_ref(db, tenant_id, name)?;
             if builtin {
                 return Err(IdentityError::RoleBuiltin(name.to_string()));
             }
-            let in_use: bool = tx.query_row(
+            let in_use: bool = db.query_one(
                 "SELECT EXISTS (SELECT 1 FROM memberships WHERE role_id = ?1)",
-                [id],
+                args![id],
                 |row| row.get(0),
             )?;
             if in_use {
                 return Err(IdentityError::RoleInUse(name.to_string()));
             }
-            tx.execute("DELETE FROM roles WHERE id = ?1", [id])?;
+            db.execute("DELETE FROM roles WHERE id = ?1", args![id])?;
             Ok(())
         })
     }
@@ -423,8 +423,7 @@ impl Catalog {
         user_id: i64,
         tenant_id: &str,
     ) -> Result<Option<Arc<Membership>>, IdentityError> {
-        let load =
-            || Ok(load_membership(&*self.identity_read()?, user_id, tenant_id)?.map(Arc::new));
+        let load = || self.read(|db| Ok(load_membership(db, user_id, tenant_id)?.map(Arc::new)));
         // Kept by the id's bits only for the catalog's own spelling of it (hyphenated, lower
         // case): another spelling of the same UUID finds no row, and must not keep that answer
         // for the real one.
@@ -449,9 +448,7 @@ impl Catalog {
         user_id: i64,
         page: &MembershipPage,
     ) -> Result<Vec<TenantMembership>, IdentityError> {
-        let conn = self.identity_read()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT t.id, t.slug, t.name, t.status, r.id, r.name, r.permissions, m.created_at
+        let sql = "SELECT t.id, t.slug, t.name, t.status, r.id, r.name, r.permissions, m.created_at
              FROM memberships m
              JOIN tenants t ON t.id = m.tenant_id
              JOIN roles r ON r.id = m.role_id
@@ -459,72 +456,89 @@ impl Catalog {
                AND (?2 IS NULL OR m.tenant_id = ?2)
                AND (?3 IS NULL OR (t.name, t.slug) > (?3, ?4))
              ORDER BY t.name, t.slug
-             LIMIT ?5",
-        )?;
+             LIMIT ?5";
         let (after_name, after_slug) = page.after.clone().unzip();
         let limit = page
             .limit
             .map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
-        let mut rows = stmt.query(params![
-            user_id,
-            page.tenant_id,
-            after_name,
-            after_slug,
-            limit
-        ])?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
-            let tenant_id: String = row.get(0)?;
-            let status: String = row.get(3)?;
-            let status = TenantStatus::parse(&status).ok_or_else(|| IdentityError::Corrupt {
-                table: "tenants",
-                id: tenant_id.clone(),
-                message: format!("unknown status {status:?}"),
-            })?;
-            let json: String = row.get(6)?;
-            let (all_permissions, permissions) = stored(row.get(4)?, &json)?;
-            out.push(TenantMembership {
-                tenant_id,
-                slug: row.get(1)?,
-                name: row.get(2)?,
-                status,
-                role: row.get(5)?,
-                all_permissions,
-                permissions,
-                joined_at: row.get(7)?,
-            });
-        }
-        Ok(out)
+        let rows = self.read(|db| {
+            Ok::<_, IdentityError>(db.query_map(
+                sql,
+                args![
+                    user_id,
+                    page.tenant_id.as_deref(),
+                    after_name,
+                    after_slug,
+                    limit
+                ],
+                |row| {
+                    Ok((
+                        row.get::<String>(0)?,
+                        row.get::<String>(1)?,
+                        row.get::<String>(2)?,
+                        row.get::<String>(3)?,
+                        row.get::<i64>(4)?,
+                        row.get::<String>(5)?,
+                        row.get::<String>(6)?,
+                        row.get::<String>(7)?,
+                    ))
+                },
+            )?)
+        })?;
+        rows.into_iter()
+            .map(
+                |(tenant_id, slug, name, status, role_id, role, json, joined_at)| {
+                    let status =
+                        TenantStatus::parse(&status).ok_or_else(|| IdentityError::Corrupt {
+                            table: "tenants",
+                            id: tenant_id.clone(),
+                            message: format!("unknown status {status:?}"),
+                        })?;
+                    let (all_permissions, permissions) = stored(role_id, &json)?;
+                    Ok(TenantMembership {
+                        tenant_id,
+                        slug,
+                        name,
+                        status,
+                        role,
+                        all_permissions,
+                        permissions,
+                        joined_at,
+                    })
+                },
+            )
+            .collect()
     }
 
     /// The tenant's members by email.
     pub fn members(&self, tenant_id: &str) -> Result<Vec<Member>, IdentityError> {
-        let conn = self.identity_read()?;
-        require_tenant(&conn, tenant_id)?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT u.id, u.email, u.name, u.surname, u.photo_url, u.disabled, r.name,
-                    m.created_at
-             FROM memberships m
-             JOIN users u ON u.id = m.user_id
-             JOIN roles r ON r.id = m.role_id
-             WHERE m.tenant_id = ?1
-             ORDER BY u.email",
-        )?;
-        let rows = stmt.query_map([tenant_id], |row| {
-            Ok(Member {
-                user: MemberUser {
-                    id: row.get(0)?,
-                    email: row.get(1)?,
-                    name: row.get(2)?,
-                    surname: row.get(3)?,
-                    photo_url: row.get(4)?,
-                    disabled: row.get(5)?,
+        self.read(|db| {
+            require_tenant(db, tenant_id)?;
+            Ok(db.query_map(
+                "SELECT u.id, u.email, u.name, u.surname, u.photo_url, u.disabled, r.name,
+                        m.created_at
+                 FROM memberships m
+                 JOIN users u ON u.id = m.user_id
+                 JOIN roles r ON r.id = m.role_id
+                 WHERE m.tenant_id = ?1
+                 ORDER BY u.email",
+                args![tenant_id],
+                |row| {
+                    Ok(Member {
+                        user: MemberUser {
+                            id: row.get(0)?,
+                            email: row.get(1)?,
+                            name: row.get(2)?,
+                            surname: row.get(3)?,
+                            photo_url: row.get(4)?,
+                            disabled: row.get(5)?,
+                        },
+                        role: row.get(6)?,
+                        joined_at: row.get(7)?,
+                    })
                 },
-                role: row.get(6)?,
-                joined_at: row.get(7)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            )?)
+        })
     }
 
     pub fn add_member(
@@ -533,10 +547,10 @@ impl Catalog {
         user_id: i64,
         role_name: &str,
     ) -> Result<Membership, IdentityError> {
-        self.identity_write(|tx| {
-            require_tenant(tx, tenant_id)?;
-            let (role_id, _) = role_ref(tx, tenant_id, role_name)?;
-            insert_membership(tx, tenant_id, user_id, role_id)
+        self.write_sql(|db| {
+            require_tenant(db, tenant_id)?;
+            let (role_id, _) = role_ref(db, tenant_id, role_name)?;
+            insert_membership(db, tenant_id, user_id, role_id)
         })
     }
 
@@ -547,17 +561,17 @@ impl Catalog {
         user_id: i64,
         role_name: &str,
     ) -> Result<Membership, IdentityError> {
-        self.identity_write(|tx| {
-            let current = member_role(tx, tenant_id, user_id)?.ok_or(IdentityError::NotAMember)?;
-            let (role_id, _) = role_ref(tx, tenant_id, role_name)?;
+        self.write_sql(|db| {
+            let current = member_role(db, tenant_id, user_id)?.ok_or(IdentityError::NotAMember)?;
+            let (role_id, _) = role_ref(db, tenant_id, role_name)?;
             if role_id != current {
-                keep_an_admin(tx, tenant_id, current)?;
-                tx.execute(
+                keep_an_admin(db, tenant_id, current)?;
+                db.execute(
                     "UPDATE memberships SET role_id = ?3 WHERE user_id = ?1 AND tenant_id = ?2",
-                    params![user_id, tenant_id, role_id],
+                    args![user_id, tenant_id, role_id],
                 )?;
             }
-            load_membership(tx, user_id, tenant_id)?.ok_or(IdentityError::NotAMember)
+            load_membership(db, user_id, tenant_id)?.ok_or(IdentityError::NotAMember)
         })
     }
 
@@ -568,27 +582,28 @@ impl Catalog {
     /// `deleted-<id>@deleted.invalid`, no photo, a password hash nothing matches, disabled.
     /// Returns the tenants they were a member of.
     pub fn erase_user(&self, user_id: i64) -> Result<Vec<String>, IdentityError> {
-        self.identity_write(|tx| {
-            if !user_exists(tx, user_id)? {
+        self.write_sql(|db| {
+            if !user_exists(db, user_id)? {
                 return Err(IdentityError::UserNotFound);
             }
-            let memberships: Vec<(String, i64)> = tx
-                .prepare("SELECT tenant_id, role_id FROM memberships WHERE user_id = ?1")?
-                .query_map([user_id], |row| Ok((row.get(0)?, row.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            for (tenant_id, role_id) in &memberships {
-                keep_an_admin(tx, tenant_id, *role_id)?;
-            }
-            tx.execute("DELETE FROM memberships WHERE user_id = ?1", [user_id])?;
-            tx.execute(
-                "UPDATE sessions SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL",
-                params![user_id, super::sessions::unix_now()],
+            let memberships: Vec<(String, i64)> = db.query_map(
+                "SELECT tenant_id, role_id FROM memberships WHERE user_id = ?1",
+                args![user_id],
+                |row| Ok((row.get(0)?, row.get(1)?)),
             )?;
-            tx.execute(
+            for (tenant_id, role_id) in &memberships {
+                keep_an_admin(db, tenant_id, *role_id)?;
+            }
+            db.execute("DELETE FROM memberships WHERE user_id = ?1", args![user_id])?;
+            db.execute(
+                "UPDATE sessions SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL",
+                args![user_id, super::sessions::unix_now()],
+            )?;
+            db.execute(
                 "UPDATE users SET email = ?2, name = 'Deleted', surname = 'user', photo_url = NULL,
                                   password_hash = '!deleted', disabled = 1, updated_at = ?3
                  WHERE id = ?1",
-                params![
+                args![
                     user_id,
                     format!("deleted-{user_id}@deleted.invalid"),
                     db::now_rfc3339()
@@ -602,17 +617,17 @@ impl Catalog {
     /// the tenant (personal tokens, impersonation sessions and tickets) are revoked with it, so
     /// that taking the user back in does not bring old keys back.
     pub fn remove_member(&self, tenant_id: &str, user_id: i64) -> Result<(), IdentityError> {
-        self.identity_write(|tx| {
-            let current = member_role(tx, tenant_id, user_id)?.ok_or(IdentityError::NotAMember)?;
-            keep_an_admin(tx, tenant_id, current)?;
-            tx.execute(
+        self.write_sql(|db| {
+            let current = member_role(db, tenant_id, user_id)?.ok_or(IdentityError::NotAMember)?;
+            keep_an_admin(db, tenant_id, current)?;
+            db.execute(
                 "DELETE FROM memberships WHERE user_id = ?1 AND tenant_id = ?2",
-                params![user_id, tenant_id],
+                args![user_id, tenant_id],
             )?;
-            tx.execute(
+            db.execute(
                 "UPDATE sessions SET revoked_at = ?3
                  WHERE user_id = ?1 AND tenant_id = ?2 AND revoked_at IS NULL",
-                params![user_id, tenant_id, super::sessions::unix_now()],
+                args![user_id, tenant_id, super::sessions::unix_now()],
             )?;
             Ok(())
         })

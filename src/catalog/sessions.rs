@@ -7,11 +7,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
 use super::identity::{admin_exists, user_exists, IdentityError};
 use super::{tenant_exists, Catalog};
+use crate::args;
+use crate::store::{RowRef, Sql, StoreError};
 
 /// `last_used_at` is written at most this often per session, so a busy session does not cost a
 /// write per request. Idle timeouts are therefore exact to within this interval (or half the
@@ -298,15 +299,18 @@ const LIVE: &str = "s.revoked_at IS NULL
     AND (s.user_id IS NULL
          OR NOT (SELECT disabled FROM users u WHERE u.id = s.user_id))";
 
-fn session_from_row(row: &Row<'_>) -> Result<Session, IdentityError> {
+/// The outer error is the store's; the inner one a row the schema should have prevented.
+fn session_from_row(row: &dyn RowRef) -> Result<Result<Session, IdentityError>, StoreError> {
     let id: i64 = row.get(0)?;
     let kind: String = row.get(1)?;
-    let kind = SessionKind::parse(&kind).ok_or_else(|| IdentityError::Corrupt {
-        table: "sessions",
-        id: id.to_string(),
-        message: format!("unknown kind {kind:?}"),
-    })?;
-    Ok(Session {
+    let Some(kind) = SessionKind::parse(&kind) else {
+        return Ok(Err(IdentityError::Corrupt {
+            table: "sessions",
+            id: id.to_string(),
+            message: format!("unknown kind {kind:?}"),
+        }));
+    };
+    Ok(Ok(Session {
         id,
         kind,
         user_id: row.get(2)?,
@@ -320,7 +324,7 @@ fn session_from_row(row: &Row<'_>) -> Result<Session, IdentityError> {
         expires_at: row.get(10)?,
         idle_timeout_secs: row.get(11)?,
         revoked_at: row.get(12)?,
-    })
+    }))
 }
 
 fn is_token_hash(hash: &str) -> bool {
@@ -369,25 +373,25 @@ fn check_values(new: &Columns<'_>, now: i64) -> Result<Option<String>, IdentityE
 }
 
 /// Whoever a new session names must exist; tenant-bound user tokens need a membership.
-fn check_references(conn: &Connection, new: &Columns<'_>) -> Result<(), IdentityError> {
+fn check_references(db: &dyn Sql, new: &Columns<'_>) -> Result<(), IdentityError> {
     if let Some(user) = new.user_id {
-        if !user_exists(conn, user)? {
+        if !user_exists(db, user)? {
             return Err(IdentityError::UserNotFound);
         }
     }
     for admin in [new.admin_id, new.impersonated_by].into_iter().flatten() {
-        if !admin_exists(conn, admin)? {
+        if !admin_exists(db, admin)? {
             return Err(IdentityError::AdminNotFound);
         }
     }
     if let Some(tenant) = new.tenant_id {
-        if !tenant_exists(conn, tenant)? {
+        if !tenant_exists(db, tenant)? {
             return Err(IdentityError::TenantNotFound(tenant.to_string()));
         }
         if let Some(user) = new.user_id {
-            let member: bool = conn.query_row(
+            let member: bool = db.query_one(
                 "SELECT EXISTS (SELECT 1 FROM memberships WHERE user_id = ?1 AND tenant_id = ?2)",
-                params![user, tenant],
+                args![user, tenant],
                 |row| row.get(0),
             )?;
             if !member {
@@ -403,14 +407,15 @@ impl Catalog {
     pub fn create_session(&self, new: &NewSession, now: i64) -> Result<i64, IdentityError> {
         let new = new.columns();
         let name = check_values(&new, now)?;
-        self.identity_write(|tx| {
-            check_references(tx, &new)?;
-            tx.execute(
+        self.write_sql(|db| {
+            check_references(db, &new)?;
+            Ok(db.query_one(
                 "INSERT INTO sessions (token_hash, kind, user_id, admin_id, tenant_id, name,
                      csrf_token, impersonated_by, created_at, last_used_at, expires_at,
                      idle_timeout_secs)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11)",
-                params![
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11)
+                 RETURNING id",
+                args![
                     new.token_hash,
                     new.kind.as_str(),
                     new.user_id,
@@ -423,8 +428,8 @@ impl Catalog {
                     new.expires_at,
                     new.idle_timeout_secs,
                 ],
-            )?;
-            Ok(tx.last_insert_rowid())
+                |row| row.get(0),
+            )?)
         })
     }
 
@@ -455,16 +460,19 @@ impl Catalog {
                 if !is_token_hash(hash) {
                     return Ok(None);
                 }
-                let conn = self.identity_read()?;
-                let mut stmt = conn.prepare_cached(&format!(
-                    "SELECT {SESSION_COLUMNS} FROM sessions s
-                 WHERE s.token_hash = ?1 AND s.kind <> 'impersonation_ticket' AND {LIVE}"
-                ))?;
-                let mut rows = stmt.query(params![hash, now])?;
-                match rows.next()? {
-                    Some(row) => Ok(Some(Arc::new(session_from_row(row)?))),
-                    None => Ok(None),
-                }
+                let found = self.read(|db| {
+                    db.query_row(
+                        &format!(
+                            "SELECT {SESSION_COLUMNS} FROM sessions s
+                             WHERE s.token_hash = ?1 AND s.kind <> 'impersonation_ticket'
+                               AND {LIVE}"
+                        ),
+                        args![hash, now],
+                        session_from_row,
+                    )
+                    .map_err(IdentityError::from)
+                })?;
+                Ok(found.transpose()?.map(Arc::new))
             },
         )?;
         // Cached a while ago, perhaps: time may have ended it since.
@@ -474,13 +482,13 @@ impl Catalog {
     /// Whether the session with this id is still live at `now` (for checks made long after the
     /// request that authenticated, such as re-authorizing real-time subscriptions).
     pub fn session_is_live(&self, id: i64, now: i64) -> Result<bool, IdentityError> {
-        let conn = self.identity_read()?;
-        let live: Option<i64> = conn
-            .prepare_cached(&format!(
-                "SELECT s.id FROM sessions s WHERE s.id = ?1 AND {LIVE}"
-            ))?
-            .query_row(params![id, now], |row| row.get(0))
-            .optional()?;
+        let live: Option<i64> = self.read(|db| {
+            Ok::<_, IdentityError>(db.query_row(
+                &format!("SELECT s.id FROM sessions s WHERE s.id = ?1 AND {LIVE}"),
+                args![id, now],
+                |row| row.get(0),
+            )?)
+        })?;
         Ok(live.is_some())
     }
 
@@ -491,24 +499,24 @@ impl Catalog {
         if !session.touch_due(now) {
             return Ok(false);
         }
-        self.identity_write(|tx| {
-            let changed = tx.execute(
+        self.write_sql(|db| {
+            let changed = db.execute(
                 "UPDATE sessions SET last_used_at = ?2
                  WHERE id = ?1 AND revoked_at IS NULL AND last_used_at < ?2",
-                params![session.id, now],
+                args![session.id, now],
             )?;
-            Ok(changed > 0)
+            Ok(changed.rows > 0)
         })
     }
 
     /// True if it was live (not yet revoked).
     pub fn revoke_session(&self, id: i64) -> Result<bool, IdentityError> {
-        self.identity_write(|tx| {
-            let changed = tx.execute(
+        self.write_sql(|db| {
+            let changed = db.execute(
                 "UPDATE sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-                params![id, unix_now()],
+                args![id, unix_now()],
             )?;
-            Ok(changed > 0)
+            Ok(changed.rows > 0)
         })
     }
 
@@ -520,23 +528,27 @@ impl Catalog {
         user_id: i64,
         except: Option<i64>,
     ) -> Result<usize, IdentityError> {
-        self.identity_write(|tx| {
-            Ok(tx.execute(
-                "UPDATE sessions SET revoked_at = ?3
+        self.write_sql(|db| {
+            Ok(db
+                .execute(
+                    "UPDATE sessions SET revoked_at = ?3
                  WHERE user_id = ?1 AND kind IN ('session', 'impersonation_ticket')
                    AND revoked_at IS NULL AND (?2 IS NULL OR id <> ?2)",
-                params![user_id, except, unix_now()],
-            )?)
+                    args![user_id, except, unix_now()],
+                )?
+                .rows as usize)
         })
     }
 
     pub fn revoke_user_personal_tokens(&self, user_id: i64) -> Result<usize, IdentityError> {
-        self.identity_write(|tx| {
-            Ok(tx.execute(
-                "UPDATE sessions SET revoked_at = ?2
+        self.write_sql(|db| {
+            Ok(db
+                .execute(
+                    "UPDATE sessions SET revoked_at = ?2
                  WHERE user_id = ?1 AND kind = 'personal' AND revoked_at IS NULL",
-                params![user_id, unix_now()],
-            )?)
+                    args![user_id, unix_now()],
+                )?
+                .rows as usize)
         })
     }
 
@@ -548,13 +560,15 @@ impl Catalog {
         admin_id: i64,
         except: Option<i64>,
     ) -> Result<usize, IdentityError> {
-        self.identity_write(|tx| {
-            Ok(tx.execute(
-                "UPDATE sessions SET revoked_at = ?3
+        self.write_sql(|db| {
+            Ok(db
+                .execute(
+                    "UPDATE sessions SET revoked_at = ?3
                  WHERE ((admin_id = ?1 AND kind = 'admin') OR impersonated_by = ?1)
                    AND revoked_at IS NULL AND (?2 IS NULL OR id <> ?2)",
-                params![admin_id, except, unix_now()],
-            )?)
+                    args![admin_id, except, unix_now()],
+                )?
+                .rows as usize)
         })
     }
 
@@ -564,53 +578,54 @@ impl Catalog {
         if !is_token_hash(hash) {
             return Ok(None);
         }
-        self.identity_write(|tx| {
-            let mut stmt = tx.prepare_cached(&format!(
-                "UPDATE sessions AS s SET revoked_at = ?2
-                 WHERE s.token_hash = ?1 AND s.kind = 'impersonation_ticket' AND {LIVE}
-                 RETURNING {SESSION_COLUMNS}"
-            ))?;
-            let mut rows = stmt.query(params![hash, now])?;
-            match rows.next()? {
-                Some(row) => Ok(Some(session_from_row(row)?)),
-                None => Ok(None),
-            }
+        self.write_sql(|db| {
+            db.query_row(
+                &format!(
+                    "UPDATE sessions AS s SET revoked_at = ?2
+                     WHERE s.token_hash = ?1 AND s.kind = 'impersonation_ticket' AND {LIVE}
+                     RETURNING {SESSION_COLUMNS}"
+                ),
+                args![hash, now],
+                session_from_row,
+            )?
+            .transpose()
         })
     }
 
     /// The user's personal tokens that are not revoked (expired ones included, so that they
     /// can be seen and cleaned up), oldest first.
     pub fn personal_tokens(&self, user_id: i64) -> Result<Vec<PersonalToken>, IdentityError> {
-        let conn = self.identity_read()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, name, tenant_id, created_at, last_used_at, expires_at
-             FROM sessions
-             WHERE user_id = ?1 AND kind = 'personal' AND revoked_at IS NULL
-             ORDER BY id",
-        )?;
-        let rows = stmt.query_map([user_id], |row| {
-            Ok(PersonalToken {
-                id: row.get(0)?,
-                name: row.get(1)?,
-                tenant_id: row.get(2)?,
-                created_at: row.get(3)?,
-                last_used_at: row.get(4)?,
-                expires_at: row.get(5)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.read(|db| {
+            Ok(db.query_map(
+                "SELECT id, name, tenant_id, created_at, last_used_at, expires_at
+                 FROM sessions
+                 WHERE user_id = ?1 AND kind = 'personal' AND revoked_at IS NULL
+                 ORDER BY id",
+                args![user_id],
+                |row| {
+                    Ok(PersonalToken {
+                        id: row.get(0)?,
+                        name: row.get(1)?,
+                        tenant_id: row.get(2)?,
+                        created_at: row.get(3)?,
+                        last_used_at: row.get(4)?,
+                        expires_at: row.get(5)?,
+                    })
+                },
+            )?)
+        })
     }
 
     /// Revokes one of the user's own personal tokens; false if there is no such live token of
     /// theirs (someone else's id included).
     pub fn revoke_personal_token(&self, user_id: i64, id: i64) -> Result<bool, IdentityError> {
-        self.identity_write(|tx| {
-            let changed = tx.execute(
+        self.write_sql(|db| {
+            let changed = db.execute(
                 "UPDATE sessions SET revoked_at = ?3
                  WHERE id = ?1 AND user_id = ?2 AND kind = 'personal' AND revoked_at IS NULL",
-                params![id, user_id, unix_now()],
+                args![id, user_id, unix_now()],
             )?;
-            Ok(changed > 0)
+            Ok(changed.rows > 0)
         })
     }
 }
