@@ -10,12 +10,18 @@
 //! exponentially growing times. Time is always passed in (`now`), so tests drive it without
 //! sleeping and one request uses one clock reading throughout; the server reads
 //! [`Throttle::now`].
+//!
+//! The streaks live in this process's memory, or, when several nodes share the catalog
+//! ([`Throttle::shared`]), in the catalog (`catalog::throttle`), so that a client failing on
+//! one node counts on every other; the rules are the same.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::catalog::{Catalog, CatalogError, StreakRules};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ThrottleConfig {
@@ -27,6 +33,8 @@ pub struct ThrottleConfig {
     /// The longest single lock. Capped at one day whatever is configured.
     pub max_backoff: Duration,
     /// Known devices with a streak kept at most; past it, the least failed are forgotten first.
+    /// In memory only: in the catalog, devices' streaks are bounded by the window like the
+    /// others (a device's key is a nonce only a successful login hands out).
     pub max_devices: usize,
     /// Tests only: the throttle's clock stands still from its creation and moves only by
     /// [`Throttle::advance`], so a lock cannot run out while a slow machine works through a
@@ -54,6 +62,9 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const BACKOFF_LIMIT: Duration = Duration::from_secs(24 * 60 * 60);
 /// Fewest calls between two sweeps of the map.
 const SWEEP_MIN: usize = 256;
+/// In the catalog, one failure in this many (per node, the first included) also sweeps the
+/// streaks that are over (at most `catalog::throttle::SWEEP_LIMIT` rows).
+const SWEEP_EVERY: usize = 64;
 
 /// A login attempt as [`Throttle::admit`] classed it: the budgets it counts against.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,6 +93,9 @@ pub struct Throttle {
     skipped: AtomicU64,
     /// With `frozen_clock`, the instant the clock stands at (before what `advance` added).
     frozen_at: Option<Instant>,
+    /// With a catalog several nodes share, the streaks are kept there; the two maps above then
+    /// stand in only while it does not answer.
+    store: Option<Store>,
 }
 
 impl Throttle {
@@ -93,7 +107,30 @@ impl Throttle {
             devices: Streaks::new(config, devices),
             skipped: AtomicU64::new(0),
             frozen_at,
+            store: None,
         }
+    }
+
+    /// A throttle whose streaks are kept in `catalog`, for nodes that share it: a failure on
+    /// any node counts on all of them. Times there are unix milliseconds, so the nodes' clocks
+    /// must agree (as they must for sessions' expiry); the throttle's own clock (`now`,
+    /// `advance`) maps onto them from the moment it is made.
+    pub fn shared(config: ThrottleConfig, catalog: Arc<Catalog>) -> Throttle {
+        let rules = StreakRules {
+            free_failures: config.free_failures,
+            window_ms: millis(config.window),
+            first_backoff_ms: millis(FIRST_BACKOFF),
+            max_backoff_ms: millis(config.max_backoff.min(BACKOFF_LIMIT)),
+        };
+        let mut throttle = Throttle::new(config);
+        throttle.store = Some(Store {
+            catalog,
+            rules,
+            epoch: (throttle.now(), unix_ms_now()),
+            failures: AtomicUsize::new(0),
+            failing: AtomicBool::new(false),
+        });
+        throttle
     }
 
     /// The throttle's clock: the system's monotonic clock (or, with `frozen_clock`, the moment
@@ -128,23 +165,40 @@ impl Throttle {
             address: format!("ip:{address}"),
             device: None,
         };
+        let stored = self
+            .store
+            .as_ref()
+            .and_then(|store| store.locks(&attempt, device, now));
         if let Some(device) = device {
-            if self.devices.check(device, now).is_ok() {
+            let locked = match &stored {
+                Some(locks) => locks.device,
+                None => self.devices.check(device, now).err(),
+            };
+            if locked.is_none() {
                 attempt.device = Some(device.to_owned());
                 return Ok(attempt);
             }
         }
-        let account = self.shared.check(&attempt.account, now);
-        let address = self.shared.check(&attempt.address, now);
-        match (account, address) {
-            (Ok(()), Ok(())) => Ok(attempt),
-            (Err(a), Err(b)) => Err(a.max(b)),
-            (Err(wait), _) | (_, Err(wait)) => Err(wait),
+        let (account, address) = match &stored {
+            Some(locks) => (locks.account, locks.address),
+            None => (
+                self.shared.check(&attempt.account, now).err(),
+                self.shared.check(&attempt.address, now).err(),
+            ),
+        };
+        match account.max(address) {
+            None => Ok(attempt),
+            Some(wait) => Err(wait),
         }
     }
 
     /// Records a failed attempt against the budgets it counts against.
     pub fn failure(&self, attempt: &Attempt, now: Instant) {
+        if let Some(store) = &self.store {
+            if store.failure(attempt, now).is_some() {
+                return;
+            }
+        }
         match &attempt.device {
             Some(device) => self.devices.failure(device, now),
             None => {
@@ -158,7 +212,121 @@ impl Throttle {
     /// a guesser shares it, and the owner's success must not give them fresh free failures.
     pub fn success(&self, attempt: &Attempt) {
         if let Some(device) = &attempt.device {
+            if let Some(store) = &self.store {
+                store.answered(store.catalog.throttle_forget(&device_key(device)));
+            }
             self.devices.success(device);
+        }
+    }
+}
+
+/// The streaks in a shared catalog.
+///
+/// When the catalog fails (busy past the wait, unreachable), the throttle neither fails open
+/// nor closed: it logs and counts in this node's memory until the catalog answers again. Failing
+/// closed would refuse every login, including every known device's, for as long as the catalog
+/// errs, and a flood of failed logins that keeps the catalog busy would then lock everyone
+/// out; failing open would let a guesser go unthrottled for as long. In memory, the budgets
+/// still hold, per node, as they do without a shared catalog; a login itself never fails
+/// because of the throttle's table.
+struct Store {
+    catalog: Arc<Catalog>,
+    rules: StreakRules,
+    /// A reading of the throttle's clock and the unix time (ms) it stands for.
+    epoch: (Instant, i64),
+    /// Failures counted through this node, for the sweep.
+    failures: AtomicUsize,
+    /// Whether the catalog's last answer was an error: the change is logged, not each error.
+    failing: AtomicBool,
+}
+
+/// Which of an attempt's budgets are locked, and for how long.
+struct Locks {
+    account: Option<Duration>,
+    address: Option<Duration>,
+    device: Option<Duration>,
+}
+
+/// A known device's key in the catalog, apart from the `<realm>:` and `ip:` keys that share
+/// the table (a nonce never holds a colon, but the key space should not rely on it).
+fn device_key(nonce: &str) -> String {
+    format!("device:{nonce}")
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A clock before 1970 is a broken host; the epoch is a harmless stand-in.
+fn unix_ms_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, millis)
+}
+
+impl Store {
+    /// `at`, a reading of the throttle's clock, in unix milliseconds.
+    fn unix_ms(&self, at: Instant) -> i64 {
+        let (instant, ms) = self.epoch;
+        match at.checked_duration_since(instant) {
+            Some(after) => ms.saturating_add(millis(after)),
+            None => ms.saturating_sub(millis(instant - at)),
+        }
+    }
+
+    /// The locks on the attempt's budgets, or `None` when the catalog did not answer.
+    fn locks(&self, attempt: &Attempt, device: Option<&str>, now: Instant) -> Option<Locks> {
+        let device = device.map(device_key);
+        let mut keys = vec![attempt.account.as_str(), attempt.address.as_str()];
+        keys.extend(device.as_deref());
+        let until = self.answered(self.catalog.throttle_locks(&keys))?;
+        let now = self.unix_ms(now);
+        let wait = |until: i64| {
+            (until > now).then(|| Duration::from_millis(u64::try_from(until - now).unwrap_or(0)))
+        };
+        Some(Locks {
+            account: wait(until[0]),
+            address: wait(until[1]),
+            device: until.get(2).and_then(|until| wait(*until)),
+        })
+    }
+
+    /// Counts a failure in the catalog; `None` when it did not answer.
+    fn failure(&self, attempt: &Attempt, now: Instant) -> Option<()> {
+        let device = attempt.device.as_deref().map(device_key);
+        let keys = match &device {
+            Some(device) => vec![device.as_str()],
+            None => vec![attempt.account.as_str(), attempt.address.as_str()],
+        };
+        let sweep = self
+            .failures
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(SWEEP_EVERY);
+        let now = self.unix_ms(now);
+        self.answered(
+            self.catalog
+                .throttle_failure(&keys, now, &self.rules, sweep),
+        )
+    }
+
+    /// The catalog's answer, or `None` after logging its error (once, until it answers again).
+    fn answered<T>(&self, result: Result<T, CatalogError>) -> Option<T> {
+        match result {
+            Ok(value) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    log::info!("login throttling: the catalog answers again");
+                }
+                Some(value)
+            }
+            Err(e) => {
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    log::warn!(
+                        "login throttling: {e}; counting in this node's memory until the \
+                         catalog answers again"
+                    );
+                }
+                None
+            }
         }
     }
 }
@@ -681,6 +849,366 @@ mod tests {
             .admit("account", "owner", ip(1), Some("locked"), t0 + S / 2)
             .unwrap()
             .trusted());
+    }
+
+    // Shared: the streaks in a catalog several nodes use.
+
+    fn frozen() -> ThrottleConfig {
+        ThrottleConfig {
+            frozen_clock: true,
+            ..ThrottleConfig::default()
+        }
+    }
+
+    fn open_catalog() -> (tempfile::TempDir, Arc<Catalog>) {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path(), crate::db::Create::IfMissing).unwrap();
+        (dir, Arc::new(catalog))
+    }
+
+    /// Two nodes on one catalog, their clocks agreeing to the millisecond (as NTP keeps real
+    /// nodes' within a few).
+    fn nodes(catalog: &Arc<Catalog>) -> (Throttle, Throttle) {
+        let a = Throttle::shared(frozen(), catalog.clone());
+        let mut b = Throttle::shared(frozen(), catalog.clone());
+        b.frozen_at = a.frozen_at;
+        b.store.as_mut().unwrap().epoch = a.store.as_ref().unwrap().epoch;
+        (a, b)
+    }
+
+    /// Moves both nodes' clocks on.
+    fn advance(nodes: &(Throttle, Throttle), by: Duration) {
+        nodes.0.advance(by);
+        nodes.1.advance(by);
+    }
+
+    fn sha256(key: &str) -> String {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(key.as_bytes()))
+    }
+
+    #[test]
+    fn failures_through_one_node_lock_the_account_on_the_other() {
+        let (_dir, catalog) = open_catalog();
+        let (a, b) = nodes(&catalog);
+        // Three failures through each node, from six addresses: the sixth locks.
+        for i in 0..6 {
+            let node = if i % 2 == 0 { &a } else { &b };
+            assert!(guess(node, ip(i), None, node.now()), "guess {}", i + 1);
+        }
+        assert_eq!(b.admit("account", "owner", ip(99), None, b.now()), Err(S));
+        assert_eq!(a.admit("account", "owner", ip(99), None, a.now()), Err(S));
+        // The in-memory streaks were not used.
+        assert!(a.shared.lock().entries.is_empty());
+        assert!(b.shared.lock().entries.is_empty());
+        // Other accounts are free; the owner's device gets in through either node.
+        assert!(b.admit("account", "eve", ip(99), None, b.now()).is_ok());
+        assert!(b
+            .admit("account", "owner", ip(0), Some("laptop"), b.now())
+            .unwrap()
+            .trusted());
+        // An address that failed six times through two nodes is locked for every account.
+        let (_dir, catalog) = open_catalog();
+        let (a, b) = nodes(&catalog);
+        for i in 0..6 {
+            let node = if i < 3 { &a } else { &b };
+            let attempt = node
+                .admit("account", &format!("user{i}"), ip(1), None, node.now())
+                .unwrap();
+            node.failure(&attempt, node.now());
+        }
+        assert_eq!(a.admit("account", "x", ip(1), None, a.now()), Err(S));
+        assert!(a.admit("account", "x", ip(2), None, a.now()).is_ok());
+    }
+
+    #[test]
+    fn a_known_devices_success_on_one_node_ends_its_streak_on_the_other() {
+        let (_dir, catalog) = open_catalog();
+        let nodes = nodes(&catalog);
+        let (a, b) = &nodes;
+        for _ in 0..6 {
+            assert!(guess(a, ip(1), Some("laptop"), a.now()));
+        }
+        // Locked on both nodes: the device counts as unknown there.
+        assert!(!b
+            .admit("account", "owner", ip(1), Some("laptop"), b.now())
+            .unwrap()
+            .trusted());
+        // Its lock runs out; it logs in through B, and A sees its streak over.
+        advance(&nodes, S);
+        let known = b
+            .admit("account", "owner", ip(1), Some("laptop"), b.now())
+            .unwrap();
+        assert!(known.trusted());
+        b.success(&known);
+        assert_eq!(catalog.throttle_streak("device:laptop"), None);
+        for i in 0..5 {
+            assert!(guess(a, ip(1), Some("laptop"), a.now()), "free failure {i}");
+        }
+        assert!(a
+            .admit("account", "owner", ip(1), Some("laptop"), a.now())
+            .unwrap()
+            .trusted());
+        assert!(guess(a, ip(1), Some("laptop"), a.now()));
+        assert!(!b
+            .admit("account", "owner", ip(1), Some("laptop"), b.now())
+            .unwrap()
+            .trusted());
+    }
+
+    /// Two nodes whose clocks both stand `by` after their creation.
+    fn nodes_after(catalog: &Arc<Catalog>, by: Duration) -> (Throttle, Throttle) {
+        let nodes = nodes(catalog);
+        advance(&nodes, by);
+        nodes
+    }
+
+    #[test]
+    fn a_shared_lock_runs_out_doubles_and_is_capped_as_the_clocks_advance() {
+        let (_dir, catalog) = open_catalog();
+        let nodes = nodes(&catalog);
+        let (a, b) = &nodes;
+        for i in 0..6 {
+            assert!(guess(a, ip(i), None, a.now()));
+        }
+        advance(&nodes, S / 4);
+        assert_eq!(
+            b.admit("account", "owner", ip(9), None, b.now()),
+            Err(S * 3 / 4)
+        );
+        advance(&nodes, S * 3 / 4);
+        let mut expected = 2 * S;
+        for _ in 0..15 {
+            assert!(guess(b, ip(9), None, b.now()));
+            assert_eq!(
+                a.admit("account", "owner", ip(10), None, a.now()),
+                Err(expected)
+            );
+            advance(&nodes, expected);
+            expected = (expected * 2).min(15 * MIN);
+        }
+        assert_eq!(expected, 15 * MIN);
+    }
+
+    #[test]
+    fn the_shared_window_forgets_counting_from_the_end_of_a_lock() {
+        let (_dir, catalog) = open_catalog();
+        let nodes = nodes(&catalog);
+        let (a, b) = &nodes;
+        for _ in 0..5 {
+            assert!(guess(a, ip(1), None, a.now()));
+        }
+        // One second short of the window: the streak goes on.
+        advance(&nodes, 15 * MIN - S);
+        assert!(guess(b, ip(2), None, b.now()));
+        assert_eq!(a.admit("account", "owner", ip(3), None, a.now()), Err(S));
+        // The lock ends, but a quiet window has not passed since: the next failure locks.
+        advance(&nodes, 14 * MIN);
+        assert!(guess(a, ip(3), None, a.now()));
+        assert_eq!(
+            b.admit("account", "owner", ip(4), None, b.now()),
+            Err(2 * S)
+        );
+        // A full window after the end of that lock: forgotten, five free failures again.
+        advance(&nodes, 2 * S + 15 * MIN);
+        for i in 0..5 {
+            assert!(guess(b, ip(5), None, b.now()), "free failure {i}");
+            assert!(a.admit("account", "owner", ip(6), None, a.now()).is_ok());
+        }
+        assert!(guess(b, ip(5), None, b.now()));
+        assert_eq!(a.admit("account", "owner", ip(6), None, a.now()), Err(S));
+    }
+
+    #[test]
+    fn streaks_that_are_over_are_swept_and_live_ones_kept() {
+        let (_dir, catalog) = open_catalog();
+        let (a, _) = nodes(&catalog);
+        for i in 0..50 {
+            let attempt = a
+                .admit("account", &format!("user{i}"), ip(i), None, a.now())
+                .unwrap();
+            a.failure(&attempt, a.now());
+        }
+        // 100 rows: 50 accounts and 50 addresses; then one more, a minute before the window.
+        assert_eq!(catalog.throttle_keys().len(), 100);
+        a.advance(14 * MIN);
+        let late = a.admit("account", "late", ip(1), None, a.now()).unwrap();
+        a.failure(&late, a.now());
+        // A window later, a node's first failure sweeps them; its own streaks stay.
+        let (b, _) = nodes_after(&catalog, 15 * MIN);
+        assert!(b.admit("account", "other", ip(200), None, b.now()).is_ok());
+        let attempt = b.admit("account", "other", ip(200), None, b.now()).unwrap();
+        b.failure(&attempt, b.now());
+        assert_eq!(catalog.throttle_keys(), {
+            let mut keys = vec![
+                sha256("account:other"),
+                sha256("ip:192.0.2.200"),
+                sha256("account:late"),
+                sha256("ip:192.0.2.1"),
+            ];
+            keys.sort();
+            keys
+        });
+    }
+
+    #[test]
+    fn a_failure_through_a_node_whose_clock_is_behind_never_shortens_a_lock() {
+        let (_dir, catalog) = open_catalog();
+        let (a, b) = nodes(&catalog);
+        a.advance(MIN);
+        // Twenty failures admitted before the first lock: the last locks for the longest.
+        let attempt = a.admit("account", "owner", ip(1), None, a.now()).unwrap();
+        for _ in 0..20 {
+            a.failure(&attempt, a.now());
+        }
+        assert_eq!(
+            a.admit("account", "owner", ip(2), None, a.now()),
+            Err(15 * MIN)
+        );
+        b.failure(&attempt, b.now());
+        assert_eq!(
+            a.admit("account", "owner", ip(2), None, a.now()),
+            Err(15 * MIN)
+        );
+        assert_eq!(catalog.throttle_streak("account:owner").unwrap().0, 21);
+    }
+
+    #[test]
+    fn a_node_counts_in_its_memory_while_the_catalog_fails() {
+        let (_dir, catalog) = open_catalog();
+        let (a, b) = nodes(&catalog);
+        assert!(guess(&a, ip(1), None, a.now()));
+        rusqlite::Connection::open(catalog.data_dir().join(crate::catalog::CENTRAL_DB))
+            .unwrap()
+            .execute_batch("DROP TABLE login_throttle")
+            .unwrap();
+        // Attempts are still admitted, and counted per node: B locks after its own six.
+        for i in 0..6 {
+            assert!(guess(&b, ip(1), None, b.now()), "failure {}", i + 1);
+        }
+        assert_eq!(b.admit("account", "owner", ip(2), None, b.now()), Err(S));
+        assert!(a.admit("account", "owner", ip(2), None, a.now()).is_ok());
+        assert_eq!(b.shared.lock().entries.len(), 2);
+        let device = b
+            .admit("account", "owner", ip(2), Some("laptop"), b.now())
+            .unwrap();
+        b.success(&device);
+    }
+
+    #[test]
+    fn the_catalog_keeps_digests_of_the_keys_not_the_emails() {
+        let (_dir, catalog) = open_catalog();
+        let (a, _) = nodes(&catalog);
+        let attempt = a
+            .admit("account", "owner@example.com", ip(1), None, a.now())
+            .unwrap();
+        a.failure(&attempt, a.now());
+        let device = a
+            .admit(
+                "admin",
+                "root@example.com",
+                ip(1),
+                Some("nonce123"),
+                a.now(),
+            )
+            .unwrap();
+        a.failure(&device, a.now());
+        let keys = catalog.throttle_keys();
+        let mut expected = vec![
+            sha256("account:owner@example.com"),
+            sha256("ip:192.0.2.1"),
+            sha256("device:nonce123"),
+        ];
+        expected.sort();
+        assert_eq!(keys, expected);
+        let file = std::fs::read(catalog.data_dir().join(crate::catalog::CENTRAL_DB)).unwrap();
+        let wal = std::fs::read(catalog.data_dir().join("central.db-wal")).unwrap_or_default();
+        for clear in ["owner@example.com", "nonce123", "192.0.2.1"] {
+            for bytes in [&file, &wal] {
+                assert!(
+                    !bytes.windows(clear.len()).any(|w| w == clear.as_bytes()),
+                    "{clear} stored in clear"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn concurrent_failures_on_two_nodes_all_count() {
+        let (_dir, catalog) = open_catalog();
+        let (a, b) = nodes(&catalog);
+        let threads: Vec<_> = [a, b]
+            .into_iter()
+            .map(|node| {
+                std::thread::spawn(move || {
+                    for _ in 0..25 {
+                        let attempt = node
+                            .admit("account", "owner", ip(1), None, node.now())
+                            .unwrap_or_else(|_| Attempt {
+                                account: "account:owner".into(),
+                                address: "ip:192.0.2.1".into(),
+                                device: None,
+                            });
+                        node.failure(&attempt, node.now());
+                    }
+                })
+            })
+            .collect();
+        for handle in threads {
+            handle.join().unwrap();
+        }
+        let (failures, _, _) = catalog.throttle_streak("account:owner").unwrap();
+        assert_eq!(failures, 50);
+        let (failures, _, _) = catalog.throttle_streak("ip:192.0.2.1").unwrap();
+        assert_eq!(failures, 50);
+    }
+
+    /// The same attempts through an in-memory throttle and a shared one get the same answers.
+    #[test]
+    fn shared_and_in_memory_streaks_follow_the_same_rules() {
+        let (_dir, catalog) = open_catalog();
+        let config = ThrottleConfig {
+            free_failures: 2,
+            window: MIN,
+            max_backoff: 10 * S,
+            ..frozen()
+        };
+        let memory = Throttle::new(config.clone());
+        let shared = Throttle::shared(config, catalog);
+        // A fixed pseudo-random walk: waits from none to past the window, two devices and
+        // none, two addresses, now and then a success.
+        let waits = [0, 0, 0, 250, 1_000, 3_000, 20_000, 61_000];
+        let devices = [None, None, Some("dev"), Some("dev2")];
+        let mut seed = 7u64;
+        let mut seen = [0; 3];
+        for step in 0..400 {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let r = (seed >> 33) as usize;
+            let device = devices[r % 4];
+            let address = ip(1 + (r / 4 % 2) as u8);
+            let wait = Duration::from_millis(waits[r / 8 % 8]);
+            let succeeds = (r / 64).is_multiple_of(7);
+            let mut answers = Vec::new();
+            for t in [&memory, &shared] {
+                t.advance(wait);
+                let answer = t.admit("account", "owner", address, device, t.now());
+                if let Ok(attempt) = &answer {
+                    if succeeds {
+                        t.success(attempt);
+                    } else {
+                        t.failure(attempt, t.now());
+                    }
+                }
+                answers.push(answer.map(|a| a.trusted()));
+            }
+            assert_eq!(answers[0], answers[1], "step {step}");
+            seen[match answers[0] {
+                Ok(true) => 0,
+                Ok(false) => 1,
+                Err(_) => 2,
+            }] += 1;
+        }
+        assert!(seen.iter().all(|n| *n > 20), "{seen:?}");
     }
 
     #[test]

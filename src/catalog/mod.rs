@@ -22,6 +22,7 @@ mod roles;
 mod sessions;
 mod snapshot;
 mod tenants;
+mod throttle;
 mod validate;
 
 #[cfg(test)]
@@ -83,6 +84,7 @@ pub use tenants::{
     validate_domains, DomainRecord, TenantRecord, TenantStatus, TenantStore, TenantStores,
     DEFAULT_DATE_FORMAT, DEFAULT_LOCALE, DEFAULT_TIMEZONE,
 };
+pub use throttle::StreakRules;
 pub use validate::{
     check_email, validate_domain, validate_name, validate_slug, EmailRule, ValidationError,
     MAX_DOMAIN_LEN, MAX_EMAIL_LEN, MAX_NAME_CHARS, MAX_SLUG_LEN, RESERVED_SLUGS,
