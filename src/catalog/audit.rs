@@ -219,7 +219,7 @@ impl Catalog {
             return Err(IdentityError::invalid("details", "must be at most 64 KiB"));
         }
         let email = clip(entry.actor_email.as_deref(), 254).map(|e| e.to_lowercase());
-        // An audit entry changes nothing kept (see `write_uncounted`).
+        // An audit entry changes nothing kept (see `write_uncounted_sql`).
         self.write_uncounted_sql(|db| {
             Ok(db.query_one(
                 "INSERT INTO audit_log (at, actor_type, actor_id, actor_email, tenant_id, action,

@@ -4,10 +4,10 @@
 //! deliveries accepted, by webhook-id, so that a repeated delivery gets its first job again.
 //! Times are unix seconds, passed in.
 
-use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 use super::{Catalog, CatalogError};
+use crate::args;
 
 /// How long an accepted webhook-id is remembered: longer than senders go on retrying (the
 /// common ones stop within a few days).
@@ -53,26 +53,24 @@ impl Catalog {
         secret: &str,
         now: i64,
     ) -> Result<InboundSecretInfo, CatalogError> {
-        self.write(|tx| {
+        self.write_sql(|db| {
             let set = |key: &str, value: &str| {
-                tx.execute(
+                db.execute(
                     "INSERT INTO meta (key, value) VALUES (?1, ?2)
                      ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    params![key, value],
+                    args![key, value],
                 )
             };
-            let created: Option<String> = tx
-                .query_row(
-                    "SELECT value FROM meta WHERE key = ?1",
-                    [BILLING_CREATED_AT],
-                    |row| row.get(0),
-                )
-                .optional()?;
-            let had_secret: bool = tx
-                .query_row(
+            let created: Option<String> = db.query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                args![BILLING_CREATED_AT],
+                |row| row.get(0),
+            )?;
+            let had_secret: bool = db
+                .query_one(
                     "SELECT count(*) FROM meta WHERE key = ?1",
-                    [BILLING_SECRET],
-                    |row| row.get::<_, i64>(0),
+                    args![BILLING_SECRET],
+                    |row| row.get::<i64>(0),
                 )
                 .map(|n| n > 0)?;
             set(BILLING_SECRET, secret)?;
@@ -86,7 +84,7 @@ impl Catalog {
                 }
                 _ => {
                     set(BILLING_CREATED_AT, &now.to_string())?;
-                    tx.execute("DELETE FROM meta WHERE key = ?1", [BILLING_ROTATED_AT])?;
+                    db.execute("DELETE FROM meta WHERE key = ?1", args![BILLING_ROTATED_AT])?;
                     InboundSecretInfo {
                         created_at: now,
                         rotated_at: None,
@@ -103,13 +101,13 @@ impl Catalog {
         tenant_id: &str,
         source: &str,
     ) -> Result<Option<String>, CatalogError> {
-        let conn = self.pool.get()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT secret FROM inbound_secrets WHERE tenant_id = ?1 AND source = ?2",
-        )?;
-        Ok(stmt
-            .query_row(params![tenant_id, source], |row| row.get(0))
-            .optional()?)
+        self.read(|db| {
+            Ok(db.query_row(
+                "SELECT secret FROM inbound_secrets WHERE tenant_id = ?1 AND source = ?2",
+                args![tenant_id, source],
+                |row| row.get(0),
+            )?)
+        })
     }
 
     /// When each source of the tenant that has a secret got it.
@@ -117,21 +115,22 @@ impl Catalog {
         &self,
         tenant_id: &str,
     ) -> Result<Vec<(String, InboundSecretInfo)>, CatalogError> {
-        let conn = self.pool.get()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT source, created_at, rotated_at FROM inbound_secrets
-             WHERE tenant_id = ?1 ORDER BY source",
-        )?;
-        let rows = stmt.query_map([tenant_id], |row| {
-            Ok((
-                row.get(0)?,
-                InboundSecretInfo {
-                    created_at: row.get(1)?,
-                    rotated_at: row.get(2)?,
+        self.read(|db| {
+            Ok(db.query_map(
+                "SELECT source, created_at, rotated_at FROM inbound_secrets
+                 WHERE tenant_id = ?1 ORDER BY source",
+                args![tenant_id],
+                |row| {
+                    Ok((
+                        row.get(0)?,
+                        InboundSecretInfo {
+                            created_at: row.get(1)?,
+                            rotated_at: row.get(2)?,
+                        },
+                    ))
                 },
-            ))
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            )?)
+        })
     }
 
     /// Sets the tenant's secret for `source`, replacing any older one at once.
@@ -142,14 +141,14 @@ impl Catalog {
         secret: &str,
         now: i64,
     ) -> Result<InboundSecretInfo, CatalogError> {
-        self.write(|tx| {
-            Ok(tx.query_row(
+        self.write_sql(|db| {
+            Ok(db.query_one(
                 "INSERT INTO inbound_secrets (tenant_id, source, secret, created_at)
                  VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (tenant_id, source)
                  DO UPDATE SET secret = excluded.secret, rotated_at = excluded.created_at
                  RETURNING created_at, rotated_at",
-                params![tenant_id, source, secret, now],
+                args![tenant_id, source, secret, now],
                 |row| {
                     Ok(InboundSecretInfo {
                         created_at: row.get(0)?,
@@ -167,14 +166,14 @@ impl Catalog {
         source: &str,
         webhook_id: &str,
     ) -> Result<Option<i64>, CatalogError> {
-        let conn = self.pool.get()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT job_id FROM inbound_deliveries
-             WHERE tenant_id = ?1 AND source = ?2 AND webhook_id = ?3",
-        )?;
-        Ok(stmt
-            .query_row(params![tenant_id, source, webhook_id], |row| row.get(0))
-            .optional()?)
+        self.read(|db| {
+            Ok(db.query_row(
+                "SELECT job_id FROM inbound_deliveries
+                 WHERE tenant_id = ?1 AND source = ?2 AND webhook_id = ?3",
+                args![tenant_id, source, webhook_id],
+                |row| row.get(0),
+            )?)
+        })
     }
 
     /// Remembers an accepted delivery and forgets those older than [`DELIVERY_MEMORY_SECS`].
@@ -188,20 +187,20 @@ impl Catalog {
         job_id: i64,
         now: i64,
     ) -> Result<i64, CatalogError> {
-        self.write_uncounted(|tx| {
-            tx.execute(
+        self.write_uncounted_sql(|db| {
+            db.execute(
                 "DELETE FROM inbound_deliveries WHERE received_at < ?1",
-                [now - DELIVERY_MEMORY_SECS],
+                args![now - DELIVERY_MEMORY_SECS],
             )?;
-            tx.execute(
+            db.execute(
                 "INSERT INTO inbound_deliveries (tenant_id, source, webhook_id, job_id, received_at)
                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
-                params![tenant_id, source, webhook_id, job_id, now],
+                args![tenant_id, source, webhook_id, job_id, now],
             )?;
-            Ok(tx.query_row(
+            Ok::<_, CatalogError>(db.query_one(
                 "SELECT job_id FROM inbound_deliveries
                  WHERE tenant_id = ?1 AND source = ?2 AND webhook_id = ?3",
-                params![tenant_id, source, webhook_id],
+                args![tenant_id, source, webhook_id],
                 |row| row.get(0),
             )?)
         })

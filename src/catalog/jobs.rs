@@ -5,11 +5,16 @@
 //!
 //! Job writes skip the identity read cache's invalidation (`Catalog::changed`): no cached read
 //! depends on a job row.
+//!
+//! Everything goes through the store contract, so the same code runs on a catalog that several
+//! nodes share (an sqld namespace): a job is taken, and a schedule's due time fired, by one
+//! statement that checks the row is still as it was read, so one node alone wins either.
 
-use rusqlite::{params, OptionalExtension, Row, Transaction};
 use serde::Serialize;
 
 use super::{Catalog, CatalogError};
+use crate::args;
+use crate::store::{Changes, RowRef, Sql, StoreError};
 
 /// The default number of attempts when the enqueuer names none.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
@@ -103,15 +108,26 @@ const JOB_COLUMNS: &str = "id, tenant_id, queue, kind, payload, status, attempts
      run_at, lease_owner, lease_expires_at, last_error, unique_key, created_at, started_at, \
      finished_at";
 
-fn job_from_row(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
+/// A count column (attempts) as a `u32`, refused out of range as rusqlite refused it.
+fn u32_at(row: &dyn RowRef, column: usize) -> Result<u32, StoreError> {
+    u32::try_from(row.get::<i64>(column)?).map_err(|_| StoreError::Type {
+        column,
+        expected: "integer from 0 to 2^32 - 1",
+        found: "integer out of range",
+    })
+}
+
+/// A row the schema should have prevented (a payload that is not JSON, an unknown status).
+fn corrupt(message: String) -> StoreError {
+    StoreError::Sql {
+        code: None,
+        message,
+    }
+}
+
+fn job_from_row(row: &dyn RowRef) -> Result<JobRecord, StoreError> {
     let id: i64 = row.get(0)?;
-    let corrupt = |col: usize, what: &str| {
-        rusqlite::Error::FromSqlConversionFailure(
-            col,
-            rusqlite::types::Type::Text,
-            format!("job {id}: {what}").into(),
-        )
-    };
+    let corrupt = |col: usize, what: &str| corrupt(format!("column {col}: job {id}: {what}"));
     let payload: String = row.get(4)?;
     let status: String = row.get(5)?;
     Ok(JobRecord {
@@ -121,8 +137,8 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
         kind: row.get(3)?,
         payload: serde_json::from_str(&payload).map_err(|_| corrupt(4, "payload"))?,
         status: JobStatus::parse(&status).ok_or_else(|| corrupt(5, "status"))?,
-        attempts: row.get(6)?,
-        max_attempts: row.get(7)?,
+        attempts: u32_at(row, 6)?,
+        max_attempts: u32_at(row, 7)?,
         run_at: row.get(8)?,
         lease_owner: row.get(9)?,
         lease_expires_at: row.get(10)?,
@@ -147,19 +163,18 @@ pub struct JobFilter {
 }
 
 /// Inserts a job unless a pending or running one has the same unique key. The check and the
-/// insert are one statement in one `BEGIN IMMEDIATE` transaction, and the partial unique index
-/// would refuse a second row anyway: two enqueuers never both win.
-pub(crate) fn insert_job(tx: &Transaction<'_>, job: &JobInsert<'_>) -> rusqlite::Result<Enqueued> {
-    let inserted = tx
-        .prepare_cached(
-            "INSERT INTO jobs (tenant_id, queue, kind, payload, max_attempts, run_at, unique_key,
-                               created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT (unique_key)
-                 WHERE unique_key IS NOT NULL AND status IN ('pending', 'running')
-                 DO NOTHING",
-        )?
-        .execute(params![
+/// insert are one statement, and the partial unique index would refuse a second row anyway:
+/// two enqueuers never both win, on one node or several sharing the catalog.
+pub(crate) fn insert_job(db: &dyn Sql, job: &JobInsert<'_>) -> Result<Enqueued, StoreError> {
+    let inserted = db.query_row(
+        "INSERT INTO jobs (tenant_id, queue, kind, payload, max_attempts, run_at, unique_key,
+                           created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (unique_key)
+             WHERE unique_key IS NOT NULL AND status IN ('pending', 'running')
+             DO NOTHING
+         RETURNING id",
+        args![
             job.tenant_id,
             job.queue,
             job.kind,
@@ -168,13 +183,15 @@ pub(crate) fn insert_job(tx: &Transaction<'_>, job: &JobInsert<'_>) -> rusqlite:
             job.run_at,
             job.unique_key,
             job.now,
-        ])?;
-    if inserted == 1 {
-        return Ok(Enqueued::New(tx.last_insert_rowid()));
+        ],
+        |row| row.get::<i64>(0),
+    )?;
+    if let Some(id) = inserted {
+        return Ok(Enqueued::New(id));
     }
-    let existing: i64 = tx.query_row(
+    let existing: i64 = db.query_one(
         "SELECT id FROM jobs WHERE unique_key = ?1 AND status IN ('pending', 'running')",
-        [job.unique_key],
+        args![job.unique_key],
         |row| row.get(0),
     )?;
     Ok(Enqueued::Duplicate(existing))
@@ -184,45 +201,46 @@ impl Catalog {
     /// Job and schedule rows: nothing kept is read from them.
     pub(super) fn write_jobs<T>(
         &self,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, CatalogError>,
+        f: impl FnOnce(&dyn Sql) -> Result<T, CatalogError>,
     ) -> Result<T, CatalogError> {
-        self.write_uncounted(f)
+        self.write_uncounted_sql(f)
     }
 
     pub fn enqueue_job(&self, job: &JobInsert<'_>) -> Result<Enqueued, CatalogError> {
-        self.write_jobs(|tx| Ok(insert_job(tx, job)?))
+        self.write_jobs(|db| Ok(insert_job(db, job)?))
     }
 
     pub fn job(&self, id: i64) -> Result<Option<JobRecord>, CatalogError> {
-        let conn = self.pool.get()?;
-        let job = conn
-            .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?
-            .query_row([id], job_from_row)
-            .optional()?;
-        Ok(job)
+        self.read(|db| {
+            Ok(db.query_row(
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+                args![id],
+                job_from_row,
+            )?)
+        })
     }
 
     pub fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, CatalogError> {
-        let conn = self.pool.get()?;
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs
-             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR queue = ?2)
-               AND (?3 IS NULL OR kind = ?3) AND (?4 IS NULL OR tenant_id = ?4)
-               AND (?5 IS NULL OR id < ?5)
-             ORDER BY id DESC LIMIT ?6"
-        ))?;
-        let rows = stmt.query_map(
-            params![
-                filter.status.map(JobStatus::as_str),
-                filter.queue,
-                filter.kind,
-                filter.tenant_id,
-                filter.before,
-                filter.limit.clamp(1, MAX_JOB_LIMIT),
-            ],
-            job_from_row,
-        )?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.read(|db| {
+            Ok(db.query_map(
+                &format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs
+                     WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR queue = ?2)
+                       AND (?3 IS NULL OR kind = ?3) AND (?4 IS NULL OR tenant_id = ?4)
+                       AND (?5 IS NULL OR id < ?5)
+                     ORDER BY id DESC LIMIT ?6"
+                ),
+                args![
+                    filter.status.map(JobStatus::as_str),
+                    filter.queue.as_deref(),
+                    filter.kind.as_deref(),
+                    filter.tenant_id.as_deref(),
+                    filter.before,
+                    filter.limit.clamp(1, MAX_JOB_LIMIT),
+                ],
+                job_from_row,
+            )?)
+        })
     }
 }
 
@@ -249,16 +267,18 @@ pub struct ScheduleRecord {
     pub created_at: i64,
 }
 
-fn schedule_from_row(row: &Row<'_>) -> rusqlite::Result<ScheduleRecord> {
+const SCHEDULE_COLUMNS: &str = "id, tenant_id, cron, kind, payload, next_run_at, created_at";
+
+fn schedule_from_row(row: &dyn RowRef) -> Result<ScheduleRecord, StoreError> {
+    let id: i64 = row.get(0)?;
     let payload: String = row.get(4)?;
     Ok(ScheduleRecord {
-        id: row.get(0)?,
+        id,
         tenant_id: row.get(1)?,
         cron: row.get(2)?,
         kind: row.get(3)?,
-        payload: serde_json::from_str(&payload).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, e.into())
-        })?,
+        payload: serde_json::from_str(&payload)
+            .map_err(|e| corrupt(format!("column 4: schedule {id}: payload: {e}")))?,
         next_run_at: row.get(5)?,
         created_at: row.get(6)?,
     })
@@ -276,16 +296,20 @@ pub struct Firing<'a> {
 impl Catalog {
     /// Jobs by queue and status (queue, status, count), for the metrics.
     pub fn job_counts(&self) -> Result<Vec<(String, String, i64)>, CatalogError> {
-        let conn = self.pool.get()?;
-        let mut stmt =
-            conn.prepare_cached("SELECT queue, status, count(*) FROM jobs GROUP BY queue, status")?;
-        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.read(|db| {
+            Ok(db.query_map(
+                "SELECT queue, status, count(*) FROM jobs GROUP BY queue, status",
+                &[],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )?)
+        })
     }
 
     /// Takes the oldest due pending job of `queue`: it becomes running under `owner`'s lease
-    /// until `lease_until`, and its attempt is counted. One statement, so two workers (of this
-    /// process or another) never take the same job.
+    /// until `lease_until`, and its attempt is counted. The taking is one statement that asks
+    /// again for `status = 'pending'`, so it does not lean on the transaction having held the
+    /// write lock since the read: with a catalog several nodes share too, two workers (of this
+    /// process or another node) never take the same job; one that loses looks again.
     pub fn claim_job(
         &self,
         queue: &str,
@@ -293,40 +317,43 @@ impl Catalog {
         now: i64,
         lease_until: impl Fn(&str) -> i64,
     ) -> Result<Option<JobRecord>, CatalogError> {
-        self.write_jobs(|tx| {
-            let next: Option<(i64, String)> = tx
-                .prepare_cached(
-                    "SELECT id, kind FROM jobs WHERE status = 'pending' AND queue = ?1
-                       AND run_at <= ?2 ORDER BY run_at, id LIMIT 1",
-                )?
-                .query_row(params![queue, now], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
+        self.write_jobs(|db| loop {
+            let next: Option<(i64, String)> = db.query_row(
+                "SELECT id, kind FROM jobs WHERE status = 'pending' AND queue = ?1
+                   AND run_at <= ?2 ORDER BY run_at, id LIMIT 1",
+                args![queue, now],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
             let Some((id, kind)) = next else {
                 return Ok(None);
             };
-            let job = tx
-                .prepare_cached(&format!(
+            // The claim: this statement alone decides who runs the job.
+            let job = db.query_row(
+                &format!(
                     "UPDATE jobs SET status = 'running', attempts = attempts + 1,
                          lease_owner = ?2, lease_expires_at = ?3, started_at = ?4
-                     WHERE id = ?1 RETURNING {JOB_COLUMNS}"
-                ))?
-                .query_row(params![id, owner, lease_until(&kind), now], job_from_row)?;
-            Ok(Some(job))
+                     WHERE id = ?1 AND status = 'pending' RETURNING {JOB_COLUMNS}"
+                ),
+                args![id, owner, lease_until(&kind), now],
+                job_from_row,
+            )?;
+            if let Some(job) = job {
+                return Ok(Some(job));
+            }
         })
     }
 
     /// The attempt succeeded. False when the lease was lost meanwhile (reclaimed after it
     /// expired): the row is left to whoever holds it now.
     pub fn finish_job(&self, id: i64, owner: &str, now: i64) -> Result<bool, CatalogError> {
-        self.write_jobs(|tx| {
-            let n = tx
-                .prepare_cached(
-                    "UPDATE jobs SET status = 'done', finished_at = ?3, lease_owner = NULL,
-                         lease_expires_at = NULL
-                     WHERE id = ?1 AND status = 'running' AND lease_owner = ?2",
-                )?
-                .execute(params![id, owner, now])?;
-            Ok(n == 1)
+        self.write_jobs(|db| {
+            let changed = db.execute(
+                "UPDATE jobs SET status = 'done', finished_at = ?3, lease_owner = NULL,
+                     lease_expires_at = NULL
+                 WHERE id = ?1 AND status = 'running' AND lease_owner = ?2",
+                args![id, owner, now],
+            )?;
+            Ok(changed.rows == 1)
         })
     }
 
@@ -340,17 +367,16 @@ impl Catalog {
         retry_at: Option<i64>,
         now: i64,
     ) -> Result<bool, CatalogError> {
-        self.write_jobs(|tx| {
-            let n = tx
-                .prepare_cached(
-                    "UPDATE jobs SET last_error = ?3, lease_owner = NULL, lease_expires_at = NULL,
-                         status = CASE WHEN ?4 IS NULL THEN 'failed' ELSE 'pending' END,
-                         run_at = coalesce(?4, run_at),
-                         finished_at = CASE WHEN ?4 IS NULL THEN ?5 END
-                     WHERE id = ?1 AND status = 'running' AND lease_owner = ?2",
-                )?
-                .execute(params![id, owner, error, retry_at, now])?;
-            Ok(n == 1)
+        self.write_jobs(|db| {
+            let changed = db.execute(
+                "UPDATE jobs SET last_error = ?3, lease_owner = NULL, lease_expires_at = NULL,
+                     status = CASE WHEN ?4 IS NULL THEN 'failed' ELSE 'pending' END,
+                     run_at = coalesce(?4, run_at),
+                     finished_at = CASE WHEN ?4 IS NULL THEN ?5 END
+                 WHERE id = ?1 AND status = 'running' AND lease_owner = ?2",
+                args![id, owner, error, retry_at, now],
+            )?;
+            Ok(changed.rows == 1)
         })
     }
 
@@ -363,16 +389,15 @@ impl Catalog {
         run_at: i64,
         why: &str,
     ) -> Result<bool, CatalogError> {
-        self.write_jobs(|tx| {
-            let n = tx
-                .prepare_cached(
-                    "UPDATE jobs SET status = 'pending', attempts = max(attempts - 1, 0),
-                         run_at = ?3, last_error = ?4, lease_owner = NULL,
-                         lease_expires_at = NULL, started_at = NULL
-                     WHERE id = ?1 AND status = 'running' AND lease_owner = ?2",
-                )?
-                .execute(params![id, owner, run_at, why])?;
-            Ok(n == 1)
+        self.write_jobs(|db| {
+            let changed = db.execute(
+                "UPDATE jobs SET status = 'pending', attempts = max(attempts - 1, 0),
+                     run_at = ?3, last_error = ?4, lease_owner = NULL,
+                     lease_expires_at = NULL, started_at = NULL
+                 WHERE id = ?1 AND status = 'running' AND lease_owner = ?2",
+                args![id, owner, run_at, why],
+            )?;
+            Ok(changed.rows == 1)
         })
     }
 
@@ -386,34 +411,33 @@ impl Catalog {
         now: i64,
         owner_prefix: Option<&str>,
     ) -> Result<usize, CatalogError> {
-        self.write_jobs(|tx| {
-            let n = tx
-                .prepare_cached(
-                    "UPDATE jobs SET
-                         last_error = 'the worker stopped before the attempt finished (lease of '
-                             || lease_owner || ' ended)',
-                         status = CASE WHEN attempts >= max_attempts THEN 'failed'
-                                       ELSE 'pending' END,
-                         finished_at = CASE WHEN attempts >= max_attempts THEN ?1 END,
-                         lease_owner = NULL, lease_expires_at = NULL
-                     WHERE status = 'running'
-                       AND (lease_expires_at <= ?1
-                            OR (?2 IS NOT NULL AND substr(lease_owner, 1, length(?2)) = ?2))",
-                )?
-                .execute(params![now, owner_prefix])?;
-            Ok(n)
+        self.write_jobs(|db| {
+            let changed = db.execute(
+                "UPDATE jobs SET
+                     last_error = 'the worker stopped before the attempt finished (lease of '
+                         || lease_owner || ' ended)',
+                     status = CASE WHEN attempts >= max_attempts THEN 'failed'
+                                   ELSE 'pending' END,
+                     finished_at = CASE WHEN attempts >= max_attempts THEN ?1 END,
+                     lease_owner = NULL, lease_expires_at = NULL
+                 WHERE status = 'running'
+                   AND (lease_expires_at <= ?1
+                        OR (?2 IS NOT NULL AND substr(lease_owner, 1, length(?2)) = ?2))",
+                args![now, owner_prefix],
+            )?;
+            Ok(changed.rows as usize)
         })
     }
 
     /// Removes done and discarded jobs that finished before `before`. Failed jobs stay until
     /// someone retries or discards them.
     pub fn prune_jobs(&self, before: i64) -> Result<usize, CatalogError> {
-        self.write_jobs(|tx| {
-            Ok(tx
-                .prepare_cached(
-                    "DELETE FROM jobs WHERE status IN ('done', 'discarded') AND finished_at < ?1",
-                )?
-                .execute([before])?)
+        self.write_jobs(|db| {
+            let changed = db.execute(
+                "DELETE FROM jobs WHERE status IN ('done', 'discarded') AND finished_at < ?1",
+                args![before],
+            )?;
+            Ok(changed.rows as usize)
         })
     }
 
@@ -430,12 +454,12 @@ impl Catalog {
         } else {
             &[JobStatus::Failed, JobStatus::Discarded]
         };
-        self.change_job(id, tenant_id, from, |tx| {
-            tx.execute(
+        self.change_job(id, tenant_id, from, |db| {
+            db.execute(
                 "UPDATE jobs SET status = 'pending', attempts = 0, run_at = ?2,
                      finished_at = NULL, started_at = NULL
                  WHERE id = ?1",
-                params![id, now],
+                args![id, now],
             )
         })
     }
@@ -451,10 +475,10 @@ impl Catalog {
             id,
             tenant_id,
             &[JobStatus::Pending, JobStatus::Failed],
-            |tx| {
-                tx.execute(
+            |db| {
+                db.execute(
                     "UPDATE jobs SET status = 'discarded', finished_at = ?2 WHERE id = ?1",
-                    params![id, now],
+                    args![id, now],
                 )
             },
         )
@@ -467,13 +491,12 @@ impl Catalog {
         id: i64,
         tenant_id: Option<&str>,
         from: &[JobStatus],
-        update: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<usize>,
+        update: impl FnOnce(&dyn Sql) -> Result<Changes, StoreError>,
     ) -> Result<JobChange, CatalogError> {
         let select = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
-        self.write_jobs(|tx| {
-            let Some(job) = tx
-                .query_row(&select, [id], job_from_row)
-                .optional()?
+        self.write_jobs(|db| {
+            let Some(job) = db
+                .query_row(&select, args![id], job_from_row)?
                 .filter(|j| tenant_id.is_none() || j.tenant_id.as_deref() == tenant_id)
             else {
                 return Ok(JobChange::NotFound);
@@ -481,18 +504,16 @@ impl Catalog {
             if !from.contains(&job.status) {
                 return Ok(JobChange::WrongState(job.status));
             }
-            match update(tx) {
+            match update(db) {
                 Ok(_) => {}
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
-                    return Ok(JobChange::KeyTaken)
-                }
+                // The partial unique index on live jobs' keys refused it, whichever backend
+                // said so.
+                Err(e) if e.is_constraint() => return Ok(JobChange::KeyTaken),
                 Err(e) => return Err(e.into()),
             }
-            Ok(JobChange::Done(Box::new(tx.query_row(
+            Ok(JobChange::Done(Box::new(db.query_one(
                 &select,
-                [id],
+                args![id],
                 job_from_row,
             )?)))
         })
@@ -507,30 +528,36 @@ impl Catalog {
         next_run_at: i64,
         now: i64,
     ) -> Result<ScheduleRecord, CatalogError> {
-        self.write_jobs(|tx| {
-            let schedule = tx.query_row(
-                "INSERT INTO schedules (tenant_id, cron, kind, payload, next_run_at, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 RETURNING id, tenant_id, cron, kind, payload, next_run_at, created_at",
-                params![tenant_id, cron, kind, payload.to_string(), next_run_at, now],
+        self.write_jobs(|db| {
+            Ok(db.query_one(
+                &format!(
+                    "INSERT INTO schedules (tenant_id, cron, kind, payload, next_run_at, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     RETURNING {SCHEDULE_COLUMNS}"
+                ),
+                args![tenant_id, cron, kind, payload.to_string(), next_run_at, now],
                 schedule_from_row,
-            )?;
-            Ok(schedule)
+            )?)
         })
     }
 
     pub fn remove_schedule(&self, id: i64) -> Result<bool, CatalogError> {
-        self.write_jobs(|tx| Ok(tx.execute("DELETE FROM schedules WHERE id = ?1", [id])? == 1))
+        self.write_jobs(|db| {
+            Ok(db
+                .execute("DELETE FROM schedules WHERE id = ?1", args![id])?
+                .rows
+                == 1)
+        })
     }
 
     pub fn schedules(&self) -> Result<Vec<ScheduleRecord>, CatalogError> {
-        let conn = self.pool.get()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, tenant_id, cron, kind, payload, next_run_at, created_at
-             FROM schedules ORDER BY id",
-        )?;
-        let rows = stmt.query_map([], schedule_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.read(|db| {
+            Ok(db.query_map(
+                &format!("SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY id"),
+                &[],
+                schedule_from_row,
+            )?)
+        })
     }
 
     /// Enqueues one job for every schedule due at `now` and moves the schedule to its next due
@@ -538,19 +565,25 @@ impl Catalog {
     /// at once) enqueues each due time once. The job's unique key, `schedule:<id>:<due>`,
     /// says which. `plan` gives what the kind and the expression decide. Returns the jobs
     /// enqueued.
+    ///
+    /// A due time is claimed by the one statement that moves (or removes) the schedule only if
+    /// it still holds the due time read, so this does not lean on the transaction having held
+    /// the write lock since the read: with a catalog several nodes share too, a node whose
+    /// statement changes no row enqueues nothing, and each due time fires once.
     pub fn fire_schedules(
         &self,
         now: i64,
         mut plan: impl FnMut(&ScheduleRecord) -> Option<Firing<'static>>,
     ) -> Result<Vec<(i64, &'static str)>, CatalogError> {
-        self.write_jobs(|tx| {
-            let due: Vec<ScheduleRecord> = tx
-                .prepare_cached(
-                    "SELECT id, tenant_id, cron, kind, payload, next_run_at, created_at
-                     FROM schedules WHERE next_run_at <= ?1 ORDER BY next_run_at, id",
-                )?
-                .query_map([now], schedule_from_row)?
-                .collect::<Result<_, _>>()?;
+        self.write_jobs(|db| {
+            let due: Vec<ScheduleRecord> = db.query_map(
+                &format!(
+                    "SELECT {SCHEDULE_COLUMNS}
+                     FROM schedules WHERE next_run_at <= ?1 ORDER BY next_run_at, id"
+                ),
+                args![now],
+                schedule_from_row,
+            )?;
             let mut enqueued = Vec::new();
             for s in due {
                 let Some(firing) = plan(&s) else {
@@ -563,9 +596,24 @@ impl Catalog {
                     );
                     continue;
                 };
+                // The claim: this statement alone decides who fires this due time.
+                let claimed = match firing.next_run_at {
+                    Some(next) => db.execute(
+                        "UPDATE schedules SET next_run_at = ?3
+                         WHERE id = ?1 AND next_run_at = ?2",
+                        args![s.id, s.next_run_at, next],
+                    )?,
+                    None => db.execute(
+                        "DELETE FROM schedules WHERE id = ?1 AND next_run_at = ?2",
+                        args![s.id, s.next_run_at],
+                    )?,
+                };
+                if claimed.rows != 1 {
+                    continue;
+                }
                 let key = format!("schedule:{}:{}", s.id, s.next_run_at);
                 let job = insert_job(
-                    tx,
+                    db,
                     &JobInsert {
                         tenant_id: s.tenant_id.as_deref(),
                         queue: firing.queue,
@@ -580,13 +628,6 @@ impl Catalog {
                 if let Enqueued::New(id) = job {
                     enqueued.push((id, firing.queue));
                 }
-                match firing.next_run_at {
-                    Some(next) => tx.execute(
-                        "UPDATE schedules SET next_run_at = ?2 WHERE id = ?1",
-                        params![s.id, next],
-                    )?,
-                    None => tx.execute("DELETE FROM schedules WHERE id = ?1", [s.id])?,
-                };
             }
             Ok(enqueued)
         })

@@ -5,12 +5,13 @@
 use std::net::IpAddr;
 
 use hmac::{Hmac, Mac};
-use rusqlite::{params, Transaction};
 use serde::Serialize;
 use sha2::Sha256;
 
 use super::{tenants::tenant_exists, Catalog, CatalogError, ValidationError};
+use crate::args;
 use crate::db;
+use crate::store::{Sql, StoreError};
 
 /// The scope of the row that takes the whole server down; a tenant's row has its id.
 pub const SERVER: &str = "*";
@@ -130,14 +131,20 @@ impl Catalog {
             since: db::now_rfc3339(),
         };
         let ips = serde_json::to_string(&m.allow_ips).expect("addresses serialize");
-        self.write(|tx| {
-            if scope != SERVER && !tenant_exists(tx, scope)? {
+        self.write_sql(|db| {
+            if scope != SERVER && !tenant_exists(db, scope)? {
                 return Err(CatalogError::NotFound(scope.to_string()));
             }
-            tx.execute(
+            db.execute(
                 "INSERT OR REPLACE INTO maintenance (scope, retry_after, allow_ips, bypass, since)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![m.scope, m.retry_after, ips, m.bypass, m.since],
+                args![
+                    m.scope.as_str(),
+                    m.retry_after,
+                    ips.as_str(),
+                    m.bypass.as_deref(),
+                    m.since.as_str()
+                ],
             )?;
             Ok(())
         })?;
@@ -146,28 +153,42 @@ impl Catalog {
 
     /// Brings `scope` back up; `false` if it was not down.
     pub fn maintenance_up(&self, scope: &str) -> Result<bool, CatalogError> {
-        self.write(|tx| Ok(tx.execute("DELETE FROM maintenance WHERE scope = ?1", [scope])? == 1))
+        self.write_sql(|db| {
+            Ok(db
+                .execute("DELETE FROM maintenance WHERE scope = ?1", args![scope])?
+                .rows
+                == 1)
+        })
     }
 }
 
 /// Every row, as of the caller's transaction.
-pub(super) fn load(tx: &Transaction<'_>) -> Result<Vec<Maintenance>, CatalogError> {
-    let mut stmt = tx.prepare_cached(
+pub(super) fn load(db: &dyn Sql) -> Result<Vec<Maintenance>, CatalogError> {
+    Ok(db.query_map(
         "SELECT scope, retry_after, allow_ips, bypass, since FROM maintenance ORDER BY scope",
-    )?;
-    let rows = stmt.query_map([], |row| {
-        let ips: String = row.get(2)?;
-        Ok(Maintenance {
-            scope: row.get(0)?,
-            retry_after: row.get(1)?,
-            // Written by us from parsed addresses; a hand-edited row that does not parse
-            // lets no address through rather than taking the server down.
-            allow_ips: serde_json::from_str(&ips).unwrap_or_default(),
-            bypass: row.get(3)?,
-            since: row.get(4)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        &[],
+        |row| {
+            let ips: String = row.get(2)?;
+            let retry_after = match row.get::<Option<i64>>(1)? {
+                None => None,
+                // Refused out of range, as rusqlite refused it.
+                Some(s) => Some(u32::try_from(s).map_err(|_| StoreError::Type {
+                    column: 1,
+                    expected: "integer from 0 to 2^32 - 1",
+                    found: "integer out of range",
+                })?),
+            };
+            Ok(Maintenance {
+                scope: row.get(0)?,
+                retry_after,
+                // Written by us from parsed addresses; a hand-edited row that does not parse
+                // lets no address through rather than taking the server down.
+                allow_ips: serde_json::from_str(&ips).unwrap_or_default(),
+                bypass: row.get(3)?,
+                since: row.get(4)?,
+            })
+        },
+    )?)
 }
 
 #[cfg(test)]

@@ -275,7 +275,7 @@ impl Catalog {
     }
 
     /// [`Catalog::write`] through the store contract: a `BEGIN IMMEDIATE` transaction,
-    /// committed on `Ok`, counted as a change of what is kept (see [`Catalog::write_uncounted`]).
+    /// committed on `Ok`, counted as a change of what is kept (see [`Catalog::write_uncounted_sql`]).
     pub(crate) fn write_sql<T, E>(&self, f: impl FnOnce(&dyn Sql) -> Result<T, E>) -> Result<T, E>
     where
         E: From<CatalogError>,
@@ -285,8 +285,9 @@ impl Catalog {
         result
     }
 
-    /// [`Catalog::write_uncounted`] through the store contract.
-    #[allow(dead_code)] // until jobs and the audit log move onto the contract
+    /// A write only to tables nothing kept is read from (jobs, schedules, the audit log,
+    /// inbound delivery ids; see `0007_catalog_changes.sql`): kept reads stay, here as in
+    /// every other process.
     pub(crate) fn write_uncounted_sql<T, E>(
         &self,
         f: impl FnOnce(&dyn Sql) -> Result<T, E>,
@@ -311,20 +312,6 @@ impl Catalog {
         let value = f(&tx)?;
         tx.commit().map_err(|e| E::from(CatalogError::from(e)))?;
         Ok(value)
-    }
-
-    /// A write only to tables nothing kept is read from (jobs, schedules, the audit log,
-    /// inbound delivery ids; see `0007_catalog_changes.sql`): kept reads stay, here as in
-    /// every other process.
-    pub(crate) fn write_uncounted<T, E>(
-        &self,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
-    ) -> Result<T, E>
-    where
-        E: From<rusqlite::Error> + From<r2d2::Error>,
-    {
-        let mut conn = self.pool.get()?;
-        db::write(&mut conn, f)
     }
 
     /// Whether the catalog answers a query on one of the pool's connections, and its file is

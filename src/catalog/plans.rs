@@ -5,10 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use super::{AuditEntry, Catalog, CatalogError, ValidationError};
+use crate::args;
+use crate::store::{RowRef, Sql, StoreError};
 
 /// The plan a new tenant gets unless the server is told otherwise: no limits, as before plans.
 pub const DEFAULT_PLAN: &str = "unlimited";
@@ -316,7 +317,7 @@ fn check_name(field: &'static str, name: &str) -> Result<(), CatalogError> {
     }
 }
 
-fn plan_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Plan> {
+fn plan_row(row: &dyn RowRef) -> Result<Plan, StoreError> {
     let features: String = row.get(4)?;
     let limits: String = row.get(5)?;
     Ok(Plan {
@@ -334,21 +335,20 @@ fn plan_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Plan> {
 
 const PLAN_COLUMNS: &str = "slug, name, price_minor, currency, features, limits, active";
 
-pub(super) fn load_plan(conn: &Connection, slug: &str) -> rusqlite::Result<Option<Plan>> {
-    conn.query_row(
+pub(super) fn load_plan(db: &dyn Sql, slug: &str) -> Result<Option<Plan>, StoreError> {
+    db.query_row(
         &format!("SELECT {PLAN_COLUMNS} FROM plans WHERE slug = ?1"),
-        [slug],
+        args![slug],
         plan_row,
     )
-    .optional()
 }
 
-fn load_subscription(conn: &Connection, tenant_id: &str) -> rusqlite::Result<Option<Subscription>> {
-    conn.query_row(
+fn load_subscription(db: &dyn Sql, tenant_id: &str) -> Result<Option<Subscription>, StoreError> {
+    db.query_row(
         "SELECT tenant_id, plan, status, current_period_start, current_period_end, trial_end,
                 canceled_at, external_ref, metadata, updated_at
          FROM subscriptions WHERE tenant_id = ?1",
-        [tenant_id],
+        args![tenant_id],
         |row| {
             let status: String = row.get(2)?;
             let metadata: String = row.get(8)?;
@@ -366,16 +366,12 @@ fn load_subscription(conn: &Connection, tenant_id: &str) -> rusqlite::Result<Opt
             })
         },
     )
-    .optional()
 }
 
-/// The tenant's entitlements as of `conn`'s transaction. A tenant without a row (made by an
+/// The tenant's entitlements as of `db`'s transaction. A tenant without a row (made by an
 /// older binary beside this one) is on the default plan.
-pub(crate) fn entitlements_in(
-    conn: &Connection,
-    tenant_id: &str,
-) -> Result<Entitlements, CatalogError> {
-    let subscription = match load_subscription(conn, tenant_id)? {
+pub(crate) fn entitlements_in(db: &dyn Sql, tenant_id: &str) -> Result<Entitlements, CatalogError> {
+    let subscription = match load_subscription(db, tenant_id)? {
         Some(s) => s,
         None => Subscription {
             tenant_id: tenant_id.to_string(),
@@ -390,7 +386,7 @@ pub(crate) fn entitlements_in(
             updated_at: 0,
         },
     };
-    let plan = load_plan(conn, &subscription.plan)?.ok_or_else(|| CatalogError::Corrupt {
+    let plan = load_plan(db, &subscription.plan)?.ok_or_else(|| CatalogError::Corrupt {
         id: tenant_id.to_string(),
         message: format!("its plan {} does not exist", subscription.plan),
     })?;
@@ -400,14 +396,13 @@ pub(crate) fn entitlements_in(
 /// The rates of the tenant's plan (the default plan's for a tenant without a subscription row,
 /// as in [`entitlements_in`]). A plan gone from under its subscription (only possible by hand,
 /// with foreign keys off) names none: the server's flags apply rather than every request failing.
-fn plan_rates_in(conn: &Connection, tenant_id: &str) -> rusqlite::Result<PlanRates> {
-    let limits: Option<String> = conn
-        .prepare_cached(
-            "SELECT limits FROM plans WHERE slug = coalesce(
-                 (SELECT plan FROM subscriptions WHERE tenant_id = ?1), ?2)",
-        )?
-        .query_row(params![tenant_id, DEFAULT_PLAN], |r| r.get(0))
-        .optional()?;
+fn plan_rates_in(db: &dyn Sql, tenant_id: &str) -> Result<PlanRates, StoreError> {
+    let limits: Option<String> = db.query_row(
+        "SELECT limits FROM plans WHERE slug = coalesce(
+             (SELECT plan FROM subscriptions WHERE tenant_id = ?1), ?2)",
+        args![tenant_id, DEFAULT_PLAN],
+        |r| r.get(0),
+    )?;
     let limits: BTreeMap<String, i64> = limits
         .and_then(|l| serde_json::from_str(&l).ok())
         .unwrap_or_default();
@@ -416,14 +411,14 @@ fn plan_rates_in(conn: &Connection, tenant_id: &str) -> rusqlite::Result<PlanRat
 
 /// `Some((limit, usage))` when one more member would pass the tenant's `members` limit.
 pub(super) fn members_over_limit(
-    db: &dyn crate::store::Sql,
+    db: &dyn Sql,
     tenant_id: &str,
-) -> Result<Option<(i64, i64)>, crate::store::StoreError> {
+) -> Result<Option<(i64, i64)>, StoreError> {
     let limit: Option<i64> = db
         .query_row(
             "SELECT json_extract(p.limits, '$.members') FROM subscriptions s
              JOIN plans p ON p.slug = s.plan WHERE s.tenant_id = ?1",
-            crate::args![tenant_id],
+            args![tenant_id],
             |r| r.get(0),
         )?
         .flatten();
@@ -434,31 +429,28 @@ pub(super) fn members_over_limit(
     Ok((usage >= limit).then_some((limit, usage)))
 }
 
-fn member_count_in(
-    db: &dyn crate::store::Sql,
-    tenant_id: &str,
-) -> Result<i64, crate::store::StoreError> {
+fn member_count_in(db: &dyn Sql, tenant_id: &str) -> Result<i64, StoreError> {
     db.query_one(
         "SELECT count(*) FROM memberships WHERE tenant_id = ?1",
-        crate::args![tenant_id],
+        args![tenant_id],
         |r| r.get(0),
     )
 }
 
 /// Gives a new tenant its subscription, in the transaction that inserts it.
 pub(super) fn subscribe_new(
-    conn: &Connection,
+    db: &dyn Sql,
     tenant_id: &str,
     plan: &str,
     now: i64,
 ) -> Result<(), CatalogError> {
-    if load_plan(conn, plan)?.is_none() {
+    if load_plan(db, plan)?.is_none() {
         return Err(CatalogError::PlanNotFound(plan.to_string()));
     }
-    conn.execute(
+    db.execute(
         "INSERT INTO subscriptions (tenant_id, plan, status, current_period_start, updated_at)
          VALUES (?1, ?2, 'active', ?3, ?3)",
-        params![tenant_id, plan, now],
+        args![tenant_id, plan, now],
     )?;
     Ok(())
 }
@@ -474,17 +466,17 @@ impl Catalog {
 
     /// Every plan, by price then slug.
     pub fn plans(&self) -> Result<Vec<Plan>, CatalogError> {
-        let conn = self.pool.get()?;
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {PLAN_COLUMNS} FROM plans ORDER BY price_minor, slug"
-        ))?;
-        let rows = stmt.query_map([], plan_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.read(|db| {
+            Ok(db.query_map(
+                &format!("SELECT {PLAN_COLUMNS} FROM plans ORDER BY price_minor, slug"),
+                &[],
+                plan_row,
+            )?)
+        })
     }
 
     pub fn plan(&self, slug: &str) -> Result<Option<Plan>, CatalogError> {
-        let conn = self.pool.get()?;
-        Ok(load_plan(&conn, slug)?)
+        self.read(|db| Ok(load_plan(db, slug)?))
     }
 
     /// Applies `edit` to plan `slug` and records `audit` (its actor) as `plan.edited`.
@@ -513,9 +505,9 @@ impl Catalog {
         for (name, _) in &edit.features {
             check_name("feature", name)?;
         }
-        let plan = self.write(|tx| {
+        let plan = self.write_sql(|db| {
             let mut plan =
-                load_plan(tx, slug)?.ok_or_else(|| CatalogError::PlanNotFound(slug.into()))?;
+                load_plan(db, slug)?.ok_or_else(|| CatalogError::PlanNotFound(slug.into()))?;
             for (name, value) in &edit.limits {
                 match value {
                     Some(v) => plan.limits.insert(name.clone(), *v),
@@ -528,16 +520,16 @@ impl Catalog {
             if let Some(active) = edit.active {
                 plan.active = active;
             }
-            tx.execute(
+            db.execute(
                 "UPDATE plans SET features = ?2, limits = ?3, active = ?4 WHERE slug = ?1",
-                params![
+                args![
                     slug,
                     serde_json::to_string(&plan.features).expect("a map serializes"),
                     serde_json::to_string(&plan.limits).expect("a map serializes"),
                     plan.active
                 ],
             )?;
-            Ok(plan)
+            Ok::<_, CatalogError>(plan)
         })?;
         audit.action = "plan.edited".into();
         audit.target_type = Some("plan".into());
@@ -548,14 +540,12 @@ impl Catalog {
     }
 
     pub fn member_count(&self, tenant_id: &str) -> Result<i64, CatalogError> {
-        let conn = self.pool.get()?;
-        Ok(member_count_in(&conn, tenant_id)?)
+        self.read(|db| Ok(member_count_in(db, tenant_id)?))
     }
 
     /// The tenant's subscription and plan, read now (not from the snapshot).
     pub fn entitlements(&self, tenant_id: &str) -> Result<Entitlements, CatalogError> {
-        let conn = self.pool.get()?;
-        entitlements_in(&conn, tenant_id)
+        self.read(|db| entitlements_in(db, tenant_id))
     }
 
     /// The rates of the tenant's plan, kept until the catalog's generation moves (any commit,
@@ -565,7 +555,7 @@ impl Catalog {
         let rates = self.cached(
             |c| &mut c.plan_rates,
             tenant_id,
-            || Ok::<_, CatalogError>(Some(plan_rates_in(&*self.pool.get()?, tenant_id)?)),
+            || self.read(|db| Ok::<_, CatalogError>(Some(plan_rates_in(db, tenant_id)?))),
         )?;
         Ok(rates.unwrap_or_default())
     }
@@ -579,13 +569,13 @@ impl Catalog {
         mut audit: AuditEntry,
     ) -> Result<Subscription, CatalogError> {
         change.check()?;
-        let subscription = self.write(|tx| {
-            if !super::tenants::tenant_exists(tx, tenant_id)? {
+        let subscription = self.write_sql(|db| {
+            if !super::tenants::tenant_exists(db, tenant_id)? {
                 return Err(CatalogError::NotFound(tenant_id.to_string()));
             }
-            let current = entitlements_in(tx, tenant_id)?.subscription;
+            let current = entitlements_in(db, tenant_id)?.subscription;
             let plan = change.plan.clone().unwrap_or(current.plan.clone());
-            let target = load_plan(tx, &plan)?.ok_or(CatalogError::PlanNotFound(plan.clone()))?;
+            let target = load_plan(db, &plan)?.ok_or(CatalogError::PlanNotFound(plan.clone()))?;
             if !target.active && plan != current.plan {
                 return Err(invalid("plan", format!("plan {plan} is not offered")));
             }
@@ -614,20 +604,20 @@ impl Catalog {
                 updated_at: now,
                 plan,
             };
-            tx.execute(
+            db.execute(
                 "INSERT OR REPLACE INTO subscriptions (tenant_id, plan, status,
                      current_period_start, current_period_end, trial_end, canceled_at,
                      external_ref, metadata, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![
-                    s.tenant_id,
-                    s.plan,
+                args![
+                    s.tenant_id.as_str(),
+                    s.plan.as_str(),
                     s.status.as_str(),
                     s.current_period_start,
                     s.current_period_end,
                     s.trial_end,
                     s.canceled_at,
-                    s.external_ref,
+                    s.external_ref.as_deref(),
                     s.metadata.to_string(),
                     s.updated_at
                 ],
