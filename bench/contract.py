@@ -1,7 +1,7 @@
 """The contract benchmark: the SQL path of one build against another's, A/B on the same machine
 in one run.
 
-Made to ask whether moving the workspace's SQL onto the store contract (`tenancy::store`: `dyn
+Made to ask whether moving the workspace's SQL onto the store contract (`store`: `dyn
 Sql`, rows handed out one at a time behind `dyn RowRef`) costs the embedded default any speed,
 but it compares any two builds: A is BENCH_BASE_BIN (a `tenantd` built from another commit), B
 is `--bin` (this tree's, as `bench/run` builds it).

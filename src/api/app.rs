@@ -116,11 +116,17 @@ impl App {
     /// Opens (or creates) the catalog under the data directory. With no system admin yet, it makes
     /// `admin@localhost` with a random password and returns it so the caller can show it once.
     pub fn open(config: AppConfig) -> Result<(App, Option<FirstAdmin>), OpenError> {
-        let catalog = Catalog::open_with(
-            &config.data_dir,
-            Create::IfMissing,
-            config.registry.checkpoints == crate::tenancy::Checkpoints::Tenantd,
-        )?;
+        // `--store sqld`: the catalog too is kept on sqld, shared by every node that names it.
+        let catalog = match (&config.registry.sqld, config.new_tenants) {
+            (Some(sqld), crate::catalog::TenantStore::Sqld) => {
+                Catalog::open_sqld(&config.data_dir, std::sync::Arc::clone(sqld))?
+            }
+            _ => Catalog::open_with(
+                &config.data_dir,
+                Create::IfMissing,
+                config.registry.checkpoints == crate::tenancy::Checkpoints::Tenantd,
+            )?,
+        };
         catalog.set_stores(crate::catalog::TenantStores {
             new_tenants: config.new_tenants,
             sqld: config.registry.sqld.clone(),
@@ -146,11 +152,18 @@ impl App {
         hub_config.require_recorded_grant = true;
         hub_config.redis_url = config.realtime.redis_url.clone();
         let hub = Hub::start(hub_config).map_err(OpenError::Hub)?;
+        let catalog = std::sync::Arc::new(catalog);
+        // Several nodes on one catalog count a client's failed logins together.
+        let throttle = if catalog.is_shared() {
+            Throttle::shared(config.throttle.clone(), std::sync::Arc::clone(&catalog))
+        } else {
+            Throttle::new(config.throttle.clone())
+        };
         let app = App {
             registry: Registry::new(&config.data_dir, config.registry.clone()),
-            catalog: std::sync::Arc::new(catalog),
+            catalog,
             hasher: Hasher::new(config.hasher.clone()),
-            throttle: Throttle::new(config.throttle.clone()),
+            throttle,
             device_key,
             sessions: config.sessions.clone(),
             hub,

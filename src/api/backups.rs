@@ -207,8 +207,12 @@ pub(super) fn backup_job(app: &App, run: &JobRun) -> Result<(), JobFailure> {
     if all {
         // One job per tenant rather than the fleet in this one: each has its own timeout,
         // attempts and retention, and goes through the tenant's pool as any tenant job does.
-        let records =
-            backup::active_tenants(&app.catalog).map_err(|e| JobFailure::Retry(e.to_string()))?;
+        // Tenants kept on sqld are left to sqld's own copies: this takes local files.
+        let records: Vec<_> = backup::active_tenants(&app.catalog)
+            .map_err(|e| JobFailure::Retry(e.to_string()))?
+            .into_iter()
+            .filter(|r| r.store == crate::catalog::TenantStore::Local)
+            .collect();
         let retention: serde_json::Map<String, Value> = ["keep", "daily", "weekly"]
             .into_iter()
             .filter_map(|k| p.get(k).map(|v| (k.to_string(), v.clone())))
@@ -227,7 +231,9 @@ pub(super) fn backup_job(app: &App, run: &JobRun) -> Result<(), JobFailure> {
             }
         }
     }
-    if catalog {
+    if catalog && app.catalog.is_shared() {
+        log::warn!("the catalog is kept on sqld: its backups are sqld's, not tenantd's");
+    } else if catalog {
         let done = backup::backup_catalog(data, None, now)
             .and_then(|_| backup::prune(data, CENTRAL, policy, now));
         if let Err(e) = done {

@@ -179,7 +179,10 @@ pub fn backoff_ms(base_ms: i64, attempt: u32, jitter: f64) -> i64 {
 /// pruning). They stop when the app is dropped.
 pub fn start_workers(app: &Arc<App>) {
     let now = now_ms();
-    if app.jobs.config.reclaim_on_start {
+    // Only the one server of a catalog may take back every running job at start: with a
+    // catalog shared by several nodes, the others' running jobs are theirs, and a dead node's
+    // come back when their leases run out.
+    if app.jobs.config.reclaim_on_start && !app.catalog.is_shared() {
         match app.catalog.reclaim_jobs(now, Some(SERVER_OWNER_PREFIX)) {
             Ok(0) => {}
             Ok(n) => log::warn!("{n} jobs of an earlier server were running: queued again"),

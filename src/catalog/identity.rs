@@ -665,7 +665,7 @@ mod conversion_tests {
         let taken = email_violation(insert("ann@example.test", Some("Ann")).unwrap_err());
         assert!(matches!(taken, IdentityError::EmailTaken), "{taken:?}");
         let other = email_violation(insert("bob@example.test", None).unwrap_err());
-        assert!(matches!(other, IdentityError::Db(_)), "{other:?}");
+        assert!(matches!(other, IdentityError::Store(_)), "{other:?}");
     }
 
     #[test]

@@ -36,15 +36,13 @@ use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
-
-use rusqlite::Transaction;
 
 use crate::args;
 use crate::db::probe::WalProbe;
 use crate::db::{self, Create, DbKind, Pool, PoolConfig};
-use crate::store::Sql;
+use crate::store::{Sql, StoreError};
 
 use read_cache::ReadCache;
 use snapshot::{LastCheck, Watcher};
@@ -91,12 +89,22 @@ pub use validate::{
 };
 
 pub const CENTRAL_DB: &str = "central.db";
+/// The catalog's namespace when it is kept on sqld (`serve --store sqld`).
+pub const CENTRAL_NAMESPACE: &str = "central";
 pub const TENANTS_DIR: &str = "tenants";
+
+/// Where the catalog is kept.
+enum Place {
+    /// `central.db` in the data directory.
+    File(Pool),
+    /// The namespace `central` of a libSQL server, shared by every node that names it.
+    Sqld(Arc<crate::sqld::Client>),
+}
 
 /// The open catalog (`central.db`) and what is kept in memory from it.
 pub struct Catalog {
     data_dir: PathBuf,
-    pool: Pool,
+    place: Place,
     watcher: Mutex<Watcher>,
     /// Skips the watcher's `PRAGMA data_version` while the WAL-index header is unchanged.
     probe: Option<WalProbe>,
@@ -120,6 +128,18 @@ impl fmt::Debug for Catalog {
         f.debug_struct("Catalog")
             .field("data_dir", &self.data_dir)
             .finish_non_exhaustive()
+    }
+}
+
+/// A failed write on sqld: the store's failure, or what the caller's unit of work returned.
+enum SqldWrite<E> {
+    Store(StoreError),
+    Caller(E),
+}
+
+impl<E> From<StoreError> for SqldWrite<E> {
+    fn from(e: StoreError) -> Self {
+        SqldWrite::Store(e)
     }
 }
 
@@ -183,8 +203,8 @@ impl Catalog {
         }
         let catalog = Catalog {
             data_dir: data_dir.to_path_buf(),
-            pool,
-            watcher: Mutex::new(Watcher::new(conn)),
+            place: Place::File(pool),
+            watcher: Mutex::new(Watcher::new(Some(conn))),
             probe,
             last_check: RwLock::new(LastCheck::empty()),
             reloads: AtomicU64::new(0),
@@ -198,6 +218,50 @@ impl Catalog {
         Ok(catalog)
     }
 
+    /// The catalog kept in the namespace `central` of `client`'s server, made and brought to
+    /// the binary's schema there if need be: several nodes opening it share one catalog.
+    /// `data_dir` still holds this node's own files (its lock, tenants' files, backups).
+    pub fn open_sqld(
+        data_dir: &Path,
+        client: Arc<crate::sqld::Client>,
+    ) -> Result<Catalog, CatalogError> {
+        for dir in [data_dir.to_path_buf(), data_dir.join(TENANTS_DIR)] {
+            fs::create_dir_all(&dir).map_err(|e| CatalogError::Io {
+                path: dir.clone(),
+                source: e,
+            })?;
+        }
+        match client.create_namespace(CENTRAL_NAMESPACE) {
+            Ok(()) | Err(crate::sqld::SqldError::NamespaceExists(_)) => {}
+            Err(e) => return Err(StoreError::from(e).into()),
+        }
+        // Two nodes starting at once both run this: each migration re-checks, in its own
+        // BEGIN IMMEDIATE, that it is still pending.
+        crate::store::sqld::migrate(&client, CENTRAL_NAMESPACE, db::central_migrations())?;
+        let catalog = Catalog {
+            data_dir: data_dir.to_path_buf(),
+            place: Place::Sqld(client),
+            watcher: Mutex::new(Watcher::new(None)),
+            probe: None,
+            last_check: RwLock::new(LastCheck::empty()),
+            reloads: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+            reads: Mutex::new(ReadCache::default()),
+            default_plan: RwLock::new(DEFAULT_PLAN.to_string()),
+            stores: RwLock::new(TenantStores::default()),
+            billing_grace: std::sync::atomic::AtomicI64::new(DEFAULT_BILLING_GRACE_SECS),
+        };
+        catalog.snapshot()?;
+        Ok(catalog)
+    }
+
+    /// Whether the catalog is shared with other nodes (kept on sqld): what is only safe for
+    /// the one process that holds the catalog (reclaiming every running job at start, say)
+    /// is not done then.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.place, Place::Sqld(_))
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
@@ -207,18 +271,13 @@ impl Catalog {
     }
 
     pub fn schema_version(&self) -> Result<u32, CatalogError> {
-        let conn = self.pool.get()?;
-        Ok(db::schema_version(&conn)?)
-    }
-
-    fn write<T>(
-        &self,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, CatalogError>,
-    ) -> Result<T, CatalogError> {
-        let mut conn = self.pool.get()?;
-        let result = db::write(&mut conn, f);
-        self.changed();
-        result
+        match &self.place {
+            Place::File(pool) => Ok(db::schema_version(&*pool.get()?)?),
+            Place::Sqld(client) => Ok(crate::store::sqld::schema_version(
+                client,
+                CENTRAL_NAMESPACE,
+            )?),
+        }
     }
 
     /// Sets the plan new tenants get; it must exist.
@@ -267,11 +326,16 @@ impl Catalog {
     where
         E: From<CatalogError>,
     {
-        let conn = self
-            .pool
-            .get()
-            .map_err(|e| E::from(CatalogError::from(e)))?;
-        f(&conn)
+        match &self.place {
+            Place::File(pool) => {
+                let conn = pool.get().map_err(|e| E::from(CatalogError::from(e)))?;
+                f(&conn)
+            }
+            Place::Sqld(client) => f(&crate::store::sqld::SqldRead {
+                client,
+                namespace: CENTRAL_NAMESPACE,
+            }),
+        }
     }
 
     /// [`Catalog::write`] through the store contract: a `BEGIN IMMEDIATE` transaction,
@@ -280,7 +344,7 @@ impl Catalog {
     where
         E: From<CatalogError>,
     {
-        let result = self.write_local(|tx| f(tx));
+        let result = self.write_local(f);
         self.changed();
         result
     }
@@ -295,17 +359,26 @@ impl Catalog {
     where
         E: From<CatalogError>,
     {
-        self.write_local(|tx| f(tx))
+        self.write_local(f)
     }
 
-    fn write_local<T, E>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, E>) -> Result<T, E>
+    fn write_local<T, E>(&self, f: impl FnOnce(&dyn Sql) -> Result<T, E>) -> Result<T, E>
     where
         E: From<CatalogError>,
     {
-        let mut conn = self
-            .pool
-            .get()
-            .map_err(|e| E::from(CatalogError::from(e)))?;
+        let pool = match &self.place {
+            Place::File(pool) => pool,
+            Place::Sqld(client) => {
+                return crate::store::sqld::write(client, CENTRAL_NAMESPACE, |db| {
+                    f(db).map_err(SqldWrite::Caller)
+                })
+                .map_err(|e| match e {
+                    SqldWrite::Store(e) => E::from(CatalogError::from(e)),
+                    SqldWrite::Caller(e) => e,
+                })
+            }
+        };
+        let mut conn = pool.get().map_err(|e| E::from(CatalogError::from(e)))?;
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| E::from(CatalogError::from(e)))?;
@@ -319,10 +392,13 @@ impl Catalog {
     /// file's presence is looked at by name, since the pool's open connections would go on
     /// answering from a file removed under them.
     pub fn answers(&self) -> Result<(), CatalogError> {
-        let conn = self.pool.get()?;
-        conn.query_row("SELECT count(*) FROM tenants", [], |row| {
-            row.get::<_, i64>(0)
+        self.read(|db| {
+            db.query_one("SELECT count(*) FROM tenants", &[], |row| row.get::<i64>(0))?;
+            Ok::<_, CatalogError>(())
         })?;
+        if self.is_shared() {
+            return Ok(());
+        }
         let path = self.data_dir.join(CENTRAL_DB);
         std::fs::metadata(&path).map_err(|source| CatalogError::Io { path, source })?;
         Ok(())

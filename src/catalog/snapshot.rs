@@ -108,7 +108,8 @@ pub fn normalize_host(host: &str) -> Cow<'_, str> {
 /// pragma only moves for commits made by *other* connections, which is what
 /// makes it see both our pool's writes and another process's.
 pub(super) struct Watcher {
-    conn: Connection,
+    /// `None` when the catalog is kept on sqld: there, only `catalog_changes.n` tells.
+    conn: Option<Connection>,
     /// The `PRAGMA data_version` the snapshot was last brought up to.
     data_version: Option<i64>,
     /// The last `tenant_changes.seq` the snapshot includes; `None` before the first load.
@@ -121,7 +122,7 @@ pub(super) struct Watcher {
 
 impl Watcher {
     /// Nothing seen yet: the first check loads everything.
-    pub(super) fn new(conn: Connection) -> Watcher {
+    pub(super) fn new(conn: Option<Connection>) -> Watcher {
         Watcher {
             conn,
             data_version: None,
@@ -192,6 +193,9 @@ impl Catalog {
     /// last look. Costs a 96-byte copy of the mapped WAL-index header when nothing
     /// changed, and a `PRAGMA data_version` when the header moved.
     pub fn snapshot(&self) -> Result<Arc<Snapshot>, CatalogError> {
+        if self.is_shared() {
+            return self.shared_snapshot();
+        }
         // Read before the real check, never after: see `db::probe`.
         let header = self.probe.as_ref().map(WalProbe::read);
         if header.is_some() {
@@ -202,17 +206,15 @@ impl Catalog {
         }
         {
             let mut watcher = lock(&self.watcher);
-            let version: i64 = watcher
-                .conn
+            let Some(conn) = &watcher.conn else {
+                return Err(no_watcher());
+            };
+            let version: i64 = conn
                 .prepare_cached("PRAGMA data_version")?
                 .query_row([], |row| row.get(0))?;
             let mut current = watcher.data_version == Some(version);
             // Read after the version, like the log below: a commit in between is seen again.
-            let counted = if current {
-                None
-            } else {
-                counted_changes(&watcher.conn)
-            };
+            let counted = if current { None } else { counted_changes(conn) };
             if !current && counted.is_some() && counted == watcher.counted {
                 // Only tables nothing kept is read from (jobs, the audit log) changed.
                 watcher.data_version = Some(version);
@@ -263,6 +265,51 @@ impl Catalog {
                 .unwrap_or_else(|e| e.into_inner())
                 .snapshot,
         ))
+    }
+
+    /// [`Catalog::snapshot`] of a catalog kept on sqld, which other nodes write: no local file
+    /// shows their commits, so every call reads `catalog_changes.n` (one round trip), and
+    /// reloads what changed when it moved. That read is what makes a change made through
+    /// another node seen by this node's next request.
+    fn shared_snapshot(&self) -> Result<Arc<Snapshot>, CatalogError> {
+        self.read(|db| {
+            let counted = shared_counted(db)?;
+            let mut watcher = lock(&self.watcher);
+            if watcher.counted != Some(counted) {
+                self.generation.fetch_add(1, Ordering::SeqCst);
+                let base = Arc::clone(
+                    &self
+                        .last_check
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .snapshot,
+                );
+                let maintenance = load_maintenance(db)?;
+                match refresh_from(db, &mut watcher.log_seq, &base, maintenance) {
+                    Ok(fresh) => {
+                        if let Some(fresh) = fresh {
+                            self.last_check
+                                .write()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .snapshot = Arc::new(fresh);
+                            self.reloads.fetch_add(1, Ordering::Relaxed);
+                        }
+                        watcher.counted = Some(counted);
+                    }
+                    Err(e) if watcher.counted.is_some() => {
+                        log::error!("catalog reload failed, serving the previous copy: {e}");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(Arc::clone(
+                &self
+                    .last_check
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .snapshot,
+            ))
+        })
     }
 
     /// The catalog as of now: checks `PRAGMA data_version` once and hands out reads that
@@ -320,13 +367,40 @@ fn counted_changes(conn: &Connection) -> Option<(i64, i64)> {
     .ok()
 }
 
-fn refresh(watcher: &mut Watcher, base: &Snapshot) -> Result<Option<Snapshot>, CatalogError> {
-    let tx = watcher.conn.transaction()?;
-    // A small table, read again on every counted change: maintenance moves no tenant row.
-    let maintenance: HashMap<String, Arc<Maintenance>> = super::maintenance::load(&tx)?
+/// A catalog file is always opened with its watcher's connection; only one kept on sqld has
+/// none, and it never asks for it.
+fn no_watcher() -> CatalogError {
+    CatalogError::Db(crate::db::DbError::NotAFile(
+        "the catalog's watcher has no connection".into(),
+    ))
+}
+
+/// `catalog_changes.n` and the last migration's version, as one value read in one statement:
+/// on sqld, `pragma_schema_version` is not to be relied on, and a migration adds its row to
+/// `schema_migrations` in the transaction that changes the tables.
+fn shared_counted(db: &dyn Sql) -> Result<(i64, i64), CatalogError> {
+    Ok(db.query_one(
+        "SELECT n, (SELECT coalesce(max(version), 0) FROM schema_migrations)
+         FROM catalog_changes WHERE id = 1",
+        &[],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?)
+}
+
+/// A small table, read again on every counted change: maintenance moves no tenant row.
+fn load_maintenance(db: &dyn Sql) -> Result<HashMap<String, Arc<Maintenance>>, CatalogError> {
+    Ok(super::maintenance::load(db)?
         .into_iter()
         .map(|m| (m.scope.clone(), Arc::new(m)))
-        .collect();
+        .collect())
+}
+
+fn refresh(watcher: &mut Watcher, base: &Snapshot) -> Result<Option<Snapshot>, CatalogError> {
+    let Some(conn) = watcher.conn.as_mut() else {
+        return Err(no_watcher());
+    };
+    let tx = conn.transaction()?;
+    let maintenance = load_maintenance(&tx)?;
     let fresh = refresh_from(&tx, &mut watcher.log_seq, base, maintenance)?;
     tx.finish()?;
     Ok(fresh)

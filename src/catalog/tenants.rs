@@ -184,7 +184,7 @@ impl Catalog {
         validate_slug(slug)?;
         let name = validate_name(name)?;
         let domains = validate_domains(domains)?;
-        self.write(|tx| {
+        self.write_sql(|tx: &dyn Sql| {
             if slug_owner(tx, slug)?.is_some() {
                 return Err(CatalogError::SlugTaken(slug.to_string()));
             }

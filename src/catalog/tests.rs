@@ -437,10 +437,10 @@ fn the_catalog_leaves_checkpoints_to_litestream_when_told() {
     for (autocheckpoint, expected) in [(true, 1000), (false, 0)] {
         let catalog = Catalog::open_with(dir.path(), Create::IfMissing, autocheckpoint).unwrap();
         let pooled: i64 = catalog
-            .pool
-            .get()
-            .unwrap()
-            .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+            .read(|db| {
+                db.query_one("PRAGMA wal_autocheckpoint", &[], |r| r.get(0))
+                    .map_err(CatalogError::from)
+            })
             .unwrap();
         assert_eq!(pooled, expected, "{autocheckpoint}");
     }

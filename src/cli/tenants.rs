@@ -125,6 +125,25 @@ pub(super) fn open_catalog(data: &Path, create: Create) -> Result<Catalog, Comma
     })
 }
 
+/// [`open_catalog`] where `serve` with the same options keeps it: on sqld with `--store sqld`
+/// (the namespace `central`, shared with the servers), else the data directory's file; and
+/// with the sqld server known, for the tenants kept there.
+pub(super) fn open_catalog_in(
+    data: &Path,
+    stores: &crate::catalog::TenantStores,
+) -> Result<Catalog, CommandError> {
+    let catalog = match (&stores.sqld, stores.new_tenants) {
+        (Some(sqld), crate::catalog::TenantStore::Sqld) => {
+            Catalog::open_sqld(data, Arc::clone(sqld)).map_err(|e| {
+                CommandError::Operation(format!("cannot open the catalog on sqld: {e}"))
+            })?
+        }
+        _ => open_catalog(data, Create::Never)?,
+    };
+    catalog.set_stores(stores.clone());
+    Ok(catalog)
+}
+
 fn required(args: &mut Args, what: &str) -> Result<String, CliError> {
     args.positional()
         .ok_or_else(|| CliError(format!("missing the <{what}> argument")))
@@ -137,11 +156,7 @@ pub fn tenants(args: &mut Args, env: &Env) -> Result<(), CommandError> {
     let sub = args
         .positional()
         .ok_or_else(|| CliError("missing a tenants command".into()))?;
-    let catalog = || {
-        let catalog = open_catalog(&data, Create::Never)?;
-        catalog.set_stores(stores.clone());
-        Ok::<_, CommandError>(catalog)
-    };
+    let catalog = || open_catalog_in(&data, &stores);
     match sub.as_str() {
         "create" => {
             // Options first, so that `--name shop acme` cannot take `shop` for the slug.
@@ -421,8 +436,7 @@ pub fn migrate(args: &mut Args, env: &Env) -> Result<(), CommandError> {
     };
     args.finish_ref()?;
     // Opening the catalog migrates it.
-    let catalog = open_catalog(&data, Create::Never)?;
-    catalog.set_stores(stores);
+    let catalog = open_catalog_in(&data, &stores)?;
     if status_only {
         let status = lifecycle::status(&catalog)?;
         if json {

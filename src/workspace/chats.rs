@@ -16,7 +16,7 @@
 //! - A direct chat has exactly two participants when created and takes no
 //!   one else later.
 //!
-//! Its SQL goes through the store contract (`tenancy::store`).
+//! Its SQL goes through the store contract (`store`).
 
 use std::collections::BTreeSet;
 

@@ -4,7 +4,7 @@
 //! message or an order may read its files; adding one to an order takes `orders_edit`, to a
 //! chat being a participant.
 //!
-//! Its SQL goes through the store contract (`tenancy::store`), as all tenant code is to.
+//! Its SQL goes through the store contract (`store`), as all tenant code is to.
 //!
 //! The bytes are received into `files/tmp/` first (see [`receive`]), outside any lock. The
 //! write that adds the row moves them to their content address inside its `BEGIN IMMEDIATE`

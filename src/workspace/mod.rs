@@ -145,7 +145,7 @@ pub enum WorkspaceError {
         usage: i64,
     },
     Db(DbError),
-    /// A statement through the store contract failed (see `tenancy::store`).
+    /// A statement through the store contract failed (see `store`).
     Store(crate::store::StoreError),
 }
 

@@ -29,7 +29,7 @@
 //!
 //! Beside this file: the field checks and currencies (`orders_validate`), list
 //! cursors (`orders_cursor`) and the history (`orders_history`). Their SQL goes through the
-//! store contract (`tenancy::store`).
+//! store contract (`store`).
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};

@@ -1,7 +1,8 @@
 //! Tenants kept on sqld (`--store sqld`): provisioned as namespaces through the admin API,
 //! served through the same routes as a local tenant, isolated by namespace, purged with their
-//! namespace. The catalog stays local here; the real libSQL server runs when `SQLD_BIN` names
-//! it (see `sqld_support`).
+//! namespace; the catalog kept there too and shared by two nodes (two apps in this process,
+//! each its own HTTP server and data directory). The real libSQL server runs when `SQLD_BIN`
+//! names it (see `sqld_support`).
 
 use std::sync::Arc;
 
@@ -11,17 +12,26 @@ use tenantd::sqld::Client;
 
 use crate::backups::{new_order, order_ids};
 use crate::sqld_support::{spawn_sqld, Sqld};
-use crate::support::{spawn_app_with, TestApp};
+use crate::support::{spawn_app_with, spawn_node, TestApp};
 
-/// A server whose new tenants go to `sqld`, or `None` when sqld tests are skipped.
+/// A server on `sqld` (`--store sqld`: the catalog and new tenants there), or `None` when sqld
+/// tests are skipped.
 fn app_on_sqld() -> Option<(TestApp, Sqld)> {
     let sqld = spawn_sqld()?;
+    let test = spawn_app_with(on(&sqld));
+    assert!(test.app.catalog.is_shared());
+    Some((test, sqld))
+}
+
+/// The configuration of a node on `sqld`.
+fn on(sqld: &Sqld) -> impl FnOnce(&mut tenantd::api::AppConfig) {
     let client = Arc::new(sqld.client());
-    let test = spawn_app_with(|c| {
+    move |c| {
         c.registry.sqld = Some(client);
         c.new_tenants = TenantStore::Sqld;
-    });
-    Some((test, sqld))
+        // Frozen: a lock never runs out while a slow machine works through a test.
+        c.throttle.frozen_clock = true;
+    }
 }
 
 fn id(record: &Value) -> String {
@@ -101,12 +111,22 @@ fn a_tenant_on_sqld_is_a_namespace_served_through_the_same_routes_with_no_local_
 
 #[test]
 fn a_tenant_on_sqld_sees_only_its_own_namespace_and_a_local_tenant_beside_it_its_file() {
-    let Some((test, sqld)) = app_on_sqld() else {
+    // The catalog local, tenants on sqld (`--sqld-url` without `--store sqld`, then new
+    // tenants sent there).
+    let Some(sqld) = spawn_sqld() else {
         return;
     };
     let client = sqld.client();
+    let shared = Arc::new(sqld.client());
+    let test = spawn_app_with(|c| c.registry.sqld = Some(Arc::clone(&shared)));
+    assert!(!test.app.catalog.is_shared());
+    test.app.catalog.set_stores(tenantd::catalog::TenantStores {
+        new_tenants: TenantStore::Sqld,
+        sqld: Some(Arc::clone(&shared)),
+    });
     let acme = id(&test.create_tenant("acme", &[]));
     let globex = id(&test.create_tenant("globex", &[]));
+    assert!(!client.namespace_exists("central").unwrap());
     // A local tenant on the same server, made while new tenants went to files.
     test.app.catalog.set_stores(tenantd::catalog::TenantStores {
         new_tenants: TenantStore::Local,
@@ -204,16 +224,29 @@ fn namespaces(sqld: &Sqld) -> Vec<String> {
 }
 
 #[test]
-fn the_cli_takes_the_same_options_to_create_list_and_purge_a_tenant_on_sqld() {
+fn the_cli_takes_the_same_options_to_create_migrate_and_purge_a_tenant_on_sqld() {
     let Some(sqld) = spawn_sqld() else {
         return;
     };
-    let test = crate::support::spawn_app();
+    // A data directory of a node whose catalog is on sqld: nothing of the catalog is in it.
+    let data = tempfile::tempdir().unwrap();
     let (url, admin) = (sqld.url(), sqld.admin_url());
     let run = |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend(["--sqld-url", &url, "--sqld-admin-url", &admin, "--json"]);
-        let out = test.cli(&all);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenantd"))
+            .args(args)
+            .args([
+                "--store",
+                "sqld",
+                "--sqld-url",
+                &url,
+                "--sqld-admin-url",
+                &admin,
+            ])
+            .args(["--json", "--data"])
+            .arg(data.path())
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
             "{args:?}: {}",
@@ -221,12 +254,17 @@ fn the_cli_takes_the_same_options_to_create_list_and_purge_a_tenant_on_sqld() {
         );
         serde_json::from_slice::<Value>(&out.stdout).unwrap()
     };
-    let made = run(&[
-        "tenants", "create", "acme", "--name", "Acme", "--store", "sqld",
-    ]);
+    let made = run(&["tenants", "create", "acme", "--name", "Acme"]);
     assert_eq!(made["store"], "sqld", "{made}");
     let acme = id(&made);
-    assert!(sqld.client().namespace_exists(&acme).unwrap());
+    let client = sqld.client();
+    assert!(client.namespace_exists(&acme).unwrap());
+    assert!(client.namespace_exists("central").unwrap());
+    assert!(!data.path().join("central.db").exists());
+    // A server on the same sqld sees the tenant the CLI made.
+    let server = spawn_app_with(on(&sqld));
+    let shown = server.admin("GET", "/api/admin/tenants/acme", None);
+    assert_eq!(shown.status, 200, "{}", shown.text());
     let status = run(&["migrate", "--status"]);
     let listed = &status["tenants"][0];
     assert_eq!(listed["slug"], "acme", "{status}");
@@ -237,12 +275,80 @@ fn the_cli_takes_the_same_options_to_create_list_and_purge_a_tenant_on_sqld() {
         )),
         "{status}"
     );
-    // Without the options the tenant's namespace cannot be reached, and that is said.
-    let blind = test.cli(&["migrate", "--status", "--json"]);
-    let blind: Value = serde_json::from_slice(&blind.stdout).unwrap();
-    let error = blind["tenants"][0]["error"].as_str().unwrap_or_default();
-    assert!(error.contains("--sqld-url"), "{blind}");
     run(&["tenants", "delete", "acme"]);
     run(&["tenants", "purge", "acme"]);
-    assert!(!sqld.client().namespace_exists(&acme).unwrap());
+    assert!(!client.namespace_exists(&acme).unwrap());
+}
+
+#[test]
+fn two_nodes_on_one_sqld_share_the_catalog_tenants_sessions_and_writes_at_once() {
+    let Some((a, sqld)) = app_on_sqld() else {
+        return;
+    };
+    let b = spawn_node(&a, on(&sqld));
+    // A tenant made through A is served by B from B's next request.
+    let acme = id(&a.create_tenant("acme", &[]));
+    assert_eq!(b.get("/t/acme/api/tenant", &[]).json()["id"], acme.as_str());
+    // Written through one node, read through the other at once, both ways.
+    let made = a.on(
+        &a.owner_token,
+        "acme",
+        "POST",
+        "/api/orders",
+        Some(new_order(1)),
+    );
+    assert_eq!(made.status, 201, "{}", made.text());
+    let order = made.json()["id"].as_i64().unwrap();
+    let read = b.get(&format!("/t/acme/api/orders/{order}"), &[]);
+    assert_eq!(read.status, 200, "{}", read.text());
+    let made = b.on(
+        &b.owner_token,
+        "acme",
+        "POST",
+        "/api/orders",
+        Some(new_order(2)),
+    );
+    assert_eq!(made.status, 201, "{}", made.text());
+    assert_eq!(order_ids(&a, "acme").len(), 2);
+
+    // A member removed through B is refused by A on A's next request.
+    let (member, token) = a.member("m@example.test", "acme", "member");
+    assert_eq!(a.on(&token, "acme", "GET", "/api/orders", None).status, 200);
+    let removed = b.as_bearer(
+        &b.owner_token,
+        "DELETE",
+        &format!("/t/acme/api/members/{member}"),
+        &[],
+        None,
+    );
+    assert!(removed.status < 300, "{}", removed.text());
+    let refused = a.on(&token, "acme", "GET", "/api/orders", None);
+    assert_eq!(refused.status, 403, "{}", refused.text());
+
+    // A session ended through A is unknown to B at once.
+    let login = b.login(crate::support::OWNER_EMAIL, crate::support::OWNER_PASSWORD);
+    let token = login.json()["token"].as_str().unwrap().to_string();
+    assert_eq!(a.as_bearer(&token, "GET", "/api/me", &[], None).status, 200);
+    let out = a.as_bearer(&token, "POST", "/api/auth/logout", &[], None);
+    assert!(out.status < 300, "{}", out.text());
+    assert_eq!(b.as_bearer(&token, "GET", "/api/me", &[], None).status, 401);
+}
+
+#[test]
+fn failed_logins_on_one_node_count_on_the_other() {
+    let Some((a, sqld)) = app_on_sqld() else {
+        return;
+    };
+    let b = spawn_node(&a, on(&sqld));
+    let email = crate::support::OWNER_EMAIL;
+    // The free failures on A, then one more on B locks the account's unknown clients on both.
+    let free = tenantd::auth::throttle::ThrottleConfig::default().free_failures;
+    for _ in 0..free {
+        assert_eq!(a.login(email, "wrong-password").status, 401);
+    }
+    assert_eq!(b.login(email, "wrong-password").status, 401);
+    for node in [&a, &b] {
+        let locked = node.login(email, crate::support::OWNER_PASSWORD);
+        assert_eq!(locked.status, 429, "{}", locked.text());
+    }
 }

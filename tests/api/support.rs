@@ -374,6 +374,41 @@ pub fn spawn_app_full(
     test
 }
 
+/// Another node of `first`'s catalog when that catalog is shared (kept on sqld): an app of its
+/// own, with its own data directory and HTTP server, configured by `configure` (which must
+/// name the same sqld). The admin and the owner are `first`'s: their sessions live in the
+/// shared catalog, so their tokens work here too.
+pub fn spawn_node(
+    first: &TestApp,
+    configure: impl FnOnce(&mut tenantd::api::AppConfig),
+) -> TestApp {
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut config = tenantd::api::AppConfig {
+        data_dir: data.path().to_path_buf(),
+        ..Default::default()
+    };
+    configure(&mut config);
+    let (app, _) = tenantd::api::App::open(config).expect("open node");
+    assert!(
+        app.catalog.is_shared(),
+        "a second node needs a shared catalog"
+    );
+    let app = Arc::new(app);
+    tenantd::api::broadcasting::spawn_watcher(&app);
+    let http = http::Config {
+        workers: 4,
+        ..http::Config::default()
+    };
+    TestApp {
+        server: TestServer::start(http, app.clone()),
+        app,
+        data,
+        admin_token: first.admin_token.clone(),
+        owner_id: first.owner_id,
+        owner_token: first.owner_token.clone(),
+    }
+}
+
 impl TestApp {
     /// One request; `headers` may override Host (default `localhost`).
     pub fn call(
