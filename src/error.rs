@@ -455,6 +455,14 @@ impl From<crate::store::StoreError> for Error {
 /// A tenant database error inside a handler: that tenant's file is at fault, not the request.
 impl From<DbError> for Error {
     fn from(e: DbError) -> Self {
+        // What needs a local file, asked of a tenant kept on sqld: the request cannot apply,
+        // nothing is broken.
+        if let DbError::NotAFile(message) = e {
+            return Error::Conflict {
+                code: "not_a_local_file",
+                message,
+            };
+        }
         log::error!("tenant database error: {e}");
         Error::TenantUnavailable
     }

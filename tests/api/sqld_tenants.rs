@@ -352,3 +352,23 @@ fn failed_logins_on_one_node_count_on_the_other() {
         assert_eq!(locked.status, 429, "{}", locked.text());
     }
 }
+
+#[test]
+fn what_needs_a_local_file_is_refused_for_a_tenant_on_sqld_with_a_conflict_not_a_failure() {
+    let Some((test, _sqld)) = app_on_sqld() else {
+        return;
+    };
+    test.create_tenant("acme", &[]);
+    let export = test.get("/t/acme/api/export", &[]);
+    let health = test.admin("GET", "/api/admin/tenants/acme/health", None);
+    let backup = test.admin("POST", "/api/admin/tenants/acme/backups", None);
+    for (what, reply) in [("export", export), ("health", health), ("backup", backup)] {
+        assert_eq!(reply.status, 409, "{what}: {}", reply.text());
+        assert_eq!(
+            reply.json()["error"]["code"],
+            "not_a_local_file",
+            "{what}: {}",
+            reply.text()
+        );
+    }
+}
