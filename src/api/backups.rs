@@ -49,6 +49,21 @@ fn record(app: &App, ctx: &RequestCtx) -> Result<std::sync::Arc<TenantRecord>, E
         .ok_or(Error::TenantNotFound)
 }
 
+/// [`record`], for what works on a local file alone (taking and restoring a backup).
+fn local_record(app: &App, ctx: &RequestCtx) -> Result<std::sync::Arc<TenantRecord>, Error> {
+    let record = record(app, ctx)?;
+    if record.store != crate::catalog::TenantStore::Local {
+        return Err(Error::Conflict {
+            code: "not_a_local_file",
+            message: format!(
+                "tenant {} is kept on sqld: its copies are sqld's, not tenantd's backups",
+                record.slug
+            ),
+        });
+    }
+    Ok(record)
+}
+
 fn audit(
     app: &App,
     ctx: &RequestCtx,
@@ -105,7 +120,7 @@ fn enqueue(
 }
 
 fn take(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Response, Error> {
-    let record = record(app, ctx)?;
+    let record = local_record(app, ctx)?;
     let response = enqueue(
         app,
         Some(&record.id),
@@ -148,7 +163,7 @@ fn restore(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Res
     struct Body {
         backup: String,
     }
-    let record = record(app, ctx)?;
+    let record = local_record(app, ctx)?;
     let body: Body = json_body(ctx.req)?;
     let data = app.catalog.data_dir();
     let file = backup::listed_file(data, &record, &body.backup)?;

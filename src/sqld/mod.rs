@@ -206,7 +206,15 @@ impl Client {
         setup: &[&str],
     ) -> Result<Transaction, SqldError> {
         check_namespace(ns)?;
-        Transaction::begin(self.clone(), ns, setup)
+        Transaction::begin(self.clone(), ns, setup, "BEGIN IMMEDIATE")
+    }
+
+    /// Opens a stream on `ns` and starts a deferred transaction on it: its first read takes a
+    /// snapshot that every later read of it sees, whatever writers commit meanwhile (an export
+    /// of a whole database). Roll it back when done; it takes no write lock.
+    pub fn begin_read(&self, ns: &str) -> Result<Transaction, SqldError> {
+        check_namespace(ns)?;
+        Transaction::begin(self.clone(), ns, &[], "BEGIN")
     }
 
     /// Whether the server answers `/health`.

@@ -30,11 +30,13 @@ enum Ended {
 }
 
 impl Transaction {
-    /// Opens a stream, runs `setup` on it, then `BEGIN IMMEDIATE`, in one round trip.
+    /// Opens a stream, runs `setup` on it, then `begin` (`BEGIN IMMEDIATE`, or `BEGIN` for a
+    /// read that sees one moment), in one round trip.
     pub(super) fn begin(
         client: Client,
         ns: &str,
         setup: &[&str],
+        begin: &str,
     ) -> Result<Transaction, SqldError> {
         let base = client.inner.url.clone();
         let mut tx = Transaction {
@@ -48,7 +50,7 @@ impl Transaction {
             .iter()
             .map(|sql| hrana::execute(sql, &[]))
             .collect::<Result<Vec<_>, _>>()?;
-        requests.push(hrana::execute("BEGIN IMMEDIATE", &[])?);
+        requests.push(hrana::execute(begin, &[])?);
         let reply = tx.client.pipeline(&tx.base, ns, None, requests)?;
         tx.follow(reply.baton, reply.base_url);
         // A failure leaves an open stream (and perhaps a transaction): Drop rolls back and

@@ -206,6 +206,28 @@ pub fn schema_version(client: &Client, namespace: &str) -> Result<u32, StoreErro
     })
 }
 
+/// Runs `f` in one read transaction on `namespace` (a deferred `BEGIN`, rolled back after):
+/// every statement of `f` sees the same moment of the database.
+pub fn read_snapshot<T, E>(
+    client: &Client,
+    namespace: &str,
+    f: impl FnOnce(&dyn Sql) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<StoreError>,
+{
+    let tx = client
+        .begin_read(namespace)
+        .map_err(|e| E::from(e.into()))?;
+    let read = SqldWrite {
+        tx: RefCell::new(tx),
+    };
+    let out = f(&read);
+    // Nothing to keep: a failed rollback leaves the stream to expire, which ends it too.
+    let _ = read.tx.into_inner().rollback();
+    out
+}
+
 /// Brings `namespace` to the end of `migrations`: each one not yet applied in a transaction of
 /// its own with its row in `schema_migrations`; an applied one whose checksum differs, or one
 /// the binary does not have, stops it (as `db::migrate` does on a file).

@@ -1,25 +1,26 @@
 //! A tenant's archive (data portability): one zip with every table of its file as JSON Lines,
 //! beside them the tables' times as the company reads them (its time zone and date format),
 //! the file's schema, the catalog's rows about the tenant and a README. Written as it is read,
-//! in one read transaction on one of the tenant's connections, to any `Write`: an HTTP
-//! response, a file. Nothing holds a whole table or the whole archive in memory. Also the rows
-//! of one tenant's file that one person wrote (`personal_rows`), for their own export.
+//! in one read transaction (`Tenant::read_snapshot`, on a local file or an sqld namespace
+//! alike), to any `Write`: an HTTP response, a file. Tables are read a page at a time, so
+//! nothing holds a whole table or the whole archive in memory. Also the rows of one tenant's
+//! database that one person wrote (`personal_rows`), for their own export.
 
 use std::fmt;
 use std::fs;
 use std::io::{self, Write};
 
-use rusqlite::types::ValueRef;
-use rusqlite::{Connection, Statement};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use zip::write::{SimpleFileOptions, StreamWriter};
 use zip::{CompressionMethod, ZipWriter};
 
+use crate::args;
 use crate::catalog::{
     AuditFilter, Catalog, IdentityError, DEFAULT_DATE_FORMAT, DEFAULT_LOCALE, DEFAULT_TIMEZONE,
 };
-use crate::db::{self, DbError};
+use crate::db::DbError;
+use crate::store::{Flow, RowRef, Sql, StoreError, ValueRef};
 
 use super::Tenant;
 
@@ -29,6 +30,7 @@ const AUDIT_PAGE: usize = 200;
 #[derive(Debug)]
 pub enum ExportError {
     Db(DbError),
+    Store(StoreError),
     Catalog(IdentityError),
     Zip(zip::result::ZipError),
     /// The writer failed: most often the client went away.
@@ -39,6 +41,7 @@ impl fmt::Display for ExportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ExportError::Db(e) => write!(f, "reading the tenant's file: {e}"),
+            ExportError::Store(e) => write!(f, "reading the tenant's database: {e}"),
             ExportError::Catalog(e) => write!(f, "reading the catalog: {e}"),
             ExportError::Zip(e) => write!(f, "writing the archive: {e}"),
             ExportError::Io(e) => write!(f, "writing the archive: {e}"),
@@ -51,6 +54,12 @@ impl std::error::Error for ExportError {}
 impl From<DbError> for ExportError {
     fn from(e: DbError) -> Self {
         ExportError::Db(e)
+    }
+}
+
+impl From<StoreError> for ExportError {
+    fn from(e: StoreError) -> Self {
+        ExportError::Store(e)
     }
 }
 
@@ -157,64 +166,144 @@ fn is_time_column(name: &str, declared: &str) -> bool {
     declared.eq_ignore_ascii_case("TEXT") && (name == "at" || name.ends_with("_at"))
 }
 
-/// A table's key columns (its primary key, else `rowid`) and its time columns.
-fn time_columns(conn: &Connection, table: &str) -> rusqlite::Result<(Vec<String>, Vec<String>)> {
-    let mut stmt = conn.prepare("SELECT name, type, pk FROM pragma_table_info(?1)")?;
+/// A table's columns in order, its key columns (its primary key, else `rowid`) and its time
+/// columns.
+struct Columns {
+    all: Vec<String>,
+    keys: Vec<String>,
+    times: Vec<String>,
+}
+
+fn columns_of(db: &dyn Sql, table: &str) -> Result<Columns, StoreError> {
+    let mut all = Vec::new();
     let mut keys: Vec<(i64, String)> = Vec::new();
     let mut times = Vec::new();
-    let mut rows = stmt.query([table])?;
-    while let Some(row) = rows.next()? {
-        let name: String = row.get(0)?;
-        let declared: String = row.get(1)?;
-        let pk: i64 = row.get(2)?;
-        if pk > 0 {
-            keys.push((pk, name.clone()));
-        }
-        if is_time_column(&name, &declared) {
-            times.push(name);
-        }
-    }
+    db.query_each(
+        "SELECT name, type, pk FROM pragma_table_info(?1) ORDER BY cid",
+        args![table],
+        &mut |row| {
+            let name: String = row.get(0)?;
+            let declared: String = row.get(1)?;
+            let pk: i64 = row.get(2)?;
+            if pk > 0 {
+                keys.push((pk, name.clone()));
+            }
+            if is_time_column(&name, &declared) {
+                times.push(name.clone());
+            }
+            all.push(name);
+            Ok(Flow::Continue(()))
+        },
+    )?;
     keys.sort();
     let keys = if keys.is_empty() {
         vec!["rowid".to_string()]
     } else {
         keys.into_iter().map(|(_, name)| name).collect()
     };
-    Ok((keys, times))
+    Ok(Columns { all, keys, times })
+}
+
+/// Rows read per statement: a page of a big table, not the table (on sqld, a statement's
+/// answer arrives whole).
+const PAGE_ROWS: i64 = 500;
+
+/// Hands every row of `table` (`columns` of it, the key columns first) to `each`, a page at a
+/// time in key order: after the last key seen when the key is one column, else by offset.
+fn each_page(
+    db: &dyn Sql,
+    table: &str,
+    keys: &[String],
+    columns: &[String],
+    each: &mut dyn FnMut(&dyn RowRef) -> Result<(), ExportError>,
+) -> Result<(), ExportError> {
+    let list: Vec<String> = keys.iter().chain(columns).map(|c| quote(c)).collect();
+    let order: Vec<String> = keys.iter().map(|k| quote(k)).collect();
+    let (single, order) = (keys.len() == 1, order.join(", "));
+    let select = format!("SELECT {} FROM {}", list.join(", "), quote(table));
+    let mut after: Option<crate::store::Value> = None;
+    let mut offset = 0i64;
+    loop {
+        let (sql, bound) = match (&after, single) {
+            (Some(last), true) => (
+                format!("{select} WHERE {order} > ?1 ORDER BY {order} LIMIT {PAGE_ROWS}"),
+                vec![last.clone()],
+            ),
+            (None, true) => (
+                format!("{select} ORDER BY {order} LIMIT {PAGE_ROWS}"),
+                vec![],
+            ),
+            (_, false) => (
+                format!("{select} ORDER BY {order} LIMIT {PAGE_ROWS} OFFSET ?1"),
+                vec![crate::store::Value::Integer(offset)],
+            ),
+        };
+        let mut read = 0;
+        let mut failed = None;
+        db.query_each(&sql, &bound, &mut |row| {
+            read += 1;
+            after = Some(row.value(0)?.to_owned());
+            match each(row) {
+                Ok(()) => Ok(Flow::Continue(())),
+                Err(e) => {
+                    failed = Some(e);
+                    Ok(Flow::Break(()))
+                }
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        offset += read;
+        if read < PAGE_ROWS {
+            return Ok(());
+        }
+    }
 }
 
 /// `local/<table>.jsonl`: per row, its key and each time column as the company reads it.
 fn write_local_times(
-    conn: &Connection,
+    db: &dyn Sql,
     table: &str,
+    columns: &Columns,
     local: &LocalTimes,
     out: &mut impl Write,
 ) -> Result<(), ExportError> {
-    let (keys, times) = time_columns(conn, table)?;
-    let columns: Vec<String> = keys.iter().chain(&times).map(|c| quote(c)).collect();
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {} FROM {}",
-        columns.join(", "),
-        quote(table)
-    ))?;
-    let mut rows = stmt.query([])?;
-    while let Some(row) = rows.next()? {
-        let mut object = Map::with_capacity(columns.len());
+    let keys = &columns.keys;
+    each_page(db, table, keys, &columns.times, &mut |row| {
+        let mut object = Map::with_capacity(keys.len() + columns.times.len());
         for (i, key) in keys.iter().enumerate() {
-            object.insert(key.clone(), json_value(row.get_ref(i)?));
+            object.insert(key.clone(), json_value(row.value(i)?));
         }
-        for (i, time) in times.iter().enumerate() {
-            let shown = match row.get_ref(keys.len() + i)? {
-                ValueRef::Text(t) => local
-                    .format(&String::from_utf8_lossy(t))
-                    .map_or(Value::Null, Value::String),
+        for (i, time) in columns.times.iter().enumerate() {
+            let shown = match row.value(keys.len() + i)? {
+                ValueRef::Text(t) => local.format(t).map_or(Value::Null, Value::String),
                 _ => Value::Null,
             };
             object.insert(time.clone(), shown);
         }
-        json_line(out, &object)?;
-    }
-    Ok(())
+        json_line(out, &object)
+    })
+}
+
+/// `tables/<table>.jsonl`: every row as an object of its columns; returns how many.
+fn write_table(
+    db: &dyn Sql,
+    table: &str,
+    columns: &Columns,
+    out: &mut impl Write,
+) -> Result<u64, ExportError> {
+    let mut count = 0;
+    let skip = columns.keys.len();
+    each_page(db, table, &columns.keys, &columns.all, &mut |row| {
+        let mut object = Map::with_capacity(columns.all.len());
+        for (i, name) in columns.all.iter().enumerate() {
+            object.insert(name.clone(), json_value(row.value(skip + i)?));
+        }
+        count += 1;
+        json_line(out, &object)
+    })?;
+    Ok(count)
 }
 
 pub const FORMAT: &str = "tenantd-export-1";
@@ -235,10 +324,6 @@ pub fn write_archive<W: Write>(
     tenant: &Tenant,
     out: W,
 ) -> Result<Manifest, ExportError> {
-    // A connection of its own rather than one of the pool's few: a download lasts as long as
-    // its client reads, and must not keep the company's requests waiting for a connection.
-    tenant.pool.touch();
-    let conn = db::open(&tenant.pool.path, db::DbKind::Tenant, db::Create::Never)?;
     let mut zip = ZipWriter::new_stream(Fuse {
         inner: out,
         broken: false,
@@ -280,52 +365,59 @@ pub fn write_archive<W: Write>(
     zip.start_file("README.md", options)?;
     zip.write_all(ARCHIVE_README.as_bytes())?;
 
-    let mut hashes: Vec<String> = Vec::new();
-    {
-        // A deferred transaction rolled back on drop: it takes its snapshot at the first read
-        // below and keeps it to the last table, whatever writers do meanwhile.
-        let tx = conn.unchecked_transaction()?;
-        manifest.schema_version = db::schema_version(&tx)?;
+    // One read transaction for every table: they agree with each other, whatever writers do
+    // meanwhile.
+    let hashes = tenant.read_snapshot(|db| -> Result<Vec<String>, ExportError> {
+        manifest.schema_version = db
+            .query_one(
+                "SELECT coalesce(max(version), 0) FROM schema_migrations",
+                &[],
+                |r| r.get::<i64>(0),
+            )
+            .map(|v| u32::try_from(v).unwrap_or(0))?;
         zip.start_file("schema.sql", options)?;
         let mut tables = Vec::new();
-        {
-            let mut stmt = tx.prepare(
-                "SELECT type, name, sql FROM sqlite_schema
-                 WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'
-                 ORDER BY CASE type WHEN 'table' THEN 0 ELSE 1 END, name",
-            )?;
-            let mut rows = stmt.query([])?;
-            while let Some(row) = rows.next()? {
+        let mut schema = Vec::new();
+        db.query_each(
+            "SELECT type, name, sql FROM sqlite_schema
+             WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'
+             ORDER BY CASE type WHEN 'table' THEN 0 ELSE 1 END, name",
+            &[],
+            &mut |row| {
                 let kind: String = row.get(0)?;
                 let name: String = row.get(1)?;
-                let sql: String = row.get(2)?;
-                writeln!(zip, "{sql};\n")?;
+                schema.push(row.get::<String>(2)?);
                 if kind == "table" {
                     tables.push(name);
                 }
-            }
+                Ok(Flow::Continue(()))
+            },
+        )?;
+        for sql in &schema {
+            writeln!(zip, "{sql};\n")?;
         }
         let has_files = tables.iter().any(|t| t == "files");
         for table in tables {
+            let columns = columns_of(db, &table)?;
             zip.start_file(format!("tables/{table}.jsonl"), options)?;
-            let mut stmt = tx.prepare(&format!("SELECT * FROM {}", quote(&table)))?;
-            let rows = write_rows(&mut stmt, [], &mut zip)?;
+            let rows = write_table(db, &table, &columns, &mut zip)?;
             // Beside the table, not in it: its rows stay exactly the columns, which is what
             // `tenants import` (of any version) reads back.
-            if !time_columns(&tx, &table)?.1.is_empty() {
+            if !columns.times.is_empty() {
                 zip.start_file(format!("local/{table}.jsonl"), options)?;
-                write_local_times(&tx, &table, &local, &mut zip)?;
+                write_local_times(db, &table, &columns, &local, &mut zip)?;
             }
             manifest.tables.insert(table, rows);
         }
-        if has_files {
-            let mut stmt = tx.prepare("SELECT DISTINCT sha256 FROM files ORDER BY sha256")?;
-            hashes = stmt
-                .query_map([], |r| r.get::<_, String>(0))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+        if !has_files {
+            return Ok(Vec::new());
         }
-    }
-    drop(conn);
+        Ok(db.query_map(
+            "SELECT DISTINCT sha256 FROM files ORDER BY sha256",
+            &[],
+            |r| r.get::<String>(0),
+        )?)
+    })?;
     // After the read transaction: copying files can take long, and the tenant's log could not
     // be checkpointed meanwhile. Contents never change, so the names read above still hold.
     write_files(&hashes, tenant, &mut zip, options, &mut manifest)?;
@@ -469,28 +561,12 @@ fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Writes each row of `stmt` as one JSON object per line, column names as keys; returns how
-/// many. BLOBs become `{"base64": "..."}` (standard alphabet, padded), so that they cannot be
-/// taken for text.
-pub fn write_rows<P: rusqlite::Params>(
-    stmt: &mut Statement<'_>,
-    params: P,
-    out: &mut impl Write,
-) -> Result<u64, ExportError> {
-    let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
-    let mut rows = stmt.query(params)?;
-    let mut count = 0;
-    while let Some(row) = rows.next()? {
-        json_line(out, &row_object(&names, row)?)?;
-        count += 1;
-    }
-    Ok(count)
-}
-
-fn row_object(names: &[String], row: &rusqlite::Row<'_>) -> rusqlite::Result<Map<String, Value>> {
+/// One row as an object of `names`, BLOBs as `{"base64": "..."}` (standard alphabet, padded),
+/// so that they cannot be taken for text.
+fn row_object(names: &[String], row: &dyn RowRef) -> Result<Map<String, Value>, StoreError> {
     let mut object = Map::with_capacity(names.len());
     for (i, name) in names.iter().enumerate() {
-        object.insert(name.clone(), json_value(row.get_ref(i)?));
+        object.insert(name.clone(), json_value(row.value(i)?));
     }
     Ok(object)
 }
@@ -501,37 +577,37 @@ fn json_value(value: ValueRef<'_>) -> Value {
         ValueRef::Integer(i) => Value::from(i),
         // Not finite (SQLite can hold infinities): null, as JSON has no such number.
         ValueRef::Real(f) => serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number),
-        ValueRef::Text(t) => Value::String(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Text(t) => Value::String(t.to_string()),
         ValueRef::Blob(b) => {
             serde_json::json!({ "base64": data_encoding::BASE64.encode(b) })
         }
     }
 }
 
-/// What one person wrote in one tenant's file, for their own export: their messages and the
-/// orders they created, as rows (the same encoding as the archive's), read in one transaction.
+/// What one person wrote in one tenant's database, for their own export: their messages and
+/// the orders they created, as rows (the same encoding as the archive's), read in one
+/// transaction.
 pub fn personal_rows(tenant: &Tenant, user_id: i64) -> Result<(Value, Value), ExportError> {
-    let conn = tenant.conn()?;
-    let tx = conn.unchecked_transaction()?;
-    let messages = rows_of(
-        &tx,
-        "SELECT * FROM messages WHERE user_id = ?1 ORDER BY id",
-        user_id,
-    )?;
-    let orders = rows_of(
-        &tx,
-        "SELECT * FROM orders WHERE created_by = ?1 ORDER BY id",
-        user_id,
-    )?;
-    Ok((messages, orders))
+    tenant.read_snapshot(|db| {
+        let messages = rows_of(db, "messages", "user_id", user_id)?;
+        let orders = rows_of(db, "orders", "created_by", user_id)?;
+        Ok((messages, orders))
+    })
 }
 
-fn rows_of(conn: &Connection, sql: &str, user_id: i64) -> Result<Value, ExportError> {
-    let mut stmt = conn.prepare(sql)?;
-    let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
-    let rows = stmt
-        .query_map([user_id], |row| row_object(&names, row).map(Value::Object))?
-        .collect::<rusqlite::Result<Vec<Value>>>()?;
+/// The rows of `table` whose `column` is `user_id`, by id.
+fn rows_of(db: &dyn Sql, table: &str, column: &str, user_id: i64) -> Result<Value, ExportError> {
+    let names = columns_of(db, table)?.all;
+    let list: Vec<String> = names.iter().map(|c| quote(c)).collect();
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {} = ?1 ORDER BY id",
+        list.join(", "),
+        quote(table),
+        quote(column)
+    );
+    let rows = db.query_map(&sql, args![user_id], |row| {
+        row_object(&names, row).map(Value::Object)
+    })?;
     Ok(Value::Array(rows))
 }
 
@@ -547,7 +623,7 @@ mod tests {
             serde_json::json!({"base64": "AP8Q"})
         );
         assert_eq!(
-            json_value(ValueRef::Text(b"AP8Q")),
+            json_value(ValueRef::Text("AP8Q")),
             serde_json::json!("AP8Q")
         );
         assert_eq!(json_value(ValueRef::Integer(-3)), serde_json::json!(-3));

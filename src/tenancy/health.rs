@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::backup::{latest_backup, BackupSummary};
 use super::lifecycle::tenant_target_version;
 use super::{tenant_db_path, Registry};
-use crate::catalog::{TenantRecord, TenantStatus};
+use crate::catalog::{TenantRecord, TenantStatus, TenantStore};
 use crate::db::{self, DbError};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -18,6 +18,8 @@ pub struct TenantHealth {
     pub tenant_id: String,
     pub slug: String,
     pub status: TenantStatus,
+    /// Where its database is kept; for `sqld`, the file fields stay empty.
+    pub store: TenantStore,
     /// False when the catalog names a tenant whose file is not there.
     pub file_exists: bool,
     /// The database file's size; `None` when it is missing.
@@ -45,6 +47,7 @@ pub fn health(data_dir: &Path, registry: &Registry, record: &TenantRecord) -> Te
         tenant_id: record.id.clone(),
         slug: record.slug.clone(),
         status: record.status,
+        store: record.store,
         file_exists: false,
         file_bytes: None,
         wal_bytes: 0,
@@ -56,6 +59,17 @@ pub fn health(data_dir: &Path, registry: &Registry, record: &TenantRecord) -> Te
         last_backup: latest_backup(data_dir, &record.id).map(|m| BackupSummary::from(&m)),
         recent_errors: registry.metrics().recent_errors(&record.id),
     };
+    if record.store == TenantStore::Sqld {
+        match registry.sqld() {
+            Some(client) => match crate::store::sqld::schema_version(client, &record.id) {
+                Ok(0) => health.error = Some("its namespace is empty or missing".into()),
+                Ok(version) => health.schema_version = Some(version),
+                Err(e) => health.error = Some(format!("its namespace cannot be read: {e}")),
+            },
+            None => health.error = Some("kept on sqld, and this server has no --sqld-url".into()),
+        }
+        return health;
+    }
     let Some(path) = tenant_db_path(data_dir, &record.id) else {
         health.error = Some("catalog id is not a canonical UUID".into());
         return health;

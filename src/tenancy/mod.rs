@@ -322,6 +322,27 @@ impl Tenant {
         }
     }
 
+    /// Runs `f` in one read transaction of its own, which sees one moment of the database
+    /// whatever writers do meanwhile: for a read that takes long (an export). Locally on a
+    /// connection of its own rather than one of the pool's few (a download lasts as long as
+    /// its client reads); on sqld on a stream of its own.
+    pub fn read_snapshot<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&dyn store::Sql) -> Result<T, E>,
+        E: From<DbError> + From<store::StoreError> + From<rusqlite::Error>,
+    {
+        self.pool.touch();
+        match &self.pool.db {
+            Db::File(_) => {
+                let conn = db::open(&self.pool.path, db::DbKind::Tenant, db::Create::Never)?;
+                // Deferred and rolled back on drop: the snapshot is taken at the first read.
+                let tx = conn.unchecked_transaction()?;
+                f(&tx)
+            }
+            Db::Sqld(client) => store_sqld::read_snapshot(client, &self.record.id, f),
+        }
+    }
+
     /// [`Tenant::write`] through the store contract: what tenant code uses to write.
     pub fn write_sql<T, E, F>(&self, f: F) -> Result<T, E>
     where

@@ -525,6 +525,11 @@ impl Registry {
         self.shared.started_unix_ms / 1000
     }
 
+    /// The libSQL server of the tenants kept on sqld, if this registry has one.
+    pub fn sqld(&self) -> Option<&Arc<crate::sqld::Client>> {
+        self.shared.config.sqld.as_ref()
+    }
+
     pub fn open_count(&self) -> usize {
         self.shared.open.load(Ordering::SeqCst)
     }

@@ -312,7 +312,7 @@ fn two_nodes_on_one_sqld_share_the_catalog_tenants_sessions_and_writes_at_once()
     assert_eq!(order_ids(&a, "acme").len(), 2);
 
     // A member removed through B is refused by A on A's next request.
-    let (member, token) = a.member("m@example.test", "acme", "member");
+    let (member, token) = a.member("m@example.test", "acme", "viewer");
     assert_eq!(a.on(&token, "acme", "GET", "/api/orders", None).status, 200);
     let removed = b.as_bearer(
         &b.owner_token,
@@ -354,21 +354,58 @@ fn failed_logins_on_one_node_count_on_the_other() {
 }
 
 #[test]
-fn what_needs_a_local_file_is_refused_for_a_tenant_on_sqld_with_a_conflict_not_a_failure() {
+fn a_tenant_on_sqld_exports_its_archive_shows_its_health_and_refuses_file_backups() {
     let Some((test, _sqld)) = app_on_sqld() else {
         return;
     };
     test.create_tenant("acme", &[]);
-    let export = test.get("/t/acme/api/export", &[]);
-    let health = test.admin("GET", "/api/admin/tenants/acme/health", None);
-    let backup = test.admin("POST", "/api/admin/tenants/acme/backups", None);
-    for (what, reply) in [("export", export), ("health", health), ("backup", backup)] {
-        assert_eq!(reply.status, 409, "{what}: {}", reply.text());
-        assert_eq!(
-            reply.json()["error"]["code"],
-            "not_a_local_file",
-            "{what}: {}",
-            reply.text()
+    for n in 1..=3 {
+        let made = test.on(
+            &test.owner_token,
+            "acme",
+            "POST",
+            "/api/orders",
+            Some(new_order(n)),
         );
+        assert_eq!(made.status, 201, "{}", made.text());
     }
+    // The archive is read from the namespace in one read transaction, as from a file.
+    let export = test.get("/t/acme/api/export", &[]);
+    assert_eq!(export.status, 200);
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(export.body.clone())).unwrap();
+    let mut orders = String::new();
+    std::io::Read::read_to_string(
+        &mut zip.by_name("tables/orders.jsonl").unwrap(),
+        &mut orders,
+    )
+    .unwrap();
+    assert_eq!(orders.lines().count(), 3, "{orders}");
+    let mut meta = String::new();
+    std::io::Read::read_to_string(
+        &mut zip.by_name("tables/tenant_meta.jsonl").unwrap(),
+        &mut meta,
+    )
+    .unwrap();
+    assert!(meta.contains(
+        test.app
+            .catalog
+            .by_slug("acme")
+            .unwrap()
+            .unwrap()
+            .id
+            .as_str()
+    ));
+
+    let health = test.admin("GET", "/api/admin/tenants/acme/health", None);
+    assert_eq!(health.status, 200, "{}", health.text());
+    let health = health.json();
+    assert_eq!(health["store"], "sqld", "{health}");
+    assert_eq!(health["error"], Value::Null, "{health}");
+    assert_eq!(
+        health["schema_version"], health["latest_schema_version"],
+        "{health}"
+    );
+    let backup = test.admin("POST", "/api/admin/tenants/acme/backups", None);
+    assert_eq!(backup.status, 409, "{}", backup.text());
+    assert_eq!(backup.json()["error"]["code"], "not_a_local_file");
 }
