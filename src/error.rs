@@ -66,6 +66,9 @@ pub enum Error {
     TenantUnavailable,
     /// Being restored from a backup: refused until the restore ends.
     TenantRestoring,
+    /// A write that reached the old copy of a tenant just moved to another store
+    /// (`tenancy::moves`): nothing was written; the same request again reaches the new copy.
+    TenantMoved,
     /// The server's default tenant (`serve --default-tenant`) is not in the catalog.
     DefaultTenantMissing(String),
     /// The real-time hub did not take the command in time: a passing overload.
@@ -202,6 +205,11 @@ impl Error {
                 "tenant_restoring",
                 "the tenant is being restored from a backup; try again shortly".into(),
             ),
+            Error::TenantMoved => (
+                503,
+                "tenant_moved",
+                "the tenant's data has just moved; try again".into(),
+            ),
             Error::DefaultTenantMissing(tenant) => (
                 503,
                 "default_tenant_missing",
@@ -296,7 +304,8 @@ impl Error {
             Error::TenantUnavailable
             | Error::RealtimeBusy
             | Error::TenantProvisioning
-            | Error::TenantRestoring => response.with_header("Retry-After", "1"),
+            | Error::TenantRestoring
+            | Error::TenantMoved => response.with_header("Retry-After", "1"),
             _ => response,
         }
     }
@@ -329,6 +338,10 @@ impl From<TenancyError> for Error {
             TenancyError::Conflict => Error::TenantConflict,
             TenancyError::DefaultMissing { tenant } => Error::DefaultTenantMissing(tenant),
             TenancyError::Restoring { .. } => Error::TenantRestoring,
+            TenancyError::Moving { tenant } => Error::Conflict {
+                code: "tenant_moving",
+                message: format!("tenant {tenant} is being moved to another store; try again"),
+            },
             TenancyError::Unavailable { tenant, reason } => {
                 log::error!("tenant {tenant} unavailable: {reason}");
                 Error::TenantUnavailable
@@ -378,6 +391,9 @@ impl From<LifecycleError> for Error {
                 message: "the tenant's database file is gone; it cannot be restored".into(),
             },
             LifecycleError::Tenancy(TenancyError::Restoring { .. }) => Error::TenantRestoring,
+            LifecycleError::Tenancy(TenancyError::Moving { .. }) => conflict("tenant_moving", &e),
+            LifecycleError::AlreadyThere { .. } => conflict("already_there", &e),
+            LifecycleError::Busy { .. } => conflict("tenant_busy", &e),
             LifecycleError::Store(_) => match e {
                 LifecycleError::Store(store) => store.into(),
                 _ => unreachable!("matched above"),
@@ -420,11 +436,18 @@ impl From<WorkspaceError> for Error {
     }
 }
 
+/// Whether a database refused a write because the tenant was moved off it: the old copy's
+/// triggers abort every write with this message (`tenancy::moves`), on either backend.
+fn moved(message: &str) -> bool {
+    message.contains(crate::tenancy::moves::MOVED_MESSAGE)
+}
+
 /// A statement through the store contract: told apart as SQLite's own errors are.
 impl From<crate::store::StoreError> for Error {
     fn from(e: crate::store::StoreError) -> Self {
         use crate::store::StoreError;
         match e {
+            e if moved(e.message()) => Error::TenantMoved,
             StoreError::Busy(_) | StoreError::Backend(_) => {
                 log::error!("tenant database error: {e}");
                 Error::TenantUnavailable
@@ -465,6 +488,9 @@ impl From<DbError> for Error {
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
         use rusqlite::ErrorCode::*;
+        if moved(&e.to_string()) {
+            return Error::TenantMoved;
+        }
         match e.sqlite_error_code() {
             Some(
                 DatabaseBusy | DatabaseLocked | DatabaseCorrupt | NotADatabase | DiskFull

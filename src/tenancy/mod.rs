@@ -12,6 +12,7 @@ pub mod export;
 pub mod health;
 pub mod identify;
 pub mod lifecycle;
+pub mod moves;
 mod reads;
 mod registry;
 mod write_turn;
@@ -35,7 +36,8 @@ use checkpoint::CHECKPOINT_EVERY;
 pub use reads::{Lookup, Ticket};
 use registry::{Db, OpenPool};
 pub use registry::{
-    PoolState, Registry, RegistryConfig, RegistryStats, RestoreGuard, DEFAULT_READ_CACHE_MIB,
+    MoveGuard, PoolState, Registry, RegistryConfig, RegistryStats, RestoreGuard,
+    DEFAULT_READ_CACHE_MIB,
 };
 
 /// Where a tenant's database lives: `data_dir/tenants/<uuid>.db`. Only a
@@ -176,6 +178,10 @@ pub enum TenancyError {
     Restoring {
         tenant: String,
     },
+    /// Being moved to another store: no restore, purge or second move meanwhile.
+    Moving {
+        tenant: String,
+    },
     /// Two identification methods of one request name different tenants.
     Conflict,
     /// `serve --default-tenant` names a tenant the catalog does not have (or has deleted).
@@ -200,6 +206,9 @@ impl fmt::Display for TenancyError {
             TenancyError::InUse { tenant } => write!(f, "tenant {tenant} is in use"),
             TenancyError::Restoring { tenant } => {
                 write!(f, "tenant {tenant} is being restored from a backup")
+            }
+            TenancyError::Moving { tenant } => {
+                write!(f, "tenant {tenant} is being moved to another store")
             }
             TenancyError::Conflict => f.write_str("the request names two different tenants"),
             TenancyError::DefaultMissing { tenant } => {
@@ -263,10 +272,7 @@ impl Tenant {
 
     /// Where this tenant's database is kept.
     pub fn store(&self) -> TenantStore {
-        match self.pool.db {
-            Db::File(_) => TenantStore::Local,
-            Db::Sqld(_) => TenantStore::Sqld,
-        }
+        self.pool.store()
     }
 
     /// A connection to this tenant's database file, and to nothing else: for what only a

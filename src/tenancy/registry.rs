@@ -130,6 +130,14 @@ pub(super) struct OpenPool {
 }
 
 impl OpenPool {
+    /// Where the database this pool reaches is kept.
+    pub(super) fn store(&self) -> TenantStore {
+        match self.db {
+            Db::File(_) => TenantStore::Local,
+            Db::Sqld(_) => TenantStore::Sqld,
+        }
+    }
+
     pub(super) fn touch(&self) {
         // Every request of the tenant touches: a store each time would pass the cache line
         // between cores on every one. Idle closing and LRU need no finer time than this.
@@ -196,6 +204,9 @@ enum SlotState {
     Failed {
         reason: String,
         at: Instant,
+        /// Where the record said the database was: a failure to open one store says nothing of
+        /// the other (a tenant just moved, asked for by a request that read the old record).
+        store: TenantStore,
     },
     /// Closed and removed from the map; whoever still holds this slot must
     /// look the tenant up again.
@@ -236,6 +247,9 @@ pub(super) struct Shared {
     /// refused meanwhile. `restoring_count` spares every request the lock when it is empty.
     restoring: Mutex<HashSet<String>>,
     restoring_count: AtomicUsize,
+    /// Tenants being moved to another store (see [`Registry::mark_moving`]): still served, but
+    /// no restore, purge or second move starts meanwhile. Lock order: `restoring` first.
+    moving: Mutex<HashSet<String>>,
     /// This server's metrics: the registry's own and those of whatever holds a tenant.
     metrics: Arc<crate::metrics::Metrics>,
 }
@@ -294,6 +308,7 @@ impl Registry {
             closed_last_used: Mutex::new(HashMap::new()),
             restoring: Mutex::new(HashSet::new()),
             restoring_count: AtomicUsize::new(0),
+            moving: Mutex::new(HashSet::new()),
             metrics: Default::default(),
         });
         // Idle pools are closed whole by our own sweep instead of r2d2's
@@ -362,6 +377,14 @@ impl Registry {
             match &*state {
                 SlotState::Opening => unreachable!("waited above"),
                 SlotState::Retired => continue,
+                // The tenant was moved to another store since this pool opened (by this process
+                // or another): the pool's database is the old copy, refused for writes. Retired
+                // here, so that this request and the next open the new one; requests holding the
+                // old pool finish on it.
+                SlotState::Open(pool) if pool.store() != record.store => {
+                    shared.retire_moved(&slot, state, &record.id);
+                    continue;
+                }
                 SlotState::Open(pool) => {
                     pool.touch();
                     return Ok(Tenant {
@@ -369,7 +392,9 @@ impl Registry {
                         record,
                     });
                 }
-                SlotState::Failed { reason, at } if at.elapsed() < shared.config.retry_after => {
+                SlotState::Failed { reason, at, store }
+                    if *store == record.store && at.elapsed() < shared.config.retry_after =>
+                {
                     return Err(TenancyError::Unavailable {
                         tenant: record.slug.clone(),
                         reason: reason.clone(),
@@ -457,13 +482,42 @@ impl Registry {
         slug: &str,
     ) -> Result<RestoreGuard<'_>, TenancyError> {
         let shared = &self.shared;
-        if !lock(&shared.restoring).insert(tenant_id.to_string()) {
+        let mut restoring = lock(&shared.restoring);
+        if lock(&shared.moving).contains(tenant_id) {
+            return Err(TenancyError::Moving {
+                tenant: slug.to_string(),
+            });
+        }
+        if !restoring.insert(tenant_id.to_string()) {
             return Err(TenancyError::Restoring {
                 tenant: slug.to_string(),
             });
         }
         shared.restoring_count.fetch_add(1, Ordering::SeqCst);
         Ok(RestoreGuard {
+            registry: self,
+            tenant_id: tenant_id.to_string(),
+        })
+    }
+
+    /// Marks the tenant as being moved to another store until the guard is dropped: it is
+    /// still opened and served, but no restore or purge (`Moving`) and no second move starts
+    /// meanwhile. `Restoring` if a restore or purge already runs, `Moving` if a move does.
+    pub fn mark_moving(&self, tenant_id: &str, slug: &str) -> Result<MoveGuard<'_>, TenancyError> {
+        let shared = &self.shared;
+        let restoring = lock(&shared.restoring);
+        if restoring.contains(tenant_id) {
+            return Err(TenancyError::Restoring {
+                tenant: slug.to_string(),
+            });
+        }
+        if !lock(&shared.moving).insert(tenant_id.to_string()) {
+            return Err(TenancyError::Moving {
+                tenant: slug.to_string(),
+            });
+        }
+        drop(restoring);
+        Ok(MoveGuard {
             registry: self,
             tenant_id: tenant_id.to_string(),
         })
@@ -486,6 +540,30 @@ impl Registry {
         let out = f();
         drop(restoring);
         Ok(out)
+    }
+
+    /// After a move: takes `tenant`'s pool (the old copy's) out of its slot if it is still
+    /// there, and waits up to `wait` for whoever else holds it to finish, so that its
+    /// connections are closed before the old copy is renamed or deleted. Whether it closed.
+    pub fn retire_moved(&self, tenant: Tenant, wait: Duration) -> bool {
+        let shared = &self.shared;
+        let slot = lock(&shared.slots).get(tenant.id()).cloned();
+        if let Some(slot) = slot {
+            let state = lock(&slot.state);
+            if matches!(&*state, SlotState::Open(pool) if Arc::ptr_eq(pool, &tenant.pool)) {
+                shared.retire_moved(&slot, state, tenant.id());
+            }
+        }
+        let pool = Arc::downgrade(&tenant.pool);
+        drop(tenant);
+        let deadline = Instant::now() + wait;
+        while pool.strong_count() > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
     }
 
     /// Whether a restore of the tenant is running.
@@ -759,6 +837,24 @@ impl Shared {
         }
     }
 
+    /// Takes the open pool of a moved tenant out of its slot, held or not (whoever holds it
+    /// finishes on it), and the slot out of the map: the next open makes a new one.
+    fn retire_moved(&self, slot: &Arc<Slot>, mut state: MutexGuard<'_, SlotState>, id: &str) {
+        let old = std::mem::replace(&mut *state, SlotState::Retired);
+        {
+            let mut slots = lock(&self.slots);
+            if slots.get(id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+                slots.remove(id);
+            }
+        }
+        drop(state);
+        if let SlotState::Open(pool) = old {
+            // The checkpoint thread leaves a retired pool alone.
+            *lock(&pool.retired) = true;
+            self.closed(id, pool);
+        }
+    }
+
     /// Takes an unheld open pool out of the map, to be dropped by the caller
     /// after the map lock is released.
     fn retire(&self, slots: &mut HashMap<String, Arc<Slot>>, id: &str) -> Option<Arc<OpenPool>> {
@@ -835,6 +931,18 @@ impl Drop for RestoreGuard<'_> {
     }
 }
 
+/// While alive, the tenant is being moved (see [`Registry::mark_moving`]).
+pub struct MoveGuard<'r> {
+    registry: &'r Registry,
+    tenant_id: String,
+}
+
+impl Drop for MoveGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.registry.shared.moving).remove(&self.tenant_id);
+    }
+}
+
 /// `open()`'s result, or the panic's message as the reason the tenant is unavailable.
 fn catch_panic(open: impl FnOnce() -> Result<OpenPool, String>) -> Result<OpenPool, String> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)).unwrap_or_else(|panic| {
@@ -852,6 +960,7 @@ fn failed(state: &mut SlotState, record: &TenantRecord, reason: String) -> Tenan
     *state = SlotState::Failed {
         reason: reason.clone(),
         at: Instant::now(),
+        store: record.store,
     };
     TenancyError::Unavailable {
         tenant: record.slug.clone(),
