@@ -4,7 +4,8 @@
 //! Creating, deleting and migrating tenants lives in [`lifecycle`]; the
 //! registry's slots and LRU in `registry`, writers' turns in `write_turn`, the
 //! checkpoint thread in `checkpoint`, an operator's view of one tenant in `health`, backups
-//! and restores of a tenant's file in `backup`, its archive (data portability) in `export`.
+//! and restores of a tenant's file in `backup`, its archive (data portability) in `export`, its
+//! online move between a local file and an sqld namespace in `moves`.
 
 pub mod backup;
 mod checkpoint;
