@@ -393,6 +393,8 @@ impl From<LifecycleError> for Error {
             LifecycleError::Tenancy(TenancyError::Restoring { .. }) => Error::TenantRestoring,
             LifecycleError::Tenancy(TenancyError::Moving { .. }) => conflict("tenant_moving", &e),
             LifecycleError::AlreadyThere { .. } => conflict("already_there", &e),
+            // Why it failed is the operator's to know: the store's own words.
+            LifecycleError::MoveFailed { .. } => conflict("move_failed", &e),
             LifecycleError::Busy { .. } => conflict("tenant_busy", &e),
             LifecycleError::Store(_) => match e {
                 LifecycleError::Store(store) => store.into(),
@@ -578,6 +580,39 @@ mod tests {
         assert_eq!(Error::from(refused).into_response().status, 422);
         let busy = BackupError::Busy("in use".into());
         assert_eq!(Error::from(busy).into_response().status, 409);
+    }
+
+    #[test]
+    fn a_write_refused_by_a_moved_tenants_old_copy_is_503_with_retry_after_on_both_backends() {
+        // A local file's trigger, as rusqlite reports it.
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(&format!(
+            "CREATE TABLE t (x); CREATE TRIGGER r BEFORE INSERT ON t \
+             BEGIN SELECT RAISE(ABORT, '{}'); END;",
+            crate::tenancy::moves::MOVED_MESSAGE
+        ))
+        .unwrap();
+        let refused = conn.execute("INSERT INTO t VALUES (1)", []).unwrap_err();
+        let store = crate::store::StoreError::from(
+            conn.execute("INSERT INTO t VALUES (1)", []).unwrap_err(),
+        );
+        // The same, as sqld words it.
+        let sqld = crate::store::StoreError::from(crate::sqld::SqldError::Sql {
+            message: crate::tenancy::moves::MOVED_MESSAGE.into(),
+            code: Some("SQLITE_CONSTRAINT_TRIGGER".into()),
+        });
+        for error in [Error::from(refused), Error::from(store), Error::from(sqld)] {
+            let response = error.into_response();
+            assert_eq!(response.status, 503);
+            assert_eq!(response.header("retry-after"), Some("1"));
+            assert!(String::from_utf8_lossy(body(&response)).contains("tenant_moved"));
+        }
+        // Any other trigger's abort stays ours to fix.
+        let other = crate::store::StoreError::Sql {
+            code: Some(rusqlite::ffi::SQLITE_CONSTRAINT_TRIGGER),
+            message: "something else".into(),
+        };
+        assert_eq!(Error::from(other).into_response().status, 500);
     }
 
     fn body(response: &Response) -> &[u8] {

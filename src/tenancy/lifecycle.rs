@@ -51,6 +51,12 @@ pub enum LifecycleError {
         slug: String,
         doing: &'static str,
     },
+    /// A move that failed halfway and was undone: the tenant stays where it was.
+    MoveFailed {
+        slug: String,
+        to: TenantStore,
+        reason: String,
+    },
     /// A move to the store the tenant is already kept in.
     AlreadyThere {
         slug: String,
@@ -87,6 +93,11 @@ impl fmt::Display for LifecycleError {
             LifecycleError::Busy { slug, doing } => {
                 write!(f, "tenant {slug} is {doing}; try again when that is done")
             }
+            LifecycleError::MoveFailed { slug, to, reason } => write!(
+                f,
+                "moving tenant {slug} to {to} failed and was undone (it stays where it was): \
+                 {reason}"
+            ),
             LifecycleError::AlreadyThere { slug, store } => {
                 write!(f, "tenant {slug} is already kept in {}", store.as_str())
             }

@@ -185,7 +185,11 @@ pub fn move_tenant(
                 log::error!("tenant {slug}: could not drop the move's triggers: {undo}");
             }
             dest.remove();
-            return Err(e);
+            return Err(LifecycleError::MoveFailed {
+                slug: record.slug.clone(),
+                to,
+                reason: e.to_string(),
+            });
         }
     };
     log::info!(

@@ -204,6 +204,31 @@ fn a_tenant_moves_to_sqld_and_back_with_every_row_and_its_neighbour_untouched() 
         "the old file is kept aside"
     );
     assert_eq!(dump_namespace(&client, &acme), before);
+    // The kept file is no orphan, and the tenant's schema is read where it now is.
+    let out = test.cli(&[
+        "migrate",
+        "--status",
+        "--json",
+        "--sqld-url",
+        &sqld.url(),
+        "--sqld-admin-url",
+        &sqld.admin_url(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let status: Json = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["orphans"], json!([]), "{status}");
+    let acme_status = status["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["slug"] == "acme")
+        .unwrap()
+        .clone();
+    assert_eq!(acme_status["error"], Json::Null, "{acme_status}");
+    assert_eq!(
+        acme_status["version"], status["tenant_target"],
+        "{acme_status}"
+    );
 
     // Served from the namespace now: what was there, and what is written next.
     assert_eq!(order_ids(&test, "acme").len(), 4);
@@ -508,6 +533,58 @@ fn moves_that_cannot_be_made_are_refused_with_their_reason() {
     // The shell says what is wrong with its arguments.
     let out = test.cli(&["tenants", "move", "acme", "--to", "mars"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+#[test]
+fn a_move_that_fails_halfway_is_undone_and_the_tenant_stays_where_it_was() {
+    let Some((test, sqld)) = app_with_sqld() else {
+        return;
+    };
+    let client = sqld.client();
+    let acme = id(&test.create_tenant("acme", &[]));
+    fill(&test, "acme");
+    // A row the new copy refuses (its CHECK constraint), written past the old copy's own: the
+    // copy fails after the change capture is in place.
+    let conn = rusqlite::Connection::open(test.tenant_file(&acme)).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    conn.execute_batch(
+        "PRAGMA ignore_check_constraints = ON;
+         UPDATE orders SET status = 'lost' WHERE id = (SELECT max(id) FROM orders);",
+    )
+    .unwrap();
+    let before = dump_file(&test, &acme);
+
+    let reply = move_to(&test, "acme", "sqld");
+    assert_eq!(reply.status, 409, "{}", reply.text());
+    assert_eq!(reply.json()["error"]["code"], "move_failed");
+    assert!(reply.text().contains("CHECK"), "{}", reply.text());
+    assert_eq!(store_of(&test, "acme"), TenantStore::Local);
+    assert!(!client.namespace_exists(&acme).unwrap());
+    // No trigger or log of the move is left behind, and the tenant writes as before.
+    let leftovers = count(
+        &conn,
+        "SELECT count(*) FROM sqlite_schema WHERE name LIKE '\\_tenantd\\_%' ESCAPE '\\'",
+    );
+    assert_eq!(leftovers, 0);
+    assert_eq!(dump_file(&test, &acme), before);
+    let made = test.on(
+        &test.owner_token,
+        "acme",
+        "POST",
+        "/api/orders",
+        Some(new_order(9)),
+    );
+    assert_eq!(made.status, 201, "{}", made.text());
+
+    // Once the row is mended, the move goes through.
+    conn.execute("UPDATE orders SET status = 'new' WHERE status = 'lost'", [])
+        .unwrap();
+    drop(conn);
+    let reply = move_to(&test, "acme", "sqld");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(store_of(&test, "acme"), TenantStore::Sqld);
+    assert_eq!(dump_namespace(&client, &acme)["orders"].len(), 5);
 }
 
 #[test]
