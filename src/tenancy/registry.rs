@@ -123,6 +123,11 @@ pub(super) struct OpenPool {
     pub(super) retired: Mutex<bool>,
     /// For the checkpoint thread's log lines.
     pub(super) path: PathBuf,
+    /// The record the pool was opened for, and (a file) which file it opened: a record changed
+    /// since may be a move there and back by another process, after which the path names a new
+    /// file and this pool's connections the old one (see `replaced`).
+    pub(super) opened_for: Option<Arc<TenantRecord>>,
+    pub(super) file_id: Option<(u64, u64)>,
     pub(super) clock: Clock,
     /// The `clock`'s nanoseconds at the last use, for LRU and idle closing.
     pub(super) last_used: AtomicU64,
@@ -130,6 +135,25 @@ pub(super) struct OpenPool {
 }
 
 impl OpenPool {
+    /// Whether the pool reaches an old copy of the tenant: its file was moved away and another
+    /// put in its place (`tenants move` there and back, by another process). Asked only once
+    /// the record has changed since the pool opened (the catalog's snapshot makes a new one for
+    /// a changed row only), so the request path of an unchanged tenant pays a pointer comparison
+    /// for it, no system call.
+    fn replaced(&self, record: &Arc<TenantRecord>) -> bool {
+        if self
+            .opened_for
+            .as_ref()
+            .is_none_or(|opened| Arc::ptr_eq(opened, record))
+        {
+            return false;
+        }
+        match self.file_id {
+            Some(opened) => file_id(&self.path) != Some(opened),
+            None => false,
+        }
+    }
+
     /// Where the database this pool reaches is kept.
     pub(super) fn store(&self) -> TenantStore {
         match self.db {
@@ -381,7 +405,7 @@ impl Registry {
                 // or another): the pool's database is the old copy, refused for writes. Retired
                 // here, so that this request and the next open the new one; requests holding the
                 // old pool finish on it.
-                SlotState::Open(pool) if pool.store() != record.store => {
+                SlotState::Open(pool) if pool.store() != record.store || pool.replaced(&record) => {
                     shared.retire_moved(&slot, state, &record.id);
                     continue;
                 }
@@ -695,7 +719,8 @@ impl Shared {
         let mut state = lock(&slot.state);
         slot.settled.notify_all();
         match opened {
-            Ok(pool) => {
+            Ok(mut pool) => {
+                pool.opened_for = Some(Arc::clone(&record));
                 let pool = Arc::new(pool);
                 *state = SlotState::Open(Arc::clone(&pool));
                 self.open.fetch_add(1, Ordering::SeqCst);
@@ -724,6 +749,9 @@ impl Shared {
         }
         let reason = |e: DbError| e.to_string();
         let mut conn = db::open(path, DbKind::Tenant, Create::Never).map_err(reason)?;
+        // The file this pool's connections will have open: the one just opened, before any
+        // move could put another in its place (its id is read after the open).
+        let opened_file = file_id(path);
         check_tenant_file(&conn, record)?;
         db::migrate(&mut conn, self.config.migrations).map_err(reason)?;
         drop(conn);
@@ -750,6 +778,8 @@ impl Shared {
             checkpoints_done: AtomicU64::new(0),
             retired: Mutex::new(false),
             path: path.to_path_buf(),
+            opened_for: None,
+            file_id: opened_file,
             clock: self.clock.clone(),
             last_used: AtomicU64::new(0),
             metrics: Arc::clone(&self.metrics),
@@ -783,6 +813,9 @@ impl Shared {
             checkpoints_done: AtomicU64::new(0),
             retired: Mutex::new(false),
             path: path.to_path_buf(),
+            // A namespace is reached by its name: one made again under it is the one reached.
+            opened_for: None,
+            file_id: None,
             clock: self.clock.clone(),
             last_used: AtomicU64::new(0),
             metrics: Arc::clone(&self.metrics),
@@ -941,6 +974,12 @@ impl Drop for MoveGuard<'_> {
     fn drop(&mut self) {
         lock(&self.registry.shared.moving).remove(&self.tenant_id);
     }
+}
+
+/// Which file `path` names now (device and inode), if it names one.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// `open()`'s result, or the panic's message as the reason the tenant is unavailable.

@@ -16,7 +16,7 @@ use tenantd::store::{Sql, Value};
 
 use crate::backups::{new_order, order_ids};
 use crate::sqld_support::{spawn_sqld, Sqld};
-use crate::support::{request_to, spawn_app, spawn_app_with, TestApp};
+use crate::support::{raw_request, request_to, spawn_app, spawn_app_with, TestApp};
 
 /// A server whose tenants are made as local files, with an sqld server to move them to; `None`
 /// when sqld tests are skipped.
@@ -90,6 +90,32 @@ fn move_to(test: &TestApp, slug: &str, to: &str) -> crate::support::Reply {
         &format!("/api/admin/tenants/{slug}/move"),
         Some(json!({ "to": to })),
     )
+}
+
+/// `move_to` on a connection that waits as long as the move takes: beside a writer that posts
+/// as fast as it is answered, on a slow machine, that can be longer than the test client's
+/// usual read timeout. Its status and JSON body.
+fn move_waiting(test: &TestApp, slug: &str, to: &str) -> (u16, Json) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(test.server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(300)))
+        .unwrap();
+    let auth = format!("Bearer {}", test.admin_token);
+    let body = json!({ "to": to }).to_string();
+    let request = raw_request(
+        "POST",
+        &format!("/api/admin/tenants/{slug}/move"),
+        &[("Authorization", &auth)],
+        Some(&body),
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    let status = answer[9..12].parse().unwrap();
+    let body = answer.split_once("\r\n\r\n").unwrap().1;
+    (status, serde_json::from_str(body).unwrap_or(Json::Null))
 }
 
 fn store_of(test: &TestApp, slug: &str) -> TenantStore {
@@ -388,11 +414,12 @@ fn every_order_acknowledged_during_moves_is_in_the_new_copy() {
     };
 
     wait_for(5);
-    let moved = move_to(&test, "acme", "sqld");
-    assert_eq!(moved.status, 200, "{}", moved.text());
+    let (status, moved) = move_waiting(&test, "acme", "sqld");
+    assert_eq!(status, 200, "{moved}");
+    assert_eq!(moved["tenant"]["store"], "sqld", "{moved}");
     wait_for(5);
-    let moved = move_to(&test, "acme", "local");
-    assert_eq!(moved.status, 200, "{}", moved.text());
+    let (status, moved) = move_waiting(&test, "acme", "local");
+    assert_eq!(status, 200, "{moved}");
     wait_for(5);
     stop.store(true, Ordering::SeqCst);
     let (made, refused) = writer.join().unwrap();
@@ -585,6 +612,49 @@ fn a_move_that_fails_halfway_is_undone_and_the_tenant_stays_where_it_was() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(store_of(&test, "acme"), TenantStore::Sqld);
     assert_eq!(dump_namespace(&client, &acme)["orders"].len(), 5);
+}
+
+#[test]
+fn a_server_whose_tenant_went_to_sqld_and_back_by_the_shell_serves_the_new_file() {
+    let Some((test, sqld)) = app_with_sqld() else {
+        return;
+    };
+    let acme = id(&test.create_tenant("acme", &[]));
+    let made = test.on(
+        &test.owner_token,
+        "acme",
+        "POST",
+        "/api/orders",
+        Some(new_order(1)),
+    );
+    assert_eq!(made.status, 201, "{}", made.text());
+    // The server's pool of acme's file stays open while the shell moves it there and back,
+    // with no request between: the path now names a new file, the pool the old one.
+    for to in ["sqld", "local"] {
+        let out = test.cli(&[
+            "tenants",
+            "move",
+            "acme",
+            "--to",
+            to,
+            "--sqld-url",
+            &sqld.url(),
+            "--sqld-admin-url",
+            &sqld.admin_url(),
+        ]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    assert_eq!(kept_copies(&test, &acme).len(), 1);
+    let made = test.on(
+        &test.owner_token,
+        "acme",
+        "POST",
+        "/api/orders",
+        Some(new_order(2)),
+    );
+    assert_eq!(made.status, 201, "{}", made.text());
+    assert_eq!(order_ids(&test, "acme").len(), 2);
+    assert_eq!(dump_file(&test, &acme)["orders"].len(), 2);
 }
 
 #[test]
