@@ -180,9 +180,18 @@ pub fn move_tenant(
         Ok(done) => done,
         Err(e) => {
             log::error!("moving tenant {slug} to {to} failed, it stays in {from}: {e}");
-            let undone = tenant.write_sql(|db| drop_move_objects(db).map_err(LifecycleError::from));
-            if let Err(undo) = undone {
-                log::error!("tenant {slug}: could not drop the move's triggers: {undo}");
+            // Tried a few times: left in place, the refusing triggers would keep every write
+            // out of a tenant that stayed where it was (a next move drops them too).
+            for attempt in 1..=3 {
+                let undone =
+                    tenant.write_sql(|db| drop_move_objects(db).map_err(LifecycleError::from));
+                match undone {
+                    Ok(()) => break,
+                    Err(undo) => log::error!(
+                        "tenant {slug}: could not drop the move's triggers (attempt {attempt}): \
+                         {undo}"
+                    ),
+                }
             }
             dest.remove();
             return Err(LifecycleError::MoveFailed {
