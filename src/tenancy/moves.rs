@@ -18,10 +18,13 @@
 //!    `tenants.store` flips. Committing before the flip (not after it) means no write is ever
 //!    acknowledged by the old copy once the new one may be read: a writer that waited for the
 //!    lock, or one that still holds the old copy, fails loudly (503 `tenant_moved`, retried)
-//!    instead. If the pause or the flip fails, the source's triggers and log are dropped and the
-//!    destination removed: the tenant stays where it was.
-//! 5. After: the old pool is evicted (and a registry anywhere that still holds it reopens, since
-//!    `Registry::open` retires a pool of another store than the record says). The old copy: a
+//!    instead (the price: between the commit and the flip, a few milliseconds, writes are refused
+//!    too). If the pause or the flip fails, the source's triggers and log are dropped and the
+//!    destination removed: the tenant stays where it was (`409 move_failed` says why).
+//! 5. After: the old pool is taken out of this registry, and its last requests get a moment to
+//!    finish before the old copy goes (a registry in another process reopens the tenant: its
+//!    `Registry::open` retires a pool of another store than the record says, or of a file that
+//!    is no longer the one at the tenant's path). The old copy: a
 //!    file is kept, renamed `<uuid>.db.moved-<unix seconds>` (with its `-wal`/`-shm`; orphan
 //!    sweeps and `migrate --status` only know `<uuid>.db`), for the operator to remove; a
 //!    namespace is deleted (sqld keeps no second name for it, and a kept one would be served
