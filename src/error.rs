@@ -66,6 +66,9 @@ pub enum Error {
     TenantUnavailable,
     /// Being restored from a backup: refused until the restore ends.
     TenantRestoring,
+    /// A write that reached the old copy of a tenant just moved to another store
+    /// (`tenancy::moves`): nothing was written; the same request again reaches the new copy.
+    TenantMoved,
     /// The server's default tenant (`serve --default-tenant`) is not in the catalog.
     DefaultTenantMissing(String),
     /// The real-time hub did not take the command in time: a passing overload.
@@ -202,6 +205,11 @@ impl Error {
                 "tenant_restoring",
                 "the tenant is being restored from a backup; try again shortly".into(),
             ),
+            Error::TenantMoved => (
+                503,
+                "tenant_moved",
+                "the tenant's data has just moved; try again".into(),
+            ),
             Error::DefaultTenantMissing(tenant) => (
                 503,
                 "default_tenant_missing",
@@ -296,7 +304,8 @@ impl Error {
             Error::TenantUnavailable
             | Error::RealtimeBusy
             | Error::TenantProvisioning
-            | Error::TenantRestoring => response.with_header("Retry-After", "1"),
+            | Error::TenantRestoring
+            | Error::TenantMoved => response.with_header("Retry-After", "1"),
             _ => response,
         }
     }
@@ -329,6 +338,10 @@ impl From<TenancyError> for Error {
             TenancyError::Conflict => Error::TenantConflict,
             TenancyError::DefaultMissing { tenant } => Error::DefaultTenantMissing(tenant),
             TenancyError::Restoring { .. } => Error::TenantRestoring,
+            TenancyError::Moving { tenant } => Error::Conflict {
+                code: "tenant_moving",
+                message: format!("tenant {tenant} is being moved to another store; try again"),
+            },
             TenancyError::Unavailable { tenant, reason } => {
                 log::error!("tenant {tenant} unavailable: {reason}");
                 Error::TenantUnavailable
@@ -378,6 +391,11 @@ impl From<LifecycleError> for Error {
                 message: "the tenant's database file is gone; it cannot be restored".into(),
             },
             LifecycleError::Tenancy(TenancyError::Restoring { .. }) => Error::TenantRestoring,
+            LifecycleError::Tenancy(TenancyError::Moving { .. }) => conflict("tenant_moving", &e),
+            LifecycleError::AlreadyThere { .. } => conflict("already_there", &e),
+            // Why it failed is the operator's to know: the store's own words.
+            LifecycleError::MoveFailed { .. } => conflict("move_failed", &e),
+            LifecycleError::Busy { .. } => conflict("tenant_busy", &e),
             LifecycleError::Store(_) => match e {
                 LifecycleError::Store(store) => store.into(),
                 _ => unreachable!("matched above"),
@@ -420,11 +438,18 @@ impl From<WorkspaceError> for Error {
     }
 }
 
+/// Whether a database refused a write because the tenant was moved off it: the old copy's
+/// triggers abort every write with this message (`tenancy::moves`), on either backend.
+fn moved(message: &str) -> bool {
+    message.contains(crate::tenancy::moves::MOVED_MESSAGE)
+}
+
 /// A statement through the store contract: told apart as SQLite's own errors are.
 impl From<crate::store::StoreError> for Error {
     fn from(e: crate::store::StoreError) -> Self {
         use crate::store::StoreError;
         match e {
+            e if moved(e.message()) => Error::TenantMoved,
             StoreError::Busy(_) | StoreError::Backend(_) => {
                 log::error!("tenant database error: {e}");
                 Error::TenantUnavailable
@@ -473,6 +498,9 @@ impl From<DbError> for Error {
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
         use rusqlite::ErrorCode::*;
+        if moved(&e.to_string()) {
+            return Error::TenantMoved;
+        }
         match e.sqlite_error_code() {
             Some(
                 DatabaseBusy | DatabaseLocked | DatabaseCorrupt | NotADatabase | DiskFull
@@ -560,6 +588,39 @@ mod tests {
         assert_eq!(Error::from(refused).into_response().status, 422);
         let busy = BackupError::Busy("in use".into());
         assert_eq!(Error::from(busy).into_response().status, 409);
+    }
+
+    #[test]
+    fn a_write_refused_by_a_moved_tenants_old_copy_is_503_with_retry_after_on_both_backends() {
+        // A local file's trigger, as rusqlite reports it.
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(&format!(
+            "CREATE TABLE t (x); CREATE TRIGGER r BEFORE INSERT ON t \
+             BEGIN SELECT RAISE(ABORT, '{}'); END;",
+            crate::tenancy::moves::MOVED_MESSAGE
+        ))
+        .unwrap();
+        let refused = conn.execute("INSERT INTO t VALUES (1)", []).unwrap_err();
+        let store = crate::store::StoreError::from(
+            conn.execute("INSERT INTO t VALUES (1)", []).unwrap_err(),
+        );
+        // The same, as sqld words it.
+        let sqld = crate::store::StoreError::from(crate::sqld::SqldError::Sql {
+            message: crate::tenancy::moves::MOVED_MESSAGE.into(),
+            code: Some("SQLITE_CONSTRAINT_TRIGGER".into()),
+        });
+        for error in [Error::from(refused), Error::from(store), Error::from(sqld)] {
+            let response = error.into_response();
+            assert_eq!(response.status, 503);
+            assert_eq!(response.header("retry-after"), Some("1"));
+            assert!(String::from_utf8_lossy(body(&response)).contains("tenant_moved"));
+        }
+        // Any other trigger's abort stays ours to fix.
+        let other = crate::store::StoreError::Sql {
+            code: Some(rusqlite::ffi::SQLITE_CONSTRAINT_TRIGGER),
+            message: "something else".into(),
+        };
+        assert_eq!(Error::from(other).into_response().status, 500);
     }
 
     fn body(response: &Response) -> &[u8] {

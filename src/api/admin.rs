@@ -9,11 +9,14 @@ use serde_json::{json, Value};
 
 use crate::auth::principal::{self, Via};
 use crate::auth::{token, totp};
-use crate::catalog::{unix_now, ActorType, AuditActor, Catalog, NewSession, TenantRecord};
+use crate::catalog::{
+    unix_now, ActorType, AuditActor, Catalog, NewSession, TenantRecord, TenantStore,
+};
 use crate::error::Error;
 use crate::http::{Params, Response, Router};
 use crate::tenancy::health::health as tenant_health;
 use crate::tenancy::lifecycle::{self, LifecycleError, NewTenant, Rename};
+use crate::tenancy::moves;
 
 use super::account::admit;
 use super::broadcasting::{admin_channel, publish};
@@ -63,6 +66,11 @@ pub(super) fn routes(r: &mut Router<Route>) {
         "POST",
         "/api/admin/tenants/{tenant}/purge",
         Route::Admin(purge),
+    );
+    r.add(
+        "POST",
+        "/api/admin/tenants/{tenant}/move",
+        Route::Admin(move_tenant),
     );
     r.add(
         "POST",
@@ -409,6 +417,29 @@ fn purge(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Respo
         json!({ "slug": record.slug }),
     );
     Ok(Response::json(200, &json!({ "purged": record.slug })))
+}
+
+/// Moves the tenant's database to another store (`{"to": "local" | "sqld"}`), online: the
+/// tenant answers throughout, its writes pause briefly at the end (`tenancy::moves`).
+fn move_tenant(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Response, Error> {
+    let record = tenant_by_key(&app.catalog, ctx.params.get("tenant").unwrap_or_default())?;
+    #[derive(Deserialize)]
+    struct Body {
+        to: String,
+    }
+    let Body { to } = json_body(ctx.req)?;
+    let to = TenantStore::parse(&to)
+        .ok_or_else(|| Error::validation("to", "must be \"local\" or \"sqld\""))?;
+    let moved = moves::move_tenant(&app.catalog, &app.registry, &record.slug, to)?;
+    lifecycle_entry(
+        app,
+        ctx,
+        signed_in,
+        "tenant.moved",
+        &moved.tenant,
+        json!({ "from": moved.from, "to": moved.to }),
+    );
+    Ok(Response::json(200, &moved))
 }
 
 fn add_domain(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Response, Error> {

@@ -6,10 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::catalog::{ActorType, AuditEntry, Catalog, TenantRecord};
+use crate::catalog::{ActorType, AuditEntry, Catalog, TenantRecord, TenantStore};
 use crate::db::Create;
 use crate::tenancy::lifecycle::{self, LifecycleError, MigrateConfig, NewTenant, Rename};
-use crate::tenancy::{Registry, RegistryConfig};
+use crate::tenancy::{moves, Registry, RegistryConfig};
 
 use super::{Args, CliError, Env};
 
@@ -22,6 +22,7 @@ Usage:
   tenantd tenants show <slug>
   tenantd tenants suspend|activate|delete|restore|purge <slug>
   tenantd tenants rename <slug> [<new-slug>] [--name <name>]
+  tenantd tenants move <slug> --to local|sqld
   tenantd tenants domains add|remove <slug> <domain>
   tenantd tenants gc [--older-than MINUTES]
   tenantd tenants import <slug> --from FILE [--name <name>]
@@ -40,6 +41,7 @@ Options:
   --allow-ip IP          down: a client address that passes anyway (repeatable)
   --secret S             down: visiting /S on the tenant's host sets a cookie that passes
   --older-than MINUTES   gc: remove only files unchanged this long [10]
+  --to local|sqld        move: where the tenant's database goes
   --store local|sqld     create: where the new tenant's database goes [TENANTD_STORE, local]
   --sqld-url URL         the libSQL server of tenants kept on sqld, as `serve` takes it
   --sqld-admin-url URL   its admin API (namespaces are made and deleted there)
@@ -49,6 +51,10 @@ Options:
 delete is soft (status deleted, file kept); restore undoes it; purge removes a deleted
 tenant's file (with its -wal and -shm) and then its catalog row.
 rename changes the slug (the workspace's address), the display name, or both.
+move copies an active tenant's database to the other store while it keeps serving, pauses
+its writes briefly to copy the last changes, and flips the catalog: a file becomes a
+namespace (the old file is kept as <uuid>.db.moved-<unix>), a namespace a file (the old
+namespace is deleted). Needs the --sqld-* options either way.
 gc removes tenant files that no catalog row names (left by a create that was killed
 before it inserted the row), with their -wal and -shm; `serve` does the same at start.
 Files changed in the last 10 minutes are left alone: they may be a create in progress.
@@ -229,6 +235,46 @@ pub fn tenants(args: &mut Args, env: &Env) -> Result<(), CommandError> {
                 println!("{}", serde_json::json!({ "purged": slug }));
             } else {
                 println!("purged {slug}");
+            }
+        }
+        "move" => {
+            // Options first, as for create.
+            let to = args.value("--to")?;
+            let slug = required(args, "slug")?;
+            args.finish_ref()?;
+            let to = to.ok_or_else(|| CliError("--to local|sqld is required".into()))?;
+            let to = TenantStore::parse(&to)
+                .ok_or_else(|| CliError(format!("--to {to}: give local or sqld")))?;
+            let catalog = catalog()?;
+            // This process's own registry: a server on the same data directory sees the flip in
+            // the catalog and reopens the tenant where it now is; its writes to the old copy
+            // fail meanwhile, and are retried by their clients.
+            let registry = Registry::new(
+                &data,
+                RegistryConfig {
+                    sqld: stores.sqld.clone(),
+                    ..RegistryConfig::default()
+                },
+            );
+            let moved = moves::move_tenant(&catalog, &registry, &slug, to)?;
+            let details = serde_json::json!({ "via": "cli", "from": moved.from, "to": moved.to });
+            audit_with(&catalog, "tenant.moved", &moved.tenant, details);
+            if json {
+                println!("{}", serde_json::json!(moved));
+            } else {
+                println!(
+                    "moved {slug} from {} to {}: {} rows copied, {} caught up, writes paused {} ms{}",
+                    moved.from,
+                    moved.to,
+                    moved.rows_copied,
+                    moved.rows_caught_up,
+                    moved.pause_ms,
+                    moved
+                        .old_copy
+                        .as_deref()
+                        .map(|c| format!("; the old copy is kept as {c}"))
+                        .unwrap_or_default()
+                );
             }
         }
         "rename" => {

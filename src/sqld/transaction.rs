@@ -82,6 +82,66 @@ impl Transaction {
         hrana::rows(outcome, "execute")
     }
 
+    /// `statements` inside the transaction in one round trip (a page of a copy): their rows,
+    /// or the first error. Each runs whatever the one before it did; on an error the caller
+    /// rolls back (or drops) the transaction, so none of them stays.
+    pub fn execute_many(
+        &mut self,
+        statements: &[super::Statement],
+    ) -> Result<Vec<Rows>, SqldError> {
+        self.usable()?;
+        let mut requests = statements
+            .iter()
+            .map(|s| hrana::execute(&s.sql, &s.args))
+            .collect::<Result<Vec<_>, _>>()?;
+        requests.push(hrana::get_autocommit());
+        let reply =
+            match self
+                .client
+                .pipeline(&self.base, &self.ns, self.baton.as_deref(), requests)
+            {
+                Ok(reply) => reply,
+                Err(e) => {
+                    if !matches!(e, SqldError::Transport(_)) {
+                        self.baton = None;
+                    }
+                    self.ended = Some(Ended::Stream(e.to_string()));
+                    return Err(e);
+                }
+            };
+        self.follow(reply.baton, reply.base_url);
+        let mut results = reply.results.into_iter();
+        let mut out = Vec::with_capacity(statements.len());
+        let mut first_error = None;
+        for _ in statements {
+            match hrana::rows(hrana::next(&mut results)?, "execute") {
+                Ok(rows) => out.push(rows),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if self.baton.is_none() {
+            let message = "the server closed the stream".to_string();
+            self.ended = Some(Ended::Stream(message.clone()));
+            return Err(SqldError::StreamEnded {
+                status: None,
+                message,
+            });
+        }
+        if hrana::is_autocommit(hrana::next(&mut results)?)? {
+            let message = first_error
+                .as_ref()
+                .map_or_else(|| "a statement ended it".to_string(), |e| e.to_string());
+            self.ended = Some(Ended::Transaction(message.clone()));
+            return Err(SqldError::TransactionEnded(message));
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
     /// Several statements separated by semicolons (a migration file) inside the transaction.
     pub fn execute_script(&mut self, sql: &str) -> Result<(), SqldError> {
         let outcome = self.request(hrana::sequence(sql))?;

@@ -46,6 +46,22 @@ pub enum LifecycleError {
     },
     /// The tenant's pool is in use, so its file cannot be removed yet.
     InUse(String),
+    /// Another operation on the tenant runs (a restore, a purge, a move): try again after it.
+    Busy {
+        slug: String,
+        doing: &'static str,
+    },
+    /// A move that failed halfway and was undone: the tenant stays where it was.
+    MoveFailed {
+        slug: String,
+        to: TenantStore,
+        reason: String,
+    },
+    /// A move to the store the tenant is already kept in.
+    AlreadyThere {
+        slug: String,
+        store: TenantStore,
+    },
     Tenancy(TenancyError),
     Catalog(CatalogError),
     /// A tenant database elsewhere than a local file (sqld) failed or is out of reach.
@@ -74,6 +90,17 @@ impl fmt::Display for LifecycleError {
                 write!(f, "tenant {slug} is {status}")
             }
             LifecycleError::InUse(slug) => write!(f, "tenant {slug} is in use"),
+            LifecycleError::Busy { slug, doing } => {
+                write!(f, "tenant {slug} is {doing}; try again when that is done")
+            }
+            LifecycleError::MoveFailed { slug, to, reason } => write!(
+                f,
+                "moving tenant {slug} to {to} failed and was undone (it stays where it was): \
+                 {reason}"
+            ),
+            LifecycleError::AlreadyThere { slug, store } => {
+                write!(f, "tenant {slug} is already kept in {}", store.as_str())
+            }
             LifecycleError::Tenancy(e) => e.fmt(f),
             LifecycleError::Catalog(e) => e.fmt(f),
             LifecycleError::Store(e) => e.fmt(f),
@@ -155,13 +182,13 @@ pub struct NewTenant {
     pub domains: Vec<String>,
 }
 
-fn find(catalog: &Catalog, slug: &str) -> Result<Arc<TenantRecord>, LifecycleError> {
+pub(super) fn find(catalog: &Catalog, slug: &str) -> Result<Arc<TenantRecord>, LifecycleError> {
     catalog
         .by_slug(slug)?
         .ok_or_else(|| LifecycleError::NotFound(slug.to_string()))
 }
 
-fn db_path(catalog: &Catalog, record: &TenantRecord) -> Result<PathBuf, LifecycleError> {
+pub(super) fn db_path(catalog: &Catalog, record: &TenantRecord) -> Result<PathBuf, LifecycleError> {
     tenant_db_path(catalog.data_dir(), &record.id).ok_or_else(|| {
         LifecycleError::Catalog(CatalogError::Corrupt {
             id: record.id.clone(),

@@ -4,7 +4,8 @@
 //! Creating, deleting and migrating tenants lives in [`lifecycle`]; the
 //! registry's slots and LRU in `registry`, writers' turns in `write_turn`, the
 //! checkpoint thread in `checkpoint`, an operator's view of one tenant in `health`, backups
-//! and restores of a tenant's file in `backup`, its archive (data portability) in `export`.
+//! and restores of a tenant's file in `backup`, its archive (data portability) in `export`, its
+//! online move between a local file and an sqld namespace in `moves`.
 
 pub mod backup;
 mod checkpoint;
@@ -12,6 +13,7 @@ pub mod export;
 pub mod health;
 pub mod identify;
 pub mod lifecycle;
+pub mod moves;
 mod reads;
 mod registry;
 mod write_turn;
@@ -35,7 +37,8 @@ use checkpoint::CHECKPOINT_EVERY;
 pub use reads::{Lookup, Ticket};
 use registry::{Db, OpenPool};
 pub use registry::{
-    PoolState, Registry, RegistryConfig, RegistryStats, RestoreGuard, DEFAULT_READ_CACHE_MIB,
+    MoveGuard, PoolState, Registry, RegistryConfig, RegistryStats, RestoreGuard,
+    DEFAULT_READ_CACHE_MIB,
 };
 
 /// Where a tenant's database lives: `data_dir/tenants/<uuid>.db`. Only a
@@ -176,6 +179,10 @@ pub enum TenancyError {
     Restoring {
         tenant: String,
     },
+    /// Being moved to another store: no restore, purge or second move meanwhile.
+    Moving {
+        tenant: String,
+    },
     /// Two identification methods of one request name different tenants.
     Conflict,
     /// `serve --default-tenant` names a tenant the catalog does not have (or has deleted).
@@ -200,6 +207,9 @@ impl fmt::Display for TenancyError {
             TenancyError::InUse { tenant } => write!(f, "tenant {tenant} is in use"),
             TenancyError::Restoring { tenant } => {
                 write!(f, "tenant {tenant} is being restored from a backup")
+            }
+            TenancyError::Moving { tenant } => {
+                write!(f, "tenant {tenant} is being moved to another store")
             }
             TenancyError::Conflict => f.write_str("the request names two different tenants"),
             TenancyError::DefaultMissing { tenant } => {
@@ -263,10 +273,7 @@ impl Tenant {
 
     /// Where this tenant's database is kept.
     pub fn store(&self) -> TenantStore {
-        match self.pool.db {
-            Db::File(_) => TenantStore::Local,
-            Db::Sqld(_) => TenantStore::Sqld,
-        }
+        self.pool.store()
     }
 
     /// A connection to this tenant's database file, and to nothing else: for what only a

@@ -123,6 +123,11 @@ pub(super) struct OpenPool {
     pub(super) retired: Mutex<bool>,
     /// For the checkpoint thread's log lines.
     pub(super) path: PathBuf,
+    /// The record the pool was opened for, and (a file) which file it opened: a record changed
+    /// since may be a move there and back by another process, after which the path names a new
+    /// file and this pool's connections the old one (see `replaced`).
+    pub(super) opened_for: Option<Arc<TenantRecord>>,
+    pub(super) file_id: Option<(u64, u64)>,
     pub(super) clock: Clock,
     /// The `clock`'s nanoseconds at the last use, for LRU and idle closing.
     pub(super) last_used: AtomicU64,
@@ -130,6 +135,33 @@ pub(super) struct OpenPool {
 }
 
 impl OpenPool {
+    /// Whether the pool reaches an old copy of the tenant: its file was moved away and another
+    /// put in its place (`tenants move` there and back, by another process). Asked only once
+    /// the record has changed since the pool opened (the catalog's snapshot makes a new one for
+    /// a changed row only), so the request path of an unchanged tenant pays a pointer comparison
+    /// for it, no system call.
+    fn replaced(&self, record: &Arc<TenantRecord>) -> bool {
+        if self
+            .opened_for
+            .as_ref()
+            .is_none_or(|opened| Arc::ptr_eq(opened, record))
+        {
+            return false;
+        }
+        match self.file_id {
+            Some(opened) => file_id(&self.path) != Some(opened),
+            None => false,
+        }
+    }
+
+    /// Where the database this pool reaches is kept.
+    pub(super) fn store(&self) -> TenantStore {
+        match self.db {
+            Db::File(_) => TenantStore::Local,
+            Db::Sqld(_) => TenantStore::Sqld,
+        }
+    }
+
     pub(super) fn touch(&self) {
         // Every request of the tenant touches: a store each time would pass the cache line
         // between cores on every one. Idle closing and LRU need no finer time than this.
@@ -196,6 +228,9 @@ enum SlotState {
     Failed {
         reason: String,
         at: Instant,
+        /// Where the record said the database was: a failure to open one store says nothing of
+        /// the other (a tenant just moved, asked for by a request that read the old record).
+        store: TenantStore,
     },
     /// Closed and removed from the map; whoever still holds this slot must
     /// look the tenant up again.
@@ -236,6 +271,9 @@ pub(super) struct Shared {
     /// refused meanwhile. `restoring_count` spares every request the lock when it is empty.
     restoring: Mutex<HashSet<String>>,
     restoring_count: AtomicUsize,
+    /// Tenants being moved to another store (see [`Registry::mark_moving`]): still served, but
+    /// no restore, purge or second move starts meanwhile. Lock order: `restoring` first.
+    moving: Mutex<HashSet<String>>,
     /// This server's metrics: the registry's own and those of whatever holds a tenant.
     metrics: Arc<crate::metrics::Metrics>,
 }
@@ -294,6 +332,7 @@ impl Registry {
             closed_last_used: Mutex::new(HashMap::new()),
             restoring: Mutex::new(HashSet::new()),
             restoring_count: AtomicUsize::new(0),
+            moving: Mutex::new(HashSet::new()),
             metrics: Default::default(),
         });
         // Idle pools are closed whole by our own sweep instead of r2d2's
@@ -362,6 +401,14 @@ impl Registry {
             match &*state {
                 SlotState::Opening => unreachable!("waited above"),
                 SlotState::Retired => continue,
+                // The tenant was moved to another store since this pool opened (by this process
+                // or another): the pool's database is the old copy, refused for writes. Retired
+                // here, so that this request and the next open the new one; requests holding the
+                // old pool finish on it.
+                SlotState::Open(pool) if pool.store() != record.store || pool.replaced(&record) => {
+                    shared.retire_moved(&slot, state, &record.id);
+                    continue;
+                }
                 SlotState::Open(pool) => {
                     pool.touch();
                     return Ok(Tenant {
@@ -369,7 +416,9 @@ impl Registry {
                         record,
                     });
                 }
-                SlotState::Failed { reason, at } if at.elapsed() < shared.config.retry_after => {
+                SlotState::Failed { reason, at, store }
+                    if *store == record.store && at.elapsed() < shared.config.retry_after =>
+                {
                     return Err(TenancyError::Unavailable {
                         tenant: record.slug.clone(),
                         reason: reason.clone(),
@@ -457,13 +506,42 @@ impl Registry {
         slug: &str,
     ) -> Result<RestoreGuard<'_>, TenancyError> {
         let shared = &self.shared;
-        if !lock(&shared.restoring).insert(tenant_id.to_string()) {
+        let mut restoring = lock(&shared.restoring);
+        if lock(&shared.moving).contains(tenant_id) {
+            return Err(TenancyError::Moving {
+                tenant: slug.to_string(),
+            });
+        }
+        if !restoring.insert(tenant_id.to_string()) {
             return Err(TenancyError::Restoring {
                 tenant: slug.to_string(),
             });
         }
         shared.restoring_count.fetch_add(1, Ordering::SeqCst);
         Ok(RestoreGuard {
+            registry: self,
+            tenant_id: tenant_id.to_string(),
+        })
+    }
+
+    /// Marks the tenant as being moved to another store until the guard is dropped: it is
+    /// still opened and served, but no restore or purge (`Moving`) and no second move starts
+    /// meanwhile. `Restoring` if a restore or purge already runs, `Moving` if a move does.
+    pub fn mark_moving(&self, tenant_id: &str, slug: &str) -> Result<MoveGuard<'_>, TenancyError> {
+        let shared = &self.shared;
+        let restoring = lock(&shared.restoring);
+        if restoring.contains(tenant_id) {
+            return Err(TenancyError::Restoring {
+                tenant: slug.to_string(),
+            });
+        }
+        if !lock(&shared.moving).insert(tenant_id.to_string()) {
+            return Err(TenancyError::Moving {
+                tenant: slug.to_string(),
+            });
+        }
+        drop(restoring);
+        Ok(MoveGuard {
             registry: self,
             tenant_id: tenant_id.to_string(),
         })
@@ -486,6 +564,30 @@ impl Registry {
         let out = f();
         drop(restoring);
         Ok(out)
+    }
+
+    /// After a move: takes `tenant`'s pool (the old copy's) out of its slot if it is still
+    /// there, and waits up to `wait` for whoever else holds it to finish, so that its
+    /// connections are closed before the old copy is renamed or deleted. Whether it closed.
+    pub fn retire_moved(&self, tenant: Tenant, wait: Duration) -> bool {
+        let shared = &self.shared;
+        let slot = lock(&shared.slots).get(tenant.id()).cloned();
+        if let Some(slot) = slot {
+            let state = lock(&slot.state);
+            if matches!(&*state, SlotState::Open(pool) if Arc::ptr_eq(pool, &tenant.pool)) {
+                shared.retire_moved(&slot, state, tenant.id());
+            }
+        }
+        let pool = Arc::downgrade(&tenant.pool);
+        drop(tenant);
+        let deadline = Instant::now() + wait;
+        while pool.strong_count() > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
     }
 
     /// Whether a restore of the tenant is running.
@@ -622,7 +724,8 @@ impl Shared {
         let mut state = lock(&slot.state);
         slot.settled.notify_all();
         match opened {
-            Ok(pool) => {
+            Ok(mut pool) => {
+                pool.opened_for = Some(Arc::clone(&record));
                 let pool = Arc::new(pool);
                 *state = SlotState::Open(Arc::clone(&pool));
                 self.open.fetch_add(1, Ordering::SeqCst);
@@ -651,6 +754,9 @@ impl Shared {
         }
         let reason = |e: DbError| e.to_string();
         let mut conn = db::open(path, DbKind::Tenant, Create::Never).map_err(reason)?;
+        // The file this pool's connections will have open: the one just opened, before any
+        // move could put another in its place (its id is read after the open).
+        let opened_file = file_id(path);
         check_tenant_file(&conn, record)?;
         db::migrate(&mut conn, self.config.migrations).map_err(reason)?;
         drop(conn);
@@ -677,6 +783,8 @@ impl Shared {
             checkpoints_done: AtomicU64::new(0),
             retired: Mutex::new(false),
             path: path.to_path_buf(),
+            opened_for: None,
+            file_id: opened_file,
             clock: self.clock.clone(),
             last_used: AtomicU64::new(0),
             metrics: Arc::clone(&self.metrics),
@@ -710,6 +818,9 @@ impl Shared {
             checkpoints_done: AtomicU64::new(0),
             retired: Mutex::new(false),
             path: path.to_path_buf(),
+            // A namespace is reached by its name: one made again under it is the one reached.
+            opened_for: None,
+            file_id: None,
             clock: self.clock.clone(),
             last_used: AtomicU64::new(0),
             metrics: Arc::clone(&self.metrics),
@@ -761,6 +872,24 @@ impl Shared {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Takes the open pool of a moved tenant out of its slot, held or not (whoever holds it
+    /// finishes on it), and the slot out of the map: the next open makes a new one.
+    fn retire_moved(&self, slot: &Arc<Slot>, mut state: MutexGuard<'_, SlotState>, id: &str) {
+        let old = std::mem::replace(&mut *state, SlotState::Retired);
+        {
+            let mut slots = lock(&self.slots);
+            if slots.get(id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+                slots.remove(id);
+            }
+        }
+        drop(state);
+        if let SlotState::Open(pool) = old {
+            // The checkpoint thread leaves a retired pool alone.
+            *lock(&pool.retired) = true;
+            self.closed(id, pool);
         }
     }
 
@@ -840,6 +969,24 @@ impl Drop for RestoreGuard<'_> {
     }
 }
 
+/// While alive, the tenant is being moved (see [`Registry::mark_moving`]).
+pub struct MoveGuard<'r> {
+    registry: &'r Registry,
+    tenant_id: String,
+}
+
+impl Drop for MoveGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.registry.shared.moving).remove(&self.tenant_id);
+    }
+}
+
+/// Which file `path` names now (device and inode), if it names one.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
 /// `open()`'s result, or the panic's message as the reason the tenant is unavailable.
 fn catch_panic(open: impl FnOnce() -> Result<OpenPool, String>) -> Result<OpenPool, String> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)).unwrap_or_else(|panic| {
@@ -857,6 +1004,7 @@ fn failed(state: &mut SlotState, record: &TenantRecord, reason: String) -> Tenan
     *state = SlotState::Failed {
         reason: reason.clone(),
         at: Instant::now(),
+        store: record.store,
     };
     TenancyError::Unavailable {
         tenant: record.slug.clone(),

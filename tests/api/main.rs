@@ -51,6 +51,7 @@ mod tenancy;
 mod tenant_name;
 mod tenants_exec;
 mod tenants_import;
+mod tenants_move;
 mod throttle;
 mod ui;
 mod webhooks_billing;

@@ -1,4 +1,4 @@
-//! The store contract (`tenancy::store`) checked the same way on each backend: a local tenant
+//! The store contract (`store`) checked the same way on each backend: a local tenant
 //! file, and a namespace of a real libSQL server when `SQLD_BIN` names one (see
 //! `sqld_support`). Migrations, values, writes that commit and writes that roll back,
 //! `RETURNING`, first-row reads, errors, the storage count the plans use, and isolation of
