@@ -73,6 +73,8 @@ pub enum Error {
     DefaultTenantMissing(String),
     /// The real-time hub did not take the command in time: a passing overload.
     RealtimeBusy,
+    /// The catalog, kept on sqld, could not be reached or was busy past the wait.
+    CatalogUnavailable,
     /// The request is well formed but its values are not acceptable: field -> message.
     Validation(BTreeMap<String, String>),
     /// The request conflicts with the current state (a taken slug, a purge before delete...).
@@ -223,6 +225,11 @@ impl Error {
                 "tenant_unavailable",
                 "the tenant's data cannot be reached right now".into(),
             ),
+            Error::CatalogUnavailable => (
+                503,
+                "catalog_unavailable",
+                "the server's catalog cannot be reached right now; try again".into(),
+            ),
             Error::RealtimeBusy => (
                 503,
                 "realtime_busy",
@@ -303,6 +310,7 @@ impl Error {
             } => response.with_header("Retry-After", secs.to_string()),
             Error::TenantUnavailable
             | Error::RealtimeBusy
+            | Error::CatalogUnavailable
             | Error::TenantProvisioning
             | Error::TenantRestoring
             | Error::TenantMoved => response.with_header("Retry-After", "1"),
@@ -410,7 +418,23 @@ impl From<LifecycleError> for Error {
 
 impl From<CatalogError> for Error {
     fn from(e: CatalogError) -> Self {
-        Error::Internal(e.to_string())
+        match e {
+            CatalogError::Store(store) => catalog_store(store),
+            e => Error::Internal(e.to_string()),
+        }
+    }
+}
+
+/// A catalog statement that failed: busy or out of reach (a catalog on sqld, which another
+/// node may hold or the network may drop) is a passing 503; anything else is our fault.
+fn catalog_store(e: crate::store::StoreError) -> Error {
+    use crate::store::StoreError;
+    match e {
+        StoreError::Busy(_) | StoreError::Backend(_) => {
+            log::error!("catalog: {e}");
+            Error::CatalogUnavailable
+        }
+        e => Error::Internal(format!("catalog: {e}")),
     }
 }
 
@@ -518,6 +542,7 @@ impl From<IdentityError> for Error {
     fn from(e: IdentityError) -> Self {
         let e = match e {
             IdentityError::Catalog(catalog) => return Error::from(catalog),
+            IdentityError::Store(store) => return catalog_store(store),
             e => e,
         };
         let conflict = |code, e: &IdentityError| Error::Conflict {

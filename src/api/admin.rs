@@ -533,7 +533,8 @@ fn create_async(
     signed_in: &SignedInAdmin,
     new: &NewTenant,
 ) -> Result<Response, Error> {
-    let record = lifecycle::create_provisioning(&app.catalog, new)?;
+    let record =
+        lifecycle::create_provisioning(&app.catalog, new, app.catalog.stores().new_tenants)?;
     let mut job = NewJob::new(
         None,
         "default",

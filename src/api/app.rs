@@ -23,13 +23,11 @@ use super::{broadcasting, routes, AppConfig, RealtimeConfig, Route, SessionConfi
 /// devices stay known across restarts.
 fn device_key(catalog: &Catalog) -> Result<DeviceKey, CatalogError> {
     const NAME: &str = "device_cookie_key";
-    if let Some(key) = catalog
-        .meta_get(NAME)?
-        .as_deref()
-        .and_then(DeviceKey::from_hex)
-    {
+    let stored = catalog.meta_get_or_init(NAME, || DeviceKey::generate().to_hex())?;
+    if let Some(key) = DeviceKey::from_hex(&stored) {
         return Ok(key);
     }
+    // A value that is no key (edited by hand): replaced, as on a first run.
     let key = DeviceKey::generate();
     catalog.meta_set(NAME, &key.to_hex())?;
     Ok(key)
@@ -259,9 +257,12 @@ fn first_admin(catalog: &Catalog) -> Result<Option<FirstAdmin>, OpenError> {
     }
     let password = password::random();
     let hash = password::hash(&password).map_err(OpenError::Hash)?;
-    catalog
-        .create_admin(FIRST_ADMIN_EMAIL, &hash)
-        .map_err(OpenError::FirstAdmin)?;
+    match catalog.create_admin(FIRST_ADMIN_EMAIL, &hash) {
+        Ok(_) => {}
+        // Another node of a shared catalog made it a moment ago, and showed its password.
+        Err(IdentityError::EmailTaken) => return Ok(None),
+        Err(e) => return Err(OpenError::FirstAdmin(e)),
+    }
     Ok(Some(FirstAdmin {
         email: FIRST_ADMIN_EMAIL.into(),
         password,

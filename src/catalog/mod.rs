@@ -415,6 +415,31 @@ impl Catalog {
         })
     }
 
+    /// The value of `key`, made by `make` and stored if there is none yet. Two processes (two
+    /// nodes of a shared catalog starting at once) get the same value: the first insert wins
+    /// and both read it back.
+    pub fn meta_get_or_init(
+        &self,
+        key: &str,
+        make: impl FnOnce() -> String,
+    ) -> Result<String, CatalogError> {
+        if let Some(value) = self.meta_get(key)? {
+            return Ok(value);
+        }
+        let made = make();
+        self.write_sql(|db| {
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+                args![key, made.as_str()],
+            )?;
+            Ok(
+                db.query_one("SELECT value FROM meta WHERE key = ?1", args![key], |row| {
+                    row.get(0)
+                })?,
+            )
+        })
+    }
+
     pub fn meta_set(&self, key: &str, value: &str) -> Result<(), CatalogError> {
         self.write_sql(|db| {
             db.execute(

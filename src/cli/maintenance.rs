@@ -98,6 +98,7 @@ pub(super) fn tenant(
     sub: &str,
     args: &mut Args,
     data: &std::path::Path,
+    stores: &crate::catalog::TenantStores,
     json: bool,
 ) -> Result<(), CommandError> {
     let down = (sub == "down").then(|| options(args)).transpose()?;
@@ -105,7 +106,7 @@ pub(super) fn tenant(
         .positional()
         .ok_or_else(|| CliError("missing the <slug> argument".into()))?;
     args.finish_ref()?;
-    let catalog = open_catalog(data, Create::Never)?;
+    let catalog = super::tenants::open_catalog_in(data, stores)?;
     let record = lifecycle::show(&catalog, &slug)?;
     let shown = set(
         &catalog,

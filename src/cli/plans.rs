@@ -139,7 +139,12 @@ pub fn plans(args: &mut Args, env: &Env) -> Result<(), CommandError> {
 }
 
 /// `tenantd tenants plan <slug> <plan> [--status S]`.
-pub(super) fn tenant_plan(args: &mut Args, data: &Path, json: bool) -> Result<(), CommandError> {
+pub(super) fn tenant_plan(
+    args: &mut Args,
+    data: &Path,
+    stores: &crate::catalog::TenantStores,
+    json: bool,
+) -> Result<(), CommandError> {
     let status = args
         .value("--status")?
         .map(|s| {
@@ -157,7 +162,7 @@ pub(super) fn tenant_plan(args: &mut Args, data: &Path, json: bool) -> Result<()
         .positional()
         .ok_or_else(|| CliError("missing the <plan> argument".into()))?;
     args.finish_ref()?;
-    let catalog = open_catalog(data, Create::Never)?;
+    let catalog = super::tenants::open_catalog_in(data, stores)?;
     let record = lifecycle::show(&catalog, &slug)?;
     let change = SubscriptionChange {
         plan: Some(plan),

@@ -42,7 +42,8 @@ Options:
   --secret S             down: visiting /S on the tenant's host sets a cookie that passes
   --older-than MINUTES   gc: remove only files unchanged this long [10]
   --to local|sqld        move: where the tenant's database goes
-  --store local|sqld     create: where the new tenant's database goes [TENANTD_STORE, local]
+  --store local|sqld     as `serve` takes it: sqld keeps the catalog (the namespace central)
+                         and new tenants on sqld [TENANTD_STORE, local]
   --sqld-url URL         the libSQL server of tenants kept on sqld, as `serve` takes it
   --sqld-admin-url URL   its admin API (namespaces are made and deleted there)
   --sqld-auth-token T    its bearer token [TENANTD_SQLD_URL, _ADMIN_URL, _AUTH_TOKEN]
@@ -348,8 +349,8 @@ pub fn tenants(args: &mut Args, env: &Env) -> Result<(), CommandError> {
             }
         }
         "exec" => return exec(args, &data),
-        "down" | "up" => return super::maintenance::tenant(&sub, args, &data, json),
-        "plan" => return super::plans::tenant_plan(args, &data, json),
+        "down" | "up" => return super::maintenance::tenant(&sub, args, &data, &stores, json),
+        "plan" => return super::plans::tenant_plan(args, &data, &stores, json),
         "import" => {
             // Options first, as for create.
             let from = args

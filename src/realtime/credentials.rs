@@ -14,24 +14,16 @@ pub struct Credentials {
 impl Credentials {
     /// The stored credentials, made and stored first if there are none.
     pub fn load_or_create(catalog: &Catalog) -> Result<Credentials, CatalogError> {
-        let get = |k: &str| catalog.meta_get(k);
-        if let (Some(app_id), Some(key), Some(secret)) = (
-            get("realtime_app_id")?,
-            get("realtime_key")?,
-            get("realtime_secret")?,
-        ) {
-            return Ok(Credentials {
-                app_id,
-                key,
-                secret,
-            });
-        }
-        let app_id = (100_000 + rand::random::<u32>() % 900_000).to_string();
-        let key = hex::encode(rand::random::<[u8; 10]>());
-        let secret = hex::encode(rand::random::<[u8; 20]>());
-        catalog.meta_set("realtime_app_id", &app_id)?;
-        catalog.meta_set("realtime_key", &key)?;
-        catalog.meta_set("realtime_secret", &secret)?;
+        // Each made once whoever asks first: nodes of a shared catalog starting together end up
+        // with one app, which the Redis bridge and the clients' signatures need.
+        let app_id = catalog.meta_get_or_init("realtime_app_id", || {
+            (100_000 + rand::random::<u32>() % 900_000).to_string()
+        })?;
+        let key =
+            catalog.meta_get_or_init("realtime_key", || hex::encode(rand::random::<[u8; 10]>()))?;
+        let secret = catalog.meta_get_or_init("realtime_secret", || {
+            hex::encode(rand::random::<[u8; 20]>())
+        })?;
         Ok(Credentials {
             app_id,
             key,

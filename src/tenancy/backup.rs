@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 
 use super::lifecycle::{self, tenant_target_version, LifecycleError, NewTenant};
 use super::{tenant_db_path, Registry, TenancyError};
-use crate::catalog::{Catalog, TenantRecord, TenantStatus, CENTRAL_DB, TENANTS_DIR};
+use crate::catalog::{Catalog, TenantRecord, TenantStatus, TenantStore, CENTRAL_DB, TENANTS_DIR};
 use crate::db::{self, Create, DbError, DbKind};
 
 pub const BACKUPS_DIR: &str = "backups";
@@ -989,6 +989,9 @@ pub fn restore_as(catalog: &Catalog, file: &Path, new_slug: &str) -> Result<Rest
             name,
             domains: Vec::new(),
         },
+        // Made from a file, into a file: whatever `--store` says of new tenants, this one is
+        // local (`tenants move` takes it to sqld).
+        TenantStore::Local,
     )?;
     let live = tenant_db_path(catalog.data_dir(), &record.id).expect("a new canonical id");
     let tmp = with_ext(&live, ".tmp");

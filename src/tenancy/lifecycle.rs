@@ -287,21 +287,49 @@ pub(crate) fn sqld_client(catalog: &Catalog) -> Result<Arc<sqld::Client>, Lifecy
     })
 }
 
-/// A tenant's new namespace on sqld, migrated and seeded with who it belongs to. All or
-/// nothing: a namespace this made is deleted again if a later step fails. One that already
-/// exists is refused (a UUID is never reused), and left alone.
+/// A tenant's namespace on sqld, made, migrated and seeded with who it belongs to. All or
+/// nothing for what this call made: a namespace it created is deleted again if a later step
+/// fails. One that exists already (an earlier attempt at the same provisioning, perhaps still
+/// running beside this one) is completed, never deleted: every step is idempotent, and the
+/// namespace must say it is this tenant's.
 fn make_namespace(
     client: &sqld::Client,
     id: &str,
     slug: &str,
     name: &str,
 ) -> Result<(), LifecycleError> {
-    client.create_namespace(id)?;
+    if super::canonical_id(id).is_none() {
+        return Err(LifecycleError::Catalog(CatalogError::Corrupt {
+            id: id.to_string(),
+            message: "id is not a canonical UUID".to_string(),
+        }));
+    }
+    let created = match client.create_namespace(id) {
+        Ok(()) => true,
+        Err(sqld::SqldError::NamespaceExists(_)) => false,
+        Err(e) => return Err(e.into()),
+    };
     let seeded = (|| -> Result<(), LifecycleError> {
         store_sqld::migrate(client, id, db::tenant_migrations())?;
-        store_sqld::write(client, id, |db| seed_meta(db, id, slug, name))
+        store_sqld::write(client, id, |db| seed_meta(db, id, slug, name))?;
+        let read = store_sqld::SqldRead {
+            client,
+            namespace: id,
+        };
+        let db: &dyn Sql = &read;
+        let owner = db.query_row(
+            "SELECT value FROM tenant_meta WHERE key = 'id'",
+            &[],
+            |row| row.get::<String>(0),
+        )?;
+        match owner {
+            Some(owner) if owner == id => Ok(()),
+            other => Err(LifecycleError::Store(StoreError::Backend(format!(
+                "namespace {id} says it belongs to {other:?}"
+            )))),
+        }
     })();
-    if seeded.is_err() {
+    if seeded.is_err() && created {
         drop_namespace(client, id);
     }
     seeded
@@ -314,8 +342,9 @@ fn seed_meta(db: &dyn Sql, id: &str, slug: &str, name: &str) -> Result<(), Lifec
         ("name", name),
         ("created_at", db::now_rfc3339().as_str()),
     ] {
+        // An earlier attempt's rows stay: the owner check after says whether they are ours.
         db.execute(
-            "INSERT INTO tenant_meta (key, value) VALUES (?1, ?2)",
+            "INSERT INTO tenant_meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
             args![key, value],
         )?;
     }
@@ -343,11 +372,12 @@ fn make_file(
 }
 
 /// The first half of an asynchronous create: the checks of [`create`] and the catalog row, in
-/// status `provisioning` (requests to it are refused as not ready) and with no file yet;
-/// [`finish_provisioning`] makes the file.
+/// status `provisioning` (requests to it are refused as not ready) and with no database yet,
+/// to be kept in `store`; [`finish_provisioning`] makes it.
 pub fn create_provisioning(
     catalog: &Catalog,
     new: &NewTenant,
+    store: TenantStore,
 ) -> Result<Arc<TenantRecord>, LifecycleError> {
     validate_slug(&new.slug)?;
     let name = validate_name(&new.name)?;
@@ -359,7 +389,7 @@ pub fn create_provisioning(
         &name,
         &domains,
         TenantStatus::Provisioning,
-        catalog.stores().new_tenants,
+        store,
     )?;
     let id = id.hyphenated().to_string();
     catalog.by_id(&id)?.ok_or(LifecycleError::NotFound(id))
@@ -385,11 +415,12 @@ pub fn finish_provisioning(
             make_file(&path, &record.id, &record.slug, &record.name)?;
         }
         TenantStore::Sqld => {
-            let client = sqld_client(catalog)?;
-            if client.namespace_exists(&record.id)? {
-                client.delete_namespace(&record.id)?;
-            }
-            make_namespace(&client, &record.id, &record.slug, &record.name)?;
+            make_namespace(
+                &*sqld_client(catalog)?,
+                &record.id,
+                &record.slug,
+                &record.name,
+            )?;
         }
     }
     let made = catalog.transition(
@@ -539,23 +570,25 @@ pub fn purge(catalog: &Catalog, registry: &Registry, slug: &str) -> Result<(), L
             }
         }
     }
-    match record.store {
-        TenantStore::Local => db::remove_database_files(&path)?,
-        TenantStore::Sqld => {
-            if let Err(e) = sqld_client(catalog).and_then(|client| {
-                if client.namespace_exists(&record.id)? {
-                    client.delete_namespace(&record.id)?;
-                }
-                Ok(())
-            }) {
-                log::error!("purging {slug}: its namespace {} remains: {e}", record.id);
-            }
-        }
+    if record.store == TenantStore::Local {
+        db::remove_database_files(&path)?;
     }
     let dir = super::tenant_dir(&path);
     if let Err(e) = std::fs::remove_dir_all(&dir) {
         if e.kind() != std::io::ErrorKind::NotFound {
             log::warn!("purging {slug}: its files in {} remain: {e}", dir.display());
+        }
+    }
+    if record.store == TenantStore::Sqld {
+        // Deleted without asking first whether it exists: sqld may answer that question
+        // wrongly while it reloads a namespace. One already gone is purged all the same; any
+        // other failure is said, since nothing lists a namespace left behind.
+        match sqld_client(catalog)?.delete_namespace(&record.id) {
+            Ok(()) | Err(sqld::SqldError::NamespaceMissing(_)) => {}
+            Err(e) => {
+                log::error!("purging {slug}: its namespace {} remains: {e}", record.id);
+                return Err(e.into());
+            }
         }
     }
     Ok(())

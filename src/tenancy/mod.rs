@@ -45,11 +45,14 @@ pub use registry::{
 /// canonical (hyphenated, lower-case) UUID is accepted, so that no catalog
 /// value can name another file or two ids the same file.
 pub fn tenant_db_path(data_dir: &Path, id: &str) -> Option<PathBuf> {
+    canonical_id(id).map(|uuid| uuid_db_path(data_dir, &uuid))
+}
+
+/// `id` as a UUID if it is one in canonical form (hyphenated, lower-case): the only names a
+/// tenant's file or namespace ever has.
+pub fn canonical_id(id: &str) -> Option<uuid::Uuid> {
     let uuid = uuid::Uuid::parse_str(id).ok()?;
-    if uuid.hyphenated().to_string() != id {
-        return None;
-    }
-    Some(uuid_db_path(data_dir, &uuid))
+    (uuid.hyphenated().to_string() == id).then_some(uuid)
 }
 
 /// A tenant's directory beside its database, `tenants/<uuid>/`: its files are in `files/`.

@@ -115,6 +115,12 @@ impl Sqld {
         Client::new(self.config()).expect("sqld client")
     }
 
+    /// Stops the server (killed, as a crash or a lost network would leave it); `restart`
+    /// brings it back.
+    pub fn stop(&mut self) {
+        stop(&mut self.child);
+    }
+
     /// Stops the server and starts it again on the same ports and data: what it kept in
     /// memory (open streams, their batons) is gone, what it committed is not.
     pub fn restart(&mut self) {

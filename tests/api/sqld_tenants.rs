@@ -409,3 +409,83 @@ fn a_tenant_on_sqld_exports_its_archive_shows_its_health_and_refuses_file_backup
     assert_eq!(backup.status, 409, "{}", backup.text());
     assert_eq!(backup.json()["error"]["code"], "not_a_local_file");
 }
+
+#[test]
+fn two_nodes_starting_together_on_a_new_catalog_make_one_app_one_key_and_one_first_admin() {
+    let Some(sqld) = spawn_sqld() else {
+        return;
+    };
+    let opened: Vec<_> = (0..2)
+        .map(|i| {
+            let configure = on(&sqld);
+            std::thread::spawn(move || {
+                let data = tempfile::tempdir().unwrap();
+                let mut config = tenantd::api::AppConfig {
+                    data_dir: data.path().to_path_buf(),
+                    ..Default::default()
+                };
+                configure(&mut config);
+                let (app, first) = tenantd::api::App::open(config)
+                    .unwrap_or_else(|e| panic!("node {i} did not open: {e}"));
+                (app.realtime_credentials(), first.is_some(), data)
+            })
+        })
+        .collect();
+    let opened: Vec<_> = opened.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(opened[0].0, opened[1].0, "one real-time app for both nodes");
+    let firsts = opened.iter().filter(|(_, first, _)| *first).count();
+    assert_eq!(firsts, 1, "one node shows the first admin's password");
+}
+
+#[test]
+fn a_catalog_on_sqld_out_of_reach_is_a_503_and_serving_resumes_when_it_is_back() {
+    let Some((test, mut sqld)) = app_on_sqld() else {
+        return;
+    };
+    test.create_tenant("acme", &[]);
+    assert_eq!(test.get("/t/acme/api/orders", &[]).status, 200);
+    sqld.stop();
+    for path in ["/t/acme/api/orders", "/api/me"] {
+        let reply = test.get(path, &[]);
+        assert_eq!(reply.status, 503, "{path}: {}", reply.text());
+        assert_eq!(
+            reply.json()["error"]["code"],
+            "catalog_unavailable",
+            "{path}"
+        );
+        assert!(reply.header("retry-after").is_some(), "{path}");
+    }
+    sqld.restart();
+    assert_eq!(test.get("/t/acme/api/orders", &[]).status, 200);
+}
+
+#[test]
+fn finishing_a_provisioning_again_completes_what_an_earlier_attempt_left_and_deletes_nothing() {
+    let Some((test, sqld)) = app_on_sqld() else {
+        return;
+    };
+    let catalog = &test.app.catalog;
+    let new = tenantd::tenancy::lifecycle::NewTenant {
+        slug: "acme".into(),
+        name: "Acme".into(),
+        domains: vec![],
+    };
+    let record =
+        tenantd::tenancy::lifecycle::create_provisioning(catalog, &new, TenantStore::Sqld).unwrap();
+    // An earlier attempt that died after making the namespace.
+    sqld.client().create_namespace(&record.id).unwrap();
+    let done = tenantd::tenancy::lifecycle::finish_provisioning(catalog, &record.id).unwrap();
+    assert_eq!(done.status, tenantd::catalog::TenantStatus::Active);
+    test.join(test.owner_id, "acme", "admin");
+    let made = test.on(
+        &test.owner_token,
+        "acme",
+        "POST",
+        "/api/orders",
+        Some(new_order(1)),
+    );
+    assert_eq!(made.status, 201, "{}", made.text());
+    // A second attempt running late: refused, and the tenant's data stays.
+    assert!(tenantd::tenancy::lifecycle::finish_provisioning(catalog, &record.id).is_err());
+    assert_eq!(order_ids(&test, "acme").len(), 1);
+}

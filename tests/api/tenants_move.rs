@@ -526,6 +526,7 @@ fn moves_that_cannot_be_made_are_refused_with_their_reason() {
             name: "Pending".into(),
             domains: vec![],
         },
+        tenantd::catalog::TenantStore::Local,
     )
     .unwrap();
     let reply = move_to(&test, "pending", "sqld");
