@@ -317,6 +317,17 @@ impl Catalog {
         now: i64,
         lease_until: impl Fn(&str) -> i64,
     ) -> Result<Option<JobRecord>, CatalogError> {
+        // On a shared catalog every idle worker of every node polls: a read first, so that
+        // only a due job takes the catalog's one write lock, which sessions and logins need.
+        if self.is_shared()
+            && !self.any_due(
+                "SELECT 1 FROM jobs WHERE status = 'pending' AND queue = ?1 AND run_at <= ?2
+                 LIMIT 1",
+                args![queue, now],
+            )?
+        {
+            return Ok(None);
+        }
         self.write_jobs(|db| loop {
             let next: Option<(i64, String)> = db.query_row(
                 "SELECT id, kind FROM jobs WHERE status = 'pending' AND queue = ?1
@@ -401,6 +412,11 @@ impl Catalog {
         })
     }
 
+    /// Whether `sql` finds a row: the read a shared catalog's pollers make before they write.
+    fn any_due(&self, sql: &str, args: &[crate::store::Value]) -> Result<bool, CatalogError> {
+        self.read(|db| Ok::<_, CatalogError>(db.query_row(sql, args, |_| Ok(()))?.is_some()))
+    }
+
     /// Running jobs whose lease ended before `now` (their worker died, or gave up on a handler
     /// that overran): pending again, or failed when that was their last attempt. With
     /// `owner_prefix`, also every running job whose owner starts with it, whatever its lease:
@@ -411,6 +427,15 @@ impl Catalog {
         now: i64,
         owner_prefix: Option<&str>,
     ) -> Result<usize, CatalogError> {
+        if self.is_shared()
+            && owner_prefix.is_none()
+            && !self.any_due(
+                "SELECT 1 FROM jobs WHERE status = 'running' AND lease_expires_at <= ?1 LIMIT 1",
+                args![now],
+            )?
+        {
+            return Ok(0);
+        }
         self.write_jobs(|db| {
             let changed = db.execute(
                 "UPDATE jobs SET
@@ -575,6 +600,14 @@ impl Catalog {
         now: i64,
         mut plan: impl FnMut(&ScheduleRecord) -> Option<Firing<'static>>,
     ) -> Result<Vec<(i64, &'static str)>, CatalogError> {
+        if self.is_shared()
+            && !self.any_due(
+                "SELECT 1 FROM schedules WHERE next_run_at <= ?1 LIMIT 1",
+                args![now],
+            )?
+        {
+            return Ok(Vec::new());
+        }
         self.write_jobs(|db| {
             let due: Vec<ScheduleRecord> = db.query_map(
                 &format!(
