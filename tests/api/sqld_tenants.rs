@@ -312,7 +312,7 @@ fn two_nodes_on_one_sqld_share_the_catalog_tenants_sessions_and_writes_at_once()
     assert_eq!(order_ids(&a, "acme").len(), 2);
 
     // A member removed through B is refused by A on A's next request.
-    let (member, token) = a.member("m@example.test", "acme", "member");
+    let (member, token) = a.member("m@example.test", "acme", "agent");
     assert_eq!(a.on(&token, "acme", "GET", "/api/orders", None).status, 200);
     let removed = b.as_bearer(
         &b.owner_token,
