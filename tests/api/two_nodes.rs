@@ -427,8 +427,13 @@ fn a_job_enqueued_on_either_node_runs_once_with_workers_on_both() {
         all.len() == expected && all.iter().all(|j| j.status == JobStatus::Done)
     });
     let all = jobs();
-    assert!(finished, "not all {expected} jobs done: {all:?}");
-    assert!(all.iter().all(|j| j.attempts == 1), "{all:?}");
+    let summary: Vec<_> = all.iter().map(|j| (j.id, j.status, j.attempts)).collect();
+    assert!(
+        finished,
+        "want {expected} jobs done, have {}: {summary:?}",
+        all.len()
+    );
+    assert!(all.iter().all(|j| j.attempts == 1), "{summary:?}");
 
     let got = got.lock().unwrap().clone();
     let mut per_id: BTreeMap<&str, usize> = BTreeMap::new();
