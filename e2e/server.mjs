@@ -23,9 +23,10 @@ export function defaultBinary() {
 /**
  * Reads the banner `tenantd serve` prints on stdout (src/serve.rs): `tenantd listening on URL`,
  * then, on a first start, a block between two rules of `=` holding `email:` and `password:`.
- * `consume` takes one line; `done` resolves once both the URL and the admin are known.
+ * `consume` takes one line; `done` resolves once both the URL and the admin are known (the URL
+ * alone with `{ admin: false }`: a later node of a shared catalog shows no first admin).
  */
-export function bannerReader() {
+export function bannerReader({ admin = true } = {}) {
   const found = { url: null, admin: null, lines: [] };
   let inBlock = false;
   const block = {};
@@ -42,7 +43,7 @@ export function bannerReader() {
       const field = line.match(/^\s+(email|password):\s+(\S+)\s*$/);
       if (field) block[field[1]] = field[2];
     }
-    if (found.url && found.admin) settle(found);
+    if (found.url && (found.admin || !admin)) settle(found);
   };
   return { consume, done, found };
 }
@@ -51,7 +52,9 @@ export function bannerReader() {
  * Starts `tenantd serve --demo --bind 127.0.0.1:0 --data <fresh temporary directory>`.
  * Options: `binary` (default TENANTD_BIN or target/debug/tenantd), `env` (added to the
  * environment; TENANTD_* variables of the caller are dropped so they cannot change what is
- * tested), `args` (more arguments for `serve`), `logLevel` (RUST_LOG, default `warn`).
+ * tested), `args` (more arguments for `serve`), `logLevel` (RUST_LOG, default `warn`),
+ * `firstAdmin` (default true; false: ready once the URL is printed, for a later node of a
+ * catalog other nodes share, which prints no first admin; `admin` is then null).
  *
  * Resolves to `{ url, port, data, binary, admin: {email, password}, banner, host(slug),
  * credentials(), stop() }`. `host('acme')` is `http://acme.localhost:PORT`. `stop()` sends
@@ -75,7 +78,7 @@ export async function startServer(options = {}) {
   });
   const cleanup = () => rmSync(data, { recursive: true, force: true });
 
-  const reader = bannerReader();
+  const reader = bannerReader({ admin: options.firstAdmin !== false });
   createInterface({ input: child.stdout }).on('line', reader.consume);
   let timer;
   try {

@@ -9,117 +9,21 @@
 //! Without `redis-server` the tests print a note and pass, except under `CI=true`, where they
 //! fail: `.ci/run` installs it.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tenantd::http::{Handler, Request, Response};
-use tenantd::realtime::{ChannelFilter, Hub, HubConfig, Publish, RedisUrl};
+use tenantd::realtime::{ChannelFilter, Hub, HubConfig, Publish};
 
-use crate::support::{eventually, frame_data, spawn_app_with, TestApp, TestServer, Ws, WS_WAIT};
+use crate::redis_support::Redis;
+use crate::support::{frame_data, spawn_app_with, TestApp, TestServer, Ws, WS_WAIT};
 
 /// A revocation must reach the socket on another node within this long.
 const REVOKED_WITHIN: Duration = Duration::from_secs(5);
 /// How long a node may take to (re)join Redis: a first connection, or the backoff after an
 /// outage (capped at 2 s) and a reconnection.
 const LINKED_WITHIN: Duration = Duration::from_secs(15);
-
-/// A `redis-server` of our own, on a free loopback port, without persistence.
-struct Redis {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Redis {
-    /// A running server, or `None` with a note when there is no `redis-server` (a failure
-    /// under CI, which installs it).
-    fn start_or_skip() -> Option<Redis> {
-        let found = Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !found {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "redis-server is missing under CI (.ci/run installs it)"
-            );
-            eprintln!("note: no redis-server on PATH: test skipped");
-            return None;
-        }
-        let port = free_port();
-        let dir = tempfile::tempdir().unwrap();
-        let child = Redis::spawn(port, &dir);
-        Some(Redis { child, port, dir })
-    }
-
-    fn spawn(port: u16, dir: &tempfile::TempDir) -> Child {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let mut child = child;
-        let ready = eventually(Duration::from_secs(10), || {
-            let exited = matches!(child.try_wait(), Ok(Some(_)));
-            assert!(!exited, "redis-server exited at once (port {port} taken?)");
-            Redis::pong(port)
-        });
-        assert!(ready, "redis-server did not answer PING on port {port}");
-        child
-    }
-
-    fn pong(port: u16) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut answer = [0u8; 7];
-        s.write_all(b"PING\r\n").is_ok()
-            && s.read_exact(&mut answer).is_ok()
-            && &answer == b"+PONG\r\n"
-    }
-
-    fn url(&self) -> RedisUrl {
-        RedisUrl::parse(&format!("redis://127.0.0.1:{}/", self.port)).unwrap()
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Kills the server and starts a new one on the same port: every connection to it is cut.
-    fn restart(&mut self) {
-        self.stop();
-        self.child = Redis::spawn(self.port, &self.dir);
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// A free loopback port below the kernel's ephemeral range (32768 and up on Linux), where the
-/// port-0 listeners and outgoing connections of the other tests never land: the server is
-/// restarted on the same port, and a port from the ephemeral range could be taken meanwhile.
-fn free_port() -> u16 {
-    loop {
-        let port = rand::random::<u16>() % 12_000 + 20_000;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
 
 /// What the tests need of a node: its hub, and a WebSocket to it.
 trait Node {

@@ -858,25 +858,30 @@ pub fn auth_form(socket_id: &str, channel: &str) -> String {
         .finish()
 }
 
+/// A WebSocket on `/app/{key}` of any server (a `spawn_serve` process, say) after
+/// `pusher:connection_established`.
+pub fn ws_at(addr: SocketAddr, key: &str) -> Ws {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(WS_WAIT)).unwrap();
+    let url = format!("ws://{addr}/app/{key}?protocol=7&client=js&version=8.4.0");
+    let (ws, _) = tungstenite::client::client(url.as_str(), stream).expect("upgrade");
+    let mut ws = Ws {
+        ws,
+        socket_id: String::new(),
+    };
+    let hello = ws.recv_event("pusher:connection_established", None);
+    ws.socket_id = frame_data(&hello)["socket_id"]
+        .as_str()
+        .expect("a socket_id")
+        .to_string();
+    ws
+}
+
 impl TestApp {
     /// A WebSocket on `/app/{key}` after `pusher:connection_established`.
     pub fn ws(&self) -> Ws {
         let (_, key, _) = self.app.realtime_credentials();
-        let addr = self.server.addr;
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(WS_WAIT)).unwrap();
-        let url = format!("ws://{addr}/app/{key}?protocol=7&client=js&version=8.4.0");
-        let (ws, _) = tungstenite::client::client(url.as_str(), stream).expect("upgrade");
-        let mut ws = Ws {
-            ws,
-            socket_id: String::new(),
-        };
-        let hello = ws.recv_event("pusher:connection_established", None);
-        ws.socket_id = frame_data(&hello)["socket_id"]
-            .as_str()
-            .expect("a socket_id")
-            .to_string();
-        ws
+        ws_at(self.server.addr, &key)
     }
 
     /// `POST {path}` (`/broadcasting/auth`, maybe with a tenant prefix) with a form body and
