@@ -19,7 +19,8 @@ Usage:
   tenantd users create --email E --name N [--surname S] [--password P]
 
 A random password is made and printed when none is given.
-Options: --data DIR [TENANTD_DATA, ./data], --json
+Options: --data DIR [TENANTD_DATA, ./data], --json; --store sqld with --sqld-url and
+--sqld-admin-url [--sqld-auth-token] for a catalog kept on sqld, as `serve` takes them
 ";
 
 pub const MEMBERS_HELP: &str = "\
@@ -33,7 +34,8 @@ ROLE is a role of that tenant: admin, manager, agent, viewer, or one of its own.
 add puts an existing user in at once. invite makes an invitation for anyone, with or without
 an account, and prints its token once: the invitee sends it to POST /api/invitations/accept
 with a new password (or their own, or their session) within 7 days.
-Options: --data DIR [TENANTD_DATA, ./data], --json
+Options: --data DIR [TENANTD_DATA, ./data], --json; --store sqld with --sqld-url and
+--sqld-admin-url [--sqld-auth-token] for a catalog kept on sqld, as `serve` takes them
 ";
 
 pub const ADMIN_HELP: &str = "\
@@ -45,11 +47,19 @@ Usage:
 
 A random password is made and printed when none is given. reset-password also ends the
 admin's sessions and turns two-factor authentication off (re-enrol after logging in).
-Options: --data DIR [TENANTD_DATA, ./data], --json
+Options: --data DIR [TENANTD_DATA, ./data], --json; --store sqld with --sqld-url and
+--sqld-admin-url [--sqld-auth-token] for a catalog kept on sqld, as `serve` takes them
 ";
 
+/// The catalog where `serve` with the same options keeps it (`--store sqld` and the sqld
+/// options: on sqld).
 fn open(args: &mut Args, env: &Env, create: Create) -> Result<Catalog, CommandError> {
-    super::tenants::open_catalog(&super::data_dir(args, env)?, create)
+    let data = super::data_dir(args, env)?;
+    let stores = super::tenant_stores(args, env)?;
+    if stores.new_tenants == crate::catalog::TenantStore::Sqld {
+        return super::tenants::open_catalog_in(&data, &stores);
+    }
+    super::tenants::open_catalog(&data, create)
 }
 
 fn op<E: std::fmt::Display>(e: E) -> CommandError {

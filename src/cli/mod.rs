@@ -456,6 +456,8 @@ Usage: tenantd realtime credentials [--json] [--data DIR]
 Options:
   --data DIR   Data directory [TENANTD_DATA, ./data]
   --json       Print JSON instead of text
+  --store, --sqld-url, --sqld-admin-url, --sqld-auth-token
+               Where the catalog is, as `serve` takes them (`--store sqld`: on sqld)
 
 Prints the app id, key and secret that Pusher clients and publishers use: the key in
 pusher-js or Laravel Echo, all three in a Pusher server SDK. Made on the first run.
@@ -463,6 +465,7 @@ pusher-js or Laravel Echo, all three in a Pusher server SDK. Made on the first r
 
 fn realtime_command(args: &mut Args, env: &Env) -> Result<i32, tenants::CommandError> {
     let data = data_dir(args, env)?;
+    let stores = tenant_stores(args, env)?;
     let json = args.flag("--json");
     match args.positional().as_deref() {
         Some("credentials") => {}
@@ -475,7 +478,7 @@ fn realtime_command(args: &mut Args, env: &Env) -> Result<i32, tenants::CommandE
         }
     }
     args.finish_ref()?;
-    let catalog = tenants::open_catalog(&data, crate::db::Create::Never)?;
+    let catalog = tenants::open_catalog_in(&data, &stores)?;
     let c = crate::realtime::Credentials::load_or_create(&catalog)
         .map_err(|e| tenants::CommandError::Operation(e.to_string()))?;
     if json {

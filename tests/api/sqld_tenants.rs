@@ -265,6 +265,27 @@ fn the_cli_takes_the_same_options_to_create_migrate_and_purge_a_tenant_on_sqld()
     let server = spawn_app_with(on(&sqld));
     let shown = server.admin("GET", "/api/admin/tenants/acme", None);
     assert_eq!(shown.status, 200, "{}", shown.text());
+    // The identity and real-time commands reach the same catalog.
+    let credentials = run(&["realtime", "credentials"]);
+    assert_eq!(
+        credentials["app_id"].as_str(),
+        Some(server.app.realtime_credentials().0.as_str()),
+        "{credentials}"
+    );
+    run(&[
+        "users",
+        "create",
+        "--email",
+        "cli@example.test",
+        "--name",
+        "Cli",
+        "--password",
+        "cli-password-1",
+    ]);
+    assert_eq!(
+        server.login("cli@example.test", "cli-password-1").status,
+        200
+    );
     let status = run(&["migrate", "--status"]);
     let listed = &status["tenants"][0];
     assert_eq!(listed["slug"], "acme", "{status}");
