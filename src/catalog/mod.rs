@@ -131,18 +131,6 @@ impl fmt::Debug for Catalog {
     }
 }
 
-/// A failed write on sqld: the store's failure, or what the caller's unit of work returned.
-enum SqldWrite<E> {
-    Store(StoreError),
-    Caller(E),
-}
-
-impl<E> From<StoreError> for SqldWrite<E> {
-    fn from(e: StoreError) -> Self {
-        SqldWrite::Store(e)
-    }
-}
-
 /// A poisoned lock only means another thread panicked while holding it; the
 /// guarded values here stay consistent, so carry on rather than panic too.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -201,21 +189,7 @@ impl Catalog {
                 path.display()
             );
         }
-        let catalog = Catalog {
-            data_dir: data_dir.to_path_buf(),
-            place: Place::File(pool),
-            watcher: Mutex::new(Watcher::new(Some(conn))),
-            probe,
-            last_check: RwLock::new(LastCheck::empty()),
-            reloads: AtomicU64::new(0),
-            generation: AtomicU64::new(0),
-            reads: Mutex::new(ReadCache::default()),
-            default_plan: RwLock::new(DEFAULT_PLAN.to_string()),
-            stores: RwLock::new(TenantStores::default()),
-            billing_grace: std::sync::atomic::AtomicI64::new(DEFAULT_BILLING_GRACE_SECS),
-        };
-        catalog.snapshot()?;
-        Ok(catalog)
+        Catalog::assemble(data_dir, Place::File(pool), Some(conn), probe)
     }
 
     /// The catalog kept in the namespace `central` of `client`'s server, made and brought to
@@ -238,11 +212,21 @@ impl Catalog {
         // Two nodes starting at once both run this: each migration re-checks, in its own
         // BEGIN IMMEDIATE, that it is still pending.
         crate::store::sqld::migrate(&client, CENTRAL_NAMESPACE, db::central_migrations())?;
+        Catalog::assemble(data_dir, Place::Sqld(client), None, None)
+    }
+
+    /// The catalog over `place`, its snapshot loaded.
+    fn assemble(
+        data_dir: &Path,
+        place: Place,
+        watcher: Option<rusqlite::Connection>,
+        probe: Option<WalProbe>,
+    ) -> Result<Catalog, CatalogError> {
         let catalog = Catalog {
             data_dir: data_dir.to_path_buf(),
-            place: Place::Sqld(client),
-            watcher: Mutex::new(Watcher::new(None)),
-            probe: None,
+            place,
+            watcher: Mutex::new(Watcher::new(watcher)),
+            probe,
             last_check: RwLock::new(LastCheck::empty()),
             reloads: AtomicU64::new(0),
             generation: AtomicU64::new(0),
@@ -369,13 +353,12 @@ impl Catalog {
         let pool = match &self.place {
             Place::File(pool) => pool,
             Place::Sqld(client) => {
-                return crate::store::sqld::write(client, CENTRAL_NAMESPACE, |db| {
-                    f(db).map_err(SqldWrite::Caller)
-                })
-                .map_err(|e| match e {
-                    SqldWrite::Store(e) => E::from(CatalogError::from(e)),
-                    SqldWrite::Caller(e) => e,
-                })
+                return crate::store::sqld::write_as(
+                    client,
+                    CENTRAL_NAMESPACE,
+                    |e| E::from(CatalogError::from(e)),
+                    f,
+                )
             }
         };
         let mut conn = pool.get().map_err(|e| E::from(CatalogError::from(e)))?;

@@ -157,19 +157,27 @@ pub fn write<T, E>(
 where
     E: From<StoreError>,
 {
+    write_as(client, namespace, E::from, f)
+}
+
+/// [`write`] for a caller whose error type takes a store's failure another way than `From`
+/// (the catalog's, through `CatalogError`): `lift` turns the transaction's own failures into
+/// it.
+pub fn write_as<T, E>(
+    client: &Client,
+    namespace: &str,
+    lift: impl Fn(StoreError) -> E,
+    f: impl FnOnce(&dyn Sql) -> Result<T, E>,
+) -> Result<T, E> {
     let tx = client
         .begin_immediate(namespace)
-        .map_err(|e| E::from(e.into()))?;
+        .map_err(|e| lift(e.into()))?;
     let write = SqldWrite {
         tx: RefCell::new(tx),
     };
     match f(&write) {
         Ok(value) => {
-            write
-                .tx
-                .into_inner()
-                .commit()
-                .map_err(|e| E::from(e.into()))?;
+            write.tx.into_inner().commit().map_err(|e| lift(e.into()))?;
             Ok(value)
         }
         Err(e) => {

@@ -366,14 +366,9 @@ impl Tenant {
         // This node's writers take turns here too, so that sqld's lock sees one of them at a
         // time; other nodes' writers meet at sqld's `BEGIN IMMEDIATE`.
         let turn = self.take_turn::<E>()?;
-        let result = store_sqld::write(client, &self.record.id, |db| {
-            f(db).map_err(SqldWrite::Caller)
-        });
+        let result = store_sqld::write(client, &self.record.id, f);
         drop(turn);
-        result.map_err(|e| match e {
-            SqldWrite::Store(e) => E::from(e),
-            SqldWrite::Caller(e) => e,
-        })
+        result
     }
 
     /// The tenant's write turn on this node, or busy past the wait.
@@ -413,18 +408,6 @@ impl Tenant {
             self.pool.queue_checkpoint();
         }
         result
-    }
-}
-
-/// A failed write on sqld: the store's failure, or what the caller's unit of work returned.
-enum SqldWrite<E> {
-    Store(store::StoreError),
-    Caller(E),
-}
-
-impl<E> From<store::StoreError> for SqldWrite<E> {
-    fn from(e: store::StoreError) -> Self {
-        SqldWrite::Store(e)
     }
 }
 
