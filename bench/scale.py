@@ -491,6 +491,58 @@ class Setup:
         return {"statuses": line.split(" ", 1)[1] if " " in line else "", "rps": r["rps"]}
 
 
+def sqld_metrics(sqld):
+    """sqld's Prometheus counters (its admin listener's /metrics), by name with labels."""
+    status, body = http_call(sqld.admin_port, "GET", "/metrics")
+    if status != 200:
+        raise bl.BenchError(f"sqld /metrics answered {status}")
+    out = {}
+    for line in body.decode(errors="replace").splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name, _, value = line.rpartition(" ")
+        try:
+            out[name] = out.get(name, 0.0) + float(value)
+        except ValueError:
+            pass
+    return out
+
+
+ROUND_TRIP_REQUESTS = 100
+
+
+def round_trips(sqld, srv, token, wls):
+    """What one API request asks of sqld: sqld's counters around 100 requests of each workload
+    sent one after another through `srv` (nothing else running), divided by 100."""
+    out = {}
+    conn = tn.Conn(srv.host, srv.port)
+    try:
+        for w in wls:
+            body = None if w.body is None else json.dumps(w.body).encode()
+            before = sqld_metrics(sqld)
+            for k in range(ROUND_TRIP_REQUESTS):
+                status, rbody, _ = conn.request(w.method, w.paths[k % len(w.paths)], body,
+                                                ws.json_auth(token) if body else ws.auth(token))
+                if status not in (200, 201):
+                    raise bl.BenchError(f"{srv.name}: {w.method} {w.paths[0]}: {status}")
+            after = sqld_metrics(sqld)
+
+            def d(name):
+                return (after.get(name, 0.0) - before.get(name, 0.0)) / ROUND_TRIP_REQUESTS
+            out[w.key] = {
+                "http": sum(after[n] - before.get(n, 0.0) for n in after
+                            if n.startswith("libsql_server_user_http_response{"))
+                / ROUND_TRIP_REQUESTS,
+                "central": d('libsql_server_query_count{namespace="central"}'),
+                "statements": d("libsql_server_query_count"),
+                "connections": d("libsql_server_connection_create_time_count"),
+                "conn_ms": d("libsql_server_connection_create_time_sum") * 1000,
+            }
+    finally:
+        conn.close()
+    return out
+
+
 def first_requests(srv, token, slugs):
     """On a server that has served no tenant request yet: one GET of a page of orders per
     tenant (the first), then again (the second), on one warm keep-alive connection."""
@@ -637,6 +689,8 @@ def measure(binary, sqld_bin, creds, knobs):
                     progress(f"{s.name} {w.key} answered non-2xx: counting statuses ...")
                     s.diag[w.key] = s.diagnose(w, work)
             res["sqld_rss_after"] = sqld.rss_kb()
+            progress("what one request asks of sqld ...")
+            res["round_trips"] = round_trips(sqld, n1, sqld_token, wl_sqld)
             res["stats"] = {srv.name: srv.stats() for srv in (local, n1, n2)}
             problems = [(srv, srv.log_problems()) for srv in (local, n1, n2)]
         for srv, p in problems:
@@ -775,6 +829,27 @@ def report(root, res, meta):
     out.append("- tenantd after the runs: " + "; ".join(
         f"{name} {bl.mib(st['rss_kb'])}, {st['threads']} threads" for name, st in
         res["stats"].items()) + ".")
+    out.append("")
+
+    out += ["## What one request asks of sqld", "",
+            f"Through sqld node 1 alone, nothing else running: {ROUND_TRIP_REQUESTS} requests "
+            "of each workload one after another, sqld's own counters (its admin listener's "
+            "`/metrics`) before and after, divided by the requests: the statements sqld ran "
+            "(`libsql_server_query_count`; tenantd sends a read as a one-statement Hrana "
+            "pipeline, a write as an interactive transaction on a stream), those on the "
+            "catalog's namespace `central`, and the SQLite connections sqld opened for them "
+            "(`libsql_server_connection_create_time`: one per pipeline outside a stream, one "
+            "per stream) with the time that took it.", ""]
+    rows = []
+    for w in res["workloads"]:
+        rt = res["round_trips"].get(w.key)
+        if rt:
+            rows.append([w.label, f"{rt['statements']:.2f}", f"{rt['central']:.2f}",
+                         f"{rt['connections']:.2f}",
+                         fmt_ms(rt["conn_ms"])])
+    out += bl.table(["workload", "statements", "of them on `central`",
+                     "connections sqld opened", "sqld time opening them"],
+                    rows)
     out.append("")
 
     out += ["## A tenant's first request", "",
