@@ -834,7 +834,8 @@ def report(root, res, meta):
                 continue
             rps = bl.median([r["rps"] for r in runs])
             non2xx = sum(r["non_2xx"] for r in runs)
-            ratio = "" if s is local else f"{rps / base:.2f}" if base else ""
+            ratio = "" if s is local or not base else \
+                f"{rps / base:.2f}" if rps / base >= 0.1 else f"{rps / base:.4f}"
             rows.append([w.label if s is local else "", s.name, f"{rps:,.0f}",
                          fmt_ms(bl.median([r["p50_ms"] for r in runs])),
                          fmt_ms(bl.median([r["p99_ms"] for r in runs])),
