@@ -849,7 +849,7 @@ def report(root, res, meta):
     if k["no_cache"]:
         out += ["The `no-cache` rows are local reads past the kept answers (`tenancy::reads`), "
                 "which are off on sqld: they separate what the round trip to sqld costs from "
-                "what the kept answers save. Their ratio is against the local row above them.",
+                "what the kept answers save.",
                 ""]
     for s in setups:
         for w in res["workloads"]:
