@@ -399,6 +399,11 @@ impl From<LifecycleError> for Error {
                 message: "the tenant's database file is gone; it cannot be restored".into(),
             },
             LifecycleError::Tenancy(TenancyError::Restoring { .. }) => Error::TenantRestoring,
+            LifecycleError::NamespaceMissing(_) => Error::Conflict {
+                code: "tenant_namespace_missing",
+                message: "the tenant's namespace is gone from sqld; it cannot be restored".into(),
+            },
+            LifecycleError::NoSqld => Error::Internal(e.to_string()),
             LifecycleError::Tenancy(TenancyError::Moving { .. }) => conflict("tenant_moving", &e),
             LifecycleError::AlreadyThere { .. } => conflict("already_there", &e),
             // Why it failed is the operator's to know: the store's own words.

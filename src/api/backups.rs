@@ -139,6 +139,13 @@ fn take(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Respon
 }
 
 fn take_central(app: &App, ctx: &RequestCtx, signed_in: &SignedInAdmin) -> Result<Response, Error> {
+    if app.catalog.is_shared() {
+        return Err(Error::Conflict {
+            code: "not_a_local_file",
+            message: "the catalog is kept on sqld: its copies are sqld's, not tenantd's backups"
+                .into(),
+        });
+    }
     let response = enqueue(
         app,
         None,

@@ -61,11 +61,12 @@ pub fn litestream(args: &mut Args, env: &Env) -> Result<(), CommandError> {
     let mut dbs = vec![(data.join(CENTRAL_DB), "central".to_string())];
     for tenant in lifecycle::list(&catalog)? {
         // A provisioning tenant has no finished file yet, and a deleted one's no longer
-        // changes (its replica keeps what it had).
+        // changes (its replica keeps what it had). One kept on sqld has no file here.
         if !matches!(
             tenant.status,
             TenantStatus::Active | TenantStatus::Suspended
-        ) {
+        ) || tenant.store != crate::catalog::TenantStore::Local
+        {
             continue;
         }
         if let Some(path) = tenant_db_path(&data, &tenant.id) {

@@ -66,6 +66,10 @@ pub enum LifecycleError {
     Catalog(CatalogError),
     /// A tenant database elsewhere than a local file (sqld) failed or is out of reach.
     Store(StoreError),
+    /// The tenant is kept on sqld and this process was given no sqld server.
+    NoSqld,
+    /// The tenant's namespace is gone from sqld (restore of a deleted tenant).
+    NamespaceMissing(String),
     Db(DbError),
     Io {
         path: PathBuf,
@@ -104,6 +108,12 @@ impl fmt::Display for LifecycleError {
             LifecycleError::Tenancy(e) => e.fmt(f),
             LifecycleError::Catalog(e) => e.fmt(f),
             LifecycleError::Store(e) => e.fmt(f),
+            LifecycleError::NoSqld => {
+                f.write_str("tenants are kept on sqld, and no --sqld-url was given")
+            }
+            LifecycleError::NamespaceMissing(slug) => {
+                write!(f, "tenant {slug}'s namespace is gone from sqld")
+            }
             LifecycleError::Db(e) => e.fmt(f),
             LifecycleError::Io { path, source } => write!(f, "{}: {source}", path.display()),
         }
@@ -280,11 +290,7 @@ pub(crate) fn provision(
 
 /// The sqld server of this catalog's tenants, or why there is none.
 pub(crate) fn sqld_client(catalog: &Catalog) -> Result<Arc<sqld::Client>, LifecycleError> {
-    catalog.stores().sqld.ok_or_else(|| {
-        LifecycleError::Store(StoreError::Backend(
-            "tenants are kept on sqld, and no --sqld-url was given".into(),
-        ))
-    })
+    catalog.stores().sqld.ok_or(LifecycleError::NoSqld)
 }
 
 /// A tenant's namespace on sqld, made, migrated and seeded with who it belongs to. All or
@@ -513,10 +519,7 @@ pub fn restore(catalog: &Catalog, slug: &str) -> Result<Arc<TenantRecord>, Lifec
         TenantStore::Local => db::ensure_exists(&db_path(catalog, &record)?)?,
         TenantStore::Sqld => {
             if !sqld_client(catalog)?.namespace_exists(&record.id)? {
-                return Err(LifecycleError::Store(StoreError::Backend(format!(
-                    "namespace {} is gone from sqld",
-                    record.id
-                ))));
+                return Err(LifecycleError::NamespaceMissing(slug.to_string()));
             }
         }
     }

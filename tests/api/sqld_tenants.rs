@@ -510,3 +510,22 @@ fn finishing_a_provisioning_again_completes_what_an_earlier_attempt_left_and_del
     assert!(tenantd::tenancy::lifecycle::finish_provisioning(catalog, &record.id).is_err());
     assert_eq!(order_ids(&test, "acme").len(), 1);
 }
+
+#[test]
+fn restoring_a_tenant_whose_namespace_is_gone_and_backing_up_a_shared_catalog_are_conflicts() {
+    let Some((test, sqld)) = app_on_sqld() else {
+        return;
+    };
+    let acme = id(&test.create_tenant("acme", &[]));
+    assert_eq!(
+        test.admin("DELETE", "/api/admin/tenants/acme", None).status,
+        200
+    );
+    sqld.client().delete_namespace(&acme).unwrap();
+    let restored = test.admin("POST", "/api/admin/tenants/acme/restore", None);
+    assert_eq!(restored.status, 409, "{}", restored.text());
+    assert_eq!(restored.json()["error"]["code"], "tenant_namespace_missing");
+    let central = test.admin("POST", "/api/admin/backups/central", None);
+    assert_eq!(central.status, 409, "{}", central.text());
+    assert_eq!(central.json()["error"]["code"], "not_a_local_file");
+}
