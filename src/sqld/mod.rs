@@ -40,10 +40,6 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Idle keep-alive connections kept to the server, for the threads that share the client.
     pub idle_connections: usize,
-    /// Namespaces whose autocommit statements reuse streams kept open (see `Idle`): the few
-    /// asked on nearly every request. Each kept stream holds a connection on the server, which
-    /// keeps its namespace loaded past `--max-active-namespaces`: not for every tenant.
-    pub keep_streams: Vec<String>,
 }
 
 impl Config {
@@ -56,7 +52,6 @@ impl Config {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             idle_connections: 32,
-            keep_streams: Vec::new(),
         }
     }
 }
@@ -136,66 +131,6 @@ struct Inner {
     authorization: Option<String>,
     /// The whole `Authorization` value of admin requests, when there is a key.
     admin_authorization: Option<String>,
-    /// Streams kept open between autocommit statements, by namespace (see `Client::execute`).
-    idle: std::sync::Mutex<Idle>,
-    /// `Config::keep_streams`.
-    keep_streams: Vec<String>,
-}
-
-/// Open autocommit streams waiting for their next statement. sqld opens a SQLite connection
-/// for each new stream, which costs it more than the statement: a stream kept open serves the
-/// next statement of the same namespace without one. A baton names its stream whatever
-/// namespace a request names, so a stream is only ever handed to the namespace it was opened
-/// on.
-#[derive(Default)]
-struct Idle {
-    by_namespace: std::collections::HashMap<String, Vec<IdleStream>>,
-    count: usize,
-}
-
-struct IdleStream {
-    baton: String,
-    base: String,
-    since: std::time::Instant,
-}
-
-/// A stream idle longer is not used again: sqld drops streams idle for about 10 s.
-const IDLE_STREAM_TTL: Duration = Duration::from_secs(4);
-/// Open streams kept per namespace and in all: each holds a connection on the server.
-const IDLE_PER_NAMESPACE: usize = 4;
-const IDLE_TOTAL: usize = 64;
-
-impl Idle {
-    fn take(&mut self, ns: &str) -> Option<IdleStream> {
-        let streams = self.by_namespace.get_mut(ns)?;
-        while let Some(stream) = streams.pop() {
-            self.count -= 1;
-            if stream.since.elapsed() < IDLE_STREAM_TTL {
-                return Some(stream);
-            }
-        }
-        None
-    }
-
-    fn keep(&mut self, ns: &str, stream: IdleStream) {
-        if self.count >= IDLE_TOTAL {
-            // Make room from stale streams; if none, this one is left for the server to expire.
-            let before = self.count;
-            for streams in self.by_namespace.values_mut() {
-                streams.retain(|s| s.since.elapsed() < IDLE_STREAM_TTL);
-            }
-            self.by_namespace.retain(|_, streams| !streams.is_empty());
-            self.count = self.by_namespace.values().map(Vec::len).sum();
-            if self.count >= IDLE_TOTAL || self.count == before {
-                return;
-            }
-        }
-        let streams = self.by_namespace.entry(ns.to_string()).or_default();
-        if streams.len() < IDLE_PER_NAMESPACE {
-            streams.push(stream);
-            self.count += 1;
-        }
-    }
 }
 
 impl Client {
@@ -222,58 +157,17 @@ impl Client {
                 admin_url,
                 authorization: config.auth_token.map(|t| format!("Bearer {t}")),
                 admin_authorization: config.admin_auth_key.map(|k| format!("Basic {k}")),
-                idle: Default::default(),
-                keep_streams: config.keep_streams,
             }),
         })
     }
 
-    /// One statement in `ns`, autocommit: one round trip, on a stream of its own; for the
-    /// namespaces of `Config::keep_streams`, on a stream of `ns` kept open from an earlier
-    /// statement when there is one (see `Idle`), else on a new one, kept open after.
-    /// A kept stream the server has dropped meanwhile refuses the request before running
-    /// anything, and the statement goes on a new stream; any other failure is the caller's.
+    /// One statement in `ns`, in a stream of its own (autocommit): one round trip.
     pub fn execute(&self, ns: &str, sql: &str, args: &[Value]) -> Result<Rows, SqldError> {
         check_namespace(ns)?;
-        let statement = hrana::execute(sql, args)?;
-        if !self.inner.keep_streams.iter().any(|kept| kept == ns) {
-            let reply =
-                self.pipeline(&self.inner.url, ns, None, vec![statement, hrana::close()])?;
-            let mut results = reply.results.into_iter();
-            return hrana::rows(hrana::next(&mut results)?, "execute");
-        }
-        // The stream is asked whether it is still outside a transaction, in the same round
-        // trip: one that is not (the statement began one) is never handed to anyone else.
-        let requests = vec![statement, hrana::get_autocommit()];
-        let kept = lock(&self.inner.idle).take(ns);
-        if let Some(kept) = kept {
-            match self.pipeline(&kept.base, ns, Some(&kept.baton), requests.clone()) {
-                Ok(reply) => return self.answer(ns, &kept.base, reply),
-                // Dropped by the server meanwhile (expired, or lost in a restart), or refused
-                // while sqld reloads the namespace: nothing ran; a new stream asks again.
-                Err(SqldError::StreamEnded { .. } | SqldError::NamespaceMissing(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let requests = vec![hrana::execute(sql, args)?, hrana::close()];
         let reply = self.pipeline(&self.inner.url, ns, None, requests)?;
-        self.answer(ns, &self.inner.url, reply)
-    }
-
-    /// The rows of a one-statement answer; its stream kept for the next statement of `ns`.
-    fn answer(&self, ns: &str, base: &str, reply: hrana::Reply) -> Result<Rows, SqldError> {
         let mut results = reply.results.into_iter();
-        let rows = hrana::rows(hrana::next(&mut results)?, "execute");
-        let autocommit = hrana::next(&mut results).and_then(hrana::is_autocommit);
-        if let (Some(baton), Ok(true)) = (reply.baton, autocommit) {
-            let base = reply.base_url.unwrap_or_else(|| base.to_string());
-            let stream = IdleStream {
-                baton,
-                base,
-                since: std::time::Instant::now(),
-            };
-            lock(&self.inner.idle).keep(ns, stream);
-        }
-        rows
+        hrana::rows(hrana::next(&mut results)?, "execute")
     }
 
     /// `statements` in one round trip and one `BEGIN IMMEDIATE` transaction: all of them
@@ -402,12 +296,6 @@ impl Client {
         }
         Err(SqldError::http(status, &text))
     }
-}
-
-/// A poisoned lock only means a thread panicked while holding it; the idle streams are
-/// whole at every moment.
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// How many more times a stream's first request is sent when sqld says its namespace does

@@ -107,12 +107,8 @@ impl Sqld {
         self.dir.path().join("data").join("dbs")
     }
 
-    /// The client's configuration as `serve` makes it: streams of the catalog's namespace kept
-    /// open between statements.
     pub fn config(&self) -> Config {
-        let mut config = Config::new(&self.url(), &self.admin_url());
-        config.keep_streams = vec![tenantd::catalog::CENTRAL_NAMESPACE.to_string()];
-        config
+        Config::new(&self.url(), &self.admin_url())
     }
 
     pub fn client(&self) -> Client {
