@@ -434,13 +434,14 @@ fn json_log_lines_parse_and_carry_the_tenant() {
         None,
     );
     assert_eq!(reply.status, 200, "{}", reply.text());
+    // Both requests' access lines: they are written after the answers, so the second may be
+    // there before the first.
     let found = crate::support::eventually(std::time::Duration::from_secs(10), || {
-        std::fs::read_to_string(&log_path)
-            .unwrap()
-            .contains("GET /api/tenant")
+        let text = std::fs::read_to_string(&log_path).unwrap();
+        text.contains("GET /api/tenant") && text.contains("POST /api/auth/login")
     });
     drop(child);
-    assert!(found, "no access line for the request");
+    assert!(found, "no access line for each request");
     let text = std::fs::read_to_string(&log_path).unwrap();
     let mut lines = 0;
     for line in text.lines() {
