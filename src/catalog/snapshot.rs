@@ -234,13 +234,7 @@ impl Catalog {
                 );
                 match refresh(&mut watcher, &base) {
                     Ok(refreshed) => {
-                        if let Some(fresh) = refreshed {
-                            self.last_check
-                                .write()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .snapshot = Arc::new(fresh);
-                            self.reloads.fetch_add(1, Ordering::Relaxed);
-                        }
+                        self.install(refreshed);
                         watcher.data_version = Some(version);
                         watcher.counted = counted;
                         current = true;
@@ -267,6 +261,17 @@ impl Catalog {
         ))
     }
 
+    /// Serves `fresh` from now on, if a reload made one.
+    fn install(&self, fresh: Option<Snapshot>) {
+        if let Some(fresh) = fresh {
+            self.last_check
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .snapshot = Arc::new(fresh);
+            self.reloads.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// [`Catalog::snapshot`] of a catalog kept on sqld, which other nodes write: no local file
     /// shows their commits, so every call reads `catalog_changes.n` (one round trip), and
     /// reloads what changed when it moved. That read is what makes a change made through
@@ -287,13 +292,7 @@ impl Catalog {
                 let maintenance = load_maintenance(db)?;
                 match refresh_from(db, &mut watcher.log_seq, &base, maintenance) {
                     Ok(fresh) => {
-                        if let Some(fresh) = fresh {
-                            self.last_check
-                                .write()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .snapshot = Arc::new(fresh);
-                            self.reloads.fetch_add(1, Ordering::Relaxed);
-                        }
+                        self.install(fresh);
                         watcher.counted = Some(counted);
                     }
                     Err(e) if watcher.counted.is_some() => {

@@ -95,22 +95,7 @@ impl Transaction {
             .map(|s| hrana::execute(&s.sql, &s.args))
             .collect::<Result<Vec<_>, _>>()?;
         requests.push(hrana::get_autocommit());
-        let reply =
-            match self
-                .client
-                .pipeline(&self.base, &self.ns, self.baton.as_deref(), requests)
-            {
-                Ok(reply) => reply,
-                Err(e) => {
-                    if !matches!(e, SqldError::Transport(_)) {
-                        self.baton = None;
-                    }
-                    self.ended = Some(Ended::Stream(e.to_string()));
-                    return Err(e);
-                }
-            };
-        self.follow(reply.baton, reply.base_url);
-        let mut results = reply.results.into_iter();
+        let mut results = self.send(requests)?.into_iter();
         let mut out = Vec::with_capacity(statements.len());
         let mut first_error = None;
         for _ in statements {
@@ -172,9 +157,9 @@ impl Transaction {
 
     /// Sends `request` and `get_autocommit` on the stream; the request's outcome, unless the
     /// stream or its transaction is gone.
-    fn request(&mut self, request: serde_json::Value) -> Result<hrana::Outcome, SqldError> {
-        self.usable()?;
-        let requests = vec![request, hrana::get_autocommit()];
+    /// One pipeline on the stream: its results, the stream's next baton followed; on a failure
+    /// the transaction is over.
+    fn send(&mut self, requests: Vec<serde_json::Value>) -> Result<Vec<hrana::Outcome>, SqldError> {
         let reply =
             match self
                 .client
@@ -191,7 +176,13 @@ impl Transaction {
                 }
             };
         self.follow(reply.baton, reply.base_url);
-        let mut results = reply.results.into_iter();
+        Ok(reply.results)
+    }
+
+    fn request(&mut self, request: serde_json::Value) -> Result<hrana::Outcome, SqldError> {
+        self.usable()?;
+        let requests = vec![request, hrana::get_autocommit()];
+        let mut results = self.send(requests)?.into_iter();
         let outcome = hrana::next(&mut results)?;
         if self.baton.is_none() {
             let message = "the server closed the stream".to_string();
