@@ -138,6 +138,8 @@ fn sqld_client(
         }
     };
     let mut config = crate::sqld::Config::new(url.trim(), admin_url.trim());
+    // Every request reads the catalog's change counter there.
+    config.keep_streams = vec![crate::catalog::CENTRAL_NAMESPACE.to_string()];
     config.auth_token = token.map(|t| t.trim().to_string());
     let client =
         crate::sqld::Client::new(config).map_err(|e| ConfigError(format!("--sqld-url: {e}")))?;

@@ -40,6 +40,10 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Idle keep-alive connections kept to the server, for the threads that share the client.
     pub idle_connections: usize,
+    /// Namespaces whose autocommit statements reuse streams kept open (see `Idle`): the few
+    /// asked on nearly every request. Each kept stream holds a connection on the server, which
+    /// keeps its namespace loaded past `--max-active-namespaces`: not for every tenant.
+    pub keep_streams: Vec<String>,
 }
 
 impl Config {
@@ -52,6 +56,7 @@ impl Config {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             idle_connections: 32,
+            keep_streams: Vec::new(),
         }
     }
 }
@@ -131,6 +136,80 @@ struct Inner {
     authorization: Option<String>,
     /// The whole `Authorization` value of admin requests, when there is a key.
     admin_authorization: Option<String>,
+    /// Streams kept open between autocommit statements, by namespace (see `Client::execute`).
+    idle: std::sync::Mutex<Idle>,
+    /// `Config::keep_streams`.
+    keep_streams: Vec<String>,
+}
+
+/// Open autocommit streams of the namespaces in `Config::keep_streams`. sqld opens a SQLite
+/// connection for each new stream, which costs it more than the statement: a stream kept open
+/// serves the next statement of the same namespace without one. A baton names its stream
+/// whatever namespace a request names, so a stream is only ever handed to the namespace it was
+/// opened on. Every stream left open on the server is counted, lent ones too, and a stream
+/// that is not to be kept is closed: the server holds a connection for each until it expires.
+#[derive(Default)]
+struct Idle {
+    by_namespace: std::collections::HashMap<String, Streams>,
+}
+
+#[derive(Default)]
+struct Streams {
+    /// Waiting for a statement, the most recent last.
+    kept: Vec<IdleStream>,
+    /// Open on the server for this client: kept, and lent out to a statement now.
+    open: usize,
+}
+
+struct IdleStream {
+    baton: String,
+    base: String,
+    since: std::time::Instant,
+}
+
+/// A stream idle longer is not used again (sqld drops streams idle for about 10 s): the
+/// server ends it, and it stops counting.
+const IDLE_STREAM_TTL: Duration = Duration::from_secs(4);
+/// Streams kept open per namespace: each holds a connection on the server.
+const STREAMS_PER_NAMESPACE: usize = 16;
+
+/// What a statement of a kept namespace runs on.
+enum Lease {
+    /// A kept stream, lent: it counts as open until handed back or released.
+    Kept(IdleStream),
+    /// A new stream, counted as open already: kept after the statement if it can be.
+    Reserved,
+    /// No room: a new stream, closed in the same round trip.
+    Closed,
+}
+
+impl Idle {
+    fn lease(&mut self, ns: &str) -> Lease {
+        let streams = self.by_namespace.entry(ns.to_string()).or_default();
+        while let Some(stream) = streams.kept.pop() {
+            if stream.since.elapsed() < IDLE_STREAM_TTL {
+                return Lease::Kept(stream);
+            }
+            streams.open -= 1;
+        }
+        if streams.open < STREAMS_PER_NAMESPACE {
+            streams.open += 1;
+            return Lease::Reserved;
+        }
+        Lease::Closed
+    }
+
+    fn hand_back(&mut self, ns: &str, stream: IdleStream) {
+        if let Some(streams) = self.by_namespace.get_mut(ns) {
+            streams.kept.push(stream);
+        }
+    }
+
+    fn release(&mut self, ns: &str) {
+        if let Some(streams) = self.by_namespace.get_mut(ns) {
+            streams.open = streams.open.saturating_sub(1);
+        }
+    }
 }
 
 impl Client {
@@ -157,17 +236,87 @@ impl Client {
                 admin_url,
                 authorization: config.auth_token.map(|t| format!("Bearer {t}")),
                 admin_authorization: config.admin_auth_key.map(|k| format!("Basic {k}")),
+                idle: Default::default(),
+                keep_streams: config.keep_streams,
             }),
         })
     }
 
-    /// One statement in `ns`, in a stream of its own (autocommit): one round trip.
+    /// One statement in `ns`, autocommit: one round trip, on a stream of its own; for the
+    /// namespaces of `Config::keep_streams`, on a stream of `ns` kept open from an earlier
+    /// statement when there is one (see `Idle`), else on a new one, kept open after if there
+    /// is room. A kept stream the server has dropped meanwhile refuses the request before
+    /// running anything, and the statement goes on a new stream; any other failure is the
+    /// caller's.
     pub fn execute(&self, ns: &str, sql: &str, args: &[Value]) -> Result<Rows, SqldError> {
         check_namespace(ns)?;
-        let requests = vec![hrana::execute(sql, args)?, hrana::close()];
-        let reply = self.pipeline(&self.inner.url, ns, None, requests)?;
+        let statement = hrana::execute(sql, args)?;
+        let keep = self.inner.keep_streams.iter().any(|kept| kept == ns);
+        let mut lease = if keep {
+            lock(&self.inner.idle).lease(ns)
+        } else {
+            Lease::Closed
+        };
+        if let Lease::Kept(kept) = &lease {
+            // The stream is asked whether it is still outside a transaction, in the same round
+            // trip: one that is not (the statement began one) is never handed to anyone else.
+            let requests = vec![statement.clone(), hrana::get_autocommit()];
+            match self.pipeline(&kept.base, ns, Some(&kept.baton), requests) {
+                Ok(reply) => return self.answer(ns, &kept.base.clone(), reply),
+                // Dropped by the server meanwhile (expired, or lost in a restart), or refused
+                // while sqld reloads the namespace: nothing ran; a new stream asks again.
+                Err(SqldError::StreamEnded { .. } | SqldError::NamespaceMissing(_)) => {
+                    let mut idle = lock(&self.inner.idle);
+                    idle.release(ns);
+                    lease = idle.lease(ns);
+                }
+                Err(e) => {
+                    lock(&self.inner.idle).release(ns);
+                    return Err(e);
+                }
+            }
+        }
+        if let Lease::Closed = lease {
+            let reply =
+                self.pipeline(&self.inner.url, ns, None, vec![statement, hrana::close()])?;
+            let mut results = reply.results.into_iter();
+            return hrana::rows(hrana::next(&mut results)?, "execute");
+        }
+        let requests = vec![statement, hrana::get_autocommit()];
+        match self.pipeline(&self.inner.url, ns, None, requests) {
+            Ok(reply) => self.answer(ns, &self.inner.url, reply),
+            Err(e) => {
+                lock(&self.inner.idle).release(ns);
+                Err(e)
+            }
+        }
+    }
+
+    /// The rows of a one-statement answer on a counted stream of `ns`: the stream handed back
+    /// for the next statement when it is outside a transaction, else closed and released.
+    fn answer(&self, ns: &str, base: &str, reply: hrana::Reply) -> Result<Rows, SqldError> {
         let mut results = reply.results.into_iter();
-        hrana::rows(hrana::next(&mut results)?, "execute")
+        let rows = hrana::next(&mut results).and_then(|first| hrana::rows(first, "execute"));
+        let autocommit = hrana::next(&mut results).and_then(hrana::is_autocommit);
+        let base = reply.base_url.unwrap_or_else(|| base.to_string());
+        match (reply.baton, autocommit) {
+            (Some(baton), Ok(true)) => {
+                let stream = IdleStream {
+                    baton,
+                    base,
+                    since: std::time::Instant::now(),
+                };
+                lock(&self.inner.idle).hand_back(ns, stream);
+            }
+            (Some(baton), _) => {
+                // Inside a transaction (or unknown): closed, which rolls it back. A failure to
+                // close leaves it to the server's expiry.
+                let _ = self.pipeline(&base, ns, Some(&baton), vec![hrana::close()]);
+                lock(&self.inner.idle).release(ns);
+            }
+            (None, _) => lock(&self.inner.idle).release(ns),
+        }
+        rows
     }
 
     /// `statements` in one round trip and one `BEGIN IMMEDIATE` transaction: all of them
@@ -296,6 +445,12 @@ impl Client {
         }
         Err(SqldError::http(status, &text))
     }
+}
+
+/// A poisoned lock only means a thread panicked while holding it; the idle streams are
+/// whole at every moment.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// How many more times a stream's first request is sent when sqld says its namespace does

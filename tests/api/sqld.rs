@@ -557,3 +557,58 @@ fn sqld_namespaces_beyond_the_active_ones_answer() {
         }
     }
 }
+
+/// Autocommit statements reuse streams kept open per namespace: a stream never serves another
+/// namespace, one the server dropped (a restart) is replaced without the caller seeing it, and
+/// one a statement left inside a transaction is never handed out again.
+#[test]
+fn sqld_kept_streams_stay_with_their_namespace_survive_a_restart_and_never_carry_a_transaction() {
+    let Some(mut sqld) = spawn_sqld() else {
+        return;
+    };
+    let mut config = sqld.config();
+    config.keep_streams = vec!["ns-a".into(), "ns-b".into()];
+    let client = Client::new(config).unwrap();
+    for ns in ["ns-a", "ns-b"] {
+        client.create_namespace(ns).unwrap();
+        client.execute(ns, "CREATE TABLE t (v TEXT)", &[]).unwrap();
+    }
+    for i in 0..20 {
+        let ns = if i % 2 == 0 { "ns-a" } else { "ns-b" };
+        client
+            .execute(ns, "INSERT INTO t (v) VALUES (?1)", &[ns.into()])
+            .unwrap();
+    }
+    assert_eq!(texts(&client, "ns-a", "SELECT DISTINCT v FROM t"), ["ns-a"]);
+    assert_eq!(texts(&client, "ns-b", "SELECT DISTINCT v FROM t"), ["ns-b"]);
+
+    // Many threads at once: more than the streams kept, each statement answered (the ones
+    // past the kept streams close theirs, so the server never runs out of connections).
+    let handles: Vec<_> = (0..24)
+        .map(|_| {
+            let client = client.clone();
+            thread::spawn(move || {
+                for _ in 0..25 {
+                    assert_eq!(count(&client, "ns-a", "t"), 10);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+
+    // The kept streams die with the server; the next statements do not notice.
+    sqld.restart();
+    assert_eq!(count(&client, "ns-a", "t"), 10);
+    assert_eq!(count(&client, "ns-b", "t"), 10);
+
+    // A statement that begins a transaction: its stream is not kept, so what follows commits
+    // on its own and another client sees it.
+    client.execute("ns-a", "BEGIN", &[]).unwrap();
+    client
+        .execute("ns-a", "INSERT INTO t (v) VALUES ('after')", &[])
+        .unwrap();
+    let other = sqld.client();
+    assert_eq!(count(&other, "ns-a", "t"), 11);
+}

@@ -107,8 +107,12 @@ impl Sqld {
         self.dir.path().join("data").join("dbs")
     }
 
+    /// The client's configuration as `serve` makes it: streams of the catalog's namespace kept
+    /// open between statements.
     pub fn config(&self) -> Config {
-        Config::new(&self.url(), &self.admin_url())
+        let mut config = Config::new(&self.url(), &self.admin_url());
+        config.keep_streams = vec![tenantd::catalog::CENTRAL_NAMESPACE.to_string()];
+        config
     }
 
     pub fn client(&self) -> Client {
