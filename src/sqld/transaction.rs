@@ -106,21 +106,11 @@ impl Transaction {
                 }
             }
         }
-        if self.baton.is_none() {
-            let message = "the server closed the stream".to_string();
-            self.ended = Some(Ended::Stream(message.clone()));
-            return Err(SqldError::StreamEnded {
-                status: None,
-                message,
-            });
-        }
-        if hrana::is_autocommit(hrana::next(&mut results)?)? {
-            let message = first_error
+        self.still_open(&mut results, || {
+            first_error
                 .as_ref()
-                .map_or_else(|| "a statement ended it".to_string(), |e| e.to_string());
-            self.ended = Some(Ended::Transaction(message.clone()));
-            return Err(SqldError::TransactionEnded(message));
-        }
+                .map_or_else(|| "a statement ended it".to_string(), |e| e.to_string())
+        })?;
         match first_error {
             Some(e) => Err(e),
             None => Ok(out),
@@ -184,6 +174,21 @@ impl Transaction {
         let requests = vec![request, hrana::get_autocommit()];
         let mut results = self.send(requests)?.into_iter();
         let outcome = hrana::next(&mut results)?;
+        self.still_open(&mut results, || match &outcome {
+            Err(e) => e.to_string(),
+            Ok(_) => "the statement ended it".to_string(),
+        })?;
+        Ok(outcome)
+    }
+
+    /// After a pipeline's statements: the stream must still be open (a baton came back) and
+    /// still inside the transaction (the `get_autocommit` answer next in `results`). When it
+    /// is not, the transaction is over, and `why` says what ended it.
+    fn still_open(
+        &mut self,
+        results: &mut impl Iterator<Item = hrana::Outcome>,
+        why: impl FnOnce() -> String,
+    ) -> Result<(), SqldError> {
         if self.baton.is_none() {
             let message = "the server closed the stream".to_string();
             self.ended = Some(Ended::Stream(message.clone()));
@@ -192,15 +197,12 @@ impl Transaction {
                 message,
             });
         }
-        if hrana::is_autocommit(hrana::next(&mut results)?)? {
-            let message = match &outcome {
-                Err(e) => e.to_string(),
-                Ok(_) => "the statement ended it".to_string(),
-            };
+        if hrana::is_autocommit(hrana::next(results)?)? {
+            let message = why();
             self.ended = Some(Ended::Transaction(message.clone()));
             return Err(SqldError::TransactionEnded(message));
         }
-        Ok(outcome)
+        Ok(())
     }
 
     fn follow(&mut self, baton: Option<String>, base_url: Option<String>) {
